@@ -1,0 +1,202 @@
+//! The `blast` command: parses arguments, calls the engine, renders the result. Nothing else lives here.
+
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use engine::gc::{self, CleanOptions};
+use engine::ops::{self, CreateOptions};
+use engine::{Result, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "blast",
+    version,
+    about = "Python environments as immutable, content-addressed, layered snapshots",
+    long_about = "Python environments as immutable, content-addressed, layered snapshots.\n\n\
+        The store lives in $BLAST_HOME (default ~/.local/share/blast)."
+)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which environment a command works on.
+#[derive(Args)]
+struct EnvArg {
+    /// Environment name or path (default: $BLAST_ENV, else ./.venv).
+    #[arg(short = 'e', long = "env", env = "BLAST_ENV", value_name = "NAME|PATH")]
+    env: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an environment: a venv written by blast, recorded as its first snapshot.
+    Create {
+        /// Name of the environment (lives in $BLAST_HOME/envs/NAME unless --path is given).
+        name: Option<String>,
+        /// Directory of the environment (default ./.venv when no name is given).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Interpreter: a path, a command, or a version such as 3.11 (default python3).
+        #[arg(long)]
+        python: Option<String>,
+        /// Add pip, unpacked from the interpreter's bundled wheel.
+        #[arg(long)]
+        seed: bool,
+    },
+    /// Capture what changed in the environment's directory as a new snapshot.
+    Snapshot {
+        #[command(flatten)]
+        env: EnvArg,
+        /// A message for the history.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Tag the snapshot (or HEAD, when nothing changed) with this name.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// Move the environment to an earlier snapshot: an id or prefix, a tag, or @~N (default @~1).
+    Rollback {
+        #[command(flatten)]
+        env: EnvArg,
+        target: Option<String>,
+        /// Discard changes in the directory that are not captured.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make one environment hold another's snapshot, at its own path (created if it does not exist).
+    Sync {
+        #[arg(long, value_name = "ENV")]
+        from: String,
+        #[arg(long, value_name = "ENV")]
+        to: String,
+        /// Discard changes in the target's directory that are not captured.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the environment's history with the package changes of each entry.
+    Log {
+        #[command(flatten)]
+        env: EnvArg,
+    },
+    /// Compare two snapshots (default: HEAD against the directory as it is).
+    Diff {
+        #[command(flatten)]
+        env: EnvArg,
+        a: Option<String>,
+        b: Option<String>,
+        /// List changed paths too.
+        #[arg(long)]
+        files: bool,
+    },
+    /// List the environments of the store.
+    List,
+    /// Show an environment: HEAD, uncaptured changes, packages, sizes.
+    Status {
+        #[command(flatten)]
+        env: EnvArg,
+    },
+    /// Delete an environment's directory and its history (snapshots stay until `blast clean`).
+    Remove {
+        #[arg(value_name = "NAME|PATH")]
+        env: String,
+    },
+    /// Rehash objects and compare environment directories with their HEAD.
+    Verify {
+        /// Only this environment and the objects it needs (default: the whole store).
+        #[arg(short = 'e', long = "env", value_name = "NAME|PATH")]
+        env: Option<String>,
+    },
+    /// Remove what no environment, kept history entry or tag needs.
+    Clean {
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep the newest N history entries of each environment.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Keep history entries younger than D days.
+        #[arg(long, value_name = "D")]
+        keep_days: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            render::error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let home = Store::default_home()?;
+    let out = render::Output { json: cli.json };
+    let open = || Store::open(&home);
+    match cli.command {
+        Command::Create {
+            name,
+            path,
+            python,
+            seed,
+        } => out.create(&ops::create(
+            &open()?,
+            &CreateOptions {
+                name,
+                path,
+                python,
+                seed,
+            },
+        )?),
+        Command::Snapshot { env, message, tag } => {
+            out.snapshot(&ops::snapshot(&open()?, env.env.as_deref(), message, tag)?)
+        }
+        Command::Rollback { env, target, force } => out.moved(&ops::rollback(
+            &open()?,
+            env.env.as_deref(),
+            target.as_deref(),
+            force,
+        )?),
+        Command::Sync { from, to, force } => out.moved(&ops::sync(&open()?, &from, &to, force)?),
+        Command::Log { env } => out.log(&ops::log(&open()?, env.env.as_deref())?),
+        Command::Diff { env, a, b, files } => out.diff(&ops::diff(
+            &open()?,
+            env.env.as_deref(),
+            a.as_deref(),
+            b.as_deref(),
+            files,
+        )?),
+        Command::List => out.list(&ops::list(&open()?)?),
+        Command::Status { env } => out.status(&ops::status(&open()?, env.env.as_deref())?),
+        Command::Remove { env } => out.removed(&ops::remove(&open()?, &env)?),
+        Command::Verify { env } => {
+            let report = ops::verify(&open()?, env.as_deref())?;
+            out.verify(&report);
+            if !report.is_clean() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Clean {
+            dry_run,
+            keep,
+            keep_days,
+        } => out.clean(&gc::clean(
+            &home,
+            CleanOptions {
+                dry_run,
+                keep,
+                keep_days,
+            },
+        )?),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,313 @@
+//! Rendering of the engine's reports: aligned text for people, JSON (`--json`) for programs.
+
+use bytesize::ByteSize;
+use comfy_table::{Table, presets::NOTHING};
+use engine::gc::CleanReport;
+use engine::index::EnvRecord;
+use engine::ops::{
+    CreateReport, DiffReport, EnvSummary, FileChange, LogEntry, MoveReport, SnapshotReport,
+    StatusReport, VerifyReport,
+};
+use engine::packages::PackageChange;
+use serde::Serialize;
+
+pub struct Output {
+    pub json: bool,
+}
+
+/// Prints an error and its causes, the way a user reads them.
+pub fn error(e: &engine::Error) {
+    eprintln!("error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+fn short(id: &impl ToString) -> String {
+    let mut s = id.to_string();
+    s.truncate(12);
+    s
+}
+
+fn package_line(changes: &[PackageChange]) -> String {
+    if changes.is_empty() {
+        return "no package changes".into();
+    }
+    changes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t
+}
+
+impl Output {
+    fn json(&self, value: &impl Serialize) -> bool {
+        if self.json {
+            match serde_json::to_string_pretty(value) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("error: could not render JSON: {e}"),
+            }
+        }
+        self.json
+    }
+
+    pub fn create(&self, r: &CreateReport) {
+        if self.json(r) {
+            return;
+        }
+        let what = r
+            .name
+            .as_deref()
+            .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
+        println!("created {what}");
+        println!("  python   {}", r.python);
+        println!("  snapshot {} ({} files)", short(&r.snapshot), r.files);
+        println!("  activate with: source {}/bin/activate", r.path);
+    }
+
+    pub fn snapshot(&self, r: &SnapshotReport) {
+        if self.json(r) {
+            return;
+        }
+        match &r.snapshot {
+            None => {
+                print!("nothing changed in `{}` (HEAD {})", r.env, short(&r.parent));
+                match &r.tag {
+                    Some(tag) => println!("; tagged HEAD `{tag}`"),
+                    None => println!(),
+                }
+            }
+            Some(id) => {
+                println!(
+                    "snapshot {} of `{}`: {} added, {} modified, {} removed",
+                    short(id),
+                    r.env,
+                    r.added,
+                    r.modified,
+                    r.removed
+                );
+                println!("  {}", package_line(&r.packages));
+                if let Some(tag) = &r.tag {
+                    println!("  tagged `{tag}`");
+                }
+            }
+        }
+    }
+
+    pub fn moved(&self, r: &MoveReport) {
+        if self.json(r) {
+            return;
+        }
+        if r.unchanged {
+            println!("`{}` is already at {}", r.env, short(&r.to));
+            return;
+        }
+        let from = r.from.as_ref().map_or_else(|| "nothing".to_owned(), short);
+        println!(
+            "`{}`: {} → {} ({} paths written, {} removed)",
+            r.env,
+            from,
+            short(&r.to),
+            r.written,
+            r.removed
+        );
+        println!("  {}", package_line(&r.packages));
+    }
+
+    pub fn log(&self, entries: &[LogEntry]) {
+        if self.json(&entries) {
+            return;
+        }
+        for e in entries {
+            let head = if e.head { " (HEAD)" } else { "" };
+            let tags = if e.tags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", e.tags.join(", "))
+            };
+            let message = e
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            println!(
+                "{}{head}{tags}  {}  {}{message}",
+                short(&e.snapshot),
+                e.time,
+                e.operation
+            );
+            match &e.packages {
+                Some(changes) => println!("    {}", package_line(changes)),
+                None => println!("    (the snapshot before it was cleaned away)"),
+            }
+        }
+    }
+
+    pub fn diff(&self, r: &DiffReport) {
+        if self.json(r) {
+            return;
+        }
+        let a = r
+            .from
+            .as_ref()
+            .map_or_else(|| "directory".to_owned(), short);
+        let b = r.to.as_ref().map_or_else(|| "directory".to_owned(), short);
+        println!("`{}`: {a} → {b}", r.env);
+        println!("  {}", package_line(&r.packages));
+        if let Some(files) = &r.files {
+            print_file_changes(files);
+        }
+    }
+
+    pub fn list(&self, envs: &[EnvSummary]) {
+        if self.json(&envs) {
+            return;
+        }
+        if envs.is_empty() {
+            println!("no environments yet: `blast create NAME` makes one");
+            return;
+        }
+        let mut t = table();
+        t.set_header(["NAME", "PATH", "HEAD", "PYTHON", "PACKAGES", "LAST"]);
+        for e in envs {
+            t.add_row([
+                e.name.clone().unwrap_or_else(|| "-".into()),
+                e.path.clone(),
+                e.head.as_ref().map(short).unwrap_or_else(|| "-".into()),
+                e.python.clone(),
+                e.packages.to_string(),
+                match (&e.last_operation, &e.last_time) {
+                    (Some(op), Some(t)) => format!("{op} {t}"),
+                    _ => "-".into(),
+                },
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn status(&self, r: &StatusReport) {
+        if self.json(r) {
+            return;
+        }
+        println!("environment `{}`", r.env);
+        println!("  path      {}", r.path);
+        println!("  python    {}", r.python);
+        let tags = if r.tags.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", r.tags.join(", "))
+        };
+        println!(
+            "  HEAD      {}{tags}",
+            r.head.as_ref().map(short).unwrap_or_default()
+        );
+        println!(
+            "  size      {} in {} files",
+            ByteSize(r.env_bytes),
+            r.env_files
+        );
+        println!(
+            "  store     {} ({} saved by sharing files between environments)",
+            ByteSize(r.store_bytes),
+            ByteSize(r.saved_by_dedup)
+        );
+        if r.uncaptured.is_empty() {
+            println!("  no uncaptured changes");
+        } else {
+            println!(
+                "  {} uncaptured changes (`blast snapshot` keeps them):",
+                r.uncaptured.len()
+            );
+            print_file_changes(&r.uncaptured);
+        }
+        println!("  {} packages", r.packages.len());
+        for p in &r.packages {
+            println!("    {} {}", p.name, p.version);
+        }
+    }
+
+    pub fn removed(&self, r: &EnvRecord) {
+        #[derive(Serialize)]
+        struct Removed<'a> {
+            removed: &'a str,
+            path: &'a str,
+        }
+        if self.json(&Removed {
+            removed: r.label(),
+            path: &r.path,
+        }) {
+            return;
+        }
+        println!(
+            "removed `{}` ({}); its snapshots go with the next `blast clean`",
+            r.label(),
+            r.path
+        );
+    }
+
+    pub fn verify(&self, r: &VerifyReport) {
+        if self.json(r) {
+            return;
+        }
+        println!("checked {} store files", r.objects_checked);
+        for c in &r.corrupt {
+            println!("  CORRUPT {c}");
+        }
+        for m in &r.missing {
+            println!("  MISSING {m}");
+        }
+        for e in &r.envs {
+            if let Some(err) = &e.error {
+                println!("  `{}`: could not check: {err}", e.env);
+            } else if e.drifted.is_empty() {
+                println!("  `{}` matches its HEAD", e.env);
+            } else {
+                println!("  `{}` DRIFTED from its HEAD:", e.env);
+                print_file_changes(&e.drifted);
+            }
+        }
+        if r.is_clean() {
+            println!("all good");
+        } else {
+            println!("problems found: `blast rollback --force HEAD` repairs a drifted environment");
+        }
+    }
+
+    pub fn clean(&self, r: &CleanReport) {
+        if self.json(r) {
+            return;
+        }
+        let verb = if r.dry_run { "would remove" } else { "removed" };
+        println!(
+            "{verb} {} objects, {} layers, {} snapshots, {} history entries; {} {}",
+            r.objects_removed,
+            r.layers_removed,
+            r.snapshots_removed,
+            r.history_dropped,
+            ByteSize(r.bytes_freed),
+            if r.dry_run { "would be freed" } else { "freed" }
+        );
+        if r.staging_reclaimed > 0 {
+            println!("reclaimed {} abandoned staging areas", r.staging_reclaimed);
+        }
+    }
+}
+
+fn print_file_changes(files: &[FileChange]) {
+    for f in files {
+        let mark = match f.change {
+            "added" => '+',
+            "removed" => '-',
+            _ => 'M',
+        };
+        println!("    {mark} {}", f.path);
+    }
+}

@@ -1,0 +1,468 @@
+//! Capture: reading a live environment directory back into a tree.
+//!
+//! A stat cache per environment (inode, size, mtime, ctime, mode → object, like git's index) lets an
+//! unchanged directory be checked with `lstat` alone; only new or changed files are read and hashed, in
+//! parallel. `__pycache__` directories are caches, not content, and are never looked at. Files that
+//! contain the environment's own paths are stored with placeholders (see `store_format::Placeholders`).
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use store_format::{Node, ObjectId, Placeholders};
+
+use crate::error::{Error, IoContext, Result};
+use crate::objects::Staging;
+use crate::tree::Tree;
+
+/// Directories with this name are caches: excluded from capture, change detection and verification.
+pub const PYCACHE: &str = "__pycache__";
+
+/// Files up to this size are checked for the environment's paths (larger ones are data, not scripts).
+const RELOCATION_SCAN_LIMIT: u64 = 16 << 20;
+
+/// A file whose mtime or ctime is this close to the moment it was stat'ed may still change within the
+/// same timestamp tick without its stat changing, so it is not cached ("racily clean" in git's words).
+const RACY_WINDOW_NS: i64 = 50_000_000;
+
+/// What `lstat` said about a file when its content was last known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub mode: u32,
+}
+
+impl FileStat {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        FileStat {
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            mode: meta.mode(),
+        }
+    }
+
+    fn is_racy(&self, now_ns: i64) -> bool {
+        self.mtime_ns.max(self.ctime_ns) >= now_ns - RACY_WINDOW_NS
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CachedFile {
+    stat: FileStat,
+    object: ObjectId,
+    /// Size of the stored object (a relocatable file's differs from its size on disk).
+    stored_size: u64,
+    relocatable: bool,
+}
+
+/// Path → what the file was when last hashed. Stored in the index as one blob per environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatCache {
+    files: HashMap<String, CachedFile>,
+}
+
+const STAT_CACHE_VERSION: u8 = 1;
+
+impl StatCache {
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Records that the file at `path`, with this stat, holds `node`; racy stats are not recorded.
+    pub fn record(&mut self, path: &str, stat: FileStat, node: &Node, now_ns: i64) {
+        if let Node::File {
+            object,
+            size,
+            relocatable,
+            ..
+        } = node
+            && !stat.is_racy(now_ns)
+        {
+            self.files.insert(
+                path.to_owned(),
+                CachedFile {
+                    stat,
+                    object: *object,
+                    stored_size: *size,
+                    relocatable: *relocatable,
+                },
+            );
+        } else {
+            self.files.remove(path);
+        }
+    }
+
+    pub fn forget(&mut self, path: &str) {
+        self.files.remove(path);
+    }
+
+    /// Keeps only paths present in `tree`.
+    pub fn retain_in(&mut self, tree: &Tree) {
+        self.files.retain(|p, _| tree.entries.contains_key(p));
+    }
+
+    /// A compact binary form: version, then per file: path, stat, object, stored size, flag.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.files.len() * 100);
+        out.push(STAT_CACHE_VERSION);
+        for (path, f) in &self.files {
+            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(&f.stat.ino.to_le_bytes());
+            out.extend_from_slice(&f.stat.size.to_le_bytes());
+            out.extend_from_slice(&f.stat.mtime_ns.to_le_bytes());
+            out.extend_from_slice(&f.stat.ctime_ns.to_le_bytes());
+            out.extend_from_slice(&f.stat.mode.to_le_bytes());
+            out.extend_from_slice(f.object.as_bytes());
+            out.extend_from_slice(&f.stored_size.to_le_bytes());
+            out.push(u8::from(f.relocatable));
+        }
+        out
+    }
+
+    /// Anything unreadable yields an empty cache: the cache only saves work, every file is then hashed.
+    pub fn decode(bytes: &[u8]) -> StatCache {
+        Self::try_decode(bytes).unwrap_or_default()
+    }
+
+    fn try_decode(bytes: &[u8]) -> Option<StatCache> {
+        let (&version, mut rest) = bytes.split_first()?;
+        if version != STAT_CACHE_VERSION {
+            return None;
+        }
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            rest = tail;
+            Some(head)
+        };
+        let mut files = HashMap::new();
+        while let Some(len) = take(4) {
+            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+            let path = std::str::from_utf8(take(len)?).ok()?.to_owned();
+            let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+            let ino = u64_at(take(8)?);
+            let size = u64_at(take(8)?);
+            let mtime_ns = u64_at(take(8)?) as i64;
+            let ctime_ns = u64_at(take(8)?) as i64;
+            let mode = u32::from_le_bytes(take(4)?.try_into().ok()?);
+            let object = ObjectId::from_bytes(take(32)?.try_into().ok()?);
+            let stored_size = u64_at(take(8)?);
+            let relocatable = take(1)?[0] != 0;
+            files.insert(
+                path,
+                CachedFile {
+                    stat: FileStat {
+                        ino,
+                        size,
+                        mtime_ns,
+                        ctime_ns,
+                        mode,
+                    },
+                    object,
+                    stored_size,
+                    relocatable,
+                },
+            );
+        }
+        Some(StatCache { files })
+    }
+}
+
+/// The result of reading a directory.
+pub struct Scan {
+    pub tree: Tree,
+    /// The stat cache brought up to date with what was read.
+    pub cache: StatCache,
+    /// Files whose bytes had to be read (not recognised by the stat cache).
+    pub hashed: usize,
+}
+
+/// Reads `root` into a tree. Files the cache recognises are not opened; others are hashed (with their
+/// paths abstracted) and, when `sink` is given, stored as objects.
+pub fn scan(
+    root: &Path,
+    cache: &StatCache,
+    placeholders: &Placeholders,
+    sink: Option<&Staging<'_>>,
+) -> Result<Scan> {
+    let now_ns = now_ns();
+    let ctx = ScanCtx {
+        cache,
+        placeholders,
+        sink,
+    };
+    let items = ctx.walk(root, "")?;
+    let mut tree = Tree::default();
+    let mut new_cache = StatCache::default();
+    let mut hashed = 0;
+    for item in items {
+        if let Some(stat) = item.stat {
+            new_cache.record(&item.path, stat, &item.node, now_ns);
+        }
+        hashed += usize::from(item.hashed);
+        tree.entries.insert(item.path, item.node);
+    }
+    Ok(Scan {
+        tree,
+        cache: new_cache,
+        hashed,
+    })
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+struct Item {
+    path: String,
+    node: Node,
+    stat: Option<FileStat>,
+    hashed: bool,
+}
+
+struct ScanCtx<'a> {
+    cache: &'a StatCache,
+    placeholders: &'a Placeholders,
+    sink: Option<&'a Staging<'a>>,
+}
+
+impl ScanCtx<'_> {
+    fn walk(&self, dir: &Path, rel: &str) -> Result<Vec<Item>> {
+        let mut children = Vec::new();
+        for entry in fs::read_dir(dir).at("reading directory", dir)? {
+            let entry = entry.at("reading directory", dir)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(Error::NonUtf8Path(entry.path()));
+            };
+            let meta = entry.metadata().at("inspecting", &entry.path())?;
+            if meta.is_dir() && name == PYCACHE {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            children.push((entry.path(), path, meta));
+        }
+        let nested: Vec<Vec<Item>> = children
+            .into_par_iter()
+            .map(|(abs, path, meta)| self.visit(abs, path, meta))
+            .collect::<Result<_>>()?;
+        Ok(nested.into_iter().flatten().collect())
+    }
+
+    fn visit(&self, abs: PathBuf, path: String, meta: fs::Metadata) -> Result<Vec<Item>> {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            let mut items = self.walk(&abs, &path)?;
+            items.push(Item {
+                path,
+                node: Node::Dir,
+                stat: None,
+                hashed: false,
+            });
+            return Ok(items);
+        }
+        if ft.is_symlink() {
+            let target = fs::read_link(&abs).at("reading symlink", &abs)?;
+            let Some(target) = target.to_str() else {
+                return Err(Error::NonUtf8Path(abs));
+            };
+            let (target, relocatable) = match self.placeholders.abstract_str(target) {
+                Some(t) => (t, true),
+                None => (target.to_owned(), false),
+            };
+            return Ok(vec![Item {
+                path,
+                node: Node::Symlink {
+                    target,
+                    relocatable,
+                },
+                stat: None,
+                hashed: false,
+            }]);
+        }
+        if !ft.is_file() {
+            return Err(Error::UnsupportedFileType {
+                path: abs,
+                kind: special_kind(&ft),
+            });
+        }
+        let stat = FileStat::of(&meta);
+        let executable = meta.permissions().mode() & 0o111 != 0;
+        if let Some(hit) = self.cache.files.get(&path)
+            && hit.stat == stat
+        {
+            let node = Node::File {
+                object: hit.object,
+                size: hit.stored_size,
+                executable,
+                relocatable: hit.relocatable,
+            };
+            // A cached object may have been swept since; the sink then stores it again.
+            if let Some(sink) = self.sink
+                && !sink.has_object(&hit.object, executable)
+            {
+                return self.hash_file(abs, path, stat, executable);
+            }
+            return Ok(vec![Item {
+                path,
+                node,
+                stat: Some(stat),
+                hashed: false,
+            }]);
+        }
+        self.hash_file(abs, path, stat, executable)
+    }
+
+    fn hash_file(
+        &self,
+        abs: PathBuf,
+        path: String,
+        stat: FileStat,
+        executable: bool,
+    ) -> Result<Vec<Item>> {
+        let bytes = fs::read(&abs).at("reading", &abs)?;
+        let abstracted = if (bytes.len() as u64) <= RELOCATION_SCAN_LIMIT
+            && memchr::memchr(0, &bytes).is_none()
+        {
+            self.placeholders.abstract_bytes(&bytes)
+        } else {
+            None
+        };
+        let relocatable = abstracted.is_some();
+        let stored = abstracted.as_deref().unwrap_or(&bytes);
+        let object = match self.sink {
+            Some(sink) => sink.put_object(stored, executable)?,
+            None => ObjectId::of(stored),
+        };
+        Ok(vec![Item {
+            path,
+            node: Node::File {
+                object,
+                size: stored.len() as u64,
+                executable,
+                relocatable,
+            },
+            stat: Some(stat),
+            hashed: true,
+        }])
+    }
+}
+
+fn special_kind(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "named pipe"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cache_round_trips_and_garbage_is_empty() {
+        let mut cache = StatCache::default();
+        let stat = FileStat {
+            ino: 7,
+            size: 3,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            mode: 0o100644,
+        };
+        let node = Node::File {
+            object: ObjectId::of(b"abc"),
+            size: 3,
+            executable: false,
+            relocatable: true,
+        };
+        cache.record("a/b.py", stat, &node, i64::MAX / 2);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(StatCache::decode(&cache.encode()), cache);
+        assert!(StatCache::decode(b"\x09garbage").is_empty());
+        let mut truncated = cache.encode();
+        truncated.pop();
+        assert!(StatCache::decode(&truncated).is_empty());
+    }
+
+    #[test]
+    fn racy_stats_are_not_cached() {
+        let mut cache = StatCache::default();
+        let now = now_ns();
+        let stat = FileStat {
+            ino: 1,
+            size: 1,
+            mtime_ns: now,
+            ctime_ns: now,
+            mode: 0o100644,
+        };
+        let node = Node::File {
+            object: ObjectId::of(b"x"),
+            size: 1,
+            executable: false,
+            relocatable: false,
+        };
+        cache.record("x", stat, &node, now);
+        assert!(cache.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    #[test]
+    fn cached_scan_of_relocatable_file_equals_fresh_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("env");
+        fs::create_dir_all(root.join("bin")).unwrap();
+        let prefix = root.to_str().unwrap().to_owned();
+        fs::write(root.join("bin/tool"), format!("#!{prefix}/bin/python\n")).unwrap();
+        fs::write(root.join("plain.txt"), "plain").unwrap();
+        let ph = Placeholders {
+            env_prefix: prefix,
+            python_bin: "/usr/bin".into(),
+        };
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        let first = scan(&root, &StatCache::default(), &ph, None).unwrap();
+        assert_eq!(first.hashed, 2);
+        assert_eq!(first.cache.len(), 2);
+        let decoded = StatCache::decode(&first.cache.encode());
+        let second = scan(&root, &decoded, &ph, None).unwrap();
+        assert_eq!(second.hashed, 0);
+        assert_eq!(second.tree, first.tree);
+        match &first.tree.entries["bin/tool"] {
+            Node::File {
+                relocatable, size, ..
+            } => {
+                assert!(relocatable);
+                assert_eq!(*size as usize, "#!@BLAST_ENV_PREFIX@/bin/python\n".len());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

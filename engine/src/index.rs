@@ -1,0 +1,290 @@
+//! The metadata index: one RocksDB database under `$BLAST_HOME/index` holding what is not content —
+//! environments, their HEADs, history, tags, stat caches, apply journals and cached interpreter facts.
+//!
+//! RocksDB lets one process open a database at a time, so an [`Index`] is held only for the span of one
+//! command (or one step of a long one) and guarded by a file lock: a second process waits for it instead
+//! of failing. Keys are prefixed by record kind; values are postcard-encoded records.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use store_format::SnapshotId;
+
+use crate::error::{Error, Result};
+use crate::lock::{self, LockGuard, LockMode};
+use crate::python::PythonInfo;
+
+/// An environment known to the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvRecord {
+    /// Stable internal id; names and paths can change.
+    pub id: String,
+    pub name: Option<String>,
+    /// Absolute path of the directory.
+    pub path: String,
+    pub head: Option<SnapshotId>,
+    pub python: PythonInfo,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+impl EnvRecord {
+    /// What users call it: the name, else the path.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.path)
+    }
+}
+
+/// One move of an environment's HEAD.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    /// `create`, `snapshot`, `rollback`, `sync`, `install`…
+    pub operation: String,
+    pub message: Option<String>,
+    pub from: Option<SnapshotId>,
+    pub to: SnapshotId,
+}
+
+/// The intent of an apply in progress: written before the directory is touched, removed with the commit.
+/// Finding one means a command died mid-apply; the next command finishes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub from: Option<SnapshotId>,
+    pub to: SnapshotId,
+    pub operation: String,
+    pub message: Option<String>,
+}
+
+const ENV: &str = "env/";
+const NAME: &str = "name/";
+const PATH: &str = "path/";
+const HISTORY: &str = "hist/";
+const TAG: &str = "tag/";
+const STAT_CACHE: &str = "stat/";
+const JOURNAL: &str = "journal/";
+const PYTHON: &str = "python/";
+const SEED: &str = "seed/";
+const LINK_MODE: &str = "link/";
+
+pub struct Index {
+    // Field order matters: the database closes before the lock is released.
+    db: DB,
+    path: PathBuf,
+    _lock: LockGuard,
+}
+
+impl Index {
+    pub(crate) fn open(home: &Path) -> Result<Self> {
+        let path = home.join("index");
+        let lock = lock::acquire(
+            &home.join("index.lock"),
+            LockMode::Exclusive,
+            "the metadata index",
+        )?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_keep_log_file_num(2);
+        opts.set_max_log_file_size(1 << 20);
+        opts.set_skip_stats_update_on_db_open(true);
+        opts.set_max_open_files(64);
+        let db = DB::open(&opts, &path).map_err(|e| Error::Index {
+            path: path.clone(),
+            detail: format!(
+                "{e}: if the store was copied or a disk filled, `blast verify` checks it"
+            ),
+        })?;
+        Ok(Index {
+            db,
+            path,
+            _lock: lock,
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Index {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.db.get(key.as_bytes()).map_err(|e| self.err(e))? {
+            Some(raw) => postcard::from_bytes(&raw)
+                .map(Some)
+                .map_err(|e| self.err(format!("record `{key}` is unreadable: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>> {
+        let mut out = Vec::new();
+        let iter = self
+            .db
+            .iterator(IteratorMode::From(prefix.as_bytes(), Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(|e| self.err(e))?;
+            let Some(rest) = key.strip_prefix(prefix.as_bytes()) else {
+                break;
+            };
+            let rest = String::from_utf8_lossy(rest).into_owned();
+            let record = postcard::from_bytes(&value)
+                .map_err(|e| self.err(format!("record under `{prefix}` is unreadable: {e}")))?;
+            out.push((rest, record));
+        }
+        Ok(out)
+    }
+
+    pub fn write(&self, batch: Batch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch.0, &opts).map_err(|e| self.err(e))
+    }
+
+    pub fn env(&self, id: &str) -> Result<Option<EnvRecord>> {
+        self.get(&format!("{ENV}{id}"))
+    }
+
+    pub fn env_by_name(&self, name: &str) -> Result<Option<EnvRecord>> {
+        match self.get::<String>(&format!("{NAME}{name}"))? {
+            Some(id) => self.env(&id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn env_by_path(&self, path: &str) -> Result<Option<EnvRecord>> {
+        match self.get::<String>(&format!("{PATH}{path}"))? {
+            Some(id) => self.env(&id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn envs(&self) -> Result<Vec<EnvRecord>> {
+        Ok(self.scan(ENV)?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Oldest first.
+    pub fn history(&self, env_id: &str) -> Result<Vec<HistoryEntry>> {
+        Ok(self
+            .scan(&format!("{HISTORY}{env_id}/"))?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    pub fn tags(&self, env_id: &str) -> Result<Vec<(String, SnapshotId)>> {
+        self.scan(&format!("{TAG}{env_id}/"))
+    }
+
+    pub fn stat_cache(&self, env_id: &str) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get(format!("{STAT_CACHE}{env_id}").as_bytes())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn journal(&self, env_id: &str) -> Result<Option<Journal>> {
+        self.get(&format!("{JOURNAL}{env_id}"))
+    }
+
+    pub fn journals(&self) -> Result<Vec<(String, Journal)>> {
+        self.scan(JOURNAL)
+    }
+
+    pub fn python(&self, key: &str) -> Result<Option<PythonInfo>> {
+        self.get(&format!("{PYTHON}{key}"))
+    }
+
+    pub fn link_mode(&self, key: &str) -> Result<Option<crate::materialize::LinkMode>> {
+        self.get(&format!("{LINK_MODE}{key}"))
+    }
+
+    pub fn seed_layer(&self, key: &str) -> Result<Option<store_format::LayerId>> {
+        self.get(&format!("{SEED}{key}"))
+    }
+}
+
+/// Changes to the index that land together or not at all.
+#[derive(Default)]
+pub struct Batch(WriteBatch);
+
+impl Batch {
+    fn put<T: Serialize>(&mut self, key: &str, value: &T) {
+        // postcard serialization of these plain records into a Vec cannot fail.
+        let bytes = postcard::to_stdvec(value).unwrap_or_default();
+        self.0.put(key.as_bytes(), bytes);
+    }
+
+    pub fn put_env(&mut self, env: &EnvRecord) {
+        self.put(&format!("{ENV}{}", env.id), env);
+        if let Some(name) = &env.name {
+            self.put(&format!("{NAME}{name}"), &env.id);
+        }
+        self.put(&format!("{PATH}{}", env.path), &env.id);
+    }
+
+    /// Drops the environment and everything kept about it.
+    pub fn delete_env(
+        &mut self,
+        env: &EnvRecord,
+        history: &[HistoryEntry],
+        tags: &[(String, SnapshotId)],
+    ) {
+        self.0.delete(format!("{ENV}{}", env.id));
+        if let Some(name) = &env.name {
+            self.0.delete(format!("{NAME}{name}"));
+        }
+        self.0.delete(format!("{PATH}{}", env.path));
+        for entry in history {
+            self.delete_history(&env.id, entry.seq);
+        }
+        for (tag, _) in tags {
+            self.0.delete(format!("{TAG}{}/{tag}", env.id));
+        }
+        self.0.delete(format!("{STAT_CACHE}{}", env.id));
+        self.0.delete(format!("{JOURNAL}{}", env.id));
+    }
+
+    pub fn put_history(&mut self, env_id: &str, entry: &HistoryEntry) {
+        self.put(&history_key(env_id, entry.seq), entry);
+    }
+
+    pub fn delete_history(&mut self, env_id: &str, seq: u64) {
+        self.0.delete(history_key(env_id, seq));
+    }
+
+    pub fn put_tag(&mut self, env_id: &str, tag: &str, snapshot: &SnapshotId) {
+        self.put(&format!("{TAG}{env_id}/{tag}"), snapshot);
+    }
+
+    pub fn put_stat_cache(&mut self, env_id: &str, encoded: &[u8]) {
+        self.0.put(format!("{STAT_CACHE}{env_id}"), encoded);
+    }
+
+    pub fn put_journal(&mut self, env_id: &str, journal: &Journal) {
+        self.put(&format!("{JOURNAL}{env_id}"), journal);
+    }
+
+    pub fn delete_journal(&mut self, env_id: &str) {
+        self.0.delete(format!("{JOURNAL}{env_id}"));
+    }
+
+    pub fn put_python(&mut self, key: &str, info: &PythonInfo) {
+        self.put(&format!("{PYTHON}{key}"), info);
+    }
+
+    pub fn put_link_mode(&mut self, key: &str, mode: crate::materialize::LinkMode) {
+        self.put(&format!("{LINK_MODE}{key}"), &mode);
+    }
+
+    pub fn put_seed_layer(&mut self, key: &str, layer: &store_format::LayerId) {
+        self.put(&format!("{SEED}{key}"), layer);
+    }
+}
+
+/// Sequence numbers are zero-padded to a fixed width so keys sort in history order.
+fn history_key(env_id: &str, seq: u64) -> String {
+    format!("{HISTORY}{env_id}/{seq:020}")
+}

@@ -1,0 +1,34 @@
+//! The blast engine: Python environments as immutable, content-addressed, layered snapshots.
+//!
+//! Plumbing for the `blast` CLI, one idea per module:
+//! - [`objects`]: the content-addressed object store and its staging areas.
+//! - [`index`]: the RocksDB metadata index (environments, history, tags, stat caches, journals).
+//! - [`tree`]: flattened trees of layers and their differences.
+//! - [`capture`]: reading a live directory back into a tree, with a stat cache.
+//! - [`materialize`]: making a directory hold a tree (reflink, hardlink, copy).
+//! - [`transition`]: crash-safe HEAD moves (journal, apply, record).
+//! - [`python`], [`venv`]: interpreter discovery and the venv's own files.
+//! - [`packages`]: the package view from `*.dist-info`.
+//! - [`gc`]: garbage collection.
+//! - [`ops`]: the operations behind the commands.
+
+pub mod capture;
+mod crash;
+pub mod error;
+mod fsutil;
+pub mod gc;
+pub mod index;
+mod lock;
+pub mod materialize;
+pub mod objects;
+pub mod ops;
+pub mod packages;
+pub mod python;
+pub mod store;
+pub mod transition;
+pub mod tree;
+pub mod venv;
+
+pub use error::{Error, Result};
+pub use store::{Env, Store};
+pub use store_format;

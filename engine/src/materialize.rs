@@ -1,0 +1,324 @@
+//! The materializer: makes a directory hold a tree, touching only the paths that differ.
+//!
+//! File content comes from the object store by the best link mode the two filesystems allow, probed once
+//! per (store, target) filesystem pair and remembered: reflink (independent copy-on-write copy), hardlink
+//! (shares the read-only object's inode), copy. Empty and tiny files are always written as new files, so no
+//! two files ever share an inode that a tool could write through (OSTree #925, pnpm #4382). Files with
+//! placeholders are rendered for this directory. Existing files are replaced by rename, so a process
+//! reading the environment sees the old or the new file, never half of one.
+
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+use store_format::{Node, ObjectId, Placeholders};
+
+use crate::capture::{FileStat, PYCACHE, StatCache, now_ns};
+use crate::crash;
+use crate::error::{Error, IoContext, Result};
+use crate::objects::ObjectStore;
+use crate::tree::{PathChange, Tree};
+
+/// Files of at most this many bytes are written, never linked.
+pub const TINY_FILE_MAX: u64 = 256;
+
+/// Prefix of the temporary names used to replace existing paths; a crash may leave one, which the
+/// recovery apply removes like any other stray path.
+const TMP_PREFIX: &str = ".blast-tmp.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LinkMode {
+    Reflink,
+    Hardlink,
+    Copy,
+}
+
+impl LinkMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkMode::Reflink => "reflink",
+            LinkMode::Hardlink => "hardlink",
+            LinkMode::Copy => "copy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LinkMode> {
+        match s {
+            "reflink" => Some(LinkMode::Reflink),
+            "hardlink" => Some(LinkMode::Hardlink),
+            "copy" => Some(LinkMode::Copy),
+            _ => None,
+        }
+    }
+}
+
+/// Tries reflink, then hardlink, from a file in the store to `target_dir`; the first that works wins.
+pub fn probe_link_mode(store_dir: &Path, target_dir: &Path) -> Result<LinkMode> {
+    let probe = store_dir.join(format!("{TMP_PREFIX}probe-{}", std::process::id()));
+    fs::write(&probe, b"blast link probe").at("writing link probe", &probe)?;
+    let dest = target_dir.join(format!("{TMP_PREFIX}probe-{}", std::process::id()));
+    let mode = if reflink_copy::reflink(&probe, &dest).is_ok() {
+        LinkMode::Reflink
+    } else if fs::hard_link(&probe, &dest).is_ok() {
+        LinkMode::Hardlink
+    } else {
+        LinkMode::Copy
+    };
+    let _ = fs::remove_file(&dest);
+    let _ = fs::remove_file(&probe);
+    Ok(mode)
+}
+
+/// What applying a tree to a directory did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ApplyStats {
+    pub removed: usize,
+    pub written: usize,
+    pub linked: usize,
+}
+
+pub struct Materializer<'a> {
+    pub store: &'a ObjectStore,
+    pub placeholders: &'a Placeholders,
+    pub mode: LinkMode,
+}
+
+impl Materializer<'_> {
+    /// Makes `root`, which holds `current`, hold `target`. Updates `cache` with the stat of every file
+    /// it writes, so the next capture recognises them without reading them.
+    pub fn apply(
+        &self,
+        root: &Path,
+        current: &Tree,
+        target: &Tree,
+        cache: &mut StatCache,
+    ) -> Result<ApplyStats> {
+        fs::create_dir_all(root).at("creating environment directory", root)?;
+        let changes = current.changes_to(target);
+        let mut stats = ApplyStats::default();
+
+        // 1. Removals and kind changes, top-most first; a removed directory takes its subtree along.
+        let mut removed_dirs: Vec<&str> = Vec::new();
+        for change in &changes {
+            let (path, old, new) = match change {
+                PathChange::Removed(p, old) => (*p, *old, None),
+                PathChange::Modified(p, old, new) => (*p, *old, Some(*new)),
+                PathChange::Added(..) => continue,
+            };
+            let kind_changed =
+                new.is_some_and(|n| std::mem::discriminant(n) != std::mem::discriminant(old));
+            if new.is_some() && !kind_changed {
+                continue;
+            }
+            if removed_dirs.iter().any(|d| is_below(path, d)) {
+                continue;
+            }
+            let abs = root.join(path);
+            crate::fsutil::remove_tree(&abs)?;
+            purge_stale_bytecode(&abs);
+            cache.forget(path);
+            stats.removed += 1;
+            if *old == Node::Dir {
+                removed_dirs.push(path);
+            }
+        }
+        crash::point("apply-removed");
+
+        // 2. Directories, parents first (sorted order guarantees it).
+        let mut writes: Vec<(&str, &Node)> = Vec::new();
+        for change in &changes {
+            let (path, node) = match change {
+                PathChange::Added(p, n) | PathChange::Modified(p, _, n) => (*p, *n),
+                PathChange::Removed(..) => continue,
+            };
+            if *node == Node::Dir {
+                let abs = root.join(path);
+                match fs::create_dir(&abs) {
+                    Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+                        return Err(e).at("creating directory", &abs);
+                    }
+                    _ => {}
+                }
+            } else {
+                writes.push((path, node));
+            }
+        }
+
+        // 3. Files and symlinks, in parallel.
+        let half = writes.len() / 2;
+        let done = AtomicUsize::new(0);
+        let linked = AtomicUsize::new(0);
+        let written: Vec<(&str, Option<FileStat>, &Node)> = writes
+            .par_iter()
+            .map(|&(path, node)| {
+                let abs = root.join(path);
+                let was_linked = self.write_node(&abs, node)?;
+                if was_linked {
+                    linked.fetch_add(1, Ordering::Relaxed);
+                }
+                if done.fetch_add(1, Ordering::Relaxed) + 1 == half {
+                    crash::point("apply-half");
+                }
+                let stat = match node {
+                    Node::File { .. } => Some(FileStat::of(
+                        &abs.symlink_metadata().at("inspecting", &abs)?,
+                    )),
+                    _ => None,
+                };
+                Ok((path, stat, node))
+            })
+            .collect::<Result<_>>()?;
+        let now = now_ns();
+        for (path, stat, node) in written {
+            match stat {
+                Some(stat) => cache.record(path, stat, node, now),
+                None => cache.forget(path),
+            }
+        }
+        stats.written = writes.len();
+        stats.linked = linked.into_inner();
+        cache.retain_in(target);
+        Ok(stats)
+    }
+
+    /// Writes one file or symlink at `abs`, replacing whatever is there. Returns true when it linked.
+    fn write_node(&self, abs: &Path, node: &Node) -> Result<bool> {
+        let exists = abs.symlink_metadata().is_ok();
+        let dest = if exists {
+            tmp_beside(abs)
+        } else {
+            abs.to_owned()
+        };
+        if exists {
+            crate::fsutil::remove_tree(&dest)?;
+        }
+        let linked = match node {
+            Node::Symlink {
+                target,
+                relocatable,
+            } => {
+                let target = if *relocatable {
+                    self.placeholders.render_str(target)
+                } else {
+                    target.clone()
+                };
+                std::os::unix::fs::symlink(&target, &dest).at("creating symlink", &dest)?;
+                false
+            }
+            Node::File {
+                object,
+                size,
+                executable,
+                relocatable,
+            } => {
+                let mode = if *executable { 0o755 } else { 0o644 };
+                if *relocatable {
+                    let stored = self.store.read_object(object)?;
+                    write_new(&dest, &self.placeholders.render_bytes(&stored), mode)?;
+                    false
+                } else if *size <= TINY_FILE_MAX {
+                    write_new(&dest, &self.store.read_object(object)?, mode)?;
+                    false
+                } else {
+                    self.place(object, *executable, &dest, mode)?
+                }
+            }
+            Node::Dir => {
+                return Err(Error::Invalid(format!(
+                    "internal: directory `{}` reached the file writer",
+                    abs.display()
+                )));
+            }
+        };
+        if exists {
+            fs::rename(&dest, abs).at("replacing", abs)?;
+            purge_stale_bytecode(abs);
+        }
+        Ok(linked)
+    }
+
+    /// Puts the object at `dest` by this materializer's link mode, falling back to a copy when a link is
+    /// refused (too many links, a filesystem boundary, only the other mode variant in the store).
+    fn place(&self, object: &ObjectId, executable: bool, dest: &Path, mode: u32) -> Result<bool> {
+        let source = self.store.object_path(object, executable);
+        let set_mode = || {
+            fs::set_permissions(dest, fs::Permissions::from_mode(mode)).at("setting mode of", dest)
+        };
+        match self.mode {
+            LinkMode::Reflink if reflink_copy::reflink(&source, dest).is_ok() => {
+                set_mode()?;
+                return Ok(true);
+            }
+            LinkMode::Hardlink if fs::hard_link(&source, dest).is_ok() => return Ok(true),
+            _ => {}
+        }
+        let source = self
+            .store
+            .existing_object_path(object, executable)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "object {} for `{}` is missing from the store: run `blast verify`",
+                    object.short(),
+                    dest.display()
+                ))
+            })?;
+        fs::copy(&source, dest).at("copying object to", dest)?;
+        set_mode()?;
+        Ok(false)
+    }
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .at("creating", path)?;
+    file.write_all(bytes).at("writing", path)?;
+    // The umask may have narrowed the mode at creation.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).at("setting mode of", path)
+}
+
+fn tmp_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!("{TMP_PREFIX}{name}"))
+}
+
+fn is_below(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
+/// Python trusts a timestamp-based `.pyc` whose recorded mtime and size match the source; a replaced
+/// module can match both (hardlinked objects keep their own mtimes), so its cached bytecode goes.
+fn purge_stale_bytecode(source: &Path) {
+    let (Some(stem), Some(dir)) = (
+        source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".py")),
+        source.parent(),
+    ) else {
+        return;
+    };
+    let cache_dir = dir.join(PYCACHE);
+    let Ok(entries) = fs::read_dir(&cache_dir) else {
+        return;
+    };
+    let prefix = format!("{stem}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".pyc"))
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}

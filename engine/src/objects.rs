@@ -1,0 +1,345 @@
+//! The object store: files named by the BLAKE3 hash of their bytes, plus the encoded layers and snapshots.
+//!
+//! Everything enters through a [`Staging`] area: written to a private file, made read-only, and only after
+//! one `syncfs` for the whole batch (OSTree's delayed fsync) renamed into place. An object that exists is
+//! therefore complete. Executable files are a separate variant (`<hash>.x`, mode 0555) because hardlinks
+//! share one inode and so one mode.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use store_format::{Layer, LayerId, ObjectId, Snapshot, SnapshotId};
+
+use crate::error::{Error, IoContext, Result};
+use crate::lock::{self, LockGuard, LockMode};
+
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    objects: PathBuf,
+    layers: PathBuf,
+    snapshots: PathBuf,
+    staging: PathBuf,
+}
+
+impl ObjectStore {
+    pub(crate) fn at(home: &Path) -> Self {
+        Self {
+            objects: home.join("objects"),
+            layers: home.join("layers"),
+            snapshots: home.join("snapshots"),
+            staging: home.join("staging"),
+        }
+    }
+
+    pub(crate) fn create_dirs(&self) -> Result<()> {
+        for dir in [&self.objects, &self.layers, &self.snapshots, &self.staging] {
+            fs::create_dir_all(dir).at("creating store directory", dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn objects_dir(&self) -> &Path {
+        &self.objects
+    }
+    pub fn layers_dir(&self) -> &Path {
+        &self.layers
+    }
+    pub fn snapshots_dir(&self) -> &Path {
+        &self.snapshots
+    }
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    /// `objects/ab/cdef…` for 0444 files, `objects/ab/cdef….x` for the 0555 variant.
+    pub fn object_path(&self, id: &ObjectId, executable: bool) -> PathBuf {
+        let hex = id.to_hex();
+        let name = if executable {
+            format!("{}.x", &hex[2..])
+        } else {
+            hex[2..].to_owned()
+        };
+        self.objects.join(&hex[..2]).join(name)
+    }
+
+    pub fn has_object(&self, id: &ObjectId, executable: bool) -> bool {
+        self.object_path(id, executable).symlink_metadata().is_ok()
+    }
+
+    /// The stored bytes of an object, from whichever variant exists.
+    pub fn read_object(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        let plain = self.object_path(id, false);
+        match fs::read(&plain) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let exe = self.object_path(id, true);
+                fs::read(&exe).at("reading object", &exe)
+            }
+            Err(e) => Err(e).at("reading object", &plain),
+        }
+    }
+
+    /// The path of an existing variant of the object, preferring `executable`.
+    pub fn existing_object_path(&self, id: &ObjectId, executable: bool) -> Option<PathBuf> {
+        [executable, !executable]
+            .into_iter()
+            .map(|x| self.object_path(id, x))
+            .find(|p| p.symlink_metadata().is_ok())
+    }
+
+    pub fn layer_path(&self, id: &LayerId) -> PathBuf {
+        self.layers.join(id.to_hex())
+    }
+
+    pub fn snapshot_path(&self, id: &SnapshotId) -> PathBuf {
+        self.snapshots.join(id.to_hex())
+    }
+
+    pub fn has_snapshot(&self, id: &SnapshotId) -> bool {
+        self.snapshot_path(id).exists()
+    }
+
+    /// Reads and checks a layer: its bytes must hash to its id.
+    pub fn layer(&self, id: &LayerId) -> Result<Layer> {
+        let path = self.layer_path(id);
+        let bytes = fs::read(&path).at("reading layer", &path)?;
+        if LayerId::of(&bytes) != *id {
+            return Err(Error::Invalid(format!(
+                "layer {} does not match its hash: run `blast verify`",
+                id.short()
+            )));
+        }
+        Layer::decode(&bytes).map_err(|source| Error::Format {
+            what: format!("layer {}", id.short()),
+            source,
+        })
+    }
+
+    /// Reads and checks a snapshot: its bytes must hash to its id.
+    pub fn snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let path = self.snapshot_path(id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::MissingSnapshot(id.short()));
+            }
+            Err(e) => return Err(e).at("reading snapshot", &path),
+        };
+        if SnapshotId::of(&bytes) != *id {
+            return Err(Error::Invalid(format!(
+                "snapshot {} does not match its hash: run `blast verify`",
+                id.short()
+            )));
+        }
+        Snapshot::decode(&bytes).map_err(|source| Error::Format {
+            what: format!("snapshot {}", id.short()),
+            source,
+        })
+    }
+
+    /// All snapshot ids in the store, for prefix lookups.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.snapshots).at("listing", &self.snapshots)? {
+            let entry = entry.at("listing", &self.snapshots)?;
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Opens a staging area for one operation. Its lock tells `reclaim_staging` that it is in use.
+    pub fn begin(&self) -> Result<Staging<'_>> {
+        let name = unique_name();
+        let dir = self.staging.join(&name);
+        let lock_path = self.staging.join(format!("{name}.lock"));
+        let lock = lock::acquire(&lock_path, LockMode::Exclusive, "a staging area")?;
+        fs::create_dir(&dir).at("creating staging directory", &dir)?;
+        Ok(Staging {
+            store: self,
+            dir,
+            lock_path,
+            _lock: lock,
+            pending: Mutex::new(Pending::default()),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Removes staging areas whose operation died (nobody holds their lock). Returns how many.
+    pub fn reclaim_staging(&self) -> Result<usize> {
+        let mut reclaimed = 0;
+        let entries = match fs::read_dir(&self.staging) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e).at("listing", &self.staging),
+        };
+        for entry in entries {
+            let entry = entry.at("listing", &self.staging)?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "lock") {
+                continue;
+            }
+            let lock_path = path.with_extension("lock");
+            let Some(_guard) = lock::try_acquire(&lock_path, LockMode::Exclusive)? else {
+                continue;
+            };
+            crate::fsutil::remove_tree(&path)?;
+            crate::fsutil::remove_file_if_exists(&lock_path)?;
+            reclaimed += 1;
+        }
+        Ok(reclaimed)
+    }
+}
+
+/// Final path → staged file, for everything staged and not yet committed.
+type Pending = HashMap<PathBuf, PathBuf>;
+
+/// One operation's batch of new objects, layers and snapshots. `commit` makes them durable and visible;
+/// dropping it without commit leaves the store as it was.
+pub struct Staging<'s> {
+    store: &'s ObjectStore,
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: LockGuard,
+    pending: Mutex<Pending>,
+    counter: AtomicU64,
+}
+
+impl Staging<'_> {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stores `bytes` as an object unless it exists already; returns its id.
+    pub fn put_object(&self, bytes: &[u8], executable: bool) -> Result<ObjectId> {
+        let id = ObjectId::of(bytes);
+        let target = self.store.object_path(&id, executable);
+        self.stage(target, bytes, if executable { 0o555 } else { 0o444 })?;
+        Ok(id)
+    }
+
+    /// Adopts an existing file of the staging area (written by an installer, say) as the object `id`,
+    /// by renaming it: no bytes are copied. The caller has hashed it.
+    pub fn adopt_object(&self, file: &Path, id: &ObjectId, executable: bool) -> Result<()> {
+        let target = self.store.object_path(id, executable);
+        if target.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        let mode = if executable { 0o555 } else { 0o444 };
+        fs::set_permissions(file, fs::Permissions::from_mode(mode)).at("setting mode of", file)?;
+        self.pending()
+            .entry(target)
+            .or_insert_with(|| file.to_owned());
+        Ok(())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bytes of an object that is in the store or staged in this batch.
+    pub fn read_object(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        let staged = [false, true]
+            .into_iter()
+            .find_map(|x| self.pending().get(&self.store.object_path(id, x)).cloned());
+        match staged {
+            Some(tmp) => fs::read(&tmp).at("reading staged file", &tmp),
+            None => self.store.read_object(id),
+        }
+    }
+
+    /// True when the object is in the store or staged in this batch.
+    pub fn has_object(&self, id: &ObjectId, executable: bool) -> bool {
+        let target = self.store.object_path(id, executable);
+        target.symlink_metadata().is_ok() || self.pending().contains_key(&target)
+    }
+
+    pub fn put_layer(&self, layer: &Layer) -> Result<LayerId> {
+        let bytes = layer.encode();
+        let id = LayerId::of(&bytes);
+        self.stage(self.store.layer_path(&id), &bytes, 0o444)?;
+        Ok(id)
+    }
+
+    pub fn put_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        let bytes = snapshot.encode();
+        let id = SnapshotId::of(&bytes);
+        self.stage(self.store.snapshot_path(&id), &bytes, 0o444)?;
+        Ok(id)
+    }
+
+    fn stage(&self, target: PathBuf, bytes: &[u8], mode: u32) -> Result<()> {
+        if target.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        if self.pending().contains_key(&target) {
+            return Ok(());
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(n.to_string());
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .at("creating staged file", &tmp)?;
+        file.write_all(bytes).at("writing staged file", &tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).at("setting mode of", &tmp)?;
+        self.pending().entry(target).or_insert(tmp);
+        Ok(())
+    }
+
+    /// Makes every staged file durable with one `syncfs`, then renames each into place and syncs again
+    /// so the names are durable before any metadata refers to them.
+    pub fn commit(self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        syncfs(&self.dir)?;
+        let mut made_dirs = HashSet::new();
+        for (target, tmp) in &pending {
+            if let Some(parent) = target.parent()
+                && made_dirs.insert(parent.to_owned())
+            {
+                fs::create_dir_all(parent).at("creating object directory", parent)?;
+            }
+            fs::rename(tmp, target).at("moving staged file into", target)?;
+        }
+        syncfs(&self.dir)
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        // Best effort: a leftover is reclaimed by the next command (its lock is free then).
+        let _ = crate::fsutil::remove_tree(&self.dir);
+        let _ = crate::fsutil::remove_file_if_exists(&self.lock_path);
+    }
+}
+
+/// Flushes the filesystem that holds `path`.
+pub(crate) fn syncfs(path: &Path) -> Result<()> {
+    let dir = File::open(path).at("opening for sync", path)?;
+    nix::unistd::syncfs(&dir)
+        .map_err(std::io::Error::from)
+        .at("syncing filesystem of", path)
+}
+
+/// A name unique to this process and moment, for staging areas and ids.
+pub(crate) fn unique_name() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let seed = format!("{now}-{}-{seq}", std::process::id());
+    blake3::hash(seed.as_bytes()).to_hex()[..20].to_owned()
+}

@@ -1,0 +1,181 @@
+//! `blast create` and `blast remove`: an environment's first snapshot is the venv blast writes itself.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use store_format::{Layer, LayerId, Node, Snapshot, SnapshotId};
+
+use crate::capture::StatCache;
+use crate::error::{Error, IoContext, Result};
+use crate::index::{Batch, EnvRecord};
+use crate::objects::{Staging, unique_name};
+use crate::packages::packages_of;
+use crate::python::{self, PythonInfo};
+use crate::store::{Env, Store};
+use crate::transition::{Move, move_head};
+use crate::tree::Tree;
+use crate::venv;
+
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    pub path: Option<PathBuf>,
+    pub python: Option<String>,
+    pub seed: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreateReport {
+    pub name: Option<String>,
+    pub path: String,
+    pub snapshot: SnapshotId,
+    pub python: String,
+    pub files: usize,
+}
+
+pub fn create(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
+    if let Some(name) = &opts.name {
+        validate_env_name(name)?;
+        if store.index().env_by_name(name)?.is_some() {
+            return Err(Error::EnvExists(store.named_env_path(name)));
+        }
+    }
+    let path = match (&opts.path, &opts.name) {
+        (Some(p), _) => std::path::absolute(p).at("resolving", p)?,
+        (None, Some(name)) => store.named_env_path(name),
+        (None, None) => {
+            std::path::absolute(".venv").at("resolving", std::path::Path::new(".venv"))?
+        }
+    };
+    let path_str = path
+        .to_str()
+        .ok_or_else(|| Error::NonUtf8Path(path.clone()))?
+        .to_owned();
+    if store.index().env_by_path(&path_str)?.is_some() || is_nonempty(&path) {
+        return Err(Error::EnvExists(path));
+    }
+    let python = python::find(store.index(), opts.python.as_deref())?;
+    let snapshot_id = first_snapshot(store, &python, opts.seed)?;
+
+    let record = EnvRecord {
+        id: unique_name(),
+        name: opts.name.clone(),
+        path: path_str.clone(),
+        head: None,
+        python: python.clone(),
+        created: jiff::Timestamp::now().as_second(),
+    };
+    // The record lands with the journal, so a creation killed midway is finished by the next command.
+    let mut with_journal = Batch::default();
+    with_journal.put_env(&record);
+    let mut env = Env {
+        _lock: store.env_lock(&record.id)?,
+        record,
+    };
+    let stats = move_head(
+        store,
+        &mut env,
+        Move {
+            operation: "create".into(),
+            message: None,
+            to: snapshot_id,
+            current: Tree::default(),
+            cache: StatCache::default(),
+            with_journal,
+            tag: None,
+        },
+    )?;
+    Ok(CreateReport {
+        name: opts.name.clone(),
+        path: path_str,
+        snapshot: snapshot_id,
+        python: python.describe(),
+        files: stats.written,
+    })
+}
+
+/// Builds (or finds, when this interpreter has been seen) the venv's layers and their snapshot.
+fn first_snapshot(store: &Store, python: &PythonInfo, seed: bool) -> Result<SnapshotId> {
+    let staging = store.objects().begin()?;
+    let base = venv::base_layer(&staging, python)?;
+    let mut layers = vec![staging.put_layer(&base)?];
+    let mut tree = Tree::default();
+    tree.apply(&base).map_err(Error::Invalid)?;
+    if seed {
+        let (id, layer) = seed_layer(store, &staging, python)?;
+        tree.apply(&layer).map_err(Error::Invalid)?;
+        layers.push(id);
+    }
+    let packages = packages_of(&tree, &python.purelib, |_, node| match node {
+        Node::File { object, .. } => staging.read_object(object),
+        _ => Ok(Vec::new()),
+    })?;
+    let snapshot = Snapshot {
+        python: python.tag.clone(),
+        layers,
+        packages,
+    };
+    let id = staging.put_snapshot(&snapshot)?;
+    staging.commit()?;
+    Ok(id)
+}
+
+/// The pip layer for this interpreter's bundled wheel, unpacked once and then reused by id.
+fn seed_layer(
+    store: &Store,
+    staging: &Staging<'_>,
+    python: &PythonInfo,
+) -> Result<(LayerId, Layer)> {
+    let wheel = venv::bundled_pip_wheel(python)?;
+    let bytes = std::fs::read(&wheel).at("reading wheel", &wheel)?;
+    let key = format!("{}|{}", blake3::hash(&bytes).to_hex(), python.purelib);
+    if let Some(id) = store.index().seed_layer(&key)?
+        && let Ok(layer) = store.objects().layer(&id)
+        && layer
+            .changes
+            .values()
+            .all(|c| !matches!(c, store_format::Change::Put(Node::File { object, executable, .. }) if !store.objects().has_object(object, *executable)))
+    {
+        return Ok((id, layer));
+    }
+    let layer = venv::wheel_layer(staging, python, &wheel)?;
+    let id = staging.put_layer(&layer)?;
+    let mut batch = Batch::default();
+    batch.put_seed_layer(&key, &id);
+    store.index().write(batch)?;
+    Ok((id, layer))
+}
+
+/// Removes the environment's directory and everything the index keeps about it. Its snapshots stay in
+/// the store until `blast clean`.
+pub fn remove(store: &Store, selector: &str) -> Result<EnvRecord> {
+    let env = store.open_env(Some(selector))?;
+    crate::fsutil::remove_tree(env.root())?;
+    let history = store.index().history(&env.record.id)?;
+    let tags = store.index().tags(&env.record.id)?;
+    let mut batch = Batch::default();
+    batch.delete_env(&env.record, &history, &tags);
+    store.index().write(batch)?;
+    Ok(env.record.clone())
+}
+
+fn is_nonempty(path: &std::path::Path) -> bool {
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(_) => path.exists(),
+    }
+}
+
+pub(crate) fn validate_env_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadEnvName(name.to_owned()))
+    }
+}

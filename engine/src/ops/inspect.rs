@@ -1,0 +1,279 @@
+//! The read-only views: `blast log`, `blast diff`, `blast status`, `blast list`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use store_format::{Node, Package, SnapshotId};
+
+use crate::capture;
+use crate::error::{IoContext, Result};
+use crate::packages::{PackageChange, package_changes, packages_of};
+use crate::store::{Env, Store};
+use crate::transition::load_stat_cache;
+use crate::tree::{PathChange, Tree};
+
+#[derive(Debug, Serialize)]
+pub struct LogEntry {
+    pub seq: u64,
+    /// RFC 3339.
+    pub time: String,
+    pub operation: String,
+    pub message: Option<String>,
+    pub snapshot: SnapshotId,
+    pub from: Option<SnapshotId>,
+    pub tags: Vec<String>,
+    /// Package changes from `from`; `None` when `from` is no longer in the store.
+    pub packages: Option<Vec<PackageChange>>,
+    pub head: bool,
+}
+
+/// History, newest first.
+pub fn log(store: &Store, selector: Option<&str>) -> Result<Vec<LogEntry>> {
+    let env = store.open_env(selector)?;
+    let history = store.index().history(&env.record.id)?;
+    let mut tags: HashMap<SnapshotId, Vec<String>> = HashMap::new();
+    for (tag, id) in store.index().tags(&env.record.id)? {
+        tags.entry(id).or_default().push(tag);
+    }
+    let mut packages: HashMap<SnapshotId, Option<Vec<Package>>> = HashMap::new();
+    let mut packages_of_id = |id: SnapshotId| {
+        packages
+            .entry(id)
+            .or_insert_with(|| store.snapshot(&id).ok().map(|s| s.packages))
+            .clone()
+    };
+    let mut out = Vec::with_capacity(history.len());
+    for entry in history.iter().rev() {
+        let new = packages_of_id(entry.to);
+        let old = match entry.from {
+            Some(from) => packages_of_id(from),
+            None => Some(Vec::new()),
+        };
+        let changes = match (old, new) {
+            (Some(old), Some(new)) => Some(package_changes(&old, &new)),
+            _ => None,
+        };
+        out.push(LogEntry {
+            seq: entry.seq,
+            time: jiff::Timestamp::from_millisecond(entry.time_ms)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            operation: entry.operation.clone(),
+            message: entry.message.clone(),
+            snapshot: entry.to,
+            from: entry.from,
+            tags: tags.get(&entry.to).cloned().unwrap_or_default(),
+            packages: changes,
+            head: out.is_empty(),
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileChange {
+    /// `added`, `removed` or `modified`.
+    pub change: &'static str,
+    pub path: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DiffReport {
+    pub env: String,
+    /// A snapshot id, or `None` for the directory as it is now.
+    pub from: Option<SnapshotId>,
+    pub to: Option<SnapshotId>,
+    pub packages: Vec<PackageChange>,
+    /// Only with `files`.
+    pub files: Option<Vec<FileChange>>,
+}
+
+/// Between snapshots `a` and `b`; `a` defaults to HEAD, `b` to the directory as it is now.
+pub fn diff(
+    store: &Store,
+    selector: Option<&str>,
+    a: Option<&str>,
+    b: Option<&str>,
+    files: bool,
+) -> Result<DiffReport> {
+    let env = store.open_env(selector)?;
+    let history = store.index().history(&env.record.id)?;
+    let resolve =
+        |q: &str| super::resolve_snapshot(store, &env.record.id, env.label(), &history, q);
+    let from = resolve(a.unwrap_or("HEAD"))?;
+    let to = b.map(resolve).transpose()?;
+    let (old_tree, old_packages) = snapshot_view(store, &from)?;
+    let (new_tree, new_packages) = match to {
+        Some(id) => snapshot_view(store, &id)?,
+        None => directory_view(store, &env)?,
+    };
+    Ok(DiffReport {
+        env: env.label().to_owned(),
+        from: Some(from),
+        to,
+        packages: package_changes(&old_packages, &new_packages),
+        files: files.then(|| file_changes(&old_tree, &new_tree)),
+    })
+}
+
+fn snapshot_view(store: &Store, id: &SnapshotId) -> Result<(Tree, Vec<Package>)> {
+    let snapshot = store.snapshot(id)?;
+    Ok((store.tree_of(&snapshot)?, snapshot.packages))
+}
+
+/// The directory as it is, read with the stat cache, with its packages read from its METADATA files.
+fn directory_view(store: &Store, env: &Env) -> Result<(Tree, Vec<Package>)> {
+    let cache = load_stat_cache(store, &env.record.id)?;
+    let scan = capture::scan(env.root(), &cache, &env.placeholders(), None)?;
+    let root = env.root();
+    let packages = packages_of(&scan.tree, &env.record.python.purelib, |path, _| {
+        std::fs::read(root.join(path)).at("reading", &root.join(path))
+    })?;
+    Ok((scan.tree, packages))
+}
+
+pub(crate) fn file_changes(old: &Tree, new: &Tree) -> Vec<FileChange> {
+    old.changes_to(new)
+        .into_iter()
+        .filter(|c| !matches!(c, PathChange::Modified(_, Node::Dir, Node::Dir)))
+        .map(|c| FileChange {
+            change: match c {
+                PathChange::Added(..) => "added",
+                PathChange::Removed(..) => "removed",
+                PathChange::Modified(..) => "modified",
+            },
+            path: c.path().to_owned(),
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub env: String,
+    pub name: Option<String>,
+    pub path: String,
+    pub python: String,
+    pub head: Option<SnapshotId>,
+    pub tags: Vec<String>,
+    /// Paths that differ from HEAD in the directory.
+    pub uncaptured: Vec<FileChange>,
+    pub packages: Vec<Package>,
+    pub env_bytes: u64,
+    pub env_files: usize,
+    pub store_bytes: u64,
+    /// Bytes that all environments' HEADs would take without sharing objects, minus what they take.
+    pub saved_by_dedup: u64,
+}
+
+pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
+    let env = store.open_env(selector)?;
+    let head = env.head()?;
+    let (head_tree, packages) = snapshot_view(store, &head)?;
+    let (dir_tree, _) = directory_view(store, &env)?;
+    let tags = store
+        .index()
+        .tags(&env.record.id)?
+        .into_iter()
+        .filter(|(_, id)| *id == head)
+        .map(|(t, _)| t)
+        .collect();
+    Ok(StatusReport {
+        env: env.label().to_owned(),
+        name: env.record.name.clone(),
+        path: env.record.path.clone(),
+        python: env.record.python.describe(),
+        head: Some(head),
+        tags,
+        uncaptured: file_changes(&head_tree, &dir_tree),
+        packages,
+        env_bytes: head_tree.file_bytes(),
+        env_files: head_tree.file_count(),
+        store_bytes: store_bytes(store)?,
+        saved_by_dedup: saved_by_dedup(store)?,
+    })
+}
+
+/// Bytes of the store's objects, layers and snapshots.
+fn store_bytes(store: &Store) -> Result<u64> {
+    let objects = store.objects();
+    let mut total = 0;
+    for dir in [objects.layers_dir(), objects.snapshots_dir()] {
+        total += dir_bytes(dir)?;
+    }
+    for shard in std::fs::read_dir(objects.objects_dir()).at("listing", objects.objects_dir())? {
+        let shard = shard.at("listing", objects.objects_dir())?;
+        total += dir_bytes(&shard.path())?;
+    }
+    Ok(total)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).at("listing", dir)? {
+        let entry = entry.at("listing", dir)?;
+        total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+fn saved_by_dedup(store: &Store) -> Result<u64> {
+    let mut logical = 0u64;
+    let mut unique: HashSet<store_format::ObjectId> = HashSet::new();
+    let mut unique_bytes = 0u64;
+    for env in store.index().envs()? {
+        let Some(head) = env.head else { continue };
+        let Ok(snapshot) = store.snapshot(&head) else {
+            continue;
+        };
+        for node in store.tree_of(&snapshot)?.entries.values() {
+            if let Node::File { object, size, .. } = node {
+                logical += size;
+                if unique.insert(*object) {
+                    unique_bytes += size;
+                }
+            }
+        }
+    }
+    Ok(logical.saturating_sub(unique_bytes))
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnvSummary {
+    pub name: Option<String>,
+    pub path: String,
+    pub head: Option<SnapshotId>,
+    pub python: String,
+    pub packages: usize,
+    pub last_operation: Option<String>,
+    pub last_time: Option<String>,
+}
+
+pub fn list(store: &Store) -> Result<Vec<EnvSummary>> {
+    let mut out = Vec::new();
+    let mut envs = store.index().envs()?;
+    envs.sort_by(|a, b| (a.name.is_none(), a.label()).cmp(&(b.name.is_none(), b.label())));
+    for env in envs {
+        let packages = env
+            .head
+            .and_then(|h| store.snapshot(&h).ok())
+            .map_or(0, |s| s.packages.len());
+        let last = store.index().history(&env.id)?.pop();
+        out.push(EnvSummary {
+            name: env.name.clone(),
+            path: env.path.clone(),
+            head: env.head,
+            python: format!(
+                "{} {}",
+                env.python.tag.implementation, env.python.tag.version
+            ),
+            packages,
+            last_operation: last.as_ref().map(|e| e.operation.clone()),
+            last_time: last.and_then(|e| {
+                jiff::Timestamp::from_millisecond(e.time_ms)
+                    .ok()
+                    .map(|t| t.to_string())
+            }),
+        });
+    }
+    Ok(out)
+}

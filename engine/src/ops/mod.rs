@@ -1,0 +1,103 @@
+//! The operations behind the commands, one file per group. Each takes a [`Store`](crate::Store), does
+//! its work through the mechanisms (capture, transition, materializer, gc) and returns a report that the
+//! CLI renders as text or JSON.
+
+mod create;
+mod inspect;
+mod moves;
+mod snapshot;
+mod verify;
+
+pub use create::{CreateOptions, CreateReport, create, remove};
+pub use inspect::{
+    DiffReport, EnvSummary, FileChange, LogEntry, StatusReport, diff, list, log, status,
+};
+pub use moves::{MoveReport, rollback, sync};
+pub use snapshot::{SnapshotReport, snapshot};
+pub use verify::{VerifyReport, verify};
+
+use store_format::SnapshotId;
+
+use crate::error::{Error, Result};
+use crate::index::HistoryEntry;
+use crate::store::Store;
+
+/// Resolves what a user typed for a snapshot: `@~N` (N moves back in this env's history), a tag of
+/// the environment, or a unique prefix (4+ hex digits) of a snapshot id.
+pub(crate) fn resolve_snapshot(
+    store: &Store,
+    env_id: &str,
+    env_label: &str,
+    history: &[HistoryEntry],
+    query: &str,
+) -> Result<SnapshotId> {
+    let not_found = || Error::SnapshotNotFound {
+        env: env_label.to_owned(),
+        query: query.to_owned(),
+    };
+    if let Some(n) = query.strip_prefix("@~") {
+        let n: usize = n.parse().map_err(|_| not_found())?;
+        return history
+            .len()
+            .checked_sub(n + 1)
+            .map(|i| history[i].to)
+            .ok_or_else(not_found);
+    }
+    if query == "HEAD" || query == "@" {
+        return history.last().map(|e| e.to).ok_or_else(not_found);
+    }
+    if let Some((_, id)) = store
+        .index()
+        .tags(env_id)?
+        .into_iter()
+        .find(|(tag, _)| tag == query)
+    {
+        return Ok(id);
+    }
+    let is_hex = query.len() >= 4
+        && query
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+    if !is_hex {
+        return Err(not_found());
+    }
+    let mut candidates: Vec<SnapshotId> = store
+        .objects()
+        .snapshot_ids()?
+        .into_iter()
+        .filter(|id| id.to_hex().starts_with(query))
+        .collect();
+    candidates.sort();
+    match candidates.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(not_found()),
+        many => Err(Error::AmbiguousSnapshot {
+            query: query.to_owned(),
+            candidates: many.iter().map(|id| id.short()).collect(),
+        }),
+    }
+}
+
+/// Tags are names users type: no spaces, no `/`, not a hex string or `@~N` that would read as an id.
+pub(crate) fn validate_tag(tag: &str) -> Result<()> {
+    let bad = |why| Error::BadTag {
+        tag: tag.to_owned(),
+        why,
+    };
+    if tag.is_empty() || tag.len() > 128 {
+        return Err(bad("it must be 1 to 128 characters"));
+    }
+    if !tag
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(bad("use letters, digits, `-`, `_` and `.`"));
+    }
+    if tag.starts_with('@')
+        || tag == "HEAD"
+        || (tag.len() >= 4 && tag.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(bad("it would read as a snapshot id"));
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! `blast rollback` and `blast sync`: HEAD moves to another snapshot and the directory is made to match,
+//! touching only the paths that differ. Uncaptured changes make both refuse unless forced.
+
+use serde::Serialize;
+use store_format::SnapshotId;
+
+use crate::capture;
+use crate::error::{Error, Result};
+use crate::index::{Batch, EnvRecord};
+use crate::objects::unique_name;
+use crate::packages::{PackageChange, package_changes};
+use crate::store::{Env, Store};
+use crate::transition::{Move, load_stat_cache, move_head};
+use crate::tree::Tree;
+
+#[derive(Debug, Serialize)]
+pub struct MoveReport {
+    pub env: String,
+    pub path: String,
+    pub from: Option<SnapshotId>,
+    pub to: SnapshotId,
+    pub packages: Vec<PackageChange>,
+    pub removed: usize,
+    pub written: usize,
+    /// True when HEAD already was the target and the directory matched it: nothing was done.
+    pub unchanged: bool,
+}
+
+pub fn rollback(
+    store: &Store,
+    selector: Option<&str>,
+    target: Option<&str>,
+    force: bool,
+) -> Result<MoveReport> {
+    let mut env = store.open_env(selector)?;
+    let history = store.index().history(&env.record.id)?;
+    let to = super::resolve_snapshot(
+        store,
+        &env.record.id,
+        env.label(),
+        &history,
+        target.unwrap_or("@~1"),
+    )?;
+    let message = target.map(|t| format!("to {t}"));
+    move_env(store, &mut env, to, "rollback", message, force)
+}
+
+/// Moves `to_sel` to the HEAD of `from_sel`, at its own path. A `to_sel` that names no environment yet
+/// creates it (as a path when it looks like one, else as a named environment).
+pub fn sync(store: &Store, from_sel: &str, to_sel: &str, force: bool) -> Result<MoveReport> {
+    let source = store.find_env(Some(from_sel))?;
+    let head = source
+        .head
+        .ok_or_else(|| Error::Invalid(format!("`{from_sel}` has no snapshot yet")))?;
+    let snapshot = store.snapshot(&head)?;
+    let message = Some(format!("from {}", source.label()));
+    let mut target = match store.open_env(Some(to_sel)) {
+        Ok(env) => env,
+        Err(Error::EnvNotFound(_)) => new_env_for(store, to_sel, &source)?,
+        Err(e) => return Err(e),
+    };
+    if !target.record.python.satisfies(&snapshot.python) {
+        return Err(Error::PythonMismatch {
+            env: target.label().to_owned(),
+            needed: format!(
+                "{} {}",
+                snapshot.python.implementation, snapshot.python.version
+            ),
+            found: target.record.python.describe(),
+        });
+    }
+    move_env(store, &mut target, head, "sync", message, force)
+}
+
+/// A new, empty environment record for `sync` to fill, using the source's interpreter.
+fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<Env> {
+    let looks_like_path = selector.contains('/') || selector.starts_with('.');
+    let (name, path) = if looks_like_path {
+        (
+            None,
+            std::path::absolute(selector)
+                .map_err(|e| Error::Invalid(format!("`{selector}`: {e}")))?,
+        )
+    } else {
+        super::create::validate_env_name(selector)?;
+        (Some(selector.to_owned()), store.named_env_path(selector))
+    };
+    if path.exists() {
+        return Err(Error::EnvExists(path));
+    }
+    let path = path
+        .to_str()
+        .ok_or_else(|| Error::NonUtf8Path(path.clone()))?
+        .to_owned();
+    let record = EnvRecord {
+        id: unique_name(),
+        name,
+        path,
+        head: None,
+        python: source.python.clone(),
+        created: jiff::Timestamp::now().as_second(),
+    };
+    Ok(Env {
+        _lock: store.env_lock(&record.id)?,
+        record,
+    })
+}
+
+fn move_env(
+    store: &Store,
+    env: &mut Env,
+    to: SnapshotId,
+    operation: &str,
+    message: Option<String>,
+    force: bool,
+) -> Result<MoveReport> {
+    let from = env.record.head;
+    let (current, cache) = match from {
+        Some(head) => {
+            let head_tree = store.tree_of(&store.snapshot(&head)?)?;
+            let cache = load_stat_cache(store, &env.record.id)?;
+            let scan = capture::scan(env.root(), &cache, &env.placeholders(), None)?;
+            if scan.tree != head_tree && !force {
+                return Err(Error::UncapturedChanges {
+                    env: env.label().to_owned(),
+                    paths: head_tree
+                        .changes_to(&scan.tree)
+                        .iter()
+                        .map(|c| c.path().to_owned())
+                        .collect(),
+                });
+            }
+            (scan.tree, scan.cache)
+        }
+        None => (Tree::default(), Default::default()),
+    };
+    let target = store.snapshot(&to)?;
+    let packages = match from {
+        Some(head) => package_changes(&store.snapshot(&head)?.packages, &target.packages),
+        None => package_changes(&[], &target.packages),
+    };
+    let mut report = MoveReport {
+        env: env.label().to_owned(),
+        path: env.record.path.clone(),
+        from,
+        to,
+        packages,
+        removed: 0,
+        written: 0,
+        unchanged: from == Some(to),
+    };
+    // Already there, and the directory matches (a dirty one got here only with --force): nothing to do.
+    if report.unchanged && current == store.tree_of(&target)? {
+        return Ok(report);
+    }
+    let mut with_journal = Batch::default();
+    if from.is_none() {
+        with_journal.put_env(&env.record);
+    }
+    let stats = move_head(
+        store,
+        env,
+        Move {
+            operation: operation.to_owned(),
+            message,
+            to,
+            current,
+            cache,
+            with_journal,
+            tag: None,
+        },
+    )?;
+    report.removed = stats.removed;
+    report.written = stats.written;
+    Ok(report)
+}

@@ -1,0 +1,127 @@
+//! `blast snapshot`: whatever changed in the directory (a pip run by hand, an editor) becomes a layer.
+
+use serde::Serialize;
+use store_format::{Node, Snapshot, SnapshotId};
+
+use crate::capture;
+use crate::crash;
+use crate::error::{IoContext, Result};
+use crate::index::{Batch, Journal};
+use crate::packages::{PackageChange, package_changes, packages_of};
+use crate::store::{Env, Store};
+use crate::transition::{append_history, load_stat_cache};
+
+#[derive(Debug, Serialize)]
+pub struct SnapshotReport {
+    pub env: String,
+    /// The new snapshot; `None` when nothing changed.
+    pub snapshot: Option<SnapshotId>,
+    pub parent: SnapshotId,
+    pub tag: Option<String>,
+    pub added: usize,
+    pub modified: usize,
+    pub removed: usize,
+    pub packages: Vec<PackageChange>,
+    /// Files whose bytes were read; the rest were recognised by the stat cache.
+    pub files_hashed: usize,
+}
+
+pub fn snapshot(
+    store: &Store,
+    selector: Option<&str>,
+    message: Option<String>,
+    tag: Option<String>,
+) -> Result<SnapshotReport> {
+    if let Some(tag) = &tag {
+        super::validate_tag(tag)?;
+    }
+    let env = store.open_env(selector)?;
+    capture_into_snapshot(store, &env, "snapshot", message, tag)
+}
+
+/// Captures the directory of `env` as a new snapshot on top of its HEAD and records it.
+pub(crate) fn capture_into_snapshot(
+    store: &Store,
+    env: &Env,
+    operation: &str,
+    message: Option<String>,
+    tag: Option<String>,
+) -> Result<SnapshotReport> {
+    let head_id = env.head()?;
+    let head = store.snapshot(&head_id)?;
+    let head_tree = store.tree_of(&head)?;
+    let cache = load_stat_cache(store, &env.record.id)?;
+    let staging = store.objects().begin()?;
+    let scan = capture::scan(env.root(), &cache, &env.placeholders(), Some(&staging))?;
+    let mut report = SnapshotReport {
+        env: env.label().to_owned(),
+        snapshot: None,
+        parent: head_id,
+        tag: tag.clone(),
+        added: 0,
+        modified: 0,
+        removed: 0,
+        packages: Vec::new(),
+        files_hashed: scan.hashed,
+    };
+    let mut batch = Batch::default();
+    if scan.cache != cache {
+        batch.put_stat_cache(&env.record.id, &scan.cache.encode());
+    }
+    if scan.tree == head_tree {
+        if let Some(tag) = &tag {
+            batch.put_tag(&env.record.id, tag, &head_id);
+        }
+        store.index().write(batch)?;
+        return Ok(report);
+    }
+    for change in head_tree.changes_to(&scan.tree) {
+        match change {
+            crate::tree::PathChange::Added(..) => report.added += 1,
+            crate::tree::PathChange::Modified(..) => report.modified += 1,
+            crate::tree::PathChange::Removed(..) => report.removed += 1,
+        }
+    }
+    let layer = head_tree.layer_to(&scan.tree);
+    let root = env.root();
+    let packages = packages_of(
+        &scan.tree,
+        &env.record.python.purelib,
+        |path, node| match node {
+            Node::File { .. } => std::fs::read(root.join(path)).at("reading", &root.join(path)),
+            _ => Ok(Vec::new()),
+        },
+    )?;
+    report.packages = package_changes(&head.packages, &packages);
+    let mut layers = head.layers.clone();
+    layers.push(staging.put_layer(&layer)?);
+    let snapshot = Snapshot {
+        python: head.python.clone(),
+        layers,
+        packages,
+    };
+    let id = staging.put_snapshot(&snapshot)?;
+    staging.commit()?;
+    crash::point("capture-staged");
+    let mut record = env.record.clone();
+    record.head = Some(id);
+    batch.put_env(&record);
+    append_history(
+        store,
+        &mut batch,
+        &record.id,
+        &Journal {
+            from: Some(head_id),
+            to: id,
+            operation: operation.to_owned(),
+            message,
+        },
+    )?;
+    if let Some(tag) = &tag {
+        batch.put_tag(&record.id, tag, &id);
+    }
+    batch.put_stat_cache(&record.id, &scan.cache.encode());
+    store.index().write(batch)?;
+    report.snapshot = Some(id);
+    Ok(report)
+}

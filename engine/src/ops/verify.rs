@@ -1,0 +1,206 @@
+//! `blast verify`: rehash objects, layers and snapshots in parallel, and compare environment directories
+//! with their HEAD byte for byte (no stat cache: a verify trusts nothing it has not read).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use store_format::{LayerId, Node, ObjectId, SnapshotId};
+
+use crate::capture::{self, StatCache};
+use crate::error::{IoContext, Result};
+use crate::index::EnvRecord;
+use crate::store::Store;
+
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub objects_checked: usize,
+    /// Store files whose bytes do not hash to their name.
+    pub corrupt: Vec<String>,
+    /// Objects, layers or snapshots that an environment needs and the store lacks.
+    pub missing: Vec<String>,
+    pub envs: Vec<EnvVerdict>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnvVerdict {
+    pub env: String,
+    pub head: Option<SnapshotId>,
+    /// `added`/`removed`/`modified` paths where the directory differs from HEAD.
+    pub drifted: Vec<super::FileChange>,
+    pub error: Option<String>,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty()
+            && self.missing.is_empty()
+            && self
+                .envs
+                .iter()
+                .all(|e| e.drifted.is_empty() && e.error.is_none())
+    }
+}
+
+/// Verifies one environment (and the objects it needs) or, without a selector, the whole store.
+pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let envs: Vec<EnvRecord> = match selector {
+        Some(_) => vec![store.open_env(selector)?.record],
+        None => store.index().envs()?,
+    };
+    let files: Vec<(PathBuf, Expected)> = match selector {
+        Some(_) => needed_files(store, &envs, &mut report),
+        None => all_store_files(store)?,
+    };
+    report.objects_checked = files.len();
+    report.corrupt = files
+        .par_iter()
+        .filter_map(|(path, expected)| match hashes_to(path, expected) {
+            Ok(true) => None,
+            Ok(false) => Some(path.display().to_string()),
+            Err(e) => Some(format!("{} ({e})", path.display())),
+        })
+        .collect();
+    report.corrupt.sort();
+    for record in envs {
+        let env = store.lock_env(&record.id)?;
+        report
+            .envs
+            .push(check_env(store, &env.record, env.placeholders()));
+    }
+    Ok(report)
+}
+
+enum Expected {
+    Object(ObjectId),
+    Layer(LayerId),
+    Snapshot(SnapshotId),
+}
+
+fn hashes_to(path: &Path, expected: &Expected) -> std::io::Result<bool> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap(path)?;
+    let hash = hasher.finalize();
+    Ok(match expected {
+        Expected::Object(id) => ObjectId::from(hash) == *id,
+        Expected::Layer(id) => LayerId::from(hash) == *id,
+        Expected::Snapshot(id) => SnapshotId::from(hash) == *id,
+    })
+}
+
+/// Every object, layer and snapshot file in the store, named by what it should hash to.
+fn all_store_files(store: &Store) -> Result<Vec<(PathBuf, Expected)>> {
+    let objects = store.objects();
+    let mut out = Vec::new();
+    for shard in fs::read_dir(objects.objects_dir()).at("listing", objects.objects_dir())? {
+        let shard = shard.at("listing", objects.objects_dir())?.path();
+        let prefix = shard
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        for entry in fs::read_dir(&shard).at("listing", &shard)? {
+            let path = entry.at("listing", &shard)?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let hex = format!("{prefix}{}", name.strip_suffix(".x").unwrap_or(name));
+            if let Ok(id) = hex.parse() {
+                out.push((path, Expected::Object(id)));
+            }
+        }
+    }
+    for (dir, is_layer) in [
+        (objects.layers_dir(), true),
+        (objects.snapshots_dir(), false),
+    ] {
+        for entry in fs::read_dir(dir).at("listing", dir)? {
+            let path = entry.at("listing", dir)?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if is_layer && let Ok(id) = name.parse() {
+                out.push((path, Expected::Layer(id)));
+            } else if let Ok(id) = name.parse() {
+                out.push((path, Expected::Snapshot(id)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The files the environments' HEADs need; what is missing goes to the report.
+fn needed_files(
+    store: &Store,
+    envs: &[EnvRecord],
+    report: &mut VerifyReport,
+) -> Vec<(PathBuf, Expected)> {
+    let objects = store.objects();
+    let mut out = Vec::new();
+    for env in envs {
+        let Some(head) = env.head else { continue };
+        out.push((objects.snapshot_path(&head), Expected::Snapshot(head)));
+        let Ok(snapshot) = store.snapshot(&head) else {
+            report.missing.push(format!("snapshot {head}"));
+            continue;
+        };
+        for layer in &snapshot.layers {
+            out.push((objects.layer_path(layer), Expected::Layer(*layer)));
+        }
+        let Ok(tree) = store.tree_of(&snapshot) else {
+            report.missing.push(format!("a layer of snapshot {head}"));
+            continue;
+        };
+        for (path, node) in &tree.entries {
+            if let Node::File {
+                object, executable, ..
+            } = node
+            {
+                match objects.existing_object_path(object, *executable) {
+                    Some(p) => out.push((p, Expected::Object(*object))),
+                    None => report
+                        .missing
+                        .push(format!("object {object} (`{path}` in `{}`)", env.label())),
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.dedup_by(|a, b| a.0 == b.0);
+    out
+}
+
+fn check_env(
+    store: &Store,
+    env: &EnvRecord,
+    placeholders: store_format::Placeholders,
+) -> EnvVerdict {
+    let mut verdict = EnvVerdict {
+        env: env.label().to_owned(),
+        head: env.head,
+        drifted: Vec::new(),
+        error: None,
+    };
+    let result = (|| -> Result<Vec<super::FileChange>> {
+        let head = env
+            .head
+            .ok_or_else(|| crate::Error::Invalid("no snapshot yet".into()))?;
+        let head_tree = store.tree_of(&store.snapshot(&head)?)?;
+        let scan = capture::scan(
+            Path::new(&env.path),
+            &StatCache::default(),
+            &placeholders,
+            None,
+        )?;
+        Ok(super::inspect::file_changes(&head_tree, &scan.tree))
+    })();
+    match result {
+        Ok(drifted) => verdict.drifted = drifted,
+        Err(e) => verdict.error = Some(e.to_string()),
+    }
+    verdict
+}

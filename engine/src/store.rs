@@ -1,0 +1,216 @@
+//! The store handle: `$BLAST_HOME` with its objects, index and locks, and the environments in it.
+//!
+//! Opening a store takes the store lock shared (only `blast clean`'s sweep takes it exclusive), opens the
+//! index and reclaims staging areas left by dead processes. Opening an environment takes its lock and
+//! first finishes any apply that a killed command left in its journal.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use store_format::{Placeholders, Snapshot, SnapshotId};
+
+use crate::error::{Error, IoContext, Result};
+use crate::index::{EnvRecord, Index};
+use crate::lock::{self, LockGuard, LockMode};
+use crate::objects::ObjectStore;
+use crate::tree::Tree;
+
+/// Written at the top of the store; a store with another first line is refused.
+const STORE_FORMAT_LINE: &str = "blast-store 1";
+
+pub struct Store {
+    // Field order matters: the index closes before the store lock is released.
+    index: Index,
+    objects: ObjectStore,
+    home: PathBuf,
+    _lock: LockGuard,
+}
+
+impl Store {
+    /// `$BLAST_HOME`, else `$XDG_DATA_HOME/blast`, else `~/.local/share/blast`.
+    pub fn default_home() -> Result<PathBuf> {
+        if let Some(home) = std::env::var_os("BLAST_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(home));
+        }
+        if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(data).join("blast"));
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => Ok(PathBuf::from(home).join(".local/share/blast")),
+            None => Err(Error::Invalid(
+                "cannot place the store: set BLAST_HOME (or HOME)".into(),
+            )),
+        }
+    }
+
+    /// Opens (creating on first use) the store for an ordinary operation.
+    pub fn open(home: &Path) -> Result<Store> {
+        Self::open_with(home, LockMode::Shared)
+    }
+
+    /// Opens the store with every other operation shut out, for the sweep of garbage collection.
+    pub(crate) fn open_exclusive(home: &Path) -> Result<Store> {
+        Self::open_with(home, LockMode::Exclusive)
+    }
+
+    fn open_with(home: &Path, mode: LockMode) -> Result<Store> {
+        fs::create_dir_all(home).at("creating store", home)?;
+        let home = fs::canonicalize(home).at("resolving store path", home)?;
+        check_format(&home)?;
+        let lock = lock::acquire(
+            &home.join("store.lock"),
+            mode,
+            if mode == LockMode::Exclusive {
+                "the store (to clean it)"
+            } else {
+                "the store (`blast clean` is sweeping)"
+            },
+        )?;
+        let objects = ObjectStore::at(&home);
+        objects.create_dirs()?;
+        for dir in ["envs", "locks"] {
+            let path = home.join(dir);
+            fs::create_dir_all(&path).at("creating store directory", &path)?;
+        }
+        let index = Index::open(&home)?;
+        let store = Store {
+            index,
+            objects,
+            home,
+            _lock: lock,
+        };
+        store.objects.reclaim_staging()?;
+        Ok(store)
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Where a named environment lives.
+    pub fn named_env_path(&self, name: &str) -> PathBuf {
+        self.home.join("envs").join(name)
+    }
+
+    pub fn snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        self.objects.snapshot(id)
+    }
+
+    pub fn tree_of(&self, snapshot: &Snapshot) -> Result<Tree> {
+        Tree::from_layers(&self.objects, &snapshot.layers)
+    }
+
+    /// Finds an environment by `-e` (a name or a path), else `./.venv` when it is a blast environment.
+    pub fn find_env(&self, selector: Option<&str>) -> Result<EnvRecord> {
+        match selector {
+            Some(sel) => {
+                let looks_like_path = sel.contains('/') || sel.starts_with('.');
+                if !looks_like_path && let Some(env) = self.index.env_by_name(sel)? {
+                    return Ok(env);
+                }
+                if let Some(env) = self.env_at(Path::new(sel))? {
+                    return Ok(env);
+                }
+                Err(Error::EnvNotFound(sel.to_owned()))
+            }
+            None => self.env_at(Path::new(".venv"))?.ok_or(Error::NoEnvSelected),
+        }
+    }
+
+    fn env_at(&self, path: &Path) -> Result<Option<EnvRecord>> {
+        let Ok(abs) = fs::canonicalize(path).or_else(|_| std::path::absolute(path)) else {
+            return Ok(None);
+        };
+        match abs.to_str() {
+            Some(p) => self.index.env_by_path(p),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens an environment for work: takes its lock and finishes an interrupted apply.
+    pub fn open_env(&self, selector: Option<&str>) -> Result<Env> {
+        let found = self.find_env(selector)?;
+        self.lock_env(&found.id)
+    }
+
+    /// The lock that serializes work on one environment.
+    pub(crate) fn env_lock(&self, env_id: &str) -> Result<LockGuard> {
+        lock::acquire(
+            &self.home.join("locks").join(format!("{env_id}.lock")),
+            LockMode::Exclusive,
+            "the environment",
+        )
+    }
+
+    pub(crate) fn lock_env(&self, env_id: &str) -> Result<Env> {
+        let lock = self.env_lock(env_id)?;
+        // Re-read: another process may have changed it while we waited.
+        let record = self
+            .index
+            .env(env_id)?
+            .ok_or_else(|| Error::EnvNotFound(env_id.to_owned()))?;
+        let mut env = Env {
+            record,
+            _lock: lock,
+        };
+        crate::transition::finish_interrupted(self, &mut env)?;
+        Ok(env)
+    }
+}
+
+fn check_format(home: &Path) -> Result<()> {
+    let marker = home.join("store-format");
+    match fs::read_to_string(&marker) {
+        Ok(text) if text.lines().next() == Some(STORE_FORMAT_LINE) => Ok(()),
+        Ok(text) => Err(Error::Invalid(format!(
+            "the store at `{}` has format `{}`, which this blast does not read: upgrade blast or point BLAST_HOME elsewhere",
+            home.display(),
+            text.lines().next().unwrap_or_default()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::write(&marker, format!("{STORE_FORMAT_LINE}\n")).at("writing", &marker)
+        }
+        Err(e) => Err(e).at("reading", &marker),
+    }
+}
+
+/// An environment held for work by this process.
+pub struct Env {
+    pub record: EnvRecord,
+    pub(crate) _lock: LockGuard,
+}
+
+impl Env {
+    pub fn root(&self) -> &Path {
+        Path::new(&self.record.path)
+    }
+
+    pub fn label(&self) -> &str {
+        self.record.label()
+    }
+
+    /// The concrete paths that placeholders stand for in this environment.
+    pub fn placeholders(&self) -> Placeholders {
+        Placeholders {
+            env_prefix: self.record.path.clone(),
+            python_bin: self.record.python.bin_dir.clone(),
+        }
+    }
+
+    pub fn head(&self) -> Result<SnapshotId> {
+        self.record.head.ok_or_else(|| {
+            Error::Invalid(format!(
+                "environment `{}` has no snapshot yet: its creation did not finish; `blast remove` it and create it again",
+                self.label()
+            ))
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! Crash-safe moves of an environment's HEAD (create, rollback, sync, restore): write the intent to the
+//! journal, apply the difference to the directory, then record the new HEAD and drop the journal in one
+//! index write. A command killed anywhere in between leaves the journal behind, and the next command that
+//! opens the environment finishes the move, so the directory ends at the new snapshot exactly.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use store_format::SnapshotId;
+
+use crate::capture::{self, StatCache};
+use crate::crash;
+use crate::error::{IoContext, Result};
+use crate::index::{Batch, HistoryEntry, Journal};
+use crate::materialize::{ApplyStats, LinkMode, Materializer, probe_link_mode};
+use crate::store::{Env, Store};
+use crate::tree::Tree;
+
+/// A HEAD move to perform.
+pub struct Move {
+    pub operation: String,
+    pub message: Option<String>,
+    pub to: SnapshotId,
+    /// What the directory holds now (from a scan, or empty for a new directory).
+    pub current: Tree,
+    pub cache: StatCache,
+    /// Index changes that must land with the journal (a new environment's record, say).
+    pub with_journal: Batch,
+    pub tag: Option<String>,
+}
+
+/// Journals, applies and records `mv`.
+pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
+    let journal = Journal {
+        from: env.record.head,
+        to: mv.to,
+        operation: mv.operation,
+        message: mv.message,
+    };
+    let mut batch = mv.with_journal;
+    batch.put_journal(&env.record.id, &journal);
+    store.index().write(batch)?;
+    crash::point("journal-written");
+    complete(store, env, journal, mv.current, mv.cache, mv.tag)
+}
+
+/// Finishes a move that a killed command left in the journal.
+pub fn finish_interrupted(store: &Store, env: &mut Env) -> Result<()> {
+    let Some(journal) = store.index().journal(&env.record.id)? else {
+        return Ok(());
+    };
+    eprintln!(
+        "blast: finishing the interrupted {} of `{}`",
+        journal.operation,
+        env.label()
+    );
+    let root = env.root().to_owned();
+    let cache = load_stat_cache(store, &env.record.id)?;
+    let current = if root.exists() {
+        capture::scan(&root, &cache, &env.placeholders(), None)?
+    } else {
+        capture::Scan {
+            tree: Tree::default(),
+            cache: StatCache::default(),
+            hashed: 0,
+        }
+    };
+    complete(store, env, journal, current.tree, current.cache, None)?;
+    Ok(())
+}
+
+fn complete(
+    store: &Store,
+    env: &mut Env,
+    journal: Journal,
+    current: Tree,
+    mut cache: StatCache,
+    tag: Option<String>,
+) -> Result<ApplyStats> {
+    let target = store.tree_of(&store.snapshot(&journal.to)?)?;
+    let placeholders = env.placeholders();
+    let root = env.root().to_owned();
+    let materializer = Materializer {
+        store: store.objects(),
+        placeholders: &placeholders,
+        mode: link_mode(store, &root)?,
+    };
+    let stats = materializer.apply(&root, &current, &target, &mut cache)?;
+    crash::point("applied");
+    env.record.head = Some(journal.to);
+    let mut batch = Batch::default();
+    batch.put_env(&env.record);
+    append_history(store, &mut batch, &env.record.id, &journal)?;
+    batch.put_stat_cache(&env.record.id, &cache.encode());
+    if let Some(tag) = tag {
+        batch.put_tag(&env.record.id, &tag, &journal.to);
+    }
+    batch.delete_journal(&env.record.id);
+    store.index().write(batch)?;
+    Ok(stats)
+}
+
+/// Adds the history entry for a completed move or capture.
+pub fn append_history(
+    store: &Store,
+    batch: &mut Batch,
+    env_id: &str,
+    journal: &Journal,
+) -> Result<()> {
+    let seq = store
+        .index()
+        .history(env_id)?
+        .last()
+        .map_or(0, |e| e.seq + 1);
+    batch.put_history(
+        env_id,
+        &HistoryEntry {
+            seq,
+            time_ms: jiff::Timestamp::now().as_millisecond(),
+            operation: journal.operation.clone(),
+            message: journal.message.clone(),
+            from: journal.from,
+            to: journal.to,
+        },
+    );
+    Ok(())
+}
+
+pub fn load_stat_cache(store: &Store, env_id: &str) -> Result<StatCache> {
+    Ok(store
+        .index()
+        .stat_cache(env_id)?
+        .map(|raw| StatCache::decode(&raw))
+        .unwrap_or_default())
+}
+
+/// The link mode for materializing from this store into `root`: `BLAST_LINK_MODE` when set, else what
+/// a probe found for this pair of filesystems (probed once, then remembered in the index).
+pub fn link_mode(store: &Store, root: &Path) -> Result<LinkMode> {
+    if let Ok(forced) = std::env::var("BLAST_LINK_MODE")
+        && let Some(mode) = LinkMode::parse(&forced)
+    {
+        return Ok(mode);
+    }
+    std::fs::create_dir_all(root).at("creating environment directory", root)?;
+    let store_dev = store
+        .home()
+        .metadata()
+        .at("inspecting", store.home())?
+        .dev();
+    let env_dev = root.metadata().at("inspecting", root)?.dev();
+    let key = format!("{store_dev}-{env_dev}");
+    if let Some(mode) = store.index().link_mode(&key)? {
+        return Ok(mode);
+    }
+    let mode = probe_link_mode(store.objects().staging_dir(), root)?;
+    if mode == LinkMode::Copy {
+        eprintln!(
+            "blast: the store ({}) and `{}` cannot share files (different filesystems?): files are copied; \
+             set BLAST_HOME on the environment's filesystem to link them",
+            store.home().display(),
+            root.display()
+        );
+    }
+    let mut batch = Batch::default();
+    batch.put_link_mode(&key, mode);
+    store.index().write(batch)?;
+    Ok(mode)
+}

@@ -1,0 +1,269 @@
+//! A layer: the changes one operation made to the tree below it (OCI semantics: entries, whiteouts,
+//! opaque directories), sorted by path, with exactly one encoding.
+
+use std::collections::BTreeMap;
+
+use crate::codec::{FormatError, Reader, Writer};
+use crate::path::validate_rel_path;
+use crate::{FORMAT_VERSION, LayerId, ObjectId};
+
+const MAGIC: &[u8; 8] = b"BLASTLYR";
+
+const TAG_FILE: u8 = 1;
+const TAG_SYMLINK: u8 = 2;
+const TAG_DIR: u8 = 3;
+const TAG_WHITEOUT: u8 = 4;
+const TAG_OPAQUE: u8 = 5;
+
+const FLAG_EXECUTABLE: u8 = 0b01;
+const FLAG_RELOCATABLE: u8 = 0b10;
+
+/// One thing that exists in a tree. Directories carry no data: their mode is always 0755. Files are 0644
+/// or, when `executable`, 0755; owners, times and xattrs are not part of identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Node {
+    File {
+        object: ObjectId,
+        size: u64,
+        executable: bool,
+        /// The stored bytes hold placeholders for the environment's paths (see `Placeholders`).
+        relocatable: bool,
+    },
+    Symlink {
+        target: String,
+        /// The target holds placeholders for the environment's paths.
+        relocatable: bool,
+    },
+    Dir,
+}
+
+/// What a layer does at one path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// The path exists with this node (added or replaced).
+    Put(Node),
+    /// The path, and everything below it, is removed from the layers below.
+    Whiteout,
+    /// The path is a directory that hides everything the layers below had under it.
+    Opaque,
+}
+
+/// A changeset over the tree below it. Paths are validated, unique and sorted (a `BTreeMap` keeps them so).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layer {
+    pub changes: BTreeMap<String, Change>,
+}
+
+impl Layer {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The one canonical encoding. Paths must be valid (callers build layers from validated paths).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(MAGIC, FORMAT_VERSION);
+        w.count(self.changes.len());
+        for (path, change) in &self.changes {
+            w.str(path);
+            match change {
+                Change::Put(Node::File {
+                    object,
+                    size,
+                    executable,
+                    relocatable,
+                }) => {
+                    w.u8(TAG_FILE);
+                    w.bytes32(object.as_bytes());
+                    w.u64(*size);
+                    w.u8(flags(*executable, *relocatable));
+                }
+                Change::Put(Node::Symlink {
+                    target,
+                    relocatable,
+                }) => {
+                    w.u8(TAG_SYMLINK);
+                    w.str(target);
+                    w.u8(flags(false, *relocatable));
+                }
+                Change::Put(Node::Dir) => w.u8(TAG_DIR),
+                Change::Whiteout => w.u8(TAG_WHITEOUT),
+                Change::Opaque => w.u8(TAG_OPAQUE),
+            }
+        }
+        w.0
+    }
+
+    pub fn id(&self) -> LayerId {
+        LayerId::of(&self.encode())
+    }
+
+    /// Decodes and validates: paths normalized and strictly ascending, known tags and flags, no trailing
+    /// bytes. Anything accepted re-encodes to the same bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::open(bytes, MAGIC, "layer", FORMAT_VERSION)?;
+        // The smallest entry is a 1-byte path (4 + 1) and a tag.
+        let count = r.count(6)?;
+        let mut changes = BTreeMap::new();
+        let mut previous: Option<&str> = None;
+        for _ in 0..count {
+            let path = r.str()?;
+            validate_rel_path(path).map_err(|e| r.invalid(e.to_string()))?;
+            if previous.is_some_and(|p| p.as_bytes() >= path.as_bytes()) {
+                return Err(r.invalid(format!("path `{path}` is out of order or repeated")));
+            }
+            previous = Some(path);
+            let change = match r.u8()? {
+                TAG_FILE => {
+                    let object = ObjectId::from_bytes(r.bytes32()?);
+                    let size = r.u64()?;
+                    let (executable, relocatable) = read_flags(&mut r, true)?;
+                    Change::Put(Node::File {
+                        object,
+                        size,
+                        executable,
+                        relocatable,
+                    })
+                }
+                TAG_SYMLINK => {
+                    let target = r.str()?;
+                    if target.is_empty() || target.contains('\0') {
+                        return Err(
+                            r.invalid(format!("symlink `{path}` has an empty or NUL target"))
+                        );
+                    }
+                    let target = target.to_owned();
+                    let (_, relocatable) = read_flags(&mut r, false)?;
+                    Change::Put(Node::Symlink {
+                        target,
+                        relocatable,
+                    })
+                }
+                TAG_DIR => Change::Put(Node::Dir),
+                TAG_WHITEOUT => Change::Whiteout,
+                TAG_OPAQUE => Change::Opaque,
+                other => return Err(r.invalid(format!("unknown entry tag {other} at `{path}`"))),
+            };
+            changes.insert(path.to_owned(), change);
+        }
+        r.finish()?;
+        Ok(Layer { changes })
+    }
+}
+
+fn flags(executable: bool, relocatable: bool) -> u8 {
+    (if executable { FLAG_EXECUTABLE } else { 0 })
+        | (if relocatable { FLAG_RELOCATABLE } else { 0 })
+}
+
+fn read_flags(r: &mut Reader<'_>, executable_allowed: bool) -> Result<(bool, bool), FormatError> {
+    let raw = r.u8()?;
+    let known = if executable_allowed {
+        FLAG_EXECUTABLE | FLAG_RELOCATABLE
+    } else {
+        FLAG_RELOCATABLE
+    };
+    if raw & !known != 0 {
+        return Err(r.invalid(format!("unknown flags {raw:#04x}")));
+    }
+    Ok((raw & FLAG_EXECUTABLE != 0, raw & FLAG_RELOCATABLE != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Layer {
+        let mut changes = BTreeMap::new();
+        changes.insert("bin".into(), Change::Put(Node::Dir));
+        changes.insert(
+            "bin/tool".into(),
+            Change::Put(Node::File {
+                object: ObjectId::of(b"#!@BLAST_ENV_PREFIX@/bin/python\n"),
+                size: 32,
+                executable: true,
+                relocatable: true,
+            }),
+        );
+        changes.insert(
+            "bin/python".into(),
+            Change::Put(Node::Symlink {
+                target: "@BLAST_PYTHON_BIN@/python3.11".into(),
+                relocatable: true,
+            }),
+        );
+        changes.insert("lib/old".into(), Change::Whiteout);
+        changes.insert("lib/pkg".into(), Change::Opaque);
+        Layer { changes }
+    }
+
+    #[test]
+    fn round_trips_and_is_canonical() {
+        let layer = sample();
+        let bytes = layer.encode();
+        let back = Layer::decode(&bytes).unwrap();
+        assert_eq!(back, layer);
+        assert_eq!(back.encode(), bytes);
+    }
+
+    #[test]
+    fn rejects_every_truncation_and_trailing_bytes() {
+        let bytes = sample().encode();
+        for cut in 0..bytes.len() {
+            assert!(
+                Layer::decode(&bytes[..cut]).is_err(),
+                "accepted a cut at {cut}"
+            );
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(matches!(
+            Layer::decode(&long),
+            Err(FormatError::TrailingBytes { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_unsorted_duplicate_and_escaping_paths() {
+        let encode_paths = |paths: &[&str]| {
+            let mut w = Writer::new(MAGIC, FORMAT_VERSION);
+            w.count(paths.len());
+            for p in paths {
+                w.str(p);
+                w.u8(TAG_DIR);
+            }
+            w.0
+        };
+        assert!(Layer::decode(&encode_paths(&["a", "b"])).is_ok());
+        assert!(Layer::decode(&encode_paths(&["b", "a"])).is_err());
+        assert!(Layer::decode(&encode_paths(&["a", "a"])).is_err());
+        assert!(Layer::decode(&encode_paths(&["../etc"])).is_err());
+        assert!(Layer::decode(&encode_paths(&["/etc"])).is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_version_and_flags() {
+        let mut bytes = sample().encode();
+        bytes[9] = 2;
+        assert!(matches!(
+            Layer::decode(&bytes),
+            Err(FormatError::UnsupportedVersion { found: 2, .. })
+        ));
+        let mut w = Writer::new(MAGIC, FORMAT_VERSION);
+        w.count(1);
+        w.str("a");
+        w.u8(TAG_SYMLINK);
+        w.str("b");
+        w.u8(FLAG_EXECUTABLE);
+        assert!(Layer::decode(&w.0).is_err());
+    }
+
+    #[test]
+    fn hostile_count_does_not_allocate() {
+        let mut w = Writer::new(MAGIC, FORMAT_VERSION);
+        w.u32(u32::MAX);
+        assert!(matches!(
+            Layer::decode(&w.0),
+            Err(FormatError::Truncated { .. })
+        ));
+    }
+}
