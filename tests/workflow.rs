@@ -1,0 +1,332 @@
+//! The everyday workflow on a real venv and real pip runs: create, capture a hand-made install, roll
+//! back to the exact bytes, roll forward by tag, sync elsewhere, and the errors users can run into.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+use support::*;
+
+#[test]
+fn snapshot_captures_a_pip_install_and_rollback_restores_exact_bytes() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+    let fresh = read_tree(&env);
+
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    let installed = read_tree(&env);
+    let new_paths: Vec<&String> = installed.keys().filter(|p| !fresh.contains_key(*p)).collect();
+    let snap = b.json(&["snapshot", "-e", env_s, "-m", "demo 1", "--tag", "v1"]);
+    assert_eq!(snap["added"].as_u64().unwrap() as usize, new_paths.len(), "layer holds exactly the new paths");
+    assert_eq!(snap["modified"], 0);
+    assert_eq!(snap["removed"], 0);
+    let packages: Vec<String> = snap["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}{}", p["change"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(packages, ["addedblastdemo", "addedblastdep"]);
+
+    // Unchanged: recognised by the stat cache, no file read, no new snapshot.
+    let again = b.json(&["snapshot", "-e", env_s]);
+    assert!(again["snapshot"].is_null());
+    assert_eq!(again["files_hashed"], 0);
+
+    // Back to the first snapshot: the directory is what `create` wrote, byte for byte, mode for mode.
+    b.ok(&["rollback", "-e", env_s, "@~1"]);
+    assert_same_tree(&fresh, &read_tree(&env));
+    let (ok, out) = env_python(&env, "import blastdemo");
+    assert!(!ok && out.contains("No module named 'blastdemo'"), "{out}");
+
+    // Forward by tag: the package imports and its console script runs.
+    b.ok(&["rollback", "-e", env_s, "v1"]);
+    assert_same_tree(&exec_bits_only(&installed), &exec_bits_only(&read_tree(&env)));
+    let (ok, out) = env_python(&env, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok && out.trim() == "1.0.0", "{out}");
+    let script = Command::new(env.join("bin/blastdemo")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&script.stdout).trim(), "blastdemo 1.0.0 says hello from blastdep");
+
+    let verify = b.json(&["verify", "-e", env_s]);
+    assert_eq!(verify["corrupt"].as_array().unwrap().len(), 0);
+    assert_eq!(verify["envs"][0]["drifted"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn upgrade_layer_removes_old_files_and_log_names_package_changes() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", env_s, "--tag", "one"]);
+    pip_install(&env, &["blastdemo==2.0.0"]);
+
+    let diff = b.json(&["diff", "-e", env_s, "--files"]);
+    let files: Vec<String> = diff["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("{} {}", f["change"].as_str().unwrap(), f["path"].as_str().unwrap()))
+        .collect();
+    let site = "lib/python3.11/site-packages";
+    assert!(files.contains(&format!("removed {site}/blastdemo/data.txt")), "{files:?}");
+    assert!(files.contains(&format!("added {site}/blastdemo/v2_only.py")), "{files:?}");
+    assert!(files.contains(&format!("removed {site}/blastdemo-1.0.0.dist-info")), "{files:?}");
+
+    b.ok(&["snapshot", "-e", env_s, "--tag", "two"]);
+    let log = b.json(&["log", "-e", env_s]);
+    let newest = &log[0];
+    assert_eq!(newest["head"], true);
+    assert_eq!(newest["tags"][0], "two");
+    assert_eq!(newest["packages"][0]["change"], "changed");
+    assert_eq!(newest["packages"][0]["from"], "1.0.0");
+    assert_eq!(newest["packages"][0]["to"], "2.0.0");
+    assert_eq!(log.as_array().unwrap().len(), 3, "create, one, two");
+
+    b.ok(&["rollback", "-e", env_s, "one"]);
+    assert!(env.join(site).join("blastdemo/data.txt").exists());
+    assert!(!env.join(site).join("blastdemo/v2_only.py").exists());
+    let (ok, out) = env_python(&env, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok && out.trim() == "1.0.0", "{out}");
+}
+
+#[test]
+fn sync_renders_a_working_env_at_another_path() {
+    let b = Blast::new();
+    let src = b.create_path_env("src-env");
+    pip_install(&src, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", src.to_str().unwrap()]);
+
+    let dst = b.work.join("elsewhere/other-name");
+    fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    b.ok(&["sync", "--from", src.to_str().unwrap(), "--to", dst.to_str().unwrap()]);
+    let (ok, out) = env_python(&dst, "import sys, blastdemo; print(sys.prefix)");
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), dst.to_str().unwrap());
+    let script = Command::new(dst.join("bin/blastdemo")).output().unwrap();
+    assert!(script.status.success());
+    let shebang = fs::read_to_string(dst.join("bin/blastdemo")).unwrap();
+    assert!(shebang.starts_with(&format!("#!{}/bin/python", dst.display())), "{shebang}");
+    let activate = fs::read_to_string(dst.join("bin/activate")).unwrap();
+    assert!(activate.contains(&format!("VIRTUAL_ENV='{}'", dst.display())));
+    assert!(!activate.contains("src-env"));
+    let cfg = fs::read_to_string(dst.join("pyvenv.cfg")).unwrap();
+    assert!(cfg.contains(&format!("home = {}", std::path::Path::new(python()).parent().unwrap().display())), "{cfg}");
+
+    // Both envs hold the same snapshot and both verify clean.
+    let list = b.json(&["list"]);
+    let heads: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["head"].as_str().unwrap()).collect();
+    assert_eq!(heads.len(), 2);
+    assert_eq!(heads[0], heads[1]);
+    let verify = b.json(&["verify"]);
+    assert!(verify["envs"].as_array().unwrap().iter().all(|e| e["drifted"].as_array().unwrap().is_empty()), "{verify}");
+
+    // A second sync onto the now existing env is a no-op.
+    let again = b.json(&["sync", "--from", src.to_str().unwrap(), "--to", dst.to_str().unwrap()]);
+    assert_eq!(again["unchanged"], true);
+}
+
+#[test]
+fn rollback_refuses_uncaptured_changes_unless_forced() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+    let fresh = read_tree(&env);
+    pip_install(&env, &["blastdep"]);
+    b.ok(&["snapshot", "-e", env_s]);
+    let stray = env.join("lib/python3.11/site-packages/stray.py");
+    fs::write(&stray, "x = 1\n").unwrap();
+
+    let err = b.fails(&["rollback", "-e", env_s]);
+    assert!(err.contains("lib/python3.11/site-packages/stray.py"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(stray.exists(), "a refused rollback touches nothing");
+
+    b.ok(&["rollback", "-e", env_s, "--force"]);
+    assert_same_tree(&fresh, &read_tree(&env));
+}
+
+#[test]
+fn pycache_is_not_content() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+    pip_install(&env, &["blastdep"]);
+    b.ok(&["snapshot", "-e", env_s]);
+    let out = Command::new(env.join("bin/python"))
+        .args(["-c", "import blastdep"])
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(env.join("lib/python3.11/site-packages/blastdep/__pycache__").is_dir());
+    let snap = b.json(&["snapshot", "-e", env_s]);
+    assert!(snap["snapshot"].is_null(), "{snap}");
+}
+
+#[test]
+fn hardlinks_share_objects_but_empty_and_tiny_files_never_share_an_inode() {
+    let b = Blast::new();
+    let a = b.create_path_env("a");
+    pip_install(&a, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", a.to_str().unwrap()]);
+    let c = b.work.join("c");
+    let d = b.work.join("d");
+    b.ok(&["sync", "--from", a.to_str().unwrap(), "--to", c.to_str().unwrap()]);
+    b.ok(&["sync", "--from", a.to_str().unwrap(), "--to", d.to_str().unwrap()]);
+    let site = "lib/python3.11/site-packages";
+    let ino = |root: &std::path::Path, rel: &str| fs::metadata(root.join(site).join(rel)).unwrap().ino();
+
+    // A module of ordinary size is one object linked into both environments, read-only.
+    let init = "blastdemo/__init__.py";
+    assert!(fs::metadata(c.join(site).join(init)).unwrap().len() > 256);
+    assert_eq!(ino(&c, init), ino(&d, init));
+    let mode = fs::metadata(c.join(site).join(init)).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o444);
+    // Empty and tiny files are each their own inode, writable like any file.
+    assert_ne!(ino(&c, "blastdemo/empty.py"), ino(&d, "blastdemo/empty.py"));
+    assert_ne!(ino(&c, "blastdemo-1.0.0.dist-info/INSTALLER"), ino(&d, "blastdemo-1.0.0.dist-info/INSTALLER"));
+    fs::write(c.join(site).join("blastdemo/empty.py"), "changed").unwrap();
+    assert_eq!(fs::read(d.join(site).join("blastdemo/empty.py")).unwrap(), b"");
+}
+
+#[test]
+fn seeded_env_has_a_working_pip() {
+    let b = Blast::new();
+    let env = b.work.join("seeded");
+    let created = b.json(&["create", "--path", env.to_str().unwrap(), "--python", python(), "--seed"]);
+    assert!(created["files"].as_u64().unwrap() > 100);
+    let pip = Command::new(env.join("bin/pip")).arg("--version").output().unwrap();
+    assert!(pip.status.success(), "{}", String::from_utf8_lossy(&pip.stderr));
+    assert!(String::from_utf8_lossy(&pip.stdout).contains(&env.display().to_string()));
+    let status = b.json(&["status", "-e", env.to_str().unwrap()]);
+    assert_eq!(status["packages"][0]["name"], "pip");
+    assert_eq!(status["uncaptured"].as_array().unwrap().len(), 0);
+
+    // The env's own pip installs into it, and blast captures that.
+    let out = Command::new(env.join("bin/pip"))
+        .args(["install", "-q", "--no-index", "--find-links", wheels().to_str().unwrap(), "blastdep"])
+        .env_remove("PIP_FIND_LINKS")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let snap = b.json(&["snapshot", "-e", env.to_str().unwrap()]);
+    assert_eq!(snap["packages"][0]["name"], "blastdep");
+}
+
+#[test]
+fn named_envs_list_and_remove() {
+    let b = Blast::new();
+    b.ok(&["create", "web", "--python", python()]);
+    let path = b.home.join("envs/web");
+    assert!(path.join("pyvenv.cfg").is_file());
+    let err = b.fails(&["create", "web", "--python", python()]);
+    assert!(err.contains("already exists"), "{err}");
+    let list = b.json(&["list"]);
+    assert_eq!(list[0]["name"], "web");
+    b.ok(&["remove", "web"]);
+    assert!(!path.exists());
+    assert_eq!(b.json(&["list"]).as_array().unwrap().len(), 0);
+    let err = b.fails(&["status", "-e", "web"]);
+    assert!(err.contains("no blast environment `web`"), "{err}");
+}
+
+#[test]
+fn env_selection_defaults_to_dot_venv_then_says_how_to_pick() {
+    let b = Blast::new();
+    let err = b.fails(&["status"]);
+    assert!(err.contains("-e NAME|PATH") && err.contains("BLAST_ENV"), "{err}");
+    b.ok(&["create", "--python", python()]);
+    assert!(b.work.join(".venv/bin/python").exists());
+    let status = b.json(&["status"]);
+    assert_eq!(status["path"], b.work.join(".venv").canonicalize().unwrap().to_str().unwrap());
+    let by_var = b.command(&["status", "--json"]).env("BLAST_ENV", b.work.join(".venv")).output().unwrap();
+    assert!(by_var.status.success());
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+
+    let err = b.fails(&["log", "-e", "nope"]);
+    assert!(err.contains("no blast environment `nope`"), "{err}");
+
+    let err = b.fails(&["rollback", "-e", env_s, "0123456789ab"]);
+    assert!(err.contains("no snapshot matching `0123456789ab`"), "{err}");
+    let err = b.fails(&["rollback", "-e", env_s, "@~7"]);
+    assert!(err.contains("no snapshot matching `@~7`"), "{err}");
+
+    // Two snapshot files sharing a prefix make that prefix ambiguous.
+    for last in ["1", "2"] {
+        let name = format!("abcd{}{last}", "0".repeat(59));
+        fs::write(b.home.join("snapshots").join(name), b"").unwrap();
+    }
+    let err = b.fails(&["rollback", "-e", env_s, "abcd"]);
+    assert!(err.contains("matches several snapshots"), "{err}");
+
+    let err = b.fails(&["snapshot", "-e", env_s, "--tag", "has space"]);
+    assert!(err.contains("tag `has space` is not valid"), "{err}");
+
+    let err = b.fails(&["create", "bad/name", "--python", python()]);
+    assert!(err.contains("not a valid environment name"), "{err}");
+
+    let err = b.fails(&["create", "x", "--python", "/no/such/python"]);
+    assert!(err.contains("no Python interpreter found"), "{err}");
+}
+
+#[test]
+fn non_utf8_file_name_is_refused_without_losing_anything() {
+    use std::os::unix::ffi::OsStrExt;
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+    let history_before = b.json(&["log", "-e", env_s]);
+    let bad = env.join(std::ffi::OsStr::from_bytes(b"lib/bad-\xff-name.py"));
+    fs::write(&bad, "x").unwrap();
+    let err = b.fails(&["snapshot", "-e", env_s]);
+    assert!(err.contains("not UTF-8") && err.contains("rename it"), "{err}");
+    assert_eq!(b.json(&["log", "-e", env_s]), history_before);
+    assert!(bad.exists());
+}
+
+#[test]
+fn verify_names_a_corrupt_object_and_drifted_file() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", env_s]);
+    // Materialized from the store, the module is a hardlink of its object.
+    b.ok(&["rollback", "-e", env_s]);
+    b.ok(&["rollback", "-e", env_s]);
+
+    // Flip one byte of the object behind a hardlinked module (so the env file drifts too).
+    let init = env.join("lib/python3.11/site-packages/blastdemo/__init__.py");
+    let object = b
+        .store_files("objects")
+        .into_iter()
+        .find(|p| fs::metadata(p).unwrap().ino() == fs::metadata(&init).unwrap().ino())
+        .expect("module is hardlinked from the store");
+    let mut perms = fs::metadata(&object).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    fs::set_permissions(&object, perms).unwrap();
+    let mut bytes = fs::read(&object).unwrap();
+    bytes[10] ^= 0x20;
+    fs::write(&object, bytes).unwrap();
+
+    let out = b.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let corrupt = report["corrupt"].as_array().unwrap();
+    assert_eq!(corrupt.len(), 1, "{report}");
+    assert!(corrupt[0].as_str().unwrap().contains(object.file_name().unwrap().to_str().unwrap()));
+    let drifted = &report["envs"][0]["drifted"];
+    assert_eq!(drifted[0]["path"], "lib/python3.11/site-packages/blastdemo/__init__.py", "{report}");
+    let text = b.run(&["verify"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("CORRUPT"));
+}
