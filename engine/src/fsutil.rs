@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 
@@ -21,6 +21,29 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     match result {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", path),
         _ => Ok(()),
+    }
+}
+
+/// The absolute path with symlinks resolved, also for a path that does not exist yet: the deepest
+/// existing ancestor is resolved and the rest appended. Environments are registered and looked up
+/// under this form, so `-e` finds them through any symlinked spelling.
+pub fn resolve_path(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).at("resolving", path)?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match fs::canonicalize(existing) {
+            Ok(real) => {
+                return Ok(rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c)));
+            }
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return Ok(abs),
+            },
+        }
     }
 }
 

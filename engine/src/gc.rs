@@ -118,6 +118,9 @@ pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
         }
     }
     for (shard, prefix) in list(objects.objects_dir())? {
+        if !shard.is_dir() {
+            continue;
+        }
         for (path, name) in list(&shard)? {
             let executable = name.ends_with(".x");
             let hex = format!("{prefix}{}", name.strip_suffix(".x").unwrap_or(&name));

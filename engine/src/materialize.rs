@@ -148,7 +148,7 @@ impl Materializer<'_> {
         }
 
         // 3. Files and symlinks, in parallel.
-        let half = writes.len() / 2;
+        let half = (writes.len() / 2).max(1);
         let done = AtomicUsize::new(0);
         let linked = AtomicUsize::new(0);
         let written: Vec<(&str, Option<FileStat>, &Node)> = writes

@@ -224,21 +224,6 @@ impl Staging<'_> {
         Ok(id)
     }
 
-    /// Adopts an existing file of the staging area (written by an installer, say) as the object `id`,
-    /// by renaming it: no bytes are copied. The caller has hashed it.
-    pub fn adopt_object(&self, file: &Path, id: &ObjectId, executable: bool) -> Result<()> {
-        let target = self.store.object_path(id, executable);
-        if target.symlink_metadata().is_ok() {
-            return Ok(());
-        }
-        let mode = if executable { 0o555 } else { 0o444 };
-        fs::set_permissions(file, fs::Permissions::from_mode(mode)).at("setting mode of", file)?;
-        self.pending()
-            .entry(target)
-            .or_insert_with(|| file.to_owned());
-        Ok(())
-    }
-
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -303,8 +288,20 @@ impl Staging<'_> {
             return Ok(());
         }
         syncfs(&self.dir)?;
+        // Objects before the layers that name them, layers before snapshots: a crash midway never
+        // leaves a snapshot whose parts are missing.
+        let mut moves: Vec<(PathBuf, PathBuf)> = pending.into_iter().collect();
+        moves.sort_by_key(|(target, _)| {
+            if target.starts_with(&self.store.snapshots) {
+                2
+            } else if target.starts_with(&self.store.layers) {
+                1
+            } else {
+                0
+            }
+        });
         let mut made_dirs = HashSet::new();
-        for (target, tmp) in &pending {
+        for (target, tmp) in &moves {
             if let Some(parent) = target.parent()
                 && made_dirs.insert(parent.to_owned())
             {

@@ -56,7 +56,6 @@ impl Store {
     fn open_with(home: &Path, mode: LockMode) -> Result<Store> {
         fs::create_dir_all(home).at("creating store", home)?;
         let home = fs::canonicalize(home).at("resolving store path", home)?;
-        check_format(&home)?;
         let lock = lock::acquire(
             &home.join("store.lock"),
             mode,
@@ -66,6 +65,7 @@ impl Store {
                 "the store (`blast clean` is sweeping)"
             },
         )?;
+        check_format(&home)?;
         let objects = ObjectStore::at(&home);
         objects.create_dirs()?;
         for dir in ["envs", "locks"] {
@@ -126,10 +126,7 @@ impl Store {
     }
 
     fn env_at(&self, path: &Path) -> Result<Option<EnvRecord>> {
-        let Ok(abs) = fs::canonicalize(path).or_else(|_| std::path::absolute(path)) else {
-            return Ok(None);
-        };
-        match abs.to_str() {
+        match crate::fsutil::resolve_path(path)?.to_str() {
             Some(p) => self.index.env_by_path(p),
             None => Ok(None),
         }
@@ -141,10 +138,14 @@ impl Store {
         self.lock_env(&found.id)
     }
 
+    pub(crate) fn env_lock_path(&self, env_id: &str) -> PathBuf {
+        self.home.join("locks").join(format!("{env_id}.lock"))
+    }
+
     /// The lock that serializes work on one environment.
     pub(crate) fn env_lock(&self, env_id: &str) -> Result<LockGuard> {
         lock::acquire(
-            &self.home.join("locks").join(format!("{env_id}.lock")),
+            &self.env_lock_path(env_id),
             LockMode::Exclusive,
             "the environment",
         )
@@ -176,7 +177,13 @@ fn check_format(home: &Path) -> Result<()> {
             text.lines().next().unwrap_or_default()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::write(&marker, format!("{STORE_FORMAT_LINE}\n")).at("writing", &marker)
+            // Whole or not at all: a half-written marker would lock users out of their store.
+            let tmp = home.join(format!("store-format.{}", std::process::id()));
+            fs::write(&tmp, format!("{STORE_FORMAT_LINE}\n")).at("writing", &tmp)?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .at("syncing", &tmp)?;
+            fs::rename(&tmp, &marker).at("writing", &marker)
         }
         Err(e) => Err(e).at("reading", &marker),
     }

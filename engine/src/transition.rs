@@ -26,7 +26,6 @@ pub struct Move {
     pub cache: StatCache,
     /// Index changes that must land with the journal (a new environment's record, say).
     pub with_journal: Batch,
-    pub tag: Option<String>,
 }
 
 /// Journals, applies and records `mv`.
@@ -41,7 +40,7 @@ pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
     batch.put_journal(&env.record.id, &journal);
     store.index().write(batch)?;
     crash::point("journal-written");
-    complete(store, env, journal, mv.current, mv.cache, mv.tag)
+    complete(store, env, journal, mv.current, mv.cache)
 }
 
 /// Finishes a move that a killed command left in the journal.
@@ -65,7 +64,7 @@ pub fn finish_interrupted(store: &Store, env: &mut Env) -> Result<()> {
             hashed: 0,
         }
     };
-    complete(store, env, journal, current.tree, current.cache, None)?;
+    complete(store, env, journal, current.tree, current.cache)?;
     Ok(())
 }
 
@@ -75,7 +74,6 @@ fn complete(
     journal: Journal,
     current: Tree,
     mut cache: StatCache,
-    tag: Option<String>,
 ) -> Result<ApplyStats> {
     let target = store.tree_of(&store.snapshot(&journal.to)?)?;
     let placeholders = env.placeholders();
@@ -92,9 +90,6 @@ fn complete(
     batch.put_env(&env.record);
     append_history(store, &mut batch, &env.record.id, &journal)?;
     batch.put_stat_cache(&env.record.id, &cache.encode());
-    if let Some(tag) = tag {
-        batch.put_tag(&env.record.id, &tag, &journal.to);
-    }
     batch.delete_journal(&env.record.id);
     store.index().write(batch)?;
     Ok(stats)
@@ -153,7 +148,8 @@ pub fn link_mode(store: &Store, root: &Path) -> Result<LinkMode> {
     if let Some(mode) = store.index().link_mode(&key)? {
         return Ok(mode);
     }
-    let mode = probe_link_mode(store.objects().staging_dir(), root)?;
+    let probe_area = store.objects().begin()?;
+    let mode = probe_link_mode(probe_area.dir(), root)?;
     if mode == LinkMode::Copy {
         eprintln!(
             "blast: the store ({}) and `{}` cannot share files (different filesystems?): files are copied; \

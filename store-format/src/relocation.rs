@@ -17,8 +17,8 @@ pub struct Placeholders {
 }
 
 impl Placeholders {
-    /// Replaces the concrete paths by their tokens. A match counts only where the path ends at a path
-    /// boundary (`/env` inside `/env2` is not the env). Returns `None` when nothing was replaced.
+    /// Replaces the concrete paths by their tokens. A match counts only between path boundaries (`/env`
+    /// inside `/env2` or `/x/env` is not the env). Returns `None` when nothing was replaced.
     pub fn abstract_bytes(&self, content: &[u8]) -> Option<Vec<u8>> {
         // The longer path first, so an env inside the interpreter's tree is not cut short.
         let mut pairs = [
@@ -34,7 +34,10 @@ impl Placeholders {
             let source = current.as_deref().unwrap_or(content);
             let hits: Vec<usize> = find_all(source, from)
                 .into_iter()
-                .filter(|&at| is_boundary(source.get(at + from.len()).copied()))
+                .filter(|&at| {
+                    let before = at.checked_sub(1).and_then(|i| source.get(i)).copied();
+                    is_boundary(before) && is_boundary(source.get(at + from.len()).copied())
+                })
                 .collect();
             if !hits.is_empty() {
                 current = Some(replace_at(source, &hits, from.len(), to));
@@ -68,7 +71,7 @@ impl Placeholders {
     }
 }
 
-/// A path ends here when the next byte cannot continue a file name.
+/// A path starts or ends next to this byte when the byte cannot continue a file name.
 fn is_boundary(next: Option<u8>) -> bool {
     !matches!(next, Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
@@ -103,11 +106,12 @@ mod tests {
     #[test]
     fn abstracts_and_renders_paths_at_boundaries_only() {
         let p = ph();
-        let src = b"#!/home/me/env/bin/python\nother=/home/me/env2\nhome = /usr/bin\n";
+        let src =
+            b"#!/home/me/env/bin/python\nother=/home/me/env2 /x.home/me/env\nhome = /usr/bin\n";
         let stored = p.abstract_bytes(src).unwrap();
         assert_eq!(
             stored,
-            b"#!@BLAST_ENV_PREFIX@/bin/python\nother=/home/me/env2\nhome = @BLAST_PYTHON_BIN@\n"
+            b"#!@BLAST_ENV_PREFIX@/bin/python\nother=/home/me/env2 /x.home/me/env\nhome = @BLAST_PYTHON_BIN@\n"
         );
         assert_eq!(p.render_bytes(&stored), src);
         let elsewhere = Placeholders {
@@ -116,7 +120,7 @@ mod tests {
         };
         assert_eq!(
             elsewhere.render_bytes(&stored),
-            b"#!/srv/x/bin/python\nother=/home/me/env2\nhome = /opt/py/bin\n"
+            b"#!/srv/x/bin/python\nother=/home/me/env2 /x.home/me/env\nhome = /opt/py/bin\n"
         );
         assert_eq!(p.abstract_bytes(b"nothing here"), None);
     }

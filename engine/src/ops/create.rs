@@ -7,6 +7,7 @@ use store_format::{Layer, LayerId, Node, Snapshot, SnapshotId};
 
 use crate::capture::StatCache;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::resolve_path;
 use crate::index::{Batch, EnvRecord};
 use crate::objects::{Staging, unique_name};
 use crate::packages::packages_of;
@@ -41,11 +42,9 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
         }
     }
     let path = match (&opts.path, &opts.name) {
-        (Some(p), _) => std::path::absolute(p).at("resolving", p)?,
+        (Some(p), _) => resolve_path(p)?,
         (None, Some(name)) => store.named_env_path(name),
-        (None, None) => {
-            std::path::absolute(".venv").at("resolving", std::path::Path::new(".venv"))?
-        }
+        (None, None) => resolve_path(std::path::Path::new(".venv"))?,
     };
     let path_str = path
         .to_str()
@@ -82,7 +81,6 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
             current: Tree::default(),
             cache: StatCache::default(),
             with_journal,
-            tag: None,
         },
     )?;
     Ok(CreateReport {
@@ -156,6 +154,7 @@ pub fn remove(store: &Store, selector: &str) -> Result<EnvRecord> {
     let mut batch = Batch::default();
     batch.delete_env(&env.record, &history, &tags);
     store.index().write(batch)?;
+    crate::fsutil::remove_file_if_exists(&store.env_lock_path(&env.record.id))?;
     Ok(env.record.clone())
 }
 

@@ -78,8 +78,7 @@ fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<Env>
     let (name, path) = if looks_like_path {
         (
             None,
-            std::path::absolute(selector)
-                .map_err(|e| Error::Invalid(format!("`{selector}`: {e}")))?,
+            crate::fsutil::resolve_path(std::path::Path::new(selector))?,
         )
     } else {
         super::create::validate_env_name(selector)?;
@@ -167,7 +166,6 @@ fn move_env(
             current,
             cache,
             with_journal,
-            tag: None,
         },
     )?;
     report.removed = stats.removed;
