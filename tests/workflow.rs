@@ -18,16 +18,29 @@ fn snapshot_captures_a_pip_install_and_rollback_restores_exact_bytes() {
 
     pip_install(&env, &["blastdemo==1.0.0"]);
     let installed = read_tree(&env);
-    let new_paths: Vec<&String> = installed.keys().filter(|p| !fresh.contains_key(*p)).collect();
+    let new_paths: Vec<&String> = installed
+        .keys()
+        .filter(|p| !fresh.contains_key(*p))
+        .collect();
     let snap = b.json(&["snapshot", "-e", env_s, "-m", "demo 1", "--tag", "v1"]);
-    assert_eq!(snap["added"].as_u64().unwrap() as usize, new_paths.len(), "layer holds exactly the new paths");
+    assert_eq!(
+        snap["added"].as_u64().unwrap() as usize,
+        new_paths.len(),
+        "layer holds exactly the new paths"
+    );
     assert_eq!(snap["modified"], 0);
     assert_eq!(snap["removed"], 0);
     let packages: Vec<String> = snap["packages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| format!("{}{}", p["change"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{}{}",
+                p["change"].as_str().unwrap(),
+                p["name"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(packages, ["addedblastdemo", "addedblastdep"]);
 
@@ -44,11 +57,17 @@ fn snapshot_captures_a_pip_install_and_rollback_restores_exact_bytes() {
 
     // Forward by tag: the package imports and its console script runs.
     b.ok(&["rollback", "-e", env_s, "v1"]);
-    assert_same_tree(&exec_bits_only(&installed), &exec_bits_only(&read_tree(&env)));
+    assert_same_tree(
+        &exec_bits_only(&installed),
+        &exec_bits_only(&read_tree(&env)),
+    );
     let (ok, out) = env_python(&env, "import blastdemo; print(blastdemo.VERSION)");
     assert!(ok && out.trim() == "1.0.0", "{out}");
     let script = Command::new(env.join("bin/blastdemo")).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&script.stdout).trim(), "blastdemo 1.0.0 says hello from blastdep");
+    assert_eq!(
+        String::from_utf8_lossy(&script.stdout).trim(),
+        "blastdemo 1.0.0 says hello from blastdep"
+    );
 
     let verify = b.json(&["verify", "-e", env_s]);
     assert_eq!(verify["corrupt"].as_array().unwrap().len(), 0);
@@ -69,12 +88,27 @@ fn upgrade_layer_removes_old_files_and_log_names_package_changes() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| format!("{} {}", f["change"].as_str().unwrap(), f["path"].as_str().unwrap()))
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["change"].as_str().unwrap(),
+                f["path"].as_str().unwrap()
+            )
+        })
         .collect();
     let site = "lib/python3.11/site-packages";
-    assert!(files.contains(&format!("removed {site}/blastdemo/data.txt")), "{files:?}");
-    assert!(files.contains(&format!("added {site}/blastdemo/v2_only.py")), "{files:?}");
-    assert!(files.contains(&format!("removed {site}/blastdemo-1.0.0.dist-info")), "{files:?}");
+    assert!(
+        files.contains(&format!("removed {site}/blastdemo/data.txt")),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&format!("added {site}/blastdemo/v2_only.py")),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&format!("removed {site}/blastdemo-1.0.0.dist-info")),
+        "{files:?}"
+    );
 
     b.ok(&["snapshot", "-e", env_s, "--tag", "two"]);
     let log = b.json(&["log", "-e", env_s]);
@@ -102,30 +136,63 @@ fn sync_renders_a_working_env_at_another_path() {
 
     let dst = b.work.join("elsewhere/other-name");
     fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    b.ok(&["sync", "--from", src.to_str().unwrap(), "--to", dst.to_str().unwrap()]);
+    b.ok(&[
+        "sync",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        dst.to_str().unwrap(),
+    ]);
     let (ok, out) = env_python(&dst, "import sys, blastdemo; print(sys.prefix)");
     assert!(ok, "{out}");
     assert_eq!(out.trim(), dst.to_str().unwrap());
     let script = Command::new(dst.join("bin/blastdemo")).output().unwrap();
     assert!(script.status.success());
     let shebang = fs::read_to_string(dst.join("bin/blastdemo")).unwrap();
-    assert!(shebang.starts_with(&format!("#!{}/bin/python", dst.display())), "{shebang}");
+    assert!(
+        shebang.starts_with(&format!("#!{}/bin/python", dst.display())),
+        "{shebang}"
+    );
     let activate = fs::read_to_string(dst.join("bin/activate")).unwrap();
     assert!(activate.contains(&format!("VIRTUAL_ENV='{}'", dst.display())));
     assert!(!activate.contains("src-env"));
     let cfg = fs::read_to_string(dst.join("pyvenv.cfg")).unwrap();
-    assert!(cfg.contains(&format!("home = {}", std::path::Path::new(python()).parent().unwrap().display())), "{cfg}");
+    assert!(
+        cfg.contains(&format!(
+            "home = {}",
+            std::path::Path::new(python()).parent().unwrap().display()
+        )),
+        "{cfg}"
+    );
 
     // Both envs hold the same snapshot and both verify clean.
     let list = b.json(&["list"]);
-    let heads: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["head"].as_str().unwrap()).collect();
+    let heads: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["head"].as_str().unwrap())
+        .collect();
     assert_eq!(heads.len(), 2);
     assert_eq!(heads[0], heads[1]);
     let verify = b.json(&["verify"]);
-    assert!(verify["envs"].as_array().unwrap().iter().all(|e| e["drifted"].as_array().unwrap().is_empty()), "{verify}");
+    assert!(
+        verify["envs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["drifted"].as_array().unwrap().is_empty()),
+        "{verify}"
+    );
 
     // A second sync onto the now existing env is a no-op.
-    let again = b.json(&["sync", "--from", src.to_str().unwrap(), "--to", dst.to_str().unwrap()]);
+    let again = b.json(&[
+        "sync",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        dst.to_str().unwrap(),
+    ]);
     assert_eq!(again["unchanged"], true);
 }
 
@@ -141,7 +208,10 @@ fn rollback_refuses_uncaptured_changes_unless_forced() {
     fs::write(&stray, "x = 1\n").unwrap();
 
     let err = b.fails(&["rollback", "-e", env_s]);
-    assert!(err.contains("lib/python3.11/site-packages/stray.py"), "{err}");
+    assert!(
+        err.contains("lib/python3.11/site-packages/stray.py"),
+        "{err}"
+    );
     assert!(err.contains("--force"), "{err}");
     assert!(stray.exists(), "a refused rollback touches nothing");
 
@@ -162,7 +232,10 @@ fn pycache_is_not_content() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(env.join("lib/python3.11/site-packages/blastdep/__pycache__").is_dir());
+    assert!(
+        env.join("lib/python3.11/site-packages/blastdep/__pycache__")
+            .is_dir()
+    );
     let snap = b.json(&["snapshot", "-e", env_s]);
     assert!(snap["snapshot"].is_null(), "{snap}");
 }
@@ -175,10 +248,23 @@ fn hardlinks_share_objects_but_empty_and_tiny_files_never_share_an_inode() {
     b.ok(&["snapshot", "-e", a.to_str().unwrap()]);
     let c = b.work.join("c");
     let d = b.work.join("d");
-    b.ok(&["sync", "--from", a.to_str().unwrap(), "--to", c.to_str().unwrap()]);
-    b.ok(&["sync", "--from", a.to_str().unwrap(), "--to", d.to_str().unwrap()]);
+    b.ok(&[
+        "sync",
+        "--from",
+        a.to_str().unwrap(),
+        "--to",
+        c.to_str().unwrap(),
+    ]);
+    b.ok(&[
+        "sync",
+        "--from",
+        a.to_str().unwrap(),
+        "--to",
+        d.to_str().unwrap(),
+    ]);
     let site = "lib/python3.11/site-packages";
-    let ino = |root: &std::path::Path, rel: &str| fs::metadata(root.join(site).join(rel)).unwrap().ino();
+    let ino =
+        |root: &std::path::Path, rel: &str| fs::metadata(root.join(site).join(rel)).unwrap().ino();
 
     // A module of ordinary size is one object linked into both environments, read-only.
     let init = "blastdemo/__init__.py";
@@ -188,19 +274,39 @@ fn hardlinks_share_objects_but_empty_and_tiny_files_never_share_an_inode() {
     assert_eq!(mode, 0o444);
     // Empty and tiny files are each their own inode, writable like any file.
     assert_ne!(ino(&c, "blastdemo/empty.py"), ino(&d, "blastdemo/empty.py"));
-    assert_ne!(ino(&c, "blastdemo-1.0.0.dist-info/INSTALLER"), ino(&d, "blastdemo-1.0.0.dist-info/INSTALLER"));
+    assert_ne!(
+        ino(&c, "blastdemo-1.0.0.dist-info/INSTALLER"),
+        ino(&d, "blastdemo-1.0.0.dist-info/INSTALLER")
+    );
     fs::write(c.join(site).join("blastdemo/empty.py"), "changed").unwrap();
-    assert_eq!(fs::read(d.join(site).join("blastdemo/empty.py")).unwrap(), b"");
+    assert_eq!(
+        fs::read(d.join(site).join("blastdemo/empty.py")).unwrap(),
+        b""
+    );
 }
 
 #[test]
 fn seeded_env_has_a_working_pip() {
     let b = Blast::new();
     let env = b.work.join("seeded");
-    let created = b.json(&["create", "--path", env.to_str().unwrap(), "--python", python(), "--seed"]);
+    let created = b.json(&[
+        "create",
+        "--path",
+        env.to_str().unwrap(),
+        "--python",
+        python(),
+        "--seed",
+    ]);
     assert!(created["files"].as_u64().unwrap() > 100);
-    let pip = Command::new(env.join("bin/pip")).arg("--version").output().unwrap();
-    assert!(pip.status.success(), "{}", String::from_utf8_lossy(&pip.stderr));
+    let pip = Command::new(env.join("bin/pip"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        pip.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
     assert!(String::from_utf8_lossy(&pip.stdout).contains(&env.display().to_string()));
     let status = b.json(&["status", "-e", env.to_str().unwrap()]);
     assert_eq!(status["packages"][0]["name"], "pip");
@@ -208,11 +314,22 @@ fn seeded_env_has_a_working_pip() {
 
     // The env's own pip installs into it, and blast captures that.
     let out = Command::new(env.join("bin/pip"))
-        .args(["install", "-q", "--no-index", "--find-links", wheels().to_str().unwrap(), "blastdep"])
+        .args([
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            wheels().to_str().unwrap(),
+            "blastdep",
+        ])
         .env_remove("PIP_FIND_LINKS")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let snap = b.json(&["snapshot", "-e", env.to_str().unwrap()]);
     assert_eq!(snap["packages"][0]["name"], "blastdep");
 }
@@ -238,12 +355,27 @@ fn named_envs_list_and_remove() {
 fn env_selection_defaults_to_dot_venv_then_says_how_to_pick() {
     let b = Blast::new();
     let err = b.fails(&["status"]);
-    assert!(err.contains("-e NAME|PATH") && err.contains("BLAST_ENV"), "{err}");
+    assert!(
+        err.contains("-e NAME|PATH") && err.contains("BLAST_ENV"),
+        "{err}"
+    );
     b.ok(&["create", "--python", python()]);
     assert!(b.work.join(".venv/bin/python").exists());
     let status = b.json(&["status"]);
-    assert_eq!(status["path"], b.work.join(".venv").canonicalize().unwrap().to_str().unwrap());
-    let by_var = b.command(&["status", "--json"]).env("BLAST_ENV", b.work.join(".venv")).output().unwrap();
+    assert_eq!(
+        status["path"],
+        b.work
+            .join(".venv")
+            .canonicalize()
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    let by_var = b
+        .command(&["status", "--json"])
+        .env("BLAST_ENV", b.work.join(".venv"))
+        .output()
+        .unwrap();
     assert!(by_var.status.success());
 }
 
@@ -289,7 +421,10 @@ fn non_utf8_file_name_is_refused_without_losing_anything() {
     let bad = env.join(std::ffi::OsStr::from_bytes(b"lib/bad-\xff-name.py"));
     fs::write(&bad, "x").unwrap();
     let err = b.fails(&["snapshot", "-e", env_s]);
-    assert!(err.contains("not UTF-8") && err.contains("rename it"), "{err}");
+    assert!(
+        err.contains("not UTF-8") && err.contains("rename it"),
+        "{err}"
+    );
     assert_eq!(b.json(&["log", "-e", env_s]), history_before);
     assert!(bad.exists());
 }
@@ -324,9 +459,38 @@ fn verify_names_a_corrupt_object_and_drifted_file() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let corrupt = report["corrupt"].as_array().unwrap();
     assert_eq!(corrupt.len(), 1, "{report}");
-    assert!(corrupt[0].as_str().unwrap().contains(object.file_name().unwrap().to_str().unwrap()));
+    assert!(
+        corrupt[0]
+            .as_str()
+            .unwrap()
+            .contains(object.file_name().unwrap().to_str().unwrap())
+    );
     let drifted = &report["envs"][0]["drifted"];
-    assert_eq!(drifted[0]["path"], "lib/python3.11/site-packages/blastdemo/__init__.py", "{report}");
+    assert_eq!(
+        drifted[0]["path"], "lib/python3.11/site-packages/blastdemo/__init__.py",
+        "{report}"
+    );
     let text = b.run(&["verify"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("CORRUPT"));
+}
+
+#[test]
+fn a_busy_store_makes_blast_wait_and_say_so() {
+    let b = Blast::new();
+    b.create_path_env("venv");
+    // Another process holds the store exclusively (as `blast clean`'s sweep does) for two seconds.
+    let holder = Command::new("flock")
+        .arg("--exclusive")
+        .arg(b.home.join("store.lock"))
+        .args(["sleep", "2"])
+        .spawn()
+        .expect("flock (util-linux)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = b.run(&["list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("waiting for another blast process to release the store"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("venv"));
+    let mut holder = holder;
+    holder.wait().unwrap();
 }

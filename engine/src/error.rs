@@ -102,3 +102,10 @@ impl<T> IoContext<T> for io::Result<T> {
         })
     }
 }
+
+impl Error {
+    /// True for an I/O error saying the path exists already.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
+    }
+}

@@ -128,10 +128,16 @@ impl Materializer<'_> {
         crash::point("apply-removed");
 
         // 2. Directories, parents first (sorted order guarantees it).
-        let mut writes: Vec<(&str, &Node)> = Vec::new();
+        // (path, node, whether something is there to replace)
+        let mut writes: Vec<(&str, &Node, bool)> = Vec::new();
         for change in &changes {
-            let (path, node) = match change {
-                PathChange::Added(p, n) | PathChange::Modified(p, _, n) => (*p, *n),
+            let (path, node, replace) = match change {
+                PathChange::Added(p, n) => (*p, *n, false),
+                PathChange::Modified(p, old, n) => (
+                    *p,
+                    *n,
+                    std::mem::discriminant(*old) == std::mem::discriminant(*n),
+                ),
                 PathChange::Removed(..) => continue,
             };
             if *node == Node::Dir {
@@ -143,7 +149,7 @@ impl Materializer<'_> {
                     _ => {}
                 }
             } else {
-                writes.push((path, node));
+                writes.push((path, node, replace));
             }
         }
 
@@ -153,9 +159,9 @@ impl Materializer<'_> {
         let linked = AtomicUsize::new(0);
         let written: Vec<(&str, Option<FileStat>, &Node)> = writes
             .par_iter()
-            .map(|&(path, node)| {
+            .map(|&(path, node, replace)| {
                 let abs = root.join(path);
-                let was_linked = self.write_node(&abs, node)?;
+                let was_linked = self.write_node(&abs, node, replace)?;
                 if was_linked {
                     linked.fetch_add(1, Ordering::Relaxed);
                 }
@@ -184,18 +190,27 @@ impl Materializer<'_> {
         Ok(stats)
     }
 
-    /// Writes one file or symlink at `abs`, replacing whatever is there. Returns true when it linked.
-    fn write_node(&self, abs: &Path, node: &Node) -> Result<bool> {
-        let exists = abs.symlink_metadata().is_ok();
-        let dest = if exists {
-            tmp_beside(abs)
-        } else {
-            abs.to_owned()
-        };
-        if exists {
-            crate::fsutil::remove_tree(&dest)?;
+    /// Writes one file or symlink at `abs`. A path that should be new is created in place (one syscall
+    /// for a link); one that exists, or turns out to, is replaced through a temporary name and a rename.
+    /// Returns true when the file was linked from the store.
+    fn write_node(&self, abs: &Path, node: &Node, replace: bool) -> Result<bool> {
+        if !replace {
+            match self.create_at(abs, node) {
+                Err(e) if e.is_already_exists() => {}
+                done => return done,
+            }
         }
-        let linked = match node {
+        let tmp = tmp_beside(abs);
+        crate::fsutil::remove_tree(&tmp)?;
+        let linked = self.create_at(&tmp, node)?;
+        fs::rename(&tmp, abs).at("replacing", abs)?;
+        purge_stale_bytecode(abs);
+        Ok(linked)
+    }
+
+    /// Creates `dest`, which must not exist, holding `node`.
+    fn create_at(&self, dest: &Path, node: &Node) -> Result<bool> {
+        match node {
             Node::Symlink {
                 target,
                 relocatable,
@@ -205,8 +220,8 @@ impl Materializer<'_> {
                 } else {
                     target.clone()
                 };
-                std::os::unix::fs::symlink(&target, &dest).at("creating symlink", &dest)?;
-                false
+                std::os::unix::fs::symlink(&target, dest).at("creating symlink", dest)?;
+                Ok(false)
             }
             Node::File {
                 object,
@@ -217,27 +232,20 @@ impl Materializer<'_> {
                 let mode = if *executable { 0o755 } else { 0o644 };
                 if *relocatable {
                     let stored = self.store.read_object(object)?;
-                    write_new(&dest, &self.placeholders.render_bytes(&stored), mode)?;
-                    false
+                    write_new(dest, &self.placeholders.render_bytes(&stored), mode)?;
+                    Ok(false)
                 } else if *size <= TINY_FILE_MAX {
-                    write_new(&dest, &self.store.read_object(object)?, mode)?;
-                    false
+                    write_new(dest, &self.store.read_object(object)?, mode)?;
+                    Ok(false)
                 } else {
-                    self.place(object, *executable, &dest, mode)?
+                    self.place(object, *executable, dest, mode)
                 }
             }
-            Node::Dir => {
-                return Err(Error::Invalid(format!(
-                    "internal: directory `{}` reached the file writer",
-                    abs.display()
-                )));
-            }
-        };
-        if exists {
-            fs::rename(&dest, abs).at("replacing", abs)?;
-            purge_stale_bytecode(abs);
+            Node::Dir => Err(Error::Invalid(format!(
+                "internal: directory `{}` reached the file writer",
+                dest.display()
+            ))),
         }
-        Ok(linked)
     }
 
     /// Puts the object at `dest` by this materializer's link mode, falling back to a copy when a link is
@@ -247,13 +255,22 @@ impl Materializer<'_> {
         let set_mode = || {
             fs::set_permissions(dest, fs::Permissions::from_mode(mode)).at("setting mode of", dest)
         };
-        match self.mode {
-            LinkMode::Reflink if reflink_copy::reflink(&source, dest).is_ok() => {
-                set_mode()?;
+        let attempt = match self.mode {
+            LinkMode::Reflink => reflink_copy::reflink(&source, dest),
+            LinkMode::Hardlink => fs::hard_link(&source, dest),
+            LinkMode::Copy => Err(ErrorKind::Unsupported.into()),
+        };
+        match attempt {
+            Ok(()) => {
+                if self.mode == LinkMode::Reflink {
+                    set_mode()?;
+                }
                 return Ok(true);
             }
-            LinkMode::Hardlink if fs::hard_link(&source, dest).is_ok() => return Ok(true),
-            _ => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(e).at("linking object to", dest);
+            }
+            Err(_) => {}
         }
         let source = self
             .store

@@ -55,9 +55,7 @@ pub fn log(store: &Store, selector: Option<&str>) -> Result<Vec<LogEntry>> {
         };
         out.push(LogEntry {
             seq: entry.seq,
-            time: jiff::Timestamp::from_millisecond(entry.time_ms)
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
+            time: rfc3339(entry.time_ms),
             operation: entry.operation.clone(),
             message: entry.message.clone(),
             snapshot: entry.to,
@@ -268,12 +266,15 @@ pub fn list(store: &Store) -> Result<Vec<EnvSummary>> {
             ),
             packages,
             last_operation: last.as_ref().map(|e| e.operation.clone()),
-            last_time: last.and_then(|e| {
-                jiff::Timestamp::from_millisecond(e.time_ms)
-                    .ok()
-                    .map(|t| t.to_string())
-            }),
+            last_time: last.map(|e| rfc3339(e.time_ms)),
         });
     }
     Ok(out)
+}
+
+/// `2026-11-26T09:43:44Z`: to the second, UTC.
+fn rfc3339(time_ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(time_ms.div_euclid(1000) * 1000)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
