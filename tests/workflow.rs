@@ -489,7 +489,10 @@ fn a_busy_store_makes_blast_wait_and_say_so() {
     let out = b.run(&["list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("waiting for another blast process to release the store"), "{stderr}");
+    assert!(
+        stderr.contains("waiting for another blast process to release the store"),
+        "{stderr}"
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("venv"));
     let mut holder = holder;
     holder.wait().unwrap();

@@ -181,7 +181,11 @@ impl Output {
             t.add_row([
                 e.name.clone().unwrap_or_else(|| "-".into()),
                 e.path.clone(),
-                e.head.as_ref().map(short).unwrap_or_else(|| "-".into()),
+                match (&e.head, e.interrupted) {
+                    (_, true) => "(interrupted)".into(),
+                    (Some(head), false) => short(head),
+                    (None, false) => "-".into(),
+                },
                 e.python.clone(),
                 e.packages.to_string(),
                 match (&e.last_operation, &e.last_time) {

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,10 +18,16 @@ pub fn python() -> &'static str {
     static PY: OnceLock<String> = OnceLock::new();
     PY.get_or_init(|| {
         let out = Command::new("python3")
-            .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
+            .args([
+                "-c",
+                "import os, sys; print(os.path.realpath(sys.executable))",
+            ])
             .output()
             .expect("python3 must be on PATH for the integration tests");
-        String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
     })
 }
 
@@ -42,7 +48,10 @@ pub struct Blast {
 
 impl Blast {
     pub fn new() -> Blast {
-        let tmp = tempfile::Builder::new().prefix("blast-test-").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("blast-test-")
+            .tempdir()
+            .expect("tempdir");
         let home = tmp.path().join("home");
         let work = tmp.path().join("work");
         fs::create_dir_all(&work).expect("work dir");
@@ -82,16 +91,28 @@ impl Blast {
         let mut all = args.to_vec();
         all.push("--json");
         let text = self.ok(&all);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("blast {args:?}: bad JSON ({e}): {text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("blast {args:?}: bad JSON ({e}): {text}"))
     }
 
     /// Runs blast, asserts a clean failure (non-zero exit, no panic), returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "blast {args:?} should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
-        assert_eq!(out.status.code(), Some(1), "blast {args:?} did not exit with 1: {stderr}");
-        assert!(!stderr.contains("panicked"), "blast {args:?} panicked: {stderr}");
+        assert!(
+            !out.status.success(),
+            "blast {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "blast {args:?} did not exit with 1: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "blast {args:?} panicked: {stderr}"
+        );
         assert!(stderr.starts_with("error: "), "blast {args:?}: {stderr}");
         stderr
     }
@@ -99,7 +120,13 @@ impl Blast {
     /// Creates a path environment `work/NAME` on the real interpreter; returns its path.
     pub fn create_path_env(&self, name: &str) -> PathBuf {
         let path = self.work.join(name);
-        self.ok(&["create", "--path", path.to_str().expect("utf-8"), "--python", python()]);
+        self.ok(&[
+            "create",
+            "--path",
+            path.to_str().expect("utf-8"),
+            "--python",
+            python(),
+        ]);
         path
     }
 
@@ -136,18 +163,45 @@ pub fn pip_uninstall(env: &Path, names: &[&str]) {
 fn pip(env: &Path, verb: &str, args: &[&str]) {
     let wheels = wheels();
     let mut cmd = Command::new(python());
-    cmd.args(["-m", "pip", "--python", env.to_str().expect("utf-8"), verb, "-q", "--disable-pip-version-check"]);
+    cmd.args([
+        "-m",
+        "pip",
+        "--python",
+        env.to_str().expect("utf-8"),
+        verb,
+        "-q",
+        "--disable-pip-version-check",
+    ]);
     if verb == "install" {
-        cmd.args(["--no-index", "--find-links", wheels.to_str().expect("utf-8")]);
+        cmd.args([
+            "--no-index",
+            "--find-links",
+            wheels.to_str().expect("utf-8"),
+        ]);
     }
-    let out = cmd.args(args).env_remove("PIP_FIND_LINKS").output().expect("run pip");
-    assert!(out.status.success(), "pip {verb} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .args(args)
+        .env_remove("PIP_FIND_LINKS")
+        .output()
+        .expect("run pip");
+    assert!(
+        out.status.success(),
+        "pip {verb} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs the env's python with `code`; returns (success, stdout+stderr).
 pub fn env_python(env: &Path, code: &str) -> (bool, String) {
-    let out = Command::new(env.join("bin/python")).args(["-c", code]).output().expect("run env python");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env.join("bin/python"))
+        .args(["-c", code])
+        .output()
+        .expect("run env python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -169,10 +223,17 @@ pub fn read_tree(root: &Path) -> BTreeMap<String, DiskEntry> {
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, DiskEntry>) {
     for entry in fs::read_dir(dir).expect("read_dir").flatten() {
         let path = entry.path();
-        let rel = path.strip_prefix(root).expect("below root").to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(root)
+            .expect("below root")
+            .to_string_lossy()
+            .into_owned();
         let meta = fs::symlink_metadata(&path).expect("lstat");
         if meta.file_type().is_symlink() {
-            let target = fs::read_link(&path).expect("readlink").to_string_lossy().into_owned();
+            let target = fs::read_link(&path)
+                .expect("readlink")
+                .to_string_lossy()
+                .into_owned();
             out.insert(rel, DiskEntry::Symlink(target));
         } else if meta.is_dir() {
             if entry.file_name() == "__pycache__" {
@@ -182,7 +243,13 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, DiskEntry>) {
             walk(root, &path, out);
         } else {
             let content = fs::read(&path).expect("read");
-            out.insert(rel, DiskEntry::File { content, mode: meta.permissions().mode() & 0o7777 });
+            out.insert(
+                rel,
+                DiskEntry::File {
+                    content,
+                    mode: meta.permissions().mode() & 0o7777,
+                },
+            );
         }
     }
 }
@@ -193,7 +260,10 @@ pub fn exec_bits_only(tree: &BTreeMap<String, DiskEntry>) -> BTreeMap<String, Di
     tree.iter()
         .map(|(p, e)| {
             let e = match e {
-                DiskEntry::File { content, mode } => DiskEntry::File { content: content.clone(), mode: mode & 0o111 },
+                DiskEntry::File { content, mode } => DiskEntry::File {
+                    content: content.clone(),
+                    mode: mode & 0o111,
+                },
                 other => other.clone(),
             };
             (p.clone(), e)
@@ -202,7 +272,10 @@ pub fn exec_bits_only(tree: &BTreeMap<String, DiskEntry>) -> BTreeMap<String, Di
 }
 
 /// Paths that differ between two trees, for readable assertion failures.
-pub fn differing_paths(a: &BTreeMap<String, DiskEntry>, b: &BTreeMap<String, DiskEntry>) -> Vec<String> {
+pub fn differing_paths(
+    a: &BTreeMap<String, DiskEntry>,
+    b: &BTreeMap<String, DiskEntry>,
+) -> Vec<String> {
     let mut out: Vec<String> = a
         .iter()
         .filter(|(p, e)| b.get(*p) != Some(e))
@@ -213,7 +286,179 @@ pub fn differing_paths(a: &BTreeMap<String, DiskEntry>, b: &BTreeMap<String, Dis
     out
 }
 
-pub fn assert_same_tree(expected: &BTreeMap<String, DiskEntry>, actual: &BTreeMap<String, DiskEntry>) {
+pub fn assert_same_tree(
+    expected: &BTreeMap<String, DiskEntry>,
+    actual: &BTreeMap<String, DiskEntry>,
+) {
     let diff = differing_paths(expected, actual);
     assert!(diff.is_empty(), "directories differ at: {diff:?}");
+}
+
+// ---- Additions for the crash, gc and concurrency tests. ----
+
+impl Blast {
+    /// Runs blast with `BLAST_TEST_CRASH_AT=point` (which `command()` clears, so it is set again here)
+    /// and asserts that the process was killed by SIGKILL there; returns what it printed.
+    pub fn crash(&self, args: &[&str], point: &str) -> Output {
+        use std::os::unix::process::ExitStatusExt;
+        let out = self
+            .command(args)
+            .env("BLAST_TEST_CRASH_AT", point)
+            .output()
+            .expect("run blast");
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "blast {args:?} with BLAST_TEST_CRASH_AT={point} was not killed by SIGKILL ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs blast, asserts success, returns (stdout, stderr).
+    pub fn ok_with_stderr(&self, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "blast {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        (stdout, stderr)
+    }
+
+    /// History of an environment, newest first (`blast log --json`).
+    pub fn log(&self, env: &str) -> Vec<Value> {
+        self.json(&["log", "-e", env])
+            .as_array()
+            .expect("log is an array")
+            .clone()
+    }
+
+    /// The store path of the object holding `content` (its `.x` variant when `executable`).
+    pub fn object_file(&self, content: &[u8], executable: bool) -> PathBuf {
+        let hex = blake3::hash(content).to_hex();
+        let name = if executable {
+            format!("{}.x", &hex[2..])
+        } else {
+            hex[2..].to_owned()
+        };
+        self.home.join("objects").join(&hex[..2]).join(name)
+    }
+
+    /// The object files that hold the files of `tree` (read from the environment at `env`). Files that
+    /// mention the environment's or the interpreter's path are stored with placeholders instead of their
+    /// bytes; they are left out.
+    pub fn plain_objects(
+        &self,
+        env: &Path,
+        tree: &BTreeMap<String, DiskEntry>,
+    ) -> BTreeSet<PathBuf> {
+        let env_path = env.to_str().expect("utf-8").as_bytes().to_vec();
+        let py_bin = Path::new(python())
+            .parent()
+            .expect("bin dir")
+            .to_str()
+            .expect("utf-8")
+            .as_bytes()
+            .to_vec();
+        let mentions =
+            |content: &[u8], needle: &[u8]| content.windows(needle.len()).any(|w| w == needle);
+        tree.values()
+            .filter_map(|e| match e {
+                DiskEntry::File { content, mode }
+                    if !mentions(content, &env_path) && !mentions(content, &py_bin) =>
+                {
+                    Some(self.object_file(content, mode & 0o111 != 0))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What is left in `$BLAST_HOME/staging`.
+    pub fn staging_leftovers(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = fs::read_dir(self.home.join("staging"))
+            .expect("staging dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `blast verify` of the whole store and `blast verify -e ENV` of each given environment (which also
+    /// reports objects its HEAD needs and the store lacks) exit 0 and report nothing.
+    pub fn assert_verify_clean(&self, envs: &[&Path]) {
+        let check = |report: &Value| {
+            assert!(
+                report["corrupt"].as_array().expect("corrupt").is_empty(),
+                "{report}"
+            );
+            assert!(
+                report["missing"].as_array().expect("missing").is_empty(),
+                "{report}"
+            );
+            for env in report["envs"].as_array().expect("envs") {
+                assert!(
+                    env["drifted"].as_array().expect("drifted").is_empty(),
+                    "{report}"
+                );
+                assert!(env["error"].is_null(), "{report}");
+            }
+        };
+        check(&self.json(&["verify"]));
+        for env in envs {
+            let report = self.json(&["verify", "-e", env.to_str().expect("utf-8")]);
+            assert_eq!(
+                report["envs"].as_array().expect("envs").len(),
+                1,
+                "{report}"
+            );
+            check(&report);
+        }
+    }
+}
+
+/// `tree` as it would be at another path: every mention of `from` in file contents and symlink targets
+/// is replaced by `to` (what blast's relocation does for an environment materialized elsewhere).
+pub fn relocated(
+    tree: &BTreeMap<String, DiskEntry>,
+    from: &Path,
+    to: &Path,
+) -> BTreeMap<String, DiskEntry> {
+    let from = from.to_str().expect("utf-8").as_bytes();
+    let to = to.to_str().expect("utf-8").as_bytes();
+    let replace = |bytes: &[u8]| -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i..].starts_with(from) {
+                out.extend_from_slice(to);
+                i += from.len();
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        out
+    };
+    tree.iter()
+        .map(|(p, e)| {
+            let e = match e {
+                DiskEntry::File { content, mode } => DiskEntry::File {
+                    content: replace(content),
+                    mode: *mode,
+                },
+                DiskEntry::Symlink(target) => DiskEntry::Symlink(
+                    String::from_utf8(replace(target.as_bytes())).expect("utf-8"),
+                ),
+                DiskEntry::Dir => DiskEntry::Dir,
+            };
+            (p.clone(), e)
+        })
+        .collect()
 }

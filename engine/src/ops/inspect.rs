@@ -244,6 +244,8 @@ pub struct EnvSummary {
     pub packages: usize,
     pub last_operation: Option<String>,
     pub last_time: Option<String>,
+    /// A command was killed while moving this environment; the next one that opens it finishes the move.
+    pub interrupted: bool,
 }
 
 pub fn list(store: &Store) -> Result<Vec<EnvSummary>> {
@@ -267,6 +269,7 @@ pub fn list(store: &Store) -> Result<Vec<EnvSummary>> {
             packages,
             last_operation: last.as_ref().map(|e| e.operation.clone()),
             last_time: last.map(|e| rfc3339(e.time_ms)),
+            interrupted: store.index().journal(&env.id)?.is_some(),
         });
     }
     Ok(out)

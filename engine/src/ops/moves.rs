@@ -48,10 +48,12 @@ pub fn rollback(
 /// Moves `to_sel` to the HEAD of `from_sel`, at its own path. A `to_sel` that names no environment yet
 /// creates it (as a path when it looks like one, else as a named environment).
 pub fn sync(store: &Store, from_sel: &str, to_sel: &str, force: bool) -> Result<MoveReport> {
-    let source = store.find_env(Some(from_sel))?;
-    let head = source
-        .head
-        .ok_or_else(|| Error::Invalid(format!("`{from_sel}` has no snapshot yet")))?;
+    // Opened (and released) first: a move the source was in the middle of is finished before its
+    // HEAD is read, and the two environment locks are never held together.
+    let (source, head) = {
+        let env = store.open_env(Some(from_sel))?;
+        (env.record.clone(), env.head()?)
+    };
     let snapshot = store.snapshot(&head)?;
     let message = Some(format!("from {}", source.label()));
     let mut target = match store.open_env(Some(to_sel)) {

@@ -1,0 +1,420 @@
+//! Crash safety of HEAD moves (design mechanism 4): a blast command killed with SIGKILL at each named
+//! point of a move (`BLAST_TEST_CRASH_AT`) leaves a journal that the next blast command touching the
+//! environment finishes. Checked for a rollback that removes, replaces and adds files (blastdemo 2.0.0 →
+//! 1.0.0), a sync into a new path and a create: after the next command the directory is exactly the
+//! target snapshot, `blast verify` is clean, the history's newest entry is the move, and no staging area
+//! is left behind. The finishing command may itself be killed and the one after it still finishes;
+//! `blast sync --from` an interrupted environment counts as touching it. A snapshot killed after storing
+//! its objects but before recording HEAD leaves HEAD where it was, and the next snapshot records the
+//! same content.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+const SITE: &str = "lib/python3.11/site-packages";
+
+/// An environment that went create → blastdemo 1.0.0 (tag `v1`) → blastdemo 2.0.0 (tag `v2`), with the
+/// directory as it was at each snapshot.
+struct Upgraded {
+    b: Blast,
+    env: PathBuf,
+    v1: String,
+    v2: String,
+    v1_tree: BTreeMap<String, DiskEntry>,
+    v2_tree: BTreeMap<String, DiskEntry>,
+}
+
+fn upgraded_env() -> Upgraded {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    let v1 = b.json(&["snapshot", "-e", e, "--tag", "v1"])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v1_tree = exec_bits_only(&read_tree(&env));
+    pip_install(&env, &["blastdemo==2.0.0"]);
+    let v2 = b.json(&["snapshot", "-e", e, "--tag", "v2"])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v2_tree = exec_bits_only(&read_tree(&env));
+    assert!(v2_tree.contains_key(&format!("{SITE}/blastdemo/v2_only.py")));
+    assert!(v1_tree.contains_key(&format!("{SITE}/blastdemo/data.txt")));
+    Upgraded {
+        b,
+        env,
+        v1,
+        v2,
+        v1_tree,
+        v2_tree,
+    }
+}
+
+/// The HEAD the index records for the environment at `path`, read with `blast list`, which opens no
+/// environment and so finishes nothing. Panics when no environment is recorded at `path`.
+fn recorded_head(b: &Blast, path: &Path) -> Value {
+    let list = b.json(&["list"]);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == path.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no environment recorded at {}: {list}", path.display()))["head"]
+        .clone()
+}
+
+/// Runs `blast status` on the environment: it must finish the interrupted `operation`, say so, and
+/// leave nothing uncaptured. Returns the status report.
+fn finish_with_status(b: &Blast, env: &Path, operation: &str) -> Value {
+    let (stdout, stderr) = b.ok_with_stderr(&["status", "-e", env.to_str().unwrap(), "--json"]);
+    assert!(
+        stderr.contains(&format!("finishing the interrupted {operation}")),
+        "the next command did not finish the {operation}: {stderr}"
+    );
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        status["uncaptured"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    // Finished once: the command after it has nothing left to do.
+    let (_, again) = b.ok_with_stderr(&["status", "-e", env.to_str().unwrap()]);
+    assert!(!again.contains("finishing"), "{again}");
+    status
+}
+
+fn assert_no_staging_left(b: &Blast) {
+    assert_eq!(
+        b.staging_leftovers(),
+        Vec::<PathBuf>::new(),
+        "staging areas left behind"
+    );
+}
+
+fn assert_demo_version(env: &Path, version: &str) {
+    let (ok, out) = env_python(env, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok && out.trim() == version, "{out}");
+    let script = Command::new(env.join("bin/blastdemo")).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&script.stdout).trim(),
+        format!("blastdemo {version} says hello from blastdep"),
+        "{}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+}
+
+fn rollback_killed_at(point: &str) {
+    let u = upgraded_env();
+    let b = &u.b;
+    let e = u.env.to_str().unwrap();
+    let history = b.log(e).len();
+
+    b.crash(&["rollback", "-e", e, "v1"], point);
+
+    // The move is not recorded yet, and the directory is where the kill left it.
+    assert_eq!(recorded_head(b, &u.env), u.v2.as_str());
+    let site = u.env.join(SITE);
+    match point {
+        "journal-written" => assert_same_tree(&u.v2_tree, &exec_bits_only(&read_tree(&u.env))),
+        "apply-removed" => {
+            assert!(!site.join("blastdemo/v2_only.py").exists());
+            assert!(!site.join("blastdemo-2.0.0.dist-info").exists());
+            assert!(!site.join("blastdemo/data.txt").exists());
+        }
+        "apply-half" => {
+            assert!(!site.join("blastdemo/v2_only.py").exists());
+            assert!(site.join("blastdemo-1.0.0.dist-info").is_dir());
+        }
+        "applied" => assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env))),
+        other => panic!("unknown point {other}"),
+    }
+
+    let status = finish_with_status(b, &u.env, "rollback");
+    assert_eq!(status["head"], u.v1.as_str());
+    assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
+    b.assert_verify_clean(&[&u.env]);
+    let log = b.log(e);
+    assert_eq!(log.len(), history + 1, "{log:?}");
+    assert_eq!(log[0]["operation"], "rollback");
+    assert_eq!(log[0]["message"], "to v1");
+    assert_eq!(log[0]["snapshot"], u.v1.as_str());
+    assert_eq!(log[0]["from"], u.v2.as_str());
+    assert_eq!(log[0]["head"], true);
+    assert_demo_version(&u.env, "1.0.0");
+    assert_no_staging_left(b);
+
+    // The finished environment moves on normally.
+    b.ok(&["rollback", "-e", e, "v2"]);
+    assert_same_tree(&u.v2_tree, &exec_bits_only(&read_tree(&u.env)));
+    assert_demo_version(&u.env, "2.0.0");
+}
+
+#[test]
+fn rollback_killed_after_journal_is_finished_by_next_command() {
+    rollback_killed_at("journal-written");
+}
+
+#[test]
+fn rollback_killed_after_removals_is_finished_by_next_command() {
+    rollback_killed_at("apply-removed");
+}
+
+#[test]
+fn rollback_killed_halfway_through_writes_is_finished_by_next_command() {
+    rollback_killed_at("apply-half");
+}
+
+#[test]
+fn rollback_killed_before_recording_head_is_finished_by_next_command() {
+    rollback_killed_at("applied");
+}
+
+fn sync_to_new_path_killed_at(point: &str) {
+    let b = Blast::new();
+    let src = b.create_path_env("src");
+    let s = src.to_str().unwrap();
+    pip_install(&src, &["blastdemo==1.0.0"]);
+    let snap = b.json(&["snapshot", "-e", s])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dst = b.work.join("elsewhere/dst");
+    let expected = exec_bits_only(&relocated(&read_tree(&src), &src, &dst));
+
+    b.crash(&["sync", "--from", s, "--to", dst.to_str().unwrap()], point);
+
+    // The new environment is recorded with its journal, without a HEAD yet.
+    assert_eq!(recorded_head(&b, &dst), Value::Null);
+    match point {
+        "journal-written" => assert!(!dst.exists(), "nothing is written before the journal"),
+        "applied" => assert_same_tree(&expected, &exec_bits_only(&read_tree(&dst))),
+        _ => assert!(dst.is_dir()),
+    }
+
+    let status = finish_with_status(&b, &dst, "sync");
+    assert_eq!(status["head"], snap.as_str());
+    assert_same_tree(&expected, &exec_bits_only(&read_tree(&dst)));
+    b.assert_verify_clean(&[&src, &dst]);
+    let log = b.log(dst.to_str().unwrap());
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["operation"], "sync");
+    assert_eq!(log[0]["message"], format!("from {s}"));
+    assert_eq!(log[0]["snapshot"], snap.as_str());
+    assert_eq!(log[0]["from"], Value::Null);
+    let (ok, out) = env_python(&dst, "import sys; print(sys.prefix)");
+    assert!(ok && out.trim() == dst.to_str().unwrap(), "{out}");
+    assert_demo_version(&dst, "1.0.0");
+    assert_no_staging_left(&b);
+}
+
+#[test]
+fn sync_killed_after_journal_is_finished_by_next_command() {
+    sync_to_new_path_killed_at("journal-written");
+}
+
+#[test]
+fn sync_killed_after_removals_is_finished_by_next_command() {
+    sync_to_new_path_killed_at("apply-removed");
+}
+
+#[test]
+fn sync_killed_halfway_through_writes_is_finished_by_next_command() {
+    sync_to_new_path_killed_at("apply-half");
+}
+
+#[test]
+fn sync_killed_before_recording_head_is_finished_by_next_command() {
+    sync_to_new_path_killed_at("applied");
+}
+
+fn create_killed_at(point: &str) {
+    let b = Blast::new();
+    let env = b.work.join("venv");
+    let e = env.to_str().unwrap();
+
+    b.crash(&["create", "--path", e, "--python", python()], point);
+
+    assert_eq!(recorded_head(&b, &env), Value::Null);
+    if point == "journal-written" {
+        assert!(!env.exists(), "nothing is written before the journal");
+    }
+
+    let status = finish_with_status(&b, &env, "create");
+    let recovered = read_tree(&env);
+    // What an uninterrupted create writes, at this path: same snapshot, same bytes and modes.
+    let reference = b.create_path_env("reference");
+    let reference_log = b.log(reference.to_str().unwrap());
+    assert_eq!(status["head"], reference_log[0]["snapshot"]);
+    assert_same_tree(
+        &relocated(&read_tree(&reference), &reference, &env),
+        &recovered,
+    );
+    b.assert_verify_clean(&[&env, &reference]);
+    let log = b.log(e);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["operation"], "create");
+    assert_eq!(log[0]["snapshot"], status["head"]);
+    assert_eq!(log[0]["from"], Value::Null);
+    let (ok, out) = env_python(&env, "import sys; print(sys.prefix)");
+    assert!(ok && out.trim() == e, "{out}");
+    assert_no_staging_left(&b);
+
+    // It works like any environment: a pip install is captured.
+    pip_install(&env, &["blastdep"]);
+    let snap = b.json(&["snapshot", "-e", e]);
+    assert_eq!(snap["packages"][0]["name"], "blastdep");
+}
+
+#[test]
+fn create_killed_after_journal_is_finished_by_next_command() {
+    create_killed_at("journal-written");
+}
+
+#[test]
+fn create_killed_after_removals_is_finished_by_next_command() {
+    create_killed_at("apply-removed");
+}
+
+#[test]
+fn create_killed_halfway_through_writes_is_finished_by_next_command() {
+    create_killed_at("apply-half");
+}
+
+#[test]
+fn create_killed_before_recording_head_is_finished_by_next_command() {
+    create_killed_at("applied");
+}
+
+#[test]
+fn snapshot_killed_after_storing_objects_keeps_head_and_next_snapshot_records_them() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let created = b.log(e)[0]["snapshot"].as_str().unwrap().to_owned();
+    pip_install(&env, &["blastdep"]);
+    let installed = read_tree(&env);
+    let snapshots_before = b.store_files("snapshots");
+
+    b.crash(&["snapshot", "-e", e, "-m", "dep"], "capture-staged");
+
+    // The new snapshot and its objects are in the store…
+    let orphans: Vec<PathBuf> = b
+        .store_files("snapshots")
+        .into_iter()
+        .filter(|p| !snapshots_before.contains(p))
+        .collect();
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    let orphan = orphans[0].file_name().unwrap().to_str().unwrap().to_owned();
+    for object in b.plain_objects(&env, &installed) {
+        assert!(object.exists(), "{} was not stored", object.display());
+    }
+    // …but HEAD, the history and the directory are as they were, with nothing to finish.
+    assert_eq!(recorded_head(&b, &env), created.as_str());
+    let (stdout, stderr) = b.ok_with_stderr(&["status", "-e", e, "--json"]);
+    assert!(!stderr.contains("finishing"), "{stderr}");
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["head"], created.as_str());
+    assert!(
+        !status["uncaptured"].as_array().unwrap().is_empty(),
+        "the install is still uncaptured: {status}"
+    );
+    assert_eq!(b.log(e).len(), 1);
+    assert_same_tree(&installed, &read_tree(&env));
+    assert_no_staging_left(&b);
+
+    // The next snapshot records the same content: the same snapshot id.
+    let snap = b.json(&["snapshot", "-e", e, "-m", "dep"]);
+    assert_eq!(snap["snapshot"], orphan.as_str());
+    assert_eq!(snap["parent"], created.as_str());
+    assert_eq!(snap["packages"][0]["name"], "blastdep");
+    let log = b.log(e);
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0]["operation"], "snapshot");
+    assert_eq!(log[0]["message"], "dep");
+    assert_eq!(log[0]["snapshot"], orphan.as_str());
+    assert_eq!(log[0]["from"], created.as_str());
+    b.assert_verify_clean(&[&env]);
+    assert_no_staging_left(&b);
+
+    // And it materializes: back to the empty env and forward again.
+    b.ok(&["rollback", "-e", e, &created]);
+    b.ok(&["rollback", "-e", e, &orphan]);
+    assert_same_tree(
+        &exec_bits_only(&installed),
+        &exec_bits_only(&read_tree(&env)),
+    );
+    let (ok, out) = env_python(&env, "import blastdep");
+    assert!(ok, "{out}");
+}
+
+/// The command that finishes a move can itself be killed (its apply passes the same points); the one
+/// after it still finishes the move, and the history records it once.
+#[test]
+fn recovery_killed_midway_is_finished_by_the_command_after_it() {
+    let u = upgraded_env();
+    let b = &u.b;
+    let e = u.env.to_str().unwrap();
+    let history = b.log(e).len();
+
+    b.crash(&["rollback", "-e", e, "v1"], "apply-removed");
+    for point in ["apply-half", "applied"] {
+        let out = b.crash(&["status", "-e", e], point);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("finishing the interrupted rollback"),
+            "{point}: {stderr}"
+        );
+        assert_eq!(recorded_head(b, &u.env), u.v2.as_str(), "{point}");
+    }
+    assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
+
+    let status = finish_with_status(b, &u.env, "rollback");
+    assert_eq!(status["head"], u.v1.as_str());
+    assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
+    let log = b.log(e);
+    assert_eq!(log.len(), history + 1, "{log:?}");
+    assert_eq!(log[0]["snapshot"], u.v1.as_str());
+    assert_eq!(log[0]["from"], u.v2.as_str());
+    b.assert_verify_clean(&[&u.env]);
+    assert_demo_version(&u.env, "1.0.0");
+    assert_no_staging_left(b);
+}
+
+/// `blast sync --from` reads an environment, so it is a next command touching it: when that environment's
+/// move was killed, the move is finished first, and the copy gets the snapshot the source ends at.
+#[test]
+fn sync_from_an_env_with_an_interrupted_move_finishes_that_move_first() {
+    let u = upgraded_env();
+    let b = &u.b;
+    let e = u.env.to_str().unwrap();
+    b.crash(&["rollback", "-e", e, "v1"], "apply-half");
+
+    let dst = b.work.join("copy");
+    let (stdout, stderr) =
+        b.ok_with_stderr(&["sync", "--from", e, "--to", dst.to_str().unwrap(), "--json"]);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report["to"],
+        u.v1.as_str(),
+        "sync copied the source's HEAD from before its interrupted rollback (v2), not the snapshot the source \
+         is at once the rollback is finished (v1); stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("finishing the interrupted rollback"),
+        "{stderr}"
+    );
+    assert_eq!(recorded_head(b, &u.env), u.v1.as_str());
+    assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
+    assert_same_tree(
+        &relocated(&u.v1_tree, &u.env, &dst),
+        &exec_bits_only(&read_tree(&dst)),
+    );
+    b.assert_verify_clean(&[&u.env, &dst]);
+    assert_demo_version(&dst, "1.0.0");
+}

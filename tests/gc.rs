@@ -1,0 +1,366 @@
+//! Garbage collection (`blast clean`, design mechanism 7) on a real store: a dry run reports and removes
+//! nothing; `--keep N` drops older history entries and then exactly the snapshots, layers and objects that
+//! only they needed, while HEAD and tagged snapshots keep everything they need (they still verify and
+//! materialize); without a retention policy every history entry stays and only what no environment can
+//! reach any more (a removed environment's files) goes; a move killed midway keeps what it needs until
+//! the next command finishes it; what a killed snapshot stored but never recorded is swept, and the
+//! next snapshot stores it again. The freed bytes are reported.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use support::*;
+
+/// Every file of the store's objects, layers and snapshots.
+fn store_contents(b: &Blast) -> BTreeSet<PathBuf> {
+    ["objects", "layers", "snapshots"]
+        .iter()
+        .flat_map(|kind| b.store_files(kind))
+        .collect()
+}
+
+fn snapshot_files(b: &Blast) -> BTreeSet<String> {
+    b.store_files("snapshots")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect()
+}
+
+fn counts(report: &Value) -> [u64; 5] {
+    [
+        "history_dropped",
+        "snapshots_removed",
+        "layers_removed",
+        "objects_removed",
+        "bytes_freed",
+    ]
+    .map(|k| {
+        report[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} missing: {report}"))
+    })
+}
+
+fn assert_all_exist(files: &BTreeSet<PathBuf>, what: &str) {
+    let missing: Vec<&PathBuf> = files.iter().filter(|p| !p.exists()).collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: objects swept although still needed: {missing:?}"
+    );
+}
+
+fn snapshot_id(report: &Value) -> String {
+    report["snapshot"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no new snapshot: {report}"))
+        .to_owned()
+}
+
+/// create → blastdemo 1.0.0 (snapshot, tagged `one`) → blastdemo 2.0.0 (snapshot) → rollback to the
+/// create: with `--keep 1` only the rollback entry stays, so the 2.0.0 snapshot and what only it
+/// needed go, while the created and the tagged snapshot stay whole.
+#[test]
+fn clean_keep_one_drops_old_history_and_only_what_it_alone_needed() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let created = b.log(e)[0]["snapshot"].as_str().unwrap().to_owned();
+    let fresh = read_tree(&env);
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    let one = snapshot_id(&b.json(&["snapshot", "-e", e, "--tag", "one"]));
+    let v1_tree = read_tree(&env);
+    pip_install(&env, &["blastdemo==2.0.0"]);
+    let two = snapshot_id(&b.json(&["snapshot", "-e", e, "-m", "upgrade"]));
+    let v2_tree = read_tree(&env);
+    b.ok(&["rollback", "-e", e, &created]);
+    assert_same_tree(&fresh, &read_tree(&env));
+    let history = b.log(e);
+    assert_eq!(history.len(), 4, "create, one, two, rollback");
+
+    // Objects of files that only blastdemo 2.0.0 has (its own modules, its dist-info).
+    let live: BTreeSet<PathBuf> = b
+        .plain_objects(&env, &fresh)
+        .union(&b.plain_objects(&env, &v1_tree))
+        .cloned()
+        .collect();
+    let only_v2: BTreeSet<PathBuf> = b
+        .plain_objects(&env, &v2_tree)
+        .difference(&live)
+        .cloned()
+        .collect();
+    let site = Path::new("lib/python3.11/site-packages");
+    for unique in ["blastdemo/v2_only.py", "blastdemo/__init__.py"] {
+        let DiskEntry::File { content, .. } = &v2_tree[site.join(unique).to_str().unwrap()] else {
+            panic!("{unique} is not a file");
+        };
+        assert!(only_v2.contains(&b.object_file(content, false)), "{unique}");
+    }
+    let before = store_contents(&b);
+    assert_all_exist(&only_v2, "before clean");
+    assert_all_exist(&live, "before clean");
+    assert_eq!(
+        snapshot_files(&b),
+        BTreeSet::from([created.clone(), one.clone(), two.clone()])
+    );
+
+    // A dry run reports what would go and removes nothing, not even history.
+    let dry = b.json(&["clean", "--dry-run", "--keep", "1"]);
+    assert_eq!(dry["dry_run"], true);
+    let [
+        history_dropped,
+        snapshots_removed,
+        layers_removed,
+        objects_removed,
+        bytes_freed,
+    ] = counts(&dry);
+    assert_eq!(history_dropped, 3, "{dry}");
+    assert_eq!(snapshots_removed, 1, "{dry}");
+    assert_eq!(layers_removed, 1, "{dry}");
+    assert!(objects_removed as usize >= only_v2.len(), "{dry}");
+    assert!(bytes_freed > 0, "{dry}");
+    assert_eq!(store_contents(&b), before, "a dry run removed store files");
+    assert_eq!(b.log(e), history, "a dry run dropped history");
+
+    // The real run does what the dry run said.
+    let report = b.json(&["clean", "--keep", "1"]);
+    assert_eq!(report["dry_run"], false);
+    assert_eq!(
+        counts(&report),
+        counts(&dry),
+        "dry run {dry}\nreal run {report}"
+    );
+    let after = store_contents(&b);
+    let removed: BTreeSet<PathBuf> = before.difference(&after).cloned().collect();
+    assert!(after.is_subset(&before));
+    assert_eq!(
+        removed.len() as u64,
+        snapshots_removed + layers_removed + objects_removed,
+        "{removed:?}"
+    );
+    let gone: Vec<&PathBuf> = only_v2.iter().filter(|p| p.exists()).collect();
+    assert!(
+        gone.is_empty(),
+        "objects only 2.0.0 needed are still there: {gone:?}"
+    );
+    assert_all_exist(&live, "after clean");
+    // Only HEAD (the create) and the tag's snapshot stay.
+    assert_eq!(
+        snapshot_files(&b),
+        BTreeSet::from([created.clone(), one.clone()])
+    );
+    assert_eq!(
+        b.store_files("layers").len(),
+        2,
+        "the base layer and blastdemo 1.0.0's layer"
+    );
+
+    let log = b.log(e);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["operation"], "rollback");
+    assert_eq!(log[0]["snapshot"], created.as_str());
+    assert_eq!(log[0]["head"], true);
+    assert!(
+        log[0]["packages"].is_null(),
+        "its `from` snapshot is gone: {log:?}"
+    );
+    b.assert_verify_clean(&[&env]);
+    // Collecting again finds nothing more.
+    let again = b.json(&["clean", "--keep", "1"]);
+    assert_eq!(counts(&again), [0, 0, 0, 0, 0], "{again}");
+    assert_eq!(store_contents(&b), after);
+
+    // The tagged snapshot still materializes completely; the dropped one is gone for good.
+    b.ok(&["rollback", "-e", e, "one"]);
+    assert_same_tree(&exec_bits_only(&v1_tree), &exec_bits_only(&read_tree(&env)));
+    let (ok, out) = env_python(&env, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok && out.trim() == "1.0.0", "{out}");
+    b.assert_verify_clean(&[&env]);
+    let err = b.fails(&["rollback", "-e", e, &two[..16]]);
+    assert!(err.contains("no snapshot matching"), "{err}");
+}
+
+/// Without `--keep`/`--keep-days` no history entry is dropped; what goes is what nothing reaches any
+/// more: here the files of a removed environment that no other environment shares.
+#[test]
+fn clean_without_policy_keeps_all_history_and_removes_only_unreachable_data() {
+    let b = Blast::new();
+    let kept = b.create_path_env("kept");
+    let k = kept.to_str().unwrap();
+    let kept_fresh = read_tree(&kept);
+    pip_install(&kept, &["blastdep"]);
+    b.ok(&["snapshot", "-e", k, "-m", "dep"]);
+    let kept_tree = read_tree(&kept);
+
+    let gone = b.create_path_env("gone");
+    let g = gone.to_str().unwrap();
+    pip_install(&gone, &["blastdemo==1.0.0"]);
+    let gone_snapshot = snapshot_id(&b.json(&["snapshot", "-e", g]));
+    let gone_tree = read_tree(&gone);
+    let gone_objects = b.plain_objects(&gone, &gone_tree);
+
+    let live: BTreeSet<PathBuf> = b
+        .plain_objects(&kept, &kept_tree)
+        .union(&b.plain_objects(&kept, &kept_fresh))
+        .cloned()
+        .collect();
+    let unique: BTreeSet<PathBuf> = gone_objects.difference(&live).cloned().collect();
+    assert!(!unique.is_empty());
+    // blastdep, which both installed, is one set of objects.
+    assert!(gone_objects.intersection(&live).count() > 2);
+
+    // Nothing is unreachable yet, and every entry is younger than a day.
+    let nothing = b.json(&["clean"]);
+    assert_eq!(counts(&nothing), [0, 0, 0, 0, 0], "{nothing}");
+    let young = b.json(&["clean", "--keep-days", "1"]);
+    assert_eq!(counts(&young), [0, 0, 0, 0, 0], "{young}");
+
+    let history = b.log(k);
+    let before = store_contents(&b);
+    b.ok(&["remove", g]);
+    let report = b.json(&["clean"]);
+    let [
+        history_dropped,
+        snapshots_removed,
+        layers_removed,
+        objects_removed,
+        bytes_freed,
+    ] = counts(&report);
+    assert_eq!(history_dropped, 0, "{report}");
+    assert_eq!(
+        snapshots_removed, 1,
+        "only the removed env's blastdemo snapshot: {report}"
+    );
+    assert_eq!(layers_removed, 1, "{report}");
+    assert!(objects_removed as usize >= unique.len(), "{report}");
+    assert!(bytes_freed > 0, "{report}");
+    let removed: BTreeSet<PathBuf> = before.difference(&store_contents(&b)).cloned().collect();
+    assert_eq!(
+        removed.len() as u64,
+        snapshots_removed + layers_removed + objects_removed,
+        "{removed:?}"
+    );
+    assert!(!snapshot_files(&b).contains(&gone_snapshot));
+    let left: Vec<&PathBuf> = unique.iter().filter(|p| p.exists()).collect();
+    assert!(
+        left.is_empty(),
+        "the removed env's own objects are still there: {left:?}"
+    );
+    assert_all_exist(&live, "after clean");
+
+    // The remaining environment lost nothing: same history, verifies, moves through all of it.
+    assert_eq!(b.log(k), history);
+    b.assert_verify_clean(&[&kept]);
+    b.ok(&["rollback", "-e", k, "@~1"]);
+    assert_same_tree(&kept_fresh, &read_tree(&kept));
+    b.ok(&["rollback", "-e", k, "@~1"]);
+    assert_same_tree(
+        &exec_bits_only(&kept_tree),
+        &exec_bits_only(&read_tree(&kept)),
+    );
+    let (ok, out) = env_python(&kept, "import blastdep");
+    assert!(ok, "{out}");
+    b.assert_verify_clean(&[&kept]);
+    assert_eq!(b.log(k).len(), history.len() + 2);
+}
+
+/// A move killed midway is a root until it is finished: `blast clean` (which finishes nothing) must keep
+/// the snapshot it is moving to even when no kept history entry or tag names it, so the next command can
+/// still complete the move.
+#[test]
+fn clean_keeps_what_an_interrupted_move_needs() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    let one = snapshot_id(&b.json(&["snapshot", "-e", e]));
+    let v1_tree = read_tree(&env);
+    pip_install(&env, &["blastdemo==2.0.0"]);
+    let two = snapshot_id(&b.json(&["snapshot", "-e", e]));
+
+    // Killed after removing 2.0.0's files, before writing any of 1.0.0's.
+    b.crash(&["rollback", "-e", e, &one], "apply-removed");
+    assert!(
+        !env.join("lib/python3.11/site-packages/blastdemo/v2_only.py")
+            .exists()
+    );
+    let needed = b.plain_objects(&env, &v1_tree);
+    assert_all_exist(&needed, "before clean");
+
+    // Only the newest entry (the 2.0.0 snapshot) is kept; the interrupted move still needs 1.0.0.
+    let report = b.json(&["clean", "--keep", "1"]);
+    assert_eq!(report["history_dropped"], 2, "{report}");
+    assert_eq!(
+        snapshot_files(&b),
+        BTreeSet::from([one.clone(), two.clone()]),
+        "{report}"
+    );
+    assert_all_exist(&needed, "after clean");
+
+    let (_, stderr) = b.ok_with_stderr(&["status", "-e", e]);
+    assert!(
+        stderr.contains("finishing the interrupted rollback"),
+        "{stderr}"
+    );
+    assert_same_tree(&exec_bits_only(&v1_tree), &exec_bits_only(&read_tree(&env)));
+    let log = b.log(e);
+    assert_eq!(log[0]["operation"], "rollback");
+    assert_eq!(log[0]["snapshot"], one.as_str());
+    b.assert_verify_clean(&[&env]);
+    let (ok, out) = env_python(&env, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok && out.trim() == "1.0.0", "{out}");
+
+    // Finished, the move is ordinary history: with `--keep 1` the 2.0.0 snapshot goes now.
+    let report = b.json(&["clean", "--keep", "1"]);
+    assert_eq!(report["snapshots_removed"], 1, "{report}");
+    assert_eq!(snapshot_files(&b), BTreeSet::from([one]));
+    b.assert_verify_clean(&[&env]);
+}
+
+/// What a snapshot killed before recording HEAD stored is unreachable: `blast clean` sweeps it, and the
+/// next snapshot of the same content stores it all again (nothing trusts the swept files).
+#[test]
+fn clean_sweeps_what_a_killed_snapshot_never_recorded_and_snapshot_stores_it_again() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdep"]);
+    let installed = read_tree(&env);
+    let before = store_contents(&b);
+    b.crash(&["snapshot", "-e", e], "capture-staged");
+    let staged: BTreeSet<PathBuf> = store_contents(&b).difference(&before).cloned().collect();
+    let orphan = snapshot_files(&b)
+        .into_iter()
+        .find(|id| !before.iter().any(|p| p.ends_with(id)))
+        .unwrap();
+
+    let report = b.json(&["clean"]);
+    assert_eq!(counts(&report)[..3], [0, 1, 1], "{report}");
+    assert_eq!(
+        store_contents(&b),
+        before,
+        "everything the killed snapshot stored is swept"
+    );
+    assert!(!staged.is_empty());
+
+    let snap = b.json(&["snapshot", "-e", e]);
+    assert_eq!(snap["snapshot"], orphan.as_str());
+    assert_eq!(
+        store_contents(&b)
+            .difference(&before)
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        staged
+    );
+    b.assert_verify_clean(&[&env]);
+    b.ok(&["rollback", "-e", e]);
+    b.ok(&["rollback", "-e", e, &orphan]);
+    assert_same_tree(
+        &exec_bits_only(&installed),
+        &exec_bits_only(&read_tree(&env)),
+    );
+    let (ok, out) = env_python(&env, "import blastdep");
+    assert!(ok, "{out}");
+}
