@@ -11,6 +11,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -417,4 +418,27 @@ fn sync_from_an_env_with_an_interrupted_move_finishes_that_move_first() {
     );
     b.assert_verify_clean(&[&u.env, &dst]);
     assert_demo_version(&dst, "1.0.0");
+}
+
+#[test]
+fn recovery_refuses_to_discard_changes_made_after_the_crash_unless_forced() {
+    let u = upgraded_env();
+    let b = &u.b;
+    let e = u.env.to_str().unwrap();
+    b.crash(&["rollback", "-e", e, "v1"], "apply-half");
+    // Between the crash and the next command, the user writes something of their own.
+    let work = u.env.join(SITE).join("mywork.py");
+    fs::write(&work, "IMPORTANT = 42\n").unwrap();
+
+    let err = b.fails(&["status", "-e", e]);
+    assert!(err.contains("was interrupted"), "{err}");
+    assert!(err.contains(&format!("{SITE}/mywork.py")), "{err}");
+    assert!(err.contains("--force HEAD"), "{err}");
+    assert!(work.exists(), "a refused recovery touches nothing");
+    assert_eq!(recorded_head(b, &u.env), u.v2.as_str());
+
+    b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
+    assert!(!work.exists());
+    assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
+    b.assert_verify_clean(&[&u.env]);
 }

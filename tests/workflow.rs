@@ -401,6 +401,14 @@ fn bad_input_gets_clear_errors() {
     let err = b.fails(&["rollback", "-e", env_s, "abcd"]);
     assert!(err.contains("matches several snapshots"), "{err}");
 
+    let err = b.fails(&["rollback", "-e", env_s, "@~18446744073709551615"]);
+    assert!(err.contains("no snapshot matching"), "{err}");
+
+    b.ok(&["snapshot", "-e", env_s, "--tag", "base"]);
+    fs::write(env.join("lib/extra.txt"), "x").unwrap();
+    let err = b.fails(&["snapshot", "-e", env_s, "--tag", "base"]);
+    assert!(err.contains("tag `base` already names snapshot"), "{err}");
+
     let err = b.fails(&["snapshot", "-e", env_s, "--tag", "has space"]);
     assert!(err.contains("tag `has space` is not valid"), "{err}");
 
@@ -496,4 +504,40 @@ fn a_busy_store_makes_blast_wait_and_say_so() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("venv"));
     let mut holder = holder;
     holder.wait().unwrap();
+}
+
+#[test]
+fn a_deleted_env_directory_is_restored_by_a_forced_rollback_to_head() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+    pip_install(&env, &["blastdep"]);
+    b.ok(&["snapshot", "-e", env_s]);
+    let before = exec_bits_only(&read_tree(&env));
+    fs::remove_dir_all(&env).unwrap();
+    let err = b.fails(&["rollback", "-e", env_s, "HEAD"]);
+    assert!(err.contains("--force"), "{err}");
+    b.ok(&["rollback", "-e", env_s, "--force", "HEAD"]);
+    assert_same_tree(&before, &exec_bits_only(&read_tree(&env)));
+    let (ok, out) = env_python(&env, "import blastdep");
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    for i in 0..3 {
+        fs::write(env.join(format!("lib/f{i}.txt")), "x").unwrap();
+        b.ok(&["snapshot", "-e", env.to_str().unwrap()]);
+    }
+    let mut child = b
+        .command(&["log", "-e", env.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }

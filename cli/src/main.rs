@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use engine::gc::{self, CleanOptions};
 use engine::ops::{self, CreateOptions};
 use engine::{Result, Store};
+use nix::sys::signal::{SigHandler, Signal, signal};
 
 #[derive(Parser)]
 #[command(
@@ -128,6 +129,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like any Unix tool, end quietly when the reader of our output goes away (`blast log | head`).
+    // SAFETY: restoring the default disposition of a signal before any thread exists.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -15,14 +15,9 @@ pub struct Output {
     pub json: bool,
 }
 
-/// Prints an error and its causes, the way a user reads them.
+/// Prints an error the way a user reads it (the engine's messages already name their cause).
 pub fn error(e: &engine::Error) {
     eprintln!("error: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
-        source = cause.source();
-    }
 }
 
 fn short(id: &impl ToString) -> String {

@@ -21,12 +21,16 @@ use crate::tree::Tree;
 /// Directories with this name are caches: excluded from capture, change detection and verification.
 pub const PYCACHE: &str = "__pycache__";
 
+/// The one file whose mention of the base interpreter's directory is abstracted (see `Placeholders`).
+const PYVENV_CFG: &str = "pyvenv.cfg";
+
 /// Files up to this size are checked for the environment's paths (larger ones are data, not scripts).
 const RELOCATION_SCAN_LIMIT: u64 = 16 << 20;
 
 /// A file whose mtime or ctime is this close to the moment it was stat'ed may still change within the
 /// same timestamp tick without its stat changing, so it is not cached ("racily clean" in git's words).
 const RACY_WINDOW_NS: i64 = 50_000_000;
+const COARSE_RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 /// What `lstat` said about a file when its content was last known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +47,21 @@ impl FileStat {
         FileStat {
             ino: meta.ino(),
             size: meta.size(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
             mode: meta.mode(),
         }
     }
 
     fn is_racy(&self, now_ns: i64) -> bool {
-        self.mtime_ns.max(self.ctime_ns) >= now_ns - RACY_WINDOW_NS
+        // A filesystem that keeps whole seconds (ext4 with small inodes, many network mounts) leaves
+        // the nanoseconds at zero: an edit within the same second keeps the same stat there.
+        let window = if self.mtime_ns % 1_000_000_000 == 0 && self.ctime_ns % 1_000_000_000 == 0 {
+            COARSE_RACY_WINDOW_NS
+        } else {
+            RACY_WINDOW_NS
+        };
+        self.mtime_ns.max(self.ctime_ns) >= now_ns.saturating_sub(window)
     }
 }
 
@@ -221,6 +232,11 @@ pub fn scan(
     })
 }
 
+/// Seconds and nanoseconds as one count, saturating far outside the years 1678–2262.
+pub(crate) fn nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
 pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -343,7 +359,7 @@ impl ScanCtx<'_> {
         let abstracted = if (bytes.len() as u64) <= RELOCATION_SCAN_LIMIT
             && memchr::memchr(0, &bytes).is_none()
         {
-            self.placeholders.abstract_bytes(&bytes)
+            self.placeholders.abstract_bytes(&bytes, path == PYVENV_CFG)
         } else {
             None
         };
@@ -464,5 +480,30 @@ mod scan_tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod relocation_tests {
+    use super::*;
+
+    #[test]
+    fn interpreter_directory_is_abstracted_in_pyvenv_cfg_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("env");
+        fs::create_dir_all(root.join("lib")).unwrap();
+        fs::write(root.join("pyvenv.cfg"), "home = /opt/py/bin\n").unwrap();
+        fs::write(root.join("lib/tool.py"), "SHELL = '/opt/py/bin/sh'\n").unwrap();
+        let ph = Placeholders {
+            env_prefix: root.to_str().unwrap().to_owned(),
+            python_bin: "/opt/py/bin".into(),
+        };
+        let scan = scan(&root, &StatCache::default(), &ph, None).unwrap();
+        let relocatable = |path: &str| match &scan.tree.entries[path] {
+            Node::File { relocatable, .. } => *relocatable,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(relocatable("pyvenv.cfg"));
+        assert!(!relocatable("lib/tool.py"));
     }
 }

@@ -33,7 +33,7 @@ pub enum Error {
         "no blast environment `{0}`: `blast list` shows the known ones, `blast create` makes one"
     )]
     EnvNotFound(String),
-    #[error("`{}` already exists: pick another name or path, or `blast remove` it first", .0.display())]
+    #[error("`{}` already exists: pick another name or path (remove it first, with `blast remove` if it is a blast environment)", .0.display())]
     EnvExists(PathBuf),
     #[error(
         "environment `{env}` has no snapshot matching `{query}`: `blast log -e {env}` lists them"
@@ -55,6 +55,21 @@ pub enum Error {
         list_paths(paths)
     )]
     UncapturedChanges { env: String, paths: Vec<String> },
+    #[error("tag `{tag}` already names snapshot {snapshot} of `{env}`: pick another name")]
+    TagTaken {
+        env: String,
+        tag: String,
+        snapshot: String,
+    },
+    #[error(
+        "the {operation} of environment `{env}` was interrupted, and since then these paths changed:\n{}\nsave what you need from them, then run `blast rollback -e {env} --force HEAD` to finish the {operation}",
+        list_paths(paths)
+    )]
+    InterruptedWithChanges {
+        env: String,
+        operation: String,
+        paths: Vec<String>,
+    },
     #[error(
         "no Python interpreter found for `{request}`: {detail}; pass `--python PATH` to name one"
     )]

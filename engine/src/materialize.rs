@@ -204,6 +204,8 @@ impl Materializer<'_> {
         crate::fsutil::remove_tree(&tmp)?;
         let linked = self.create_at(&tmp, node)?;
         fs::rename(&tmp, abs).at("replacing", abs)?;
+        // Renaming a link onto another link of the same inode does nothing and leaves both names.
+        crate::fsutil::remove_file_if_exists(&tmp)?;
         purge_stale_bytecode(abs);
         Ok(linked)
     }
@@ -298,6 +300,13 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     file.write_all(bytes).at("writing", path)?;
     // The umask may have narrowed the mode at creation.
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).at("setting mode of", path)
+}
+
+/// True for the temporary names the materializer uses (a crash may leave one behind).
+pub fn is_temporary(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with(TMP_PREFIX))
 }
 
 fn tmp_beside(path: &Path) -> PathBuf {

@@ -12,6 +12,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use store_format::PythonTag;
 
+use crate::capture::nanos;
 use crate::error::{Error, Result};
 use crate::index::{Batch, Index};
 
@@ -130,7 +131,9 @@ fn locate(request: &str) -> Result<PathBuf> {
 }
 
 /// For a binary: its real path and identity. For a script (a pyenv or asdf shim), the script's identity
-/// plus what selects the version behind it: the environment and the working directory.
+/// plus what selects the version behind it: the environment, the working directory and the contents of
+/// the version files a shim consults (`.python-version` up the tree, `$PYENV_ROOT/version`,
+/// `.tool-versions`).
 fn cache_key(candidate: &Path) -> Result<String> {
     let real = std::fs::canonicalize(candidate).map_err(|e| Error::PythonNotFound {
         request: candidate.display().to_string(),
@@ -145,16 +148,26 @@ fn cache_key(candidate: &Path) -> Result<String> {
         real.display(),
         meta.ino(),
         meta.size(),
-        meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+        nanos(meta.mtime(), meta.mtime_nsec())
     );
     if is_script(&real) {
         let cwd = std::env::current_dir().unwrap_or_default();
+        let pyenv_root = std::env::var("PYENV_ROOT").unwrap_or_default();
         key.push_str(&format!(
-            "|shim|{}|{}|{}",
+            "|shim|{}|{pyenv_root}|{}",
             std::env::var("PYENV_VERSION").unwrap_or_default(),
-            std::env::var("PYENV_ROOT").unwrap_or_default(),
             cwd.display()
         ));
+        let mut version_files = vec![Path::new(&pyenv_root).join("version")];
+        for dir in cwd.ancestors() {
+            version_files.push(dir.join(".python-version"));
+            version_files.push(dir.join(".tool-versions"));
+        }
+        for file in version_files {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                key.push_str(&format!("|{}={text}", file.display()));
+            }
+        }
     }
     Ok(blake3::hash(key.as_bytes()).to_hex().to_string())
 }
@@ -170,7 +183,7 @@ fn is_script(path: &Path) -> bool {
 fn mtime_ns(path: &Path) -> Option<i64> {
     std::fs::metadata(path)
         .ok()
-        .map(|m| m.mtime() * 1_000_000_000 + m.mtime_nsec())
+        .map(|m| nanos(m.mtime(), m.mtime_nsec()))
 }
 
 fn probe(candidate: &Path) -> Result<PythonInfo> {

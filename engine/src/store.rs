@@ -132,10 +132,16 @@ impl Store {
         }
     }
 
-    /// Opens an environment for work: takes its lock and finishes an interrupted apply.
+    /// Opens an environment for work: takes its lock and finishes an interrupted move (refusing when the
+    /// directory holds changes that belong to neither side of that move).
     pub fn open_env(&self, selector: Option<&str>) -> Result<Env> {
+        self.open_env_forced(selector, false)
+    }
+
+    /// As `open_env`; with `force`, an interrupted move is finished even over changes of the user's.
+    pub fn open_env_forced(&self, selector: Option<&str>, force: bool) -> Result<Env> {
         let found = self.find_env(selector)?;
-        self.lock_env(&found.id)
+        self.lock_env(&found.id, force)
     }
 
     pub(crate) fn env_lock_path(&self, env_id: &str) -> PathBuf {
@@ -151,7 +157,7 @@ impl Store {
         )
     }
 
-    pub(crate) fn lock_env(&self, env_id: &str) -> Result<Env> {
+    pub(crate) fn lock_env(&self, env_id: &str, force: bool) -> Result<Env> {
         let lock = self.env_lock(env_id)?;
         // Re-read: another process may have changed it while we waited.
         let record = self
@@ -162,7 +168,7 @@ impl Store {
             record,
             _lock: lock,
         };
-        crate::transition::finish_interrupted(self, &mut env)?;
+        crate::transition::finish_interrupted(self, &mut env, force)?;
         Ok(env)
     }
 }

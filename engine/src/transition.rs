@@ -6,11 +6,11 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use store_format::SnapshotId;
+use store_format::{Node, SnapshotId};
 
 use crate::capture::{self, StatCache};
 use crate::crash;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::index::{Batch, HistoryEntry, Journal};
 use crate::materialize::{ApplyStats, LinkMode, Materializer, probe_link_mode};
 use crate::store::{Env, Store};
@@ -43,29 +43,76 @@ pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
     complete(store, env, journal, mv.current, mv.cache)
 }
 
-/// Finishes a move that a killed command left in the journal.
-pub fn finish_interrupted(store: &Store, env: &mut Env) -> Result<()> {
+/// Finishes a move that a killed command left in the journal. A path that holds neither what the old
+/// nor what the new snapshot has there was changed by someone else since: unless `force`, the move is
+/// not finished over it, so nobody's work is lost silently.
+pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<()> {
     let Some(journal) = store.index().journal(&env.record.id)? else {
         return Ok(());
     };
+    let cache = load_stat_cache(store, &env.record.id)?;
+    let current = scan_or_empty(env, &cache)?;
+    if !force {
+        let from = match journal.from {
+            Some(id) => store.tree_of(&store.snapshot(&id)?)?,
+            None => Tree::default(),
+        };
+        let to = store.tree_of(&store.snapshot(&journal.to)?)?;
+        let foreign = foreign_paths(&from, &to, &current.tree);
+        if !foreign.is_empty() {
+            return Err(Error::InterruptedWithChanges {
+                env: env.label().to_owned(),
+                operation: journal.operation,
+                paths: foreign,
+            });
+        }
+    }
     eprintln!(
         "blast: finishing the interrupted {} of `{}`",
         journal.operation,
         env.label()
     );
-    let root = env.root().to_owned();
-    let cache = load_stat_cache(store, &env.record.id)?;
-    let current = if root.exists() {
-        capture::scan(&root, &cache, &env.placeholders(), None)?
+    complete(store, env, journal, current.tree, current.cache)?;
+    Ok(())
+}
+
+/// Reads the directory; a directory that is gone reads as empty (the apply recreates it).
+pub fn scan_or_empty(env: &Env, cache: &StatCache) -> Result<capture::Scan> {
+    if env.root().exists() {
+        capture::scan(env.root(), cache, &env.placeholders(), None)
     } else {
-        capture::Scan {
+        Ok(capture::Scan {
             tree: Tree::default(),
             cache: StatCache::default(),
             hashed: 0,
+        })
+    }
+}
+
+/// Paths of `current` that an interrupted move from `from` to `to` cannot explain.
+fn foreign_paths(from: &Tree, to: &Tree, current: &Tree) -> Vec<String> {
+    let mut foreign = Vec::new();
+    let is_file = |n: Option<&Node>| matches!(n, Some(Node::File { .. }));
+    for (path, node) in &current.entries {
+        let (old, new) = (from.entries.get(path), to.entries.get(path));
+        // A file the move was creating (nothing of that kind was there before) may be half written.
+        let being_created = is_file(Some(node)) && is_file(new) && !is_file(old);
+        let explained = old == Some(node)
+            || new == Some(node)
+            || being_created
+            || crate::materialize::is_temporary(path);
+        if !explained {
+            foreign.push(path.clone());
         }
-    };
-    complete(store, env, journal, current.tree, current.cache)?;
-    Ok(())
+    }
+    // Gone although both sides have the same thing there: the move never touches such a path.
+    for (path, node) in &from.entries {
+        if !current.entries.contains_key(path) && to.entries.get(path) == Some(node) {
+            foreign.push(path.clone());
+        }
+    }
+    foreign.sort();
+    foreign
 }
 
 fn complete(
@@ -84,6 +131,8 @@ fn complete(
         mode: link_mode(store, &root)?,
     };
     let stats = materializer.apply(&root, &current, &target, &mut cache)?;
+    // The directory's new content is on disk before the journal that could redo it goes.
+    crate::objects::syncfs(&root)?;
     crash::point("applied");
     env.record.head = Some(journal.to);
     let mut batch = Batch::default();

@@ -1,6 +1,8 @@
-//! Relocation: the environment's own absolute path, and its base interpreter's directory, are stored as
-//! placeholder tokens inside files and symlink targets, and rendered back when materialized. One snapshot
-//! thus materializes at any path and against any matching interpreter.
+//! Relocation: the environment's own absolute path is stored as a placeholder token inside files and
+//! symlink targets, and so is its base interpreter's directory where a venv names it (`pyvenv.cfg`, the
+//! `bin/python` link); both are rendered back when materialized. One snapshot thus materializes at any
+//! path and against any matching interpreter. The interpreter's directory is not abstracted elsewhere:
+//! it may be a common one (`/usr/bin`) that other files name for other reasons.
 
 use memchr::memmem;
 
@@ -17,13 +19,19 @@ pub struct Placeholders {
 }
 
 impl Placeholders {
-    /// Replaces the concrete paths by their tokens. A match counts only between path boundaries (`/env`
-    /// inside `/env2` or `/x/env` is not the env). Returns `None` when nothing was replaced.
-    pub fn abstract_bytes(&self, content: &[u8]) -> Option<Vec<u8>> {
+    /// Replaces the environment's path by its token, and with `python_bin` the interpreter's
+    /// directory by its. A match counts only between path boundaries (`/env` inside `/env2` or `/x/env`
+    /// is not the env). Returns `None` when nothing was replaced.
+    pub fn abstract_bytes(&self, content: &[u8], python_bin: bool) -> Option<Vec<u8>> {
         // The longer path first, so an env inside the interpreter's tree is not cut short.
+        let python = if python_bin {
+            self.python_bin.as_bytes()
+        } else {
+            b""
+        };
         let mut pairs = [
             (self.env_prefix.as_bytes(), ENV_PREFIX_TOKEN.as_bytes()),
-            (self.python_bin.as_bytes(), PYTHON_BIN_TOKEN.as_bytes()),
+            (python, PYTHON_BIN_TOKEN.as_bytes()),
         ];
         pairs.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
         let mut current: Option<Vec<u8>> = None;
@@ -61,8 +69,9 @@ impl Placeholders {
         out
     }
 
+    /// For symlink targets: both paths are abstracted.
     pub fn abstract_str(&self, s: &str) -> Option<String> {
-        self.abstract_bytes(s.as_bytes())
+        self.abstract_bytes(s.as_bytes(), true)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
@@ -108,7 +117,7 @@ mod tests {
         let p = ph();
         let src =
             b"#!/home/me/env/bin/python\nother=/home/me/env2 /x.home/me/env\nhome = /usr/bin\n";
-        let stored = p.abstract_bytes(src).unwrap();
+        let stored = p.abstract_bytes(src, true).unwrap();
         assert_eq!(
             stored,
             b"#!@BLAST_ENV_PREFIX@/bin/python\nother=/home/me/env2 /x.home/me/env\nhome = @BLAST_PYTHON_BIN@\n"
@@ -122,6 +131,8 @@ mod tests {
             elsewhere.render_bytes(&stored),
             b"#!/srv/x/bin/python\nother=/home/me/env2 /x.home/me/env\nhome = /opt/py/bin\n"
         );
-        assert_eq!(p.abstract_bytes(b"nothing here"), None);
+        assert_eq!(p.abstract_bytes(b"nothing here", true), None);
+        // Outside pyvenv.cfg and links the interpreter's directory is left alone.
+        assert_eq!(p.abstract_bytes(b"#!/usr/bin/env python3\n", false), None);
     }
 }

@@ -147,7 +147,7 @@ fn seed_layer(
 /// Removes the environment's directory and everything the index keeps about it. Its snapshots stay in
 /// the store until `blast clean`.
 pub fn remove(store: &Store, selector: &str) -> Result<EnvRecord> {
-    let env = store.open_env(Some(selector))?;
+    let env = store.open_env_forced(Some(selector), true)?;
     crate::fsutil::remove_tree(env.root())?;
     let history = store.index().history(&env.record.id)?;
     let tags = store.index().tags(&env.record.id)?;

@@ -37,9 +37,9 @@ pub(crate) fn resolve_snapshot(
     };
     if let Some(n) = query.strip_prefix("@~") {
         let n: usize = n.parse().map_err(|_| not_found())?;
-        return history
-            .len()
-            .checked_sub(n + 1)
+        return n
+            .checked_add(1)
+            .and_then(|back| history.len().checked_sub(back))
             .map(|i| history[i].to)
             .ok_or_else(not_found);
     }

@@ -4,13 +4,12 @@
 use serde::Serialize;
 use store_format::SnapshotId;
 
-use crate::capture;
 use crate::error::{Error, Result};
 use crate::index::{Batch, EnvRecord};
 use crate::objects::unique_name;
 use crate::packages::{PackageChange, package_changes};
 use crate::store::{Env, Store};
-use crate::transition::{Move, load_stat_cache, move_head};
+use crate::transition::{Move, load_stat_cache, move_head, scan_or_empty};
 use crate::tree::Tree;
 
 #[derive(Debug, Serialize)]
@@ -32,7 +31,7 @@ pub fn rollback(
     target: Option<&str>,
     force: bool,
 ) -> Result<MoveReport> {
-    let mut env = store.open_env(selector)?;
+    let mut env = store.open_env_forced(selector, force)?;
     let history = store.index().history(&env.record.id)?;
     let to = super::resolve_snapshot(
         store,
@@ -54,23 +53,12 @@ pub fn sync(store: &Store, from_sel: &str, to_sel: &str, force: bool) -> Result<
         let env = store.open_env(Some(from_sel))?;
         (env.record.clone(), env.head()?)
     };
-    let snapshot = store.snapshot(&head)?;
     let message = Some(format!("from {}", source.label()));
-    let mut target = match store.open_env(Some(to_sel)) {
+    let mut target = match store.open_env_forced(Some(to_sel), force) {
         Ok(env) => env,
         Err(Error::EnvNotFound(_)) => new_env_for(store, to_sel, &source)?,
         Err(e) => return Err(e),
     };
-    if !target.record.python.satisfies(&snapshot.python) {
-        return Err(Error::PythonMismatch {
-            env: target.label().to_owned(),
-            needed: format!(
-                "{} {}",
-                snapshot.python.implementation, snapshot.python.version
-            ),
-            found: target.record.python.describe(),
-        });
-    }
     move_env(store, &mut target, head, "sync", message, force)
 }
 
@@ -116,11 +104,19 @@ fn move_env(
     force: bool,
 ) -> Result<MoveReport> {
     let from = env.record.head;
+    let target = store.snapshot(&to)?;
+    if !env.record.python.satisfies(&target.python) {
+        return Err(Error::PythonMismatch {
+            env: env.label().to_owned(),
+            needed: format!("{} {}", target.python.implementation, target.python.version),
+            found: env.record.python.describe(),
+        });
+    }
     let (current, cache) = match from {
         Some(head) => {
             let head_tree = store.tree_of(&store.snapshot(&head)?)?;
             let cache = load_stat_cache(store, &env.record.id)?;
-            let scan = capture::scan(env.root(), &cache, &env.placeholders(), None)?;
+            let scan = scan_or_empty(env, &cache)?;
             if scan.tree != head_tree && !force {
                 return Err(Error::UncapturedChanges {
                     env: env.label().to_owned(),
@@ -135,7 +131,6 @@ fn move_env(
         }
         None => (Tree::default(), Default::default()),
     };
-    let target = store.snapshot(&to)?;
     let packages = match from {
         Some(head) => package_changes(&store.snapshot(&head)?.packages, &target.packages),
         None => package_changes(&[], &target.packages),
@@ -148,10 +143,11 @@ fn move_env(
         packages,
         removed: 0,
         written: 0,
-        unchanged: from == Some(to),
+        unchanged: false,
     };
     // Already there, and the directory matches (a dirty one got here only with --force): nothing to do.
-    if report.unchanged && current == store.tree_of(&target)? {
+    if from == Some(to) && current == store.tree_of(&target)? {
+        report.unchanged = true;
         return Ok(report);
     }
     let mut with_journal = Batch::default();

@@ -5,7 +5,7 @@ use store_format::{Node, Snapshot, SnapshotId};
 
 use crate::capture;
 use crate::crash;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::index::{Batch, Journal};
 use crate::packages::{PackageChange, package_changes, packages_of};
 use crate::store::{Env, Store};
@@ -36,6 +36,19 @@ pub fn snapshot(
         super::validate_tag(tag)?;
     }
     let env = store.open_env(selector)?;
+    if let Some(tag) = &tag
+        && let Some((_, taken)) = store
+            .index()
+            .tags(&env.record.id)?
+            .into_iter()
+            .find(|(t, _)| t == tag)
+    {
+        return Err(Error::TagTaken {
+            env: env.label().to_owned(),
+            tag: tag.clone(),
+            snapshot: taken.short(),
+        });
+    }
     capture_into_snapshot(store, &env, "snapshot", message, tag)
 }
 

@@ -65,7 +65,7 @@ pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
         .collect();
     report.corrupt.sort();
     for record in envs {
-        let env = store.lock_env(&record.id)?;
+        let env = store.lock_env(&record.id, false)?;
         report
             .envs
             .push(check_env(store, &env.record, env.placeholders()));
