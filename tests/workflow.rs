@@ -541,3 +541,27 @@ fn output_into_a_closed_pipe_ends_quietly() {
     let out = child.wait_with_output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn activate_script_puts_the_env_first_and_deactivate_restores() {
+    let b = Blast::new();
+    let env = b.create_path_env("proj-env");
+    let script = format!(
+        "PS1='$ '; old=\"$PATH\"; source '{0}/bin/activate'; echo \"$VIRTUAL_ENV\"; command -v python; \
+         echo \"$PS1\"; python -c 'import sys; print(sys.prefix)'; deactivate; \
+         [ \"$PATH\" = \"$old\" ] && echo restored; echo \"[$VIRTUAL_ENV]\"",
+        env.display()
+    );
+    let out = Command::new("bash")
+        .args(["--norc", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], env.to_str().unwrap(), "{text}");
+    assert_eq!(lines[1], env.join("bin/python").to_str().unwrap(), "{text}");
+    assert_eq!(lines[2], "(proj-env) $ ", "{text}");
+    assert_eq!(lines[3], env.to_str().unwrap(), "{text}");
+    assert_eq!(lines[4], "restored", "{text}");
+    assert_eq!(lines[5], "[]", "{text}");
+}
