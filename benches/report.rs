@@ -1,0 +1,188 @@
+//! The final report: a table of medians and ratios (blast time / other time), the design's targets with
+//! PASS or MISS, and notes on what the environments held.
+
+use std::time::Duration;
+
+use crate::runner::Sample;
+
+/// One line of the table: a blast measurement, with the other tool it is compared to, if any.
+pub struct Row {
+    operation: String,
+    runs: usize,
+    blast: Duration,
+    other: Option<(String, Duration)>,
+}
+
+impl Row {
+    pub fn compare(operation: impl Into<String>, blast: &Sample, other: &Sample) -> Row {
+        Row {
+            operation: operation.into(),
+            runs: blast.times.len(),
+            blast: blast.median(),
+            other: Some((other.label.clone(), other.median())),
+        }
+    }
+
+    pub fn alone(operation: impl Into<String>, blast: &Sample) -> Row {
+        Row {
+            operation: operation.into(),
+            runs: blast.times.len(),
+            blast: blast.median(),
+            other: None,
+        }
+    }
+}
+
+/// A performance target from DESIGN.md and whether this run met it.
+pub struct Target {
+    pub goal: &'static str,
+    pub measured: String,
+    pub pass: bool,
+}
+
+/// What the parts of the benchmark found.
+#[derive(Default)]
+pub struct Results {
+    pub rows: Vec<Row>,
+    pub targets: Vec<Target>,
+    pub notes: Vec<String>,
+}
+
+impl Results {
+    pub fn extend(&mut self, other: Results) {
+        self.rows.extend(other.rows);
+        self.targets.extend(other.targets);
+        self.notes.extend(other.notes);
+    }
+}
+
+/// `12.3 ms` below ten seconds, `12.34 s` above.
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10_000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+/// Decimal megabytes, as the design's anchors count them.
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1e6)
+}
+
+/// `18087` → `18,087`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn ratio(blast: Duration, other: Duration) -> f64 {
+    blast.as_secs_f64() / other.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+pub fn print(results: &Results) {
+    let header = [
+        "operation",
+        "runs",
+        "blast median",
+        "other tool",
+        "other median",
+        "ratio",
+    ];
+    let lines: Vec<[String; 6]> = results
+        .rows
+        .iter()
+        .map(|row| {
+            let (tool, median, ratio) = match &row.other {
+                Some((tool, median)) => (
+                    tool.clone(),
+                    duration(*median),
+                    format!("{:.2}", ratio(row.blast, *median)),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            [
+                row.operation.clone(),
+                row.runs.to_string(),
+                duration(row.blast),
+                tool,
+                median,
+                ratio,
+            ]
+        })
+        .collect();
+    println!();
+    print_table(&header, &lines, &[false, true, true, false, true, true]);
+    println!("ratio = blast median / other median (below 1: blast is faster)");
+
+    if !results.targets.is_empty() {
+        println!();
+        let lines: Vec<[String; 3]> = results
+            .targets
+            .iter()
+            .map(|t| {
+                [
+                    t.goal.to_owned(),
+                    t.measured.clone(),
+                    if t.pass { "PASS" } else { "MISS" }.to_owned(),
+                ]
+            })
+            .collect();
+        print_table(
+            &["target (DESIGN.md)", "measured", "result"],
+            &lines,
+            &[false, false, false],
+        );
+    }
+    if !results.notes.is_empty() {
+        println!();
+        for note in &results.notes {
+            println!("- {note}");
+        }
+    }
+}
+
+/// Prints aligned columns; `right[i]` right-aligns column `i`.
+fn print_table<const N: usize>(header: &[&str; N], lines: &[[String; N]], right: &[bool; N]) {
+    let mut widths = header.map(|h| h.chars().count());
+    for line in lines {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let render = |cells: [&str; N]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if right[i] {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                if i + 1 < N {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out
+    };
+    println!("{}", render(*header));
+    println!(
+        "{}",
+        render(widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str))
+    );
+    for line in lines {
+        println!("{}", render(line.each_ref().map(String::as_str)));
+    }
+}
