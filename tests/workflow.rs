@@ -565,3 +565,33 @@ fn activate_script_puts_the_env_first_and_deactivate_restores() {
     assert_eq!(lines[4], "restored", "{text}");
     assert_eq!(lines[5], "[]", "{text}");
 }
+
+#[test]
+fn linking_the_same_objects_elsewhere_keeps_other_envs_stat_caches_valid() {
+    let b = Blast::new();
+    let src = b.create_path_env("src");
+    pip_install(&src, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", src.to_str().unwrap()]);
+    let a = b.work.join("a");
+    b.ok(&[
+        "sync",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        a.to_str().unwrap(),
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    b.ok(&["snapshot", "-e", a.to_str().unwrap()]);
+    // Linking the same objects into another env moves their shared ctime…
+    b.ok(&[
+        "sync",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        b.work.join("c").to_str().unwrap(),
+    ]);
+    // …which must not make `a`'s files look changed.
+    let snap = b.json(&["snapshot", "-e", a.to_str().unwrap()]);
+    assert!(snap["snapshot"].is_null(), "{snap}");
+    assert_eq!(snap["files_hashed"], 0, "{snap}");
+}

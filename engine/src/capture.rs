@@ -5,13 +5,13 @@
 //! parallel. `__pycache__` directories are caches, not content, and are never looked at. Files that
 //! contain the environment's own paths are stored with placeholders (see `store_format::Placeholders`).
 
-use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 use store_format::{Node, ObjectId, Placeholders};
 
 use crate::error::{Error, IoContext, Result};
@@ -40,6 +40,7 @@ pub struct FileStat {
     pub mtime_ns: i64,
     pub ctime_ns: i64,
     pub mode: u32,
+    pub nlink: u64,
 }
 
 impl FileStat {
@@ -50,7 +51,14 @@ impl FileStat {
             mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
             ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
             mode: meta.mode(),
+            nlink: meta.nlink(),
         }
+    }
+
+    /// A file with several links (in blast, a hardlink of a store object shared with other
+    /// environments) does not own its ctime: linking or unlinking the inode anywhere moves it.
+    fn shares_inode(&self) -> bool {
+        self.nlink > 1
     }
 
     fn is_racy(&self, now_ns: i64) -> bool {
@@ -61,7 +69,12 @@ impl FileStat {
         } else {
             RACY_WINDOW_NS
         };
-        self.mtime_ns.max(self.ctime_ns) >= now_ns.saturating_sub(window)
+        let changed = if self.shares_inode() {
+            self.mtime_ns
+        } else {
+            self.mtime_ns.max(self.ctime_ns)
+        };
+        changed >= now_ns.saturating_sub(window)
     }
 }
 
@@ -74,13 +87,28 @@ struct CachedFile {
     relocatable: bool,
 }
 
+impl CachedFile {
+    /// For a file that shares its inode, ctime and the link count are left out (other environments move
+    /// them); a write still changes the mtime, a chmod the mode.
+    fn matches(&self, stat: &FileStat) -> bool {
+        if self.stat.shares_inode() && stat.shares_inode() {
+            self.stat.ino == stat.ino
+                && self.stat.size == stat.size
+                && self.stat.mtime_ns == stat.mtime_ns
+                && self.stat.mode == stat.mode
+        } else {
+            self.stat == *stat
+        }
+    }
+}
+
 /// Path → what the file was when last hashed. Stored in the index as one blob per environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatCache {
-    files: HashMap<String, CachedFile>,
+    files: FxHashMap<String, CachedFile>,
 }
 
-const STAT_CACHE_VERSION: u8 = 1;
+const STAT_CACHE_VERSION: u8 = 2;
 
 impl StatCache {
     pub fn len(&self) -> usize {
@@ -124,7 +152,7 @@ impl StatCache {
         self.files.retain(|p, _| tree.entries.contains_key(p));
     }
 
-    /// A compact binary form: version, then per file: path, stat, object, stored size, flag.
+    /// A compact binary form: version, then per file: path, stat, object, stored size, link count, flag.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + self.files.len() * 100);
         out.push(STAT_CACHE_VERSION);
@@ -138,6 +166,7 @@ impl StatCache {
             out.extend_from_slice(&f.stat.mode.to_le_bytes());
             out.extend_from_slice(f.object.as_bytes());
             out.extend_from_slice(&f.stored_size.to_le_bytes());
+            out.extend_from_slice(&f.stat.nlink.to_le_bytes());
             out.push(u8::from(f.relocatable));
         }
         out
@@ -158,7 +187,7 @@ impl StatCache {
             rest = tail;
             Some(head)
         };
-        let mut files = HashMap::new();
+        let mut files = FxHashMap::default();
         while let Some(len) = take(4) {
             let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
             let path = std::str::from_utf8(take(len)?).ok()?.to_owned();
@@ -170,6 +199,7 @@ impl StatCache {
             let mode = u32::from_le_bytes(take(4)?.try_into().ok()?);
             let object = ObjectId::from_bytes(take(32)?.try_into().ok()?);
             let stored_size = u64_at(take(8)?);
+            let nlink = u64_at(take(8)?);
             let relocatable = take(1)?[0] != 0;
             files.insert(
                 path,
@@ -180,6 +210,7 @@ impl StatCache {
                         mtime_ns,
                         ctime_ns,
                         mode,
+                        nlink,
                     },
                     object,
                     stored_size,
@@ -200,13 +231,22 @@ pub struct Scan {
     pub hashed: usize,
 }
 
+/// Where a capture stores the objects of new files.
+#[derive(Clone, Copy)]
+pub struct Sink<'a> {
+    pub staging: &'a Staging<'a>,
+    /// A tree whose objects are known to be in the store (the HEAD being captured on top of): a file
+    /// recognised as one of its entries needs no look-up in the store.
+    pub present: &'a Tree,
+}
+
 /// Reads `root` into a tree. Files the cache recognises are not opened; others are hashed (with their
 /// paths abstracted) and, when `sink` is given, stored as objects.
 pub fn scan(
     root: &Path,
     cache: &StatCache,
     placeholders: &Placeholders,
-    sink: Option<&Staging<'_>>,
+    sink: Option<Sink<'_>>,
 ) -> Result<Scan> {
     let now_ns = now_ns();
     let ctx = ScanCtx {
@@ -254,7 +294,7 @@ struct Item {
 struct ScanCtx<'a> {
     cache: &'a StatCache,
     placeholders: &'a Placeholders,
-    sink: Option<&'a Staging<'a>>,
+    sink: Option<Sink<'a>>,
 }
 
 impl ScanCtx<'_> {
@@ -324,7 +364,7 @@ impl ScanCtx<'_> {
         let stat = FileStat::of(&meta);
         let executable = meta.permissions().mode() & 0o111 != 0;
         if let Some(hit) = self.cache.files.get(&path)
-            && hit.stat == stat
+            && hit.matches(&stat)
         {
             let node = Node::File {
                 object: hit.object,
@@ -332,9 +372,10 @@ impl ScanCtx<'_> {
                 executable,
                 relocatable: hit.relocatable,
             };
-            // A cached object may have been swept since; the sink then stores it again.
+            // A cached object not in HEAD may have been swept since; the sink then stores it again.
             if let Some(sink) = self.sink
-                && !sink.has_object(&hit.object, executable)
+                && sink.present.entries.get(&path) != Some(&node)
+                && !sink.staging.has_object(&hit.object, executable)
             {
                 return self.hash_file(abs, path, stat, executable);
             }
@@ -366,7 +407,7 @@ impl ScanCtx<'_> {
         let relocatable = abstracted.is_some();
         let stored = abstracted.as_deref().unwrap_or(&bytes);
         let object = match self.sink {
-            Some(sink) => sink.put_object(stored, executable)?,
+            Some(sink) => sink.staging.put_object(stored, executable)?,
             None => ObjectId::of(stored),
         };
         Ok(vec![Item {
@@ -409,6 +450,7 @@ mod tests {
             mtime_ns: 1,
             ctime_ns: 2,
             mode: 0o100644,
+            nlink: 1,
         };
         let node = Node::File {
             object: ObjectId::of(b"abc"),
@@ -435,6 +477,7 @@ mod tests {
             mtime_ns: now,
             ctime_ns: now,
             mode: 0o100644,
+            nlink: 1,
         };
         let node = Node::File {
             object: ObjectId::of(b"x"),

@@ -91,6 +91,17 @@ impl Index {
         opts.set_max_log_file_size(1 << 20);
         opts.set_skip_stats_update_on_db_open(true);
         opts.set_max_open_files(64);
+        // Records are small and every write is a synced WAL append: keep the memtable small and let
+        // open and close replay and keep it rather than writing a table file each time.
+        opts.set_write_buffer_size(4 << 20);
+        let opts = opts
+            .get_options_from_string(
+                "avoid_flush_during_recovery=true;avoid_flush_during_shutdown=true",
+            )
+            .map_err(|e| Error::Index {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
         let db = DB::open(&opts, &path).map_err(|e| Error::Index {
             path: path.clone(),
             detail: format!(

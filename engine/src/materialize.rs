@@ -298,8 +298,29 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .open(path)
         .at("creating", path)?;
     file.write_all(bytes).at("writing", path)?;
-    // The umask may have narrowed the mode at creation.
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).at("setting mode of", path)
+    // A umask beyond 022 narrowed the mode at creation; the usual one did not, saving a syscall a file.
+    if umask_narrows(mode) {
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .at("setting mode of", path)?;
+    }
+    Ok(())
+}
+
+/// Whether this process's umask removes bits of `mode` (read once from /proc: setting the umask to
+/// read it would race with other threads creating files).
+fn umask_narrows(mode: u32) -> bool {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let umask = *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777)
+    });
+    mode & umask != 0
 }
 
 /// True for the temporary names the materializer uses (a crash may leave one behind).

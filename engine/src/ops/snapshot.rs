@@ -65,7 +65,11 @@ pub(crate) fn capture_into_snapshot(
     let head_tree = store.tree_of(&head)?;
     let cache = load_stat_cache(store, &env.record.id)?;
     let staging = store.objects().begin()?;
-    let scan = capture::scan(env.root(), &cache, &env.placeholders(), Some(&staging))?;
+    let sink = capture::Sink {
+        staging: &staging,
+        present: &head_tree,
+    };
+    let scan = capture::scan(env.root(), &cache, &env.placeholders(), Some(sink))?;
     let mut report = SnapshotReport {
         env: env.label().to_owned(),
         snapshot: None,
