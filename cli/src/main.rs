@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use engine::gc::{self, CleanOptions};
-use engine::ops::{self, CreateOptions};
+use engine::ops::{self, CreateOptions, ExportFormat, ExportOptions, RestoreTarget};
 use engine::{Result, Store};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
@@ -114,6 +114,45 @@ enum Command {
         #[arg(short = 'e', long = "env", value_name = "NAME|PATH")]
         env: Option<String>,
     },
+    /// Write a snapshot as an image (`.blast`), a pinned requirements.txt or a PEP 751 pylock.toml.
+    Export {
+        #[command(flatten)]
+        env: EnvArg,
+        /// The snapshot to export (an id or prefix; with an environment also a tag or @~N); default HEAD.
+        #[arg(long, value_name = "ID")]
+        snapshot: Option<String>,
+        /// Where to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// A thin image: leave out what this image file or snapshot already holds.
+        #[arg(long, value_name = "FILE|ID")]
+        base: Option<String>,
+        /// Include the environment's earlier snapshots.
+        #[arg(long)]
+        history: bool,
+        #[arg(long, default_value = "blast", value_parser = ["blast", "requirements", "pylock"])]
+        format: String,
+    },
+    /// Verify an image and add its snapshots to the store (with --name, as a new environment).
+    Import {
+        image: PathBuf,
+        /// Also create a named environment at the image's snapshot.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Import an image and materialize it as a new environment, in one command.
+    Restore {
+        image: PathBuf,
+        /// Directory of the new environment.
+        #[arg(long, required_unless_present = "name", conflicts_with = "name")]
+        path: Option<PathBuf>,
+        /// Name of the new environment.
+        #[arg(long)]
+        name: Option<String>,
+        /// Interpreter to run it on (default: python3, else pythonX.Y matching the image).
+        #[arg(long)]
+        python: Option<String>,
+    },
     /// Remove what no environment, kept history entry or tag needs.
     Clean {
         /// Report what would be removed, remove nothing.
@@ -188,6 +227,63 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !report.is_clean() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Export {
+            env,
+            snapshot,
+            output,
+            base,
+            history,
+            format,
+        } => {
+            let format = match format.as_str() {
+                "requirements" => ExportFormat::Requirements,
+                "pylock" => ExportFormat::Pylock,
+                _ => ExportFormat::Blast,
+            };
+            let options = ExportOptions {
+                env: env.env,
+                snapshot,
+                output,
+                base,
+                history,
+                format,
+            };
+            out.exported(&ops::export(&open()?, &options, &out.progress())?)
+        }
+        Command::Import { image, name: None } => {
+            out.imported(&ops::import(&open()?, &image, &out.progress())?)
+        }
+        Command::Import {
+            image,
+            name: Some(name),
+        } => out.restored(&ops::restore(
+            &open()?,
+            &image,
+            &RestoreTarget::Name(name),
+            None,
+            "import",
+            &out.progress(),
+        )?),
+        Command::Restore {
+            image,
+            path,
+            name,
+            python,
+        } => {
+            let target = match (path, name) {
+                (Some(path), _) => RestoreTarget::Path(path),
+                (None, Some(name)) => RestoreTarget::Name(name),
+                (None, None) => RestoreTarget::Path(PathBuf::from(".venv")),
+            };
+            out.restored(&ops::restore(
+                &open()?,
+                &image,
+                &target,
+                python.as_deref(),
+                "restore",
+                &out.progress(),
+            )?)
         }
         Command::Clean {
             dry_run,

@@ -3,13 +3,18 @@
 use bytesize::ByteSize;
 use comfy_table::{Table, presets::NOTHING};
 use engine::gc::CleanReport;
+use engine::images::Progress;
 use engine::index::EnvRecord;
 use engine::ops::{
-    CreateReport, DiffReport, EnvSummary, FileChange, LogEntry, MoveReport, SnapshotReport,
-    StatusReport, VerifyReport,
+    CreateReport, DiffReport, EnvSummary, ExportReport, FileChange, ImportReport, LogEntry,
+    MoveReport, RestoreReport, SnapshotReport, StatusReport, VerifyReport,
 };
 use engine::packages::PackageChange;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
 
 pub struct Output {
     pub json: bool,
@@ -52,6 +57,78 @@ impl Output {
             }
         }
         self.json
+    }
+
+    /// A progress bar on stderr for long work; drawn only on a terminal and never with --json.
+    pub fn progress(&self) -> Bar {
+        Bar {
+            shown: !self.json && std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
+    }
+
+    pub fn exported(&self, r: &ExportReport) {
+        if self.json(r) {
+            return;
+        }
+        if r.format != "blast" {
+            println!(
+                "wrote {} ({}): {} packages pinned from snapshot {}",
+                r.file,
+                r.format,
+                r.packages,
+                short(&r.head)
+            );
+            return;
+        }
+        println!(
+            "wrote {} ({}): snapshot {}, {} packages",
+            r.file,
+            ByteSize(r.file_bytes),
+            short(&r.head),
+            r.packages
+        );
+        println!(
+            "  {} snapshots, {} layers, {} objects ({} before compression)",
+            r.snapshots.len(),
+            r.layers,
+            r.objects,
+            ByteSize(r.object_bytes)
+        );
+        if let Some(base) = &r.base {
+            println!(
+                "  thin image over {}: {} layers and {} objects the base has are left out",
+                short(base),
+                r.layers_omitted,
+                r.objects_omitted
+            );
+        }
+        println!("  needs {}", r.python);
+    }
+
+    pub fn imported(&self, r: &ImportReport) {
+        if self.json(r) {
+            return;
+        }
+        print_import(r);
+        println!(
+            "  no environment uses it yet: `blast restore {} --path DIR` makes one (until then `blast clean` may remove it)",
+            r.image
+        );
+    }
+
+    pub fn restored(&self, r: &RestoreReport) {
+        if self.json(r) {
+            return;
+        }
+        print_import(&r.import);
+        let what = r
+            .name
+            .as_deref()
+            .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
+        println!("restored {what} ({} files)", r.files);
+        println!("  python   {}", r.python);
+        println!("  activate with: source {}/bin/activate", r.path);
     }
 
     pub fn create(&self, r: &CreateReport) {
@@ -296,6 +373,75 @@ impl Output {
         );
         if r.staging_reclaimed > 0 {
             println!("reclaimed {} abandoned staging areas", r.staging_reclaimed);
+        }
+    }
+}
+
+fn print_import(r: &ImportReport) {
+    println!(
+        "imported snapshot {} from {} ({}): {} packages",
+        short(&r.head),
+        r.image,
+        ByteSize(r.image_bytes),
+        r.packages
+    );
+    println!(
+        "  new in the store: {} snapshots, {} layers, {} objects (of {}, {})",
+        r.new_snapshots,
+        r.new_layers,
+        r.new_objects,
+        r.objects,
+        ByteSize(r.object_bytes)
+    );
+    if let Some(base) = &r.base {
+        println!("  thin image over {}", short(base));
+    }
+    println!("  needs {}", r.python);
+}
+
+/// The engine's progress, drawn with indicatif: a bar when the total is known, else a spinner.
+pub struct Bar {
+    shown: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bar {
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<ProgressBar>> {
+        self.bar.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Progress for Bar {
+    fn begin(&self, phase: &'static str, total: Option<u64>) {
+        if !self.shown {
+            return;
+        }
+        let bar = match total {
+            Some(total) => ProgressBar::new(total).with_style(
+                ProgressStyle::with_template(
+                    "{msg:>13} [{bar:24}] {binary_bytes}/{binary_total_bytes} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner(),
+        };
+        bar.set_message(phase);
+        bar.enable_steady_tick(Duration::from_millis(100));
+        if let Some(old) = self.current().replace(bar) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn advance(&self, amount: u64) {
+        if let Some(bar) = self.current().as_ref() {
+            bar.inc(amount);
+        }
+    }
+
+    fn end(&self) {
+        if let Some(bar) = self.current().take() {
+            bar.finish_and_clear();
         }
     }
 }

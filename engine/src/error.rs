@@ -90,8 +90,87 @@ pub enum Error {
     BadEnvName(String),
     #[error("tag `{tag}` is not valid: {why}")]
     BadTag { tag: String, why: &'static str },
+    #[error("image `{}`{}: {problem}", image.display(), entry.as_deref().map(|e| format!(", entry `{e}`")).unwrap_or_default())]
+    Image {
+        image: PathBuf,
+        /// The archive entry at fault, when one is.
+        entry: Option<String>,
+        problem: Box<ImageProblem>,
+    },
+    #[error(
+        "the image needs {needed}, and no interpreter here matches:\n{}\ninstall that Python or pass `--python PATH`",
+        list_paths(tried)
+    )]
+    NoMatchingPython { needed: String, tried: Vec<String> },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Why an image (`.blast` file) was refused. Import trusts nothing: each of these stops it before
+/// anything reaches the store.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageProblem {
+    #[error("not a blast image: its first entry must be `blast-image.json`")]
+    NotAnImage,
+    #[error("the manifest is invalid: {0}")]
+    Manifest(String),
+    #[error("image format version {found}; this blast reads version {supported}: upgrade blast")]
+    UnsupportedVersion { found: u64, supported: u64 },
+    #[error("the path is absolute; an image holds only relative names")]
+    AbsolutePath,
+    #[error("the path climbs out with `..`")]
+    ParentDir,
+    #[error("it is a {0} entry; an image holds only regular files")]
+    NotRegularFile(&'static str),
+    #[error("not a name a blast image uses")]
+    UnknownName,
+    #[error("it appears twice")]
+    Duplicate,
+    #[error("it comes after `{0}`, out of the image's fixed order")]
+    OutOfOrder(String),
+    #[error("its bytes do not hash to its name (they hash to {0})")]
+    HashMismatch(String),
+    #[error("its size is {found} bytes, but the layers that use it record {expected}")]
+    SizeMismatch { found: u64, expected: u64 },
+    #[error("it ends after {got} of its {expected} bytes: the image is truncated")]
+    Truncated { got: u64, expected: u64 },
+    #[error("it does not decode: {0}")]
+    Undecodable(#[source] FormatError),
+    #[error("it does not apply as a layer of snapshot {snapshot}: {detail}")]
+    DoesNotApply { snapshot: String, detail: String },
+    #[error("in snapshot {snapshot}, symlink `{path}` -> `{target}` {why}")]
+    SymlinkEscapes {
+        snapshot: String,
+        path: String,
+        target: String,
+        why: &'static str,
+    },
+    #[error("the manifest does not list it")]
+    NotInManifest,
+    #[error("none of the image's snapshots uses it")]
+    Unreferenced,
+    #[error("{0} is neither in the image nor in this store")]
+    Missing(String),
+    #[error(
+        "it is a thin image over snapshot {base}, which this store lacks ({missing} is missing): import or restore an image of {base} first"
+    )]
+    NeedsBase { base: String, missing: String },
+    #[error(
+        "{0}: refusing a possible decompression bomb (BLAST_IMAGE_MAX_BYTES sets the limit on decompressed bytes)"
+    )]
+    TooLarge(String),
+    #[error("it cannot be read: {0} (the file is truncated, damaged or not a blast image)")]
+    Stream(String),
+    #[error("data follows the end of its archive")]
+    TrailingData,
+    #[error(
+        "the manifest declares {declared} {what}, the image holds {found}: it is truncated or was altered"
+    )]
+    CountMismatch {
+        what: &'static str,
+        declared: u64,
+        found: u64,
+    },
 }
 
 fn list_paths(paths: &[String]) -> String {

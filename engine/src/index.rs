@@ -87,6 +87,8 @@ impl Index {
         )?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
+        // Its info log dumps every option at each open: warnings and errors are what is worth keeping.
+        opts.set_log_level(rocksdb::LogLevel::Warn);
         opts.set_keep_log_file_num(2);
         opts.set_max_log_file_size(1 << 20);
         opts.set_skip_stats_update_on_db_open(true);

@@ -10,6 +10,7 @@
 //! - [`python`], [`venv`]: interpreter discovery and the venv's own files.
 //! - [`packages`]: the package view from `*.dist-info`.
 //! - [`gc`]: garbage collection.
+//! - [`images`]: `.blast` images, written deterministically and read trusting nothing.
 //! - [`ops`]: the operations behind the commands.
 
 pub mod capture;
@@ -17,6 +18,7 @@ mod crash;
 pub mod error;
 mod fsutil;
 pub mod gc;
+pub mod images;
 pub mod index;
 mod lock;
 pub mod materialize;

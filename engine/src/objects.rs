@@ -224,6 +224,56 @@ impl Staging<'_> {
         Ok(id)
     }
 
+    /// Reads `reader` to its end, hashing the bytes as they stream past (never holding them in memory).
+    /// They are staged as object `id` only when they hash to `id` and that variant is neither in the store
+    /// nor staged already; otherwise nothing is kept. Returns what the bytes hashed to and how many there
+    /// were, so the caller can reject a mismatch.
+    pub fn put_object_from(
+        &self,
+        id: &ObjectId,
+        executable: bool,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<(ObjectId, u64)> {
+        let target = self.store.object_path(id, executable);
+        let mut hasher = blake3::Hasher::new();
+        if self.has_object(id, executable) {
+            let len = std::io::copy(reader, &mut hasher).at("reading object for", &target)?;
+            return Ok((ObjectId::from(hasher.finalize()), len));
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(n.to_string());
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .at("creating staged file", &tmp)?;
+        let mut tee = HashingWriter {
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            hasher: &mut hasher,
+        };
+        let copied = std::io::copy(reader, &mut tee).and_then(|len| {
+            tee.file.flush()?;
+            Ok(len)
+        });
+        let len = match copied {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e).at("staging object for", &target);
+            }
+        };
+        let actual = ObjectId::from(hasher.finalize());
+        if actual != *id {
+            fs::remove_file(&tmp).at("removing rejected staged file", &tmp)?;
+            return Ok((actual, len));
+        }
+        let mode = if executable { 0o555 } else { 0o444 };
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).at("setting mode of", &tmp)?;
+        self.pending().entry(target).or_insert(tmp);
+        Ok((actual, len))
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -339,4 +389,22 @@ pub(crate) fn unique_name() -> String {
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let seed = format!("{now}-{}-{seq}", std::process::id());
     blake3::hash(seed.as_bytes()).to_hex()[..20].to_owned()
+}
+
+/// Writes to a file and a hasher at once.
+struct HashingWriter<'h, W> {
+    file: W,
+    hasher: &'h mut blake3::Hasher,
+}
+
+impl<W: Write> Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }

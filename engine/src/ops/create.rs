@@ -158,7 +158,7 @@ pub fn remove(store: &Store, selector: &str) -> Result<EnvRecord> {
     Ok(env.record.clone())
 }
 
-fn is_nonempty(path: &std::path::Path) -> bool {
+pub(crate) fn is_nonempty(path: &std::path::Path) -> bool {
     match std::fs::read_dir(path) {
         Ok(mut entries) => entries.next().is_some(),
         Err(_) => path.exists(),

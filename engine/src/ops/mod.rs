@@ -3,12 +3,17 @@
 //! CLI renders as text or JSON.
 
 mod create;
+mod images;
 mod inspect;
 mod moves;
 mod snapshot;
 mod verify;
 
 pub use create::{CreateOptions, CreateReport, create, remove};
+pub use images::{
+    ExportFormat, ExportOptions, ExportReport, ImportReport, RestoreReport, RestoreTarget, export,
+    import, restore,
+};
 pub use inspect::{
     DiffReport, EnvSummary, FileChange, LogEntry, StatusReport, diff, list, log, status,
 };

@@ -1,0 +1,833 @@
+//! Reading an image, trusting nothing. One pass over the stream:
+//!
+//! 1. the manifest (first, bounded in size, known format and version);
+//! 2. snapshots: each listed by the manifest, hashing to its name, decoding; then the head is shown to the
+//!    caller (a restore checks for a matching Python before gigabytes of objects are read);
+//! 3. layers: each used by a snapshot, hashing to its name, decoding; then the layers the image left out
+//!    come from the store (or the import fails, naming the base a thin image needs), every snapshot's
+//!    layers must apply (`Tree::apply` checks parents) and its symlinks must stay in the environment;
+//! 4. objects: each named by a layer, of the size the layers record, streamed into staging while hashed.
+//!
+//! Every entry must be a regular file with a relative name of the image grammar, in the fixed order, once.
+//! Decompressed bytes are counted against [`Limits`]. Nothing staged is committed unless all of it held.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::rc::Rc;
+
+use store_format::{Change, Layer, LayerId, Node, ObjectId, Snapshot, SnapshotId};
+
+use super::stream::{CompressedSide, DecompressedSide, Meter, Tracked};
+use super::{
+    EntryName, IMAGE_FORMAT, IMAGE_VERSION, Limits, MANIFEST_NAME, Manifest, Progress,
+    ZSTD_WINDOW_LOG_MAX,
+};
+use crate::error::{Error, ImageProblem, IoContext, Result};
+use crate::objects::Staging;
+use crate::store::Store;
+use crate::tree::Tree;
+
+/// What an import added to the store.
+#[derive(Debug, Clone)]
+pub struct ImportOutcome {
+    pub manifest: Manifest,
+    /// The head snapshot, decoded.
+    pub head: Snapshot,
+    pub new_snapshots: usize,
+    pub new_layers: usize,
+    pub new_objects: usize,
+    /// Size of the image file.
+    pub image_bytes: u64,
+}
+
+/// Verifies the image at `path` and adds it to the store. `check_head` sees the head snapshot as soon as
+/// it is verified, before any layer or object is read; an error from it ends the import.
+pub fn import_image(
+    store: &Store,
+    path: &Path,
+    limits: &Limits,
+    progress: &dyn Progress,
+    check_head: &mut dyn FnMut(&Snapshot) -> Result<()>,
+) -> Result<ImportOutcome> {
+    let staging = store.objects().begin()?;
+    let image_bytes = std::fs::metadata(path).at("opening image", path)?.len();
+    let (manifest, layers, snapshots, new_objects) = {
+        let mut importer = Importer::new(store, path, *limits, Some(&staging), check_head);
+        progress.begin("verifying", Some(image_bytes));
+        let read = importer.run(progress);
+        progress.end();
+        read?;
+        (
+            importer.manifest()?.clone(),
+            std::mem::take(&mut importer.layers),
+            std::mem::take(&mut importer.snapshots),
+            importer.new_objects,
+        )
+    };
+    let mut new_layers = 0;
+    for (id, layer) in &layers {
+        new_layers += usize::from(!store.objects().layer_path(id).exists());
+        staging.put_layer(layer)?;
+    }
+    let mut new_snapshots = 0;
+    for (id, snapshot) in &snapshots {
+        new_snapshots += usize::from(!store.objects().has_snapshot(id));
+        staging.put_snapshot(snapshot)?;
+    }
+    let head = snapshots
+        .get(&manifest.head)
+        .cloned()
+        .ok_or_else(|| Error::Image {
+            image: path.to_owned(),
+            entry: None,
+            problem: Box::new(ImageProblem::Missing("its head snapshot".into())),
+        })?;
+    staging.commit()?;
+    Ok(ImportOutcome {
+        manifest,
+        head,
+        new_snapshots,
+        new_layers,
+        new_objects,
+        image_bytes,
+    })
+}
+
+/// Verifies an image up to its objects and returns its manifest and every layer of its snapshots (those
+/// it holds and those it left out, read from the store). For the base of a thin image.
+pub(crate) fn scan_layers(
+    store: &Store,
+    path: &Path,
+    limits: &Limits,
+    progress: &dyn Progress,
+) -> Result<(Manifest, BTreeMap<LayerId, Layer>)> {
+    let mut accept = |_: &Snapshot| Ok(());
+    let mut importer = Importer::new(store, path, *limits, None, &mut accept);
+    progress.begin("reading base", None);
+    let read = importer.run(progress);
+    progress.end();
+    read?;
+    let manifest = importer.manifest()?.clone();
+    let mut layers = std::mem::take(&mut importer.layers);
+    layers.append(&mut importer.store_layers);
+    Ok((manifest, layers))
+}
+
+enum Flow {
+    Continue,
+    /// Enough was read (a scan that does not need the objects).
+    Stop,
+}
+
+struct Importer<'a> {
+    store: &'a Store,
+    image: &'a Path,
+    limits: Limits,
+    /// `None` for a scan that stops before the objects.
+    staging: Option<&'a Staging<'a>>,
+    check_head: &'a mut dyn FnMut(&Snapshot) -> Result<()>,
+    meter: Rc<Meter>,
+    manifest: Option<Manifest>,
+    /// Section of the last entry, and its name.
+    section: u8,
+    last: String,
+    entries: u64,
+    /// Bytes of the snapshot and layer entries read so far.
+    metadata_bytes: u64,
+    snapshots: BTreeMap<SnapshotId, Snapshot>,
+    needed_layers: BTreeSet<LayerId>,
+    /// Layers read from the image.
+    layers: BTreeMap<LayerId, Layer>,
+    /// Layers the image left out, read from the store.
+    store_layers: BTreeMap<LayerId, Layer>,
+    /// `(object, executable)` → size, for every file of every layer of the image's snapshots.
+    needed_objects: BTreeMap<(ObjectId, bool), u64>,
+    received: BTreeSet<(ObjectId, bool)>,
+    object_bytes: u64,
+    new_objects: usize,
+}
+
+impl<'a> Importer<'a> {
+    fn new(
+        store: &'a Store,
+        image: &'a Path,
+        limits: Limits,
+        staging: Option<&'a Staging<'a>>,
+        check_head: &'a mut dyn FnMut(&Snapshot) -> Result<()>,
+    ) -> Self {
+        Importer {
+            store,
+            image,
+            limits,
+            staging,
+            check_head,
+            meter: Rc::default(),
+            manifest: None,
+            section: 0,
+            last: String::new(),
+            entries: 0,
+            metadata_bytes: 0,
+            snapshots: BTreeMap::new(),
+            needed_layers: BTreeSet::new(),
+            layers: BTreeMap::new(),
+            store_layers: BTreeMap::new(),
+            needed_objects: BTreeMap::new(),
+            received: BTreeSet::new(),
+            object_bytes: 0,
+            new_objects: 0,
+        }
+    }
+
+    fn fail(&self, entry: Option<String>, problem: ImageProblem) -> Error {
+        Error::Image {
+            image: self.image.to_owned(),
+            entry,
+            problem: Box::new(problem),
+        }
+    }
+
+    /// A failure of the stream: a limit that tripped, else what zstd or tar said.
+    fn stream_error(&self, entry: Option<String>, e: &io::Error) -> Error {
+        let problem = match self.meter.tripped.borrow().clone() {
+            Some(why) => ImageProblem::TooLarge(why),
+            None => ImageProblem::Stream(e.to_string()),
+        };
+        self.fail(entry, problem)
+    }
+
+    fn manifest(&self) -> Result<&Manifest> {
+        self.manifest
+            .as_ref()
+            .ok_or_else(|| self.fail(None, ImageProblem::NotAnImage))
+    }
+
+    fn run(&mut self, progress: &dyn Progress) -> Result<()> {
+        let file = File::open(self.image).at("opening image", self.image)?;
+        let compressed = CompressedSide {
+            file,
+            meter: self.meter.clone(),
+            progress,
+        };
+        let mut decoder = zstd::stream::read::Decoder::new(compressed)
+            .map_err(|e| self.stream_error(None, &e))?;
+        decoder
+            .window_log_max(ZSTD_WINDOW_LOG_MAX)
+            .map_err(|e| self.stream_error(None, &e))?;
+        let mut archive = tar::Archive::new(DecompressedSide {
+            inner: decoder,
+            meter: self.meter.clone(),
+            limits: self.limits,
+        });
+        let entries = archive
+            .entries()
+            .map_err(|e| self.stream_error(None, &e))?
+            .raw(true);
+        for entry in entries {
+            let mut entry = entry.map_err(|e| self.stream_error(None, &e))?;
+            if let Flow::Stop = self.accept(&mut entry)? {
+                return Ok(());
+            }
+        }
+        if self.manifest.is_none() {
+            return Err(self.fail(None, ImageProblem::NotAnImage));
+        }
+        if let Flow::Stop = self.enter_section(4)? {
+            return Ok(());
+        }
+        // After the archive's end: only tar's zero padding, then the end of the zstd frame (whose
+        // checksum the decoder verifies on the way).
+        let mut rest = archive.into_inner();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = rest
+                .read(&mut buf)
+                .map_err(|e| self.stream_error(None, &e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            if buf[..n].iter().any(|b| *b != 0) {
+                return Err(self.fail(None, ImageProblem::TrailingData));
+            }
+        }
+    }
+
+    fn accept<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<Flow> {
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let here = Some(shown.clone());
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(self.fail(
+                here,
+                ImageProblem::TooLarge(format!(
+                    "it has more than {} entries",
+                    self.limits.max_entries
+                )),
+            ));
+        }
+        if raw.first() == Some(&b'/') {
+            return Err(self.fail(here, ImageProblem::AbsolutePath));
+        }
+        if raw.split(|b| *b == b'/').any(|part| part == b"..") {
+            return Err(self.fail(here, ImageProblem::ParentDir));
+        }
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            return Err(self.fail(here, ImageProblem::NotRegularFile(kind_name(kind))));
+        }
+        let name = std::str::from_utf8(&raw)
+            .ok()
+            .and_then(EntryName::parse)
+            .ok_or_else(|| self.fail(here.clone(), ImageProblem::UnknownName))?;
+        let size = entry
+            .header()
+            .entry_size()
+            .map_err(|e| self.stream_error(here.clone(), &e))?;
+        if self.manifest.is_none() {
+            if name != EntryName::Manifest {
+                return Err(self.fail(here, ImageProblem::NotAnImage));
+            }
+            self.read_manifest(entry, size)?;
+            self.last = shown;
+            return Ok(Flow::Continue);
+        }
+        let duplicate = match name {
+            EntryName::Manifest => true,
+            EntryName::Snapshot(id) => self.snapshots.contains_key(&id),
+            EntryName::Layer(id) => self.layers.contains_key(&id),
+            EntryName::Object(id, x) => self.received.contains(&(id, x)),
+        };
+        if duplicate {
+            return Err(self.fail(here, ImageProblem::Duplicate));
+        }
+        if (name.section(), shown.as_str()) <= (self.section, self.last.as_str()) {
+            return Err(self.fail(here, ImageProblem::OutOfOrder(self.last.clone())));
+        }
+        if let Flow::Stop = self.enter_section(name.section())? {
+            return Ok(Flow::Stop);
+        }
+        match name {
+            EntryName::Manifest => {}
+            EntryName::Snapshot(id) => self.read_snapshot(entry, id, size, &shown)?,
+            EntryName::Layer(id) => self.read_layer(entry, id, size, &shown)?,
+            EntryName::Object(id, x) => self.read_object(entry, id, x, size, &shown)?,
+        }
+        self.last = shown;
+        Ok(Flow::Continue)
+    }
+
+    /// Finishes the sections before `section`.
+    fn enter_section(&mut self, section: u8) -> Result<Flow> {
+        while self.section < section {
+            match self.section {
+                1 => self.finish_snapshots()?,
+                2 => self.finish_layers()?,
+                3 => self.finish_objects()?,
+                _ => {}
+            }
+            self.section += 1;
+            if self.section == 3 && self.staging.is_none() {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The whole entry, which must be `size` bytes.
+    fn read_all<R: Read>(&self, entry: &mut R, size: u64, name: &str) -> Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        entry
+            .take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.stream_error(Some(name.to_owned()), &e))?;
+        if (bytes.len() as u64) < size {
+            return Err(self.fail(
+                Some(name.to_owned()),
+                ImageProblem::Truncated {
+                    got: bytes.len() as u64,
+                    expected: size,
+                },
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn too_large(&self, name: &str, what: &str, size: u64, max: u64) -> Result<()> {
+        if size > max {
+            return Err(self.fail(
+                Some(name.to_owned()),
+                ImageProblem::TooLarge(format!(
+                    "{what} is {size} bytes, more than the {max} an image may use"
+                )),
+            ));
+        }
+        Ok(())
+    }
+
+    fn count_metadata(&mut self, name: &str, size: u64) -> Result<()> {
+        self.metadata_bytes = self.metadata_bytes.saturating_add(size);
+        self.too_large(
+            name,
+            "with it, the snapshots and layers",
+            self.metadata_bytes,
+            self.limits.max_metadata,
+        )
+    }
+
+    fn read_manifest<R: Read>(&mut self, entry: &mut R, size: u64) -> Result<()> {
+        let here = || Some(MANIFEST_NAME.to_owned());
+        self.too_large(
+            MANIFEST_NAME,
+            "the manifest",
+            size,
+            self.limits.max_manifest,
+        )?;
+        let bytes = self.read_all(entry, size, MANIFEST_NAME)?;
+        let bad = |detail: String| self.fail(here(), ImageProblem::Manifest(detail));
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(IMAGE_FORMAT) {
+            return Err(bad(format!("its `format` is not `{IMAGE_FORMAT}`")));
+        }
+        match value.get("version").and_then(|v| v.as_u64()) {
+            Some(IMAGE_VERSION) => {}
+            Some(found) => {
+                return Err(self.fail(
+                    here(),
+                    ImageProblem::UnsupportedVersion {
+                        found,
+                        supported: IMAGE_VERSION,
+                    },
+                ));
+            }
+            None => return Err(bad("its `version` is not a number".into())),
+        }
+        let manifest: Manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        let unique: BTreeSet<&SnapshotId> = manifest.snapshots.iter().collect();
+        if unique.len() != manifest.snapshots.len() {
+            return Err(bad("it lists a snapshot twice".into()));
+        }
+        if manifest.snapshots.last() != Some(&manifest.head) {
+            return Err(bad("its head is not the last of its snapshots".into()));
+        }
+        let entries = (manifest.snapshots.len() as u64)
+            .saturating_add(manifest.layers)
+            .saturating_add(manifest.objects);
+        self.too_large(
+            MANIFEST_NAME,
+            "the content it declares",
+            manifest.object_bytes,
+            self.limits.max_bytes,
+        )?;
+        if entries >= self.limits.max_entries {
+            return Err(self.fail(
+                here(),
+                ImageProblem::TooLarge(format!(
+                    "it declares {entries} entries, more than {}",
+                    self.limits.max_entries
+                )),
+            ));
+        }
+        self.manifest = Some(manifest);
+        Ok(())
+    }
+
+    fn read_snapshot<R: Read>(
+        &mut self,
+        entry: &mut R,
+        id: SnapshotId,
+        size: u64,
+        name: &str,
+    ) -> Result<()> {
+        let here = || Some(name.to_owned());
+        if !self.manifest()?.snapshots.contains(&id) {
+            return Err(self.fail(here(), ImageProblem::NotInManifest));
+        }
+        self.too_large(name, "a snapshot", size, self.limits.max_snapshot)?;
+        self.count_metadata(name, size)?;
+        let bytes = self.read_all(entry, size, name)?;
+        let actual = SnapshotId::of(&bytes);
+        if actual != id {
+            return Err(self.fail(here(), ImageProblem::HashMismatch(actual.to_hex())));
+        }
+        let snapshot = Snapshot::decode(&bytes)
+            .map_err(|e| self.fail(here(), ImageProblem::Undecodable(e)))?;
+        self.snapshots.insert(id, snapshot);
+        Ok(())
+    }
+
+    fn finish_snapshots(&mut self) -> Result<()> {
+        let manifest = self.manifest()?;
+        if self.snapshots.len() != manifest.snapshots.len() {
+            return Err(self.fail(
+                None,
+                ImageProblem::CountMismatch {
+                    what: "snapshots",
+                    declared: manifest.snapshots.len() as u64,
+                    found: self.snapshots.len() as u64,
+                },
+            ));
+        }
+        let head = manifest.head;
+        if let Some(snapshot) = self.snapshots.get(&head) {
+            (self.check_head)(snapshot)?;
+        }
+        self.needed_layers = self
+            .snapshots
+            .values()
+            .flat_map(|s| s.layers.iter().copied())
+            .collect();
+        Ok(())
+    }
+
+    fn read_layer<R: Read>(
+        &mut self,
+        entry: &mut R,
+        id: LayerId,
+        size: u64,
+        name: &str,
+    ) -> Result<()> {
+        let here = || Some(name.to_owned());
+        if !self.needed_layers.contains(&id) {
+            return Err(self.fail(here(), ImageProblem::Unreferenced));
+        }
+        self.too_large(name, "a layer", size, self.limits.max_layer)?;
+        self.count_metadata(name, size)?;
+        let bytes = self.read_all(entry, size, name)?;
+        let actual = LayerId::of(&bytes);
+        if actual != id {
+            return Err(self.fail(here(), ImageProblem::HashMismatch(actual.to_hex())));
+        }
+        let layer =
+            Layer::decode(&bytes).map_err(|e| self.fail(here(), ImageProblem::Undecodable(e)))?;
+        self.layers.insert(id, layer);
+        Ok(())
+    }
+
+    /// What a missing part means: the base of a thin image is absent, or the image is incomplete.
+    fn missing(&self, what: String) -> Error {
+        match self.manifest.as_ref().and_then(|m| m.base) {
+            Some(base) if !self.store.objects().has_snapshot(&base) => self.fail(
+                None,
+                ImageProblem::NeedsBase {
+                    base: base.to_hex(),
+                    missing: what,
+                },
+            ),
+            _ => self.fail(None, ImageProblem::Missing(what)),
+        }
+    }
+
+    fn layer(&self, id: &LayerId) -> Option<&Layer> {
+        self.layers.get(id).or_else(|| self.store_layers.get(id))
+    }
+
+    fn finish_layers(&mut self) -> Result<()> {
+        let manifest = self.manifest()?;
+        if self.layers.len() as u64 != manifest.layers {
+            return Err(self.fail(
+                None,
+                ImageProblem::CountMismatch {
+                    what: "layers",
+                    declared: manifest.layers,
+                    found: self.layers.len() as u64,
+                },
+            ));
+        }
+        let absent: Vec<LayerId> = self
+            .needed_layers
+            .iter()
+            .filter(|id| !self.layers.contains_key(id))
+            .copied()
+            .collect();
+        for id in absent {
+            if !self.store.objects().layer_path(&id).exists() {
+                return Err(self.missing(format!("layer {id}")));
+            }
+            let layer = self.store.objects().layer(&id)?;
+            self.store_layers.insert(id, layer);
+        }
+        let mut flatten = 0u64;
+        for snapshot in self.snapshots.values() {
+            for layer_id in &snapshot.layers {
+                let entries = self.layer(layer_id).map_or(0, |l| l.changes.len() as u64);
+                flatten = flatten.saturating_add(entries);
+            }
+        }
+        if flatten > self.limits.max_flatten {
+            return Err(self.fail(
+                None,
+                ImageProblem::TooLarge(format!(
+                    "its snapshots apply {flatten} layer entries, more than {}",
+                    self.limits.max_flatten
+                )),
+            ));
+        }
+        for (snapshot_id, snapshot) in &self.snapshots {
+            let mut tree = Tree::default();
+            for layer_id in &snapshot.layers {
+                let layer = self
+                    .layer(layer_id)
+                    .ok_or_else(|| self.missing(format!("layer {layer_id}")))?;
+                tree.apply(layer).map_err(|detail| {
+                    self.fail(
+                        Some(EntryName::Layer(*layer_id).to_string()),
+                        ImageProblem::DoesNotApply {
+                            snapshot: snapshot_id.short(),
+                            detail,
+                        },
+                    )
+                })?;
+            }
+            if let Some((path, target, why)) = super::escaping_symlink(&tree) {
+                // Name the top-most layer of this snapshot that puts the link.
+                let culprit = snapshot.layers.iter().rev().find(|id| {
+                    self.layer(id)
+                        .is_some_and(|l| matches!(l.changes.get(&path), Some(Change::Put(_))))
+                });
+                return Err(self.fail(
+                    culprit.map(|id| EntryName::Layer(*id).to_string()),
+                    ImageProblem::SymlinkEscapes {
+                        snapshot: snapshot_id.short(),
+                        path,
+                        target,
+                        why,
+                    },
+                ));
+            }
+        }
+        let mut sizes: HashMap<ObjectId, u64> = HashMap::new();
+        let mut needed = BTreeMap::new();
+        for id in &self.needed_layers {
+            let Some(layer) = self.layer(id) else {
+                continue;
+            };
+            for change in layer.changes.values() {
+                let Change::Put(Node::File {
+                    object,
+                    size,
+                    executable,
+                    ..
+                }) = change
+                else {
+                    continue;
+                };
+                let recorded = *sizes.entry(*object).or_insert(*size);
+                if recorded != *size {
+                    return Err(self.fail(
+                        Some(EntryName::Layer(*id).to_string()),
+                        ImageProblem::SizeMismatch {
+                            found: *size,
+                            expected: recorded,
+                        },
+                    ));
+                }
+                needed.insert((*object, *executable), *size);
+            }
+        }
+        self.needed_objects = needed;
+        Ok(())
+    }
+
+    fn read_object<R: Read>(
+        &mut self,
+        entry: &mut R,
+        id: ObjectId,
+        executable: bool,
+        size: u64,
+        name: &str,
+    ) -> Result<()> {
+        let here = || Some(name.to_owned());
+        let Some(&expected) = self.needed_objects.get(&(id, executable)) else {
+            return Err(self.fail(here(), ImageProblem::Unreferenced));
+        };
+        if size != expected {
+            return Err(self.fail(
+                here(),
+                ImageProblem::SizeMismatch {
+                    found: size,
+                    expected,
+                },
+            ));
+        }
+        let Some(staging) = self.staging else {
+            return Ok(());
+        };
+        let existed = staging.has_object(&id, executable);
+        let mut tracked = Tracked {
+            inner: entry.take(size),
+            failed: None,
+        };
+        let streamed = staging.put_object_from(&id, executable, &mut tracked);
+        let (actual, got) = match (streamed, tracked.failed) {
+            (Ok(done), _) => done,
+            (Err(_), Some(read_error)) => return Err(self.stream_error(here(), &read_error)),
+            (Err(e), None) => return Err(e),
+        };
+        if got < size {
+            return Err(self.fail(
+                here(),
+                ImageProblem::Truncated {
+                    got,
+                    expected: size,
+                },
+            ));
+        }
+        if actual != id {
+            return Err(self.fail(here(), ImageProblem::HashMismatch(actual.to_hex())));
+        }
+        self.received.insert((id, executable));
+        self.object_bytes += size;
+        self.new_objects += usize::from(!existed);
+        Ok(())
+    }
+
+    fn finish_objects(&mut self) -> Result<()> {
+        let manifest = self.manifest()?;
+        for (what, declared, found) in [
+            ("objects", manifest.objects, self.received.len() as u64),
+            ("object bytes", manifest.object_bytes, self.object_bytes),
+        ] {
+            if declared != found {
+                return Err(self.fail(
+                    None,
+                    ImageProblem::CountMismatch {
+                        what,
+                        declared,
+                        found,
+                    },
+                ));
+            }
+        }
+        for (&(id, executable), &size) in &self.needed_objects {
+            if self.received.contains(&(id, executable)) {
+                continue;
+            }
+            let name = EntryName::Object(id, executable).to_string();
+            let path = self.store.objects().object_path(&id, executable);
+            match path.symlink_metadata() {
+                Ok(meta) if meta.len() == size => {}
+                Ok(meta) => {
+                    return Err(self.fail(
+                        Some(name),
+                        ImageProblem::SizeMismatch {
+                            found: meta.len(),
+                            expected: size,
+                        },
+                    ));
+                }
+                Err(_) => return Err(self.missing(format!("object `{name}`"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(kind: tar::EntryType) -> &'static str {
+    use tar::EntryType as T;
+    match kind {
+        T::Symlink => "symlink",
+        T::Link => "hard link",
+        T::Char => "character device",
+        T::Block => "block device",
+        T::Fifo => "fifo",
+        T::Directory => "directory",
+        T::Continuous => "contiguous file",
+        T::GNULongName | T::GNULongLink => "GNU long name",
+        T::GNUSparse => "sparse file",
+        T::XHeader | T::XGlobalHeader => "pax header",
+        _ => "non-regular",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::NoProgress;
+    use store_format::PythonTag;
+
+    /// An image with one snapshot that lists `repeats` times a layer of three directories.
+    fn image(repeats: usize) -> (Vec<u8>, SnapshotId) {
+        let mut layer = Layer::default();
+        for dir in ["a", "a/b", "c"] {
+            layer.changes.insert(dir.into(), Change::Put(Node::Dir));
+        }
+        let snapshot = Snapshot {
+            python: PythonTag {
+                implementation: "cpython".into(),
+                version: "3.11.7".into(),
+                soabi: String::new(),
+                platform: "linux-x86_64".into(),
+            },
+            layers: vec![layer.id(); repeats],
+            packages: Vec::new(),
+        };
+        let manifest = Manifest {
+            format: IMAGE_FORMAT.into(),
+            version: IMAGE_VERSION,
+            head: snapshot.id(),
+            snapshots: vec![snapshot.id()],
+            base: None,
+            layers: 1,
+            objects: 0,
+            object_bytes: 0,
+        };
+        let mut tar_bytes = Vec::new();
+        let mut builder = tar::Builder::new(&mut tar_bytes);
+        for (name, bytes) in [
+            (EntryName::Manifest, serde_json::to_vec(&manifest).unwrap()),
+            (EntryName::Snapshot(snapshot.id()), snapshot.encode()),
+            (EntryName::Layer(layer.id()), layer.encode()),
+        ] {
+            let mut header = tar::Header::new_ustar();
+            header.set_path(name.to_string()).unwrap();
+            header.set_size(bytes.len() as u64);
+            header.set_cksum();
+            builder.append(&header, &bytes[..]).unwrap();
+        }
+        builder.finish().unwrap();
+        drop(builder);
+        (zstd::encode_all(&tar_bytes[..], 3).unwrap(), snapshot.id())
+    }
+
+    /// Imports `bytes` into a fresh store; returns the result and the snapshots the store then holds.
+    fn import_with(limits: Limits, bytes: &[u8]) -> (Result<ImportOutcome>, Vec<SnapshotId>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("home")).unwrap();
+        let file = dir.path().join("x.blast");
+        std::fs::write(&file, bytes).unwrap();
+        let result = import_image(&store, &file, &limits, &NoProgress, &mut |_| Ok(()));
+        (result, store.objects().snapshot_ids().unwrap())
+    }
+
+    #[test]
+    fn flattening_work_and_metadata_in_memory_are_bounded() {
+        let (bytes, id) = image(50);
+        let (ok, stored) = import_with(Limits::default(), &bytes);
+        assert_eq!(ok.unwrap().manifest.head, id);
+        assert_eq!(stored, [id]);
+
+        let few = Limits {
+            max_flatten: 100,
+            ..Limits::default()
+        };
+        let (err, stored) = import_with(few, &bytes);
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.contains("apply 150 layer entries, more than 100"),
+            "{err}"
+        );
+        assert!(stored.is_empty());
+
+        let small = Limits {
+            max_metadata: 100,
+            ..Limits::default()
+        };
+        let (err, stored) = import_with(small, &image(10).0);
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("with it, the snapshots and layers"), "{err}");
+        assert!(stored.is_empty());
+    }
+}

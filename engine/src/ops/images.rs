@@ -1,0 +1,508 @@
+//! `blast export`, `blast import` and `blast restore`: environments leave and enter the store as images
+//! (see [`crate::images`]), or leave as a pinned requirements file or a PEP 751 `pylock.toml` for tools
+//! that do not speak blast. A restore imports and materializes in one command through the journaled
+//! HEAD move, at any path, on an interpreter that matches what the snapshot records.
+
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use store_format::{PythonTag, Snapshot, SnapshotId};
+
+use crate::capture::StatCache;
+use crate::error::{Error, IoContext, Result};
+use crate::images::{self, Limits, Plan, Progress};
+use crate::index::{Batch, EnvRecord, HistoryEntry};
+use crate::objects::unique_name;
+use crate::python::{self, PythonInfo};
+use crate::store::{Env, Store};
+use crate::transition::{Move, move_head};
+use crate::tree::Tree;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A `.blast` image.
+    Blast,
+    /// `name==version` lines.
+    Requirements,
+    /// A PEP 751 lock file.
+    Pylock,
+}
+
+impl ExportFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Blast => "blast",
+            ExportFormat::Requirements => "requirements",
+            ExportFormat::Pylock => "pylock",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The environment (its HEAD, or the context for `snapshot`'s tags and `@~N`).
+    pub env: Option<String>,
+    /// A snapshot: an id or prefix, or with an environment also a tag or `@~N`.
+    pub snapshot: Option<String>,
+    pub output: PathBuf,
+    /// An image file or a snapshot the receiver has: its layers and objects are left out.
+    pub base: Option<String>,
+    /// Also the environment's earlier snapshots.
+    pub history: bool,
+    pub format: ExportFormat,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExportReport {
+    pub file: String,
+    pub format: &'static str,
+    pub head: SnapshotId,
+    /// Every snapshot in the image, oldest first.
+    pub snapshots: Vec<SnapshotId>,
+    pub base: Option<SnapshotId>,
+    /// What the head needs to run.
+    pub python: String,
+    pub packages: usize,
+    pub layers: u64,
+    pub objects: u64,
+    pub object_bytes: u64,
+    /// What the base made unnecessary.
+    pub layers_omitted: usize,
+    pub objects_omitted: usize,
+    pub file_bytes: u64,
+}
+
+pub fn export(
+    store: &Store,
+    opts: &ExportOptions,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
+    // `--snapshot` alone needs no environment; anything else works on one (default ./.venv).
+    let env = match (&opts.env, &opts.snapshot) {
+        (None, Some(_)) => None,
+        (selector, _) => Some(store.open_env(selector.as_deref())?),
+    };
+    let history = match &env {
+        Some(env) => store.index().history(&env.record.id)?,
+        None => Vec::new(),
+    };
+    let resolve = |query: &str| match &env {
+        Some(env) => super::resolve_snapshot(store, &env.record.id, env.label(), &history, query),
+        None => resolve_in_store(store, query),
+    };
+    let head = match (&opts.snapshot, &env) {
+        (Some(query), _) => resolve(query)?,
+        (None, Some(env)) => env.head()?,
+        (None, None) => return Err(Error::NoEnvSelected),
+    };
+    let head_snapshot = store.snapshot(&head)?;
+    if opts.format != ExportFormat::Blast {
+        if opts.base.is_some() || opts.history {
+            return Err(Error::Invalid(
+                "--base and --history apply to images (`--format blast`) only".into(),
+            ));
+        }
+        let text = match opts.format {
+            ExportFormat::Requirements => requirements(&head, &head_snapshot)?,
+            _ => pylock(&head_snapshot),
+        };
+        write_atomically(&opts.output, text.as_bytes())?;
+        return Ok(ExportReport {
+            file: opts.output.display().to_string(),
+            format: opts.format.name(),
+            head,
+            snapshots: vec![head],
+            base: None,
+            python: describe_tag(&head_snapshot.python),
+            packages: head_snapshot.packages.len(),
+            layers: 0,
+            objects: 0,
+            object_bytes: 0,
+            layers_omitted: 0,
+            objects_omitted: 0,
+            file_bytes: text.len() as u64,
+        });
+    }
+    let mut snapshots = Vec::new();
+    if opts.history {
+        if env.is_none() {
+            return Err(Error::Invalid(
+                "--history exports an environment's history: name the environment with -e".into(),
+            ));
+        }
+        // Oldest first; snapshots that `blast clean` removed are no longer there to export.
+        let mut seen = HashSet::new();
+        for entry in &history {
+            if entry.to != head && store.objects().has_snapshot(&entry.to) && seen.insert(entry.to)
+            {
+                snapshots.push(entry.to);
+            }
+        }
+    }
+    snapshots.push(head);
+    let base = match &opts.base {
+        None => None,
+        Some(base) if Path::new(base).is_file() => Some(images::base_from_image(
+            store,
+            Path::new(base),
+            &Limits::from_env()?,
+            progress,
+        )?),
+        Some(base) if base.contains('/') || base.ends_with(".blast") => {
+            return Err(Error::Invalid(format!(
+                "base image `{base}` does not exist: give an image file or a snapshot id"
+            )));
+        }
+        Some(base) => Some(images::base_from_store(store, &resolve(base)?)?),
+    };
+    let written = images::write_image(store, &opts.output, &Plan { snapshots, base }, progress)?;
+    let m = written.manifest;
+    Ok(ExportReport {
+        file: opts.output.display().to_string(),
+        format: opts.format.name(),
+        head,
+        snapshots: m.snapshots,
+        base: m.base,
+        python: describe_tag(&head_snapshot.python),
+        packages: head_snapshot.packages.len(),
+        layers: m.layers,
+        objects: m.objects,
+        object_bytes: m.object_bytes,
+        layers_omitted: written.layers_omitted,
+        objects_omitted: written.objects_omitted,
+        file_bytes: written.file_bytes,
+    })
+}
+
+/// A snapshot of the store by its id or a unique prefix of 4+ hex digits.
+fn resolve_in_store(store: &Store, query: &str) -> Result<SnapshotId> {
+    let is_hex = query.len() >= 4
+        && query
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let mut candidates: Vec<SnapshotId> = if is_hex {
+        store
+            .objects()
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(query))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    candidates.sort();
+    match candidates.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Error::Invalid(format!(
+            "no snapshot `{query}` in the store: give an id or a prefix of 4+ digits \
+             (`blast log` shows them), or select an environment with -e to use its tags and @~N"
+        ))),
+        many => Err(Error::AmbiguousSnapshot {
+            query: query.to_owned(),
+            candidates: many.iter().map(|id| id.short()).collect(),
+        }),
+    }
+}
+
+/// `cpython 3.11 (exported with 3.11.2; ABI cpython-311-x86_64-linux-gnu; platform linux-x86_64)`.
+fn describe_tag(tag: &PythonTag) -> String {
+    let abi = if tag.soabi.is_empty() {
+        "any"
+    } else {
+        &tag.soabi
+    };
+    format!(
+        "{} {} (exported with {}; ABI {abi}; platform {})",
+        tag.implementation,
+        tag.minor_version(),
+        tag.version,
+        tag.platform
+    )
+}
+
+/// Pinned `name==version` lines, sorted by name.
+fn requirements(id: &SnapshotId, snapshot: &Snapshot) -> Result<String> {
+    let mut out = format!(
+        "# Pinned by `blast export --format requirements` from snapshot {id}\n# Python: {}\n",
+        describe_tag(&snapshot.python)
+    );
+    for package in &snapshot.packages {
+        let name_ok = package
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let version_ok = package
+            .version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'!'));
+        if !name_ok || !version_ok {
+            return Err(Error::Invalid(format!(
+                "package `{}` version `{}` cannot be pinned in a requirements file (not a PEP 503 name and PEP 440 version)",
+                package.name, package.version
+            )));
+        }
+        out.push_str(&format!("{}=={}\n", package.name, package.version));
+    }
+    Ok(out)
+}
+
+/// A PEP 751 lock file with the packages' names and versions (blast records no sources or hashes).
+fn pylock(snapshot: &Snapshot) -> String {
+    let mut out = format!(
+        "lock-version = \"1.0\"\nrequires-python = {}\ncreated-by = \"blast\"\n",
+        toml_string(&format!("=={}.*", snapshot.python.minor_version()))
+    );
+    for package in &snapshot.packages {
+        out.push_str(&format!(
+            "\n[[packages]]\nname = {}\nversion = {}\n",
+            toml_string(&package.name),
+            toml_string(&package.version)
+        ));
+    }
+    out
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Writes `bytes` beside `path` and renames it into place: never half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Invalid(format!("`{}` is not a file name", path.display())))?;
+    let tmp = path.with_file_name(format!(".{name}.blast-tmp-{}", std::process::id()));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .at("writing", &tmp)
+        .and_then(|()| fs::rename(&tmp, path).at("moving into place", path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImportReport {
+    pub image: String,
+    pub head: SnapshotId,
+    /// Every snapshot of the image, oldest first.
+    pub snapshots: Vec<SnapshotId>,
+    pub base: Option<SnapshotId>,
+    /// What the head needs to run.
+    pub python: String,
+    pub packages: usize,
+    /// What the store did not have yet.
+    pub new_snapshots: usize,
+    pub new_layers: usize,
+    pub new_objects: usize,
+    pub objects: u64,
+    pub object_bytes: u64,
+    pub image_bytes: u64,
+}
+
+impl ImportReport {
+    fn of(image: &Path, outcome: images::ImportOutcome) -> Self {
+        let m = outcome.manifest;
+        ImportReport {
+            image: image.display().to_string(),
+            head: m.head,
+            snapshots: m.snapshots,
+            base: m.base,
+            python: describe_tag(&outcome.head.python),
+            packages: outcome.head.packages.len(),
+            new_snapshots: outcome.new_snapshots,
+            new_layers: outcome.new_layers,
+            new_objects: outcome.new_objects,
+            objects: m.objects,
+            object_bytes: m.object_bytes,
+            image_bytes: outcome.image_bytes,
+        }
+    }
+}
+
+/// Verifies an image and adds its snapshots to the store (no environment uses them yet).
+pub fn import(store: &Store, image: &Path, progress: &dyn Progress) -> Result<ImportReport> {
+    let outcome =
+        images::import_image(
+            store,
+            image,
+            &Limits::from_env()?,
+            progress,
+            &mut |_| Ok(()),
+        )?;
+    Ok(ImportReport::of(image, outcome))
+}
+
+/// Where a restore puts the environment.
+#[derive(Debug, Clone)]
+pub enum RestoreTarget {
+    Path(PathBuf),
+    Name(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    pub import: ImportReport,
+    pub env: String,
+    pub name: Option<String>,
+    pub path: String,
+    /// The interpreter the environment runs on.
+    pub python: String,
+    /// Files and symlinks written.
+    pub files: usize,
+}
+
+/// Imports an image and makes a new environment of its head, at `target`, on a matching interpreter
+/// (`python`, else `python3`, else `pythonX.Y`). The image's earlier snapshots become the environment's
+/// history, so `blast rollback` reaches them and `blast clean` keeps them.
+pub fn restore(
+    store: &Store,
+    image: &Path,
+    target: &RestoreTarget,
+    python: Option<&str>,
+    operation: &str,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let (name, path) = match target {
+        RestoreTarget::Path(path) => (None, crate::fsutil::resolve_path(path)?),
+        RestoreTarget::Name(name) => {
+            super::create::validate_env_name(name)?;
+            if store.index().env_by_name(name)?.is_some() {
+                return Err(Error::EnvExists(store.named_env_path(name)));
+            }
+            (Some(name.clone()), store.named_env_path(name))
+        }
+    };
+    let path_str = path
+        .to_str()
+        .ok_or_else(|| Error::NonUtf8Path(path.clone()))?
+        .to_owned();
+    if store.index().env_by_path(&path_str)?.is_some() || super::create::is_nonempty(&path) {
+        return Err(Error::EnvExists(path));
+    }
+    let mut interpreter = None;
+    let outcome = images::import_image(
+        store,
+        image,
+        &Limits::from_env()?,
+        progress,
+        &mut |head: &Snapshot| {
+            interpreter = Some(matching_python(store, &head.python, python)?);
+            Ok(())
+        },
+    )?;
+    let interpreter = match interpreter {
+        Some(found) => found,
+        None => matching_python(store, &outcome.head.python, python)?,
+    };
+    let head = outcome.manifest.head;
+    let record = EnvRecord {
+        id: unique_name(),
+        name: name.clone(),
+        path: path_str.clone(),
+        head: None,
+        python: interpreter.clone(),
+        created: jiff::Timestamp::now().as_second(),
+    };
+    let mut with_journal = Batch::default();
+    with_journal.put_env(&record);
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let mut from = None;
+    let earlier = outcome.manifest.snapshots.iter().filter(|id| **id != head);
+    for (seq, id) in earlier.enumerate() {
+        with_journal.put_history(
+            &record.id,
+            &HistoryEntry {
+                seq: seq as u64,
+                time_ms: now_ms,
+                operation: operation.to_owned(),
+                message: Some("earlier snapshot from the image".into()),
+                from,
+                to: *id,
+            },
+        );
+        from = Some(*id);
+    }
+    let mut env = Env {
+        _lock: store.env_lock(&record.id)?,
+        record,
+    };
+    progress.begin("materializing", None);
+    let moved = move_head(
+        store,
+        &mut env,
+        Move {
+            operation: operation.to_owned(),
+            message: Some(format!("from {}", image.display())),
+            to: head,
+            current: Tree::default(),
+            cache: StatCache::default(),
+            with_journal,
+        },
+    );
+    progress.end();
+    let stats = moved?;
+    Ok(RestoreReport {
+        import: ImportReport::of(image, outcome),
+        env: env.label().to_owned(),
+        name,
+        path: path_str,
+        python: interpreter.describe(),
+        files: stats.written,
+    })
+}
+
+/// The first interpreter that can run a snapshot built for `needed`: `request` when given, else
+/// `python3`, else `pythonX.Y` on PATH.
+fn matching_python(store: &Store, needed: &PythonTag, request: Option<&str>) -> Result<PythonInfo> {
+    let versioned = format!("python{}", needed.minor_version());
+    let candidates = match request {
+        Some(request) => vec![request],
+        None => vec!["python3", versioned.as_str()],
+    };
+    let mut tried = Vec::new();
+    for candidate in candidates {
+        match python::find(store.index(), Some(candidate)) {
+            Ok(info) if info.satisfies(needed) => return Ok(info),
+            Ok(info) => tried.push(format!(
+                "`{candidate}` is {} (ABI {}; platform {})",
+                info.describe(),
+                info.tag.soabi,
+                info.tag.platform
+            )),
+            Err(Error::PythonNotFound { detail, .. }) => {
+                tried.push(format!("`{candidate}`: {detail}"))
+            }
+            Err(e) => tried.push(format!("`{candidate}`: {e}")),
+        }
+    }
+    Err(Error::NoMatchingPython {
+        needed: describe_tag(needed),
+        tried,
+    })
+}

@@ -1,0 +1,876 @@
+//! Images (design mechanisms 6 and 8) on real stores, real venvs and real pip: the same snapshot exports
+//! to the same bytes from two stores at different paths and times; an image restored at another path, in
+//! another store, runs there (console script, `sys.prefix`, activate, the env's own pip) and verifies
+//! clean; a thin image is smaller, restores over its base and names the base where it is missing;
+//! requirements and pylock exports; and hostile images built here, each refused with an error that names
+//! the problem, leaving the store exactly as it was.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use engine::store_format::{Change, Layer, Node, Snapshot};
+use serde_json::Value;
+use support::*;
+
+/// Creates a path environment `work/NAME`, installs blastdemo 1.0.0 into it and snapshots it; returns
+/// the path and the new snapshot id.
+fn demo_env(b: &Blast, name: &str, seed: bool) -> (PathBuf, String) {
+    let path = b.work.join(name);
+    let path_s = path.to_str().unwrap();
+    let mut args = vec!["create", "--path", path_s, "--python", python()];
+    if seed {
+        args.push("--seed");
+    }
+    b.ok(&args);
+    pip_install(&path, &["blastdemo==1.0.0"]);
+    let snap = b.json(&["snapshot", "-e", path_s, "-m", "demo"]);
+    (path, snap["snapshot"].as_str().unwrap().to_owned())
+}
+
+/// Everything an import could change: the store's files, staging, the environments and their dirs.
+fn store_state(b: &Blast) -> (BTreeSet<PathBuf>, Vec<PathBuf>, Value, Vec<PathBuf>) {
+    let files = ["objects", "layers", "snapshots"]
+        .iter()
+        .flat_map(|kind| b.store_files(kind))
+        .collect();
+    let mut envs: Vec<PathBuf> = fs::read_dir(b.home.join("envs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    envs.sort();
+    (files, b.staging_leftovers(), b.json(&["list"]), envs)
+}
+
+/// One tar entry of a hand-made image.
+#[derive(Clone)]
+struct Entry {
+    name: Vec<u8>,
+    kind: tar::EntryType,
+    data: Vec<u8>,
+    link: Option<String>,
+}
+
+fn file_entry(name: &str, data: Vec<u8>) -> Entry {
+    Entry {
+        name: name.as_bytes().to_vec(),
+        kind: tar::EntryType::Regular,
+        data,
+        link: None,
+    }
+}
+
+/// tar (names copied raw, so absolute and `..` names are possible) compressed with zstd.
+fn pack(entries: &[Entry]) -> Vec<u8> {
+    let mut tar_bytes = Vec::new();
+    {
+        let mut builder = tar::Builder::new(&mut tar_bytes);
+        for e in entries {
+            let mut h = tar::Header::new_ustar();
+            h.as_old_mut().name[..e.name.len()].copy_from_slice(&e.name);
+            h.set_size(e.data.len() as u64);
+            h.set_entry_type(e.kind);
+            h.set_mode(0o444);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_device_major(0).unwrap();
+            h.set_device_minor(0).unwrap();
+            if let Some(link) = &e.link {
+                h.set_link_name(link).unwrap();
+            }
+            h.set_cksum();
+            builder.append(&h, &e.data[..]).unwrap();
+        }
+        builder.finish().unwrap();
+    }
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    encoder.include_checksum(true).unwrap();
+    std::io::Write::write_all(&mut encoder, &tar_bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn unpack(image: &[u8]) -> Vec<Entry> {
+    let tar_bytes = zstd::decode_all(image).unwrap();
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path_bytes().into_owned();
+            let kind = e.header().entry_type();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            Entry {
+                name,
+                kind,
+                data,
+                link: None,
+            }
+        })
+        .collect()
+}
+
+fn name_of(e: &Entry) -> String {
+    String::from_utf8(e.name.clone()).unwrap()
+}
+
+/// The first object entry with at least `min` bytes.
+fn object_index(entries: &[Entry], min: usize) -> usize {
+    entries
+        .iter()
+        .position(|e| name_of(e).starts_with("objects/") && e.data.len() >= min)
+        .expect("an object entry")
+}
+
+#[test]
+fn the_same_snapshot_exports_to_identical_bytes_from_two_stores_at_different_times() {
+    let b1 = Blast::new();
+    let b2 = Blast::new();
+    // `create` alone gives the same snapshot in two independent stores at different paths.
+    let e1 = b1.create_path_env("first-env");
+    let e2 = b2.create_path_env("second/other-name");
+    let head = |b: &Blast, e: &Path| b.log(e.to_str().unwrap())[0]["snapshot"].clone();
+    assert_eq!(head(&b1, &e1), head(&b2, &e2));
+    let out1 = b1.work.join("one.blast");
+    let out2 = b2.work.join("two.blast");
+    b1.ok(&[
+        "export",
+        "-e",
+        e1.to_str().unwrap(),
+        "-o",
+        out1.to_str().unwrap(),
+    ]);
+    b2.ok(&[
+        "export",
+        "-e",
+        e2.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(&out1).unwrap(), fs::read(&out2).unwrap());
+
+    // A snapshot with a pip install, brought into the second store by restoring it at a third path.
+    let (_, snap) = demo_env(&b1, "demo-env", false);
+    let demo1 = b1.work.join("demo1.blast");
+    let (_, stderr) =
+        b1.ok_with_stderr(&["export", "--snapshot", &snap, "-o", demo1.to_str().unwrap()]);
+    assert_eq!(
+        stderr, "",
+        "no progress bar or chatter when stderr is not a terminal"
+    );
+    let restored = b2.work.join("somewhere/else");
+    b2.ok(&[
+        "restore",
+        demo1.to_str().unwrap(),
+        "--path",
+        restored.to_str().unwrap(),
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let demo2 = b2.work.join("demo2.blast");
+    b2.ok(&[
+        "export",
+        "-e",
+        restored.to_str().unwrap(),
+        "-o",
+        demo2.to_str().unwrap(),
+    ]);
+    let again = b1.work.join("again.blast");
+    b1.ok(&[
+        "export",
+        "--snapshot",
+        &snap[..8],
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    let bytes = fs::read(&demo1).unwrap();
+    assert_eq!(
+        bytes,
+        fs::read(&demo2).unwrap(),
+        "another store, path and time"
+    );
+    assert_eq!(
+        bytes,
+        fs::read(&again).unwrap(),
+        "the same store a second later"
+    );
+
+    // The fixed layout: manifest first, then snapshots, layers, objects, each sorted; zeroed headers.
+    let tar_bytes = zstd::decode_all(&bytes[..]).unwrap();
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    let mut names = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let h = entry.header();
+        assert_eq!(h.mode().unwrap(), 0o444);
+        assert_eq!(
+            (h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()),
+            (0, 0, 0)
+        );
+        assert_eq!(h.username().unwrap(), Some(""));
+        assert!(h.as_ustar().is_some(), "ustar headers");
+        assert!(h.entry_type().is_file());
+        names.push(String::from_utf8(entry.path_bytes().into_owned()).unwrap());
+    }
+    assert_eq!(names[0], "blast-image.json");
+    let section = |n: &str| {
+        ["snapshots/", "layers/", "objects/"]
+            .iter()
+            .position(|p| n.starts_with(p))
+    };
+    let mut sorted = names[1..].to_vec();
+    sorted.sort_by_key(|n| (section(n), n.clone()));
+    assert_eq!(names[1..], sorted[..]);
+    assert_eq!(names[1], format!("snapshots/{snap}"));
+    let manifest: Value = serde_json::from_slice(&unpack(&bytes)[0].data).unwrap();
+    assert_eq!(manifest["format"], "blast-image");
+    assert_eq!(manifest["version"], 1);
+    assert_eq!(manifest["head"], snap.as_str());
+    assert!(manifest["base"].is_null());
+}
+
+#[test]
+fn restore_at_another_path_in_another_store_runs_and_verifies_clean() {
+    let sender = Blast::new();
+    let (src, snap) = demo_env(&sender, "project-venv", true);
+    let image = sender.work.join("project.blast");
+    let exported = sender.json(&[
+        "export",
+        "-e",
+        src.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(exported["head"], snap.as_str());
+    assert_eq!(exported["file_bytes"], fs::metadata(&image).unwrap().len());
+    eprintln!(
+        "seeded env with blastdemo: {} objects, {} bytes of content, image {} bytes",
+        exported["objects"], exported["object_bytes"], exported["file_bytes"]
+    );
+
+    let receiver = Blast::new();
+    let dest = receiver.work.join("ci/checkout/restored-env");
+    let report = receiver.json(&[
+        "restore",
+        image.to_str().unwrap(),
+        "--path",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(report["import"]["head"], snap.as_str());
+    assert_eq!(report["path"], dest.to_str().unwrap());
+
+    let script = Command::new(dest.join("bin/blastdemo")).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&script.stdout).trim(),
+        "blastdemo 1.0.0 says hello from blastdep"
+    );
+    let (ok, out) = env_python(&dest, "import sys; print(sys.prefix)");
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), dest.to_str().unwrap());
+    let activate = fs::read_to_string(dest.join("bin/activate")).unwrap();
+    assert!(
+        activate.contains(&format!("VIRTUAL_ENV='{}'", dest.display())),
+        "{activate}"
+    );
+    assert!(!activate.contains("project-venv"), "{activate}");
+    let pip = Command::new(dest.join("bin/pip"))
+        .args(["list", "--disable-pip-version-check"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&pip.stdout);
+    assert!(
+        pip.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    assert!(
+        listed.contains("blastdemo") && listed.contains("blastdep"),
+        "{listed}"
+    );
+    receiver.assert_verify_clean(&[&dest]);
+    let log = receiver.log(dest.to_str().unwrap());
+    assert_eq!(log[0]["operation"], "restore");
+
+    // `import --name` makes a named environment of the same image; the objects are there already.
+    let named = receiver.json(&["import", image.to_str().unwrap(), "--name", "team"]);
+    assert_eq!(named["import"]["new_objects"], 0);
+    let team = receiver.home.join("envs/team");
+    let (ok, out) = env_python(&team, "import sys, blastdemo; print(sys.prefix)");
+    assert!(ok && out.trim() == team.to_str().unwrap(), "{out}");
+
+    // Restoring onto an existing environment or directory is refused.
+    let err = receiver.fails(&[
+        "restore",
+        image.to_str().unwrap(),
+        "--path",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+
+    // A Python that does not match: the error says what the image needs.
+    let other = Blast::new();
+    let err = other.fails(&[
+        "restore",
+        image.to_str().unwrap(),
+        "--path",
+        other.work.join("x").to_str().unwrap(),
+        "--python",
+        "/bin/sh",
+    ]);
+    assert!(err.contains("the image needs cpython 3."), "{err}");
+    assert!(err.contains("platform linux-"), "{err}");
+    assert!(!other.work.join("x").exists());
+}
+
+#[test]
+fn history_images_bring_earlier_snapshots_that_rollback_reaches() {
+    let sender = Blast::new();
+    let env = sender.create_path_env("hist-env");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    sender.ok(&["snapshot", "-e", e]);
+    pip_install(&env, &["blastdemo==2.0.0"]);
+    sender.ok(&["snapshot", "-e", e]);
+    let image = sender.work.join("hist.blast");
+    let report = sender.json(&[
+        "export",
+        "-e",
+        e,
+        "--history",
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(report["snapshots"].as_array().unwrap().len(), 3);
+
+    let receiver = Blast::new();
+    let dest = receiver.work.join("copy");
+    let d = dest.to_str().unwrap();
+    receiver.ok(&["restore", image.to_str().unwrap(), "--path", d]);
+    assert_eq!(receiver.log(d).len(), 3);
+    receiver.ok(&["rollback", "-e", d]);
+    let (ok, out) = env_python(&dest, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok && out.trim() == "1.0.0", "{out}");
+    receiver.assert_verify_clean(&[&dest]);
+}
+
+#[test]
+fn thin_image_is_smaller_restores_over_its_base_and_names_a_missing_base() {
+    let sender = Blast::new();
+    let env = sender.work.join("thin-env");
+    let e = env.to_str().unwrap();
+    sender.ok(&["create", "--path", e, "--python", python(), "--seed"]);
+    let base_id = sender.log(e)[0]["snapshot"].as_str().unwrap().to_owned();
+    let base_image = sender.work.join("base.blast");
+    sender.ok(&["export", "-e", e, "-o", base_image.to_str().unwrap()]);
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    sender.ok(&["snapshot", "-e", e]);
+    let full = sender.work.join("full.blast");
+    let thin = sender.work.join("thin.blast");
+    let thin_by_id = sender.work.join("thin-by-id.blast");
+    sender.ok(&["export", "-e", e, "-o", full.to_str().unwrap()]);
+    let thin_report = sender.json(&[
+        "export",
+        "-e",
+        e,
+        "--base",
+        base_image.to_str().unwrap(),
+        "-o",
+        thin.to_str().unwrap(),
+    ]);
+    sender.ok(&[
+        "export",
+        "-e",
+        e,
+        "--base",
+        "@~1",
+        "-o",
+        thin_by_id.to_str().unwrap(),
+    ]);
+    assert_eq!(thin_report["base"], base_id.as_str());
+    assert_eq!(
+        fs::read(&thin).unwrap(),
+        fs::read(&thin_by_id).unwrap(),
+        "a base named by file or by id leaves out the same"
+    );
+    let (full_len, thin_len) = (
+        fs::metadata(&full).unwrap().len(),
+        fs::metadata(&thin).unwrap().len(),
+    );
+    eprintln!(
+        "full image {full_len} bytes, thin image {thin_len} bytes, base image {} bytes",
+        fs::metadata(&base_image).unwrap().len()
+    );
+    assert!(
+        thin_len * 10 < full_len,
+        "thin {thin_len} vs full {full_len}"
+    );
+
+    // A store that has the base takes the thin image.
+    let receiver = Blast::new();
+    let first = receiver.work.join("first");
+    receiver.ok(&[
+        "restore",
+        base_image.to_str().unwrap(),
+        "--path",
+        first.to_str().unwrap(),
+    ]);
+    let second = receiver.work.join("second");
+    receiver.ok(&[
+        "restore",
+        thin.to_str().unwrap(),
+        "--path",
+        second.to_str().unwrap(),
+    ]);
+    let script = Command::new(second.join("bin/blastdemo")).output().unwrap();
+    assert!(script.status.success());
+    receiver.assert_verify_clean(&[&first, &second]);
+
+    // One without it is told which base to get, and is left as it was.
+    let lacking = Blast::new();
+    lacking.create_path_env("unrelated");
+    let before = store_state(&lacking);
+    let err = lacking.fails(&["import", thin.to_str().unwrap()]);
+    assert!(
+        err.contains("thin image over snapshot") && err.contains(&base_id),
+        "{err}"
+    );
+    let err = lacking.fails(&[
+        "restore",
+        thin.to_str().unwrap(),
+        "--path",
+        lacking.work.join("nope").to_str().unwrap(),
+    ]);
+    assert!(err.contains(&base_id), "{err}");
+    assert_eq!(store_state(&lacking), before);
+    assert!(!lacking.work.join("nope").exists());
+}
+
+#[test]
+fn requirements_and_pylock_exports_pin_the_snapshots_packages() {
+    let b = Blast::new();
+    let (env, snap) = demo_env(&b, "pins", false);
+    let reqs = b.work.join("requirements.txt");
+    b.ok(&[
+        "export",
+        "-e",
+        env.to_str().unwrap(),
+        "--format",
+        "requirements",
+        "-o",
+        reqs.to_str().unwrap(),
+    ]);
+    let text = fs::read_to_string(&reqs).unwrap();
+    let pins: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(pins, ["blastdemo==1.0.0", "blastdep==1.0.0"], "{text}");
+    assert!(text.contains(&snap), "{text}");
+
+    let lock = b.work.join("pylock.toml");
+    b.ok(&[
+        "export",
+        "--snapshot",
+        &snap,
+        "--format",
+        "pylock",
+        "-o",
+        lock.to_str().unwrap(),
+    ]);
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import json, sys, tomllib; print(json.dumps(tomllib.load(open(sys.argv[1], 'rb'))))",
+            lock.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(parsed["lock-version"], "1.0");
+    assert_eq!(parsed["created-by"], "blast");
+    assert!(
+        parsed["requires-python"]
+            .as_str()
+            .unwrap()
+            .starts_with("==3.")
+    );
+    let packages: Vec<(String, String)> = parsed["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["version"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        packages,
+        [
+            ("blastdemo".into(), "1.0.0".into()),
+            ("blastdep".into(), "1.0.0".into())
+        ]
+    );
+    let err = b.fails(&[
+        "export",
+        "-e",
+        env.to_str().unwrap(),
+        "--format",
+        "pylock",
+        "--history",
+        "-o",
+        "x",
+    ]);
+    assert!(err.contains("--format blast"), "{err}");
+}
+
+/// Rebuilds `entries` with the head snapshot given one more layer holding `link -> target`.
+fn with_symlink_layer(entries: &[Entry], link: &str, target: &str) -> Vec<Entry> {
+    let symlink = Node::Symlink {
+        target: target.to_owned(),
+        relocatable: false,
+    };
+    with_layer(entries, link, Change::Put(symlink))
+}
+
+/// Rebuilds `entries` with the head snapshot given one more layer holding `change` at `path`.
+fn with_layer(entries: &[Entry], path: &str, change: Change) -> Vec<Entry> {
+    let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
+    let snapshot_entry = entries
+        .iter()
+        .find(|e| name_of(e).starts_with("snapshots/"))
+        .unwrap();
+    let mut snapshot = Snapshot::decode(&snapshot_entry.data).unwrap();
+    let mut layer = Layer::default();
+    layer.changes.insert(path.to_owned(), change);
+    let layer_bytes = layer.encode();
+    snapshot.layers.push(layer.id());
+    let snapshot_bytes = snapshot.encode();
+    let id = snapshot.id().to_hex();
+    manifest["head"] = Value::from(id.clone());
+    manifest["snapshots"] = Value::from(vec![id.clone()]);
+    manifest["layers"] = Value::from(manifest["layers"].as_u64().unwrap() + 1);
+    let mut layers: Vec<Entry> = entries
+        .iter()
+        .filter(|e| name_of(e).starts_with("layers/"))
+        .cloned()
+        .collect();
+    layers.push(file_entry(
+        &format!("layers/{}", layer.id().to_hex()),
+        layer_bytes,
+    ));
+    layers.sort_by_key(name_of);
+    let mut out = vec![
+        file_entry("blast-image.json", serde_json::to_vec(&manifest).unwrap()),
+        file_entry(&format!("snapshots/{id}"), snapshot_bytes),
+    ];
+    out.extend(layers);
+    out.extend(
+        entries
+            .iter()
+            .filter(|e| name_of(e).starts_with("objects/"))
+            .cloned(),
+    );
+    out
+}
+
+#[test]
+fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was() {
+    let sender = Blast::new();
+    let (env, _) = demo_env(&sender, "source", false);
+    let good = sender.work.join("good.blast");
+    sender.ok(&[
+        "export",
+        "-e",
+        env.to_str().unwrap(),
+        "-o",
+        good.to_str().unwrap(),
+    ]);
+    let good_bytes = fs::read(&good).unwrap();
+    let entries = unpack(&good_bytes);
+    assert_eq!(
+        pack(&entries),
+        good_bytes,
+        "the test's packer writes what blast writes"
+    );
+    let big = object_index(&entries, 100);
+    let big_name = name_of(&entries[big]);
+    let first_layer = entries
+        .iter()
+        .position(|e| name_of(e).starts_with("layers/"))
+        .unwrap();
+    let first_layer_name = name_of(&entries[first_layer]);
+
+    let edited = |f: &dyn Fn(&mut Vec<Entry>)| {
+        let mut e = entries.clone();
+        f(&mut e);
+        pack(&e)
+    };
+    let special = |kind: tar::EntryType, link: Option<&str>| {
+        edited(&|e: &mut Vec<Entry>| {
+            e[big] = Entry {
+                name: e[big].name.clone(),
+                kind,
+                data: Vec::new(),
+                link: link.map(str::to_owned),
+            }
+        })
+    };
+    let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
+    manifest["version"] = Value::from(2);
+    let future = serde_json::to_vec(&manifest).unwrap();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "absolute path",
+            edited(&|e| e.insert(1, file_entry("/etc/evil", b"x".to_vec()))),
+            vec!["entry `/etc/evil`", "absolute"],
+        ),
+        (
+            "parent dir",
+            edited(&|e| e.insert(1, file_entry("objects/../../evil", b"x".to_vec()))),
+            vec!["entry `objects/../../evil`", "`..`"],
+        ),
+        (
+            "symlink entry",
+            special(tar::EntryType::Symlink, Some("/etc/passwd")),
+            vec![big_name.as_str(), "symlink entry"],
+        ),
+        (
+            "hardlink entry",
+            special(tar::EntryType::Link, Some("blast-image.json")),
+            vec![big_name.as_str(), "hard link entry"],
+        ),
+        (
+            "device entry",
+            special(tar::EntryType::Char, None),
+            vec![big_name.as_str(), "character device entry"],
+        ),
+        (
+            "directory entry",
+            edited(&|e| {
+                e.insert(
+                    1,
+                    Entry {
+                        name: b"objects/".to_vec(),
+                        kind: tar::EntryType::Directory,
+                        data: Vec::new(),
+                        link: None,
+                    },
+                )
+            }),
+            vec!["entry `objects/`", "directory entry"],
+        ),
+        (
+            "duplicate",
+            edited(&|e| {
+                let copy = e[first_layer].clone();
+                e.insert(first_layer + 1, copy)
+            }),
+            vec![first_layer_name.as_str(), "appears twice"],
+        ),
+        (
+            "hash mismatch",
+            edited(&|e| e[big].data[50] ^= 1),
+            vec![big_name.as_str(), "do not hash to its name"],
+        ),
+        (
+            "size mismatch",
+            edited(&|e| e[big].data.push(b'\n')),
+            vec![big_name.as_str(), "but the layers that use it record"],
+        ),
+        (
+            "truncated",
+            good_bytes[..good_bytes.len() / 2].to_vec(),
+            vec!["truncated"],
+        ),
+        ("garbage", garbage, vec!["cannot be read"]),
+        (
+            "archive cut at an entry",
+            edited(&|e| {
+                e.pop();
+            }),
+            vec!["the manifest declares", "objects", "it is truncated"],
+        ),
+        (
+            "unknown version",
+            edited(&|e| e[0].data = future.clone()),
+            vec![
+                "blast-image.json",
+                "image format version 2",
+                "upgrade blast",
+            ],
+        ),
+        (
+            "unknown name",
+            edited(&|e| e.insert(1, file_entry("README", b"hi".to_vec()))),
+            vec!["entry `README`", "not a name a blast image uses"],
+        ),
+        (
+            "no manifest",
+            edited(&|e| {
+                e.remove(0);
+            }),
+            vec!["not a blast image"],
+        ),
+        (
+            "unreferenced object",
+            edited(&|e| {
+                e.push(file_entry(
+                    &format!("objects/{}", blake3::hash(b"stray").to_hex()),
+                    b"stray".to_vec(),
+                ));
+                let objects = e
+                    .iter()
+                    .position(|x| name_of(x).starts_with("objects/"))
+                    .unwrap();
+                e[objects..].sort_by_key(name_of);
+            }),
+            vec!["none of the image's snapshots uses it"],
+        ),
+        (
+            "object missing",
+            edited(&|e| {
+                let at = e
+                    .iter()
+                    .position(|x| {
+                        name_of(x).starts_with("objects/")
+                            && x.data.starts_with(b"Metadata-Version")
+                            && x.data.windows(14).any(|w| w == b"Name: blastdep")
+                    })
+                    .unwrap();
+                let gone = e.remove(at);
+                let mut m: Value = serde_json::from_slice(&e[0].data).unwrap();
+                m["objects"] = Value::from(m["objects"].as_u64().unwrap() - 1);
+                m["object_bytes"] =
+                    Value::from(m["object_bytes"].as_u64().unwrap() - gone.data.len() as u64);
+                e[0].data = serde_json::to_vec(&m).unwrap();
+            }),
+            vec!["is neither in the image nor in this store"],
+        ),
+        (
+            "layer that does not apply",
+            pack(&with_layer(
+                &entries,
+                "no-such-dir/file",
+                Change::Put(Node::Dir),
+            )),
+            vec![
+                "entry `layers/",
+                "does not apply as a layer of snapshot",
+                "no parent directory `no-such-dir`",
+            ],
+        ),
+        (
+            "absolute symlink in a layer",
+            pack(&with_symlink_layer(&entries, "etc-link", "/etc")),
+            vec![
+                "symlink `etc-link` -> `/etc`",
+                "is absolute",
+                "entry `layers/",
+            ],
+        ),
+        (
+            "symlink climbing out",
+            pack(&with_symlink_layer(&entries, "lib/up", "../../outside")),
+            vec![
+                "symlink `lib/up` -> `../../outside`",
+                "climbs above the environment's root",
+            ],
+        ),
+    ];
+
+    let receiver = Blast::new();
+    receiver.create_path_env("existing");
+    let before = store_state(&receiver);
+    for (what, bytes, expected) in &cases {
+        let file = receiver
+            .work
+            .join(format!("{}.blast", what.replace(' ', "-")));
+        fs::write(&file, bytes).unwrap();
+        let err = receiver.fails(&["import", file.to_str().unwrap()]);
+        eprintln!("{what}: {err}");
+        for needle in expected {
+            assert!(
+                err.contains(needle),
+                "{what}: expected `{needle}` in: {err}"
+            );
+        }
+        assert_eq!(store_state(&receiver), before, "{what}: the store changed");
+    }
+    // A restore of a hostile image leaves no directory and no environment behind either.
+    let file = receiver.work.join("hash-mismatch.blast");
+    let target = receiver.work.join("never");
+    let err = receiver.fails(&[
+        "restore",
+        file.to_str().unwrap(),
+        "--path",
+        target.to_str().unwrap(),
+    ]);
+    assert!(err.contains("do not hash to its name"), "{err}");
+    assert!(!target.exists());
+    assert_eq!(store_state(&receiver), before);
+    // The untouched image still imports.
+    receiver.ok(&["import", good.to_str().unwrap()]);
+}
+
+#[test]
+fn a_decompression_bomb_stops_at_the_limit() {
+    let sender = Blast::new();
+    let env = sender.create_path_env("bomb");
+    fs::write(env.join("zeros.bin"), vec![0u8; 64 << 20]).unwrap();
+    sender.ok(&["snapshot", "-e", env.to_str().unwrap()]);
+    let image = sender.work.join("bomb.blast");
+    sender.ok(&[
+        "export",
+        "-e",
+        env.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let size = fs::metadata(&image).unwrap().len();
+    assert!(size < 1 << 20, "64 MiB of zeros compress to {size} bytes");
+
+    // Honest about its size, it is refused from its manifest; lying, when the stream passes the limit.
+    let mut entries = unpack(&fs::read(&image).unwrap());
+    let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
+    manifest["object_bytes"] = Value::from(1000);
+    entries[0].data = serde_json::to_vec(&manifest).unwrap();
+    let liar = sender.work.join("liar.blast");
+    fs::write(&liar, pack(&entries)).unwrap();
+
+    let receiver = Blast::new();
+    receiver.create_path_env("existing");
+    let before = store_state(&receiver);
+    for (file, expected) in [
+        (&image, "the content it declares is 67"),
+        (&liar, "decompresses to more than 16777216 bytes"),
+    ] {
+        let out = receiver
+            .command(&["import", file.to_str().unwrap()])
+            .env("BLAST_IMAGE_MAX_BYTES", (16u64 << 20).to_string())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(expected) && err.contains("decompression bomb"),
+            "{err}"
+        );
+        assert_eq!(store_state(&receiver), before);
+    }
+    // Under the default limits the honest image is a legitimate one.
+    receiver.ok(&["import", image.to_str().unwrap()]);
+}
