@@ -227,6 +227,8 @@ pub struct Scan {
     pub tree: Tree,
     /// The stat cache brought up to date with what was read.
     pub cache: StatCache,
+    /// Whether `cache` differs from the one the scan was given (and so is worth storing).
+    pub cache_changed: bool,
     /// Files whose bytes had to be read (not recognised by the stat cache).
     pub hashed: usize,
 }
@@ -244,30 +246,40 @@ pub struct Sink<'a> {
 /// paths abstracted) and, when `sink` is given, stored as objects.
 pub fn scan(
     root: &Path,
-    cache: &StatCache,
+    cache: StatCache,
     placeholders: &Placeholders,
     sink: Option<Sink<'_>>,
 ) -> Result<Scan> {
     let now_ns = now_ns();
     let ctx = ScanCtx {
-        cache,
+        cache: &cache,
         placeholders,
         sink,
     };
-    let items = ctx.walk(root, "")?;
-    let mut tree = Tree::default();
-    let mut new_cache = StatCache::default();
-    let mut hashed = 0;
-    for item in items {
-        if let Some(stat) = item.stat {
-            new_cache.record(&item.path, stat, &item.node, now_ns);
+    let mut items = ctx.walk(root, "")?;
+    let hashed = items.iter().filter(|i| i.hashed).count();
+    let files = items.iter().filter(|i| i.stat.is_some()).count();
+    // Every file recognised and every cached path still there: the cache stands as it is.
+    let cache_changed = hashed > 0 || files != cache.len();
+    let cache = if cache_changed {
+        let mut fresh = StatCache::default();
+        for item in &items {
+            if let Some(stat) = item.stat {
+                fresh.record(&item.path, stat, &item.node, now_ns);
+            }
         }
-        hashed += usize::from(item.hashed);
-        tree.entries.insert(item.path, item.node);
-    }
+        fresh
+    } else {
+        cache
+    };
+    items.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    let tree = Tree {
+        entries: items.into_iter().map(|i| (i.path, i.node)).collect(),
+    };
     Ok(Scan {
         tree,
-        cache: new_cache,
+        cache,
+        cache_changed,
         hashed,
     })
 }
@@ -507,11 +519,11 @@ mod scan_tests {
             python_bin: "/usr/bin".into(),
         };
         std::thread::sleep(std::time::Duration::from_millis(120));
-        let first = scan(&root, &StatCache::default(), &ph, None).unwrap();
+        let first = scan(&root, StatCache::default(), &ph, None).unwrap();
         assert_eq!(first.hashed, 2);
         assert_eq!(first.cache.len(), 2);
         let decoded = StatCache::decode(&first.cache.encode());
-        let second = scan(&root, &decoded, &ph, None).unwrap();
+        let second = scan(&root, decoded, &ph, None).unwrap();
         assert_eq!(second.hashed, 0);
         assert_eq!(second.tree, first.tree);
         match &first.tree.entries["bin/tool"] {
@@ -541,7 +553,7 @@ mod relocation_tests {
             env_prefix: root.to_str().unwrap().to_owned(),
             python_bin: "/opt/py/bin".into(),
         };
-        let scan = scan(&root, &StatCache::default(), &ph, None).unwrap();
+        let scan = scan(&root, StatCache::default(), &ph, None).unwrap();
         let relocatable = |path: &str| match &scan.tree.entries[path] {
             Node::File { relocatable, .. } => *relocatable,
             other => panic!("unexpected {other:?}"),

@@ -51,7 +51,7 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
         return Ok(());
     };
     let cache = load_stat_cache(store, &env.record.id)?;
-    let current = scan_or_empty(env, &cache)?;
+    let current = scan_or_empty(env, cache)?;
     if !force {
         let from = match journal.from {
             Some(id) => store.tree_of(&store.snapshot(&id)?)?,
@@ -77,13 +77,14 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
 }
 
 /// Reads the directory; a directory that is gone reads as empty (the apply recreates it).
-pub fn scan_or_empty(env: &Env, cache: &StatCache) -> Result<capture::Scan> {
+pub fn scan_or_empty(env: &Env, cache: StatCache) -> Result<capture::Scan> {
     if env.root().exists() {
         capture::scan(env.root(), cache, &env.placeholders(), None)
     } else {
         Ok(capture::Scan {
             tree: Tree::default(),
             cache: StatCache::default(),
+            cache_changed: true,
             hashed: 0,
         })
     }

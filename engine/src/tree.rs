@@ -36,15 +36,51 @@ impl PathChange<'_> {
 impl Tree {
     /// Flattens a snapshot's layers, bottom first.
     pub fn from_layers(store: &ObjectStore, layers: &[LayerId]) -> Result<Tree> {
+        let invalid = |id: &LayerId, detail: String| {
+            Error::Invalid(format!(
+                "layer {} does not apply to the layers below it: {detail}",
+                id.short()
+            ))
+        };
         let mut tree = Tree::default();
-        for id in layers {
+        for (i, id) in layers.iter().enumerate() {
             let layer = store.layer(id)?;
-            tree.apply(&layer).map_err(|detail| {
-                Error::Invalid(format!(
-                    "layer {} does not apply to the layers below it: {detail}",
-                    id.short()
-                ))
-            })?;
+            if i == 0 {
+                // The bottom layer is most of an environment: taken over whole, checked in one pass.
+                tree = Tree::from_bottom_layer(layer).map_err(|detail| invalid(id, detail))?;
+            } else {
+                tree.apply(&layer).map_err(|detail| invalid(id, detail))?;
+            }
+        }
+        Ok(tree)
+    }
+
+    /// The tree of a layer applied to nothing: its puts (an opaque directory is a directory, a
+    /// whiteout hides nothing), every entry with a directory as parent.
+    fn from_bottom_layer(layer: Layer) -> Result<Tree, String> {
+        let tree = Tree {
+            entries: layer
+                .changes
+                .into_iter()
+                .filter_map(|(path, change)| match change {
+                    Change::Put(node) => Some((path, node)),
+                    Change::Opaque => Some((path, Node::Dir)),
+                    Change::Whiteout => None,
+                })
+                .collect(),
+        };
+        let dirs: rustc_hash::FxHashSet<&str> = tree
+            .entries
+            .iter()
+            .filter(|(_, node)| **node == Node::Dir)
+            .map(|(path, _)| path.as_str())
+            .collect();
+        for path in tree.entries.keys() {
+            if let Some((parent, _)) = path.rsplit_once('/')
+                && !dirs.contains(parent)
+            {
+                return Err(format!("`{path}` has no parent directory `{parent}`"));
+            }
         }
         Ok(tree)
     }

@@ -103,7 +103,8 @@ impl Layer {
         let mut r = Reader::open(bytes, MAGIC, "layer", FORMAT_VERSION)?;
         // The smallest entry is a 1-byte path (4 + 1) and a tag.
         let count = r.count(6)?;
-        let mut changes = BTreeMap::new();
+        // Paths arrive strictly ascending (checked below), so the map is built in one pass at the end.
+        let mut changes = Vec::with_capacity(count);
         let mut previous: Option<&str> = None;
         for _ in 0..count {
             let path = r.str()?;
@@ -143,10 +144,12 @@ impl Layer {
                 TAG_OPAQUE => Change::Opaque,
                 other => return Err(r.invalid(format!("unknown entry tag {other} at `{path}`"))),
             };
-            changes.insert(path.to_owned(), change);
+            changes.push((path.to_owned(), change));
         }
         r.finish()?;
-        Ok(Layer { changes })
+        Ok(Layer {
+            changes: changes.into_iter().collect(),
+        })
     }
 }
 

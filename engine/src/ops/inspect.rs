@@ -122,7 +122,7 @@ fn snapshot_view(store: &Store, id: &SnapshotId) -> Result<(Tree, Vec<Package>)>
 /// The directory as it is, read with the stat cache, with its packages read from its METADATA files.
 fn directory_view(store: &Store, env: &Env) -> Result<(Tree, Vec<Package>)> {
     let cache = load_stat_cache(store, &env.record.id)?;
-    let scan = capture::scan(env.root(), &cache, &env.placeholders(), None)?;
+    let scan = capture::scan(env.root(), cache, &env.placeholders(), None)?;
     let root = env.root();
     let packages = packages_of(&scan.tree, &env.record.python.purelib, |path, _| {
         std::fs::read(root.join(path)).at("reading", &root.join(path))

@@ -116,7 +116,7 @@ fn move_env(
         Some(head) => {
             let head_tree = store.tree_of(&store.snapshot(&head)?)?;
             let cache = load_stat_cache(store, &env.record.id)?;
-            let scan = scan_or_empty(env, &cache)?;
+            let scan = scan_or_empty(env, cache)?;
             if scan.tree != head_tree && !force {
                 return Err(Error::UncapturedChanges {
                     env: env.label().to_owned(),

@@ -69,7 +69,7 @@ pub(crate) fn capture_into_snapshot(
         staging: &staging,
         present: &head_tree,
     };
-    let scan = capture::scan(env.root(), &cache, &env.placeholders(), Some(sink))?;
+    let scan = capture::scan(env.root(), cache, &env.placeholders(), Some(sink))?;
     let mut report = SnapshotReport {
         env: env.label().to_owned(),
         snapshot: None,
@@ -82,7 +82,7 @@ pub(crate) fn capture_into_snapshot(
         files_hashed: scan.hashed,
     };
     let mut batch = Batch::default();
-    if scan.cache != cache {
+    if scan.cache_changed {
         batch.put_stat_cache(&env.record.id, &scan.cache.encode());
     }
     if scan.tree == head_tree {

@@ -192,7 +192,7 @@ fn check_env(
         let head_tree = store.tree_of(&store.snapshot(&head)?)?;
         let scan = capture::scan(
             Path::new(&env.path),
-            &StatCache::default(),
+            StatCache::default(),
             &placeholders,
             None,
         )?;
