@@ -89,29 +89,41 @@ impl Tree {
     /// a non-directory replaces whatever was below it. Every entry must end with a directory as parent.
     pub fn apply(&mut self, layer: &Layer) -> Result<(), String> {
         for (path, change) in &layer.changes {
+            // Only a directory has anything below it (a valid tree has no orphans).
+            let was_dir = self.entries.get(path) == Some(&Node::Dir);
             match change {
                 Change::Whiteout => {
                     self.entries.remove(path);
-                    self.remove_below(path);
+                    if was_dir {
+                        self.remove_below(path);
+                    }
                 }
                 Change::Opaque => {
-                    self.remove_below(path);
+                    if was_dir {
+                        self.remove_below(path);
+                    }
                     self.entries.insert(path.clone(), Node::Dir);
                 }
                 Change::Put(node) => {
-                    if *node != Node::Dir {
+                    if was_dir && *node != Node::Dir {
                         self.remove_below(path);
                     }
                     self.entries.insert(path.clone(), node.clone());
                 }
             }
         }
+        let dirs: rustc_hash::FxHashSet<&str> = self
+            .entries
+            .iter()
+            .filter(|(_, node)| **node == Node::Dir)
+            .map(|(path, _)| path.as_str())
+            .collect();
         for (path, change) in &layer.changes {
             if matches!(change, Change::Whiteout) {
                 continue;
             }
             if let Some((parent, _)) = path.rsplit_once('/')
-                && self.entries.get(parent) != Some(&Node::Dir)
+                && !dirs.contains(parent)
             {
                 return Err(format!("`{path}` has no parent directory `{parent}`"));
             }
