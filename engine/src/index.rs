@@ -6,6 +6,8 @@
 //! of failing. Keys are prefixed by record kind; values are postcard-encoded records.
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -72,7 +74,11 @@ const LINK_MODE: &str = "link/";
 
 pub struct Index {
     // Field order matters: the database closes before the lock is released.
-    db: DB,
+    /// Opened read-only (no manifest or options file written, nothing synced) until the first write
+    /// reopens it for writing; `None` only if that reopening failed.
+    db: RwLock<Option<DB>>,
+    writable: AtomicBool,
+    opts: Options,
     path: PathBuf,
     _lock: LockGuard,
 }
@@ -104,17 +110,29 @@ impl Index {
                 path: path.clone(),
                 detail: e.to_string(),
             })?;
-        let db = DB::open(&opts, &path).map_err(|e| Error::Index {
-            path: path.clone(),
-            detail: format!(
-                "{e}: if the store was copied or a disk filled, `blast verify` checks it"
-            ),
-        })?;
+        let exists = path.join("CURRENT").exists();
+        let opened = if exists {
+            DB::open_for_read_only(&opts, &path, false)
+        } else {
+            DB::open(&opts, &path)
+        };
+        let db = opened.map_err(|e| open_error(&path, e))?;
         Ok(Index {
-            db,
+            db: RwLock::new(Some(db)),
+            writable: AtomicBool::new(!exists),
+            opts,
             path,
             _lock: lock,
         })
+    }
+
+    /// The open database for reading.
+    fn reader(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<DB>>> {
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(self.err("the index could not be reopened for writing"));
+        }
+        Ok(guard)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
@@ -125,7 +143,7 @@ impl Index {
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.db.get(key.as_bytes()).map_err(|e| self.err(e))? {
+        match self.get_raw(key)? {
             Some(raw) => postcard::from_bytes(&raw)
                 .map(Some)
                 .map_err(|e| self.err(format!("record `{key}` is unreadable: {e}"))),
@@ -133,11 +151,21 @@ impl Index {
         }
     }
 
+    fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let guard = self.reader()?;
+        let Some(db) = guard.as_ref() else {
+            return Ok(None);
+        };
+        db.get(key.as_bytes()).map_err(|e| self.err(e))
+    }
+
     fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>> {
         let mut out = Vec::new();
-        let iter = self
-            .db
-            .iterator(IteratorMode::From(prefix.as_bytes(), Direction::Forward));
+        let guard = self.reader()?;
+        let Some(db) = guard.as_ref() else {
+            return Ok(out);
+        };
+        let iter = db.iterator(IteratorMode::From(prefix.as_bytes(), Direction::Forward));
         for item in iter {
             let (key, value) = item.map_err(|e| self.err(e))?;
             let Some(rest) = key.strip_prefix(prefix.as_bytes()) else {
@@ -154,7 +182,17 @@ impl Index {
     pub fn write(&self, batch: Batch) -> Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db.write_opt(batch.0, &opts).map_err(|e| self.err(e))
+        let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if !self.writable.load(Ordering::Relaxed) {
+            // Closed before reopened: one handle per process at a time.
+            *guard = None;
+            *guard = Some(DB::open(&self.opts, &self.path).map_err(|e| open_error(&self.path, e))?);
+            self.writable.store(true, Ordering::Relaxed);
+        }
+        match guard.as_ref() {
+            Some(db) => db.write_opt(batch.0, &opts).map_err(|e| self.err(e)),
+            None => Err(self.err("the index could not be reopened for writing")),
+        }
     }
 
     pub fn env(&self, id: &str) -> Result<Option<EnvRecord>> {
@@ -193,9 +231,7 @@ impl Index {
     }
 
     pub fn stat_cache(&self, env_id: &str) -> Result<Option<Vec<u8>>> {
-        self.db
-            .get(format!("{STAT_CACHE}{env_id}").as_bytes())
-            .map_err(|e| self.err(e))
+        self.get_raw(&format!("{STAT_CACHE}{env_id}"))
     }
 
     pub fn journal(&self, env_id: &str) -> Result<Option<Journal>> {
@@ -216,6 +252,13 @@ impl Index {
 
     pub fn seed_layer(&self, key: &str) -> Result<Option<store_format::LayerId>> {
         self.get(&format!("{SEED}{key}"))
+    }
+}
+
+fn open_error(path: &Path, e: rocksdb::Error) -> Error {
+    Error::Index {
+        path: path.to_owned(),
+        detail: format!("{e}: if the store was copied or a disk filled, `blast verify` checks it"),
     }
 }
 
