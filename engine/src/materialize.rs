@@ -127,9 +127,10 @@ impl Materializer<'_> {
         }
         crash::point("apply-removed");
 
-        // 2. Directories, parents first (sorted order guarantees it).
+        // 2. Directories, a level at a time (parents before children), each level in parallel.
         // (path, node, whether something is there to replace)
         let mut writes: Vec<(&str, &Node, bool)> = Vec::new();
+        let mut dirs_by_depth: Vec<Vec<&str>> = Vec::new();
         for change in &changes {
             let (path, node, replace) = match change {
                 PathChange::Added(p, n) => (*p, *n, false),
@@ -141,16 +142,25 @@ impl Materializer<'_> {
                 PathChange::Removed(..) => continue,
             };
             if *node == Node::Dir {
-                let abs = root.join(path);
-                match fs::create_dir(&abs) {
-                    Err(e) if e.kind() != ErrorKind::AlreadyExists => {
-                        return Err(e).at("creating directory", &abs);
-                    }
-                    _ => {}
+                let depth = path.matches('/').count();
+                if dirs_by_depth.len() <= depth {
+                    dirs_by_depth.resize_with(depth + 1, Vec::new);
                 }
+                dirs_by_depth[depth].push(path);
             } else {
                 writes.push((path, node, replace));
             }
+        }
+        for level in &dirs_by_depth {
+            level.par_iter().try_for_each(|path| {
+                let abs = root.join(path);
+                match fs::create_dir(&abs) {
+                    Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+                        Err(e).at("creating directory", &abs)
+                    }
+                    _ => Ok(()),
+                }
+            })?;
         }
 
         // 3. Files and symlinks, in parallel.
