@@ -185,6 +185,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let home = Store::default_home()?;
     let out = render::Output { json: cli.json };
     let open = || Store::open(&home);
+    // Commands that always change the store open its index for writing at once.
+    let open_for_writing = || Store::open_for_writing(&home);
     match cli.command {
         Command::Create {
             name,
@@ -192,7 +194,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             python,
             seed,
         } => out.create(&ops::create(
-            &open()?,
+            &open_for_writing()?,
             &CreateOptions {
                 name,
                 path,
@@ -204,12 +206,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.snapshot(&ops::snapshot(&open()?, env.env.as_deref(), message, tag)?)
         }
         Command::Rollback { env, target, force } => out.moved(&ops::rollback(
-            &open()?,
+            &open_for_writing()?,
             env.env.as_deref(),
             target.as_deref(),
             force,
         )?),
-        Command::Sync { from, to, force } => out.moved(&ops::sync(&open()?, &from, &to, force)?),
+        Command::Sync { from, to, force } => {
+            out.moved(&ops::sync(&open_for_writing()?, &from, &to, force)?)
+        }
         Command::Log { env } => out.log(&ops::log(&open()?, env.env.as_deref())?),
         Command::Diff { env, a, b, files } => out.diff(&ops::diff(
             &open()?,
@@ -220,7 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         )?),
         Command::List => out.list(&ops::list(&open()?)?),
         Command::Status { env } => out.status(&ops::status(&open()?, env.env.as_deref())?),
-        Command::Remove { env } => out.removed(&ops::remove(&open()?, &env)?),
+        Command::Remove { env } => out.removed(&ops::remove(&open_for_writing()?, &env)?),
         Command::Verify { env } => {
             let report = ops::verify(&open()?, env.as_deref())?;
             out.verify(&report);
@@ -258,7 +262,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             image,
             name: Some(name),
         } => out.restored(&ops::restore(
-            &open()?,
+            &open_for_writing()?,
             &image,
             &RestoreTarget::Name(name),
             None,
@@ -277,7 +281,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, None) => RestoreTarget::Path(PathBuf::from(".venv")),
             };
             out.restored(&ops::restore(
-                &open()?,
+                &open_for_writing()?,
                 &image,
                 &target,
                 python.as_deref(),

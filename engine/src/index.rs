@@ -84,7 +84,7 @@ pub struct Index {
 }
 
 impl Index {
-    pub(crate) fn open(home: &Path) -> Result<Self> {
+    pub(crate) fn open(home: &Path, writable: bool) -> Result<Self> {
         let path = home.join("index");
         let lock = lock::acquire(
             &home.join("index.lock"),
@@ -99,27 +99,16 @@ impl Index {
         opts.set_max_log_file_size(1 << 20);
         opts.set_skip_stats_update_on_db_open(true);
         opts.set_max_open_files(64);
-        // Records are small and every write is a synced WAL append: keep the memtable small and let
-        // open and close replay and keep it rather than writing a table file each time.
-        opts.set_write_buffer_size(4 << 20);
-        let opts = opts
-            .get_options_from_string(
-                "avoid_flush_during_recovery=true;avoid_flush_during_shutdown=true",
-            )
-            .map_err(|e| Error::Index {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
-        let exists = path.join("CURRENT").exists();
-        let opened = if exists {
-            DB::open_for_read_only(&opts, &path, false)
-        } else {
+        let writable = writable || !path.join("CURRENT").exists();
+        let opened = if writable {
             DB::open(&opts, &path)
+        } else {
+            DB::open_for_read_only(&opts, &path, false)
         };
         let db = opened.map_err(|e| open_error(&path, e))?;
         Ok(Index {
             db: RwLock::new(Some(db)),
-            writable: AtomicBool::new(!exists),
+            writable: AtomicBool::new(writable),
             opts,
             path,
             _lock: lock,

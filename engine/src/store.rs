@@ -44,16 +44,24 @@ impl Store {
     }
 
     /// Opens (creating on first use) the store for an ordinary operation.
+    /// The index is opened read-only and reopened for writing on the first write, which suits commands
+    /// that mostly read.
     pub fn open(home: &Path) -> Result<Store> {
-        Self::open_with(home, LockMode::Shared)
+        Self::open_with(home, LockMode::Shared, false)
+    }
+
+    /// As `open`, with the index open for writing from the start, for commands that always write
+    /// (saves opening it twice).
+    pub fn open_for_writing(home: &Path) -> Result<Store> {
+        Self::open_with(home, LockMode::Shared, true)
     }
 
     /// Opens the store with every other operation shut out, for the sweep of garbage collection.
     pub(crate) fn open_exclusive(home: &Path) -> Result<Store> {
-        Self::open_with(home, LockMode::Exclusive)
+        Self::open_with(home, LockMode::Exclusive, true)
     }
 
-    fn open_with(home: &Path, mode: LockMode) -> Result<Store> {
+    fn open_with(home: &Path, mode: LockMode, writable: bool) -> Result<Store> {
         fs::create_dir_all(home).at("creating store", home)?;
         let home = fs::canonicalize(home).at("resolving store path", home)?;
         let lock = lock::acquire(
@@ -72,7 +80,7 @@ impl Store {
             let path = home.join(dir);
             fs::create_dir_all(&path).at("creating store directory", &path)?;
         }
-        let index = Index::open(&home)?;
+        let index = Index::open(&home, writable)?;
         let store = Store {
             index,
             objects,
