@@ -7,6 +7,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(layer) = Layer::decode(data) {
-        assert_eq!(layer.encode(), data, "accepted a non-canonical layer encoding");
+        assert_eq!(
+            layer.encode(),
+            data,
+            "accepted a non-canonical layer encoding"
+        );
     }
 });

@@ -7,6 +7,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(snapshot) = Snapshot::decode(data) {
-        assert_eq!(snapshot.encode(), data, "accepted a non-canonical snapshot encoding");
+        assert_eq!(
+            snapshot.encode(),
+            data,
+            "accepted a non-canonical snapshot encoding"
+        );
     }
 });
