@@ -24,7 +24,12 @@ const TOOL: &[u8] = b"#!@BLAST_ENV_PREFIX@/bin/python\nimport sys\nprint(sys.pre
 const INIT: &[u8] = b"";
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/store-format")
+    // Read when the test runs, not baked in at build time: a target directory shared between
+    // checkouts must not send one checkout's tests to another's fixtures.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../fixtures/store-format")
 }
 
 fn read_fixture(name: &str) -> Vec<u8> {

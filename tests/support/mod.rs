@@ -32,7 +32,12 @@ pub fn python() -> &'static str {
 }
 
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+    // Read when the test runs, not baked in at build time: a target directory shared between
+    // checkouts (CI's clone and a work tree) must not send one checkout's tests to another's fixtures.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.join("../fixtures")
 }
 
 pub fn wheels() -> PathBuf {
