@@ -37,14 +37,6 @@ pub enum LinkMode {
 }
 
 impl LinkMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            LinkMode::Reflink => "reflink",
-            LinkMode::Hardlink => "hardlink",
-            LinkMode::Copy => "copy",
-        }
-    }
-
     pub fn parse(s: &str) -> Option<LinkMode> {
         match s {
             "reflink" => Some(LinkMode::Reflink),

@@ -52,9 +52,6 @@ impl ObjectStore {
     pub fn snapshots_dir(&self) -> &Path {
         &self.snapshots
     }
-    pub fn staging_dir(&self) -> &Path {
-        &self.staging
-    }
 
     /// `objects/ab/cdef…` for 0444 files, `objects/ab/cdef….x` for the 0555 variant.
     pub fn object_path(&self, id: &ObjectId, executable: bool) -> PathBuf {
