@@ -135,6 +135,7 @@ fn rollback_killed_at(point: &str) {
         "applied" => assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env))),
         other => panic!("unknown point {other}"),
     }
+    assert_eq!(stale_bytecode(&u.env), Vec::<String>::new());
 
     let status = finish_with_status(b, &u.env, "rollback");
     assert_eq!(status["head"], u.v1.as_str());

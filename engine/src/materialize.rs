@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
+use rustc_hash::FxHashSet;
 use store_format::{Node, ObjectId, Placeholders};
 
 use crate::capture::{FileStat, PYCACHE, StatCache, now_ns};
@@ -143,16 +144,22 @@ impl Materializer<'_> {
                 writes.push((path, node, replace));
             }
         }
+        // Directories this apply made hold no bytecode cache, so files written into them need no purge.
+        let mut fresh_dirs: FxHashSet<&str> = FxHashSet::default();
         for level in &dirs_by_depth {
-            level.par_iter().try_for_each(|path| {
-                let abs = root.join(path);
-                match fs::create_dir(&abs) {
-                    Err(e) if e.kind() != ErrorKind::AlreadyExists => {
-                        Err(e).at("creating directory", &abs)
+            let created: Vec<&str> = level
+                .par_iter()
+                .map(|path| {
+                    let abs = root.join(path);
+                    match fs::create_dir(&abs) {
+                        Ok(()) => Ok(Some(*path)),
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(None),
+                        Err(e) => Err(e).at("creating directory", &abs),
                     }
-                    _ => Ok(()),
-                }
-            })?;
+                })
+                .filter_map(Result::transpose)
+                .collect::<Result<_>>()?;
+            fresh_dirs.extend(created);
         }
 
         // 3. Files and symlinks, in parallel.
@@ -163,6 +170,11 @@ impl Materializer<'_> {
             .par_iter()
             .map(|&(path, node, replace)| {
                 let abs = root.join(path);
+                // Before the write, so a crash between the two cannot leave a written module whose old
+                // bytecode survives (the recovery apply finds the module in place and skips it).
+                if !fresh_dirs.contains(parent_of(path)) {
+                    purge_stale_bytecode(&abs);
+                }
                 let was_linked = self.write_node(&abs, node, replace)?;
                 if was_linked {
                     linked.fetch_add(1, Ordering::Relaxed);
@@ -208,6 +220,7 @@ impl Materializer<'_> {
         fs::rename(&tmp, abs).at("replacing", abs)?;
         // Renaming a link onto another link of the same inode does nothing and leaves both names.
         crate::fsutil::remove_file_if_exists(&tmp)?;
+        // Again after the rename: a Python process may have cached the old module in between.
         purge_stale_bytecode(abs);
         Ok(linked)
     }
@@ -338,6 +351,10 @@ fn tmp_beside(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     path.with_file_name(format!("{TMP_PREFIX}{name}"))
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(parent, _)| parent)
 }
 
 fn is_below(path: &str, dir: &str) -> bool {

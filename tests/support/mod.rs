@@ -210,6 +210,43 @@ pub fn env_python(env: &Path, code: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Bytecode files in the environment that Python would trust (their header's source mtime and size
+/// match the source) but that were compiled from other source: what a crash between replacing a module
+/// and purging its cache would leave. Returns their paths.
+pub fn stale_bytecode(env: &Path) -> Vec<String> {
+    const CHECK: &str = r#"
+import marshal, os, sys
+for root, dirs, files in os.walk(sys.prefix):
+    if os.path.basename(root) != "__pycache__":
+        continue
+    for name in files:
+        source = os.path.join(os.path.dirname(root), name.split(".")[0] + ".py")
+        pyc = os.path.join(root, name)
+        if not os.path.exists(source):
+            continue
+        data = open(pyc, "rb").read()
+        st = os.stat(source)
+        trusted = int.from_bytes(data[4:8], "little") == 0 and \
+            int.from_bytes(data[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF and \
+            int.from_bytes(data[12:16], "little") == st.st_size & 0xFFFFFFFF
+        if trusted and marshal.loads(data[16:]) != compile(open(source, "rb").read(), source, "exec"):
+            print(pyc)
+"#;
+    let out = Command::new(env.join("bin/python"))
+        .args(["-B", "-c", CHECK])
+        .output()
+        .expect("run env python");
+    assert!(
+        out.status.success(),
+        "bytecode check failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// What is at one path of a directory, as the tests compare it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskEntry {
