@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use engine::gc::{self, CleanOptions};
-use engine::ops::{self, CreateOptions, ExportFormat, ExportOptions, RestoreTarget};
+use engine::installer::{InstallerKind, Request};
+use engine::ops::{
+    self, CreateOptions, ExportFormat, ExportOptions, InstallOptions, RestoreTarget,
+};
+use engine::sandbox;
 use engine::{Result, Store};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
@@ -33,6 +37,84 @@ struct EnvArg {
     /// Environment name or path (default: $BLAST_ENV, else ./.venv).
     #[arg(short = 'e', long = "env", env = "BLAST_ENV", value_name = "NAME|PATH")]
     env: Option<String>,
+}
+
+/// How an installer runs.
+#[derive(Args)]
+struct InstallerArgs {
+    /// The installer (default: the environment's pip, else its base interpreter's, else uv).
+    #[arg(long, value_parser = ["pip", "uv"])]
+    installer: Option<String>,
+    /// No network in the sandbox: only local wheels and the installer's cache.
+    #[arg(long)]
+    offline: bool,
+    /// Commit even when the install breaks a requirement of an installed package.
+    #[arg(long)]
+    allow_conflicts: bool,
+    /// Run the installer unconfined on a staging copy of the environment (still one transaction).
+    #[arg(long)]
+    no_sandbox: bool,
+}
+
+impl InstallerArgs {
+    fn options(&self) -> InstallOptions {
+        InstallOptions {
+            installer: self.installer.as_deref().and_then(InstallerKind::parse),
+            offline: self.offline,
+            allow_conflicts: self.allow_conflicts,
+            no_sandbox: self.no_sandbox,
+        }
+    }
+}
+
+/// Index options, passed to the installer as they are.
+#[derive(Args)]
+struct IndexArgs {
+    #[arg(long, value_name = "URL")]
+    index_url: Option<String>,
+    #[arg(long, value_name = "URL")]
+    extra_index_url: Vec<String>,
+    #[arg(short = 'f', long, value_name = "URL|DIR")]
+    find_links: Vec<String>,
+    #[arg(long)]
+    no_index: bool,
+    /// Upgrade the named packages.
+    #[arg(short = 'U', long)]
+    upgrade: bool,
+    /// Allow pre-releases.
+    #[arg(long)]
+    pre: bool,
+    /// Do not install dependencies.
+    #[arg(long)]
+    no_deps: bool,
+}
+
+impl IndexArgs {
+    fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.extend(
+            self.index_url
+                .iter()
+                .flat_map(|u| ["--index-url".into(), u.clone()]),
+        );
+        for url in &self.extra_index_url {
+            out.extend(["--extra-index-url".into(), url.clone()]);
+        }
+        for link in &self.find_links {
+            out.extend(["--find-links".into(), link.clone()]);
+        }
+        for (set, flag) in [
+            (self.no_index, "--no-index"),
+            (self.upgrade, "--upgrade"),
+            (self.pre, "--pre"),
+            (self.no_deps, "--no-deps"),
+        ] {
+            if set {
+                out.push(flag.into());
+            }
+        }
+        out
+    }
 }
 
 #[derive(Subcommand)]
@@ -153,6 +235,46 @@ enum Command {
         #[arg(long)]
         python: Option<String>,
     },
+    /// Install packages as one transaction: the installer runs in a sandbox and its changes become a
+    /// snapshot; a failed install changes nothing.
+    Install {
+        #[command(flatten)]
+        env: EnvArg,
+        /// Requirement specifiers: `rich`, `rich==13.7.1`, a wheel file, a project directory.
+        #[arg(required_unless_present = "requirements")]
+        specs: Vec<String>,
+        /// Install from a requirements file (repeatable).
+        #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+        requirements: Vec<PathBuf>,
+        #[command(flatten)]
+        index: IndexArgs,
+        #[command(flatten)]
+        how: InstallerArgs,
+        /// Further installer arguments, after `--`.
+        #[arg(last = true, value_name = "INSTALLER_ARGS")]
+        installer_args: Vec<String>,
+    },
+    /// Uninstall packages as one transaction.
+    Uninstall {
+        #[command(flatten)]
+        env: EnvArg,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        how: InstallerArgs,
+    },
+    /// Run any pip command (`blast pip -- install -U rich`) as one transaction.
+    Pip {
+        #[command(flatten)]
+        env: EnvArg,
+        #[command(flatten)]
+        how: InstallerArgs,
+        /// The pip command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Show what the install sandbox can do on this machine, and what to change where it cannot.
+    Doctor,
     /// Remove what no environment, kept history entry or tag needs.
     Clean {
         /// Report what would be removed, remove nothing.
@@ -168,6 +290,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The sandbox helper is this binary re-executed; it must run before anything starts a thread.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == sandbox::HELPER_ARG) {
+        sandbox::helper_main(&args[2..]);
+    }
     // Like any Unix tool, end quietly when the reader of our output goes away (`blast log | head`).
     // SAFETY: restoring the default disposition of a signal before any thread exists.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
@@ -288,6 +415,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "restore",
                 &out.progress(),
             )?)
+        }
+        Command::Install {
+            env,
+            specs,
+            requirements,
+            index,
+            how,
+            installer_args,
+        } => {
+            let mut args = index.to_args();
+            args.extend(installer_args);
+            let request = Request::Install {
+                specs,
+                requirements,
+                args,
+            };
+            out.installed(&ops::install(
+                &open_for_writing()?,
+                env.env.as_deref(),
+                request,
+                &how.options(),
+            )?)
+        }
+        Command::Uninstall { env, names, how } => out.installed(&ops::install(
+            &open_for_writing()?,
+            env.env.as_deref(),
+            Request::Uninstall { names },
+            &how.options(),
+        )?),
+        Command::Pip { env, how, args } => out.installed(&ops::install(
+            &open_for_writing()?,
+            env.env.as_deref(),
+            Request::Pip { args },
+            &how.options(),
+        )?),
+        Command::Doctor => {
+            let report = ops::doctor(&open()?)?;
+            out.doctor(&report);
+            if !report.sandbox_works() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Clean {
             dry_run,

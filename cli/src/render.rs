@@ -6,8 +6,8 @@ use engine::gc::CleanReport;
 use engine::images::Progress;
 use engine::index::EnvRecord;
 use engine::ops::{
-    CreateReport, DiffReport, EnvSummary, ExportReport, FileChange, ImportReport, LogEntry,
-    MoveReport, RestoreReport, SnapshotReport, StatusReport, VerifyReport,
+    CreateReport, DiffReport, DoctorReport, EnvSummary, ExportReport, FileChange, ImportReport,
+    InstallReport, LogEntry, MoveReport, RestoreReport, SnapshotReport, StatusReport, VerifyReport,
 };
 use engine::packages::PackageChange;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -174,6 +174,59 @@ impl Output {
         }
     }
 
+    pub fn doctor(&self, r: &DoctorReport) {
+        if self.json(r) {
+            return;
+        }
+        for check in &r.checks {
+            let mark = if check.ok { "ok  " } else { "FAIL" };
+            println!("{mark}  {}: {}", check.name, check.detail);
+            if let Some(fix) = &check.fix {
+                println!("      fix: {fix}");
+            }
+        }
+    }
+
+    pub fn installed(&self, r: &InstallReport) {
+        if self.json(r) {
+            return;
+        }
+        if let Some(first) = &r.captured_first {
+            println!(
+                "captured changes found in `{}` first as snapshot {}",
+                r.env,
+                short(first)
+            );
+        }
+        let how = if r.sandboxed {
+            "sandboxed"
+        } else {
+            "unsandboxed"
+        };
+        match &r.snapshot {
+            None => println!(
+                "nothing changed in `{}` (HEAD {}; {}, {how}, {:.1} s)",
+                r.env,
+                short(&r.parent),
+                r.installer,
+                r.installer_seconds
+            ),
+            Some(id) => {
+                println!(
+                    "snapshot {} of `{}`: {} added, {} modified, {} removed ({}, {how}, {:.1} s)",
+                    short(id),
+                    r.env,
+                    r.added,
+                    r.modified,
+                    r.removed,
+                    r.installer,
+                    r.total_seconds
+                );
+                println!("  {}", package_line(&r.packages));
+            }
+        }
+    }
+
     pub fn moved(&self, r: &MoveReport) {
         if self.json(r) {
             return;
@@ -205,17 +258,13 @@ impl Output {
             } else {
                 format!(" [{}]", e.tags.join(", "))
             };
-            let message = e
-                .message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default();
-            println!(
-                "{}{head}{tags}  {}  {}{message}",
-                short(&e.snapshot),
-                e.time,
-                e.operation
-            );
+            // An installer's entry names itself ("install rich"); others read "operation: message".
+            let what = match e.message.as_deref() {
+                Some(m) if m.starts_with(&format!("{} ", e.operation)) => m.to_owned(),
+                Some(m) => format!("{}: {m}", e.operation),
+                None => e.operation.clone(),
+            };
+            println!("{}{head}{tags}  {}  {what}", short(&e.snapshot), e.time);
             match &e.packages {
                 Some(changes) => println!("    {}", package_line(changes)),
                 None => println!("    (the snapshot before it was cleaned away)"),

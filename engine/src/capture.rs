@@ -284,6 +284,184 @@ pub fn scan(
     })
 }
 
+/// What a sandboxed program changed, read from its overlay's upper directory.
+pub struct Changeset {
+    /// The tree the changes make of the tree they were made over.
+    pub tree: Tree,
+    /// Files read and stored.
+    pub hashed: usize,
+}
+
+/// One entry of an upper directory, in walk order (a directory before what is in it).
+enum UpperEntry {
+    /// A character device 0/0: the path was removed.
+    Whiteout(String),
+    /// A directory; `opaque` when it replaced the lower directory's content entirely.
+    Dir {
+        path: String,
+        opaque: bool,
+    },
+    File {
+        abs: PathBuf,
+        path: String,
+        meta: fs::Metadata,
+    },
+    Symlink(String, PathBuf),
+}
+
+/// Reads an overlay's upper directory, the changeset of a program that ran over `base`: files and
+/// symlinks replace what was at their path, whiteouts remove it, an opaque directory
+/// (`user.overlay.opaque=y`) drops everything the lower directory had below it. New files are stored
+/// through `sink`. `__pycache__` is a cache, not content, and is skipped as in [`scan`].
+pub fn scan_changeset(
+    upper: &Path,
+    base: &Tree,
+    placeholders: &Placeholders,
+    sink: Sink<'_>,
+) -> Result<Changeset> {
+    let mut entries = Vec::new();
+    walk_upper(upper, "", &mut entries)?;
+    let empty = StatCache::default();
+    let ctx = ScanCtx {
+        cache: &empty,
+        placeholders,
+        sink: Some(sink),
+    };
+    let files: Vec<(&PathBuf, &String, &fs::Metadata)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            UpperEntry::File { abs, path, meta } => Some((abs, path, meta)),
+            _ => None,
+        })
+        .collect();
+    let hashed: FxHashMap<String, Node> = files
+        .par_iter()
+        .map(|(abs, path, meta)| {
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            let items = ctx.hash_file(
+                (*abs).clone(),
+                (*path).clone(),
+                FileStat::of(meta),
+                executable,
+            )?;
+            Ok(items.into_iter().map(|i| (i.path, i.node)))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut tree = base.clone();
+    for entry in &entries {
+        let (path, node) = match entry {
+            UpperEntry::Whiteout(path) => {
+                tree.remove_below(path);
+                tree.entries.remove(path);
+                continue;
+            }
+            UpperEntry::Dir { path, opaque } => {
+                if *opaque || tree.entries.get(path).is_some_and(|n| *n != Node::Dir) {
+                    tree.remove_below(path);
+                }
+                (path, Node::Dir)
+            }
+            UpperEntry::File { path, .. } => {
+                let node = hashed.get(path).cloned().ok_or_else(|| {
+                    Error::Invalid(format!("internal: `{path}` of the changeset was not read"))
+                })?;
+                tree.remove_below(path);
+                (path, node)
+            }
+            UpperEntry::Symlink(path, abs) => {
+                let target = fs::read_link(abs).at("reading symlink", abs)?;
+                let Some(target) = target.to_str() else {
+                    return Err(Error::NonUtf8Path(abs.clone()));
+                };
+                let node = match placeholders.abstract_str(target) {
+                    Some(t) => Node::Symlink {
+                        target: t,
+                        relocatable: true,
+                    },
+                    None => Node::Symlink {
+                        target: target.to_owned(),
+                        relocatable: false,
+                    },
+                };
+                tree.remove_below(path);
+                (path, node)
+            }
+        };
+        tree.entries.insert(path.clone(), node);
+    }
+    Ok(Changeset {
+        tree,
+        hashed: files.len(),
+    })
+}
+
+fn walk_upper(dir: &Path, rel: &str, out: &mut Vec<UpperEntry>) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut children: Vec<fs::DirEntry> = fs::read_dir(dir)
+        .at("reading directory", dir)?
+        .collect::<std::io::Result<_>>()
+        .at("reading directory", dir)?;
+    children.sort_by_key(|e| e.file_name());
+    for entry in children {
+        let abs = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(Error::NonUtf8Path(abs));
+        };
+        let path = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let meta = abs.symlink_metadata().at("inspecting", &abs)?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if name == PYCACHE {
+                continue;
+            }
+            let opaque = is_opaque(&abs);
+            out.push(UpperEntry::Dir {
+                path: path.clone(),
+                opaque,
+            });
+            walk_upper(&abs, &path, out)?;
+        } else if ft.is_char_device() && meta.rdev() == 0 {
+            out.push(UpperEntry::Whiteout(path));
+        } else if ft.is_symlink() {
+            out.push(UpperEntry::Symlink(path, abs));
+        } else if ft.is_file() {
+            out.push(UpperEntry::File { abs, path, meta });
+        } else {
+            return Err(Error::UnsupportedFileType {
+                path: abs,
+                kind: special_kind(&ft),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether overlayfs marked this upper directory as replacing the lower one (`userxattr` mode).
+fn is_opaque(dir: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 2];
+    // SAFETY: a NUL-terminated path and a buffer of the length passed.
+    let len = unsafe {
+        libc::lgetxattr(
+            c_path.as_ptr(),
+            c"user.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    len == 1 && value[0] == b'y'
+}
+
 /// Seconds and nanoseconds as one count, saturating far outside the years 1678–2262.
 pub(crate) fn nanos(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)

@@ -102,6 +102,24 @@ pub enum Error {
         list_paths(tried)
     )]
     NoMatchingPython { needed: String, tried: Vec<String> },
+    #[error(
+        "no installer for environment `{env}`: {detail}; create it with `--seed` for pip, or put uv on PATH"
+    )]
+    NoInstaller { env: String, detail: String },
+    #[error("{installer} failed ({status}): environment `{env}` is unchanged")]
+    InstallerFailed {
+        env: String,
+        installer: String,
+        status: String,
+    },
+    #[error("interrupted: environment `{env}` is unchanged")]
+    Interrupted { env: String },
+    #[error("the sandbox could not be set up ({step}: {detail}): {fix}")]
+    SandboxRefused {
+        step: String,
+        detail: String,
+        fix: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -6,8 +6,8 @@
 //! of failing. Keys are prefixed by record kind; values are postcard-encoded records.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -80,17 +80,16 @@ pub struct Index {
     writable: AtomicBool,
     opts: Options,
     path: PathBuf,
-    _lock: LockGuard,
+    lock_path: PathBuf,
+    /// `None` only while [`Index::released`] runs.
+    lock: Mutex<Option<LockGuard>>,
 }
 
 impl Index {
     pub(crate) fn open(home: &Path, writable: bool) -> Result<Self> {
         let path = home.join("index");
-        let lock = lock::acquire(
-            &home.join("index.lock"),
-            LockMode::Exclusive,
-            "the metadata index",
-        )?;
+        let lock_path = home.join("index.lock");
+        let lock = acquire_index_lock(&lock_path)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         // Its info log dumps every option at each open: warnings and errors are what is worth keeping.
@@ -100,19 +99,32 @@ impl Index {
         opts.set_skip_stats_update_on_db_open(true);
         opts.set_max_open_files(64);
         let writable = writable || !path.join("CURRENT").exists();
-        let opened = if writable {
-            DB::open(&opts, &path)
-        } else {
-            DB::open_for_read_only(&opts, &path, false)
-        };
-        let db = opened.map_err(|e| open_error(&path, e))?;
+        let db = open_db(&opts, &path, writable)?;
         Ok(Index {
             db: RwLock::new(Some(db)),
             writable: AtomicBool::new(writable),
             opts,
             path,
-            _lock: lock,
+            lock_path,
+            lock: Mutex::new(Some(lock)),
         })
+    }
+
+    /// Runs `work` with the database closed and its lock released, so that other blast processes can
+    /// use the index meanwhile (an installer runs for seconds or minutes); reopens it afterwards.
+    pub fn released<T>(&self, work: impl FnOnce() -> T) -> Result<T> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        let mut lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        *db = None;
+        *lock = None;
+        let out = work();
+        *lock = Some(acquire_index_lock(&self.lock_path)?);
+        *db = Some(open_db(
+            &self.opts,
+            &self.path,
+            self.writable.load(Ordering::Relaxed),
+        )?);
+        Ok(out)
     }
 
     /// The open database for reading.
@@ -242,6 +254,19 @@ impl Index {
     pub fn seed_layer(&self, key: &str) -> Result<Option<store_format::LayerId>> {
         self.get(&format!("{SEED}{key}"))
     }
+}
+
+fn acquire_index_lock(path: &Path) -> Result<LockGuard> {
+    lock::acquire(path, LockMode::Exclusive, "the metadata index")
+}
+
+fn open_db(opts: &Options, path: &Path, writable: bool) -> Result<DB> {
+    let opened = if writable {
+        DB::open(opts, path)
+    } else {
+        DB::open_for_read_only(opts, path, false)
+    };
+    opened.map_err(|e| open_error(path, e))
 }
 
 fn open_error(path: &Path, e: rocksdb::Error) -> Error {

@@ -9,6 +9,8 @@
 //! - [`transition`]: crash-safe HEAD moves (journal, apply, record).
 //! - [`python`], [`venv`]: interpreter discovery and the venv's own files.
 //! - [`packages`]: the package view from `*.dist-info`.
+//! - [`sandbox`]: namespaces and an overlay around an installer run.
+//! - [`installer`]: which installer runs for an environment, with what command line.
 //! - [`gc`]: garbage collection.
 //! - [`images`]: `.blast` images, written deterministically and read trusting nothing.
 //! - [`ops`]: the operations behind the commands.
@@ -20,12 +22,14 @@ mod fsutil;
 pub mod gc;
 pub mod images;
 pub mod index;
+pub mod installer;
 mod lock;
 pub mod materialize;
 pub mod objects;
 pub mod ops;
 pub mod packages;
 pub mod python;
+pub mod sandbox;
 pub mod store;
 pub mod transition;
 pub mod tree;

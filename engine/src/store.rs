@@ -156,13 +156,16 @@ impl Store {
         self.home.join("locks").join(format!("{env_id}.lock"))
     }
 
-    /// The lock that serializes work on one environment.
+    /// The lock that serializes work on one environment. Its holder may be an install that reopens the
+    /// index when its installer ends, so the index is released while this waits (a wait holding it
+    /// would deadlock the two).
     pub(crate) fn env_lock(&self, env_id: &str) -> Result<LockGuard> {
-        lock::acquire(
-            &self.env_lock_path(env_id),
-            LockMode::Exclusive,
-            "the environment",
-        )
+        let path = self.env_lock_path(env_id);
+        if let Some(lock) = lock::try_acquire(&path, LockMode::Exclusive)? {
+            return Ok(lock);
+        }
+        self.index
+            .released(|| lock::acquire(&path, LockMode::Exclusive, "the environment"))?
     }
 
     pub(crate) fn lock_env(&self, env_id: &str, force: bool) -> Result<Env> {

@@ -132,7 +132,7 @@ impl Tree {
     }
 
     /// Removes everything strictly below `dir`.
-    fn remove_below(&mut self, dir: &str) {
+    pub(crate) fn remove_below(&mut self, dir: &str) {
         let below: Vec<String> = self.descendants(dir).map(|(p, _)| p.clone()).collect();
         for p in below {
             self.entries.remove(&p);

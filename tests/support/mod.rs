@@ -63,6 +63,21 @@ impl Blast {
         Blast { tmp, home, work }
     }
 
+    /// As `new`, but outside `/tmp`: the install sandbox gives the installer a private `/tmp`, so only
+    /// paths elsewhere show what it may and may not touch of the real filesystem.
+    pub fn outside_tmp() -> Blast {
+        let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        fs::create_dir_all(&parent).expect("target tmp dir");
+        let tmp = tempfile::Builder::new()
+            .prefix("blast-test-")
+            .tempdir_in(parent)
+            .expect("tempdir");
+        let home = tmp.path().join("home");
+        let work = tmp.path().join("work");
+        fs::create_dir_all(&work).expect("work dir");
+        Blast { tmp, home, work }
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_blast"));
         cmd.args(args)
@@ -118,7 +133,11 @@ impl Blast {
             !stderr.contains("panicked"),
             "blast {args:?} panicked: {stderr}"
         );
-        assert!(stderr.starts_with("error: "), "blast {args:?}: {stderr}");
+        // blast's own message comes last; an installer's output may precede it.
+        assert!(
+            stderr.starts_with("error: ") || stderr.contains("\nerror: "),
+            "blast {args:?}: {stderr}"
+        );
         stderr
     }
 

@@ -3,13 +3,16 @@
 //! CLI renders as text or JSON.
 
 mod create;
+mod doctor;
 mod images;
 mod inspect;
+mod install;
 mod moves;
 mod snapshot;
 mod verify;
 
 pub use create::{CreateOptions, CreateReport, create, remove};
+pub use doctor::{Check, DoctorReport, doctor};
 pub use images::{
     ExportFormat, ExportOptions, ExportReport, ImportReport, RestoreReport, RestoreTarget, export,
     import, restore,
@@ -17,6 +20,7 @@ pub use images::{
 pub use inspect::{
     DiffReport, EnvSummary, FileChange, LogEntry, StatusReport, diff, list, log, status,
 };
+pub use install::{InstallOptions, InstallReport, install};
 pub use moves::{MoveReport, rollback, sync};
 pub use snapshot::{SnapshotReport, snapshot};
 pub use verify::{VerifyReport, verify};

@@ -1,0 +1,224 @@
+//! The installer: which program changes an environment's packages and with what command line.
+//!
+//! In order of preference: the environment's own pip, the base interpreter's pip pointed at the
+//! environment with `--python`, or uv from `PATH` (`--installer` picks one). The command line is the
+//! same whether it runs in the sandbox or on a staging copy (`--no-sandbox`): only the interpreter path
+//! differs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::python::PythonInfo;
+use crate::tree::Tree;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallerKind {
+    Pip,
+    Uv,
+}
+
+impl InstallerKind {
+    pub fn parse(s: &str) -> Option<InstallerKind> {
+        match s {
+            "pip" => Some(InstallerKind::Pip),
+            "uv" => Some(InstallerKind::Uv),
+            _ => None,
+        }
+    }
+}
+
+/// What the installer is asked to do.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// `install SPEC… [-r FILE]… ARGS…`
+    Install {
+        specs: Vec<String>,
+        requirements: Vec<PathBuf>,
+        args: Vec<String>,
+    },
+    /// `uninstall NAME…`
+    Uninstall { names: Vec<String> },
+    /// Any other pip command, as typed after `blast pip --`.
+    Pip { args: Vec<String> },
+}
+
+impl Request {
+    /// The words of the history entry ("install rich", "uninstall idna", "pip install -U rich").
+    pub fn describe(&self) -> String {
+        match self {
+            Request::Install {
+                specs,
+                requirements,
+                ..
+            } => {
+                let mut words = vec!["install".to_owned()];
+                words.extend(specs.iter().cloned());
+                words.extend(requirements.iter().map(|r| format!("-r {}", r.display())));
+                words.join(" ")
+            }
+            Request::Uninstall { names } => format!("uninstall {}", names.join(" ")),
+            Request::Pip { args } => format!("pip {}", args.join(" ")),
+        }
+    }
+}
+
+/// A chosen installer.
+#[derive(Debug, Clone)]
+pub struct Installer {
+    pub kind: InstallerKind,
+    /// The program, when it is not the environment's own interpreter.
+    program: Option<PathBuf>,
+    /// The first arguments, before the request's: `-m pip` or `pip`.
+    lead: Vec<String>,
+    /// Whether it must be pointed at the environment's interpreter (it is not the env's own pip).
+    needs_python: bool,
+    /// What users see: "the environment's pip", "uv at /usr/bin/uv".
+    pub description: String,
+}
+
+/// Picks the installer for an environment whose committed content is `tree` at `root`.
+pub fn choose(
+    root: &Path,
+    python: &PythonInfo,
+    tree: &Tree,
+    preference: Option<InstallerKind>,
+) -> Result<Installer> {
+    let env_pip = tree
+        .entries
+        .contains_key(&format!("{}/pip/__init__.py", python.purelib));
+    let base_pip = Path::new(&python.stdlib)
+        .join("site-packages/pip/__init__.py")
+        .is_file();
+    let uv = find_on_path("uv");
+    let pip = if env_pip {
+        Some(Installer {
+            kind: InstallerKind::Pip,
+            program: None,
+            lead: vec!["-m".into(), "pip".into()],
+            needs_python: false,
+            description: "the environment's pip".into(),
+        })
+    } else if base_pip {
+        Some(Installer {
+            kind: InstallerKind::Pip,
+            program: Some(PathBuf::from(&python.executable)),
+            lead: vec!["-m".into(), "pip".into()],
+            needs_python: true,
+            description: format!("the pip of {}", python.executable),
+        })
+    } else {
+        None
+    };
+    let uv = uv.map(|path| Installer {
+        kind: InstallerKind::Uv,
+        description: format!("uv at {}", path.display()),
+        program: Some(path),
+        lead: vec!["pip".into()],
+        needs_python: true,
+    });
+    let none = |what: &str| Error::NoInstaller {
+        env: root.display().to_string(),
+        detail: what.to_owned(),
+    };
+    match preference {
+        Some(InstallerKind::Pip) => {
+            pip.ok_or_else(|| none("neither the environment nor its base interpreter has pip"))
+        }
+        Some(InstallerKind::Uv) => uv.ok_or_else(|| none("`uv` is not on PATH")),
+        None => pip.or(uv).ok_or_else(|| {
+            none("the environment and its base interpreter have no pip, and `uv` is not on PATH")
+        }),
+    }
+}
+
+impl Installer {
+    /// The program to run for the environment whose interpreter is `env_python`.
+    pub fn program(&self, env_python: &Path) -> PathBuf {
+        self.program
+            .clone()
+            .unwrap_or_else(|| env_python.to_owned())
+    }
+
+    /// The arguments (after the program) that carry out `request` on the environment whose
+    /// interpreter is `env_python`.
+    pub fn args(&self, request: &Request, env_python: &Path) -> Vec<String> {
+        let mut out = self.lead.clone();
+        let python = env_python.display().to_string();
+        let (verb, rest): (Option<&str>, Vec<String>) = match request {
+            Request::Install {
+                specs,
+                requirements,
+                args,
+            } => {
+                let mut rest: Vec<String> = requirements
+                    .iter()
+                    .flat_map(|r| ["-r".to_owned(), r.display().to_string()])
+                    .collect();
+                rest.extend(specs.iter().cloned());
+                rest.extend(args.iter().cloned());
+                (Some("install"), rest)
+            }
+            Request::Uninstall { names } => {
+                let mut rest = names.clone();
+                if self.kind == InstallerKind::Pip {
+                    rest.insert(0, "--yes".into());
+                }
+                (Some("uninstall"), rest)
+            }
+            Request::Pip { args } => (None, args.clone()),
+        };
+        match self.kind {
+            InstallerKind::Pip => {
+                // pip takes its general options before the command.
+                if self.needs_python {
+                    out.extend(["--python".to_owned(), python]);
+                }
+                out.push("--disable-pip-version-check".into());
+                out.extend(verb.map(str::to_owned));
+                out.extend(rest);
+            }
+            InstallerKind::Uv => {
+                // uv takes them after it.
+                let mut rest = rest.into_iter();
+                match verb {
+                    Some(verb) => out.push(verb.to_owned()),
+                    None => out.extend(rest.next()),
+                }
+                out.extend(["--python".to_owned(), python]);
+                out.extend(rest);
+            }
+        }
+        out
+    }
+
+    /// Where the installer keeps its cache (bound read-write into the sandbox).
+    pub fn caches(&self) -> Vec<PathBuf> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let cache_home = var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")));
+        let (own, default) = match self.kind {
+            InstallerKind::Pip => ("PIP_CACHE_DIR", "pip"),
+            InstallerKind::Uv => ("UV_CACHE_DIR", "uv"),
+        };
+        var(own)
+            .map(PathBuf::from)
+            .or_else(|| cache_home.map(|c| c.join(default)))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The first executable named `name` on `PATH`.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}

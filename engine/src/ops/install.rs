@@ -1,0 +1,422 @@
+//! `blast install`, `blast uninstall` and `blast pip`: one installer run as one transaction.
+//!
+//! The installer runs in the sandbox over an overlay of the environment (or, with `--no-sandbox`, on a
+//! staging copy of it); the environment itself is not touched while it runs. Its changes become a layer,
+//! and the environment moves to the new snapshot through the same crash-safe apply as a rollback. A
+//! failed, interrupted or killed run leaves the environment and its history as they were: its staging
+//! area goes at once or, after a kill, with the next command.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use store_format::{Node, Placeholders, Snapshot, SnapshotId};
+
+use crate::capture::{self, PYCACHE, Sink, StatCache};
+use crate::error::{Error, IoContext, Result};
+use crate::index::Batch;
+use crate::installer::{self, Installer, InstallerKind, Request};
+use crate::materialize::Materializer;
+use crate::objects::Staging;
+use crate::packages::{PackageChange, package_changes, packages_of};
+use crate::sandbox::{self, Outcome, Spec};
+use crate::store::{Env, Store};
+use crate::transition::{Move, link_mode, load_stat_cache, move_head};
+use crate::tree::{PathChange, Tree};
+
+/// `SOURCE_DATE_EPOCH` for installer runs: pip then writes hash-checked `.pyc` files (valid whatever
+/// the source's mtime) and builds wheels from sources with fixed timestamps (1980-01-01, zip's epoch).
+const SOURCE_DATE_EPOCH: &str = "315532800";
+
+/// Home-directory entries an installer has no business reading.
+const SECRETS: &[&str] = &[
+    ".ssh",
+    ".aws",
+    ".config",
+    ".netrc",
+    ".gnupg",
+    ".docker",
+    ".kube",
+    ".pypirc",
+    ".git-credentials",
+];
+
+/// Configuration under a hidden directory that installers do read.
+const INSTALLER_CONFIG: &[&str] = &[".config/pip", ".config/uv"];
+
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    pub installer: Option<InstallerKind>,
+    pub offline: bool,
+    pub allow_conflicts: bool,
+    pub no_sandbox: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InstallReport {
+    pub env: String,
+    /// The new snapshot; `None` when the installer changed nothing.
+    pub snapshot: Option<SnapshotId>,
+    pub parent: SnapshotId,
+    /// What the history calls it ("install rich"); `blast log` adds the package changes.
+    pub message: String,
+    pub packages: Vec<PackageChange>,
+    pub installer: String,
+    pub sandboxed: bool,
+    pub added: usize,
+    pub modified: usize,
+    pub removed: usize,
+    /// Seconds the installer ran, and the whole transaction took.
+    pub installer_seconds: f64,
+    pub total_seconds: f64,
+    /// A snapshot taken first of changes found in the directory that were not captured yet.
+    pub captured_first: Option<SnapshotId>,
+}
+
+/// Runs `request` on the environment as one transaction.
+pub fn install(
+    store: &Store,
+    selector: Option<&str>,
+    request: Request,
+    options: &InstallOptions,
+) -> Result<InstallReport> {
+    let started = Instant::now();
+    let mut env = store.open_env(selector)?;
+    // Work found in the directory is kept as its own snapshot, so the install starts from HEAD.
+    let captured_first = super::snapshot::capture_into_snapshot(
+        store,
+        &env,
+        "snapshot",
+        Some("changes found before an install".into()),
+        None,
+    )?
+    .snapshot;
+    if captured_first.is_some() {
+        env.record = store
+            .index()
+            .env(&env.record.id)?
+            .ok_or_else(|| Error::EnvNotFound(env.label().to_owned()))?;
+    }
+    let head_id = env.head()?;
+    let head = store.snapshot(&head_id)?;
+    let head_tree = store.tree_of(&head)?;
+    let installer = installer::choose(
+        env.root(),
+        &env.record.python,
+        &head_tree,
+        options.installer,
+    )?;
+    // Two staging areas: one where the installer works (the overlay's directories, or the copy),
+    // removed when the install ends, and one for the new objects, which its commit moves into place.
+    let area = store.objects().begin()?;
+    let staging = store.objects().begin()?;
+    let run = Run {
+        store,
+        env: &env,
+        head_tree: &head_tree,
+        installer: &installer,
+        request: &request,
+        area: area.dir(),
+        staging: &staging,
+    };
+    let run_started = Instant::now();
+    let new_tree = if options.no_sandbox {
+        run.on_copy()?
+    } else {
+        run.sandboxed(options.offline)?
+    };
+    let installer_seconds = run_started.elapsed().as_secs_f64();
+
+    let mut report = InstallReport {
+        env: env.label().to_owned(),
+        snapshot: None,
+        parent: head_id,
+        message: request.describe(),
+        packages: Vec::new(),
+        installer: installer.description.clone(),
+        sandboxed: !options.no_sandbox,
+        added: 0,
+        modified: 0,
+        removed: 0,
+        installer_seconds,
+        total_seconds: 0.0,
+        captured_first,
+    };
+    if new_tree == head_tree {
+        report.total_seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    for change in head_tree.changes_to(&new_tree) {
+        match change {
+            PathChange::Added(..) => report.added += 1,
+            PathChange::Modified(..) => report.modified += 1,
+            PathChange::Removed(..) => report.removed += 1,
+        }
+    }
+    let packages = packages_of(
+        &new_tree,
+        &env.record.python.purelib,
+        |_, node| match node {
+            Node::File { object, .. } => staging.read_object(object),
+            _ => Ok(Vec::new()),
+        },
+    )?;
+    report.packages = package_changes(&head.packages, &packages);
+    let layer = head_tree.layer_to(&new_tree);
+    let mut layers = head.layers.clone();
+    layers.push(staging.put_layer(&layer)?);
+    let snapshot = Snapshot {
+        python: head.python.clone(),
+        layers,
+        packages,
+    };
+    let id = staging.put_snapshot(&snapshot)?;
+    staging.commit()?;
+    let operation = match request {
+        Request::Install { .. } => "install",
+        Request::Uninstall { .. } => "uninstall",
+        Request::Pip { .. } => "pip",
+    };
+    let cache = load_stat_cache(store, &env.record.id)?;
+    move_head(
+        store,
+        &mut env,
+        Move {
+            operation: operation.to_owned(),
+            message: Some(report.message.clone()),
+            to: id,
+            current: head_tree,
+            cache,
+            with_journal: Batch::default(),
+        },
+    )?;
+    if !options.no_sandbox {
+        carry_over_bytecode(&area.dir().join(UPPER), env.root(), "");
+    }
+    report.snapshot = Some(id);
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The parts of one installer run.
+struct Run<'a> {
+    store: &'a Store,
+    env: &'a Env,
+    head_tree: &'a Tree,
+    installer: &'a Installer,
+    request: &'a Request,
+    /// Where the installer works.
+    area: &'a Path,
+    /// Where its new files are stored.
+    staging: &'a Staging<'a>,
+}
+
+/// The overlay's upper directory, inside the run's area.
+const UPPER: &str = "upper";
+
+impl Run<'_> {
+    /// Runs the installer in the sandbox over an overlay of the environment; returns the tree its
+    /// changes make.
+    fn sandboxed(&self, offline: bool) -> Result<Tree> {
+        let (upper, work, root) = (
+            self.area.join(UPPER),
+            self.area.join("work"),
+            self.area.join("root"),
+        );
+        for dir in [&upper, &work, &root] {
+            std::fs::create_dir(dir).at("creating sandbox directory", dir)?;
+        }
+        let env_python = self.env.root().join("bin/python");
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let (visible, projects) = named_paths(self.request, &cwd);
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        let mut writable = self.installer.caches();
+        writable.extend(projects);
+        let spec = Spec {
+            program: self.installer.program(&env_python),
+            args: self.installer.args(self.request, &env_python),
+            set_env: installer_env(),
+            remove_env: vec!["SSH_AUTH_SOCK".into()],
+            cwd: cwd.clone(),
+            root,
+            overlay: Some(sandbox::Overlay {
+                target: self.env.root().to_owned(),
+                upper: upper.clone(),
+                work,
+            }),
+            writable,
+            visible: visible.into_iter().chain([cwd]).collect(),
+            hidden: home
+                .iter()
+                .flat_map(|h| SECRETS.iter().map(move |s| h.join(s)))
+                .collect(),
+            revealed: home
+                .iter()
+                .flat_map(|h| INSTALLER_CONFIG.iter().map(move |s| h.join(s)))
+                .collect(),
+            network: !offline,
+        };
+        match self.store.index().released(|| sandbox::run(&spec))?? {
+            Ok(outcome) => self.check(outcome)?,
+            Err(refusal) => {
+                return Err(Error::SandboxRefused {
+                    fix: refusal.fix(),
+                    step: refusal.step,
+                    detail: refusal.detail,
+                });
+            }
+        }
+        let changeset = capture::scan_changeset(
+            &upper,
+            self.head_tree,
+            &self.env.placeholders(),
+            self.sink(),
+        )?;
+        Ok(changeset.tree)
+    }
+
+    /// `--no-sandbox`: the installer works on a staging copy of the environment, read back after.
+    fn on_copy(&self) -> Result<Tree> {
+        let copy = self.area.join("env");
+        let placeholders = Placeholders {
+            env_prefix: copy.display().to_string(),
+            python_bin: self.env.record.python.bin_dir.clone(),
+        };
+        let mut cache = StatCache::default();
+        Materializer {
+            store: self.store.objects(),
+            placeholders: &placeholders,
+            mode: link_mode(self.store, self.env.root())?,
+        }
+        .apply(&copy, &Tree::default(), self.head_tree, &mut cache)?;
+        let env_python = copy.join("bin/python");
+        let program = self.installer.program(&env_python);
+        let args = self.installer.args(self.request, &env_python);
+        let outcome = self
+            .store
+            .index()
+            .released(|| sandbox::run_unconfined(&program, &args, &installer_env()))??;
+        self.check(outcome)?;
+        let scan = capture::scan(&copy, cache, &placeholders, Some(self.sink()))?;
+        Ok(scan.tree)
+    }
+
+    fn sink(&self) -> Sink<'_> {
+        Sink {
+            staging: self.staging,
+            present: self.head_tree,
+        }
+    }
+
+    fn check(&self, outcome: Outcome) -> Result<()> {
+        let env = self.env.label().to_owned();
+        let installer = self.installer.description.clone();
+        match outcome {
+            Outcome::Exited(0) => Ok(()),
+            Outcome::Signaled(sig) if sig == libc::SIGINT || sig == libc::SIGTERM => {
+                Err(Error::Interrupted { env })
+            }
+            Outcome::Exited(code) => Err(Error::InstallerFailed {
+                env,
+                installer,
+                status: format!("exit status {code}"),
+            }),
+            Outcome::Signaled(sig) => Err(Error::InstallerFailed {
+                env,
+                installer,
+                status: format!("killed by signal {sig}"),
+            }),
+        }
+    }
+}
+
+fn installer_env() -> Vec<(String, String)> {
+    vec![
+        ("SOURCE_DATE_EPOCH".into(), SOURCE_DATE_EPOCH.into()),
+        ("PIP_NO_INPUT".into(), "1".into()),
+    ]
+}
+
+/// Paths the request names (requirement files, wheels, `--find-links` directories, local projects):
+/// they stay visible in the sandbox even under its private `/tmp`. Returns (read-only paths, local
+/// project directories, which a build may write into).
+fn named_paths(request: &Request, cwd: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (specs, words): (&[String], Vec<&str>) = match request {
+        Request::Install {
+            specs,
+            requirements,
+            args,
+        } => (
+            specs,
+            requirements
+                .iter()
+                .filter_map(|r| r.to_str())
+                .chain(args.iter().map(String::as_str))
+                .collect(),
+        ),
+        Request::Uninstall { .. } => (&[], Vec::new()),
+        Request::Pip { args } => (&[], args.iter().map(String::as_str).collect()),
+    };
+    let existing = |word: &str| {
+        let value = word.split_once('=').map_or(word, |(_, v)| v);
+        let path = cwd.join(value);
+        path.exists()
+            .then(|| std::fs::canonicalize(&path).unwrap_or(path))
+    };
+    let mut visible: Vec<PathBuf> = words.iter().filter_map(|w| existing(w)).collect();
+    let mut projects = Vec::new();
+    for spec in specs {
+        if let Some(path) = existing(spec) {
+            if path.is_dir() {
+                projects.push(path);
+            } else {
+                visible.push(path);
+            }
+        }
+    }
+    for files in std::env::var("PIP_FIND_LINKS").iter() {
+        visible.extend(files.split_whitespace().filter_map(existing));
+    }
+    (visible, projects)
+}
+
+/// Moves the bytecode the installer compiled from the upper directory into the environment. It is a
+/// cache, not content, and hash-checked (see [`SOURCE_DATE_EPOCH`]), so it stays valid wherever the
+/// module is; this saves the first import compiling it all again. Best effort.
+fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
+    let Ok(entries) = std::fs::read_dir(upper.join(rel)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let child = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if name != PYCACHE {
+            carry_over_bytecode(upper, env_root, &child);
+            continue;
+        }
+        let dest = env_root.join(&child);
+        if !dest.parent().is_some_and(Path::is_dir) || std::fs::create_dir_all(&dest).is_err() {
+            continue;
+        }
+        for file in std::fs::read_dir(entry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let to = dest.join(file.file_name());
+            if std::fs::rename(file.path(), &to).is_err() {
+                let _ = std::fs::copy(file.path(), &to);
+            }
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! The sandbox: runs one program (an installer) in new user, mount and pid namespaces, and a network
+//! namespace when offline, over an overlay of the environment whose upper directory collects every
+//! change the program makes.
+//!
+//! `unshare` of a user namespace fails in a multi-threaded process, so the sandbox is set up by a
+//! helper: this same binary re-executed with [`HELPER_ARG`] (the CLI hands it to [`helper_main`] before
+//! anything else runs, so it is single-threaded). The helper
+//! 1. dies with blast (`PR_SET_PDEATHSIG`) and unshares the namespaces, mapping the caller to an
+//!    unprivileged id inside (so the installer holds no capabilities and cannot undo a mount);
+//! 2. assembles a new root: the whole filesystem bound read-only, a private `/tmp` and `/dev/shm`, the
+//!    paths the user named bound read-only where the private `/tmp` would hide them, the installer's
+//!    caches bound read-write, secrets (`~/.ssh`, `~/.aws`, `~/.config`, …) hidden, and the overlay
+//!    mounted at the environment's real path (`userxattr,index=off,xino=off`);
+//! 3. forks the pid namespace's init, which mounts a fresh `/proc`, pivots into the new root, starts the
+//!    program in its own session and reaps until it exits. When init dies, the kernel kills everything in
+//!    the namespace, and every mount vanishes with the mount namespace: nothing outlives the sandbox.
+//!
+//! A step that fails is reported through file descriptor 3 (`step: errno`) and the helper exits with
+//! [`SETUP_FAILED`]; the parent turns that into an error that names the fix (see [`Refusal`]).
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, chdir, execve, fork, getgid, getuid, pivot_root, setsid};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The first argument that makes the `blast` binary act as the sandbox helper.
+pub const HELPER_ARG: &str = "__blast-sandbox-helper";
+
+/// The helper's exit code when the sandbox could not be set up (the program never ran).
+pub const SETUP_FAILED: i32 = 121;
+
+/// Where the helper reports a failed step; closed when the program starts.
+const STATUS_FD: i32 = 3;
+
+/// The id the caller is mapped to inside when it is root outside: any unprivileged id will do, what
+/// matters is that the program runs without the namespace's capabilities.
+const UNPRIVILEGED_ID: u32 = 1000;
+
+/// What to run and what it may see.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Set on top of the inherited environment.
+    pub set_env: Vec<(String, String)>,
+    /// Removed from the inherited environment.
+    pub remove_env: Vec<String>,
+    /// The working directory inside (falls back to `/` when it is not visible there).
+    pub cwd: PathBuf,
+    /// An empty directory the new root is assembled on.
+    pub root: PathBuf,
+    pub overlay: Option<Overlay>,
+    /// Bound read-write (created when missing): the installer's caches.
+    pub writable: Vec<PathBuf>,
+    /// Bound read-only where the private `/tmp` would hide them: paths the user named.
+    pub visible: Vec<PathBuf>,
+    /// Hidden: an empty directory over a directory, an empty file over a file.
+    pub hidden: Vec<PathBuf>,
+    /// Brought back read-only below a hidden directory (pip's and uv's own configuration).
+    pub revealed: Vec<PathBuf>,
+    /// Without it the program gets a network namespace with loopback only.
+    pub network: bool,
+}
+
+/// An overlay at `target` (the lower layer) whose changes land in `upper`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Overlay {
+    pub target: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+/// How the program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    /// Killed by this signal (Ctrl-C is SIGINT).
+    Signaled(i32),
+}
+
+/// A sandbox that could not be set up: the step, what the kernel said and what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub step: String,
+    pub detail: String,
+}
+
+impl Refusal {
+    /// What the user can change so that this step works.
+    pub fn fix(&self) -> String {
+        let step = self.step.as_str();
+        if step.starts_with("creating namespaces") || step.starts_with("mapping") {
+            "user namespaces are disabled or restricted here: enable them (`sysctl -w kernel.unprivileged_userns_clone=1`, \
+             `sysctl -w user.max_user_namespaces=15000`; on Ubuntu 24.04 `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` \
+             or an AppArmor profile that allows `userns` for blast), run outside a container that masks them \
+             (Docker: `--security-opt seccomp=unconfined --security-opt apparmor=unconfined`), or pass --no-sandbox"
+                .into()
+        } else if step.starts_with("mounting the overlay") {
+            "the kernel refused an unprivileged overlay (it needs Linux 5.11+ and a store on a filesystem with user \
+             extended attributes, such as ext4, xfs, btrfs or tmpfs on 6.6+): move BLAST_HOME, or pass --no-sandbox"
+                .into()
+        } else if step.starts_with("making the root read-only") {
+            "the kernel lacks mount_setattr (Linux 5.12+): upgrade the kernel, or pass --no-sandbox"
+                .into()
+        } else if step.starts_with("starting") {
+            "the program could not be started inside the sandbox: check that it exists and is executable".into()
+        } else {
+            "mounts inside user namespaces are restricted here: run `blast doctor` for details, or pass --no-sandbox"
+                .into()
+        }
+    }
+}
+
+/// Runs `spec` in the sandbox and waits for it. Ctrl-C reaches the program (and ends it); blast itself
+/// ignores it meanwhile so that it can clean up after.
+pub fn run(spec: &Spec) -> Result<std::result::Result<Outcome, Refusal>> {
+    let encoded = serde_json::to_string(spec)
+        .map_err(|e| Error::Invalid(format!("internal: encoding the sandbox spec: {e}")))?;
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Invalid(format!("creating a pipe for the sandbox: {e}")))?;
+    let status_fd = write_end.as_raw_fd();
+    let mut command = Command::new("/proc/self/exe");
+    command.arg(HELPER_ARG).arg(encoded);
+    // SAFETY: dup2 is async-signal-safe, and it is all that runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(status_fd, STATUS_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let previous = ignore_interrupts();
+    let waited = command.spawn().and_then(|mut child| {
+        drop(write_end);
+        child.wait()
+    });
+    restore_interrupts(previous);
+    let status = waited.map_err(|e| Error::Io {
+        action: "starting the sandbox helper",
+        path: PathBuf::from("/proc/self/exe"),
+        source: e,
+    })?;
+    let mut report = String::new();
+    let _ = fs::File::from(read_end).read_to_string(&mut report);
+    if status.code() == Some(SETUP_FAILED) && !report.is_empty() {
+        let (step, detail) = report
+            .trim_end()
+            .split_once(": ")
+            .unwrap_or((report.trim_end(), ""));
+        return Ok(Err(Refusal {
+            step: step.to_owned(),
+            detail: detail.to_owned(),
+        }));
+    }
+    Ok(Ok(match (status.code(), status.signal()) {
+        (Some(code), _) if code > 128 && code < 160 => Outcome::Signaled(code - 128),
+        (Some(code), _) => Outcome::Exited(code),
+        (None, Some(sig)) => Outcome::Signaled(sig),
+        (None, None) => Outcome::Exited(1),
+    }))
+}
+
+/// Runs a program without any confinement (`--no-sandbox`), with the same handling of Ctrl-C as
+/// [`run`].
+pub fn run_unconfined(
+    program: &Path,
+    args: &[String],
+    set_env: &[(String, String)],
+) -> Result<Outcome> {
+    let mut command = Command::new(program);
+    command.args(args);
+    command
+        .envs(set_env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::io::stderr());
+    let previous = ignore_interrupts();
+    let status = command.spawn().and_then(|mut child| child.wait());
+    restore_interrupts(previous);
+    let status = status.at("running", program)?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => Outcome::Exited(code),
+        (None, Some(sig)) => Outcome::Signaled(sig),
+        (None, None) => Outcome::Exited(1),
+    })
+}
+
+fn ignore_interrupts() -> Option<SigHandler> {
+    // SAFETY: replacing a disposition by SIG_IGN installs no Rust code as a handler.
+    unsafe { signal(Signal::SIGINT, SigHandler::SigIgn).ok() }
+}
+
+fn restore_interrupts(previous: Option<SigHandler>) {
+    if let Some(handler) = previous {
+        // SAFETY: puts back the disposition that was there before.
+        let _ = unsafe { signal(Signal::SIGINT, handler) };
+    }
+}
+
+/// The helper's entry point: never returns. `args` are the arguments after [`HELPER_ARG`].
+pub fn helper_main(args: &[std::ffi::OsString]) -> ! {
+    let spec: Spec = match args
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(|a| serde_json::from_str(a).ok())
+    {
+        Some(spec) => spec,
+        None => fail("reading the sandbox spec", "malformed"),
+    };
+    // An interrupt ends the helper, and with it the sandbox (blast ignores it while it waits).
+    // SAFETY: restores the default disposition; no handler code is installed.
+    let _ = unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) };
+    // SAFETY: fcntl on a descriptor number; a closed one just fails.
+    unsafe { libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
+        fail("asking to die with blast", "prctl failed");
+    }
+    if nix::unistd::getppid() == Pid::from_raw(1) {
+        // blast died before the line above took effect.
+        std::process::exit(SETUP_FAILED);
+    }
+    let (uid, gid) = (getuid().as_raw(), getgid().as_raw());
+    let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+    if !spec.network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    check("creating namespaces (unshare)", unshare(flags));
+    map_ids(uid, gid);
+    if !spec.network {
+        loopback_up();
+    }
+    assemble_root(&spec);
+
+    // SAFETY: the helper is single-threaded, so the child may do anything the parent could.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => init(&spec),
+        Ok(ForkResult::Parent { child }) => std::process::exit(wait_for(child)),
+        Err(e) => fail("starting the sandbox's init (fork)", e),
+    }
+}
+
+fn map_ids(uid: u32, gid: u32) {
+    let inside = |id: u32| if id == 0 { UNPRIVILEGED_ID } else { id };
+    check(
+        "mapping ids (setgroups)",
+        fs::write("/proc/self/setgroups", "deny").map_err(errno_of),
+    );
+    check(
+        "mapping ids (uid_map)",
+        fs::write("/proc/self/uid_map", format!("{} {uid} 1", inside(uid))).map_err(errno_of),
+    );
+    check(
+        "mapping ids (gid_map)",
+        fs::write("/proc/self/gid_map", format!("{} {gid} 1", inside(gid))).map_err(errno_of),
+    );
+}
+
+fn errno_of(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Brings up `lo` in a fresh network namespace, so that local services of the program itself work.
+fn loopback_up() {
+    // SAFETY: plain socket and ioctl calls on a zeroed `ifreq` with a NUL-terminated name.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
+        }
+        libc::close(sock);
+    }
+}
+
+/// Builds the new root at `spec.root` (see the module doc for what it holds).
+fn assemble_root(spec: &Spec) {
+    let root = &spec.root;
+    let none: Option<&str> = None;
+    check(
+        "making mounts private",
+        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none),
+    );
+    check(
+        "binding the filesystem",
+        mount(
+            Some("/"),
+            root,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        ),
+    );
+    check(
+        "making the root read-only (mount_setattr)",
+        set_read_only(root, true),
+    );
+    for (dir, mode) in [("tmp", "1777"), ("dev/shm", "1777")] {
+        let at = root.join(dir);
+        if at.is_dir() {
+            check(
+                "mounting a private /tmp",
+                mount(
+                    Some("tmpfs"),
+                    &at,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(format!("mode={mode}").as_str()),
+                ),
+            );
+        }
+    }
+    for path in &spec.visible {
+        bind_into(root, path, true);
+    }
+    for path in &spec.writable {
+        let _ = fs::create_dir_all(path);
+        bind_into(root, path, false);
+    }
+    for path in &spec.hidden {
+        hide(root, path);
+    }
+    for path in &spec.revealed {
+        bind_into(root, path, true);
+    }
+    if let Some(overlay) = &spec.overlay {
+        let target = inside(root, &overlay.target);
+        let _ = fs::create_dir_all(&target);
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={},userxattr,index=off,xino=off",
+            escape_option(&overlay.target),
+            escape_option(&overlay.upper),
+            escape_option(&overlay.work)
+        );
+        check(
+            "mounting the overlay",
+            mount(
+                Some("overlay"),
+                &target,
+                Some("overlay"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(options.as_str()),
+            ),
+        );
+    }
+}
+
+/// `path` as seen from outside, placed under the new root.
+fn inside(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Binds `path` at the same place in the new root; the mount point is made when the private `/tmp`
+/// hides it. Paths that do not exist are skipped: they could not be used anyway.
+fn bind_into(root: &Path, path: &Path, read_only: bool) {
+    let Ok(meta) = path.metadata() else {
+        return;
+    };
+    let target = inside(root, path);
+    if meta.is_dir() {
+        let _ = fs::create_dir_all(&target);
+    } else if !target.exists() {
+        if let Some(parent) = target.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        let _ = fs::File::create(&target);
+    }
+    let none: Option<&str> = None;
+    check(
+        "binding a path into the sandbox",
+        mount(
+            Some(path),
+            &target,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        ),
+    );
+    check(
+        "setting a bound path's access",
+        set_read_only(&target, read_only),
+    );
+}
+
+/// Covers a secret: an empty read-only tmpfs over a directory, `/dev/null` over a file.
+fn hide(root: &Path, path: &Path) {
+    let Ok(meta) = path.symlink_metadata() else {
+        return;
+    };
+    let target = inside(root, path);
+    let none: Option<&str> = None;
+    if meta.is_dir() {
+        check(
+            "hiding a secret directory",
+            mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=0700,size=1m"),
+            ),
+        );
+    } else if meta.is_file() {
+        check(
+            "hiding a secret file",
+            mount(Some("/dev/null"), &target, none, MsFlags::MS_BIND, none),
+        );
+    }
+}
+
+/// Sets or clears read-only on the mount at `path` and every mount below it.
+fn set_read_only(path: &Path, read_only: bool) -> nix::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let attr = MountAttr {
+        attr_set: if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_clr: if read_only { 0 } else { MOUNT_ATTR_RDONLY },
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: a valid NUL-terminated path and a `mount_attr` of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+}
+
+/// Overlay options are comma-separated and lower layers colon-separated; both are escaped in paths.
+fn escape_option(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        if matches!(c, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The pid namespace's init: mounts `/proc`, enters the new root, starts the program in its own
+/// session and reaps every process until the program exits, then exits with its status.
+fn init(spec: &Spec) -> ! {
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
+        fail("asking to die with the helper", "prctl failed");
+    }
+    let none: Option<&str> = None;
+    let proc_dir = spec.root.join("proc");
+    // A fresh /proc shows only the sandbox's processes; where the kernel refuses one (a container that
+    // masks parts of its /proc), the bound read-only one stays.
+    let _ = mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        none,
+    );
+    check("entering the new root (chdir)", chdir(&spec.root));
+    check("entering the new root (pivot_root)", pivot_root(".", "."));
+    check("leaving the old root", umount2(".", MntFlags::MNT_DETACH));
+    if chdir(&spec.cwd).is_err() {
+        let _ = chdir("/");
+    }
+    check("starting a session", setsid().map(|_| ()));
+    // SAFETY: init is single-threaded.
+    let program = match unsafe { fork() } {
+        Ok(ForkResult::Child) => exec_program(spec),
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => fail("starting the program (fork)", e),
+    };
+    std::process::exit(wait_for(program))
+}
+
+/// Waits for `child`, reaping any other process meanwhile (init adopts orphans); returns the exit code
+/// to pass on (128 + signal for a signal).
+fn wait_for(child: Pid) -> i32 {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
+            Err(Errno::EINTR) | Ok(_) => continue,
+            Err(_) => return SETUP_FAILED,
+        }
+    }
+}
+
+fn exec_program(spec: &Spec) -> ! {
+    if nix::sys::prctl::set_no_new_privs().is_err() {
+        fail("starting the program (no_new_privs)", "prctl failed");
+    }
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(k, _)| {
+            !spec.remove_env.iter().any(|r| OsStr::new(r) == k)
+                && !spec.set_env.iter().any(|(s, _)| OsStr::new(s) == k)
+        })
+        .collect();
+    env.extend(spec.set_env.iter().map(|(k, v)| (k.into(), v.into())));
+    let to_c = |s: &OsStr| CString::new(s.as_bytes()).ok();
+    let env: Option<Vec<CString>> = env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    let program = to_c(spec.program.as_os_str());
+    let args: Option<Vec<CString>> = std::iter::once(spec.program.as_os_str())
+        .chain(spec.args.iter().map(OsStr::new))
+        .map(to_c)
+        .collect();
+    let (Some(program), Some(args), Some(env)) = (program, args, env) else {
+        fail("starting the program", "an argument holds a NUL byte");
+    };
+    // The program's output goes to stderr: blast's stdout carries its own report (JSON with --json).
+    // SAFETY: dup2 on this process's standard descriptors.
+    unsafe { libc::dup2(2, 1) };
+    let Err(e) = execve(&program, &args, &env);
+    fail(&format!("starting `{}`", spec.program.display()), e)
+}
+
+fn check<T>(step: &str, result: nix::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => fail(step, e),
+    }
+}
+
+/// Reports `step` through the status descriptor and exits with [`SETUP_FAILED`].
+fn fail(step: &str, detail: impl std::fmt::Display) -> ! {
+    // SAFETY: STATUS_FD is this process's own descriptor, handed over by blast; it is closed on exit.
+    let mut status = unsafe { fs::File::from(OwnedFd::from_raw_fd(STATUS_FD)) };
+    let _ = std::io::Write::write_all(&mut status, format!("{step}: {detail}").as_bytes());
+    std::process::exit(SETUP_FAILED)
+}

@@ -1,0 +1,563 @@
+//! Sandboxed, atomic installs (design mechanism 5): `blast install`, `uninstall` and `pip` run the real
+//! pip in user, mount and pid namespaces over an overlay of the environment; the overlay's changeset
+//! becomes one layer and the environment moves to it. Checked: the layer holds exactly what pip wrote
+//! (its RECORD), an upgrade's layer removes the old version's files, a hostile build script is refused
+//! everything it tries, a failed or killed install leaves the environment byte-identical with no history
+//! entry and no process or staging behind, installs on one environment queue while installs on two run
+//! in parallel, `--no-sandbox` is one transaction too, and without user namespaces blast refuses and
+//! names the fix.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const SITE: &str = "lib/python3.11/site-packages";
+
+/// `blast install -e ENV --no-index -f fixtures/wheels ARGS…` with `--json`; returns the report.
+fn install(b: &Blast, env: &Path, args: &[&str]) -> Value {
+    b.json(
+        &install_args(env, args)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn install_args(env: &Path, args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = ["install", "-e", env.to_str().unwrap(), "--no-index", "-f"]
+        .map(str::to_owned)
+        .to_vec();
+    all.push(wheels().to_str().unwrap().to_owned());
+    all.extend(args.iter().map(|a| a.to_string()));
+    all
+}
+
+fn package_changes(report: &Value) -> Vec<String> {
+    report["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| match c["change"].as_str().unwrap() {
+            "added" => format!(
+                "+{} {}",
+                c["name"].as_str().unwrap(),
+                c["version"].as_str().unwrap()
+            ),
+            "removed" => format!(
+                "-{} {}",
+                c["name"].as_str().unwrap(),
+                c["version"].as_str().unwrap()
+            ),
+            _ => format!(
+                "{} {}→{}",
+                c["name"].as_str().unwrap(),
+                c["from"].as_str().unwrap(),
+                c["to"].as_str().unwrap()
+            ),
+        })
+        .collect()
+}
+
+/// Paths (relative to the environment) that the RECORD files of `dists` list, without bytecode.
+fn recorded_paths(env: &Path, dists: &[&str]) -> BTreeSet<String> {
+    let site = env.join(SITE);
+    let mut out = BTreeSet::new();
+    for dist in dists {
+        let record = fs::read_to_string(site.join(dist).join("RECORD")).unwrap();
+        for line in record.lines() {
+            let path = line.split(',').next().unwrap();
+            if path.is_empty() || path.contains("__pycache__") {
+                continue;
+            }
+            // Normalize `../../../bin/x` against site-packages.
+            let mut parts: Vec<&str> = SITE.split('/').collect();
+            for part in path.split('/') {
+                if part == ".." {
+                    parts.pop();
+                } else {
+                    parts.push(part);
+                }
+            }
+            out.insert(parts.join("/"));
+        }
+    }
+    out
+}
+
+/// Files (not directories) a `blast diff --files` between two snapshots reports with `change`.
+fn changed_files(b: &Blast, env: &Path, a: &str, bb: &str, change: &str) -> BTreeSet<String> {
+    let diff = b.json(&["diff", "-e", env.to_str().unwrap(), a, bb, "--files"]);
+    diff["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["change"] == change)
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .filter(|p| {
+            // What is a directory on either side is not a file.
+            !env.join(p).is_dir()
+        })
+        .collect()
+}
+
+fn demo_says(env: &Path) -> String {
+    let out = Command::new(env.join("bin/blastdemo")).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn install_adds_one_layer_holding_exactly_what_pip_wrote() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let before = read_tree(&env);
+    let layers = b.store_files("layers").len();
+    let history = b.log(e).len();
+
+    let report = install(&b, &env, &["blastdemo==1.0.0"]);
+    assert_eq!(report["sandboxed"], true, "{report}");
+    assert!(
+        report["installer"].as_str().unwrap().contains("pip"),
+        "{report}"
+    );
+    assert_eq!(
+        package_changes(&report),
+        ["+blastdemo 1.0.0", "+blastdep 1.0.0"]
+    );
+    assert_eq!(b.store_files("layers").len(), layers + 1);
+    let log = b.log(e);
+    assert_eq!(log.len(), history + 1);
+    assert_eq!(log[0]["operation"], "install");
+    assert_eq!(log[0]["message"], "install blastdemo==1.0.0");
+    assert_eq!(log[0]["snapshot"], report["snapshot"]);
+
+    // The layer is what pip wrote: the files its RECORDs list, and only what changed on disk.
+    let recorded = recorded_paths(
+        &env,
+        &["blastdemo-1.0.0.dist-info", "blastdep-1.0.0.dist-info"],
+    );
+    assert_eq!(changed_files(&b, &env, "@~1", "HEAD", "added"), recorded);
+    assert!(changed_files(&b, &env, "@~1", "HEAD", "modified").is_empty());
+    assert!(changed_files(&b, &env, "@~1", "HEAD", "removed").is_empty());
+    let after = read_tree(&env);
+    for path in differing_paths(&before, &after) {
+        assert!(
+            recorded.contains(&path) || after.get(&path) == Some(&DiskEntry::Dir),
+            "`{path}` changed but pip did not record it"
+        );
+    }
+
+    assert_eq!(demo_says(&env), "blastdemo 1.0.0 says hello from blastdep");
+    b.assert_verify_clean(&[&env]);
+    assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+    assert_eq!(stale_bytecode(&env), Vec::<String>::new());
+}
+
+#[test]
+fn upgrade_layer_removes_the_old_files_and_uninstall_and_rollback_work() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    install(&b, &env, &["blastdemo==1.0.0"]);
+    let v1_tree = exec_bits_only(&read_tree(&env));
+
+    let report = install(&b, &env, &["blastdemo==2.0.0"]);
+    assert_eq!(package_changes(&report), ["blastdemo 1.0.0→2.0.0"]);
+    let removed = changed_files(&b, &env, "@~1", "HEAD", "removed");
+    for gone in [
+        format!("{SITE}/blastdemo/data.txt"),
+        format!("{SITE}/blastdemo-1.0.0.dist-info/METADATA"),
+        format!("{SITE}/blastdemo-1.0.0.dist-info/RECORD"),
+    ] {
+        assert!(removed.contains(&gone), "{gone} not removed: {removed:?}");
+        assert!(!env.join(&gone).exists(), "{gone} still on disk");
+    }
+    assert!(
+        changed_files(&b, &env, "@~1", "HEAD", "added")
+            .contains(&format!("{SITE}/blastdemo/v2_only.py"))
+    );
+    assert_eq!(demo_says(&env), "blastdemo 2.0.0 says hello from blastdep");
+
+    let report = b.json(&["uninstall", "-e", e, "blastdemo"]);
+    assert_eq!(package_changes(&report), ["-blastdemo 2.0.0"]);
+    assert!(!env.join("bin/blastdemo").exists());
+    assert_eq!(b.log(e)[0]["message"], "uninstall blastdemo");
+
+    b.ok(&["rollback", "-e", e, "@~2"]);
+    assert_same_tree(&v1_tree, &exec_bits_only(&read_tree(&env)));
+    assert_eq!(demo_says(&env), "blastdemo 1.0.0 says hello from blastdep");
+    b.assert_verify_clean(&[&env]);
+}
+
+#[test]
+fn pip_command_runs_as_one_transaction() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let wheels = wheels();
+    let pip_json = |args: &[&str]| -> Value {
+        let mut all = vec!["pip", "-e", e, "--json", "--"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&b.ok(&all)).unwrap()
+    };
+    let report = pip_json(&[
+        "install",
+        "--no-index",
+        "--find-links",
+        wheels.to_str().unwrap(),
+        "blastdep",
+    ]);
+    assert_eq!(package_changes(&report), ["+blastdep 1.0.0"]);
+    assert_eq!(b.log(e)[0]["operation"], "pip");
+    // A read-only pip command changes nothing and records nothing.
+    let history = b.log(e).len();
+    let report = pip_json(&["list"]);
+    assert!(report["snapshot"].is_null(), "{report}");
+    assert_eq!(b.log(e).len(), history);
+}
+
+#[test]
+fn failed_install_leaves_the_environment_byte_identical_and_no_history() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    install(&b, &env, &["blastdemo==1.0.0"]);
+    let before = read_tree(&env);
+    let history = b.log(e).len();
+    let (layers, snapshots) = (b.store_files("layers"), b.store_files("snapshots"));
+
+    let args = install_args(&env, &["blastdemo==1.0.0", "blastnothere"]);
+    let stderr = b.fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stderr.contains("blastnothere"), "{stderr}");
+    assert!(stderr.contains("is unchanged"), "{stderr}");
+
+    assert_same_tree(&before, &read_tree(&env));
+    assert_eq!(b.log(e).len(), history);
+    assert_eq!(b.store_files("layers"), layers);
+    assert_eq!(b.store_files("snapshots"), snapshots);
+    assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+}
+
+/// Builds the hostile sdist in the sandbox, offline, with a HOME holding a fake key, a path outside the
+/// environment to write and a listener on loopback: every attempt is refused and nothing outside the
+/// environment changed.
+#[test]
+fn hostile_build_script_is_refused_everything() {
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let home = b.work.join("user-home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    fs::write(home.join(".ssh/id_rsa"), "FAKE-PRIVATE-KEY\n").unwrap();
+    let outside = b.work.join("outside.txt");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let home_before = read_tree(&home);
+    let store_before: Vec<PathBuf> = fs::read_dir(&b.home)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+
+    let args = install_args(
+        &env,
+        &[
+            "--offline",
+            "--json",
+            "blasthostile",
+            "--",
+            "--no-cache-dir",
+        ],
+    );
+    let out = b
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("HOME", &home)
+        .env("BLAST_HOSTILE_OUTSIDE", &outside)
+        .env("BLAST_HOSTILE_PORT", &port)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let report: Value =
+        serde_json::from_slice(&fs::read(env.join(SITE).join("blasthostile/report.json")).unwrap())
+            .unwrap();
+    for attempt in [
+        "write_home",
+        "read_ssh_key",
+        "write_outside",
+        "network",
+        "write_store",
+    ] {
+        let outcome = report[attempt].as_str().unwrap();
+        assert!(
+            outcome.starts_with("refused"),
+            "{attempt}: {outcome} (report {report})"
+        );
+    }
+    assert!(!outside.exists());
+    assert!(listener.accept().is_err(), "the build reached the listener");
+    // HOME is as it was, but for the installer's cache directory (bound writable on purpose).
+    let mut home_after = read_tree(&home);
+    home_after.retain(|p, _| !p.starts_with(".cache"));
+    assert_same_tree(&home_before, &home_after);
+    let store_after: Vec<PathBuf> = fs::read_dir(&b.home)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(store_before.len(), store_after.len(), "{store_after:?}");
+    assert!(!b.home.join("blast-hostile-was-here").exists());
+    b.assert_verify_clean(&[&env]);
+}
+
+/// A unique mark in the environment of one blast command, to find the processes it started.
+fn marked_command(b: &Blast, args: &[String], mark: &str, slow_seconds: u32) -> Child {
+    b.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("BLAST_TEST_MARK", mark)
+        .env("BLAST_SLOW_SECONDS", slow_seconds.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Pids of live processes whose environment carries `mark` and whose command line contains `needle`.
+fn processes_with(mark: &str, needle: &str) -> Vec<u32> {
+    let wanted = format!("BLAST_TEST_MARK={mark}");
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Zombies are dead already.
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'));
+            !zombie
+                && environ.split(|&c| c == 0).any(|kv| kv == wanted.as_bytes())
+                && String::from_utf8_lossy(&cmdline).contains(needle)
+        })
+        .collect()
+}
+
+/// Waits until the build backend of blastslow runs under the command marked `mark`.
+fn wait_for_build(mark: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_with(mark, "build_wheel").is_empty() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            panic!("blast ended ({status}) before the build started: {stderr}");
+        }
+        assert!(Instant::now() < deadline, "the build never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn finish(child: Child) -> (bool, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sigkill_in_the_middle_of_the_installer_changes_nothing_and_leaves_nothing() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    install(&b, &env, &["blastdemo==1.0.0"]);
+    let before = read_tree(&env);
+    let history = b.log(e).len();
+    let mark = format!("kill-{}", std::process::id());
+
+    let mut child = marked_command(
+        &b,
+        &install_args(&env, &["blastslow", "--", "--no-cache-dir"]),
+        &mark,
+        120,
+    );
+    wait_for_build(&mark, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Nothing of the sandbox outlives blast: no process, no mount.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&mark, "").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "processes outlived blast: {:?}",
+            processes_with(&mark, "")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(b.home.to_str().unwrap()),
+        "a mount was left behind: {mounts}"
+    );
+    assert!(
+        !b.staging_leftovers().is_empty(),
+        "the kill left no staging to reclaim"
+    );
+
+    assert_same_tree(&before, &read_tree(&env));
+    // The next command reclaims the staging areas.
+    assert_eq!(b.log(e).len(), history);
+    assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+    b.assert_verify_clean(&[&env]);
+}
+
+#[test]
+fn installs_on_one_environment_queue_and_both_land() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let mark = format!("queue-{}", std::process::id());
+    let mut first = marked_command(
+        &b,
+        &install_args(&env, &["blastslow", "--", "--no-cache-dir"]),
+        &mark,
+        3,
+    );
+    wait_for_build(&mark, &mut first);
+    let (_, waited) = b.ok_with_stderr(
+        &install_args(&env, &["blastdep"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        waited.contains("waiting for another blast process to release the environment"),
+        "{waited}"
+    );
+    let (ok, stderr) = finish(first);
+    assert!(ok, "{stderr}");
+    let log = b.log(e);
+    assert_eq!(log[0]["message"], "install blastdep");
+    assert_eq!(log[1]["message"], "install blastslow");
+    assert_eq!(log[0]["from"], log[1]["snapshot"]);
+    let (ok, out) = env_python(&env, "import blastslow, blastdep; print('both')");
+    assert!(ok && out.contains("both"), "{out}");
+    b.assert_verify_clean(&[&env]);
+}
+
+#[test]
+fn installs_on_two_environments_run_in_parallel() {
+    let b = Blast::new();
+    let slow_env = b.create_path_env("slow");
+    let fast_env = b.create_path_env("fast");
+    let mark = format!("parallel-{}", std::process::id());
+    let mut slow = marked_command(
+        &b,
+        &install_args(&slow_env, &["blastslow", "--", "--no-cache-dir"]),
+        &mark,
+        15,
+    );
+    wait_for_build(&mark, &mut slow);
+    let (_, stderr) = b.ok_with_stderr(
+        &install_args(&fast_env, &["blastdep"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(!stderr.contains("waiting"), "{stderr}");
+    assert!(
+        slow.try_wait().unwrap().is_none(),
+        "the other install should still be running"
+    );
+    let (ok, stderr) = finish(slow);
+    assert!(ok, "{stderr}");
+    b.assert_verify_clean(&[&slow_env, &fast_env]);
+}
+
+#[test]
+fn no_sandbox_install_is_one_transaction_too() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let report = install(&b, &env, &["--no-sandbox", "blastdemo==1.0.0"]);
+    assert_eq!(report["sandboxed"], false);
+    assert_eq!(demo_says(&env), "blastdemo 1.0.0 says hello from blastdep");
+    // The script was written in the staging copy; it names the environment's own interpreter.
+    let script = fs::read_to_string(env.join("bin/blastdemo")).unwrap();
+    assert!(script.starts_with(&format!("#!{e}/bin/python")), "{script}");
+    b.assert_verify_clean(&[&env]);
+
+    let before = read_tree(&env);
+    let args = install_args(&env, &["--no-sandbox", "blastnothere"]);
+    b.fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_same_tree(&before, &read_tree(&env));
+    assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+}
+
+/// Runs blast in a user namespace where no further user namespace may be created.
+fn without_user_namespaces(b: &Blast, args: &[String]) -> std::process::Output {
+    Command::new("unshare")
+        .args(["--user", "--map-root-user", "--", "sh", "-c"])
+        .arg("echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_blast"))
+        .args(args)
+        .current_dir(&b.work)
+        .env("BLAST_HOME", &b.home)
+        .env_remove("BLAST_ENV")
+        .output()
+        .expect("unshare (util-linux) must be installed")
+}
+
+#[test]
+fn without_user_namespaces_install_refuses_naming_the_fix() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let before = read_tree(&env);
+    let history = b.log(e).len();
+
+    let out = without_user_namespaces(&b, &install_args(&env, &["blastdep"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: the sandbox could not be set up"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("user namespaces"), "{stderr}");
+    assert!(stderr.contains("--no-sandbox"), "{stderr}");
+    assert_same_tree(&before, &read_tree(&env));
+    assert_eq!(b.log(e).len(), history);
+
+    let doctor = without_user_namespaces(&b, &["doctor".to_owned()]);
+    assert_eq!(doctor.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&doctor.stdout).contains("FAIL"));
+
+    // The explicit way on.
+    let out = without_user_namespaces(&b, &install_args(&env, &["--no-sandbox", "blastdep"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, _) = env_python(&env, "import blastdep");
+    assert!(ok);
+}
