@@ -9,11 +9,14 @@
 //! - [`transition`]: crash-safe HEAD moves (journal, apply, record).
 //! - [`python`], [`venv`]: interpreter discovery and the venv's own files.
 //! - [`packages`]: the package view from `*.dist-info`.
+//! - [`markers`]: an interpreter's PEP 508 marker environment, asked once and cached.
+//! - [`conflicts`]: requirements that do not hold, explained by pubgrub.
 //! - [`gc`]: garbage collection.
 //! - [`images`]: `.blast` images, written deterministically and read trusting nothing.
 //! - [`ops`]: the operations behind the commands.
 
 pub mod capture;
+pub mod conflicts;
 mod crash;
 pub mod error;
 mod fsutil;
@@ -21,6 +24,7 @@ pub mod gc;
 pub mod images;
 pub mod index;
 mod lock;
+pub mod markers;
 pub mod materialize;
 pub mod objects;
 pub mod ops;
