@@ -6,6 +6,7 @@ mod create;
 mod images;
 mod inspect;
 mod moves;
+mod packages;
 mod snapshot;
 mod verify;
 
@@ -18,6 +19,7 @@ pub use inspect::{
     DiffReport, EnvSummary, FileChange, LogEntry, StatusReport, diff, list, log, status,
 };
 pub use moves::{MoveReport, rollback, sync};
+pub use packages::{CheckReport, PackageInfo, PackagesReport, check, packages};
 pub use snapshot::{SnapshotReport, snapshot};
 pub use verify::{VerifyReport, verify};
 
