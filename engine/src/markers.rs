@@ -82,12 +82,7 @@ pub fn marker_environment(index: &Index, python: &PythonInfo) -> Result<MarkerEn
         path: exe.to_owned(),
         detail,
     };
-    let mtime = mtime_ns(exe).ok_or_else(|| {
-        bad("it is gone; the environment was made with it: reinstall that Python".into())
-    })?;
-    let key = blake3::hash(format!("{}|{mtime}", python.executable).as_bytes())
-        .to_hex()
-        .to_string();
+    let key = cache_key(python)?;
     let values = match index.markers(&key)? {
         Some(values) => values,
         None => {
@@ -101,6 +96,20 @@ pub fn marker_environment(index: &Index, python: &PythonInfo) -> Result<MarkerEn
     values
         .to_environment()
         .map_err(|e| bad(format!("its marker values are not PEP 440 versions: {e}")))
+}
+
+/// The hex BLAKE3 of `<real interpreter path>|<its mtime in ns>`.
+fn cache_key(python: &PythonInfo) -> Result<String> {
+    let exe = Path::new(&python.executable);
+    let mtime = mtime_ns(exe).ok_or_else(|| Error::BadPython {
+        path: exe.to_owned(),
+        detail: "it is gone; the environment was made with it: reinstall that Python".into(),
+    })?;
+    Ok(
+        blake3::hash(format!("{}|{mtime}", python.executable).as_bytes())
+            .to_hex()
+            .to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -129,5 +138,28 @@ mod tests {
             ..values
         };
         assert!(bad.to_environment().is_err());
+    }
+
+    #[test]
+    fn asks_the_interpreter_once_then_reads_the_index() {
+        let home = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(home.path()).unwrap();
+        let python = crate::python::find(store.index(), None).unwrap();
+        let asked = marker_environment(store.index(), &python).unwrap();
+        assert_eq!(
+            asked.python_version().string,
+            python.tag.minor_version(),
+            "{python:?}"
+        );
+        assert_eq!(asked.sys_platform(), std::env::consts::OS);
+        // A cached record is used as it is: changing it shows no interpreter was asked again.
+        let key = cache_key(&python).unwrap();
+        let mut values = store.index().markers(&key).unwrap().expect("cached");
+        values.sys_platform = "cached".into();
+        let mut batch = Batch::default();
+        batch.put_markers(&key, &values);
+        store.index().write(batch).unwrap();
+        let again = marker_environment(store.index(), &python).unwrap();
+        assert_eq!(again.sys_platform(), "cached");
     }
 }
