@@ -116,6 +116,7 @@ enum Command {
     ///
     /// Reads the HEAD snapshot (the committed state): changes not yet captured by `blast snapshot`
     /// are not seen. Markers are evaluated for the environment's interpreter, with no extra active.
+    /// The explanation (pubgrub's) weighs the versions the environment's history has held.
     Check {
         #[command(flatten)]
         env: EnvArg,

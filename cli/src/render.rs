@@ -357,9 +357,10 @@ impl Output {
             );
             return;
         }
+        let count = r.unsatisfied.len();
         println!(
-            "{} broken requirements in `{}` (snapshot {}):",
-            r.unsatisfied.len(),
+            "{count} broken requirement{} in `{}` (snapshot {}):",
+            if count == 1 { "" } else { "s" },
             r.env,
             short(&r.snapshot)
         );
