@@ -65,7 +65,8 @@ impl fmt::Display for ConflictReport {
     }
 }
 
-/// Every requirement of `installed` that applies in `markers` and does not hold, in name order.
+/// Every requirement of `installed` that applies in `markers` and does not hold, in the order of
+/// `installed` and of each one's METADATA.
 pub fn unsatisfied(installed: &[Distribution], markers: &MarkerEnvironment) -> Vec<Unsatisfied> {
     let versions: HashMap<&PackageName, &Version> =
         installed.iter().map(|d| (&d.name, &d.version)).collect();

@@ -147,9 +147,8 @@ fn snapshot_distributions(store: &Store, env: &Env, tree: &Tree) -> Result<Distr
     })
 }
 
-/// The other versions of `targets` that snapshots in the environment's history held, newest first
-/// (snapshots already cleaned away are skipped). A snapshot's tree is read only when its package list
-/// shows a version not seen yet.
+/// The other versions of `targets` that snapshots in the environment's history held, newest first.
+/// A snapshot's tree is read only when its package list shows a version not seen yet.
 fn earlier_versions(
     store: &Store,
     env: &Env,
@@ -179,10 +178,14 @@ fn earlier_versions(
         if new.is_empty() {
             continue;
         }
-        let Ok(tree) = store.tree_of(&snapshot) else {
+        // Only alternatives for the explanation: a snapshot that cannot be read is passed over.
+        let Ok(earlier) = store
+            .tree_of(&snapshot)
+            .and_then(|tree| snapshot_distributions(store, env, &tree))
+        else {
             continue;
         };
-        for dist in snapshot_distributions(store, env, &tree)?.found {
+        for dist in earlier.found {
             let key = (dist.name.to_string(), dist.version.clone());
             if new.contains(&key) && seen.insert(key) {
                 out.push(dist);
