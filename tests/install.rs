@@ -561,3 +561,50 @@ fn without_user_namespaces_install_refuses_naming_the_fix() {
     let (ok, _) = env_python(&env, "import blastdep");
     assert!(ok);
 }
+
+#[test]
+fn an_install_that_breaks_a_requirement_is_refused_unless_allowed() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let report = install(&b, &env, &["blastpin"]);
+    assert_eq!(
+        package_changes(&report),
+        ["+blastbase 1.0.0", "+blastpin 1.0.0"]
+    );
+    let before = read_tree(&env);
+    let history = b.log(e).len();
+
+    // pip upgrades blastbase to 2.0.0 for blastconflict, which breaks blastpin's `blastbase<2`.
+    let args = install_args(&env, &["blastconflict"]);
+    let stderr = b.fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    for needed in [
+        "blastpin 1.0.0 requires blastbase<2, but blastbase 2.0.0 is installed",
+        "blastconflict 1.0.0 depends on blastbase >=2",
+        "--allow-conflicts",
+        "is unchanged",
+    ] {
+        assert!(stderr.contains(needed), "`{needed}` missing from: {stderr}");
+    }
+    assert_same_tree(&before, &read_tree(&env));
+    assert_eq!(b.log(e).len(), history);
+    assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+
+    let report = install(&b, &env, &["--allow-conflicts", "blastconflict"]);
+    assert_eq!(
+        package_changes(&report),
+        ["blastbase 1.0.0→2.0.0", "+blastconflict 1.0.0"]
+    );
+    assert!(
+        report["conflicts"]["unsatisfied"][0]["requirement"]
+            .as_str()
+            .unwrap()
+            .contains("blastbase<2"),
+        "{report}"
+    );
+    let check = b.run(&["check", "-e", e]);
+    assert_eq!(check.status.code(), Some(1));
+    // A conflict that was there before is not one this install introduced.
+    install(&b, &env, &["blastdep"]);
+    b.assert_verify_clean(&[&env]);
+}

@@ -185,6 +185,24 @@ enum Command {
         #[command(flatten)]
         env: EnvArg,
     },
+    /// List the distributions installed in the environment: name, version, requirements, scripts.
+    ///
+    /// Reads the HEAD snapshot (the committed state): changes not yet captured by `blast snapshot`
+    /// are not seen.
+    Packages {
+        #[command(flatten)]
+        env: EnvArg,
+    },
+    /// Check that every requirement of the installed distributions holds, as `pip check` does, and
+    /// explain the conflicts; exits 1 when one does not hold.
+    ///
+    /// Reads the HEAD snapshot (the committed state): changes not yet captured by `blast snapshot`
+    /// are not seen. Markers are evaluated for the environment's interpreter, with no extra active.
+    /// The explanation (pubgrub's) weighs the versions the environment's history has held.
+    Check {
+        #[command(flatten)]
+        env: EnvArg,
+    },
     /// Delete an environment's directory and its history (snapshots stay until `blast clean`).
     Remove {
         #[arg(value_name = "NAME|PATH")]
@@ -351,6 +369,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         )?),
         Command::List => out.list(&ops::list(&open()?)?),
         Command::Status { env } => out.status(&ops::status(&open()?, env.env.as_deref())?),
+        Command::Packages { env } => out.packages(&ops::packages(&open()?, env.env.as_deref())?),
+        Command::Check { env } => {
+            let report = ops::check(&open()?, env.env.as_deref())?;
+            out.check(&report);
+            if !report.is_clean() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Remove { env } => out.removed(&ops::remove(&open_for_writing()?, &env)?),
         Command::Verify { env } => {
             let report = ops::verify(&open()?, env.as_deref())?;

@@ -6,8 +6,9 @@ use engine::gc::CleanReport;
 use engine::images::Progress;
 use engine::index::EnvRecord;
 use engine::ops::{
-    CreateReport, DiffReport, DoctorReport, EnvSummary, ExportReport, FileChange, ImportReport,
-    InstallReport, LogEntry, MoveReport, RestoreReport, SnapshotReport, StatusReport, VerifyReport,
+    CheckReport, CreateReport, DiffReport, DoctorReport, EnvSummary, ExportReport, FileChange,
+    ImportReport, InstallReport, LogEntry, MoveReport, PackagesReport, RestoreReport,
+    SnapshotReport, StatusReport, VerifyReport,
 };
 use engine::packages::PackageChange;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -225,6 +226,12 @@ impl Output {
                 println!("  {}", package_line(&r.packages));
             }
         }
+        if let Some(conflicts) = &r.conflicts {
+            eprintln!("warning: committed with broken requirements (--allow-conflicts):");
+            for line in conflicts.to_string().lines() {
+                eprintln!("  {line}");
+            }
+        }
     }
 
     pub fn moved(&self, r: &MoveReport) {
@@ -356,6 +363,74 @@ impl Output {
         println!("  {} packages", r.packages.len());
         for p in &r.packages {
             println!("    {} {}", p.name, p.version);
+        }
+    }
+
+    pub fn packages(&self, r: &PackagesReport) {
+        if self.json(r) {
+            return;
+        }
+        print_problems(&r.problems);
+        if r.packages.is_empty() {
+            println!(
+                "no packages in `{}` (snapshot {})",
+                r.env,
+                short(&r.snapshot)
+            );
+            return;
+        }
+        let mut t = table();
+        t.set_header(["NAME", "VERSION", "REQUIRES", "SCRIPTS"]);
+        for p in &r.packages {
+            let scripts: Vec<&str> = p
+                .console_scripts
+                .iter()
+                .chain(&p.gui_scripts)
+                .map(|e| e.name.as_str())
+                .collect();
+            t.add_row([
+                p.name.clone(),
+                p.version.clone(),
+                dash_if_empty(p.requires.join("\n")),
+                dash_if_empty(scripts.join(" ")),
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn check(&self, r: &CheckReport) {
+        if self.json(r) {
+            return;
+        }
+        print_problems(&r.problems);
+        if r.is_clean() {
+            println!(
+                "no broken requirements in `{}` ({} distributions in snapshot {})",
+                r.env,
+                r.distributions,
+                short(&r.snapshot)
+            );
+            return;
+        }
+        let count = r.unsatisfied.len();
+        println!(
+            "{count} broken requirement{} in `{}` (snapshot {}):",
+            if count == 1 { "" } else { "s" },
+            r.env,
+            short(&r.snapshot)
+        );
+        for u in &r.unsatisfied {
+            println!("  {u}");
+        }
+        if let Some(explanation) = &r.explanation {
+            println!("why:");
+            for line in explanation.lines() {
+                if line.is_empty() {
+                    println!();
+                } else {
+                    println!("  {line}");
+                }
+            }
         }
     }
 
@@ -492,6 +567,17 @@ impl Progress for Bar {
         if let Some(bar) = self.current().take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+fn dash_if_empty(text: String) -> String {
+    if text.is_empty() { "-".into() } else { text }
+}
+
+/// Distributions blast could not read in full: said on stderr, so the report itself stays clean.
+fn print_problems(problems: &[String]) {
+    for p in problems {
+        eprintln!("warning: {p}");
     }
 }
 

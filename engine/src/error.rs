@@ -112,6 +112,10 @@ pub enum Error {
         installer: String,
         status: String,
     },
+    #[error(
+        "the install would break requirements in `{env}`:\n{report}\nthe environment is unchanged; pass --allow-conflicts to install anyway"
+    )]
+    ConflictsIntroduced { env: String, report: String },
     #[error("interrupted: environment `{env}` is unchanged")]
     Interrupted { env: String },
     #[error("the sandbox could not be set up ({step}: {detail}): {fix}")]

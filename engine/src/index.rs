@@ -1,5 +1,6 @@
 //! The metadata index: one RocksDB database under `$BLAST_HOME/index` holding what is not content —
-//! environments, their HEADs, history, tags, stat caches, apply journals and cached interpreter facts.
+//! environments, their HEADs, history, tags, stat caches, apply journals and cached interpreter facts
+//! (what a venv needs to know, and the marker values requirements are evaluated against).
 //!
 //! RocksDB lets one process open a database at a time, so an [`Index`] is held only for the span of one
 //! command (or one step of a long one) and guarded by a file lock: a second process waits for it instead
@@ -15,6 +16,7 @@ use store_format::SnapshotId;
 
 use crate::error::{Error, Result};
 use crate::lock::{self, LockGuard, LockMode};
+use crate::markers::MarkerValues;
 use crate::python::PythonInfo;
 
 /// An environment known to the store.
@@ -71,6 +73,7 @@ const JOURNAL: &str = "journal/";
 const PYTHON: &str = "python/";
 const SEED: &str = "seed/";
 const LINK_MODE: &str = "link/";
+const MARKERS: &str = "markers/";
 
 pub struct Index {
     // Field order matters: the database closes before the lock is released.
@@ -247,6 +250,10 @@ impl Index {
         self.get(&format!("{PYTHON}{key}"))
     }
 
+    pub fn markers(&self, key: &str) -> Result<Option<MarkerValues>> {
+        self.get(&format!("{MARKERS}{key}"))
+    }
+
     pub fn link_mode(&self, key: &str) -> Result<Option<crate::materialize::LinkMode>> {
         self.get(&format!("{LINK_MODE}{key}"))
     }
@@ -343,6 +350,10 @@ impl Batch {
 
     pub fn put_python(&mut self, key: &str, info: &PythonInfo) {
         self.put(&format!("{PYTHON}{key}"), info);
+    }
+
+    pub fn put_markers(&mut self, key: &str, values: &MarkerValues) {
+        self.put(&format!("{MARKERS}{key}"), values);
     }
 
     pub fn put_link_mode(&mut self, key: &str, mode: crate::materialize::LinkMode) {

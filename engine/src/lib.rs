@@ -11,11 +11,14 @@
 //! - [`packages`]: the package view from `*.dist-info`.
 //! - [`sandbox`]: namespaces and an overlay around an installer run.
 //! - [`installer`]: which installer runs for an environment, with what command line.
+//! - [`markers`]: an interpreter's PEP 508 marker environment, asked once and cached.
+//! - [`conflicts`]: requirements that do not hold, explained by pubgrub.
 //! - [`gc`]: garbage collection.
 //! - [`images`]: `.blast` images, written deterministically and read trusting nothing.
 //! - [`ops`]: the operations behind the commands.
 
 pub mod capture;
+pub mod conflicts;
 mod crash;
 pub mod error;
 mod fsutil;
@@ -24,6 +27,7 @@ pub mod images;
 pub mod index;
 pub mod installer;
 mod lock;
+pub mod markers;
 pub mod materialize;
 pub mod objects;
 pub mod ops;

@@ -1,8 +1,18 @@
-//! The package view: which distributions a tree holds, read from `*.dist-info/METADATA`, and how two
-//! package sets differ ("+rich 13.7.1", "-idna 3.6", "urllib3 2.1.0→2.2.1").
+//! The package view: which distributions a tree holds, read from `*.dist-info`, and how two package
+//! sets differ ("+rich 13.7.1", "-idna 3.6", "urllib3 2.1.0→2.2.1").
+//!
+//! Two readings of the same files: [`packages_of`] takes only `Name` and `Version`, exactly as SPEC §7
+//! fixes it for a snapshot's package list (part of its hashed encoding); [`distributions_of`] parses
+//! METADATA, RECORD and `entry_points.txt` in full, with PEP 440 versions and PEP 508 requirements,
+//! for `blast packages` and the conflict check.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
+use configparser::ini::{Ini, IniDefault};
+use mailparse::MailHeaderMap;
+use pep508_rs::pep440_rs::Version;
+use pep508_rs::{ExtraName, PackageName, Requirement};
 use serde::Serialize;
 use store_format::{Node, Package};
 
@@ -79,6 +89,241 @@ pub fn packages_of(
         }
     }
     Ok(by_name.into_values().collect())
+}
+
+/// One installed distribution, read in full from its `*.dist-info` directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distribution {
+    pub name: PackageName,
+    pub version: Version,
+    /// Its `*.dist-info` directory, relative to the environment's root.
+    pub dist_info: String,
+    pub summary: Option<String>,
+    /// `Requires-Dist`, in METADATA order.
+    pub requires: Vec<Dependency>,
+    pub provides_extra: Vec<ExtraName>,
+    pub console_scripts: Vec<EntryPoint>,
+    pub gui_scripts: Vec<EntryPoint>,
+    /// RECORD: what the installer wrote, paths relative to site-packages.
+    pub files: Vec<RecordEntry>,
+}
+
+/// One `Requires-Dist`: as written, for people, and parsed, for evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dependency {
+    pub written: String,
+    pub requirement: Requirement,
+}
+
+/// One line of an `entry_points.txt` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryPoint {
+    pub name: String,
+    /// `module:attr`, followed by `[extras]` when it names any.
+    pub target: String,
+}
+
+/// One row of RECORD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordEntry {
+    pub path: String,
+    /// `sha256=…`; none for RECORD itself and for files made after the install (bytecode).
+    pub hash: Option<String>,
+    pub size: Option<u64>,
+}
+
+impl Distribution {
+    /// Parses the files of one `*.dist-info` directory (`dist_info`, relative to the environment's root).
+    /// Fails only when METADATA gives no valid name and version; a requirement, extra, RECORD row or
+    /// entry point that does not parse is left out and described in the returned warnings.
+    pub fn parse(
+        dist_info: &str,
+        metadata: &[u8],
+        record: Option<&[u8]>,
+        entry_points: Option<&[u8]>,
+    ) -> Result<(Distribution, Vec<String>), String> {
+        let (headers, _) =
+            mailparse::parse_headers(metadata).map_err(|e| format!("METADATA: {e}"))?;
+        let field = |key: &str| {
+            headers
+                .get_first_value(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty() && v != "UNKNOWN")
+        };
+        let name = field("Name").ok_or("METADATA has no `Name`")?;
+        let name =
+            PackageName::from_str(&name).map_err(|e| format!("METADATA: `Name: {name}`: {e}"))?;
+        let version = field("Version").ok_or("METADATA has no `Version`")?;
+        let version = Version::from_str(&version)
+            .map_err(|e| format!("METADATA: `Version: {version}` is not a PEP 440 version: {e}"))?;
+        let mut warnings = Vec::new();
+        let mut requires = Vec::new();
+        for written in headers.get_all_values("Requires-Dist") {
+            let written = written.trim().to_owned();
+            match Requirement::from_str(&written) {
+                Ok(requirement) => requires.push(Dependency {
+                    written,
+                    requirement,
+                }),
+                Err(e) => warnings.push(format!(
+                    "METADATA: `Requires-Dist: {written}` is not a PEP 508 requirement: {}",
+                    e.message
+                )),
+            }
+        }
+        let mut provides_extra = Vec::new();
+        for extra in headers.get_all_values("Provides-Extra") {
+            match ExtraName::from_str(extra.trim()) {
+                Ok(extra) => provides_extra.push(extra),
+                Err(e) => warnings.push(format!("METADATA: `Provides-Extra: {extra}`: {e}")),
+            }
+        }
+        let files = match record {
+            Some(bytes) => parse_record(bytes, &mut warnings),
+            None => Vec::new(),
+        };
+        let mut sections = match entry_points {
+            Some(bytes) => parse_entry_points(bytes, &mut warnings),
+            None => BTreeMap::new(),
+        };
+        let dist = Distribution {
+            name,
+            version,
+            dist_info: dist_info.to_owned(),
+            summary: field("Summary"),
+            requires,
+            provides_extra,
+            console_scripts: sections.remove("console_scripts").unwrap_or_default(),
+            gui_scripts: sections.remove("gui_scripts").unwrap_or_default(),
+            files,
+        };
+        Ok((dist, warnings))
+    }
+}
+
+/// RECORD is CSV: path, hash, size (the last two empty for RECORD itself).
+fn parse_record(bytes: &[u8], warnings: &mut Vec<String>) -> Vec<RecordEntry> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut out = Vec::new();
+    for row in reader.records() {
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                warnings.push(format!("RECORD: {e}"));
+                continue;
+            }
+        };
+        let Some(path) = row.get(0).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let hash = row.get(1).filter(|h| !h.is_empty()).map(str::to_owned);
+        let size = match row.get(2).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(size) => match size.parse() {
+                Ok(size) => Some(size),
+                Err(_) => {
+                    warnings.push(format!("RECORD: `{path}` has size `{size}`"));
+                    None
+                }
+            },
+        };
+        out.push(RecordEntry {
+            path: path.to_owned(),
+            hash,
+            size,
+        });
+    }
+    out
+}
+
+/// `entry_points.txt` is an INI file read the way `importlib.metadata` reads it: `=` is the only
+/// delimiter (a target holds `:`), names keep their case, no inline comments.
+fn parse_entry_points(
+    bytes: &[u8],
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, Vec<EntryPoint>> {
+    let mut defaults = IniDefault::default();
+    defaults.delimiters = vec!['='];
+    defaults.case_sensitive = true;
+    defaults.enable_inline_comments = false;
+    let sections =
+        match Ini::new_from_defaults(defaults).read(String::from_utf8_lossy(bytes).into_owned()) {
+            Ok(sections) => sections,
+            Err(e) => {
+                warnings.push(format!("entry_points.txt: {e}"));
+                return BTreeMap::new();
+            }
+        };
+    sections
+        .into_iter()
+        .map(|(section, entries)| {
+            let mut points: Vec<EntryPoint> = entries
+                .into_iter()
+                .filter_map(|(name, target)| {
+                    Some(EntryPoint {
+                        name,
+                        target: target?,
+                    })
+                })
+                .collect();
+            points.sort_by(|a, b| a.name.cmp(&b.name));
+            (section, points)
+        })
+        .collect()
+}
+
+/// What [`distributions_of`] found: the distributions by name, and what could not be read, each
+/// naming its file.
+#[derive(Debug, Clone, Default)]
+pub struct Distributions {
+    pub found: Vec<Distribution>,
+    pub problems: Vec<String>,
+}
+
+/// The distributions of a tree, read in full; `read` returns a file's bytes (from the store or a
+/// directory). A name that two `*.dist-info` directories claim keeps the last in path order, as
+/// [`packages_of`] does.
+pub fn distributions_of(
+    tree: &Tree,
+    purelib: &str,
+    mut read: impl FnMut(&str, &Node) -> Result<Vec<u8>>,
+) -> Result<Distributions> {
+    let mut by_name: BTreeMap<String, Distribution> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (metadata_path, node) in metadata_paths(tree, purelib) {
+        let dir = metadata_path
+            .strip_suffix("/METADATA")
+            .unwrap_or(metadata_path);
+        let metadata = read(metadata_path, node)?;
+        let mut sibling = |file: &str| -> Result<Option<Vec<u8>>> {
+            let path = format!("{dir}/{file}");
+            match tree.entries.get(&path) {
+                Some(node @ Node::File { .. }) => read(&path, node).map(Some),
+                _ => Ok(None),
+            }
+        };
+        let record = sibling("RECORD")?;
+        let entry_points = sibling("entry_points.txt")?;
+        match Distribution::parse(dir, &metadata, record.as_deref(), entry_points.as_deref()) {
+            Ok((dist, warnings)) => {
+                problems.extend(warnings.into_iter().map(|w| format!("`{dir}`: {w}")));
+                if let Some(earlier) = by_name.insert(dist.name.to_string(), dist) {
+                    problems.push(format!(
+                        "`{}` and `{dir}` both describe {}: the second one counts",
+                        earlier.dist_info, earlier.name
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("`{dir}` is left out: {e}")),
+        }
+    }
+    Ok(Distributions {
+        found: by_name.into_values().collect(),
+        problems,
+    })
 }
 
 /// How one package changed between two sets.
@@ -159,6 +404,133 @@ mod tests {
         assert_eq!(pkg.name, "foo-bar-baz");
         assert_eq!(pkg.version, "1.0");
         assert_eq!(parse_metadata("Name: x\n"), None);
+    }
+
+    const METADATA: &str = "Metadata-Version: 2.1
+Name: Blast_Extra
+Version: 1.0.0
+Summary: An extra
+  folded over two lines
+Requires-Dist: blastbase>=1.0; python_version >= \"3.8\"
+Requires-Dist: blastpin; extra == \"pin\"
+Requires-Dist: broken>>1
+Provides-Extra: pin
+
+Requires-Dist: in the body, not a header
+";
+
+    #[test]
+    fn parses_a_whole_dist_info() {
+        let record = b"blastextra/__init__.py,sha256=abc,12\n\"odd,name.py\",sha256=def,3\n../../../bin/blastextra,sha256=ghi,200\nblast_extra-1.0.0.dist-info/RECORD,,\n";
+        let entry_points = b"[console_scripts]\nblastextra = blastextra.cli:main\n\n[gui_scripts]\nBlastGui = blastextra.gui:run [pin]\n\n[other]\nx = y:z\n";
+        let (dist, warnings) = Distribution::parse(
+            "lib/python3.11/site-packages/blast_extra-1.0.0.dist-info",
+            METADATA.as_bytes(),
+            Some(record),
+            Some(entry_points),
+        )
+        .unwrap();
+        assert_eq!(dist.name.to_string(), "blast-extra");
+        assert_eq!(dist.version.to_string(), "1.0.0");
+        assert_eq!(
+            dist.summary.as_deref(),
+            Some("An extra folded over two lines")
+        );
+        let written: Vec<&str> = dist.requires.iter().map(|d| d.written.as_str()).collect();
+        assert_eq!(
+            written,
+            [
+                r#"blastbase>=1.0; python_version >= "3.8""#,
+                r#"blastpin; extra == "pin""#
+            ]
+        );
+        assert_eq!(dist.requires[0].requirement.name.to_string(), "blastbase");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("`Requires-Dist: broken>>1` is not a PEP 508 requirement"));
+        assert_eq!(dist.provides_extra.len(), 1);
+        assert_eq!(
+            dist.console_scripts,
+            [EntryPoint {
+                name: "blastextra".into(),
+                target: "blastextra.cli:main".into()
+            }]
+        );
+        assert_eq!(
+            dist.gui_scripts,
+            [EntryPoint {
+                name: "BlastGui".into(),
+                target: "blastextra.gui:run [pin]".into()
+            }]
+        );
+        let paths: Vec<&str> = dist.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "blastextra/__init__.py",
+                "odd,name.py",
+                "../../../bin/blastextra",
+                "blast_extra-1.0.0.dist-info/RECORD"
+            ]
+        );
+        assert_eq!(dist.files[0].hash.as_deref(), Some("sha256=abc"));
+        assert_eq!(dist.files[0].size, Some(12));
+        assert_eq!(dist.files[3].hash, None);
+        assert_eq!(dist.files[3].size, None);
+    }
+
+    #[test]
+    fn a_dist_info_without_a_valid_name_or_version_is_refused() {
+        let parse = |text: &str| Distribution::parse("x.dist-info", text.as_bytes(), None, None);
+        assert!(parse("Name: x\n").unwrap_err().contains("no `Version`"));
+        assert!(
+            parse("Name: x\nVersion: one\n")
+                .unwrap_err()
+                .contains("`Version: one` is not a PEP 440 version")
+        );
+        assert!(parse("Version: 1\n").unwrap_err().contains("no `Name`"));
+    }
+
+    #[test]
+    fn distributions_of_a_tree_name_their_problems() {
+        let file = |content: &str| Node::File {
+            object: store_format::ObjectId::from(blake3::hash(content.as_bytes())),
+            size: content.len() as u64,
+            executable: false,
+            relocatable: false,
+        };
+        let files = [
+            (
+                "site/a-1.dist-info/METADATA",
+                "Name: a\nVersion: 1\nRequires-Dist: b\n",
+            ),
+            ("site/a-1.dist-info/RECORD", "a.py,sha256=x,4\n"),
+            ("site/b-2.dist-info/METADATA", "Name: b\nVersion: two\n"),
+            ("site/c-3.dist-info/METADATA", "Name: C\nVersion: 3\n"),
+            (
+                "site/c_again-3.dist-info/METADATA",
+                "Name: c\nVersion: 3.1\n",
+            ),
+            (
+                "site/nested/d-1.dist-info/METADATA",
+                "Name: d\nVersion: 1\n",
+            ),
+        ];
+        let mut tree = Tree::default();
+        let mut contents = std::collections::HashMap::new();
+        for (path, content) in files {
+            tree.entries.insert(path.into(), file(content));
+            contents.insert(path.to_owned(), content.as_bytes().to_vec());
+        }
+        let found = distributions_of(&tree, "site", |path, _| Ok(contents[path].clone())).unwrap();
+        let names: Vec<String> = found
+            .found
+            .iter()
+            .map(|d| format!("{} {} {}", d.name, d.version, d.files.len()))
+            .collect();
+        assert_eq!(names, ["a 1 1", "c 3.1 0"]);
+        assert_eq!(found.problems.len(), 2, "{:?}", found.problems);
+        assert!(found.problems[0].starts_with("`site/b-2.dist-info` is left out:"));
+        assert!(found.problems[1].contains("both describe c"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use store_format::PythonTag;
 
 use crate::capture::nanos;
@@ -180,19 +180,21 @@ fn is_script(path: &Path) -> bool {
         .is_ok_and(|()| &head == b"#!")
 }
 
-fn mtime_ns(path: &Path) -> Option<i64> {
+pub(crate) fn mtime_ns(path: &Path) -> Option<i64> {
     std::fs::metadata(path)
         .ok()
         .map(|m| nanos(m.mtime(), m.mtime_nsec()))
 }
 
-fn probe(candidate: &Path) -> Result<PythonInfo> {
+/// Runs `code` on the interpreter in isolated mode (no user site, no PYTHON* variables) and parses the
+/// JSON it prints.
+pub(crate) fn run_probe<T: DeserializeOwned>(interpreter: &Path, code: &str) -> Result<T> {
     let bad = |detail: String| Error::BadPython {
-        path: candidate.to_owned(),
+        path: interpreter.to_owned(),
         detail,
     };
-    let output = Command::new(candidate)
-        .args(["-I", "-c", PROBE])
+    let output = Command::new(interpreter)
+        .args(["-I", "-c", code])
         .output()
         .map_err(|e| bad(format!("could not run it: {e}")))?;
     if !output.status.success() {
@@ -202,8 +204,16 @@ fn probe(candidate: &Path) -> Result<PythonInfo> {
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
-    let out: ProbeOutput = serde_json::from_slice(&output.stdout)
-        .map_err(|e| bad(format!("it answered something unexpected ({e})")))?;
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| bad(format!("it answered something unexpected ({e})")))
+}
+
+fn probe(candidate: &Path) -> Result<PythonInfo> {
+    let bad = |detail: String| Error::BadPython {
+        path: candidate.to_owned(),
+        detail,
+    };
+    let out: ProbeOutput = run_probe(candidate, PROBE)?;
     let real = PathBuf::from(&out.executable);
     let bin_dir = real
         .parent()

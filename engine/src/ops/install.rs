@@ -13,12 +13,14 @@ use serde::Serialize;
 use store_format::{Node, Placeholders, Snapshot, SnapshotId};
 
 use crate::capture::{self, PYCACHE, Sink, StatCache};
+use crate::conflicts::{ConflictReport, conflicts_introduced};
 use crate::error::{Error, IoContext, Result};
 use crate::index::Batch;
 use crate::installer::{self, Installer, InstallerKind, Request};
+use crate::markers::marker_environment;
 use crate::materialize::Materializer;
 use crate::objects::Staging;
-use crate::packages::{PackageChange, package_changes, packages_of};
+use crate::packages::{PackageChange, distributions_of, package_changes, packages_of};
 use crate::sandbox::{self, Outcome, Spec};
 use crate::store::{Env, Store};
 use crate::transition::{Move, link_mode, load_stat_cache, move_head};
@@ -71,6 +73,8 @@ pub struct InstallReport {
     pub total_seconds: f64,
     /// A snapshot taken first of changes found in the directory that were not captured yet.
     pub captured_first: Option<SnapshotId>,
+    /// Requirements the install broke, committed anyway with `--allow-conflicts`.
+    pub conflicts: Option<ConflictReport>,
 }
 
 /// Runs `request` on the environment as one transaction.
@@ -141,6 +145,7 @@ pub fn install(
         installer_seconds,
         total_seconds: 0.0,
         captured_first,
+        conflicts: None,
     };
     if new_tree == head_tree {
         report.total_seconds = started.elapsed().as_secs_f64();
@@ -162,6 +167,16 @@ pub fn install(
         },
     )?;
     report.packages = package_changes(&head.packages, &packages);
+    if let Some(conflicts) = conflicts_introduced_by(store, &env, &head_tree, &new_tree, &staging)?
+    {
+        if !options.allow_conflicts {
+            return Err(Error::ConflictsIntroduced {
+                env: env.label().to_owned(),
+                report: conflicts.to_string(),
+            });
+        }
+        report.conflicts = Some(conflicts);
+    }
     let layer = head_tree.layer_to(&new_tree);
     let mut layers = head.layers.clone();
     layers.push(staging.put_layer(&layer)?);
@@ -196,6 +211,25 @@ pub fn install(
     report.snapshot = Some(id);
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Requirements that hold in `before` and not in `after`, explained; `None` when the install broke none.
+fn conflicts_introduced_by(
+    store: &Store,
+    env: &Env,
+    before: &Tree,
+    after: &Tree,
+    staging: &Staging<'_>,
+) -> Result<Option<ConflictReport>> {
+    let purelib = &env.record.python.purelib;
+    let read = |_: &str, node: &Node| match node {
+        Node::File { object, .. } => staging.read_object(object),
+        _ => Ok(Vec::new()),
+    };
+    let before = distributions_of(before, purelib, read)?;
+    let after = distributions_of(after, purelib, read)?;
+    let markers = marker_environment(store.index(), &env.record.python)?;
+    Ok(conflicts_introduced(&before.found, &after.found, &markers))
 }
 
 /// The parts of one installer run.

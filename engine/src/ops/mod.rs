@@ -8,6 +8,7 @@ mod images;
 mod inspect;
 mod install;
 mod moves;
+mod packages;
 mod snapshot;
 mod verify;
 
@@ -22,6 +23,7 @@ pub use inspect::{
 };
 pub use install::{InstallOptions, InstallReport, install};
 pub use moves::{MoveReport, rollback, sync};
+pub use packages::{CheckReport, PackageInfo, PackagesReport, check, packages};
 pub use snapshot::{SnapshotReport, snapshot};
 pub use verify::{VerifyReport, verify};
 

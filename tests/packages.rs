@@ -1,0 +1,250 @@
+//! The package view and the conflict check on real pip installs of the fixture wheels: `blast packages`
+//! lists what pip installed (checked against `pip list`), and `blast check` agrees with `pip check`,
+//! evaluates markers for the env's interpreter, leaves extras off, and explains a conflicting install
+//! by naming both requirements.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::*;
+
+/// `pip list` of the environment: (name, version), sorted.
+fn pip_list(env: &Path) -> Vec<(String, String)> {
+    let out = Command::new(python())
+        .args(["-m", "pip", "--python", env.to_str().unwrap()])
+        .args(["list", "--format", "json", "--disable-pip-version-check"])
+        .output()
+        .expect("run pip list");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut pairs: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_lowercase(),
+                p["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// `pip check` of the environment: whether it passed, and what it said.
+fn pip_check(env: &Path) -> (bool, String) {
+    let out = Command::new(python())
+        .args(["-m", "pip", "--python", env.to_str().unwrap()])
+        .args(["check", "--disable-pip-version-check"])
+        .output()
+        .expect("run pip check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Runs `blast check`, returning its exit code, its text and its JSON report.
+fn blast_check(b: &Blast, env: &str) -> (Option<i32>, String, Value) {
+    let text = b.run(&["check", "-e", env]);
+    let json = b.run(&["check", "-e", env, "--json"]);
+    assert_eq!(text.status.code(), json.status.code());
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert!(!stderr.contains("error"), "{stderr}");
+    (
+        text.status.code(),
+        String::from_utf8_lossy(&text.stdout).into_owned(),
+        serde_json::from_slice(&json.stdout).expect("check --json"),
+    )
+}
+
+#[test]
+fn packages_lists_exactly_what_pip_installed_from_the_head_snapshot() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastextra"]);
+
+    // The HEAD snapshot is what is read: an install not captured yet is not seen.
+    let before = b.json(&["packages", "-e", e]);
+    assert_eq!(before["packages"], json!([]), "{before}");
+
+    b.ok(&["snapshot", "-e", e]);
+    let report = b.json(&["packages", "-e", e]);
+    assert_eq!(report["problems"], json!([]), "{report}");
+    let packages = report["packages"].as_array().unwrap();
+    let listed: Vec<(String, String)> = packages
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, pip_list(&env));
+    assert_eq!(
+        listed,
+        [
+            ("blastbase".to_owned(), "2.0.0".to_owned()),
+            ("blastextra".to_owned(), "1.0.0".to_owned())
+        ]
+    );
+
+    let extra = &packages[1];
+    assert_eq!(
+        extra["requires"],
+        json!([
+            r#"blastbase>=1.0; python_version >= "3.8""#,
+            r#"blastmissing>=1; python_version < "3""#,
+            r#"blastpin; extra == "pin""#
+        ])
+    );
+    assert_eq!(
+        extra["console_scripts"],
+        json!([{"name": "blastextra", "target": "blastextra:main"}])
+    );
+    assert_eq!(extra["gui_scripts"], json!([]));
+    assert_eq!(
+        extra["summary"],
+        "blast fixture: requirements with markers and an extra, and a console script"
+    );
+    assert_eq!(packages[0]["requires"], json!([]));
+
+    // RECORD, as pip wrote it: the module, the script in bin/, and sizes that match the files.
+    let files = extra["files"].as_array().unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"blastextra/__init__.py"), "{paths:?}");
+    let script = files
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with("bin/blastextra"))
+        .expect("the console script is in RECORD");
+    let purelib = env.join("lib").read_dir().unwrap().next().unwrap().unwrap();
+    let on_disk = purelib
+        .path()
+        .join("site-packages")
+        .join(script["path"].as_str().unwrap());
+    assert_eq!(
+        script["size"].as_u64().unwrap(),
+        std::fs::metadata(&on_disk).unwrap().len()
+    );
+    let recorded: u64 = files.iter().filter_map(|f| f["size"].as_u64()).sum();
+    assert_eq!(extra["size"].as_u64().unwrap(), recorded);
+    assert!(recorded > 0);
+
+    // The table: one row per distribution, with its requirements and scripts.
+    let text = b.ok(&["packages", "-e", e]);
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("blastextra"))
+        .expect("a blastextra row");
+    assert!(row.contains("1.0.0"), "{text}");
+    assert!(row.contains("blastbase>=1.0"), "{text}");
+    assert!(row.trim_end().ends_with("blastextra"), "{text}");
+}
+
+#[test]
+fn check_passes_on_a_consistent_env_and_names_both_sides_of_a_conflicting_install() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastpin"]);
+    pip_install(&env, &["blastextra"]);
+    b.ok(&["snapshot", "-e", e, "-m", "pin and extra"]);
+    assert_eq!(
+        pip_list(&env),
+        [
+            ("blastbase".to_owned(), "1.0.0".to_owned()),
+            ("blastextra".to_owned(), "1.0.0".to_owned()),
+            ("blastpin".to_owned(), "1.0.0".to_owned())
+        ]
+    );
+    let (code, text, report) = blast_check(&b, e);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("no broken requirements"), "{text}");
+    assert_eq!(report["unsatisfied"], json!([]));
+    assert_eq!(report["explanation"], Value::Null);
+    assert_eq!(report["distributions"], 3);
+    assert!(pip_check(&env).0);
+
+    // pip upgrades blastbase to 2.0.0 for blastconflict and breaks blastpin (it says so, and goes on).
+    pip_install(&env, &["blastconflict"]);
+    b.ok(&["snapshot", "-e", e, "-m", "conflict"]);
+    let (code, text, report) = blast_check(&b, e);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("blastpin 1.0.0 requires blastbase<2, but blastbase 2.0.0 is installed"),
+        "{text}"
+    );
+    assert_eq!(
+        report["unsatisfied"],
+        json!([{
+            "package": "blastpin",
+            "version": "1.0.0",
+            "requirement": "blastbase<2",
+            "requires": "blastbase",
+            "installed": "2.0.0"
+        }]),
+        "blastextra's marker-false and extra-only requirements are not reported: {report}"
+    );
+    let explanation = report["explanation"].as_str().unwrap();
+    for part in [
+        "blastpin 1.0.0 depends on blastbase <2",
+        "blastconflict 1.0.0 depends on blastbase >=2",
+    ] {
+        assert!(explanation.contains(part), "{explanation}");
+        assert!(text.contains(part), "{text}");
+    }
+
+    // pip's own check finds the same one problem.
+    let (ok, said) = pip_check(&env);
+    assert!(!ok);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.starts_with("blastpin 1.0.0 has requirement blastbase<2"),
+        "{said}"
+    );
+
+    // Back at the consistent snapshot the check passes again.
+    b.ok(&["rollback", "-e", e]);
+    assert_eq!(blast_check(&b, e).0, Some(0));
+}
+
+#[test]
+fn markers_false_and_extras_only_requirements_are_not_reported() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    // blastextra alone: blastmissing (Python 2 only) and blastpin (extra "pin") are absent.
+    pip_install(&env, &["blastextra"]);
+    b.ok(&["snapshot", "-e", e]);
+    let (code, text, report) = blast_check(&b, e);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(report["unsatisfied"], json!([]));
+    assert!(pip_check(&env).0);
+
+    // Without blastbase, the requirement whose marker holds is reported, as missing.
+    support::pip_uninstall(&env, &["blastbase"]);
+    b.ok(&["snapshot", "-e", e]);
+    let (code, text, report) = blast_check(&b, e);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(
+        report["unsatisfied"],
+        json!([{
+            "package": "blastextra",
+            "version": "1.0.0",
+            "requirement": r#"blastbase>=1.0; python_version >= "3.8""#,
+            "requires": "blastbase",
+            "installed": null
+        }])
+    );
+    assert!(text.contains("but blastbase is not installed"), "{text}");
+}
