@@ -160,6 +160,13 @@ fn install_adds_one_layer_holding_exactly_what_pip_wrote() {
     b.assert_verify_clean(&[&env]);
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
     assert_eq!(stale_bytecode(&env), Vec::<String>::new());
+    // pip compiled with SOURCE_DATE_EPOCH set: hash-checked bytecode (flags 3), carried into the env.
+    let pyc = fs::read(
+        env.join(SITE)
+            .join("blastdemo/__pycache__/__init__.cpython-311.pyc"),
+    )
+    .unwrap();
+    assert_eq!(pyc[4..8], [3, 0, 0, 0]);
 }
 
 #[test]
@@ -374,6 +381,20 @@ fn wait_for_build(mark: &str, child: &mut Child) {
     }
 }
 
+/// Asserts that every process of the command marked `mark` ends within seconds (the kernel tears a pid
+/// namespace down asynchronously once its init is gone).
+fn assert_all_gone(mark: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(mark, "").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "processes outlived blast: {:?}",
+            processes_with(mark, "")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn finish(child: Child) -> (bool, String) {
     let out = child.wait_with_output().unwrap();
     (
@@ -403,15 +424,7 @@ fn sigkill_in_the_middle_of_the_installer_changes_nothing_and_leaves_nothing() {
     child.wait().unwrap();
 
     // Nothing of the sandbox outlives blast: no process, no mount.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_with(&mark, "").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "processes outlived blast: {:?}",
-            processes_with(&mark, "")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_all_gone(&mark);
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(b.home.to_str().unwrap()),
@@ -427,6 +440,47 @@ fn sigkill_in_the_middle_of_the_installer_changes_nothing_and_leaves_nothing() {
     assert_eq!(b.log(e).len(), history);
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
     b.assert_verify_clean(&[&env]);
+}
+
+#[test]
+fn ctrl_c_in_the_middle_of_the_installer_cleans_up_at_once() {
+    use std::os::unix::process::CommandExt;
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let before = read_tree(&env);
+    let history = b.log(e).len();
+    let mark = format!("interrupt-{}", std::process::id());
+    let args = install_args(&env, &["blastslow", "--", "--no-cache-dir"]);
+    // As a terminal does: the whole foreground process group gets the SIGINT.
+    let mut child = b
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("BLAST_TEST_MARK", &mark)
+        .env("BLAST_SLOW_SECONDS", "120")
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_build(&mark, &mut child);
+    let group = format!("-{}", child.id());
+    let killed = Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("interrupted: environment `{e}` is unchanged")),
+        "{stderr}"
+    );
+    // Cleaned up by blast itself, before any other command ran.
+    assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+    assert_all_gone(&mark);
+    assert_same_tree(&before, &read_tree(&env));
+    assert_eq!(b.log(e).len(), history);
 }
 
 #[test]
