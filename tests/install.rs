@@ -662,3 +662,24 @@ fn an_install_that_breaks_a_requirement_is_refused_unless_allowed() {
     install(&b, &env, &["blastdep"]);
     b.assert_verify_clean(&[&env]);
 }
+
+#[test]
+fn changes_made_by_hand_are_kept_as_their_own_snapshot_before_an_install() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let notes = env.join(SITE).join("notes_by_hand.py");
+    fs::write(&notes, "NOTE = 'typed by hand'\n").unwrap();
+    let report = install(&b, &env, &["blastdep"]);
+    let first = report["captured_first"].as_str().expect("a snapshot first");
+    let log = b.log(e);
+    assert_eq!(log[1]["snapshot"], first);
+    assert_eq!(log[1]["operation"], "snapshot");
+    assert_eq!(log[0]["from"], first);
+    assert_eq!(log[0]["message"], "install blastdep");
+    // Both the hand-made file and the install survive, and going back one step drops only the install.
+    assert!(notes.is_file());
+    b.ok(&["rollback", "-e", e]);
+    assert!(notes.is_file());
+    assert!(!env.join(SITE).join("blastdep").exists());
+}

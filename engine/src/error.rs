@@ -17,6 +17,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "{action} `{}`: the filesystem is full (no space left on device): free space on it (`blast clean` removes what no environment needs) and run the command again",
+        path.display()
+    )]
+    DiskFull { action: &'static str, path: PathBuf },
     #[error("the metadata index at `{}` failed: {detail}", path.display())]
     Index { path: PathBuf, detail: String },
     #[error("{what} is corrupt: {source}")]
@@ -106,11 +111,13 @@ pub enum Error {
         "no installer for environment `{env}`: {detail}; create it with `--seed` for pip, or put uv on PATH"
     )]
     NoInstaller { env: String, detail: String },
-    #[error("{installer} failed ({status}): environment `{env}` is unchanged")]
+    #[error("{installer} failed ({status}): environment `{env}` is unchanged{hint}")]
     InstallerFailed {
         env: String,
         installer: String,
         status: String,
+        /// Empty, or a sentence on what probably made it fail (a full filesystem).
+        hint: String,
     },
     #[error(
         "the install would break requirements in `{env}`:\n{report}\nthe environment is unchanged; pass --allow-conflicts to install anyway"
@@ -211,10 +218,16 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, action: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            action,
-            path: path.to_owned(),
-            source,
+        self.map_err(|source| match source.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::DiskFull {
+                action,
+                path: path.to_owned(),
+            },
+            _ => Error::Io {
+                action,
+                path: path.to_owned(),
+                source,
+            },
         })
     }
 }

@@ -142,7 +142,7 @@ impl Index {
     fn err(&self, e: impl std::fmt::Display) -> Error {
         Error::Index {
             path: self.path.clone(),
-            detail: e.to_string(),
+            detail: with_disk_full_hint(e.to_string()),
         }
     }
 
@@ -279,7 +279,20 @@ fn open_db(opts: &Options, path: &Path, writable: bool) -> Result<DB> {
 fn open_error(path: &Path, e: rocksdb::Error) -> Error {
     Error::Index {
         path: path.to_owned(),
-        detail: format!("{e}: if the store was copied or a disk filled, `blast verify` checks it"),
+        detail: with_disk_full_hint(format!(
+            "{e}: if the store was copied or a disk filled, `blast verify` checks it"
+        )),
+    }
+}
+
+/// RocksDB reports a full disk in its message only; say what to do about it.
+fn with_disk_full_hint(detail: String) -> String {
+    if detail.contains("No space left on device") {
+        format!(
+            "{detail} (the filesystem is full: free space on it, `blast clean` removes what no environment needs, and run the command again)"
+        )
+    } else {
+        detail
     }
 }
 

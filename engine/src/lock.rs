@@ -21,7 +21,19 @@ pub enum LockMode {
 /// A held lock; released when dropped (closing the file releases the flock).
 #[derive(Debug)]
 pub struct LockGuard {
-    _file: File,
+    file: File,
+}
+
+impl LockGuard {
+    /// Whether `path` still names the locked file: another process may have removed a lock file it
+    /// found free (reclaiming a dead staging area) between our open and our lock.
+    pub fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), path.metadata()) {
+            (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
+            _ => false,
+        }
+    }
 }
 
 /// Takes the lock on `path`, waiting as long as needed. `what` names the lock in the waiting message.
@@ -31,7 +43,7 @@ pub fn acquire(path: &Path, mode: LockMode, what: &str) -> Result<LockGuard> {
     let mut told = false;
     loop {
         if try_lock(&file, mode).at("locking", path)? {
-            return Ok(LockGuard { _file: file });
+            return Ok(LockGuard { file });
         }
         if !told && started.elapsed() >= QUIET_WAIT {
             eprintln!("blast: waiting for another blast process to release {what}…");
@@ -46,7 +58,7 @@ pub fn try_acquire(path: &Path, mode: LockMode) -> Result<Option<LockGuard>> {
     let file = open_lock_file(path)?;
     Ok(try_lock(&file, mode)
         .at("locking", path)?
-        .then_some(LockGuard { _file: file }))
+        .then_some(LockGuard { file }))
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {

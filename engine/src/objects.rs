@@ -153,10 +153,15 @@ impl ObjectStore {
 
     /// Opens a staging area for one operation. Its lock tells `reclaim_staging` that it is in use.
     pub fn begin(&self) -> Result<Staging<'_>> {
-        let name = unique_name();
-        let dir = self.staging.join(&name);
-        let lock_path = self.staging.join(format!("{name}.lock"));
-        let lock = lock::acquire(&lock_path, LockMode::Exclusive, "a staging area")?;
+        let (dir, lock_path, lock) = loop {
+            let name = unique_name();
+            let lock_path = self.staging.join(format!("{name}.lock"));
+            let lock = lock::acquire(&lock_path, LockMode::Exclusive, "a staging area")?;
+            // Reclaimed as an orphan between our open and our lock: take another name.
+            if lock.is_at(&lock_path) {
+                break (self.staging.join(&name), lock_path, lock);
+            }
+        };
         fs::create_dir(&dir).at("creating staging directory", &dir)?;
         Ok(Staging {
             store: self,
@@ -180,6 +185,15 @@ impl ObjectStore {
             let entry = entry.at("listing", &self.staging)?;
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "lock") {
+                // A lock without its area: its process died before making the area, or after
+                // removing it.
+                let area = path.with_extension("");
+                if !area.exists()
+                    && let Some(_guard) = lock::try_acquire(&path, LockMode::Exclusive)?
+                    && !area.exists()
+                {
+                    crate::fsutil::remove_file_if_exists(&path)?;
+                }
                 continue;
             }
             let lock_path = path.with_extension("lock");
@@ -403,5 +417,29 @@ impl<W: Write> Write for HashingWriter<'_, W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the crash-injection suite: a process killed between taking a staging area's lock and
+    /// making the area (or between removing the area and its lock) left the lock file forever.
+    #[test]
+    fn reclaim_removes_lock_files_left_without_their_area_but_not_held_ones() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ObjectStore::at(home.path());
+        store.create_dirs().unwrap();
+        let orphan = store.staging.join("deadbeef.lock");
+        fs::write(&orphan, b"").unwrap();
+        let live = store.begin().unwrap();
+        let held = store.staging.join("cafe.lock");
+        let _guard = lock::acquire(&held, LockMode::Exclusive, "test").unwrap();
+
+        store.reclaim_staging().unwrap();
+        assert!(!orphan.exists());
+        assert!(held.exists(), "a lock someone holds is not an orphan");
+        assert!(live.dir().is_dir(), "a live staging area stays");
     }
 }

@@ -156,21 +156,26 @@ impl Blast {
 
     /// Store files of one kind (`objects`, `layers`, `snapshots`).
     pub fn store_files(&self, kind: &str) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.home.join(kind)];
-        while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    out.push(path);
-                }
+        store_files_in(&self.home, kind)
+    }
+}
+
+/// Files of one kind (`objects`, `layers`, `snapshots`) in the store at `home`.
+pub fn store_files_in(home: &Path, kind: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![home.join(kind)];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
             }
         }
-        out.sort();
-        out
     }
+    out.sort();
+    out
 }
 
 /// `python -m pip --python ENV install --no-index --find-links fixtures/wheels ARGS…`, asserting success.

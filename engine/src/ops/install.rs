@@ -337,6 +337,24 @@ impl Run<'_> {
         Ok(scan.tree)
     }
 
+    /// The installer writes its changes into the run's area, in the store: when that filesystem is
+    /// (nearly) full, that is most likely why it failed, and the user should hear which one it is.
+    fn full_filesystem_hint(&self) -> String {
+        const NEARLY_FULL: u64 = 1 << 20;
+        match nix::sys::statvfs::statvfs(self.area) {
+            Ok(fs)
+                if (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64)
+                    < NEARLY_FULL =>
+            {
+                format!(
+                    "; the filesystem holding the store (`{}`) is full: free space on it (`blast clean` removes what no environment needs) and run the command again",
+                    self.store.home().display()
+                )
+            }
+            _ => String::new(),
+        }
+    }
+
     fn sink(&self) -> Sink<'_> {
         Sink {
             staging: self.staging,
@@ -356,11 +374,13 @@ impl Run<'_> {
                 env,
                 installer,
                 status: format!("exit status {code}"),
+                hint: self.full_filesystem_hint(),
             }),
             Outcome::Signaled(sig) => Err(Error::InstallerFailed {
                 env,
                 installer,
                 status: format!("killed by signal {sig}"),
+                hint: self.full_filesystem_hint(),
             }),
         }
     }

@@ -1,0 +1,168 @@
+//! Full disks: the store and an environment on a small tmpfs that the test fills. An install, an import
+//! and a snapshot each fail with an error that says the filesystem is full, the environment stays as it
+//! was and the store keeps exactly what it had; once space is freed, the same operations work. Skips,
+//! saying why, where the test cannot mount a tmpfs (it needs root).
+
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+/// A tmpfs mounted by the test, unmounted on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn new(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Writes a filler file until the filesystem refuses more.
+    fn fill(&self) -> PathBuf {
+        let filler = self.dir.join("filler");
+        let mut file = fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        // The last few bytes, in case a chunk did not fit.
+        while file.write_all(&[0u8; 512]).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_full_filesystem_fails_install_import_and_snapshot_cleanly_then_recovers() {
+    let b = Blast::new();
+    let small = match Tmpfs::new(&b.tmp.path().join("small"), "64m") {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("skipping: cannot mount a tmpfs here ({why})");
+            return;
+        }
+    };
+    // An image made elsewhere, whose objects the small store lacks.
+    let elsewhere = Blast::new();
+    let source = elsewhere.create_path_env("source");
+    pip_install(&source, &["blastbase==1.0.0", "blastextra"]);
+    elsewhere.ok(&["snapshot", "-e", source.to_str().unwrap()]);
+    let image = elsewhere.work.join("source.blast");
+    elsewhere.ok(&[
+        "export",
+        "-e",
+        source.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+
+    let home = small.dir.join("home");
+    let env = small.dir.join("env");
+    let e = env.to_str().unwrap();
+    let blast = |args: &[&str]| {
+        let out = b.command(args).env("BLAST_HOME", &home).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let wheels = wheels();
+    let w = wheels.to_str().unwrap();
+    let (code, stderr) = blast(&["create", "--path", e, "--python", python()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = blast(&["install", "-e", e, "--no-index", "-f", w, "blastdep"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // A change made by hand, for the snapshot to fail on.
+    let data = env.join("lib/python3.11/site-packages/blastdep/data.bin");
+    fs::write(&data, vec![7u8; 2 << 20]).unwrap();
+    let store_files = || {
+        ["objects", "layers", "snapshots"]
+            .iter()
+            .map(|kind| store_files_in(&home, kind))
+            .collect::<Vec<_>>()
+    };
+    let tree = read_tree(&env);
+    let (before_store, history) = (store_files(), {
+        let out = b
+            .command(&["log", "-e", e, "--json"])
+            .env("BLAST_HOME", &home)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+
+    let filler = small.fill();
+    for (what, args) in [
+        (
+            "install",
+            vec![
+                "install",
+                "-e",
+                e,
+                "--no-index",
+                "-f",
+                w,
+                "blastdemo==1.0.0",
+            ],
+        ),
+        ("import", vec!["import", image.to_str().unwrap()]),
+        ("snapshot", vec!["snapshot", "-e", e]),
+    ] {
+        let (code, stderr) = blast(&args);
+        assert_eq!(code, Some(1), "{what} on a full disk: {stderr}");
+        assert!(
+            stderr.contains("is full"),
+            "{what}: the error does not say the filesystem is full: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_same_tree(&tree, &read_tree(&env));
+        assert_eq!(store_files(), before_store, "{what} changed the store");
+    }
+
+    // Space again: the same operations work, and the store is whole.
+    fs::remove_file(filler).unwrap();
+    let out = b
+        .command(&["log", "-e", e, "--json"])
+        .env("BLAST_HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), history);
+    for args in [
+        vec!["snapshot", "-e", e],
+        vec![
+            "install",
+            "-e",
+            e,
+            "--no-index",
+            "-f",
+            w,
+            "blastdemo==1.0.0",
+        ],
+        vec!["import", image.to_str().unwrap()],
+        vec!["verify"],
+    ] {
+        let (code, stderr) = blast(&args);
+        assert_eq!(code, Some(0), "{args:?} after freeing space: {stderr}");
+    }
+    let (ok, out) = env_python(&env, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok && out.trim() == "1.0.0", "{out}");
+}
