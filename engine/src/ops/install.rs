@@ -342,10 +342,7 @@ impl Run<'_> {
     fn full_filesystem_hint(&self) -> String {
         const NEARLY_FULL: u64 = 1 << 20;
         match nix::sys::statvfs::statvfs(self.area) {
-            Ok(fs)
-                if (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64)
-                    < NEARLY_FULL =>
-            {
+            Ok(fs) if fs.blocks_available().saturating_mul(fs.fragment_size()) < NEARLY_FULL => {
                 format!(
                     "; the filesystem holding the store (`{}`) is full: free space on it (`blast clean` removes what no environment needs) and run the command again",
                     self.store.home().display()
