@@ -683,3 +683,74 @@ fn changes_made_by_hand_are_kept_as_their_own_snapshot_before_an_install() {
     assert!(notes.is_file());
     assert!(!env.join(SITE).join("blastdep").exists());
 }
+
+#[test]
+fn uv_installs_and_uninstalls_in_the_sandbox_too() {
+    let Some(uv) = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("uv"))
+        .find(|p| p.is_file())
+    else {
+        eprintln!(
+            "skipping: uv is not on PATH (scripts/setup installs it; scripts/test puts it there)"
+        );
+        return;
+    };
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let cache = b.work.join("uv-cache");
+    let args = install_args(
+        &env,
+        &[
+            "--installer",
+            "uv",
+            "--offline",
+            "--json",
+            "blastdemo==1.0.0",
+        ],
+    );
+    let out = b
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("UV_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["installer"]
+            .as_str()
+            .unwrap()
+            .contains(uv.to_str().unwrap()),
+        "{report}"
+    );
+    assert_eq!(
+        package_changes(&report),
+        ["+blastdemo 1.0.0", "+blastdep 1.0.0"]
+    );
+    assert_eq!(demo_says(&env), "blastdemo 1.0.0 says hello from blastdep");
+    assert!(cache.is_dir(), "uv's cache was not writable in the sandbox");
+    b.assert_verify_clean(&[&env]);
+
+    let out = b
+        .command(&[
+            "uninstall",
+            "-e",
+            e,
+            "--installer",
+            "uv",
+            "--json",
+            "blastdemo",
+        ])
+        .env("UV_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(package_changes(&report), ["-blastdemo 1.0.0"]);
+    b.assert_verify_clean(&[&env]);
+}
