@@ -407,6 +407,16 @@ impl Client {
                 })?,
             Err(_) => DEFAULT_CHUNK_BYTES,
         };
+        let credentials = credentials_for(&reference.registry)?;
+        Ok(Client::build(reference, insecure, credentials, chunk_bytes))
+    }
+
+    fn build(
+        reference: &Reference,
+        insecure: bool,
+        credentials: Option<Credentials>,
+        chunk_bytes: u64,
+    ) -> Client {
         let config = ureq::Agent::config_builder()
             // Statuses are answers to interpret here (404 from a HEAD means "upload it").
             .http_status_as_error(false)
@@ -414,15 +424,15 @@ impl Client {
             .user_agent(concat!("blast/", env!("CARGO_PKG_VERSION")))
             .build();
         let scheme = if insecure { "http" } else { "https" };
-        Ok(Client {
+        Client {
             agent: config.into(),
             base: format!("{scheme}://{}", reference.registry),
             reference: reference.clone(),
             insecure,
-            credentials: credentials_for(&reference.registry)?,
+            credentials,
             authorization: Mutex::new(None),
             chunk_bytes,
-        })
+        }
     }
 
     pub fn reference(&self) -> &Reference {
@@ -893,6 +903,134 @@ mod tests {
             "a realm is required"
         );
         assert_eq!(parse_challenge("Negotiate abc"), None);
+    }
+
+    /// A registry of one repository that answers from a script: each connection gets one request, and
+    /// `answer` maps (request line, Authorization) to a status line and extra headers. Returns the port
+    /// and what it was asked.
+    fn fake_registry(
+        answer: fn(&str, Option<&str>, u16) -> (String, String),
+    ) -> (u16, std::sync::Arc<Mutex<Vec<(String, Option<String>)>>>) {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let mut auth = None;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("authorization")
+                    {
+                        auth = Some(value.trim().to_owned());
+                    }
+                }
+                let request = line.trim().to_owned();
+                let (status, headers) = answer(&request, auth.as_deref(), port);
+                log.lock().unwrap().push((request, auth));
+                let body = if status.starts_with("200") && headers.contains("json") {
+                    r#"{"token":"T0K"}"#
+                } else {
+                    ""
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (port, seen)
+    }
+
+    fn client(port: u16, credentials: Option<Credentials>) -> Client {
+        let reference = Reference::parse(&format!("oci://127.0.0.1:{port}/team/app")).unwrap();
+        Client::build(&reference, true, credentials, DEFAULT_CHUNK_BYTES)
+    }
+
+    fn me() -> Option<Credentials> {
+        Some(Credentials {
+            username: "me".into(),
+            password: "pw".into(),
+            origin: "the test".into(),
+        })
+    }
+
+    #[test]
+    fn a_bearer_challenge_gets_a_token_with_the_credentials_and_the_request_goes_again() {
+        let (port, seen) = fake_registry(|request, auth, port| match (request, auth) {
+            (r, _) if r.starts_with("GET /token?") => {
+                ("200 OK".into(), "Content-Type: application/json\r\n".into())
+            }
+            (_, Some("Bearer T0K")) => ("200 OK".into(), String::new()),
+            _ => (
+                "401 Unauthorized".into(),
+                format!(
+                    "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",\
+                     service=\"fake\",scope=\"repository:team/app:pull\"\r\n"
+                ),
+            ),
+        });
+        let client = client(port, me());
+        assert!(client.has_blob("sha256:00").unwrap());
+        // The token is kept for the next request.
+        assert!(client.has_blob("sha256:01").unwrap());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(
+            seen[0],
+            ("HEAD /v2/team/app/blobs/sha256:00 HTTP/1.1".into(), None)
+        );
+        assert_eq!(
+            seen[1],
+            (
+                "GET /token?service=fake&scope=repository%3Ateam%2Fapp%3Apull HTTP/1.1".into(),
+                Some(format!("Basic {}", BASE64.encode("me:pw")))
+            )
+        );
+        assert_eq!(seen[2].1.as_deref(), Some("Bearer T0K"));
+        assert_eq!(
+            seen[3],
+            (
+                "HEAD /v2/team/app/blobs/sha256:01 HTTP/1.1".into(),
+                Some("Bearer T0K".into())
+            )
+        );
+    }
+
+    #[test]
+    fn a_basic_challenge_is_answered_with_the_credentials_or_names_how_to_give_them() {
+        let answer = |_: &str, auth: Option<&str>, _: u16| match auth {
+            Some(a) if a == format!("Basic {}", BASE64.encode("me:pw")) => {
+                ("404 Not Found".into(), String::new())
+            }
+            _ => (
+                "401 Unauthorized".into(),
+                "WWW-Authenticate: Basic realm=\"registry\"\r\n".into(),
+            ),
+        };
+        let (port, seen) = fake_registry(answer);
+        assert!(!client(port, me()).has_blob("sha256:00").unwrap());
+        assert_eq!(seen.lock().unwrap().len(), 2);
+
+        let (port, _) = fake_registry(answer);
+        let err = client(port, None)
+            .has_blob("sha256:00")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HTTP 401") && err.contains("BLAST_REGISTRY_USERNAME"),
+            "{err}"
+        );
     }
 
     #[test]
