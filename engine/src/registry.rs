@@ -349,7 +349,7 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// What a request sends.
-pub enum Payload<'a> {
+enum Payload<'a> {
     Empty,
     Bytes(&'a [u8]),
     /// `len` bytes of a file from `offset`, reported as progress while they go out. Reopened for a retry.
@@ -375,13 +375,13 @@ pub struct Client {
 }
 
 /// What a response carried that callers use.
-pub struct Answer {
-    pub status: u16,
+struct Answer {
+    status: u16,
     response: http::Response<ureq::Body>,
 }
 
 impl Answer {
-    pub fn header(&self, name: &str) -> Option<String> {
+    fn header(&self, name: &str) -> Option<String> {
         self.response
             .headers()
             .get(name)
@@ -482,7 +482,7 @@ impl Client {
     }
 
     /// An answer that is not the one expected: the status and the registry's own error codes.
-    pub fn unexpected(&self, method: &'static str, url: &str, mut answer: Answer) -> Error {
+    fn unexpected(&self, method: &'static str, url: &str, mut answer: Answer) -> Error {
         let body = answer
             .response
             .body_mut()
@@ -521,7 +521,7 @@ impl Client {
 
     /// Sends one request, answering a 401's challenge once (Basic with the credentials, or a Bearer token
     /// from the challenge's realm) and sending it again.
-    pub fn send(
+    fn send(
         &self,
         method: &'static str,
         url: &str,
@@ -905,12 +905,13 @@ mod tests {
         assert_eq!(parse_challenge("Negotiate abc"), None);
     }
 
+    /// The requests a scripted registry saw: request line and `Authorization`.
+    type Seen = std::sync::Arc<Mutex<Vec<(String, Option<String>)>>>;
+
     /// A registry of one repository that answers from a script: each connection gets one request, and
     /// `answer` maps (request line, Authorization) to a status line and extra headers. Returns the port
     /// and what it was asked.
-    fn fake_registry(
-        answer: fn(&str, Option<&str>, u16) -> (String, String),
-    ) -> (u16, std::sync::Arc<Mutex<Vec<(String, Option<String>)>>>) {
+    fn fake_registry(answer: fn(&str, Option<&str>, u16) -> (String, String)) -> (u16, Seen) {
         use std::io::BufRead;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
