@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use engine::gc::{self, CleanOptions};
 use engine::installer::{InstallerKind, Request};
 use engine::ops::{
-    self, CreateOptions, ExportFormat, ExportOptions, InstallOptions, RestoreTarget,
+    self, CreateOptions, ExportFormat, ExportOptions, InstallOptions, PullOptions, PushOptions,
+    RestoreTarget,
 };
 use engine::sandbox;
 use engine::{Result, Store};
@@ -253,6 +254,45 @@ enum Command {
         #[arg(long)]
         python: Option<String>,
     },
+    /// Push a snapshot to an OCI registry: one blob per layer, only those the registry lacks.
+    ///
+    /// Credentials come from BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD, else from
+    /// ~/.docker/config.json (`auths`); Basic and Bearer-token registries both work.
+    Push {
+        #[command(flatten)]
+        env: EnvArg,
+        /// The snapshot to push (an id or prefix; with an environment also a tag or @~N); default HEAD.
+        #[arg(long, value_name = "ID")]
+        snapshot: Option<String>,
+        /// Where: oci://HOST[:PORT]/REPO[:TAG] (the tag defaults to `latest`).
+        #[arg(value_name = "oci://HOST[:PORT]/REPO[:TAG]")]
+        reference: String,
+        /// Plain http, for a registry on loopback or a trusted network.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Pull a snapshot from an OCI registry and materialize it as a new environment (only the layers
+    /// the store lacks are downloaded).
+    ///
+    /// Credentials come from BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD, else from
+    /// ~/.docker/config.json (`auths`); Basic and Bearer-token registries both work.
+    Pull {
+        /// What: oci://HOST[:PORT]/REPO[:TAG] (the tag defaults to `latest`).
+        #[arg(value_name = "oci://HOST[:PORT]/REPO[:TAG]")]
+        reference: String,
+        /// Directory of the new environment.
+        #[arg(long, required_unless_present = "name", conflicts_with = "name")]
+        path: Option<PathBuf>,
+        /// Name of the new environment.
+        #[arg(long)]
+        name: Option<String>,
+        /// Interpreter to run it on (default: python3, else pythonX.Y matching the snapshot).
+        #[arg(long)]
+        python: Option<String>,
+        /// Plain http, for a registry on loopback or a trusted network.
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Install packages as one transaction: the installer runs in a sandbox and its changes become a
     /// snapshot; a failed install changes nothing.
     Install {
@@ -441,6 +481,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "restore",
                 &out.progress(),
             )?)
+        }
+        Command::Push {
+            env,
+            snapshot,
+            reference,
+            insecure,
+        } => {
+            let options = PushOptions {
+                env: env.env,
+                snapshot,
+                reference,
+                insecure,
+            };
+            out.pushed(&ops::push(&open()?, &options, &out.progress())?)
+        }
+        Command::Pull {
+            reference,
+            path,
+            name,
+            python,
+            insecure,
+        } => {
+            let target = match (path, name) {
+                (Some(path), _) => RestoreTarget::Path(path),
+                (None, Some(name)) => RestoreTarget::Name(name),
+                (None, None) => RestoreTarget::Path(PathBuf::from(".venv")),
+            };
+            let options = PullOptions {
+                reference,
+                target,
+                python,
+                insecure,
+            };
+            out.pulled(&ops::pull(&open_for_writing()?, &options, &out.progress())?)
         }
         Command::Install {
             env,

@@ -7,8 +7,8 @@ use engine::images::Progress;
 use engine::index::EnvRecord;
 use engine::ops::{
     CheckReport, CreateReport, DiffReport, DoctorReport, EnvSummary, ExportReport, FileChange,
-    ImportReport, InstallReport, LogEntry, MoveReport, PackagesReport, RestoreReport,
-    SnapshotReport, StatusReport, VerifyReport,
+    ImportReport, InstallReport, LogEntry, MoveReport, PackagesReport, PullReport, PushReport,
+    RestoreReport, SnapshotReport, StatusReport, VerifyReport,
 };
 use engine::packages::PackageChange;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -128,6 +128,57 @@ impl Output {
             .as_deref()
             .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
         println!("restored {what} ({} files)", r.files);
+        println!("  python   {}", r.python);
+        println!("  activate with: source {}/bin/activate", r.path);
+    }
+
+    pub fn pushed(&self, r: &PushReport) {
+        if self.json(r) {
+            return;
+        }
+        println!(
+            "pushed snapshot {} to {} ({:.1} s): {} packages, {} layers",
+            short(&r.snapshot),
+            r.reference,
+            r.seconds,
+            r.packages,
+            r.layers
+        );
+        println!(
+            "  uploaded {} blobs ({}), the registry had {} ({})",
+            r.blobs_uploaded,
+            ByteSize(r.bytes_uploaded),
+            r.blobs_skipped,
+            ByteSize(r.bytes_skipped)
+        );
+        println!("  manifest {}", r.manifest_digest);
+        println!("  needs {}", r.python);
+    }
+
+    pub fn pulled(&self, r: &PullReport) {
+        if self.json(r) {
+            return;
+        }
+        println!(
+            "pulled snapshot {} from {} ({:.1} s): {} packages",
+            short(&r.snapshot),
+            r.reference,
+            r.seconds,
+            r.packages
+        );
+        println!(
+            "  downloaded {} of {} layers ({}), {} already in the store; {} new objects",
+            r.layers_downloaded,
+            r.layers,
+            ByteSize(r.bytes_downloaded),
+            r.layers_present,
+            r.new_objects
+        );
+        let what = r
+            .name
+            .as_deref()
+            .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
+        println!("created {what} ({} files)", r.files);
         println!("  python   {}", r.python);
         println!("  activate with: source {}/bin/activate", r.path);
     }

@@ -95,9 +95,9 @@ pub enum Error {
     BadEnvName(String),
     #[error("tag `{tag}` is not valid: {why}")]
     BadTag { tag: String, why: &'static str },
-    #[error("image `{}`{}: {problem}", image.display(), entry.as_deref().map(|e| format!(", entry `{e}`")).unwrap_or_default())]
+    #[error("image {image}{}: {problem}", entry.as_deref().map(|e| format!(", entry `{e}`")).unwrap_or_default())]
     Image {
-        image: PathBuf,
+        image: ImageSource,
         /// The archive entry at fault, when one is.
         entry: Option<String>,
         problem: Box<ImageProblem>,
@@ -131,8 +131,42 @@ pub enum Error {
         detail: String,
         fix: String,
     },
+    #[error("registry `{registry}`: {method} {url} {outcome}{}", hint.map(|h| format!(": {h}")).unwrap_or_default())]
+    Registry {
+        /// `HOST[:PORT]`.
+        registry: String,
+        method: &'static str,
+        url: String,
+        /// What came back: `answered HTTP 404 (MANIFEST_UNKNOWN: …)`, or why nothing did.
+        outcome: String,
+        /// What the user can do about it, when there is something.
+        hint: Option<&'static str>,
+    },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Where the bytes of an image came from, as an error names it.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// A `.blast` file.
+    File(PathBuf),
+    /// An image in a registry, as a whole (its manifest, or what its blobs make together).
+    Registry(String),
+    /// One blob of an image in a registry.
+    Blob { reference: String, digest: String },
+}
+
+impl std::fmt::Display for ImageSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageSource::File(path) => write!(f, "`{}`", path.display()),
+            ImageSource::Registry(reference) => write!(f, "`{reference}`"),
+            ImageSource::Blob { reference, digest } => {
+                write!(f, "`{reference}`, blob `{digest}`")
+            }
+        }
+    }
 }
 
 /// Why an image (`.blast` file) was refused. Import trusts nothing: each of these stops it before
@@ -192,6 +226,22 @@ pub enum ImageProblem {
     Stream(String),
     #[error("data follows the end of its archive")]
     TrailingData,
+    #[error("a layer blob holds its layer and that layer's objects only")]
+    NotInLayerBlob,
+    #[error("it is not the layer the registry manifest names for this blob ({0})")]
+    WrongLayer(String),
+    #[error("the blob lacks {0}, which its layer names: the blob is incomplete or was altered")]
+    BlobIncomplete(String),
+    #[error(
+        "its bytes hash to {actual}, not to the digest the manifest names: the registry returned a damaged or altered blob"
+    )]
+    DigestMismatch { actual: String },
+    #[error(
+        "the registry sent {found} bytes, the manifest records {expected}: the registry returned a damaged or altered blob"
+    )]
+    BlobSize { found: String, expected: u64 },
+    #[error("{0}")]
+    Artifact(String),
     #[error(
         "the manifest declares {declared} {what}, the image holds {found}: it is truncated or was altered"
     )]

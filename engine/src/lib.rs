@@ -14,7 +14,8 @@
 //! - [`markers`]: an interpreter's PEP 508 marker environment, asked once and cached.
 //! - [`conflicts`]: requirements that do not hold, explained by pubgrub.
 //! - [`gc`]: garbage collection.
-//! - [`images`]: `.blast` images, written deterministically and read trusting nothing.
+//! - [`images`]: `.blast` images, written deterministically and read trusting nothing; their OCI layout.
+//! - [`registry`]: the OCI Distribution API (references, credentials, blobs, manifests).
 //! - [`ops`]: the operations behind the commands.
 
 pub mod capture;
@@ -33,6 +34,7 @@ pub mod objects;
 pub mod ops;
 pub mod packages;
 pub mod python;
+pub mod registry;
 pub mod sandbox;
 pub mod store;
 pub mod transition;

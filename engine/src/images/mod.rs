@@ -10,7 +10,11 @@
 //! snapshot in memory, checks every name, type, size and hash against the manifest and the layers, refuses
 //! what could escape the environment, and stages everything through one [`Staging`](crate::objects::Staging)
 //! batch that is committed only when the whole image verified. SPEC.md §19 is the byte-level description.
+//!
+//! The same snapshot travels through an OCI registry as one blob per layer ([`oci`]), written and read by
+//! the same building blocks.
 
+pub mod oci;
 mod read;
 mod stream;
 mod symlinks;

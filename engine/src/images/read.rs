@@ -10,6 +10,11 @@
 //!
 //! Every entry must be a regular file with a relative name of the image grammar, in the fixed order, once.
 //! Decompressed bytes are counted against [`Limits`]. Nothing staged is committed unless all of it held.
+//!
+//! A layer blob of a registry image ([`super::oci`]) is read by the same machinery in another shape: no
+//! manifest and no snapshots (the registry's config blob carries the snapshot), exactly the layer the
+//! registry manifest names, then every object of that layer. What only the whole snapshot can show (its
+//! layers apply, its symlinks stay inside) is checked by [`check_snapshots`] once all blobs are read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -24,7 +29,7 @@ use super::{
     EntryName, IMAGE_FORMAT, IMAGE_VERSION, Limits, MANIFEST_NAME, Manifest, Progress,
     ZSTD_WINDOW_LOG_MAX,
 };
-use crate::error::{Error, ImageProblem, IoContext, Result};
+use crate::error::{Error, ImageProblem, ImageSource, IoContext, Result};
 use crate::objects::Staging;
 use crate::store::Store;
 use crate::tree::Tree;
@@ -54,7 +59,15 @@ pub fn import_image(
     let staging = store.objects().begin()?;
     let image_bytes = std::fs::metadata(path).at("opening image", path)?.len();
     let (manifest, layers, snapshots, new_objects) = {
-        let mut importer = Importer::new(store, path, *limits, Some(&staging), check_head);
+        let mut importer = Importer::new(
+            store,
+            path,
+            ImageSource::File(path.to_owned()),
+            Shape::Image,
+            *limits,
+            Some(&staging),
+            check_head,
+        );
         progress.begin("verifying", Some(image_bytes));
         let read = importer.run(progress);
         progress.end();
@@ -80,7 +93,7 @@ pub fn import_image(
         .get(&manifest.head)
         .cloned()
         .ok_or_else(|| Error::Image {
-            image: path.to_owned(),
+            image: ImageSource::File(path.to_owned()),
             entry: None,
             problem: Box::new(ImageProblem::Missing("its head snapshot".into())),
         })?;
@@ -104,7 +117,15 @@ pub(crate) fn scan_layers(
     progress: &dyn Progress,
 ) -> Result<(Manifest, BTreeMap<LayerId, Layer>)> {
     let mut accept = |_: &Snapshot| Ok(());
-    let mut importer = Importer::new(store, path, *limits, None, &mut accept);
+    let mut importer = Importer::new(
+        store,
+        path,
+        ImageSource::File(path.to_owned()),
+        Shape::Image,
+        *limits,
+        None,
+        &mut accept,
+    );
     progress.begin("reading base", None);
     let read = importer.run(progress);
     progress.end();
@@ -115,6 +136,153 @@ pub(crate) fn scan_layers(
     Ok((manifest, layers))
 }
 
+/// Every `(object, executable)` some layers need, with its size.
+pub(crate) type NeededObjects = BTreeMap<(ObjectId, bool), u64>;
+/// Why layers were refused: the entry at fault, when there is one, and the problem.
+pub(crate) type Refusal = (Option<String>, ImageProblem);
+
+/// What one layer blob of a registry image held.
+pub(crate) struct BlobOutcome {
+    pub(crate) layer: Layer,
+    /// Objects the store did not have yet.
+    pub(crate) new_objects: usize,
+}
+
+/// Verifies the layer blob at `path` (already checked against its digest): exactly `layer`, then every
+/// object that layer names, each hashing to its name. The objects are staged in `staging`; the layer is
+/// returned for the caller to check with the rest of its snapshot and to stage.
+pub(crate) fn read_layer_blob(
+    store: &Store,
+    staging: &Staging<'_>,
+    path: &Path,
+    source: ImageSource,
+    layer: LayerId,
+    limits: &Limits,
+    progress: &dyn Progress,
+) -> Result<BlobOutcome> {
+    let mut accept = |_: &Snapshot| Ok(());
+    let mut importer = Importer::new(
+        store,
+        path,
+        source,
+        Shape::LayerBlob(layer),
+        *limits,
+        Some(staging),
+        &mut accept,
+    );
+    importer.run(progress)?;
+    let layer = importer.layers.remove(&layer).ok_or_else(|| {
+        importer.fail(None, ImageProblem::BlobIncomplete(format!("layer {layer}")))
+    })?;
+    Ok(BlobOutcome {
+        layer,
+        new_objects: importer.new_objects,
+    })
+}
+
+/// What the layers of the snapshots make together: the flattening work stays within `max_flatten`, each
+/// layer applies to those below it, no symlink leads out of the environment, and all layers agree on the
+/// size of each object. Returns every `(object, executable)` the layers' files need, with its size. A
+/// failure names the layer at fault, when there is one, and the problem.
+pub(crate) fn check_snapshots<'l>(
+    snapshots: &BTreeMap<SnapshotId, Snapshot>,
+    layer: &dyn Fn(&LayerId) -> Option<&'l Layer>,
+    max_flatten: u64,
+) -> Result<NeededObjects, Refusal> {
+    let mut flatten = 0u64;
+    for snapshot in snapshots.values() {
+        for layer_id in &snapshot.layers {
+            let entries = layer(layer_id).map_or(0, |l| l.changes.len() as u64);
+            flatten = flatten.saturating_add(entries);
+        }
+    }
+    if flatten > max_flatten {
+        return Err((
+            None,
+            ImageProblem::TooLarge(format!(
+                "its snapshots apply {flatten} layer entries, more than {max_flatten}"
+            )),
+        ));
+    }
+    let mut used = BTreeSet::new();
+    for (snapshot_id, snapshot) in snapshots {
+        let mut tree = Tree::default();
+        for layer_id in &snapshot.layers {
+            let found = layer(layer_id)
+                .ok_or_else(|| (None, ImageProblem::Missing(format!("layer {layer_id}"))))?;
+            tree.apply(found).map_err(|detail| {
+                (
+                    Some(EntryName::Layer(*layer_id).to_string()),
+                    ImageProblem::DoesNotApply {
+                        snapshot: snapshot_id.short(),
+                        detail,
+                    },
+                )
+            })?;
+            used.insert(*layer_id);
+        }
+        if let Some((path, target, why)) = super::escaping_symlink(&tree) {
+            // Name the top-most layer of this snapshot that puts the link.
+            let culprit = snapshot.layers.iter().rev().find(|id| {
+                layer(id).is_some_and(|l| matches!(l.changes.get(&path), Some(Change::Put(_))))
+            });
+            return Err((
+                culprit.map(|id| EntryName::Layer(*id).to_string()),
+                ImageProblem::SymlinkEscapes {
+                    snapshot: snapshot_id.short(),
+                    path,
+                    target,
+                    why,
+                },
+            ));
+        }
+    }
+    needed_objects(used.iter().filter_map(|id| layer(id).map(|l| (id, l))))
+}
+
+/// Every `(object, executable)` the layers' files need, with its size; layers that disagree on the size of
+/// an object are refused.
+fn needed_objects<'l>(
+    layers: impl Iterator<Item = (&'l LayerId, &'l Layer)>,
+) -> Result<NeededObjects, Refusal> {
+    let mut sizes: HashMap<ObjectId, u64> = HashMap::new();
+    let mut needed = BTreeMap::new();
+    for (id, layer) in layers {
+        for change in layer.changes.values() {
+            let Change::Put(Node::File {
+                object,
+                size,
+                executable,
+                ..
+            }) = change
+            else {
+                continue;
+            };
+            let recorded = *sizes.entry(*object).or_insert(*size);
+            if recorded != *size {
+                return Err((
+                    Some(EntryName::Layer(*id).to_string()),
+                    ImageProblem::SizeMismatch {
+                        found: *size,
+                        expected: recorded,
+                    },
+                ));
+            }
+            needed.insert((*object, *executable), *size);
+        }
+    }
+    Ok(needed)
+}
+
+/// What the stream holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// A `.blast` image: manifest, snapshots, layers, objects.
+    Image,
+    /// A registry layer blob: this layer, then all of its objects.
+    LayerBlob(LayerId),
+}
+
 enum Flow {
     Continue,
     /// Enough was read (a scan that does not need the objects).
@@ -123,7 +291,10 @@ enum Flow {
 
 struct Importer<'a> {
     store: &'a Store,
-    image: &'a Path,
+    /// The file read, and what errors call it.
+    file: &'a Path,
+    source: ImageSource,
+    shape: Shape,
     limits: Limits,
     /// `None` for a scan that stops before the objects.
     staging: Option<&'a Staging<'a>>,
@@ -152,25 +323,34 @@ struct Importer<'a> {
 impl<'a> Importer<'a> {
     fn new(
         store: &'a Store,
-        image: &'a Path,
+        file: &'a Path,
+        source: ImageSource,
+        shape: Shape,
         limits: Limits,
         staging: Option<&'a Staging<'a>>,
         check_head: &'a mut dyn FnMut(&Snapshot) -> Result<()>,
     ) -> Self {
+        // A layer blob starts where an image's layers start: at its one layer.
+        let (section, needed_layers) = match shape {
+            Shape::Image => (0, BTreeSet::new()),
+            Shape::LayerBlob(layer) => (2, BTreeSet::from([layer])),
+        };
         Importer {
             store,
-            image,
+            file,
+            source,
+            shape,
             limits,
             staging,
             check_head,
             meter: Rc::default(),
             manifest: None,
-            section: 0,
+            section,
             last: String::new(),
             entries: 0,
             metadata_bytes: 0,
             snapshots: BTreeMap::new(),
-            needed_layers: BTreeSet::new(),
+            needed_layers,
             layers: BTreeMap::new(),
             store_layers: BTreeMap::new(),
             needed_objects: BTreeMap::new(),
@@ -182,7 +362,7 @@ impl<'a> Importer<'a> {
 
     fn fail(&self, entry: Option<String>, problem: ImageProblem) -> Error {
         Error::Image {
-            image: self.image.to_owned(),
+            image: self.source.clone(),
             entry,
             problem: Box::new(problem),
         }
@@ -204,7 +384,7 @@ impl<'a> Importer<'a> {
     }
 
     fn run(&mut self, progress: &dyn Progress) -> Result<()> {
-        let file = File::open(self.image).at("opening image", self.image)?;
+        let file = File::open(self.file).at("opening image", self.file)?;
         let compressed = CompressedSide {
             file,
             meter: self.meter.clone(),
@@ -230,7 +410,7 @@ impl<'a> Importer<'a> {
                 return Ok(());
             }
         }
-        if self.manifest.is_none() {
+        if self.shape == Shape::Image && self.manifest.is_none() {
             return Err(self.fail(None, ImageProblem::NotAnImage));
         }
         if let Flow::Stop = self.enter_section(4)? {
@@ -285,7 +465,17 @@ impl<'a> Importer<'a> {
             .header()
             .entry_size()
             .map_err(|e| self.stream_error(here.clone(), &e))?;
-        if self.manifest.is_none() {
+        if let Shape::LayerBlob(expected) = self.shape {
+            match name {
+                EntryName::Layer(id) if id != expected => {
+                    return Err(self.fail(here, ImageProblem::WrongLayer(expected.to_hex())));
+                }
+                EntryName::Layer(_) | EntryName::Object(..) => {}
+                EntryName::Manifest | EntryName::Snapshot(_) => {
+                    return Err(self.fail(here, ImageProblem::NotInLayerBlob));
+                }
+            }
+        } else if self.manifest.is_none() {
             if name != EntryName::Manifest {
                 return Err(self.fail(here, ImageProblem::NotAnImage));
             }
@@ -525,6 +715,15 @@ impl<'a> Importer<'a> {
     }
 
     fn finish_layers(&mut self) -> Result<()> {
+        if let Shape::LayerBlob(id) = self.shape {
+            // The whole snapshot is checked once every blob is read; here only this layer's objects.
+            let layer = self.layers.get(&id).ok_or_else(|| {
+                self.fail(None, ImageProblem::BlobIncomplete(format!("layer {id}")))
+            })?;
+            self.needed_objects = needed_objects(std::iter::once((&id, layer)))
+                .map_err(|(entry, problem)| self.fail(entry, problem))?;
+            return Ok(());
+        }
         let manifest = self.manifest()?;
         if self.layers.len() as u64 != manifest.layers {
             return Err(self.fail(
@@ -549,85 +748,12 @@ impl<'a> Importer<'a> {
             let layer = self.store.objects().layer(&id)?;
             self.store_layers.insert(id, layer);
         }
-        let mut flatten = 0u64;
-        for snapshot in self.snapshots.values() {
-            for layer_id in &snapshot.layers {
-                let entries = self.layer(layer_id).map_or(0, |l| l.changes.len() as u64);
-                flatten = flatten.saturating_add(entries);
-            }
-        }
-        if flatten > self.limits.max_flatten {
-            return Err(self.fail(
-                None,
-                ImageProblem::TooLarge(format!(
-                    "its snapshots apply {flatten} layer entries, more than {}",
-                    self.limits.max_flatten
-                )),
-            ));
-        }
-        for (snapshot_id, snapshot) in &self.snapshots {
-            let mut tree = Tree::default();
-            for layer_id in &snapshot.layers {
-                let layer = self
-                    .layer(layer_id)
-                    .ok_or_else(|| self.missing(format!("layer {layer_id}")))?;
-                tree.apply(layer).map_err(|detail| {
-                    self.fail(
-                        Some(EntryName::Layer(*layer_id).to_string()),
-                        ImageProblem::DoesNotApply {
-                            snapshot: snapshot_id.short(),
-                            detail,
-                        },
-                    )
-                })?;
-            }
-            if let Some((path, target, why)) = super::escaping_symlink(&tree) {
-                // Name the top-most layer of this snapshot that puts the link.
-                let culprit = snapshot.layers.iter().rev().find(|id| {
-                    self.layer(id)
-                        .is_some_and(|l| matches!(l.changes.get(&path), Some(Change::Put(_))))
-                });
-                return Err(self.fail(
-                    culprit.map(|id| EntryName::Layer(*id).to_string()),
-                    ImageProblem::SymlinkEscapes {
-                        snapshot: snapshot_id.short(),
-                        path,
-                        target,
-                        why,
-                    },
-                ));
-            }
-        }
-        let mut sizes: HashMap<ObjectId, u64> = HashMap::new();
-        let mut needed = BTreeMap::new();
-        for id in &self.needed_layers {
-            let Some(layer) = self.layer(id) else {
-                continue;
-            };
-            for change in layer.changes.values() {
-                let Change::Put(Node::File {
-                    object,
-                    size,
-                    executable,
-                    ..
-                }) = change
-                else {
-                    continue;
-                };
-                let recorded = *sizes.entry(*object).or_insert(*size);
-                if recorded != *size {
-                    return Err(self.fail(
-                        Some(EntryName::Layer(*id).to_string()),
-                        ImageProblem::SizeMismatch {
-                            found: *size,
-                            expected: recorded,
-                        },
-                    ));
-                }
-                needed.insert((*object, *executable), *size);
-            }
-        }
-        self.needed_objects = needed;
+        let checked = check_snapshots(
+            &self.snapshots,
+            &|id| self.layer(id),
+            self.limits.max_flatten,
+        );
+        self.needed_objects = checked.map_err(|(entry, problem)| self.fail(entry, problem))?;
         Ok(())
     }
 
@@ -685,6 +811,18 @@ impl<'a> Importer<'a> {
     }
 
     fn finish_objects(&mut self) -> Result<()> {
+        if let Shape::LayerBlob(_) = self.shape {
+            // A blob carries every object of its layer: none comes from the store.
+            if let Some((id, executable)) = self
+                .needed_objects
+                .keys()
+                .find(|key| !self.received.contains(key))
+            {
+                let name = EntryName::Object(*id, *executable).to_string();
+                return Err(self.fail(None, ImageProblem::BlobIncomplete(format!("`{name}`"))));
+            }
+            return Ok(());
+        }
         let manifest = self.manifest()?;
         for (what, declared, found) in [
             ("objects", manifest.objects, self.received.len() as u64),

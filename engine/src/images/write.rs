@@ -8,7 +8,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use store_format::{Change, Layer, LayerId, Node, ObjectId, SnapshotId};
+use store_format::{Change, Layer, LayerId, Node, ObjectId, Snapshot, SnapshotId};
 
 use super::{
     ENTRY_MODE, EntryName, IMAGE_FORMAT, IMAGE_VERSION, Limits, Manifest, Progress, ZSTD_LEVEL,
@@ -97,6 +97,38 @@ pub(crate) fn file_objects<'a>(
     out
 }
 
+/// Reads snapshot `id` and adds its layers to `layers`, refusing what no import would accept: a layer
+/// that does not apply to those below it, a symlink that leads out of the environment.
+pub(super) fn exportable(
+    store: &Store,
+    id: &SnapshotId,
+    layers: &mut BTreeMap<LayerId, Layer>,
+) -> Result<Snapshot> {
+    let snapshot = store.snapshot(id)?;
+    let mut tree = Tree::default();
+    for layer_id in &snapshot.layers {
+        if !layers.contains_key(layer_id) {
+            layers.insert(*layer_id, store.objects().layer(layer_id)?);
+        }
+        let layer = &layers[layer_id];
+        tree.apply(layer).map_err(|detail| {
+            Error::Invalid(format!(
+                "layer {} of snapshot {} does not apply to the layers below it: {detail}",
+                layer_id.short(),
+                id.short()
+            ))
+        })?;
+    }
+    if let Some((path, target, why)) = super::escaping_symlink(&tree) {
+        return Err(Error::Invalid(format!(
+            "cannot export snapshot {}: symlink `{path}` -> `{target}` {why}; \
+             no import would accept it (replace it with a link inside the environment, or a copy)",
+            id.short()
+        )));
+    }
+    Ok(snapshot)
+}
+
 /// Writes the image of `plan` to `out`.
 pub fn write_image(
     store: &Store,
@@ -111,28 +143,7 @@ pub fn write_image(
     let mut snapshots = BTreeMap::new();
     let mut layers: BTreeMap<LayerId, Layer> = BTreeMap::new();
     for id in &plan.snapshots {
-        let snapshot = store.snapshot(id)?;
-        let mut tree = Tree::default();
-        for layer_id in &snapshot.layers {
-            if !layers.contains_key(layer_id) {
-                layers.insert(*layer_id, store.objects().layer(layer_id)?);
-            }
-            let layer = &layers[layer_id];
-            tree.apply(layer).map_err(|detail| {
-                Error::Invalid(format!(
-                    "layer {} of snapshot {} does not apply to the layers below it: {detail}",
-                    layer_id.short(),
-                    id.short()
-                ))
-            })?;
-        }
-        if let Some((path, target, why)) = super::escaping_symlink(&tree) {
-            return Err(Error::Invalid(format!(
-                "cannot export snapshot {}: symlink `{path}` -> `{target}` {why}; \
-                 no import would accept it (replace it with a link inside the environment, or a copy)",
-                id.short()
-            )));
-        }
+        let snapshot = exportable(store, id, &mut layers)?;
         snapshots.insert(*id, snapshot.encode());
     }
     let objects = file_objects(layers.values());
@@ -167,12 +178,7 @@ pub fn write_image(
             .mode(0o644)
             .open(&tmp)
             .at("creating image", &tmp)?;
-        let mut encoder = zstd::stream::write::Encoder::new(BufWriter::new(file), ZSTD_LEVEL)
-            .at("starting compression of", &tmp)?;
-        encoder
-            .include_checksum(true)
-            .at("starting compression of", &tmp)?;
-        let mut archive = tar::Builder::new(encoder);
+        let mut archive = start_archive(BufWriter::new(file), &tmp)?;
         let manifest_bytes = serde_json::to_vec(&manifest)
             .map_err(|e| Error::Invalid(format!("could not encode the image manifest: {e}")))?;
         append(&mut archive, &EntryName::Manifest, &manifest_bytes, &tmp)?;
@@ -187,10 +193,7 @@ pub fn write_image(
             append_object(store, &mut archive, *id, *executable, *size, progress, &tmp)?;
         }
         progress.end();
-        let encoder = archive.into_inner().at("writing image", &tmp)?;
-        let file = encoder
-            .finish()
-            .at("writing image", &tmp)?
+        let file = finish_archive(archive, &tmp)?
             .into_inner()
             .map_err(|e| e.into_error())
             .at("writing image", &tmp)?;
@@ -222,6 +225,29 @@ fn temporary_beside(out: &Path) -> Result<PathBuf> {
     Ok(out.with_file_name(format!(".{name}.blast-tmp-{}", std::process::id())))
 }
 
+/// The archive every image and registry layer blob is: ustar entries (see [`header`]) in a zstd stream at
+/// [`ZSTD_LEVEL`], single-threaded, with the content checksum, so the same entries give the same bytes.
+pub(super) fn start_archive<W: Write>(
+    out: W,
+    path: &Path,
+) -> Result<tar::Builder<zstd::stream::write::Encoder<'static, W>>> {
+    let mut encoder =
+        zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).at("starting compression of", path)?;
+    encoder
+        .include_checksum(true)
+        .at("starting compression of", path)?;
+    Ok(tar::Builder::new(encoder))
+}
+
+/// Ends the archive (two zero blocks) and the zstd frame; returns the writer underneath.
+pub(super) fn finish_archive<W: Write>(
+    archive: tar::Builder<zstd::stream::write::Encoder<'static, W>>,
+    path: &Path,
+) -> Result<W> {
+    let encoder = archive.into_inner().at("writing", path)?;
+    encoder.finish().at("writing", path)
+}
+
 /// The one header every entry gets: ustar, regular file, mode 0444, owner 0:0 with empty names, mtime 0.
 fn header(name: &EntryName, size: u64) -> io::Result<tar::Header> {
     let mut header = tar::Header::new_ustar();
@@ -240,7 +266,7 @@ fn header(name: &EntryName, size: u64) -> io::Result<tar::Header> {
     Ok(header)
 }
 
-fn append<W: Write>(
+pub(super) fn append<W: Write>(
     archive: &mut tar::Builder<W>,
     name: &EntryName,
     bytes: &[u8],
@@ -252,7 +278,7 @@ fn append<W: Write>(
 
 /// Streams an object from the store into the archive, checking its size and hash on the way: a corrupt
 /// store object must not travel.
-fn append_object<W: Write>(
+pub(super) fn append_object<W: Write>(
     store: &Store,
     archive: &mut tar::Builder<W>,
     id: ObjectId,

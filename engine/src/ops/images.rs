@@ -76,29 +76,56 @@ pub struct ExportReport {
     pub file_bytes: u64,
 }
 
-pub fn export(
-    store: &Store,
-    opts: &ExportOptions,
-    progress: &dyn Progress,
-) -> Result<ExportReport> {
-    // `--snapshot` alone needs no environment; anything else works on one (default ./.venv).
-    let env = match (&opts.env, &opts.snapshot) {
+/// What an export or a push works on: the environment (when one is selected) and its history, and the
+/// snapshot.
+pub(super) struct Selected {
+    pub(super) env: Option<Env>,
+    pub(super) history: Vec<HistoryEntry>,
+    pub(super) head: SnapshotId,
+}
+
+impl Selected {
+    /// `query` as a snapshot: an id or prefix, or with an environment also a tag or `@~N`.
+    pub(super) fn resolve(&self, store: &Store, query: &str) -> Result<SnapshotId> {
+        match &self.env {
+            Some(env) => {
+                super::resolve_snapshot(store, &env.record.id, env.label(), &self.history, query)
+            }
+            None => resolve_in_store(store, query),
+        }
+    }
+}
+
+/// `--snapshot` alone needs no environment; anything else works on one (default ./.venv), at its HEAD
+/// unless `--snapshot` names another.
+pub(super) fn select(store: &Store, env: Option<&str>, snapshot: Option<&str>) -> Result<Selected> {
+    let env = match (env, snapshot) {
         (None, Some(_)) => None,
-        (selector, _) => Some(store.open_env(selector.as_deref())?),
+        (selector, _) => Some(store.open_env(selector)?),
     };
     let history = match &env {
         Some(env) => store.index().history(&env.record.id)?,
         None => Vec::new(),
     };
-    let resolve = |query: &str| match &env {
-        Some(env) => super::resolve_snapshot(store, &env.record.id, env.label(), &history, query),
-        None => resolve_in_store(store, query),
-    };
-    let head = match (&opts.snapshot, &env) {
-        (Some(query), _) => resolve(query)?,
+    let head = match (snapshot, &env) {
+        (Some(query), Some(env)) => {
+            super::resolve_snapshot(store, &env.record.id, env.label(), &history, query)?
+        }
+        (Some(query), None) => resolve_in_store(store, query)?,
         (None, Some(env)) => env.head()?,
         (None, None) => return Err(Error::NoEnvSelected),
     };
+    Ok(Selected { env, history, head })
+}
+
+pub fn export(
+    store: &Store,
+    opts: &ExportOptions,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
+    let selected = select(store, opts.env.as_deref(), opts.snapshot.as_deref())?;
+    let (env, history, head) = (&selected.env, &selected.history, selected.head);
+    let resolve = |query: &str| selected.resolve(store, query);
     let head_snapshot = store.snapshot(&head)?;
     if opts.format != ExportFormat::Blast {
         if opts.base.is_some() || opts.history {
@@ -136,7 +163,7 @@ pub fn export(
         }
         // Oldest first; snapshots that `blast clean` removed are no longer there to export.
         let mut seen = HashSet::new();
-        for entry in &history {
+        for entry in history {
             if entry.to != head && store.objects().has_snapshot(&entry.to) && seen.insert(entry.to)
             {
                 snapshots.push(entry.to);
@@ -209,7 +236,7 @@ fn resolve_in_store(store: &Store, query: &str) -> Result<SnapshotId> {
 }
 
 /// `cpython 3.11 (exported with 3.11.2; ABI cpython-311-x86_64-linux-gnu; platform linux-x86_64)`.
-fn describe_tag(tag: &PythonTag) -> String {
+pub(super) fn describe_tag(tag: &PythonTag) -> String {
     let abi = if tag.soabi.is_empty() {
         "any"
     } else {
@@ -388,6 +415,60 @@ pub fn restore(
     operation: &str,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    let free = free_target(store, target)?;
+    let mut interpreter = None;
+    let outcome = images::import_image(
+        store,
+        image,
+        &Limits::from_env()?,
+        progress,
+        &mut |head: &Snapshot| {
+            interpreter = Some(matching_python(store, &head.python, python)?);
+            Ok(())
+        },
+    )?;
+    let interpreter = match interpreter {
+        Some(found) => found,
+        None => matching_python(store, &outcome.head.python, python)?,
+    };
+    let head = outcome.manifest.head;
+    let earlier: Vec<SnapshotId> = outcome
+        .manifest
+        .snapshots
+        .iter()
+        .filter(|id| **id != head)
+        .copied()
+        .collect();
+    let made = new_env(
+        store,
+        &free,
+        interpreter,
+        head,
+        &earlier,
+        operation,
+        format!("from {}", image.display()),
+        progress,
+    )?;
+    Ok(RestoreReport {
+        import: ImportReport::of(image, outcome),
+        env: made.label,
+        name: free.name,
+        path: free.path_str,
+        python: made.python,
+        files: made.files,
+    })
+}
+
+/// Where a new environment will go, checked free.
+pub(super) struct FreeTarget {
+    pub(super) name: Option<String>,
+    /// Absolute, UTF-8.
+    pub(super) path_str: String,
+}
+
+/// `target` when a new environment may go there: a valid name not in use, or a path no environment has
+/// that is absent or an empty directory.
+pub(super) fn free_target(store: &Store, target: &RestoreTarget) -> Result<FreeTarget> {
     let (name, path) = match target {
         RestoreTarget::Path(path) => (None, crate::fsutil::resolve_path(path)?),
         RestoreTarget::Name(name) => {
@@ -405,36 +486,46 @@ pub fn restore(
     if store.index().env_by_path(&path_str)?.is_some() || super::create::is_nonempty(&path) {
         return Err(Error::EnvExists(path));
     }
-    let mut interpreter = None;
-    let outcome = images::import_image(
-        store,
-        image,
-        &Limits::from_env()?,
-        progress,
-        &mut |head: &Snapshot| {
-            interpreter = Some(matching_python(store, &head.python, python)?);
-            Ok(())
-        },
-    )?;
-    let interpreter = match interpreter {
-        Some(found) => found,
-        None => matching_python(store, &outcome.head.python, python)?,
-    };
-    let head = outcome.manifest.head;
+    Ok(FreeTarget { name, path_str })
+}
+
+/// What [`new_env`] made.
+pub(super) struct NewEnv {
+    pub(super) label: String,
+    /// The interpreter it runs on.
+    pub(super) python: String,
+    /// Files and symlinks written.
+    pub(super) files: usize,
+}
+
+/// Makes a new environment at `target` on `interpreter` whose HEAD is `head` (in the store), with `earlier`
+/// (oldest first) as its history before it, through the journaled move: one synced batch with the journal
+/// holds the record and the earlier entries, then the apply and the record of HEAD.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn new_env(
+    store: &Store,
+    target: &FreeTarget,
+    interpreter: PythonInfo,
+    head: SnapshotId,
+    earlier: &[SnapshotId],
+    operation: &str,
+    message: String,
+    progress: &dyn Progress,
+) -> Result<NewEnv> {
+    let python = interpreter.describe();
     let record = EnvRecord {
         id: unique_name(),
-        name: name.clone(),
-        path: path_str.clone(),
+        name: target.name.clone(),
+        path: target.path_str.clone(),
         head: None,
-        python: interpreter.clone(),
+        python: interpreter,
         created: jiff::Timestamp::now().as_second(),
     };
     let mut with_journal = Batch::default();
     with_journal.put_env(&record);
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let mut from = None;
-    let earlier = outcome.manifest.snapshots.iter().filter(|id| **id != head);
-    for (seq, id) in earlier.enumerate() {
+    for (seq, id) in earlier.iter().enumerate() {
         with_journal.put_history(
             &record.id,
             &HistoryEntry {
@@ -458,7 +549,7 @@ pub fn restore(
         &mut env,
         Move {
             operation: operation.to_owned(),
-            message: Some(format!("from {}", image.display())),
+            message: Some(message),
             to: head,
             current: Tree::default(),
             cache: StatCache::default(),
@@ -467,19 +558,20 @@ pub fn restore(
     );
     progress.end();
     let stats = moved?;
-    Ok(RestoreReport {
-        import: ImportReport::of(image, outcome),
-        env: env.label().to_owned(),
-        name,
-        path: path_str,
-        python: interpreter.describe(),
+    Ok(NewEnv {
+        label: env.label().to_owned(),
+        python,
         files: stats.written,
     })
 }
 
 /// The first interpreter that can run a snapshot built for `needed`: `request` when given, else
 /// `python3`, else `pythonX.Y` on PATH.
-fn matching_python(store: &Store, needed: &PythonTag, request: Option<&str>) -> Result<PythonInfo> {
+pub(super) fn matching_python(
+    store: &Store,
+    needed: &PythonTag,
+    request: Option<&str>,
+) -> Result<PythonInfo> {
     let versioned = format!("python{}", needed.minor_version());
     let candidates = match request {
         Some(request) => vec![request],

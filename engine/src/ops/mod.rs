@@ -9,6 +9,7 @@ mod inspect;
 mod install;
 mod moves;
 mod packages;
+mod registry;
 mod snapshot;
 mod verify;
 
@@ -24,6 +25,7 @@ pub use inspect::{
 pub use install::{InstallOptions, InstallReport, install};
 pub use moves::{MoveReport, rollback, sync};
 pub use packages::{CheckReport, PackageInfo, PackagesReport, check, packages};
+pub use registry::{PullOptions, PullReport, PushOptions, PushReport, pull, push};
 pub use snapshot::{SnapshotReport, snapshot};
 pub use verify::{VerifyReport, verify};
 

@@ -1,0 +1,161 @@
+//! `blast push` and `blast pull`: a snapshot to and from an OCI registry (see [`crate::images::oci`]). A
+//! push selects its snapshot as `blast export` does; a pull materializes as `blast restore` does, at any
+//! path, on an interpreter that matches what the snapshot records.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use store_format::{Snapshot, SnapshotId};
+
+use super::images::{RestoreTarget, describe_tag, free_target, matching_python, new_env, select};
+use crate::error::Result;
+use crate::images::oci::{pull_image, push_image};
+use crate::images::{Limits, Progress};
+use crate::registry::{Client, Reference};
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// The environment (its HEAD, or the context for `snapshot`'s tags and `@~N`).
+    pub env: Option<String>,
+    /// A snapshot: an id or prefix, or with an environment also a tag or `@~N`.
+    pub snapshot: Option<String>,
+    /// `oci://HOST[:PORT]/REPO[:TAG]`.
+    pub reference: String,
+    /// Plain http.
+    pub insecure: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PushReport {
+    /// Where it went, tag included.
+    pub reference: String,
+    pub snapshot: SnapshotId,
+    /// `sha256:` of the manifest.
+    pub manifest_digest: String,
+    /// What the snapshot needs to run.
+    pub python: String,
+    pub packages: usize,
+    /// Distinct layers, one blob each.
+    pub layers: usize,
+    /// Blobs (the config and the layers) sent, and those the registry had already.
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub blobs_skipped: usize,
+    pub bytes_skipped: u64,
+    pub seconds: f64,
+}
+
+/// Pushes a snapshot (default: the environment's HEAD) to a registry.
+pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Result<PushReport> {
+    let started = Instant::now();
+    let reference = Reference::parse(&opts.reference)?;
+    let client = Client::new(&reference, opts.insecure)?;
+    let head = select(store, opts.env.as_deref(), opts.snapshot.as_deref())?.head;
+    let pushed = push_image(store, &client, &head, progress)?;
+    Ok(PushReport {
+        reference: reference.to_string(),
+        snapshot: head,
+        manifest_digest: pushed.manifest_digest,
+        python: describe_tag(&pushed.snapshot.python),
+        packages: pushed.snapshot.packages.len(),
+        layers: pushed.layers,
+        blobs_uploaded: pushed.blobs_uploaded,
+        bytes_uploaded: pushed.bytes_uploaded,
+        blobs_skipped: pushed.blobs_skipped,
+        bytes_skipped: pushed.bytes_skipped,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// `oci://HOST[:PORT]/REPO[:TAG]`.
+    pub reference: String,
+    pub target: RestoreTarget,
+    /// Interpreter to run it on (default: `python3`, else `pythonX.Y` matching the snapshot).
+    pub python: Option<String>,
+    /// Plain http.
+    pub insecure: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PullReport {
+    pub reference: String,
+    pub snapshot: SnapshotId,
+    /// `sha256:` of the manifest.
+    pub manifest_digest: String,
+    /// What the snapshot needs to run.
+    pub needs: String,
+    pub packages: usize,
+    /// Distinct layers; those downloaded (and their blobs' bytes), and those the store held already.
+    pub layers: usize,
+    pub layers_downloaded: usize,
+    pub bytes_downloaded: u64,
+    pub layers_present: usize,
+    /// Objects the store did not have.
+    pub new_objects: usize,
+    pub env: String,
+    pub name: Option<String>,
+    pub path: String,
+    /// The interpreter the environment runs on.
+    pub python: String,
+    /// Files and symlinks written.
+    pub files: usize,
+    pub seconds: f64,
+}
+
+/// Pulls an image from a registry and makes a new environment of it, at `target`.
+pub fn pull(store: &Store, opts: &PullOptions, progress: &dyn Progress) -> Result<PullReport> {
+    let started = Instant::now();
+    let reference = Reference::parse(&opts.reference)?;
+    let free = free_target(store, &opts.target)?;
+    let client = Client::new(&reference, opts.insecure)?;
+    let mut interpreter = None;
+    let pulled = pull_image(
+        store,
+        &client,
+        &Limits::from_env()?,
+        progress,
+        &mut |snapshot: &Snapshot| {
+            interpreter = Some(matching_python(
+                store,
+                &snapshot.python,
+                opts.python.as_deref(),
+            )?);
+            Ok(())
+        },
+    )?;
+    let interpreter = match interpreter {
+        Some(found) => found,
+        None => matching_python(store, &pulled.snapshot.python, opts.python.as_deref())?,
+    };
+    let made = new_env(
+        store,
+        &free,
+        interpreter,
+        pulled.id,
+        &[],
+        "pull",
+        format!("from {reference}"),
+        progress,
+    )?;
+    Ok(PullReport {
+        reference: reference.to_string(),
+        snapshot: pulled.id,
+        manifest_digest: pulled.manifest_digest,
+        needs: describe_tag(&pulled.snapshot.python),
+        packages: pulled.snapshot.packages.len(),
+        layers: pulled.layers,
+        layers_downloaded: pulled.layers_downloaded,
+        bytes_downloaded: pulled.bytes_downloaded,
+        layers_present: pulled.layers_present,
+        new_objects: pulled.new_objects,
+        env: made.label,
+        name: free.name,
+        path: free.path_str,
+        python: made.python,
+        files: made.files,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,1062 @@
+//! Talking to an OCI registry through the Distribution API (v2): the references users type
+//! (`oci://HOST[:PORT]/REPO[:TAG]`), credentials (the environment, else `~/.docker/config.json`), Basic and
+//! Bearer-token authentication, and the few requests blast needs: blob HEAD, GET and upload (monolithic,
+//! or chunked PATCHes for blobs larger than the chunk size), manifest GET and PUT.
+//!
+//! HTTP is ureq's blocking client (rustls and the webpki roots for https; plain http with `--insecure`).
+//! Every failure becomes one [`Error::Registry`] naming the registry, the request, what came back (the
+//! HTTP status and the registry's own error code) and, when there is one, what to do about it. What the
+//! bytes mean is not this module's business: [`crate::images::oci`] checks every one of them.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ureq::http;
+
+use crate::error::{Error, IoContext, Result};
+use crate::images::Progress;
+
+/// The form every reference takes, shown when one does not parse.
+pub const REFERENCE_FORM: &str = "oci://HOST[:PORT]/REPO[:TAG]";
+/// Blobs larger than this go up in PATCH chunks of this size (`BLAST_REGISTRY_CHUNK_BYTES`), others in
+/// one PUT. 32 MiB stays below the request-size caps of common proxies in front of registries.
+pub const DEFAULT_CHUNK_BYTES: u64 = 32 << 20;
+/// The largest manifest blast reads (what registries commonly accept).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// The largest error body or token answer blast reads.
+const MAX_SMALL_BODY: u64 = 1 << 20;
+
+/// Where an image lives: `oci://HOST[:PORT]/REPO[:TAG]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// `HOST[:PORT]`, as typed.
+    pub registry: String,
+    /// The repository name, `/`-separated lowercase components.
+    pub repository: String,
+    /// `latest` unless given.
+    pub tag: String,
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "oci://{}/{}:{}",
+            self.registry, self.repository, self.tag
+        )
+    }
+}
+
+impl Reference {
+    /// Parses `oci://HOST[:PORT]/REPO[:TAG]` (the Distribution spec's grammar for names and tags).
+    pub fn parse(text: &str) -> Result<Reference> {
+        let bad = |why: &str| {
+            Error::Invalid(format!(
+                "`{text}` is not a registry reference: {why}; expected {REFERENCE_FORM}, \
+                 e.g. oci://localhost:5000/team/web:v1"
+            ))
+        };
+        let rest = text
+            .strip_prefix("oci://")
+            .ok_or_else(|| bad("it does not start with oci://"))?;
+        let (registry, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("it names no repository after the host"))?;
+        if !valid_registry(registry) {
+            return Err(bad("the host is not HOST or HOST:PORT"));
+        }
+        if path.contains('@') {
+            return Err(bad("digests (@sha256:…) are not supported, name a tag"));
+        }
+        let last_slash = path.rfind('/').map_or(0, |i| i + 1);
+        let (repository, tag) = match path[last_slash..].find(':') {
+            Some(i) => (&path[..last_slash + i], &path[last_slash + i + 1..]),
+            None => (path, "latest"),
+        };
+        if repository.len() > 255 || !repository.split('/').all(valid_component) {
+            return Err(bad(
+                "the repository must be `/`-separated components of lowercase letters and digits, \
+                 joined by `.`, `_`, `__` or dashes",
+            ));
+        }
+        if !valid_tag(tag) {
+            return Err(bad(
+                "the tag must be 1 to 128 letters, digits, `_`, `.` or `-`, not starting with `.` or `-`",
+            ));
+        }
+        Ok(Reference {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+        })
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn valid_registry(registry: &str) -> bool {
+    let (host, port) = if let Some(bracketed) = registry.strip_prefix('[') {
+        let Some((inner, after)) = bracketed.split_once(']') else {
+            return false;
+        };
+        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("v6", Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match registry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (registry, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    host_ok && port_ok
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn valid_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        match &component[start..i] {
+            "." | "_" | "__" => {}
+            sep if sep.bytes().all(|b| b == b'-') => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A user name and password for one registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// Where they came from, for messages.
+    pub origin: String,
+}
+
+impl fmt::Debug for Credentials {
+    // Never print the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({} from {})", self.username, self.origin)
+    }
+}
+
+impl Credentials {
+    fn basic(&self) -> String {
+        let pair = format!("{}:{}", self.username, self.password);
+        format!("Basic {}", BASE64.encode(pair))
+    }
+}
+
+/// The credentials for `registry`: `BLAST_REGISTRY_USERNAME` and `BLAST_REGISTRY_PASSWORD` when set, else the
+/// `auths` entry of Docker's config (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`), else none.
+pub fn credentials_for(registry: &str) -> Result<Option<Credentials>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (
+        var("BLAST_REGISTRY_USERNAME"),
+        var("BLAST_REGISTRY_PASSWORD"),
+    ) {
+        (Some(username), Some(password)) => {
+            return Ok(Some(Credentials {
+                username,
+                password,
+                origin: "BLAST_REGISTRY_USERNAME/BLAST_REGISTRY_PASSWORD".into(),
+            }));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Invalid(
+                "set both BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD, or neither".into(),
+            ));
+        }
+    }
+    let config = match std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("config.json"),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".docker/config.json"),
+            None => return Ok(None),
+        },
+    };
+    let text = match std::fs::read_to_string(&config) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).at("reading Docker's credentials", &config),
+    };
+    docker_credentials(&text, registry).map_err(|why| {
+        Error::Invalid(format!(
+            "`{}` cannot be read for the credentials of {registry}: {why}; fix it, or set \
+             BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD",
+            config.display()
+        ))
+    })
+}
+
+/// The `auths.<registry>.auth` entry of a Docker config (keys may carry a scheme and a path, as `docker
+/// login` writes them for some registries): base64 of `user:password`.
+fn docker_credentials(text: &str, registry: &str) -> Result<Option<Credentials>, String> {
+    let config: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
+        return Ok(None);
+    };
+    let host_of = |key: &str| {
+        let key = key
+            .strip_prefix("https://")
+            .or_else(|| key.strip_prefix("http://"))
+            .unwrap_or(key);
+        key.split('/').next().unwrap_or_default().to_owned()
+    };
+    let Some((key, entry)) = auths.iter().find(|(key, _)| host_of(key) == registry) else {
+        return Ok(None);
+    };
+    let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) else {
+        return Ok(None);
+    };
+    let decoded = BASE64
+        .decode(auth.trim())
+        .map_err(|_| format!("`auths.{key}.auth` is not base64"))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| format!("`auths.{key}.auth` is not UTF-8 once decoded"))?;
+    let (username, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| format!("`auths.{key}.auth` is not `user:password` once decoded"))?;
+    Ok(Some(Credentials {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        origin: format!("Docker's config (auths.{key})"),
+    }))
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+/// Parses `Basic realm="…"` or `Bearer realm="…",service="…",scope="…"` (RFC 7235 auth-params, quoted
+/// strings with backslash escapes, commas inside quotes).
+fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
+    let mut fields = Vec::new();
+    let mut rest = params.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let key = key.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => value.push(chars.next()?.1),
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end?..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        fields.push((key, value));
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Challenge::Basic),
+        "bearer" => Some(Challenge::Bearer {
+            realm: field("realm")?,
+            service: field("service"),
+            scope: field("scope"),
+        }),
+        _ => None,
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What a request sends.
+enum Payload<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// `len` bytes of a file from `offset`, reported as progress while they go out. Reopened for a retry.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+        progress: &'a dyn Progress,
+    },
+}
+
+/// A client for one repository of one registry.
+pub struct Client {
+    agent: ureq::Agent,
+    reference: Reference,
+    /// `http://HOST[:PORT]` or `https://HOST[:PORT]`.
+    base: String,
+    insecure: bool,
+    credentials: Option<Credentials>,
+    /// The `Authorization` value that last worked (or that a challenge asked for).
+    authorization: Mutex<Option<String>>,
+    chunk_bytes: u64,
+}
+
+/// What a response carried that callers use.
+struct Answer {
+    status: u16,
+    response: http::Response<ureq::Body>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+impl Client {
+    /// A client for `reference`'s repository, over https (plain http when `insecure`), with the credentials
+    /// [`credentials_for`] finds and the chunk size `BLAST_REGISTRY_CHUNK_BYTES` sets.
+    pub fn new(reference: &Reference, insecure: bool) -> Result<Client> {
+        let chunk_bytes = match std::env::var("BLAST_REGISTRY_CHUNK_BYTES") {
+            Ok(value) => value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "BLAST_REGISTRY_CHUNK_BYTES=`{value}` is not a positive number of bytes"
+                    ))
+                })?,
+            Err(_) => DEFAULT_CHUNK_BYTES,
+        };
+        let credentials = credentials_for(&reference.registry)?;
+        Ok(Client::build(reference, insecure, credentials, chunk_bytes))
+    }
+
+    fn build(
+        reference: &Reference,
+        insecure: bool,
+        credentials: Option<Credentials>,
+        chunk_bytes: u64,
+    ) -> Client {
+        let config = ureq::Agent::config_builder()
+            // Statuses are answers to interpret here (404 from a HEAD means "upload it").
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .user_agent(concat!("blast/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let scheme = if insecure { "http" } else { "https" };
+        Client {
+            agent: config.into(),
+            base: format!("{scheme}://{}", reference.registry),
+            reference: reference.clone(),
+            insecure,
+            credentials,
+            authorization: Mutex::new(None),
+            chunk_bytes,
+        }
+    }
+
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    fn repo_url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{rest}", self.base, self.reference.repository)
+    }
+
+    fn authorization(&self) -> Option<String> {
+        self.authorization
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_authorization(&self, value: String) {
+        *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+    }
+
+    /// An error about request `method url`.
+    fn error(
+        &self,
+        method: &'static str,
+        url: &str,
+        outcome: String,
+        hint: Option<&'static str>,
+    ) -> Error {
+        Error::Registry {
+            registry: self.reference.registry.clone(),
+            method,
+            url: url.to_owned(),
+            outcome,
+            hint,
+        }
+    }
+
+    /// A request that could not be made at all (nothing listens, TLS failed, the connection broke).
+    fn transport(&self, method: &'static str, url: &str, e: &ureq::Error) -> Error {
+        let hint = if self.insecure {
+            "is the registry running, and is this its address?"
+        } else {
+            "is the registry reachable? if it serves plain http (a local registry), pass --insecure"
+        };
+        self.error(method, url, format!("failed: {e}"), Some(hint))
+    }
+
+    /// An answer that is not the one expected: the status and the registry's own error codes.
+    fn unexpected(&self, method: &'static str, url: &str, mut answer: Answer) -> Error {
+        let body = answer
+            .response
+            .body_mut()
+            .with_config()
+            .limit(MAX_SMALL_BODY)
+            .read_to_vec()
+            .unwrap_or_default();
+        let codes: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("errors").and_then(|e| e.as_array()).cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("?");
+                match e.get("message").and_then(|m| m.as_str()) {
+                    Some(message) => format!("{code}: {message}"),
+                    None => code.to_owned(),
+                }
+            })
+            .collect();
+        let outcome = if codes.is_empty() {
+            format!("answered HTTP {}", answer.status)
+        } else {
+            format!("answered HTTP {} ({})", answer.status, codes.join("; "))
+        };
+        let hint = match answer.status {
+            401 => Some(
+                "the registry wants credentials: set BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD, \
+                 or `docker login` to it",
+            ),
+            403 => Some("these credentials may not do this in this repository"),
+            _ => None,
+        };
+        self.error(method, url, outcome, hint)
+    }
+
+    /// Sends one request, answering a 401's challenge once (Basic with the credentials, or a Bearer token
+    /// from the challenge's realm) and sending it again.
+    fn send(
+        &self,
+        method: &'static str,
+        url: &str,
+        headers: &[(&str, &str)],
+        payload: &Payload<'_>,
+    ) -> Result<Answer> {
+        let mut answered_challenge = false;
+        loop {
+            let mut builder = http::Request::builder().method(method).uri(url);
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            if let Some(auth) = self.authorization() {
+                builder = builder.header("Authorization", auth);
+            }
+            let built =
+                |e: http::Error| self.error(method, url, format!("cannot be built: {e}"), None);
+            let response = match payload {
+                Payload::Empty => {
+                    // Proxies in front of registries may refuse a POST or PUT without a length.
+                    if !matches!(method, "GET" | "HEAD") {
+                        builder = builder.header("Content-Length", "0");
+                    }
+                    self.agent.run(builder.body(()).map_err(built)?)
+                }
+                Payload::Bytes(bytes) => {
+                    let request = builder.body(*bytes).map_err(built)?;
+                    self.agent.run(request)
+                }
+                Payload::File {
+                    path,
+                    offset,
+                    len,
+                    progress,
+                } => {
+                    let mut file = File::open(path).at("opening blob", path)?;
+                    file.seek(SeekFrom::Start(*offset))
+                        .at("reading blob", path)?;
+                    let mut reader = Reported {
+                        inner: file.take(*len),
+                        progress: *progress,
+                    };
+                    let request = builder
+                        .header("Content-Length", len.to_string())
+                        .body(ureq::SendBody::from_reader(&mut reader))
+                        .map_err(built)?;
+                    self.agent.run(request)
+                }
+            }
+            .map_err(|e| self.transport(method, url, &e))?;
+            let answer = Answer {
+                status: response.status().as_u16(),
+                response,
+            };
+            if answer.status != 401 || answered_challenge {
+                return Ok(answer);
+            }
+            answered_challenge = true;
+            let challenge = answer.header("WWW-Authenticate");
+            match challenge.as_deref().and_then(parse_challenge) {
+                Some(Challenge::Basic) => match &self.credentials {
+                    Some(credentials) => self.set_authorization(credentials.basic()),
+                    None => return Err(self.unexpected(method, url, answer)),
+                },
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                }) => {
+                    let token = self.token(&realm, service.as_deref(), scope.as_deref())?;
+                    self.set_authorization(format!("Bearer {token}"));
+                }
+                None => return Err(self.unexpected(method, url, answer)),
+            }
+        }
+    }
+
+    /// The token flow: GET the realm with the service and scope (and the credentials, when there are any)
+    /// and take `token` (or `access_token`) from its JSON.
+    fn token(&self, realm: &str, service: Option<&str>, scope: Option<&str>) -> Result<String> {
+        let mut url = realm.to_owned();
+        let mut sep = if realm.contains('?') { '&' } else { '?' };
+        for (key, value) in [("service", service), ("scope", scope)] {
+            if let Some(value) = value {
+                url.push_str(&format!("{sep}{key}={}", percent_encode(value)));
+                sep = '&';
+            }
+        }
+        let mut request = self.agent.get(&url);
+        if let Some(credentials) = &self.credentials {
+            request = request.header("Authorization", credentials.basic());
+        }
+        let response = request
+            .call()
+            .map_err(|e| self.transport("GET", &url, &e))?;
+        let mut answer = Answer {
+            status: response.status().as_u16(),
+            response,
+        };
+        if answer.status != 200 {
+            let mut error = self.unexpected("GET", &url, answer);
+            if let Error::Registry { hint, .. } = &mut error {
+                *hint = Some(match &self.credentials {
+                    Some(_) => "the token service refused these credentials: check them",
+                    None => {
+                        "the token service wants credentials: set BLAST_REGISTRY_USERNAME and \
+                             BLAST_REGISTRY_PASSWORD, or `docker login` to it"
+                    }
+                });
+            }
+            return Err(error);
+        }
+        let body = answer
+            .response
+            .body_mut()
+            .with_config()
+            .limit(MAX_SMALL_BODY)
+            .read_to_vec()
+            .map_err(|e| self.transport("GET", &url, &e))?;
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            self.error(
+                "GET",
+                &url,
+                format!("answered with no JSON token ({e})"),
+                None,
+            )
+        })?;
+        ["token", "access_token"]
+            .iter()
+            .find_map(|key| value.get(key).and_then(|t| t.as_str()))
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| self.error("GET", &url, "answered with no token".into(), None))
+    }
+
+    /// Whether the repository has blob `digest` (HEAD).
+    pub fn has_blob(&self, digest: &str) -> Result<bool> {
+        let url = self.repo_url(&format!("blobs/{digest}"));
+        let answer = self.send("HEAD", &url, &[], &Payload::Empty)?;
+        match answer.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.unexpected("HEAD", &url, answer)),
+        }
+    }
+
+    /// Uploads `size` bytes from `path` as blob `digest`: POST for an upload session, then one PUT with the
+    /// bytes when they fit in a chunk, else PATCHes of a chunk each and a closing PUT.
+    pub fn upload_blob(
+        &self,
+        digest: &str,
+        path: &Path,
+        size: u64,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let start = self.repo_url("blobs/uploads/");
+        let answer = self.send("POST", &start, &[], &Payload::Empty)?;
+        if answer.status != 202 {
+            return Err(self.unexpected("POST", &start, answer));
+        }
+        let mut location = self.location("POST", &start, &answer)?;
+        let octets = ("Content-Type", "application/octet-stream");
+        let close = |location: &str| {
+            let sep = if location.contains('?') { '&' } else { '?' };
+            format!("{location}{sep}digest={}", percent_encode(digest))
+        };
+        if size <= self.chunk_bytes {
+            let url = close(&location);
+            let payload = Payload::File {
+                path,
+                offset: 0,
+                len: size,
+                progress,
+            };
+            let answer = self.send("PUT", &url, &[octets], &payload)?;
+            return match answer.status {
+                201 | 204 => Ok(()),
+                _ => Err(self.unexpected("PUT", &url, answer)),
+            };
+        }
+        let mut offset = 0;
+        while offset < size {
+            let len = self.chunk_bytes.min(size - offset);
+            let range = format!("{offset}-{}", offset + len - 1);
+            let payload = Payload::File {
+                path,
+                offset,
+                len,
+                progress,
+            };
+            let answer = self.send(
+                "PATCH",
+                &location,
+                &[octets, ("Content-Range", range.as_str())],
+                &payload,
+            )?;
+            if answer.status != 202 {
+                return Err(self.unexpected("PATCH", &location, answer));
+            }
+            location = self.location("PATCH", &location, &answer)?;
+            offset += len;
+        }
+        let url = close(&location);
+        let answer = self.send("PUT", &url, &[], &Payload::Empty)?;
+        match answer.status {
+            201 | 204 => Ok(()),
+            _ => Err(self.unexpected("PUT", &url, answer)),
+        }
+    }
+
+    /// The upload session's next URL, from `Location` (absolute, or a path on this registry).
+    fn location(&self, method: &'static str, url: &str, answer: &Answer) -> Result<String> {
+        let location = answer.header("Location").ok_or_else(|| {
+            self.error(
+                method,
+                url,
+                "answered without a Location for the upload".into(),
+                None,
+            )
+        })?;
+        Ok(
+            if location.starts_with("http://") || location.starts_with("https://") {
+                location
+            } else if location.starts_with('/') {
+                format!("{}{location}", self.base)
+            } else {
+                format!("{}/{location}", self.base)
+            },
+        )
+    }
+
+    /// Streams blob `digest` into `out`, reading at most `limit` bytes (one more than the manifest
+    /// records, so a longer blob shows); returns how many came.
+    pub fn get_blob(
+        &self,
+        digest: &str,
+        limit: u64,
+        out: &mut dyn Write,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
+        let url = self.repo_url(&format!("blobs/{digest}"));
+        let answer = self.send("GET", &url, &[], &Payload::Empty)?;
+        if answer.status != 200 {
+            return Err(self.unexpected("GET", &url, answer));
+        }
+        let mut reader = Reported {
+            inner: answer.response.into_body().into_reader().take(limit),
+            progress,
+        };
+        io::copy(&mut reader, out)
+            .map_err(|e| self.error("GET", &url, format!("broke off: {e}"), None))
+    }
+
+    /// The tag's manifest, asking for `accept`: its `Content-Type` and bytes (at most
+    /// [`MAX_MANIFEST_BYTES`]).
+    pub fn get_manifest(&self, accept: &str) -> Result<(Option<String>, Vec<u8>)> {
+        let url = self.repo_url(&format!("manifests/{}", self.reference.tag));
+        let mut answer = self.send("GET", &url, &[("Accept", accept)], &Payload::Empty)?;
+        match answer.status {
+            200 => {}
+            404 => {
+                let mut error = self.unexpected("GET", &url, answer);
+                if let Error::Registry { hint, .. } = &mut error {
+                    *hint =
+                        Some("no such repository or tag: check the reference, or push it first");
+                }
+                return Err(error);
+            }
+            _ => return Err(self.unexpected("GET", &url, answer)),
+        }
+        let content_type = answer.header("Content-Type");
+        let bytes = answer
+            .response
+            .body_mut()
+            .with_config()
+            .limit(MAX_MANIFEST_BYTES)
+            .read_to_vec()
+            .map_err(|e| {
+                self.error(
+                    "GET",
+                    &url,
+                    format!("broke off or sent too much: {e}"),
+                    None,
+                )
+            })?;
+        Ok((content_type, bytes))
+    }
+
+    /// PUTs `bytes` as the tag's manifest.
+    pub fn put_manifest(&self, bytes: &[u8], media_type: &str) -> Result<()> {
+        let url = self.repo_url(&format!("manifests/{}", self.reference.tag));
+        let answer = self.send(
+            "PUT",
+            &url,
+            &[("Content-Type", media_type)],
+            &Payload::Bytes(bytes),
+        )?;
+        match answer.status {
+            200 | 201 | 204 => Ok(()),
+            _ => Err(self.unexpected("PUT", &url, answer)),
+        }
+    }
+}
+
+/// Reports what passes through as progress.
+struct Reported<'p, R> {
+    inner: R,
+    progress: &'p dyn Progress,
+}
+
+impl<R: Read> Read for Reported<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse_with_a_default_tag_and_refuse_what_the_grammar_does() {
+        let r = Reference::parse("oci://localhost:5000/team/web:v1.2").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("localhost:5000", "team/web", "v1.2")
+        );
+        assert_eq!(r.to_string(), "oci://localhost:5000/team/web:v1.2");
+        let r = Reference::parse("oci://registry.example.org/a.b/c__d/e--f").unwrap();
+        assert_eq!(
+            (r.repository.as_str(), r.tag.as_str()),
+            ("a.b/c__d/e--f", "latest")
+        );
+        let r = Reference::parse("oci://[::1]:5000/x").unwrap();
+        assert_eq!(r.registry, "[::1]:5000");
+        for bad in [
+            "localhost:5000/web",
+            "docker://localhost/web",
+            "oci://localhost",
+            "oci://localhost/",
+            "oci://local_host/web",
+            "oci://localhost:http/web",
+            "oci://localhost:70000/web",
+            "oci://localhost/Web",
+            "oci://localhost/web/",
+            "oci://localhost//web",
+            "oci://localhost/-web",
+            "oci://localhost/web..x",
+            "oci://localhost/web:",
+            "oci://localhost/web:.tag",
+            "oci://localhost/web@sha256:00",
+        ] {
+            let e = Reference::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(REFERENCE_FORM), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn challenges_parse_with_quoted_commas_and_escapes() {
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="reg \"x\"",scope="repository:a/b:pull,push""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("reg \"x\"".into()),
+                scope: Some("repository:a/b:pull,push".into()),
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge("Bearer service=x"),
+            None,
+            "a realm is required"
+        );
+        assert_eq!(parse_challenge("Negotiate abc"), None);
+    }
+
+    /// The requests a scripted registry saw: request line and `Authorization`.
+    type Seen = std::sync::Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+    /// A registry of one repository that answers from a script: each connection gets one request, and
+    /// `answer` maps (request line, Authorization) to a status line and extra headers. Returns the port
+    /// and what it was asked.
+    fn fake_registry(answer: fn(&str, Option<&str>, u16) -> (String, String)) -> (u16, Seen) {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let mut auth = None;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("authorization")
+                    {
+                        auth = Some(value.trim().to_owned());
+                    }
+                }
+                let request = line.trim().to_owned();
+                let (status, headers) = answer(&request, auth.as_deref(), port);
+                log.lock().unwrap().push((request, auth));
+                let body = if status.starts_with("200") && headers.contains("json") {
+                    r#"{"token":"T0K"}"#
+                } else {
+                    ""
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (port, seen)
+    }
+
+    fn client(port: u16, credentials: Option<Credentials>) -> Client {
+        let reference = Reference::parse(&format!("oci://127.0.0.1:{port}/team/app")).unwrap();
+        Client::build(&reference, true, credentials, DEFAULT_CHUNK_BYTES)
+    }
+
+    fn me() -> Option<Credentials> {
+        Some(Credentials {
+            username: "me".into(),
+            password: "pw".into(),
+            origin: "the test".into(),
+        })
+    }
+
+    #[test]
+    fn a_bearer_challenge_gets_a_token_with_the_credentials_and_the_request_goes_again() {
+        let (port, seen) = fake_registry(|request, auth, port| match (request, auth) {
+            (r, _) if r.starts_with("GET /token?") => {
+                ("200 OK".into(), "Content-Type: application/json\r\n".into())
+            }
+            (_, Some("Bearer T0K")) => ("200 OK".into(), String::new()),
+            _ => (
+                "401 Unauthorized".into(),
+                format!(
+                    "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",\
+                     service=\"fake\",scope=\"repository:team/app:pull\"\r\n"
+                ),
+            ),
+        });
+        let client = client(port, me());
+        assert!(client.has_blob("sha256:00").unwrap());
+        // The token is kept for the next request.
+        assert!(client.has_blob("sha256:01").unwrap());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(
+            seen[0],
+            ("HEAD /v2/team/app/blobs/sha256:00 HTTP/1.1".into(), None)
+        );
+        assert_eq!(
+            seen[1],
+            (
+                "GET /token?service=fake&scope=repository%3Ateam%2Fapp%3Apull HTTP/1.1".into(),
+                Some(format!("Basic {}", BASE64.encode("me:pw")))
+            )
+        );
+        assert_eq!(seen[2].1.as_deref(), Some("Bearer T0K"));
+        assert_eq!(
+            seen[3],
+            (
+                "HEAD /v2/team/app/blobs/sha256:01 HTTP/1.1".into(),
+                Some("Bearer T0K".into())
+            )
+        );
+    }
+
+    #[test]
+    fn a_basic_challenge_is_answered_with_the_credentials_or_names_how_to_give_them() {
+        let answer = |_: &str, auth: Option<&str>, _: u16| match auth {
+            Some(a) if a == format!("Basic {}", BASE64.encode("me:pw")) => {
+                ("404 Not Found".into(), String::new())
+            }
+            _ => (
+                "401 Unauthorized".into(),
+                "WWW-Authenticate: Basic realm=\"registry\"\r\n".into(),
+            ),
+        };
+        let (port, seen) = fake_registry(answer);
+        assert!(!client(port, me()).has_blob("sha256:00").unwrap());
+        assert_eq!(seen.lock().unwrap().len(), 2);
+
+        let (port, _) = fake_registry(answer);
+        let err = client(port, None)
+            .has_blob("sha256:00")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HTTP 401") && err.contains("BLAST_REGISTRY_USERNAME"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn docker_config_entries_match_the_registry_with_or_without_a_scheme() {
+        let auth = BASE64.encode("me:s3:cret");
+        let config = format!(
+            r#"{{"auths":{{"https://other.example/v1/":{{"auth":"{}"}},"localhost:5000":{{"auth":"{auth}"}}}}}}"#,
+            BASE64.encode("no:no")
+        );
+        let found = docker_credentials(&config, "localhost:5000")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (found.username.as_str(), found.password.as_str()),
+            ("me", "s3:cret")
+        );
+        let other = docker_credentials(&config, "other.example")
+            .unwrap()
+            .unwrap();
+        assert_eq!(other.username, "no");
+        assert_eq!(docker_credentials(&config, "elsewhere").unwrap(), None);
+        assert!(docker_credentials(r#"{"auths":{"x":{"auth":"%%%"}}}"#, "x").is_err());
+        assert!(
+            !format!("{found:?}").contains("cret"),
+            "Debug hides the password"
+        );
+    }
+}

@@ -1,0 +1,462 @@
+//! `blast push` and `blast pull` against a real registry: Debian's `docker-registry` (the CNCF
+//! distribution registry) started on loopback for each test, with its storage in the test's temporary
+//! directory. A snapshot with a console script goes up and comes down into a fresh store at another path
+//! and runs there; skopeo, an independent client, reads the manifest and config and copies the image
+//! (checking every blob's digest); a second push uploads nothing; a store that has the lower layers
+//! downloads only the missing blob; blobs go up in chunks when they are larger than the chunk size; and a
+//! blob damaged on the registry's disk makes the pull fail naming its digest, with the store unchanged.
+//!
+//! The tests are skipped, saying why, only where `docker-registry` or `skopeo` is not installed
+//! (`scripts/setup` installs both).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// True when the tools are there; otherwise says which is missing and how to get it.
+fn tools_present() -> bool {
+    let skopeo = Command::new("skopeo").arg("--version").output().is_ok();
+    let registry = Path::new(REGISTRY_BIN).exists();
+    if !(skopeo && registry) {
+        eprintln!(
+            "skipping: {} not installed (`scripts/setup` installs Debian's docker-registry and skopeo)",
+            match (registry, skopeo) {
+                (false, false) => "docker-registry and skopeo are",
+                (false, true) => "docker-registry is",
+                _ => "skopeo is",
+            }
+        );
+    }
+    skopeo && registry
+}
+
+/// A registry on a free loopback port, storing in its own temporary directory; killed when dropped.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("blast-registry-")
+            .tempdir()
+            .expect("tempdir");
+        // A port that was free a moment ago; the registry binds it right after.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let log = fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Registry { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !registry.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not answer on port {port}: {}",
+                fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// `GET /v2/` answers 200.
+    fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        if stream
+            .write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+    }
+
+    fn reference(&self, repo_tag: &str) -> String {
+        format!("oci://127.0.0.1:{}/{repo_tag}", self.port)
+    }
+
+    fn docker(&self, repo_tag: &str) -> String {
+        format!("docker://127.0.0.1:{}/{repo_tag}", self.port)
+    }
+
+    /// Where the registry keeps blob `sha256:<hex>` on disk.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs skopeo against the plain-http registry; returns (success, stdout, stderr).
+fn skopeo(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A path environment `work/NAME` with blastdemo 1.0.0 (and its dependency, and a console script),
+/// snapshotted; returns its path and snapshot id.
+fn demo_env(b: &Blast, name: &str) -> (PathBuf, String) {
+    let path = b.create_path_env(name);
+    pip_install(&path, &["blastdemo==1.0.0"]);
+    let snap = b.json(&["snapshot", "-e", path.to_str().unwrap(), "-m", "demo"]);
+    (path, snap["snapshot"].as_str().unwrap().to_owned())
+}
+
+fn push(b: &Blast, env: &Path, reference: &str) -> Value {
+    b.json(&["push", "-e", env.to_str().unwrap(), reference, "--insecure"])
+}
+
+fn pull(b: &Blast, reference: &str, path: &Path) -> Value {
+    b.json(&[
+        "pull",
+        reference,
+        "--path",
+        path.to_str().unwrap(),
+        "--insecure",
+    ])
+}
+
+/// The pulled environment works where it landed: its console script runs, `sys.prefix` is its path,
+/// and `blast verify` finds nothing wrong.
+fn assert_runs_at(b: &Blast, env: &Path) {
+    let script = Command::new(env.join("bin/blastdemo"))
+        .output()
+        .expect("run the console script");
+    assert!(
+        script.status.success()
+            && String::from_utf8_lossy(&script.stdout).contains("blastdemo 1.0.0"),
+        "console script: {script:?}"
+    );
+    let (ok, prefix) = env_python(env, "import sys; print(sys.prefix)");
+    assert!(ok, "{prefix}");
+    assert_eq!(prefix.trim(), env.to_str().unwrap());
+    b.assert_verify_clean(&[env]);
+}
+
+#[test]
+fn a_pushed_snapshot_pulls_into_a_fresh_store_and_skopeo_reads_the_image() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start();
+    let b1 = Blast::new();
+    let (src, snap) = demo_env(&b1, "src-env");
+    let reference = registry.reference("team/demo:v1");
+
+    let first = push(&b1, &src, &reference);
+    assert_eq!(first["snapshot"], snap.as_str());
+    assert_eq!(first["reference"], reference.as_str());
+    assert_eq!(first["layers"], 2, "{first}");
+    assert_eq!(
+        first["blobs_uploaded"], 3,
+        "the config and two layers: {first}"
+    );
+    assert_eq!(first["blobs_skipped"], 0, "{first}");
+
+    // Pulled into a fresh store, at another path with another name.
+    let b2 = Blast::new();
+    let dest = b2.work.join("elsewhere/pulled-env");
+    let pulled = pull(&b2, &reference, &dest);
+    assert_eq!(pulled["snapshot"], snap.as_str());
+    assert_eq!(pulled["manifest_digest"], first["manifest_digest"]);
+    assert_eq!(
+        (
+            pulled["layers_downloaded"].as_u64(),
+            pulled["layers_present"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{pulled}"
+    );
+    assert_runs_at(&b2, &dest);
+    assert_eq!(
+        b2.log(dest.to_str().unwrap())[0]["operation"],
+        "pull",
+        "the history says where it came from"
+    );
+
+    // skopeo, an independent client: the raw manifest is an OCI image manifest with blast's types.
+    let docker_ref = registry.docker("team/demo:v1");
+    let (ok, raw, err) = skopeo(&["inspect", "--raw", "--tls-verify=false", &docker_ref]);
+    assert!(ok, "skopeo inspect --raw: {err}");
+    let manifest: Value = serde_json::from_str(&raw).expect("the manifest is JSON");
+    assert_eq!(manifest["schemaVersion"], 2);
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.blast.snapshot.v1"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.blast.snapshot.config.v1+json"
+    );
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 2);
+    for layer in layers {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.blast.layer.v1.tar+zstd"
+        );
+        assert_eq!(
+            layer["annotations"]["vnd.blast.layer.id"]
+                .as_str()
+                .unwrap()
+                .len(),
+            64
+        );
+    }
+    assert_eq!(
+        manifest["annotations"]["vnd.blast.snapshot.id"],
+        snap.as_str()
+    );
+    // The config blob, fetched by skopeo, is the snapshot manifest.
+    let (ok, config, err) = skopeo(&[
+        "inspect",
+        "--config",
+        "--raw",
+        "--tls-verify=false",
+        &docker_ref,
+    ]);
+    assert!(ok, "skopeo inspect --config --raw: {err}");
+    let config: Value = serde_json::from_str(&config).expect("the config is JSON");
+    assert_eq!(config["snapshot"], snap.as_str());
+    assert_eq!(config["packages"][0]["name"], "blastdemo");
+    // skopeo 1.9's plain `inspect` reads container images only: it refuses an artifact by its config
+    // type (newer ones may accept it). Either is fine; a refusal for any other reason is not.
+    let (ok, _, err) = skopeo(&["inspect", "--tls-verify=false", &docker_ref]);
+    assert!(
+        ok || err.contains("unsupported image-specific operation on artifact"),
+        "skopeo inspect: {err}"
+    );
+    // Copying the image checks every blob against its digest and size; the manifest keeps its digest.
+    let layout = b2.tmp.path().join("oci-layout");
+    let (ok, _, err) = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &docker_ref,
+        &format!("oci:{}:v1", layout.display()),
+    ]);
+    assert!(ok, "skopeo copy: {err}");
+    let index: Value =
+        serde_json::from_str(&fs::read_to_string(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], first["manifest_digest"]);
+
+    // The same snapshot again, under another tag too: the registry has every blob.
+    let again = push(&b1, &src, &reference);
+    assert_eq!(again["blobs_uploaded"], 0, "{again}");
+    assert_eq!(again["blobs_skipped"], 3, "{again}");
+    assert_eq!(again["bytes_uploaded"], 0, "{again}");
+    assert_eq!(again["manifest_digest"], first["manifest_digest"]);
+    let latest = push(&b1, &src, &registry.reference("team/demo"));
+    assert_eq!(
+        latest["reference"],
+        registry.reference("team/demo:latest").as_str()
+    );
+    assert_eq!(latest["blobs_uploaded"], 0, "{latest}");
+}
+
+#[test]
+fn a_store_with_the_lower_layers_downloads_only_the_missing_blob() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start();
+    let b1 = Blast::new();
+    let (src, snap) = demo_env(&b1, "src-env");
+    // Blobs larger than 1000 bytes go up in 1000-byte PATCHes, each checked by the registry on the way.
+    let reference = registry.reference("demo");
+    let out = b1
+        .command(&[
+            "push",
+            "-e",
+            src.to_str().unwrap(),
+            &reference,
+            "--insecure",
+            "--json",
+        ])
+        .env("BLAST_REGISTRY_CHUNK_BYTES", "1000")
+        .output()
+        .expect("run blast");
+    assert!(
+        out.status.success(),
+        "chunked push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        pushed["bytes_uploaded"].as_u64().unwrap() > 3000,
+        "blobs large enough to need several chunks: {pushed}"
+    );
+
+    // Another store that made the same venv (the same first layer) downloads only the demo layer.
+    let b2 = Blast::new();
+    b2.create_path_env("own-env");
+    let objects_before: BTreeSet<PathBuf> = b2.store_files("objects").into_iter().collect();
+    let dest = b2.work.join("pulled");
+    let pulled = pull(&b2, &reference, &dest);
+    assert_eq!(pulled["snapshot"], snap.as_str());
+    assert_eq!(
+        (
+            pulled["layers_downloaded"].as_u64(),
+            pulled["layers_present"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{pulled}"
+    );
+    assert_runs_at(&b2, &dest);
+    let objects_after: BTreeSet<PathBuf> = b2.store_files("objects").into_iter().collect();
+    assert!(objects_after.is_superset(&objects_before));
+    assert_eq!(
+        objects_after.len() - objects_before.len(),
+        pulled["new_objects"].as_u64().unwrap() as usize
+    );
+
+    // Pulling again into the same store downloads nothing.
+    let twice = pull(&b2, &reference, &b2.work.join("pulled-again"));
+    assert_eq!(twice["layers_downloaded"], 0, "{twice}");
+    assert_eq!(twice["bytes_downloaded"], 0, "{twice}");
+}
+
+/// Everything a failed pull could have changed.
+fn store_state(b: &Blast) -> (Vec<PathBuf>, Vec<PathBuf>, Value) {
+    let files = ["objects", "layers", "snapshots"]
+        .iter()
+        .flat_map(|kind| b.store_files(kind))
+        .collect();
+    (files, b.staging_leftovers(), b.json(&["list"]))
+}
+
+#[test]
+fn a_damaged_blob_fails_the_pull_naming_its_digest_and_leaves_the_store_unchanged() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start();
+    let b1 = Blast::new();
+    let (src, _) = demo_env(&b1, "src-env");
+    let reference = registry.reference("demo:v1");
+    push(&b1, &src, &reference);
+    let (ok, raw, err) = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.docker("demo:v1"),
+    ]);
+    assert!(ok, "{err}");
+    let manifest: Value = serde_json::from_str(&raw).unwrap();
+    let digest = manifest["layers"][1]["digest"].as_str().unwrap().to_owned();
+    let blob = registry.blob_file(&digest);
+    let original = fs::read(&blob).expect("the registry's blob file");
+
+    // A store with an environment of its own (the same venv layer: only the damaged blob is fetched).
+    let b2 = Blast::new();
+    b2.create_path_env("own-env");
+    let before = store_state(&b2);
+    let dest = b2.work.join("pulled");
+    let attempt = |b2: &Blast| {
+        b2.fails(&[
+            "pull",
+            &reference,
+            "--path",
+            dest.to_str().unwrap(),
+            "--insecure",
+        ])
+    };
+
+    // The same length of garbage: the digest does not match.
+    fs::write(&blob, vec![0x5a; original.len()]).unwrap();
+    let err = attempt(&b2);
+    assert!(err.contains(&digest), "{err}");
+    assert!(err.contains("not to the digest"), "{err}");
+    assert_eq!(store_state(&b2), before);
+    assert!(!dest.exists(), "nothing materialized");
+
+    // Cut short: the size does not match.
+    fs::write(&blob, &original[..original.len() / 2]).unwrap();
+    let err = attempt(&b2);
+    assert!(err.contains(&digest), "{err}");
+    assert!(err.contains("the registry sent"), "{err}");
+    assert_eq!(store_state(&b2), before);
+
+    // Repaired, the same pull succeeds.
+    fs::write(&blob, &original).unwrap();
+    pull(&b2, &reference, &dest);
+    assert_runs_at(&b2, &dest);
+
+    // A tag the registry lacks, and references blast cannot read.
+    let err = b2.fails(&[
+        "pull",
+        &registry.reference("demo:nope"),
+        "--path",
+        b2.work.join("x").to_str().unwrap(),
+        "--insecure",
+    ]);
+    assert!(
+        err.contains("HTTP 404") && err.contains("no such repository or tag"),
+        "{err}"
+    );
+    for bad in [
+        "127.0.0.1:5000/demo",
+        "oci://127.0.0.1:5000/Demo",
+        "oci://127.0.0.1:5000",
+    ] {
+        let err = b1.fails(&["push", "-e", src.to_str().unwrap(), bad, "--insecure"]);
+        assert!(err.contains("oci://HOST[:PORT]/REPO[:TAG]"), "{bad}: {err}");
+    }
+}
