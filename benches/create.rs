@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::files::{Scratch, remove_dir};
-use crate::report::{Results, Row, Target, duration};
+use crate::report::{Results, Row, Target};
 use crate::runner::{Case, measure, run};
 use crate::setup::Setup;
 
@@ -57,22 +57,15 @@ pub fn bench(setup: &Setup, scratch: &Scratch, runs: usize) -> Result<Results> {
         })
         .cleanup(|k| remove_dir(&fresh("virtualenv", k))),
     ];
-    let samples = measure(&cases, 1, runs)?;
-    let [blast, blast_path, uv, venv, virtualenv] = &samples[..] else {
-        return Err(Error::new("internal: one sample per case expected"));
-    };
+    let [blast, blast_path, uv, venv, virtualenv] = measure(&cases, 1, runs)?;
     Ok(Results {
         rows: vec![
-            Row::compare("create", blast, uv),
-            Row::compare("create", blast, venv),
-            Row::compare("create", blast, virtualenv),
-            Row::alone("create, python3 looked up on PATH", blast_path),
+            Row::compare("create", &blast, &uv),
+            Row::compare("create", &blast, &venv),
+            Row::compare("create", &blast, &virtualenv),
+            Row::alone("create, python3 looked up on PATH", &blast_path),
         ],
-        targets: vec![Target {
-            goal: "create <= uv venv",
-            measured: format!("{} vs {}", duration(blast.median()), duration(uv.median())),
-            pass: blast.median() <= uv.median(),
-        }],
+        targets: vec![Target::ratio_at_most("create <= uv venv", &blast, &uv, 1.0)],
         notes: Vec::new(),
     })
 }

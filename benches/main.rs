@@ -1,9 +1,11 @@
 //! `blast-bench`: times blast against uv, `python -m venv` and virtualenv on the same work and checks the
-//! performance targets of DESIGN.md ("Performance anchors"). Three parts, each selectable with `--only`:
+//! performance targets of DESIGN.md ("Performance anchors"). Four parts, each selectable with `--only`:
 //! - create: a new environment ([`create`]);
 //! - materialize: a 53-package environment made real in a fresh directory, with links and with copies,
 //!   against uv's warm-cache install ([`materialize`]);
-//! - snapshot: capturing an unchanged environment ([`snapshot`]).
+//! - snapshot: capturing an unchanged environment ([`snapshot`]);
+//! - install: `blast install` of the big wheel set against pip and uv run bare, and `blast rollback` of
+//!   a one-package install ([`install`]).
 //!
 //! Prints progress on stderr and the final table on stdout. Setup is cached in `$BLAST_BENCH_CACHE`
 //! ([`setup`]); the stores and environments of a run live in a scratch directory removed at the end.
@@ -12,6 +14,7 @@ mod bigenv;
 mod create;
 mod error;
 mod files;
+mod install;
 mod materialize;
 mod options;
 mod report;
@@ -76,6 +79,14 @@ fn run() -> Result<()> {
         if options.wants(Part::Snapshot) {
             results.extend(snapshot::bench(&setup, &home, &big, runs.snapshot)?);
         }
+    }
+    if options.wants(Part::Install) {
+        results.extend(install::bench(
+            &setup,
+            &scratch,
+            runs.install,
+            runs.rollback,
+        )?);
     }
     results.notes.push(format!(
         "load average (1, 5, 15 min) at the end: {}; other work on the machine makes the timings noisy",

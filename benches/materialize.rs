@@ -11,7 +11,7 @@ use std::process::Command;
 use crate::bigenv::{BigEnv, NAME};
 use crate::error::{Context, Error, Result};
 use crate::files::{Scratch, TreeStats, remove_dir, tree_stats};
-use crate::report::{Results, Row, Target, count, duration, ratio};
+use crate::report::{Results, Row, Target, count};
 use crate::runner::{Case, json, measure, run};
 use crate::setup::{REQUIREMENTS, Setup};
 
@@ -190,26 +190,19 @@ pub fn bench(
             .prepare(|k| runner.uv_venv(k))
             .cleanup(|k| runner.uv_remove(k)),
         ];
-        let samples = measure(&cases, 0, runs)?;
-        let [blast, uv] = &samples[..] else {
-            return Err(Error::new("internal: one sample per case expected"));
-        };
+        let [blast, uv] = measure(&cases, 0, runs)?;
         results.rows.push(Row::compare(
             format!("materialize, {}", mode.name),
-            blast,
-            uv,
+            &blast,
+            &uv,
         ));
         if mode.blast_env.is_none() {
-            let r = ratio(blast.median(), uv.median());
-            results.targets.push(Target {
-                goal: "materialize <= 0.5 x uv warm install",
-                measured: format!(
-                    "{} vs {} (ratio {r:.2})",
-                    duration(blast.median()),
-                    duration(uv.median())
-                ),
-                pass: r <= 0.5,
-            });
+            results.targets.push(Target::ratio_at_most(
+                "materialize <= 0.5 x uv warm install",
+                &blast,
+                &uv,
+                0.5,
+            ));
         }
     }
     Ok(results)

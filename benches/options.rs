@@ -8,11 +8,11 @@ use crate::error::{Error, Result};
 pub const USAGE: &str = "\
 blast-bench: compares blast with uv, `python -m venv` and virtualenv on the same work
 
-Usage: blast-bench [--quick] [--only create|materialize|snapshot] [--blast PATH]
+Usage: blast-bench [--quick] [--only create|materialize|snapshot|install] [--blast PATH]
 
 Options:
   --quick          fewer runs per measurement
-  --only PART      run one part: create, materialize or snapshot
+  --only PART      run one part: create, materialize, snapshot or install
   --blast PATH     the blast binary (default: `blast` next to this program)
   -h, --help       print this help
 
@@ -26,6 +26,7 @@ pub enum Part {
     Create,
     Materialize,
     Snapshot,
+    Install,
 }
 
 impl Part {
@@ -34,8 +35,9 @@ impl Part {
             "create" => Ok(Part::Create),
             "materialize" => Ok(Part::Materialize),
             "snapshot" => Ok(Part::Snapshot),
+            "install" => Ok(Part::Install),
             other => Err(Error::new(format!(
-                "--only takes create, materialize or snapshot, not `{other}`\n\n{USAGE}"
+                "--only takes create, materialize, snapshot or install, not `{other}`\n\n{USAGE}"
             ))),
         }
     }
@@ -46,6 +48,10 @@ pub struct Runs {
     pub create: usize,
     pub materialize: usize,
     pub snapshot: usize,
+    /// Installs of the whole wheel set, tens of seconds each with pip.
+    pub install: usize,
+    /// Rollbacks, which alternate between two snapshots: an even count times both directions alike.
+    pub rollback: usize,
 }
 
 pub struct Options {
@@ -65,12 +71,16 @@ impl Options {
                 create: 5,
                 materialize: 3,
                 snapshot: 5,
+                install: 1,
+                rollback: 6,
             }
         } else {
             Runs {
                 create: 15,
                 materialize: 5,
                 snapshot: 15,
+                install: 3,
+                rollback: 16,
             }
         }
     }

@@ -40,6 +40,31 @@ pub struct Target {
     pub pass: bool,
 }
 
+impl Target {
+    /// Met when blast's median is at most `max` times the other tool's.
+    pub fn ratio_at_most(goal: &'static str, blast: &Sample, other: &Sample, max: f64) -> Target {
+        let r = ratio(blast.median(), other.median());
+        Target {
+            goal,
+            measured: format!(
+                "{} vs {} (ratio {r:.2})",
+                duration(blast.median()),
+                duration(other.median())
+            ),
+            pass: r <= max,
+        }
+    }
+
+    /// Met when the median is below `limit`.
+    pub fn below(goal: &'static str, sample: &Sample, limit: Duration) -> Target {
+        Target {
+            goal,
+            measured: duration(sample.median()),
+            pass: sample.median() < limit,
+        }
+    }
+}
+
 /// What the parts of the benchmark found.
 #[derive(Default)]
 pub struct Results {

@@ -71,12 +71,14 @@ pub fn json(output: &Output) -> Result<serde_json::Value> {
 }
 
 type Step<'a> = Box<dyn Fn(usize) -> Result<()> + 'a>;
+type Inspect<'a> = Box<dyn Fn(usize, &Output) -> Result<()> + 'a>;
 
 /// One thing to time: the command of run `k`, with untimed work before and after it.
 pub struct Case<'a> {
     label: String,
     command: Box<dyn Fn(usize) -> Command + 'a>,
     prepare: Step<'a>,
+    inspect: Inspect<'a>,
     cleanup: Step<'a>,
 }
 
@@ -86,6 +88,7 @@ impl<'a> Case<'a> {
             label: label.into(),
             command: Box::new(command),
             prepare: Box::new(|_| Ok(())),
+            inspect: Box::new(|_, _| Ok(())),
             cleanup: Box::new(|_| Ok(())),
         }
     }
@@ -93,6 +96,12 @@ impl<'a> Case<'a> {
     /// Untimed work before each run (making the directory the command works in, say).
     pub fn prepare(mut self, step: impl Fn(usize) -> Result<()> + 'a) -> Case<'a> {
         self.prepare = Box::new(step);
+        self
+    }
+
+    /// Untimed look at what each run printed, warm-ups included (checking a report, keeping its figures).
+    pub fn inspect(mut self, step: impl Fn(usize, &Output) -> Result<()> + 'a) -> Case<'a> {
+        self.inspect = Box::new(step);
         self
     }
 
@@ -137,16 +146,18 @@ impl Sample {
     }
 }
 
-/// Runs every case `warmups + runs` times, round by round, and keeps the timings after the warm-ups.
-/// Run numbers go on across warm-ups, so each run can use fresh names.
-pub fn measure(cases: &[Case<'_>], warmups: usize, runs: usize) -> Result<Vec<Sample>> {
-    let mut samples: Vec<Sample> = cases
-        .iter()
-        .map(|case| Sample {
-            label: case.label.clone(),
-            times: Vec::with_capacity(runs),
-        })
-        .collect();
+/// Runs every case `warmups + runs` times, round by round, and keeps the timings after the warm-ups:
+/// one sample per case, in the cases' order. Run numbers go on across warm-ups, so each run can use
+/// fresh names.
+pub fn measure<const N: usize>(
+    cases: &[Case<'_>; N],
+    warmups: usize,
+    runs: usize,
+) -> Result<[Sample; N]> {
+    let mut samples = cases.each_ref().map(|case| Sample {
+        label: case.label.clone(),
+        times: Vec::with_capacity(runs),
+    });
     eprint!(
         "  {} case(s), {warmups} warm-up(s) + {runs} run(s) each: ",
         cases.len()
@@ -158,7 +169,9 @@ pub fn measure(cases: &[Case<'_>], warmups: usize, runs: usize) -> Result<Vec<Sa
             let (case, sample) = (&cases[at], &mut samples[at]);
             (case.prepare)(k).context(|| format!("preparing run {k} of `{}`", case.label))?;
             flush()?;
-            let (_, elapsed) = time(&mut (case.command)(k))?;
+            let (output, elapsed) = time(&mut (case.command)(k))?;
+            (case.inspect)(k, &output)
+                .context(|| format!("checking run {k} of `{}`", case.label))?;
             (case.cleanup)(k)
                 .context(|| format!("cleaning up after run {k} of `{}`", case.label))?;
             if k >= warmups {

@@ -1,8 +1,9 @@
 //! One-time setup, cached in `$BLAST_BENCH_CACHE` (default `~/.cache/blast-bench`) and redone only when
 //! missing: a tools venv with uv and virtualenv from PyPI, and a wheel directory with the packages of the
-//! materialize benchmark. Also finds the real Python interpreter (behind any pyenv shim) and the blast
-//! binary, and builds the commands of each tool with a controlled environment.
+//! materialize benchmark. Also finds the real Python interpreter (behind any pyenv shim), the blast
+//! binary and blast's fixture wheels, and builds the commands of each tool with a controlled environment.
 
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +40,8 @@ pub struct Setup {
     uv: PathBuf,
     virtualenv: PathBuf,
     uv_cache: PathBuf,
+    /// `PATH` with the tools venv first, where blast finds uv.
+    path_with_uv: OsString,
 }
 
 impl Setup {
@@ -51,8 +54,14 @@ impl Setup {
         ensure_tools(&python, &tools)?;
         let wheels = cache.join("wheels");
         ensure_wheels(&tools, &wheels)?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path_with_uv = std::env::join_paths(
+            std::iter::once(tools.join("bin")).chain(std::env::split_paths(&path)),
+        )
+        .context(|| format!("putting {} on PATH", tools.join("bin").display()))?;
         Ok(Setup {
             uv: tools.join("bin/uv"),
+            path_with_uv,
             virtualenv: tools.join("bin/virtualenv"),
             uv_cache: cache.join("uv-cache"),
             cache,
@@ -71,15 +80,29 @@ impl Setup {
         cmd
     }
 
+    /// `blast` on the store `home` for `blast install`: its installers get the environment that
+    /// [`Setup::pip`] and [`Setup::uv`] give them, and `--installer uv` is the bench's uv.
+    pub fn blast_installing(&self, home: &Path) -> Command {
+        let mut cmd = self.blast(home);
+        cmd.env("PATH", &self.path_with_uv);
+        self.uv_env(&mut cmd);
+        pip_env(&mut cmd);
+        cmd
+    }
+
     /// `uv` with its cache in the bench cache, no user configuration and no interpreter downloads.
     pub fn uv(&self) -> Command {
         let mut cmd = Command::new(&self.uv);
+        self.uv_env(&mut cmd);
+        cmd
+    }
+
+    fn uv_env(&self, cmd: &mut Command) {
         cmd.env("UV_CACHE_DIR", &self.uv_cache)
             .env("UV_NO_CONFIG", "1")
             .env("UV_PYTHON_DOWNLOADS", "never")
             .env_remove("UV_LINK_MODE")
             .env_remove("VIRTUAL_ENV");
-        cmd
     }
 
     pub fn virtualenv(&self) -> Command {
@@ -94,9 +117,8 @@ impl Setup {
     /// The real interpreter's pip, finding packages only where the command line says.
     pub fn pip(&self) -> Command {
         let mut cmd = self.python();
-        cmd.args(["-m", "pip"])
-            .env_remove("PIP_FIND_LINKS")
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+        cmd.args(["-m", "pip"]);
+        pip_env(&mut cmd);
         cmd
     }
 
@@ -116,6 +138,28 @@ impl Setup {
             lines.push(format!("{first} ({})", path.display()));
         }
         Ok(lines)
+    }
+}
+
+fn pip_env(cmd: &mut Command) {
+    cmd.env_remove("PIP_FIND_LINKS")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+}
+
+/// blast's fixture wheels (`fixtures/wheels` in the repository), found from the bench crate's directory:
+/// `CARGO_MANIFEST_DIR` when cargo runs the bench, else the one it was built in.
+pub fn fixture_wheels() -> Result<PathBuf> {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let wheels = crate_dir.join("../fixtures/wheels");
+    if wheels.is_dir() {
+        Ok(wheels)
+    } else {
+        Err(Error::new(format!(
+            "no fixture wheels at {}: run blast-bench from its repository (cargo run -p blast-benches)",
+            wheels.display()
+        )))
     }
 }
 
