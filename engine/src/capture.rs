@@ -255,6 +255,7 @@ pub fn scan(
         cache: &cache,
         placeholders,
         sink,
+        adopt: false,
     };
     let mut items = ctx.walk(root, "")?;
     let hashed = items.iter().filter(|i| i.hashed).count();
@@ -312,7 +313,8 @@ enum UpperEntry {
 /// Reads an overlay's upper directory, the changeset of a program that ran over `base`: files and
 /// symlinks replace what was at their path, whiteouts remove it, an opaque directory
 /// (`user.overlay.opaque=y`) drops everything the lower directory had below it. New files are stored
-/// through `sink`. `__pycache__` is a cache, not content, and is skipped as in [`scan`].
+/// through `sink`, moved rather than copied when stored as they are (the upper directory is the scan's
+/// to take). `__pycache__` is a cache, not content, and is skipped as in [`scan`].
 pub fn scan_changeset(
     upper: &Path,
     base: &Tree,
@@ -326,6 +328,7 @@ pub fn scan_changeset(
         cache: &empty,
         placeholders,
         sink: Some(sink),
+        adopt: true,
     };
     let files: Vec<(&PathBuf, &String, &fs::Metadata)> = entries
         .iter()
@@ -485,6 +488,9 @@ struct ScanCtx<'a> {
     cache: &'a StatCache,
     placeholders: &'a Placeholders,
     sink: Option<Sink<'a>>,
+    /// The files are the scan's to take (an overlay's upper directory in the store's staging): a file
+    /// stored as it is moves into the store instead of being copied.
+    adopt: bool,
 }
 
 impl ScanCtx<'_> {
@@ -597,6 +603,11 @@ impl ScanCtx<'_> {
         let relocatable = abstracted.is_some();
         let stored = abstracted.as_deref().unwrap_or(&bytes);
         let object = match self.sink {
+            Some(sink) if self.adopt && !relocatable && stat.nlink == 1 => {
+                let id = ObjectId::of(stored);
+                sink.staging.adopt_object(&id, executable, &abs)?;
+                id
+            }
             Some(sink) => sink.staging.put_object(stored, executable)?,
             None => ObjectId::of(stored),
         };

@@ -239,6 +239,23 @@ impl Staging<'_> {
     /// They are staged as object `id` only when they hash to `id` and that variant is neither in the store
     /// nor staged already; otherwise nothing is kept. Returns what the bytes hashed to and how many there
     /// were, so the caller can reject a mismatch.
+    /// Stages `file`, which holds exactly the bytes of object `id`, lies on the store's filesystem and
+    /// has no other link, by renaming it: no copy. An object the store or this batch has already is left
+    /// where it is.
+    pub fn adopt_object(&self, id: &ObjectId, executable: bool, file: &Path) -> Result<()> {
+        let target = self.store.object_path(id, executable);
+        if target.symlink_metadata().is_ok() || self.pending().contains_key(&target) {
+            return Ok(());
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(n.to_string());
+        fs::rename(file, &tmp).at("staging object from", file)?;
+        let mode = if executable { 0o555 } else { 0o444 };
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).at("setting mode of", &tmp)?;
+        self.pending().entry(target).or_insert(tmp);
+        Ok(())
+    }
+
     pub fn put_object_from(
         &self,
         id: &ObjectId,

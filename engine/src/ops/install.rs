@@ -208,6 +208,7 @@ pub fn install(
     if !options.no_sandbox {
         carry_over_bytecode(&area.dir().join(UPPER), env.root(), "");
     }
+    drop(area);
     report.snapshot = Some(id);
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
