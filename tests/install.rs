@@ -24,12 +24,7 @@ const SITE: &str = "lib/python3.11/site-packages";
 
 /// `blast install -e ENV --no-index -f fixtures/wheels ARGS…` with `--json`; returns the report.
 fn install(b: &Blast, env: &Path, args: &[&str]) -> Value {
-    b.json(
-        &install_args(env, args)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
+    b.json(&strs(&install_args(env, args)))
 }
 
 fn install_args(env: &Path, args: &[&str]) -> Vec<String> {
@@ -39,6 +34,10 @@ fn install_args(env: &Path, args: &[&str]) -> Vec<String> {
     all.push(wheels().to_str().unwrap().to_owned());
     all.extend(args.iter().map(|a| a.to_string()));
     all
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 fn package_changes(report: &Value) -> Vec<String> {
@@ -243,7 +242,7 @@ fn failed_install_leaves_the_environment_byte_identical_and_no_history() {
     let (layers, snapshots) = (b.store_files("layers"), b.store_files("snapshots"));
 
     let args = install_args(&env, &["blastdemo==1.0.0", "blastnothere"]);
-    let stderr = b.fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = b.fails(&strs(&args));
     assert!(stderr.contains("blastnothere"), "{stderr}");
     assert!(stderr.contains("is unchanged"), "{stderr}");
 
@@ -285,7 +284,7 @@ fn hostile_build_script_is_refused_everything() {
         ],
     );
     let out = b
-        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .command(&strs(&args))
         .env("HOME", &home)
         .env("BLAST_HOSTILE_OUTSIDE", &outside)
         .env("BLAST_HOSTILE_PORT", &port)
@@ -330,7 +329,7 @@ fn hostile_build_script_is_refused_everything() {
 
 /// A unique mark in the environment of one blast command, to find the processes it started.
 fn marked_command(b: &Blast, args: &[String], mark: &str, slow_seconds: u32) -> Child {
-    b.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    b.command(&strs(&args))
         .env("BLAST_TEST_MARK", mark)
         .env("BLAST_SLOW_SECONDS", slow_seconds.to_string())
         .stdout(Stdio::piped())
@@ -454,7 +453,7 @@ fn ctrl_c_in_the_middle_of_the_installer_cleans_up_at_once() {
     let args = install_args(&env, &["blastslow", "--", "--no-cache-dir"]);
     // As a terminal does: the whole foreground process group gets the SIGINT.
     let mut child = b
-        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .command(&strs(&args))
         .env("BLAST_TEST_MARK", &mark)
         .env("BLAST_SLOW_SECONDS", "120")
         .process_group(0)
@@ -496,12 +495,7 @@ fn installs_on_one_environment_queue_and_both_land() {
         3,
     );
     wait_for_build(&mark, &mut first);
-    let (_, waited) = b.ok_with_stderr(
-        &install_args(&env, &["blastdep"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let (_, waited) = b.ok_with_stderr(&strs(&install_args(&env, &["blastdep"])));
     assert!(
         waited.contains("waiting for another blast process to release the environment"),
         "{waited}"
@@ -530,12 +524,7 @@ fn installs_on_two_environments_run_in_parallel() {
         15,
     );
     wait_for_build(&mark, &mut slow);
-    let (_, stderr) = b.ok_with_stderr(
-        &install_args(&fast_env, &["blastdep"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let (_, stderr) = b.ok_with_stderr(&strs(&install_args(&fast_env, &["blastdep"])));
     assert!(!stderr.contains("waiting"), "{stderr}");
     assert!(
         slow.try_wait().unwrap().is_none(),
@@ -561,7 +550,7 @@ fn no_sandbox_install_is_one_transaction_too() {
 
     let before = read_tree(&env);
     let args = install_args(&env, &["--no-sandbox", "blastnothere"]);
-    b.fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    b.fails(&strs(&args));
     assert_same_tree(&before, &read_tree(&env));
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
 }
@@ -631,7 +620,7 @@ fn an_install_that_breaks_a_requirement_is_refused_unless_allowed() {
 
     // pip upgrades blastbase to 2.0.0 for blastconflict, which breaks blastpin's `blastbase<2`.
     let args = install_args(&env, &["blastconflict"]);
-    let stderr = b.fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = b.fails(&strs(&args));
     for needed in [
         "blastpin 1.0.0 requires blastbase<2, but blastbase 2.0.0 is installed",
         "blastconflict 1.0.0 depends on blastbase >=2",
@@ -710,7 +699,7 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
         ],
     );
     let out = b
-        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .command(&strs(&args))
         .env("UV_CACHE_DIR", &cache)
         .output()
         .unwrap();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use store_format::{Node, Placeholders, Snapshot, SnapshotId};
+use store_format::{Node, Placeholders, SnapshotId};
 
 use crate::capture::{self, PYCACHE, Sink, StatCache};
 use crate::conflicts::{ConflictReport, conflicts_introduced};
@@ -177,15 +177,7 @@ pub fn install(
         }
         report.conflicts = Some(conflicts);
     }
-    let layer = head_tree.layer_to(&new_tree);
-    let mut layers = head.layers.clone();
-    layers.push(staging.put_layer(&layer)?);
-    let snapshot = Snapshot {
-        python: head.python.clone(),
-        layers,
-        packages,
-    };
-    let id = staging.put_snapshot(&snapshot)?;
+    let id = super::stage_snapshot_on(&staging, &head, &head_tree.layer_to(&new_tree), packages)?;
     staging.commit()?;
     let operation = match request {
         Request::Install { .. } => "install",

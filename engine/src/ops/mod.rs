@@ -29,11 +29,29 @@ pub use registry::{PullOptions, PullReport, PushOptions, PushReport, pull, push}
 pub use snapshot::{SnapshotReport, snapshot};
 pub use verify::{VerifyReport, verify};
 
-use store_format::SnapshotId;
+use store_format::{Layer, Package, Snapshot, SnapshotId};
+
+use crate::objects::Staging;
 
 use crate::error::{Error, Result};
 use crate::index::HistoryEntry;
 use crate::store::Store;
+
+/// Stages the snapshot that is `head` with `layer` on top and holds `packages`; returns its id.
+pub(crate) fn stage_snapshot_on(
+    staging: &Staging<'_>,
+    head: &Snapshot,
+    layer: &Layer,
+    packages: Vec<Package>,
+) -> Result<SnapshotId> {
+    let mut layers = head.layers.clone();
+    layers.push(staging.put_layer(layer)?);
+    staging.put_snapshot(&Snapshot {
+        python: head.python.clone(),
+        layers,
+        packages,
+    })
+}
 
 /// Resolves what a user typed for a snapshot: `@~N` (N moves back in this env's history), a tag of
 /// the environment, or a unique prefix (4+ hex digits) of a snapshot id.

@@ -1,7 +1,7 @@
 //! `blast snapshot`: whatever changed in the directory (a pip run by hand, an editor) becomes a layer.
 
 use serde::Serialize;
-use store_format::{Node, Snapshot, SnapshotId};
+use store_format::{Node, SnapshotId};
 
 use crate::capture;
 use crate::crash;
@@ -110,14 +110,7 @@ pub(crate) fn capture_into_snapshot(
         },
     )?;
     report.packages = package_changes(&head.packages, &packages);
-    let mut layers = head.layers.clone();
-    layers.push(staging.put_layer(&layer)?);
-    let snapshot = Snapshot {
-        python: head.python.clone(),
-        layers,
-        packages,
-    };
-    let id = staging.put_snapshot(&snapshot)?;
+    let id = super::stage_snapshot_on(&staging, &head, &layer, packages)?;
     staging.commit()?;
     crash::point("capture-staged");
     let mut record = env.record.clone();
