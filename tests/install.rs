@@ -329,7 +329,7 @@ fn hostile_build_script_is_refused_everything() {
 
 /// A unique mark in the environment of one blast command, to find the processes it started.
 fn marked_command(b: &Blast, args: &[String], mark: &str, slow_seconds: u32) -> Child {
-    b.command(&strs(&args))
+    b.command(&strs(args))
         .env("BLAST_TEST_MARK", mark)
         .env("BLAST_SLOW_SECONDS", slow_seconds.to_string())
         .stdout(Stdio::piped())
