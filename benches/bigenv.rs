@@ -14,6 +14,8 @@ use crate::setup::{REQUIREMENTS, Setup};
 pub const NAME: &str = "big";
 
 pub struct BigEnv {
+    /// Its directory.
+    pub path: PathBuf,
     pub stats: TreeStats,
     install: Duration,
     first_capture: Duration,
@@ -58,6 +60,7 @@ impl BigEnv {
             report::count(hashed)
         );
         Ok(BigEnv {
+            path,
             stats,
             install,
             first_capture,

@@ -34,10 +34,10 @@ use crate::setup::{Setup, fixture_wheels};
 const MAX_RATIO: f64 = 1.15;
 const ROLLBACK_TARGET: Duration = Duration::from_millis(50);
 /// The fixture wheel installed on top of the big set, to be rolled back.
-const ONE_PACKAGE: &str = "blastdep";
+pub const ONE_PACKAGE: &str = "blastdep";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Installer {
+pub enum Installer {
     Pip,
     Uv,
 }
@@ -65,11 +65,11 @@ struct Report {
 }
 
 /// The installs of the wheel set, made in `dir`.
-struct Installs<'a> {
+pub struct Installs<'a> {
     setup: &'a Setup,
     dir: PathBuf,
     /// The distributions of the wheel directory.
-    names: Vec<String>,
+    pub names: Vec<String>,
     /// The reports of the timed blast runs: pip's, then uv's.
     reports: [RefCell<Vec<Report>>; 2],
     /// What uv said when it could not link from its cache, the first time it did.
@@ -77,7 +77,7 @@ struct Installs<'a> {
 }
 
 impl<'a> Installs<'a> {
-    fn new(setup: &'a Setup, dir: PathBuf) -> Result<Installs<'a>> {
+    pub fn new(setup: &'a Setup, dir: PathBuf) -> Result<Installs<'a>> {
         Ok(Installs {
             names: wheel_names(&setup.wheels)?,
             setup,
@@ -99,7 +99,8 @@ impl<'a> Installs<'a> {
             .args(&self.names)
     }
 
-    fn make_venv(&self, venv: &Path) -> Result<()> {
+    /// `python -m venv --without-pip VENV`.
+    pub fn make_venv(&self, venv: &Path) -> Result<()> {
         run(self
             .setup
             .python()
@@ -109,7 +110,7 @@ impl<'a> Installs<'a> {
     }
 
     /// The installer alone, into the plain venv `venv`.
-    fn bare(&self, installer: Installer, venv: &Path) -> Command {
+    pub fn bare(&self, installer: Installer, venv: &Path) -> Command {
         let mut cmd = match installer {
             Installer::Pip => {
                 let mut cmd = self.setup.pip();

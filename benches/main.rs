@@ -1,11 +1,13 @@
 //! `blast-bench`: times blast against uv, `python -m venv` and virtualenv on the same work and checks the
-//! performance targets of DESIGN.md ("Performance anchors"). Four parts, each selectable with `--only`:
+//! performance targets of DESIGN.md ("Performance anchors"). Five parts, each selectable with `--only`:
 //! - create: a new environment ([`create`]);
 //! - materialize: a 53-package environment made real in a fresh directory, with links and with copies,
 //!   against uv's warm-cache install ([`materialize`]);
 //! - snapshot: capturing an unchanged environment ([`snapshot`]);
 //! - install: `blast install` of the big wheel set against pip and uv run bare, and `blast rollback` of
-//!   a one-package install ([`install`]).
+//!   a one-package install ([`install`]);
+//! - images: `blast export` of the big environment against `tar | zstd` and `tar czf`, `blast restore`
+//!   against uv's cold-cache install, and a thin image's size ([`images`]).
 //!
 //! Prints progress on stderr and the final table on stdout. Setup is cached in `$BLAST_BENCH_CACHE`
 //! ([`setup`]); the stores and environments of a run live in a scratch directory removed at the end.
@@ -14,6 +16,7 @@ mod bigenv;
 mod create;
 mod error;
 mod files;
+mod images;
 mod install;
 mod materialize;
 mod options;
@@ -63,7 +66,10 @@ fn run() -> Result<()> {
     if options.wants(Part::Create) {
         results.extend(create::bench(&setup, &scratch, runs.create)?);
     }
-    if options.wants(Part::Materialize) || options.wants(Part::Snapshot) {
+    if [Part::Materialize, Part::Snapshot, Part::Images]
+        .into_iter()
+        .any(|part| options.wants(part))
+    {
         let home = scratch.dir("home")?;
         let big = BigEnv::build(&setup, &home)?;
         results.extend(big.results());
@@ -78,6 +84,9 @@ fn run() -> Result<()> {
         }
         if options.wants(Part::Snapshot) {
             results.extend(snapshot::bench(&setup, &home, &big, runs.snapshot)?);
+        }
+        if options.wants(Part::Images) {
+            results.extend(images::bench(&setup, &home, &big, &scratch, runs.images)?);
         }
     }
     if options.wants(Part::Install) {

@@ -16,7 +16,7 @@ use crate::runner::{Case, json, measure, run};
 use crate::setup::{REQUIREMENTS, Setup};
 
 /// The modules of [`REQUIREMENTS`], imported to check a materialized environment.
-const IMPORTS: &str = "import numpy, pandas, scipy, matplotlib, sklearn, requests, flask, django, \
+pub const IMPORTS: &str = "import numpy, pandas, scipy, matplotlib, sklearn, requests, flask, django, \
                        fastapi, pydantic, rich, boto3";
 
 /// How files land in the new directory.

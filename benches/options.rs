@@ -8,11 +8,11 @@ use crate::error::{Error, Result};
 pub const USAGE: &str = "\
 blast-bench: compares blast with uv, `python -m venv` and virtualenv on the same work
 
-Usage: blast-bench [--quick] [--only create|materialize|snapshot|install] [--blast PATH]
+Usage: blast-bench [--quick] [--only create|materialize|snapshot|install|images] [--blast PATH]
 
 Options:
   --quick          fewer runs per measurement
-  --only PART      run one part: create, materialize, snapshot or install
+  --only PART      run one part: create, materialize, snapshot, install or images
   --blast PATH     the blast binary (default: `blast` next to this program)
   -h, --help       print this help
 
@@ -27,6 +27,7 @@ pub enum Part {
     Materialize,
     Snapshot,
     Install,
+    Images,
 }
 
 impl Part {
@@ -36,8 +37,9 @@ impl Part {
             "materialize" => Ok(Part::Materialize),
             "snapshot" => Ok(Part::Snapshot),
             "install" => Ok(Part::Install),
+            "images" => Ok(Part::Images),
             other => Err(Error::new(format!(
-                "--only takes create, materialize, snapshot or install, not `{other}`\n\n{USAGE}"
+                "--only takes create, materialize, snapshot, install or images, not `{other}`\n\n{USAGE}"
             ))),
         }
     }
@@ -52,6 +54,8 @@ pub struct Runs {
     pub install: usize,
     /// Rollbacks, which alternate between two snapshots: an even count times both directions alike.
     pub rollback: usize,
+    /// Exports, archives and restores of the big environment, seconds each.
+    pub images: usize,
 }
 
 pub struct Options {
@@ -73,6 +77,7 @@ impl Options {
                 snapshot: 5,
                 install: 1,
                 rollback: 6,
+                images: 1,
             }
         } else {
             Runs {
@@ -81,6 +86,7 @@ impl Options {
                 snapshot: 15,
                 install: 3,
                 rollback: 16,
+                images: 3,
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The final report: a table of medians and ratios (blast time / other time), the design's targets with
+//! The final report: a table of medians and sizes with ratios (blast / other), the design's targets with
 //! PASS or MISS, and notes on what the environments held.
 
 use std::time::Duration;
@@ -8,27 +8,66 @@ use crate::runner::Sample;
 /// One line of the table: a blast measurement, with the other tool it is compared to, if any.
 pub struct Row {
     operation: String,
-    runs: usize,
-    blast: Duration,
-    other: Option<(String, Duration)>,
+    /// How many timed runs the figures are medians of; `None` for sizes.
+    runs: Option<usize>,
+    blast: Figure,
+    other: Option<(String, Figure)>,
+}
+
+/// What a row compares: a time (a median) or a file size.
+#[derive(Debug, Clone, Copy)]
+enum Figure {
+    Time(Duration),
+    Size(u64),
+}
+
+impl Figure {
+    fn text(self) -> String {
+        match self {
+            Figure::Time(d) => duration(d),
+            Figure::Size(bytes) => size(bytes),
+        }
+    }
+
+    fn value(self) -> f64 {
+        match self {
+            Figure::Time(d) => d.as_secs_f64(),
+            Figure::Size(bytes) => bytes as f64,
+        }
+    }
 }
 
 impl Row {
     pub fn compare(operation: impl Into<String>, blast: &Sample, other: &Sample) -> Row {
         Row {
             operation: operation.into(),
-            runs: blast.times.len(),
-            blast: blast.median(),
-            other: Some((other.label.clone(), other.median())),
+            runs: Some(blast.times.len()),
+            blast: Figure::Time(blast.median()),
+            other: Some((other.label.clone(), Figure::Time(other.median()))),
         }
     }
 
     pub fn alone(operation: impl Into<String>, blast: &Sample) -> Row {
         Row {
             operation: operation.into(),
-            runs: blast.times.len(),
-            blast: blast.median(),
+            runs: Some(blast.times.len()),
+            blast: Figure::Time(blast.median()),
             other: None,
+        }
+    }
+
+    /// A size blast made (a file, in bytes) against another's for the same content.
+    pub fn sizes(
+        operation: impl Into<String>,
+        blast: u64,
+        other: impl Into<String>,
+        other_bytes: u64,
+    ) -> Row {
+        Row {
+            operation: operation.into(),
+            runs: None,
+            blast: Figure::Size(blast),
+            other: Some((other.into(), Figure::Size(other_bytes))),
         }
     }
 }
@@ -63,6 +102,15 @@ impl Target {
             pass: sample.median() < limit,
         }
     }
+
+    /// Met when a file of `bytes` is at most `limit` (`limit_text` says what the limit is made of).
+    pub fn size_at_most(goal: &'static str, bytes: u64, limit: u64, limit_text: &str) -> Target {
+        Target {
+            goal,
+            measured: format!("{} vs {limit_text} = {}", size(bytes), size(limit)),
+            pass: bytes <= limit,
+        }
+    }
 }
 
 /// What the parts of the benchmark found.
@@ -91,6 +139,15 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// Decimal units: `123.4 MB`, `5.6 kB`, `789 B`.
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        1_000_000.. => format!("{:.1} MB", bytes as f64 / 1e6),
+        1_000.. => format!("{:.1} kB", bytes as f64 / 1e3),
+        _ => format!("{bytes} B"),
+    }
+}
+
 /// Decimal megabytes, as the design's anchors count them.
 pub fn megabytes(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
@@ -114,39 +171,38 @@ pub fn ratio(blast: Duration, other: Duration) -> f64 {
 }
 
 pub fn print(results: &Results) {
-    let header = [
-        "operation",
-        "runs",
-        "blast median",
-        "other tool",
-        "other median",
-        "ratio",
-    ];
+    let header = ["operation", "runs", "blast", "other tool", "other", "ratio"];
     let lines: Vec<[String; 6]> = results
         .rows
         .iter()
         .map(|row| {
-            let (tool, median, ratio) = match &row.other {
-                Some((tool, median)) => (
+            let (tool, other, ratio) = match &row.other {
+                Some((tool, other)) => (
                     tool.clone(),
-                    duration(*median),
-                    format!("{:.2}", ratio(row.blast, *median)),
+                    other.text(),
+                    format!(
+                        "{:.2}",
+                        row.blast.value() / other.value().max(f64::MIN_POSITIVE)
+                    ),
                 ),
                 None => ("-".into(), "-".into(), "-".into()),
             };
             [
                 row.operation.clone(),
-                row.runs.to_string(),
-                duration(row.blast),
+                row.runs.map_or_else(|| "-".into(), |n| n.to_string()),
+                row.blast.text(),
                 tool,
-                median,
+                other,
                 ratio,
             ]
         })
         .collect();
     println!();
     print_table(&header, &lines, &[false, true, true, false, true, true]);
-    println!("ratio = blast median / other median (below 1: blast is faster)");
+    println!(
+        "times are medians of the runs, sizes are files' sizes; ratio = blast / other (below 1: blast \
+         is faster or smaller)"
+    );
 
     if !results.targets.is_empty() {
         println!();
