@@ -160,6 +160,12 @@ impl Distribution {
         let mut requires = Vec::new();
         for written in headers.get_all_values("Requires-Dist") {
             let written = written.trim().to_owned();
+            if let Some(bad) = name_with_bad_end(&written) {
+                warnings.push(format!(
+                    "METADATA: `Requires-Dist: {written}` is not a PEP 508 requirement: the name `{bad}` must end with a letter or digit"
+                ));
+                continue;
+            }
             match Requirement::from_str(&written) {
                 Ok(requirement) => requires.push(Dependency {
                     written,
@@ -391,9 +397,47 @@ pub fn package_changes(old: &[Package], new: &[Package]) -> Vec<PackageChange> {
     out
 }
 
+/// The leading package name of a requirement when it ends with `.`, `-` or `_`. pep508_rs 0.9 panics on
+/// such a name followed by anything (its end-of-name check only covers the end of the input), and
+/// METADATA is untrusted, so these are refused before it sees them (found by the `dist_info_parse`
+/// fuzz target).
+fn name_with_bad_end(requirement: &str) -> Option<&str> {
+    let start = requirement.trim_start();
+    let len = start
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+        .unwrap_or(start.len());
+    let name = &start[..len];
+    name.ends_with(['.', '-', '_']).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression for a crash the `dist_info_parse` fuzz target found: a requirement whose name ends
+    /// with `_`, `-` or `.` and goes on made pep508_rs panic.
+    #[test]
+    fn a_requirement_name_ending_in_punctuation_is_a_warning_not_a_crash() {
+        for written in [
+            "blastbase_ >=1",
+            "blastbasmmary8sO_\u{8}",
+            "a- ; python_version > '3'",
+            "x. [extra]",
+        ] {
+            let metadata = format!(
+                "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: {written}\n"
+            );
+            let (dist, warnings) =
+                Distribution::parse("demo-1.0.dist-info", metadata.as_bytes(), None, None).unwrap();
+            assert!(dist.requires.is_empty(), "{written}");
+            assert!(
+                warnings[0].contains("must end with a letter or digit"),
+                "{warnings:?}"
+            );
+        }
+        assert_eq!(name_with_bad_end("ok-name >=1"), None);
+        assert_eq!(name_with_bad_end("trailing_"), Some("trailing_"));
+    }
 
     #[test]
     fn parses_headers_and_normalizes_names() {

@@ -157,6 +157,18 @@ fn config_bytes(id: &SnapshotId, snapshot: &Snapshot) -> Result<Vec<u8>> {
         .map_err(|e| Error::Invalid(format!("could not encode the snapshot manifest: {e}")))
 }
 
+/// What `blast pull` checks of a manifest (as the registry served it) and a config blob before it
+/// downloads any layer: the layer ids the manifest names and the snapshot the config describes. The
+/// fuzz target `registry_documents` gives it arbitrary bytes.
+pub fn check_documents(
+    manifest: &[u8],
+    config: &[u8],
+) -> Result<(Vec<LayerId>, SnapshotId), String> {
+    let (_, layers) = parse_manifest(manifest, None)?;
+    let (id, _) = parse_config(config)?;
+    Ok((layers, id))
+}
+
 /// The snapshot a config blob describes: its encoding is rebuilt from the fields, must decode (so it is
 /// canonical: sorted unique packages, …) and must hash to the id the config names.
 fn parse_config(bytes: &[u8]) -> Result<(SnapshotId, Snapshot), String> {
