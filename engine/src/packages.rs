@@ -160,9 +160,9 @@ impl Distribution {
         let mut requires = Vec::new();
         for written in headers.get_all_values("Requires-Dist") {
             let written = written.trim().to_owned();
-            if let Some(bad) = name_with_bad_end(&written) {
+            if let Some(why) = refused_before_parsing(&written) {
                 warnings.push(format!(
-                    "METADATA: `Requires-Dist: {written}` is not a PEP 508 requirement: the name `{bad}` must end with a letter or digit"
+                    "METADATA: `Requires-Dist: {written}` is not a PEP 508 requirement: {why}"
                 ));
                 continue;
             }
@@ -397,32 +397,38 @@ pub fn package_changes(old: &[Package], new: &[Package]) -> Vec<PackageChange> {
     out
 }
 
-/// The leading package name of a requirement when it ends with `.`, `-` or `_`. pep508_rs 0.9 panics on
-/// such a name followed by anything (its end-of-name check only covers the end of the input), and
-/// METADATA is untrusted, so these are refused before it sees them (found by the `dist_info_parse`
-/// fuzz target).
-fn name_with_bad_end(requirement: &str) -> Option<&str> {
+/// Why a `Requires-Dist` is refused before pep508_rs parses it, if it is. METADATA is untrusted and
+/// pep508_rs 0.9 panics on two kinds of input the `dist_info_parse` fuzz target found: a package name
+/// ending with `.`, `-` or `_` followed by anything (its end-of-name check only covers the end of the
+/// input), and non-ASCII text in a marker (it slices by bytes inside a character). Requirements are
+/// ASCII in practice (URLs are percent-encoded), so both are refused with a reason.
+fn refused_before_parsing(requirement: &str) -> Option<String> {
+    if !requirement.is_ascii() {
+        return Some("it holds characters outside ASCII".into());
+    }
     let start = requirement.trim_start();
     let len = start
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
         .unwrap_or(start.len());
     let name = &start[..len];
-    name.ends_with(['.', '-', '_']).then_some(name)
+    name.ends_with(['.', '-', '_'])
+        .then(|| format!("the name `{name}` must end with a letter or digit"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Regression for a crash the `dist_info_parse` fuzz target found: a requirement whose name ends
-    /// with `_`, `-` or `.` and goes on made pep508_rs panic.
+    /// Regression for the crashes the `dist_info_parse` fuzz target found in pep508_rs: a name ending
+    /// with `_`, `-` or `.` that goes on, and non-ASCII text in a marker.
     #[test]
-    fn a_requirement_name_ending_in_punctuation_is_a_warning_not_a_crash() {
+    fn requirements_pep508_rs_would_panic_on_are_warnings_not_crashes() {
         for written in [
             "blastbase_ >=1",
             "blastbasmmary8sO_\u{8}",
             "a- ; python_version > '3'",
             "x. [extra]",
+            "blastpin; extra == \"pin\"ÄÄÄ",
         ] {
             let metadata = format!(
                 "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: {written}\n"
@@ -431,12 +437,15 @@ mod tests {
                 Distribution::parse("demo-1.0.dist-info", metadata.as_bytes(), None, None).unwrap();
             assert!(dist.requires.is_empty(), "{written}");
             assert!(
-                warnings[0].contains("must end with a letter or digit"),
+                warnings[0].contains("is not a PEP 508 requirement"),
                 "{warnings:?}"
             );
         }
-        assert_eq!(name_with_bad_end("ok-name >=1"), None);
-        assert_eq!(name_with_bad_end("trailing_"), Some("trailing_"));
+        assert_eq!(
+            refused_before_parsing("ok-name >=1; python_version > '3'"),
+            None
+        );
+        assert!(refused_before_parsing("trailing_").is_some());
     }
 
     #[test]
