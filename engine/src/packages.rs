@@ -398,29 +398,35 @@ pub fn package_changes(old: &[Package], new: &[Package]) -> Vec<PackageChange> {
 }
 
 /// Why a `Requires-Dist` is refused before pep508_rs parses it, if it is. METADATA is untrusted and
-/// pep508_rs 0.9 panics on two kinds of input the `dist_info_parse` fuzz target found: a package name
-/// ending with `.`, `-` or `_` followed by anything (its end-of-name check only covers the end of the
-/// input), and non-ASCII text in a marker (it slices by bytes inside a character). Requirements are
+/// pep508_rs 0.9 panics on kinds of input the `dist_info_parse` fuzz target found: a package or extra
+/// name ending with `.`, `-` or `_` followed by anything (its end-of-name check only covers the end of
+/// the input), and non-ASCII text in a marker (it slices by bytes inside a character). Requirements are
 /// ASCII in practice (URLs are percent-encoded), so both are refused with a reason.
 fn refused_before_parsing(requirement: &str) -> Option<String> {
     if !requirement.is_ascii() {
         return Some("it holds characters outside ASCII".into());
     }
     let start = requirement.trim_start();
-    let len = start
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-        .unwrap_or(start.len());
-    let name = &start[..len];
-    name.ends_with(['.', '-', '_'])
-        .then(|| format!("the name `{name}` must end with a letter or digit"))
+    let in_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    let (name, rest) = start.split_at(start.find(|c| !in_name(c)).unwrap_or(start.len()));
+    // The same goes for the names of extras: `name[extra, …]`.
+    let extras = rest
+        .trim_start()
+        .strip_prefix('[')
+        .map(|e| e.split(']').next().unwrap_or_default())
+        .unwrap_or_default();
+    std::iter::once(name)
+        .chain(extras.split(|c: char| !in_name(c)))
+        .find(|n| n.ends_with(['.', '-', '_']))
+        .map(|n| format!("the name `{n}` must end with a letter or digit"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Regression for the crashes the `dist_info_parse` fuzz target found in pep508_rs: a name ending
-    /// with `_`, `-` or `.` that goes on, and non-ASCII text in a marker.
+    /// Regression for the crashes the `dist_info_parse` fuzz target found in pep508_rs: a package or
+    /// extra name ending with `_`, `-` or `.` that goes on, and non-ASCII text in a marker.
     #[test]
     fn requirements_pep508_rs_would_panic_on_are_warnings_not_crashes() {
         for written in [
@@ -429,6 +435,8 @@ mod tests {
             "a- ; python_version > '3'",
             "x. [extra]",
             "blastpin; extra == \"pin\"ÄÄÄ",
+            "blasMe80Ysf9P[BwQ_.\thA21",
+            "rich[jupyter_, x] >=1",
         ] {
             let metadata = format!(
                 "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: {written}\n"
@@ -445,6 +453,7 @@ mod tests {
             refused_before_parsing("ok-name >=1; python_version > '3'"),
             None
         );
+        assert_eq!(refused_before_parsing("rich[jupyter, x-y] >=13"), None);
         assert!(refused_before_parsing("trailing_").is_some());
     }
 
