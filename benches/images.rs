@@ -1,4 +1,4 @@
-//! The images part, issue 4's benchmark on the big environment:
+//! The images part, on the big environment:
 //! - export: `blast export -e big -o FILE.blast` against archiving the environment's directory with
 //!   `tar -cf - . | zstd -3`, zstd on every core (`-T0`) and on one (`-T1`, like for like: blast compresses
 //!   single-threaded so that any machine writes the same bytes), and with `tar czf`; the four interleaved,
@@ -14,7 +14,7 @@
 //! - thin image: `blastdep` from blast's fixture wheels installed with pip into a `blast sync` copy of the
 //!   big environment, captured with `blast snapshot` and exported with `--base @~1`: its size against the
 //!   full image's, the package's files (as its RECORD lists them, bytecode left out) and those files
-//!   through `tar | zstd -3`. Two targets: at most the changed files plus 64 KiB, and issue 4's own, at
+//!   through `tar | zstd -3`. Two targets: at most the changed files plus 64 KiB, and the stricter one, at
 //!   most 1% over the package's files compressed.
 
 use std::cell::Cell;
@@ -348,7 +348,7 @@ impl Images<'_> {
                     &format!("{} + 64 KiB", size(files_bytes)),
                 ),
                 Target::size_at_most(
-                    "thin image ≤ package's files compressed + 1% (issue 4)",
+                    "thin image ≤ package's files compressed + 1%",
                     thin_bytes,
                     compressed_bytes + compressed_bytes / 100,
                     &format!("{} + 1%", size(compressed_bytes)),

@@ -30,7 +30,7 @@ use crate::report::{Results, Row, Target, duration, ratio};
 use crate::runner::{Case, Sample, json, measure, run};
 use crate::setup::{Setup, fixture_wheels};
 
-/// Issue 3's target: blast's overhead (sandbox, layer commit, apply) at most 15% of the bare run.
+/// The target: blast's overhead (sandbox, layer commit, apply) at most 15% of the bare run.
 const MAX_RATIO: f64 = 1.15;
 const ROLLBACK_TARGET: Duration = Duration::from_millis(50);
 /// The fixture wheel installed on top of the big set, to be rolled back.
