@@ -285,14 +285,6 @@ pub fn scan(
     })
 }
 
-/// What a sandboxed program changed, read from its overlay's upper directory.
-pub struct Changeset {
-    /// The tree the changes make of the tree they were made over.
-    pub tree: Tree,
-    /// Files read and stored.
-    pub hashed: usize,
-}
-
 /// One entry of an upper directory, in walk order (a directory before what is in it).
 enum UpperEntry {
     /// A character device 0/0: the path was removed.
@@ -310,9 +302,10 @@ enum UpperEntry {
     Symlink(String, PathBuf),
 }
 
-/// Reads an overlay's upper directory, the changeset of a program that ran over `base`: files and
-/// symlinks replace what was at their path, whiteouts remove it, an opaque directory
-/// (`user.overlay.opaque=y`) drops everything the lower directory had below it. New files are stored
+/// Reads an overlay's upper directory, the changeset of a program that ran over `base`, into the tree
+/// the changes make of `base`: files and symlinks replace what was at their path, whiteouts remove it,
+/// an opaque directory (`user.overlay.opaque=y`) drops everything the lower directory had below it.
+/// New files are stored
 /// through `sink`, moved rather than copied when stored as they are (the upper directory is the scan's
 /// to take). `__pycache__` is a cache, not content, and is skipped as in [`scan`].
 pub fn scan_changeset(
@@ -320,7 +313,7 @@ pub fn scan_changeset(
     base: &Tree,
     placeholders: &Placeholders,
     sink: Sink<'_>,
-) -> Result<Changeset> {
+) -> Result<Tree> {
     let mut entries = Vec::new();
     walk_upper(upper, "", &mut entries)?;
     let empty = StatCache::default();
@@ -395,10 +388,7 @@ pub fn scan_changeset(
         };
         tree.entries.insert(path.clone(), node);
     }
-    Ok(Changeset {
-        tree,
-        hashed: files.len(),
-    })
+    Ok(tree)
 }
 
 fn walk_upper(dir: &Path, rel: &str, out: &mut Vec<UpperEntry>) -> Result<()> {

@@ -14,13 +14,32 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         Err(e) => return Err(e).at("inspecting", path),
     };
     let result = if meta.is_dir() {
-        fs::remove_dir_all(path)
+        fs::remove_dir_all(path).or_else(|e| {
+            // Overlayfs leaves its `work/work` directory with mode 000, which only root can empty:
+            // give the owner its directories back, then try again.
+            if e.kind() != ErrorKind::PermissionDenied {
+                return Err(e);
+            }
+            open_up_dirs(path);
+            fs::remove_dir_all(path)
+        })
     } else {
         fs::remove_file(path)
     };
     match result {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", path),
         _ => Ok(()),
+    }
+}
+
+/// Makes every directory below `dir` (and `dir`) readable, writable and searchable by its owner.
+fn open_up_dirs(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up_dirs(&entry.path());
+        }
     }
 }
 

@@ -200,9 +200,14 @@ impl ObjectStore {
             let Some(_guard) = lock::try_acquire(&lock_path, LockMode::Exclusive)? else {
                 continue;
             };
-            crate::fsutil::remove_tree(&path)?;
-            crate::fsutil::remove_file_if_exists(&lock_path)?;
-            reclaimed += 1;
+            // A leftover that cannot be removed must not make the store unusable: say so, go on.
+            match crate::fsutil::remove_tree(&path) {
+                Ok(()) => {
+                    crate::fsutil::remove_file_if_exists(&lock_path)?;
+                    reclaimed += 1;
+                }
+                Err(e) => eprintln!("blast: warning: a dead staging area stays behind: {e}"),
+            }
         }
         Ok(reclaimed)
     }
@@ -235,10 +240,6 @@ impl Staging<'_> {
         Ok(id)
     }
 
-    /// Reads `reader` to its end, hashing the bytes as they stream past (never holding them in memory).
-    /// They are staged as object `id` only when they hash to `id` and that variant is neither in the store
-    /// nor staged already; otherwise nothing is kept. Returns what the bytes hashed to and how many there
-    /// were, so the caller can reject a mismatch.
     /// Stages `file`, which holds exactly the bytes of object `id`, lies on the store's filesystem and
     /// has no other link, by renaming it: no copy. An object the store or this batch has already is left
     /// where it is.
@@ -256,6 +257,10 @@ impl Staging<'_> {
         Ok(())
     }
 
+    /// Reads `reader` to its end, hashing the bytes as they stream past (never holding them in memory).
+    /// They are staged as object `id` only when they hash to `id` and that variant is neither in the store
+    /// nor staged already; otherwise nothing is kept. Returns what the bytes hashed to and how many there
+    /// were, so the caller can reject a mismatch.
     pub fn put_object_from(
         &self,
         id: &ObjectId,

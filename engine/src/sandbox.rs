@@ -134,7 +134,11 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Outcome, Refusal>> {
         .map_err(|e| Error::Invalid(format!("creating a pipe for the sandbox: {e}")))?;
     let status_fd = write_end.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
-    command.arg(HELPER_ARG).arg(encoded);
+    // blast's pid, for the helper to check that it still has that parent once it asked to die with it.
+    command
+        .arg(HELPER_ARG)
+        .arg(std::process::id().to_string())
+        .arg(encoded);
     // SAFETY: dup2 is async-signal-safe, and it is all that runs between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -184,6 +188,14 @@ pub fn run_unconfined(
 ) -> Result<Outcome> {
     let mut command = Command::new(program);
     command.args(args);
+    // SAFETY: only restores a default signal disposition between fork and exec, which is
+    // async-signal-safe; blast ignores SIGINT while it waits and the installer must not inherit that.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     command
         .envs(set_env.iter().map(|(k, v)| (k, v)))
         .stdout(std::io::stderr());
@@ -212,13 +224,16 @@ fn restore_interrupts(previous: Option<SigHandler>) {
 
 /// The helper's entry point: never returns. `args` are the arguments after [`HELPER_ARG`].
 pub fn helper_main(args: &[std::ffi::OsString]) -> ! {
-    let spec: Spec = match args
+    let parent: Option<i32> = args
         .first()
         .and_then(|a| a.to_str())
-        .and_then(|a| serde_json::from_str(a).ok())
-    {
-        Some(spec) => spec,
-        None => fail("reading the sandbox spec", "malformed"),
+        .and_then(|a| a.parse().ok());
+    let spec: Option<Spec> = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|a| serde_json::from_str(a).ok());
+    let (Some(parent), Some(spec)) = (parent, spec) else {
+        fail("reading the sandbox spec", "malformed")
     };
     // An interrupt ends the helper, and with it the sandbox (blast ignores it while it waits).
     // SAFETY: restores the default disposition; no handler code is installed.
@@ -228,7 +243,7 @@ pub fn helper_main(args: &[std::ffi::OsString]) -> ! {
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
         fail("asking to die with blast", "prctl failed");
     }
-    if nix::unistd::getppid() == Pid::from_raw(1) {
+    if nix::unistd::getppid() != Pid::from_raw(parent) {
         // blast died before the line above took effect.
         std::process::exit(SETUP_FAILED);
     }
@@ -329,7 +344,8 @@ fn assemble_root(spec: &Spec) {
             );
         }
     }
-    for path in &spec.visible {
+    // Elsewhere the read-only root shows them already.
+    for path in spec.visible.iter().filter(|p| under_private_dirs(p)) {
         bind_into(root, path, true);
     }
     for path in &spec.writable {
@@ -364,6 +380,13 @@ fn assemble_root(spec: &Spec) {
     }
 }
 
+/// Whether `path` lies strictly below the directories the sandbox replaces with private ones.
+fn under_private_dirs(path: &Path) -> bool {
+    ["/tmp", "/dev/shm"]
+        .iter()
+        .any(|dir| path.starts_with(dir) && path != Path::new(dir))
+}
+
 /// `path` as seen from outside, placed under the new root.
 fn inside(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
@@ -372,9 +395,11 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
 /// Binds `path` at the same place in the new root; the mount point is made when the private `/tmp`
 /// hides it. Paths that do not exist are skipped: they could not be used anyway.
 fn bind_into(root: &Path, path: &Path, read_only: bool) {
-    let Ok(meta) = path.metadata() else {
+    // Where a symlinked path really is: mounts follow symlinks, absolute ones against the host's root.
+    let (Ok(path), Ok(meta)) = (fs::canonicalize(path), path.metadata()) else {
         return;
     };
+    let path = path.as_path();
     let target = inside(root, path);
     if meta.is_dir() {
         let _ = fs::create_dir_all(&target);
@@ -401,12 +426,17 @@ fn bind_into(root: &Path, path: &Path, read_only: bool) {
     );
 }
 
-/// Covers a secret: an empty read-only tmpfs over a directory, `/dev/null` over a file.
+/// Covers a secret: an empty read-only tmpfs over a directory, `/dev/null` over anything else (a file,
+/// a socket). A symlinked secret is covered where it really is; one the new root does not show (under
+/// the private `/tmp`) needs no cover.
 fn hide(root: &Path, path: &Path) {
-    let Ok(meta) = path.symlink_metadata() else {
+    let Ok(real) = fs::canonicalize(path) else {
         return;
     };
-    let target = inside(root, path);
+    let target = inside(root, &real);
+    let (Ok(meta), true) = (real.metadata(), target.symlink_metadata().is_ok()) else {
+        return;
+    };
     let none: Option<&str> = None;
     if meta.is_dir() {
         check(
@@ -415,11 +445,11 @@ fn hide(root: &Path, path: &Path) {
                 Some("tmpfs"),
                 &target,
                 Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some("mode=0700,size=1m"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+                Some("mode=0700,size=4k"),
             ),
         );
-    } else if meta.is_file() {
+    } else {
         check(
             "hiding a secret file",
             mount(Some("/dev/null"), &target, none, MsFlags::MS_BIND, none),
@@ -547,8 +577,12 @@ fn exec_program(spec: &Spec) -> ! {
         fail("starting the program", "an argument holds a NUL byte");
     };
     // The program's output goes to stderr: blast's stdout carries its own report (JSON with --json).
-    // SAFETY: dup2 on this process's standard descriptors.
-    unsafe { libc::dup2(2, 1) };
+    // Signals a Rust program ignores (SIGPIPE) are restored, or the program would inherit that.
+    // SAFETY: dup2 and signal on this process's own descriptors and dispositions.
+    unsafe {
+        libc::dup2(2, 1);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let Err(e) = execve(&program, &args, &env);
     fail(&format!("starting `{}`", spec.program.display()), e)
 }

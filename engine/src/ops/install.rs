@@ -43,8 +43,23 @@ const SECRETS: &[&str] = &[
     ".git-credentials",
 ];
 
+/// Sockets through which a program could act outside the sandbox (start a systemd unit, use an
+/// agent's keys, drive docker): the session's runtime directory and the system's buses and daemons.
+const SYSTEM_SOCKETS: &[&str] = &[
+    "/run/user",
+    "/run/dbus",
+    "/run/systemd",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/podman",
+    "/run/containerd",
+];
+
 /// Configuration under a hidden directory that installers do read.
 const INSTALLER_CONFIG: &[&str] = &[".config/pip", ".config/uv"];
+
+/// What is brought back under a hidden system directory: name resolution, for index access.
+const SYSTEM_REVEALED: &[&str] = &["/run/systemd/resolve"];
 
 #[derive(Debug, Clone, Default)]
 pub struct InstallOptions {
@@ -260,7 +275,11 @@ impl Run<'_> {
             .filter(|h| !h.is_empty())
             .map(PathBuf::from);
         let mut writable = self.installer.caches();
-        writable.extend(projects);
+        // A build may write into a local project, but never into what holds the home or the store.
+        let store_home = self.store.home();
+        writable.extend(projects.into_iter().filter(|p| {
+            !store_home.starts_with(p) && !home.as_ref().is_some_and(|h| h.starts_with(p))
+        }));
         let spec = Spec {
             program: self.installer.program(&env_python),
             args: self.installer.args(self.request, &env_python),
@@ -278,10 +297,13 @@ impl Run<'_> {
             hidden: home
                 .iter()
                 .flat_map(|h| SECRETS.iter().map(move |s| h.join(s)))
+                .chain(SYSTEM_SOCKETS.iter().map(PathBuf::from))
+                .chain(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
                 .collect(),
             revealed: home
                 .iter()
                 .flat_map(|h| INSTALLER_CONFIG.iter().map(move |s| h.join(s)))
+                .chain(SYSTEM_REVEALED.iter().map(PathBuf::from))
                 .collect(),
             network: !offline,
         };
@@ -295,13 +317,12 @@ impl Run<'_> {
                 });
             }
         }
-        let changeset = capture::scan_changeset(
+        capture::scan_changeset(
             &upper,
             self.head_tree,
             &self.env.placeholders(),
             self.sink(),
-        )?;
-        Ok(changeset.tree)
+        )
     }
 
     /// `--no-sandbox`: the installer works on a staging copy of the environment, read back after.
@@ -427,8 +448,10 @@ fn named_paths(request: &Request, cwd: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 /// Moves the bytecode the installer compiled from the upper directory into the environment. It is a
-/// cache, not content, and hash-checked (see [`SOURCE_DATE_EPOCH`]), so it stays valid wherever the
-/// module is; this saves the first import compiling it all again. Best effort.
+/// cache, not content; only regular files holding hash-checked bytecode (see [`SOURCE_DATE_EPOCH`])
+/// come over, which Python checks against their source at every import, so whatever the installer left
+/// there can neither run instead of a module nor stand for anything else. Best effort: moved by rename
+/// only, never copied.
 fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
     let Ok(entries) = std::fs::read_dir(upper.join(rel)) else {
         return;
@@ -457,10 +480,25 @@ fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
             .flatten()
             .flatten()
         {
-            let to = dest.join(file.file_name());
-            if std::fs::rename(file.path(), &to).is_err() {
-                let _ = std::fs::copy(file.path(), &to);
+            if is_checked_bytecode(&file.path()) {
+                let _ = std::fs::rename(file.path(), dest.join(file.file_name()));
             }
         }
     }
+}
+
+/// A regular `.pyc` file with one link whose header says "hash-checked" (flags 3, PEP 552).
+fn is_checked_bytecode(path: &Path) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let is_plain = path
+        .symlink_metadata()
+        .is_ok_and(|m| m.is_file() && m.nlink() == 1);
+    let mut header = [0u8; 8];
+    is_plain
+        && path.extension().is_some_and(|e| e == "pyc")
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut header))
+            .is_ok()
+        && header[4..8] == [3, 0, 0, 0]
 }
