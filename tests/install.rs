@@ -394,6 +394,19 @@ fn assert_all_gone(mark: &str) {
     }
 }
 
+/// Starts `blast install blastslow` (a build that waits `seconds`) on `env` under `mark`, and returns
+/// once the build runs.
+fn start_slow_install(b: &Blast, env: &Path, mark: &str, seconds: u32) -> Child {
+    let mut child = marked_command(
+        b,
+        &install_args(env, &["blastslow", "--", "--no-cache-dir"]),
+        mark,
+        seconds,
+    );
+    wait_for_build(mark, &mut child);
+    child
+}
+
 fn finish(child: Child) -> (bool, String) {
     let out = child.wait_with_output().unwrap();
     (
@@ -412,13 +425,7 @@ fn sigkill_in_the_middle_of_the_installer_changes_nothing_and_leaves_nothing() {
     let history = b.log(e).len();
     let mark = format!("kill-{}", std::process::id());
 
-    let mut child = marked_command(
-        &b,
-        &install_args(&env, &["blastslow", "--", "--no-cache-dir"]),
-        &mark,
-        120,
-    );
-    wait_for_build(&mark, &mut child);
+    let mut child = start_slow_install(&b, &env, &mark, 120);
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -488,13 +495,7 @@ fn installs_on_one_environment_queue_and_both_land() {
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
     let mark = format!("queue-{}", std::process::id());
-    let mut first = marked_command(
-        &b,
-        &install_args(&env, &["blastslow", "--", "--no-cache-dir"]),
-        &mark,
-        3,
-    );
-    wait_for_build(&mark, &mut first);
+    let first = start_slow_install(&b, &env, &mark, 3);
     let (_, waited) = b.ok_with_stderr(&strs(&install_args(&env, &["blastdep"])));
     assert!(
         waited.contains("waiting for another blast process to release the environment"),
@@ -517,13 +518,7 @@ fn installs_on_two_environments_run_in_parallel() {
     let slow_env = b.create_path_env("slow");
     let fast_env = b.create_path_env("fast");
     let mark = format!("parallel-{}", std::process::id());
-    let mut slow = marked_command(
-        &b,
-        &install_args(&slow_env, &["blastslow", "--", "--no-cache-dir"]),
-        &mark,
-        15,
-    );
-    wait_for_build(&mark, &mut slow);
+    let mut slow = start_slow_install(&b, &slow_env, &mark, 15);
     let (_, stderr) = b.ok_with_stderr(&strs(&install_args(&fast_env, &["blastdep"])));
     assert!(!stderr.contains("waiting"), "{stderr}");
     assert!(
