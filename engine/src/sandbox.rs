@@ -346,7 +346,7 @@ fn assemble_root(spec: &Spec) {
     }
     // Elsewhere the read-only root shows them already.
     for path in spec.visible.iter().filter(|p| under_private_dirs(p)) {
-        bind_into(root, path, true);
+        bind_as_named(root, path);
     }
     for path in &spec.writable {
         let _ = fs::create_dir_all(path);
@@ -423,6 +423,51 @@ fn bind_into(root: &Path, path: &Path, read_only: bool) {
     check(
         "setting a bound path's access",
         set_read_only(&target, read_only),
+    );
+}
+
+/// Binds `path` read-only at the place its name leads to inside the new root. The installer gets the
+/// name as the user wrote it (`/tmp/x/cli/../wheels`, `/tmp/link/wheels`), so every directory on the
+/// way is made in the private `/tmp` as a plain directory, and the bind goes where the name ends.
+fn bind_as_named(root: &Path, path: &Path) {
+    let Ok(meta) = path.metadata() else {
+        return;
+    };
+    let lexical: PathBuf = path.components().fold(PathBuf::new(), |mut acc, c| {
+        match c {
+            std::path::Component::ParentDir => {
+                acc.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => acc.push(other),
+        }
+        acc
+    });
+    let target = inside(root, &lexical);
+    if meta.is_dir() {
+        // Through the name as written, so that directories before a `..` exist too.
+        let _ = fs::create_dir_all(inside(root, path));
+        let _ = fs::create_dir_all(&target);
+    } else {
+        if let Some(parent) = path.parent() {
+            let _ = fs::create_dir_all(inside(root, parent));
+        }
+        let _ = fs::File::create(&target);
+    }
+    let none: Option<&str> = None;
+    check(
+        "binding a path into the sandbox",
+        mount(
+            Some(path),
+            &target,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        ),
+    );
+    check(
+        "setting a bound path's access",
+        set_read_only(&target, true),
     );
 }
 

@@ -424,18 +424,19 @@ fn named_paths(request: &Request, cwd: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
         Request::Uninstall { .. } => (&[], Vec::new()),
         Request::Pip { args } => (&[], args.iter().map(String::as_str).collect()),
     };
+    // As written (made absolute): the installer resolves the name itself, in the sandbox.
     let existing = |word: &str| {
         let value = word.split_once('=').map_or(word, |(_, v)| v);
         let path = cwd.join(value);
-        path.exists()
-            .then(|| std::fs::canonicalize(&path).unwrap_or(path))
+        path.exists().then_some(path)
     };
     let mut visible: Vec<PathBuf> = words.iter().filter_map(|w| existing(w)).collect();
     let mut projects = Vec::new();
     for spec in specs {
         if let Some(path) = existing(spec) {
             if path.is_dir() {
-                projects.push(path);
+                // Where it really is: the checks against the home and the store compare real paths.
+                projects.push(std::fs::canonicalize(&path).unwrap_or(path));
             } else {
                 visible.push(path);
             }
