@@ -409,21 +409,7 @@ fn bind_into(root: &Path, path: &Path, read_only: bool) {
         }
         let _ = fs::File::create(&target);
     }
-    let none: Option<&str> = None;
-    check(
-        "binding a path into the sandbox",
-        mount(
-            Some(path),
-            &target,
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            none,
-        ),
-    );
-    check(
-        "setting a bound path's access",
-        set_read_only(&target, read_only),
-    );
+    bind(path, &target, read_only);
 }
 
 /// Binds `path` read-only at the place its name leads to inside the new root. The installer gets the
@@ -454,12 +440,17 @@ fn bind_as_named(root: &Path, path: &Path) {
         }
         let _ = fs::File::create(&target);
     }
+    bind(path, &target, true);
+}
+
+/// Binds `source` (and the mounts below it) at `target`, read-only or read-write.
+fn bind(source: &Path, target: &Path, read_only: bool) {
     let none: Option<&str> = None;
     check(
         "binding a path into the sandbox",
         mount(
-            Some(path),
-            &target,
+            Some(source),
+            target,
             none,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             none,
@@ -467,7 +458,7 @@ fn bind_as_named(root: &Path, path: &Path) {
     );
     check(
         "setting a bound path's access",
-        set_read_only(&target, true),
+        set_read_only(target, read_only),
     );
 }
 
