@@ -10,9 +10,9 @@ use engine::gc::{self, CleanOptions};
 use engine::installer::{InstallerKind, Request};
 use engine::ops::{
     self, CreateOptions, ExportFormat, ExportOptions, InstallOptions, PullOptions, PushOptions,
-    RestoreTarget,
+    RestoreTarget, RunOptions,
 };
-use engine::sandbox;
+use engine::sandbox::{self, Limits};
 use engine::{Result, Store};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
@@ -331,6 +331,37 @@ enum Command {
         #[arg(last = true, required = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Run a command from the environment in the sandbox: the environment and the filesystem
+    /// read-only but for a private /tmp and --allow-write paths, secrets hidden, limits enforced.
+    ///
+    /// The command is looked up in the environment's bin first, then on PATH. blast exits with the
+    /// command's exit code (128 + the signal that ended it).
+    Run {
+        #[command(flatten)]
+        env: EnvArg,
+        /// Loopback only: no connection leaves the sandbox.
+        #[arg(long)]
+        no_network: bool,
+        /// Resident memory of all its processes together: bytes, or K, M, G (binary units).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        memory: Option<u64>,
+        /// Processes alive at once.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        pids: Option<u64>,
+        /// CPU seconds of each process.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        cpu_time: Option<u64>,
+        /// Make the environment writable through an overlay; what the command changes becomes a
+        /// snapshot.
+        #[arg(long)]
+        capture: bool,
+        /// A path the command may write to (repeatable).
+        #[arg(long, value_name = "PATH")]
+        allow_write: Vec<PathBuf>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Show what the install sandbox can do on this machine, and what to change where it cannot.
     Doctor,
     /// Remove what no environment, kept history entry or tag needs.
@@ -345,6 +376,26 @@ enum Command {
         #[arg(long, value_name = "D")]
         keep_days: Option<u64>,
     },
+}
+
+/// A size as users write it for memory limits: `512M` and `2G` are binary units, as docker and
+/// cgroups read them; `500MB` is decimal, `1GiB` binary, a plain number bytes.
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let binary = text
+        .strip_suffix(['k', 'K', 'm', 'M', 'g', 'G', 't', 'T'])
+        .is_some_and(|number| number.ends_with(|c: char| c.is_ascii_digit()));
+    let spelled = if binary {
+        format!("{text}iB")
+    } else {
+        text.to_owned()
+    };
+    match spelled.parse::<bytesize::ByteSize>() {
+        Ok(size) if size.as_u64() > 0 => Ok(size.as_u64()),
+        _ => Err(format!(
+            "`{text}` is not a size: write bytes or a number with K, M or G (512M, 2G)"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -550,6 +601,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Request::Pip { args },
             &how.options(),
         )?),
+        Command::Run {
+            env,
+            no_network,
+            memory,
+            pids,
+            cpu_time,
+            capture,
+            allow_write,
+            command,
+        } => {
+            let options = RunOptions {
+                command,
+                network: !no_network,
+                limits: Limits {
+                    memory,
+                    pids,
+                    cpu_seconds: cpu_time,
+                },
+                capture,
+                allow_write,
+            };
+            let store = if capture {
+                open_for_writing()?
+            } else {
+                open()?
+            };
+            out.run_limits(&options.limits);
+            let report = ops::run(&store, env.env.as_deref(), &options)?;
+            out.ran(&report);
+            return Ok(ExitCode::from(
+                u8::try_from(report.status()).unwrap_or(u8::MAX),
+            ));
+        }
         Command::Doctor => {
             let report = ops::doctor(&open()?)?;
             out.doctor(&report);

@@ -8,9 +8,10 @@ use engine::index::EnvRecord;
 use engine::ops::{
     CheckReport, CreateReport, DiffReport, DoctorReport, EnvSummary, ExportReport, FileChange,
     ImportReport, InstallReport, LogEntry, MoveReport, PackagesReport, PullReport, PushReport,
-    RestoreReport, SnapshotReport, StatusReport, VerifyReport,
+    RestoreReport, RunReport, SnapshotReport, StatusReport, VerifyReport,
 };
 use engine::packages::PackageChange;
+use engine::sandbox::Limits;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -237,6 +238,29 @@ impl Output {
                 println!("      fix: {fix}");
             }
         }
+    }
+
+    /// Before `blast run` starts its command: the limits set and how each is enforced.
+    pub fn run_limits(&self, limits: &Limits) {
+        for line in limits.enforcement() {
+            eprintln!("blast run: limit {line}");
+        }
+    }
+
+    /// After `blast run`: on stderr, as the command's own output holds stdout (JSON with --json).
+    pub fn ran(&self, r: &RunReport) {
+        if let Some(why) = &r.stopped_by {
+            eprintln!("blast run: stopped `{}`: {why}", r.program.display());
+        }
+        if let Some(id) = &r.snapshot {
+            eprintln!(
+                "blast run: captured snapshot {} of `{}`: {}",
+                short(id),
+                r.env,
+                package_line(&r.packages)
+            );
+        }
+        self.json(r);
     }
 
     pub fn installed(&self, r: &InstallReport) {

@@ -66,6 +66,18 @@ pub fn resolve_path(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The first executable file named `name` in `dirs`.
+pub(crate) fn find_executable(
+    name: &str,
+    dirs: impl IntoIterator<Item = PathBuf>,
+) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    dirs.into_iter().map(|dir| dir.join(name)).find(|p| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
 pub fn remove_file_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", path),

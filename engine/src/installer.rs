@@ -214,11 +214,5 @@ impl Installer {
 
 /// The first executable named `name` on `PATH`.
 fn find_on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    crate::fsutil::find_executable(name, std::env::split_paths(&std::env::var_os("PATH")?))
 }

@@ -50,6 +50,37 @@ const STATUS_FD: i32 = 3;
 /// matters is that the program runs without the namespace's capabilities.
 const UNPRIVILEGED_ID: u32 = 1000;
 
+/// How often init samples the processes of the sandbox when a limit needs watching.
+const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Home-directory entries a sandboxed program has no business reading.
+const SECRETS: &[&str] = &[
+    ".ssh",
+    ".aws",
+    ".config",
+    ".netrc",
+    ".gnupg",
+    ".docker",
+    ".kube",
+    ".pypirc",
+    ".git-credentials",
+];
+
+/// Sockets through which a program could act outside the sandbox (start a systemd unit, use an
+/// agent's keys, drive docker): the session's runtime directory and the system's buses and daemons.
+const SYSTEM_SOCKETS: &[&str] = &[
+    "/run/user",
+    "/run/dbus",
+    "/run/systemd",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/podman",
+    "/run/containerd",
+];
+
+/// What is brought back under a hidden system directory: name resolution, for network access.
+const SYSTEM_REVEALED: &[&str] = &["/run/systemd/resolve"];
+
 /// What to run and what it may see.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
@@ -74,6 +105,147 @@ pub struct Spec {
     pub revealed: Vec<PathBuf>,
     /// Without it the program gets a network namespace with loopback only.
     pub network: bool,
+    pub limits: Limits,
+    /// The program's standard output goes to blast's standard error (whose standard output carries
+    /// its own report).
+    pub stdout_to_stderr: bool,
+}
+
+impl Spec {
+    /// Hides the user's secrets and the system's sockets (see [`SECRETS`], [`SYSTEM_SOCKETS`]),
+    /// bringing back name resolution and, below the hidden home directories, `keep` (such as an
+    /// installer's own configuration).
+    pub fn hide_secrets(&mut self, keep: &[&str]) {
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        self.hidden.extend(
+            home.iter()
+                .flat_map(|h| SECRETS.iter().map(move |s| h.join(s)))
+                .chain(SYSTEM_SOCKETS.iter().map(PathBuf::from))
+                .chain(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)),
+        );
+        self.revealed.extend(
+            home.iter()
+                .flat_map(|h| keep.iter().map(move |s| h.join(s)))
+                .chain(SYSTEM_REVEALED.iter().map(PathBuf::from)),
+        );
+    }
+}
+
+/// Resource limits on everything the program starts. A cgroup v2 memory and pids controller is not
+/// delegated on every machine, so the limits are enforced where they work everywhere: memory and the
+/// process count by init, which samples the sandbox's processes every [`SAMPLE_INTERVAL`] and ends
+/// them all past a limit (an address-space rlimit would count reservations, not use, and break
+/// programs far below the limit; `RLIMIT_NPROC` does not hold for a caller that is root outside), CPU
+/// time per process by `RLIMIT_CPU`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Resident memory of all the sandbox's processes together, in bytes.
+    pub memory: Option<u64>,
+    /// Processes alive at once.
+    pub pids: Option<u64>,
+    /// CPU seconds of each process.
+    pub cpu_seconds: Option<u64>,
+}
+
+impl Limits {
+    /// Whether init has to sample the sandbox's processes.
+    fn watched(&self) -> bool {
+        self.memory.is_some() || self.pids.is_some()
+    }
+
+    /// One line per limit set: what it is and how it is enforced.
+    pub fn enforcement(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let interval = SAMPLE_INTERVAL.as_millis();
+        if let Some(bytes) = self.memory {
+            lines.push(format!(
+                "memory {}: resident memory of all its processes, sampled every {interval} ms",
+                human_bytes(bytes)
+            ));
+        }
+        if let Some(pids) = self.pids {
+            lines.push(format!(
+                "pids {pids}: processes alive at once, sampled every {interval} ms"
+            ));
+        }
+        if let Some(secs) = self.cpu_seconds {
+            lines.push(format!("cpu-time {secs} s: of each process (RLIMIT_CPU)"));
+        }
+        lines
+    }
+}
+
+/// A limit the program went past, and what was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// Resident bytes seen, over the limit.
+    Memory {
+        used: u64,
+        limit: u64,
+    },
+    /// Processes seen, over the limit.
+    Pids {
+        seen: u64,
+        limit: u64,
+    },
+    CpuTime {
+        limit: u64,
+    },
+}
+
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            LimitHit::Memory { used, limit } => write!(
+                f,
+                "its processes used {} of memory, over the limit of {} (--memory)",
+                human_bytes(used),
+                human_bytes(limit)
+            ),
+            LimitHit::Pids { seen, limit } => write!(
+                f,
+                "it ran {seen} processes at once, over the limit of {limit} (--pids)"
+            ),
+            LimitHit::CpuTime { limit } => write!(
+                f,
+                "a process used {limit} s of CPU time, the limit (--cpu-time)"
+            ),
+        }
+    }
+}
+
+impl LimitHit {
+    /// The line init reports it with: `limit KIND SEEN LIMIT`.
+    fn encode(&self) -> String {
+        match *self {
+            LimitHit::Memory { used, limit } => format!("limit memory {used} {limit}"),
+            LimitHit::Pids { seen, limit } => format!("limit pids {seen} {limit}"),
+            LimitHit::CpuTime { limit } => format!("limit cpu-time {limit} {limit}"),
+        }
+    }
+
+    fn decode(line: &str) -> Option<LimitHit> {
+        let mut words = line.strip_prefix("limit ")?.split(' ');
+        let (kind, seen, limit) = (words.next()?, words.next()?, words.next()?);
+        let (seen, limit): (u64, u64) = (seen.parse().ok()?, limit.parse().ok()?);
+        match kind {
+            "memory" => Some(LimitHit::Memory { used: seen, limit }),
+            "pids" => Some(LimitHit::Pids { seen, limit }),
+            "cpu-time" => Some(LimitHit::CpuTime { limit }),
+            _ => None,
+        }
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) || bytes >= 16 * MIB {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// An overlay at `target` (the lower layer) whose changes land in `upper`.
@@ -90,6 +262,8 @@ pub enum Outcome {
     Exited(i32),
     /// Killed by this signal (Ctrl-C is SIGINT).
     Signaled(i32),
+    /// Ended by the sandbox for going past a limit.
+    Stopped(LimitHit),
 }
 
 /// A sandbox that could not be set up: the step, what the kernel said and what to change.
@@ -161,6 +335,9 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Outcome, Refusal>> {
     })?;
     let mut report = String::new();
     let _ = fs::File::from(read_end).read_to_string(&mut report);
+    if let Some(hit) = LimitHit::decode(report.trim_end()) {
+        return Ok(Ok(Outcome::Stopped(hit)));
+    }
     if status.code() == Some(SETUP_FAILED) && !report.is_empty() {
         let (step, detail) = report
             .trim_end()
@@ -359,8 +536,12 @@ fn assemble_root(spec: &Spec) {
         bind_into(root, path, true);
     }
     if let Some(overlay) = &spec.overlay {
-        let target = inside(root, &overlay.target);
-        let _ = fs::create_dir_all(&target);
+        let Some(target) = mount_point(root, &overlay.target, Make::Dir) else {
+            fail(
+                "mounting the overlay",
+                "its target is not a plain directory",
+            );
+        };
         let options = format!(
             "lowerdir={},upperdir={},workdir={},userxattr,index=off,xino=off",
             escape_option(&overlay.target),
@@ -371,7 +552,7 @@ fn assemble_root(spec: &Spec) {
             "mounting the overlay",
             mount(
                 Some("overlay"),
-                &target,
+                &target.magic_path(),
                 Some("overlay"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 Some(options.as_str()),
@@ -387,9 +568,99 @@ fn under_private_dirs(path: &Path) -> bool {
         .any(|dir| path.starts_with(dir) && path != Path::new(dir))
 }
 
-/// `path` as seen from outside, placed under the new root.
-fn inside(root: &Path, path: &Path) -> PathBuf {
-    root.join(path.strip_prefix("/").unwrap_or(path))
+/// What [`mount_point`] makes where nothing is yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Make {
+    Dir,
+    File,
+    /// Nothing: only an existing place will do.
+    Nothing,
+}
+
+/// A place under the new root to mount on, found by its path as seen inside.
+struct MountPoint {
+    fd: OwnedFd,
+    /// The path without `..` or symlinks, under the new root.
+    path: PathBuf,
+}
+
+impl MountPoint {
+    /// The descriptor's path in `/proc`: mounting there cannot be redirected by a symlink.
+    fn magic_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+}
+
+/// Walks `path` (absolute, as the program will name it, `..` included) under `root`, one component
+/// at a time, making what is missing and following no symlink on the way. The helper's own view is
+/// still the host's writable filesystem, and an absolute symlink met under the new root (in a bound
+/// environment, a venv's `bin/python`) points into it: creating through one would write, or truncate,
+/// a host file. `None` when a component is a symlink, is not what it must be, or cannot be made.
+fn mount_point(root: &Path, path: &Path, make: Make) -> Option<MountPoint> {
+    use std::path::Component;
+    let open = |dir: libc::c_int, name: &std::ffi::CStr, flags: libc::c_int| {
+        // SAFETY: openat on a valid descriptor (or AT_FDCWD) and a NUL-terminated name.
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+        // SAFETY: a descriptor just returned by openat, owned by nobody else.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let c_root = CString::new(root.as_os_str().as_bytes()).ok()?;
+    let mut stack = vec![(
+        open(
+            libc::AT_FDCWD,
+            &c_root,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        )?,
+        root.to_owned(),
+    )];
+    let components: Vec<Component> = path.components().collect();
+    for (i, component) in components.iter().enumerate() {
+        let name = match component {
+            Component::Normal(name) => *name,
+            Component::ParentDir if stack.len() > 1 => {
+                stack.pop();
+                continue;
+            }
+            _ => continue,
+        };
+        let c_name = CString::new(name.as_bytes()).ok()?;
+        let (dir, dir_path) = stack.last()?;
+        let dir = dir.as_raw_fd();
+        let last = i + 1 == components.len();
+        let is_file = make == Make::File && last;
+        if is_file {
+            // O_EXCL fails on anything there, a symlink included, rather than follow it.
+            drop(open(
+                dir,
+                &c_name,
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+            ));
+        } else if make != Make::Nothing {
+            // SAFETY: mkdirat on a valid descriptor and a NUL-terminated name; mkdir never follows a
+            // symlink in its last component.
+            unsafe { libc::mkdirat(dir, c_name.as_ptr(), 0o755) };
+        }
+        let any_kind = last && make != Make::Dir;
+        let flags = libc::O_PATH | libc::O_NOFOLLOW | if any_kind { 0 } else { libc::O_DIRECTORY };
+        let fd = open(dir, &c_name, flags)?;
+        let child = dir_path.join(name);
+        stack.push((fd, child));
+    }
+    let (fd, path) = stack.pop().filter(|_| !stack.is_empty())?;
+    // A file's place must be a regular file (or a socket or device to cover), never a symlink.
+    if make != Make::Dir {
+        // SAFETY: `stat` is plain data, and fstat writes into a buffer of its size on an owned
+        // descriptor.
+        let is_symlink = unsafe {
+            let mut stat: libc::stat = std::mem::zeroed();
+            libc::fstat(fd.as_raw_fd(), &mut stat) != 0
+                || stat.st_mode & libc::S_IFMT == libc::S_IFLNK
+        };
+        if is_symlink {
+            return None;
+        }
+    }
+    Some(MountPoint { fd, path })
 }
 
 /// Binds `path` at the same place in the new root; the mount point is made when the private `/tmp`
@@ -399,17 +670,10 @@ fn bind_into(root: &Path, path: &Path, read_only: bool) {
     let (Ok(path), Ok(meta)) = (fs::canonicalize(path), path.metadata()) else {
         return;
     };
-    let path = path.as_path();
-    let target = inside(root, path);
-    if meta.is_dir() {
-        let _ = fs::create_dir_all(&target);
-    } else if !target.exists() {
-        if let Some(parent) = target.parent() {
-            let _ = fs::create_dir_all(parent);
-        }
-        let _ = fs::File::create(&target);
+    let make = if meta.is_dir() { Make::Dir } else { Make::File };
+    if let Some(target) = mount_point(root, &path, make) {
+        bind(&path, &target, read_only);
     }
-    bind(path, &target, read_only);
 }
 
 /// Binds `path` read-only at the place its name leads to inside the new root. The installer gets the
@@ -419,46 +683,29 @@ fn bind_as_named(root: &Path, path: &Path) {
     let Ok(meta) = path.metadata() else {
         return;
     };
-    let lexical: PathBuf = path.components().fold(PathBuf::new(), |mut acc, c| {
-        match c {
-            std::path::Component::ParentDir => {
-                acc.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => acc.push(other),
-        }
-        acc
-    });
-    let target = inside(root, &lexical);
-    if meta.is_dir() {
-        // Through the name as written, so that directories before a `..` exist too.
-        let _ = fs::create_dir_all(inside(root, path));
-        let _ = fs::create_dir_all(&target);
-    } else {
-        if let Some(parent) = path.parent() {
-            let _ = fs::create_dir_all(inside(root, parent));
-        }
-        let _ = fs::File::create(&target);
+    let make = if meta.is_dir() { Make::Dir } else { Make::File };
+    if let Some(target) = mount_point(root, path, make) {
+        bind(path, &target, true);
     }
-    bind(path, &target, true);
 }
 
 /// Binds `source` (and the mounts below it) at `target`, read-only or read-write.
-fn bind(source: &Path, target: &Path, read_only: bool) {
+fn bind(source: &Path, target: &MountPoint, read_only: bool) {
     let none: Option<&str> = None;
     check(
         "binding a path into the sandbox",
         mount(
             Some(source),
-            target,
+            &target.magic_path(),
             none,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             none,
         ),
     );
+    // By path: the descriptor still names what the bind now covers. The path holds no symlink.
     check(
         "setting a bound path's access",
-        set_read_only(target, read_only),
+        set_read_only(&target.path, read_only),
     );
 }
 
@@ -469,8 +716,8 @@ fn hide(root: &Path, path: &Path) {
     let Ok(real) = fs::canonicalize(path) else {
         return;
     };
-    let target = inside(root, &real);
-    let (Ok(meta), true) = (real.metadata(), target.symlink_metadata().is_ok()) else {
+    let (Ok(meta), Some(target)) = (real.metadata(), mount_point(root, &real, Make::Nothing))
+    else {
         return;
     };
     let none: Option<&str> = None;
@@ -479,7 +726,7 @@ fn hide(root: &Path, path: &Path) {
             "hiding a secret directory",
             mount(
                 Some("tmpfs"),
-                &target,
+                &target.magic_path(),
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
                 Some("mode=0700,size=4k"),
@@ -488,7 +735,13 @@ fn hide(root: &Path, path: &Path) {
     } else {
         check(
             "hiding a secret file",
-            mount(Some("/dev/null"), &target, none, MsFlags::MS_BIND, none),
+            mount(
+                Some("/dev/null"),
+                &target.magic_path(),
+                none,
+                MsFlags::MS_BIND,
+                none,
+            ),
         );
     }
 }
@@ -567,7 +820,89 @@ fn init(spec: &Spec) -> ! {
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => fail("starting the program (fork)", e),
     };
-    std::process::exit(wait_for(program))
+    let status = if spec.limits.watched() {
+        watch(program, &spec.limits)
+    } else {
+        wait_for(program)
+    };
+    if let Some(limit) = spec.limits.cpu_seconds
+        && status == 128 + libc::SIGXCPU
+    {
+        report(&LimitHit::CpuTime { limit });
+    }
+    std::process::exit(status)
+}
+
+/// As [`wait_for`], sampling the sandbox's processes between reaps: past a limit, every process but
+/// init is killed and the limit reported.
+fn watch(child: Pid, limits: &Limits) -> i32 {
+    let mut reported = false;
+    loop {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
+                Err(Errno::EINTR) | Ok(_) => continue,
+                Err(_) => return SETUP_FAILED,
+            }
+        }
+        if !reported && let Some(hit) = over_limit(limits) {
+            report(&hit);
+            reported = true;
+            // From init, -1 reaches every other process of the pid namespace.
+            let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+        }
+        std::thread::sleep(SAMPLE_INTERVAL);
+    }
+}
+
+/// The first limit the sandbox's processes (all but init, as this pid namespace's `/proc` shows them)
+/// are past, if any.
+fn over_limit(limits: &Limits) -> Option<LimitHit> {
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let (mut processes, mut resident) = (0u64, 0u64);
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == 1 {
+            continue;
+        }
+        processes += 1;
+        let pages = fs::read_to_string(entry.path().join("statm"))
+            .ok()
+            .and_then(|statm| statm.split(' ').nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        resident += pages * page;
+    }
+    if let Some(limit) = limits.memory
+        && resident > limit
+    {
+        return Some(LimitHit::Memory {
+            used: resident,
+            limit,
+        });
+    }
+    match limits.pids {
+        Some(limit) if processes > limit => Some(LimitHit::Pids {
+            seen: processes,
+            limit,
+        }),
+        _ => None,
+    }
+}
+
+/// Tells blast which limit ended the program (read back by [`run`]).
+fn report(hit: &LimitHit) {
+    // SAFETY: STATUS_FD is this process's own descriptor, handed over by blast.
+    let mut status = std::mem::ManuallyDrop::new(unsafe { fs::File::from_raw_fd(STATUS_FD) });
+    let _ = std::io::Write::write_all(&mut *status, hit.encode().as_bytes());
 }
 
 /// Waits for `child`, reaping any other process meanwhile (init adopts orphans); returns the exit code
@@ -612,11 +947,23 @@ fn exec_program(spec: &Spec) -> ! {
     let (Some(program), Some(args), Some(env)) = (program, args, env) else {
         fail("starting the program", "an argument holds a NUL byte");
     };
-    // The program's output goes to stderr: blast's stdout carries its own report (JSON with --json).
+    if let Some(secs) = spec.limits.cpu_seconds {
+        // The hard limit a second later: SIGXCPU first, which init reports, SIGKILL if it is ignored.
+        let limit = libc::rlimit {
+            rlim_cur: secs,
+            rlim_max: secs.saturating_add(1),
+        };
+        // SAFETY: setrlimit on this process with a valid struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_CPU, &limit) } != 0 {
+            fail("setting the CPU time limit", Errno::last());
+        }
+    }
     // Signals a Rust program ignores (SIGPIPE) are restored, or the program would inherit that.
     // SAFETY: dup2 and signal on this process's own descriptors and dispositions.
     unsafe {
-        libc::dup2(2, 1);
+        if spec.stdout_to_stderr {
+            libc::dup2(2, 1);
+        }
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let Err(e) = execve(&program, &args, &env);

@@ -108,6 +108,8 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         hidden: Vec::new(),
         revealed: Vec::new(),
         network: false,
+        limits: sandbox::Limits::default(),
+        stdout_to_stderr: true,
     };
     let check = match store.index().released(|| sandbox::run(&spec))?? {
         Ok(Outcome::Exited(0))
@@ -147,6 +149,9 @@ fn overlay_fix(home: &Path) -> String {
 }
 
 /// Whether this process may create cgroups (for the resource limits of `blast run`).
+/// What `blast run` does for its limits without a delegated cgroup.
+const NO_CGROUP: &str = "`blast run` enforces --memory and --pids by sampling the sandbox's processes and --cpu-time by RLIMIT_CPU";
+
 fn cgroup_check() -> Check {
     let name = "cgroup v2 delegation".to_owned();
     let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
@@ -154,7 +159,7 @@ fn cgroup_check() -> Check {
             name,
             ok: false,
             detail: "no /proc/self/cgroup".into(),
-            fix: Some("limits fall back to rlimits".into()),
+            fix: Some(NO_CGROUP.into()),
         };
     };
     let path = own
@@ -174,7 +179,7 @@ fn cgroup_check() -> Check {
             format!("{} is not writable by this user", dir.display())
         },
         fix: (!writable).then(|| {
-            "run blast in a delegated cgroup (`systemd-run --user --scope -p Delegate=yes`); limits fall back to rlimits".into()
+            format!("run blast in a delegated cgroup (`systemd-run --user --scope -p Delegate=yes`); {NO_CGROUP}")
         }),
     }
 }

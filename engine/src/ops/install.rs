@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use store_format::{Node, Placeholders, SnapshotId};
+use store_format::{Node, Placeholders, Snapshot, SnapshotId};
 
 use crate::capture::{self, PYCACHE, Sink, StatCache};
 use crate::conflicts::{ConflictReport, conflicts_introduced};
@@ -30,36 +30,8 @@ use crate::tree::{PathChange, Tree};
 /// the source's mtime) and builds wheels from sources with fixed timestamps (1980-01-01, zip's epoch).
 const SOURCE_DATE_EPOCH: &str = "315532800";
 
-/// Home-directory entries an installer has no business reading.
-const SECRETS: &[&str] = &[
-    ".ssh",
-    ".aws",
-    ".config",
-    ".netrc",
-    ".gnupg",
-    ".docker",
-    ".kube",
-    ".pypirc",
-    ".git-credentials",
-];
-
-/// Sockets through which a program could act outside the sandbox (start a systemd unit, use an
-/// agent's keys, drive docker): the session's runtime directory and the system's buses and daemons.
-const SYSTEM_SOCKETS: &[&str] = &[
-    "/run/user",
-    "/run/dbus",
-    "/run/systemd",
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-    "/run/podman",
-    "/run/containerd",
-];
-
 /// Configuration under a hidden directory that installers do read.
 const INSTALLER_CONFIG: &[&str] = &[".config/pip", ".config/uv"];
-
-/// What is brought back under a hidden system directory: name resolution, for index access.
-const SYSTEM_REVEALED: &[&str] = &["/run/systemd/resolve"];
 
 #[derive(Debug, Clone, Default)]
 pub struct InstallOptions {
@@ -166,59 +138,121 @@ pub fn install(
         report.total_seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
-    for change in head_tree.changes_to(&new_tree) {
-        match change {
-            PathChange::Added(..) => report.added += 1,
-            PathChange::Modified(..) => report.modified += 1,
-            PathChange::Removed(..) => report.removed += 1,
-        }
-    }
-    let packages = packages_of(
-        &new_tree,
-        &env.record.python.purelib,
-        |_, node| match node {
-            Node::File { object, .. } => staging.read_object(object),
-            _ => Ok(Vec::new()),
-        },
-    )?;
-    report.packages = package_changes(&head.packages, &packages);
-    if let Some(conflicts) = conflicts_introduced_by(store, &env, &head_tree, &new_tree, &staging)?
-    {
-        if !options.allow_conflicts {
-            return Err(Error::ConflictsIntroduced {
-                env: env.label().to_owned(),
-                report: conflicts.to_string(),
-            });
-        }
-        report.conflicts = Some(conflicts);
-    }
-    let id = super::stage_snapshot_on(&staging, &head, &head_tree.layer_to(&new_tree), packages)?;
-    staging.commit()?;
     let operation = match request {
         Request::Install { .. } => "install",
         Request::Uninstall { .. } => "uninstall",
         Request::Pip { .. } => "pip",
     };
-    let cache = load_stat_cache(store, &env.record.id)?;
-    move_head(
+    let committed = commit_changes(
         store,
         &mut env,
-        Move {
-            operation: operation.to_owned(),
-            message: Some(report.message.clone()),
-            to: id,
-            current: head_tree,
-            cache,
-            with_journal: Batch::default(),
+        Changes {
+            head: &head,
+            head_tree,
+            new_tree: &new_tree,
+            staging,
+            operation,
+            message: report.message.clone(),
+            allow_conflicts: options.allow_conflicts,
         },
     )?;
     if !options.no_sandbox {
         carry_over_bytecode(&area.dir().join(UPPER), env.root(), "");
     }
     drop(area);
-    report.snapshot = Some(id);
+    report.snapshot = Some(committed.snapshot);
+    (report.added, report.modified, report.removed) =
+        (committed.added, committed.modified, committed.removed);
+    report.packages = committed.packages;
+    report.conflicts = committed.conflicts;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// A changed tree to commit on top of an environment's HEAD.
+pub(crate) struct Changes<'a> {
+    pub head: &'a Snapshot,
+    pub head_tree: Tree,
+    pub new_tree: &'a Tree,
+    /// Holds the new tree's new objects.
+    pub staging: Staging<'a>,
+    pub operation: &'a str,
+    pub message: String,
+    pub allow_conflicts: bool,
+}
+
+/// What a commit made.
+pub(crate) struct Committed {
+    pub snapshot: SnapshotId,
+    pub packages: Vec<PackageChange>,
+    pub added: usize,
+    pub modified: usize,
+    pub removed: usize,
+    /// Requirements the changes broke (committed because conflicts were allowed).
+    pub conflicts: Option<ConflictReport>,
+}
+
+/// Makes `changes` the environment's new snapshot: its package view, the conflict check (refusing
+/// what breaks a requirement unless allowed), then the crash-safe move of HEAD.
+pub(crate) fn commit_changes(
+    store: &Store,
+    env: &mut Env,
+    changes: Changes<'_>,
+) -> Result<Committed> {
+    let Changes {
+        head,
+        head_tree,
+        new_tree,
+        staging,
+        operation,
+        message,
+        allow_conflicts,
+    } = changes;
+    let (mut added, mut modified, mut removed) = (0, 0, 0);
+    for change in head_tree.changes_to(new_tree) {
+        match change {
+            PathChange::Added(..) => added += 1,
+            PathChange::Modified(..) => modified += 1,
+            PathChange::Removed(..) => removed += 1,
+        }
+    }
+    let packages = packages_of(new_tree, &env.record.python.purelib, |_, node| match node {
+        Node::File { object, .. } => staging.read_object(object),
+        _ => Ok(Vec::new()),
+    })?;
+    let package_changes = package_changes(&head.packages, &packages);
+    let conflicts = conflicts_introduced_by(store, env, &head_tree, new_tree, &staging)?;
+    if let Some(conflicts) = &conflicts
+        && !allow_conflicts
+    {
+        return Err(Error::ConflictsIntroduced {
+            env: env.label().to_owned(),
+            report: conflicts.to_string(),
+        });
+    }
+    let id = super::stage_snapshot_on(&staging, head, &head_tree.layer_to(new_tree), packages)?;
+    staging.commit()?;
+    let cache = load_stat_cache(store, &env.record.id)?;
+    move_head(
+        store,
+        env,
+        Move {
+            operation: operation.to_owned(),
+            message: Some(message),
+            to: id,
+            current: head_tree,
+            cache,
+            with_journal: Batch::default(),
+        },
+    )?;
+    Ok(Committed {
+        snapshot: id,
+        packages: package_changes,
+        added,
+        modified,
+        removed,
+        conflicts,
+    })
 }
 
 /// Requirements that hold in `before` and not in `after`, explained; `None` when the install broke none.
@@ -280,7 +314,7 @@ impl Run<'_> {
         writable.extend(projects.into_iter().filter(|p| {
             !store_home.starts_with(p) && !home.as_ref().is_some_and(|h| h.starts_with(p))
         }));
-        let spec = Spec {
+        let mut spec = Spec {
             program: self.installer.program(&env_python),
             args: self.installer.args(self.request, &env_python),
             set_env: installer_env(),
@@ -294,19 +328,13 @@ impl Run<'_> {
             }),
             writable,
             visible: visible.into_iter().chain([cwd]).collect(),
-            hidden: home
-                .iter()
-                .flat_map(|h| SECRETS.iter().map(move |s| h.join(s)))
-                .chain(SYSTEM_SOCKETS.iter().map(PathBuf::from))
-                .chain(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
-                .collect(),
-            revealed: home
-                .iter()
-                .flat_map(|h| INSTALLER_CONFIG.iter().map(move |s| h.join(s)))
-                .chain(SYSTEM_REVEALED.iter().map(PathBuf::from))
-                .collect(),
+            hidden: Vec::new(),
+            revealed: Vec::new(),
             network: !offline,
+            limits: sandbox::Limits::default(),
+            stdout_to_stderr: true,
         };
+        spec.hide_secrets(INSTALLER_CONFIG);
         match self.store.index().released(|| sandbox::run(&spec))?? {
             Ok(outcome) => self.check(outcome)?,
             Err(refusal) => {
@@ -393,6 +421,12 @@ impl Run<'_> {
                 status: format!("killed by signal {sig}"),
                 hint: self.full_filesystem_hint(),
             }),
+            Outcome::Stopped(hit) => Err(Error::InstallerFailed {
+                env,
+                installer,
+                status: format!("stopped: {hit}"),
+                hint: String::new(),
+            }),
         }
     }
 }
@@ -453,7 +487,7 @@ fn named_paths(request: &Request, cwd: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 /// come over, which Python checks against their source at every import, so whatever the installer left
 /// there can neither run instead of a module nor stand for anything else. Best effort: moved by rename
 /// only, never copied.
-fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
+pub(crate) fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
     let Ok(entries) = std::fs::read_dir(upper.join(rel)) else {
         return;
     };

@@ -10,6 +10,7 @@ mod install;
 mod moves;
 mod packages;
 mod registry;
+mod run;
 mod snapshot;
 mod verify;
 
@@ -26,6 +27,7 @@ pub use install::{InstallOptions, InstallReport, install};
 pub use moves::{MoveReport, rollback, sync};
 pub use packages::{CheckReport, PackageInfo, PackagesReport, check, packages};
 pub use registry::{PullOptions, PullReport, PushOptions, PushReport, pull, push};
+pub use run::{RunOptions, RunReport, run};
 pub use snapshot::{SnapshotReport, snapshot};
 pub use verify::{VerifyReport, verify};
 

@@ -1,0 +1,260 @@
+//! `blast run`: a command from the environment, run in the sandbox. The environment is read-only to it
+//! (or, with `--capture`, writable through an overlay whose changes become a snapshot), the rest of the
+//! filesystem too but for a private `/tmp` and the paths the user allows; the user's secrets are
+//! hidden, the network can be cut to loopback, and resource limits end it when it goes past them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use store_format::SnapshotId;
+
+use super::install::{Changes, carry_over_bytecode, commit_changes};
+use crate::capture;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::find_executable;
+use crate::packages::PackageChange;
+use crate::sandbox::{self, Limits, Outcome, Spec};
+use crate::store::{Env, Store};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The command and its arguments; the command is looked up in the environment's `bin` first.
+    pub command: Vec<String>,
+    pub network: bool,
+    pub limits: Limits,
+    /// The environment is writable through an overlay and what the command changes becomes a snapshot.
+    pub capture: bool,
+    /// Paths the command may write to besides the private `/tmp`.
+    pub allow_write: Vec<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub env: String,
+    pub program: PathBuf,
+    /// The command's exit code; `None` when a signal or a limit ended it.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The limit that ended it, in words.
+    pub stopped_by: Option<String>,
+    /// How each limit set was enforced.
+    pub limits: Vec<String>,
+    /// With `--capture`: the snapshot its changes became (`None` when it changed nothing).
+    pub snapshot: Option<SnapshotId>,
+    pub packages: Vec<PackageChange>,
+    #[serde(skip)]
+    pub outcome: Outcome,
+}
+
+impl RunReport {
+    /// The exit code blast passes on: the command's own, or 128 + the signal that ended it.
+    pub fn status(&self) -> i32 {
+        match self.outcome {
+            Outcome::Exited(code) => code,
+            Outcome::Signaled(sig) => 128 + sig,
+            Outcome::Stopped(sandbox::LimitHit::CpuTime { .. }) => 128 + libc::SIGXCPU,
+            Outcome::Stopped(_) => 128 + libc::SIGKILL,
+        }
+    }
+}
+
+/// Runs `options.command` from the environment in the sandbox and waits for it.
+pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Result<RunReport> {
+    let Some((command, args)) = options.command.split_first() else {
+        return Err(Error::Invalid(
+            "no command to run: name one after `--` (`blast run -- python script.py`)".into(),
+        ));
+    };
+    let allow_write = options
+        .allow_write
+        .iter()
+        .map(|path| {
+            std::fs::canonicalize(path).map_err(|e| {
+                Error::Invalid(format!(
+                    "--allow-write `{}`: {e}; name a file or directory that exists",
+                    path.display()
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // A plain run reads the environment without its lock: a long-running command must not hold up
+    // installs. A capturing one changes it, so it holds the lock as an install does.
+    let mut env = if options.capture {
+        let mut env = store.open_env(selector)?;
+        // Work found in the directory is kept as its own snapshot, so the run starts from HEAD.
+        let found = super::snapshot::capture_into_snapshot(
+            store,
+            &env,
+            "snapshot",
+            Some("changes found before a captured run".into()),
+            None,
+        )?;
+        if found.snapshot.is_some() {
+            env.record = store
+                .index()
+                .env(&env.record.id)?
+                .ok_or_else(|| Error::EnvNotFound(env.label().to_owned()))?;
+        }
+        Some(env)
+    } else {
+        None
+    };
+    let record = match &env {
+        Some(env) => env.record.clone(),
+        None => store.find_env(selector)?,
+    };
+    let env_root = PathBuf::from(&record.path);
+    let program = program_path(&env_root, command, record.label())?;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+
+    let area = store.objects().begin()?;
+    let dir = |name: &str| -> Result<PathBuf> {
+        let path = area.dir().join(name);
+        std::fs::create_dir(&path).at("creating sandbox directory", &path)?;
+        Ok(path)
+    };
+    let overlay = match options.capture {
+        true => Some(sandbox::Overlay {
+            target: env_root.clone(),
+            upper: dir("upper")?,
+            work: dir("work")?,
+        }),
+        false => None,
+    };
+    let mut visible: Vec<PathBuf> = args
+        .iter()
+        .map(|a| cwd.join(a))
+        .filter(|p| p.exists())
+        .chain([cwd.clone(), program.clone()])
+        .collect();
+    if overlay.is_none() {
+        visible.push(env_root.clone());
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    let path_var = std::env::join_paths(
+        std::iter::once(env_root.join("bin")).chain(std::env::split_paths(&path_var)),
+    )
+    .map_err(|e| Error::Invalid(format!("PATH holds a path blast cannot extend: {e}")))?;
+    let mut spec = Spec {
+        program: program.clone(),
+        args: args.to_vec(),
+        set_env: vec![
+            ("VIRTUAL_ENV".into(), record.path.clone()),
+            ("PATH".into(), path_var.to_string_lossy().into_owned()),
+        ],
+        remove_env: vec!["PYTHONHOME".into(), "SSH_AUTH_SOCK".into()],
+        cwd,
+        root: dir("root")?,
+        overlay,
+        writable: allow_write,
+        visible,
+        hidden: Vec::new(),
+        revealed: Vec::new(),
+        network: options.network,
+        limits: options.limits,
+        stdout_to_stderr: false,
+    };
+    spec.hide_secrets(&[]);
+    let outcome = match store.index().released(|| sandbox::run(&spec))?? {
+        Ok(outcome) => outcome,
+        Err(refusal) => {
+            return Err(Error::SandboxRefused {
+                fix: refusal.fix(),
+                step: refusal.step,
+                detail: refusal.detail,
+            });
+        }
+    };
+    let mut report = RunReport {
+        env: record.label().to_owned(),
+        program,
+        exit_code: match outcome {
+            Outcome::Exited(code) => Some(code),
+            _ => None,
+        },
+        signal: match outcome {
+            Outcome::Signaled(sig) => Some(sig),
+            _ => None,
+        },
+        stopped_by: match outcome {
+            Outcome::Stopped(hit) => Some(hit.to_string()),
+            _ => None,
+        },
+        limits: options.limits.enforcement(),
+        snapshot: None,
+        packages: Vec::new(),
+        outcome,
+    };
+    if let (Some(env), Some(overlay)) = (env.as_mut(), &spec.overlay) {
+        capture_run(store, env, &overlay.upper, &options.command, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// `--capture`: what the command changed through the overlay becomes a snapshot, whatever its exit
+/// code (it ran to its end or was stopped; either way its changes are what the user asked to keep).
+fn capture_run(
+    store: &Store,
+    env: &mut Env,
+    upper: &Path,
+    command: &[String],
+    report: &mut RunReport,
+) -> Result<()> {
+    let head = store.snapshot(&env.head()?)?;
+    let head_tree = store.tree_of(&head)?;
+    let staging = store.objects().begin()?;
+    let new_tree = capture::scan_changeset(
+        upper,
+        &head_tree,
+        &env.placeholders(),
+        capture::Sink {
+            staging: &staging,
+            present: &head_tree,
+        },
+    )?;
+    if new_tree == head_tree {
+        return Ok(());
+    }
+    let committed = commit_changes(
+        store,
+        env,
+        Changes {
+            head: &head,
+            head_tree,
+            new_tree: &new_tree,
+            staging,
+            operation: "run",
+            message: command.join(" "),
+            allow_conflicts: true,
+        },
+    )?;
+    carry_over_bytecode(upper, env.root(), "");
+    report.snapshot = Some(committed.snapshot);
+    report.packages = committed.packages;
+    Ok(())
+}
+
+/// Where `command` is: a path as given, else the first executable of that name in the environment's
+/// `bin`, then on `PATH`.
+fn program_path(env_root: &Path, command: &str, env_label: &str) -> Result<PathBuf> {
+    if command.contains('/') {
+        let path = std::path::absolute(command).at("resolving", Path::new(command))?;
+        return match path.is_file() {
+            true => Ok(path),
+            false => Err(Error::Invalid(format!(
+                "`{command}` is not a file: name a program in `{env_label}` or on PATH, or a path to one"
+            ))),
+        };
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    find_executable(
+        command,
+        std::iter::once(env_root.join("bin")).chain(std::env::split_paths(&path_var)),
+    )
+    .ok_or_else(|| {
+        Error::Invalid(format!(
+            "`{command}` is not in `{}` or on PATH: install the package that provides it (`blast install -e {env_label} …`) or give its path",
+            env_root.join("bin").display()
+        ))
+    })
+}

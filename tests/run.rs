@@ -1,0 +1,284 @@
+//! `blast run`: a command from the environment in the sandbox, on the real interpreter. Checked: the
+//! environment and the filesystem are read-only but for the private `/tmp` and `--allow-write` paths,
+//! secrets are hidden, `--no-network` cannot reach a server on the host's loopback, each limit ends a
+//! command that goes past it with a message naming it (and a command under it runs to its end),
+//! `--capture` turns what the command changed into a snapshot, and nothing on the host is written
+//! through a symlink met while the sandbox is assembled (a venv's `bin/python` points at the real
+//! interpreter).
+
+mod support;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Output;
+
+use support::*;
+
+fn run(b: &Blast, env: &Path, flags: &[&str], command: &[&str]) -> Output {
+    let mut args = vec!["run", "-e", env.to_str().unwrap()];
+    args.extend(flags);
+    args.push("--");
+    args.extend(command);
+    b.run(&args)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Python that tries to write `path` and prints `PATH: ok` or `PATH: errno`.
+fn try_write(path: &Path) -> String {
+    format!(
+        "try:\n    open({p:?}, 'w').write('x')\n    print({p:?} + ': ok')\nexcept OSError as e:\n    print({p:?} + ': ' + str(e.errno))\n",
+        p = path.to_str().unwrap()
+    )
+}
+
+#[test]
+fn only_tmp_and_allowed_paths_are_writable_and_secrets_are_hidden() {
+    // Outside /tmp, so that what the command may not write is the real filesystem.
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let allowed = b.work.join("allowed");
+    fs::create_dir(&allowed).unwrap();
+    let home = b.work.join("home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    fs::write(home.join(".ssh/id_rsa"), "PRIVATE KEY").unwrap();
+    let outside = b.work.join("outside.txt");
+    let in_env = env.join("lib/python3.11/site-packages/planted.py");
+    let mut script = String::from("import sys\nprint('prefix: ' + sys.prefix)\n");
+    for path in [&outside, &in_env, &allowed.join("out.txt")] {
+        script += &try_write(path);
+    }
+    script += &try_write(Path::new("/tmp/scratch.txt"));
+    script += &format!(
+        "try:\n    print('secret: ' + open({:?}).read())\nexcept OSError as e:\n    print('secret: ' + str(e.errno))\n",
+        home.join(".ssh/id_rsa").to_str().unwrap()
+    );
+    let out = b
+        .command(&[
+            "run",
+            "-e",
+            env.to_str().unwrap(),
+            "--allow-write",
+            allowed.to_str().unwrap(),
+            "--",
+            "python",
+            "-c",
+            &script,
+        ])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let erofs = libc::EROFS.to_string();
+    assert!(
+        text.contains(&format!("prefix: {}", env.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}: {erofs}", outside.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}: {erofs}", in_env.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}/out.txt: ok", allowed.display())),
+        "{text}"
+    );
+    assert!(text.contains("/tmp/scratch.txt: ok"), "{text}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert!(!outside.exists() && !in_env.exists());
+    assert_eq!(fs::read_to_string(allowed.join("out.txt")).unwrap(), "x");
+    // The private /tmp went with the sandbox.
+    assert!(!Path::new("/tmp/scratch.txt").exists());
+    b.assert_verify_clean(&[&env]);
+}
+
+#[test]
+fn no_network_cannot_reach_a_server_on_the_hosts_loopback() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    server.set_nonblocking(true).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let connect = format!(
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=5)\n    print('connected')\nexcept OSError as e:\n    print('refused', e.errno)\n"
+    );
+    let cut = run(&b, &env, &["--no-network"], &["python", "-c", &connect]);
+    assert!(cut.status.success(), "{}", stderr(&cut));
+    assert!(stdout(&cut).starts_with("refused"), "{}", stdout(&cut));
+    assert_eq!(
+        server.accept().map(|_| ()).unwrap_err().kind(),
+        ErrorKind::WouldBlock,
+        "the server saw a connection from the sandbox"
+    );
+    // Without the flag, the same command does reach it: the check above can fail.
+    let open = run(&b, &env, &[], &["python", "-c", &connect]);
+    assert_eq!(stdout(&open).trim(), "connected", "{}", stderr(&open));
+}
+
+#[test]
+fn memory_limit_stops_a_big_allocation_with_a_message_naming_it() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let allocate = "b = bytearray(500 * 2**20)\nprint('allocated', len(b))";
+    let out = run(&b, &env, &["--memory", "100M"], &["python", "-c", allocate]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(137), "{err}");
+    assert!(!stdout(&out).contains("allocated"));
+    assert!(
+        err.contains("over the limit of 100 MiB (--memory)"),
+        "{err}"
+    );
+    assert!(err.contains("blast run: limit memory 100 MiB"), "{err}");
+    // Under a limit it fits, it runs to its end.
+    let out = run(&b, &env, &["--memory", "1G"], &["python", "-c", allocate]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("allocated 524288000"));
+}
+
+#[test]
+fn cpu_time_and_process_limits_end_the_command_and_say_which() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let spin = run(
+        &b,
+        &env,
+        &["--cpu-time", "1"],
+        &["python", "-c", "while True: pass"],
+    );
+    assert_eq!(spin.status.code(), Some(128 + libc::SIGXCPU));
+    assert!(stderr(&spin).contains("(--cpu-time)"), "{}", stderr(&spin));
+
+    let fork = "import subprocess, time\nps = [subprocess.Popen(['sleep', '5']) for _ in range(8)]\nprint('started')\nfor p in ps: p.wait()";
+    let many = run(&b, &env, &["--pids", "4"], &["python", "-c", fork]);
+    assert_eq!(many.status.code(), Some(137), "{}", stderr(&many));
+    assert!(
+        stderr(&many).contains("over the limit of 4 (--pids)"),
+        "{}",
+        stderr(&many)
+    );
+    let few = run(
+        &b,
+        &env,
+        &["--pids", "4"],
+        &[
+            "python",
+            "-c",
+            "import subprocess; subprocess.run(['true'])",
+        ],
+    );
+    assert!(few.status.success(), "{}", stderr(&few));
+}
+
+#[test]
+fn capture_turns_what_the_command_changed_into_a_snapshot() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let module = env.join("lib/python3.11/site-packages/made_by_run.py");
+    let write = format!(
+        "open({:?}, 'w').write('X = 1\\n')",
+        module.to_str().unwrap()
+    );
+    // Read-only without --capture.
+    let refused = run(&b, &env, &[], &["python", "-c", &write]);
+    assert!(!refused.status.success());
+    assert!(!module.exists());
+
+    let before = b.log(e).len();
+    let out = b
+        .command(&[
+            "run",
+            "-e",
+            e,
+            "--capture",
+            "--json",
+            "--",
+            "python",
+            "-c",
+            &write,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = report["snapshot"].as_str().expect("a snapshot").to_owned();
+    let log = b.log(e);
+    assert_eq!(log.len(), before + 1);
+    let last = &log[0];
+    assert_eq!(last["operation"], "run");
+    assert_eq!(last["snapshot"].as_str().unwrap(), id);
+    assert_eq!(fs::read_to_string(&module).unwrap(), "X = 1\n");
+    b.assert_verify_clean(&[&env]);
+    // And it is undoable like any snapshot.
+    b.ok(&["rollback", "-e", e]);
+    assert!(!module.exists());
+}
+
+#[test]
+fn assembling_the_sandbox_writes_nothing_through_a_symlink() {
+    // The environment, under /tmp and inside the working directory, is bound into the private /tmp;
+    // its `bin/python` is an absolute symlink to the real interpreter.
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let interpreter = fs::canonicalize(env.join("bin/python")).unwrap();
+    let before = fs::metadata(&interpreter).unwrap();
+    let bytes = fs::read(&interpreter).unwrap();
+    let script = b.work.join("hello.py");
+    fs::write(&script, "print('hello')").unwrap();
+    for command in [
+        vec!["python", script.to_str().unwrap()],
+        vec![
+            env.join("bin/python").to_str().unwrap(),
+            "-c",
+            "print('hello')",
+        ],
+    ] {
+        let out = run(&b, &env, &[], &command);
+        assert_eq!(stdout(&out).trim(), "hello", "{}", stderr(&out));
+    }
+    let after = fs::metadata(&interpreter).unwrap();
+    assert_eq!(
+        (after.len(), after.mtime(), after.mtime_nsec()),
+        (before.len(), before.mtime(), before.mtime_nsec())
+    );
+    assert_eq!(fs::read(&interpreter).unwrap(), bytes);
+}
+
+#[test]
+fn bad_input_is_refused_with_what_to_do() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let err = b.fails(&["run", "-e", e, "--", "no-such-command"]);
+    assert!(err.contains("`no-such-command` is not in"), "{err}");
+    let missing = b.work.join("missing");
+    let err = b.fails(&[
+        "run",
+        "-e",
+        e,
+        "--allow-write",
+        missing.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert!(err.contains("--allow-write"), "{err}");
+    let out = b.run(&["run", "-e", e, "--memory", "lots", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is not a size"), "{}", stderr(&out));
+    // A command's own failure is passed on, not turned into blast's.
+    let out = run(&b, &env, &[], &["python", "-c", "raise SystemExit(7)"]);
+    assert_eq!(out.status.code(), Some(7));
+}
