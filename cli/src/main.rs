@@ -10,7 +10,7 @@ use engine::gc::{self, CleanOptions};
 use engine::installer::{InstallerKind, Request};
 use engine::ops::{
     self, CreateOptions, ExportFormat, ExportOptions, InstallOptions, PullOptions, PushOptions,
-    RestoreTarget, RunOptions,
+    RestoreTarget, RunOptions, StartOptions,
 };
 use engine::sandbox::{self, Limits};
 use engine::{Result, Store};
@@ -362,6 +362,50 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Open a shell in the environment whose every change becomes a snapshot: `(blast)` in the
+    /// prompt, a line after each command that changed the environment.
+    ///
+    /// In a project without an environment, makes ./.venv first: with the dependencies of
+    /// pyproject.toml ([project].dependencies) or requirements.txt as its first layers, or restored
+    /// from --image. Changes made from elsewhere (an IDE, another terminal) are captured after
+    /// 250 ms of quiet. `exit` or `blast kill` ends the session.
+    Start {
+        /// An existing environment (name or path); default ./.venv.
+        #[arg(value_name = "ENV")]
+        env: Option<String>,
+        /// The shell: bash, zsh or fish (default $SHELL).
+        #[arg(long)]
+        shell: Option<String>,
+        /// Make ./.venv from this image: a .blast file or oci://HOST/REPO[:TAG].
+        #[arg(long, value_name = "FILE|oci://…")]
+        image: Option<String>,
+        /// Interpreter for a new ./.venv.
+        #[arg(long)]
+        python: Option<String>,
+        /// Plain http for an oci:// image.
+        #[arg(long)]
+        insecure: bool,
+        #[command(flatten)]
+        index: IndexArgs,
+        #[command(flatten)]
+        how: InstallerArgs,
+    },
+    /// End a session: a final capture, the watcher stopped, its shell ended. Idempotent.
+    Kill {
+        /// The environment (default: this session's, else $BLAST_ENV or ./.venv).
+        #[arg(value_name = "ENV")]
+        env: Option<String>,
+        /// Every session of the store.
+        #[arg(long, conflicts_with = "env")]
+        all: bool,
+    },
+    /// Run by the session's shell before each prompt: shows what the finished command captured.
+    #[command(name = "__session-hook", hide = true)]
+    SessionHook {
+        /// The command that just finished, for the history.
+        #[arg(long, allow_hyphen_values = true)]
+        command: Option<String>,
+    },
     /// Show what the install sandbox can do on this machine, and what to change where it cannot.
     Doctor,
     /// Remove what no environment, kept history entry or tag needs.
@@ -633,6 +677,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::from(
                 u8::try_from(report.status()).unwrap_or(u8::MAX),
             ));
+        }
+        Command::Start {
+            env,
+            shell,
+            image,
+            python,
+            insecure,
+            index,
+            how,
+        } => {
+            let options = StartOptions {
+                env,
+                shell,
+                image,
+                python,
+                install: how.options(),
+                installer_args: index.to_args(),
+                insecure,
+            };
+            let ended = ops::start(&home, &options, &out.progress(), &mut |starting| {
+                out.session_starting(starting)
+            })?;
+            out.session_ended(&ended);
+            return Ok(ExitCode::from(u8::try_from(ended.shell_exit).unwrap_or(1)));
+        }
+        Command::Kill { env, all } => {
+            let env = env.or_else(|| std::env::var("BLAST_ENV").ok().filter(|e| !e.is_empty()));
+            out.killed(&ops::kill(&home, env.as_deref(), all)?)
+        }
+        Command::SessionHook { command } => {
+            let answer = ops::prompt_hook(command);
+            out.captures(&answer.captures, &answer.failures);
         }
         Command::Doctor => {
             let report = ops::doctor(&open()?)?;

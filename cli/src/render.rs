@@ -7,11 +7,13 @@ use engine::images::Progress;
 use engine::index::EnvRecord;
 use engine::ops::{
     CheckReport, CreateReport, DiffReport, DoctorReport, EnvSummary, ExportReport, FileChange,
-    ImportReport, InstallReport, LogEntry, MoveReport, PackagesReport, PullReport, PushReport,
-    RestoreReport, RunReport, SnapshotReport, StatusReport, VerifyReport,
+    ImportReport, InstallReport, KillReport, LogEntry, MoveReport, PackagesReport, PullReport,
+    PushReport, RestoreReport, RunReport, SessionEnded, SessionStarting, Setup, SnapshotReport,
+    StatusReport, VerifyReport,
 };
 use engine::packages::PackageChange;
 use engine::sandbox::Limits;
+use engine::session::CaptureNote;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -240,6 +242,85 @@ impl Output {
         }
     }
 
+    /// Before the session's shell starts.
+    pub fn session_starting(&self, s: &SessionStarting) {
+        if s.cleaned_stale {
+            eprintln!("blast: cleaned up a session of `{}` that had died", s.env);
+        }
+        match &s.setup {
+            Setup::Existing => {}
+            Setup::Created { from, install } => {
+                eprintln!("blast: created `{}`", s.path);
+                if let (Some(from), Some(install)) = (from, install) {
+                    eprintln!(
+                        "blast: installed the dependencies of {from}: {}",
+                        package_line(&install.packages)
+                    );
+                }
+            }
+            Setup::Restored { image } => eprintln!("blast: restored {image} at `{}`", s.path),
+        }
+        eprintln!(
+            "blast: session of `{}` in {}: every change is captured; `exit` or `blast kill` ends it",
+            s.env, s.shell
+        );
+    }
+
+    /// When the session is over.
+    pub fn session_ended(&self, e: &SessionEnded) {
+        if self.json(e) {
+            return;
+        }
+        eprintln!(
+            "blast: session of `{}` ended, {} snapshot{} captured",
+            e.env,
+            e.captures.len(),
+            if e.captures.len() == 1 { "" } else { "s" }
+        );
+        for failure in &e.failures {
+            eprintln!("blast: warning: a capture failed: {failure}");
+        }
+    }
+
+    /// Before the next prompt in a session: one line per capture the finished command made.
+    pub fn captures(&self, captures: &[CaptureNote], failures: &[String]) {
+        for c in captures {
+            eprintln!(
+                "blast: snapshot {}: {}",
+                short(&c.snapshot),
+                package_line(&c.packages)
+            );
+            if let Some(conflicts) = &c.conflicts {
+                eprintln!(
+                    "blast: warning: this change broke requirements (`blast rollback` undoes it):"
+                );
+                for line in conflicts.lines() {
+                    eprintln!("  {line}");
+                }
+            }
+        }
+        for failure in failures {
+            eprintln!("blast: warning: could not capture the change: {failure}");
+        }
+    }
+
+    pub fn killed(&self, r: &KillReport) {
+        if self.json(r) {
+            return;
+        }
+        if let Some(env) = &r.no_session {
+            println!("no session of `{env}` is running");
+        }
+        for k in &r.killed {
+            if k.stale {
+                println!("cleaned up the dead session of `{}`", k.env);
+            } else {
+                println!("ended the session of `{}`", k.env);
+            }
+            self.captures(&k.captures, &k.failures);
+        }
+    }
+
     /// Before `blast run` starts its command: the limits set and how each is enforced.
     pub fn run_limits(&self, limits: &Limits) {
         for line in limits.enforcement() {
@@ -434,6 +515,22 @@ impl Output {
                 r.uncaptured.len()
             );
             print_file_changes(&r.uncaptured);
+        }
+        if let Some(session) = &r.session {
+            let uptime_s = session.uptime_seconds;
+            println!(
+                "  session   watcher pid {}, shell pid {}, up {}m{:02}s, {} captures{}",
+                session.record.pid,
+                session.record.shell_pid,
+                uptime_s / 60,
+                uptime_s % 60,
+                session.captures,
+                session
+                    .last_capture
+                    .as_ref()
+                    .map(|c| format!(", last {} ({})", short(&c.snapshot), c.message))
+                    .unwrap_or_default()
+            );
         }
         println!("  {} packages", r.packages.len());
         for p in &r.packages {

@@ -16,6 +16,9 @@
 //! - [`gc`]: garbage collection.
 //! - [`images`]: `.blast` images, written deterministically and read trusting nothing; their OCI layout.
 //! - [`registry`]: the OCI Distribution API (references, credentials, blobs, manifests).
+//! - [`session`]: live sessions' records and the protocol their clients speak.
+//! - [`shell`]: the session's shell (bash, zsh, fish) with the prompt hook.
+//! - [`watcher`]: the session's event loop: file events, control socket, captures.
 //! - [`ops`]: the operations behind the commands.
 
 pub mod capture;
@@ -36,10 +39,13 @@ pub mod packages;
 pub mod python;
 pub mod registry;
 pub mod sandbox;
+pub mod session;
+pub mod shell;
 pub mod store;
 pub mod transition;
 pub mod tree;
 pub mod venv;
+pub mod watcher;
 
 pub use error::{Error, Result};
 pub use store::{Env, Store};

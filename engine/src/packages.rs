@@ -13,7 +13,7 @@ use configparser::ini::{Ini, IniDefault};
 use mailparse::MailHeaderMap;
 use pep508_rs::pep440_rs::Version;
 use pep508_rs::{ExtraName, PackageName, Requirement};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use store_format::{Node, Package};
 
 use crate::error::Result;
@@ -333,7 +333,7 @@ pub fn distributions_of(
 }
 
 /// How one package changed between two sets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "lowercase")]
 pub enum PackageChange {
     Added {

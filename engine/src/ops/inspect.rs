@@ -161,6 +161,8 @@ pub struct StatusReport {
     pub store_bytes: u64,
     /// Bytes that all environments' HEADs would take without sharing objects, minus what they take.
     pub saved_by_dedup: u64,
+    /// The live session of the environment (`blast start`).
+    pub session: Option<crate::session::SessionStatus>,
 }
 
 pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
@@ -188,6 +190,7 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
         env_files: head_tree.file_count(),
         store_bytes: store_bytes(store)?,
         saved_by_dedup: saved_by_dedup(store)?,
+        session: super::session::session_status(store.home(), &env.record.id),
     })
 }
 

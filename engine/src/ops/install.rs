@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use store_format::{Node, Placeholders, Snapshot, SnapshotId};
+use store_format::{Node, ObjectId, Placeholders, Snapshot, SnapshotId};
 
 use crate::capture::{self, PYCACHE, Sink, StatCache};
 use crate::conflicts::{ConflictReport, conflicts_introduced};
@@ -221,7 +221,9 @@ pub(crate) fn commit_changes(
         _ => Ok(Vec::new()),
     })?;
     let package_changes = package_changes(&head.packages, &packages);
-    let conflicts = conflicts_introduced_by(store, env, &head_tree, new_tree, &staging)?;
+    let conflicts = conflicts_introduced_by(store, env, &head_tree, new_tree, &|id| {
+        staging.read_object(id)
+    })?;
     if let Some(conflicts) = &conflicts
         && !allow_conflicts
     {
@@ -256,16 +258,17 @@ pub(crate) fn commit_changes(
 }
 
 /// Requirements that hold in `before` and not in `after`, explained; `None` when the install broke none.
-fn conflicts_introduced_by(
+/// `read_object` reads the objects of either tree.
+pub(crate) fn conflicts_introduced_by(
     store: &Store,
     env: &Env,
     before: &Tree,
     after: &Tree,
-    staging: &Staging<'_>,
+    read_object: &dyn Fn(&ObjectId) -> Result<Vec<u8>>,
 ) -> Result<Option<ConflictReport>> {
     let purelib = &env.record.python.purelib;
     let read = |_: &str, node: &Node| match node {
-        Node::File { object, .. } => staging.read_object(object),
+        Node::File { object, .. } => read_object(object),
         _ => Ok(Vec::new()),
     };
     let before = distributions_of(before, purelib, read)?;

@@ -11,6 +11,7 @@ mod moves;
 mod packages;
 mod registry;
 mod run;
+mod session;
 mod snapshot;
 mod verify;
 
@@ -28,6 +29,10 @@ pub use moves::{MoveReport, rollback, sync};
 pub use packages::{CheckReport, PackageInfo, PackagesReport, check, packages};
 pub use registry::{PullOptions, PullReport, PushOptions, PushReport, pull, push};
 pub use run::{RunOptions, RunReport, run};
+pub use session::{
+    KillReport, Killed, SessionEnded, SessionStarting, Setup, StartOptions, kill, prompt_hook,
+    start,
+};
 pub use snapshot::{SnapshotReport, snapshot};
 pub use verify::{VerifyReport, verify};
 

@@ -1,0 +1,462 @@
+//! `blast start`, `blast kill` and the prompt hook: live sessions in which every change to the
+//! environment becomes a snapshot without the user asking.
+//!
+//! `blast start` finds (or makes, for a project) the environment, then becomes the session's watcher
+//! (see [`crate::watcher`]) with the user's shell as its child. It holds no store lock while the
+//! session runs: each capture opens the store, takes the environment's lock and lets both go.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::install::conflicts_introduced_by;
+use super::snapshot::capture_into_snapshot;
+use super::{CreateOptions, InstallOptions, InstallReport, RestoreTarget};
+use crate::error::{Error, IoContext, Result};
+use crate::images::Progress;
+use crate::installer::Request as InstallRequest;
+use crate::session::{self, Answer, CaptureNote, Conversation, Found, Request, SessionRecord};
+use crate::shell::{self, ShellSetup};
+use crate::store::Store;
+use crate::watcher;
+
+/// Where `blast start` makes a project's environment.
+const PROJECT_ENV: &str = ".venv";
+
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// An existing environment (name or path); default `./.venv`, made when missing.
+    pub env: Option<String>,
+    /// bash, zsh or fish (a name or a path); default `$SHELL`.
+    pub shell: Option<String>,
+    /// Restore this image (a `.blast` file or `oci://…`) as the new `./.venv`.
+    pub image: Option<String>,
+    pub python: Option<String>,
+    /// For the first install of a project's dependencies.
+    pub install: InstallOptions,
+    /// Passed to that installer (`--index-url`, `--find-links`, …).
+    pub installer_args: Vec<String>,
+    /// Plain http for an `oci://` image.
+    pub insecure: bool,
+}
+
+/// How the session's environment came to be.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Setup {
+    Existing,
+    /// A new `./.venv`, with the project's dependencies from `from` as its first layers.
+    Created {
+        from: Option<String>,
+        install: Option<Box<InstallReport>>,
+    },
+    Restored {
+        image: String,
+    },
+}
+
+/// Told to the user before the shell starts.
+#[derive(Debug, Serialize)]
+pub struct SessionStarting {
+    pub env: String,
+    pub path: String,
+    pub shell: String,
+    pub setup: Setup,
+    /// A session of this environment found dead and cleaned up.
+    pub cleaned_stale: bool,
+}
+
+/// What the session did, once its shell is gone.
+#[derive(Debug, Serialize)]
+pub struct SessionEnded {
+    pub env: String,
+    pub captures: Vec<CaptureNote>,
+    pub failures: Vec<String>,
+    /// The shell's exit code (128 + a signal that ended it).
+    pub shell_exit: i32,
+}
+
+/// Runs a session: prepares the environment, tells `starting`, then serves until the shell exits.
+pub fn start(
+    home: &Path,
+    options: &StartOptions,
+    progress: &dyn Progress,
+    starting: &mut dyn FnMut(&SessionStarting),
+) -> Result<SessionEnded> {
+    if let Some(socket) = std::env::var_os(session::SOCKET_VAR).filter(|s| !s.is_empty()) {
+        return Err(Error::Invalid(format!(
+            "this shell is already a blast session (its socket is `{}`): leave it (`exit` or `blast kill`) to start another",
+            PathBuf::from(socket).display()
+        )));
+    }
+    let (kind, program) = shell::choose(options.shell.as_deref())?;
+    let (record, setup) = {
+        let store = Store::open_for_writing(home)?;
+        let setup = prepare_env(&store, options, progress)?;
+        let selector = options.env.as_deref().unwrap_or(PROJECT_ENV);
+        (store.find_env(Some(selector))?, setup)
+    };
+    let home = std::fs::canonicalize(home).at("resolving store path", home)?;
+    let cleaned_stale = match session::find(&home, &record.id)? {
+        Found::Live(live) => {
+            return Err(Error::Invalid(format!(
+                "`{}` already has a live session (blast pid {}, shell pid {}): use that shell, or end it with `blast kill -e {}`",
+                record.label(),
+                live.pid,
+                live.shell_pid,
+                record.path
+            )));
+        }
+        Found::CleanedStale(_) => true,
+        Found::Nothing => false,
+    };
+    let dir = session::dir(&home, &record.id);
+    std::fs::create_dir_all(&dir).at("creating", &dir)?;
+    let socket = session::socket_path(&dir);
+    crate::fsutil::remove_file_if_exists(&socket)?;
+    let listener = std::os::unix::net::UnixListener::bind(&socket).at("listening on", &socket)?;
+    let blast = std::env::current_exe().at("finding", Path::new("/proc/self/exe"))?;
+    let env_root = PathBuf::from(&record.path);
+    let mut command = shell::command(&ShellSetup {
+        kind,
+        program: &program,
+        env_root: &env_root,
+        session_dir: &dir,
+        socket: &socket,
+        blast: &blast,
+    })?;
+    // SAFETY: only prctl and signal dispositions between fork and exec, both async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            // The shell goes with the session: killed, the watcher leaves no shell behind.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP);
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    starting(&SessionStarting {
+        env: record.label().to_owned(),
+        path: record.path.clone(),
+        shell: kind.name().to_owned(),
+        setup,
+        cleaned_stale,
+    });
+    let session_record = SessionRecord {
+        env_id: record.id.clone(),
+        env_path: record.path.clone(),
+        pid: std::process::id(),
+        shell_pid: 0,
+        shell: program.display().to_string(),
+        started_ms: jiff::Timestamp::now().as_millisecond(),
+    };
+    // Ctrl-C and Ctrl-\ belong to the shell; the watcher must outlive them.
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let mut capture = |message: &str| capture(&home, &env_root, message);
+    let served = watcher::serve(
+        &env_root,
+        session_record,
+        &session::record_path(&dir),
+        listener,
+        command,
+        &mut capture,
+    );
+    session::remove(&dir)?;
+    let served = served?;
+    let shell_exit = served.shell_status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&served.shell_status).unwrap_or(0)
+    });
+    Ok(SessionEnded {
+        env: record.label().to_owned(),
+        captures: served.captures,
+        failures: served.failures,
+        shell_exit,
+    })
+}
+
+/// Finds the session's environment; in a project without one, makes `./.venv`: restored from the
+/// image, or created with the project's dependencies installed as its first layers (and removed
+/// again when that install fails, so that the next `blast start` tries again).
+fn prepare_env(store: &Store, options: &StartOptions, progress: &dyn Progress) -> Result<Setup> {
+    if let Some(selector) = &options.env {
+        if options.image.is_some() {
+            return Err(Error::Invalid(
+                "--image makes a new ./.venv: leave out the environment, or restore the image first with `blast restore`".into(),
+            ));
+        }
+        store.find_env(Some(selector))?;
+        return Ok(Setup::Existing);
+    }
+    if store.find_env(Some(PROJECT_ENV)).is_ok() {
+        return match &options.image {
+            Some(_) => Err(Error::Invalid(
+                "./.venv is already a blast environment: leave out --image to start a session in it, or `blast remove ./.venv` first".into(),
+            )),
+            None => Ok(Setup::Existing),
+        };
+    }
+    let path = PathBuf::from(PROJECT_ENV);
+    if path.exists() {
+        return Err(Error::Invalid(
+            "./.venv exists but is not a blast environment: move it away (blast makes a new one) or pass an environment to start"
+                .into(),
+        ));
+    }
+    if let Some(image) = &options.image {
+        let target = RestoreTarget::Path(path);
+        if image.starts_with("oci://") {
+            super::pull(
+                store,
+                &super::PullOptions {
+                    reference: image.clone(),
+                    target,
+                    python: options.python.clone(),
+                    insecure: options.insecure,
+                },
+                progress,
+            )?;
+        } else {
+            super::restore(
+                store,
+                Path::new(image),
+                &target,
+                options.python.as_deref(),
+                "restore",
+                progress,
+            )?;
+        }
+        return Ok(Setup::Restored {
+            image: image.clone(),
+        });
+    }
+    super::create(
+        store,
+        &CreateOptions {
+            name: None,
+            path: Some(path),
+            python: options.python.clone(),
+            seed: true,
+        },
+    )?;
+    let Some((from, request)) = project_dependencies(&options.installer_args)? else {
+        return Ok(Setup::Created {
+            from: None,
+            install: None,
+        });
+    };
+    match super::install(store, Some(PROJECT_ENV), request, &options.install) {
+        Ok(report) => Ok(Setup::Created {
+            from: Some(from),
+            install: Some(Box::new(report)),
+        }),
+        Err(e) => {
+            super::remove(store, PROJECT_ENV)?;
+            Err(e)
+        }
+    }
+}
+
+/// The project's dependencies: `[project].dependencies` of `./pyproject.toml`, else
+/// `./requirements.txt`; with the file they came from.
+fn project_dependencies(args: &[String]) -> Result<Option<(String, InstallRequest)>> {
+    let pyproject = Path::new("pyproject.toml");
+    if pyproject.is_file() {
+        let text = std::fs::read_to_string(pyproject).at("reading", pyproject)?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            Error::Invalid(format!(
+                "`pyproject.toml` is not valid TOML: {}; fix it, then run `blast start` again",
+                e.message()
+            ))
+        })?;
+        let dependencies = table
+            .get("project")
+            .and_then(|p| p.get("dependencies"))
+            .map(|d| {
+                d.as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|v| v.as_str().map(str::to_owned))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| {
+                        Error::Invalid(
+                            "`pyproject.toml`: [project].dependencies must be a list of requirement strings".into(),
+                        )
+                    })
+            })
+            .transpose()?
+            .unwrap_or_default();
+        if !dependencies.is_empty() {
+            return Ok(Some((
+                "pyproject.toml".into(),
+                InstallRequest::Install {
+                    specs: dependencies,
+                    requirements: Vec::new(),
+                    args: args.to_vec(),
+                },
+            )));
+        }
+    }
+    let requirements = Path::new("requirements.txt");
+    if requirements.is_file() {
+        return Ok(Some((
+            "requirements.txt".into(),
+            InstallRequest::Install {
+                specs: Vec::new(),
+                requirements: vec![requirements.to_owned()],
+                args: args.to_vec(),
+            },
+        )));
+    }
+    Ok(None)
+}
+
+/// One capture of the session's environment: a snapshot of whatever changed, with the package
+/// changes and the requirements the change broke.
+fn capture(home: &Path, env_root: &Path, message: &str) -> Result<Option<CaptureNote>> {
+    let store = Store::open(home)?;
+    let env = store.open_env(env_root.to_str())?;
+    let before = store.tree_of(&store.snapshot(&env.head()?)?)?;
+    let report = capture_into_snapshot(&store, &env, "capture", Some(message.to_owned()), None)?;
+    let Some(id) = report.snapshot else {
+        return Ok(None);
+    };
+    let after = store.tree_of(&store.snapshot(&id)?)?;
+    let conflicts = conflicts_introduced_by(&store, &env, &before, &after, &|object| {
+        store.objects().read_object(object)
+    })?;
+    Ok(Some(CaptureNote {
+        snapshot: id,
+        at_ms: jiff::Timestamp::now().as_millisecond(),
+        message: message.to_owned(),
+        packages: report.packages,
+        added: report.added,
+        modified: report.modified,
+        removed: report.removed,
+        conflicts: conflicts.map(|c| c.to_string()),
+    }))
+}
+
+/// What the prompt hook shows: the captures since the last prompt. Outside a session, or when the
+/// session is gone, nothing.
+pub fn prompt_hook(command: Option<String>) -> Answer {
+    let Some(socket) = std::env::var_os(session::SOCKET_VAR).filter(|s| !s.is_empty()) else {
+        return Answer::default();
+    };
+    match Conversation::ask(Path::new(&socket), &Request::Prompt { command }) {
+        Ok((conversation, answer)) => {
+            conversation.end();
+            answer
+        }
+        Err(_) => Answer::default(),
+    }
+}
+
+/// One session `blast kill` dealt with.
+#[derive(Debug, Serialize)]
+pub struct Killed {
+    pub env: String,
+    /// Its watcher had died; what it left was cleaned.
+    pub stale: bool,
+    pub captures: Vec<CaptureNote>,
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KillReport {
+    pub killed: Vec<Killed>,
+    /// The environment asked about, when it had no session.
+    pub no_session: Option<String>,
+}
+
+/// Ends the session of the selected environment (inside a session, its own), or with `all` every
+/// session of the store: a final capture, the watcher stopped, the shell ended. Idempotent.
+pub fn kill(home: &Path, selector: Option<&str>, all: bool) -> Result<KillReport> {
+    let home = std::fs::canonicalize(home).at("resolving store path", home)?;
+    let own_socket = std::env::var_os(session::SOCKET_VAR)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    let (ids, label) = if all {
+        (session::env_ids(&home)?, None)
+    } else if let (None, Some(socket)) = (selector, &own_socket) {
+        let id = socket
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "${} is set to `{}`, which is not a session socket: unset it or name the environment",
+                    session::SOCKET_VAR,
+                    socket.display()
+                ))
+            })?;
+        (vec![id.clone()], Some(id))
+    } else {
+        let store = Store::open(&home)?;
+        let record = store.find_env(selector)?;
+        (vec![record.id.clone()], Some(record.label().to_owned()))
+    };
+    let mut report = KillReport {
+        killed: Vec::new(),
+        no_session: None,
+    };
+    for id in ids {
+        match session::find(&home, &id)? {
+            Found::Nothing => {}
+            Found::CleanedStale(record) => report.killed.push(Killed {
+                env: record.env_path,
+                stale: true,
+                captures: Vec::new(),
+                failures: Vec::new(),
+            }),
+            Found::Live(record) => {
+                let socket = session::socket_path(&session::dir(&home, &id));
+                let (conversation, answer) = Conversation::ask(&socket, &Request::Kill)?;
+                conversation.end();
+                // From another terminal, return once the session is over; inside it, the shell
+                // ending ends this command too.
+                if own_socket.as_deref() != Some(socket.as_path()) {
+                    wait_for_exit(record.pid);
+                }
+                report.killed.push(Killed {
+                    env: record.env_path,
+                    stale: false,
+                    captures: answer.captures,
+                    failures: answer.failures,
+                });
+            }
+        }
+    }
+    if report.killed.is_empty() {
+        report.no_session = label;
+    }
+    Ok(report)
+}
+
+/// Waits (up to ten seconds) for the process `pid` to be gone.
+fn wait_for_exit(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    for _ in 0..1000 {
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The live session of an environment, for `blast status`.
+pub(crate) fn session_status(home: &Path, env_id: &str) -> Option<session::SessionStatus> {
+    let Ok(Found::Live(_)) = session::find(home, env_id) else {
+        return None;
+    };
+    let socket = session::socket_path(&session::dir(home, env_id));
+    let (conversation, answer) = Conversation::ask(&socket, &Request::Status).ok()?;
+    conversation.end();
+    answer.status
+}

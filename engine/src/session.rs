@@ -1,0 +1,202 @@
+//! Live sessions: where a running `blast start` keeps its record and its control socket, how a stale
+//! one (left by a crash) is recognised, and the line protocol its clients speak over the socket: the
+//! shell's prompt hook, `blast kill` and `blast status`.
+//!
+//! A session lives in `$BLAST_HOME/sessions/<env id>/`: `session.json` (written once the socket
+//! listens) and `control.sock`. A session is live when its socket accepts a connection; a record
+//! whose socket does not is stale, and whoever finds it removes the directory.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use store_format::SnapshotId;
+
+use crate::error::{Error, IoContext, Result};
+use crate::packages::PackageChange;
+
+/// Set in the session's shell: the control socket its prompt hook talks to.
+pub const SOCKET_VAR: &str = "BLAST_SESSION";
+
+/// How long a client waits for the session to answer; a capture of a large environment fits well.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a running session is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub env_id: String,
+    pub env_path: String,
+    /// The `blast start` process, which is the watcher.
+    pub pid: u32,
+    pub shell_pid: u32,
+    pub shell: String,
+    /// Unix milliseconds.
+    pub started_ms: i64,
+}
+
+/// One capture the session made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaptureNote {
+    pub snapshot: SnapshotId,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// What the history entry says: the session's command, or that the watcher saw it.
+    pub message: String,
+    pub packages: Vec<PackageChange>,
+    pub added: usize,
+    pub modified: usize,
+    pub removed: usize,
+    /// Requirements the change broke, explained.
+    pub conflicts: Option<String>,
+}
+
+/// A request to the session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// From the prompt hook: capture what the finished command changed, and hand over every capture
+    /// not shown yet.
+    Prompt {
+        command: Option<String>,
+    },
+    /// From `blast kill`: a final capture, then the shell is ended.
+    Kill,
+    Status,
+}
+
+/// The session's answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Answer {
+    /// Captures to show.
+    pub captures: Vec<CaptureNote>,
+    /// Captures that failed, in words (the environment stays as it is, the next capture retries).
+    pub failures: Vec<String>,
+    pub status: Option<SessionStatus>,
+}
+
+/// A live session, for `blast status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionStatus {
+    pub record: SessionRecord,
+    pub uptime_seconds: u64,
+    pub captures: usize,
+    pub last_capture: Option<CaptureNote>,
+}
+
+/// The session directory of an environment.
+pub fn dir(home: &Path, env_id: &str) -> PathBuf {
+    home.join("sessions").join(env_id)
+}
+
+pub fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
+pub fn record_path(dir: &Path) -> PathBuf {
+    dir.join("session.json")
+}
+
+/// What is found in a session directory.
+#[derive(Debug)]
+pub enum Found {
+    Nothing,
+    Live(SessionRecord),
+    /// Left by a session that is gone (its directory was removed).
+    CleanedStale(SessionRecord),
+}
+
+/// Looks at the session of `env_id`, removing it when it is stale.
+pub fn find(home: &Path, env_id: &str) -> Result<Found> {
+    let dir = dir(home, env_id);
+    let record = match std::fs::read(record_path(&dir)) {
+        Ok(bytes) => serde_json::from_slice::<SessionRecord>(&bytes).ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A session still starting writes its socket first; a directory with neither is debris.
+            if dir.exists() && !socket_path(&dir).exists() {
+                remove(&dir)?;
+            }
+            return Ok(Found::Nothing);
+        }
+        Err(e) => return Err(e).at("reading", &record_path(&dir)),
+    };
+    match record {
+        Some(record) if UnixStream::connect(socket_path(&dir)).is_ok() => Ok(Found::Live(record)),
+        Some(record) => {
+            remove(&dir)?;
+            Ok(Found::CleanedStale(record))
+        }
+        None => {
+            remove(&dir)?;
+            Ok(Found::Nothing)
+        }
+    }
+}
+
+/// Every environment id with a session directory.
+pub fn env_ids(home: &Path) -> Result<Vec<String>> {
+    let sessions = home.join("sessions");
+    let entries = match std::fs::read_dir(&sessions) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).at("listing", &sessions),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.at("listing", &sessions)?;
+        if let Some(id) = entry.file_name().to_str() {
+            ids.push(id.to_owned());
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+pub fn remove(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at("removing", dir),
+        _ => Ok(()),
+    }
+}
+
+/// An open request to a session: the answer is read, then the connection stays open until dropped
+/// (the session ends the shell of a `kill` only once its client has let go).
+pub struct Conversation {
+    stream: UnixStream,
+}
+
+impl Conversation {
+    /// Sends `request` to the session listening on `socket` and reads its answer.
+    pub fn ask(socket: &Path, request: &Request) -> Result<(Conversation, Answer)> {
+        let unreachable = |e: std::io::Error| Error::Io {
+            action: "talking to the session at",
+            path: socket.to_owned(),
+            source: e,
+        };
+        let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+        stream
+            .set_read_timeout(Some(ANSWER_TIMEOUT))
+            .map_err(unreachable)?;
+        let mut line = serde_json::to_string(request)
+            .map_err(|e| Error::Invalid(format!("internal: encoding a session request: {e}")))?;
+        line.push('\n');
+        stream.write_all(line.as_bytes()).map_err(unreachable)?;
+        let mut answer = String::new();
+        BufReader::new(&stream)
+            .read_line(&mut answer)
+            .map_err(unreachable)?;
+        let answer = serde_json::from_str(&answer).map_err(|e| {
+            Error::Invalid(format!(
+                "the session at `{}` answered something unreadable ({e}): `blast kill --all` ends it",
+                socket.display()
+            ))
+        })?;
+        Ok((Conversation { stream }, answer))
+    }
+
+    /// Closes the connection.
+    pub fn end(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}

@@ -1,0 +1,186 @@
+//! The session's shell: bash, zsh or fish started interactively with the user's own configuration,
+//! then the environment activated, `(blast)` at the front of the prompt and a hook that runs before
+//! each prompt (`blast __session-hook`), which shows what the finished command changed.
+//!
+//! Each shell gets a small startup file in the session directory: bash an `--rcfile` that sources
+//! `~/.bashrc` first, zsh a `ZDOTDIR` whose files source the user's, fish an `--init-command` (run
+//! after its configuration).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, IoContext, Result};
+use crate::session::SOCKET_VAR;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShellKind {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl ShellKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ShellKind::Bash => "bash",
+            ShellKind::Zsh => "zsh",
+            ShellKind::Fish => "fish",
+        }
+    }
+}
+
+/// The shell to start: `requested` (a name or a path), else `$SHELL`, else bash.
+pub fn choose(requested: Option<&str>) -> Result<(ShellKind, PathBuf)> {
+    let from_env = std::env::var("SHELL").ok().filter(|s| !s.is_empty());
+    let wanted = requested
+        .map(str::to_owned)
+        .or(from_env)
+        .unwrap_or_else(|| "bash".into());
+    let name = Path::new(&wanted)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let kind = match name {
+        "bash" => ShellKind::Bash,
+        "zsh" => ShellKind::Zsh,
+        "fish" => ShellKind::Fish,
+        other if requested.is_none() => {
+            // An unknown login shell: bash is the one nearly every machine has.
+            return choose(Some("bash")).map_err(|_| {
+                Error::Invalid(format!(
+                    "$SHELL is `{other}`, which blast cannot start a session in: pass --shell bash, zsh or fish"
+                ))
+            });
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "blast starts sessions in bash, zsh or fish, not `{other}`: pass --shell bash, zsh or fish"
+            )));
+        }
+    };
+    let program = if wanted.contains('/') {
+        Some(PathBuf::from(&wanted)).filter(|p| p.is_file())
+    } else {
+        crate::fsutil::find_executable(
+            kind.name(),
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        )
+    };
+    let program = program.ok_or_else(|| {
+        Error::Invalid(format!(
+            "`{wanted}` is not installed here: install it or pass --shell with another of bash, zsh or fish"
+        ))
+    })?;
+    Ok((kind, program))
+}
+
+/// Everything a session's shell needs to know.
+pub struct ShellSetup<'a> {
+    pub kind: ShellKind,
+    pub program: &'a Path,
+    pub env_root: &'a Path,
+    /// Where the startup files go.
+    pub session_dir: &'a Path,
+    pub socket: &'a Path,
+    /// This blast, by absolute path: the hook must work whatever the user's PATH becomes.
+    pub blast: &'a Path,
+}
+
+/// Writes the shell's startup files and returns the command that starts it.
+pub fn command(setup: &ShellSetup<'_>) -> Result<Command> {
+    let mut command = Command::new(setup.program);
+    let env_root = setup.env_root.to_string_lossy();
+    let blast = quote(&setup.blast.to_string_lossy());
+    let activate = quote(&format!("{env_root}/bin/activate"));
+    command
+        .env(SOCKET_VAR, setup.socket)
+        .env("BLAST_ENV", setup.env_root)
+        // blast puts its own marker in the prompt.
+        .env("VIRTUAL_ENV_DISABLE_PROMPT", "1");
+    match setup.kind {
+        ShellKind::Bash => {
+            let rc = setup.session_dir.join("bashrc");
+            write(
+                &rc,
+                &format!(
+                    r#"[ -f ~/.bashrc ] && . ~/.bashrc
+. {activate}
+__blast_prompt() {{
+    local status=$?
+    {blast} __session-hook --command "$(HISTTIMEFORMAT= fc -ln -1 2>/dev/null)"
+    return $status
+}}
+PROMPT_COMMAND="__blast_prompt${{PROMPT_COMMAND:+;$PROMPT_COMMAND}}"
+PS1="(blast) $PS1"
+"#
+                ),
+            )?;
+            command.arg("--rcfile").arg(&rc).arg("-i");
+        }
+        ShellKind::Zsh => {
+            let zdotdir = setup.session_dir.join("zsh");
+            std::fs::create_dir_all(&zdotdir).at("creating", &zdotdir)?;
+            let user = std::env::var("ZDOTDIR")
+                .ok()
+                .filter(|d| !d.is_empty())
+                .or_else(|| std::env::var("HOME").ok())
+                .unwrap_or_default();
+            let user = quote(&user);
+            for file in [".zshenv", ".zprofile", ".zlogin"] {
+                write(
+                    &zdotdir.join(file),
+                    &format!("[ -f {user}/{file} ] && . {user}/{file}\n"),
+                )?;
+            }
+            write(
+                &zdotdir.join(".zshrc"),
+                &format!(
+                    r#"ZDOTDIR={user}
+[ -f {user}/.zshrc ] && . {user}/.zshrc
+. {activate}
+__blast_prompt() {{
+    {blast} __session-hook --command "$(fc -ln -1 2>/dev/null)"
+}}
+autoload -Uz add-zsh-hook
+add-zsh-hook precmd __blast_prompt
+PROMPT="(blast) $PROMPT"
+"#
+                ),
+            )?;
+            command.env("ZDOTDIR", &zdotdir).arg("-i");
+        }
+        ShellKind::Fish => {
+            let init = setup.session_dir.join("init.fish");
+            let activate = quote(&format!("{env_root}/bin/activate.fish"));
+            write(
+                &init,
+                &format!(
+                    r#"source {activate}
+functions -q fish_prompt; and functions -c fish_prompt __blast_user_prompt
+function fish_prompt
+    echo -n '(blast) '
+    functions -q __blast_user_prompt; and __blast_user_prompt
+end
+function __blast_prompt --on-event fish_prompt
+    {blast} __session-hook --command "$history[1]"
+end
+"#
+                ),
+            )?;
+            command
+                .arg("--interactive")
+                .arg("--init-command")
+                .arg(format!("source {}", quote(&init.to_string_lossy())));
+        }
+    }
+    Ok(command)
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).at("writing", path)
+}
+
+/// Single-quoted for sh, zsh and fish alike (a `'` closes, is escaped, and reopens).
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}

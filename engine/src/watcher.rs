@@ -1,0 +1,308 @@
+//! The watcher of a live session: one event loop (tokio, current thread) over the environment's file
+//! events (notify: inotify), the session's control socket and its shell's exit.
+//!
+//! A change is captured at the first of: the prompt hook asking (a command in the session finished),
+//! or a quiet window of [`QUIET`] after the last file event (an install from an IDE or another
+//! terminal). Never while an installer is still running on the environment: its process is looked
+//! for first, and the capture waits for it. `__pycache__` writes and reads are not changes. The loop
+//! ends when the shell exits, after a final capture.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::capture::PYCACHE;
+use crate::error::{Error, IoContext, Result};
+use crate::session::{Answer, CaptureNote, Request, SessionRecord, SessionStatus};
+
+/// How long the environment must be quiet before the watcher captures what changed.
+pub const QUIET: Duration = Duration::from_millis(250);
+
+/// How long a client may take to send its request, and to let go after a `kill`.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the shell has to exit after SIGHUP before it is killed.
+const SHELL_GRACE: Duration = Duration::from_secs(3);
+
+/// Takes a capture: the message for the history entry; the note when a snapshot was made.
+pub type CaptureFn<'a> = dyn FnMut(&str) -> Result<Option<CaptureNote>> + 'a;
+
+/// What the session did, once its shell is gone.
+pub struct Served {
+    pub shell_status: ExitStatus,
+    pub captures: Vec<CaptureNote>,
+    pub failures: Vec<String>,
+}
+
+/// Starts `shell`, writes the session's record (with the shell's pid) to `record_path`, and serves
+/// the session until the shell exits.
+pub fn serve(
+    env_root: &Path,
+    record: SessionRecord,
+    record_path: &Path,
+    listener: StdUnixListener,
+    shell: Command,
+    capture: &mut CaptureFn<'_>,
+) -> Result<Served> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::Invalid(format!("starting the session's event loop: {e}")))?;
+    runtime.block_on(async {
+        let mut session = Session {
+            env_root: env_root.to_owned(),
+            record,
+            capture,
+            dirty: false,
+            last_event: None,
+            unshown: Vec::new(),
+            failures: Vec::new(),
+            all: Vec::new(),
+        };
+        session.run(record_path, listener, shell).await
+    })
+}
+
+struct Session<'c, 'a> {
+    env_root: PathBuf,
+    record: SessionRecord,
+    capture: &'c mut CaptureFn<'a>,
+    /// Changed since the last capture.
+    dirty: bool,
+    last_event: Option<Instant>,
+    /// Captures the prompt has not shown yet.
+    unshown: Vec<CaptureNote>,
+    failures: Vec<String>,
+    all: Vec<CaptureNote>,
+}
+
+impl Session<'_, '_> {
+    async fn run(
+        &mut self,
+        record_path: &Path,
+        listener: StdUnixListener,
+        shell: Command,
+    ) -> Result<Served> {
+        let (events, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| is_change(&e)) {
+                    let _ = events.send(());
+                }
+            })
+            .map_err(|e| watch_error(&self.env_root, e))?;
+        watcher
+            .watch(&self.env_root, RecursiveMode::Recursive)
+            .map_err(|e| watch_error(&self.env_root, e))?;
+        let socket = record_path.with_file_name("control.sock");
+        listener.set_nonblocking(true).at("listening on", &socket)?;
+        let listener = tokio::net::UnixListener::from_std(listener).at("listening on", &socket)?;
+        let mut shell = tokio::process::Command::from(shell)
+            .spawn()
+            .at("starting the shell", Path::new(&self.record.shell))?;
+        self.record.shell_pid = shell.id().unwrap_or_default();
+        write_record(record_path, &self.record)?;
+
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let mut capture_at: Option<tokio::time::Instant> = None;
+        let mut force_kill_at: Option<tokio::time::Instant> = None;
+        let status = loop {
+            tokio::select! {
+                Some(()) = changed.recv() => {
+                    self.dirty = true;
+                    self.last_event = Some(Instant::now());
+                    capture_at = Some(tokio::time::Instant::now() + QUIET);
+                }
+                _ = tokio::time::sleep_until(capture_at.unwrap_or(far)), if capture_at.is_some() => {
+                    if installer_running(&self.env_root) {
+                        capture_at = Some(tokio::time::Instant::now() + QUIET);
+                    } else {
+                        capture_at = None;
+                        self.capture_now("changed outside the session's commands");
+                    }
+                }
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted
+                        && self.answer(stream).await
+                    {
+                        capture_at = None;
+                        signal_shell(self.record.shell_pid, libc::SIGHUP);
+                        force_kill_at = Some(tokio::time::Instant::now() + SHELL_GRACE);
+                    }
+                }
+                _ = tokio::time::sleep_until(force_kill_at.unwrap_or(far)), if force_kill_at.is_some() => {
+                    force_kill_at = None;
+                    signal_shell(self.record.shell_pid, libc::SIGKILL);
+                }
+                status = shell.wait() => break status.at("waiting for the shell", Path::new(&self.record.shell))?,
+            }
+        };
+        // Closing the shell any way ends the session: what changed last is kept.
+        if self.dirty {
+            self.capture_now("changed at the end of the session");
+        }
+        drop(watcher);
+        Ok(Served {
+            shell_status: status,
+            captures: std::mem::take(&mut self.all),
+            failures: std::mem::take(&mut self.failures),
+        })
+    }
+
+    /// Captures now; a failure is kept to be shown, and the environment stays as it is.
+    fn capture_now(&mut self, message: &str) {
+        match (self.capture)(message) {
+            Ok(Some(note)) => {
+                self.unshown.push(note.clone());
+                self.all.push(note);
+            }
+            Ok(None) => {}
+            Err(e) => self.failures.push(e.to_string()),
+        }
+        self.dirty = false;
+    }
+
+    /// Serves one client; true when it asked the session to end.
+    async fn answer(&mut self, stream: UnixStream) -> bool {
+        let (read, mut write) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        let mut line = String::new();
+        let read = tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await;
+        let Ok(Ok(_)) = read else { return false };
+        let Ok(request) = serde_json::from_str::<Request>(&line) else {
+            return false;
+        };
+        let kill = matches!(request, Request::Kill);
+        let mut answer = Answer::default();
+        match request {
+            Request::Prompt { command } => {
+                if self.dirty && !installer_running(&self.env_root) {
+                    let message = command
+                        .map(|c| c.trim().to_owned())
+                        .filter(|c| !c.is_empty())
+                        .unwrap_or_else(|| "changed by a session command".into());
+                    self.capture_now(&message);
+                }
+                answer.captures = std::mem::take(&mut self.unshown);
+                answer.failures = std::mem::take(&mut self.failures);
+            }
+            Request::Kill => {
+                self.capture_now("final capture of the session");
+                answer.captures = std::mem::take(&mut self.unshown);
+                answer.failures = std::mem::take(&mut self.failures);
+            }
+            Request::Status => {
+                let up_ms = jiff::Timestamp::now().as_millisecond() - self.record.started_ms;
+                answer.status = Some(SessionStatus {
+                    record: self.record.clone(),
+                    uptime_seconds: u64::try_from(up_ms / 1000).unwrap_or(0),
+                    captures: self.all.len(),
+                    last_capture: self.all.last().cloned(),
+                });
+            }
+        }
+        let Ok(mut text) = serde_json::to_string(&answer) else {
+            return false;
+        };
+        text.push('\n');
+        let _ = write.write_all(text.as_bytes()).await;
+        if kill {
+            // The shell ends once `blast kill` has printed its answer and let go: ended first, the
+            // shell would take the client (its foreground job) with it.
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(CLIENT_TIMEOUT, reader.read_to_end(&mut rest)).await;
+        }
+        kill
+    }
+}
+
+/// Whether a file event is a change of the environment's content.
+fn is_change(event: &notify::Event) -> bool {
+    let content = matches!(
+        event.kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    );
+    content
+        && event.paths.iter().any(|path| {
+            !path
+                .components()
+                .any(|c| c.as_os_str().as_bytes() == PYCACHE.as_bytes())
+        })
+}
+
+fn watch_error(env_root: &Path, e: notify::Error) -> Error {
+    let limit = matches!(&e.kind, notify::ErrorKind::MaxFilesWatch);
+    Error::Invalid(format!(
+        "cannot watch `{}` for changes: {e}{}",
+        env_root.display(),
+        if limit {
+            "; raise the limit (`sysctl -w fs.inotify.max_user_watches=524288`)"
+        } else {
+            ""
+        }
+    ))
+}
+
+fn write_record(path: &Path, record: &SessionRecord) -> Result<()> {
+    let text = serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::Invalid(format!("internal: encoding the session record: {e}")))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).at("writing", &tmp)?;
+    std::fs::rename(&tmp, path).at("writing", path)
+}
+
+fn signal_shell(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 0
+    {
+        // SAFETY: kill(2) with a positive pid: the session's own shell.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// Program names that install packages.
+const INSTALLERS: &[&str] = &[
+    "pip",
+    "pip3",
+    "__pip-runner__.py",
+    "uv",
+    "conda",
+    "mamba",
+    "poetry",
+    "pdm",
+];
+
+/// Whether an installer is running on the environment: a process whose command line names a path
+/// in it and an installer (`ENV/bin/pip install …`, `python3 -m pip --python ENV …`, `uv pip … --python
+/// ENV`).
+pub fn installer_running(env_root: &Path) -> bool {
+    let root = env_root.as_os_str().as_bytes();
+    let own = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        if !name.as_bytes().iter().all(u8::is_ascii_digit) || name.as_bytes() == own.as_bytes() {
+            return false;
+        }
+        // Gone meanwhile, or not ours to read: not an installer on this environment.
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            return false;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let names_env = args.iter().any(|a| a.starts_with(root));
+        let installs = args.iter().any(|arg| {
+            let program = arg.rsplit(|b| *b == b'/').next().unwrap_or(arg);
+            INSTALLERS.iter().any(|i| program == i.as_bytes()) || program.starts_with(b"pip3.")
+        });
+        names_env && installs
+    })
+}
