@@ -709,6 +709,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::SessionHook { command } => {
             let answer = ops::prompt_hook(command);
             out.captures(&answer.captures, &answer.failures);
+            if answer.end_shell {
+                return Ok(ExitCode::from(engine::session::END_SHELL_STATUS));
+            }
         }
         Command::Doctor => {
             let report = ops::doctor(&open()?)?;

@@ -20,6 +20,9 @@ use crate::packages::PackageChange;
 /// Set in the session's shell: the control socket its prompt hook talks to.
 pub const SOCKET_VAR: &str = "BLAST_SESSION";
 
+/// The prompt hook's exit status that tells the shell to exit: the session is ending.
+pub const END_SHELL_STATUS: u8 = 75;
+
 /// How long a client waits for the session to answer; a capture of a large environment fits well.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -74,6 +77,8 @@ pub struct Answer {
     /// Captures that failed, in words (the environment stays as it is, the next capture retries).
     pub failures: Vec<String>,
     pub status: Option<SessionStatus>,
+    /// The session is ending: the shell should exit (the hook tells it by [`END_SHELL_STATUS`]).
+    pub end_shell: bool,
 }
 
 /// A live session, for `blast status`.

@@ -1,6 +1,7 @@
 //! The session's shell: bash, zsh or fish started interactively with the user's own configuration,
 //! then the environment activated, `(blast)` at the front of the prompt and a hook that runs before
-//! each prompt (`blast __session-hook`), which shows what the finished command changed.
+//! each prompt (`blast __session-hook`), which shows what the finished command changed and exits the
+//! shell once `blast kill` ended the session.
 //!
 //! Each shell gets a small startup file in the session directory: bash an `--rcfile` that sources
 //! `~/.bashrc` first, zsh a `ZDOTDIR` whose files source the user's, fish an `--init-command` (run
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
-use crate::session::SOCKET_VAR;
+use crate::session::{END_SHELL_STATUS, SOCKET_VAR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShellKind {
@@ -92,6 +93,7 @@ pub fn command(setup: &ShellSetup<'_>) -> Result<Command> {
     let env_root = setup.env_root.to_string_lossy();
     let blast = quote(&setup.blast.to_string_lossy());
     let activate = quote(&format!("{env_root}/bin/activate"));
+    let end = END_SHELL_STATUS;
     command
         .env(SOCKET_VAR, setup.socket)
         .env("BLAST_ENV", setup.env_root)
@@ -106,8 +108,10 @@ pub fn command(setup: &ShellSetup<'_>) -> Result<Command> {
                     r#"[ -f ~/.bashrc ] && . ~/.bashrc
 . {activate}
 __blast_prompt() {{
-    local status=$?
-    {blast} __session-hook --command "$(HISTTIMEFORMAT= fc -ln -1 2>/dev/null)"
+    local status=$? last
+    last=$(HISTTIMEFORMAT= history 1)
+    {blast} __session-hook --command "${{last#*[0-9]  }}"
+    [ $? = {end} ] && exit
     return $status
 }}
 PROMPT_COMMAND="__blast_prompt${{PROMPT_COMMAND:+;$PROMPT_COMMAND}}"
@@ -140,6 +144,7 @@ PS1="(blast) $PS1"
 . {activate}
 __blast_prompt() {{
     {blast} __session-hook --command "$(fc -ln -1 2>/dev/null)"
+    [ $? = {end} ] && exit
 }}
 autoload -Uz add-zsh-hook
 add-zsh-hook precmd __blast_prompt
@@ -163,6 +168,7 @@ function fish_prompt
 end
 function __blast_prompt --on-event fish_prompt
     {blast} __session-hook --command "$history[1]"
+    test $status = {end}; and exit
 end
 "#
                 ),

@@ -65,6 +65,7 @@ pub fn serve(
             unshown: Vec::new(),
             failures: Vec::new(),
             all: Vec::new(),
+            ending: false,
         };
         session.run(record_path, listener, shell).await
     })
@@ -81,6 +82,8 @@ struct Session<'c, 'a> {
     unshown: Vec<CaptureNote>,
     failures: Vec<String>,
     all: Vec<CaptureNote>,
+    /// `blast kill` asked: the shell's next prompt hook tells it to exit.
+    ending: bool,
 }
 
 impl Session<'_, '_> {
@@ -112,6 +115,7 @@ impl Session<'_, '_> {
 
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         let mut capture_at: Option<tokio::time::Instant> = None;
+        let mut hangup_at: Option<tokio::time::Instant> = None;
         let mut force_kill_at: Option<tokio::time::Instant> = None;
         let status = loop {
             tokio::select! {
@@ -129,13 +133,23 @@ impl Session<'_, '_> {
                     }
                 }
                 accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted
-                        && self.answer(stream).await
-                    {
-                        capture_at = None;
-                        signal_shell(self.record.shell_pid, libc::SIGHUP);
-                        force_kill_at = Some(tokio::time::Instant::now() + SHELL_GRACE);
+                    let Ok((stream, _)) = accepted else { continue };
+                    let now = tokio::time::Instant::now();
+                    match self.answer(stream).await {
+                        Ending::No => {}
+                        // From the shell itself: its next prompt ends it, cleanly (a hangup now
+                        // would also take the `blast kill` that asked); a hangup if it does not.
+                        Ending::AtNextPrompt => hangup_at = Some(now + SHELL_GRACE),
+                        Ending::Now => hangup_at = Some(now),
                     }
+                    if hangup_at.is_some() {
+                        capture_at = None;
+                    }
+                }
+                _ = tokio::time::sleep_until(hangup_at.unwrap_or(far)), if hangup_at.is_some() => {
+                    hangup_at = None;
+                    signal_shell(self.record.shell_pid, libc::SIGHUP);
+                    force_kill_at = Some(tokio::time::Instant::now() + SHELL_GRACE);
                 }
                 _ = tokio::time::sleep_until(force_kill_at.unwrap_or(far)), if force_kill_at.is_some() => {
                     force_kill_at = None;
@@ -169,18 +183,24 @@ impl Session<'_, '_> {
         self.dirty = false;
     }
 
-    /// Serves one client; true when it asked the session to end.
-    async fn answer(&mut self, stream: UnixStream) -> bool {
+    /// Serves one client; says whether, and how, the session is to end.
+    async fn answer(&mut self, stream: UnixStream) -> Ending {
+        let client = stream.peer_cred().ok().and_then(|c| c.pid());
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
         let mut line = String::new();
         let read = tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await;
-        let Ok(Ok(_)) = read else { return false };
+        let Ok(Ok(_)) = read else {
+            return Ending::No;
+        };
         let Ok(request) = serde_json::from_str::<Request>(&line) else {
-            return false;
+            return Ending::No;
         };
         let kill = matches!(request, Request::Kill);
-        let mut answer = Answer::default();
+        let mut answer = Answer {
+            end_shell: self.ending,
+            ..Answer::default()
+        };
         match request {
             Request::Prompt { command } => {
                 if self.dirty && !installer_running(&self.env_root) {
@@ -209,18 +229,42 @@ impl Session<'_, '_> {
             }
         }
         let Ok(mut text) = serde_json::to_string(&answer) else {
-            return false;
+            return Ending::No;
         };
         text.push('\n');
         let _ = write.write_all(text.as_bytes()).await;
-        if kill {
-            // The shell ends once `blast kill` has printed its answer and let go: ended first, the
-            // shell would take the client (its foreground job) with it.
-            let mut rest = Vec::new();
-            let _ = tokio::time::timeout(CLIENT_TIMEOUT, reader.read_to_end(&mut rest)).await;
+        if !kill {
+            return Ending::No;
         }
-        kill
+        self.ending = true;
+        let shell = i32::try_from(self.record.shell_pid).ok();
+        if client.is_some_and(|pid| parent_of(pid) == shell) {
+            return Ending::AtNextPrompt;
+        }
+        // From elsewhere: the shell ends once `blast kill` has printed its answer and let go.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(CLIENT_TIMEOUT, reader.read_to_end(&mut rest)).await;
+        Ending::Now
     }
+}
+
+/// How a request leaves the session.
+enum Ending {
+    No,
+    AtNextPrompt,
+    Now,
+}
+
+/// The parent of process `pid`, from `/proc/PID/stat` (its fourth field, after the command name in
+/// parentheses).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Whether a file event is a change of the environment's content.

@@ -84,6 +84,7 @@ impl Blast {
             .current_dir(&self.work)
             .env("BLAST_HOME", &self.home)
             .env_remove("BLAST_ENV")
+            .env_remove("BLAST_SESSION")
             .env_remove("BLAST_LINK_MODE")
             .env_remove("BLAST_TEST_CRASH_AT");
         cmd

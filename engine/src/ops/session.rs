@@ -233,6 +233,7 @@ fn prepare_env(store: &Store, options: &StartOptions, progress: &dyn Progress) -
             image: image.clone(),
         });
     }
+    let dependencies = project_dependencies(&options.installer_args)?;
     super::create(
         store,
         &CreateOptions {
@@ -242,7 +243,7 @@ fn prepare_env(store: &Store, options: &StartOptions, progress: &dyn Progress) -
             seed: true,
         },
     )?;
-    let Some((from, request)) = project_dependencies(&options.installer_args)? else {
+    let Some((from, request)) = dependencies else {
         return Ok(Setup::Created {
             from: None,
             install: None,

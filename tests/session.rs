@@ -1,0 +1,485 @@
+//! Live sessions: `blast start` and `blast kill` driving real bash, zsh and fish in tmux, and the
+//! watcher on its own. Checked: the prompt shows `(blast)` and the user's own shell configuration
+//! still loads; a `pip install` in the session prints its capture line before the next prompt and is
+//! one snapshot in the history; `blast rollback` works from inside; `blast kill` returns to the
+//! original prompt and leaves no process and no session files behind; an install from outside the
+//! session is captured as one snapshot within a second of the installer's exit; `__pycache__` writes
+//! are not changes; a crashed session is cleaned up, `blast kill` is idempotent; a project's
+//! dependencies become the first layers of its new `./.venv`.
+
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+/// How long a shell may take to show what a test waits for.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A tmux server of the test's own, running a plain bash whose prompt is `outer$ `.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn start(b: &Blast, home: &Path) -> Tmux {
+        let socket = b.tmp.path().join("tmux.sock");
+        let blast_dir = Path::new(env!("CARGO_BIN_EXE_blast")).parent().unwrap();
+        let outer = format!(
+            "env -i HOME={home} TERM=xterm LANG=C.UTF-8 PS1='outer$ ' PATH={blast_dir}:/usr/local/bin:/usr/bin:/bin BLAST_HOME={store} bash --norc --noprofile",
+            home = home.display(),
+            blast_dir = blast_dir.display(),
+            store = b.home.display(),
+        );
+        let tmux = Tmux { socket };
+        tmux.tmux(&["new-session", "-d", "-x", "200", "-y", "60", &outer]);
+        tmux.wait_for("the outer prompt", |pane| last_line(pane) == "outer$");
+        tmux
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux (scripts/setup installs it)");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn type_line(&self, line: &str) {
+        self.tmux(&["send-keys", "-l", line]);
+        self.tmux(&["send-keys", "Enter"]);
+    }
+
+    fn pane(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-J", "-S", "-500"])
+    }
+
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let pane = self.pane();
+            if done(&pane) {
+                return pane;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "waited for {what}; the pane shows:\n{pane}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+fn last_line(pane: &str) -> &str {
+    pane.lines()
+        .rev()
+        .map(str::trim_end)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+}
+
+/// The user's own configuration for each shell: an exported variable and its own prompt.
+fn write_shell_config(home: &Path) {
+    fs::write(
+        home.join(".bashrc"),
+        "export BLAST_RC_LOADED=yes\nPS1='inner$ '\n",
+    )
+    .unwrap();
+    fs::write(
+        home.join(".zshrc"),
+        "export BLAST_RC_LOADED=yes\nPROMPT='inner%# '\n",
+    )
+    .unwrap();
+    let fish = home.join(".config/fish");
+    fs::create_dir_all(&fish).unwrap();
+    fs::write(
+        fish.join("config.fish"),
+        "set -gx BLAST_RC_LOADED yes\nset -g fish_greeting\nfunction fish_prompt; echo -n 'inner> '; end\n",
+    )
+    .unwrap();
+}
+
+/// Processes that belong to sessions of this store: a blast binary whose environment names the
+/// store, or a shell whose environment holds one of its session sockets.
+fn session_processes(store: &Path) -> Vec<String> {
+    let home_var = format!("BLAST_HOME={}", store.display());
+    let socket_var = format!("BLAST_SESSION={}", store.display());
+    let blast = fs::canonicalize(env!("CARGO_BIN_EXE_blast")).unwrap();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(environ) = fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let is_blast = fs::read_link(entry.path().join("exe")).is_ok_and(|exe| exe == blast);
+        let in_store = vars.iter().any(|v| *v == home_var);
+        let in_session = vars.iter().any(|v| v.starts_with(&socket_var));
+        let is_shell = fs::read_link(entry.path().join("exe")).is_ok_and(|exe| {
+            exe.file_name()
+                .is_some_and(|n| ["bash", "zsh", "fish"].iter().any(|s| n == *s))
+        });
+        if (is_blast && in_store) || (in_session && is_shell) {
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        }
+    }
+    found
+}
+
+fn assert_nothing_left(b: &Blast) {
+    let start = Instant::now();
+    while !session_processes(&b.home).is_empty() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(session_processes(&b.home), Vec::<String>::new());
+    let sessions = b.home.join("sessions");
+    let left: Vec<_> = fs::read_dir(&sessions)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "session files left: {left:?}");
+}
+
+fn site(env: &Path) -> PathBuf {
+    env.join("lib/python3.11/site-packages")
+}
+
+/// A whole session in `shell`, typed into a terminal as a user would.
+fn session_in(shell: &str) {
+    let b = Blast::new();
+    let home = b.work.join("home");
+    fs::create_dir_all(&home).unwrap();
+    write_shell_config(&home);
+    let project = b.work.join("project");
+    fs::create_dir_all(&project).unwrap();
+    fs::write(project.join("requirements.txt"), "blastbase==1.0\n").unwrap();
+    let env = project.join(".venv");
+    let wheels = wheels();
+    let tmux = Tmux::start(&b, &home);
+
+    tmux.type_line(&format!(
+        "cd {} && blast start --shell {shell} --python {} --no-index -f {}",
+        project.display(),
+        python(),
+        wheels.display()
+    ));
+    tmux.wait_for("the session's prompt", |p| {
+        last_line(p).starts_with("(blast) inner")
+    });
+    let pane = tmux.pane();
+    assert!(
+        pane.contains("installed the dependencies of requirements.txt: +blastbase 1.0.0"),
+        "{pane}"
+    );
+    tmux.type_line("echo rc=$BLAST_RC_LOADED");
+    tmux.wait_for("the user's configuration", |p| p.contains("\nrc=yes"));
+
+    let pip = format!(
+        "pip install -q --disable-pip-version-check --no-index -f {} blastdemo==1.0",
+        wheels.display()
+    );
+    tmux.type_line(&pip);
+    let pane = tmux.wait_for("the capture line and the next prompt", |p| {
+        p.contains("+blastdemo 1.0.0") && last_line(p).starts_with("(blast) inner")
+    });
+    // The capture line comes after the command, before the next prompt.
+    let lines: Vec<&str> = pane.lines().map(str::trim_end).collect();
+    let command_at = lines.iter().rposition(|l| l.contains(&pip)).unwrap();
+    let capture_at = lines
+        .iter()
+        .rposition(|l| l.starts_with("blast: snapshot "))
+        .unwrap();
+    let prompt_at = lines
+        .iter()
+        .rposition(|l| l.starts_with("(blast) inner"))
+        .unwrap();
+    assert!(command_at < capture_at && capture_at < prompt_at, "{pane}");
+    assert!(
+        lines[capture_at].ends_with("+blastdemo 1.0.0 +blastdep 1.0.0"),
+        "{pane}"
+    );
+    let log = b.log(env.to_str().unwrap());
+    assert_eq!(log[0]["operation"], "capture");
+    assert!(
+        log[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("pip install"),
+        "{:?}",
+        log[0]
+    );
+    let shown = &lines[capture_at]["blast: snapshot ".len()..][..12];
+    assert_eq!(&log[0]["snapshot"].as_str().unwrap()[..12], shown);
+    // install -r requirements.txt, create: the capture is one snapshot.
+    assert_eq!(log.len(), 3, "{log:?}");
+
+    tmux.type_line("blast log");
+    tmux.wait_for("the log", |p| p.contains("capture: pip install"));
+    tmux.type_line("blast rollback");
+    tmux.wait_for("the rollback", |p| {
+        p.contains("-blastdemo 1.0.0") && last_line(p).starts_with("(blast) inner")
+    });
+    assert!(!site(&env).join("blastdemo").exists());
+    assert!(site(&env).join("blastbase").exists());
+
+    tmux.type_line("blast kill");
+    let pane = tmux.wait_for("the original prompt", |p| last_line(p) == "outer$");
+    assert!(pane.contains("ended the session of"), "{pane}");
+    assert_nothing_left(&b);
+    // The rollback stays; the session's shell took no further snapshot.
+    assert_eq!(b.log(env.to_str().unwrap()).len(), 4);
+}
+
+#[test]
+fn bash_session_captures_installs_and_kill_returns_to_the_original_prompt() {
+    session_in("bash");
+}
+
+#[test]
+fn zsh_session_captures_installs_and_kill_returns_to_the_original_prompt() {
+    session_in("zsh");
+}
+
+#[test]
+fn fish_session_captures_installs_and_kill_returns_to_the_original_prompt() {
+    session_in("fish");
+}
+
+/// `blast start ENV` with a bash reading commands from a pipe: the session without a terminal.
+struct Headless {
+    child: Child,
+}
+
+impl Headless {
+    fn start(b: &Blast, env: &Path) -> Headless {
+        let child = b
+            .command(&["start", env.to_str().unwrap(), "--shell", "bash"])
+            .env("HOME", b.work.join("home"))
+            .env_remove("BLAST_SESSION")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let session = Headless { child };
+        let start = Instant::now();
+        while session_of(b, env).is_null() {
+            assert!(start.elapsed() < PATIENCE, "the session did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        session
+    }
+
+    /// Ends the shell (end of its input) and returns blast's exit status and stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn session_of(b: &Blast, env: &Path) -> Value {
+    b.json(&["status", "-e", env.to_str().unwrap()])["session"].clone()
+}
+
+#[test]
+fn watcher_captures_an_outside_install_within_a_second_as_one_snapshot() {
+    let b = Blast::new();
+    fs::create_dir_all(b.work.join("home")).unwrap();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let session = Headless::start(&b, &env);
+    let before = b.log(e).len();
+
+    // The real pip of the base interpreter, from outside the session.
+    pip_install(&env, &["blastdemo==1.0"]);
+    let exited = Instant::now();
+    let mut log = b.log(e);
+    while log.len() == before {
+        assert!(
+            exited.elapsed() < Duration::from_secs(5),
+            "nothing captured"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        log = b.log(e);
+    }
+    let latency = exited.elapsed();
+    assert!(
+        latency < Duration::from_secs(1),
+        "captured {latency:?} after pip exited"
+    );
+    // Nothing more comes of it: one snapshot, holding the whole install.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = b.log(e);
+    assert_eq!(log.len(), before + 1, "{log:?}");
+    assert_eq!(log[0]["operation"], "capture");
+    assert_eq!(log[0]["message"], "changed outside the session's commands");
+    let added: Vec<&str> = log[0]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["blastdemo", "blastdep"]);
+    b.assert_verify_clean(&[&env]);
+
+    // Bytecode written by an import is not a change.
+    let compile = Command::new(env.join("bin/python"))
+        .args(["-m", "compileall", "-q", "-f"])
+        .arg(site(&env))
+        .status()
+        .unwrap();
+    assert!(compile.success());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(b.log(e).len(), before + 1);
+
+    let (status, stderr) = session.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("1 snapshot captured"), "{stderr}");
+    assert_nothing_left(&b);
+}
+
+#[test]
+fn kill_is_idempotent_and_cleans_a_crashed_session() {
+    let b = Blast::new();
+    fs::create_dir_all(b.work.join("home")).unwrap();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let mut session = Headless::start(&b, &env);
+    // A second session of the same environment is refused, naming the way out.
+    let err = b.fails(&["start", e, "--shell", "bash"]);
+    assert!(err.contains("already has a live session"), "{err}");
+    assert!(err.contains("blast kill"), "{err}");
+
+    // The watcher dies: its shell goes with it, the session's files stay behind.
+    let pid = session_of(&b, &env)["record"]["pid"].as_u64().unwrap();
+    // SAFETY: kill(2) on the test's own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = session.child.wait();
+    drop(session.child.stdin.take());
+    let start = Instant::now();
+    while !session_processes(&b.home).is_empty() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(session_processes(&b.home), Vec::<String>::new());
+    assert!(b.home.join("sessions").read_dir().unwrap().next().is_some());
+
+    let out = b.ok(&["kill", e]);
+    assert!(out.contains("cleaned up the dead session"), "{out}");
+    let out = b.ok(&["kill", e]);
+    assert!(out.contains("no session of"), "{out}");
+    assert_nothing_left(&b);
+
+    // From another terminal: `blast kill --all` returns once the session is over.
+    let session = Headless::start(&b, &env);
+    let out = b.ok(&["kill", "--all"]);
+    assert!(out.contains("ended the session of"), "{out}");
+    assert_eq!(session_processes(&b.home), Vec::<String>::new());
+    let (status, _) = session.finish();
+    assert!(!status.success(), "the shell was hung up, not exited");
+    assert_nothing_left(&b);
+}
+
+#[test]
+fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
+    let b = Blast::new();
+    let home = b.work.join("home");
+    fs::create_dir_all(&home).unwrap();
+    let wheels = wheels();
+    let start = |project: &Path| {
+        let mut child = b
+            .command(&[
+                "start",
+                "--shell",
+                "bash",
+                "--python",
+                python(),
+                "--no-index",
+                "-f",
+                wheels.to_str().unwrap(),
+            ])
+            .current_dir(project)
+            .env("HOME", &home)
+            .env_remove("BLAST_SESSION")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"exit\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    let project = b.work.join("project");
+    fs::create_dir_all(&project).unwrap();
+    fs::write(
+        project.join("pyproject.toml"),
+        "[project]\nname = \"demo\"\nversion = \"0.1\"\ndependencies = [\"blastdemo==1.0\"]\n",
+    )
+    .unwrap();
+    let out = start(&project);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = project.join(".venv");
+    let log = b.log(env.to_str().unwrap());
+    let operations: Vec<&str> = log
+        .iter()
+        .map(|entry| entry["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(operations, ["install", "create"]);
+    assert_eq!(log[0]["message"], "install blastdemo==1.0");
+    assert!(site(&env).join("blastdemo").is_dir());
+
+    // A broken pyproject.toml: a clear error, and no half-made environment.
+    let broken = b.work.join("broken");
+    fs::create_dir_all(&broken).unwrap();
+    fs::write(
+        broken.join("pyproject.toml"),
+        "[project\ndependencies = 3\n",
+    )
+    .unwrap();
+    let out = start(&broken);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`pyproject.toml` is not valid TOML"),
+        "{stderr}"
+    );
+    assert!(!broken.join(".venv").exists());
+    // A dependency that cannot be installed: the new environment goes again.
+    fs::write(
+        broken.join("pyproject.toml"),
+        "[project]\ndependencies = [\"no-such-package-anywhere\"]\n",
+    )
+    .unwrap();
+    let out = start(&broken);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!broken.join(".venv").exists());
+    assert_nothing_left(&b);
+}
