@@ -133,7 +133,7 @@ fn session_processes(store: &Path) -> Vec<String> {
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect();
         let is_blast = fs::read_link(entry.path().join("exe")).is_ok_and(|exe| exe == blast);
-        let in_store = vars.iter().any(|v| *v == home_var);
+        let in_store = vars.contains(&home_var);
         let in_session = vars.iter().any(|v| v.starts_with(&socket_var));
         let is_shell = fs::read_link(entry.path().join("exe")).is_ok_and(|exe| {
             exe.file_name()
