@@ -420,7 +420,9 @@ impl Output {
         if r.processes.is_empty() {
             println!("  no processes running from it");
         } else {
-            println!("  {} processes running from it:", r.processes.len());
+            let count = r.processes.len();
+            let noun = if count == 1 { "process" } else { "processes" };
+            println!("  {count} {noun} running from it:");
             let mut t = table();
             t.set_header(["    PID", "CPU", "MEMORY", "COMMAND"]);
             for p in &r.processes {
@@ -551,11 +553,14 @@ impl Output {
             }
             t
         };
-        println!("  {} distributions never imported:", r.never_imported.len());
+        println!(
+            "  {} installed distributions never imported:",
+            r.never_imported.len()
+        );
         if !r.never_imported.is_empty() {
             println!("{}", dists(&r.never_imported));
         }
-        println!("  {} distributions imported", r.imported.len());
+        println!("  {} imported", r.imported.len());
         println!(
             "  imported, provided by no installed distribution: {}",
             dash_if_empty(r.not_provided.join(" "))
