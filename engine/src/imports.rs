@@ -164,11 +164,10 @@ pub fn enable_tracking(store: &Store, env: &Env) -> Result<Tracking> {
     // A JSON string is also a Python string literal (the same escapes; UTF-8 source).
     let literal = serde_json::to_string(records_str)
         .map_err(|e| Error::Invalid(format!("cannot quote `{records_str}`: {e}")))?;
-    // The module first, whole, then the `.pth` that imports it: an interpreter starting meanwhile
-    // finds either no hook or a complete one.
-    let partial = purelib.join(format!(".blast-tmp.{HOOK_MODULE}"));
-    std::fs::write(&partial, HOOK_SOURCE.replace("@RECORDS@", &literal)).at("writing", &partial)?;
-    std::fs::rename(&partial, &module).at("writing", &module)?;
+    // The `.pth` goes first and comes back last, after the whole module: an interpreter starting
+    // meanwhile finds no hook or a complete one.
+    crate::fsutil::remove_file_if_exists(&pth)?;
+    std::fs::write(&module, HOOK_SOURCE.replace("@RECORDS@", &literal)).at("writing", &module)?;
     std::fs::write(&pth, "import _blast_imports\n").at("writing", &pth)?;
     Ok(tracking(env, &module, &pth, &records, true))
 }
