@@ -553,14 +553,22 @@ impl Output {
             }
             t
         };
-        println!(
-            "  {} installed distributions never imported:",
-            r.never_imported.len()
-        );
-        if !r.never_imported.is_empty() {
+        if r.records == 0 {
+            println!(
+                "  nothing recorded yet: no Python process of the environment ran with tracking on"
+            );
+            return;
+        }
+        if r.never_imported.is_empty() {
+            println!("  every installed distribution was imported");
+        } else {
+            println!(
+                "  {} installed distributions never imported:",
+                r.never_imported.len()
+            );
             println!("{}", dists(&r.never_imported));
         }
-        println!("  {} imported", r.imported.len());
+        println!("  {} installed distributions imported", r.imported.len());
         println!(
             "  imported, provided by no installed distribution: {}",
             dash_if_empty(r.not_provided.join(" "))

@@ -81,7 +81,11 @@ def _record():
         sep = os.sep
         base = {os.path.join(p, "") for p in (sys.base_prefix, sys.base_exec_prefix)}
         env = {os.path.join(p, "") for p in (sys.prefix, sys.exec_prefix)}
-        local = {os.path.join(os.getcwd(), "")}
+        local = set()
+        try:
+            local.add(os.path.join(os.getcwd(), ""))
+        except OSError:
+            pass  # The working directory was removed: only the script's counts.
         if sys.path and sys.path[0]:
             local.add(os.path.join(os.path.abspath(sys.path[0]), ""))
         skip = set(getattr(sys, "stdlib_module_names", ()))
