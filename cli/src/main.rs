@@ -204,6 +204,27 @@ enum Command {
         #[command(flatten)]
         env: EnvArg,
     },
+    /// Install durations, capture latency, environment and store sizes, dedup ratio and disk usage.
+    ///
+    /// Install durations are judged on their 95th percentile: a warning over 30 s, an alert over
+    /// 60 s, critical over 120 s. The disk holding the store is an alert over 90% used.
+    Stats,
+    /// List installed distributions no tracked process imported, and imported modules no installed
+    /// distribution provides.
+    ///
+    /// Needs tracking: `--enable` puts a small hook into the environment's site-packages that records
+    /// what each Python process imports (blast's own files, never captured in a snapshot); `--disable`
+    /// takes it out. Reads the HEAD snapshot's distributions.
+    Imports {
+        #[command(flatten)]
+        env: EnvArg,
+        /// Start recording the imports of every Python process of the environment.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Stop recording (what was recorded stays).
+        #[arg(long)]
+        disable: bool,
+    },
     /// Delete an environment's directory and its history (snapshots stay until `blast clean`).
     Remove {
         #[arg(value_name = "NAME|PATH")]
@@ -510,6 +531,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.check(&report);
             if !report.is_clean() {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Stats => out.stats(&ops::stats(&open()?)?),
+        Command::Imports {
+            env,
+            enable,
+            disable,
+        } => {
+            if enable || disable {
+                out.tracking(&ops::track_imports(&open()?, env.env.as_deref(), enable)?);
+            } else {
+                out.imports(&ops::imports(&open()?, env.env.as_deref())?);
             }
         }
         Command::Remove { env } => out.removed(&ops::remove(&open_for_writing()?, &env)?),

@@ -4,12 +4,14 @@ use bytesize::ByteSize;
 use comfy_table::{Table, presets::NOTHING};
 use engine::gc::CleanReport;
 use engine::images::Progress;
+use engine::imports::{DistributionImports, ImportsReport, Tracking};
 use engine::index::EnvRecord;
+use engine::metrics::Level;
 use engine::ops::{
-    CheckReport, CreateReport, DiffReport, DoctorReport, EnvSummary, ExportReport, FileChange,
-    ImportReport, InstallReport, KillReport, LogEntry, MoveReport, PackagesReport, PullReport,
-    PushReport, RestoreReport, RunReport, SessionEnded, SessionStarting, Setup, SnapshotReport,
-    StatusReport, VerifyReport,
+    CheckReport, CreateReport, DiffReport, DoctorReport, Durations, EnvSummary, ExportReport,
+    FileChange, ImportReport, InstallReport, KillReport, LogEntry, MoveReport, PackagesReport,
+    PullReport, PushReport, RestoreReport, RunReport, SessionEnded, SessionStarting, Setup,
+    SnapshotReport, StatsReport, StatusReport, VerifyReport,
 };
 use engine::packages::PackageChange;
 use engine::sandbox::Limits;
@@ -536,6 +538,166 @@ impl Output {
         for p in &r.packages {
             println!("    {} {}", p.name, p.version);
         }
+        if r.processes.is_empty() {
+            println!("  no processes running from it");
+        } else {
+            let count = r.processes.len();
+            let noun = if count == 1 { "process" } else { "processes" };
+            println!("  {count} {noun} running from it:");
+            let mut t = table();
+            t.set_header(["    PID", "CPU", "MEMORY", "COMMAND"]);
+            for p in &r.processes {
+                t.add_row([
+                    format!("    {}", p.pid),
+                    format!("{:.1}%", p.cpu_percent),
+                    ByteSize(p.memory_bytes).to_string(),
+                    p.command.clone(),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+
+    pub fn stats(&self, r: &StatsReport) {
+        if self.json(r) {
+            return;
+        }
+        let seconds = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
+        let row = |what: &str, d: &Durations, level: String| {
+            [
+                what.to_owned(),
+                d.count.to_string(),
+                seconds(d.p50_seconds),
+                seconds(d.p95_seconds),
+                seconds(d.max_seconds),
+                level,
+            ]
+        };
+        let mut t = table();
+        t.set_header(["TIMING", "SAMPLES", "P50", "P95", "MAX", "LEVEL"]);
+        t.add_row(row(
+            "install duration",
+            &r.install.durations,
+            level_word(r.install.level),
+        ));
+        t.add_row(row("capture latency", &r.capture, "-".into()));
+        println!("{t}");
+        println!(
+            "install level judged on p95: warning over {} s, alert over {} s, critical over {} s",
+            r.install.warning_over_seconds,
+            r.install.alert_over_seconds,
+            r.install.critical_over_seconds
+        );
+        println!();
+        if r.envs.is_empty() {
+            println!("no environments yet");
+        } else {
+            let mut t = table();
+            t.set_header(["ENVIRONMENT", "SIZE", "FILES", "PATH"]);
+            for e in &r.envs {
+                t.add_row([
+                    e.env.clone(),
+                    ByteSize(e.bytes).to_string(),
+                    e.files.to_string(),
+                    e.path.clone(),
+                ]);
+            }
+            println!("{t}");
+        }
+        println!();
+        println!(
+            "store     {} on disk; environments hold {} of files in {} of distinct objects (dedup ratio {:.2})",
+            ByteSize(r.store_bytes),
+            ByteSize(r.logical_bytes),
+            ByteSize(r.unique_bytes),
+            r.dedup_ratio
+        );
+        let d = &r.disk;
+        println!(
+            "disk      {:.1}% of {} used, {} available ({}) — {}, alert over {}%",
+            d.used_percent,
+            ByteSize(d.total_bytes),
+            ByteSize(d.available_bytes),
+            d.path,
+            level_word(d.level),
+            d.alert_over_percent
+        );
+    }
+
+    pub fn tracking(&self, r: &Tracking) {
+        if self.json(r) {
+            return;
+        }
+        if r.enabled {
+            println!(
+                "tracking imports in `{}`: each Python process records its imports in {}",
+                r.env, r.records
+            );
+            println!(
+                "  hook files (not environment content): {}",
+                r.files.join(", ")
+            );
+            println!("  `blast imports -e {}` reports them", r.env);
+        } else {
+            println!(
+                "no longer tracking imports in `{}` (what was recorded stays in {})",
+                r.env, r.records
+            );
+        }
+    }
+
+    pub fn imports(&self, r: &ImportsReport) {
+        if self.json(r) {
+            return;
+        }
+        print_problems(&r.problems);
+        let state = if r.tracking {
+            "tracking on"
+        } else {
+            "tracking off: `blast imports --enable` turns it on"
+        };
+        println!(
+            "imports in `{}` (snapshot {}): {} process records, {state}",
+            r.env,
+            short(&r.snapshot),
+            r.records
+        );
+        let dists = |list: &[DistributionImports]| {
+            let mut t = table();
+            t.set_header(["    NAME", "VERSION", "IMPORT NAMES"]);
+            for d in list {
+                t.add_row([
+                    format!("    {}", d.name),
+                    d.version.clone(),
+                    dash_if_empty(d.top_level.join(" ")),
+                ]);
+            }
+            t
+        };
+        if r.records == 0 {
+            println!(
+                "  nothing recorded yet: no Python process of the environment ran with tracking on"
+            );
+            return;
+        }
+        if r.never_imported.is_empty() {
+            println!("  every installed distribution was imported");
+        } else {
+            println!(
+                "  {} installed distributions never imported:",
+                r.never_imported.len()
+            );
+            println!("{}", dists(&r.never_imported));
+        }
+        println!("  {} installed distributions imported", r.imported.len());
+        println!(
+            "  imported, provided by no installed distribution: {}",
+            dash_if_empty(r.not_provided.join(" "))
+        );
+        println!(
+            "  imported from the project's own files: {}",
+            dash_if_empty(r.local.join(" "))
+        );
     }
 
     pub fn packages(&self, r: &PackagesReport) {
@@ -739,6 +901,14 @@ impl Progress for Bar {
         if let Some(bar) = self.current().take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// `ok` quietly, anything worse in capitals so it stands out.
+fn level_word(level: Level) -> String {
+    match level {
+        Level::Ok => level.as_str().to_owned(),
+        _ => level.as_str().to_uppercase(),
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! A stat cache per environment (inode, size, mtime, ctime, mode → object, like git's index) lets an
 //! unchanged directory be checked with `lstat` alone; only new or changed files are read and hashed, in
-//! parallel. `__pycache__` directories are caches, not content, and are never looked at. Files that
+//! parallel. `__pycache__` directories are caches, not content, and are never looked at; nor are the
+//! files of blast's import-tracking hook (see [`crate::imports`]). Files that
 //! contain the environment's own paths are stored with placeholders (see `store_format::Placeholders`).
 
 use std::fs;
@@ -15,6 +16,7 @@ use rustc_hash::FxHashMap;
 use store_format::{Node, ObjectId, Placeholders};
 
 use crate::error::{Error, IoContext, Result};
+use crate::imports::is_hook_file;
 use crate::objects::Staging;
 use crate::tree::Tree;
 
@@ -426,6 +428,9 @@ fn walk_upper(dir: &Path, rel: &str, out: &mut Vec<UpperEntry>) -> Result<()> {
         } else if ft.is_symlink() {
             out.push(UpperEntry::Symlink(path, abs));
         } else if ft.is_file() {
+            if is_hook_file(name) {
+                continue;
+            }
             out.push(UpperEntry::File { abs, path, meta });
         } else {
             return Err(Error::UnsupportedFileType {
@@ -493,7 +498,7 @@ impl ScanCtx<'_> {
                 return Err(Error::NonUtf8Path(entry.path()));
             };
             let meta = entry.metadata().at("inspecting", &entry.path())?;
-            if meta.is_dir() && name == PYCACHE {
+            if (meta.is_dir() && name == PYCACHE) || (meta.is_file() && is_hook_file(name)) {
                 continue;
             }
             let path = if rel.is_empty() {

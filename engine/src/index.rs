@@ -1,6 +1,7 @@
 //! The metadata index: one RocksDB database under `$BLAST_HOME/index` holding what is not content —
-//! environments, their HEADs, history, tags, stat caches, apply journals and cached interpreter facts
-//! (what a venv needs to know, and the marker values requirements are evaluated against).
+//! environments, their HEADs, history, tags, stat caches, apply journals, cached interpreter facts
+//! (what a venv needs to know, and the marker values requirements are evaluated against) and timing
+//! samples (see [`crate::metrics`]).
 //!
 //! RocksDB lets one process open a database at a time, so an [`Index`] is held only for the span of one
 //! command (or one step of a long one) and guarded by a file lock: a second process waits for it instead
@@ -17,6 +18,7 @@ use store_format::SnapshotId;
 use crate::error::{Error, Result};
 use crate::lock::{self, LockGuard, LockMode};
 use crate::markers::MarkerValues;
+use crate::metrics::{MetricKind, MetricSample};
 use crate::python::PythonInfo;
 
 /// An environment known to the store.
@@ -74,6 +76,7 @@ const PYTHON: &str = "python/";
 const SEED: &str = "seed/";
 const LINK_MODE: &str = "link/";
 const MARKERS: &str = "markers/";
+const METRIC: &str = "metric/";
 
 pub struct Index {
     // Field order matters: the database closes before the lock is released.
@@ -261,6 +264,15 @@ impl Index {
     pub fn seed_layer(&self, key: &str) -> Result<Option<store_format::LayerId>> {
         self.get(&format!("{SEED}{key}"))
     }
+
+    /// Timing samples of one kind, oldest first.
+    pub fn metric_samples(&self, kind: MetricKind) -> Result<Vec<MetricSample>> {
+        Ok(self
+            .scan(&format!("{METRIC}{}/", kind.as_str()))?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
+    }
 }
 
 fn acquire_index_lock(path: &Path) -> Result<LockGuard> {
@@ -376,6 +388,25 @@ impl Batch {
     pub fn put_seed_layer(&mut self, key: &str, layer: &store_format::LayerId) {
         self.put(&format!("{SEED}{key}"), layer);
     }
+
+    pub fn put_metric(&mut self, kind: MetricKind, sample: &MetricSample) {
+        self.put(&metric_key(kind, sample), sample);
+    }
+
+    pub fn delete_metric(&mut self, kind: MetricKind, sample: &MetricSample) {
+        self.0.delete(metric_key(kind, sample));
+    }
+}
+
+/// Times are zero-padded to a fixed width so keys sort oldest first; the env id keeps samples of two
+/// environments in the same millisecond apart.
+fn metric_key(kind: MetricKind, sample: &MetricSample) -> String {
+    format!(
+        "{METRIC}{}/{:020}/{}",
+        kind.as_str(),
+        sample.time_ms.max(0),
+        sample.env_id
+    )
 }
 
 /// Sequence numbers are zero-padded to a fixed width so keys sort in history order.

@@ -14,6 +14,9 @@
 //! - [`markers`]: an interpreter's PEP 508 marker environment, asked once and cached.
 //! - [`conflicts`]: requirements that do not hold, explained by pubgrub.
 //! - [`gc`]: garbage collection.
+//! - [`metrics`]: timing samples of installs and captures, kept in the index.
+//! - [`processes`]: the processes running from an environment, with their CPU and memory use.
+//! - [`imports`]: the import-tracking hook of an environment and what its records say.
 //! - [`images`]: `.blast` images, written deterministically and read trusting nothing; their OCI layout.
 //! - [`registry`]: the OCI Distribution API (references, credentials, blobs, manifests).
 //! - [`session`]: live sessions' records and the protocol their clients speak.
@@ -28,14 +31,17 @@ pub mod error;
 mod fsutil;
 pub mod gc;
 pub mod images;
+pub mod imports;
 pub mod index;
 pub mod installer;
 mod lock;
 pub mod markers;
 pub mod materialize;
+pub mod metrics;
 pub mod objects;
 pub mod ops;
 pub mod packages;
+pub mod processes;
 pub mod python;
 pub mod registry;
 pub mod sandbox;

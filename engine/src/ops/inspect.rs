@@ -7,7 +7,9 @@ use store_format::{Node, Package, SnapshotId};
 
 use crate::capture;
 use crate::error::{IoContext, Result};
+use crate::index::EnvRecord;
 use crate::packages::{PackageChange, package_changes, packages_of};
+use crate::processes::{EnvProcess, running_from};
 use crate::store::{Env, Store};
 use crate::transition::load_stat_cache;
 use crate::tree::{PathChange, Tree};
@@ -163,6 +165,8 @@ pub struct StatusReport {
     pub saved_by_dedup: u64,
     /// The live session of the environment (`blast start`).
     pub session: Option<crate::session::SessionStatus>,
+    /// Processes running from the environment's directory, by pid.
+    pub processes: Vec<EnvProcess>,
 }
 
 pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
@@ -189,13 +193,14 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
         env_bytes: head_tree.file_bytes(),
         env_files: head_tree.file_count(),
         store_bytes: store_bytes(store)?,
-        saved_by_dedup: saved_by_dedup(store)?,
         session: super::session::session_status(store.home(), &env.record.id),
+        saved_by_dedup: head_sizes(store)?.saved_by_dedup(),
+        processes: running_from(env.root()),
     })
 }
 
 /// Bytes of the store's objects, layers and snapshots.
-fn store_bytes(store: &Store) -> Result<u64> {
+pub(crate) fn store_bytes(store: &Store) -> Result<u64> {
     let objects = store.objects();
     let mut total = 0;
     for dir in [objects.layers_dir(), objects.snapshots_dir()] {
@@ -217,25 +222,47 @@ fn dir_bytes(dir: &std::path::Path) -> Result<u64> {
     Ok(total)
 }
 
-fn saved_by_dedup(store: &Store) -> Result<u64> {
-    let mut logical = 0u64;
+/// What the HEADs of all environments hold.
+pub(crate) struct HeadSizes {
+    /// Each environment whose HEAD is readable, with its file bytes and file count.
+    pub envs: Vec<(EnvRecord, u64, usize)>,
+    /// File bytes of all HEADs added up, as if no object were shared.
+    pub logical_bytes: u64,
+    /// Bytes of the distinct objects those files use.
+    pub unique_bytes: u64,
+}
+
+impl HeadSizes {
+    pub fn saved_by_dedup(&self) -> u64 {
+        self.logical_bytes.saturating_sub(self.unique_bytes)
+    }
+}
+
+pub(crate) fn head_sizes(store: &Store) -> Result<HeadSizes> {
+    let mut sizes = HeadSizes {
+        envs: Vec::new(),
+        logical_bytes: 0,
+        unique_bytes: 0,
+    };
     let mut unique: HashSet<store_format::ObjectId> = HashSet::new();
-    let mut unique_bytes = 0u64;
     for env in store.index().envs()? {
         let Some(head) = env.head else { continue };
         let Ok(snapshot) = store.snapshot(&head) else {
             continue;
         };
-        for node in store.tree_of(&snapshot)?.entries.values() {
-            if let Node::File { object, size, .. } = node {
-                logical += size;
-                if unique.insert(*object) {
-                    unique_bytes += size;
-                }
+        let tree = store.tree_of(&snapshot)?;
+        for node in tree.entries.values() {
+            if let Node::File { object, size, .. } = node
+                && unique.insert(*object)
+            {
+                sizes.unique_bytes += size;
             }
         }
+        let bytes = tree.file_bytes();
+        sizes.logical_bytes += bytes;
+        sizes.envs.push((env, bytes, tree.file_count()));
     }
-    Ok(logical.saturating_sub(unique_bytes))
+    Ok(sizes)
 }
 
 #[derive(Debug, Serialize)]

@@ -5,6 +5,10 @@
 //! and the environment moves to the new snapshot through the same crash-safe apply as a rollback. A
 //! failed, interrupted or killed run leaves the environment and its history as they were: its staging
 //! area goes at once or, after a kill, with the next command.
+//!
+//! Every transaction that ends well, whether it changed the environment or found nothing to change,
+//! leaves its duration as an `install` sample for `blast stats` (a failed one leaves none: it is an
+//! error the user sees, not a duration to watch).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,6 +23,7 @@ use crate::index::Batch;
 use crate::installer::{self, Installer, InstallerKind, Request};
 use crate::markers::marker_environment;
 use crate::materialize::Materializer;
+use crate::metrics::{self, MetricKind};
 use crate::objects::Staging;
 use crate::packages::{PackageChange, distributions_of, package_changes, packages_of};
 use crate::sandbox::{self, Outcome, Spec};
@@ -136,6 +141,7 @@ pub fn install(
     };
     if new_tree == head_tree {
         report.total_seconds = started.elapsed().as_secs_f64();
+        record_duration(store, &env, report.total_seconds);
         return Ok(report);
     }
     let operation = match request {
@@ -166,6 +172,7 @@ pub fn install(
     report.packages = committed.packages;
     report.conflicts = committed.conflicts;
     report.total_seconds = started.elapsed().as_secs_f64();
+    record_duration(store, &env, report.total_seconds);
     Ok(report)
 }
 
@@ -255,6 +262,12 @@ pub(crate) fn commit_changes(
         removed,
         conflicts,
     })
+}
+
+/// Keeps the transaction's duration for `blast stats`. The transaction is over by then: a sample that
+/// cannot be written (a full disk) is not worth reporting it as failed.
+fn record_duration(store: &Store, env: &Env, seconds: f64) {
+    let _ = metrics::record(store, MetricKind::Install, &env.record.id, seconds);
 }
 
 /// Requirements that hold in `before` and not in `after`, explained; `None` when the install broke none.

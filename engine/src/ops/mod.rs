@@ -5,6 +5,7 @@
 mod create;
 mod doctor;
 mod images;
+mod imports;
 mod inspect;
 mod install;
 mod moves;
@@ -13,6 +14,7 @@ mod registry;
 mod run;
 mod session;
 mod snapshot;
+mod stats;
 mod verify;
 
 pub use create::{CreateOptions, CreateReport, create, remove};
@@ -21,11 +23,13 @@ pub use images::{
     ExportFormat, ExportOptions, ExportReport, ImportReport, RestoreReport, RestoreTarget, export,
     import, restore,
 };
+pub use imports::{imports, track_imports};
 pub use inspect::{
     DiffReport, EnvSummary, FileChange, LogEntry, StatusReport, diff, list, log, status,
 };
 pub use install::{InstallOptions, InstallReport, install};
 pub use moves::{MoveReport, rollback, sync};
+pub(crate) use packages::snapshot_distributions;
 pub use packages::{CheckReport, PackageInfo, PackagesReport, check, packages};
 pub use registry::{PullOptions, PullReport, PushOptions, PushReport, pull, push};
 pub use run::{RunOptions, RunReport, run};
@@ -34,6 +38,7 @@ pub use session::{
     start,
 };
 pub use snapshot::{SnapshotReport, snapshot};
+pub use stats::{DiskUsage, Durations, EnvSize, InstallStats, StatsReport, stats};
 pub use verify::{VerifyReport, verify};
 
 use store_format::{Layer, Package, Snapshot, SnapshotId};

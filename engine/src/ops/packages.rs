@@ -122,7 +122,11 @@ fn head_distributions(store: &Store, env: &Env, head: &SnapshotId) -> Result<Dis
 
 /// Reads the distributions of a snapshot's tree from the store, with the environment's own paths in
 /// files that were stored with placeholders.
-fn snapshot_distributions(store: &Store, env: &Env, tree: &Tree) -> Result<Distributions> {
+pub(crate) fn snapshot_distributions(
+    store: &Store,
+    env: &Env,
+    tree: &Tree,
+) -> Result<Distributions> {
     let placeholders = env.placeholders();
     distributions_of(tree, &env.record.python.purelib, |path, node| {
         let Node::File {

@@ -1,0 +1,182 @@
+//! Import tracking on a real venv and the real Python: `blast imports --enable` puts the hook into
+//! site-packages, a program's imports are recorded at its exit, and `blast imports` names the installed
+//! distribution it never imported, leaves out the one it did, the standard library and what failed to
+//! import, and names the module it imported from its working directory as the project's own. The hook's
+//! files are no environment content: `blast snapshot` sees nothing, `blast verify` is clean, a rollback
+//! keeps them, and `--disable` takes them out.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::*;
+
+const SITE: &str = "lib/python3.11/site-packages";
+
+fn install(b: &Blast, env: &Path, specs: &[&str]) {
+    let wheels = wheels();
+    let mut args = vec![
+        "install",
+        "-e",
+        env.to_str().unwrap(),
+        "--no-index",
+        "-f",
+        wheels.to_str().unwrap(),
+    ];
+    args.extend_from_slice(specs);
+    b.ok(&args);
+}
+
+/// Names of a list of distributions in the report.
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect()
+}
+
+fn nothing_changed(b: &Blast, e: &str) {
+    let snap = b.json(&["snapshot", "-e", e]);
+    assert!(snap["snapshot"].is_null(), "{snap}");
+}
+
+#[test]
+fn imports_names_what_was_never_imported_and_what_no_package_provides() {
+    let b = Blast::new();
+    let env = b.work.join("venv");
+    let e = env.to_str().unwrap();
+    b.ok(&["create", "--path", e, "--python", python(), "--seed"]);
+    install(&b, &env, &["blastdep", "blastbase"]);
+
+    let untracked = b.json(&["imports", "-e", e]);
+    assert_eq!(untracked["tracking"], false, "{untracked}");
+    assert_eq!(untracked["records"], 0, "{untracked}");
+
+    let enabled = b.json(&["imports", "-e", e, "--enable"]);
+    assert_eq!(enabled["enabled"], true, "{enabled}");
+    let module = env.join(SITE).join("_blast_imports.py");
+    let pth = env.join(SITE).join("_blast_imports.pth");
+    assert!(module.is_file() && pth.is_file(), "{enabled}");
+    nothing_changed(&b, e);
+    // pip runs with the hook in the sandbox, and the install's layer does not take the hook in.
+    install(&b, &env, &["blastextra"]);
+    let diff = b.json(&["diff", "-e", e, "@~1", "HEAD", "--files"]);
+    let files = diff["files"].as_array().unwrap();
+    assert!(!files.is_empty(), "{diff}");
+    assert!(
+        files
+            .iter()
+            .all(|f| !f["path"].as_str().unwrap().contains("_blast_imports")),
+        "{diff}"
+    );
+
+    // A project directory holding a module of its own, which no distribution provides.
+    let project = b.work.join("project");
+    fs::create_dir(&project).unwrap();
+    fs::write(project.join("projmod.py"), "VALUE = 1\n").unwrap();
+    let out = Command::new(env.join("bin/python"))
+        .args([
+            "-c",
+            "import blastdep; import json; import projmod\n\
+             try:\n    import blastnotinstalled\nexcept ImportError:\n    pass\n\
+             print(projmod.VALUE)",
+        ])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The hook says nothing to the program.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
+    let report = b.json(&["imports", "-e", e]);
+    assert_eq!(report["tracking"], true, "{report}");
+    assert_eq!(report["records"], 1, "{report}");
+    assert_eq!(names(&report["imported"]), ["blastdep"], "{report}");
+    // pip came with --seed and was not imported either.
+    assert_eq!(
+        names(&report["never_imported"]),
+        ["blastbase", "blastextra", "pip"],
+        "{report}"
+    );
+    assert_eq!(
+        report["never_imported"][0]["top_level"],
+        json!(["blastbase"])
+    );
+    // json is the standard library; blastnotinstalled failed to import: neither is listed.
+    assert_eq!(report["not_provided"], json!([]), "{report}");
+    assert_eq!(report["local"], json!(["projmod"]), "{report}");
+    assert_eq!(report["problems"], json!([]), "{report}");
+
+    // A module imported from elsewhere on the path is provided by nothing and is not the project's.
+    let elsewhere = b.work.join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("strayed.py"), "").unwrap();
+    let out = Command::new(env.join("bin/python"))
+        .args(["-c", "import strayed, blastbase"])
+        .env("PYTHONPATH", &elsewhere)
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report = b.json(&["imports", "-e", e]);
+    assert_eq!(report["records"], 2, "{report}");
+    assert_eq!(
+        names(&report["imported"]),
+        ["blastbase", "blastdep"],
+        "{report}"
+    );
+    assert_eq!(
+        names(&report["never_imported"]),
+        ["blastextra", "pip"],
+        "{report}"
+    );
+    assert_eq!(report["not_provided"], json!(["strayed"]), "{report}");
+    assert_eq!(report["local"], json!(["projmod"]), "{report}");
+
+    // The hook's files (and the bytecode Python compiled of it) are not content.
+    nothing_changed(&b, e);
+    b.assert_verify_clean(&[&env]);
+
+    // A rollback (before blastextra) moves the content and leaves the hook where it is.
+    b.ok(&["rollback", "-e", e]);
+    assert!(module.is_file() && pth.is_file());
+    let after = b.json(&["imports", "-e", e]);
+    assert_eq!(after["tracking"], true, "{after}");
+    assert_eq!(names(&after["never_imported"]), ["pip"], "{after}");
+    nothing_changed(&b, e);
+
+    let disabled = b.json(&["imports", "-e", e, "--disable"]);
+    assert_eq!(disabled["enabled"], false, "{disabled}");
+    assert!(!module.exists() && !pth.exists());
+    let leftovers: Vec<_> = fs::read_dir(env.join(SITE).join("__pycache__"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|f| {
+            f.file_name()
+                .to_string_lossy()
+                .starts_with("_blast_imports")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    nothing_changed(&b, e);
+    b.assert_verify_clean(&[&env]);
+    // What was recorded stays readable; no process records anything any more.
+    let (ok, _) = env_python(&env, "import blastdep");
+    assert!(ok);
+    let off = b.json(&["imports", "-e", e]);
+    assert_eq!(off["tracking"], false, "{off}");
+    assert_eq!(off["records"], 2, "{off}");
+}
+
+#[test]
+fn imports_refuses_an_unknown_environment_clearly() {
+    let b = Blast::new();
+    let err = b.fails(&["imports", "-e", "nope", "--enable"]);
+    assert!(err.contains("no blast environment `nope`"), "{err}");
+}
