@@ -345,6 +345,11 @@ fn watcher_captures_an_outside_install_within_a_second_as_one_snapshot() {
         .collect();
     assert_eq!(added, ["blastdemo", "blastdep"]);
     b.assert_verify_clean(&[&env]);
+    // Its latency, from the last change seen to the committed snapshot, is in `blast stats`.
+    let capture = &b.json(&["stats"])["capture"];
+    assert_eq!(capture["count"], 1);
+    let seconds = capture["p50_seconds"].as_f64().unwrap();
+    assert!(seconds > 0.0 && seconds < 1.0, "{capture}");
 
     // Bytecode written by an import is not a change.
     let compile = Command::new(env.join("bin/python"))
@@ -409,18 +414,20 @@ fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
     let home = b.work.join("home");
     fs::create_dir_all(&home).unwrap();
     let wheels = wheels();
-    let start = |project: &Path| {
+    let start = |project: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "start",
+            "--shell",
+            "bash",
+            "--python",
+            python(),
+            "--no-index",
+            "-f",
+            wheels.to_str().unwrap(),
+        ];
+        args.extend(extra);
         let mut child = b
-            .command(&[
-                "start",
-                "--shell",
-                "bash",
-                "--python",
-                python(),
-                "--no-index",
-                "-f",
-                wheels.to_str().unwrap(),
-            ])
+            .command(&args)
             .current_dir(project)
             .env("HOME", &home)
             .env_remove("BLAST_SESSION")
@@ -440,7 +447,7 @@ fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
         "[project]\nname = \"demo\"\nversion = \"0.1\"\ndependencies = [\"blastdemo==1.0\"]\n",
     )
     .unwrap();
-    let out = start(&project);
+    let out = start(&project, &["--track-imports"]);
     assert!(
         out.status.success(),
         "{}",
@@ -455,6 +462,10 @@ fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
     assert_eq!(operations, ["install", "create"]);
     assert_eq!(log[0]["message"], "install blastdemo==1.0");
     assert!(site(&env).join("blastdemo").is_dir());
+    // The import hook is in place, and it is not content of the environment.
+    assert!(site(&env).join("_blast_imports.pth").is_file());
+    let snap = b.json(&["snapshot", "-e", env.to_str().unwrap()]);
+    assert!(snap["snapshot"].is_null(), "{snap}");
 
     // A broken pyproject.toml: a clear error, and no half-made environment.
     let broken = b.work.join("broken");
@@ -464,7 +475,7 @@ fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
         "[project\ndependencies = 3\n",
     )
     .unwrap();
-    let out = start(&broken);
+    let out = start(&broken, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -478,7 +489,7 @@ fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
         "[project]\ndependencies = [\"no-such-package-anywhere\"]\n",
     )
     .unwrap();
-    let out = start(&broken);
+    let out = start(&broken, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!broken.join(".venv").exists());
     assert_nothing_left(&b);

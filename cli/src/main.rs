@@ -406,6 +406,10 @@ enum Command {
         /// Plain http for an oci:// image.
         #[arg(long)]
         insecure: bool,
+        /// Record which modules the environment's programs import (`blast imports` lists installed
+        /// packages never imported).
+        #[arg(long)]
+        track_imports: bool,
         #[command(flatten)]
         index: IndexArgs,
         #[command(flatten)]
@@ -717,10 +721,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             image,
             python,
             insecure,
+            track_imports,
             index,
             how,
         } => {
             let options = StartOptions {
+                track_imports,
                 env,
                 shell,
                 image,

@@ -262,6 +262,12 @@ impl Output {
             }
             Setup::Restored { image } => eprintln!("blast: restored {image} at `{}`", s.path),
         }
+        if let Some(tracking) = &s.tracking {
+            eprintln!(
+                "blast: tracking imports (records in `{}`; `blast imports` reports)",
+                tracking.records
+            );
+        }
         eprintln!(
             "blast: session of `{}` in {}: every change is captured; `exit` or `blast kill` ends it",
             s.env, s.shell

@@ -30,8 +30,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the shell has to exit after SIGHUP before it is killed.
 const SHELL_GRACE: Duration = Duration::from_secs(3);
 
-/// Takes a capture: the message for the history entry; the note when a snapshot was made.
-pub type CaptureFn<'a> = dyn FnMut(&str) -> Result<Option<CaptureNote>> + 'a;
+/// Takes a capture: the message for the history entry and when the change was last seen (the capture
+/// latency runs from there); the note when a snapshot was made.
+pub type CaptureFn<'a> = dyn FnMut(&str, Option<Instant>) -> Result<Option<CaptureNote>> + 'a;
 
 /// What the session did, once its shell is gone.
 pub struct Served {
@@ -172,7 +173,7 @@ impl Session<'_, '_> {
 
     /// Captures now; a failure is kept to be shown, and the environment stays as it is.
     fn capture_now(&mut self, message: &str) {
-        match (self.capture)(message) {
+        match (self.capture)(message, self.last_event) {
             Ok(Some(note)) => {
                 self.unshown.push(note.clone());
                 self.all.push(note);

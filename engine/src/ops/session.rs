@@ -6,6 +6,7 @@
 //! session runs: each capture opens the store, takes the environment's lock and lets both go.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -15,6 +16,7 @@ use super::{CreateOptions, InstallOptions, InstallReport, RestoreTarget};
 use crate::error::{Error, IoContext, Result};
 use crate::images::Progress;
 use crate::installer::Request as InstallRequest;
+use crate::metrics::{self, MetricKind};
 use crate::session::{self, Answer, CaptureNote, Conversation, Found, Request, SessionRecord};
 use crate::shell::{self, ShellSetup};
 use crate::store::Store;
@@ -38,6 +40,8 @@ pub struct StartOptions {
     pub installer_args: Vec<String>,
     /// Plain http for an `oci://` image.
     pub insecure: bool,
+    /// Put the import-tracking hook in the environment (`blast imports` reports what it saw).
+    pub track_imports: bool,
 }
 
 /// How the session's environment came to be.
@@ -64,6 +68,8 @@ pub struct SessionStarting {
     pub setup: Setup,
     /// A session of this environment found dead and cleaned up.
     pub cleaned_stale: bool,
+    /// The import-tracking hook, when asked for.
+    pub tracking: Option<crate::imports::Tracking>,
 }
 
 /// What the session did, once its shell is gone.
@@ -90,11 +96,18 @@ pub fn start(
         )));
     }
     let (kind, program) = shell::choose(options.shell.as_deref())?;
-    let (record, setup) = {
+    let (record, setup, tracking) = {
         let store = Store::open_for_writing(home)?;
         let setup = prepare_env(&store, options, progress)?;
         let selector = options.env.as_deref().unwrap_or(PROJECT_ENV);
-        (store.find_env(Some(selector))?, setup)
+        let tracking = match options.track_imports {
+            true => Some(crate::imports::enable_tracking(
+                &store,
+                &store.open_env(Some(selector))?,
+            )?),
+            false => None,
+        };
+        (store.find_env(Some(selector))?, setup, tracking)
     };
     let home = std::fs::canonicalize(home).at("resolving store path", home)?;
     let cleaned_stale = match session::find(&home, &record.id)? {
@@ -141,6 +154,7 @@ pub fn start(
         shell: kind.name().to_owned(),
         setup,
         cleaned_stale,
+        tracking,
     });
     let session_record = SessionRecord {
         env_id: record.id.clone(),
@@ -156,7 +170,8 @@ pub fn start(
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let mut capture = |message: &str| capture(&home, &env_root, message);
+    let mut capture =
+        |message: &str, changed: Option<Instant>| capture(&home, &env_root, message, changed);
     let served = watcher::serve(
         &env_root,
         session_record,
@@ -317,8 +332,14 @@ fn project_dependencies(args: &[String]) -> Result<Option<(String, InstallReques
 }
 
 /// One capture of the session's environment: a snapshot of whatever changed, with the package
-/// changes and the requirements the change broke.
-fn capture(home: &Path, env_root: &Path, message: &str) -> Result<Option<CaptureNote>> {
+/// changes and the requirements the change broke. Its latency from `changed`, the last change seen,
+/// goes to `blast stats`.
+fn capture(
+    home: &Path,
+    env_root: &Path,
+    message: &str,
+    changed: Option<Instant>,
+) -> Result<Option<CaptureNote>> {
     let store = Store::open(home)?;
     let env = store.open_env(env_root.to_str())?;
     let before = store.tree_of(&store.snapshot(&env.head()?)?)?;
@@ -326,6 +347,15 @@ fn capture(home: &Path, env_root: &Path, message: &str) -> Result<Option<Capture
     let Some(id) = report.snapshot else {
         return Ok(None);
     };
+    if let Some(changed) = changed {
+        // The snapshot is committed: a sample that cannot be written is not worth failing it.
+        let _ = metrics::record(
+            &store,
+            MetricKind::Capture,
+            &env.record.id,
+            changed.elapsed().as_secs_f64(),
+        );
+    }
     let after = store.tree_of(&store.snapshot(&id)?)?;
     let conflicts = conflicts_introduced_by(&store, &env, &before, &after, &|object| {
         store.objects().read_object(object)
