@@ -1,5 +1,5 @@
 //! `blast-bench`: times blast against uv, `python -m venv` and virtualenv on the same work and checks the
-//! performance targets of DESIGN.md ("Performance anchors"). Five parts, each selectable with `--only`:
+//! performance targets of DESIGN.md ("Performance anchors"). Six parts, each selectable with `--only`:
 //! - create: a new environment ([`create`]);
 //! - materialize: a 53-package environment made real in a fresh directory, with links and with copies,
 //!   against uv's warm-cache install ([`materialize`]);
@@ -7,7 +7,9 @@
 //! - install: `blast install` of the big wheel set against pip and uv run bare, and `blast rollback` of
 //!   a one-package install ([`install`]);
 //! - images: `blast export` of the big environment against `tar | zstd` and `tar czf`, `blast restore`
-//!   against uv's cold-cache install, and a thin image's size ([`images`]).
+//!   against uv's cold-cache install, and a thin image's size ([`images`]);
+//! - session: how soon a live session captures an install made from outside it, and its watcher's CPU
+//!   while idle ([`session`]).
 //!
 //! Prints progress on stderr and the final table on stdout. Setup is cached in `$BLAST_BENCH_CACHE`
 //! ([`setup`]); the stores and environments of a run live in a scratch directory removed at the end.
@@ -22,6 +24,7 @@ mod materialize;
 mod options;
 mod report;
 mod runner;
+mod session;
 mod setup;
 mod snapshot;
 
@@ -96,6 +99,9 @@ fn run() -> Result<()> {
             runs.install,
             runs.rollback,
         )?);
+    }
+    if options.wants(Part::Session) {
+        results.extend(session::bench(&setup, &scratch, runs.session, runs.idle)?);
     }
     results.notes.push(format!(
         "load average (1, 5, 15 min) at the end: {}; other work on the machine makes the timings noisy",

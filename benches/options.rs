@@ -2,17 +2,18 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
 pub const USAGE: &str = "\
 blast-bench: compares blast with uv, `python -m venv` and virtualenv on the same work
 
-Usage: blast-bench [--quick] [--only create|materialize|snapshot|install|images] [--blast PATH]
+Usage: blast-bench [--quick] [--only create|materialize|snapshot|install|images|session] [--blast PATH]
 
 Options:
   --quick          fewer runs per measurement
-  --only PART      run one part: create, materialize, snapshot, install or images
+  --only PART      run one part: create, materialize, snapshot, install, images or session
   --blast PATH     the blast binary (default: `blast` next to this program)
   -h, --help       print this help
 
@@ -28,6 +29,7 @@ pub enum Part {
     Snapshot,
     Install,
     Images,
+    Session,
 }
 
 impl Part {
@@ -38,8 +40,9 @@ impl Part {
             "snapshot" => Ok(Part::Snapshot),
             "install" => Ok(Part::Install),
             "images" => Ok(Part::Images),
+            "session" => Ok(Part::Session),
             other => Err(Error::new(format!(
-                "--only takes create, materialize, snapshot, install or images, not `{other}`\n\n{USAGE}"
+                "--only takes create, materialize, snapshot, install, images or session, not `{other}`\n\n{USAGE}"
             ))),
         }
     }
@@ -56,6 +59,10 @@ pub struct Runs {
     pub rollback: usize,
     /// Exports, archives and restores of the big environment, seconds each.
     pub images: usize,
+    /// Installs and uninstalls captured by a session.
+    pub session: usize,
+    /// How long the session's watcher is watched while idle.
+    pub idle: Duration,
 }
 
 pub struct Options {
@@ -78,6 +85,8 @@ impl Options {
                 install: 1,
                 rollback: 6,
                 images: 1,
+                session: 4,
+                idle: Duration::from_secs(10),
             }
         } else {
             Runs {
@@ -87,6 +96,8 @@ impl Options {
                 install: 3,
                 rollback: 16,
                 images: 3,
+                session: 16,
+                idle: Duration::from_secs(60),
             }
         }
     }

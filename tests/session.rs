@@ -368,6 +368,60 @@ fn watcher_captures_an_outside_install_within_a_second_as_one_snapshot() {
 }
 
 #[test]
+fn a_command_that_breaks_a_requirement_is_captured_with_a_warning() {
+    let b = Blast::new();
+    fs::create_dir_all(b.work.join("home")).unwrap();
+    let env = b.work.join("seeded");
+    b.ok(&[
+        "create",
+        "--path",
+        env.to_str().unwrap(),
+        "--python",
+        python(),
+        "--seed",
+    ]);
+    pip_install(&env, &["blastpin"]);
+    b.ok(&["snapshot", "-e", env.to_str().unwrap()]);
+    let mut session = Headless::start(&b, &env);
+    // The session's bash reads its commands from the pipe, prompts and hook included.
+    let command = format!(
+        "pip install -q --disable-pip-version-check --no-index -f {} blastconflict\nexit\n",
+        wheels().display()
+    );
+    let mut stdin = session.child.stdin.take().unwrap();
+    stdin.write_all(command.as_bytes()).unwrap();
+    drop(stdin);
+    let (status, stderr) = session.finish();
+    assert!(status.success(), "{stderr}");
+    let capture = stderr
+        .lines()
+        .find(|l| l.starts_with("blast: snapshot "))
+        .unwrap_or_else(|| panic!("no capture line: {stderr}"));
+    assert!(
+        capture.ends_with("blastbase 1.0.0→2.0.0 +blastconflict 1.0.0"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("blast: warning: this change broke requirements"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("blastpin 1.0.0 requires blastbase<2, but blastbase 2.0.0 is installed"),
+        "{stderr}"
+    );
+    // Kept all the same: it is what the environment holds, and one rollback away from undone.
+    let log = b.log(env.to_str().unwrap());
+    assert_eq!(log[0]["operation"], "capture");
+    assert!(
+        log[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("blastconflict")
+    );
+    assert_nothing_left(&b);
+}
+
+#[test]
 fn kill_is_idempotent_and_cleans_a_crashed_session() {
     let b = Blast::new();
     fs::create_dir_all(b.work.join("home")).unwrap();
