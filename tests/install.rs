@@ -256,6 +256,63 @@ fn failed_install_leaves_the_environment_byte_identical_and_no_history() {
 /// Builds the hostile sdist in the sandbox, offline, with a HOME holding a fake key, a path outside the
 /// environment to write and a listener on loopback: every attempt is refused and nothing outside the
 /// environment changed.
+/// `~/.config` is hidden from the installer, but pip's own configuration there is brought back: an
+/// install that finds its wheels only through `~/.config/pip/pip.conf` works, and the rest of
+/// `~/.config` stays out of sight.
+#[test]
+fn pips_own_configuration_is_read_under_the_hidden_config_directory() {
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let home = b.work.join("user-home");
+    fs::create_dir_all(home.join(".config/pip")).unwrap();
+    fs::write(
+        home.join(".config/pip/pip.conf"),
+        format!(
+            "[global]\nno-index = true\nfind-links = {}\n",
+            wheels().display()
+        ),
+    )
+    .unwrap();
+    fs::write(home.join(".config/token"), "SECRET").unwrap();
+    let out = b
+        .command(&[
+            "install",
+            "-e",
+            env.to_str().unwrap(),
+            "--json",
+            "blastbase==1.0",
+        ])
+        .env("HOME", &home)
+        .env_remove("PIP_CONFIG_FILE")
+        .env_remove("PIP_FIND_LINKS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(package_changes(&report), ["+blastbase 1.0.0"]);
+    // The same sandbox, for a command: pip's configuration readable, the rest of ~/.config not.
+    let look = "import os\nfor p in ('.config/pip/pip.conf', '.config/token'):\n    print(p, os.path.exists(os.path.expanduser('~/' + p)))";
+    let out = b
+        .command(&[
+            "run",
+            "-e",
+            env.to_str().unwrap(),
+            "--",
+            "python",
+            "-c",
+            look,
+        ])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(".config/token False"), "{text}");
+}
+
 #[test]
 fn hostile_build_script_is_refused_everything() {
     let b = Blast::outside_tmp();

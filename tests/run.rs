@@ -51,12 +51,25 @@ fn only_tmp_and_allowed_paths_are_writable_and_secrets_are_hidden() {
     let home = b.work.join("home");
     fs::create_dir_all(home.join(".ssh")).unwrap();
     fs::write(home.join(".ssh/id_rsa"), "PRIVATE KEY").unwrap();
+    // Allowed below a hidden directory: writable there, while the rest of it stays hidden.
+    let app_config = home.join(".config/app");
+    fs::create_dir_all(&app_config).unwrap();
+    fs::write(home.join(".config/token"), "TOKEN").unwrap();
     let outside = b.work.join("outside.txt");
     let in_env = env.join("lib/python3.11/site-packages/planted.py");
     let mut script = String::from("import sys\nprint('prefix: ' + sys.prefix)\n");
-    for path in [&outside, &in_env, &allowed.join("out.txt")] {
+    for path in [
+        &outside,
+        &in_env,
+        &allowed.join("out.txt"),
+        &app_config.join("settings"),
+    ] {
         script += &try_write(path);
     }
+    script += &format!(
+        "import os\nprint('token: ' + str(os.path.exists({:?})))\n",
+        home.join(".config/token").to_str().unwrap()
+    );
     script += &try_write(Path::new("/tmp/scratch.txt"));
     script += &format!(
         "try:\n    print('secret: ' + open({:?}).read())\nexcept OSError as e:\n    print('secret: ' + str(e.errno))\n",
@@ -69,6 +82,8 @@ fn only_tmp_and_allowed_paths_are_writable_and_secrets_are_hidden() {
             env.to_str().unwrap(),
             "--allow-write",
             allowed.to_str().unwrap(),
+            "--allow-write",
+            app_config.to_str().unwrap(),
             "--",
             "python",
             "-c",
@@ -97,6 +112,11 @@ fn only_tmp_and_allowed_paths_are_writable_and_secrets_are_hidden() {
         "{text}"
     );
     assert!(text.contains("/tmp/scratch.txt: ok"), "{text}");
+    assert!(
+        text.contains(&format!("{}/settings: ok", app_config.display())),
+        "{text}"
+    );
+    assert!(text.contains("token: False"), "{text}");
     assert!(!text.contains("PRIVATE KEY"), "{text}");
     assert!(!outside.exists() && !in_env.exists());
     assert_eq!(fs::read_to_string(allowed.join("out.txt")).unwrap(), "x");

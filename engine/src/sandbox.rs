@@ -287,6 +287,14 @@ impl Refusal {
             "the kernel refused an unprivileged overlay (it needs Linux 5.11+ and a store on a filesystem with user \
              extended attributes, such as ext4, xfs, btrfs or tmpfs on 6.6+): move BLAST_HOME, or pass --no-sandbox"
                 .into()
+        } else if step.starts_with("placing the environment") {
+            "the environment's recorded path now leads through a symlink or a file: move the environment back, or recreate it where it is (`blast sync`)"
+                .into()
+        } else if step.starts_with("binding a path") {
+            "a path the program needs could not be placed in the sandbox (a symlink on its way, or a parent that is a file): name it by its real path".into()
+        } else if step.starts_with("mounting /proc") {
+            "the kernel refused a fresh /proc (a container that masks /proc), which the limits need: run without --memory and --pids, or in a container that allows it"
+                .into()
         } else if step.starts_with("making the root read-only") {
             "the kernel lacks mount_setattr (Linux 5.12+): upgrade the kernel, or pass --no-sandbox"
                 .into()
@@ -525,21 +533,28 @@ fn assemble_root(spec: &Spec) {
     for path in spec.visible.iter().filter(|p| under_private_dirs(p)) {
         bind_as_named(root, path);
     }
+    // Secrets are covered by tmpfs mounts that stay writable until what is brought back below them
+    // (and writable paths the user named there) has its mount point; then they turn read-only.
+    let covers: Vec<MountPoint> = spec.hidden.iter().filter_map(|p| hide(root, p)).collect();
     for path in &spec.writable {
         let _ = fs::create_dir_all(path);
         bind_into(root, path, false);
     }
-    for path in &spec.hidden {
-        hide(root, path);
-    }
     for path in &spec.revealed {
         bind_into(root, path, true);
+    }
+    for cover in &covers {
+        // Only the cover: a writable path bound below it stays writable.
+        check(
+            "hiding a secret directory",
+            cover.set_read_only(true, false),
+        );
     }
     if let Some(overlay) = &spec.overlay {
         let Some(target) = mount_point(root, &overlay.target, Make::Dir) else {
             fail(
-                "mounting the overlay",
-                "its target is not a plain directory",
+                "placing the environment in the sandbox",
+                "its path leads through a symlink or a file",
             );
         };
         let options = format!(
@@ -580,14 +595,37 @@ enum Make {
 /// A place under the new root to mount on, found by its path as seen inside.
 struct MountPoint {
     fd: OwnedFd,
-    /// The path without `..` or symlinks, under the new root.
-    path: PathBuf,
+    /// The directory it is in, and its name there: after a mount, the name leads to the new mount
+    /// (the descriptor still names what the mount covers).
+    parent: OwnedFd,
+    name: CString,
 }
 
 impl MountPoint {
     /// The descriptor's path in `/proc`: mounting there cannot be redirected by a symlink.
     fn magic_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// Sets or clears read-only on what is now mounted here, found again through the parent
+    /// directory's descriptor, not by a path a symlink could redirect.
+    fn set_read_only(&self, read_only: bool, recursive: bool) -> nix::Result<()> {
+        const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+        // SAFETY: openat on an owned directory descriptor and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                self.parent.as_raw_fd(),
+                self.name.as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: a descriptor just returned by openat, owned by nobody else.
+        let mounted = unsafe { OwnedFd::from_raw_fd(fd) };
+        let flags = AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
+        mount_setattr(mounted.as_raw_fd(), c"", flags, read_only)
     }
 }
 
@@ -611,7 +649,7 @@ fn mount_point(root: &Path, path: &Path, make: Make) -> Option<MountPoint> {
             &c_root,
             libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
         )?,
-        root.to_owned(),
+        CString::default(),
     )];
     let components: Vec<Component> = path.components().collect();
     for (i, component) in components.iter().enumerate() {
@@ -624,8 +662,7 @@ fn mount_point(root: &Path, path: &Path, make: Make) -> Option<MountPoint> {
             _ => continue,
         };
         let c_name = CString::new(name.as_bytes()).ok()?;
-        let (dir, dir_path) = stack.last()?;
-        let dir = dir.as_raw_fd();
+        let dir = stack.last()?.0.as_raw_fd();
         let last = i + 1 == components.len();
         let is_file = make == Make::File && last;
         if is_file {
@@ -643,10 +680,10 @@ fn mount_point(root: &Path, path: &Path, make: Make) -> Option<MountPoint> {
         let any_kind = last && make != Make::Dir;
         let flags = libc::O_PATH | libc::O_NOFOLLOW | if any_kind { 0 } else { libc::O_DIRECTORY };
         let fd = open(dir, &c_name, flags)?;
-        let child = dir_path.join(name);
-        stack.push((fd, child));
+        stack.push((fd, c_name));
     }
-    let (fd, path) = stack.pop().filter(|_| !stack.is_empty())?;
+    let (fd, name) = stack.pop().filter(|_| !stack.is_empty())?;
+    let (parent, _) = stack.pop()?;
     // A file's place must be a regular file (or a socket or device to cover), never a symlink.
     if make != Make::Dir {
         // SAFETY: `stat` is plain data, and fstat writes into a buffer of its size on an owned
@@ -660,7 +697,7 @@ fn mount_point(root: &Path, path: &Path, make: Make) -> Option<MountPoint> {
             return None;
         }
     }
-    Some(MountPoint { fd, path })
+    Some(MountPoint { fd, parent, name })
 }
 
 /// Binds `path` at the same place in the new root; the mount point is made when the private `/tmp`
@@ -671,8 +708,12 @@ fn bind_into(root: &Path, path: &Path, read_only: bool) {
         return;
     };
     let make = if meta.is_dir() { Make::Dir } else { Make::File };
-    if let Some(target) = mount_point(root, &path, make) {
-        bind(&path, &target, read_only);
+    match mount_point(root, &path, make) {
+        Some(target) => bind(&path, &target, read_only),
+        None => fail(
+            "binding a path into the sandbox",
+            format!("no place for `{}` in the new root", path.display()),
+        ),
     }
 }
 
@@ -702,23 +743,21 @@ fn bind(source: &Path, target: &MountPoint, read_only: bool) {
             none,
         ),
     );
-    // By path: the descriptor still names what the bind now covers. The path holds no symlink.
     check(
         "setting a bound path's access",
-        set_read_only(&target.path, read_only),
+        target.set_read_only(read_only, true),
     );
 }
 
 /// Covers a secret: an empty read-only tmpfs over a directory, `/dev/null` over anything else (a file,
 /// a socket). A symlinked secret is covered where it really is; one the new root does not show (under
 /// the private `/tmp`) needs no cover.
-fn hide(root: &Path, path: &Path) {
-    let Ok(real) = fs::canonicalize(path) else {
-        return;
-    };
+/// Returns the cover of a directory, still writable (see [`assemble_root`]).
+fn hide(root: &Path, path: &Path) -> Option<MountPoint> {
+    let real = fs::canonicalize(path).ok()?;
     let (Ok(meta), Some(target)) = (real.metadata(), mount_point(root, &real, Make::Nothing))
     else {
-        return;
+        return None;
     };
     let none: Option<&str> = None;
     if meta.is_dir() {
@@ -728,10 +767,11 @@ fn hide(root: &Path, path: &Path) {
                 Some("tmpfs"),
                 &target.magic_path(),
                 Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 Some("mode=0700,size=4k"),
             ),
         );
+        Some(target)
     } else {
         check(
             "hiding a secret file",
@@ -743,11 +783,26 @@ fn hide(root: &Path, path: &Path) {
                 none,
             ),
         );
+        None
     }
 }
 
 /// Sets or clears read-only on the mount at `path` and every mount below it.
 fn set_read_only(path: &Path, read_only: bool) -> nix::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    mount_setattr(libc::AT_FDCWD, &c_path, AT_RECURSIVE, read_only)
+}
+
+/// `mount_setattr(2)`'s flag for a mount and every mount below it.
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// `mount_setattr(2)` on `dir` + `path` (`AT_EMPTY_PATH` in `flags` for `dir` itself).
+fn mount_setattr(
+    dir: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_uint,
+    read_only: bool,
+) -> nix::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -756,21 +811,20 @@ fn set_read_only(path: &Path, read_only: bool) -> nix::Result<()> {
         userns_fd: u64,
     }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
     let attr = MountAttr {
         attr_set: if read_only { MOUNT_ATTR_RDONLY } else { 0 },
         attr_clr: if read_only { 0 } else { MOUNT_ATTR_RDONLY },
         propagation: 0,
         userns_fd: 0,
     };
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: a valid NUL-terminated path and a `mount_attr` of the size passed.
+    // SAFETY: a valid descriptor (or AT_FDCWD), a NUL-terminated path and a `mount_attr` of the size
+    // passed.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            AT_RECURSIVE,
+            dir,
+            path.as_ptr(),
+            flags,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -799,14 +853,18 @@ fn init(spec: &Spec) -> ! {
     let none: Option<&str> = None;
     let proc_dir = spec.root.join("proc");
     // A fresh /proc shows only the sandbox's processes; where the kernel refuses one (a container that
-    // masks parts of its /proc), the bound read-only one stays.
-    let _ = mount(
+    // masks parts of its /proc), the bound read-only one stays, unless limits are watched: init would
+    // count every process of the host.
+    let fresh_proc = mount(
         Some("proc"),
         &proc_dir,
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         none,
     );
+    if spec.limits.watched() {
+        check("mounting /proc for the limits", fresh_proc);
+    }
     check("entering the new root (chdir)", chdir(&spec.root));
     check("entering the new root (pivot_root)", pivot_root(".", "."));
     check("leaving the old root", umount2(".", MntFlags::MNT_DETACH));
@@ -860,8 +918,6 @@ fn watch(child: Pid, limits: &Limits) -> i32 {
 /// The first limit the sandbox's processes (all but init, as this pid namespace's `/proc` shows them)
 /// are past, if any.
 fn over_limit(limits: &Limits) -> Option<LimitHit> {
-    // SAFETY: sysconf has no preconditions.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
     let (mut processes, mut resident) = (0u64, 0u64);
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -875,11 +931,7 @@ fn over_limit(limits: &Limits) -> Option<LimitHit> {
             continue;
         }
         processes += 1;
-        let pages = fs::read_to_string(entry.path().join("statm"))
-            .ok()
-            .and_then(|statm| statm.split(' ').nth(1)?.parse::<u64>().ok())
-            .unwrap_or(0);
-        resident += pages * page;
+        resident += proportional_set_size(&entry.path());
     }
     if let Some(limit) = limits.memory
         && resident > limit
@@ -896,6 +948,18 @@ fn over_limit(limits: &Limits) -> Option<LimitHit> {
         }),
         _ => None,
     }
+}
+
+/// A process's share of resident memory, in bytes: pages it shares with others (after a fork, say)
+/// count in proportion, as a cgroup would count them once.
+fn proportional_set_size(process: &Path) -> u64 {
+    fs::read_to_string(process.join("smaps_rollup"))
+        .ok()
+        .and_then(|rollup| {
+            let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// Tells blast which limit ended the program (read back by [`run`]).
