@@ -427,9 +427,9 @@ enum Command {
     /// Run by the session's shell before each prompt: shows what the finished command captured.
     #[command(name = "__session-hook", hide = true)]
     SessionHook {
-        /// The command that just finished, for the history.
+        /// The command that just finished, for the history (any bytes: it is what the user typed).
         #[arg(long, allow_hyphen_values = true)]
-        command: Option<String>,
+        command: Option<std::ffi::OsString>,
     },
     /// Show what the install sandbox can do on this machine, and what to change where it cannot.
     Doctor,
@@ -746,7 +746,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.killed(&ops::kill(&home, env.as_deref(), all)?)
         }
         Command::SessionHook { command } => {
-            let answer = ops::prompt_hook(command);
+            let answer = ops::prompt_hook(command.map(|c| c.to_string_lossy().into_owned()));
             out.captures(&answer.captures, &answer.failures);
             if answer.end_shell {
                 return Ok(ExitCode::from(engine::session::END_SHELL_STATUS));

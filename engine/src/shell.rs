@@ -107,10 +107,20 @@ pub fn command(setup: &ShellSetup<'_>) -> Result<Command> {
                 &format!(
                     r#"[ -f ~/.bashrc ] && . ~/.bashrc
 . {activate}
+__blast_last() {{
+    local entry
+    entry=$(HISTTIMEFORMAT= history 1)
+    read -r __blast_number __blast_command <<< "$entry"
+}}
+__blast_last
+__blast_seen=$__blast_number
 __blast_prompt() {{
-    local status=$? last
-    last=$(HISTTIMEFORMAT= history 1)
-    {blast} __session-hook --command "${{last#*[0-9]  }}"
+    local status=$?
+    __blast_last
+    # No new history entry (the first prompt, a command left out of the history): no command to name.
+    [ "$__blast_number" = "$__blast_seen" ] && __blast_command=
+    __blast_seen=$__blast_number
+    {blast} __session-hook --command "$__blast_command"
     [ $? = {end} ] && exit
     return $status
 }}

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::signal::unix::{SignalKind, signal as unix_signal};
 
 use crate::capture::PYCACHE;
 use crate::error::{Error, IoContext, Result};
@@ -24,8 +25,15 @@ use crate::session::{Answer, CaptureNote, Request, SessionRecord, SessionStatus}
 /// How long the environment must be quiet before the watcher captures what changed.
 pub const QUIET: Duration = Duration::from_millis(250);
 
-/// How long a client may take to send its request, and to let go after a `kill`.
+/// How long a client may take to send its request (a connection that only checks that the session
+/// is live sends nothing and closes at once).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long `blast kill` may take to print the answer and let go.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the last capture waits for an installer still running on the environment.
+const INSTALLER_WAIT: Duration = Duration::from_secs(120);
 
 /// How long the shell has to exit after SIGHUP before it is killed.
 const SHELL_GRACE: Duration = Duration::from_secs(3);
@@ -114,6 +122,12 @@ impl Session<'_, '_> {
         self.record.shell_pid = shell.id().unwrap_or_default();
         write_record(record_path, &self.record)?;
 
+        // Closing the terminal hangs up the watcher too: it stays for the shell's exit and the last
+        // capture. A SIGTERM ends the session the way `blast kill` does.
+        let signals =
+            |e: std::io::Error| Error::Invalid(format!("handling the session's signals: {e}"));
+        let mut hangup = unix_signal(SignalKind::hangup()).map_err(signals)?;
+        let mut terminate = unix_signal(SignalKind::terminate()).map_err(signals)?;
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         let mut capture_at: Option<tokio::time::Instant> = None;
         let mut hangup_at: Option<tokio::time::Instant> = None;
@@ -147,6 +161,11 @@ impl Session<'_, '_> {
                         capture_at = None;
                     }
                 }
+                _ = hangup.recv() => {}
+                _ = terminate.recv() => {
+                    capture_at = None;
+                    hangup_at = Some(tokio::time::Instant::now());
+                }
                 _ = tokio::time::sleep_until(hangup_at.unwrap_or(far)), if hangup_at.is_some() => {
                     hangup_at = None;
                     signal_shell(self.record.shell_pid, libc::SIGHUP);
@@ -159,8 +178,13 @@ impl Session<'_, '_> {
                 status = shell.wait() => break status.at("waiting for the shell", Path::new(&self.record.shell))?,
             }
         };
-        // Closing the shell any way ends the session: what changed last is kept.
+        // No client may take the session for live while it ends.
+        drop(listener);
+        let _ = std::fs::remove_file(&socket);
+        // Closing the shell any way ends the session: what changed last is kept, once whatever
+        // installer still runs on the environment is done.
         if self.dirty {
+            wait_for_installers(&self.env_root).await;
             self.capture_now("changed at the end of the session");
         }
         drop(watcher);
@@ -190,7 +214,7 @@ impl Session<'_, '_> {
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
         let mut line = String::new();
-        let read = tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await;
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
         let Ok(Ok(_)) = read else {
             return Ending::No;
         };
@@ -215,6 +239,7 @@ impl Session<'_, '_> {
                 answer.failures = std::mem::take(&mut self.failures);
             }
             Request::Kill => {
+                wait_for_installers(&self.env_root).await;
                 self.capture_now("final capture of the session");
                 answer.captures = std::mem::take(&mut self.unshown);
                 answer.failures = std::mem::take(&mut self.failures);
@@ -324,11 +349,23 @@ const INSTALLERS: &[&str] = &[
     "pdm",
 ];
 
-/// Whether an installer is running on the environment: a process whose command line names a path
-/// in it and an installer (`ENV/bin/pip install …`, `python3 -m pip --python ENV …`, `uv pip … --python
-/// ENV`).
+/// Waits (up to [`INSTALLER_WAIT`]) while an installer runs on the environment.
+async fn wait_for_installers(env_root: &Path) {
+    let started = Instant::now();
+    while installer_running(env_root) && started.elapsed() < INSTALLER_WAIT {
+        tokio::time::sleep(QUIET).await;
+    }
+}
+
+/// Whether an installer is running on the environment: a process whose command line names an
+/// installer and, in an argument or its `VIRTUAL_ENV`, the environment (`ENV/bin/pip install …`,
+/// `python3 -m pip --python ENV …`, `uv pip install …` in the activated shell).
 pub fn installer_running(env_root: &Path) -> bool {
     let root = env_root.as_os_str().as_bytes();
+    let in_env = |path: &[u8]| {
+        path.strip_prefix(root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
+    };
     let own = std::process::id().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
@@ -343,11 +380,17 @@ pub fn installer_running(env_root: &Path) -> bool {
             return false;
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let names_env = args.iter().any(|a| a.starts_with(root));
         let installs = args.iter().any(|arg| {
             let program = arg.rsplit(|b| *b == b'/').next().unwrap_or(arg);
             INSTALLERS.iter().any(|i| program == i.as_bytes()) || program.starts_with(b"pip3.")
         });
-        names_env && installs
+        installs
+            && (args.iter().any(|a| in_env(a))
+                || std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
+                    environ
+                        .split(|b| *b == 0)
+                        .filter_map(|var| var.strip_prefix(b"VIRTUAL_ENV="))
+                        .any(in_env)
+                }))
     })
 }

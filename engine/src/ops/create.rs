@@ -148,6 +148,14 @@ fn seed_layer(
 /// the store until `blast clean`.
 pub fn remove(store: &Store, selector: &str) -> Result<EnvRecord> {
     let env = store.open_env_forced(Some(selector), true)?;
+    if let crate::session::Found::Live(live) = crate::session::find(store.home(), &env.record.id)? {
+        return Err(Error::Invalid(format!(
+            "`{}` has a live session (blast pid {}): end it first with `blast kill {}`",
+            env.label(),
+            live.pid,
+            env.record.path
+        )));
+    }
     crate::fsutil::remove_tree(env.root())?;
     let history = store.index().history(&env.record.id)?;
     let tags = store.index().tags(&env.record.id)?;

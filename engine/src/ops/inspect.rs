@@ -170,6 +170,12 @@ pub struct StatusReport {
 }
 
 pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
+    // Asked first, holding neither the index nor the environment's lock: the session may be
+    // capturing, which takes both.
+    let id = store.find_env(selector)?.id;
+    let session = store
+        .index()
+        .released(|| super::session::session_status(store.home(), &id))?;
     let env = store.open_env(selector)?;
     let head = env.head()?;
     let (head_tree, packages) = snapshot_view(store, &head)?;
@@ -193,7 +199,7 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
         env_bytes: head_tree.file_bytes(),
         env_files: head_tree.file_count(),
         store_bytes: store_bytes(store)?,
-        session: super::session::session_status(store.home(), &env.record.id),
+        session,
         saved_by_dedup: head_sizes(store)?.saved_by_dedup(),
         processes: running_from(env.root()),
     })

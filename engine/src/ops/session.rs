@@ -16,6 +16,7 @@ use super::{CreateOptions, InstallOptions, InstallReport, RestoreTarget};
 use crate::error::{Error, IoContext, Result};
 use crate::images::Progress;
 use crate::installer::Request as InstallRequest;
+use crate::lock::{self, LockMode};
 use crate::metrics::{self, MetricKind};
 use crate::session::{self, Answer, CaptureNote, Conversation, Found, Request, SessionRecord};
 use crate::shell::{self, ShellSetup};
@@ -89,7 +90,11 @@ pub fn start(
     progress: &dyn Progress,
     starting: &mut dyn FnMut(&SessionStarting),
 ) -> Result<SessionEnded> {
-    if let Some(socket) = std::env::var_os(session::SOCKET_VAR).filter(|s| !s.is_empty()) {
+    // A session's variable inherited by something that outlived it (a terminal multiplexer, an IDE)
+    // does not count.
+    let live_socket = std::env::var_os(session::SOCKET_VAR)
+        .filter(|s| !s.is_empty() && std::os::unix::net::UnixStream::connect(s).is_ok());
+    if let Some(socket) = live_socket {
         return Err(Error::Invalid(format!(
             "this shell is already a blast session (its socket is `{}`): leave it (`exit` or `blast kill`) to start another",
             PathBuf::from(socket).display()
@@ -110,20 +115,25 @@ pub fn start(
         (store.find_env(Some(selector))?, setup, tracking)
     };
     let home = std::fs::canonicalize(home).at("resolving store path", home)?;
-    let cleaned_stale = match session::find(&home, &record.id)? {
-        Found::Live(live) => {
-            return Err(Error::Invalid(format!(
-                "`{}` already has a live session (blast pid {}, shell pid {}): use that shell, or end it with `blast kill -e {}`",
-                record.label(),
-                live.pid,
-                live.shell_pid,
-                record.path
-            )));
-        }
-        Found::CleanedStale(_) => true,
-        Found::Nothing => false,
+    // Held while the session runs: of two `blast start`s racing for one environment, one runs, and
+    // a session directory found by the one holding it is stale.
+    let lock_path = home
+        .join("locks")
+        .join(format!("{}.session.lock", record.id));
+    let Some(_session_lock) = lock::try_acquire(&lock_path, LockMode::Exclusive)? else {
+        let who = match session::find(&home, &record.id)? {
+            Found::Live(live) => format!(" (blast pid {}, shell pid {})", live.pid, live.shell_pid),
+            _ => String::new(),
+        };
+        return Err(Error::Invalid(format!(
+            "`{}` already has a live session{who}: use that shell, or end it with `blast kill {}`",
+            record.label(),
+            record.path
+        )));
     };
     let dir = session::dir(&home, &record.id);
+    let cleaned_stale = dir.exists();
+    session::remove(&dir)?;
     std::fs::create_dir_all(&dir).at("creating", &dir)?;
     let socket = session::socket_path(&dir);
     crate::fsutil::remove_file_if_exists(&socket)?;
