@@ -545,6 +545,28 @@ fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
     let snap = b.json(&["snapshot", "-e", env.to_str().unwrap()]);
     assert!(snap["snapshot"].is_null(), "{snap}");
 
+    // Or restored from an image: the same packages, no install.
+    let image = b.work.join("demo.blast");
+    b.ok(&[
+        "export",
+        "-e",
+        env.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let restored = b.work.join("restored");
+    fs::create_dir_all(&restored).unwrap();
+    let out = start(&restored, &["--image", image.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("restored"));
+    let restored_env = restored.join(".venv");
+    assert!(site(&restored_env).join("blastdemo").is_dir());
+    b.assert_verify_clean(&[&restored_env]);
+
     // A broken pyproject.toml: a clear error, and no half-made environment.
     let broken = b.work.join("broken");
     fs::create_dir_all(&broken).unwrap();
