@@ -224,13 +224,45 @@ fn the_same_snapshot_exports_to_identical_bytes_from_two_stores_at_different_tim
             .iter()
             .position(|p| n.starts_with(p))
     };
-    let mut sorted = names[1..].to_vec();
+    // Snapshots and layers by name; objects where the layers first use them (below).
+    let objects_at = names
+        .iter()
+        .position(|n| n.starts_with("objects/"))
+        .unwrap();
+    let mut sorted = names[1..objects_at].to_vec();
     sorted.sort_by_key(|n| (section(n), n.clone()));
-    assert_eq!(names[1..], sorted[..]);
+    assert_eq!(names[1..objects_at], sorted[..]);
+    assert!(names[objects_at..].iter().all(|n| section(n) == Some(2)));
     assert_eq!(names[1], format!("snapshots/{snap}"));
-    let manifest: Value = serde_json::from_slice(&unpack(&bytes)[0].data).unwrap();
+    let entries = unpack(&bytes);
+    let manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
     assert_eq!(manifest["format"], "blast-image");
-    assert_eq!(manifest["version"], 1);
+    assert_eq!(manifest["version"], 2);
+    // The order of first use: the snapshot's layers from the bottom, each layer's files by path.
+    let snapshot = Snapshot::decode(&entries[1].data).unwrap();
+    let mut expected: Vec<String> = Vec::new();
+    for id in &snapshot.layers {
+        let layer_entry = entries
+            .iter()
+            .find(|e| name_of(e) == format!("layers/{}", id.to_hex()))
+            .unwrap();
+        for change in Layer::decode(&layer_entry.data).unwrap().changes.values() {
+            if let Change::Put(Node::File {
+                object, executable, ..
+            }) = change
+            {
+                let name = format!(
+                    "objects/{}{}",
+                    object.to_hex(),
+                    if *executable { ".x" } else { "" }
+                );
+                if !expected.contains(&name) {
+                    expected.push(name);
+                }
+            }
+        }
+    }
+    assert_eq!(names[objects_at..], expected[..]);
     assert_eq!(manifest["head"], snap.as_str());
     assert!(manifest["base"].is_null());
 }
@@ -626,8 +658,12 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
         })
     };
     let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
-    manifest["version"] = Value::from(2);
+    manifest["version"] = Value::from(3);
     let future = serde_json::to_vec(&manifest).unwrap();
+    let objects_at = entries
+        .iter()
+        .position(|e| name_of(e).starts_with("objects/"))
+        .unwrap();
     let garbage: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -709,7 +745,8 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
             edited(&|e| e[0].data = future.clone()),
             vec![
                 "blast-image.json",
-                "image format version 2",
+                "image format version 3",
+                "reads versions 1 to 2",
                 "upgrade blast",
             ],
         ),
@@ -732,13 +769,18 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
                     &format!("objects/{}", blake3::hash(b"stray").to_hex()),
                     b"stray".to_vec(),
                 ));
-                let objects = e
-                    .iter()
-                    .position(|x| name_of(x).starts_with("objects/"))
-                    .unwrap();
-                e[objects..].sort_by_key(name_of);
             }),
             vec!["none of the image's snapshots uses it"],
+        ),
+        (
+            "objects out of their order",
+            edited(&|e| e.swap(objects_at, objects_at + 1)),
+            vec!["entry `objects/", "out of the image's fixed order"],
+        ),
+        (
+            "objects by name in a version 2 image",
+            edited(&|e| e[objects_at..].sort_by_key(name_of)),
+            vec!["entry `objects/", "out of the image's fixed order"],
         ),
         (
             "object missing",
@@ -824,6 +866,25 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
     assert_eq!(store_state(&receiver), before);
     // The untouched image still imports.
     receiver.ok(&["import", good.to_str().unwrap()]);
+    // So does the same content as a version 1 image (objects by name), as blast wrote them before.
+    let mut v1 = entries.clone();
+    let mut m: Value = serde_json::from_slice(&v1[0].data).unwrap();
+    m["version"] = Value::from(1);
+    v1[0].data = serde_json::to_vec(&m).unwrap();
+    v1[objects_at..].sort_by_key(name_of);
+    let old = receiver.work.join("version-1.blast");
+    fs::write(&old, pack(&v1)).unwrap();
+    let fresh = Blast::new();
+    let restored = fresh.work.join("from-v1");
+    fresh.ok(&[
+        "restore",
+        old.to_str().unwrap(),
+        "--path",
+        restored.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    fresh.assert_verify_clean(&[&restored]);
 }
 
 #[test]

@@ -177,8 +177,14 @@ pub enum ImageProblem {
     NotAnImage,
     #[error("the manifest is invalid: {0}")]
     Manifest(String),
-    #[error("image format version {found}; this blast reads version {supported}: upgrade blast")]
-    UnsupportedVersion { found: u64, supported: u64 },
+    #[error(
+        "image format version {found}; this blast reads versions {oldest} to {newest}: upgrade blast"
+    )]
+    UnsupportedVersion {
+        found: u64,
+        oldest: u64,
+        newest: u64,
+    },
     #[error("the path is absolute; an image holds only relative names")]
     AbsolutePath,
     #[error("the path climbs out with `..`")]

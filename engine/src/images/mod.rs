@@ -23,7 +23,7 @@ mod write;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use store_format::{LayerId, ObjectId, SnapshotId};
+use store_format::{Change, Layer, LayerId, Node, ObjectId, Snapshot, SnapshotId};
 
 use crate::error::{Error, Result};
 
@@ -35,8 +35,12 @@ pub use write::{Base, Plan, Written, base_from_image, base_from_store, write_ima
 pub const MANIFEST_NAME: &str = "blast-image.json";
 /// The manifest's `format` field.
 pub const IMAGE_FORMAT: &str = "blast-image";
-/// The manifest's `version` field: the image format this blast writes and the only one it reads.
-pub const IMAGE_VERSION: u64 = 1;
+/// The manifest's `version` field: the image format this blast writes. Version 2 orders objects by
+/// their first appearance in the snapshots' layers, so that a package's files lie together and
+/// compress together; version 1 (objects by name, read still) compressed 7% worse.
+pub const IMAGE_VERSION: u64 = 2;
+/// The oldest image format this blast reads.
+pub const OLDEST_IMAGE_VERSION: u64 = 1;
 /// zstd compression level of the whole stream (single-threaded, so the frame is the same on any machine).
 pub const ZSTD_LEVEL: i32 = 3;
 /// Largest zstd window the reader accepts (2^27 = 128 MiB), which bounds its memory.
@@ -50,7 +54,7 @@ pub const ENTRY_MODE: u32 = 0o444;
 pub struct Manifest {
     /// Always [`IMAGE_FORMAT`].
     pub format: String,
-    /// Always [`IMAGE_VERSION`].
+    /// [`IMAGE_VERSION`] when written; from [`OLDEST_IMAGE_VERSION`] on when read.
     pub version: u64,
     /// The snapshot an import makes an environment of.
     pub head: SnapshotId,
@@ -64,6 +68,31 @@ pub struct Manifest {
     pub objects: u64,
     /// Sum of the sizes of the `objects/` entries.
     pub object_bytes: u64,
+}
+
+/// The objects the snapshots' files use, in the order a version 2 image holds them: snapshot by
+/// snapshot in the manifest's order, each snapshot's layers from the bottom, each layer's files in path
+/// order, every `(object, executable)` where it first appears. `None` when a layer is unknown.
+pub(crate) fn object_order<'a>(
+    snapshots: impl IntoIterator<Item = &'a Snapshot>,
+    layer: impl Fn(&LayerId) -> Option<&'a Layer>,
+) -> Option<Vec<(ObjectId, bool)>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut order = Vec::new();
+    for snapshot in snapshots {
+        for id in &snapshot.layers {
+            for change in layer(id)?.changes.values() {
+                if let Change::Put(Node::File {
+                    object, executable, ..
+                }) = change
+                    && seen.insert((*object, *executable))
+                {
+                    order.push((*object, *executable));
+                }
+            }
+        }
+    }
+    Some(order)
 }
 
 /// The name of one archive entry, which also fixes where it may appear.

@@ -26,8 +26,8 @@ use store_format::{Change, Layer, LayerId, Node, ObjectId, Snapshot, SnapshotId}
 
 use super::stream::{CompressedSide, DecompressedSide, Meter, Tracked};
 use super::{
-    EntryName, IMAGE_FORMAT, IMAGE_VERSION, Limits, MANIFEST_NAME, Manifest, Progress,
-    ZSTD_WINDOW_LOG_MAX,
+    EntryName, IMAGE_FORMAT, IMAGE_VERSION, Limits, MANIFEST_NAME, Manifest, OLDEST_IMAGE_VERSION,
+    Progress, ZSTD_WINDOW_LOG_MAX,
 };
 use crate::error::{Error, ImageProblem, ImageSource, IoContext, Result};
 use crate::objects::Staging;
@@ -316,6 +316,10 @@ struct Importer<'a> {
     /// `(object, executable)` → size, for every file of every layer of the image's snapshots.
     needed_objects: BTreeMap<(ObjectId, bool), u64>,
     received: BTreeSet<(ObjectId, bool)>,
+    /// A version 2 image's objects come in this order (see [`super::object_order`]): each one's rank.
+    object_ranks: Option<HashMap<(ObjectId, bool), usize>>,
+    /// The rank of the last object read.
+    last_rank: Option<usize>,
     object_bytes: u64,
     new_objects: usize,
 }
@@ -355,6 +359,8 @@ impl<'a> Importer<'a> {
             store_layers: BTreeMap::new(),
             needed_objects: BTreeMap::new(),
             received: BTreeSet::new(),
+            object_ranks: None,
+            last_rank: None,
             object_bytes: 0,
             new_objects: 0,
         }
@@ -492,11 +498,24 @@ impl<'a> Importer<'a> {
         if duplicate {
             return Err(self.fail(here, ImageProblem::Duplicate));
         }
-        if (name.section(), shown.as_str()) <= (self.section, self.last.as_str()) {
+        // A version 2 image's objects go by rank, which is known once the layers are read.
+        let by_rank = matches!(name, EntryName::Object(..))
+            && matches!(self.shape, Shape::Image)
+            && self.manifest()?.version >= 2;
+        if (name.section(), shown.as_str()) <= (self.section, self.last.as_str()) && !by_rank {
             return Err(self.fail(here, ImageProblem::OutOfOrder(self.last.clone())));
         }
         if let Flow::Stop = self.enter_section(name.section())? {
             return Ok(Flow::Stop);
+        }
+        if let (EntryName::Object(id, x), Some(ranks)) = (name, &self.object_ranks) {
+            // Unknown objects are refused by name below.
+            if let Some(&rank) = ranks.get(&(id, x)) {
+                if self.last_rank.is_some_and(|last| rank <= last) {
+                    return Err(self.fail(here, ImageProblem::OutOfOrder(self.last.clone())));
+                }
+                self.last_rank = Some(rank);
+            }
         }
         match name {
             EntryName::Manifest => {}
@@ -582,13 +601,14 @@ impl<'a> Importer<'a> {
             return Err(bad(format!("its `format` is not `{IMAGE_FORMAT}`")));
         }
         match value.get("version").and_then(|v| v.as_u64()) {
-            Some(IMAGE_VERSION) => {}
+            Some(OLDEST_IMAGE_VERSION..=IMAGE_VERSION) => {}
             Some(found) => {
                 return Err(self.fail(
                     here(),
                     ImageProblem::UnsupportedVersion {
                         found,
-                        supported: IMAGE_VERSION,
+                        oldest: OLDEST_IMAGE_VERSION,
+                        newest: IMAGE_VERSION,
                     },
                 ));
             }
@@ -754,6 +774,17 @@ impl<'a> Importer<'a> {
             self.limits.max_flatten,
         );
         self.needed_objects = checked.map_err(|(entry, problem)| self.fail(entry, problem))?;
+        let manifest = self.manifest()?;
+        if manifest.version >= 2 {
+            let in_order = manifest
+                .snapshots
+                .iter()
+                .filter_map(|id| self.snapshots.get(id));
+            let order = super::object_order(in_order, |id| self.layer(id))
+                .ok_or_else(|| self.missing("a layer of the image's snapshots".into()))?;
+            let ranks = order.into_iter().enumerate().map(|(i, key)| (key, i));
+            self.object_ranks = Some(ranks.collect());
+        }
         Ok(())
     }
 

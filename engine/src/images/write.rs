@@ -141,12 +141,16 @@ pub fn write_image(
         .last()
         .ok_or_else(|| Error::Invalid("an image needs at least one snapshot".into()))?;
     let mut snapshots = BTreeMap::new();
+    let mut in_order = Vec::with_capacity(plan.snapshots.len());
     let mut layers: BTreeMap<LayerId, Layer> = BTreeMap::new();
     for id in &plan.snapshots {
         let snapshot = exportable(store, id, &mut layers)?;
         snapshots.insert(*id, snapshot.encode());
+        in_order.push(snapshot);
     }
     let objects = file_objects(layers.values());
+    let order = super::object_order(&in_order, |id| layers.get(id))
+        .ok_or_else(|| Error::Invalid("internal: a snapshot's layer was not read".into()))?;
     let (omit_layers, omit_objects) = match &plan.base {
         Some(base) => (&base.layers, &base.objects),
         None => (&HashSet::new(), &HashSet::new()),
@@ -155,10 +159,10 @@ pub fn write_image(
         .iter()
         .filter(|(id, _)| !omit_layers.contains(id))
         .collect();
-    let objects_out: Vec<(ObjectId, bool, u64)> = objects
-        .iter()
-        .filter(|(key, _)| !omit_objects.contains(key))
-        .map(|(&(id, exe), &size)| (id, exe, size))
+    let objects_out: Vec<(ObjectId, bool, u64)> = order
+        .into_iter()
+        .filter(|key| !omit_objects.contains(key))
+        .filter_map(|(id, exe)| objects.get(&(id, exe)).map(|&size| (id, exe, size)))
         .collect();
     let manifest = Manifest {
         format: IMAGE_FORMAT.to_owned(),
