@@ -11,11 +11,13 @@
 //!   empty `UV_CACHE_DIR` beside its venv (one filesystem, so uv links from its cache as blast links from
 //!   its store), made outside the timing; every result is checked to hold each distribution, and one
 //!   untimed restore first to import the requirements.
-//! - thin image: `blastdep` from blast's fixture wheels installed with pip into a `blast sync` copy of the
-//!   big environment, captured with `blast snapshot` and exported with `--base @~1`: its size against the
-//!   full image's, the package's files (as its RECORD lists them, bytecode left out) and those files
-//!   through `tar | zstd -3`. Two targets: at most the changed files plus 64 KiB, and the stricter one, at
-//!   most 1% over the package's files compressed.
+//! - thin images of three one-package changes: `blastdep` from blast's fixture wheels (6 small files)
+//!   installed with pip on a `blast sync` copy of the big environment, and `rich` and `numpy` from the
+//!   wheel set installed (`--no-deps`) into a new environment (the big one's history holds them already,
+//!   and what a base holds is left out); captured with `blast snapshot` and exported with `--base @~1`: the size against the full image's, the
+//!   package's files (as its RECORD lists them, bytecode left out) and those files through
+//!   `tar | zstd -3`. Two targets: at most the changed files plus 64 KiB, and the stricter one, at most 1%
+//!   over the package's files compressed.
 
 use std::cell::Cell;
 use std::ffi::OsStr;
@@ -31,6 +33,22 @@ use crate::materialize::IMPORTS;
 use crate::report::{Results, Row, Target, count, size};
 use crate::runner::{Case, json, measure, run};
 use crate::setup::{Setup, fixture_wheels};
+
+/// The one-package change a thin image carries.
+enum OnePackage {
+    /// A tiny package from blast's fixture wheels, installed on top.
+    Fixture(&'static str),
+    /// A distribution of the wheel set, installed (without its dependencies) into a new environment.
+    FromWheelSet(&'static str),
+}
+
+impl OnePackage {
+    fn name(&self) -> &'static str {
+        match self {
+            OnePackage::Fixture(name) | OnePackage::FromWheelSet(name) => name,
+        }
+    }
+}
 
 /// What a thin image may hold beyond the changed files: its manifest, the new snapshot and layer, tar
 /// headers.
@@ -278,22 +296,42 @@ impl Images<'_> {
     }
 
     /// The thin image of a one-package change against the full image of `full_bytes`.
-    fn thin(&self, full_bytes: u64) -> Result<Results> {
-        eprintln!("images: thin image of {ONE_PACKAGE} installed on a copy of the big env");
-        let env = self.dir.join("thin-env");
-        run(self
-            .setup
-            .blast(self.home)
-            .args(["sync", "--from", NAME, "--to"])
-            .arg(&env))?;
-        run(self
-            .setup
-            .pip()
-            .arg("--python")
-            .arg(&env)
-            .args(["install", "--no-index", "--find-links"])
-            .arg(fixture_wheels()?)
-            .arg(ONE_PACKAGE))?;
+    fn thin(&self, full_bytes: u64, change: &OnePackage) -> Result<Results> {
+        let package = change.name();
+        let env = self.dir.join(format!("thin-env-{package}"));
+        match change {
+            OnePackage::Fixture(_) => {
+                eprintln!("images: thin image of {package} installed on a copy of the big env");
+                run(self
+                    .setup
+                    .blast(self.home)
+                    .args(["sync", "--from", NAME, "--to"])
+                    .arg(&env))?;
+            }
+            OnePackage::FromWheelSet(_) => {
+                // The big environment's history holds it already, and a base's objects are left
+                // out: a new environment's does not.
+                eprintln!("images: thin image of {package} installed into a new environment");
+                run(self
+                    .setup
+                    .blast(self.home)
+                    .args(["create", "--path"])
+                    .arg(&env)
+                    .arg("--python")
+                    .arg(&self.setup.python))?;
+            }
+        }
+        let pip = |args: &[&str]| {
+            let mut cmd = self.setup.pip();
+            cmd.arg("--python").arg(&env).args(args);
+            cmd
+        };
+        let mut install = pip(&["install", "--no-index", "--find-links"]);
+        match change {
+            OnePackage::Fixture(_) => install.arg(fixture_wheels()?),
+            OnePackage::FromWheelSet(_) => install.arg(&self.setup.wheels).arg("--no-deps"),
+        };
+        run(install.arg(package))?;
         let captured = json(&run(self
             .setup
             .blast(self.home)
@@ -301,10 +339,10 @@ impl Images<'_> {
             .arg(&env))?)?;
         if captured["snapshot"].is_null() {
             return Err(Error::new(format!(
-                "`blast snapshot` saw no change after pip installed {ONE_PACKAGE}"
+                "`blast snapshot` saw no change after pip installed {package}"
             )));
         }
-        let thin = self.dir.join("thin.blast");
+        let thin = self.dir.join(format!("thin-{package}.blast"));
         let exported = json(&run(self
             .setup
             .blast(self.home)
@@ -319,16 +357,16 @@ impl Images<'_> {
             )));
         }
         let thin_bytes = file_size(&thin)?;
-        let (site, files) = package_files(&env, ONE_PACKAGE)?;
+        let (site, files) = package_files(&env, package)?;
         let mut files_bytes = 0;
         for file in &files {
             files_bytes += file_size(&site.join(file))?;
         }
-        let compressed = self.dir.join("package.tar.zst");
+        let compressed = self.dir.join(format!("{package}.tar.zst"));
         run(&mut tar_zstd(&site, &files, 1, &compressed))?;
         let compressed_bytes = file_size(&compressed)?;
-        let operation = format!("thin image, +{ONE_PACKAGE} (--base @~1), size");
-        let files_label = format!("{ONE_PACKAGE}'s {} files", files.len());
+        let operation = format!("thin image, +{package} (--base @~1), size");
+        let files_label = format!("{package}'s {} files", files.len());
         Ok(Results {
             rows: vec![
                 Row::sizes(&operation, thin_bytes, "full image", full_bytes),
@@ -355,7 +393,7 @@ impl Images<'_> {
                 ),
             ],
             notes: vec![format!(
-                "thin image: the snapshot after the install added {} paths (files and directories), \
+                "thin image of {package}: the snapshot after the install added {} paths (files and directories), \
                  modified {}, removed {}; the image holds {} layer(s) and {} object(s) ({} \
                  uncompressed) and left out {} layer(s) and {} object(s) that its base has",
                 captured["added"],
@@ -429,6 +467,12 @@ pub fn bench(
     };
     let (mut results, image, image_bytes) = images.exports(runs)?;
     results.extend(images.restores(&image, runs)?);
-    results.extend(images.thin(image_bytes)?);
+    for change in [
+        OnePackage::Fixture(ONE_PACKAGE),
+        OnePackage::FromWheelSet("rich"),
+        OnePackage::FromWheelSet("numpy"),
+    ] {
+        results.extend(images.thin(image_bytes, &change)?);
+    }
     Ok(results)
 }
