@@ -77,22 +77,8 @@ pub fn install(
     options: &InstallOptions,
 ) -> Result<InstallReport> {
     let started = Instant::now();
-    let mut env = store.open_env(selector)?;
-    // Work found in the directory is kept as its own snapshot, so the install starts from HEAD.
-    let captured_first = super::snapshot::capture_into_snapshot(
-        store,
-        &env,
-        "snapshot",
-        Some("changes found before an install".into()),
-        None,
-    )?
-    .snapshot;
-    if captured_first.is_some() {
-        env.record = store
-            .index()
-            .env(&env.record.id)?
-            .ok_or_else(|| Error::EnvNotFound(env.label().to_owned()))?;
-    }
+    let (mut env, captured_first) =
+        super::snapshot::open_env_at_head(store, selector, "changes found before an install")?;
     let head_id = env.head()?;
     let head = store.snapshot(&head_id)?;
     let head_tree = store.tree_of(&head)?;

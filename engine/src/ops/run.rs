@@ -79,25 +79,16 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         .collect::<Result<Vec<_>>>()?;
     // A plain run reads the environment without its lock: a long-running command must not hold up
     // installs. A capturing one changes it, so it holds the lock as an install does.
-    let mut env = if options.capture {
-        let mut env = store.open_env(selector)?;
-        // Work found in the directory is kept as its own snapshot, so the run starts from HEAD.
-        let found = super::snapshot::capture_into_snapshot(
-            store,
-            &env,
-            "snapshot",
-            Some("changes found before a captured run".into()),
-            None,
-        )?;
-        if found.snapshot.is_some() {
-            env.record = store
-                .index()
-                .env(&env.record.id)?
-                .ok_or_else(|| Error::EnvNotFound(env.label().to_owned()))?;
-        }
-        Some(env)
-    } else {
-        None
+    let mut env = match options.capture {
+        true => Some(
+            super::snapshot::open_env_at_head(
+                store,
+                selector,
+                "changes found before a captured run",
+            )?
+            .0,
+        ),
+        false => None,
     };
     let record = match &env {
         Some(env) => env.record.clone(),

@@ -52,6 +52,26 @@ pub fn snapshot(
     capture_into_snapshot(store, &env, "snapshot", message, tag)
 }
 
+/// Opens an environment for a change that must start from HEAD (an install, a captured run): work
+/// found in the directory is kept first as its own snapshot, `message` saying why. Returns the
+/// environment and that snapshot, if one was taken.
+pub(crate) fn open_env_at_head(
+    store: &Store,
+    selector: Option<&str>,
+    message: &str,
+) -> Result<(Env, Option<SnapshotId>)> {
+    let mut env = store.open_env(selector)?;
+    let found =
+        capture_into_snapshot(store, &env, "snapshot", Some(message.to_owned()), None)?.snapshot;
+    if found.is_some() {
+        env.record = store
+            .index()
+            .env(&env.record.id)?
+            .ok_or_else(|| Error::EnvNotFound(env.label().to_owned()))?;
+    }
+    Ok((env, found))
+}
+
 /// Captures the directory of `env` as a new snapshot on top of its HEAD and records it.
 pub(crate) fn capture_into_snapshot(
     store: &Store,
