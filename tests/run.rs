@@ -180,6 +180,11 @@ fn cpu_time_and_process_limits_end_the_command_and_say_which() {
     );
     assert_eq!(spin.status.code(), Some(128 + libc::SIGXCPU));
     assert!(stderr(&spin).contains("(--cpu-time)"), "{}", stderr(&spin));
+    // A program that ignores SIGXCPU meets the hard limit a second later, named all the same.
+    let stubborn = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass";
+    let spin = run(&b, &env, &["--cpu-time", "1"], &["python", "-c", stubborn]);
+    assert_eq!(spin.status.code(), Some(128 + libc::SIGXCPU));
+    assert!(stderr(&spin).contains("(--cpu-time)"), "{}", stderr(&spin));
 
     let fork = "import subprocess, time\nps = [subprocess.Popen(['sleep', '5']) for _ in range(8)]\nprint('started')\nfor p in ps: p.wait()";
     let many = run(&b, &env, &["--pids", "4"], &["python", "-c", fork]);

@@ -878,31 +878,48 @@ fn init(spec: &Spec) -> ! {
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => fail("starting the program (fork)", e),
     };
-    let status = if spec.limits.watched() {
+    let (status, reported) = if spec.limits.watched() {
         watch(program, &spec.limits)
     } else {
-        wait_for(program)
+        (wait_for(program), false)
     };
+    // SIGXCPU at the soft limit; SIGKILL at the hard one a second later, for a program that handles
+    // or ignores SIGXCPU (then its CPU time tells).
     if let Some(limit) = spec.limits.cpu_seconds
-        && status == 128 + libc::SIGXCPU
+        && !reported
+        && (status == 128 + libc::SIGXCPU
+            || (status == 128 + libc::SIGKILL && children_cpu_seconds() >= limit))
     {
         report(&LimitHit::CpuTime { limit });
     }
     std::process::exit(status)
 }
 
+/// CPU seconds (user and system) of the processes init has reaped.
+fn children_cpu_seconds() -> u64 {
+    // SAFETY: getrusage writes into a zeroed struct of its own type.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    u64::try_from(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec).unwrap_or(0)
+}
+
 /// As [`wait_for`], sampling the sandbox's processes between reaps: past a limit, every process but
-/// init is killed and the limit reported.
-fn watch(child: Pid, limits: &Limits) -> i32 {
+/// init is killed and the limit reported. Returns the exit code and whether a limit was reported.
+fn watch(child: Pid, limits: &Limits) -> (i32, bool) {
     let mut reported = false;
     loop {
         loop {
             match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => break,
-                Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return (code, reported),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                    return (128 + sig as i32, reported);
+                }
                 Err(Errno::EINTR) | Ok(_) => continue,
-                Err(_) => return SETUP_FAILED,
+                Err(_) => return (SETUP_FAILED, reported),
             }
         }
         if !reported && let Some(hit) = over_limit(limits) {

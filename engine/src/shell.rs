@@ -166,7 +166,8 @@ PROMPT="(blast) $PROMPT"
         }
         ShellKind::Fish => {
             let init = setup.session_dir.join("init.fish");
-            let activate = quote(&format!("{env_root}/bin/activate.fish"));
+            let activate = fish_quote(&format!("{env_root}/bin/activate.fish"));
+            let blast = fish_quote(&setup.blast.to_string_lossy());
             write(
                 &init,
                 &format!(
@@ -186,7 +187,7 @@ end
             command
                 .arg("--interactive")
                 .arg("--init-command")
-                .arg(format!("source {}", quote(&init.to_string_lossy())));
+                .arg(format!("source {}", fish_quote(&init.to_string_lossy())));
         }
     }
     Ok(command)
@@ -196,7 +197,36 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).at("writing", path)
 }
 
-/// Single-quoted for sh, zsh and fish alike (a `'` closes, is escaped, and reopens).
+/// Single-quoted for sh and zsh (a `'` closes, is escaped, and reopens).
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Single-quoted for fish, where `\\` and `\'` are escapes even between single quotes.
+fn fish_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\\', r"\\").replace('\'', r"\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `shell -c 'printf %s QUOTED'` prints: the text itself, for any bytes a path may hold.
+    fn printed_by(shell: &str, quoted: &str) -> Option<String> {
+        let out = Command::new(shell)
+            .args(["-c", &format!("printf %s {quoted}")])
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    #[test]
+    fn quoted_paths_reach_each_shell_unchanged() {
+        let nasty = r#"/tmp/it's a \ path\\ with "quotes" $HOME `x` \'"#;
+        assert_eq!(printed_by("bash", &quote(nasty)).as_deref(), Some(nasty));
+        // fish is installed by scripts/setup; where it is not, there is nothing to quote for.
+        if let Some(printed) = printed_by("fish", &fish_quote(nasty)) {
+            assert_eq!(printed, nasty);
+        }
+    }
 }
