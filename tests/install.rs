@@ -265,11 +265,16 @@ fn pips_own_configuration_is_read_under_the_hidden_config_directory() {
     let env = b.create_path_env("venv");
     let home = b.work.join("user-home");
     fs::create_dir_all(home.join(".config/pip")).unwrap();
+    // Outside /tmp: a path only the configuration names is not bound into the sandbox's private /tmp.
+    let links = b.work.join("wheels");
+    fs::create_dir_all(&links).unwrap();
+    let wheel = "blastbase-1.0.0-py3-none-any.whl";
+    fs::copy(wheels().join(wheel), links.join(wheel)).unwrap();
     fs::write(
         home.join(".config/pip/pip.conf"),
         format!(
             "[global]\nno-index = true\nfind-links = {}\n",
-            wheels().display()
+            links.display()
         ),
     )
     .unwrap();
