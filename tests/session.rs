@@ -484,6 +484,19 @@ fn kill_is_idempotent_and_cleans_a_crashed_session() {
     let (status, _) = session.finish();
     assert!(!status.success(), "the shell was hung up, not exited");
     assert_nothing_left(&b);
+    // Removing the environment takes its session lock with it.
+    b.ok(&["remove", e]);
+    let locks: Vec<_> = fs::read_dir(b.home.join("locks"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name())
+        .collect();
+    assert!(
+        !locks
+            .iter()
+            .any(|name| name.to_string_lossy().ends_with(".session.lock")),
+        "{locks:?}"
+    );
 }
 
 #[test]

@@ -95,6 +95,11 @@ pub fn dir(home: &Path, env_id: &str) -> PathBuf {
     home.join("sessions").join(env_id)
 }
 
+/// The lock a session holds for its lifetime: one session per environment.
+pub fn lock_path(home: &Path, env_id: &str) -> PathBuf {
+    home.join("locks").join(format!("{env_id}.session.lock"))
+}
+
 pub fn socket_path(dir: &Path) -> PathBuf {
     dir.join("control.sock")
 }

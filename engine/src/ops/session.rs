@@ -117,9 +117,7 @@ pub fn start(
     let home = std::fs::canonicalize(home).at("resolving store path", home)?;
     // Held while the session runs: of two `blast start`s racing for one environment, one runs, and
     // a session directory found by the one holding it is stale.
-    let lock_path = home
-        .join("locks")
-        .join(format!("{}.session.lock", record.id));
+    let lock_path = session::lock_path(&home, &record.id);
     let Some(_session_lock) = lock::try_acquire(&lock_path, LockMode::Exclusive)? else {
         let who = match session::find(&home, &record.id)? {
             Found::Live(live) => format!(" (blast pid {}, shell pid {})", live.pid, live.shell_pid),
