@@ -460,3 +460,56 @@ fn a_damaged_blob_fails_the_pull_naming_its_digest_and_leaves_the_store_unchange
         assert!(err.contains("oci://HOST[:PORT]/REPO[:TAG]"), "{bad}: {err}");
     }
 }
+
+/// `blast start --image oci://…` in a project without an environment: `./.venv` is pulled from the
+/// registry, works there, and the session (a bash reading from a pipe) runs on it.
+#[test]
+fn start_pulls_a_projects_environment_from_a_registry() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start();
+    let b1 = Blast::new();
+    let (src, _) = demo_env(&b1, "src-env");
+    let reference = registry.reference("team/project:v1");
+    push(&b1, &src, &reference);
+
+    let b2 = Blast::new();
+    let project = b2.work.join("project");
+    fs::create_dir_all(&project).unwrap();
+    let home = b2.work.join("home");
+    fs::create_dir_all(&home).unwrap();
+    let mut child = b2
+        .command(&[
+            "start",
+            "--shell",
+            "bash",
+            "--python",
+            python(),
+            "--insecure",
+            "--image",
+            &reference,
+        ])
+        .current_dir(&project)
+        .env("HOME", &home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"python -c 'import blastdemo; print(blastdemo.__name__)'\nexit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("restored {reference}")),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("blastdemo"));
+    assert_runs_at(&b2, &project.join(".venv"));
+}
