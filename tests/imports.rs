@@ -8,27 +8,12 @@
 mod support;
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 use support::*;
 
 const SITE: &str = "lib/python3.11/site-packages";
-
-fn install(b: &Blast, env: &Path, specs: &[&str]) {
-    let wheels = wheels();
-    let mut args = vec![
-        "install",
-        "-e",
-        env.to_str().unwrap(),
-        "--no-index",
-        "-f",
-        wheels.to_str().unwrap(),
-    ];
-    args.extend_from_slice(specs);
-    b.ok(&args);
-}
 
 /// Names of a list of distributions in the report.
 fn names(list: &Value) -> Vec<&str> {
@@ -50,7 +35,7 @@ fn imports_names_what_was_never_imported_and_what_no_package_provides() {
     let env = b.work.join("venv");
     let e = env.to_str().unwrap();
     b.ok(&["create", "--path", e, "--python", python(), "--seed"]);
-    install(&b, &env, &["blastdep", "blastbase"]);
+    b.install_fixtures(&env, &["blastdep", "blastbase"]);
 
     let untracked = b.json(&["imports", "-e", e]);
     assert_eq!(untracked["tracking"], false, "{untracked}");
@@ -63,7 +48,7 @@ fn imports_names_what_was_never_imported_and_what_no_package_provides() {
     assert!(module.is_file() && pth.is_file(), "{enabled}");
     nothing_changed(&b, e);
     // pip runs with the hook in the sandbox, and the install's layer does not take the hook in.
-    install(&b, &env, &["blastextra"]);
+    b.install_fixtures(&env, &["blastextra"]);
     let diff = b.json(&["diff", "-e", e, "@~1", "HEAD", "--files"]);
     let files = diff["files"].as_array().unwrap();
     assert!(!files.is_empty(), "{diff}");

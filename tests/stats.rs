@@ -5,27 +5,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::*;
-
-/// `blast install -e ENV --no-index -f fixtures/wheels SPECS…`.
-fn install(b: &Blast, env: &Path, specs: &[&str]) -> Value {
-    let wheels = wheels();
-    let mut args = vec![
-        "install",
-        "-e",
-        env.to_str().unwrap(),
-        "--no-index",
-        "-f",
-        wheels.to_str().unwrap(),
-    ];
-    args.extend_from_slice(specs);
-    b.json(&args)
-}
 
 fn seconds(v: &Value) -> f64 {
     v.as_f64()
@@ -45,7 +29,7 @@ fn stats_reports_install_samples_sizes_dedup_and_disk() {
 
     let mut totals = Vec::new();
     for specs in [&["blastdep"][..], &["blastbase"], &["blastdep"]] {
-        totals.push(seconds(&install(&b, &env, specs)["total_seconds"]));
+        totals.push(seconds(&b.install_fixtures(&env, specs)["total_seconds"]));
     }
     let uninstall = b.json(&["uninstall", "-e", e, "blastbase"]);
     totals.push(seconds(&uninstall["total_seconds"]));

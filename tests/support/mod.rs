@@ -142,6 +142,21 @@ impl Blast {
         stderr
     }
 
+    /// `blast install -e ENV --no-index -f fixtures/wheels SPECS… --json`; returns the report.
+    pub fn install_fixtures(&self, env: &Path, specs: &[&str]) -> Value {
+        let wheels = wheels();
+        let mut args = vec![
+            "install",
+            "-e",
+            env.to_str().expect("utf-8"),
+            "--no-index",
+            "-f",
+            wheels.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(specs);
+        self.json(&args)
+    }
+
     /// Creates a path environment `work/NAME` on the real interpreter; returns its path.
     pub fn create_path_env(&self, name: &str) -> PathBuf {
         let path = self.work.join(name);
