@@ -595,3 +595,48 @@ fn linking_the_same_objects_elsewhere_keeps_other_envs_stat_caches_valid() {
     assert!(snap["snapshot"].is_null(), "{snap}");
     assert_eq!(snap["files_hashed"], 0, "{snap}");
 }
+
+#[test]
+fn the_stat_cache_never_hides_a_change_and_a_broken_one_costs_only_rehashing() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+    let snapshot = |expect_new: bool| {
+        let report = b.json(&["snapshot", "-e", env_s]);
+        assert_eq!(!report["snapshot"].is_null(), expect_new, "{report}");
+        report
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    snapshot(false);
+    let caches: Vec<_> = fs::read_dir(b.home.join("stat-caches"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(caches.len(), 1, "one cache file per environment");
+
+    // Changes that leave every cached file's stat as it was: the cache alone cannot see them.
+    fs::create_dir(env.join("share")).unwrap();
+    let added = snapshot(true);
+    assert_eq!(added["added"], 1, "{added}");
+    std::os::unix::fs::symlink("python", env.join("bin/py")).unwrap();
+    snapshot(true);
+    fs::remove_file(env.join("bin/py")).unwrap();
+    std::os::unix::fs::symlink("python3", env.join("bin/py")).unwrap();
+    let retargeted = snapshot(true);
+    assert_eq!(retargeted["modified"], 1, "{retargeted}");
+    let log = b.json(&["log", "-e", env_s]);
+    assert_eq!(log.as_array().unwrap().len(), 4, "{log}");
+
+    // A garbled cache reads as empty: every file is read again, nothing else changes.
+    fs::write(&caches[0], b"\x03\x01garbage").unwrap();
+    let reread = snapshot(false);
+    assert!(reread["files_hashed"].as_u64().unwrap() > 0, "{reread}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    snapshot(false);
+    assert_eq!(snapshot(false)["files_hashed"], 0);
+    b.ok(&["rollback", "-e", env_s, "@~3"]);
+    assert!(!env.join("share").exists() && !env.join("bin/py").exists());
+
+    b.ok(&["remove", env_s]);
+    assert!(!caches[0].exists(), "the cache goes with its environment");
+}

@@ -6,19 +6,22 @@
 //! files of blast's import-tracking hook (see [`crate::imports`]). Files that
 //! contain the environment's own paths are stored with placeholders (see `store_format::Placeholders`).
 
+use std::cell::{OnceCell, RefCell};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::sys::stat::SFlag;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
-use store_format::{Node, ObjectId, Placeholders};
+use store_format::{Node, ObjectId, Placeholders, SnapshotId};
 
 use crate::error::{Error, IoContext, Result};
 use crate::imports::is_hook_file;
 use crate::objects::Staging;
-use crate::tree::Tree;
+use crate::tree::{Tree, TreeDigest};
 
 /// Directories with this name are caches: excluded from capture, change detection and verification.
 pub const PYCACHE: &str = "__pycache__";
@@ -104,13 +107,24 @@ impl CachedFile {
     }
 }
 
-/// Path → what the file was when last hashed. Stored in the index as one blob per environment.
+/// What the directory held when a stat cache was written: a snapshot and the digest of its tree. A
+/// later scan whose digest equals it found that snapshot, unchanged, without its tree being built
+/// from the layers; and every object the cache names is one of that snapshot's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub snapshot: SnapshotId,
+    pub tree: TreeDigest,
+}
+
+/// Path → what the file was when last hashed. Kept in a file per environment (`stat-caches/<env-id>`,
+/// outside the index: it is rewritten after every change and would otherwise fill RocksDB's log).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatCache {
     files: FxHashMap<String, CachedFile>,
+    stamp: Option<Stamp>,
 }
 
-const STAT_CACHE_VERSION: u8 = 2;
+const STAT_CACHE_VERSION: u8 = 3;
 
 impl StatCache {
     pub fn len(&self) -> usize {
@@ -121,8 +135,18 @@ impl StatCache {
         self.files.is_empty()
     }
 
+    pub fn stamp(&self) -> Option<Stamp> {
+        self.stamp
+    }
+
+    /// Records that the directory holds `snapshot`, whose tree has digest `tree`.
+    pub fn stamp_with(&mut self, snapshot: SnapshotId, tree: TreeDigest) {
+        self.stamp = Some(Stamp { snapshot, tree });
+    }
+
     /// Records that the file at `path`, with this stat, holds `node`; racy stats are not recorded.
     pub fn record(&mut self, path: &str, stat: FileStat, node: &Node, now_ns: i64) {
+        self.stamp = None;
         if let Node::File {
             object,
             size,
@@ -146,18 +170,53 @@ impl StatCache {
     }
 
     pub fn forget(&mut self, path: &str) {
+        self.stamp = None;
         self.files.remove(path);
     }
 
-    /// Keeps only paths present in `tree`.
-    pub fn retain_in(&mut self, tree: &Tree) {
-        self.files.retain(|p, _| tree.entries.contains_key(p));
+    /// Forgets every path below these directories (removed with their content).
+    pub fn forget_below(&mut self, dirs: &[&str]) {
+        if dirs.is_empty() {
+            return;
+        }
+        let dirs: rustc_hash::FxHashSet<&str> = dirs.iter().copied().collect();
+        self.files
+            .retain(|path, _| !crate::tree::ancestors(path).any(|dir| dirs.contains(dir)));
     }
 
-    /// A compact binary form: version, then per file: path, stat, object, stored size, link count, flag.
+    /// The cache of an environment: missing or unreadable reads as empty (every file is then hashed).
+    pub fn load(path: &Path) -> StatCache {
+        fs::read(path)
+            .map(|bytes| StatCache::decode(&bytes))
+            .unwrap_or_default()
+    }
+
+    /// Writes the cache beside `path` and renames it into place. Not synced: after a crash the
+    /// cache may be an older one or unreadable, and either only costs rehashing.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let written = fs::write(&tmp, self.encode()).and_then(|()| fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written.at("writing stat cache", path)
+    }
+
+    /// A compact binary form: version, stamp, then per file: path, stat, object, stored size, link
+    /// count, flag.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + self.files.len() * 100);
+        let mut out = Vec::with_capacity(66 + self.files.len() * 100);
         out.push(STAT_CACHE_VERSION);
+        match &self.stamp {
+            Some(stamp) => {
+                out.push(1);
+                out.extend_from_slice(stamp.snapshot.as_bytes());
+                for lane in stamp.tree.0 {
+                    out.extend_from_slice(&lane.to_le_bytes());
+                }
+            }
+            None => out.push(0),
+        }
         for (path, f) in &self.files {
             out.extend_from_slice(&(path.len() as u32).to_le_bytes());
             out.extend_from_slice(path.as_bytes());
@@ -189,11 +248,23 @@ impl StatCache {
             rest = tail;
             Some(head)
         };
+        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let stamp = match take(1)?[0] {
+            0 => None,
+            1 => {
+                let snapshot = SnapshotId::from_bytes(take(32)?.try_into().ok()?);
+                let mut tree = TreeDigest::default();
+                for lane in &mut tree.0 {
+                    *lane = u64_at(take(8)?);
+                }
+                Some(Stamp { snapshot, tree })
+            }
+            _ => return None,
+        };
         let mut files = FxHashMap::default();
         while let Some(len) = take(4) {
             let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
             let path = std::str::from_utf8(take(len)?).ok()?.to_owned();
-            let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
             let ino = u64_at(take(8)?);
             let size = u64_at(take(8)?);
             let mtime_ns = u64_at(take(8)?) as i64;
@@ -220,13 +291,18 @@ impl StatCache {
                 },
             );
         }
-        Some(StatCache { files })
+        Some(StatCache { files, stamp })
     }
 }
 
 /// The result of reading a directory.
 pub struct Scan {
-    pub tree: Tree,
+    /// What the walk found, in no order, until [`Scan::tree`] sorts it into the tree: a directory
+    /// that turns out to be known never needs its tree built.
+    found: RefCell<Vec<Vec<Item>>>,
+    tree: OnceCell<Tree>,
+    /// The digest of the tree.
+    pub digest: TreeDigest,
     /// The stat cache brought up to date with what was read.
     pub cache: StatCache,
     /// Whether `cache` differs from the one the scan was given (and so is worth storing).
@@ -235,13 +311,59 @@ pub struct Scan {
     pub hashed: usize,
 }
 
+impl Scan {
+    /// Of a directory that does not exist.
+    pub fn empty() -> Scan {
+        Scan {
+            found: RefCell::default(),
+            tree: OnceCell::from(Tree::default()),
+            digest: TreeDigest::default(),
+            cache: StatCache::default(),
+            cache_changed: true,
+            hashed: 0,
+        }
+    }
+
+    pub fn tree(&self) -> &Tree {
+        self.tree.get_or_init(|| {
+            let mut items: Vec<Item> = self.found.take().into_iter().flatten().collect();
+            items.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
+            Tree {
+                entries: items.into_iter().map(|i| (i.path, i.node)).collect(),
+            }
+        })
+    }
+
+    pub fn into_parts(self) -> (Tree, StatCache) {
+        self.tree();
+        (self.tree.into_inner().unwrap_or_default(), self.cache)
+    }
+
+    /// True when the directory is known to hold exactly `snapshot`: the cache it was scanned with was
+    /// written for `snapshot`, and the scan's digest is that snapshot's. False means "not known":
+    /// compare with the snapshot's tree.
+    pub fn holds(&self, snapshot: &SnapshotId) -> bool {
+        self.cache.stamp()
+            == Some(Stamp {
+                snapshot: *snapshot,
+                tree: self.digest,
+            })
+    }
+
+    /// The cache to keep once the directory is known to hold `snapshot` (equal to its tree).
+    pub fn into_cache_of(mut self, snapshot: SnapshotId) -> StatCache {
+        self.cache.stamp_with(snapshot, self.digest);
+        self.cache
+    }
+}
+
 /// Where a capture stores the objects of new files.
 #[derive(Clone, Copy)]
 pub struct Sink<'a> {
     pub staging: &'a Staging<'a>,
-    /// A tree whose objects are known to be in the store (the HEAD being captured on top of): a file
-    /// recognised as one of its entries needs no look-up in the store.
-    pub present: &'a Tree,
+    /// The snapshot the capture starts from, whose objects are in the store: when the stat cache was
+    /// written for it, a file the cache recognises needs no look-up in the store.
+    pub head: Option<SnapshotId>,
 }
 
 /// Reads `root` into a tree. Files the cache recognises are not opened; others are hashed (with their
@@ -253,38 +375,62 @@ pub fn scan(
     sink: Option<Sink<'_>>,
 ) -> Result<Scan> {
     let now_ns = now_ns();
-    let ctx = ScanCtx {
-        cache: &cache,
-        placeholders,
-        sink,
-        adopt: false,
+    let walk = Walk {
+        ctx: ScanCtx {
+            cache: &cache,
+            placeholders,
+            sink,
+            adopt: false,
+        },
+        found: Mutex::default(),
+        digest: Mutex::default(),
+        error: Mutex::default(),
     };
-    let mut items = ctx.walk(root, "")?;
-    let hashed = items.iter().filter(|i| i.hashed).count();
-    let files = items.iter().filter(|i| i.stat.is_some()).count();
+    rayon::scope(|scope| walk.dir(scope, root.to_path_buf(), String::new()));
+    if let Some(error) = into_inner(walk.error) {
+        return Err(error);
+    }
+    let digest = into_inner(walk.digest);
+    let found = into_inner(walk.found);
+    let items = || found.iter().flatten();
+    let hashed = items().filter(|i| i.hashed).count();
+    let files = items().filter(|i| i.stat.is_some()).count();
     // Every file recognised and every cached path still there: the cache stands as it is.
     let cache_changed = hashed > 0 || files != cache.len();
-    let cache = if cache_changed {
+    let mut cache = if cache_changed {
         let mut fresh = StatCache::default();
-        for item in &items {
+        for item in items() {
             if let Some(stat) = item.stat {
                 fresh.record(&item.path, stat, &item.node, now_ns);
             }
+        }
+        // What the cache knew still holds when the directory is what it was written for.
+        if let Some(stamp) = cache.stamp().filter(|s| s.tree == digest) {
+            fresh.stamp = Some(stamp);
         }
         fresh
     } else {
         cache
     };
-    items.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    let tree = Tree {
-        entries: items.into_iter().map(|i| (i.path, i.node)).collect(),
-    };
+    if cache.stamp().is_some_and(|s| s.tree != digest) {
+        cache.stamp = None;
+    }
     Ok(Scan {
-        tree,
+        found: RefCell::new(found),
+        tree: OnceCell::new(),
+        digest,
         cache,
         cache_changed,
         hashed,
     })
+}
+
+fn into_inner<T>(mutex: Mutex<T>) -> T {
+    mutex.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One entry of an upper directory, in walk order (a directory before what is in it).
@@ -336,18 +482,15 @@ pub fn scan_changeset(
         .par_iter()
         .map(|(abs, path, meta)| {
             let executable = meta.permissions().mode() & 0o111 != 0;
-            let items = ctx.hash_file(
+            let item = ctx.hash_file(
                 (*abs).clone(),
                 (*path).clone(),
                 FileStat::of(meta),
                 executable,
             )?;
-            Ok(items.into_iter().map(|i| (i.path, i.node)))
+            Ok((item.path, item.node))
         })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+        .collect::<Result<_>>()?;
     let mut tree = base.clone();
     for entry in &entries {
         let (path, node) = match entry {
@@ -435,7 +578,7 @@ fn walk_upper(dir: &Path, rel: &str, out: &mut Vec<UpperEntry>) -> Result<()> {
         } else {
             return Err(Error::UnsupportedFileType {
                 path: abs,
-                kind: special_kind(&ft),
+                kind: special_kind(SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT)),
             });
         }
     }
@@ -479,6 +622,108 @@ struct Item {
     hashed: bool,
 }
 
+/// A scan of one directory tree by the rayon pool: each directory is a task that reads its entries
+/// and spawns a task per subdirectory and per file to hash; results are gathered, and the digest
+/// summed, in whatever order the tasks end.
+struct Walk<'a> {
+    ctx: ScanCtx<'a>,
+    found: Mutex<Vec<Vec<Item>>>,
+    digest: Mutex<TreeDigest>,
+    /// The first error met; the walk stops spawning once there is one.
+    error: Mutex<Option<Error>>,
+}
+
+impl<'a> Walk<'a> {
+    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, abs: PathBuf, rel: String)
+    where
+        'a: 's,
+    {
+        if lock(&self.error).is_none() {
+            let items = self.read_dir(scope, &abs, &rel);
+            self.keep(items);
+        }
+    }
+
+    fn keep(&self, items: Result<Vec<Item>>) {
+        match items {
+            Ok(items) => {
+                let mut digest = TreeDigest::default();
+                for item in &items {
+                    digest.add(&item.path, &item.node);
+                }
+                lock(&self.digest).merge(digest);
+                lock(&self.found).push(items);
+            }
+            Err(error) => {
+                lock(&self.error).get_or_insert(error);
+            }
+        }
+    }
+
+    fn read_dir<'s>(&'s self, scope: &rayon::Scope<'s>, abs: &Path, rel: &str) -> Result<Vec<Item>>
+    where
+        'a: 's,
+    {
+        let mut items = Vec::new();
+        for entry in fs::read_dir(abs).at("reading directory", abs)? {
+            let entry = entry.at("reading directory", abs)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(Error::NonUtf8Path(entry.path()));
+            };
+            let path = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) => return Err(e).at("inspecting", &entry.path()),
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if name == PYCACHE {
+                    continue;
+                }
+                items.push(Item {
+                    path: path.clone(),
+                    node: Node::Dir,
+                    stat: None,
+                    hashed: false,
+                });
+                let abs = entry.path();
+                scope.spawn(move |scope| self.dir(scope, abs, path));
+            } else if ft.is_file() {
+                if is_hook_file(name) {
+                    continue;
+                }
+                let stat = FileStat::of(&meta);
+                let executable = meta.permissions().mode() & 0o111 != 0;
+                match self.ctx.recognise(path, stat, executable) {
+                    Ok(item) => items.push(item),
+                    Err(path) => {
+                        let abs = entry.path();
+                        scope.spawn(move |_| {
+                            let item = self.ctx.hash_file(abs, path, stat, executable);
+                            self.keep(item.map(|i| vec![i]));
+                        });
+                    }
+                }
+            } else if ft.is_symlink() {
+                let abs = entry.path();
+                let target = fs::read_link(&abs).at("reading symlink", &abs)?;
+                items.push(self.ctx.symlink(&abs, path, target.into_os_string())?);
+            } else {
+                return Err(Error::UnsupportedFileType {
+                    path: entry.path(),
+                    kind: special_kind(SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT)),
+                });
+            }
+        }
+        Ok(items)
+    }
+}
+
 struct ScanCtx<'a> {
     cache: &'a StatCache,
     placeholders: &'a Placeholders,
@@ -489,95 +734,54 @@ struct ScanCtx<'a> {
 }
 
 impl ScanCtx<'_> {
-    fn walk(&self, dir: &Path, rel: &str) -> Result<Vec<Item>> {
-        let mut children = Vec::new();
-        for entry in fs::read_dir(dir).at("reading directory", dir)? {
-            let entry = entry.at("reading directory", dir)?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                return Err(Error::NonUtf8Path(entry.path()));
-            };
-            let meta = entry.metadata().at("inspecting", &entry.path())?;
-            if (meta.is_dir() && name == PYCACHE) || (meta.is_file() && is_hook_file(name)) {
-                continue;
-            }
-            let path = if rel.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{rel}/{name}")
-            };
-            children.push((entry.path(), path, meta));
-        }
-        let nested: Vec<Vec<Item>> = children
-            .into_par_iter()
-            .map(|(abs, path, meta)| self.visit(abs, path, meta))
-            .collect::<Result<_>>()?;
-        Ok(nested.into_iter().flatten().collect())
-    }
-
-    fn visit(&self, abs: PathBuf, path: String, meta: fs::Metadata) -> Result<Vec<Item>> {
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            let mut items = self.walk(&abs, &path)?;
-            items.push(Item {
-                path,
-                node: Node::Dir,
-                stat: None,
-                hashed: false,
-            });
-            return Ok(items);
-        }
-        if ft.is_symlink() {
-            let target = fs::read_link(&abs).at("reading symlink", &abs)?;
-            let Some(target) = target.to_str() else {
-                return Err(Error::NonUtf8Path(abs));
-            };
-            let (target, relocatable) = match self.placeholders.abstract_str(target) {
-                Some(t) => (t, true),
-                None => (target.to_owned(), false),
-            };
-            return Ok(vec![Item {
-                path,
-                node: Node::Symlink {
-                    target,
-                    relocatable,
-                },
-                stat: None,
-                hashed: false,
-            }]);
-        }
-        if !ft.is_file() {
-            return Err(Error::UnsupportedFileType {
-                path: abs,
-                kind: special_kind(&ft),
-            });
-        }
-        let stat = FileStat::of(&meta);
-        let executable = meta.permissions().mode() & 0o111 != 0;
-        if let Some(hit) = self.cache.files.get(&path)
-            && hit.matches(&stat)
+    /// The file as the cache knows it, or its path back when it must be read.
+    fn recognise(
+        &self,
+        path: String,
+        stat: FileStat,
+        executable: bool,
+    ) -> std::result::Result<Item, String> {
+        let Some(hit) = self.cache.files.get(&path).filter(|hit| hit.matches(&stat)) else {
+            return Err(path);
+        };
+        // Objects of the snapshot the cache was written for are in the store; any other may have
+        // been swept since, and the sink then stores it again.
+        if let Some(sink) = self.sink
+            && (sink.head.is_none() || self.cache.stamp.map(|s| s.snapshot) != sink.head)
+            && !sink.staging.has_object(&hit.object, executable)
         {
-            let node = Node::File {
+            return Err(path);
+        }
+        Ok(Item {
+            path,
+            node: Node::File {
                 object: hit.object,
                 size: hit.stored_size,
                 executable,
                 relocatable: hit.relocatable,
-            };
-            // A cached object not in HEAD may have been swept since; the sink then stores it again.
-            if let Some(sink) = self.sink
-                && sink.present.entries.get(&path) != Some(&node)
-                && !sink.staging.has_object(&hit.object, executable)
-            {
-                return self.hash_file(abs, path, stat, executable);
-            }
-            return Ok(vec![Item {
-                path,
-                node,
-                stat: Some(stat),
-                hashed: false,
-            }]);
-        }
-        self.hash_file(abs, path, stat, executable)
+            },
+            stat: Some(stat),
+            hashed: false,
+        })
+    }
+
+    fn symlink(&self, abs: &Path, path: String, target: std::ffi::OsString) -> Result<Item> {
+        let Some(target) = target.to_str() else {
+            return Err(Error::NonUtf8Path(abs.to_owned()));
+        };
+        let (target, relocatable) = match self.placeholders.abstract_str(target) {
+            Some(t) => (t, true),
+            None => (target.to_owned(), false),
+        };
+        Ok(Item {
+            path,
+            node: Node::Symlink {
+                target,
+                relocatable,
+            },
+            stat: None,
+            hashed: false,
+        })
     }
 
     fn hash_file(
@@ -586,7 +790,7 @@ impl ScanCtx<'_> {
         path: String,
         stat: FileStat,
         executable: bool,
-    ) -> Result<Vec<Item>> {
+    ) -> Result<Item> {
         let bytes = fs::read(&abs).at("reading", &abs)?;
         let abstracted = if (bytes.len() as u64) <= RELOCATION_SCAN_LIMIT
             && memchr::memchr(0, &bytes).is_none()
@@ -606,7 +810,7 @@ impl ScanCtx<'_> {
             Some(sink) => sink.staging.put_object(stored, executable)?,
             None => ObjectId::of(stored),
         };
-        Ok(vec![Item {
+        Ok(Item {
             path,
             node: Node::File {
                 object,
@@ -616,20 +820,16 @@ impl ScanCtx<'_> {
             },
             stat: Some(stat),
             hashed: true,
-        }])
+        })
     }
 }
 
-fn special_kind(ft: &fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_fifo() {
-        "named pipe"
-    } else if ft.is_socket() {
-        "socket"
-    } else if ft.is_block_device() || ft.is_char_device() {
-        "device"
-    } else {
-        "special file"
+fn special_kind(kind: SFlag) -> &'static str {
+    match kind {
+        SFlag::S_IFIFO => "named pipe",
+        SFlag::S_IFSOCK => "socket",
+        SFlag::S_IFBLK | SFlag::S_IFCHR => "device",
+        _ => "special file",
     }
 }
 
@@ -709,8 +909,8 @@ mod scan_tests {
         let decoded = StatCache::decode(&first.cache.encode());
         let second = scan(&root, decoded, &ph, None).unwrap();
         assert_eq!(second.hashed, 0);
-        assert_eq!(second.tree, first.tree);
-        match &first.tree.entries["bin/tool"] {
+        assert_eq!(second.tree(), first.tree());
+        match &first.tree().entries["bin/tool"] {
             Node::File {
                 relocatable, size, ..
             } => {
@@ -738,7 +938,7 @@ mod relocation_tests {
             python_bin: "/opt/py/bin".into(),
         };
         let scan = scan(&root, StatCache::default(), &ph, None).unwrap();
-        let relocatable = |path: &str| match &scan.tree.entries[path] {
+        let relocatable = |path: &str| match &scan.tree().entries[path] {
             Node::File { relocatable, .. } => *relocatable,
             other => panic!("unexpected {other:?}"),
         };

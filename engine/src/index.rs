@@ -70,7 +70,8 @@ const NAME: &str = "name/";
 const PATH: &str = "path/";
 const HISTORY: &str = "hist/";
 const TAG: &str = "tag/";
-const STAT_CACHE: &str = "stat/";
+/// Where stat caches were kept before they moved to `stat-caches/`; still deleted with an environment.
+const LEGACY_STAT_CACHE: &str = "stat/";
 const JOURNAL: &str = "journal/";
 const PYTHON: &str = "python/";
 const SEED: &str = "seed/";
@@ -187,6 +188,10 @@ impl Index {
     }
 
     pub fn write(&self, batch: Batch) -> Result<()> {
+        // Nothing to write: the database stays open read-only, with nothing synced.
+        if batch.0.is_empty() {
+            return Ok(());
+        }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
@@ -235,10 +240,6 @@ impl Index {
 
     pub fn tags(&self, env_id: &str) -> Result<Vec<(String, SnapshotId)>> {
         self.scan(&format!("{TAG}{env_id}/"))
-    }
-
-    pub fn stat_cache(&self, env_id: &str) -> Result<Option<Vec<u8>>> {
-        self.get_raw(&format!("{STAT_CACHE}{env_id}"))
     }
 
     pub fn journal(&self, env_id: &str) -> Result<Option<Journal>> {
@@ -345,7 +346,7 @@ impl Batch {
         for (tag, _) in tags {
             self.0.delete(format!("{TAG}{}/{tag}", env.id));
         }
-        self.0.delete(format!("{STAT_CACHE}{}", env.id));
+        self.0.delete(format!("{LEGACY_STAT_CACHE}{}", env.id));
         self.0.delete(format!("{JOURNAL}{}", env.id));
     }
 
@@ -359,10 +360,6 @@ impl Batch {
 
     pub fn put_tag(&mut self, env_id: &str, tag: &str, snapshot: &SnapshotId) {
         self.put(&format!("{TAG}{env_id}/{tag}"), snapshot);
-    }
-
-    pub fn put_stat_cache(&mut self, env_id: &str, encoded: &[u8]) {
-        self.0.put(format!("{STAT_CACHE}{env_id}"), encoded);
     }
 
     pub fn put_journal(&mut self, env_id: &str, journal: &Journal) {

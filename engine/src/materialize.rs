@@ -200,7 +200,7 @@ impl Materializer<'_> {
         }
         stats.written = writes.len();
         stats.linked = linked.into_inner();
-        cache.retain_in(target);
+        cache.forget_below(&removed_dirs);
         Ok(stats)
     }
 

@@ -18,6 +18,9 @@ use crate::tree::Tree;
 /// Written at the top of the store; a store with another first line is refused.
 const STORE_FORMAT_LINE: &str = "blast-store 1";
 
+/// Directory of the environments' stat caches, one file per environment id.
+const STAT_CACHES: &str = "stat-caches";
+
 pub struct Store {
     // Field order matters: the index closes before the store lock is released.
     index: Index,
@@ -76,7 +79,7 @@ impl Store {
         check_format(&home)?;
         let objects = ObjectStore::at(&home);
         objects.create_dirs()?;
-        for dir in ["envs", "locks"] {
+        for dir in ["envs", "locks", STAT_CACHES] {
             let path = home.join(dir);
             fs::create_dir_all(&path).at("creating store directory", &path)?;
         }
@@ -150,6 +153,11 @@ impl Store {
     pub fn open_env_forced(&self, selector: Option<&str>, force: bool) -> Result<Env> {
         let found = self.find_env(selector)?;
         self.lock_env(&found.id, force)
+    }
+
+    /// The environment's stat cache (see `capture::StatCache`).
+    pub(crate) fn stat_cache_path(&self, env_id: &str) -> PathBuf {
+        self.home.join(STAT_CACHES).join(env_id)
     }
 
     pub(crate) fn env_lock_path(&self, env_id: &str) -> PathBuf {

@@ -50,7 +50,7 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
     let Some(journal) = store.index().journal(&env.record.id)? else {
         return Ok(());
     };
-    let cache = load_stat_cache(store, &env.record.id)?;
+    let cache = load_stat_cache(store, &env.record.id);
     let current = scan_or_empty(env, cache)?;
     if !force {
         let from = match journal.from {
@@ -58,7 +58,7 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
             None => Tree::default(),
         };
         let to = store.tree_of(&store.snapshot(&journal.to)?)?;
-        let foreign = foreign_paths(&from, &to, &current.tree);
+        let foreign = foreign_paths(&from, &to, current.tree());
         if !foreign.is_empty() {
             return Err(Error::InterruptedWithChanges {
                 env: env.label().to_owned(),
@@ -72,7 +72,8 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
         journal.operation,
         env.label()
     );
-    complete(store, env, journal, current.tree, current.cache)?;
+    let (tree, cache) = current.into_parts();
+    complete(store, env, journal, tree, cache)?;
     Ok(())
 }
 
@@ -81,12 +82,7 @@ pub fn scan_or_empty(env: &Env, cache: StatCache) -> Result<capture::Scan> {
     if env.root().exists() {
         capture::scan(env.root(), cache, &env.placeholders(), None)
     } else {
-        Ok(capture::Scan {
-            tree: Tree::default(),
-            cache: StatCache::default(),
-            cache_changed: true,
-            hashed: 0,
-        })
+        Ok(capture::Scan::empty())
     }
 }
 
@@ -132,6 +128,7 @@ fn complete(
         mode: link_mode(store, &root)?,
     };
     let stats = materializer.apply(&root, &current, &target, &mut cache)?;
+    cache.stamp_with(journal.to, target.digest());
     // The directory's new content is on disk before the journal that could redo it goes.
     crate::objects::syncfs(&root)?;
     crash::point("applied");
@@ -139,9 +136,9 @@ fn complete(
     let mut batch = Batch::default();
     batch.put_env(&env.record);
     append_history(store, &mut batch, &env.record.id, &journal)?;
-    batch.put_stat_cache(&env.record.id, &cache.encode());
     batch.delete_journal(&env.record.id);
     store.index().write(batch)?;
+    save_stat_cache(store, &env.record.id, &cache);
     Ok(stats)
 }
 
@@ -171,12 +168,14 @@ pub fn append_history(
     Ok(())
 }
 
-pub fn load_stat_cache(store: &Store, env_id: &str) -> Result<StatCache> {
-    Ok(store
-        .index()
-        .stat_cache(env_id)?
-        .map(|raw| StatCache::decode(&raw))
-        .unwrap_or_default())
+pub fn load_stat_cache(store: &Store, env_id: &str) -> StatCache {
+    StatCache::load(&store.stat_cache_path(env_id))
+}
+
+/// Keeps the cache for the next command. A cache that cannot be written only costs that command
+/// rehashing, so the failure is not the operation's.
+pub fn save_stat_cache(store: &Store, env_id: &str, cache: &StatCache) {
+    let _ = cache.save(&store.stat_cache_path(env_id));
 }
 
 /// The link mode for materializing from this store into `root`: `BLAST_LINK_MODE` when set, else what

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use rustc_hash::FxHashSet;
+
 use store_format::{Change, Layer, LayerId, Node};
 
 use crate::error::{Error, Result};
@@ -88,46 +90,96 @@ impl Tree {
     /// Applies a layer with OCI semantics: whiteouts and opaque directories act on the layers below,
     /// a non-directory replaces whatever was below it. Every entry must end with a directory as parent.
     pub fn apply(&mut self, layer: &Layer) -> Result<(), String> {
+        // A small layer is applied in place; a large one (an install onto a new environment) is
+        // merged with the tree, both being sorted, at the cost of reading the two.
+        if layer.changes.len() * 16 < self.entries.len() {
+            self.apply_in_place(layer)
+        } else {
+            self.apply_merged(layer)
+        }
+    }
+
+    fn apply_in_place(&mut self, layer: &Layer) -> Result<(), String> {
         for (path, change) in &layer.changes {
             // Only a directory has anything below it (a valid tree has no orphans).
             let was_dir = self.entries.get(path) == Some(&Node::Dir);
-            match change {
-                Change::Whiteout => {
-                    self.entries.remove(path);
-                    if was_dir {
-                        self.remove_below(path);
-                    }
-                }
-                Change::Opaque => {
-                    if was_dir {
-                        self.remove_below(path);
-                    }
-                    self.entries.insert(path.clone(), Node::Dir);
-                }
-                Change::Put(node) => {
-                    if was_dir && *node != Node::Dir {
-                        self.remove_below(path);
-                    }
-                    self.entries.insert(path.clone(), node.clone());
-                }
+            let node = match change {
+                Change::Whiteout => None,
+                Change::Opaque => Some(Node::Dir),
+                Change::Put(node) => Some(node.clone()),
+            };
+            if was_dir
+                && node
+                    .as_ref()
+                    .is_none_or(|n| *n != Node::Dir || *change == Change::Opaque)
+            {
+                self.remove_below(path);
+            }
+            match node {
+                Some(node) => self.entries.insert(path.clone(), node),
+                None => self.entries.remove(path),
+            };
+        }
+        for (path, change) in &layer.changes {
+            if *change != Change::Whiteout
+                && let Some((parent, _)) = path.rsplit_once('/')
+                && self.entries.get(parent) != Some(&Node::Dir)
+            {
+                return Err(format!("`{path}` has no parent directory `{parent}`"));
             }
         }
-        let dirs: rustc_hash::FxHashSet<&str> = self
-            .entries
-            .iter()
-            .filter(|(_, node)| **node == Node::Dir)
-            .map(|(path, _)| path.as_str())
-            .collect();
+        Ok(())
+    }
+
+    fn apply_merged(&mut self, layer: &Layer) -> Result<(), String> {
+        let below = std::mem::take(&mut self.entries);
+        // Directories of the tree below whose content this layer drops (a path's descendants sort
+        // after it, so each is known before its content is reached).
+        let mut cut: FxHashSet<String> = FxHashSet::default();
+        let is_cut = |cut: &FxHashSet<String>, path: &str| {
+            !cut.is_empty() && ancestors(path).any(|dir| cut.contains(dir))
+        };
+        let mut merged: Vec<(String, Node)> = Vec::with_capacity(below.len() + layer.changes.len());
+        let mut dirs: FxHashSet<String> = FxHashSet::default();
+        let mut old = below.into_iter().peekable();
         for (path, change) in &layer.changes {
-            if matches!(change, Change::Whiteout) {
-                continue;
+            while let Some((p, node)) = old.next_if(|(p, _)| p.as_bytes() < path.as_bytes()) {
+                if !is_cut(&cut, &p) {
+                    if node == Node::Dir {
+                        dirs.insert(p.clone());
+                    }
+                    merged.push((p, node));
+                }
             }
+            let was_dir = match old.next_if(|(p, _)| p == path) {
+                Some((p, node)) => node == Node::Dir && !is_cut(&cut, &p),
+                None => false,
+            };
+            let node = match change {
+                Change::Whiteout => None,
+                Change::Opaque => Some(Node::Dir),
+                Change::Put(node) => Some(node.clone()),
+            };
+            if was_dir
+                && node
+                    .as_ref()
+                    .is_none_or(|n| *n != Node::Dir || *change == Change::Opaque)
+            {
+                cut.insert(path.clone());
+            }
+            let Some(node) = node else { continue };
             if let Some((parent, _)) = path.rsplit_once('/')
                 && !dirs.contains(parent)
             {
                 return Err(format!("`{path}` has no parent directory `{parent}`"));
             }
+            if node == Node::Dir {
+                dirs.insert(path.clone());
+            }
+            merged.push((path.clone(), node));
         }
+        merged.extend(old.filter(|(p, _)| !is_cut(&cut, p)));
+        self.entries = merged.into_iter().collect();
         Ok(())
     }
 
@@ -223,6 +275,73 @@ impl Tree {
             .filter(|n| matches!(n, Node::File { .. }))
             .count()
     }
+
+    pub fn digest(&self) -> TreeDigest {
+        let mut digest = TreeDigest::default();
+        for (path, node) in &self.entries {
+            digest.add(path, node);
+        }
+        digest
+    }
+}
+
+/// A digest of a tree's entries that does not depend on their order: the lane-wise sum of BLAKE3 over
+/// each entry. A directory scan adds entries as its threads meet them and gets the digest of the tree
+/// it read without sorting it, so an unchanged environment is recognised by comparing two digests
+/// instead of flattening its HEAD's layers (see `capture::Stamp`). It recognises accidental change
+/// (an edit, a pip run), and is kept only in the local stat cache: it is not a content address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeDigest(pub [u64; 4]);
+
+impl TreeDigest {
+    pub fn add(&mut self, path: &str, node: &Node) {
+        let mut h = blake3::Hasher::new();
+        h.update(path.as_bytes());
+        h.update(&[0]);
+        match node {
+            Node::File {
+                object,
+                size,
+                executable,
+                relocatable,
+            } => {
+                h.update(&[1, u8::from(*executable), u8::from(*relocatable)]);
+                h.update(object.as_bytes());
+                h.update(&size.to_le_bytes());
+            }
+            Node::Symlink {
+                target,
+                relocatable,
+            } => {
+                h.update(&[2, u8::from(*relocatable)]);
+                h.update(target.as_bytes());
+            }
+            Node::Dir => {
+                h.update(&[3]);
+            }
+        }
+        let hash = h.finalize();
+        for (lane, bytes) in self.0.iter_mut().zip(hash.as_bytes().chunks_exact(8)) {
+            let word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+            *lane = lane.wrapping_add(word);
+        }
+    }
+
+    pub fn merge(&mut self, other: TreeDigest) {
+        for (lane, word) in self.0.iter_mut().zip(other.0) {
+            *lane = lane.wrapping_add(word);
+        }
+    }
+}
+
+/// The directories above `path`, nearest first.
+pub(crate) fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut rest = path;
+    std::iter::from_fn(move || {
+        let (parent, _) = rest.rsplit_once('/')?;
+        rest = parent;
+        Some(parent)
+    })
 }
 
 /// True when an ancestor of `path` is gone from `newer` or is no longer a directory there: the ancestor's
@@ -287,27 +406,100 @@ mod tests {
         assert!(!layer.changes.contains_key("a/sub/y.py"));
         assert!(!layer.changes.contains_key("b/z"));
         assert_eq!(layer.changes.get("c"), Some(&Change::Whiteout));
-        let mut applied = old.clone();
-        applied.apply(&layer).unwrap();
-        assert_eq!(applied, new);
+        assert_eq!(apply_both_ways(&old, &layer).unwrap(), new);
     }
 
     #[test]
     fn opaque_hides_lower_children_and_orphans_are_rejected() {
-        let mut t = tree(&[("a", Node::Dir), ("a/old", file(b"o"))]);
+        let t = tree(&[("a", Node::Dir), ("a/old", file(b"o"))]);
         let mut layer = Layer::default();
         layer.changes.insert("a".into(), Change::Opaque);
         layer
             .changes
             .insert("a/new".into(), Change::Put(file(b"n")));
-        t.apply(&layer).unwrap();
+        let t = apply_both_ways(&t, &layer).unwrap();
         assert_eq!(t, tree(&[("a", Node::Dir), ("a/new", file(b"n"))]));
 
         let mut orphan = Layer::default();
         orphan
             .changes
             .insert("missing/x".into(), Change::Put(file(b"x")));
-        assert!(t.apply(&orphan).is_err());
+        assert!(apply_both_ways(&t, &orphan).is_err());
+    }
+
+    /// Both ways of applying a layer (in place for a small one, merged for a large one) agree.
+    fn apply_both_ways(below: &Tree, layer: &Layer) -> Result<Tree, String> {
+        let (mut in_place, mut merged) = (below.clone(), below.clone());
+        let results = (in_place.apply_in_place(layer), merged.apply_merged(layer));
+        assert_eq!(results.0.is_ok(), results.1.is_ok(), "{results:?}");
+        results.0?;
+        assert_eq!(in_place, merged);
+        Ok(merged)
+    }
+
+    #[test]
+    fn removals_reach_only_the_removed_directorys_content() {
+        // `a-1` and `a.txt` sort between `a` and `a/…`: a merge must not take them for its content.
+        let below = tree(&[
+            ("a", Node::Dir),
+            ("a-1", Node::Dir),
+            ("a-1/y", file(b"y")),
+            ("a.txt", file(b"t")),
+            ("a/sub", Node::Dir),
+            ("a/sub/x", file(b"x")),
+            ("b", Node::Dir),
+            ("b/z", file(b"z")),
+            ("c", file(b"c")),
+        ]);
+        let mut layer = Layer::default();
+        layer
+            .changes
+            .insert("a".into(), Change::Put(file(b"now a file")));
+        layer.changes.insert("b".into(), Change::Whiteout);
+        layer.changes.insert("c".into(), Change::Put(Node::Dir));
+        layer
+            .changes
+            .insert("c/new".into(), Change::Put(file(b"n")));
+        assert_eq!(
+            apply_both_ways(&below, &layer).unwrap(),
+            tree(&[
+                ("a", file(b"now a file")),
+                ("a-1", Node::Dir),
+                ("a-1/y", file(b"y")),
+                ("a.txt", file(b"t")),
+                ("c", Node::Dir),
+                ("c/new", file(b"n")),
+            ])
+        );
+        // A whiteout's subtree cannot be written into in the same layer.
+        let mut bad = Layer::default();
+        bad.changes.insert("b".into(), Change::Whiteout);
+        bad.changes.insert("b/w".into(), Change::Put(file(b"w")));
+        assert!(apply_both_ways(&below, &bad).is_err());
+    }
+
+    #[test]
+    fn digest_ignores_order_and_sees_every_change() {
+        let a = tree(&[
+            ("bin", Node::Dir),
+            ("bin/x", file(b"x")),
+            ("lib", Node::Dir),
+        ]);
+        let mut shuffled = TreeDigest::default();
+        for path in ["lib", "bin/x", "bin"] {
+            shuffled.add(path, &a.entries[path]);
+        }
+        assert_eq!(shuffled, a.digest());
+        let mut edited = a.clone();
+        edited.entries.insert("bin/x".into(), file(b"y"));
+        assert_ne!(edited.digest(), a.digest());
+        let mut renamed = a.clone();
+        let node = renamed.entries.remove("bin/x").unwrap();
+        renamed.entries.insert("bin/y".into(), node);
+        assert_ne!(renamed.digest(), a.digest());
+        let mut fewer = a.clone();
+        fewer.entries.remove("lib");
+        assert_ne!(fewer.digest(), a.digest());
     }
 
     #[test]

@@ -162,6 +162,7 @@ pub fn remove(store: &Store, selector: &str) -> Result<EnvRecord> {
     let mut batch = Batch::default();
     batch.delete_env(&env.record, &history, &tags);
     store.index().write(batch)?;
+    crate::fsutil::remove_file_if_exists(&store.stat_cache_path(&env.record.id))?;
     crate::fsutil::remove_file_if_exists(&store.env_lock_path(&env.record.id))?;
     crate::fsutil::remove_file_if_exists(&crate::session::lock_path(store.home(), &env.record.id))?;
     crate::imports::remove_records(store, &env.record.id)?;

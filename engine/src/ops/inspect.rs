@@ -123,13 +123,13 @@ fn snapshot_view(store: &Store, id: &SnapshotId) -> Result<(Tree, Vec<Package>)>
 
 /// The directory as it is, read with the stat cache, with its packages read from its METADATA files.
 fn directory_view(store: &Store, env: &Env) -> Result<(Tree, Vec<Package>)> {
-    let cache = load_stat_cache(store, &env.record.id)?;
+    let cache = load_stat_cache(store, &env.record.id);
     let scan = capture::scan(env.root(), cache, &env.placeholders(), None)?;
     let root = env.root();
-    let packages = packages_of(&scan.tree, &env.record.python.purelib, |path, _| {
+    let packages = packages_of(scan.tree(), &env.record.python.purelib, |path, _| {
         std::fs::read(root.join(path)).at("reading", &root.join(path))
     })?;
-    Ok((scan.tree, packages))
+    Ok((scan.into_parts().0, packages))
 }
 
 pub(crate) fn file_changes(old: &Tree, new: &Tree) -> Vec<FileChange> {

@@ -227,7 +227,7 @@ pub(crate) fn commit_changes(
     }
     let id = super::stage_snapshot_on(&staging, head, &head_tree.layer_to(new_tree), packages)?;
     staging.commit()?;
-    let cache = load_stat_cache(store, &env.record.id)?;
+    let cache = load_stat_cache(store, &env.record.id);
     move_head(
         store,
         env,
@@ -378,7 +378,7 @@ impl Run<'_> {
             .released(|| sandbox::run_unconfined(&program, &args, &installer_env()))??;
         self.check(outcome)?;
         let scan = capture::scan(&copy, cache, &placeholders, Some(self.sink()))?;
-        Ok(scan.tree)
+        Ok(scan.into_parts().0)
     }
 
     /// The installer writes its changes into the run's area, in the store: when that filesystem is
@@ -399,7 +399,7 @@ impl Run<'_> {
     fn sink(&self) -> Sink<'_> {
         Sink {
             staging: self.staging,
-            present: self.head_tree,
+            head: None,
         }
     }
 

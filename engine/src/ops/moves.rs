@@ -114,20 +114,22 @@ fn move_env(
     }
     let (current, cache) = match from {
         Some(head) => {
-            let head_tree = store.tree_of(&store.snapshot(&head)?)?;
-            let cache = load_stat_cache(store, &env.record.id)?;
+            let cache = load_stat_cache(store, &env.record.id);
             let scan = scan_or_empty(env, cache)?;
-            if scan.tree != head_tree && !force {
-                return Err(Error::UncapturedChanges {
-                    env: env.label().to_owned(),
-                    paths: head_tree
-                        .changes_to(&scan.tree)
-                        .iter()
-                        .map(|c| c.path().to_owned())
-                        .collect(),
-                });
+            if !force && !scan.holds(&head) {
+                let head_tree = store.tree_of(&store.snapshot(&head)?)?;
+                if *scan.tree() != head_tree {
+                    return Err(Error::UncapturedChanges {
+                        env: env.label().to_owned(),
+                        paths: head_tree
+                            .changes_to(scan.tree())
+                            .iter()
+                            .map(|c| c.path().to_owned())
+                            .collect(),
+                    });
+                }
             }
-            (scan.tree, scan.cache)
+            scan.into_parts()
         }
         None => (Tree::default(), Default::default()),
     };

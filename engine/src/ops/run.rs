@@ -200,7 +200,7 @@ fn capture_run(
         &env.placeholders(),
         capture::Sink {
             staging: &staging,
-            present: &head_tree,
+            head: None,
         },
     )?;
     if new_tree == head_tree {

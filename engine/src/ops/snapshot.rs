@@ -9,7 +9,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::{Batch, Journal};
 use crate::packages::{PackageChange, package_changes, packages_of};
 use crate::store::{Env, Store};
-use crate::transition::{append_history, load_stat_cache};
+use crate::transition::{append_history, load_stat_cache, save_stat_cache};
 
 #[derive(Debug, Serialize)]
 pub struct SnapshotReport {
@@ -81,13 +81,11 @@ pub(crate) fn capture_into_snapshot(
     tag: Option<String>,
 ) -> Result<SnapshotReport> {
     let head_id = env.head()?;
-    let head = store.snapshot(&head_id)?;
-    let head_tree = store.tree_of(&head)?;
-    let cache = load_stat_cache(store, &env.record.id)?;
+    let cache = load_stat_cache(store, &env.record.id);
     let staging = store.objects().begin()?;
     let sink = capture::Sink {
         staging: &staging,
-        present: &head_tree,
+        head: Some(head_id),
     };
     let scan = capture::scan(env.root(), cache, &env.placeholders(), Some(sink))?;
     let mut report = SnapshotReport {
@@ -101,28 +99,35 @@ pub(crate) fn capture_into_snapshot(
         packages: Vec::new(),
         files_hashed: scan.hashed,
     };
-    let mut batch = Batch::default();
-    if scan.cache_changed {
-        batch.put_stat_cache(&env.record.id, &scan.cache.encode());
-    }
-    if scan.tree == head_tree {
+    // Unchanged when the stat cache knows the directory as HEAD, else when it equals HEAD's tree.
+    let head = store.snapshot(&head_id)?;
+    let head_tree = if scan.holds(&head_id) {
+        None
+    } else {
+        Some(store.tree_of(&head)?)
+    };
+    let Some(head_tree) = head_tree.filter(|tree| tree != scan.tree()) else {
         if let Some(tag) = &tag {
+            let mut batch = Batch::default();
             batch.put_tag(&env.record.id, tag, &head_id);
+            store.index().write(batch)?;
         }
-        store.index().write(batch)?;
+        if scan.cache_changed || !scan.holds(&head_id) {
+            save_stat_cache(store, &env.record.id, &scan.into_cache_of(head_id));
+        }
         return Ok(report);
-    }
-    for change in head_tree.changes_to(&scan.tree) {
+    };
+    for change in head_tree.changes_to(scan.tree()) {
         match change {
             crate::tree::PathChange::Added(..) => report.added += 1,
             crate::tree::PathChange::Modified(..) => report.modified += 1,
             crate::tree::PathChange::Removed(..) => report.removed += 1,
         }
     }
-    let layer = head_tree.layer_to(&scan.tree);
+    let layer = head_tree.layer_to(scan.tree());
     let root = env.root();
     let packages = packages_of(
-        &scan.tree,
+        scan.tree(),
         &env.record.python.purelib,
         |path, node| match node {
             Node::File { .. } => std::fs::read(root.join(path)).at("reading", &root.join(path)),
@@ -135,6 +140,7 @@ pub(crate) fn capture_into_snapshot(
     crash::point("capture-staged");
     let mut record = env.record.clone();
     record.head = Some(id);
+    let mut batch = Batch::default();
     batch.put_env(&record);
     append_history(
         store,
@@ -150,8 +156,8 @@ pub(crate) fn capture_into_snapshot(
     if let Some(tag) = &tag {
         batch.put_tag(&record.id, tag, &id);
     }
-    batch.put_stat_cache(&record.id, &scan.cache.encode());
     store.index().write(batch)?;
+    save_stat_cache(store, &record.id, &scan.into_cache_of(id));
     report.snapshot = Some(id);
     Ok(report)
 }

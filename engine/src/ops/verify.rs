@@ -196,7 +196,7 @@ fn check_env(
             &placeholders,
             None,
         )?;
-        Ok(super::inspect::file_changes(&head_tree, &scan.tree))
+        Ok(super::inspect::file_changes(&head_tree, scan.tree()))
     })();
     match result {
         Ok(drifted) => verdict.drifted = drifted,
