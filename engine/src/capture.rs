@@ -8,6 +8,7 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::fs;
+use std::hash::Hasher;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -118,21 +119,53 @@ pub struct Stamp {
 
 /// Path → what the file was when last hashed. Kept in a file per environment (`stat-caches/<env-id>`,
 /// outside the index: it is rewritten after every change and would otherwise fill RocksDB's log).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The paths lie back to back in one string and entries are found by their path's hash, so loading
+/// the cache of an environment of 18k files makes a few allocations rather than 18k, and a look-up
+/// during a scan touches one entry and no path.
+#[derive(Debug, Clone, Default)]
 pub struct StatCache {
-    files: FxHashMap<String, CachedFile>,
+    /// Every path recorded, back to back; entries point into it.
+    paths: String,
+    /// Hash of a path → its entry. Two paths with one hash keep one entry between them: the other
+    /// path's file is then read again, never mistaken (see [`StatCache::recognise`]).
+    index: FxHashMap<u64, Entry>,
     stamp: Option<Stamp>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Offset and length in `paths`.
+    path: (u32, u32),
+    file: CachedFile,
+    /// The entry is `pyvenv.cfg`'s, whose stored form differs from any other file's with its bytes.
+    pyvenv_cfg: bool,
 }
 
 const STAT_CACHE_VERSION: u8 = 3;
 
+fn path_key(path: &str) -> u64 {
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write(path.as_bytes());
+    hasher.finish()
+}
+
+impl PartialEq for StatCache {
+    fn eq(&self, other: &Self) -> bool {
+        self.stamp == other.stamp
+            && self.len() == other.len()
+            && self
+                .files()
+                .all(|(path, file)| other.get(path) == Some(file))
+    }
+}
+
 impl StatCache {
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.index.is_empty()
     }
 
     pub fn stamp(&self) -> Option<Stamp> {
@@ -142,6 +175,52 @@ impl StatCache {
     /// Records that the directory holds `snapshot`, whose tree has digest `tree`.
     pub fn stamp_with(&mut self, snapshot: SnapshotId, tree: TreeDigest) {
         self.stamp = Some(Stamp { snapshot, tree });
+    }
+
+    fn path_of(&self, entry: &Entry) -> &str {
+        let (start, len) = (entry.path.0 as usize, entry.path.1 as usize);
+        self.paths.get(start..start + len).unwrap_or_default()
+    }
+
+    fn files(&self) -> impl Iterator<Item = (&str, &CachedFile)> {
+        self.index
+            .values()
+            .map(|entry| (self.path_of(entry), &entry.file))
+    }
+
+    fn get(&self, path: &str) -> Option<&CachedFile> {
+        let entry = self.index.get(&path_key(path))?;
+        (self.path_of(entry) == path).then_some(&entry.file)
+    }
+
+    /// The cached file at `path` if `stat` still matches it. The entry's path is not compared: an
+    /// entry of another path with the same hash matches only a file with its inode, size and times,
+    /// that is a hardlink of the same bytes, stored alike (but for `pyvenv.cfg`, told apart).
+    fn recognise(&self, path: &str, stat: &FileStat) -> Option<&CachedFile> {
+        self.index
+            .get(&path_key(path))
+            .filter(|entry| entry.pyvenv_cfg == (path == PYVENV_CFG) && entry.file.matches(stat))
+            .map(|entry| &entry.file)
+    }
+
+    fn insert(&mut self, path: &str, file: CachedFile) {
+        let key = path_key(path);
+        if let Some(entry) = self.index.get(&key)
+            && self.path_of(entry) == path
+        {
+            self.index.insert(key, Entry { file, ..*entry });
+            return;
+        }
+        let start = self.paths.len() as u32;
+        self.paths.push_str(path);
+        self.index.insert(
+            key,
+            Entry {
+                path: (start, path.len() as u32),
+                file,
+                pyvenv_cfg: path == PYVENV_CFG,
+            },
+        );
     }
 
     /// Records that the file at `path`, with this stat, holds `node`; racy stats are not recorded.
@@ -155,8 +234,8 @@ impl StatCache {
         } = node
             && !stat.is_racy(now_ns)
         {
-            self.files.insert(
-                path.to_owned(),
+            self.insert(
+                path,
                 CachedFile {
                     stat,
                     object: *object,
@@ -165,13 +244,15 @@ impl StatCache {
                 },
             );
         } else {
-            self.files.remove(path);
+            self.forget(path);
         }
     }
 
     pub fn forget(&mut self, path: &str) {
         self.stamp = None;
-        self.files.remove(path);
+        if self.get(path).is_some() {
+            self.index.remove(&path_key(path));
+        }
     }
 
     /// Forgets every path below these directories (removed with their content).
@@ -179,9 +260,27 @@ impl StatCache {
         if dirs.is_empty() {
             return;
         }
-        let dirs: rustc_hash::FxHashSet<&str> = dirs.iter().copied().collect();
-        self.files
-            .retain(|path, _| !crate::tree::ancestors(path).any(|dir| dirs.contains(dir)));
+        let set: rustc_hash::FxHashSet<&str> = dirs.iter().copied().collect();
+        // A few directories (a package's) are compared with each path; many are looked up by ancestor.
+        let below = |path: &str| {
+            if dirs.len() <= 8 {
+                dirs.iter().any(|dir| {
+                    path.len() > dir.len()
+                        && path.as_bytes()[dir.len()] == b'/'
+                        && path.starts_with(dir)
+                })
+            } else {
+                crate::tree::ancestors(path).any(|dir| set.contains(dir))
+            }
+        };
+        let paths = &self.paths;
+        self.index.retain(|_, entry| {
+            let (start, len) = entry.path;
+            let path = paths
+                .get(start as usize..(start + len) as usize)
+                .unwrap_or_default();
+            !below(path)
+        });
     }
 
     /// The cache of an environment: missing or unreadable reads as empty (every file is then hashed).
@@ -205,7 +304,7 @@ impl StatCache {
     /// A compact binary form: version, stamp, then per file: path, stat, object, stored size, link
     /// count, flag.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(66 + self.files.len() * 100);
+        let mut out = Vec::with_capacity(66 + self.paths.len() + self.len() * 90);
         out.push(STAT_CACHE_VERSION);
         match &self.stamp {
             Some(stamp) => {
@@ -217,7 +316,7 @@ impl StatCache {
             }
             None => out.push(0),
         }
-        for (path, f) in &self.files {
+        for (path, f) in self.files() {
             out.extend_from_slice(&(path.len() as u32).to_le_bytes());
             out.extend_from_slice(path.as_bytes());
             out.extend_from_slice(&f.stat.ino.to_le_bytes());
@@ -261,10 +360,15 @@ impl StatCache {
             }
             _ => return None,
         };
-        let mut files = FxHashMap::default();
+        // A record is at least 89 bytes beyond its path.
+        let mut cache = StatCache {
+            paths: String::with_capacity(bytes.len()),
+            index: FxHashMap::with_capacity_and_hasher(bytes.len() / 89, Default::default()),
+            stamp,
+        };
         while let Some(len) = take(4) {
             let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
-            let path = std::str::from_utf8(take(len)?).ok()?.to_owned();
+            let path = std::str::from_utf8(take(len)?).ok()?;
             let ino = u64_at(take(8)?);
             let size = u64_at(take(8)?);
             let mtime_ns = u64_at(take(8)?) as i64;
@@ -274,7 +378,7 @@ impl StatCache {
             let stored_size = u64_at(take(8)?);
             let nlink = u64_at(take(8)?);
             let relocatable = take(1)?[0] != 0;
-            files.insert(
+            cache.insert(
                 path,
                 CachedFile {
                     stat: FileStat {
@@ -291,7 +395,7 @@ impl StatCache {
                 },
             );
         }
-        Some(StatCache { files, stamp })
+        Some(cache)
     }
 }
 
@@ -741,7 +845,7 @@ impl ScanCtx<'_> {
         stat: FileStat,
         executable: bool,
     ) -> std::result::Result<Item, String> {
-        let Some(hit) = self.cache.files.get(&path).filter(|hit| hit.matches(&stat)) else {
+        let Some(hit) = self.cache.recognise(&path, &stat) else {
             return Err(path);
         };
         // Objects of the snapshot the cache was written for are in the store; any other may have
@@ -861,6 +965,38 @@ mod tests {
         let mut truncated = cache.encode();
         truncated.pop();
         assert!(StatCache::decode(&truncated).is_empty());
+    }
+
+    #[test]
+    fn stat_cache_entries_are_replaced_forgotten_and_pruned_by_path() {
+        let stat = |ino| FileStat {
+            ino,
+            size: 1,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            mode: 0o100644,
+            nlink: 1,
+        };
+        let node = |b: &[u8]| Node::File {
+            object: ObjectId::of(b),
+            size: 1,
+            executable: false,
+            relocatable: false,
+        };
+        let mut cache = StatCache::default();
+        for (i, path) in ["a/x", "a/y", "a-1/z", "b"].into_iter().enumerate() {
+            cache.record(path, stat(i as u64), &node(path.as_bytes()), i64::MAX / 2);
+        }
+        cache.record("b", stat(9), &node(b"new"), i64::MAX / 2);
+        assert_eq!(cache.len(), 4);
+        assert_eq!(cache.get("b").map(|f| f.stat.ino), Some(9));
+        cache.forget_below(&["a"]);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("a/x").is_none() && cache.get("a-1/z").is_some());
+        cache.forget("b");
+        cache.forget("not there");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(StatCache::decode(&cache.encode()), cache);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Move {
     /// What the directory holds now (from a scan, or empty for a new directory).
     pub current: Tree,
     pub cache: StatCache,
+    /// The tree of `to` when the caller has it already (else it is flattened from the layers).
+    pub target: Option<Tree>,
     /// Index changes that must land with the journal (a new environment's record, say).
     pub with_journal: Batch,
 }
@@ -40,7 +42,7 @@ pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
     batch.put_journal(&env.record.id, &journal);
     store.index().write(batch)?;
     crash::point("journal-written");
-    complete(store, env, journal, mv.current, mv.cache)
+    complete(store, env, journal, mv.current, mv.target, mv.cache)
 }
 
 /// Finishes a move that a killed command left in the journal. A path that holds neither what the old
@@ -73,7 +75,7 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
         env.label()
     );
     let (tree, cache) = current.into_parts();
-    complete(store, env, journal, tree, cache)?;
+    complete(store, env, journal, tree, None, cache)?;
     Ok(())
 }
 
@@ -117,9 +119,13 @@ fn complete(
     env: &mut Env,
     journal: Journal,
     current: Tree,
+    target: Option<Tree>,
     mut cache: StatCache,
 ) -> Result<ApplyStats> {
-    let target = store.tree_of(&store.snapshot(&journal.to)?)?;
+    let target = match target {
+        Some(tree) => tree,
+        None => store.tree_of(&store.snapshot(&journal.to)?)?,
+    };
     let placeholders = env.placeholders();
     let root = env.root().to_owned();
     let materializer = Materializer {

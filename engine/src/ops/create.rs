@@ -80,6 +80,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
             to: snapshot_id,
             current: Tree::default(),
             cache: StatCache::default(),
+            target: None,
             with_journal,
         },
     )?;

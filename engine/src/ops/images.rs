@@ -553,6 +553,7 @@ pub(super) fn new_env(
             to: head,
             current: Tree::default(),
             cache: StatCache::default(),
+            target: None,
             with_journal,
         },
     );

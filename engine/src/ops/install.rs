@@ -237,6 +237,7 @@ pub(crate) fn commit_changes(
             to: id,
             current: head_tree,
             cache,
+            target: Some(new_tree.clone()),
             with_journal: Batch::default(),
         },
     )?;

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use store_format::SnapshotId;
 
+use crate::capture::StatCache;
 use crate::error::{Error, Result};
 use crate::index::{Batch, EnvRecord};
 use crate::objects::unique_name;
@@ -112,27 +113,16 @@ fn move_env(
             found: env.record.python.describe(),
         });
     }
-    let (current, cache) = match from {
-        Some(head) => {
-            let cache = load_stat_cache(store, &env.record.id);
-            let scan = scan_or_empty(env, cache)?;
-            if !force && !scan.holds(&head) {
-                let head_tree = store.tree_of(&store.snapshot(&head)?)?;
-                if *scan.tree() != head_tree {
-                    return Err(Error::UncapturedChanges {
-                        env: env.label().to_owned(),
-                        paths: head_tree
-                            .changes_to(scan.tree())
-                            .iter()
-                            .map(|c| c.path().to_owned())
-                            .collect(),
-                    });
-                }
-            }
-            scan.into_parts()
-        }
-        None => (Tree::default(), Default::default()),
-    };
+    // The target's tree is flattened on a thread of its own while the pool walks the directory.
+    let (current, target_tree) = std::thread::scope(|scope| {
+        let flatten = scope.spawn(|| store.tree_of(&target));
+        let current = read_current(store, env, from, force);
+        let target_tree = flatten
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (current, target_tree)
+    });
+    let ((current, cache), target_tree) = (current?, target_tree?);
     let packages = match from {
         Some(head) => package_changes(&store.snapshot(&head)?.packages, &target.packages),
         None => package_changes(&[], &target.packages),
@@ -148,7 +138,7 @@ fn move_env(
         unchanged: false,
     };
     // Already there, and the directory matches (a dirty one got here only with --force): nothing to do.
-    if from == Some(to) && current == store.tree_of(&target)? {
+    if from == Some(to) && current == target_tree {
         report.unchanged = true;
         return Ok(report);
     }
@@ -165,10 +155,39 @@ fn move_env(
             to,
             current,
             cache,
+            target: Some(target_tree),
             with_journal,
         },
     )?;
     report.removed = stats.removed;
     report.written = stats.written;
     Ok(report)
+}
+
+/// What the directory holds, with its stat cache; refused when it is not HEAD, unless `force`.
+fn read_current(
+    store: &Store,
+    env: &Env,
+    head: Option<SnapshotId>,
+    force: bool,
+) -> Result<(Tree, StatCache)> {
+    let Some(head) = head else {
+        return Ok((Tree::default(), StatCache::default()));
+    };
+    let cache = load_stat_cache(store, &env.record.id);
+    let scan = scan_or_empty(env, cache)?;
+    if !force && !scan.holds(&head) {
+        let head_tree = store.tree_of(&store.snapshot(&head)?)?;
+        if *scan.tree() != head_tree {
+            return Err(Error::UncapturedChanges {
+                env: env.label().to_owned(),
+                paths: head_tree
+                    .changes_to(scan.tree())
+                    .iter()
+                    .map(|c| c.path().to_owned())
+                    .collect(),
+            });
+        }
+    }
+    Ok(scan.into_parts())
 }
