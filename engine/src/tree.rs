@@ -133,41 +133,54 @@ impl Tree {
 
     fn apply_merged(&mut self, layer: &Layer) -> Result<(), String> {
         let below = std::mem::take(&mut self.entries);
-        // Directories of the tree below whose content this layer drops (a path's descendants sort
-        // after it, so each is known before its content is reached).
-        let mut cut: FxHashSet<String> = FxHashSet::default();
-        let is_cut = |cut: &FxHashSet<String>, path: &str| {
-            !cut.is_empty() && ancestors(path).any(|dir| cut.contains(dir))
+        // The content this layer drops: below a whiteout, an opaque directory or a non-directory
+        // put over a directory. Each is the range of keys `dir/`..`dir0` (`0` follows `/`); ranges
+        // are nested or apart, so once sorted, the outer ones are skipped by one forward pointer.
+        let mut cut: Vec<(String, String)> = layer
+            .changes
+            .iter()
+            .filter(|(path, change)| {
+                let hides = match change {
+                    Change::Whiteout | Change::Opaque => true,
+                    Change::Put(node) => *node != Node::Dir,
+                };
+                hides && below.get(*path) == Some(&Node::Dir)
+            })
+            .map(|(path, _)| (format!("{path}/"), format!("{path}0")))
+            .collect();
+        cut.sort();
+        cut.dedup_by(|inner, outer| inner.0 < outer.1);
+        let mut next_cut = 0;
+        // Whether `path` lies in a dropped range; asked for the tree's paths in ascending order.
+        let mut is_cut = |path: &str| {
+            while cut
+                .get(next_cut)
+                .is_some_and(|(_, end)| path >= end.as_str())
+            {
+                next_cut += 1;
+            }
+            cut.get(next_cut)
+                .is_some_and(|(start, _)| path >= start.as_str())
         };
         let mut merged: Vec<(String, Node)> = Vec::with_capacity(below.len() + layer.changes.len());
         let mut dirs: FxHashSet<String> = FxHashSet::default();
         let mut old = below.into_iter().peekable();
         for (path, change) in &layer.changes {
             while let Some((p, node)) = old.next_if(|(p, _)| p.as_bytes() < path.as_bytes()) {
-                if !is_cut(&cut, &p) {
+                if !is_cut(&p) {
                     if node == Node::Dir {
                         dirs.insert(p.clone());
                     }
                     merged.push((p, node));
                 }
             }
-            let was_dir = match old.next_if(|(p, _)| p == path) {
-                Some((p, node)) => node == Node::Dir && !is_cut(&cut, &p),
-                None => false,
-            };
+            // What was at this path is replaced (or removed) either way.
+            old.next_if(|(p, _)| p == path);
             let node = match change {
-                Change::Whiteout => None,
-                Change::Opaque => Some(Node::Dir),
-                Change::Put(node) => Some(node.clone()),
+                Change::Whiteout => continue,
+                Change::Opaque => Node::Dir,
+                Change::Put(node) => node.clone(),
             };
-            if was_dir
-                && node
-                    .as_ref()
-                    .is_none_or(|n| *n != Node::Dir || *change == Change::Opaque)
-            {
-                cut.insert(path.clone());
-            }
-            let Some(node) = node else { continue };
             if let Some((parent, _)) = path.rsplit_once('/')
                 && !dirs.contains(parent)
             {
@@ -178,7 +191,7 @@ impl Tree {
             }
             merged.push((path.clone(), node));
         }
-        merged.extend(old.filter(|(p, _)| !is_cut(&cut, p)));
+        merged.extend(old.filter(|(p, _)| !is_cut(p)));
         self.entries = merged.into_iter().collect();
         Ok(())
     }
@@ -476,6 +489,32 @@ mod tests {
         bad.changes.insert("b".into(), Change::Whiteout);
         bad.changes.insert("b/w".into(), Change::Put(file(b"w")));
         assert!(apply_both_ways(&below, &bad).is_err());
+    }
+
+    #[test]
+    fn removed_ranges_that_sort_out_of_order_or_nest_are_all_dropped() {
+        // `a-b/` sorts before `a/` although `a` comes first; `d/e` lies inside `d`.
+        let below = tree(&[
+            ("a", Node::Dir),
+            ("a-b", Node::Dir),
+            ("a-b.z", file(b"z")),
+            ("a-b/y", file(b"y")),
+            ("a.c", file(b"c")),
+            ("a/x", file(b"x")),
+            ("d", Node::Dir),
+            ("d/e", Node::Dir),
+            ("d/e/f", file(b"f")),
+            ("d/g", file(b"g")),
+            ("h", file(b"h")),
+        ]);
+        let mut layer = Layer::default();
+        for path in ["a", "a-b", "d", "d/e"] {
+            layer.changes.insert(path.into(), Change::Whiteout);
+        }
+        assert_eq!(
+            apply_both_ways(&below, &layer).unwrap(),
+            tree(&[("a-b.z", file(b"z")), ("a.c", file(b"c")), ("h", file(b"h"))])
+        );
     }
 
     #[test]
