@@ -513,7 +513,11 @@ mod tests {
         }
         assert_eq!(
             apply_both_ways(&below, &layer).unwrap(),
-            tree(&[("a-b.z", file(b"z")), ("a.c", file(b"c")), ("h", file(b"h"))])
+            tree(&[
+                ("a-b.z", file(b"z")),
+                ("a.c", file(b"c")),
+                ("h", file(b"h"))
+            ])
         );
     }
 

@@ -77,22 +77,32 @@ pub(crate) fn object_order<'a>(
     snapshots: impl IntoIterator<Item = &'a Snapshot>,
     layer: impl Fn(&LayerId) -> Option<&'a Layer>,
 ) -> Option<Vec<(ObjectId, bool)>> {
-    let mut seen = std::collections::HashSet::new();
-    let mut order = Vec::new();
+    let mut layers = Vec::new();
     for snapshot in snapshots {
         for id in &snapshot.layers {
-            for change in layer(id)?.changes.values() {
-                if let Change::Put(Node::File {
-                    object, executable, ..
-                }) = change
-                    && seen.insert((*object, *executable))
-                {
-                    order.push((*object, *executable));
-                }
+            layers.push(layer(id)?);
+        }
+    }
+    Some(first_use(layers))
+}
+
+/// Every `(object, executable)` the layers' files name, where it first appears (layers in the order
+/// given, each one's files in path order).
+pub(crate) fn first_use<'a>(layers: impl IntoIterator<Item = &'a Layer>) -> Vec<(ObjectId, bool)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut order = Vec::new();
+    for layer in layers {
+        for change in layer.changes.values() {
+            if let Change::Put(Node::File {
+                object, executable, ..
+            }) = change
+                && seen.insert((*object, *executable))
+            {
+                order.push((*object, *executable));
             }
         }
     }
-    Some(order)
+    order
 }
 
 /// The name of one archive entry, which also fixes where it may appear.

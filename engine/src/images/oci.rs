@@ -297,13 +297,15 @@ fn write_layer_blob(
         .at("creating blob", path)?;
     let mut archive = write::start_archive(Sha256Writer::new(BufWriter::new(file)), path)?;
     write::append(&mut archive, &EntryName::Layer(*id), &layer.encode(), path)?;
-    for ((object, executable), size) in file_objects(std::iter::once(layer)) {
+    let sizes = file_objects(std::iter::once(layer));
+    // In the order the layer's files first name them, so a package's files compress together.
+    for (object, executable) in super::first_use([layer]) {
         write::append_object(
             store,
             &mut archive,
             object,
             executable,
-            size,
+            sizes[&(object, executable)],
             progress,
             path,
         )?;
@@ -640,6 +642,7 @@ fn fetch<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use store_format::{Change, Node, ObjectId};
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -661,6 +664,90 @@ mod tests {
                 },
             ],
         }
+    }
+
+    /// A blob of `layer` with its objects in `order`, written as `write_layer_blob` writes.
+    fn blob_in_order(store: &Store, layer: &Layer, order: &[(ObjectId, bool)], path: &Path) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut archive = write::start_archive(file, path).unwrap();
+        let id = EntryName::Layer(layer.id());
+        write::append(&mut archive, &id, &layer.encode(), path).unwrap();
+        let sizes = file_objects(std::iter::once(layer));
+        for &(object, x) in order {
+            let size = sizes[&(object, x)];
+            write::append_object(store, &mut archive, object, x, size, &NoProgress, path).unwrap();
+        }
+        write::finish_archive(archive, path).unwrap();
+    }
+
+    #[test]
+    fn blob_objects_go_by_first_use_and_older_blobs_by_name_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_for_writing(&dir.path().join("home")).unwrap();
+        let staging = store.objects().begin().unwrap();
+        let mut layer = Layer::default();
+        layer.changes.insert("d".into(), Change::Put(Node::Dir));
+        for name in ["a", "b", "c", "e"] {
+            let bytes = format!("the module {name}\n").repeat(40).into_bytes();
+            let node = Node::File {
+                object: staging.put_object(&bytes, false).unwrap(),
+                size: bytes.len() as u64,
+                executable: false,
+                relocatable: false,
+            };
+            layer
+                .changes
+                .insert(format!("d/{name}.py"), Change::Put(node));
+        }
+        staging.commit().unwrap();
+        let first_use = super::super::first_use([&layer]);
+        let mut by_name = first_use.clone();
+        by_name.sort();
+        assert_ne!(
+            first_use, by_name,
+            "the test needs the two orders to differ"
+        );
+
+        let written = dir.path().join("written");
+        write_layer_blob(&store, &layer.id(), &layer, &written, &NoProgress).unwrap();
+        let read_order = |path: &Path| {
+            let staging = store.objects().begin().unwrap();
+            let source = ImageSource::Blob {
+                reference: "test".into(),
+                digest: "sha256:0".into(),
+            };
+            read::read_layer_blob(
+                &store,
+                &staging,
+                path,
+                source,
+                layer.id(),
+                &Limits::default(),
+                &NoProgress,
+            )
+            .map(|outcome| outcome.layer)
+        };
+        assert_eq!(read_order(&written).unwrap(), layer);
+        let hand = dir.path().join("by-hand");
+        blob_in_order(&store, &layer, &first_use, &hand);
+        assert_eq!(
+            std::fs::read(&hand).unwrap(),
+            std::fs::read(&written).unwrap()
+        );
+        blob_in_order(&store, &layer, &by_name, &hand);
+        assert_eq!(
+            read_order(&hand).unwrap(),
+            layer,
+            "a blob in name order reads"
+        );
+        let mut neither = first_use.clone();
+        neither.reverse();
+        if neither == by_name {
+            neither.swap(0, 1);
+        }
+        blob_in_order(&store, &layer, &neither, &hand);
+        let err = read_order(&hand).unwrap_err().to_string();
+        assert!(err.contains("order"), "{err}");
     }
 
     #[test]

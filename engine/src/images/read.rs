@@ -320,6 +320,10 @@ struct Importer<'a> {
     object_ranks: Option<HashMap<(ObjectId, bool), usize>>,
     /// The rank of the last object read.
     last_rank: Option<usize>,
+    /// A layer blob's objects so far came in ascending name (how blobs were written before they
+    /// followed first use), and in rank.
+    blob_by_name: bool,
+    blob_by_rank: bool,
     object_bytes: u64,
     new_objects: usize,
 }
@@ -361,6 +365,8 @@ impl<'a> Importer<'a> {
             received: BTreeSet::new(),
             object_ranks: None,
             last_rank: None,
+            blob_by_name: true,
+            blob_by_rank: true,
             object_bytes: 0,
             new_objects: 0,
         }
@@ -498,11 +504,15 @@ impl<'a> Importer<'a> {
         if duplicate {
             return Err(self.fail(here, ImageProblem::Duplicate));
         }
-        // A version 2 image's objects go by rank, which is known once the layers are read.
+        // A version 2 image's objects go by rank, which is known once the layers are read; a layer
+        // blob's go by rank or, written before blobs followed first use, by name.
         let by_rank = matches!(name, EntryName::Object(..))
-            && matches!(self.shape, Shape::Image)
-            && self.manifest()?.version >= 2;
-        if (name.section(), shown.as_str()) <= (self.section, self.last.as_str()) && !by_rank {
+            && match self.shape {
+                Shape::Image => self.manifest()?.version >= 2,
+                Shape::LayerBlob(_) => true,
+            };
+        let by_name = (name.section(), shown.as_str()) > (self.section, self.last.as_str());
+        if !by_name && !by_rank {
             return Err(self.fail(here, ImageProblem::OutOfOrder(self.last.clone())));
         }
         if let Flow::Stop = self.enter_section(name.section())? {
@@ -511,10 +521,19 @@ impl<'a> Importer<'a> {
         if let (EntryName::Object(id, x), Some(ranks)) = (name, &self.object_ranks) {
             // Unknown objects are refused by name below.
             if let Some(&rank) = ranks.get(&(id, x)) {
-                if self.last_rank.is_some_and(|last| rank <= last) {
+                let in_rank = self.last_rank.is_none_or(|last| rank > last);
+                self.last_rank = Some(rank);
+                let in_order = match self.shape {
+                    Shape::Image => in_rank,
+                    Shape::LayerBlob(_) => {
+                        self.blob_by_name &= by_name;
+                        self.blob_by_rank &= in_rank;
+                        self.blob_by_name || self.blob_by_rank
+                    }
+                };
+                if !in_order {
                     return Err(self.fail(here, ImageProblem::OutOfOrder(self.last.clone())));
                 }
-                self.last_rank = Some(rank);
             }
         }
         match name {
@@ -742,6 +761,8 @@ impl<'a> Importer<'a> {
             })?;
             self.needed_objects = needed_objects(std::iter::once((&id, layer)))
                 .map_err(|(entry, problem)| self.fail(entry, problem))?;
+            let ranks = super::first_use([layer]).into_iter().enumerate();
+            self.object_ranks = Some(ranks.map(|(i, key)| (key, i)).collect());
             return Ok(());
         }
         let manifest = self.manifest()?;
