@@ -2,9 +2,11 @@
 //!
 //! A stat cache per environment (inode, size, mtime, ctime, mode → object, like git's index) lets an
 //! unchanged directory be checked with `lstat` alone; only new or changed files are read and hashed, in
-//! parallel. `__pycache__` directories are caches, not content, and are never looked at; nor are the
-//! files of blast's import-tracking hook (see [`crate::imports`]). Files that
-//! contain the environment's own paths are stored with placeholders (see `store_format::Placeholders`).
+//! parallel. The cache is stamped with the snapshot the directory held and that tree's digest, so a
+//! walk that finds the same digest knows the directory is that snapshot without building its tree.
+//! `__pycache__` directories are caches, not content, and are never looked at; nor are the files of
+//! blast's import-tracking hook (see [`crate::imports`]). Files that contain the environment's own
+//! paths are stored with placeholders (see `store_format::Placeholders`).
 
 use std::cell::{OnceCell, RefCell};
 use std::fs;

@@ -1,5 +1,5 @@
 //! The metadata index: one RocksDB database under `$BLAST_HOME/index` holding what is not content —
-//! environments, their HEADs, history, tags, stat caches, apply journals, cached interpreter facts
+//! environments, their HEADs, history, tags, apply journals, cached interpreter facts
 //! (what a venv needs to know, and the marker values requirements are evaluated against) and timing
 //! samples (see [`crate::metrics`]).
 //!

@@ -2,9 +2,10 @@
 //!
 //! Plumbing for the `blast` CLI, one idea per module:
 //! - [`objects`]: the content-addressed object store and its staging areas.
-//! - [`index`]: the RocksDB metadata index (environments, history, tags, stat caches, journals).
+//! - [`index`]: the RocksDB metadata index (environments, history, tags, journals).
 //! - [`tree`]: flattened trees of layers and their differences.
-//! - [`capture`]: reading a live directory back into a tree, with a stat cache.
+//! - [`capture`]: reading a live directory back into a tree, with a stat cache (a file per
+//!   environment under `stat-caches/`).
 //! - [`materialize`]: making a directory hold a tree (reflink, hardlink, copy).
 //! - [`transition`]: crash-safe HEAD moves (journal, apply, record).
 //! - [`python`], [`venv`]: interpreter discovery and the venv's own files.
