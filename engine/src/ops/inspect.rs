@@ -179,7 +179,14 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
     let env = store.open_env(selector)?;
     let head = env.head()?;
     let (head_tree, packages) = snapshot_view(store, &head)?;
-    let (dir_tree, _) = directory_view(store, &env)?;
+    let cache = load_stat_cache(store, &env.record.id);
+    let scan = capture::scan(env.root(), cache, &env.placeholders(), None)?;
+    // A directory the stat cache knows as HEAD has nothing uncaptured.
+    let uncaptured = if scan.holds(&head) {
+        Vec::new()
+    } else {
+        file_changes(&head_tree, scan.tree())
+    };
     let tags = store
         .index()
         .tags(&env.record.id)?
@@ -194,7 +201,7 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
         python: env.record.python.describe(),
         head: Some(head),
         tags,
-        uncaptured: file_changes(&head_tree, &dir_tree),
+        uncaptured,
         packages,
         env_bytes: head_tree.file_bytes(),
         env_files: head_tree.file_count(),
