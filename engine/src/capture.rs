@@ -456,6 +456,11 @@ impl Scan {
             })
     }
 
+    /// The stat cache brought up to date, without the tree.
+    pub fn into_cache(self) -> StatCache {
+        self.cache
+    }
+
     /// The cache to keep once the directory is known to hold `snapshot` (equal to its tree).
     pub fn into_cache_of(mut self, snapshot: SnapshotId) -> StatCache {
         self.cache.stamp_with(snapshot, self.digest);

@@ -38,23 +38,27 @@ impl PathChange<'_> {
 impl Tree {
     /// Flattens a snapshot's layers, bottom first.
     pub fn from_layers(store: &ObjectStore, layers: &[LayerId]) -> Result<Tree> {
+        Tree::default().with_layers(store, layers)
+    }
+
+    /// This tree with `layers` applied on top, bottom first.
+    pub fn with_layers(mut self, store: &ObjectStore, layers: &[LayerId]) -> Result<Tree> {
         let invalid = |id: &LayerId, detail: String| {
             Error::Invalid(format!(
                 "layer {} does not apply to the layers below it: {detail}",
                 id.short()
             ))
         };
-        let mut tree = Tree::default();
-        for (i, id) in layers.iter().enumerate() {
+        for id in layers {
             let layer = store.layer(id)?;
-            if i == 0 {
+            if self.entries.is_empty() {
                 // The bottom layer is most of an environment: taken over whole, checked in one pass.
-                tree = Tree::from_bottom_layer(layer).map_err(|detail| invalid(id, detail))?;
+                self = Tree::from_bottom_layer(layer).map_err(|detail| invalid(id, detail))?;
             } else {
-                tree.apply(&layer).map_err(|detail| invalid(id, detail))?;
+                self.apply(&layer).map_err(|detail| invalid(id, detail))?;
             }
         }
-        Ok(tree)
+        Ok(self)
     }
 
     /// The tree of a layer applied to nothing: its puts (an opaque directory is a directory, a

@@ -2,9 +2,9 @@
 //! touching only the paths that differ. Uncaptured changes make both refuse unless forced.
 
 use serde::Serialize;
-use store_format::SnapshotId;
+use store_format::{Snapshot, SnapshotId};
 
-use crate::capture::StatCache;
+use crate::capture::{Scan, StatCache};
 use crate::error::{Error, Result};
 use crate::index::{Batch, EnvRecord};
 use crate::objects::unique_name;
@@ -113,18 +113,27 @@ fn move_env(
             found: env.record.python.describe(),
         });
     }
-    // The target's tree is flattened on a thread of its own while the pool walks the directory.
-    let (current, target_tree) = std::thread::scope(|scope| {
-        let flatten = scope.spawn(|| store.tree_of(&target));
-        let current = read_current(store, env, from, force);
-        let target_tree = flatten
+    let head = from.map(|id| store.snapshot(&id)).transpose()?;
+    // The trees of HEAD and the target are flattened on a thread of their own while the pool walks
+    // the directory.
+    let (scan, trees) = std::thread::scope(|scope| {
+        let flatten = scope.spawn(|| head_and_target_trees(store, head.as_ref(), &target));
+        let scan = match from {
+            Some(_) => Some(scan_or_empty(env, load_stat_cache(store, &env.record.id))),
+            None => None,
+        };
+        let trees = flatten
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (current, target_tree)
+        (scan.transpose(), trees)
     });
-    let ((current, cache), target_tree) = (current?, target_tree?);
-    let packages = match from {
-        Some(head) => package_changes(&store.snapshot(&head)?.packages, &target.packages),
+    let ((head_tree, target_tree), scan) = (trees?, scan?);
+    let (current, cache) = match (from, scan) {
+        (Some(head), Some(scan)) => current_of(env, head, head_tree, scan, force)?,
+        _ => (Tree::default(), StatCache::default()),
+    };
+    let packages = match &head {
+        Some(head) => package_changes(&head.packages, &target.packages),
         None => package_changes(&[], &target.packages),
     };
     let mut report = MoveReport {
@@ -164,30 +173,51 @@ fn move_env(
     Ok(report)
 }
 
-/// What the directory holds, with its stat cache; refused when it is not HEAD, unless `force`.
-fn read_current(
+/// HEAD's tree (empty without one) and the target's, flattened once as far as they share layers.
+fn head_and_target_trees(
     store: &Store,
+    head: Option<&Snapshot>,
+    target: &Snapshot,
+) -> Result<(Tree, Tree)> {
+    let head_layers = head.map_or(&[][..], |h| &h.layers[..]);
+    let shared = head_layers
+        .iter()
+        .zip(&target.layers)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let objects = store.objects();
+    let below = Tree::from_layers(objects, &target.layers[..shared])?;
+    let head_tree = match head {
+        Some(_) => below.clone().with_layers(objects, &head_layers[shared..])?,
+        None => Tree::default(),
+    };
+    Ok((
+        head_tree,
+        below.with_layers(objects, &target.layers[shared..])?,
+    ))
+}
+
+/// What the directory holds, with its stat cache: HEAD's tree when the cache knows it as HEAD;
+/// otherwise its own, refused when it differs from HEAD, unless `force`.
+fn current_of(
     env: &Env,
-    head: Option<SnapshotId>,
+    head: SnapshotId,
+    head_tree: Tree,
+    scan: Scan,
     force: bool,
 ) -> Result<(Tree, StatCache)> {
-    let Some(head) = head else {
-        return Ok((Tree::default(), StatCache::default()));
-    };
-    let cache = load_stat_cache(store, &env.record.id);
-    let scan = scan_or_empty(env, cache)?;
-    if !force && !scan.holds(&head) {
-        let head_tree = store.tree_of(&store.snapshot(&head)?)?;
-        if *scan.tree() != head_tree {
-            return Err(Error::UncapturedChanges {
-                env: env.label().to_owned(),
-                paths: head_tree
-                    .changes_to(scan.tree())
-                    .iter()
-                    .map(|c| c.path().to_owned())
-                    .collect(),
-            });
-        }
+    if scan.holds(&head) {
+        return Ok((head_tree, scan.into_cache()));
+    }
+    if !force && *scan.tree() != head_tree {
+        return Err(Error::UncapturedChanges {
+            env: env.label().to_owned(),
+            paths: head_tree
+                .changes_to(scan.tree())
+                .iter()
+                .map(|c| c.path().to_owned())
+                .collect(),
+        });
     }
     Ok(scan.into_parts())
 }
