@@ -118,10 +118,7 @@ fn move_env(
     // the directory.
     let (scan, trees) = std::thread::scope(|scope| {
         let flatten = scope.spawn(|| head_and_target_trees(store, head.as_ref(), &target));
-        let scan = match from {
-            Some(_) => Some(scan_or_empty(env, load_stat_cache(store, &env.record.id))),
-            None => None,
-        };
+        let scan = from.map(|_| scan_or_empty(env, load_stat_cache(store, &env.record.id)));
         let trees = flatten
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
