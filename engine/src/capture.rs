@@ -143,6 +143,13 @@ struct Entry {
     pyvenv_cfg: bool,
 }
 
+impl Entry {
+    fn path_in<'p>(&self, paths: &'p str) -> &'p str {
+        let (start, len) = (self.path.0 as usize, self.path.1 as usize);
+        paths.get(start..start + len).unwrap_or_default()
+    }
+}
+
 const STAT_CACHE_VERSION: u8 = 3;
 
 fn path_key(path: &str) -> u64 {
@@ -180,8 +187,7 @@ impl StatCache {
     }
 
     fn path_of(&self, entry: &Entry) -> &str {
-        let (start, len) = (entry.path.0 as usize, entry.path.1 as usize);
-        self.paths.get(start..start + len).unwrap_or_default()
+        entry.path_in(&self.paths)
     }
 
     fn files(&self) -> impl Iterator<Item = (&str, &CachedFile)> {
@@ -276,13 +282,7 @@ impl StatCache {
             }
         };
         let paths = &self.paths;
-        self.index.retain(|_, entry| {
-            let (start, len) = entry.path;
-            let path = paths
-                .get(start as usize..(start + len) as usize)
-                .unwrap_or_default();
-            !below(path)
-        });
+        self.index.retain(|_, entry| !below(entry.path_in(paths)));
     }
 
     /// The cache of an environment: missing or unreadable reads as empty (every file is then hashed).

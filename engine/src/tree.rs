@@ -107,18 +107,14 @@ impl Tree {
         for (path, change) in &layer.changes {
             // Only a directory has anything below it (a valid tree has no orphans).
             let was_dir = self.entries.get(path) == Some(&Node::Dir);
+            if was_dir && drops_content_below(change) {
+                self.remove_below(path);
+            }
             let node = match change {
                 Change::Whiteout => None,
                 Change::Opaque => Some(Node::Dir),
                 Change::Put(node) => Some(node.clone()),
             };
-            if was_dir
-                && node
-                    .as_ref()
-                    .is_none_or(|n| *n != Node::Dir || *change == Change::Opaque)
-            {
-                self.remove_below(path);
-            }
             match node {
                 Some(node) => self.entries.insert(path.clone(), node),
                 None => self.entries.remove(path),
@@ -144,11 +140,7 @@ impl Tree {
             .changes
             .iter()
             .filter(|(path, change)| {
-                let hides = match change {
-                    Change::Whiteout | Change::Opaque => true,
-                    Change::Put(node) => *node != Node::Dir,
-                };
-                hides && below.get(*path) == Some(&Node::Dir)
+                drops_content_below(change) && below.get(*path) == Some(&Node::Dir)
             })
             .map(|(path, _)| (format!("{path}/"), format!("{path}0")))
             .collect();
@@ -348,6 +340,15 @@ impl TreeDigest {
         for (lane, word) in self.0.iter_mut().zip(other.0) {
             *lane = lane.wrapping_add(word);
         }
+    }
+}
+
+/// Whether a change at a directory's path drops what the layers below had under it: a whiteout, an
+/// opaque directory, or a non-directory put in its place.
+fn drops_content_below(change: &Change) -> bool {
+    match change {
+        Change::Whiteout | Change::Opaque => true,
+        Change::Put(node) => *node != Node::Dir,
     }
 }
 
