@@ -316,11 +316,7 @@ fn restore_at_another_path_in_another_store_runs_and_verifies_clean() {
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&pip.stdout);
-    assert!(
-        pip.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pip.stderr)
-    );
+    assert_succeeded(&pip);
     assert!(
         listed.contains("blastdemo") && listed.contains("blastdep"),
         "{listed}"
@@ -520,11 +516,7 @@ fn requirements_and_pylock_exports_pin_the_snapshots_packages() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(parsed["lock-version"], "1.0");
     assert_eq!(parsed["created-by"], "blast");

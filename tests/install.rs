@@ -292,11 +292,7 @@ fn pips_own_configuration_is_read_under_the_hidden_config_directory() {
         .env_remove("PIP_FIND_LINKS")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(package_changes(&report), ["+blastbase 1.0.0"]);
     // The same sandbox, for a command: pip's configuration readable, the rest of ~/.config not.
@@ -352,11 +348,7 @@ fn hostile_build_script_is_refused_everything() {
         .env("BLAST_HOSTILE_PORT", &port)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     let report: Value =
         serde_json::from_slice(&fs::read(env.join(SITE).join("blasthostile/report.json")).unwrap())
@@ -653,11 +645,7 @@ fn without_user_namespaces_install_refuses_naming_the_fix() {
 
     // The explicit way on.
     let out = without_user_namespaces(&b, &install_args(&env, &["--no-sandbox", "blastdep"]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let (ok, _) = env_python(&env, "import blastdep");
     assert!(ok);
 }
@@ -791,11 +779,7 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
         .env("UV_CACHE_DIR", &cache)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(package_changes(&report), ["-blastdemo 1.0.0"]);
     b.assert_verify_clean(&[&env]);

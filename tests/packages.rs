@@ -18,11 +18,7 @@ fn pip_list(env: &Path) -> Vec<(String, String)> {
         .args(["list", "--format", "json", "--disable-pip-version-check"])
         .output()
         .expect("run pip list");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut pairs: Vec<(String, String)> = listed
         .as_array()

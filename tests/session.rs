@@ -539,11 +539,7 @@ fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
     )
     .unwrap();
     let out = start(&project, &["--track-imports"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let env = project.join(".venv");
     let log = b.log(env.to_str().unwrap());
     let operations: Vec<&str> = log
@@ -570,11 +566,7 @@ fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
     let restored = b.work.join("restored");
     fs::create_dir_all(&restored).unwrap();
     let out = start(&restored, &["--image", image.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("restored"));
     let restored_env = restored.join(".venv");
     assert!(site(&restored_env).join("blastdemo").is_dir());

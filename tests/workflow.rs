@@ -302,11 +302,7 @@ fn seeded_env_has_a_working_pip() {
         .arg("--version")
         .output()
         .unwrap();
-    assert!(
-        pip.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pip.stderr)
-    );
+    assert_succeeded(&pip);
     assert!(String::from_utf8_lossy(&pip.stdout).contains(&env.display().to_string()));
     let status = b.json(&["status", "-e", env.to_str().unwrap()]);
     assert_eq!(status["packages"][0]["name"], "pip");
@@ -325,11 +321,7 @@ fn seeded_env_has_a_working_pip() {
         .env_remove("PIP_FIND_LINKS")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let snap = b.json(&["snapshot", "-e", env.to_str().unwrap()]);
     assert_eq!(snap["packages"][0]["name"], "blastdep");
 }

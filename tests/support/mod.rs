@@ -236,6 +236,15 @@ fn pip(env: &Path, verb: &str, args: &[&str]) {
     );
 }
 
+/// Asserts that a finished command succeeded, showing its stderr when it did not.
+pub fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs the env's python with `code`; returns (success, stdout+stderr).
 pub fn env_python(env: &Path, code: &str) -> (bool, String) {
     let out = Command::new(env.join("bin/python"))
