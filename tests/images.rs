@@ -7,13 +7,13 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use engine::store_format::{Change, Layer, Node, Snapshot};
+use engine::store_format::{CarriedLayer, Change, Layer, Node, ObjectId, Snapshot};
 use serde_json::Value;
 use support::*;
 
@@ -129,6 +129,67 @@ fn object_index(entries: &[Entry], min: usize) -> usize {
         .expect("an object entry")
 }
 
+/// The objects of a version 3 image, by rank: what each hashes to.
+fn carried_ids(entries: &[Entry]) -> Vec<ObjectId> {
+    entries
+        .iter()
+        .filter(|e| name_of(e).starts_with("objects/"))
+        .map(|e| ObjectId::of(&e.data))
+        .collect()
+}
+
+/// A full version 3 image of one snapshot as blast wrote it in version 2: layers naming objects by id
+/// and objects named by id. Checks on the way that every layer resolves to its name and that the
+/// objects are ranked where the snapshot's layers (from the bottom, files in path order) first name them.
+fn as_version_2(entries: &[Entry]) -> Vec<Entry> {
+    let ids = carried_ids(entries);
+    let mut layers = BTreeMap::new();
+    for e in entries.iter().filter(|e| name_of(e).starts_with("layers/")) {
+        let layer = CarriedLayer::decode(&e.data)
+            .unwrap()
+            .resolve(&ids)
+            .unwrap();
+        assert_eq!(name_of(e), format!("layers/{}", layer.id().to_hex()));
+        layers.insert(layer.id(), layer);
+    }
+    let snapshot = Snapshot::decode(&entries[1].data).unwrap();
+    let mut first_use: Vec<(ObjectId, bool)> = Vec::new();
+    for id in &snapshot.layers {
+        for change in layers[id].changes.values() {
+            if let Change::Put(Node::File {
+                object, executable, ..
+            }) = change
+                && !first_use.contains(&(*object, *executable))
+            {
+                first_use.push((*object, *executable));
+            }
+        }
+    }
+    let ranked: Vec<ObjectId> = first_use.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ranked, ids, "objects ranked by first use");
+    let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
+    manifest["version"] = Value::from(2);
+    let mut out = vec![
+        file_entry("blast-image.json", serde_json::to_vec(&manifest).unwrap()),
+        entries[1].clone(),
+    ];
+    for (id, layer) in &layers {
+        out.push(file_entry(
+            &format!("layers/{}", id.to_hex()),
+            layer.encode(),
+        ));
+    }
+    let objects = entries
+        .iter()
+        .filter(|e| name_of(e).starts_with("objects/"));
+    for ((id, executable), e) in first_use.iter().zip(objects) {
+        let suffix = if *executable { ".x" } else { "" };
+        let name = format!("objects/{}{suffix}", id.to_hex());
+        out.push(file_entry(&name, e.data.clone()));
+    }
+    out
+}
+
 #[test]
 fn the_same_snapshot_exports_to_identical_bytes_from_two_stores_at_different_times() {
     let b1 = Blast::new();
@@ -224,7 +285,7 @@ fn the_same_snapshot_exports_to_identical_bytes_from_two_stores_at_different_tim
             .iter()
             .position(|p| n.starts_with(p))
     };
-    // Snapshots and layers by name; objects where the layers first use them (below).
+    // Snapshots and layers by name; objects by rank, ranked where the layers first use them.
     let objects_at = names
         .iter()
         .position(|n| n.starts_with("objects/"))
@@ -232,37 +293,16 @@ fn the_same_snapshot_exports_to_identical_bytes_from_two_stores_at_different_tim
     let mut sorted = names[1..objects_at].to_vec();
     sorted.sort_by_key(|n| (section(n), n.clone()));
     assert_eq!(names[1..objects_at], sorted[..]);
-    assert!(names[objects_at..].iter().all(|n| section(n) == Some(2)));
+    let ranks: Vec<String> = (0..names.len() - objects_at)
+        .map(|rank| format!("objects/{rank}"))
+        .collect();
+    assert_eq!(names[objects_at..], ranks[..]);
     assert_eq!(names[1], format!("snapshots/{snap}"));
     let entries = unpack(&bytes);
     let manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
     assert_eq!(manifest["format"], "blast-image");
-    assert_eq!(manifest["version"], 2);
-    // The order of first use: the snapshot's layers from the bottom, each layer's files by path.
-    let snapshot = Snapshot::decode(&entries[1].data).unwrap();
-    let mut expected: Vec<String> = Vec::new();
-    for id in &snapshot.layers {
-        let layer_entry = entries
-            .iter()
-            .find(|e| name_of(e) == format!("layers/{}", id.to_hex()))
-            .unwrap();
-        for change in Layer::decode(&layer_entry.data).unwrap().changes.values() {
-            if let Change::Put(Node::File {
-                object, executable, ..
-            }) = change
-            {
-                let name = format!(
-                    "objects/{}{}",
-                    object.to_hex(),
-                    if *executable { ".x" } else { "" }
-                );
-                if !expected.contains(&name) {
-                    expected.push(name);
-                }
-            }
-        }
-    }
-    assert_eq!(names[objects_at..], expected[..]);
+    assert_eq!(manifest["version"], 3);
+    as_version_2(&entries);
     assert_eq!(manifest["head"], snap.as_str());
     assert!(manifest["base"].is_null());
 }
@@ -650,12 +690,35 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
         })
     };
     let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
-    manifest["version"] = Value::from(3);
+    manifest["version"] = Value::from(4);
     let future = serde_json::to_vec(&manifest).unwrap();
     let objects_at = entries
         .iter()
         .position(|e| name_of(e).starts_with("objects/"))
         .unwrap();
+    // The image with the snapshot's bottom layer (which names the first ranks) changed by `change` and
+    // its ranks renumbered by `renumber`.
+    let bottom_name = format!(
+        "layers/{}",
+        Snapshot::decode(&entries[1].data).unwrap().layers[0].to_hex()
+    );
+    let bottom = entries
+        .iter()
+        .position(|e| name_of(e) == bottom_name)
+        .unwrap();
+    let with_bottom_layer = |change: &dyn Fn(&mut Layer), renumber: &dyn Fn(u32) -> u32| {
+        edited(&|e: &mut Vec<Entry>| {
+            let ids = carried_ids(e);
+            let carried = CarriedLayer::decode(&e[bottom].data).unwrap();
+            let mut layer = carried.resolve(&ids).unwrap();
+            change(&mut layer);
+            let rank = |id: &ObjectId, _| {
+                let at = ids.iter().position(|i| i == id)?;
+                Some(renumber(at as u32))
+            };
+            e[bottom].data = layer.encode_carried(&rank);
+        })
+    };
     let garbage: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -710,9 +773,25 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
             vec![first_layer_name.as_str(), "appears twice"],
         ),
         (
-            "hash mismatch",
+            "object altered",
             edited(&|e| e[big].data[50] ^= 1),
-            vec![big_name.as_str(), "do not hash to its name"],
+            vec![
+                "entry `layers/",
+                "with the objects the image carries it hashes to",
+                "one of its objects or the layer itself was altered",
+            ],
+        ),
+        (
+            "layer altered",
+            with_bottom_layer(
+                &|layer| {
+                    layer
+                        .changes
+                        .insert("planted".into(), Change::Put(Node::Dir));
+                },
+                &|rank| rank,
+            ),
+            vec![bottom_name.as_str(), "with the objects the image carries"],
         ),
         (
             "size mismatch",
@@ -737,8 +816,8 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
             edited(&|e| e[0].data = future.clone()),
             vec![
                 "blast-image.json",
-                "image format version 3",
-                "reads versions 1 to 2",
+                "image format version 4",
+                "reads versions 1 to 3",
                 "upgrade blast",
             ],
         ),
@@ -757,10 +836,8 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
         (
             "unreferenced object",
             edited(&|e| {
-                e.push(file_entry(
-                    &format!("objects/{}", blake3::hash(b"stray").to_hex()),
-                    b"stray".to_vec(),
-                ));
+                let next = e.len() - objects_at;
+                e.push(file_entry(&format!("objects/{next}"), b"stray".to_vec()));
             }),
             vec!["none of the image's snapshots uses it"],
         ),
@@ -770,22 +847,34 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
             vec!["entry `objects/", "out of the image's fixed order"],
         ),
         (
-            "objects by name in a version 2 image",
-            edited(&|e| e[objects_at..].sort_by_key(name_of)),
-            vec!["entry `objects/", "out of the image's fixed order"],
+            "an object under its id in a version 3 image",
+            edited(&|e| {
+                let id = ObjectId::of(&e[objects_at].data);
+                e[objects_at].name = format!("objects/{}", id.to_hex()).into_bytes();
+            }),
+            vec!["entry `objects/", "not a name a blast image uses"],
+        ),
+        (
+            "ranks not where the layers first name them",
+            with_bottom_layer(&|_| {}, &|rank| match rank {
+                0 => 1,
+                1 => 0,
+                other => other,
+            }),
+            vec![
+                bottom_name.as_str(),
+                "names carried object 1 where the next new one is 0",
+            ],
+        ),
+        (
+            "one rank for two different files",
+            with_bottom_layer(&|_| {}, &|rank| if rank == 1 { 0 } else { rank }),
+            vec![bottom_name.as_str(), "names carried object 0 as"],
         ),
         (
             "object missing",
             edited(&|e| {
-                let at = e
-                    .iter()
-                    .position(|x| {
-                        name_of(x).starts_with("objects/")
-                            && x.data.starts_with(b"Metadata-Version")
-                            && x.data.windows(14).any(|w| w == b"Name: blastdep")
-                    })
-                    .unwrap();
-                let gone = e.remove(at);
+                let gone = e.pop().unwrap();
                 let mut m: Value = serde_json::from_slice(&e[0].data).unwrap();
                 m["objects"] = Value::from(m["objects"].as_u64().unwrap() - 1);
                 m["object_bytes"] =
@@ -845,7 +934,7 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
         assert_eq!(store_state(&receiver), before, "{what}: the store changed");
     }
     // A restore of a hostile image leaves no directory and no environment behind either.
-    let file = receiver.work.join("hash-mismatch.blast");
+    let file = receiver.work.join("object-altered.blast");
     let target = receiver.work.join("never");
     let err = receiver.fails(&[
         "restore",
@@ -853,30 +942,37 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
         "--path",
         target.to_str().unwrap(),
     ]);
-    assert!(err.contains("do not hash to its name"), "{err}");
+    assert!(
+        err.contains("one of its objects or the layer itself was altered"),
+        "{err}"
+    );
     assert!(!target.exists());
     assert_eq!(store_state(&receiver), before);
     // The untouched image still imports.
     receiver.ok(&["import", good.to_str().unwrap()]);
-    // So does the same content as a version 1 image (objects by name), as blast wrote them before.
-    let mut v1 = entries.clone();
+    // So does the same content as a version 2 image (objects by id, in order of first use) and as a
+    // version 1 image (objects by id, by name), as blast wrote them before.
+    let v2 = as_version_2(&entries);
+    let mut v1 = v2.clone();
     let mut m: Value = serde_json::from_slice(&v1[0].data).unwrap();
     m["version"] = Value::from(1);
     v1[0].data = serde_json::to_vec(&m).unwrap();
     v1[objects_at..].sort_by_key(name_of);
-    let old = receiver.work.join("version-1.blast");
-    fs::write(&old, pack(&v1)).unwrap();
-    let fresh = Blast::new();
-    let restored = fresh.work.join("from-v1");
-    fresh.ok(&[
-        "restore",
-        old.to_str().unwrap(),
-        "--path",
-        restored.to_str().unwrap(),
-        "--python",
-        python(),
-    ]);
-    fresh.assert_verify_clean(&[&restored]);
+    for (version, older) in [(2, v2), (1, v1)] {
+        let old = receiver.work.join(format!("version-{version}.blast"));
+        fs::write(&old, pack(&older)).unwrap();
+        let fresh = Blast::new();
+        let restored = fresh.work.join(format!("from-v{version}"));
+        fresh.ok(&[
+            "restore",
+            old.to_str().unwrap(),
+            "--path",
+            restored.to_str().unwrap(),
+            "--python",
+            python(),
+        ]);
+        fresh.assert_verify_clean(&[&restored]);
+    }
 }
 
 #[test]

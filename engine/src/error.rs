@@ -256,6 +256,23 @@ pub enum ImageProblem {
         declared: u64,
         found: u64,
     },
+    #[error(
+        "with the objects the image carries it hashes to {0}, not to its name: one of its objects or the layer itself was altered"
+    )]
+    CarriedHashMismatch(String),
+    #[error(
+        "it names carried object {rank} where the next new one is {next}: objects are ranked where a layer first names them"
+    )]
+    RankOutOfOrder { rank: u32, next: usize },
+    #[error(
+        "its file `{path}` names carried object {rank} as {found}, where an earlier file names it as {expected}"
+    )]
+    RankMismatch {
+        rank: u32,
+        path: String,
+        found: String,
+        expected: String,
+    },
 }
 
 fn list_paths(paths: &[String]) -> String {

@@ -258,18 +258,20 @@ impl Staging<'_> {
     }
 
     /// Reads `reader` to its end, hashing the bytes as they stream past (never holding them in memory).
-    /// They are staged as object `id` only when they hash to `id` and that variant is neither in the store
-    /// nor staged already; otherwise nothing is kept. Returns what the bytes hashed to and how many there
-    /// were, so the caller can reject a mismatch.
+    /// They are staged as the object they hash to when that is `expected` (any object, when `None`) and
+    /// that variant is neither in the store nor staged already; otherwise nothing is kept. Returns what
+    /// the bytes hashed to and how many there were, so the caller can reject a mismatch.
     pub fn put_object_from(
         &self,
-        id: &ObjectId,
+        expected: Option<&ObjectId>,
         executable: bool,
         reader: &mut dyn std::io::Read,
     ) -> Result<(ObjectId, u64)> {
-        let target = self.store.object_path(id, executable);
         let mut hasher = blake3::Hasher::new();
-        if self.has_object(id, executable) {
+        if let Some(id) = expected
+            && self.has_object(id, executable)
+        {
+            let target = self.store.object_path(id, executable);
             let len = std::io::copy(reader, &mut hasher).at("reading object for", &target)?;
             return Ok((ObjectId::from(hasher.finalize()), len));
         }
@@ -293,16 +295,17 @@ impl Staging<'_> {
             Ok(len) => len,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
-                return Err(e).at("staging object for", &target);
+                return Err(e).at("staging object in", &tmp);
             }
         };
         let actual = ObjectId::from(hasher.finalize());
-        if actual != *id {
-            fs::remove_file(&tmp).at("removing rejected staged file", &tmp)?;
+        if expected.is_some_and(|id| *id != actual) || self.has_object(&actual, executable) {
+            fs::remove_file(&tmp).at("removing unneeded staged file", &tmp)?;
             return Ok((actual, len));
         }
         let mode = if executable { 0o555 } else { 0o444 };
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).at("setting mode of", &tmp)?;
+        let target = self.store.object_path(&actual, executable);
         self.pending().entry(target).or_insert(tmp);
         Ok((actual, len))
     }

@@ -14,6 +14,8 @@ const TAG_SYMLINK: u8 = 2;
 const TAG_DIR: u8 = 3;
 const TAG_WHITEOUT: u8 = 4;
 const TAG_OPAQUE: u8 = 5;
+/// Only in a layer as an image carries it: a file whose object travels in the same image.
+const TAG_CARRIED_FILE: u8 = 6;
 
 const FLAG_EXECUTABLE: u8 = 0b01;
 const FLAG_RELOCATABLE: u8 = 0b10;
@@ -61,6 +63,17 @@ impl Layer {
 
     /// The one canonical encoding. Paths must be valid (callers build layers from validated paths).
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(&|_, _| None)
+    }
+
+    /// The layer as an image carries it: a file whose `(object, executable)` the image carries names it
+    /// by its rank among the image's objects (`rank`) instead of by its 32-byte id. The image's reader
+    /// rebuilds the layer once it has hashed the objects ([`CarriedLayer::resolve`]).
+    pub fn encode_carried(&self, rank: &dyn Fn(&ObjectId, bool) -> Option<u32>) -> Vec<u8> {
+        self.encode_with(rank)
+    }
+
+    fn encode_with(&self, rank: &dyn Fn(&ObjectId, bool) -> Option<u32>) -> Vec<u8> {
         let mut w = Writer::new(MAGIC, FORMAT_VERSION);
         w.count(self.changes.len());
         for (path, change) in &self.changes {
@@ -72,8 +85,16 @@ impl Layer {
                     executable,
                     relocatable,
                 }) => {
-                    w.u8(TAG_FILE);
-                    w.bytes32(object.as_bytes());
+                    match rank(object, *executable) {
+                        Some(rank) => {
+                            w.u8(TAG_CARRIED_FILE);
+                            w.u32(rank);
+                        }
+                        None => {
+                            w.u8(TAG_FILE);
+                            w.bytes32(object.as_bytes());
+                        }
+                    }
                     w.u64(*size);
                     w.u8(flags(*executable, *relocatable));
                 }
@@ -100,57 +121,117 @@ impl Layer {
     /// Decodes and validates: paths normalized and strictly ascending, known tags and flags, no trailing
     /// bytes. Anything accepted re-encodes to the same bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::open(bytes, MAGIC, "layer", FORMAT_VERSION)?;
-        // The smallest entry is a 1-byte path (4 + 1) and a tag.
-        let count = r.count(6)?;
-        // Paths arrive strictly ascending (checked below), so the map is built in one pass at the end.
-        let mut changes = Vec::with_capacity(count);
-        let mut previous: Option<&str> = None;
-        for _ in 0..count {
-            let path = r.str()?;
-            validate_rel_path(path).map_err(|e| r.invalid(e.to_string()))?;
-            if previous.is_some_and(|p| p.as_bytes() >= path.as_bytes()) {
-                return Err(r.invalid(format!("path `{path}` is out of order or repeated")));
-            }
-            previous = Some(path);
-            let change = match r.u8()? {
-                TAG_FILE => {
-                    let object = ObjectId::from_bytes(r.bytes32()?);
-                    let size = r.u64()?;
-                    let (executable, relocatable) = read_flags(&mut r, true)?;
-                    Change::Put(Node::File {
-                        object,
-                        size,
-                        executable,
-                        relocatable,
-                    })
-                }
-                TAG_SYMLINK => {
-                    let target = r.str()?;
-                    if target.is_empty() || target.contains('\0') {
-                        return Err(
-                            r.invalid(format!("symlink `{path}` has an empty or NUL target"))
-                        );
-                    }
-                    let target = target.to_owned();
-                    let (_, relocatable) = read_flags(&mut r, false)?;
-                    Change::Put(Node::Symlink {
-                        target,
-                        relocatable,
-                    })
-                }
-                TAG_DIR => Change::Put(Node::Dir),
-                TAG_WHITEOUT => Change::Whiteout,
-                TAG_OPAQUE => Change::Opaque,
-                other => return Err(r.invalid(format!("unknown entry tag {other} at `{path}`"))),
-            };
-            changes.push((path.to_owned(), change));
-        }
-        r.finish()?;
-        Ok(Layer {
-            changes: changes.into_iter().collect(),
-        })
+        decode_entries(bytes, None)
     }
+}
+
+/// A layer as a version 3 image carries it, decoded: its files whose objects travel in the image are
+/// known by rank until those objects have been read and hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarriedLayer {
+    /// The layer, with [`CarriedLayer::UNRESOLVED`] as the object of every file named by rank. Good for
+    /// everything but ids: its tree, sizes, modes and symlinks.
+    pub layer: Layer,
+    /// Path → rank, for the files named by rank, in path order.
+    pub ranks: Vec<(String, u32)>,
+}
+
+impl CarriedLayer {
+    /// The object of a file named by rank until it is resolved. No content hashes to it, and a file that
+    /// names it by id is refused, so it never stands for a real object.
+    pub const UNRESOLVED: ObjectId = ObjectId::from_bytes([0; 32]);
+
+    /// Decodes like [`Layer::decode`], accepting also files named by rank.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut ranks = Vec::new();
+        let layer = decode_entries(bytes, Some(&mut ranks))?;
+        Ok(CarriedLayer { layer, ranks })
+    }
+
+    /// The layer with every rank replaced by the id `ids` holds at that rank; `None` when a rank is past
+    /// its end.
+    pub fn resolve(&self, ids: &[ObjectId]) -> Option<Layer> {
+        let mut layer = self.layer.clone();
+        for (path, rank) in &self.ranks {
+            let id = *ids.get(usize::try_from(*rank).ok()?)?;
+            if let Some(Change::Put(Node::File { object, .. })) = layer.changes.get_mut(path) {
+                *object = id;
+            }
+        }
+        Some(layer)
+    }
+}
+
+/// Decodes a layer; with `ranks`, files named by rank are accepted and listed there.
+fn decode_entries(
+    bytes: &[u8],
+    mut ranks: Option<&mut Vec<(String, u32)>>,
+) -> Result<Layer, FormatError> {
+    let mut r = Reader::open(bytes, MAGIC, "layer", FORMAT_VERSION)?;
+    // The smallest entry is a 1-byte path (4 + 1) and a tag.
+    let count = r.count(6)?;
+    // Paths arrive strictly ascending (checked below), so the map is built in one pass at the end.
+    let mut changes = Vec::with_capacity(count);
+    let mut previous: Option<&str> = None;
+    for _ in 0..count {
+        let path = r.str()?;
+        validate_rel_path(path).map_err(|e| r.invalid(e.to_string()))?;
+        if previous.is_some_and(|p| p.as_bytes() >= path.as_bytes()) {
+            return Err(r.invalid(format!("path `{path}` is out of order or repeated")));
+        }
+        previous = Some(path);
+        let change = match r.u8()? {
+            TAG_FILE => {
+                let object = ObjectId::from_bytes(r.bytes32()?);
+                if ranks.is_some() && object == CarriedLayer::UNRESOLVED {
+                    return Err(r.invalid(format!("file `{path}` names no object")));
+                }
+                let size = r.u64()?;
+                let (executable, relocatable) = read_flags(&mut r, true)?;
+                Change::Put(Node::File {
+                    object,
+                    size,
+                    executable,
+                    relocatable,
+                })
+            }
+            TAG_SYMLINK => {
+                let target = r.str()?;
+                if target.is_empty() || target.contains('\0') {
+                    return Err(r.invalid(format!("symlink `{path}` has an empty or NUL target")));
+                }
+                let target = target.to_owned();
+                let (_, relocatable) = read_flags(&mut r, false)?;
+                Change::Put(Node::Symlink {
+                    target,
+                    relocatable,
+                })
+            }
+            TAG_CARRIED_FILE if ranks.is_some() => {
+                let rank = r.u32()?;
+                let size = r.u64()?;
+                let (executable, relocatable) = read_flags(&mut r, true)?;
+                if let Some(ranks) = ranks.as_deref_mut() {
+                    ranks.push((path.to_owned(), rank));
+                }
+                Change::Put(Node::File {
+                    object: CarriedLayer::UNRESOLVED,
+                    size,
+                    executable,
+                    relocatable,
+                })
+            }
+            TAG_DIR => Change::Put(Node::Dir),
+            TAG_WHITEOUT => Change::Whiteout,
+            TAG_OPAQUE => Change::Opaque,
+            other => return Err(r.invalid(format!("unknown entry tag {other} at `{path}`"))),
+        };
+        changes.push((path.to_owned(), change));
+    }
+    r.finish()?;
+    Ok(Layer {
+        changes: changes.into_iter().collect(),
+    })
 }
 
 fn flags(executable: bool, relocatable: bool) -> u8 {
@@ -258,6 +339,36 @@ mod tests {
         w.str("b");
         w.u8(FLAG_EXECUTABLE);
         assert!(Layer::decode(&w.0).is_err());
+    }
+
+    #[test]
+    fn a_carried_layer_resolves_to_the_layer_and_never_passes_for_one() {
+        let layer = sample();
+        let tool = ObjectId::of(b"#!@BLAST_ENV_PREFIX@/bin/python\n");
+        let carried = layer.encode_carried(&|id, x| (*id == tool && x).then_some(7));
+        assert!(carried.len() < layer.encode().len());
+        // The store's decoder does not know files named by rank.
+        assert!(Layer::decode(&carried).is_err());
+        let decoded = CarriedLayer::decode(&carried).unwrap();
+        assert_eq!(decoded.ranks, [("bin/tool".to_owned(), 7)]);
+        let mut ids = vec![ObjectId::of(b"other"); 8];
+        assert_eq!(decoded.resolve(&ids[..7]), None);
+        ids[7] = tool;
+        assert_eq!(decoded.resolve(&ids).unwrap(), layer);
+        // Without carried objects, the carried form is the layer's own encoding.
+        let plain = layer.encode_carried(&|_, _| None);
+        assert_eq!(plain, layer.encode());
+        assert_eq!(CarriedLayer::decode(&plain).unwrap().layer, layer);
+        // A file may not name the stand-in for unresolved objects by id.
+        let mut w = Writer::new(MAGIC, FORMAT_VERSION);
+        w.count(1);
+        w.str("a");
+        w.u8(TAG_FILE);
+        w.bytes32(CarriedLayer::UNRESOLVED.as_bytes());
+        w.u64(0);
+        w.u8(0);
+        assert!(Layer::decode(&w.0).is_ok());
+        assert!(CarriedLayer::decode(&w.0).is_err());
     }
 
     #[test]

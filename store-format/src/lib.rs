@@ -14,7 +14,7 @@ mod snapshot;
 
 pub use codec::FormatError;
 pub use digest::{DigestParseError, LayerId, ObjectId, SnapshotId};
-pub use layer::{Change, Layer, Node};
+pub use layer::{CarriedLayer, Change, Layer, Node};
 pub use path::{PathError, validate_rel_path};
 pub use relocation::{ENV_PREFIX_TOKEN, PYTHON_BIN_TOKEN, Placeholders};
 pub use snapshot::{Package, PythonTag, Snapshot};

@@ -25,7 +25,7 @@ use sha2::{Digest as _, Sha256};
 use store_format::{Layer, LayerId, Package, PythonTag, Snapshot, SnapshotId};
 
 use super::read::{self, check_snapshots};
-use super::write::{self, file_objects};
+use super::write::{self, StoredObject, file_objects};
 use super::{EntryName, Limits, NoProgress, Progress};
 use crate::error::{Error, ImageProblem, ImageSource, IoContext, Result};
 use crate::objects::Staging;
@@ -299,16 +299,14 @@ fn write_layer_blob(
     write::append(&mut archive, &EntryName::Layer(*id), &layer.encode(), path)?;
     let sizes = file_objects(std::iter::once(layer));
     // In the order the layer's files first name them, so a package's files compress together.
-    for (object, executable) in super::first_use([layer]) {
-        write::append_object(
-            store,
-            &mut archive,
-            object,
+    for (id, executable) in super::first_use([layer]) {
+        let object = StoredObject {
+            id,
             executable,
-            sizes[&(object, executable)],
-            progress,
-            path,
-        )?;
+            size: sizes[&(id, executable)],
+        };
+        let name = EntryName::Object(id, executable);
+        write::append_object(store, &mut archive, &name, &object, progress, path)?;
     }
     let mut hashed = write::finish_archive(archive, path)?;
     hashed.flush().at("writing blob", path)?;
@@ -673,9 +671,15 @@ mod tests {
         let id = EntryName::Layer(layer.id());
         write::append(&mut archive, &id, &layer.encode(), path).unwrap();
         let sizes = file_objects(std::iter::once(layer));
-        for &(object, x) in order {
-            let size = sizes[&(object, x)];
-            write::append_object(store, &mut archive, object, x, size, &NoProgress, path).unwrap();
+        for &(id, executable) in order {
+            let size = sizes[&(id, executable)];
+            let object = StoredObject {
+                id,
+                executable,
+                size,
+            };
+            let name = EntryName::Object(id, executable);
+            write::append_object(store, &mut archive, &name, &object, &NoProgress, path).unwrap();
         }
         write::finish_archive(archive, path).unwrap();
     }

@@ -8,6 +8,11 @@
 //!    layers must apply (`Tree::apply` checks parents) and its symlinks must stay in the environment;
 //! 4. objects: each named by a layer, of the size the layers record, streamed into staging while hashed.
 //!
+//! A version 3 image names the objects it carries by rank, and so do its layers (their carried form,
+//! [`CarriedLayer`]): an object is staged as whatever it hashes to, and once all are read the ids go back
+//! into the layers, each of which must then hash to its name. Until then a layer is checked for all that
+//! does not depend on ids (its tree, its symlinks, that every file naming a rank agrees on its size).
+//!
 //! Every entry must be a regular file with a relative name of the image grammar, in the fixed order, once.
 //! Decompressed bytes are counted against [`Limits`]. Nothing staged is committed unless all of it held.
 //!
@@ -22,12 +27,12 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::rc::Rc;
 
-use store_format::{Change, Layer, LayerId, Node, ObjectId, Snapshot, SnapshotId};
+use store_format::{CarriedLayer, Change, Layer, LayerId, Node, ObjectId, Snapshot, SnapshotId};
 
 use super::stream::{CompressedSide, DecompressedSide, Meter, Tracked};
 use super::{
-    EntryName, IMAGE_FORMAT, IMAGE_VERSION, Limits, MANIFEST_NAME, Manifest, OLDEST_IMAGE_VERSION,
-    Progress, ZSTD_WINDOW_LOG_MAX,
+    CARRIED_OBJECTS_VERSION, EntryName, IMAGE_FORMAT, IMAGE_VERSION, Limits, MANIFEST_NAME,
+    Manifest, OLDEST_IMAGE_VERSION, Progress, ZSTD_WINDOW_LOG_MAX,
 };
 use crate::error::{Error, ImageProblem, ImageSource, IoContext, Result};
 use crate::objects::Staging;
@@ -180,15 +185,26 @@ pub(crate) fn read_layer_blob(
     })
 }
 
-/// What the layers of the snapshots make together: the flattening work stays within `max_flatten`, each
-/// layer applies to those below it, no symlink leads out of the environment, and all layers agree on the
-/// size of each object. Returns every `(object, executable)` the layers' files need, with its size. A
-/// failure names the layer at fault, when there is one, and the problem.
+/// What the layers of the snapshots make together: [`check_trees`], and all layers agree on the size of
+/// each object. Returns every `(object, executable)` the layers' files need, with its size. A failure
+/// names the layer at fault, when there is one, and the problem.
 pub(crate) fn check_snapshots<'l>(
     snapshots: &BTreeMap<SnapshotId, Snapshot>,
     layer: &dyn Fn(&LayerId) -> Option<&'l Layer>,
     max_flatten: u64,
 ) -> Result<NeededObjects, Refusal> {
+    let used = check_trees(snapshots, layer, max_flatten)?;
+    needed_objects(used.iter().filter_map(|id| layer(id).map(|l| (id, l))))
+}
+
+/// The trees of the snapshots: the flattening work stays within `max_flatten`, each layer applies to
+/// those below it, no symlink leads out of the environment. Nothing here looks at object ids. Returns the
+/// layers the snapshots use.
+fn check_trees<'l>(
+    snapshots: &BTreeMap<SnapshotId, Snapshot>,
+    layer: &dyn Fn(&LayerId) -> Option<&'l Layer>,
+    max_flatten: u64,
+) -> Result<BTreeSet<LayerId>, Refusal> {
     let mut flatten = 0u64;
     for snapshot in snapshots.values() {
         for layer_id in &snapshot.layers {
@@ -237,7 +253,7 @@ pub(crate) fn check_snapshots<'l>(
             ));
         }
     }
-    needed_objects(used.iter().filter_map(|id| layer(id).map(|l| (id, l))))
+    Ok(used)
 }
 
 /// Every `(object, executable)` the layers' files need, with its size; layers that disagree on the size of
@@ -289,6 +305,14 @@ enum Flow {
     Stop,
 }
 
+/// An object a version 3 image carries, as its layers describe it.
+struct CarriedSlot {
+    size: u64,
+    executable: bool,
+    /// What its entry hashed to.
+    id: Option<ObjectId>,
+}
+
 struct Importer<'a> {
     store: &'a Store,
     /// The file read, and what errors call it.
@@ -318,6 +342,12 @@ struct Importer<'a> {
     received: BTreeSet<(ObjectId, bool)>,
     /// A version 2 image's objects come in this order (see [`super::object_order`]): each one's rank.
     object_ranks: Option<HashMap<(ObjectId, bool), usize>>,
+    /// A version 3 image's layers as carried: for each, its files named by rank.
+    carried_ranks: BTreeMap<LayerId, Vec<(String, u32)>>,
+    /// A version 3 image's objects by rank, known from the layers, with what each hashed to once read.
+    carried: Vec<CarriedSlot>,
+    /// How many of them were read (they come in rank order).
+    carried_read: usize,
     /// The rank of the last object read.
     last_rank: Option<usize>,
     /// A layer blob's objects so far came in ascending name (how blobs were written before they
@@ -364,6 +394,9 @@ impl<'a> Importer<'a> {
             needed_objects: BTreeMap::new(),
             received: BTreeSet::new(),
             object_ranks: None,
+            carried_ranks: BTreeMap::new(),
+            carried: Vec::new(),
+            carried_read: 0,
             last_rank: None,
             blob_by_name: true,
             blob_by_rank: true,
@@ -387,6 +420,15 @@ impl<'a> Importer<'a> {
             None => ImageProblem::Stream(e.to_string()),
         };
         self.fail(entry, problem)
+    }
+
+    /// A version 3 image: objects named by rank, layers naming them so.
+    fn carries_objects(&self) -> bool {
+        self.shape == Shape::Image
+            && self
+                .manifest
+                .as_ref()
+                .is_some_and(|m| m.version >= CARRIED_OBJECTS_VERSION)
     }
 
     fn manifest(&self) -> Result<&Manifest> {
@@ -482,7 +524,7 @@ impl<'a> Importer<'a> {
                 EntryName::Layer(id) if id != expected => {
                     return Err(self.fail(here, ImageProblem::WrongLayer(expected.to_hex())));
                 }
-                EntryName::Layer(_) | EntryName::Object(..) => {}
+                EntryName::Layer(_) | EntryName::Object(..) | EntryName::CarriedObject(_) => {}
                 EntryName::Manifest | EntryName::Snapshot(_) => {
                     return Err(self.fail(here, ImageProblem::NotInLayerBlob));
                 }
@@ -495,22 +537,29 @@ impl<'a> Importer<'a> {
             self.last = shown;
             return Ok(Flow::Continue);
         }
+        // Objects go by id before version 3, by rank from it on.
+        let ranked = matches!(name, EntryName::CarriedObject(_));
+        if (ranked || matches!(name, EntryName::Object(..))) && ranked != self.carries_objects() {
+            return Err(self.fail(here, ImageProblem::UnknownName));
+        }
         let duplicate = match name {
             EntryName::Manifest => true,
             EntryName::Snapshot(id) => self.snapshots.contains_key(&id),
             EntryName::Layer(id) => self.layers.contains_key(&id),
             EntryName::Object(id, x) => self.received.contains(&(id, x)),
+            EntryName::CarriedObject(rank) => (rank as usize) < self.carried_read,
         };
         if duplicate {
             return Err(self.fail(here, ImageProblem::Duplicate));
         }
         // A version 2 image's objects go by rank, which is known once the layers are read; a layer
         // blob's go by rank or, written before blobs followed first use, by name.
-        let by_rank = matches!(name, EntryName::Object(..))
-            && match self.shape {
-                Shape::Image => self.manifest()?.version >= 2,
-                Shape::LayerBlob(_) => true,
-            };
+        let by_rank = ranked
+            || matches!(name, EntryName::Object(..))
+                && match self.shape {
+                    Shape::Image => self.manifest()?.version >= 2,
+                    Shape::LayerBlob(_) => true,
+                };
         let by_name = (name.section(), shown.as_str()) > (self.section, self.last.as_str());
         if !by_name && !by_rank {
             return Err(self.fail(here, ImageProblem::OutOfOrder(self.last.clone())));
@@ -536,11 +585,17 @@ impl<'a> Importer<'a> {
                 }
             }
         }
+        if let EntryName::CarriedObject(rank) = name
+            && rank as usize != self.carried_read
+        {
+            return Err(self.fail(here, ImageProblem::OutOfOrder(self.last.clone())));
+        }
         match name {
             EntryName::Manifest => {}
             EntryName::Snapshot(id) => self.read_snapshot(entry, id, size, &shown)?,
             EntryName::Layer(id) => self.read_layer(entry, id, size, &shown)?,
             EntryName::Object(id, x) => self.read_object(entry, id, x, size, &shown)?,
+            EntryName::CarriedObject(rank) => self.read_carried(entry, rank, size, &shown)?,
         }
         self.last = shown;
         Ok(Flow::Continue)
@@ -556,7 +611,8 @@ impl<'a> Importer<'a> {
                 _ => {}
             }
             self.section += 1;
-            if self.section == 3 && self.staging.is_none() {
+            // A version 3 image's layers name their objects only once these are read and hashed.
+            if self.section == 3 && self.staging.is_none() && !self.carries_objects() {
                 return Ok(Flow::Stop);
             }
         }
@@ -725,6 +781,14 @@ impl<'a> Importer<'a> {
         self.too_large(name, "a layer", size, self.limits.max_layer)?;
         self.count_metadata(name, size)?;
         let bytes = self.read_all(entry, size, name)?;
+        if self.carries_objects() {
+            // Its hash is checked once its objects are read and their ids put back (`resolve_layers`).
+            let carried = CarriedLayer::decode(&bytes)
+                .map_err(|e| self.fail(here(), ImageProblem::Undecodable(e)))?;
+            self.layers.insert(id, carried.layer);
+            self.carried_ranks.insert(id, carried.ranks);
+            return Ok(());
+        }
         let actual = LayerId::of(&bytes);
         if actual != id {
             return Err(self.fail(here(), ImageProblem::HashMismatch(actual.to_hex())));
@@ -789,6 +853,16 @@ impl<'a> Importer<'a> {
             let layer = self.store.objects().layer(&id)?;
             self.store_layers.insert(id, layer);
         }
+        if self.carries_objects() {
+            // Sizes and ids are checked once the objects are read and the layers resolved.
+            check_trees(
+                &self.snapshots,
+                &|id| self.layer(id),
+                self.limits.max_flatten,
+            )
+            .map_err(|(entry, problem)| self.fail(entry, problem))?;
+            return self.rank_carried_objects();
+        }
         let checked = check_snapshots(
             &self.snapshots,
             &|id| self.layer(id),
@@ -838,7 +912,7 @@ impl<'a> Importer<'a> {
             inner: entry.take(size),
             failed: None,
         };
-        let streamed = staging.put_object_from(&id, executable, &mut tracked);
+        let streamed = staging.put_object_from(Some(&id), executable, &mut tracked);
         let (actual, got) = match (streamed, tracked.failed) {
             (Ok(done), _) => done,
             (Err(_), Some(read_error)) => return Err(self.stream_error(here(), &read_error)),
@@ -859,6 +933,162 @@ impl<'a> Importer<'a> {
         self.received.insert((id, executable));
         self.object_bytes += size;
         self.new_objects += usize::from(!existed);
+        Ok(())
+    }
+
+    /// The objects a version 3 image carries, from its layers: ranks are given where a layer first
+    /// names them (snapshots in the manifest's order, each one's layers from the bottom, each layer's
+    /// files in path order), and every file naming a rank agrees on its size and executable bit.
+    fn rank_carried_objects(&mut self) -> Result<()> {
+        let manifest = self.manifest()?;
+        let mut seen = BTreeSet::new();
+        let mut slots: Vec<CarriedSlot> = Vec::new();
+        for snapshot in manifest
+            .snapshots
+            .iter()
+            .filter_map(|id| self.snapshots.get(id))
+        {
+            for layer_id in &snapshot.layers {
+                let (Some(ranks), Some(layer)) =
+                    (self.carried_ranks.get(layer_id), self.layers.get(layer_id))
+                else {
+                    continue;
+                };
+                if !seen.insert(*layer_id) {
+                    continue;
+                }
+                let here = || Some(EntryName::Layer(*layer_id).to_string());
+                for (path, rank) in ranks {
+                    let Some(Change::Put(Node::File {
+                        size, executable, ..
+                    })) = layer.changes.get(path)
+                    else {
+                        continue;
+                    };
+                    let next = slots.len();
+                    match slots.get(*rank as usize) {
+                        Some(slot) if (slot.size, slot.executable) != (*size, *executable) => {
+                            let shown = |size: u64, executable: bool| {
+                                let kind = if executable { ", executable" } else { "" };
+                                format!("{size} bytes{kind}")
+                            };
+                            return Err(self.fail(
+                                here(),
+                                ImageProblem::RankMismatch {
+                                    rank: *rank,
+                                    path: path.clone(),
+                                    found: shown(*size, *executable),
+                                    expected: shown(slot.size, slot.executable),
+                                },
+                            ));
+                        }
+                        Some(_) => {}
+                        None if *rank as usize == next => slots.push(CarriedSlot {
+                            size: *size,
+                            executable: *executable,
+                            id: None,
+                        }),
+                        None => {
+                            return Err(self
+                                .fail(here(), ImageProblem::RankOutOfOrder { rank: *rank, next }));
+                        }
+                    }
+                }
+            }
+        }
+        self.carried = slots;
+        Ok(())
+    }
+
+    /// Reads the carried object of `rank`: of the size its layers record, staged (or, for a scan, only
+    /// hashed) as whatever it hashes to.
+    fn read_carried<R: Read>(
+        &mut self,
+        entry: &mut R,
+        rank: u32,
+        size: u64,
+        name: &str,
+    ) -> Result<()> {
+        let here = || Some(name.to_owned());
+        let Some(slot) = self.carried.get(rank as usize) else {
+            return Err(self.fail(here(), ImageProblem::Unreferenced));
+        };
+        let executable = slot.executable;
+        if size != slot.size {
+            return Err(self.fail(
+                here(),
+                ImageProblem::SizeMismatch {
+                    found: size,
+                    expected: slot.size,
+                },
+            ));
+        }
+        let mut tracked = Tracked {
+            inner: entry.take(size),
+            failed: None,
+        };
+        let streamed = match self.staging {
+            Some(staging) => staging.put_object_from(None, executable, &mut tracked),
+            None => {
+                let mut hasher = blake3::Hasher::new();
+                io::copy(&mut tracked, &mut hasher)
+                    .map(|got| (ObjectId::from(hasher.finalize()), got))
+                    .map_err(|e| self.stream_error(here(), &e))
+            }
+        };
+        let (id, got) = match (streamed, tracked.failed) {
+            (Ok(done), _) => done,
+            (Err(_), Some(read_error)) => return Err(self.stream_error(here(), &read_error)),
+            (Err(e), None) => return Err(e),
+        };
+        if got < size {
+            return Err(self.fail(
+                here(),
+                ImageProblem::Truncated {
+                    got,
+                    expected: size,
+                },
+            ));
+        }
+        if !self.received.insert((id, executable)) {
+            return Err(self.fail(here(), ImageProblem::Duplicate));
+        }
+        self.carried[rank as usize].id = Some(id);
+        self.carried_read += 1;
+        self.object_bytes += size;
+        let existed = self.store.objects().has_object(&id, executable);
+        self.new_objects += usize::from(self.staging.is_some() && !existed);
+        Ok(())
+    }
+
+    /// Puts the ids of the carried objects into the layers that name them by rank; each layer must then
+    /// hash to its name. Then, as for any image, all layers must agree on each object's size.
+    fn resolve_layers(&mut self) -> Result<()> {
+        let read = self.carried_read;
+        if read < self.carried.len() {
+            return Err(self.missing(format!(
+                "object `{}`",
+                EntryName::CarriedObject(read as u32)
+            )));
+        }
+        let ids: Vec<ObjectId> = self.carried.iter().filter_map(|slot| slot.id).collect();
+        for (id, ranks) in std::mem::take(&mut self.carried_ranks) {
+            let Some(layer) = self.layers.remove(&id) else {
+                continue;
+            };
+            let here = || Some(EntryName::Layer(id).to_string());
+            let resolved = CarriedLayer { layer, ranks }.resolve(&ids).ok_or_else(|| {
+                self.fail(here(), ImageProblem::Missing("a carried object".into()))
+            })?;
+            let actual = resolved.id();
+            if actual != id {
+                return Err(self.fail(here(), ImageProblem::CarriedHashMismatch(actual.to_hex())));
+            }
+            self.layers.insert(id, resolved);
+        }
+        let all = self.layers.iter().chain(self.store_layers.iter());
+        self.needed_objects =
+            needed_objects(all).map_err(|(entry, problem)| self.fail(entry, problem))?;
         Ok(())
     }
 
@@ -890,6 +1120,9 @@ impl<'a> Importer<'a> {
                     },
                 ));
             }
+        }
+        if self.carries_objects() {
+            self.resolve_layers()?;
         }
         for (&(id, executable), &size) in &self.needed_objects {
             if self.received.contains(&(id, executable)) {

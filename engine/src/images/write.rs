@@ -2,7 +2,7 @@
 //! minus what a [`Base`] already holds, as one deterministic tar + zstd stream. The file is written beside
 //! its destination under a temporary name and renamed into place once complete and synced.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -189,12 +189,26 @@ pub fn write_image(
         for (id, bytes) in &snapshots {
             append(&mut archive, &EntryName::Snapshot(*id), bytes, &tmp)?;
         }
+        // Every object the image carries goes by its rank in `objects_out`, in the layers as in its name.
+        let ranks: HashMap<(ObjectId, bool), u32> = objects_out
+            .iter()
+            .zip(0u32..)
+            .map(|((id, executable, _), rank)| ((*id, *executable), rank))
+            .collect();
+        let rank = |id: &ObjectId, executable: bool| ranks.get(&(*id, executable)).copied();
         for (id, layer) in &layers_out {
-            append(&mut archive, &EntryName::Layer(**id), &layer.encode(), &tmp)?;
+            let carried = layer.encode_carried(&rank);
+            append(&mut archive, &EntryName::Layer(**id), &carried, &tmp)?;
         }
         progress.begin("exporting", Some(manifest.object_bytes));
-        for (id, executable, size) in &objects_out {
-            append_object(store, &mut archive, *id, *executable, *size, progress, &tmp)?;
+        for ((id, executable, size), rank) in objects_out.iter().zip(0u32..) {
+            let object = StoredObject {
+                id: *id,
+                executable: *executable,
+                size: *size,
+            };
+            let name = EntryName::CarriedObject(rank);
+            append_object(store, &mut archive, &name, &object, progress, &tmp)?;
         }
         progress.end();
         let file = finish_archive(archive, &tmp)?
@@ -280,17 +294,28 @@ pub(super) fn append<W: Write>(
     archive.append(&header, bytes).at("writing image", image)
 }
 
-/// Streams an object from the store into the archive, checking its size and hash on the way: a corrupt
-/// store object must not travel.
+/// An object of the store as a layer names it.
+pub(super) struct StoredObject {
+    pub(super) id: ObjectId,
+    pub(super) executable: bool,
+    pub(super) size: u64,
+}
+
+/// Streams an object from the store into the archive as entry `name`, checking its size and hash on the
+/// way: a corrupt store object must not travel.
 pub(super) fn append_object<W: Write>(
     store: &Store,
     archive: &mut tar::Builder<W>,
-    id: ObjectId,
-    executable: bool,
-    size: u64,
+    name: &EntryName,
+    object: &StoredObject,
     progress: &dyn Progress,
     image: &Path,
 ) -> Result<()> {
+    let StoredObject {
+        id,
+        executable,
+        size,
+    } = *object;
     let corrupt = |what: String| {
         Error::Invalid(format!(
             "object {} in the store {what}: run `blast verify`",
@@ -312,7 +337,7 @@ pub(super) fn append_object<W: Write>(
         count: 0,
         progress,
     };
-    let header = header(&EntryName::Object(id, executable), size).at("writing image", image)?;
+    let header = header(name, size).at("writing image", image)?;
     archive
         .append(&header, &mut reader)
         .at("writing image", image)?;
