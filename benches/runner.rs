@@ -146,6 +146,26 @@ impl Sample {
     }
 }
 
+/// The order of the cases in round `k`: a permutation of `0..n` shuffled by a generator seeded with `k`,
+/// so every run of the bench uses the same orders.
+fn round_order(k: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    // splitmix64: small, fixed, good enough to spread the orders.
+    let mut state = (k as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
 /// Runs every case `warmups + runs` times, round by round, and keeps the timings after the warm-ups:
 /// one sample per case, in the cases' order. Run numbers go on across warm-ups, so each run can use
 /// fresh names.
@@ -163,9 +183,10 @@ pub fn measure<const N: usize>(
         cases.len()
     );
     for k in 0..warmups + runs {
-        // Each round starts with the next case, so no case always runs right after the same other one.
-        for i in 0..cases.len() {
-            let at = (i + k) % cases.len();
+        // Each round runs the cases in another order, so that no case keeps running right after the same
+        // other one: a short command right after a long one that filled the caches with its own files
+        // runs slower, and a fixed rotation put blast's first case after virtualenv in most rounds.
+        for at in round_order(k, cases.len()) {
             let (case, sample) = (&cases[at], &mut samples[at]);
             (case.prepare)(k).context(|| format!("preparing run {k} of `{}`", case.label))?;
             flush()?;
@@ -191,4 +212,28 @@ pub fn measure<const N: usize>(
         );
     }
     Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_order;
+
+    #[test]
+    fn every_round_runs_every_case_once_and_predecessors_vary() {
+        let mut followed = std::collections::BTreeSet::new();
+        for k in 0..16 {
+            let order = round_order(k, 5);
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [0, 1, 2, 3, 4]);
+            if let Some(at) = order
+                .iter()
+                .position(|&case| case == 0)
+                .filter(|&at| at > 0)
+            {
+                followed.insert(order[at - 1]);
+            }
+        }
+        assert!(followed.len() >= 3, "case 0 came after {followed:?} only");
+    }
 }
