@@ -629,6 +629,17 @@ fn the_stat_cache_never_hides_a_change_and_a_broken_one_costs_only_rehashing() {
     b.ok(&["rollback", "-e", env_s, "@~3"]);
     assert!(!env.join("share").exists() && !env.join("bin/py").exists());
 
+    // Directories whose listing the cache holds (read over 50 ms after their last change) are not
+    // read again while their stat stays; an entry added moves that stat, even with the mtime set back.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    snapshot(false);
+    let lib = env.join("lib");
+    let mtime = fs::metadata(&lib).unwrap().modified().unwrap();
+    fs::write(lib.join("planted.txt"), "x").unwrap();
+    fs::File::open(&lib).unwrap().set_modified(mtime).unwrap();
+    let planted = snapshot(true);
+    assert_eq!(planted["added"], 1, "{planted}");
+
     b.ok(&["remove", env_s]);
     assert!(!caches[0].exists(), "the cache goes with its environment");
 }

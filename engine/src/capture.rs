@@ -2,8 +2,11 @@
 //!
 //! A stat cache per environment (inode, size, mtime, ctime, mode → object, like git's index) lets an
 //! unchanged directory be checked with `lstat` alone; only new or changed files are read and hashed, in
-//! parallel. The cache is stamped with the snapshot the directory held and that tree's digest, so a
-//! walk that finds the same digest knows the directory is that snapshot without building its tree.
+//! parallel. The cache also keeps each directory's listing with the directory's own stat: while that
+//! stat is the same, no entry was added, removed or renamed there, so the walk does not read the
+//! directory again (its files are still `lstat`ed, as a write changes only the file's stat). The cache
+//! is stamped with the snapshot the directory held and that tree's digest, so a walk that finds the same
+//! digest knows the directory is that snapshot without building its tree.
 //! `__pycache__` directories are caches, not content, and are never looked at; nor are the files of
 //! blast's import-tracking hook (see [`crate::imports`]). Files that contain the environment's own
 //! paths are stored with placeholders (see `store_format::Placeholders`).
@@ -64,9 +67,14 @@ impl FileStat {
     }
 
     /// A file with several links (in blast, a hardlink of a store object shared with other
-    /// environments) does not own its ctime: linking or unlinking the inode anywhere moves it.
+    /// environments) does not own its ctime: linking or unlinking the inode anywhere moves it. (A
+    /// directory's links are its subdirectories' `..`.)
     fn shares_inode(&self) -> bool {
-        self.nlink > 1
+        self.nlink > 1 && !self.is_dir()
+    }
+
+    fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
     }
 
     fn is_racy(&self, now_ns: i64) -> bool {
@@ -131,7 +139,76 @@ pub struct StatCache {
     /// Hash of a path → its entry. Two paths with one hash keep one entry between them: the other
     /// path's file is then read again, never mistaken (see [`StatCache::recognise`]).
     index: FxHashMap<u64, Entry>,
+    /// Hash of a directory's path → what it held when last read.
+    dirs: FxHashMap<u64, Listing>,
     stamp: Option<Stamp>,
+}
+
+/// A directory's entries as a read found them, and the directory's stat then. Adding, removing or
+/// renaming an entry changes the directory's mtime, and no entry changes kind or symlink target in
+/// place, so while the stat is the same (and was not racy when recorded) these are its entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listing {
+    path: Box<str>,
+    stat: FileStat,
+    /// Each entry as a kind byte (`f` file, `d` directory, `l` symlink), its name and a NUL; a
+    /// symlink's target and a NUL follow its name. Names and targets never hold NUL.
+    entries: Box<str>,
+}
+
+/// One entry of a [`Listing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listed<'l> {
+    File(&'l str),
+    Dir(&'l str),
+    Symlink(&'l str, &'l str),
+}
+
+impl Listing {
+    fn entries(&self) -> impl Iterator<Item = Option<Listed<'_>>> {
+        let mut rest = &*self.entries;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut field = || {
+                let (head, tail) = rest.split_once('\0')?;
+                rest = tail;
+                Some(head)
+            };
+            let entry = field().and_then(|kinded| {
+                // A name is one path component: a damaged cache must not lead the walk elsewhere.
+                let name = kinded
+                    .get(1..)
+                    .filter(|n| !n.is_empty() && *n != "." && *n != ".." && !n.contains('/'))?;
+                match kinded.as_bytes()[0] {
+                    b'f' => Some(Listed::File(name)),
+                    b'd' => Some(Listed::Dir(name)),
+                    b'l' => field().map(|target| Listed::Symlink(name, target)),
+                    _ => None,
+                }
+            });
+            if entry.is_none() {
+                rest = "";
+            }
+            Some(entry)
+        })
+    }
+
+    fn push(entries: &mut String, entry: Listed<'_>) {
+        let (kind, name, target) = match entry {
+            Listed::File(name) => ('f', name, None),
+            Listed::Dir(name) => ('d', name, None),
+            Listed::Symlink(name, target) => ('l', name, Some(target)),
+        };
+        entries.push(kind);
+        entries.push_str(name);
+        entries.push('\0');
+        if let Some(target) = target {
+            entries.push_str(target);
+            entries.push('\0');
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +227,7 @@ impl Entry {
     }
 }
 
-const STAT_CACHE_VERSION: u8 = 3;
+const STAT_CACHE_VERSION: u8 = 4;
 
 fn path_key(path: &str) -> u64 {
     let mut hasher = rustc_hash::FxHasher::default();
@@ -165,6 +242,11 @@ impl PartialEq for StatCache {
             && self
                 .files()
                 .all(|(path, file)| other.get(path) == Some(file))
+            && self.dirs.len() == other.dirs.len()
+            && self
+                .dirs
+                .values()
+                .all(|listing| other.listing(&listing.path) == Some(listing))
     }
 }
 
@@ -229,6 +311,25 @@ impl StatCache {
                 pyvenv_cfg: path == PYVENV_CFG,
             },
         );
+    }
+
+    /// The listing of the directory at `path`, whatever its stat now.
+    fn listing(&self, path: &str) -> Option<&Listing> {
+        self.dirs
+            .get(&path_key(path))
+            .filter(|listing| &*listing.path == path)
+    }
+
+    /// The listing of the directory at `path` if `stat` is still the one it was read with.
+    fn listing_of(&self, path: &str, stat: &FileStat) -> Option<&Listing> {
+        self.listing(path).filter(|listing| listing.stat == *stat)
+    }
+
+    /// Records a directory's listing; a racy stat is not recorded.
+    fn record_listing(&mut self, listing: Listing, now_ns: i64) {
+        if !listing.stat.is_racy(now_ns) {
+            self.dirs.insert(path_key(&listing.path), listing);
+        }
     }
 
     /// Records that the file at `path`, with this stat, holds `node`; racy stats are not recorded.
@@ -304,7 +405,7 @@ impl StatCache {
     }
 
     /// A compact binary form: version, stamp, then per file: path, stat, object, stored size, link
-    /// count, flag.
+    /// count, flag; then per directory: path, stat, entries.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(66 + self.paths.len() + self.len() * 90);
         out.push(STAT_CACHE_VERSION);
@@ -318,18 +419,31 @@ impl StatCache {
             }
             None => out.push(0),
         }
+        let string = |out: &mut Vec<u8>, s: &str| {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        };
+        let stat = |out: &mut Vec<u8>, stat: &FileStat| {
+            out.extend_from_slice(&stat.ino.to_le_bytes());
+            out.extend_from_slice(&stat.size.to_le_bytes());
+            out.extend_from_slice(&stat.mtime_ns.to_le_bytes());
+            out.extend_from_slice(&stat.ctime_ns.to_le_bytes());
+            out.extend_from_slice(&stat.mode.to_le_bytes());
+            out.extend_from_slice(&stat.nlink.to_le_bytes());
+        };
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
         for (path, f) in self.files() {
-            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-            out.extend_from_slice(path.as_bytes());
-            out.extend_from_slice(&f.stat.ino.to_le_bytes());
-            out.extend_from_slice(&f.stat.size.to_le_bytes());
-            out.extend_from_slice(&f.stat.mtime_ns.to_le_bytes());
-            out.extend_from_slice(&f.stat.ctime_ns.to_le_bytes());
-            out.extend_from_slice(&f.stat.mode.to_le_bytes());
+            string(&mut out, path);
+            stat(&mut out, &f.stat);
             out.extend_from_slice(f.object.as_bytes());
             out.extend_from_slice(&f.stored_size.to_le_bytes());
-            out.extend_from_slice(&f.stat.nlink.to_le_bytes());
             out.push(u8::from(f.relocatable));
+        }
+        out.extend_from_slice(&(self.dirs.len() as u32).to_le_bytes());
+        for listing in self.dirs.values() {
+            string(&mut out, &listing.path);
+            stat(&mut out, &listing.stat);
+            string(&mut out, &listing.entries);
         }
         out
     }
@@ -340,64 +454,98 @@ impl StatCache {
     }
 
     fn try_decode(bytes: &[u8]) -> Option<StatCache> {
-        let (&version, mut rest) = bytes.split_first()?;
-        if version != STAT_CACHE_VERSION {
+        let mut r = Bytes(bytes);
+        if r.take(1)?[0] != STAT_CACHE_VERSION {
             return None;
         }
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let (head, tail) = rest.split_at_checked(n)?;
-            rest = tail;
-            Some(head)
-        };
-        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        let stamp = match take(1)?[0] {
+        let stamp = match r.take(1)?[0] {
             0 => None,
             1 => {
-                let snapshot = SnapshotId::from_bytes(take(32)?.try_into().ok()?);
+                let snapshot = SnapshotId::from_bytes(r.take(32)?.try_into().ok()?);
                 let mut tree = TreeDigest::default();
                 for lane in &mut tree.0 {
-                    *lane = u64_at(take(8)?);
+                    *lane = r.u64()?;
                 }
                 Some(Stamp { snapshot, tree })
             }
             _ => return None,
         };
-        // A record is at least 89 bytes beyond its path.
+        let files = r.u32()? as usize;
+        // A file's record is at least 85 bytes beyond its path.
         let mut cache = StatCache {
-            paths: String::with_capacity(bytes.len()),
-            index: FxHashMap::with_capacity_and_hasher(bytes.len() / 89, Default::default()),
+            paths: String::with_capacity(bytes.len() / 2),
+            index: FxHashMap::with_capacity_and_hasher(
+                files.min(bytes.len() / 85),
+                Default::default(),
+            ),
+            dirs: FxHashMap::default(),
             stamp,
         };
-        while let Some(len) = take(4) {
-            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
-            let path = std::str::from_utf8(take(len)?).ok()?;
-            let ino = u64_at(take(8)?);
-            let size = u64_at(take(8)?);
-            let mtime_ns = u64_at(take(8)?) as i64;
-            let ctime_ns = u64_at(take(8)?) as i64;
-            let mode = u32::from_le_bytes(take(4)?.try_into().ok()?);
-            let object = ObjectId::from_bytes(take(32)?.try_into().ok()?);
-            let stored_size = u64_at(take(8)?);
-            let nlink = u64_at(take(8)?);
-            let relocatable = take(1)?[0] != 0;
+        for _ in 0..files {
+            let path = r.str()?;
+            let stat = r.stat()?;
+            let object = ObjectId::from_bytes(r.take(32)?.try_into().ok()?);
+            let stored_size = r.u64()?;
+            let relocatable = r.take(1)?[0] != 0;
             cache.insert(
                 path,
                 CachedFile {
-                    stat: FileStat {
-                        ino,
-                        size,
-                        mtime_ns,
-                        ctime_ns,
-                        mode,
-                        nlink,
-                    },
+                    stat,
                     object,
                     stored_size,
                     relocatable,
                 },
             );
         }
+        let dirs = r.u32()? as usize;
+        cache.dirs.reserve(dirs.min(bytes.len() / 52));
+        for _ in 0..dirs {
+            let listing = Listing {
+                path: r.str()?.into(),
+                stat: r.stat()?,
+                entries: r.str()?.into(),
+            };
+            cache.dirs.insert(path_key(&listing.path), listing);
+        }
+        if !r.0.is_empty() {
+            return None;
+        }
         Some(cache)
+    }
+}
+
+/// The stat cache's reader: little-endian numbers and length-prefixed UTF-8, `None` past the end.
+struct Bytes<'b>(&'b [u8]);
+
+impl<'b> Bytes<'b> {
+    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
+        let (head, tail) = self.0.split_at_checked(n)?;
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn str(&mut self) -> Option<&'b str> {
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+
+    fn stat(&mut self) -> Option<FileStat> {
+        Some(FileStat {
+            ino: self.u64()?,
+            size: self.u64()?,
+            mtime_ns: self.u64()? as i64,
+            ctime_ns: self.u64()? as i64,
+            mode: self.u32()?,
+            nlink: self.u64()?,
+        })
     }
 }
 
@@ -495,25 +643,36 @@ pub fn scan(
         },
         found: Mutex::default(),
         digest: Mutex::default(),
+        listings: Mutex::default(),
         error: Mutex::default(),
     };
-    rayon::scope(|scope| walk.dir(scope, root.to_path_buf(), String::new()));
+    let root_stat = FileStat::of(&fs::metadata(root).at("reading directory", root)?);
+    rayon::scope(|scope| walk.dir(scope, root.to_path_buf(), String::new(), root_stat));
     if let Some(error) = into_inner(walk.error) {
         return Err(error);
     }
     let digest = into_inner(walk.digest);
     let found = into_inner(walk.found);
+    let listings = into_inner(walk.listings);
     let items = || found.iter().flatten();
     let hashed = items().filter(|i| i.hashed).count();
     let files = items().filter(|i| i.stat.is_some()).count();
-    // Every file recognised and every cached path still there: the cache stands as it is.
-    let cache_changed = hashed > 0 || files != cache.len();
+    let recordable = || listings.iter().filter(|l| !l.stat.is_racy(now_ns));
+    // Every file recognised, every directory listed as the cache has it, and every cached path still
+    // there: the cache stands as it is.
+    let cache_changed = hashed > 0
+        || files != cache.len()
+        || recordable().count() != cache.dirs.len()
+        || recordable().any(|l| cache.listing(&l.path) != Some(l));
     let mut cache = if cache_changed {
         let mut fresh = StatCache::default();
         for item in items() {
             if let Some(stat) = item.stat {
                 fresh.record(&item.path, stat, &item.node, now_ns);
             }
+        }
+        for listing in listings {
+            fresh.record_listing(listing, now_ns);
         }
         // What the cache knew still holds when the directory is what it was written for.
         if let Some(stamp) = cache.stamp().filter(|s| s.tree == digest) {
@@ -628,16 +787,7 @@ pub fn scan_changeset(
                 let Some(target) = target.to_str() else {
                     return Err(Error::NonUtf8Path(abs.clone()));
                 };
-                let node = match placeholders.abstract_str(target) {
-                    Some(t) => Node::Symlink {
-                        target: t,
-                        relocatable: true,
-                    },
-                    None => Node::Symlink {
-                        target: target.to_owned(),
-                        relocatable: false,
-                    },
-                };
+                let node = symlink_node(placeholders, target);
                 tree.remove_below(path);
                 (path, node)
             }
@@ -733,24 +883,36 @@ struct Item {
     hashed: bool,
 }
 
-/// A scan of one directory tree by the rayon pool: each directory is a task that reads its entries
-/// and spawns a task per subdirectory and per file to hash; results are gathered, and the digest
-/// summed, in whatever order the tasks end.
+/// A scan of one directory tree by the rayon pool: each directory is a task that takes its entries
+/// (from the cache's listing when the directory's stat says they are the same, else by reading it) and
+/// spawns a task per subdirectory and per file to hash; results are gathered, and the digest summed,
+/// in whatever order the tasks end.
 struct Walk<'a> {
     ctx: ScanCtx<'a>,
     found: Mutex<Vec<Vec<Item>>>,
     digest: Mutex<TreeDigest>,
+    /// Every directory's listing, for the cache.
+    listings: Mutex<Vec<Listing>>,
     /// The first error met; the walk stops spawning once there is one.
     error: Mutex<Option<Error>>,
 }
 
+/// What the walk found at one entry of a directory.
+enum Seen {
+    Dir(FileStat),
+    File(FileStat),
+    Symlink(String),
+}
+
 impl<'a> Walk<'a> {
-    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, abs: PathBuf, rel: String)
+    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, abs: PathBuf, rel: String, stat: FileStat)
     where
         'a: 's,
     {
         if lock(&self.error).is_none() {
-            let items = self.read_dir(scope, &abs, &rel);
+            let items = self
+                .entries(&abs, &rel, &stat)
+                .and_then(|entries| self.visit(scope, &abs, rel, stat, entries));
             self.keep(items);
         }
     }
@@ -771,67 +933,157 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn read_dir<'s>(&'s self, scope: &rayon::Scope<'s>, abs: &Path, rel: &str) -> Result<Vec<Item>>
+    /// The directory's entries: those of its listing in the cache while its stat is the one the listing
+    /// was read with (files and subdirectories are still `lstat`ed; an entry gone or of another kind
+    /// means the listing is not trusted), else what reading it finds.
+    fn entries(&self, abs: &Path, rel: &str, stat: &FileStat) -> Result<Vec<(String, Seen)>> {
+        if let Some(listing) = self.ctx.cache.listing_of(rel, stat)
+            && let Some(entries) = listed(abs, listing)
+        {
+            return Ok(entries);
+        }
+        read_entries(abs)
+    }
+
+    fn visit<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        abs: &Path,
+        rel: String,
+        stat: FileStat,
+        entries: Vec<(String, Seen)>,
+    ) -> Result<Vec<Item>>
     where
         'a: 's,
     {
-        let mut items = Vec::new();
-        for entry in fs::read_dir(abs).at("reading directory", abs)? {
-            let entry = entry.at("reading directory", abs)?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                return Err(Error::NonUtf8Path(entry.path()));
-            };
+        let mut items = Vec::with_capacity(entries.len());
+        let mut listed = String::new();
+        for (name, seen) in entries {
             let path = if rel.is_empty() {
-                name.to_owned()
+                name.clone()
             } else {
                 format!("{rel}/{name}")
             };
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                Err(e) => return Err(e).at("inspecting", &entry.path()),
-            };
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                if name == PYCACHE {
-                    continue;
+            match seen {
+                Seen::Dir(stat) => {
+                    Listing::push(&mut listed, Listed::Dir(&name));
+                    items.push(Item {
+                        path: path.clone(),
+                        node: Node::Dir,
+                        stat: None,
+                        hashed: false,
+                    });
+                    let abs = abs.join(&name);
+                    scope.spawn(move |scope| self.dir(scope, abs, path, stat));
                 }
-                items.push(Item {
-                    path: path.clone(),
-                    node: Node::Dir,
-                    stat: None,
-                    hashed: false,
-                });
-                let abs = entry.path();
-                scope.spawn(move |scope| self.dir(scope, abs, path));
-            } else if ft.is_file() {
-                if is_hook_file(name) {
-                    continue;
-                }
-                let stat = FileStat::of(&meta);
-                let executable = meta.permissions().mode() & 0o111 != 0;
-                match self.ctx.recognise(path, stat, executable) {
-                    Ok(item) => items.push(item),
-                    Err(path) => {
-                        let abs = entry.path();
-                        scope.spawn(move |_| {
-                            let item = self.ctx.hash_file(abs, path, stat, executable);
-                            self.keep(item.map(|i| vec![i]));
-                        });
+                Seen::File(stat) => {
+                    Listing::push(&mut listed, Listed::File(&name));
+                    let executable = stat.mode & 0o111 != 0;
+                    match self.ctx.recognise(path, stat, executable) {
+                        Ok(item) => items.push(item),
+                        Err(path) => {
+                            let abs = abs.join(&name);
+                            scope.spawn(move |_| {
+                                let item = self.ctx.hash_file(abs, path, stat, executable);
+                                self.keep(item.map(|i| vec![i]));
+                            });
+                        }
                     }
                 }
-            } else if ft.is_symlink() {
-                let abs = entry.path();
-                let target = fs::read_link(&abs).at("reading symlink", &abs)?;
-                items.push(self.ctx.symlink(&abs, path, target.into_os_string())?);
-            } else {
-                return Err(Error::UnsupportedFileType {
-                    path: entry.path(),
-                    kind: special_kind(SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT)),
-                });
+                Seen::Symlink(target) => {
+                    Listing::push(&mut listed, Listed::Symlink(&name, &target));
+                    let node = symlink_node(self.ctx.placeholders, &target);
+                    items.push(Item {
+                        path,
+                        node,
+                        stat: None,
+                        hashed: false,
+                    });
+                }
             }
         }
+        lock(&self.listings).push(Listing {
+            path: rel.into(),
+            stat,
+            entries: listed.into(),
+        });
         Ok(items)
+    }
+}
+
+/// A directory's entries as its cached listing gives them, each file and subdirectory `lstat`ed again;
+/// `None` when one is gone or of another kind than listed, or the listing is malformed.
+fn listed(abs: &Path, listing: &Listing) -> Option<Vec<(String, Seen)>> {
+    let lstat_as = |name: &str, kind: fn(&fs::FileType) -> bool| {
+        let meta = fs::symlink_metadata(abs.join(name)).ok()?;
+        kind(&meta.file_type()).then(|| FileStat::of(&meta))
+    };
+    let mut entries = Vec::new();
+    for entry in listing.entries() {
+        let (name, seen) = match entry? {
+            Listed::File(name) => (name, Seen::File(lstat_as(name, fs::FileType::is_file)?)),
+            Listed::Dir(name) => (name, Seen::Dir(lstat_as(name, fs::FileType::is_dir)?)),
+            Listed::Symlink(name, target) => (name, Seen::Symlink(target.to_owned())),
+        };
+        entries.push((name.to_owned(), seen));
+    }
+    Some(entries)
+}
+
+/// A directory's entries as reading it finds them, but `__pycache__` and the import-tracking hook's
+/// files; anything but a file, directory or symlink is refused.
+fn read_entries(abs: &Path) -> Result<Vec<(String, Seen)>> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(abs).at("reading directory", abs)? {
+        let entry = entry.at("reading directory", abs)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(Error::NonUtf8Path(entry.path()));
+        };
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) => return Err(e).at("inspecting", &entry.path()),
+        };
+        let ft = meta.file_type();
+        let seen = if ft.is_dir() {
+            if name == PYCACHE {
+                continue;
+            }
+            Seen::Dir(FileStat::of(&meta))
+        } else if ft.is_file() {
+            if is_hook_file(name) {
+                continue;
+            }
+            Seen::File(FileStat::of(&meta))
+        } else if ft.is_symlink() {
+            let abs = entry.path();
+            let target = fs::read_link(&abs).at("reading symlink", &abs)?;
+            match target.into_os_string().into_string() {
+                Ok(target) => Seen::Symlink(target),
+                Err(_) => return Err(Error::NonUtf8Path(abs)),
+            }
+        } else {
+            return Err(Error::UnsupportedFileType {
+                path: entry.path(),
+                kind: special_kind(SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT)),
+            });
+        };
+        entries.push((name.to_owned(), seen));
+    }
+    Ok(entries)
+}
+
+/// A symlink's node: its target with the environment's paths abstracted (see `Placeholders`).
+fn symlink_node(placeholders: &Placeholders, target: &str) -> Node {
+    match placeholders.abstract_str(target) {
+        Some(target) => Node::Symlink {
+            target,
+            relocatable: true,
+        },
+        None => Node::Symlink {
+            target: target.to_owned(),
+            relocatable: false,
+        },
     }
 }
 
@@ -872,25 +1124,6 @@ impl ScanCtx<'_> {
                 relocatable: hit.relocatable,
             },
             stat: Some(stat),
-            hashed: false,
-        })
-    }
-
-    fn symlink(&self, abs: &Path, path: String, target: std::ffi::OsString) -> Result<Item> {
-        let Some(target) = target.to_str() else {
-            return Err(Error::NonUtf8Path(abs.to_owned()));
-        };
-        let (target, relocatable) = match self.placeholders.abstract_str(target) {
-            Some(t) => (t, true),
-            None => (target.to_owned(), false),
-        };
-        Ok(Item {
-            path,
-            node: Node::Symlink {
-                target,
-                relocatable,
-            },
-            stat: None,
             hashed: false,
         })
     }
@@ -966,8 +1199,43 @@ mod tests {
             relocatable: true,
         };
         cache.record("a/b.py", stat, &node, i64::MAX / 2);
+        let mut entries = String::new();
+        Listing::push(&mut entries, Listed::File("b.py"));
+        Listing::push(&mut entries, Listed::Dir("c"));
+        Listing::push(&mut entries, Listed::Symlink("d", "../e"));
+        let dir_stat = FileStat {
+            mode: 0o040755,
+            nlink: 3,
+            ..stat
+        };
+        let listing = Listing {
+            path: "a".into(),
+            stat: dir_stat,
+            entries: entries.into(),
+        };
+        cache.record_listing(listing.clone(), i64::MAX / 2);
         assert_eq!(cache.len(), 1);
-        assert_eq!(StatCache::decode(&cache.encode()), cache);
+        assert_eq!(
+            listing.entries().collect::<Vec<_>>(),
+            [
+                Some(Listed::File("b.py")),
+                Some(Listed::Dir("c")),
+                Some(Listed::Symlink("d", "../e"))
+            ]
+        );
+        let decoded = StatCache::decode(&cache.encode());
+        assert_eq!(decoded, cache);
+        assert_eq!(decoded.listing_of("a", &dir_stat), Some(&listing));
+        assert_eq!(
+            decoded.listing_of(
+                "a",
+                &FileStat {
+                    ctime_ns: 3,
+                    ..dir_stat
+                }
+            ),
+            None
+        );
         assert!(StatCache::decode(b"\x09garbage").is_empty());
         let mut truncated = cache.encode();
         truncated.pop();
@@ -1026,6 +1294,20 @@ mod tests {
         };
         cache.record("x", stat, &node, now);
         assert!(cache.is_empty());
+        // A directory's too: an entry made in the same tick after it was read would not move its mtime.
+        let listing = Listing {
+            path: "d".into(),
+            stat: FileStat {
+                mode: 0o040755,
+                nlink: 2,
+                ..stat
+            },
+            entries: "fx\0".into(),
+        };
+        cache.record_listing(listing.clone(), now);
+        assert!(cache.dirs.is_empty());
+        cache.record_listing(listing, now + 1_000_000_000);
+        assert_eq!(cache.dirs.len(), 1);
     }
 }
 
@@ -1053,6 +1335,12 @@ mod scan_tests {
         let second = scan(&root, decoded, &ph, None).unwrap();
         assert_eq!(second.hashed, 0);
         assert_eq!(second.tree(), first.tree());
+        assert!(!second.cache_changed);
+        assert_eq!(second.cache.dirs.len(), 2, "the root's and bin's listings");
+        assert_eq!(
+            second.cache.listing("bin").map(|l| &*l.entries),
+            Some("ftool\0")
+        );
         match &first.tree().entries["bin/tool"] {
             Node::File {
                 relocatable, size, ..
@@ -1062,6 +1350,58 @@ mod scan_tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_listing_stands_for_its_directory_exactly_while_the_directory_keeps_its_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("env");
+        fs::create_dir_all(root.join("lib")).unwrap();
+        fs::write(root.join("lib/a.py"), "a").unwrap();
+        let ph = Placeholders {
+            env_prefix: root.to_str().unwrap().to_owned(),
+            python_bin: "/usr/bin".into(),
+        };
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        let mut cache = scan(&root, StatCache::default(), &ph, None)
+            .unwrap()
+            .into_cache();
+        // The walk believes a listing whose stat matches: an entry planted in it is reported without
+        // the directory being read (which shows the listing is what the walk used).
+        let key = path_key("lib");
+        for bad in ["f..\0", "f\0", "fa/b\0", "x.py\0", "lname\0"] {
+            let listing = Listing {
+                entries: bad.into(),
+                ..cache.dirs[&key].clone()
+            };
+            assert!(listing.entries().any(|e| e.is_none()), "{bad:?}");
+        }
+        let mut planted = cache.dirs[&key].clone();
+        planted.entries = format!("{}lghost\0a.py\0", planted.entries).into();
+        cache.dirs.insert(key, planted.clone());
+        let believed = scan(&root, cache.clone(), &ph, None).unwrap();
+        assert!(believed.tree().entries.contains_key("lib/ghost"));
+        // Once the directory's stat moves (an entry added, even with its mtime set back: the ctime
+        // moves all the same), the listing is not used and the directory is read.
+        let mtime = fs::metadata(root.join("lib")).unwrap().modified().unwrap();
+        fs::write(root.join("lib/b.py"), "b").unwrap();
+        fs::File::open(root.join("lib"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let read = scan(&root, cache, &ph, None).unwrap();
+        let paths: Vec<&String> = read.tree().entries.keys().collect();
+        assert_eq!(paths, ["lib", "lib/a.py", "lib/b.py"]);
+        // A listed file that is gone makes the walk read the directory as well.
+        let mut cache = read.into_cache();
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        cache = scan(&root, cache, &ph, None).unwrap().into_cache();
+        let mut stale = cache.dirs[&key].clone();
+        stale.entries = format!("{}fgone.py\0", stale.entries).into();
+        cache.dirs.insert(key, stale);
+        let reread = scan(&root, cache, &ph, None).unwrap();
+        assert!(!reread.tree().entries.contains_key("lib/gone.py"));
+        assert!(reread.cache_changed);
     }
 }
 
