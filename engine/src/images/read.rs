@@ -908,25 +908,7 @@ impl<'a> Importer<'a> {
             return Ok(());
         };
         let existed = staging.has_object(&id, executable);
-        let mut tracked = Tracked {
-            inner: entry.take(size),
-            failed: None,
-        };
-        let streamed = staging.put_object_from(Some(&id), executable, &mut tracked);
-        let (actual, got) = match (streamed, tracked.failed) {
-            (Ok(done), _) => done,
-            (Err(_), Some(read_error)) => return Err(self.stream_error(here(), &read_error)),
-            (Err(e), None) => return Err(e),
-        };
-        if got < size {
-            return Err(self.fail(
-                here(),
-                ImageProblem::Truncated {
-                    got,
-                    expected: size,
-                },
-            ));
-        }
+        let actual = self.stream_object(entry, Some(&id), executable, size, name)?;
         if actual != id {
             return Err(self.fail(here(), ImageProblem::HashMismatch(actual.to_hex())));
         }
@@ -1023,12 +1005,36 @@ impl<'a> Importer<'a> {
                 },
             ));
         }
+        let id = self.stream_object(entry, None, executable, size, name)?;
+        if !self.received.insert((id, executable)) {
+            return Err(self.fail(here(), ImageProblem::Duplicate));
+        }
+        self.carried[rank as usize].id = Some(id);
+        self.carried_read += 1;
+        self.object_bytes += size;
+        let existed = self.store.objects().has_object(&id, executable);
+        self.new_objects += usize::from(self.staging.is_some() && !existed);
+        Ok(())
+    }
+
+    /// Reads an object entry of `size` bytes to its end and returns what it hashes to. It is staged when
+    /// there is a staging area (as `expected`, or whatever it hashes to; see
+    /// [`Staging::put_object_from`]), only hashed otherwise. A short entry is "truncated".
+    fn stream_object<R: Read>(
+        &self,
+        entry: &mut R,
+        expected: Option<&ObjectId>,
+        executable: bool,
+        size: u64,
+        name: &str,
+    ) -> Result<ObjectId> {
+        let here = || Some(name.to_owned());
         let mut tracked = Tracked {
             inner: entry.take(size),
             failed: None,
         };
         let streamed = match self.staging {
-            Some(staging) => staging.put_object_from(None, executable, &mut tracked),
+            Some(staging) => staging.put_object_from(expected, executable, &mut tracked),
             None => {
                 let mut hasher = blake3::Hasher::new();
                 io::copy(&mut tracked, &mut hasher)
@@ -1050,15 +1056,7 @@ impl<'a> Importer<'a> {
                 },
             ));
         }
-        if !self.received.insert((id, executable)) {
-            return Err(self.fail(here(), ImageProblem::Duplicate));
-        }
-        self.carried[rank as usize].id = Some(id);
-        self.carried_read += 1;
-        self.object_bytes += size;
-        let existed = self.store.objects().has_object(&id, executable);
-        self.new_objects += usize::from(self.staging.is_some() && !existed);
-        Ok(())
+        Ok(id)
     }
 
     /// Puts the ids of the carried objects into the layers that name them by rank; each layer must then
