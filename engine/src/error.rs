@@ -257,7 +257,7 @@ pub enum ImageProblem {
         found: u64,
     },
     #[error(
-        "with the objects the image carries it hashes to {0}, not to its name: one of its objects or the layer itself was altered"
+        "with the objects the image carries it hashes to {0}, not to its name: one of its objects or the layer itself was altered (get an intact copy of the image, or export it again)"
     )]
     CarriedHashMismatch(String),
     #[error(
