@@ -227,7 +227,7 @@ impl Entry {
     }
 }
 
-const STAT_CACHE_VERSION: u8 = 4;
+const STAT_CACHE_VERSION: u8 = 5;
 
 fn path_key(path: &str) -> u64 {
     let mut hasher = rustc_hash::FxHasher::default();
@@ -394,10 +394,16 @@ impl StatCache {
     }
 
     /// Writes the cache beside `path` and renames it into place. Not synced: after a crash the
-    /// cache may be an older one or unreadable, and either only costs rehashing.
+    /// cache may be an older one, missing, or torn (its checksum then fails), and each only costs
+    /// rehashing. The old cache is removed before the rename: renaming over a file makes ext4 start
+    /// writing the new one out at once (its guard for files replaced without a sync), milliseconds
+    /// of a rollback.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let written = fs::write(&tmp, self.encode()).and_then(|()| fs::rename(&tmp, path));
+        let written = fs::write(&tmp, self.encode()).and_then(|()| match fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => fs::rename(&tmp, path),
+        });
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -405,9 +411,15 @@ impl StatCache {
     }
 
     /// A compact binary form: version, stamp, then per file: path, stat, object, stored size, link
-    /// count, flag; then per directory: path, stat, entries.
+    /// count, flag; then per directory: path, stat, entries; last, a CRC-32 of all that.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(66 + self.paths.len() + self.len() * 90);
+        // Sized once: growing a buffer this large copies it, into memory touched for the first time.
+        let listings: usize = self
+            .dirs
+            .values()
+            .map(|listing| 52 + listing.path.len() + listing.entries.len())
+            .sum();
+        let mut out = Vec::with_capacity(78 + self.paths.len() + self.len() * 89 + listings);
         out.push(STAT_CACHE_VERSION);
         match &self.stamp {
             Some(stamp) => {
@@ -445,6 +457,8 @@ impl StatCache {
             stat(&mut out, &listing.stat);
             string(&mut out, &listing.entries);
         }
+        let checksum = crc32fast::hash(&out);
+        out.extend_from_slice(&checksum.to_le_bytes());
         out
     }
 
@@ -454,6 +468,10 @@ impl StatCache {
     }
 
     fn try_decode(bytes: &[u8]) -> Option<StatCache> {
+        let (bytes, checksum) = bytes.split_last_chunk::<4>()?;
+        if crc32fast::hash(bytes) != u32::from_le_bytes(*checksum) {
+            return None;
+        }
         let mut r = Bytes(bytes);
         if r.take(1)?[0] != STAT_CACHE_VERSION {
             return None;
@@ -665,7 +683,12 @@ pub fn scan(
         || recordable().count() != cache.dirs.len()
         || recordable().any(|l| cache.listing(&l.path) != Some(l));
     let mut cache = if cache_changed {
-        let mut fresh = StatCache::default();
+        let mut fresh = StatCache {
+            paths: String::with_capacity(cache.paths.len()),
+            index: FxHashMap::with_capacity_and_hasher(files, Default::default()),
+            dirs: FxHashMap::with_capacity_and_hasher(listings.len(), Default::default()),
+            stamp: None,
+        };
         for item in items() {
             if let Some(stat) = item.stat {
                 fresh.record(&item.path, stat, &item.node, now_ns);
@@ -1240,6 +1263,21 @@ mod tests {
         let mut truncated = cache.encode();
         truncated.pop();
         assert!(StatCache::decode(&truncated).is_empty());
+        // A torn write: the file's object id zeroed, every length and count still intact.
+        let mut torn = cache.encode();
+        let object_at = 1 + 1 + 4 + 4 + "a/b.py".len() + 44;
+        assert_eq!(
+            &torn[object_at..object_at + 32],
+            ObjectId::of(b"abc").as_bytes()
+        );
+        torn[object_at..object_at + 32].fill(0);
+        assert!(StatCache::decode(&torn).is_empty());
+        let encoded = cache.encode();
+        for at in 0..encoded.len() {
+            let mut flipped = encoded.clone();
+            flipped[at] ^= 0x01;
+            assert!(StatCache::decode(&flipped).is_empty(), "byte {at} flipped");
+        }
     }
 
     #[test]

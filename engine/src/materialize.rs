@@ -21,7 +21,7 @@ use crate::capture::{FileStat, PYCACHE, StatCache, now_ns};
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::objects::ObjectStore;
-use crate::tree::{PathChange, Tree};
+use crate::tree::{DigestChange, PathChange, Tree};
 
 /// Files of at most this many bytes are written, never linked.
 pub const TINY_FILE_MAX: u64 = 256;
@@ -71,6 +71,8 @@ pub struct ApplyStats {
     pub removed: usize,
     pub written: usize,
     pub linked: usize,
+    /// How the directory's tree digest moved.
+    pub digest_change: DigestChange,
 }
 
 pub struct Materializer<'a> {
@@ -91,7 +93,10 @@ impl Materializer<'_> {
     ) -> Result<ApplyStats> {
         fs::create_dir_all(root).at("creating environment directory", root)?;
         let changes = current.changes_to(target);
-        let mut stats = ApplyStats::default();
+        let mut stats = ApplyStats {
+            digest_change: DigestChange::of(&changes),
+            ..ApplyStats::default()
+        };
 
         // 1. Removals and kind changes, top-most first; a removed directory takes its subtree along.
         let mut removed_dirs: Vec<&str> = Vec::new();

@@ -304,6 +304,11 @@ pub struct TreeDigest(pub [u64; 4]);
 
 impl TreeDigest {
     pub fn add(&mut self, path: &str, node: &Node) {
+        self.merge(TreeDigest::of_entry(path, node));
+    }
+
+    /// The digest of one entry alone.
+    fn of_entry(path: &str, node: &Node) -> TreeDigest {
         let mut h = blake3::Hasher::new();
         h.update(path.as_bytes());
         h.update(&[0]);
@@ -330,16 +335,55 @@ impl TreeDigest {
             }
         }
         let hash = h.finalize();
-        for (lane, bytes) in self.0.iter_mut().zip(hash.as_bytes().chunks_exact(8)) {
-            let word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-            *lane = lane.wrapping_add(word);
+        let mut digest = TreeDigest::default();
+        for (lane, bytes) in digest.0.iter_mut().zip(hash.as_bytes().chunks_exact(8)) {
+            *lane = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
         }
+        digest
     }
 
     pub fn merge(&mut self, other: TreeDigest) {
         for (lane, word) in self.0.iter_mut().zip(other.0) {
             *lane = lane.wrapping_add(word);
         }
+    }
+
+    fn unmerge(&mut self, other: TreeDigest) {
+        for (lane, word) in self.0.iter_mut().zip(other.0) {
+            *lane = lane.wrapping_sub(word);
+        }
+    }
+}
+
+/// What a set of changes does to a tree's digest: the entries it puts and those it takes away. Applied
+/// to the digest of the tree the changes start from, it gives the digest of the tree they lead to
+/// without hashing the entries they leave alone.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DigestChange {
+    put: TreeDigest,
+    taken: TreeDigest,
+}
+
+impl DigestChange {
+    pub fn of(changes: &[PathChange<'_>]) -> DigestChange {
+        let mut change = DigestChange::default();
+        for c in changes {
+            match *c {
+                PathChange::Added(path, new) => change.put.add(path, new),
+                PathChange::Removed(path, old) => change.taken.add(path, old),
+                PathChange::Modified(path, old, new) => {
+                    change.put.add(path, new);
+                    change.taken.add(path, old);
+                }
+            }
+        }
+        change
+    }
+
+    pub fn applied_to(&self, mut digest: TreeDigest) -> TreeDigest {
+        digest.merge(self.put);
+        digest.unmerge(self.taken);
+        digest
     }
 }
 
@@ -548,6 +592,31 @@ mod tests {
         let mut fewer = a.clone();
         fewer.entries.remove("lib");
         assert_ne!(fewer.digest(), a.digest());
+    }
+
+    #[test]
+    fn a_digest_change_leads_from_one_trees_digest_to_the_others() {
+        let a = tree(&[
+            ("bin", Node::Dir),
+            ("bin/x", file(b"x")),
+            ("lib", Node::Dir),
+            ("lib/gone", file(b"gone")),
+        ]);
+        let b = tree(&[
+            ("bin", Node::Dir),
+            ("bin/x", file(b"edited")),
+            ("lib", Node::Dir),
+            ("lib/new", file(b"new")),
+            ("share", Node::Dir),
+        ]);
+        let forward = DigestChange::of(&a.changes_to(&b));
+        assert_eq!(forward.applied_to(a.digest()), b.digest());
+        let back = DigestChange::of(&b.changes_to(&a));
+        assert_eq!(back.applied_to(b.digest()), a.digest());
+        assert_eq!(
+            DigestChange::of(&a.changes_to(&a)).applied_to(a.digest()),
+            a.digest()
+        );
     }
 
     #[test]
