@@ -21,7 +21,7 @@ use crate::capture::{FileStat, PYCACHE, StatCache, now_ns};
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::objects::ObjectStore;
-use crate::tree::{DigestChange, PathChange, Tree};
+use crate::tree::{PathChange, Tree, TreeDigest};
 
 /// Files of at most this many bytes are written, never linked.
 pub const TINY_FILE_MAX: u64 = 256;
@@ -71,8 +71,9 @@ pub struct ApplyStats {
     pub removed: usize,
     pub written: usize,
     pub linked: usize,
-    /// How the directory's tree digest moved.
-    pub digest_change: DigestChange,
+    /// The target tree's digest when the cache came stamped, whose digest is then `current`'s (a
+    /// scan drops a stamp its directory does not match): it follows from that one and the changes.
+    pub target_digest: Option<TreeDigest>,
 }
 
 pub struct Materializer<'a> {
@@ -94,7 +95,7 @@ impl Materializer<'_> {
         fs::create_dir_all(root).at("creating environment directory", root)?;
         let changes = current.changes_to(target);
         let mut stats = ApplyStats {
-            digest_change: DigestChange::of(&changes),
+            target_digest: cache.stamp().map(|stamp| stamp.tree.after(&changes)),
             ..ApplyStats::default()
         };
 

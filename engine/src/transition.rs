@@ -133,14 +133,8 @@ fn complete(
         placeholders: &placeholders,
         mode: link_mode(store, &root)?,
     };
-    // A cache's stamp, when a scan left it one, holds the digest of `current` (a scan drops a stamp
-    // its directory does not match): the target's then follows from the changes alone.
-    let current_digest = cache.stamp().map(|stamp| stamp.tree);
     let stats = materializer.apply(&root, &current, &target, &mut cache)?;
-    let target_digest = match current_digest {
-        Some(digest) => stats.digest_change.applied_to(digest),
-        None => target.digest(),
-    };
+    let target_digest = stats.target_digest.unwrap_or_else(|| target.digest());
     cache.stamp_with(journal.to, target_digest);
     // The directory's new content is on disk before the journal that could redo it goes.
     crate::objects::syncfs(&root)?;

@@ -348,42 +348,27 @@ impl TreeDigest {
         }
     }
 
-    fn unmerge(&mut self, other: TreeDigest) {
-        for (lane, word) in self.0.iter_mut().zip(other.0) {
-            *lane = lane.wrapping_sub(word);
-        }
-    }
-}
-
-/// What a set of changes does to a tree's digest: the entries it puts and those it takes away. Applied
-/// to the digest of the tree the changes start from, it gives the digest of the tree they lead to
-/// without hashing the entries they leave alone.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DigestChange {
-    put: TreeDigest,
-    taken: TreeDigest,
-}
-
-impl DigestChange {
-    pub fn of(changes: &[PathChange<'_>]) -> DigestChange {
-        let mut change = DigestChange::default();
-        for c in changes {
-            match *c {
-                PathChange::Added(path, new) => change.put.add(path, new),
-                PathChange::Removed(path, old) => change.taken.add(path, old),
+    /// The digest of the tree `changes` lead to, from this one of the tree they start from; the
+    /// entries they leave alone are not hashed again.
+    pub fn after(mut self, changes: &[PathChange<'_>]) -> TreeDigest {
+        for change in changes {
+            match *change {
+                PathChange::Added(path, new) => self.add(path, new),
+                PathChange::Removed(path, old) => self.remove(path, old),
                 PathChange::Modified(path, old, new) => {
-                    change.put.add(path, new);
-                    change.taken.add(path, old);
+                    self.remove(path, old);
+                    self.add(path, new);
                 }
             }
         }
-        change
+        self
     }
 
-    pub fn applied_to(&self, mut digest: TreeDigest) -> TreeDigest {
-        digest.merge(self.put);
-        digest.unmerge(self.taken);
-        digest
+    fn remove(&mut self, path: &str, node: &Node) {
+        let entry = TreeDigest::of_entry(path, node);
+        for (lane, word) in self.0.iter_mut().zip(entry.0) {
+            *lane = lane.wrapping_sub(word);
+        }
     }
 }
 
@@ -595,7 +580,7 @@ mod tests {
     }
 
     #[test]
-    fn a_digest_change_leads_from_one_trees_digest_to_the_others() {
+    fn a_digest_follows_the_changes_from_one_tree_to_another() {
         let a = tree(&[
             ("bin", Node::Dir),
             ("bin/x", file(b"x")),
@@ -609,14 +594,9 @@ mod tests {
             ("lib/new", file(b"new")),
             ("share", Node::Dir),
         ]);
-        let forward = DigestChange::of(&a.changes_to(&b));
-        assert_eq!(forward.applied_to(a.digest()), b.digest());
-        let back = DigestChange::of(&b.changes_to(&a));
-        assert_eq!(back.applied_to(b.digest()), a.digest());
-        assert_eq!(
-            DigestChange::of(&a.changes_to(&a)).applied_to(a.digest()),
-            a.digest()
-        );
+        assert_eq!(a.digest().after(&a.changes_to(&b)), b.digest());
+        assert_eq!(b.digest().after(&b.changes_to(&a)), a.digest());
+        assert_eq!(a.digest().after(&a.changes_to(&a)), a.digest());
     }
 
     #[test]
