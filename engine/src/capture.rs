@@ -387,10 +387,18 @@ impl StatCache {
     }
 
     /// The cache of an environment: missing or unreadable reads as empty (every file is then hashed).
+    /// The file is mapped rather than read: copying 3 MB into fresh memory took ~1.5 ms of every
+    /// rollback and snapshot of the big environment, before the walk can start.
     pub fn load(path: &Path) -> StatCache {
-        fs::read(path)
-            .map(|bytes| StatCache::decode(&bytes))
-            .unwrap_or_default()
+        let Ok(file) = fs::File::open(path) else {
+            return StatCache::default();
+        };
+        // SAFETY: blast never writes a cache file in place (a new cache is written beside it and
+        // renamed in, SPEC §11), so the mapped bytes do not change while they are decoded.
+        match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(map) => StatCache::decode(&map),
+            Err(_) => StatCache::default(),
+        }
     }
 
     /// Writes the cache beside `path` and renames it into place. Not synced: after a crash the
