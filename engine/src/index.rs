@@ -108,6 +108,9 @@ impl Index {
         // The index holds a handful of table files: opening them on 16 threads (the default) cost
         // every command 15 thread starts, ~2 ms of a rollback.
         opts.set_max_file_opening_threads(1);
+        // No statistics are dumped or kept: without periodic tasks, no timer thread starts.
+        opts.set_stats_dump_period_sec(0);
+        opts.set_stats_persist_period_sec(0);
         let writable = writable || !path.join("CURRENT").exists();
         let db = open_db(&opts, &path, writable)?;
         Ok(Index {

@@ -65,6 +65,22 @@ pub fn probe_link_mode(store_dir: &Path, target_dir: &Path) -> Result<LinkMode> 
     Ok(mode)
 }
 
+/// Fewer items than this are worked through on the calling thread: for a new environment's dozen
+/// files or a small package, starting the rayon pool's threads costs more than it saves.
+const PARALLEL_MIN: usize = 64;
+
+/// `f` applied to every item, in order, on the rayon pool when there are enough of them.
+fn map_all<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync + Send,
+) -> Result<Vec<R>> {
+    if items.len() < PARALLEL_MIN {
+        items.iter().map(f).collect()
+    } else {
+        items.par_iter().map(f).collect()
+    }
+}
+
 /// What applying a tree to a directory did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ApplyStats {
@@ -153,28 +169,23 @@ impl Materializer<'_> {
         // Directories this apply made hold no bytecode cache, so files written into them need no purge.
         let mut fresh_dirs: FxHashSet<&str> = FxHashSet::default();
         for level in &dirs_by_depth {
-            let created: Vec<&str> = level
-                .par_iter()
-                .map(|path| {
-                    let abs = root.join(path);
-                    match fs::create_dir(&abs) {
-                        Ok(()) => Ok(Some(*path)),
-                        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(None),
-                        Err(e) => Err(e).at("creating directory", &abs),
-                    }
-                })
-                .filter_map(Result::transpose)
-                .collect::<Result<_>>()?;
-            fresh_dirs.extend(created);
+            let created = map_all(level, |path| {
+                let abs = root.join(path);
+                match fs::create_dir(&abs) {
+                    Ok(()) => Ok(Some(*path)),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(None),
+                    Err(e) => Err(e).at("creating directory", &abs),
+                }
+            })?;
+            fresh_dirs.extend(created.into_iter().flatten());
         }
 
         // 3. Files and symlinks, in parallel.
         let half = (writes.len() / 2).max(1);
         let done = AtomicUsize::new(0);
         let linked = AtomicUsize::new(0);
-        let written: Vec<(&str, Option<FileStat>, &Node)> = writes
-            .par_iter()
-            .map(|&(path, node, replace)| {
+        let written: Vec<(&str, Option<FileStat>, &Node)> =
+            map_all(&writes, |&(path, node, replace)| {
                 let abs = root.join(path);
                 // Before the write, so a crash between the two cannot leave a written module whose old
                 // bytecode survives (the recovery apply finds the module in place and skips it).
@@ -195,8 +206,7 @@ impl Materializer<'_> {
                     _ => None,
                 };
                 Ok((path, stat, node))
-            })
-            .collect::<Result<_>>()?;
+            })?;
         let now = now_ns();
         for (path, stat, node) in written {
             match stat {
