@@ -193,13 +193,24 @@ impl Index {
         Ok(out)
     }
 
+    /// Writes the batch and syncs it to disk before returning.
     pub fn write(&self, batch: Batch) -> Result<()> {
+        self.write_opt(batch, true)
+    }
+
+    /// Writes the batch, to be synced by the next synced write or flush, for a record whose loss in a
+    /// power cut is repaired by what is already on disk (the journal a move completes from).
+    pub fn write_unsynced(&self, batch: Batch) -> Result<()> {
+        self.write_opt(batch, false)
+    }
+
+    fn write_opt(&self, batch: Batch, sync: bool) -> Result<()> {
         // Nothing to write: the database stays open read-only, with nothing synced.
         if batch.0.is_empty() {
             return Ok(());
         }
         let mut opts = WriteOptions::default();
-        opts.set_sync(true);
+        opts.set_sync(sync);
         let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
         if !self.writable.load(Ordering::Relaxed) {
             // Closed before reopened: one handle per process at a time.

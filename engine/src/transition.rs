@@ -144,7 +144,9 @@ fn complete(
     batch.put_env(&env.record);
     append_history(store, &mut batch, &env.record.id, &journal)?;
     batch.delete_journal(&env.record.id);
-    store.index().write(batch)?;
+    // Not synced: the journal is on disk, so a record lost in a power cut is written again by the next
+    // command, which finds the directory already holding `to`.
+    store.index().write_unsynced(batch)?;
     save_stat_cache(store, &env.record.id, &cache);
     Ok(stats)
 }
