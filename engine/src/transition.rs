@@ -136,8 +136,16 @@ fn complete(
     let stats = materializer.apply(&root, &current, &target, &mut cache)?;
     let target_digest = stats.target_digest.unwrap_or_else(|| target.digest());
     cache.stamp_with(journal.to, target_digest);
-    // The directory's new content is on disk before the journal that could redo it goes.
-    crate::objects::syncfs(&root)?;
+    // The directory's new content is on disk before the journal that could redo it goes. The stat
+    // cache is written meanwhile (CPU work beside a wait on the disk): a cache stamped with `to`
+    // while the journal stands is only ever read by the command that finishes the move.
+    std::thread::scope(|scope| {
+        let synced = scope.spawn(|| crate::objects::syncfs(&root));
+        save_stat_cache(store, &env.record.id, &cache);
+        synced
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
     crash::point("applied");
     env.record.head = Some(journal.to);
     let mut batch = Batch::default();
@@ -147,7 +155,6 @@ fn complete(
     // Not synced: the journal is on disk, so a record lost in a power cut is written again by the next
     // command, which finds the directory already holding `to`.
     store.index().write_unsynced(batch)?;
-    save_stat_cache(store, &env.record.id, &cache);
     Ok(stats)
 }
 
