@@ -137,11 +137,13 @@ fn complete(
     let target_digest = stats.target_digest.unwrap_or_else(|| target.digest());
     cache.stamp_with(journal.to, target_digest);
     // The directory's new content is on disk before the journal that could redo it goes. The stat
-    // cache is written meanwhile (CPU work beside a wait on the disk): a cache stamped with `to`
-    // while the journal stands is only ever read by the command that finishes the move.
+    // cache is written meanwhile, and the trees freed (CPU work beside a wait on the disk): a cache
+    // stamped with `to` while the journal stands is only ever read by the command that finishes the
+    // move.
     std::thread::scope(|scope| {
         let synced = scope.spawn(|| crate::objects::syncfs(&root));
         save_stat_cache(store, &env.record.id, &cache);
+        drop((cache, current, target));
         synced
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
