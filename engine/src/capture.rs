@@ -1367,6 +1367,24 @@ mod tests {
 mod scan_tests {
     use super::*;
 
+    /// An environment directory under a fresh temporary one, holding `files` (path, content; their
+    /// directories made), with its placeholders, once its files are older than the racy window.
+    fn env_with(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, Placeholders) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("env");
+        for (path, content) in files {
+            let path = root.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, content).unwrap();
+        }
+        let ph = Placeholders {
+            env_prefix: root.to_str().unwrap().to_owned(),
+            python_bin: "/usr/bin".into(),
+        };
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        (dir, root, ph)
+    }
+
     #[test]
     fn cached_scan_of_relocatable_file_equals_fresh_scan() {
         let dir = tempfile::tempdir().unwrap();
@@ -1406,15 +1424,7 @@ mod scan_tests {
 
     #[test]
     fn a_listing_stands_for_its_directory_exactly_while_the_directory_keeps_its_stat() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("env");
-        fs::create_dir_all(root.join("lib")).unwrap();
-        fs::write(root.join("lib/a.py"), "a").unwrap();
-        let ph = Placeholders {
-            env_prefix: root.to_str().unwrap().to_owned(),
-            python_bin: "/usr/bin".into(),
-        };
-        std::thread::sleep(std::time::Duration::from_millis(120));
+        let (_dir, root, ph) = env_with(&[("lib/a.py", "a")]);
         let mut cache = scan(&root, StatCache::default(), &ph, None)
             .unwrap()
             .into_cache();
@@ -1458,19 +1468,11 @@ mod scan_tests {
 
     #[test]
     fn a_scan_brings_its_cache_up_to_date_with_what_it_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("env");
-        for sub in ["lib/keep", "lib/gone", "share"] {
-            fs::create_dir_all(root.join(sub)).unwrap();
-        }
-        for file in ["lib/keep/a.py", "lib/gone/b.py", "share/c.txt"] {
-            fs::write(root.join(file), file).unwrap();
-        }
-        let ph = Placeholders {
-            env_prefix: root.to_str().unwrap().to_owned(),
-            python_bin: "/usr/bin".into(),
-        };
-        std::thread::sleep(std::time::Duration::from_millis(120));
+        let (_dir, root, ph) = env_with(&[
+            ("lib/keep/a.py", "lib/keep/a.py"),
+            ("lib/gone/b.py", "lib/gone/b.py"),
+            ("share/c.txt", "share/c.txt"),
+        ]);
         let first = scan(&root, StatCache::default(), &ph, None).unwrap();
         let digest = first.digest;
         let mut cache = first.into_cache();
