@@ -847,11 +847,7 @@ fn walk_upper(dir: &Path, rel: &str, out: &mut Vec<UpperEntry>) -> Result<()> {
         let Some(name) = name.to_str() else {
             return Err(Error::NonUtf8Path(abs));
         };
-        let path = if rel.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{rel}/{name}")
-        };
+        let path = crate::tree::child_path(rel, name);
         let meta = abs.symlink_metadata().at("inspecting", &abs)?;
         let ft = meta.file_type();
         if ft.is_dir() {
@@ -996,11 +992,7 @@ impl<'a> Walk<'a> {
         let mut items = Vec::with_capacity(entries.len());
         let mut listed = String::new();
         for (name, seen) in entries {
-            let path = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
+            let path = crate::tree::child_path(&rel, &name);
             match seen {
                 Seen::Dir(stat) => {
                     Listing::push(&mut listed, Listed::Dir(&name));

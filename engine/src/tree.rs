@@ -381,6 +381,19 @@ fn drops_content_below(change: &Change) -> bool {
     }
 }
 
+/// The path of `name` in the directory at `dir` ("" for the root). Written out rather than through
+/// `format!`, whose machinery was 2.5% of a rollback's CPU at one call per entry of a walk.
+pub(crate) fn child_path(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        return name.to_owned();
+    }
+    let mut path = String::with_capacity(dir.len() + 1 + name.len());
+    path.push_str(dir);
+    path.push('/');
+    path.push_str(name);
+    path
+}
+
 /// The directories above `path`, nearest first.
 pub(crate) fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     let mut rest = path;

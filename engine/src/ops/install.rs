@@ -500,11 +500,7 @@ pub(crate) fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
         }
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let child = if rel.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{rel}/{name}")
-        };
+        let child = crate::tree::child_path(rel, name);
         if name != PYCACHE {
             carry_over_bytecode(upper, env_root, &child);
             continue;
