@@ -103,6 +103,19 @@ impl ObjectStore {
 
     /// Reads and checks a layer: its bytes must hash to its id.
     pub fn layer(&self, id: &LayerId) -> Result<Layer> {
+        self.read_layer(id, Layer::decode)
+    }
+
+    /// The layer's entries at the paths `keep` accepts (see [`Layer::decode_where`]).
+    pub fn layer_where(&self, id: &LayerId, keep: &mut dyn FnMut(&str) -> bool) -> Result<Layer> {
+        self.read_layer(id, |bytes| Layer::decode_where(bytes, keep))
+    }
+
+    fn read_layer(
+        &self,
+        id: &LayerId,
+        decode: impl FnOnce(&[u8]) -> std::result::Result<Layer, store_format::FormatError>,
+    ) -> Result<Layer> {
         let path = self.layer_path(id);
         let bytes = fs::read(&path).at("reading layer", &path)?;
         if LayerId::of(&bytes) != *id {
@@ -111,7 +124,7 @@ impl ObjectStore {
                 id.short()
             )));
         }
-        Layer::decode(&bytes).map_err(|source| Error::Format {
+        decode(&bytes).map_err(|source| Error::Format {
             what: format!("layer {}", id.short()),
             source,
         })

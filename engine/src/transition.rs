@@ -14,20 +14,38 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::{Batch, HistoryEntry, Journal};
 use crate::materialize::{ApplyStats, LinkMode, Materializer, probe_link_mode};
 use crate::store::{Env, Store};
-use crate::tree::Tree;
+use crate::tree::{Region, Tree};
 
 /// A HEAD move to perform.
 pub struct Move {
     pub operation: String,
     pub message: Option<String>,
     pub to: SnapshotId,
-    /// What the directory holds now (from a scan, or empty for a new directory).
-    pub current: Tree,
+    pub difference: Difference,
     pub cache: StatCache,
-    /// The tree of `to` when the caller has it already (else it is flattened from the layers).
-    pub target: Option<Tree>,
     /// Index changes that must land with the journal (a new environment's record, say).
     pub with_journal: Batch,
+}
+
+/// What the apply changes in the directory.
+pub enum Difference {
+    /// From what the directory holds now (from a scan, or empty for a new directory) to the tree of
+    /// `to` (flattened from its layers when the caller does not have it already).
+    Trees { current: Tree, target: Option<Tree> },
+    /// From the snapshot the directory holds (its stat cache is stamped with it) to `to`, where the
+    /// two can differ.
+    Region(Region),
+}
+
+impl Difference {
+    /// True when the directory already holds the target (not known, so false, while the target's
+    /// tree is still to be flattened).
+    pub fn changes_nothing(&self) -> bool {
+        match self {
+            Difference::Trees { current, target } => target.as_ref() == Some(current),
+            Difference::Region(region) => region.before == region.after,
+        }
+    }
 }
 
 /// Journals, applies and records `mv`.
@@ -42,7 +60,7 @@ pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
     batch.put_journal(&env.record.id, &journal);
     store.index().write(batch)?;
     crash::point("journal-written");
-    complete(store, env, journal, mv.current, mv.target, mv.cache)
+    complete(store, env, journal, mv.difference, mv.cache)
 }
 
 /// Finishes a move that a killed command left in the journal. A path that holds neither what the old
@@ -74,8 +92,12 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
         journal.operation,
         env.label()
     );
-    let (tree, cache) = current.into_parts();
-    complete(store, env, journal, tree, None, cache)?;
+    let (current, cache) = current.into_parts();
+    let difference = Difference::Trees {
+        current,
+        target: None,
+    };
+    complete(store, env, journal, difference, cache)?;
     Ok(())
 }
 
@@ -118,13 +140,20 @@ fn complete(
     store: &Store,
     env: &mut Env,
     journal: Journal,
-    current: Tree,
-    target: Option<Tree>,
+    difference: Difference,
     mut cache: StatCache,
 ) -> Result<ApplyStats> {
-    let target = match target {
-        Some(tree) => tree,
-        None => store.tree_of(&store.snapshot(&journal.to)?)?,
+    let whole_target = matches!(difference, Difference::Trees { .. });
+    let (current, target) = match difference {
+        Difference::Trees {
+            current,
+            target: Some(target),
+        } => (current, target),
+        Difference::Trees {
+            current,
+            target: None,
+        } => (current, store.tree_of(&store.snapshot(&journal.to)?)?),
+        Difference::Region(region) => (region.before, region.after),
     };
     let placeholders = env.placeholders();
     let root = env.root().to_owned();
@@ -134,7 +163,12 @@ fn complete(
         mode: link_mode(store, &root)?,
     };
     let stats = materializer.apply(&root, &current, &target, &mut cache)?;
-    let target_digest = stats.target_digest.unwrap_or_else(|| target.digest());
+    // The stamp's digest moved along the changes; without one, the target's whole tree gives it.
+    let target_digest = match stats.target_digest {
+        Some(digest) => digest,
+        None if whole_target => target.digest(),
+        None => store.tree_of(&store.snapshot(&journal.to)?)?.digest(),
+    };
     cache.stamp_with(journal.to, target_digest);
     // The directory's new content is on disk before the journal that could redo it goes. The stat
     // cache is written meanwhile, and the trees freed (CPU work beside a wait on the disk): a cache

@@ -43,21 +43,26 @@ impl Tree {
 
     /// This tree with `layers` applied on top, bottom first.
     pub fn with_layers(mut self, store: &ObjectStore, layers: &[LayerId]) -> Result<Tree> {
-        let invalid = |id: &LayerId, detail: String| {
+        for id in layers {
+            self = self.with_layer(id, store.layer(id)?)?;
+        }
+        Ok(self)
+    }
+
+    /// This tree with `layer` (the layer `id`, or part of it) applied on top.
+    fn with_layer(mut self, id: &LayerId, layer: Layer) -> Result<Tree> {
+        let applied = if self.entries.is_empty() {
+            // The bottom layer is most of an environment: taken over whole, checked in one pass.
+            Tree::from_bottom_layer(layer).map(|tree| self = tree)
+        } else {
+            self.apply(&layer)
+        };
+        applied.map_err(|detail| {
             Error::Invalid(format!(
                 "layer {} does not apply to the layers below it: {detail}",
                 id.short()
             ))
-        };
-        for id in layers {
-            let layer = store.layer(id)?;
-            if self.entries.is_empty() {
-                // The bottom layer is most of an environment: taken over whole, checked in one pass.
-                self = Tree::from_bottom_layer(layer).map_err(|detail| invalid(id, detail))?;
-            } else {
-                self.apply(&layer).map_err(|detail| invalid(id, detail))?;
-            }
-        }
+        })?;
         Ok(self)
     }
 
@@ -134,30 +139,17 @@ impl Tree {
     fn apply_merged(&mut self, layer: &Layer) -> Result<(), String> {
         let below = std::mem::take(&mut self.entries);
         // The content this layer drops: below a whiteout, an opaque directory or a non-directory
-        // put over a directory. Each is the range of keys `dir/`..`dir0` (`0` follows `/`); ranges
-        // are nested or apart, so once sorted, the outer ones are skipped by one forward pointer.
-        let mut cut: Vec<(String, String)> = layer
-            .changes
-            .iter()
-            .filter(|(path, change)| {
-                drops_content_below(change) && below.get(*path) == Some(&Node::Dir)
-            })
-            .map(|(path, _)| (format!("{path}/"), format!("{path}0")))
-            .collect();
-        cut.sort();
-        cut.dedup_by(|inner, outer| inner.0 < outer.1);
-        let mut next_cut = 0;
-        // Whether `path` lies in a dropped range; asked for the tree's paths in ascending order.
-        let mut is_cut = |path: &str| {
-            while cut
-                .get(next_cut)
-                .is_some_and(|(_, end)| path >= end.as_str())
-            {
-                next_cut += 1;
-            }
-            cut.get(next_cut)
-                .is_some_and(|(start, _)| path >= start.as_str())
-        };
+        // put over a directory.
+        let mut cut = Subtrees::below(
+            layer
+                .changes
+                .iter()
+                .filter(|(path, change)| {
+                    drops_content_below(change) && below.get(*path) == Some(&Node::Dir)
+                })
+                .map(|(path, _)| path.as_str()),
+        );
+        let mut is_cut = |path: &str| cut.contain(path);
         let mut merged: Vec<(String, Node)> = Vec::with_capacity(below.len() + layer.changes.len());
         let mut dirs: FxHashSet<String> = FxHashSet::default();
         let mut old = below.into_iter().peekable();
@@ -374,6 +366,103 @@ impl TreeDigest {
 
 /// Whether a change at a directory's path drops what the layers below had under it: a whiteout, an
 /// opaque directory, or a non-directory put in its place.
+/// The subtrees below a set of paths, as the ranges of keys `dir/`..`dir0` (`0` follows `/`). Ranges
+/// are nested or apart, so once sorted, the outer ones are skipped by one forward pointer: paths are
+/// asked about in ascending order.
+#[derive(Clone)]
+struct Subtrees {
+    ranges: Vec<(String, String)>,
+    next: usize,
+}
+
+impl Subtrees {
+    fn below<'a>(dirs: impl IntoIterator<Item = &'a str>) -> Subtrees {
+        let mut ranges: Vec<(String, String)> = dirs
+            .into_iter()
+            .map(|dir| (format!("{dir}/"), format!("{dir}0")))
+            .collect();
+        ranges.sort();
+        ranges.dedup_by(|inner, outer| inner.0 < outer.1);
+        Subtrees { ranges, next: 0 }
+    }
+
+    /// Whether `path` lies strictly below one of the paths; asked in ascending order.
+    fn contain(&mut self, path: &str) -> bool {
+        while self
+            .ranges
+            .get(self.next)
+            .is_some_and(|(_, end)| path >= end.as_str())
+        {
+            self.next += 1;
+        }
+        self.ranges
+            .get(self.next)
+            .is_some_and(|(start, _)| path >= start.as_str())
+    }
+}
+
+/// The trees of two snapshots over the same bottom layers, each kept only where the two can differ:
+/// at the paths their own layers name, those paths' ancestors (so every entry keeps its parent), and
+/// below a path their layers remove or replace with a non-directory, what the shared layers hold
+/// there. Outside that region both hold what the shared layers do, so the changes between the two are
+/// those between the whole trees. The shared layers are read but no tree of them is built: a rollback
+/// of one install keeps a few dozen of the environment's 18k entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub before: Tree,
+    pub after: Tree,
+}
+
+impl Region {
+    /// The region of `shared + before` and `shared + after` (layer ids, bottom first).
+    pub fn between(
+        store: &ObjectStore,
+        shared: &[LayerId],
+        before: &[LayerId],
+        after: &[LayerId],
+    ) -> Result<Region> {
+        let load = |ids: &[LayerId]| -> Result<Vec<(LayerId, Layer)>> {
+            ids.iter().map(|id| Ok((*id, store.layer(id)?))).collect()
+        };
+        let (before_layers, after_layers) = (load(before)?, load(after)?);
+        let mut named: FxHashSet<&str> = FxHashSet::default();
+        let mut replaced = Vec::new();
+        for (path, change) in before_layers
+            .iter()
+            .chain(&after_layers)
+            .flat_map(|(_, layer)| &layer.changes)
+        {
+            if drops_content_below(change) {
+                replaced.push(path.as_str());
+            }
+            // A path met before brought its ancestors along.
+            for path in std::iter::once(path.as_str()).chain(ancestors(path)) {
+                if !named.insert(path) {
+                    break;
+                }
+            }
+        }
+        let replaced = Subtrees::below(replaced);
+        let mut common = Tree::default();
+        for id in shared {
+            let mut below = replaced.clone();
+            let layer =
+                store.layer_where(id, &mut |path| named.contains(path) || below.contain(path))?;
+            common = common.with_layer(id, layer)?;
+        }
+        let stack = |mut tree: Tree, layers: Vec<(LayerId, Layer)>| -> Result<Tree> {
+            for (id, layer) in layers {
+                tree = tree.with_layer(&id, layer)?;
+            }
+            Ok(tree)
+        };
+        Ok(Region {
+            before: stack(common.clone(), before_layers)?,
+            after: stack(common, after_layers)?,
+        })
+    }
+}
+
 fn drops_content_below(change: &Change) -> bool {
     match change {
         Change::Whiteout | Change::Opaque => true,
@@ -610,6 +699,126 @@ mod tests {
         assert_eq!(a.digest().after(&a.changes_to(&b)), b.digest());
         assert_eq!(b.digest().after(&b.changes_to(&a)), a.digest());
         assert_eq!(a.digest().after(&a.changes_to(&a)), a.digest());
+    }
+
+    /// A tree over a small set of paths whose names sort around each other (`a-x` and `a.y` between
+    /// `a` and `a/…`), each present or not, a file or a directory, as `bits` choose: orphans dropped.
+    fn tree_of_bits(mut bits: u64) -> Tree {
+        const PATHS: [&str; 9] = [
+            "a", "a-x", "a.y", "a/b", "a/b/c", "a/d", "e", "e/f", "e/f/g",
+        ];
+        let mut t = Tree::default();
+        for path in PATHS {
+            let (present, dir) = (bits & 1 != 0, bits & 2 != 0);
+            bits >>= 2;
+            let parent_ok = path
+                .rsplit_once('/')
+                .is_none_or(|(parent, _)| t.entries.get(parent) == Some(&Node::Dir));
+            if present && parent_ok {
+                let node = if dir {
+                    Node::Dir
+                } else {
+                    file(path.as_bytes())
+                };
+                t.entries.insert(path.to_owned(), node);
+            }
+        }
+        t
+    }
+
+    fn owned(changes: Vec<PathChange<'_>>) -> Vec<String> {
+        changes.iter().map(|c| format!("{c:?}")).collect()
+    }
+
+    #[test]
+    fn a_region_has_the_changes_of_the_whole_trees() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ObjectStore::at(home.path());
+        store.create_dirs().unwrap();
+        let staging = store.begin().unwrap();
+        // Four trees from a fixed pseudo-random sequence: two shared layers, then one stack of layers
+        // to each side (a side may also have none). An opaque layer stands for an installer that
+        // replaced a directory whole.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cases = Vec::new();
+        for case in 0..300 {
+            let trees: Vec<Tree> = (0..4).map(|_| tree_of_bits(next())).collect();
+            let put = |layer: &Layer| staging.put_layer(layer).unwrap();
+            let shared = vec![
+                put(&Tree::default().layer_to(&trees[0])),
+                put(&trees[0].layer_to(&trees[1])),
+            ];
+            let mut opaque = trees[1].layer_to(&trees[2]);
+            if trees[2].entries.get("a") == Some(&Node::Dir) {
+                opaque.changes.insert("a".into(), Change::Opaque);
+                for (path, node) in trees[2].descendants("a") {
+                    opaque
+                        .changes
+                        .insert(path.clone(), Change::Put(node.clone()));
+                }
+            }
+            let before = vec![put(&opaque)];
+            let after = match case % 3 {
+                0 => vec![],
+                1 => vec![put(&trees[1].layer_to(&trees[3]))],
+                _ => vec![put(&opaque), put(&trees[2].layer_to(&trees[3]))],
+            };
+            cases.push((shared, before, after));
+        }
+        staging.commit().unwrap();
+        for (shared, before, after) in cases {
+            let whole = |own: &[LayerId]| {
+                Tree::from_layers(&store, &shared)
+                    .and_then(|t| t.with_layers(&store, own))
+                    .unwrap()
+            };
+            let (whole_before, whole_after) = (whole(&before), whole(&after));
+            for (a, b, whole_a, whole_b) in [
+                (&before, &after, &whole_before, &whole_after),
+                (&after, &before, &whole_after, &whole_before),
+            ] {
+                let region = Region::between(&store, &shared, a, b).unwrap();
+                assert_eq!(
+                    owned(region.before.changes_to(&region.after)),
+                    owned(whole_a.changes_to(whole_b)),
+                    "{whole_a:?} -> {whole_b:?}"
+                );
+                assert!(region.before.entries.len() <= whole_a.entries.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_region_keeps_only_what_the_differing_layers_reach() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ObjectStore::at(home.path());
+        store.create_dirs().unwrap();
+        let staging = store.begin().unwrap();
+        let base = tree(&[
+            ("lib", Node::Dir),
+            ("lib/big", Node::Dir),
+            ("lib/big/x.py", file(b"x")),
+            ("lib/old", Node::Dir),
+            ("lib/old/y.py", file(b"y")),
+            ("lib/other.py", file(b"o")),
+        ]);
+        let mut installed = base.clone();
+        installed.entries.remove("lib/old/y.py");
+        installed.entries.remove("lib/old");
+        installed.entries.insert("lib/new.py".into(), file(b"n"));
+        let shared = staging.put_layer(&Tree::default().layer_to(&base)).unwrap();
+        let install = staging.put_layer(&base.layer_to(&installed)).unwrap();
+        staging.commit().unwrap();
+        let region = Region::between(&store, &[shared], &[install], &[]).unwrap();
+        let paths = |t: &Tree| t.entries.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(paths(&region.before), ["lib", "lib/new.py"]);
+        assert_eq!(paths(&region.after), ["lib", "lib/old", "lib/old/y.py"]);
     }
 
     #[test]

@@ -121,7 +121,17 @@ impl Layer {
     /// Decodes and validates: paths normalized and strictly ascending, known tags and flags, no trailing
     /// bytes. Anything accepted re-encodes to the same bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        decode_entries(bytes, None)
+        decode_entries(bytes, None, None)
+    }
+
+    /// Decodes only the entries whose path `keep` accepts (asked in ascending path order). The encoding
+    /// is checked throughout as by [`Layer::decode`], the paths of the entries left out excepted (they
+    /// reach no tree): reading a few paths of a large layer costs no allocation for the others.
+    pub fn decode_where(
+        bytes: &[u8],
+        keep: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Self, FormatError> {
+        decode_entries(bytes, None, Some(keep))
     }
 }
 
@@ -144,7 +154,7 @@ impl CarriedLayer {
     /// Decodes like [`Layer::decode`], accepting also files named by rank.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut ranks = Vec::new();
-        let layer = decode_entries(bytes, Some(&mut ranks))?;
+        let layer = decode_entries(bytes, Some(&mut ranks), None)?;
         Ok(CarriedLayer { layer, ranks })
     }
 
@@ -162,24 +172,29 @@ impl CarriedLayer {
     }
 }
 
-/// Decodes a layer; with `ranks`, files named by rank are accepted and listed there.
+/// Decodes a layer; with `ranks`, files named by rank are accepted and listed there; with `keep`, only
+/// the entries it accepts are.
 fn decode_entries(
     bytes: &[u8],
     mut ranks: Option<&mut Vec<(String, u32)>>,
+    mut keep: Option<&mut dyn FnMut(&str) -> bool>,
 ) -> Result<Layer, FormatError> {
     let mut r = Reader::open(bytes, MAGIC, "layer", FORMAT_VERSION)?;
     // The smallest entry is a 1-byte path (4 + 1) and a tag.
     let count = r.count(6)?;
     // Paths arrive strictly ascending (checked below), so the map is built in one pass at the end.
-    let mut changes = Vec::with_capacity(count);
+    let mut changes = Vec::with_capacity(if keep.is_some() { 0 } else { count });
     let mut previous: Option<&str> = None;
     for _ in 0..count {
         let path = r.str()?;
-        validate_rel_path(path).map_err(|e| r.invalid(e.to_string()))?;
         if previous.is_some_and(|p| p.as_bytes() >= path.as_bytes()) {
             return Err(r.invalid(format!("path `{path}` is out of order or repeated")));
         }
         previous = Some(path);
+        let kept = keep.as_mut().is_none_or(|keep| keep(path));
+        if kept {
+            validate_rel_path(path).map_err(|e| r.invalid(e.to_string()))?;
+        }
         let change = match r.u8()? {
             TAG_FILE => {
                 let object = ObjectId::from_bytes(r.bytes32()?);
@@ -200,7 +215,11 @@ fn decode_entries(
                 if target.is_empty() || target.contains('\0') {
                     return Err(r.invalid(format!("symlink `{path}` has an empty or NUL target")));
                 }
-                let target = target.to_owned();
+                let target = if kept {
+                    target.to_owned()
+                } else {
+                    String::new()
+                };
                 let (_, relocatable) = read_flags(&mut r, false)?;
                 Change::Put(Node::Symlink {
                     target,
@@ -211,7 +230,7 @@ fn decode_entries(
                 let rank = r.u32()?;
                 let size = r.u64()?;
                 let (executable, relocatable) = read_flags(&mut r, true)?;
-                if let Some(ranks) = ranks.as_deref_mut() {
+                if kept && let Some(ranks) = ranks.as_deref_mut() {
                     ranks.push((path.to_owned(), rank));
                 }
                 Change::Put(Node::File {
@@ -226,7 +245,9 @@ fn decode_entries(
             TAG_OPAQUE => Change::Opaque,
             other => return Err(r.invalid(format!("unknown entry tag {other} at `{path}`"))),
         };
-        changes.push((path.to_owned(), change));
+        if kept {
+            changes.push((path.to_owned(), change));
+        }
     }
     r.finish()?;
     Ok(Layer {
@@ -304,6 +325,31 @@ mod tests {
             Layer::decode(&long),
             Err(FormatError::TrailingBytes { .. })
         ));
+    }
+
+    #[test]
+    fn decodes_only_the_kept_entries_and_still_checks_the_rest() {
+        let bytes = sample().encode();
+        let mut asked = Vec::new();
+        let kept = Layer::decode_where(&bytes, &mut |path| {
+            asked.push(path.to_owned());
+            path.starts_with("bin/")
+        })
+        .unwrap();
+        let mut expected = sample();
+        expected.changes.retain(|path, _| path.starts_with("bin/"));
+        assert_eq!(kept, expected);
+        assert_eq!(
+            asked,
+            sample().changes.into_keys().collect::<Vec<_>>(),
+            "every path is asked about once, in order"
+        );
+        for cut in 0..bytes.len() {
+            assert!(
+                Layer::decode_where(&bytes[..cut], &mut |_| false).is_err(),
+                "accepted a cut at {cut}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::objects::{Staging, unique_name};
 use crate::packages::packages_of;
 use crate::python::{self, PythonInfo};
 use crate::store::{Env, Store};
-use crate::transition::{Move, move_head};
+use crate::transition::{Difference, Move, move_head};
 use crate::tree::Tree;
 use crate::venv;
 
@@ -78,9 +78,11 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
             operation: "create".into(),
             message: None,
             to: snapshot_id,
-            current: Tree::default(),
+            difference: Difference::Trees {
+                current: Tree::default(),
+                target: None,
+            },
             cache: StatCache::default(),
-            target: None,
             with_journal,
         },
     )?;

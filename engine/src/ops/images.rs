@@ -19,7 +19,7 @@ use crate::index::{Batch, EnvRecord, HistoryEntry};
 use crate::objects::unique_name;
 use crate::python::{self, PythonInfo};
 use crate::store::{Env, Store};
-use crate::transition::{Move, move_head};
+use crate::transition::{Difference, Move, move_head};
 use crate::tree::Tree;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -551,9 +551,11 @@ pub(super) fn new_env(
             operation: operation.to_owned(),
             message: Some(message),
             to: head,
-            current: Tree::default(),
+            difference: Difference::Trees {
+                current: Tree::default(),
+                target: None,
+            },
             cache: StatCache::default(),
-            target: None,
             with_journal,
         },
     );

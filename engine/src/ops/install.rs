@@ -28,7 +28,7 @@ use crate::objects::Staging;
 use crate::packages::{PackageChange, distributions_of, package_changes, packages_of};
 use crate::sandbox::{self, Outcome, Spec};
 use crate::store::{Env, Store};
-use crate::transition::{Move, link_mode, load_stat_cache, move_head};
+use crate::transition::{Difference, Move, link_mode, load_stat_cache, move_head};
 use crate::tree::{PathChange, Tree};
 
 /// `SOURCE_DATE_EPOCH` for installer runs: pip then writes hash-checked `.pyc` files (valid whatever
@@ -235,9 +235,11 @@ pub(crate) fn commit_changes(
             operation: operation.to_owned(),
             message: Some(message),
             to: id,
-            current: head_tree,
+            difference: Difference::Trees {
+                current: head_tree,
+                target: Some(new_tree.clone()),
+            },
             cache,
-            target: Some(new_tree.clone()),
             with_journal: Batch::default(),
         },
     )?;

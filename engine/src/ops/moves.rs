@@ -2,7 +2,7 @@
 //! touching only the paths that differ. Uncaptured changes make both refuse unless forced.
 
 use serde::Serialize;
-use store_format::{Snapshot, SnapshotId};
+use store_format::{LayerId, Snapshot, SnapshotId};
 
 use crate::capture::{Scan, StatCache};
 use crate::error::{Error, Result};
@@ -10,8 +10,8 @@ use crate::index::{Batch, EnvRecord};
 use crate::objects::unique_name;
 use crate::packages::{PackageChange, package_changes};
 use crate::store::{Env, Store};
-use crate::transition::{Move, load_stat_cache, move_head, scan_or_empty};
-use crate::tree::Tree;
+use crate::transition::{Difference, Move, load_stat_cache, move_head, scan_or_empty};
+use crate::tree::{Region, Tree};
 
 #[derive(Debug, Serialize)]
 pub struct MoveReport {
@@ -114,20 +114,42 @@ fn move_env(
         });
     }
     let head = from.map(|id| store.snapshot(&id)).transpose()?;
-    // The trees of HEAD and the target are flattened on a thread of their own while the pool walks
-    // the directory.
+    let cache = from.map(|_| load_stat_cache(store, &env.record.id));
+    // A cache stamped with HEAD says the directory held HEAD when the cache was written. While the
+    // scan checks that it still does, only the region where HEAD and the target differ is read from
+    // the layers; otherwise both trees are flattened whole.
+    let stamped_head = from.is_some()
+        && cache
+            .as_ref()
+            .and_then(StatCache::stamp)
+            .map(|s| s.snapshot)
+            == from;
     let (scan, trees) = std::thread::scope(|scope| {
-        let flatten = scope.spawn(|| head_and_target_trees(store, head.as_ref(), &target));
-        let scan = from.map(|_| scan_or_empty(env, load_stat_cache(store, &env.record.id)));
-        let trees = flatten
+        let trees =
+            scope.spawn(|| head_and_target_trees(store, head.as_ref(), &target, stamped_head));
+        let scan = cache.map(|cache| scan_or_empty(env, cache));
+        let trees = trees
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (scan.transpose(), trees)
     });
-    let ((head_tree, target_tree), scan) = (trees?, scan?);
-    let (current, cache) = match (from, scan) {
-        (Some(head), Some(scan)) => current_of(env, head, head_tree, scan, force)?,
-        _ => (Tree::default(), StatCache::default()),
+    let (trees, scan) = (trees?, scan?);
+    let (difference, cache) = match (from.zip(head.as_ref()), scan) {
+        (Some((from, head)), Some(scan)) => {
+            let whole = || whole_trees(store, Some(head), &target);
+            current_of(env, from, trees, whole, scan, force)?
+        }
+        _ => {
+            let target = match trees {
+                Trees::Whole { target, .. } => target,
+                Trees::Region(_) => whole_trees(store, head.as_ref(), &target)?.1,
+            };
+            let difference = Difference::Trees {
+                current: Tree::default(),
+                target: Some(target),
+            };
+            (difference, StatCache::default())
+        }
     };
     let packages = match &head {
         Some(head) => package_changes(&head.packages, &target.packages),
@@ -144,7 +166,7 @@ fn move_env(
         unchanged: false,
     };
     // Already there, and the directory matches (a dirty one got here only with --force): nothing to do.
-    if from == Some(to) && current == target_tree {
+    if from == Some(to) && difference.changes_nothing() {
         report.unchanged = true;
         return Ok(report);
     }
@@ -159,9 +181,8 @@ fn move_env(
             operation: operation.to_owned(),
             message,
             to,
-            current,
+            difference,
             cache,
-            target: Some(target_tree),
             with_journal,
         },
     )?;
@@ -170,18 +191,39 @@ fn move_env(
     Ok(report)
 }
 
-/// HEAD's tree (empty without one) and the target's, flattened once as far as they share layers.
+/// HEAD's and the target's trees, as far as a move needs them.
+enum Trees {
+    /// Whole: HEAD's (empty without one) and the target's.
+    Whole { head: Tree, target: Tree },
+    /// Only where the two can differ: enough for a directory that holds HEAD.
+    Region(Region),
+}
+
+/// HEAD's and the target's trees: whole, or only their region when `region` is asked for.
 fn head_and_target_trees(
     store: &Store,
     head: Option<&Snapshot>,
     target: &Snapshot,
-) -> Result<(Tree, Tree)> {
+    region: bool,
+) -> Result<Trees> {
+    if !region {
+        let (head, target) = whole_trees(store, head, target)?;
+        return Ok(Trees::Whole { head, target });
+    }
     let head_layers = head.map_or(&[][..], |h| &h.layers[..]);
-    let shared = head_layers
-        .iter()
-        .zip(&target.layers)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let shared = shared_layers(head_layers, &target.layers);
+    Ok(Trees::Region(Region::between(
+        store.objects(),
+        &target.layers[..shared],
+        &head_layers[shared..],
+        &target.layers[shared..],
+    )?))
+}
+
+/// HEAD's tree (empty without one) and the target's, flattened once as far as they share layers.
+fn whole_trees(store: &Store, head: Option<&Snapshot>, target: &Snapshot) -> Result<(Tree, Tree)> {
+    let head_layers = head.map_or(&[][..], |h| &h.layers[..]);
+    let shared = shared_layers(head_layers, &target.layers);
     let objects = store.objects();
     let below = Tree::from_layers(objects, &target.layers[..shared])?;
     let head_tree = match head {
@@ -194,18 +236,35 @@ fn head_and_target_trees(
     ))
 }
 
-/// What the directory holds, with its stat cache: HEAD's tree when the cache knows it as HEAD;
-/// otherwise its own, refused when it differs from HEAD, unless `force`.
+/// How many bottom layers two snapshots share.
+fn shared_layers(a: &[LayerId], b: &[LayerId]) -> usize {
+    a.iter().zip(b).take_while(|(a, b)| a == b).count()
+}
+
+/// What the move changes, with the directory's stat cache: from HEAD when the cache knows the directory
+/// as HEAD; otherwise from what the directory holds, refused when it differs from HEAD, unless `force`.
 fn current_of(
     env: &Env,
     head: SnapshotId,
-    head_tree: Tree,
+    trees: Trees,
+    whole: impl FnOnce() -> Result<(Tree, Tree)>,
     scan: Scan,
     force: bool,
-) -> Result<(Tree, StatCache)> {
+) -> Result<(Difference, StatCache)> {
     if scan.holds(&head) {
-        return Ok((head_tree, scan.into_cache()));
+        let difference = match trees {
+            Trees::Whole { head, target } => Difference::Trees {
+                current: head,
+                target: Some(target),
+            },
+            Trees::Region(region) => Difference::Region(region),
+        };
+        return Ok((difference, scan.into_cache()));
     }
+    let (head_tree, target_tree) = match trees {
+        Trees::Whole { head, target } => (head, target),
+        Trees::Region(_) => whole()?,
+    };
     if !force && *scan.tree() != head_tree {
         return Err(Error::UncapturedChanges {
             env: env.label().to_owned(),
@@ -216,5 +275,12 @@ fn current_of(
                 .collect(),
         });
     }
-    Ok(scan.into_parts())
+    let (current, cache) = scan.into_parts();
+    Ok((
+        Difference::Trees {
+            current,
+            target: Some(target_tree),
+        },
+        cache,
+    ))
 }
