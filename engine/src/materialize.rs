@@ -81,8 +81,11 @@ fn map_all<T: Sync, R: Send>(
     }
 }
 
+/// At most this many paths changed by an apply are synced one by one; more, by one `syncfs`.
+const SYNC_EACH_MAX: usize = 32;
+
 /// What applying a tree to a directory did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 pub struct ApplyStats {
     pub removed: usize,
     pub written: usize,
@@ -90,6 +93,55 @@ pub struct ApplyStats {
     /// The target tree's digest when the cache came stamped, whose digest is then `current`'s (a
     /// scan drops a stamp its directory does not match): it follows from that one and the changes.
     pub target_digest: Option<TreeDigest>,
+    pub to_sync: ToSync,
+}
+
+/// What must reach the disk for the directory to hold the target after a power cut.
+#[derive(Debug, Default)]
+pub enum ToSync {
+    /// Each directory whose entries changed and each file whose bytes were written: a rollback of one
+    /// package syncs a handful of paths, where a `syncfs` would also write out whatever else is
+    /// dirty on the filesystem (the stat cache just written, the index's files, other programs').
+    Paths(Vec<PathBuf>),
+    /// Many paths, or a directory made from nothing (whose own entry is in a parent blast does not
+    /// track): the whole filesystem, at once.
+    #[default]
+    Filesystem,
+}
+
+impl ToSync {
+    /// Paths relative to `root`: `dirs` whose entries changed and `files` whose bytes were written.
+    fn of<'p>(
+        root: &Path,
+        dirs: impl IntoIterator<Item = &'p str>,
+        files: impl IntoIterator<Item = &'p str>,
+    ) -> ToSync {
+        let dirs: FxHashSet<&str> = dirs.into_iter().collect();
+        let files: Vec<&str> = files.into_iter().collect();
+        if dirs.len() + files.len() > SYNC_EACH_MAX {
+            return ToSync::Filesystem;
+        }
+        let abs = |rel: &str| {
+            if rel.is_empty() {
+                root.to_owned()
+            } else {
+                root.join(rel)
+            }
+        };
+        ToSync::Paths(dirs.into_iter().chain(files).map(abs).collect())
+    }
+
+    /// Makes the changes durable; `root` names the filesystem for a `syncfs`.
+    pub fn sync(&self, root: &Path) -> Result<()> {
+        match self {
+            ToSync::Filesystem => crate::objects::syncfs(root),
+            ToSync::Paths(paths) => paths.iter().try_for_each(|path| {
+                fs::File::open(path)
+                    .and_then(|file| file.sync_all())
+                    .at("syncing", path)
+            }),
+        }
+    }
 }
 
 pub struct Materializer<'a> {
@@ -108,12 +160,15 @@ impl Materializer<'_> {
         target: &Tree,
         cache: &mut StatCache,
     ) -> Result<ApplyStats> {
+        let root_made = !root.is_dir();
         fs::create_dir_all(root).at("creating environment directory", root)?;
         let changes = current.changes_to(target);
         let mut stats = ApplyStats {
             target_digest: cache.stamp().map(|stamp| stamp.tree.after(&changes)),
             ..ApplyStats::default()
         };
+        // Directories whose entries this apply changes.
+        let mut changed_dirs: Vec<&str> = Vec::new();
 
         // 1. Removals and kind changes, top-most first; a removed directory takes its subtree along.
         let mut removed_dirs: Vec<&str> = Vec::new();
@@ -135,6 +190,7 @@ impl Materializer<'_> {
             crate::fsutil::remove_tree(&abs)?;
             purge_stale_bytecode(&abs);
             cache.forget(path);
+            changed_dirs.push(parent_of(path));
             stats.removed += 1;
             if *old == Node::Dir {
                 removed_dirs.push(path);
@@ -184,7 +240,7 @@ impl Materializer<'_> {
         let half = (writes.len() / 2).max(1);
         let done = AtomicUsize::new(0);
         let linked = AtomicUsize::new(0);
-        let written: Vec<(&str, Option<FileStat>, &Node)> =
+        let written: Vec<(&str, Option<FileStat>, &Node, bool)> =
             map_all(&writes, |&(path, node, replace)| {
                 let abs = root.join(path);
                 // Before the write, so a crash between the two cannot leave a written module whose old
@@ -205,14 +261,23 @@ impl Materializer<'_> {
                     )),
                     _ => None,
                 };
-                Ok((path, stat, node))
+                Ok((path, stat, node, was_linked))
             })?;
         let now = now_ns();
-        for (path, stat, node) in written {
+        for &(path, stat, node, _) in &written {
             match stat {
                 Some(stat) => cache.record(path, stat, node, now),
                 None => cache.forget(path),
             }
+        }
+        if !root_made {
+            let made = dirs_by_depth.iter().flatten().copied();
+            let written_into = writes.iter().map(|(path, ..)| *path);
+            changed_dirs.extend(made.chain(written_into).map(parent_of));
+            let bytes_written = written.iter().filter_map(|&(path, stat, _, linked)| {
+                (stat.is_some() && !(linked && self.mode == LinkMode::Hardlink)).then_some(path)
+            });
+            stats.to_sync = ToSync::of(root, changed_dirs, bytes_written);
         }
         stats.written = writes.len();
         stats.linked = linked.into_inner();
@@ -402,5 +467,91 @@ fn purge_stale_bytecode(source: &Path) {
         {
             let _ = fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(object: ObjectId, size: usize) -> Node {
+        Node::File {
+            object,
+            size: size as u64,
+            executable: false,
+            relocatable: false,
+        }
+    }
+
+    #[test]
+    fn a_few_changes_sync_their_directories_and_written_files_many_the_filesystem() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ObjectStore::at(&home.path().join("store"));
+        store.create_dirs().unwrap();
+        let staging = store.begin().unwrap();
+        let big = vec![b'x'; 1000];
+        let (large, tiny) = (
+            staging.put_object(&big, false).unwrap(),
+            staging.put_object(b"tiny", false).unwrap(),
+        );
+        staging.commit().unwrap();
+        let root = home.path().join("env");
+        let placeholders = Placeholders {
+            env_prefix: root.to_str().unwrap().to_owned(),
+            python_bin: "/usr/bin".into(),
+        };
+        let materializer = Materializer {
+            store: &store,
+            placeholders: &placeholders,
+            mode: LinkMode::Hardlink,
+        };
+        let mut tree = Tree::default();
+        for (path, node) in [
+            ("lib", Node::Dir),
+            ("lib/old", Node::Dir),
+            ("lib/old/a.py", file(large, big.len())),
+            ("lib/kept.py", file(large, big.len())),
+        ] {
+            tree.entries.insert(path.into(), node);
+        }
+        let mut cache = StatCache::default();
+        let made = materializer
+            .apply(&root, &Tree::default(), &tree, &mut cache)
+            .unwrap();
+        assert!(
+            matches!(made.to_sync, ToSync::Filesystem),
+            "a directory made from nothing is synced whole"
+        );
+
+        let mut next = tree.clone();
+        next.entries.remove("lib/old/a.py");
+        next.entries.remove("lib/old");
+        next.entries.insert("lib/new".into(), Node::Dir);
+        next.entries
+            .insert("lib/new/linked.py".into(), file(large, big.len()));
+        next.entries.insert("lib/new/tiny.py".into(), file(tiny, 4));
+        let stats = materializer.apply(&root, &tree, &next, &mut cache).unwrap();
+        let ToSync::Paths(mut paths) = stats.to_sync else {
+            panic!("a few changes are synced path by path");
+        };
+        paths.sort();
+        // The directories whose entries changed and the file whose bytes were written; not the
+        // hardlinked file, whose bytes are the store's.
+        assert_eq!(
+            paths,
+            [
+                root.join("lib"),
+                root.join("lib/new"),
+                root.join("lib/new/tiny.py")
+            ]
+        );
+
+        let mut many = next.clone();
+        for i in 0..=SYNC_EACH_MAX {
+            many.entries
+                .insert(format!("lib/new/{i}.py"), file(tiny, 4));
+        }
+        let stats = materializer.apply(&root, &next, &many, &mut cache).unwrap();
+        assert!(matches!(stats.to_sync, ToSync::Filesystem));
     }
 }

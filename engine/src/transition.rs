@@ -175,7 +175,7 @@ fn complete(
     // stamped with `to` while the journal stands is only ever read by the command that finishes the
     // move.
     std::thread::scope(|scope| {
-        let synced = scope.spawn(|| crate::objects::syncfs(&root));
+        let synced = scope.spawn(|| stats.to_sync.sync(&root));
         save_stat_cache(store, &env.record.id, &cache);
         drop((cache, current, target));
         synced
