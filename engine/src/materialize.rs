@@ -103,8 +103,8 @@ pub enum ToSync {
     /// package syncs a handful of paths, where a `syncfs` would also write out whatever else is
     /// dirty on the filesystem (the stat cache just written, the index's files, other programs').
     Paths(Vec<PathBuf>),
-    /// Many paths, or a directory made from nothing (whose own entry is in a parent blast does not
-    /// track): the whole filesystem, at once.
+    /// Many paths, or a directory the move made (whose own entry, and maybe its parents', are in
+    /// directories the apply does not track): the whole filesystem, at once.
     #[default]
     Filesystem,
 }
@@ -160,7 +160,6 @@ impl Materializer<'_> {
         target: &Tree,
         cache: &mut StatCache,
     ) -> Result<ApplyStats> {
-        let root_made = !root.is_dir();
         fs::create_dir_all(root).at("creating environment directory", root)?;
         let changes = current.changes_to(target);
         let mut stats = ApplyStats {
@@ -270,15 +269,13 @@ impl Materializer<'_> {
                 None => cache.forget(path),
             }
         }
-        if !root_made {
-            let made = dirs_by_depth.iter().flatten().copied();
-            let written_into = writes.iter().map(|(path, ..)| *path);
-            changed_dirs.extend(made.chain(written_into).map(parent_of));
-            let bytes_written = written.iter().filter_map(|&(path, stat, _, linked)| {
-                (stat.is_some() && !(linked && self.mode == LinkMode::Hardlink)).then_some(path)
-            });
-            stats.to_sync = ToSync::of(root, changed_dirs, bytes_written);
-        }
+        let made = dirs_by_depth.iter().flatten().copied();
+        let written_into = writes.iter().map(|(path, ..)| *path);
+        changed_dirs.extend(made.chain(written_into).map(parent_of));
+        let bytes_written = written.iter().filter_map(|&(path, stat, _, linked)| {
+            (stat.is_some() && !(linked && self.mode == LinkMode::Hardlink)).then_some(path)
+        });
+        stats.to_sync = ToSync::of(root, changed_dirs, bytes_written);
         stats.written = writes.len();
         stats.linked = linked.into_inner();
         cache.forget_below(&removed_dirs);
@@ -515,13 +512,9 @@ mod tests {
             tree.entries.insert(path.into(), node);
         }
         let mut cache = StatCache::default();
-        let made = materializer
+        materializer
             .apply(&root, &Tree::default(), &tree, &mut cache)
             .unwrap();
-        assert!(
-            matches!(made.to_sync, ToSync::Filesystem),
-            "a directory made from nothing is synced whole"
-        );
 
         let mut next = tree.clone();
         next.entries.remove("lib/old/a.py");

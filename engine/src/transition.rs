@@ -12,7 +12,7 @@ use crate::capture::{self, StatCache};
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Batch, HistoryEntry, Journal};
-use crate::materialize::{ApplyStats, LinkMode, Materializer, probe_link_mode};
+use crate::materialize::{ApplyStats, LinkMode, Materializer, ToSync, probe_link_mode};
 use crate::store::{Env, Store};
 use crate::tree::{Region, Tree};
 
@@ -157,12 +157,16 @@ fn complete(
     };
     let placeholders = env.placeholders();
     let root = env.root().to_owned();
+    let root_made = !root.is_dir();
     let materializer = Materializer {
         store: store.objects(),
         placeholders: &placeholders,
         mode: link_mode(store, &root)?,
     };
-    let stats = materializer.apply(&root, &current, &target, &mut cache)?;
+    let mut stats = materializer.apply(&root, &current, &target, &mut cache)?;
+    if root_made {
+        stats.to_sync = ToSync::Filesystem;
+    }
     // The stamp's digest moved along the changes; without one, the target's whole tree gives it.
     let target_digest = match stats.target_digest {
         Some(digest) => digest,
