@@ -10,7 +10,7 @@
 mod support;
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -281,9 +281,16 @@ impl Headless {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let session = Headless { child };
+        let mut session = Headless { child };
         let start = Instant::now();
         while session_of(b, env).is_null() {
+            if let Some(status) = session.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = session.child.stderr.take() {
+                    pipe.read_to_string(&mut stderr).unwrap();
+                }
+                panic!("`blast start` ended ({status}) before its session started: {stderr}");
+            }
             assert!(start.elapsed() < PATIENCE, "the session did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
