@@ -14,6 +14,7 @@
 use std::cell::{OnceCell, RefCell};
 use std::fs;
 use std::hash::Hasher;
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -415,6 +416,17 @@ impl StatCache {
             Ok(map) => StatCache::decode(&map),
             Err(_) => StatCache::default(),
         }
+    }
+
+    /// The snapshot the cache at `path` is stamped with, read from its head alone: unchecked (the
+    /// checksum covers the whole file), so only a hint of what a load will find.
+    pub fn stamp_hint(path: &Path) -> Option<SnapshotId> {
+        let mut head = [0u8; 34];
+        fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+        let [STAT_CACHE_VERSION, 1, id @ ..] = head else {
+            return None;
+        };
+        Some(SnapshotId::from_bytes(id))
     }
 
     /// Writes the cache beside `path` and renames it into place. Not synced: after a crash the
@@ -1304,6 +1316,24 @@ mod tests {
             flipped[at] ^= 0x01;
             assert!(StatCache::decode(&flipped).is_empty(), "byte {at} flipped");
         }
+    }
+
+    #[test]
+    fn the_stamp_hint_reads_the_snapshot_a_saved_cache_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        assert_eq!(StatCache::stamp_hint(&path), None, "no file");
+        let mut cache = StatCache::default();
+        cache.save(&path).unwrap();
+        assert_eq!(StatCache::stamp_hint(&path), None, "no stamp");
+        let snapshot = SnapshotId::of(b"snapshot");
+        cache.stamp_with(snapshot, TreeDigest::default());
+        cache.save(&path).unwrap();
+        assert_eq!(StatCache::stamp_hint(&path), Some(snapshot));
+        let mut other_version = fs::read(&path).unwrap();
+        other_version[0] = STAT_CACHE_VERSION + 1;
+        fs::write(&path, other_version).unwrap();
+        assert_eq!(StatCache::stamp_hint(&path), None, "another format");
     }
 
     #[test]

@@ -33,16 +33,18 @@ pub fn rollback(
     force: bool,
 ) -> Result<MoveReport> {
     let mut env = store.open_env_forced(selector, force)?;
-    let history = store.index().history(&env.record.id)?;
-    let to = super::resolve_snapshot(
-        store,
-        &env.record.id,
-        env.label(),
-        &history,
-        target.unwrap_or("@~1"),
-    )?;
+    let resolve = |env: &Env| {
+        let history = store.index().history(&env.record.id)?;
+        super::resolve_snapshot(
+            store,
+            &env.record.id,
+            env.label(),
+            &history,
+            target.unwrap_or("@~1"),
+        )
+    };
     let message = target.map(|t| format!("to {t}"));
-    move_env(store, &mut env, to, "rollback", message, force)
+    move_env(store, &mut env, resolve, "rollback", message, force)
 }
 
 /// Moves `to_sel` to the HEAD of `from_sel`, at its own path. A `to_sel` that names no environment yet
@@ -60,7 +62,7 @@ pub fn sync(store: &Store, from_sel: &str, to_sel: &str, force: bool) -> Result<
         Err(Error::EnvNotFound(_)) => new_env_for(store, to_sel, &source)?,
         Err(e) => return Err(e),
     };
-    move_env(store, &mut target, head, "sync", message, force)
+    move_env(store, &mut target, |_| Ok(head), "sync", message, force)
 }
 
 /// A new, empty environment record for `sync` to fill, using the source's interpreter.
@@ -99,41 +101,33 @@ fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<Env>
 fn move_env(
     store: &Store,
     env: &mut Env,
-    to: SnapshotId,
+    resolve: impl FnOnce(&Env) -> Result<SnapshotId>,
     operation: &str,
     message: Option<String>,
     force: bool,
 ) -> Result<MoveReport> {
     let from = env.record.head;
-    let target = store.snapshot(&to)?;
-    if !env.record.python.satisfies(&target.python) {
-        return Err(Error::PythonMismatch {
-            env: env.label().to_owned(),
-            needed: format!("{} {}", target.python.implementation, target.python.version),
-            found: env.record.python.describe(),
+    // The walk of the directory is most of a move's time and needs only the directory and its stat
+    // cache: it starts first, and the target is found and read meanwhile.
+    let (scan, plan) = std::thread::scope(|scope| {
+        let shared: &Env = env;
+        let scan = scope.spawn(move || {
+            from.map(|_| scan_or_empty(shared, load_stat_cache(store, &shared.record.id)))
+                .transpose()
         });
-    }
-    let head = from.map(|id| store.snapshot(&id)).transpose()?;
-    let cache = from.map(|_| load_stat_cache(store, &env.record.id));
-    // A cache stamped with HEAD says the directory held HEAD when the cache was written. While the
-    // scan checks that it still does, only the region where HEAD and the target differ is read from
-    // the layers; otherwise both trees are flattened whole.
-    let stamped_head = from.is_some()
-        && cache
-            .as_ref()
-            .and_then(StatCache::stamp)
-            .map(|s| s.snapshot)
-            == from;
-    let (scan, trees) = std::thread::scope(|scope| {
-        let trees =
-            scope.spawn(|| head_and_target_trees(store, head.as_ref(), &target, stamped_head));
-        let scan = cache.map(|cache| scan_or_empty(env, cache));
-        let trees = trees
+        let plan = plan_move(store, shared, resolve);
+        let scan = scan
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (scan.transpose(), trees)
+        (scan, plan)
     });
-    let (trees, scan) = (trees?, scan?);
+    let (plan, scan) = (plan?, scan?);
+    let Plan {
+        to,
+        head,
+        target,
+        trees,
+    } = plan;
     let (difference, cache) = match (from.zip(head.as_ref()), scan) {
         (Some((from, head)), Some(scan)) => {
             let whole = || whole_trees(store, Some(head), &target);
@@ -189,6 +183,44 @@ fn move_env(
     report.removed = stats.removed;
     report.written = stats.written;
     Ok(report)
+}
+
+/// The snapshots of a move, and their trees as far as the move needs them.
+struct Plan {
+    to: SnapshotId,
+    head: Option<Snapshot>,
+    target: Snapshot,
+    trees: Trees,
+}
+
+/// Finds the target, checks that the environment's interpreter can run it, and reads the trees: only
+/// their region when the directory's stat cache says it held HEAD when it was written (the walk then
+/// checks that it still does), else whole.
+fn plan_move(
+    store: &Store,
+    env: &Env,
+    resolve: impl FnOnce(&Env) -> Result<SnapshotId>,
+) -> Result<Plan> {
+    let to = resolve(env)?;
+    let target = store.snapshot(&to)?;
+    if !env.record.python.satisfies(&target.python) {
+        return Err(Error::PythonMismatch {
+            env: env.label().to_owned(),
+            needed: format!("{} {}", target.python.implementation, target.python.version),
+            found: env.record.python.describe(),
+        });
+    }
+    let from = env.record.head;
+    let head = from.map(|id| store.snapshot(&id)).transpose()?;
+    let stamped_head =
+        from.is_some() && StatCache::stamp_hint(&store.stat_cache_path(&env.record.id)) == from;
+    let trees = head_and_target_trees(store, head.as_ref(), &target, stamped_head)?;
+    Ok(Plan {
+        to,
+        head,
+        target,
+        trees,
+    })
 }
 
 /// HEAD's and the target's trees, as far as a move needs them.
