@@ -167,6 +167,10 @@ pub(crate) struct Listing {
     /// Each entry as a kind byte (`f` file, `d` directory, `l` symlink), its name and a NUL; a
     /// symlink's target and a NUL follow its name. Names and targets never hold NUL.
     entries: Box<str>,
+    /// The tree digest of these entries, when the walk that recorded them recognised every file
+    /// among them: a walk that takes the same entries from the listing and recognises every file again
+    /// finds the same nodes, and adds this instead of hashing each entry.
+    digest: Option<TreeDigest>,
 }
 
 /// One entry of a [`Listing`].
@@ -240,7 +244,9 @@ impl Entry {
     }
 }
 
-const STAT_CACHE_VERSION: u8 = 5;
+const STAT_CACHE_VERSION: u8 = 6;
+/// The version before listings carried digests: read as if none had one.
+const STAT_CACHE_VERSION_UNDIGESTED: u8 = 5;
 
 fn path_key(path: &str) -> u64 {
     let mut hasher = rustc_hash::FxHasher::default();
@@ -453,7 +459,7 @@ impl StatCache {
         let listings: usize = self
             .dirs
             .values()
-            .map(|listing| 52 + listing.path.len() + listing.entries.len())
+            .map(|listing| 85 + listing.path.len() + listing.entries.len())
             .sum();
         let mut out = Vec::with_capacity(78 + self.paths.len() + self.len() * 89 + listings);
         out.push(STAT_CACHE_VERSION);
@@ -492,6 +498,15 @@ impl StatCache {
             string(&mut out, &listing.path);
             stat(&mut out, &listing.stat);
             string(&mut out, &listing.entries);
+            match &listing.digest {
+                Some(digest) => {
+                    out.push(1);
+                    for lane in digest.0 {
+                        out.extend_from_slice(&lane.to_le_bytes());
+                    }
+                }
+                None => out.push(0),
+            }
         }
         let checksum = crc32fast::hash(&out);
         out.extend_from_slice(&checksum.to_le_bytes());
@@ -509,17 +524,15 @@ impl StatCache {
             return None;
         }
         let mut r = Bytes(bytes);
-        if r.take(1)?[0] != STAT_CACHE_VERSION {
+        let version = r.take(1)?[0];
+        if version != STAT_CACHE_VERSION && version != STAT_CACHE_VERSION_UNDIGESTED {
             return None;
         }
         let stamp = match r.take(1)?[0] {
             0 => None,
             1 => {
                 let snapshot = SnapshotId::from_bytes(r.take(32)?.try_into().ok()?);
-                let mut tree = TreeDigest::default();
-                for lane in &mut tree.0 {
-                    *lane = r.u64()?;
-                }
+                let tree = r.tree_digest()?;
                 Some(Stamp { snapshot, tree })
             }
             _ => return None,
@@ -554,10 +567,16 @@ impl StatCache {
         let dirs = r.u32()? as usize;
         cache.dirs.reserve(dirs.min(bytes.len() / 52));
         for _ in 0..dirs {
+            let (path, stat, entries) = (r.str()?, r.stat()?, r.str()?);
+            let digest = match version {
+                STAT_CACHE_VERSION => r.digest()?,
+                _ => None,
+            };
             let listing = Listing {
-                path: r.str()?.into(),
-                stat: r.stat()?,
-                entries: r.str()?.into(),
+                path: path.into(),
+                stat,
+                entries: entries.into(),
+                digest,
             };
             cache.dirs.insert(path_key(&listing.path), listing);
         }
@@ -576,6 +595,23 @@ impl<'b> Bytes<'b> {
         let (head, tail) = self.0.split_at_checked(n)?;
         self.0 = tail;
         Some(head)
+    }
+
+    fn tree_digest(&mut self) -> Option<TreeDigest> {
+        let mut digest = TreeDigest::default();
+        for lane in &mut digest.0 {
+            *lane = self.u64()?;
+        }
+        Some(digest)
+    }
+
+    /// A flag byte, then the digest when it is 1: `Some(None)` for no digest, `None` when malformed.
+    fn digest(&mut self) -> Option<Option<TreeDigest>> {
+        match self.take(1)?[0] {
+            0 => Some(None),
+            1 => self.tree_digest().map(Some),
+            _ => None,
+        }
     }
 
     fn u32(&mut self) -> Option<u32> {
@@ -707,7 +743,7 @@ pub fn scan(
     }
     let digest = into_inner(walk.digest);
     let found = into_inner(walk.found);
-    let listings = into_inner(walk.listings);
+    let mut listings = into_inner(walk.listings);
     let items = || found.iter().flatten();
     let hashed = items().filter(|i| i.hashed).count();
     let files = items().filter(|i| i.stat.is_some()).count();
@@ -735,6 +771,24 @@ pub fn scan(
         let seen_dirs: FxHashSet<u64> = listings.iter().map(|l| path_key(&l.path)).collect();
         cache.index.retain(|key, _| seen_files.contains(key));
         cache.dirs.retain(|key, _| seen_dirs.contains(key));
+        // A directory some of whose files were read gets its listing's digest from what was found,
+        // so the next walk that recognises them all need not hash its entries.
+        let mut sums: FxHashMap<Box<str>, TreeDigest> = listings
+            .iter()
+            .filter(|l| l.digest.is_none())
+            .map(|l| (l.path.clone(), TreeDigest::default()))
+            .collect();
+        if !sums.is_empty() {
+            for item in items() {
+                let parent = item.path.rsplit_once('/').map_or("", |(parent, _)| parent);
+                if let Some(sum) = sums.get_mut(parent) {
+                    sum.add(&item.path, &item.node);
+                }
+            }
+            for listing in &mut listings {
+                listing.digest = listing.digest.or_else(|| sums.get(&listing.path).copied());
+            }
+        }
         for listing in listings {
             if cache.listing(&listing.path) != Some(&listing) {
                 cache.record_listing(listing, now_ns);
@@ -954,6 +1008,9 @@ struct Walk<'a> {
     error: Mutex<Option<Error>>,
 }
 
+/// A directory's entries by name, as the walk found them.
+type Entries = Vec<(String, Seen)>;
+
 /// What the walk found at one entry of a directory.
 enum Seen {
     Dir(FileStat),
@@ -969,18 +1026,15 @@ impl<'a> Walk<'a> {
         if lock(&self.error).is_none() {
             let items = self
                 .entries(&abs, &rel, &stat)
-                .and_then(|entries| self.visit(scope, &abs, rel, stat, entries));
+                .and_then(|(entries, digest)| self.visit(scope, &abs, rel, stat, entries, digest));
             self.keep(items);
         }
     }
 
-    fn keep(&self, items: Result<Vec<Item>>) {
+    /// Keeps what a task found, and the digest of those entries.
+    fn keep(&self, items: Result<(Vec<Item>, TreeDigest)>) {
         match items {
-            Ok(items) => {
-                let mut digest = TreeDigest::default();
-                for item in &items {
-                    digest.add(&item.path, &item.node);
-                }
+            Ok((items, digest)) => {
                 lock(&self.digest).merge(digest);
                 lock(&self.found).push(items);
             }
@@ -992,14 +1046,19 @@ impl<'a> Walk<'a> {
 
     /// The directory's entries: those of its listing in the cache while its stat is the one the listing
     /// was read with (files and subdirectories are still `lstat`ed; an entry gone or of another kind
-    /// means the listing is not trusted), else what reading it finds.
-    fn entries(&self, abs: &Path, rel: &str, stat: &FileStat) -> Result<Vec<(String, Seen)>> {
+    /// means the listing is not trusted), with the listing's digest, else what reading it finds.
+    fn entries(
+        &self,
+        abs: &Path,
+        rel: &str,
+        stat: &FileStat,
+    ) -> Result<(Entries, Option<TreeDigest>)> {
         if let Some(listing) = self.ctx.cache.listing_of(rel, stat)
             && let Some(entries) = listed(abs, listing)
         {
-            return Ok(entries);
+            return Ok((entries, listing.digest));
         }
-        read_entries(abs)
+        Ok((read_entries(abs)?, None))
     }
 
     fn visit<'s>(
@@ -1008,13 +1067,15 @@ impl<'a> Walk<'a> {
         abs: &Path,
         rel: String,
         stat: FileStat,
-        entries: Vec<(String, Seen)>,
-    ) -> Result<Vec<Item>>
+        entries: Entries,
+        listed_digest: Option<TreeDigest>,
+    ) -> Result<(Vec<Item>, TreeDigest)>
     where
         'a: 's,
     {
         let mut items = Vec::with_capacity(entries.len());
         let mut listed = String::new();
+        let mut read_any = false;
         for (name, seen) in entries {
             let path = crate::tree::child_path(&rel, &name);
             match seen {
@@ -1035,10 +1096,15 @@ impl<'a> Walk<'a> {
                     match self.ctx.recognise(path, stat, executable) {
                         Ok(item) => items.push(item),
                         Err(path) => {
+                            read_any = true;
                             let abs = abs.join(&name);
                             scope.spawn(move |_| {
                                 let item = self.ctx.hash_file(abs, path, stat, executable);
-                                self.keep(item.map(|i| vec![i]));
+                                self.keep(item.map(|item| {
+                                    let mut digest = TreeDigest::default();
+                                    digest.add(&item.path, &item.node);
+                                    (vec![item], digest)
+                                }));
                             });
                         }
                     }
@@ -1055,18 +1121,29 @@ impl<'a> Walk<'a> {
                 }
             }
         }
+        let digest = match listed_digest {
+            Some(digest) if !read_any => digest,
+            _ => {
+                let mut digest = TreeDigest::default();
+                for item in &items {
+                    digest.add(&item.path, &item.node);
+                }
+                digest
+            }
+        };
         lock(&self.listings).push(Listing {
             path: rel.into(),
             stat,
             entries: listed.into(),
+            digest: (!read_any).then_some(digest),
         });
-        Ok(items)
+        Ok((items, digest))
     }
 }
 
 /// A directory's entries as its cached listing gives them, each file and subdirectory `lstat`ed again;
 /// `None` when one is gone or of another kind than listed, or the listing is malformed.
-fn listed(abs: &Path, listing: &Listing) -> Option<Vec<(String, Seen)>> {
+fn listed(abs: &Path, listing: &Listing) -> Option<Entries> {
     // Entries are looked up relative to the directory: a whole path costs a dentry look-up per
     // component, ten in a venv's site-packages, which was an eighth of a rollback's CPU time.
     let dir = nix::fcntl::open(
@@ -1093,7 +1170,7 @@ fn listed(abs: &Path, listing: &Listing) -> Option<Vec<(String, Seen)>> {
 
 /// A directory's entries as reading it finds them, but `__pycache__` and the import-tracking hook's
 /// files; anything but a file, directory or symlink is refused.
-fn read_entries(abs: &Path) -> Result<Vec<(String, Seen)>> {
+fn read_entries(abs: &Path) -> Result<Entries> {
     let mut entries = Vec::new();
     for entry in fs::read_dir(abs).at("reading directory", abs)? {
         let entry = entry.at("reading directory", abs)?;
@@ -1273,6 +1350,7 @@ mod tests {
             path: "a".into(),
             stat: dir_stat,
             entries: entries.into(),
+            digest: Some(TreeDigest([1, 2, 3, u64::MAX])),
         };
         cache.record_listing(listing.clone(), i64::MAX / 2);
         assert_eq!(cache.len(), 1);
@@ -1297,6 +1375,16 @@ mod tests {
             ),
             None
         );
+        // The format before listings carried digests reads with none.
+        let mut undigested = cache.clone();
+        for listing in undigested.dirs.values_mut() {
+            listing.digest = None;
+        }
+        let mut old = undigested.encode();
+        old.truncate(old.len() - 5);
+        old[0] = STAT_CACHE_VERSION_UNDIGESTED;
+        old.extend_from_slice(&crc32fast::hash(&old).to_le_bytes());
+        assert_eq!(StatCache::decode(&old), undigested);
         assert!(StatCache::decode(b"\x09garbage").is_empty());
         let mut truncated = cache.encode();
         truncated.pop();
@@ -1397,6 +1485,7 @@ mod tests {
                 ..stat
             },
             entries: "fx\0".into(),
+            digest: None,
         };
         cache.record_listing(listing.clone(), now);
         assert!(cache.dirs.is_empty());
@@ -1506,6 +1595,39 @@ mod scan_tests {
         let reread = scan(&root, cache, &ph, None).unwrap();
         assert!(!reread.tree().entries.contains_key("lib/gone.py"));
         assert!(reread.cache_changed);
+    }
+
+    #[test]
+    fn a_listing_digest_stands_for_its_entries_only_while_each_file_is_recognised() {
+        let (_dir, root, ph) =
+            env_with(&[("lib/a.py", "a"), ("lib/b.py", "b"), ("top.txt", "top")]);
+        let fresh = |root: &Path| scan(root, StatCache::default(), &ph, None).unwrap();
+        let first = fresh(&root);
+        let cache = first.into_cache();
+        let lib = cache.listing("lib").unwrap();
+        assert_eq!(
+            lib.digest,
+            Some(fresh(&root).tree().descendants("lib").fold(
+                TreeDigest::default(),
+                |mut digest, (path, node)| {
+                    digest.add(path, node);
+                    digest
+                }
+            )),
+            "the files read by the first walk give their directory's digest"
+        );
+        let again = scan(&root, cache.clone(), &ph, None).unwrap();
+        assert!(!again.cache_changed);
+        assert_eq!(again.digest, fresh(&root).digest);
+
+        // An edit in place leaves the directory's stat as it was: the listing is still taken, but
+        // the edited file is read, and the digest is that of what is there now.
+        fs::write(root.join("lib/a.py"), "A").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        let edited = scan(&root, cache, &ph, None).unwrap();
+        assert_eq!(edited.hashed, 1);
+        assert_eq!(edited.digest, fresh(&root).digest);
+        assert_ne!(edited.digest, again.digest);
     }
 
     #[test]
