@@ -233,7 +233,8 @@ impl<'a> Installs<'a> {
         let target = Target::ratio_at_most(installer.goal(), blast, bare, MAX_RATIO);
         let mut notes = vec![format!(
             "blast install with {}: {} in all; by its `--json` reports (medians) the installer ran {} \
-             in the sandbox (bare: {}) and blast's own work (sandbox, layer commit, apply) took {}; \
+             in the sandbox (bare: {}) and blast's own work (sandbox, reading the changes into the store, \
+             layer commit, apply) took {}; \
              the other {} lie outside the reports' clock (removing the installer's working area, \
              which blast does after the report is made, and process start and exit)",
             installer.name(),

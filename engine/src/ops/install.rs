@@ -10,8 +10,9 @@
 //! leaves its duration as an `install` sample for `blast stats` (a failed one leaves none: it is an
 //! error the user sees, not a duration to watch).
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use store_format::{Node, ObjectId, Placeholders, Snapshot, SnapshotId};
@@ -100,14 +101,14 @@ pub fn install(
         request: &request,
         area: area.dir(),
         staging: &staging,
+        installer_time: Cell::default(),
     };
-    let run_started = Instant::now();
     let new_tree = if options.no_sandbox {
         run.on_copy()?
     } else {
         run.sandboxed(options.offline)?
     };
-    let installer_seconds = run_started.elapsed().as_secs_f64();
+    let installer_seconds = run.installer_time.get().as_secs_f64();
 
     let mut report = InstallReport {
         env: env.label().to_owned(),
@@ -290,6 +291,8 @@ struct Run<'a> {
     area: &'a Path,
     /// Where its new files are stored.
     staging: &'a Staging<'a>,
+    /// How long the installer itself ran (reading its changes back is blast's work).
+    installer_time: Cell<Duration>,
 }
 
 /// The overlay's upper directory, inside the run's area.
@@ -298,6 +301,14 @@ const UPPER: &str = "upper";
 impl Run<'_> {
     /// Runs the installer in the sandbox over an overlay of the environment; returns the tree its
     /// changes make.
+    /// Runs the installer (`run`), keeping how long it took.
+    fn timed<T>(&self, run: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let outcome = run();
+        self.installer_time.set(started.elapsed());
+        outcome
+    }
+
     fn sandboxed(&self, offline: bool) -> Result<Tree> {
         let (upper, work, root) = (
             self.area.join(UPPER),
@@ -340,7 +351,7 @@ impl Run<'_> {
             stdout_to_stderr: true,
         };
         spec.hide_secrets(INSTALLER_CONFIG);
-        match self.store.index().released(|| sandbox::run(&spec))?? {
+        match self.timed(|| self.store.index().released(|| sandbox::run(&spec)))?? {
             Ok(outcome) => self.check(outcome)?,
             Err(refusal) => {
                 return Err(Error::SandboxRefused {
@@ -375,10 +386,11 @@ impl Run<'_> {
         let env_python = copy.join("bin/python");
         let program = self.installer.program(&env_python);
         let args = self.installer.args(self.request, &env_python);
-        let outcome = self
-            .store
-            .index()
-            .released(|| sandbox::run_unconfined(&program, &args, &installer_env()))??;
+        let outcome = self.timed(|| {
+            self.store
+                .index()
+                .released(|| sandbox::run_unconfined(&program, &args, &installer_env()))
+        })??;
         self.check(outcome)?;
         let scan = capture::scan(&copy, cache, &placeholders, Some(self.sink()))?;
         Ok(scan.into_parts().0)
