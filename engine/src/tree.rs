@@ -726,15 +726,20 @@ mod tests {
         t
     }
 
+    fn empty_store() -> (tempfile::TempDir, ObjectStore) {
+        let home = tempfile::tempdir().unwrap();
+        let store = ObjectStore::at(home.path());
+        store.create_dirs().unwrap();
+        (home, store)
+    }
+
     fn owned(changes: Vec<PathChange<'_>>) -> Vec<String> {
         changes.iter().map(|c| format!("{c:?}")).collect()
     }
 
     #[test]
     fn a_region_has_the_changes_of_the_whole_trees() {
-        let home = tempfile::tempdir().unwrap();
-        let store = ObjectStore::at(home.path());
-        store.create_dirs().unwrap();
+        let (_home, store) = empty_store();
         let staging = store.begin().unwrap();
         // Four trees from a fixed pseudo-random sequence: two shared layers, then one stack of layers
         // to each side (a side may also have none). An opaque layer stands for an installer that
@@ -796,9 +801,7 @@ mod tests {
 
     #[test]
     fn a_region_keeps_only_what_the_differing_layers_reach() {
-        let home = tempfile::tempdir().unwrap();
-        let store = ObjectStore::at(home.path());
-        store.create_dirs().unwrap();
+        let (_home, store) = empty_store();
         let staging = store.begin().unwrap();
         let base = tree(&[
             ("lib", Node::Dir),
