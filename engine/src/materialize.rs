@@ -131,16 +131,19 @@ impl ToSync {
         ToSync::Paths(dirs.into_iter().chain(files).map(abs).collect())
     }
 
-    /// Makes the changes durable; `root` names the filesystem for a `syncfs`.
+    /// Makes the changes durable; `root` names the filesystem for a `syncfs`, which also stands in
+    /// for a path that cannot be opened (a directory made unreadable, say).
     pub fn sync(&self, root: &Path) -> Result<()> {
-        match self {
-            ToSync::Filesystem => crate::objects::syncfs(root),
-            ToSync::Paths(paths) => paths.iter().try_for_each(|path| {
-                fs::File::open(path)
-                    .and_then(|file| file.sync_all())
-                    .at("syncing", path)
-            }),
+        let synced_each = match self {
+            ToSync::Filesystem => false,
+            ToSync::Paths(paths) => paths
+                .iter()
+                .all(|path| fs::File::open(path).is_ok_and(|file| file.sync_all().is_ok())),
+        };
+        if synced_each {
+            return Ok(());
         }
+        crate::objects::syncfs(root)
     }
 }
 

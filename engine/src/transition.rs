@@ -60,7 +60,7 @@ pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
     batch.put_journal(&env.record.id, &journal);
     store.index().write(batch)?;
     crash::point("journal-written");
-    complete(store, env, journal, mv.difference, mv.cache)
+    complete(store, env, journal, mv.difference, mv.cache, false)
 }
 
 /// Finishes a move that a killed command left in the journal. A path that holds neither what the old
@@ -97,7 +97,7 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
         current,
         target: None,
     };
-    complete(store, env, journal, difference, cache)?;
+    complete(store, env, journal, difference, cache, true)?;
     Ok(())
 }
 
@@ -142,6 +142,7 @@ fn complete(
     journal: Journal,
     difference: Difference,
     mut cache: StatCache,
+    after_crash: bool,
 ) -> Result<ApplyStats> {
     let whole_target = matches!(difference, Difference::Trees { .. });
     let (current, target) = match difference {
@@ -164,7 +165,9 @@ fn complete(
         mode: link_mode(store, &root)?,
     };
     let mut stats = materializer.apply(&root, &current, &target, &mut cache)?;
-    if root_made {
+    // The apply knows only what it changed itself: a move finished for a killed command syncs the
+    // filesystem, where what the killed command wrote may still wait in the page cache.
+    if root_made || after_crash {
         stats.to_sync = ToSync::Filesystem;
     }
     // The stamp's digest moved along the changes; without one, the target's whole tree gives it.

@@ -364,8 +364,6 @@ impl TreeDigest {
     }
 }
 
-/// Whether a change at a directory's path drops what the layers below had under it: a whiteout, an
-/// opaque directory, or a non-directory put in its place.
 /// The subtrees below a set of paths, as the ranges of keys `dir/`..`dir0` (`0` follows `/`). Ranges
 /// are nested or apart, so once sorted, the outer ones are skipped by one forward pointer: paths are
 /// asked about in ascending order.
@@ -463,6 +461,8 @@ impl Region {
     }
 }
 
+/// Whether a change at a directory's path drops what the layers below had under it: a whiteout, an
+/// opaque directory, or a non-directory put in its place.
 fn drops_content_below(change: &Change) -> bool {
     match change {
         Change::Whiteout | Change::Opaque => true,

@@ -299,8 +299,6 @@ struct Run<'a> {
 const UPPER: &str = "upper";
 
 impl Run<'_> {
-    /// Runs the installer in the sandbox over an overlay of the environment; returns the tree its
-    /// changes make.
     /// Runs the installer (`run`), keeping how long it took.
     fn timed<T>(&self, run: impl FnOnce() -> T) -> T {
         let started = Instant::now();
@@ -309,6 +307,8 @@ impl Run<'_> {
         outcome
     }
 
+    /// Runs the installer in the sandbox over an overlay of the environment; returns the tree its
+    /// changes make.
     fn sandboxed(&self, offline: bool) -> Result<Tree> {
         let (upper, work, root) = (
             self.area.join(UPPER),
@@ -351,7 +351,11 @@ impl Run<'_> {
             stdout_to_stderr: true,
         };
         spec.hide_secrets(INSTALLER_CONFIG);
-        match self.timed(|| self.store.index().released(|| sandbox::run(&spec)))?? {
+        match self
+            .store
+            .index()
+            .released(|| self.timed(|| sandbox::run(&spec)))??
+        {
             Ok(outcome) => self.check(outcome)?,
             Err(refusal) => {
                 return Err(Error::SandboxRefused {
@@ -386,10 +390,8 @@ impl Run<'_> {
         let env_python = copy.join("bin/python");
         let program = self.installer.program(&env_python);
         let args = self.installer.args(self.request, &env_python);
-        let outcome = self.timed(|| {
-            self.store
-                .index()
-                .released(|| sandbox::run_unconfined(&program, &args, &installer_env()))
+        let outcome = self.store.index().released(|| {
+            self.timed(|| sandbox::run_unconfined(&program, &args, &installer_env()))
         })??;
         self.check(outcome)?;
         let scan = capture::scan(&copy, cache, &placeholders, Some(self.sink()))?;
