@@ -427,6 +427,7 @@ impl StatCache {
     /// The snapshot the cache at `path` is stamped with, read from its head alone: unchecked (the
     /// checksum covers the whole file), so only a hint of what a load will find.
     pub fn stamp_hint(path: &Path) -> Option<SnapshotId> {
+        // The version, the stamp's flag and the snapshot's id.
         let mut head = [0u8; 34];
         fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
         let [STAT_CACHE_VERSION, 1, id @ ..] = head else {
@@ -1101,8 +1102,7 @@ impl<'a> Walk<'a> {
                             scope.spawn(move |_| {
                                 let item = self.ctx.hash_file(abs, path, stat, executable);
                                 self.keep(item.map(|item| {
-                                    let mut digest = TreeDigest::default();
-                                    digest.add(&item.path, &item.node);
+                                    let digest = TreeDigest::of([(&item.path, &item.node)]);
                                     (vec![item], digest)
                                 }));
                             });
@@ -1123,13 +1123,7 @@ impl<'a> Walk<'a> {
         }
         let digest = match listed_digest {
             Some(digest) if !read_any => digest,
-            _ => {
-                let mut digest = TreeDigest::default();
-                for item in &items {
-                    digest.add(&item.path, &item.node);
-                }
-                digest
-            }
+            _ => TreeDigest::of(items.iter().map(|item| (&item.path, &item.node))),
         };
         lock(&self.listings).push(Listing {
             path: rel.into(),
@@ -1607,13 +1601,7 @@ mod scan_tests {
         let lib = cache.listing("lib").unwrap();
         assert_eq!(
             lib.digest,
-            Some(fresh(&root).tree().descendants("lib").fold(
-                TreeDigest::default(),
-                |mut digest, (path, node)| {
-                    digest.add(path, node);
-                    digest
-                }
-            )),
+            Some(TreeDigest::of(fresh(&root).tree().descendants("lib"))),
             "the files read by the first walk give their directory's digest"
         );
         let again = scan(&root, cache.clone(), &ph, None).unwrap();

@@ -111,14 +111,26 @@ pub enum ToSync {
 
 impl ToSync {
     /// Paths relative to `root`: `dirs` whose entries changed and `files` whose bytes were written.
+    /// Stops reading them once they are too many (a whole environment's, when one is materialized).
     fn of<'p>(
         root: &Path,
         dirs: impl IntoIterator<Item = &'p str>,
         files: impl IntoIterator<Item = &'p str>,
     ) -> ToSync {
-        let dirs: FxHashSet<&str> = dirs.into_iter().collect();
-        let files: Vec<&str> = files.into_iter().collect();
-        if dirs.len() + files.len() > SYNC_EACH_MAX {
+        let mut files_and_dirs = files
+            .into_iter()
+            .take(SYNC_EACH_MAX + 1)
+            .collect::<Vec<_>>();
+        let mut seen: FxHashSet<&str> = FxHashSet::default();
+        for dir in dirs {
+            if files_and_dirs.len() > SYNC_EACH_MAX {
+                break;
+            }
+            if seen.insert(dir) {
+                files_and_dirs.push(dir);
+            }
+        }
+        if files_and_dirs.len() > SYNC_EACH_MAX {
             return ToSync::Filesystem;
         }
         let abs = |rel: &str| {
@@ -128,7 +140,7 @@ impl ToSync {
                 root.join(rel)
             }
         };
-        ToSync::Paths(dirs.into_iter().chain(files).map(abs).collect())
+        ToSync::Paths(files_and_dirs.into_iter().map(abs).collect())
     }
 
     /// Makes the changes durable; `root` names the filesystem for a `syncfs`, which also stands in
@@ -169,8 +181,8 @@ impl Materializer<'_> {
             target_digest: cache.stamp().map(|stamp| stamp.tree.after(&changes)),
             ..ApplyStats::default()
         };
-        // Directories whose entries this apply changes.
-        let mut changed_dirs: Vec<&str> = Vec::new();
+        // Directories whose entries this apply changes by a removal.
+        let mut removed_from: Vec<&str> = Vec::new();
 
         // 1. Removals and kind changes, top-most first; a removed directory takes its subtree along.
         let mut removed_dirs: Vec<&str> = Vec::new();
@@ -192,7 +204,7 @@ impl Materializer<'_> {
             crate::fsutil::remove_tree(&abs)?;
             purge_stale_bytecode(&abs);
             cache.forget(path);
-            changed_dirs.push(parent_of(path));
+            removed_from.push(parent_of(path));
             stats.removed += 1;
             if *old == Node::Dir {
                 removed_dirs.push(path);
@@ -274,7 +286,9 @@ impl Materializer<'_> {
         }
         let made = dirs_by_depth.iter().flatten().copied();
         let written_into = writes.iter().map(|(path, ..)| *path);
-        changed_dirs.extend(made.chain(written_into).map(parent_of));
+        let changed_dirs = removed_from
+            .into_iter()
+            .chain(made.chain(written_into).map(parent_of));
         let bytes_written = written.iter().filter_map(|&(path, stat, _, linked)| {
             (stat.is_some() && !(linked && self.mode == LinkMode::Hardlink)).then_some(path)
         });

@@ -278,11 +278,7 @@ impl Tree {
     }
 
     pub fn digest(&self) -> TreeDigest {
-        let mut digest = TreeDigest::default();
-        for (path, node) in &self.entries {
-            digest.add(path, node);
-        }
-        digest
+        TreeDigest::of(&self.entries)
     }
 }
 
@@ -295,6 +291,17 @@ impl Tree {
 pub struct TreeDigest(pub [u64; 4]);
 
 impl TreeDigest {
+    /// The digest of a set of entries.
+    pub fn of<'e, P: AsRef<str> + 'e>(
+        entries: impl IntoIterator<Item = (&'e P, &'e Node)>,
+    ) -> Self {
+        let mut digest = TreeDigest::default();
+        for (path, node) in entries {
+            digest.add(path.as_ref(), node);
+        }
+        digest
+    }
+
     pub fn add(&mut self, path: &str, node: &Node) {
         self.merge(TreeDigest::of_entry(path, node));
     }
