@@ -233,10 +233,9 @@ impl<'a> Installs<'a> {
         let target = Target::ratio_at_most(installer.goal(), blast, bare, MAX_RATIO);
         let mut notes = vec![format!(
             "blast install with {}: {} in all; by its `--json` reports (medians) the installer ran {} \
-             in the sandbox (bare: {}) and blast's own work (sandbox, reading the changes into the store, \
-             layer commit, apply) took {}; \
-             the other {} lie outside the reports' clock (removing the installer's working area, \
-             which blast does after the report is made, and process start and exit)",
+             in the sandbox (bare: {}) and blast's own work (sandbox, reading the changes into the \
+             store, layer commit, apply, removing the installer's working area) took {}; the other {} \
+             lie outside the reports' clock (process start, opening the store, printing and exit)",
             installer.name(),
             duration(blast.median()),
             duration(inside),
@@ -252,12 +251,15 @@ impl<'a> Installs<'a> {
             notes.push(format!(
                 "the uv target is missed, {} against bare uv's {} (ratio {:.2}): in the sandbox uv \
                  cannot hardlink from its cache, a different mount from the overlay, and copies every \
-                 file instead ({} there against {} bare); {warning}",
+                 file instead ({} there against {} bare); {warning}; and blast's own work ({}) is over \
+                 the budget by itself: hashing every file the installer wrote, syncing them into the \
+                 store, linking them into the environment",
                 duration(blast.median()),
                 duration(bare.median()),
                 ratio(blast.median(), bare.median()),
                 duration(inside),
-                duration(bare.median())
+                duration(bare.median()),
+                duration(own)
             ));
         }
         Results {
