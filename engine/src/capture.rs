@@ -68,7 +68,7 @@ impl FileStat {
         }
     }
 
-    fn of_stat(stat: &libc::stat) -> Self {
+    pub(crate) fn of_stat(stat: &libc::stat) -> Self {
         FileStat {
             ino: stat.st_ino,
             size: stat.st_size as u64,

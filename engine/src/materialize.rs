@@ -22,6 +22,12 @@ use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::objects::ObjectStore;
 use crate::tree::{PathChange, Tree, TreeDigest};
+use fresh::FreshDirs;
+
+/// A file or symlink an apply wrote: its path, the file's stat, what it holds, whether it was linked.
+type Written<'t> = (&'t str, Option<FileStat>, &'t Node, bool);
+
+mod fresh;
 
 /// Files of at most this many bytes are written, never linked.
 pub const TINY_FILE_MAX: u64 = 256;
@@ -212,71 +218,53 @@ impl Materializer<'_> {
         }
         crash::point("apply-removed");
 
-        // 2. Directories, a level at a time (parents before children), each level in parallel.
-        // (path, node, whether something is there to replace)
+        // 2. Directories absent now (new ones, and those replacing what step 1 removed) are made and
+        // filled through handles of their parents, in parallel (`fresh`).
+        let mut fresh = FreshDirs::default();
+        // 3. Then the files and symlinks of directories that were there, in parallel:
+        // (path, node, whether something is there to replace).
         let mut writes: Vec<(&str, &Node, bool)> = Vec::new();
-        let mut dirs_by_depth: Vec<Vec<&str>> = Vec::new();
         for change in &changes {
-            let (path, node, replace) = match change {
-                PathChange::Added(p, n) => (*p, *n, false),
-                PathChange::Modified(p, old, n) => (
-                    *p,
-                    *n,
-                    std::mem::discriminant(*old) == std::mem::discriminant(*n),
-                ),
-                PathChange::Removed(..) => continue,
-            };
-            if *node == Node::Dir {
-                let depth = path.matches('/').count();
-                if dirs_by_depth.len() <= depth {
-                    dirs_by_depth.resize_with(depth + 1, Vec::new);
+            match change {
+                PathChange::Added(path, Node::Dir) | PathChange::Modified(path, _, Node::Dir) => {
+                    fresh.add_dir(path);
                 }
-                dirs_by_depth[depth].push(path);
-            } else {
-                writes.push((path, node, replace));
+                PathChange::Added(path, node) => {
+                    if !fresh.add_file(path, node) {
+                        writes.push((path, node, false));
+                    }
+                }
+                PathChange::Modified(path, old, node) => writes.push((
+                    path,
+                    node,
+                    std::mem::discriminant(*old) == std::mem::discriminant(*node),
+                )),
+                PathChange::Removed(..) => {}
             }
         }
-        // Directories this apply made hold no bytecode cache, so files written into them need no purge.
-        let mut fresh_dirs: FxHashSet<&str> = FxHashSet::default();
-        for level in &dirs_by_depth {
-            let created = map_all(level, |path| {
-                let abs = root.join(path);
-                match fs::create_dir(&abs) {
-                    Ok(()) => Ok(Some(*path)),
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(None),
-                    Err(e) => Err(e).at("creating directory", &abs),
-                }
-            })?;
-            fresh_dirs.extend(created.into_iter().flatten());
-        }
-
-        // 3. Files and symlinks, in parallel.
-        let half = (writes.len() / 2).max(1);
+        let half = ((writes.len() + fresh.file_count()) / 2).max(1);
         let done = AtomicUsize::new(0);
-        let linked = AtomicUsize::new(0);
-        let written: Vec<(&str, Option<FileStat>, &Node, bool)> =
-            map_all(&writes, |&(path, node, replace)| {
-                let abs = root.join(path);
-                // Before the write, so a crash between the two cannot leave a written module whose old
-                // bytecode survives (the recovery apply finds the module in place and skips it).
-                if !fresh_dirs.contains(parent_of(path)) {
-                    purge_stale_bytecode(&abs);
-                }
-                let was_linked = self.write_node(&abs, node, replace)?;
-                if was_linked {
-                    linked.fetch_add(1, Ordering::Relaxed);
-                }
-                if done.fetch_add(1, Ordering::Relaxed) + 1 == half {
-                    crash::point("apply-half");
-                }
-                let stat = match node {
-                    Node::File { .. } => Some(FileStat::of(
-                        &abs.symlink_metadata().at("inspecting", &abs)?,
-                    )),
-                    _ => None,
-                };
-                Ok((path, stat, node, was_linked))
-            })?;
+        let count_file = || {
+            if done.fetch_add(1, Ordering::Relaxed) + 1 == half {
+                crash::point("apply-half");
+            }
+        };
+        let mut written = self.fill_fresh(root, &fresh, &count_file)?;
+        written.extend(map_all(&writes, |&(path, node, replace)| {
+            let abs = root.join(path);
+            // Before the write, so a crash between the two cannot leave a written module whose old
+            // bytecode survives (the recovery apply finds the module in place and skips it).
+            purge_stale_bytecode(&abs);
+            let was_linked = self.write_node(&abs, node, replace)?;
+            count_file();
+            let stat = match node {
+                Node::File { .. } => Some(FileStat::of(
+                    &abs.symlink_metadata().at("inspecting", &abs)?,
+                )),
+                _ => None,
+            };
+            Ok((path, stat, node, was_linked))
+        })?);
         let now = now_ns();
         for &(path, stat, node, _) in &written {
             match stat {
@@ -284,17 +272,19 @@ impl Materializer<'_> {
                 None => cache.forget(path),
             }
         }
-        let made = dirs_by_depth.iter().flatten().copied();
-        let written_into = writes.iter().map(|(path, ..)| *path);
+        let written_into = writes
+            .iter()
+            .map(|(path, ..)| *path)
+            .chain(fresh.file_paths());
         let changed_dirs = removed_from
             .into_iter()
-            .chain(made.chain(written_into).map(parent_of));
+            .chain(fresh.dir_paths().chain(written_into).map(parent_of));
         let bytes_written = written.iter().filter_map(|&(path, stat, _, linked)| {
             (stat.is_some() && !(linked && self.mode == LinkMode::Hardlink)).then_some(path)
         });
         stats.to_sync = ToSync::of(root, changed_dirs, bytes_written);
-        stats.written = writes.len();
-        stats.linked = linked.into_inner();
+        stats.written = writes.len() + fresh.file_count();
+        stats.linked = written.iter().filter(|&&(.., linked)| linked).count();
         cache.forget_below(&removed_dirs);
         Ok(stats)
     }
@@ -401,12 +391,17 @@ impl Materializer<'_> {
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(path)
         .at("creating", path)?;
+    fill_created(file, path, bytes, mode)
+}
+
+/// Writes `bytes` into `file`, created at `path` with `mode` a moment ago.
+fn fill_created(mut file: fs::File, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     file.write_all(bytes).at("writing", path)?;
     // A umask beyond 022 narrowed the mode at creation; the usual one did not, saving a syscall a file.
     if umask_narrows(mode) {
@@ -487,6 +482,57 @@ fn purge_stale_bytecode(source: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A store with an environment directory beside it, yet to be made.
+    struct Fixture {
+        _home: tempfile::TempDir,
+        store: ObjectStore,
+        root: PathBuf,
+        placeholders: Placeholders,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let home = tempfile::tempdir().unwrap();
+            let store = ObjectStore::at(&home.path().join("store"));
+            store.create_dirs().unwrap();
+            let root = home.path().join("env");
+            let placeholders = Placeholders {
+                env_prefix: root.to_str().unwrap().to_owned(),
+                python_bin: "/usr/bin".into(),
+            };
+            Fixture {
+                _home: home,
+                store,
+                root,
+                placeholders,
+            }
+        }
+
+        fn put(&self, bytes: &[u8], executable: bool) -> ObjectId {
+            let staging = self.store.begin().unwrap();
+            let id = staging.put_object(bytes, executable).unwrap();
+            staging.commit().unwrap();
+            id
+        }
+
+        fn materializer(&self) -> Materializer<'_> {
+            Materializer {
+                store: &self.store,
+                placeholders: &self.placeholders,
+                mode: LinkMode::Hardlink,
+            }
+        }
+
+        /// The tree the directory holds, read back by a capture.
+        fn read_back(&self) -> Tree {
+            let scan =
+                capture::scan(&self.root, StatCache::default(), &self.placeholders, None).unwrap();
+            scan.tree().clone()
+        }
+    }
 
     fn file(object: ObjectId, size: usize) -> Node {
         Node::File {
@@ -499,26 +545,10 @@ mod tests {
 
     #[test]
     fn a_few_changes_sync_their_directories_and_written_files_many_the_filesystem() {
-        let home = tempfile::tempdir().unwrap();
-        let store = ObjectStore::at(&home.path().join("store"));
-        store.create_dirs().unwrap();
-        let staging = store.begin().unwrap();
+        let fixture = Fixture::new();
         let big = vec![b'x'; 1000];
-        let (large, tiny) = (
-            staging.put_object(&big, false).unwrap(),
-            staging.put_object(b"tiny", false).unwrap(),
-        );
-        staging.commit().unwrap();
-        let root = home.path().join("env");
-        let placeholders = Placeholders {
-            env_prefix: root.to_str().unwrap().to_owned(),
-            python_bin: "/usr/bin".into(),
-        };
-        let materializer = Materializer {
-            store: &store,
-            placeholders: &placeholders,
-            mode: LinkMode::Hardlink,
-        };
+        let (large, tiny) = (fixture.put(&big, false), fixture.put(b"tiny", false));
+        let (root, materializer) = (&fixture.root, fixture.materializer());
         let mut tree = Tree::default();
         for (path, node) in [
             ("lib", Node::Dir),
@@ -530,7 +560,7 @@ mod tests {
         }
         let mut cache = StatCache::default();
         materializer
-            .apply(&root, &Tree::default(), &tree, &mut cache)
+            .apply(root, &Tree::default(), &tree, &mut cache)
             .unwrap();
 
         let mut next = tree.clone();
@@ -540,7 +570,7 @@ mod tests {
         next.entries
             .insert("lib/new/linked.py".into(), file(large, big.len()));
         next.entries.insert("lib/new/tiny.py".into(), file(tiny, 4));
-        let stats = materializer.apply(&root, &tree, &next, &mut cache).unwrap();
+        let stats = materializer.apply(root, &tree, &next, &mut cache).unwrap();
         let ToSync::Paths(mut paths) = stats.to_sync else {
             panic!("a few changes are synced path by path");
         };
@@ -552,7 +582,7 @@ mod tests {
             [
                 root.join("lib"),
                 root.join("lib/new"),
-                root.join("lib/new/tiny.py")
+                root.join("lib/new/tiny.py"),
             ]
         );
 
@@ -561,7 +591,152 @@ mod tests {
             many.entries
                 .insert(format!("lib/new/{i}.py"), file(tiny, 4));
         }
-        let stats = materializer.apply(&root, &next, &many, &mut cache).unwrap();
+        let stats = materializer.apply(root, &next, &many, &mut cache).unwrap();
         assert!(matches!(stats.to_sync, ToSync::Filesystem));
+    }
+
+    fn tree_of(entries: &[(&str, Node)]) -> Tree {
+        let mut tree = Tree::default();
+        for (path, node) in entries {
+            tree.entries.insert((*path).to_owned(), node.clone());
+        }
+        tree
+    }
+
+    #[test]
+    fn new_directories_are_made_and_filled_with_the_target_bytes_modes_and_links() {
+        let fixture = Fixture::new();
+        let big = vec![b'b'; 4000];
+        let script = format!(
+            "#!{}/bin/python\n{}",
+            store_format::ENV_PREFIX_TOKEN,
+            "#".repeat(300)
+        );
+        let (large, tool, tiny, rendered) = (
+            fixture.put(&big, false),
+            fixture.put(&big, true),
+            fixture.put(b"tiny", false),
+            fixture.put(script.as_bytes(), true),
+        );
+        // Past the stat cache's racy window, so the linked files' stats are recorded.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut entries = vec![
+            ("bin", Node::Dir),
+            (
+                "bin/tool",
+                Node::File {
+                    object: tool,
+                    size: 4000,
+                    executable: true,
+                    relocatable: false,
+                },
+            ),
+            (
+                "bin/script",
+                Node::File {
+                    object: rendered,
+                    size: script.len() as u64,
+                    executable: true,
+                    relocatable: true,
+                },
+            ),
+            (
+                "bin/py",
+                Node::Symlink {
+                    target: "tool".into(),
+                    relocatable: false,
+                },
+            ),
+            ("pyvenv.cfg", file(tiny, 4)),
+        ];
+        // Deep and wide enough that the fill runs on the pool, with directories holding only
+        // directories and one holding nothing.
+        let paths: Vec<(String, Node)> = (0..40)
+            .flat_map(|i| {
+                [
+                    (format!("lib/p{i}"), Node::Dir),
+                    (format!("lib/p{i}/sub"), Node::Dir),
+                    (format!("lib/p{i}/sub/deep"), Node::Dir),
+                    (format!("lib/p{i}/sub/deep/m.py"), file(large, big.len())),
+                    (format!("lib/p{i}/__init__.py"), file(tiny, 4)),
+                    (format!("lib/p{i}/empty"), Node::Dir),
+                ]
+            })
+            .chain([("lib".to_owned(), Node::Dir)])
+            .collect();
+        entries.extend(
+            paths
+                .iter()
+                .map(|(path, node)| (path.as_str(), node.clone())),
+        );
+        let target = tree_of(&entries);
+
+        let mut cache = StatCache::default();
+        let stats = fixture
+            .materializer()
+            .apply(&fixture.root, &Tree::default(), &target, &mut cache)
+            .unwrap();
+
+        assert_eq!(fixture.read_back(), target);
+        assert_eq!(
+            stats.written,
+            target.entries.values().filter(|n| **n != Node::Dir).count()
+        );
+        assert_eq!(
+            stats.linked, 41,
+            "the large files are linked, the tiny and rendered written"
+        );
+        let meta = |path: &str| fixture.root.join(path).symlink_metadata().unwrap();
+        assert_eq!(
+            meta("bin/tool").ino(),
+            fixture
+                .store
+                .object_path(&tool, true)
+                .metadata()
+                .unwrap()
+                .ino()
+        );
+        assert_eq!(
+            meta("lib/p0/__init__.py").nlink(),
+            1,
+            "tiny files are never linked"
+        );
+        assert_eq!(meta("bin/script").nlink(), 1, "rendered files are written");
+        // The linked files' stats are recorded (their objects' mtimes are past the racy window), and
+        // match what a walk finds: only the files written just now are read again.
+        assert_eq!(cache.len(), 41);
+        let rescan = capture::scan(&fixture.root, cache, &fixture.placeholders, None).unwrap();
+        assert_eq!(rescan.hashed, 42);
+    }
+
+    #[test]
+    fn a_new_directory_someone_made_meanwhile_has_its_files_replaced_and_bytecode_purged() {
+        let fixture = Fixture::new();
+        let big = vec![b'n'; 2000];
+        let large = fixture.put(&big, false);
+        let target = tree_of(&[
+            ("pkg", Node::Dir),
+            ("pkg/mod.py", file(large, big.len())),
+            ("pkg/other.py", file(large, big.len())),
+        ]);
+        // The current tree has no `pkg`, but by the time of the apply a program made it, with
+        // bytecode for a module yet to come and another module in the way.
+        let pycache = fixture.root.join("pkg").join(PYCACHE);
+        fs::create_dir_all(&pycache).unwrap();
+        fs::write(pycache.join("mod.cpython-311.pyc"), b"stale bytecode").unwrap();
+        fs::write(fixture.root.join("pkg/other.py"), b"in the way").unwrap();
+
+        fixture
+            .materializer()
+            .apply(
+                &fixture.root,
+                &Tree::default(),
+                &target,
+                &mut StatCache::default(),
+            )
+            .unwrap();
+
+        assert!(!pycache.join("mod.cpython-311.pyc").exists());
+        assert_eq!(fixture.read_back(), target);
     }
 }

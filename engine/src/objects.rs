@@ -55,13 +55,14 @@ impl ObjectStore {
 
     /// `objects/ab/cdef…` for 0444 files, `objects/ab/cdef….x` for the 0555 variant.
     pub fn object_path(&self, id: &ObjectId, executable: bool) -> PathBuf {
+        self.objects.join(Self::object_name(id, executable))
+    }
+
+    /// The object's path relative to the objects directory: `ab/cdef…`, or `ab/cdef….x`.
+    pub fn object_name(id: &ObjectId, executable: bool) -> String {
         let hex = id.to_hex();
-        let name = if executable {
-            format!("{}.x", &hex[2..])
-        } else {
-            hex[2..].to_owned()
-        };
-        self.objects.join(&hex[..2]).join(name)
+        let suffix = if executable { ".x" } else { "" };
+        format!("{}/{}{suffix}", &hex[..2], &hex[2..])
     }
 
     pub fn has_object(&self, id: &ObjectId, executable: bool) -> bool {

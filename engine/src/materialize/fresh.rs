@@ -1,0 +1,332 @@
+//! Directories the apply makes, filled through handles of their parents.
+//!
+//! A directory absent from the current tree holds nothing yet, so everything below it is created,
+//! never replaced, and no bytecode cache can be stale in it. Each one is made with `mkdirat` in its
+//! parent's handle and filled through its own: each link, new file and stat resolves one name where a
+//! path from the root costs a dentry lookup per component (a new environment's files sit ten deep,
+//! the store's objects seven), and subdirectories are made as soon as their parent exists, not a level
+//! at a time.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+use rustc_hash::FxHashMap;
+use store_format::Node;
+
+use super::{
+    LinkMode, Materializer, TINY_FILE_MAX, Written, fill_created, parent_of, purge_stale_bytecode,
+};
+use crate::capture::FileStat;
+use crate::error::{Error, IoContext, Result};
+use crate::objects::ObjectStore;
+
+/// The directories an apply makes where the current tree has nothing, with what goes in them.
+#[derive(Default)]
+pub(super) struct FreshDirs<'t> {
+    dirs: Vec<FreshDir<'t>>,
+    /// Those whose parent exists already (the root, or a directory the apply keeps or makes first).
+    tops: Vec<usize>,
+    by_path: FxHashMap<&'t str, usize>,
+    files: usize,
+}
+
+struct FreshDir<'t> {
+    path: &'t str,
+    subdirs: Vec<usize>,
+    files: Vec<(&'t str, &'t Node)>,
+}
+
+impl<'t> FreshDirs<'t> {
+    /// Takes a directory the current tree lacks; paths come in path order, so parents come first.
+    pub(super) fn add_dir(&mut self, path: &'t str) {
+        let index = self.dirs.len();
+        match self.by_path.get(parent_of(path)) {
+            Some(&parent) => self.dirs[parent].subdirs.push(index),
+            None => self.tops.push(index),
+        }
+        self.dirs.push(FreshDir {
+            path,
+            subdirs: Vec::new(),
+            files: Vec::new(),
+        });
+        self.by_path.insert(path, index);
+    }
+
+    /// Takes a file or symlink when its directory is one of these; false when it is not.
+    pub(super) fn add_file(&mut self, path: &'t str, node: &'t Node) -> bool {
+        let Some(&dir) = self.by_path.get(parent_of(path)) else {
+            return false;
+        };
+        self.dirs[dir].files.push((path, node));
+        self.files += 1;
+        true
+    }
+
+    pub(super) fn dir_paths(&self) -> impl Iterator<Item = &'t str> + '_ {
+        self.dirs.iter().map(|dir| dir.path)
+    }
+
+    pub(super) fn file_paths(&self) -> impl Iterator<Item = &'t str> + '_ {
+        self.dirs
+            .iter()
+            .flat_map(|dir| dir.files.iter().map(|(path, _)| *path))
+    }
+
+    pub(super) fn file_count(&self) -> usize {
+        self.files
+    }
+}
+
+/// What the tasks of one fill share.
+struct Fill<'a, 't> {
+    materializer: &'a Materializer<'a>,
+    dirs: &'a FreshDirs<'t>,
+    root: &'a Path,
+    objects: OwnedFd,
+    /// Called once per file written.
+    on_file: &'a (dyn Fn() + Sync),
+    written: Mutex<Vec<Written<'t>>>,
+    failure: Mutex<Option<Error>>,
+}
+
+impl Materializer<'_> {
+    /// Makes every directory of `dirs` under `root` and writes their files, in parallel; returns
+    /// what was written, as [`Materializer::apply`] records it.
+    pub(super) fn fill_fresh<'t>(
+        &self,
+        root: &Path,
+        dirs: &FreshDirs<'t>,
+        on_file: &(dyn Fn() + Sync),
+    ) -> Result<Vec<Written<'t>>> {
+        if dirs.tops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let objects = self.store.objects_dir();
+        let fill = Fill {
+            materializer: self,
+            dirs,
+            root,
+            objects: open_dir(nix::fcntl::AT_FDCWD, objects, OFlag::empty())
+                .at("opening the object store", objects)?,
+            on_file,
+            written: Mutex::new(Vec::with_capacity(dirs.files)),
+            failure: Mutex::new(None),
+        };
+        rayon::scope(|scope| {
+            if let Err(e) = fill.start(scope) {
+                fill.fail(e);
+            }
+        });
+        match fill
+            .failure
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            None => Ok(fill
+                .written
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl<'a, 't> Fill<'a, 't> {
+    fn abs(&self, path: &str) -> std::path::PathBuf {
+        if path.is_empty() {
+            self.root.to_owned()
+        } else {
+            self.root.join(path)
+        }
+    }
+
+    /// Makes the top directories, whose parents exist, and starts their tasks.
+    fn start<'s>(&'s self, scope: &rayon::Scope<'s>) -> Result<()> {
+        let mut parents: FxHashMap<&str, Arc<OwnedFd>> = FxHashMap::default();
+        for &top in &self.dirs.tops {
+            let parent_path = parent_of(self.dirs.dirs[top].path);
+            let parent = match parents.get(parent_path) {
+                Some(parent) => Arc::clone(parent),
+                None => {
+                    let abs = self.abs(parent_path);
+                    let parent = Arc::new(
+                        open_dir(nix::fcntl::AT_FDCWD, &abs, OFlag::empty()).at("opening", &abs)?,
+                    );
+                    parents.insert(parent_path, Arc::clone(&parent));
+                    parent
+                }
+            };
+            let existed = self.make_dir(&parent, top)?;
+            scope.spawn(move |scope| self.dir(scope, &parent, top, existed));
+        }
+        Ok(())
+    }
+
+    fn fail(&self, e: Error) {
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert(e);
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failure
+            .lock()
+            .map_or(true, |failure| failure.is_some())
+    }
+
+    /// Fills directory `index`, which `parent` holds: makes its subdirectories and starts them, then
+    /// writes its files. Each directory's entries are made by one task alone, as two tasks adding
+    /// names to one directory would take turns at its lock.
+    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, parent: &OwnedFd, index: usize, existed: bool) {
+        if self.failed() {
+            return;
+        }
+        let dir = &self.dirs.dirs[index];
+        let filled = open_dir(parent, Path::new(name_of(dir.path)), OFlag::O_NOFOLLOW)
+            .at("opening", &self.abs(dir.path))
+            .and_then(|handle| {
+                let handle = Arc::new(handle);
+                for &subdir in &dir.subdirs {
+                    let existed = self.make_dir(&handle, subdir)?;
+                    let handle = Arc::clone(&handle);
+                    scope.spawn(move |scope| self.dir(scope, &handle, subdir, existed));
+                }
+                self.files(&handle, dir, existed)
+            });
+        match filled {
+            Ok(written) => {
+                if let Ok(mut all) = self.written.lock() {
+                    all.extend(written);
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Makes directory `index` in `parent`; true when something made it first (another program,
+    /// between the walk and now).
+    fn make_dir(&self, parent: &OwnedFd, index: usize) -> Result<bool> {
+        let path = self.dirs.dirs[index].path;
+        match nix::sys::stat::mkdirat(parent, name_of(path), Mode::from_bits_truncate(0o777)) {
+            Ok(()) => Ok(false),
+            Err(Errno::EEXIST) => Ok(true),
+            Err(e) => Err(std::io::Error::from(e)).at("creating directory", &self.abs(path)),
+        }
+    }
+
+    fn files(
+        &self,
+        handle: &OwnedFd,
+        dir: &FreshDir<'t>,
+        existed: bool,
+    ) -> Result<Vec<Written<'t>>> {
+        let mut written = Vec::with_capacity(dir.files.len());
+        for &(path, node) in &dir.files {
+            // A directory made by someone else may hold anything, stale bytecode too: its files
+            // take the general way.
+            let linked = if existed {
+                let abs = self.abs(path);
+                purge_stale_bytecode(&abs);
+                self.materializer.write_node(&abs, node, false)?
+            } else {
+                match self.create_in(handle, path, node) {
+                    Err(e) if e.is_already_exists() => {
+                        self.materializer.write_node(&self.abs(path), node, true)?
+                    }
+                    done => done?,
+                }
+            };
+            (self.on_file)();
+            let stat = match node {
+                Node::File { .. } => Some(
+                    nix::sys::stat::fstatat(handle, name_of(path), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map(|stat| FileStat::of_stat(&stat))
+                        .map_err(std::io::Error::from)
+                        .at("inspecting", &self.abs(path))?,
+                ),
+                _ => None,
+            };
+            written.push((path, stat, node, linked));
+        }
+        Ok(written)
+    }
+
+    /// Creates `path`, whose directory is `handle`, holding `node`; true when linked from the store.
+    fn create_in(&self, handle: &OwnedFd, path: &str, node: &Node) -> Result<bool> {
+        let name = name_of(path);
+        let materializer = self.materializer;
+        match node {
+            // Symlinks are few (an environment's `bin/python*`): the path-based way.
+            Node::Symlink { .. } | Node::Dir => materializer.create_at(&self.abs(path), node),
+            Node::File {
+                object,
+                size,
+                executable,
+                relocatable,
+            } => {
+                let mode = if *executable { 0o755 } else { 0o644 };
+                if *relocatable || *size <= TINY_FILE_MAX {
+                    let stored = materializer.store.read_object(object)?;
+                    let bytes = if *relocatable {
+                        materializer.placeholders.render_bytes(&stored)
+                    } else {
+                        stored
+                    };
+                    self.write_in(handle, path, &bytes, mode)?;
+                    return Ok(false);
+                }
+                if materializer.mode == LinkMode::Hardlink {
+                    let object = ObjectStore::object_name(object, *executable);
+                    match nix::unistd::linkat(
+                        &self.objects,
+                        object.as_str(),
+                        handle,
+                        name,
+                        AtFlags::empty(),
+                    ) {
+                        Ok(()) => return Ok(true),
+                        Err(Errno::EEXIST) => {
+                            return Err(std::io::Error::from(Errno::EEXIST))
+                                .at("linking object to", &self.abs(path));
+                        }
+                        // Too many links, or the other mode's variant: the general way copies.
+                        Err(_) => {}
+                    }
+                }
+                materializer.place(object, *executable, &self.abs(path), mode)
+            }
+        }
+    }
+
+    fn write_in(&self, handle: &OwnedFd, path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let created = nix::fcntl::openat(
+            handle,
+            name_of(path),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        );
+        let abs = self.abs(path);
+        let file = created.map_err(std::io::Error::from).at("creating", &abs)?;
+        fill_created(File::from(file), &abs, bytes, mode)
+    }
+}
+
+fn name_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, name)| name)
+}
+
+/// A handle on the directory `path` (relative to `at`) for the `*at` calls.
+fn open_dir(at: impl AsFd, path: &Path, flags: OFlag) -> std::io::Result<OwnedFd> {
+    nix::fcntl::openat(
+        at,
+        path,
+        flags | OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+}
