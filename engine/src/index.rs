@@ -15,7 +15,7 @@ use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use store_format::SnapshotId;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::lock::{self, LockGuard, LockMode};
 use crate::markers::MarkerValues;
 use crate::metrics::{MetricKind, MetricSample};
@@ -303,28 +303,45 @@ fn acquire_index_lock(path: &Path) -> Result<LockGuard> {
     lock::acquire(path, LockMode::Exclusive, "the metadata index")
 }
 
-/// Write-ahead logs kept before an open for writing flushes them into a table file. Every open adds
-/// one, and every open, read-only ones too, reads them all.
+/// Write-ahead logs kept before an open for writing flushes them into a table file. Every open for
+/// writing adds one, and every open, read-only ones too, reads them all.
 const KEPT_LOGS_MAX: usize = 16;
 
 fn open_db(opts: &Options, path: &Path, writable: bool) -> Result<DB> {
     if !writable {
         return DB::open_for_read_only(opts, path, false).map_err(|e| open_error(path, e));
     }
+    // A kept log may end with a batch the last command wrote unsynced (a move's record). A synced
+    // write syncs only the log of the process that makes it, and recovery stops at the first log with
+    // a torn end, skipping the later ones: the kept logs are made durable before anything follows
+    // them (~0.07 ms a log already on disk).
+    let logs = kept_logs(path);
+    for log in &logs {
+        match std::fs::File::open(log).and_then(|file| file.sync_data()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).at("syncing the index's write-ahead log", log);
+            }
+            _ => {}
+        }
+    }
     let db = DB::open(opts, path).map_err(|e| open_error(path, e))?;
-    if kept_logs(path) > KEPT_LOGS_MAX {
+    if logs.len() >= KEPT_LOGS_MAX {
         db.flush().map_err(|e| open_error(path, e))?;
     }
     Ok(db)
 }
 
-fn kept_logs(path: &Path) -> usize {
-    std::fs::read_dir(path).map_or(0, |entries| {
-        entries
-            .flatten()
-            .filter(|entry| entry.file_name().as_encoded_bytes().ends_with(b".log"))
-            .count()
-    })
+fn kept_logs(path: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(path).map_or_else(
+        |_| Vec::new(),
+        |entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|log| log.extension().is_some_and(|ext| ext == "log"))
+                .collect()
+        },
+    )
 }
 
 fn open_error(path: &Path, e: rocksdb::Error) -> Error {
@@ -469,7 +486,7 @@ mod tests {
                 index.write_unsynced(batch).unwrap();
             }
             drop(index);
-            let logs = kept_logs(&home.path().join("index"));
+            let logs = kept_logs(&home.path().join("index")).len();
             assert!(logs <= KEPT_LOGS_MAX + 1, "{logs} logs after {i} opens");
         }
         let index = Index::open(home.path(), false).unwrap();

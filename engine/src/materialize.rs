@@ -739,4 +739,57 @@ mod tests {
         assert!(!pycache.join("mod.cpython-311.pyc").exists());
         assert_eq!(fixture.read_back(), target);
     }
+
+    /// Run by `new_directories_are_filled_within_a_low_descriptor_limit`, in a child process.
+    #[test]
+    #[ignore = "run in a child process with a low descriptor limit"]
+    fn new_directories_in_many_existing_ones() {
+        let fixture = Fixture::new();
+        let big = vec![b'd'; 1000];
+        let large = fixture.put(&big, false);
+        let current = Tree {
+            entries: (0..300).map(|i| (format!("p{i}"), Node::Dir)).collect(),
+        };
+        let materializer = fixture.materializer();
+        let mut cache = StatCache::default();
+        materializer
+            .apply(&fixture.root, &Tree::default(), &current, &mut cache)
+            .unwrap();
+        // Each existing directory gains one: as many top directories, each with a parent of its own.
+        let mut target = current.clone();
+        for i in 0..300 {
+            for (path, node) in [
+                (format!("p{i}/new"), Node::Dir),
+                (format!("p{i}/new/sub"), Node::Dir),
+                (format!("p{i}/new/sub/m.py"), file(large, big.len())),
+            ] {
+                target.entries.insert(path, node);
+            }
+        }
+        materializer
+            .apply(&fixture.root, &current, &target, &mut cache)
+            .unwrap();
+        assert_eq!(fixture.read_back(), target);
+    }
+
+    #[test]
+    fn new_directories_are_filled_within_a_low_descriptor_limit() {
+        let test = std::env::current_exe().unwrap();
+        let output = std::process::Command::new("prlimit")
+            .arg("--nofile=64")
+            .arg(test)
+            .args([
+                "--exact",
+                "materialize::tests::new_directories_in_many_existing_ones",
+                "--ignored",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -117,11 +117,7 @@ impl Materializer<'_> {
             written: Mutex::new(Vec::with_capacity(dirs.files)),
             failure: Mutex::new(None),
         };
-        rayon::scope(|scope| {
-            if let Err(e) = fill.start(scope) {
-                fill.fail(e);
-            }
-        });
+        rayon::scope(|scope| fill.start(scope));
         match fill
             .failure
             .into_inner()
@@ -145,26 +141,25 @@ impl<'a, 't> Fill<'a, 't> {
         }
     }
 
-    /// Makes the top directories, whose parents exist, and starts their tasks.
-    fn start<'s>(&'s self, scope: &rayon::Scope<'s>) -> Result<()> {
-        let mut parents: FxHashMap<&str, Arc<OwnedFd>> = FxHashMap::default();
+    /// Starts a task for each top directory, which opens its parent by path: a handle is only ever
+    /// held by a task that runs or by the subdirectories it queued, never by a queue of tops (an upgrade
+    /// can add a directory to each of hundreds of package directories).
+    fn start<'s>(&'s self, scope: &rayon::Scope<'s>) {
         for &top in &self.dirs.tops {
-            let parent_path = parent_of(self.dirs.dirs[top].path);
-            let parent = match parents.get(parent_path) {
-                Some(parent) => Arc::clone(parent),
-                None => {
-                    let abs = self.abs(parent_path);
-                    let parent = Arc::new(
-                        open_dir(nix::fcntl::AT_FDCWD, &abs, OFlag::empty()).at("opening", &abs)?,
-                    );
-                    parents.insert(parent_path, Arc::clone(&parent));
-                    parent
+            scope.spawn(move |scope| {
+                if self.failed() {
+                    return;
                 }
-            };
-            let existed = self.make_dir(&parent, top)?;
-            scope.spawn(move |scope| self.dir(scope, &parent, top, existed));
+                let parent = self.abs(parent_of(self.dirs.dirs[top].path));
+                let made = open_dir(nix::fcntl::AT_FDCWD, &parent, OFlag::empty())
+                    .at("opening", &parent)
+                    .and_then(|parent| Ok((self.make_dir(&parent, top)?, parent)));
+                match made {
+                    Ok((existed, parent)) => self.dir(scope, Arc::new(parent), top, existed),
+                    Err(e) => self.fail(e),
+                }
+            });
         }
-        Ok(())
     }
 
     fn fail(&self, e: Error) {
@@ -182,22 +177,29 @@ impl<'a, 't> Fill<'a, 't> {
     /// Fills directory `index`, which `parent` holds: makes its subdirectories and starts them, then
     /// writes its files. Each directory's entries are made by one task alone, as two tasks adding
     /// names to one directory would take turns at its lock.
-    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, parent: &OwnedFd, index: usize, existed: bool) {
+    fn dir<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        parent: Arc<OwnedFd>,
+        index: usize,
+        existed: bool,
+    ) {
         if self.failed() {
             return;
         }
         let dir = &self.dirs.dirs[index];
-        let filled = open_dir(parent, Path::new(name_of(dir.path)), OFlag::O_NOFOLLOW)
-            .at("opening", &self.abs(dir.path))
-            .and_then(|handle| {
-                let handle = Arc::new(handle);
-                for &subdir in &dir.subdirs {
-                    let existed = self.make_dir(&handle, subdir)?;
-                    let handle = Arc::clone(&handle);
-                    scope.spawn(move |scope| self.dir(scope, &handle, subdir, existed));
-                }
-                self.files(&handle, dir, existed)
-            });
+        let opened = open_dir(&*parent, Path::new(name_of(dir.path)), OFlag::O_NOFOLLOW)
+            .at("opening", &self.abs(dir.path));
+        drop(parent);
+        let filled = opened.and_then(|handle| {
+            let handle = Arc::new(handle);
+            for &subdir in &dir.subdirs {
+                let existed = self.make_dir(&handle, subdir)?;
+                let handle = Arc::clone(&handle);
+                scope.spawn(move |scope| self.dir(scope, handle, subdir, existed));
+            }
+            self.files(&handle, dir, existed)
+        });
         match filled {
             Ok(written) => {
                 if let Ok(mut all) = self.written.lock() {
