@@ -331,22 +331,37 @@ impl Materializer<'_> {
                 executable,
                 relocatable,
             } => {
-                let mode = if *executable { 0o755 } else { 0o644 };
-                if *relocatable {
-                    let stored = self.store.read_object(object)?;
-                    write_new(dest, &self.placeholders.render_bytes(&stored), mode)?;
-                    Ok(false)
-                } else if *size <= TINY_FILE_MAX {
-                    write_new(dest, &self.store.read_object(object)?, mode)?;
-                    Ok(false)
-                } else {
-                    self.place(object, *executable, dest, mode)
+                let mode = file_mode(*executable);
+                match self.bytes_to_write(object, *size, *relocatable)? {
+                    Some(bytes) => {
+                        write_new(dest, &bytes, mode)?;
+                        Ok(false)
+                    }
+                    None => self.place(object, *executable, dest, mode),
                 }
             }
             Node::Dir => Err(Error::Invalid(format!(
                 "internal: directory `{}` reached the file writer",
                 dest.display()
             ))),
+        }
+    }
+
+    /// The bytes a file is written with when it is written rather than placed by the link mode:
+    /// rendered for this directory when relocatable, the object's own when tiny.
+    fn bytes_to_write(
+        &self,
+        object: &ObjectId,
+        size: u64,
+        relocatable: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        if relocatable {
+            let stored = self.store.read_object(object)?;
+            Ok(Some(self.placeholders.render_bytes(&stored)))
+        } else if size <= TINY_FILE_MAX {
+            self.store.read_object(object).map(Some)
+        } else {
+            Ok(None)
         }
     }
 
@@ -388,6 +403,10 @@ impl Materializer<'_> {
         set_mode()?;
         Ok(false)
     }
+}
+
+fn file_mode(executable: bool) -> u32 {
+    if executable { 0o755 } else { 0o644 }
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {

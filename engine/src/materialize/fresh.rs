@@ -19,7 +19,7 @@ use rustc_hash::FxHashMap;
 use store_format::Node;
 
 use super::{
-    LinkMode, Materializer, TINY_FILE_MAX, Written, fill_created, parent_of, purge_stale_bytecode,
+    LinkMode, Materializer, Written, file_mode, fill_created, parent_of, purge_stale_bytecode,
 };
 use crate::capture::FileStat;
 use crate::error::{Error, IoContext, Result};
@@ -271,14 +271,8 @@ impl<'a, 't> Fill<'a, 't> {
                 executable,
                 relocatable,
             } => {
-                let mode = if *executable { 0o755 } else { 0o644 };
-                if *relocatable || *size <= TINY_FILE_MAX {
-                    let stored = materializer.store.read_object(object)?;
-                    let bytes = if *relocatable {
-                        materializer.placeholders.render_bytes(&stored)
-                    } else {
-                        stored
-                    };
+                let mode = file_mode(*executable);
+                if let Some(bytes) = materializer.bytes_to_write(object, *size, *relocatable)? {
                     self.write_in(handle, path, &bytes, mode)?;
                     return Ok(false);
                 }
