@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{Mode, SFlag};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::SFlag;
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use store_format::{Node, ObjectId, Placeholders, SnapshotId};
@@ -1138,14 +1138,8 @@ impl<'a> Walk<'a> {
 /// A directory's entries as its cached listing gives them, each file and subdirectory `lstat`ed again;
 /// `None` when one is gone or of another kind than listed, or the listing is malformed.
 fn listed(abs: &Path, listing: &Listing) -> Option<Entries> {
-    // Entries are looked up relative to the directory: a whole path costs a dentry look-up per
-    // component, ten in a venv's site-packages, which was an eighth of a rollback's CPU time.
-    let dir = nix::fcntl::open(
-        abs,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
+    // Entries are looked up relative to the directory: whole paths were an eighth of a rollback's CPU.
+    let dir = crate::fsutil::dir_handle(nix::fcntl::AT_FDCWD, abs, false).ok()?;
     let lstat_as = |name: &str, kind: SFlag| {
         let stat = nix::sys::stat::fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
         (stat.st_mode & SFlag::S_IFMT.bits() == kind.bits()).then(|| FileStat::of_stat(&stat))

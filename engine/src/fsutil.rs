@@ -1,8 +1,13 @@
-//! Small filesystem helpers that tolerate what a crash or a concurrent process may leave behind.
+//! Small filesystem helpers: removals that tolerate what a crash or a concurrent process may leave
+//! behind, path resolution, directory handles.
 
 use std::fs;
 use std::io::ErrorKind;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::error::{IoContext, Result};
 
@@ -83,4 +88,22 @@ pub fn remove_file_if_exists(path: &Path) -> Result<()> {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", path),
         _ => Ok(()),
     }
+}
+
+/// An `O_PATH` handle on the directory `path` (relative to `at`) for the `*at` calls, which then
+/// resolve one name where a whole path costs a dentry lookup per component (ten deep in a venv's
+/// site-packages). With `nofollow`, a symlink at `path` is refused.
+pub fn dir_handle(at: impl AsFd, path: &Path, nofollow: bool) -> std::io::Result<OwnedFd> {
+    let follow = if nofollow {
+        OFlag::O_NOFOLLOW
+    } else {
+        OFlag::empty()
+    };
+    nix::fcntl::openat(
+        at,
+        path,
+        follow | OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
 }

@@ -139,14 +139,12 @@ impl ToSync {
         if files_and_dirs.len() > SYNC_EACH_MAX {
             return ToSync::Filesystem;
         }
-        let abs = |rel: &str| {
-            if rel.is_empty() {
-                root.to_owned()
-            } else {
-                root.join(rel)
-            }
-        };
-        ToSync::Paths(files_and_dirs.into_iter().map(abs).collect())
+        ToSync::Paths(
+            files_and_dirs
+                .into_iter()
+                .map(|rel| under(root, rel))
+                .collect(),
+        )
     }
 
     /// Makes the changes durable; `root` names the filesystem for a `syncfs`, which also stands in
@@ -460,6 +458,15 @@ fn tmp_beside(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     path.with_file_name(format!("{TMP_PREFIX}{name}"))
+}
+
+/// `rel` below `root`: `root` itself for the empty path, where `join` would add a trailing slash.
+fn under(root: &Path, rel: &str) -> PathBuf {
+    if rel.is_empty() {
+        root.to_owned()
+    } else {
+        root.join(rel)
+    }
 }
 
 fn parent_of(path: &str) -> &str {

@@ -8,21 +8,23 @@
 //! at a time.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::Mode;
 use rustc_hash::FxHashMap;
 use store_format::Node;
 
 use super::{
     LinkMode, Materializer, Written, file_mode, fill_created, parent_of, purge_stale_bytecode,
+    under,
 };
 use crate::capture::FileStat;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::dir_handle;
 use crate::objects::ObjectStore;
 
 /// The directories an apply makes where the current tree has nothing, with what goes in them.
@@ -111,7 +113,7 @@ impl Materializer<'_> {
             materializer: self,
             dirs,
             root,
-            objects: open_dir(nix::fcntl::AT_FDCWD, objects, OFlag::empty())
+            objects: dir_handle(AT_FDCWD, objects, false)
                 .at("opening the object store", objects)?,
             on_file,
             written: Mutex::new(Vec::with_capacity(dirs.files)),
@@ -133,12 +135,14 @@ impl Materializer<'_> {
 }
 
 impl<'a, 't> Fill<'a, 't> {
-    fn abs(&self, path: &str) -> std::path::PathBuf {
-        if path.is_empty() {
-            self.root.to_owned()
-        } else {
-            self.root.join(path)
-        }
+    fn abs(&self, path: &str) -> PathBuf {
+        under(self.root, path)
+    }
+
+    /// `result`, its error naming the action and `path` below the root: the whole path is only made
+    /// for an error, as these calls are made for every directory and file.
+    fn at<T>(&self, result: std::io::Result<T>, action: &'static str, path: &str) -> Result<T> {
+        result.or_else(|e| Err(e).at(action, &self.abs(path)))
     }
 
     /// Starts a task for each top directory, which opens its parent by path: a handle is only ever
@@ -151,7 +155,7 @@ impl<'a, 't> Fill<'a, 't> {
                     return;
                 }
                 let parent = self.abs(parent_of(self.dirs.dirs[top].path));
-                let made = open_dir(nix::fcntl::AT_FDCWD, &parent, OFlag::empty())
+                let made = dir_handle(AT_FDCWD, &parent, false)
                     .at("opening", &parent)
                     .and_then(|parent| Ok((self.make_dir(&parent, top)?, parent)));
                 match made {
@@ -188,8 +192,11 @@ impl<'a, 't> Fill<'a, 't> {
             return;
         }
         let dir = &self.dirs.dirs[index];
-        let opened = open_dir(&*parent, Path::new(name_of(dir.path)), OFlag::O_NOFOLLOW)
-            .at("opening", &self.abs(dir.path));
+        let opened = self.at(
+            dir_handle(&*parent, Path::new(name_of(dir.path)), true),
+            "opening",
+            dir.path,
+        );
         drop(parent);
         let filled = opened.and_then(|handle| {
             let handle = Arc::new(handle);
@@ -245,12 +252,18 @@ impl<'a, 't> Fill<'a, 't> {
             };
             (self.on_file)();
             let stat = match node {
-                Node::File { .. } => Some(
-                    nix::sys::stat::fstatat(handle, name_of(path), AtFlags::AT_SYMLINK_NOFOLLOW)
-                        .map(|stat| FileStat::of_stat(&stat))
-                        .map_err(std::io::Error::from)
-                        .at("inspecting", &self.abs(path))?,
-                ),
+                Node::File { .. } => {
+                    let stat = nix::sys::stat::fstatat(
+                        handle,
+                        name_of(path),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    );
+                    Some(FileStat::of_stat(&self.at(
+                        stat.map_err(std::io::Error::from),
+                        "inspecting",
+                        path,
+                    )?))
+                }
                 _ => None,
             };
             written.push((path, stat, node, linked));
@@ -314,15 +327,4 @@ impl<'a, 't> Fill<'a, 't> {
 
 fn name_of(path: &str) -> &str {
     path.rsplit_once('/').map_or(path, |(_, name)| name)
-}
-
-/// A handle on the directory `path` (relative to `at`) for the `*at` calls.
-fn open_dir(at: impl AsFd, path: &Path, flags: OFlag) -> std::io::Result<OwnedFd> {
-    nix::fcntl::openat(
-        at,
-        path,
-        flags | OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(std::io::Error::from)
 }
