@@ -545,10 +545,14 @@ mod tests {
         }
 
         fn materializer(&self) -> Materializer<'_> {
+            self.materializer_with(LinkMode::Hardlink)
+        }
+
+        fn materializer_with(&self, mode: LinkMode) -> Materializer<'_> {
             Materializer {
                 store: &self.store,
                 placeholders: &self.placeholders,
-                mode: LinkMode::Hardlink,
+                mode,
             }
         }
 
@@ -629,9 +633,9 @@ mod tests {
         tree
     }
 
-    #[test]
-    fn new_directories_are_made_and_filled_with_the_target_bytes_modes_and_links() {
-        let fixture = Fixture::new();
+    /// New directories with linked, executable, tiny and rendered files and a symlink, enough of them
+    /// that the fill runs on the pool; and the executable object.
+    fn varied_tree(fixture: &Fixture) -> (Tree, ObjectId) {
         let big = vec![b'b'; 4000];
         let script = format!(
             "#!{}/bin/python\n{}",
@@ -696,6 +700,13 @@ mod tests {
                 .map(|(path, node)| (path.as_str(), node.clone())),
         );
         let target = tree_of(&entries);
+        (target, tool)
+    }
+
+    #[test]
+    fn new_directories_are_made_and_filled_with_the_target_bytes_modes_and_links() {
+        let fixture = Fixture::new();
+        let (target, tool) = varied_tree(&fixture);
 
         let mut cache = StatCache::default();
         let stats = fixture
@@ -733,6 +744,29 @@ mod tests {
         assert_eq!(cache.len(), 41);
         let rescan = capture::scan(&fixture.root, cache, &fixture.placeholders, None).unwrap();
         assert_eq!(rescan.hashed, 42);
+    }
+
+    #[test]
+    fn new_directories_are_filled_with_writable_copies_in_copy_mode() {
+        let fixture = Fixture::new();
+        let (target, _) = varied_tree(&fixture);
+
+        let stats = fixture
+            .materializer_with(LinkMode::Copy)
+            .apply(
+                &fixture.root,
+                &Tree::default(),
+                &target,
+                &mut StatCache::default(),
+            )
+            .unwrap();
+
+        assert_eq!(fixture.read_back(), target);
+        assert_eq!(stats.linked, 0);
+        for (path, mode) in [("lib/p0/sub/deep/m.py", 0o644), ("bin/tool", 0o755)] {
+            let meta = fixture.root.join(path).symlink_metadata().unwrap();
+            assert_eq!((meta.nlink(), meta.mode() & 0o777), (1, mode), "{path}");
+        }
     }
 
     #[test]
