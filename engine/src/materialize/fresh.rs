@@ -2,8 +2,8 @@
 //!
 //! A directory absent from the current tree holds nothing yet, so everything below it is created,
 //! never replaced, and no bytecode cache can be stale in it. Each one is made with `mkdirat` in its
-//! parent's handle and filled through its own: each link, new file and stat resolves one name where a
-//! path from the root costs a dentry lookup per component (a new environment's files sit ten deep,
+//! parent's handle and filled through its own: each link, clone, new file and stat resolves one name
+//! where a path from the root costs a dentry lookup per component (a new environment's files sit ten deep,
 //! the store's objects seven), and subdirectories are made as soon as their parent exists, not a level
 //! at a time.
 
@@ -20,7 +20,7 @@ use store_format::Node;
 
 use super::{
     LinkMode, Materializer, Written, file_mode, fill_created, parent_of, purge_stale_bytecode,
-    under,
+    under, unmask,
 };
 use crate::capture::FileStat;
 use crate::error::{Error, IoContext, Result};
@@ -289,11 +289,11 @@ impl<'a, 't> Fill<'a, 't> {
                     self.write_in(handle, path, &bytes, mode)?;
                     return Ok(false);
                 }
-                if materializer.mode == LinkMode::Hardlink {
-                    let object = ObjectStore::object_name(object, *executable);
-                    match nix::unistd::linkat(
+                let name_in_store = ObjectStore::object_name(object, *executable);
+                match materializer.mode {
+                    LinkMode::Hardlink => match nix::unistd::linkat(
                         &self.objects,
-                        object.as_str(),
+                        name_in_store.as_str(),
                         handle,
                         name,
                         AtFlags::empty(),
@@ -305,11 +305,56 @@ impl<'a, 't> Fill<'a, 't> {
                         }
                         // Too many links, or the other mode's variant: the general way copies.
                         Err(_) => {}
+                    },
+                    LinkMode::Reflink => {
+                        if let Some(cloned) = self.clone_in(handle, path, &name_in_store, mode)? {
+                            return Ok(cloned);
+                        }
                     }
+                    LinkMode::Copy => {}
                 }
                 materializer.place(object, *executable, &self.abs(path), mode)
             }
         }
+    }
+
+    /// Clones the object `name_in_store` into a new file at `path`, whose directory is `handle`, with
+    /// `mode`, or copies its bytes there when the filesystem refuses the clone; `None` when that
+    /// variant of the object is missing. True when cloned.
+    fn clone_in(
+        &self,
+        handle: &OwnedFd,
+        path: &str,
+        name_in_store: &str,
+        mode: u32,
+    ) -> Result<Option<bool>> {
+        let Ok(source) = nix::fcntl::openat(
+            &self.objects,
+            name_in_store,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return Ok(None);
+        };
+        let mut source = File::from(source);
+        let created = nix::fcntl::openat(
+            handle,
+            name_of(path),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        );
+        let mut clone =
+            File::from(self.at(created.map_err(std::io::Error::from), "creating", path)?);
+        let cloned = reflink_copy::reflink_file(&source, &clone).is_ok();
+        if !cloned {
+            self.at(
+                std::io::copy(&mut source, &mut clone),
+                "copying object to",
+                path,
+            )?;
+        }
+        unmask(&clone, mode, || self.abs(path))?;
+        Ok(Some(cloned))
     }
 
     fn write_in(&self, handle: &OwnedFd, path: &str, bytes: &[u8], mode: u32) -> Result<()> {
