@@ -561,6 +561,18 @@ mod tests {
             }
         }
 
+        /// Makes `target` in the directory, which holds nothing the walk knows of, by `mode`.
+        fn apply_new(&self, mode: LinkMode, target: &Tree) -> ApplyStats {
+            self.materializer_with(mode)
+                .apply(
+                    &self.root,
+                    &Tree::default(),
+                    target,
+                    &mut StatCache::default(),
+                )
+                .unwrap()
+        }
+
         /// The tree the directory holds, read back by a capture.
         fn read_back(&self) -> Tree {
             let scan =
@@ -759,15 +771,7 @@ mod tests {
             let fixture = Fixture::new();
             let (target, _) = varied_tree(&fixture);
 
-            let stats = fixture
-                .materializer_with(link_mode)
-                .apply(
-                    &fixture.root,
-                    &Tree::default(),
-                    &target,
-                    &mut StatCache::default(),
-                )
-                .unwrap();
+            let stats = fixture.apply_new(link_mode, &target);
 
             assert_eq!(fixture.read_back(), target, "{link_mode:?}");
             if link_mode == LinkMode::Copy {
@@ -798,15 +802,7 @@ mod tests {
         fs::write(pycache.join("mod.cpython-311.pyc"), b"stale bytecode").unwrap();
         fs::write(fixture.root.join("pkg/other.py"), b"in the way").unwrap();
 
-        fixture
-            .materializer()
-            .apply(
-                &fixture.root,
-                &Tree::default(),
-                &target,
-                &mut StatCache::default(),
-            )
-            .unwrap();
+        fixture.apply_new(LinkMode::Hardlink, &target);
 
         assert!(!pycache.join("mod.cpython-311.pyc").exists());
         assert_eq!(fixture.read_back(), target);
