@@ -414,13 +414,20 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .mode(mode)
         .open(path)
         .at("creating", path)?;
-    fill_created(file, path, bytes, mode)
+    fill_created(file, bytes, mode, || path.to_owned())
 }
 
 /// Writes `bytes` into `file`, created at `path` with `mode` a moment ago.
-fn fill_created(mut file: fs::File, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    file.write_all(bytes).at("writing", path)?;
-    unmask(&file, mode, || path.to_owned())
+fn fill_created(
+    mut file: fs::File,
+    bytes: &[u8],
+    mode: u32,
+    path: impl Fn() -> PathBuf,
+) -> Result<()> {
+    if let Err(e) = file.write_all(bytes) {
+        return Err(e).at("writing", &path());
+    }
+    unmask(&file, mode, path)
 }
 
 /// Gives `file`, created with `mode` a moment ago, all of `mode`: a umask beyond 022 narrowed it at

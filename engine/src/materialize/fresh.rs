@@ -337,14 +337,7 @@ impl<'a, 't> Fill<'a, 't> {
             return Ok(None);
         };
         let mut source = File::from(source);
-        let created = nix::fcntl::openat(
-            handle,
-            name_of(path),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(mode),
-        );
-        let mut clone =
-            File::from(self.at(created.map_err(std::io::Error::from), "creating", path)?);
+        let mut clone = self.create_file(handle, path, mode)?;
         let cloned = reflink_copy::reflink_file(&source, &clone).is_ok();
         if !cloned {
             self.at(
@@ -358,15 +351,21 @@ impl<'a, 't> Fill<'a, 't> {
     }
 
     fn write_in(&self, handle: &OwnedFd, path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let file = self.create_file(handle, path, mode)?;
+        fill_created(file, bytes, mode, || self.abs(path))
+    }
+
+    /// A new file at `path`, whose directory is `handle`, with `mode` (`EEXIST` when something is
+    /// there).
+    fn create_file(&self, handle: &OwnedFd, path: &str, mode: u32) -> Result<File> {
         let created = nix::fcntl::openat(
             handle,
             name_of(path),
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(mode),
         );
-        let abs = self.abs(path);
-        let file = created.map_err(std::io::Error::from).at("creating", &abs)?;
-        fill_created(File::from(file), &abs, bytes, mode)
+        self.at(created.map_err(std::io::Error::from), "creating", path)
+            .map(File::from)
     }
 }
 
