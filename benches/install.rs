@@ -6,7 +6,8 @@
 //! Both sides do the same work. pip is the real interpreter's in both (blast's environments have none,
 //! so blast runs it with `--python` as the bare run does), with its cache off (`--no-cache-dir`, after
 //! `--` for blast), so that every run builds its files from the wheels. uv's cache is the setup's, warm
-//! and the same for both (blast binds it into its sandbox), with uv's default link mode. Every timed run
+//! and the same for both (blast binds it into its sandbox); bare uv hardlinks from it (its default), and
+//! in blast's sandbox it makes the symlinks blast asks for (SPEC §20). Every timed run
 //! gets a fresh target made outside the timing: a `python -m venv --without-pip` venv, or a
 //! `blast create --path` environment in a store of its own, so that no blast run finds its objects
 //! stored already. The time of a blast run is its whole command (sandbox, installer, layer commit,
@@ -259,16 +260,16 @@ impl<'a> Installs<'a> {
             duration(outside)
         )];
         if installer == Installer::Uv && !target.pass {
-            let warning = match &*self.uv_warning.borrow() {
-                Some(line) => format!("uv said: \"{line}\""),
-                None => "uv printed no warning about it".to_owned(),
+            let copied = match &*self.uv_warning.borrow() {
+                Some(line) => format!("; uv copied its files instead, saying \"{line}\""),
+                None => String::new(),
             };
             notes.push(format!(
-                "the uv target is missed, {} against bare uv's {} (ratio {:.2}): in the sandbox uv \
-                 cannot hardlink from its cache, a different mount from the overlay, and copies every \
-                 file instead ({} there against {} bare); {warning}; and blast's own work ({}) is over \
-                 the budget by itself: hashing every file the installer wrote, syncing them into the \
-                 store, linking them into the environment",
+                "the uv target is missed, {} against bare uv's {} (ratio {:.2}): bare uv hardlinks \
+                 its cached files, which cannot reach into the sandbox's overlay (another mount), so \
+                 there it makes symlinks into its cache ({} against {} bare){copied}; blast's own work \
+                 ({}) is over the budget by itself: reading and hashing every file, writing the ones \
+                 the store lacks and syncing them, linking them into the environment",
                 duration(blast.median()),
                 duration(bare.median()),
                 ratio(blast.median(), bare.median()),

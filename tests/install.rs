@@ -765,6 +765,28 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
     assert_eq!(demo_says(&env), "blastdemo 1.0.0 says hello from blastdep");
     assert!(cache.is_dir(), "uv's cache was not writable in the sandbox");
     b.assert_verify_clean(&[&env]);
+    // uv linked its files by symlink, not by a copy after failed hardlinks, and the environment holds
+    // the files those symlinks pointed to: the same bytes and modes as pip's install of the wheels.
+    assert!(!stderr.contains("full copy"), "{stderr}");
+    let uv_tree = read_tree(&env);
+    let into_cache: Vec<&String> = uv_tree
+        .iter()
+        .filter(|(_, e)| matches!(e, DiskEntry::Symlink(t) if t.contains("uv-cache")))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        into_cache.is_empty(),
+        "symlinks into uv's cache: {into_cache:?}"
+    );
+    let pip_env = b.create_path_env("venv-pip");
+    install(&b, &pip_env, &["blastdemo==1.0.0"]);
+    for package in ["blastdemo", "blastdep"] {
+        let site = format!("{SITE}/{package}");
+        assert_same_tree(
+            &exec_bits_only(&read_tree(&pip_env.join(&site))),
+            &exec_bits_only(&read_tree(&env.join(&site))),
+        );
+    }
 
     let out = b
         .command(&[

@@ -15,7 +15,7 @@ use std::cell::{OnceCell, RefCell};
 use std::fs;
 use std::hash::Hasher;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,6 +30,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::imports::is_hook_file;
 use crate::objects::Staging;
 use crate::tree::{Tree, TreeDigest};
+
+mod changeset;
+
+pub use changeset::{CacheLinks, scan_changeset};
 
 /// Directories with this name are caches: excluded from capture, change detection and verification.
 pub const PYCACHE: &str = "__pycache__";
@@ -819,163 +823,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One entry of an upper directory, in walk order (a directory before what is in it).
-enum UpperEntry {
-    /// A character device 0/0: the path was removed.
-    Whiteout(String),
-    /// A directory; `opaque` when it replaced the lower directory's content entirely.
-    Dir {
-        path: String,
-        opaque: bool,
-    },
-    File {
-        abs: PathBuf,
-        path: String,
-        meta: fs::Metadata,
-    },
-    Symlink(String, PathBuf),
-}
-
-/// Reads an overlay's upper directory, the changeset of a program that ran over `base`, into the tree
-/// the changes make of `base`: files and symlinks replace what was at their path, whiteouts remove it,
-/// an opaque directory (`user.overlay.opaque=y`) drops everything the lower directory had below it.
-/// New files are stored
-/// through `sink`, moved rather than copied when stored as they are (the upper directory is the scan's
-/// to take). `__pycache__` is a cache, not content, and is skipped as in [`scan`].
-pub fn scan_changeset(
-    upper: &Path,
-    base: &Tree,
-    placeholders: &Placeholders,
-    sink: Sink<'_>,
-) -> Result<Tree> {
-    let mut entries = Vec::new();
-    walk_upper(upper, "", &mut entries)?;
-    let empty = StatCache::default();
-    let ctx = ScanCtx {
-        cache: &empty,
-        placeholders,
-        sink: Some(sink),
-        adopt: true,
-    };
-    let files: Vec<(&PathBuf, &String, &fs::Metadata)> = entries
-        .iter()
-        .filter_map(|e| match e {
-            UpperEntry::File { abs, path, meta } => Some((abs, path, meta)),
-            _ => None,
-        })
-        .collect();
-    let hashed: FxHashMap<String, Node> = files
-        .par_iter()
-        .map(|(abs, path, meta)| {
-            let executable = meta.permissions().mode() & 0o111 != 0;
-            let item = ctx.hash_file(
-                (*abs).clone(),
-                (*path).clone(),
-                FileStat::of(meta),
-                executable,
-            )?;
-            Ok((item.path, item.node))
-        })
-        .collect::<Result<_>>()?;
-    let mut tree = base.clone();
-    for entry in &entries {
-        let (path, node) = match entry {
-            UpperEntry::Whiteout(path) => {
-                tree.remove_below(path);
-                tree.entries.remove(path);
-                continue;
-            }
-            UpperEntry::Dir { path, opaque } => {
-                if *opaque || tree.entries.get(path).is_some_and(|n| *n != Node::Dir) {
-                    tree.remove_below(path);
-                }
-                (path, Node::Dir)
-            }
-            UpperEntry::File { path, .. } => {
-                let node = hashed.get(path).cloned().ok_or_else(|| {
-                    Error::Invalid(format!("internal: `{path}` of the changeset was not read"))
-                })?;
-                tree.remove_below(path);
-                (path, node)
-            }
-            UpperEntry::Symlink(path, abs) => {
-                let target = fs::read_link(abs).at("reading symlink", abs)?;
-                let Some(target) = target.to_str() else {
-                    return Err(Error::NonUtf8Path(abs.clone()));
-                };
-                let node = symlink_node(placeholders, target);
-                tree.remove_below(path);
-                (path, node)
-            }
-        };
-        tree.entries.insert(path.clone(), node);
-    }
-    Ok(tree)
-}
-
-fn walk_upper(dir: &Path, rel: &str, out: &mut Vec<UpperEntry>) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let mut children: Vec<fs::DirEntry> = fs::read_dir(dir)
-        .at("reading directory", dir)?
-        .collect::<std::io::Result<_>>()
-        .at("reading directory", dir)?;
-    children.sort_by_key(|e| e.file_name());
-    for entry in children {
-        let abs = entry.path();
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            return Err(Error::NonUtf8Path(abs));
-        };
-        let path = crate::tree::child_path(rel, name);
-        let meta = abs.symlink_metadata().at("inspecting", &abs)?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            if name == PYCACHE {
-                continue;
-            }
-            let opaque = is_opaque(&abs);
-            out.push(UpperEntry::Dir {
-                path: path.clone(),
-                opaque,
-            });
-            walk_upper(&abs, &path, out)?;
-        } else if ft.is_char_device() && meta.rdev() == 0 {
-            out.push(UpperEntry::Whiteout(path));
-        } else if ft.is_symlink() {
-            out.push(UpperEntry::Symlink(path, abs));
-        } else if ft.is_file() {
-            if is_hook_file(name) {
-                continue;
-            }
-            out.push(UpperEntry::File { abs, path, meta });
-        } else {
-            return Err(Error::UnsupportedFileType {
-                path: abs,
-                kind: special_kind(SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT)),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Whether overlayfs marked this upper directory as replacing the lower one (`userxattr` mode).
-fn is_opaque(dir: &Path) -> bool {
-    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut value = [0u8; 2];
-    // SAFETY: a NUL-terminated path and a buffer of the length passed.
-    let len = unsafe {
-        libc::lgetxattr(
-            c_path.as_ptr(),
-            c"user.overlay.opaque".as_ptr(),
-            value.as_mut_ptr().cast(),
-            value.len(),
-        )
-    };
-    len == 1 && value[0] == b'y'
-}
-
 /// Seconds and nanoseconds as one count, saturating far outside the years 1678–2262.
 pub(crate) fn nanos(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)
@@ -1262,6 +1109,26 @@ impl ScanCtx<'_> {
         executable: bool,
     ) -> Result<Item> {
         let bytes = fs::read(&abs).at("reading", &abs)?;
+        let adoptable = (self.adopt && stat.nlink == 1).then_some(abs.as_path());
+        let node = self.store_bytes(bytes, &path, executable, adoptable)?;
+        Ok(Item {
+            path,
+            node,
+            stat: Some(stat),
+            hashed: true,
+        })
+    }
+
+    /// The node of the file at `path` that holds `bytes`, which are stored as its object when the scan
+    /// has a sink. `adoptable` is the file itself when it is the scan's to take: stored as it is, it
+    /// moves into the store instead of being written again.
+    fn store_bytes(
+        &self,
+        bytes: Vec<u8>,
+        path: &str,
+        executable: bool,
+        adoptable: Option<&Path>,
+    ) -> Result<Node> {
         let abstracted = if (bytes.len() as u64) <= RELOCATION_SCAN_LIMIT
             && memchr::memchr(0, &bytes).is_none()
         {
@@ -1271,25 +1138,20 @@ impl ScanCtx<'_> {
         };
         let relocatable = abstracted.is_some();
         let stored = abstracted.as_deref().unwrap_or(&bytes);
-        let object = match self.sink {
-            Some(sink) if self.adopt && !relocatable && stat.nlink == 1 => {
+        let object = match (self.sink, adoptable) {
+            (Some(sink), Some(file)) if !relocatable => {
                 let id = ObjectId::of(stored);
-                sink.staging.adopt_object(&id, executable, &abs)?;
+                sink.staging.adopt_object(&id, executable, file)?;
                 id
             }
-            Some(sink) => sink.staging.put_object(stored, executable)?,
-            None => ObjectId::of(stored),
+            (Some(sink), _) => sink.staging.put_object(stored, executable)?,
+            (None, _) => ObjectId::of(stored),
         };
-        Ok(Item {
-            path,
-            node: Node::File {
-                object,
-                size: stored.len() as u64,
-                executable,
-                relocatable,
-            },
-            stat: Some(stat),
-            hashed: true,
+        Ok(Node::File {
+            object,
+            size: stored.len() as u64,
+            executable,
+            relocatable,
         })
     }
 }

@@ -120,6 +120,15 @@ pub enum Error {
         hint: String,
     },
     #[error(
+        "the installer linked `{path}` to `{}` in its cache, which blast cannot store ({detail}): the environment is unchanged; run the command again, after `uv cache clean` if the cache is damaged",
+        target.display()
+    )]
+    CacheLinkUnreadable {
+        path: String,
+        target: PathBuf,
+        detail: String,
+    },
+    #[error(
         "the install would break requirements in `{env}`:\n{report}\nthe environment is unchanged; pass --allow-conflicts to install anyway"
     )]
     ConflictsIntroduced { env: String, report: String },

@@ -37,6 +37,44 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
+/// How many removals [`clear_tree`] keeps in flight.
+const REMOVALS_IN_FLIGHT: usize = 8;
+
+/// Removes what is below `dir`, but for the entries `keep` names and the directories that hold them,
+/// with several removals in flight: where the filesystem discards freed blocks as it frees them, each
+/// removal waits for the device, and the waits overlap. Best effort: what it leaves, a later
+/// [`remove_tree`] takes.
+pub fn clear_tree(dir: &Path, keep: &(dyn Fn(&str) -> bool + Sync)) {
+    let Ok(pool) = rayon::ThreadPoolBuilder::new()
+        .num_threads(REMOVALS_IN_FLIGHT)
+        .thread_name(|i| format!("blast-remove-{i}"))
+        .build()
+    else {
+        return;
+    };
+    pool.install(|| clear_dir(dir, keep));
+}
+
+fn clear_dir(dir: &Path, keep: &(dyn Fn(&str) -> bool + Sync)) {
+    use rayon::prelude::*;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let entries: Vec<fs::DirEntry> = entries.flatten().collect();
+    entries.par_iter().for_each(|entry| {
+        if entry.file_name().to_str().is_some_and(keep) {
+            return;
+        }
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            clear_dir(&path, keep);
+            let _ = fs::remove_dir(&path);
+        } else {
+            let _ = fs::remove_file(&path);
+        }
+    });
+}
+
 /// Makes every directory below `dir` (and `dir`) readable, writable and searchable by its owner.
 fn open_up_dirs(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;

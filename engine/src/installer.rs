@@ -65,6 +65,9 @@ impl Request {
     }
 }
 
+/// uv's variable for how it puts files from its cache into an environment.
+const UV_LINK_MODE: &str = "UV_LINK_MODE";
+
 /// A chosen installer.
 #[derive(Debug, Clone)]
 pub struct Installer {
@@ -192,6 +195,23 @@ impl Installer {
             }
         }
         out
+    }
+
+    /// The link mode to ask of the installer in the sandbox, as a variable of its environment, when it
+    /// links files from its cache and the user chose no mode: uv would hardlink them, which cannot
+    /// reach into the sandbox's overlay (its cache is another mount), so it falls back to copies. It
+    /// makes symlinks instead, and the capture stores the files they point to (`capture::CacheLinks`).
+    pub fn cache_link_mode(&self, request: &Request) -> Option<(String, String)> {
+        let args: &[String] = match request {
+            Request::Install { args, .. } | Request::Pip { args } => args,
+            Request::Uninstall { .. } => &[],
+        };
+        let chosen = std::env::var_os(UV_LINK_MODE).is_some()
+            || args
+                .iter()
+                .any(|a| a == "--link-mode" || a.starts_with("--link-mode="));
+        (self.kind == InstallerKind::Uv && !chosen)
+            .then(|| (UV_LINK_MODE.to_owned(), "symlink".to_owned()))
     }
 
     /// Where the installer keeps its cache (bound read-write into the sandbox).

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use store_format::{Node, ObjectId, Placeholders, Snapshot, SnapshotId};
 
-use crate::capture::{self, PYCACHE, Sink, StatCache};
+use crate::capture::{self, CacheLinks, PYCACHE, Sink, StatCache};
 use crate::conflicts::{ConflictReport, conflicts_introduced};
 use crate::error::{Error, IoContext, Result};
 use crate::index::Batch;
@@ -136,21 +136,29 @@ pub fn install(
         Request::Uninstall { .. } => "uninstall",
         Request::Pip { .. } => "pip",
     };
-    let committed = commit_changes(
-        store,
-        &mut env,
-        Changes {
-            head: &head,
-            head_tree,
-            new_tree: &new_tree,
-            staging,
-            operation,
-            message: report.message.clone(),
-            allow_conflicts: options.allow_conflicts,
-        },
-    )?;
+    // Once read, the installer's upper directory is needed only for its bytecode: the rest goes while
+    // the commit runs, as removals wait on the device where the filesystem discards freed blocks.
+    let upper = area.dir().join(UPPER);
+    let committed = std::thread::scope(|scope| {
+        if !options.no_sandbox {
+            scope.spawn(|| crate::fsutil::clear_tree(&upper, &|name| name == PYCACHE));
+        }
+        commit_changes(
+            store,
+            &mut env,
+            Changes {
+                head: &head,
+                head_tree,
+                new_tree: &new_tree,
+                staging,
+                operation,
+                message: report.message.clone(),
+                allow_conflicts: options.allow_conflicts,
+            },
+        )
+    })?;
     if !options.no_sandbox {
-        carry_over_bytecode(&area.dir().join(UPPER), env.root(), "");
+        carry_over_bytecode(&upper, env.root(), "");
     }
     drop(area);
     report.snapshot = Some(committed.snapshot);
@@ -324,16 +332,19 @@ impl Run<'_> {
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from);
-        let mut writable = self.installer.caches();
+        let caches = self.installer.caches();
+        let mut writable = caches.clone();
         // A build may write into a local project, but never into what holds the home or the store.
         let store_home = self.store.home();
         writable.extend(projects.into_iter().filter(|p| {
             !store_home.starts_with(p) && !home.as_ref().is_some_and(|h| h.starts_with(p))
         }));
+        let link_mode = self.installer.cache_link_mode(self.request);
+        let links_from_cache = link_mode.is_some();
         let mut spec = Spec {
             program: self.installer.program(&env_python),
             args: self.installer.args(self.request, &env_python),
-            set_env: installer_env(),
+            set_env: installer_env().into_iter().chain(link_mode).collect(),
             remove_env: vec!["SSH_AUTH_SOCK".into()],
             cwd: cwd.clone(),
             root,
@@ -365,11 +376,17 @@ impl Run<'_> {
                 });
             }
         }
+        // Opened once the installer is done: it may have made its cache.
+        let cache_links = match links_from_cache {
+            true => CacheLinks::open(&caches),
+            false => CacheLinks::default(),
+        };
         capture::scan_changeset(
             &upper,
             self.head_tree,
             &self.env.placeholders(),
             self.sink(),
+            &cache_links,
         )
     }
 
