@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use store_format::{Layer, LayerId, ObjectId, Snapshot, SnapshotId};
 
@@ -184,6 +184,9 @@ impl ObjectStore {
             _lock: lock,
             pending: Mutex::new(Pending::default()),
             counter: AtomicU64::new(0),
+            lanes: (0..=rayon::current_num_threads())
+                .map(|_| AtomicBool::new(false))
+                .collect(),
         })
     }
 
@@ -239,6 +242,8 @@ pub struct Staging<'s> {
     _lock: LockGuard,
     pending: Mutex<Pending>,
     counter: AtomicU64,
+    /// Whether each thread's directory is made (see [`Staging::tmp_path`]).
+    lanes: Vec<AtomicBool>,
 }
 
 impl Staging<'_> {
@@ -262,8 +267,7 @@ impl Staging<'_> {
         if target.symlink_metadata().is_ok() || self.pending().contains_key(&target) {
             return Ok(());
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(n.to_string());
+        let tmp = self.tmp_path()?;
         fs::rename(file, &tmp).at("staging object from", file)?;
         let mode = if executable { 0o555 } else { 0o444 };
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).at("setting mode of", &tmp)?;
@@ -289,8 +293,7 @@ impl Staging<'_> {
             let len = std::io::copy(reader, &mut hasher).at("reading object for", &target)?;
             return Ok((ObjectId::from(hasher.finalize()), len));
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(n.to_string());
+        let tmp = self.tmp_path()?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -322,6 +325,26 @@ impl Staging<'_> {
         let target = self.store.object_path(&actual, executable);
         self.pending().entry(target).or_insert(tmp);
         Ok((actual, len))
+    }
+
+    /// A new name for a staged file, in a directory of the calling thread's own: threads that add
+    /// names to one directory wait on its lock, and a capture stages from every thread of the pool.
+    fn tmp_path(&self) -> Result<PathBuf> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let lane = rayon::current_thread_index().map_or(0, |i| i + 1);
+        let Some(made) = self.lanes.get(lane) else {
+            return Ok(self.dir.join(n.to_string()));
+        };
+        let dir = self.dir.join(format!("lane-{lane}"));
+        if !made.load(Ordering::Relaxed) {
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(e).at("creating staging directory", &dir);
+                }
+                _ => made.store(true, Ordering::Relaxed),
+            }
+        }
+        Ok(dir.join(n.to_string()))
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -366,8 +389,7 @@ impl Staging<'_> {
         if self.pending().contains_key(&target) {
             return Ok(());
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(n.to_string());
+        let tmp = self.tmp_path()?;
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -302,12 +302,24 @@ mod tests {
                 sink,
                 cache_links,
             );
-            let staged = fs::read_dir(staging.dir()).unwrap().count();
+            let staged = files_below(staging.dir());
             if tree.is_ok() {
                 staging.commit().unwrap();
             }
             (tree, staged)
         }
+    }
+
+    /// How many files there are below `dir`.
+    fn files_below(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| match entry.file_type().unwrap().is_dir() {
+                true => files_below(&entry.path()),
+                false => 1,
+            })
+            .sum()
     }
 
     #[test]
