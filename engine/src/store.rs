@@ -160,6 +160,21 @@ impl Store {
         self.home.join(STAT_CACHES).join(env_id)
     }
 
+    /// The stat cache of an installer's cache directory, by its real path `cache`, for environments
+    /// on the interpreter whose directory is `python_bin`: what is stored of a file depends on the
+    /// paths abstracted in it (see `capture::CacheLinks`).
+    pub(crate) fn installer_cache_stats_path(&self, cache: &Path, python_bin: &str) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let mut key = blake3::Hasher::new();
+        key.update(cache.as_os_str().as_bytes());
+        key.update(b"\0");
+        key.update(python_bin.as_bytes());
+        let hex = key.finalize().to_hex();
+        self.home
+            .join(STAT_CACHES)
+            .join(format!("installer-cache-{}", &hex[..20]))
+    }
+
     pub(crate) fn env_lock_path(&self, env_id: &str) -> PathBuf {
         self.home.join("locks").join(format!("{env_id}.lock"))
     }

@@ -4,7 +4,9 @@
 //! An installer in the sandbox writes through the overlay, so a file it would hardlink from its cache
 //! cannot be linked there (`EXDEV`: the cache is another mount) and gets copied instead. blast asks uv
 //! for symlinks into its cache instead, and [`CacheLinks`] turns each back into the file it points to:
-//! its bytes are stored as an object, read once, and copied only when the store does not have them.
+//! its bytes are stored as an object, copied only when the store does not have them. A stat cache of
+//! the installer's cache (as an environment's, keyed by the path in the cache) lets a file already
+//! read be recognised by its stat, so installing what the store holds reads no file's bytes at all.
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -46,43 +48,112 @@ enum UpperEntry {
 /// The installer's cache directories, whose files its symlinks stand for (see the module's doc).
 #[derive(Default)]
 pub struct CacheLinks {
-    /// Each cache as named and as it really is (its path may hold a symlink), with a handle on it.
-    caches: Vec<(PathBuf, OwnedFd)>,
+    caches: Vec<Cache>,
+}
+
+/// One cache directory of the installer.
+struct Cache {
+    /// Its path as named and as it really is (the path may lead through a symlink).
+    names: Vec<PathBuf>,
+    handle: OwnedFd,
+    /// What blast found of its files, as an environment's stat cache (SPEC §11) keeps it: a file it
+    /// recognises is not read again while its object is in the store. uv never rewrites a file there.
+    stats: StatCache,
+    /// Where `stats` is kept.
+    stats_path: PathBuf,
 }
 
 impl CacheLinks {
-    /// The caches among `dirs` that exist; symlinks into any other directory stay symlinks.
-    pub fn open(dirs: &[PathBuf]) -> CacheLinks {
-        let mut caches = Vec::new();
-        for dir in dirs {
-            let Ok(handle) = File::open(dir) else {
-                continue;
-            };
-            let real = fs::canonicalize(dir).ok().filter(|real| real != dir);
-            for name in [Some(dir.clone()), real].into_iter().flatten() {
-                if let Ok(handle) = handle.try_clone() {
-                    caches.push((name, OwnedFd::from(handle)));
-                }
-            }
-        }
+    /// The caches among `dirs` that exist, each with the stat cache kept at `stats_path(real path)`;
+    /// symlinks into any other directory stay symlinks.
+    pub fn open(dirs: &[PathBuf], stats_path: impl Fn(&Path) -> PathBuf) -> CacheLinks {
+        let caches = dirs
+            .iter()
+            .filter_map(|dir| {
+                let handle = OwnedFd::from(File::open(dir).ok()?);
+                let real = fs::canonicalize(dir).ok()?;
+                let stats_path = stats_path(&real);
+                let mut names = vec![dir.clone(), real];
+                names.dedup();
+                Some(Cache {
+                    names,
+                    handle,
+                    stats: StatCache::load(&stats_path),
+                    stats_path,
+                })
+            })
+            .collect();
         CacheLinks { caches }
     }
 
     /// The cache holding `target` (an absolute symlink target) and its path there, if any does.
-    fn locate<'t>(&self, target: &'t str) -> Option<(&OwnedFd, &'t Path)> {
-        self.caches.iter().find_map(|(dir, handle)| {
-            Path::new(target)
-                .strip_prefix(dir)
-                .ok()
-                .filter(|rel| !rel.as_os_str().is_empty())
-                .map(|rel| (handle, rel))
+    fn locate<'t>(&self, target: &'t str) -> Option<(usize, &'t str)> {
+        self.caches.iter().enumerate().find_map(|(i, cache)| {
+            cache.names.iter().find_map(|dir| {
+                let rel = Path::new(target).strip_prefix(dir).ok()?.to_str()?;
+                (!rel.is_empty()).then_some((i, rel))
+            })
         })
     }
 
+    /// The node of the cache's file `rel`, which the symlink at `path` stands for, and its stat.
+    fn file_node(
+        &self,
+        cache: usize,
+        rel: &str,
+        path: &str,
+        ctx: &ScanCtx<'_>,
+    ) -> Result<(Node, FileStat)> {
+        let cache = &self.caches[cache];
+        let (mut file, meta) = Cache::open_file(&cache.handle, rel).map_err(|e| {
+            let target = cache.names[0].join(rel);
+            Error::CacheLinkUnreadable {
+                path: path.to_owned(),
+                target,
+                detail: e.to_string(),
+            }
+        })?;
+        let stat = FileStat::of(&meta);
+        let executable = meta.permissions().mode() & 0o111 != 0;
+        if let Some(known) = cache.stats.recognise(rel, &stat)
+            && ctx
+                .sink
+                .is_some_and(|sink| sink.staging.has_object(&known.object, executable))
+        {
+            let node = Node::File {
+                object: known.object,
+                size: known.stored_size,
+                executable,
+                relocatable: known.relocatable,
+            };
+            return Ok((node, stat));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes)
+            .at("reading", &cache.names[0].join(rel))?;
+        Ok((ctx.store_bytes(bytes, path, executable, None)?, stat))
+    }
+
+    /// Keeps what the scan read of the caches' files for the next one. Best effort: a stat cache that
+    /// cannot be written only costs reading the files again.
+    fn remember(&mut self, read: &[(usize, &str, FileStat, &Node)]) {
+        let now = super::now_ns();
+        let mut changed = vec![false; self.caches.len()];
+        for &(cache, rel, stat, node) in read {
+            self.caches[cache].stats.record(rel, stat, node, now);
+            changed[cache] = true;
+        }
+        for (cache, _) in self.caches.iter().zip(changed).filter(|(_, c)| *c) {
+            let _ = cache.stats.save(&cache.stats_path);
+        }
+    }
+}
+
+impl Cache {
     /// Opens the regular file `rel` of a cache. It is resolved beneath the cache and through no
     /// symlink: the installer could write anything into its cache, but what a symlink there points to
     /// must not bring in a file from outside it.
-    fn open_file(handle: &OwnedFd, rel: &Path) -> std::io::Result<(File, fs::Metadata)> {
+    fn open_file(handle: &OwnedFd, rel: &str) -> std::io::Result<(File, fs::Metadata)> {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
             .resolve(
@@ -113,7 +184,7 @@ pub fn scan_changeset(
     base: &Tree,
     placeholders: &Placeholders,
     sink: Sink<'_>,
-    cache_links: &CacheLinks,
+    cache_links: &mut CacheLinks,
 ) -> Result<Tree> {
     let mut entries = Vec::new();
     walk_upper(upper, "", &mut entries)?;
@@ -124,35 +195,32 @@ pub fn scan_changeset(
         sink: Some(sink),
         adopt: true,
     };
-    let hashed: FxHashMap<&str, Node> = entries
+    // Each file's node, with where it was read from when that was a cache.
+    type Found<'e> = (&'e str, Node, Option<(usize, &'e str, FileStat)>);
+    let found: Vec<Found<'_>> = entries
         .par_iter()
         .filter_map(|entry| match entry {
             UpperEntry::File { abs, path, meta } => {
                 let executable = meta.permissions().mode() & 0o111 != 0;
                 let stat = FileStat::of(meta);
                 let item = ctx.hash_file(abs.clone(), path.clone(), stat, executable);
-                Some(item.map(|item| (path.as_str(), item.node)))
+                Some(item.map(|item| (path.as_str(), item.node, None)))
             }
             UpperEntry::Symlink { path, target } => {
                 let (cache, rel) = cache_links.locate(target)?;
-                let unreadable = |e: std::io::Error| Error::CacheLinkUnreadable {
-                    path: path.clone(),
-                    target: PathBuf::from(target),
-                    detail: e.to_string(),
-                };
-                let stored = CacheLinks::open_file(cache, rel)
-                    .and_then(|(mut file, meta)| {
-                        let mut bytes = Vec::with_capacity(meta.len() as usize);
-                        file.read_to_end(&mut bytes)?;
-                        Ok((bytes, meta.permissions().mode() & 0o111 != 0))
-                    })
-                    .map_err(unreadable)
-                    .and_then(|(bytes, executable)| ctx.store_bytes(bytes, path, executable, None));
-                Some(stored.map(|node| (path.as_str(), node)))
+                let node = cache_links.file_node(cache, rel, path, &ctx);
+                Some(node.map(|(node, stat)| (path.as_str(), node, Some((cache, rel, stat)))))
             }
             _ => None,
         })
         .collect::<Result<_>>()?;
+    let read: Vec<(usize, &str, FileStat, &Node)> = found
+        .iter()
+        .filter_map(|(_, node, from)| from.map(|(cache, rel, stat)| (cache, rel, stat, node)))
+        .collect();
+    cache_links.remember(&read);
+    let hashed: FxHashMap<&str, &Node> =
+        found.iter().map(|(path, node, _)| (*path, node)).collect();
     let mut tree = base.clone();
     for entry in &entries {
         let (path, node) = match entry {
@@ -169,7 +237,7 @@ pub fn scan_changeset(
             }
             UpperEntry::File { path, .. } | UpperEntry::Symlink { path, .. } => {
                 let node = match (hashed.get(path.as_str()), entry) {
-                    (Some(node), _) => node.clone(),
+                    (Some(node), _) => (*node).clone(),
                     (None, UpperEntry::Symlink { target, .. }) => {
                         symlink_node(placeholders, target)
                     }
@@ -284,8 +352,13 @@ mod tests {
             self.dir.path().join(rel)
         }
 
+        /// The links into the fixture's cache, with its stat cache in `cache-stats`.
+        fn cache_links(&self) -> CacheLinks {
+            CacheLinks::open(&[self.path("cache")], |_| self.path("cache-stats"))
+        }
+
         /// Scans the upper directory over an empty base; returns the tree and the files staged.
-        fn scan(&self, cache_links: &CacheLinks) -> (Result<Tree>, usize) {
+        fn scan(&self, cache_links: &mut CacheLinks) -> (Result<Tree>, usize) {
             let staging = self.store.begin().unwrap();
             let placeholders = Placeholders {
                 env_prefix: "/nonexistent/env".into(),
@@ -308,6 +381,22 @@ mod tests {
             }
             (tree, staged)
         }
+    }
+
+    /// The node of a file holding `bytes`, stored as they are.
+    fn file(bytes: &[u8], executable: bool) -> Node {
+        Node::File {
+            object: ObjectId::of(bytes),
+            size: bytes.len() as u64,
+            executable,
+            relocatable: false,
+        }
+    }
+
+    /// Writes `bytes` to `path`, then waits until its stat is no longer racy (and may be cached).
+    fn write_settled(path: &Path, bytes: &str) {
+        fs::write(path, bytes).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(120));
     }
 
     /// How many files there are below `dir`.
@@ -334,14 +423,8 @@ mod tests {
         symlink(&tool, f.path("upper/pkg/tool")).unwrap();
         symlink("/usr/bin/env", f.path("upper/pkg/elsewhere")).unwrap();
 
-        let (tree, staged) = f.scan(&CacheLinks::open(&[f.path("cache")]));
+        let (tree, staged) = f.scan(&mut f.cache_links());
         let tree = tree.unwrap();
-        let file = |bytes: &[u8], executable| Node::File {
-            object: ObjectId::of(bytes),
-            size: bytes.len() as u64,
-            executable,
-            relocatable: false,
-        };
         assert_eq!(tree.entries["pkg/mod.py"], file(b"X = 1\n", false));
         assert_eq!(tree.entries["pkg/tool"], file(b"#!/bin/sh\n", true));
         assert_eq!(
@@ -361,7 +444,7 @@ mod tests {
             assert_eq!((meta.nlink(), meta.mode() & 0o777), (1, mode), "{path:?}");
         }
 
-        let (tree, _) = f.scan(&CacheLinks::default());
+        let (tree, _) = f.scan(&mut CacheLinks::default());
         assert_eq!(
             tree.unwrap().entries["pkg/mod.py"],
             Node::Symlink {
@@ -387,7 +470,7 @@ mod tests {
         ] {
             let link = f.path("upper/pkg/mod.py");
             symlink(&target, &link).unwrap();
-            let (tree, staged) = f.scan(&CacheLinks::open(&[f.path("cache")]));
+            let (tree, staged) = f.scan(&mut f.cache_links());
             match tree {
                 Err(Error::CacheLinkUnreadable { path, .. }) => assert_eq!(path, "pkg/mod.py"),
                 other => panic!("{target}: {other:?}"),
@@ -395,5 +478,49 @@ mod tests {
             assert_eq!(staged, 0, "{target}: nothing is stored");
             fs::remove_file(link).unwrap();
         }
+    }
+
+    #[test]
+    fn a_cache_file_the_stat_cache_recognises_is_not_read_again_until_it_changes() {
+        let f = Fixture::new();
+        let module = f.path("cache/archive/pkg/mod.py");
+        write_settled(&module, "X = 1\n");
+        symlink(&module, f.path("upper/pkg/mod.py")).unwrap();
+        let (tree, _) = f.scan(&mut f.cache_links());
+        assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"X = 1\n", false));
+        let kept = StatCache::load(&f.path("cache-stats"));
+        assert_eq!(kept.len(), 1, "the file read is remembered");
+
+        // While the file's stat holds, the stat cache stands for its bytes: told that it holds other
+        // bytes, which the store has, the scan believes it, as it does not read the file.
+        let staging = f.store.begin().unwrap();
+        staging.put_object(b"Y = 2\n", false).unwrap();
+        staging.commit().unwrap();
+        let mut told = StatCache::default();
+        let stat = FileStat::of(&fs::metadata(&module).unwrap());
+        told.record(
+            "archive/pkg/mod.py",
+            stat,
+            &file(b"Y = 2\n", false),
+            crate::capture::now_ns(),
+        );
+        told.save(&f.path("cache-stats")).unwrap();
+        let (tree, _) = f.scan(&mut f.cache_links());
+        assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"Y = 2\n", false));
+
+        // Written in place, the file is read again, and what is remembered follows.
+        write_settled(&module, "X = 3\n");
+        let (tree, _) = f.scan(&mut f.cache_links());
+        assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"X = 3\n", false));
+        let (tree, _) = f.scan(&mut f.cache_links());
+        assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"X = 3\n", false));
+
+        // A file the stat cache knows whose object left the store is read and stored again.
+        let object = f.store.object_path(&ObjectId::of(b"X = 3\n"), false);
+        fs::remove_file(&object).unwrap();
+        let (tree, staged) = f.scan(&mut f.cache_links());
+        assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"X = 3\n", false));
+        assert_eq!(staged, 1);
+        assert_eq!(fs::read(&object).unwrap(), b"X = 3\n");
     }
 }

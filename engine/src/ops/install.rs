@@ -377,8 +377,11 @@ impl Run<'_> {
             }
         }
         // Opened once the installer is done: it may have made its cache.
-        let cache_links = match links_from_cache {
-            true => CacheLinks::open(&caches),
+        let python_bin = &self.env.record.python.bin_dir;
+        let mut cache_links = match links_from_cache {
+            true => CacheLinks::open(&caches, |cache| {
+                self.store.installer_cache_stats_path(cache, python_bin)
+            }),
             false => CacheLinks::default(),
         };
         capture::scan_changeset(
@@ -386,7 +389,7 @@ impl Run<'_> {
             self.head_tree,
             &self.env.placeholders(),
             self.sink(),
-            &cache_links,
+            &mut cache_links,
         )
     }
 

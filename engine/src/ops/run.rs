@@ -202,7 +202,7 @@ fn capture_run(
             staging: &staging,
             head: None,
         },
-        &capture::CacheLinks::default(),
+        &mut capture::CacheLinks::default(),
     )?;
     if new_tree == head_tree {
         return Ok(());
