@@ -733,21 +733,25 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
     let cache = b.work.join("uv-cache");
-    let args = install_args(
-        &env,
-        &[
-            "--installer",
-            "uv",
-            "--offline",
-            "--json",
-            "blastdemo==1.0.0",
-        ],
-    );
-    let out = b
-        .command(&strs(&args))
+    // uv as blast runs it by default: what the user may have set of its own is left out.
+    let uv_install = |env: &Path| {
+        b.command(&strs(&install_args(
+            env,
+            &[
+                "--installer",
+                "uv",
+                "--offline",
+                "--json",
+                "blastdemo==1.0.0",
+            ],
+        )))
         .env("UV_CACHE_DIR", &cache)
+        .env_remove("UV_LINK_MODE")
+        .env_remove("UV_NO_CACHE")
         .output()
-        .unwrap();
+        .unwrap()
+    };
+    let out = uv_install(&env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -780,13 +784,33 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
     );
     let pip_env = b.create_path_env("venv-pip");
     install(&b, &pip_env, &["blastdemo==1.0.0"]);
+    // Again into a second environment of the store, whose objects are all stored: the stat cache of
+    // uv's cache, written by the first install, recognises its files, and the result is the same.
+    let installer_caches = fs::read_dir(b.home.join("stat-caches"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("installer-cache-")
+        })
+        .count();
+    assert_eq!(installer_caches, 1, "one stat cache for uv's cache");
+    let second = b.create_path_env("venv-2");
+    let out = uv_install(&second);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for package in ["blastdemo", "blastdep"] {
         let site = format!("{SITE}/{package}");
-        assert_same_tree(
-            &exec_bits_only(&read_tree(&pip_env.join(&site))),
-            &exec_bits_only(&read_tree(&env.join(&site))),
-        );
+        let pip_tree = exec_bits_only(&read_tree(&pip_env.join(&site)));
+        assert_same_tree(&pip_tree, &exec_bits_only(&read_tree(&env.join(&site))));
+        assert_same_tree(&pip_tree, &exec_bits_only(&read_tree(&second.join(&site))));
     }
+    assert_eq!(
+        demo_says(&second),
+        "blastdemo 1.0.0 says hello from blastdep"
+    );
 
     let out = b
         .command(&[

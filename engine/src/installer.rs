@@ -65,8 +65,9 @@ impl Request {
     }
 }
 
-/// uv's variable for how it puts files from its cache into an environment.
+/// uv's variables for how it puts files from its cache into an environment, and where the cache is.
 const UV_LINK_MODE: &str = "UV_LINK_MODE";
+const UV_CACHE_DIR: &str = "UV_CACHE_DIR";
 
 /// A chosen installer.
 #[derive(Debug, Clone)]
@@ -197,21 +198,34 @@ impl Installer {
         out
     }
 
-    /// The link mode to ask of the installer in the sandbox, as a variable of its environment, when it
-    /// links files from its cache and the user chose no mode: uv would hardlink them, which cannot
-    /// reach into the sandbox's overlay (its cache is another mount), so it falls back to copies. It
-    /// makes symlinks instead, and the capture stores the files they point to (`capture::CacheLinks`).
-    pub fn cache_link_mode(&self, request: &Request) -> Option<(String, String)> {
+    /// Variables of the installer's environment in the sandbox beyond the common ones. uv is pointed at
+    /// `cache`, the real path of the cache blast binds in and reads back (a `cache-dir` of uv's
+    /// configuration would name one the sandbox keeps read-only), and asked to link from it by
+    /// symlink unless the user chose how: its default hardlinks cannot reach into the sandbox's
+    /// overlay (the cache is another mount), so it would copy every file. The capture stores the files
+    /// the symlinks point to (`capture::CacheLinks`).
+    pub fn sandbox_env(&self, request: &Request, cache: Option<&Path>) -> Vec<(String, String)> {
+        let (InstallerKind::Uv, Some(cache)) = (self.kind, cache) else {
+            return Vec::new();
+        };
+        let mut vars = vec![(UV_CACHE_DIR.to_owned(), cache.display().to_string())];
         let args: &[String] = match request {
             Request::Install { args, .. } | Request::Pip { args } => args,
-            Request::Uninstall { .. } => &[],
+            // Nothing is linked.
+            Request::Uninstall { .. } => return vars,
         };
-        let chosen = std::env::var_os(UV_LINK_MODE).is_some()
-            || args
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        // uv refuses symlinks without a cache, and a cache of the user's naming is not the one bound.
+        let option = |a: &String| {
+            ["--link-mode", "--no-cache", "--cache-dir"]
                 .iter()
-                .any(|a| a == "--link-mode" || a.starts_with("--link-mode="));
-        (self.kind == InstallerKind::Uv && !chosen)
-            .then(|| (UV_LINK_MODE.to_owned(), "symlink".to_owned()))
+                .any(|o| a == o || a.strip_prefix(o).is_some_and(|v| v.starts_with('=')))
+                || a == "-n"
+        };
+        if !set(UV_LINK_MODE) && !set("UV_NO_CACHE") && !args.iter().any(option) {
+            vars.push((UV_LINK_MODE.to_owned(), "symlink".to_owned()));
+        }
+        vars
     }
 
     /// Where the installer keeps its cache (bound read-write into the sandbox).
@@ -222,7 +236,7 @@ impl Installer {
             .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")));
         let (own, default) = match self.kind {
             InstallerKind::Pip => ("PIP_CACHE_DIR", "pip"),
-            InstallerKind::Uv => ("UV_CACHE_DIR", "uv"),
+            InstallerKind::Uv => (UV_CACHE_DIR, "uv"),
         };
         var(own)
             .map(PathBuf::from)
@@ -235,4 +249,65 @@ impl Installer {
 /// The first executable named `name` on `PATH`.
 fn find_on_path(name: &str) -> Option<PathBuf> {
     crate::fsutil::find_executable(name, std::env::split_paths(&std::env::var_os("PATH")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uv() -> Installer {
+        Installer {
+            kind: InstallerKind::Uv,
+            program: Some(PathBuf::from("/usr/bin/uv")),
+            lead: vec!["pip".into()],
+            needs_python: true,
+            description: "uv".into(),
+        }
+    }
+
+    fn install(args: &[&str]) -> Request {
+        Request::Install {
+            specs: vec!["rich".into()],
+            requirements: Vec::new(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn uv_is_pointed_at_the_bound_cache_and_links_by_symlink_unless_the_user_chose_otherwise() {
+        if ["UV_LINK_MODE", "UV_NO_CACHE"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+        {
+            eprintln!("skipping: UV_LINK_MODE or UV_NO_CACHE is set in this environment");
+            return;
+        }
+        let cache = Path::new("/cache/uv");
+        let vars = |request: &Request| uv().sandbox_env(request, Some(cache));
+        let pinned = ("UV_CACHE_DIR".to_owned(), "/cache/uv".to_owned());
+        let symlinks = ("UV_LINK_MODE".to_owned(), "symlink".to_owned());
+        assert_eq!(vars(&install(&[])), [pinned.clone(), symlinks]);
+        for chosen in [
+            &["--link-mode", "copy"][..],
+            &["--link-mode=clone"],
+            &["--no-cache"],
+            &["-n"],
+            &["--cache-dir", "/elsewhere"],
+        ] {
+            assert_eq!(
+                vars(&install(chosen)),
+                std::slice::from_ref(&pinned),
+                "{chosen:?}"
+            );
+        }
+        let uninstall = Request::Uninstall {
+            names: vec!["rich".into()],
+        };
+        assert_eq!(vars(&uninstall), [pinned]);
+        let pip = Installer {
+            kind: InstallerKind::Pip,
+            ..uv()
+        };
+        assert!(pip.sandbox_env(&install(&[]), Some(cache)).is_empty());
+    }
 }

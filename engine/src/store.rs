@@ -160,16 +160,10 @@ impl Store {
         self.home.join(STAT_CACHES).join(env_id)
     }
 
-    /// The stat cache of an installer's cache directory, by its real path `cache`, for environments
-    /// on the interpreter whose directory is `python_bin`: what is stored of a file depends on the
-    /// paths abstracted in it (see `capture::CacheLinks`).
-    pub(crate) fn installer_cache_stats_path(&self, cache: &Path, python_bin: &str) -> PathBuf {
+    /// The stat cache of an installer's cache directory, by its real path (see `capture::CacheLinks`).
+    pub(crate) fn installer_cache_stats_path(&self, cache: &Path) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;
-        let mut key = blake3::Hasher::new();
-        key.update(cache.as_os_str().as_bytes());
-        key.update(b"\0");
-        key.update(python_bin.as_bytes());
-        let hex = key.finalize().to_hex();
+        let hex = blake3::hash(cache.as_os_str().as_bytes()).to_hex();
         self.home
             .join(STAT_CACHES)
             .join(format!("installer-cache-{}", &hex[..20]))

@@ -14,7 +14,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::SFlag;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -49,14 +49,20 @@ enum UpperEntry {
 #[derive(Default)]
 pub struct CacheLinks {
     caches: Vec<Cache>,
+    /// Paths inside a cache that the sandbox hid from the installer (a cache holding a home's
+    /// secrets): their files stand for no symlink.
+    hidden: Vec<PathBuf>,
 }
 
 /// One cache directory of the installer.
 struct Cache {
-    /// Its path as named and as it really is (the path may lead through a symlink).
+    /// Its path as named and as it really was before the installer ran (the path may lead through a
+    /// symlink).
     names: Vec<PathBuf>,
+    /// Taken before the installer ran: the sandbox may write where the cache is (a cache inside a
+    /// project being built), and what its path leads to afterwards is the installer's doing.
     handle: OwnedFd,
-    /// What blast found of its files, as an environment's stat cache (SPEC §11) keeps it: a file it
+    /// What blast read of its files, as an environment's stat cache (SPEC §11) keeps it: a file it
     /// recognises is not read again while its object is in the store. uv never rewrites a file there.
     stats: StatCache,
     /// Where `stats` is kept.
@@ -64,26 +70,50 @@ struct Cache {
 }
 
 impl CacheLinks {
-    /// The caches among `dirs` that exist, each with the stat cache kept at `stats_path(real path)`;
-    /// symlinks into any other directory stay symlinks.
-    pub fn open(dirs: &[PathBuf], stats_path: impl Fn(&Path) -> PathBuf) -> CacheLinks {
+    /// Opens the installer's cache directories, made when missing, before it runs; each has the stat
+    /// cache kept at `stats_path(its real path)`. Symlinks into any other directory stay symlinks.
+    pub fn open(dirs: &[PathBuf], stats_path: impl Fn(&Path) -> PathBuf) -> Result<CacheLinks> {
         let caches = dirs
             .iter()
-            .filter_map(|dir| {
-                let handle = OwnedFd::from(File::open(dir).ok()?);
-                let real = fs::canonicalize(dir).ok()?;
+            .map(|dir| {
+                fs::create_dir_all(dir).at("creating the installer's cache", dir)?;
+                let real = fs::canonicalize(dir).at("resolving the installer's cache", dir)?;
+                let handle = nix::fcntl::open(
+                    &real,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(std::io::Error::from)
+                .at("opening the installer's cache", &real)?;
                 let stats_path = stats_path(&real);
-                let mut names = vec![dir.clone(), real];
+                let mut names = vec![real, dir.clone()];
                 names.dedup();
-                Some(Cache {
+                Ok(Cache {
                     names,
                     handle,
                     stats: StatCache::load(&stats_path),
                     stats_path,
                 })
             })
+            .collect::<Result<_>>()?;
+        Ok(CacheLinks {
+            caches,
+            hidden: Vec::new(),
+        })
+    }
+
+    /// Keeps, of the paths the sandbox hid from the installer, those inside a cache.
+    pub fn hide(&mut self, hidden: &[PathBuf]) {
+        self.hidden = hidden
+            .iter()
+            .filter_map(|path| fs::canonicalize(path).ok())
+            .filter(|path| self.caches.iter().any(|c| path.starts_with(&c.names[0])))
             .collect();
-        CacheLinks { caches }
+    }
+
+    /// The real path of the first cache: the one the installer is told to use.
+    pub fn first_cache(&self) -> Option<&Path> {
+        self.caches.first().map(|cache| cache.names[0].as_path())
     }
 
     /// The cache holding `target` (an absolute symlink target) and its path there, if any does.
@@ -96,23 +126,28 @@ impl CacheLinks {
         })
     }
 
-    /// The node of the cache's file `rel`, which the symlink at `path` stands for, and its stat.
+    /// The node of the cache's file `rel`, which the symlink at `path` stands for, its stat, and
+    /// whether its bytes were read (the stat cache did not know them).
     fn file_node(
         &self,
         cache: usize,
         rel: &str,
         path: &str,
         ctx: &ScanCtx<'_>,
-    ) -> Result<(Node, FileStat)> {
+    ) -> Result<(Node, FileStat, bool)> {
         let cache = &self.caches[cache];
-        let (mut file, meta) = Cache::open_file(&cache.handle, rel).map_err(|e| {
-            let target = cache.names[0].join(rel);
-            Error::CacheLinkUnreadable {
-                path: path.to_owned(),
-                target,
-                detail: e.to_string(),
-            }
-        })?;
+        // Resolved through no symlink, the file is at its real path.
+        let real = cache.names[0].join(rel);
+        let refused = |detail: String| Error::CacheLinkUnreadable {
+            path: path.to_owned(),
+            target: real.clone(),
+            detail,
+        };
+        if self.hidden.iter().any(|hidden| real.starts_with(hidden)) {
+            return Err(refused("the sandbox hid it from the installer".into()));
+        }
+        let (mut file, meta) =
+            Cache::open_file(&cache.handle, rel).map_err(|e| refused(unreadable(&e)))?;
         let stat = FileStat::of(&meta);
         let executable = meta.permissions().mode() & 0o111 != 0;
         if let Some(known) = cache.stats.recognise(rel, &stat)
@@ -126,24 +161,30 @@ impl CacheLinks {
                 executable,
                 relocatable: known.relocatable,
             };
-            return Ok((node, stat));
+            return Ok((node, stat, false));
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut bytes)
-            .at("reading", &cache.names[0].join(rel))?;
-        Ok((ctx.store_bytes(bytes, path, executable, None)?, stat))
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).at("reading", &real)?;
+        Ok((ctx.store_bytes(bytes, path, executable, None)?, stat, true))
     }
 
-    /// Keeps what the scan read of the caches' files for the next one. Best effort: a stat cache that
-    /// cannot be written only costs reading the files again.
-    fn remember(&mut self, read: &[(usize, &str, FileStat, &Node)]) {
-        let now = super::now_ns();
+    /// Keeps what the scan read of the caches' files (stat'ed at `now` or later) for the next one.
+    /// A relocatable file is not kept: what is stored of it depends on the environment's paths.
+    /// Best effort: a stat cache that cannot be written only costs reading the files again.
+    fn remember(&mut self, read: &[(usize, &str, FileStat, &Node)], now: i64) {
         let mut changed = vec![false; self.caches.len()];
         for &(cache, rel, stat, node) in read {
-            self.caches[cache].stats.record(rel, stat, node, now);
+            let stats = &mut self.caches[cache].stats;
+            match node {
+                Node::File {
+                    relocatable: false, ..
+                } => stats.record(rel, stat, node, now),
+                _ => stats.forget(rel),
+            }
             changed[cache] = true;
         }
-        for (cache, _) in self.caches.iter().zip(changed).filter(|(_, c)| *c) {
+        for (cache, _) in self.caches.iter_mut().zip(changed).filter(|(_, c)| *c) {
+            cache.forget_removed();
             let _ = cache.stats.save(&cache.stats_path);
         }
     }
@@ -152,10 +193,10 @@ impl CacheLinks {
 impl Cache {
     /// Opens the regular file `rel` of a cache. It is resolved beneath the cache and through no
     /// symlink: the installer could write anything into its cache, but what a symlink there points to
-    /// must not bring in a file from outside it.
+    /// must not bring in a file from outside it. Not blocking: a FIFO there must not hang blast.
     fn open_file(handle: &OwnedFd, rel: &str) -> std::io::Result<(File, fs::Metadata)> {
         let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
             .resolve(
                 ResolveFlag::RESOLVE_BENEATH
                     | ResolveFlag::RESOLVE_NO_SYMLINKS
@@ -170,6 +211,42 @@ impl Cache {
             )));
         }
         Ok((file, meta))
+    }
+
+    /// Forgets the files of directories gone from the cache (`uv cache clean` or `prune` removed
+    /// them): uv unpacks each wheel into a directory of its own two levels down
+    /// (`archive-v0/<id>/`), and entries of removed ones would only grow the stat cache.
+    fn forget_removed(&mut self) {
+        let dirs: rustc_hash::FxHashSet<&str> = self
+            .stats
+            .files()
+            .filter_map(|(path, _)| unpacked_dir(path))
+            .collect();
+        let gone: Vec<String> = dirs
+            .into_iter()
+            .filter(|dir| {
+                nix::sys::stat::fstatat(&self.handle, *dir, AtFlags::AT_SYMLINK_NOFOLLOW).is_err()
+            })
+            .map(str::to_owned)
+            .collect();
+        let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+        self.stats.forget_below(&gone);
+    }
+}
+
+/// The directory two levels down that holds `path` (`archive-v0/<id>` for uv's unpacked wheels).
+fn unpacked_dir(path: &str) -> Option<&str> {
+    let second = path.match_indices('/').nth(1)?.0;
+    Some(&path[..second])
+}
+
+/// Why a symlink into the cache could not be followed, in words.
+fn unreadable(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EXDEV) => "it leads out of the cache".into(),
+        Some(libc::ELOOP) => "it leads through a symlink in the cache".into(),
+        Some(libc::ENOENT) => "there is no such file in the cache".into(),
+        _ => e.to_string(),
     }
 }
 
@@ -195,8 +272,9 @@ pub fn scan_changeset(
         sink: Some(sink),
         adopt: true,
     };
-    // Each file's node, with where it was read from when that was a cache.
+    // Each file's node, with the cache file it was read from, if it was read from one.
     type Found<'e> = (&'e str, Node, Option<(usize, &'e str, FileStat)>);
+    let now = super::now_ns();
     let found: Vec<Found<'_>> = entries
         .par_iter()
         .filter_map(|entry| match entry {
@@ -209,7 +287,9 @@ pub fn scan_changeset(
             UpperEntry::Symlink { path, target } => {
                 let (cache, rel) = cache_links.locate(target)?;
                 let node = cache_links.file_node(cache, rel, path, &ctx);
-                Some(node.map(|(node, stat)| (path.as_str(), node, Some((cache, rel, stat)))))
+                Some(node.map(|(node, stat, read)| {
+                    (path.as_str(), node, read.then_some((cache, rel, stat)))
+                }))
             }
             _ => None,
         })
@@ -218,7 +298,7 @@ pub fn scan_changeset(
         .iter()
         .filter_map(|(_, node, from)| from.map(|(cache, rel, stat)| (cache, rel, stat, node)))
         .collect();
-    cache_links.remember(&read);
+    cache_links.remember(&read, now);
     let hashed: FxHashMap<&str, &Node> =
         found.iter().map(|(path, node, _)| (*path, node)).collect();
     let mut tree = base.clone();
@@ -354,7 +434,7 @@ mod tests {
 
         /// The links into the fixture's cache, with its stat cache in `cache-stats`.
         fn cache_links(&self) -> CacheLinks {
-            CacheLinks::open(&[self.path("cache")], |_| self.path("cache-stats"))
+            CacheLinks::open(&[self.path("cache")], |_| self.path("cache-stats")).unwrap()
         }
 
         /// Scans the upper directory over an empty base; returns the tree and the files staged.
@@ -460,22 +540,94 @@ mod tests {
         let f = Fixture::new();
         fs::write(f.path("secret"), "do not copy\n").unwrap();
         symlink(f.path("secret"), f.path("cache/archive/inner-link")).unwrap();
+        nix::unistd::mkfifo(&f.path("cache/archive/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let cache = f.path("cache");
         let cache = cache.to_str().unwrap();
-        for target in [
-            format!("{cache}/../secret"),
-            format!("{cache}/archive/inner-link"),
-            format!("{cache}/archive/pkg"),
-            format!("{cache}/archive/missing.py"),
+        for (target, why) in [
+            (format!("{cache}/../secret"), "it leads out of the cache"),
+            (
+                format!("{cache}/archive/inner-link"),
+                "it leads through a symlink in the cache",
+            ),
+            (format!("{cache}/archive/pkg"), "not a regular file"),
+            (format!("{cache}/archive/fifo"), "not a regular file"),
+            (
+                format!("{cache}/archive/missing.py"),
+                "there is no such file in the cache",
+            ),
         ] {
             let link = f.path("upper/pkg/mod.py");
             symlink(&target, &link).unwrap();
             let (tree, staged) = f.scan(&mut f.cache_links());
             match tree {
-                Err(Error::CacheLinkUnreadable { path, .. }) => assert_eq!(path, "pkg/mod.py"),
+                Err(Error::CacheLinkUnreadable { path, detail, .. }) => {
+                    assert_eq!(path, "pkg/mod.py");
+                    assert!(detail.contains(why), "{target}: {detail}");
+                }
                 other => panic!("{target}: {other:?}"),
             }
             assert_eq!(staged, 0, "{target}: nothing is stored");
+            fs::remove_file(link).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_cache_is_the_directory_its_path_led_to_before_the_installer_ran() {
+        let f = Fixture::new();
+        fs::write(f.path("cache/archive/pkg/mod.py"), "X = 1\n").unwrap();
+        let mut links = f.cache_links();
+        // The installer moves the cache away and leaves a symlink to hidden files at its path.
+        fs::create_dir(f.path("hidden")).unwrap();
+        fs::write(f.path("hidden/id_rsa"), "a key\n").unwrap();
+        fs::rename(f.path("cache"), f.path("moved")).unwrap();
+        symlink(f.path("hidden"), f.path("cache")).unwrap();
+        symlink(f.path("cache/id_rsa"), f.path("upper/pkg/key")).unwrap();
+        let (tree, staged) = f.scan(&mut links);
+        assert!(
+            matches!(tree, Err(Error::CacheLinkUnreadable { .. })),
+            "{tree:?}"
+        );
+        assert_eq!(staged, 0, "nothing is stored");
+        // The cache's own files are found where it went.
+        fs::remove_file(f.path("upper/pkg/key")).unwrap();
+        symlink(
+            f.path("cache/archive/pkg/mod.py"),
+            f.path("upper/pkg/mod.py"),
+        )
+        .unwrap();
+        let (tree, _) = f.scan(&mut links);
+        assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"X = 1\n", false));
+    }
+
+    #[test]
+    fn a_file_the_sandbox_hid_inside_the_cache_stands_for_no_symlink() {
+        let f = Fixture::new();
+        fs::create_dir(f.path("cache/.ssh")).unwrap();
+        fs::write(f.path("cache/.ssh/id_rsa"), "a key\n").unwrap();
+        symlink(f.path("cache/.ssh/id_rsa"), f.path("upper/pkg/key")).unwrap();
+        let mut links = f.cache_links();
+        links.hide(&[f.path("cache/.ssh"), f.path("elsewhere/.aws")]);
+        let (tree, staged) = f.scan(&mut links);
+        match tree {
+            Err(Error::CacheLinkUnreadable { detail, .. }) => assert!(detail.contains("hid")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(staged, 0);
+    }
+
+    #[test]
+    fn a_cache_named_through_a_symlink_is_known_by_both_paths() {
+        let f = Fixture::new();
+        fs::write(f.path("cache/archive/pkg/mod.py"), "X = 1\n").unwrap();
+        symlink(f.path("cache"), f.path("cache-link")).unwrap();
+        let links =
+            || CacheLinks::open(&[f.path("cache-link")], |_| f.path("cache-stats")).unwrap();
+        assert_eq!(links().first_cache(), Some(f.path("cache").as_path()));
+        for named in ["cache", "cache-link"] {
+            let link = f.path("upper/pkg/mod.py");
+            symlink(f.path(named).join("archive/pkg/mod.py"), &link).unwrap();
+            let (tree, _) = f.scan(&mut links());
+            assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"X = 1\n", false));
             fs::remove_file(link).unwrap();
         }
     }
@@ -512,8 +664,10 @@ mod tests {
         write_settled(&module, "X = 3\n");
         let (tree, _) = f.scan(&mut f.cache_links());
         assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"X = 3\n", false));
-        let (tree, _) = f.scan(&mut f.cache_links());
-        assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"X = 3\n", false));
+        let stat = FileStat::of(&fs::metadata(&module).unwrap());
+        let kept = StatCache::load(&f.path("cache-stats"));
+        let known = kept.recognise("archive/pkg/mod.py", &stat).unwrap();
+        assert_eq!(known.object, ObjectId::of(b"X = 3\n"));
 
         // A file the stat cache knows whose object left the store is read and stored again.
         let object = f.store.object_path(&ObjectId::of(b"X = 3\n"), false);
@@ -522,5 +676,23 @@ mod tests {
         assert_eq!(tree.unwrap().entries["pkg/mod.py"], file(b"X = 3\n", false));
         assert_eq!(staged, 1);
         assert_eq!(fs::read(&object).unwrap(), b"X = 3\n");
+
+        // A file holding the environment's path is stored relocatably, which depends on the
+        // environment: it is not remembered. Nor are the files of a directory gone from the cache.
+        let script = f.path("cache/archive/pkg/tool");
+        write_settled(&script, "#!/nonexistent/env/bin/python\n");
+        symlink(&script, f.path("upper/pkg/tool")).unwrap();
+        fs::create_dir_all(f.path("cache/gone/pkg")).unwrap();
+        let old = f.path("cache/gone/pkg/old.py");
+        write_settled(&old, "OLD = 1\n");
+        symlink(&old, f.path("upper/pkg/old.py")).unwrap();
+        f.scan(&mut f.cache_links()).0.unwrap();
+        assert_eq!(StatCache::load(&f.path("cache-stats")).len(), 2);
+        fs::remove_file(f.path("upper/pkg/old.py")).unwrap();
+        fs::remove_dir_all(f.path("cache/gone")).unwrap();
+        f.scan(&mut f.cache_links()).0.unwrap();
+        let kept = StatCache::load(&f.path("cache-stats"));
+        assert_eq!(kept.len(), 1, "only mod.py is remembered");
+        assert!(kept.get("archive/pkg/mod.py").is_some());
     }
 }

@@ -332,19 +332,31 @@ impl Run<'_> {
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from);
-        let caches = self.installer.caches();
-        let mut writable = caches.clone();
+        let mut cache_links = match self.installer.kind {
+            InstallerKind::Uv => CacheLinks::open(&self.installer.caches(), |cache| {
+                self.store.installer_cache_stats_path(cache)
+            })?,
+            InstallerKind::Pip => CacheLinks::default(),
+        };
+        let mut writable = match cache_links.first_cache() {
+            Some(cache) => vec![cache.to_owned()],
+            None => self.installer.caches(),
+        };
         // A build may write into a local project, but never into what holds the home or the store.
         let store_home = self.store.home();
         writable.extend(projects.into_iter().filter(|p| {
             !store_home.starts_with(p) && !home.as_ref().is_some_and(|h| h.starts_with(p))
         }));
-        let link_mode = self.installer.cache_link_mode(self.request);
-        let links_from_cache = link_mode.is_some();
         let mut spec = Spec {
             program: self.installer.program(&env_python),
             args: self.installer.args(self.request, &env_python),
-            set_env: installer_env().into_iter().chain(link_mode).collect(),
+            set_env: installer_env()
+                .into_iter()
+                .chain(
+                    self.installer
+                        .sandbox_env(self.request, cache_links.first_cache()),
+                )
+                .collect(),
             remove_env: vec!["SSH_AUTH_SOCK".into()],
             cwd: cwd.clone(),
             root,
@@ -376,14 +388,7 @@ impl Run<'_> {
                 });
             }
         }
-        // Opened once the installer is done: it may have made its cache.
-        let python_bin = &self.env.record.python.bin_dir;
-        let mut cache_links = match links_from_cache {
-            true => CacheLinks::open(&caches, |cache| {
-                self.store.installer_cache_stats_path(cache, python_bin)
-            }),
-            false => CacheLinks::default(),
-        };
+        cache_links.hide(&spec.hidden);
         capture::scan_changeset(
             &upper,
             self.head_tree,
