@@ -110,6 +110,9 @@ fn write_shell_config(home: &Path) {
     .unwrap();
     let fish = home.join(".config/fish");
     fs::create_dir_all(&fish).unwrap();
+    // Without it, fish's first interactive start generates completions from every man page in the
+    // background, outliving the test and writing into its directory while it is removed.
+    fs::create_dir_all(home.join(".local/share/fish/generated_completions")).unwrap();
     fs::write(
         fish.join("config.fish"),
         "set -gx BLAST_RC_LOADED yes\nset -g fish_greeting\nfunction fish_prompt; echo -n 'inner> '; end\n",
