@@ -1,6 +1,7 @@
 //! The install part: `blast install` of the big wheel set (every wheel of the setup's wheel directory, by
 //! name, with `--no-index --find-links`) against the same installer run bare into a plain venv, with pip
-//! and with uv, the four cases interleaved in one measurement; then `blast rollback` of a one-package
+//! and with uv, interleaved in one measurement with a fifth case: blast with uv into a new environment
+//! of a store that holds the set already (the rollback's); then `blast rollback` of a one-package
 //! install in an environment that blast installed the set into.
 //!
 //! Both sides do the same work. pip is the real interpreter's in both (blast's environments have none,
@@ -10,7 +11,7 @@
 //! in blast's sandbox it makes the symlinks blast asks for (SPEC §20). Every timed run
 //! gets a fresh target made outside the timing: a `python -m venv --without-pip` venv, or a
 //! `blast create --path` environment in a store of its own, so that no blast run finds its objects
-//! stored already. The time of a blast run is its whole command (sandbox, installer, layer commit,
+//! stored already (but for the fifth case, whose point that is). The time of a blast run is its whole command (sandbox, installer, layer commit,
 //! apply); the `installer_seconds` of its `--json` report say how much of it the installer ran.
 //!
 //! Before the timed runs, an untimed `blast install --installer uv` warms uv's cache and makes the
@@ -216,6 +217,19 @@ impl<'a> Installs<'a> {
         ]
     }
 
+    /// blast with uv into a new environment of the store `home`, which holds the set already (the
+    /// rollback's store: blast installed it there with uv). A second environment of one store is where
+    /// blast's store pays: nothing of the set is read or written again but the links.
+    fn case_store_holding_the_set<'c>(&'c self, home: &'c Path) -> Case<'c> {
+        let env = move |k: usize| self.path("second-env", Installer::Uv, k);
+        Case::new(
+            "blast install --installer uv, store holding the set",
+            move |k| self.blast(Installer::Uv, home, &env(k)),
+        )
+        .prepare(move |k| self.create_env(home, &env(k)))
+        .inspect(move |_, output| self.read(Installer::Uv, output).map(drop))
+    }
+
     /// Removes the directories of the first `runs` runs of every case, once the part is over. Removing a
     /// run's directories as it ends freed 14k–18k inodes, and on ext4 without a journal, as on the
     /// machine the README's figures come from, each inode allocated in the next minute first skips
@@ -225,7 +239,7 @@ impl<'a> Installs<'a> {
     fn remove_at_end(&self, runs: usize) -> Result<()> {
         for installer in [Installer::Pip, Installer::Uv] {
             for k in 0..runs {
-                for what in ["venv", "env", "home"] {
+                for what in ["venv", "env", "home", "second-env"] {
                     remove_dir(&self.path(what, installer, k))?;
                 }
             }
@@ -429,9 +443,13 @@ pub fn bench(
         .context(|| "making the environment of the rollback".into())?;
     let [bare_pip, blast_pip] = installs.cases(Installer::Pip);
     let [bare_uv, blast_uv] = installs.cases(Installer::Uv);
+    let second_uv = installs.case_store_holding_the_set(&home);
     let warmups = 0;
-    let [bare_pip, blast_pip, bare_uv, blast_uv] =
-        measure(&[bare_pip, blast_pip, bare_uv, blast_uv], warmups, runs)?;
+    let [bare_pip, blast_pip, bare_uv, blast_uv, second_uv] = measure(
+        &[bare_pip, blast_pip, bare_uv, blast_uv, second_uv],
+        warmups,
+        runs,
+    )?;
     let mut results = Results::default();
     results.notes.push(format!(
         "install: {} distributions, each run into a fresh venv (`python -m venv --without-pip`) or a \
@@ -442,6 +460,19 @@ pub fn bench(
     ));
     results.extend(installs.results(Installer::Pip, &bare_pip, &blast_pip));
     results.extend(installs.results(Installer::Uv, &bare_uv, &blast_uv));
+    results.rows.push(Row::compare(
+        format!(
+            "install {} wheels, uv, into a store holding them",
+            installs.names.len()
+        ),
+        &second_uv,
+        &bare_uv,
+    ));
+    results.notes.push(
+        "install into a store holding the set: blast with uv into a new environment of the \
+         rollback's store, where blast installed the set before; against the same bare uv runs"
+            .into(),
+    );
     results.extend(rollback(setup, &home, &env, rollback_runs)?);
     // After the rollback's runs too, which would pay for the removal as the installs did.
     installs.remove_at_end(warmups + runs)?;
