@@ -124,6 +124,8 @@ fn install_adds_one_layer_holding_exactly_what_pip_wrote() {
 
     let report = install(&b, &env, &["blastdemo==1.0.0"]);
     assert_eq!(report["sandboxed"], true, "{report}");
+    // pip writes whole files: they go to the disk, where the store takes them by rename.
+    assert_eq!(report["changes_in_memory"], false, "{report}");
     assert!(
         report["installer"].as_str().unwrap().contains("pip"),
         "{report}"
@@ -734,27 +736,31 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
     let e = env.to_str().unwrap();
     let cache = b.work.join("uv-cache");
     // uv as blast runs it by default: what the user may have set of its own is left out.
-    let uv_install = |env: &Path| {
-        b.command(&strs(&install_args(
-            env,
-            &[
-                "--installer",
-                "uv",
-                "--offline",
-                "--json",
-                "blastdemo==1.0.0",
-            ],
-        )))
-        .env("UV_CACHE_DIR", &cache)
-        .env_remove("UV_LINK_MODE")
-        .env_remove("UV_NO_CACHE")
-        .output()
-        .unwrap()
+    let uv_install = |env: &Path, uv_args: &[&str]| {
+        let mut args = vec![
+            "--installer",
+            "uv",
+            "--offline",
+            "--json",
+            "blastdemo==1.0.0",
+        ];
+        if !uv_args.is_empty() {
+            args.push("--");
+            args.extend(uv_args);
+        }
+        b.command(&strs(&install_args(env, &args)))
+            .env("UV_CACHE_DIR", &cache)
+            .env_remove("UV_LINK_MODE")
+            .env_remove("UV_NO_CACHE")
+            .output()
+            .unwrap()
     };
-    let out = uv_install(&env);
+    let out = uv_install(&env, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Symlinks and uv's own small files: collected in memory, not on the disk.
+    assert_eq!(report["changes_in_memory"], true, "{report}");
     assert!(
         report["installer"]
             .as_str()
@@ -786,6 +792,7 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
     install(&b, &pip_env, &["blastdemo==1.0.0"]);
     // Again into a second environment of the store, whose objects are all stored: the stat cache of
     // uv's cache, written by the first install, recognises its files, and the result is the same.
+    // The bytecode uv compiles there comes over from memory into the environment.
     let installer_caches = fs::read_dir(b.home.join("stat-caches"))
         .unwrap()
         .filter(|e| {
@@ -795,12 +802,22 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
         .count();
     assert_eq!(installer_caches, 1, "one stat cache for uv's cache");
     let second = b.create_path_env("venv-2");
-    let out = uv_install(&second);
+    let out = uv_install(&second, &["--compile-bytecode"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["changes_in_memory"], true, "{report}");
+    let pyc = fs::read(
+        second
+            .join(SITE)
+            .join("blastdemo/__pycache__/__init__.cpython-311.pyc"),
+    )
+    .unwrap();
+    assert_eq!(pyc[4..8], [3, 0, 0, 0], "hash-checked bytecode");
+    assert_eq!(stale_bytecode(&second), Vec::<String>::new());
     for package in ["blastdemo", "blastdep"] {
         let site = format!("{SITE}/{package}");
         let pip_tree = exec_bits_only(&read_tree(&pip_env.join(&site)));
@@ -828,5 +845,7 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
     assert_succeeded(&out);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(package_changes(&report), ["-blastdemo 1.0.0"]);
+    assert_eq!(report["changes_in_memory"], true, "{report}");
     b.assert_verify_clean(&[&env]);
+    assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
 }

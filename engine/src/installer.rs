@@ -209,10 +209,18 @@ impl Installer {
             return Vec::new();
         };
         let mut vars = vec![(UV_CACHE_DIR.to_owned(), cache.display().to_string())];
+        if self.links_by_symlink(request, Some(cache)) {
+            vars.push((UV_LINK_MODE.to_owned(), "symlink".to_owned()));
+        }
+        vars
+    }
+
+    /// Whether uv is asked to link from `cache` by symlink (see [`Installer::sandbox_env`]): unless the
+    /// user chose how, and not to uninstall, which links nothing.
+    fn links_by_symlink(&self, request: &Request, cache: Option<&Path>) -> bool {
         let args: &[String] = match request {
             Request::Install { args, .. } | Request::Pip { args } => args,
-            // Nothing is linked.
-            Request::Uninstall { .. } => return vars,
+            Request::Uninstall { .. } => return false,
         };
         let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
         // uv refuses symlinks without a cache, and a cache of the user's naming is not the one bound.
@@ -222,10 +230,22 @@ impl Installer {
                 .any(|o| a == o || a.strip_prefix(o).is_some_and(|v| v.starts_with('=')))
                 || a == "-n"
         };
-        if !set(UV_LINK_MODE) && !set("UV_NO_CACHE") && !args.iter().any(option) {
-            vars.push((UV_LINK_MODE.to_owned(), "symlink".to_owned()));
-        }
-        vars
+        self.kind == InstallerKind::Uv
+            && cache.is_some()
+            && !set(UV_LINK_MODE)
+            && !set("UV_NO_CACHE")
+            && !args.iter().any(option)
+    }
+
+    /// Whether all the installer writes in the sandbox is small: uv's symlinks into `cache` and the
+    /// whiteouts of what it removes. Such changes are collected in memory
+    /// (`sandbox::Overlay::in_memory`). Whole files go to the disk, where the store takes them by
+    /// rename; pip's too when it uninstalls, as it first moves what it removes aside (a copy through
+    /// the overlay).
+    pub fn writes_little(&self, request: &Request, cache: Option<&Path>) -> bool {
+        self.kind == InstallerKind::Uv
+            && (matches!(request, Request::Uninstall { .. })
+                || self.links_by_symlink(request, cache))
     }
 
     /// Where the installer keeps its cache (bound read-write into the sandbox).

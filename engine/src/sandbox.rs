@@ -10,18 +10,19 @@
 //! 2. assembles a new root: the whole filesystem bound read-only, a private `/tmp` and `/dev/shm`, the
 //!    paths the user named bound read-only where the private `/tmp` would hide them, the installer's
 //!    caches bound read-write, secrets (`~/.ssh`, `~/.aws`, `~/.config`, …) hidden, and the overlay
-//!    mounted at the environment's real path (`userxattr,index=off,xino=off`);
+//!    mounted at the environment's real path (`userxattr,index=off,xino=off`), its upper directory on
+//!    a private tmpfs handed back to blast when the changes will be small ([`Overlay::in_memory`]);
 //! 3. forks the pid namespace's init, which mounts a fresh `/proc`, pivots into the new root, starts the
 //!    program in its own session and reaps until it exits. When init dies, the kernel kills everything in
 //!    the namespace, and every mount vanishes with the mount namespace: nothing outlives the sandbox.
 //!
-//! A step that fails is reported through file descriptor 3 (`step: errno`) and the helper exits with
-//! [`SETUP_FAILED`]; the parent turns that into an error that names the fix (see [`Refusal`]).
+//! A step that fails is reported through file descriptor 3, a socket (`step: errno`), and the helper
+//! exits with [`SETUP_FAILED`]; the parent turns that into an error that names the fix (see
+//! [`Refusal`]).
 
 use std::ffi::{CString, OsStr};
 use std::fs;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -31,6 +32,10 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, chdir, execve, fork, getgid, getuid, pivot_root, setsid};
 use serde::{Deserialize, Serialize};
@@ -248,12 +253,64 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// An overlay at `target` (the lower layer) whose changes land in `upper`.
+/// An overlay at `target` (the lower layer) whose changes land in `dir`'s `upper` directory (`work`
+/// beside it is the overlay's own).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Overlay {
     pub target: PathBuf,
-    pub upper: PathBuf,
-    pub work: PathBuf,
+    pub dir: PathBuf,
+    /// The changes are expected to be small (links, removals): the helper mounts a private tmpfs at
+    /// `dir` and makes `upper` and `work` there (see [`InMemory`]), where no inode of the disk is
+    /// written, then freed, for each of them.
+    pub in_memory: bool,
+}
+
+impl Overlay {
+    /// An overlay of `target` into `dir`, which is made with its `upper` and `work` directories (on the
+    /// disk, whether or not they end up in memory).
+    pub fn make(target: &Path, dir: &Path, in_memory: bool) -> Result<Overlay> {
+        for path in [dir.to_owned(), dir.join(UPPER), dir.join(WORK)] {
+            fs::create_dir(&path).at("creating sandbox directory", &path)?;
+        }
+        Ok(Overlay {
+            target: target.to_owned(),
+            dir: dir.to_owned(),
+            in_memory,
+        })
+    }
+
+    /// Where the changes of `ran` are.
+    pub fn upper(&self, ran: &Ran) -> PathBuf {
+        match &ran.in_memory {
+            Some(memory) => memory.dir().join(UPPER),
+            None => self.dir.join(UPPER),
+        }
+    }
+}
+
+/// Names of the overlay's directories in [`Overlay::dir`].
+const UPPER: &str = "upper";
+const WORK: &str = "work";
+
+/// How a sandboxed program ended, and where its overlay's changes are.
+#[derive(Debug)]
+pub struct Ran {
+    pub outcome: Outcome,
+    /// The overlay's directory when it was kept in memory.
+    pub in_memory: Option<InMemory>,
+}
+
+/// The tmpfs of an in-memory overlay ([`Overlay::in_memory`]): the sandbox's mounts are gone with
+/// its mount namespace, and this handle, passed from the helper to blast, is all that keeps it.
+/// Dropping it frees the memory, as the kernel does when blast dies.
+#[derive(Debug)]
+pub struct InMemory(OwnedFd);
+
+impl InMemory {
+    /// A path to the directory through the handle.
+    pub fn dir(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+    }
 }
 
 /// How the program ended.
@@ -309,11 +366,17 @@ impl Refusal {
 
 /// Runs `spec` in the sandbox and waits for it. Ctrl-C reaches the program (and ends it); blast itself
 /// ignores it meanwhile so that it can clean up after.
-pub fn run(spec: &Spec) -> Result<std::result::Result<Outcome, Refusal>> {
+pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
     let encoded = serde_json::to_string(spec)
         .map_err(|e| Error::Invalid(format!("internal: encoding the sandbox spec: {e}")))?;
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::Invalid(format!("creating a pipe for the sandbox: {e}")))?;
+    // A socket, not a pipe: it also carries the descriptor of an in-memory overlay.
+    let (read_end, write_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::Invalid(format!("creating a socket for the sandbox: {e}")))?;
     let status_fd = write_end.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
     // blast's pid, for the helper to check that it still has that parent once it asked to die with it.
@@ -341,10 +404,12 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Outcome, Refusal>> {
         path: PathBuf::from("/proc/self/exe"),
         source: e,
     })?;
-    let mut report = String::new();
-    let _ = fs::File::from(read_end).read_to_string(&mut report);
+    let (report, in_memory) = receive_status(&read_end);
     if let Some(hit) = LimitHit::decode(report.trim_end()) {
-        return Ok(Ok(Outcome::Stopped(hit)));
+        return Ok(Ok(Ran {
+            outcome: Outcome::Stopped(hit),
+            in_memory,
+        }));
     }
     if status.code() == Some(SETUP_FAILED) && !report.is_empty() {
         let (step, detail) = report
@@ -356,12 +421,50 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Outcome, Refusal>> {
             detail: detail.to_owned(),
         }));
     }
-    Ok(Ok(match (status.code(), status.signal()) {
+    let outcome = match (status.code(), status.signal()) {
         (Some(code), _) if code > 128 && code < 160 => Outcome::Signaled(code - 128),
         (Some(code), _) => Outcome::Exited(code),
         (None, Some(sig)) => Outcome::Signaled(sig),
         (None, None) => Outcome::Exited(1),
-    }))
+    };
+    Ok(Ok(Ran { outcome, in_memory }))
+}
+
+/// Reads what the helper and init sent until they are gone: text (a failed step, a limit hit) and the
+/// descriptor of an in-memory overlay.
+fn receive_status(socket: &OwnedFd) -> (String, Option<InMemory>) {
+    let (mut report, mut in_memory) = (Vec::new(), None);
+    loop {
+        let mut buffer = [0u8; 4096];
+        let mut control = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
+        let Ok(message) = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) else {
+            break;
+        };
+        let (bytes, mut handed) = (message.bytes, Vec::new());
+        for cmsg in message.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                // SAFETY: descriptors just received, owned by nobody else in this process.
+                handed.extend(
+                    fds.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        if bytes == 0 && handed.is_empty() {
+            break;
+        }
+        match handed.pop() {
+            Some(fd) => in_memory = Some(InMemory(fd)),
+            None => report.extend_from_slice(&buffer[..bytes]),
+        }
+    }
+    (String::from_utf8_lossy(&report).into_owned(), in_memory)
 }
 
 /// Runs a program without any confinement (`--no-sandbox`), with the same handling of Ctrl-C as
@@ -551,6 +654,9 @@ fn assemble_root(spec: &Spec) {
         );
     }
     if let Some(overlay) = &spec.overlay {
+        if overlay.in_memory {
+            keep_in_memory(&overlay.dir);
+        }
         let Some(target) = mount_point(root, &overlay.target, Make::Dir) else {
             fail(
                 "placing the environment in the sandbox",
@@ -560,8 +666,8 @@ fn assemble_root(spec: &Spec) {
         let options = format!(
             "lowerdir={},upperdir={},workdir={},userxattr,index=off,xino=off",
             escape_option(&overlay.target),
-            escape_option(&overlay.upper),
-            escape_option(&overlay.work)
+            escape_option(&overlay.dir.join(UPPER)),
+            escape_option(&overlay.dir.join(WORK))
         );
         check(
             "mounting the overlay",
@@ -574,6 +680,60 @@ fn assemble_root(spec: &Spec) {
             ),
         );
     }
+}
+
+/// Mounts a private tmpfs at `dir`, makes the overlay's directories in it and hands its descriptor to
+/// blast. Where that fails, or the tmpfs cannot hold an overlay's upper layer (user extended
+/// attributes on tmpfs need Linux 6.6), it is unmounted again: the changes go to the directories on
+/// the disk below it.
+fn keep_in_memory(dir: &Path) {
+    let mounted = mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    );
+    if mounted.is_err() {
+        return;
+    }
+    let upper = dir.join(UPPER);
+    let kept = fs::create_dir(&upper).is_ok()
+        && fs::create_dir(dir.join(WORK)).is_ok()
+        && has_user_xattrs(&upper)
+        && hand_over(dir);
+    if !kept {
+        let _ = umount2(dir, MntFlags::MNT_DETACH);
+    }
+}
+
+/// Whether `dir` takes a `user.` extended attribute, as the overlay's marks of opaque directories are.
+fn has_user_xattrs(dir: &Path) -> bool {
+    let Ok(c_path) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let name = c"user.blast.probe";
+    // SAFETY: a NUL-terminated path and name, and a value of the length passed.
+    unsafe {
+        libc::setxattr(c_path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) == 0
+            && libc::removexattr(c_path.as_ptr(), name.as_ptr()) == 0
+    }
+}
+
+/// Sends a descriptor of `dir` through the status socket (see [`receive_status`]).
+fn hand_over(dir: &Path) -> bool {
+    let Ok(handle) = fs::File::open(dir) else {
+        return false;
+    };
+    let fds = [handle.as_raw_fd()];
+    sendmsg::<()>(
+        STATUS_FD,
+        &[std::io::IoSlice::new(b"m")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .is_ok()
 }
 
 /// Whether `path` lies strictly below the directories the sandbox replaces with private ones.

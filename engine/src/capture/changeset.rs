@@ -253,8 +253,8 @@ fn unreadable(e: &std::io::Error) -> String {
 /// Reads an overlay's upper directory, the changeset of a program that ran over `base`, into the tree
 /// the changes make of `base`: files and symlinks replace what was at their path, whiteouts remove it,
 /// an opaque directory (`user.overlay.opaque=y`) drops everything the lower directory had below it.
-/// New files are stored through `sink`, moved rather than copied when stored as they are (the upper
-/// directory is the scan's to take). A symlink into one of `cache_links` is the file it points to.
+/// New files are stored through `sink`, moved rather than copied when stored as they are and the upper
+/// directory lies on the store's filesystem (it is the scan's to take). A symlink into one of `cache_links` is the file it points to.
 /// `__pycache__` is a cache, not content, and is skipped as in [`super::scan`].
 pub fn scan_changeset(
     upper: &Path,
@@ -266,11 +266,14 @@ pub fn scan_changeset(
     let mut entries = Vec::new();
     walk_upper(upper, "", &mut entries)?;
     let empty = StatCache::default();
+    // An upper kept in memory is read, not moved: a rename cannot leave its filesystem.
+    let device = |path: &Path| path.metadata().map(|m| m.dev()).at("inspecting", path);
+    let adopt = device(upper)? == device(sink.staging.dir())?;
     let ctx = ScanCtx {
         cache: &empty,
         placeholders,
         sink: Some(sink),
-        adopt: true,
+        adopt,
     };
     // Each file's node, with the cache file it was read from, if it was read from one.
     type Found<'e> = (&'e str, Node, Option<(usize, &'e str, FileStat)>);

@@ -89,7 +89,8 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         std::fs::create_dir(&path).at("creating doctor directory", &path)?;
         Ok(path)
     };
-    let (lower, upper, work, root) = (dir("lower")?, dir("upper")?, dir("work")?, dir("root")?);
+    let (lower, root) = (dir("lower")?, dir("root")?);
+    let overlay = Overlay::make(&lower, &area.dir().join("changes"), false)?;
     let probe = lower.join("written-in-the-sandbox");
     let spec = Spec {
         program: "/bin/sh".into(),
@@ -98,11 +99,7 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         remove_env: Vec::new(),
         cwd: "/".into(),
         root,
-        overlay: Some(Overlay {
-            target: lower.clone(),
-            upper: upper.clone(),
-            work,
-        }),
+        overlay: Some(overlay.clone()),
         writable: Vec::new(),
         visible: Vec::new(),
         hidden: Vec::new(),
@@ -112,8 +109,10 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         stdout_to_stderr: true,
     };
     let check = match store.index().released(|| sandbox::run(&spec))?? {
-        Ok(Outcome::Exited(0))
-            if upper.join("written-in-the-sandbox").exists() && !probe.exists() =>
+        Ok(ran)
+            if ran.outcome == Outcome::Exited(0)
+                && overlay.upper(&ran).join("written-in-the-sandbox").exists()
+                && !probe.exists() =>
         {
             Check {
                 name: SANDBOX.into(),
@@ -122,11 +121,12 @@ fn sandbox_check(store: &Store) -> Result<Check> {
                 fix: None,
             }
         }
-        Ok(outcome) => Check {
+        Ok(ran) => Check {
             name: SANDBOX.into(),
             ok: false,
             detail: format!(
-                "set up, but a write did not land in the overlay ({outcome:?}, store at {})",
+                "set up, but a write did not land in the overlay ({:?}, store at {})",
+                ran.outcome,
                 store.home().display()
             ),
             fix: Some(overlay_fix(store.home())),

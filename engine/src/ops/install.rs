@@ -58,6 +58,8 @@ pub struct InstallReport {
     pub packages: Vec<PackageChange>,
     pub installer: String,
     pub sandboxed: bool,
+    /// Whether the installer's changes were collected in memory (`sandbox::Overlay::in_memory`).
+    pub changes_in_memory: bool,
     pub added: usize,
     pub modified: usize,
     pub removed: usize,
@@ -103,10 +105,11 @@ pub fn install(
         staging: &staging,
         installer_time: Cell::default(),
     };
-    let new_tree = if options.no_sandbox {
-        run.on_copy()?
+    let (new_tree, upper) = if options.no_sandbox {
+        (run.on_copy()?, None)
     } else {
-        run.sandboxed(options.offline)?
+        let (tree, upper) = run.sandboxed(options.offline)?;
+        (tree, Some(upper))
     };
     let installer_seconds = run.installer_time.get().as_secs_f64();
 
@@ -118,6 +121,7 @@ pub fn install(
         packages: Vec::new(),
         installer: installer.description.clone(),
         sandboxed: !options.no_sandbox,
+        changes_in_memory: upper.as_ref().is_some_and(|u| u.in_memory.is_some()),
         added: 0,
         modified: 0,
         removed: 0,
@@ -136,12 +140,12 @@ pub fn install(
         Request::Uninstall { .. } => "uninstall",
         Request::Pip { .. } => "pip",
     };
-    // Once read, the installer's upper directory is needed only for its bytecode: the rest goes while
-    // the commit runs, as removals wait on the device where the filesystem discards freed blocks.
-    let upper = area.dir().join(UPPER);
+    // Once read, the installer's upper directory is needed only for its bytecode: on the disk, the
+    // rest goes while the commit runs, as removals wait on the device where the filesystem discards
+    // freed blocks.
     let committed = std::thread::scope(|scope| {
-        if !options.no_sandbox {
-            scope.spawn(|| crate::fsutil::clear_tree(&upper, &|name| name == PYCACHE));
+        if let Some(upper) = upper.as_ref().filter(|u| u.in_memory.is_none()) {
+            scope.spawn(|| crate::fsutil::clear_tree(&upper.path, &|name| name == PYCACHE));
         }
         commit_changes(
             store,
@@ -157,8 +161,8 @@ pub fn install(
             },
         )
     })?;
-    if !options.no_sandbox {
-        carry_over_bytecode(&upper, env.root(), "");
+    if let Some(upper) = upper {
+        carry_over_bytecode(&upper.path, env.root(), "");
     }
     drop(area);
     report.snapshot = Some(committed.snapshot);
@@ -303,8 +307,12 @@ struct Run<'a> {
     installer_time: Cell<Duration>,
 }
 
-/// The overlay's upper directory, inside the run's area.
-const UPPER: &str = "upper";
+/// Where a sandboxed installer's changes are, read back and then dropped.
+struct Upper {
+    path: PathBuf,
+    /// The tmpfs that holds them, when they were collected in memory: dropping it frees them.
+    in_memory: Option<sandbox::InMemory>,
+}
 
 impl Run<'_> {
     /// Runs the installer (`run`), keeping how long it took.
@@ -316,16 +324,10 @@ impl Run<'_> {
     }
 
     /// Runs the installer in the sandbox over an overlay of the environment; returns the tree its
-    /// changes make.
-    fn sandboxed(&self, offline: bool) -> Result<Tree> {
-        let (upper, work, root) = (
-            self.area.join(UPPER),
-            self.area.join("work"),
-            self.area.join("root"),
-        );
-        for dir in [&upper, &work, &root] {
-            std::fs::create_dir(dir).at("creating sandbox directory", dir)?;
-        }
+    /// changes make and where they are.
+    fn sandboxed(&self, offline: bool) -> Result<(Tree, Upper)> {
+        let root = self.area.join("root");
+        std::fs::create_dir(&root).at("creating sandbox directory", &root)?;
         let env_python = self.env.root().join("bin/python");
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let (visible, projects) = named_paths(self.request, &cwd);
@@ -347,6 +349,11 @@ impl Run<'_> {
         writable.extend(projects.into_iter().filter(|p| {
             !store_home.starts_with(p) && !home.as_ref().is_some_and(|h| h.starts_with(p))
         }));
+        let in_memory = self
+            .installer
+            .writes_little(self.request, cache_links.first_cache());
+        let overlay =
+            sandbox::Overlay::make(self.env.root(), &self.area.join("changes"), in_memory)?;
         let mut spec = Spec {
             program: self.installer.program(&env_python),
             args: self.installer.args(self.request, &env_python),
@@ -360,11 +367,7 @@ impl Run<'_> {
             remove_env: vec!["SSH_AUTH_SOCK".into()],
             cwd: cwd.clone(),
             root,
-            overlay: Some(sandbox::Overlay {
-                target: self.env.root().to_owned(),
-                upper: upper.clone(),
-                work,
-            }),
+            overlay: Some(overlay.clone()),
             writable,
             visible: visible.into_iter().chain([cwd]).collect(),
             hidden: Vec::new(),
@@ -374,12 +377,12 @@ impl Run<'_> {
             stdout_to_stderr: true,
         };
         spec.hide_secrets(INSTALLER_CONFIG);
-        match self
+        let ran = match self
             .store
             .index()
             .released(|| self.timed(|| sandbox::run(&spec)))??
         {
-            Ok(outcome) => self.check(outcome)?,
+            Ok(ran) => ran,
             Err(refusal) => {
                 return Err(Error::SandboxRefused {
                     fix: refusal.fix(),
@@ -387,15 +390,21 @@ impl Run<'_> {
                     detail: refusal.detail,
                 });
             }
-        }
+        };
+        self.check(ran.outcome)?;
         cache_links.hide(&spec.hidden);
-        capture::scan_changeset(
-            &upper,
+        let upper = Upper {
+            path: overlay.upper(&ran),
+            in_memory: ran.in_memory,
+        };
+        let tree = capture::scan_changeset(
+            &upper.path,
             self.head_tree,
             &self.env.placeholders(),
             self.sink(),
             &mut cache_links,
-        )
+        )?;
+        Ok((tree, upper))
     }
 
     /// `--no-sandbox`: the installer works on a staging copy of the environment, read back after.
@@ -529,8 +538,8 @@ fn named_paths(request: &Request, cwd: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 /// Moves the bytecode the installer compiled from the upper directory into the environment. It is a
 /// cache, not content; only regular files holding hash-checked bytecode (see [`SOURCE_DATE_EPOCH`])
 /// come over, which Python checks against their source at every import, so whatever the installer left
-/// there can neither run instead of a module nor stand for anything else. Best effort: moved by rename
-/// only, never copied.
+/// there can neither run instead of a module nor stand for anything else. Best effort: moved by rename,
+/// or copied from an upper directory kept in memory.
 pub(crate) fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
     let Ok(entries) = std::fs::read_dir(upper.join(rel)) else {
         return;
@@ -556,9 +565,26 @@ pub(crate) fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
             .flatten()
         {
             if is_checked_bytecode(&file.path()) {
-                let _ = std::fs::rename(file.path(), dest.join(file.file_name()));
+                move_bytecode(&file.path(), &dest, &file.file_name());
             }
         }
+    }
+}
+
+/// Moves `file` into `dir` as `name`; across filesystems, a copy comes in under a temporary name, so
+/// that Python never reads half of one.
+fn move_bytecode(file: &Path, dir: &Path, name: &std::ffi::OsStr) {
+    let dest = dir.join(name);
+    match std::fs::rename(file, &dest) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let mut tmp = std::ffi::OsString::from(crate::materialize::TMP_PREFIX);
+            tmp.push(name);
+            let tmp = dir.join(tmp);
+            if std::fs::copy(file, &tmp).is_err() || std::fs::rename(&tmp, &dest).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        _ => {}
     }
 }
 

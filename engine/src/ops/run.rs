@@ -105,11 +105,11 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         Ok(path)
     };
     let overlay = match options.capture {
-        true => Some(sandbox::Overlay {
-            target: env_root.clone(),
-            upper: dir("upper")?,
-            work: dir("work")?,
-        }),
+        true => Some(sandbox::Overlay::make(
+            &env_root,
+            &area.dir().join("changes"),
+            false,
+        )?),
         false => None,
     };
     let mut visible: Vec<PathBuf> = args
@@ -146,8 +146,8 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         stdout_to_stderr: false,
     };
     spec.hide_secrets(&[]);
-    let outcome = match store.index().released(|| sandbox::run(&spec))?? {
-        Ok(outcome) => outcome,
+    let ran = match store.index().released(|| sandbox::run(&spec))?? {
+        Ok(ran) => ran,
         Err(refusal) => {
             return Err(Error::SandboxRefused {
                 fix: refusal.fix(),
@@ -156,6 +156,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
             });
         }
     };
+    let outcome = ran.outcome;
     let mut report = RunReport {
         env: record.label().to_owned(),
         program,
@@ -177,7 +178,13 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         outcome,
     };
     if let (Some(env), Some(overlay)) = (env.as_mut(), &spec.overlay) {
-        capture_run(store, env, &overlay.upper, &options.command, &mut report)?;
+        capture_run(
+            store,
+            env,
+            &overlay.upper(&ran),
+            &options.command,
+            &mut report,
+        )?;
     }
     Ok(report)
 }
