@@ -10,6 +10,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -379,7 +380,7 @@ fn restore_at_another_path_in_another_store_runs_and_verifies_clean() {
         "--path",
         dest.to_str().unwrap(),
     ]);
-    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("is the path of the environment"), "{err}");
 
     // A Python that does not match: the error says what the image needs.
     let other = Blast::new();
@@ -1022,4 +1023,85 @@ fn a_decompression_bomb_stops_at_the_limit() {
     }
     // Under the default limits the honest image is a legitimate one.
     receiver.ok(&["import", image.to_str().unwrap()]);
+}
+
+/// Found by exploratory testing: the rename that puts an export in place replaced whatever was at the
+/// output path, `/dev/full` included. Only a file (or the file a symlink leads to) is written.
+#[test]
+fn export_writes_only_to_a_file_and_refuses_what_a_rename_would_replace() {
+    let b = Blast::new();
+    let (env, _) = demo_env(&b, "out", false);
+    let e = env.to_str().unwrap();
+    let export = |out: &Path, format: &str| {
+        b.fails(&[
+            "export",
+            "-e",
+            e,
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    let fifo = b.work.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dangling = b.work.join("dangling");
+    std::os::unix::fs::symlink(b.work.join("nowhere"), &dangling).unwrap();
+    let dir = b.work.join("dir");
+    fs::create_dir(&dir).unwrap();
+    for format in ["blast", "requirements", "pylock"] {
+        let err = export(&fifo, format);
+        assert!(err.contains("is a named pipe, not a file"), "{err}");
+        let err = export(&dangling, format);
+        assert!(err.contains("a symlink to nothing"), "{err}");
+        let err = export(&dir, format);
+        assert!(err.contains("is a directory, not a file"), "{err}");
+        let err = export(&b.work.join("missing/x.out"), format);
+        assert!(
+            err.contains("there is no directory") && err.contains("missing"),
+            "{err}"
+        );
+    }
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(!b.work.join("nowhere").exists());
+    assert!(!b.work.join("missing").exists());
+    let leftovers: Vec<_> = fs::read_dir(&b.work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("blast-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A symlink to a file is written through: the file gets the image, the symlink stays.
+    let real = b.work.join("real.blast");
+    fs::write(&real, b"old").unwrap();
+    let link = b.work.join("link.blast");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    b.ok(&["export", "-e", e, "-o", link.to_str().unwrap()]);
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let restored = b.work.join("restored");
+    b.ok(&[
+        "restore",
+        real.to_str().unwrap(),
+        "--path",
+        restored.to_str().unwrap(),
+    ]);
+    b.assert_verify_clean(&[&restored]);
 }

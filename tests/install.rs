@@ -231,6 +231,11 @@ fn pip_command_runs_as_one_transaction() {
     let report = pip_json(&["list"]);
     assert!(report["snapshot"].is_null(), "{report}");
     assert_eq!(b.log(e).len(), history);
+    // Without --json, what pip prints is blast's standard output (`blast pip -- freeze > req.txt`),
+    // and blast's own summary goes to its standard error.
+    let (stdout, stderr) = b.ok_with_stderr(&["pip", "-e", e, "--", "freeze"]);
+    assert_eq!(stdout.trim(), "blastdep==1.0.0", "{stdout}");
+    assert!(stderr.contains("nothing changed"), "{stderr}");
 }
 
 #[test]

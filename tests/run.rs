@@ -240,6 +240,14 @@ fn capture_turns_what_the_command_changed_into_a_snapshot() {
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = report["snapshot"].as_str().expect("a snapshot").to_owned();
+    // With --json, standard output is the report alone: what the command prints goes to stderr.
+    let out = run(&b, &env, &["--json"], &["python", "-c", "print('hello')"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["exit_code"], 0, "{report}");
+    assert!(stderr(&out).contains("hello"), "{}", stderr(&out));
+    let out = run(&b, &env, &[], &["python", "-c", "print('hello')"]);
+    assert_eq!(stdout(&out).trim(), "hello");
     let log = b.log(e);
     assert_eq!(log.len(), before + 1);
     let last = &log[0];

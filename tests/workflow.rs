@@ -333,7 +333,18 @@ fn named_envs_list_and_remove() {
     let path = b.home.join("envs/web");
     assert!(path.join("pyvenv.cfg").is_file());
     let err = b.fails(&["create", "web", "--python", python()]);
-    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("named `web` exists already"), "{err}");
+    let elsewhere = b.work.join("web");
+    let err = b.fails(&[
+        "create",
+        "web",
+        "--path",
+        elsewhere.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    assert!(err.contains("named `web` exists already"), "{err}");
+    assert!(!elsewhere.exists());
     let list = b.json(&["list"]);
     assert_eq!(list[0]["name"], "web");
     b.ok(&["remove", "web"]);
@@ -642,4 +653,159 @@ fn the_stat_cache_never_hides_a_change_and_a_broken_one_costs_only_rehashing() {
 
     b.ok(&["remove", env_s]);
     assert!(!caches[0].exists(), "the cache goes with its environment");
+}
+
+/// Found by exploratory testing: `remove` deleted whatever was at the environment's path, the user's
+/// files made there since included, and an environment a process was running from.
+#[test]
+fn remove_refuses_to_lose_what_no_snapshot_has_or_pull_a_running_env_away_unless_forced() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+
+    fs::write(env.join("notes.txt"), "mine").unwrap();
+    let err = b.fails(&["remove", e]);
+    assert!(
+        err.contains("no snapshot of it has")
+            && err.contains("notes.txt")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(env.join("notes.txt")).unwrap(), "mine");
+    b.ok(&["snapshot", "-e", e]);
+
+    // A process running from it.
+    let mut sleeper = Command::new(env.join("bin/python"))
+        .args(["-c", "import time; time.sleep(60)"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let err = b.fails(&["remove", e]);
+    assert!(
+        err.contains("processes are running") && err.contains(&sleeper.id().to_string()),
+        "{err}"
+    );
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert!(env.join("pyvenv.cfg").is_file());
+
+    // The directory gone and another made at its path: that one is not blast's to remove.
+    fs::remove_dir_all(&env).unwrap();
+    fs::create_dir_all(env.join("src")).unwrap();
+    fs::write(env.join("src/thesis.tex"), "chapter 1").unwrap();
+    let err = b.fails(&["remove", e]);
+    assert!(err.contains("src/thesis.tex"), "{err}");
+    assert!(env.join("src/thesis.tex").is_file());
+    // A file where the directory was.
+    fs::remove_dir_all(&env).unwrap();
+    fs::write(&env, "hi").unwrap();
+    let err = b.fails(&["remove", e]);
+    assert!(err.contains("a file, where the directory was"), "{err}");
+    assert_eq!(fs::read_to_string(&env).unwrap(), "hi");
+    assert_eq!(b.json(&["list"]).as_array().unwrap().len(), 1);
+
+    b.ok(&["remove", e, "--force"]);
+    assert!(!env.exists());
+    assert_eq!(b.json(&["list"]).as_array().unwrap().len(), 0);
+
+    // Nothing of the user's in it: removed without --force; a directory already gone too.
+    let clean = b.create_path_env("clean");
+    b.ok(&["remove", clean.to_str().unwrap()]);
+    assert!(!clean.exists());
+    let gone = b.create_path_env("gone");
+    fs::remove_dir_all(&gone).unwrap();
+    b.ok(&["remove", gone.to_str().unwrap()]);
+}
+
+/// Found by exploratory testing: a rollback to a snapshot whose object was lost wrote the journal,
+/// failed in the apply, and every later command failed finishing it, `remove` and `verify` included.
+#[test]
+fn a_move_needing_a_lost_object_changes_nothing_and_an_unfinishable_one_can_be_removed() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let content: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    fs::write(env.join("big.bin"), &content).unwrap();
+    b.ok(&["snapshot", "-e", e, "--tag", "big"]);
+    b.ok(&["rollback", "-e", e]);
+    let before = read_tree(&env);
+    fs::remove_file(b.object_file(&content, false)).unwrap();
+
+    let err = b.fails(&["rollback", "-e", e, "big"]);
+    assert!(
+        err.contains("missing from the store")
+            && err.contains("big.bin")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(read_tree(&env), before);
+    assert_eq!(b.log(e).len(), 3, "no history entry for the refused move");
+    let status = b.json(&["status", "-e", e]);
+    assert_eq!(
+        status["uncaptured"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+
+    // A move killed once its journal was written, whose object is lost after: it cannot be finished,
+    // and the environment can still be removed.
+    let other = b.create_path_env("other");
+    let o = other.to_str().unwrap();
+    fs::write(other.join("big.bin"), &content).unwrap();
+    b.ok(&["snapshot", "-e", o, "--tag", "big"]);
+    b.ok(&["rollback", "-e", o]);
+    b.crash(&["rollback", "-e", o, "big"], "journal-written");
+    fs::remove_file(b.object_file(&content, false)).unwrap();
+    let err = b.fails(&["status", "-e", o]);
+    assert!(err.contains("missing from the store"), "{err}");
+    b.ok(&["remove", o]);
+    assert!(!other.exists());
+}
+
+/// Found by exploratory testing: an environment made inside another one, or inside the store, was
+/// taken apart later by the other's rollback or by the store's cleanup.
+#[test]
+fn a_new_environment_is_refused_inside_another_or_inside_the_store() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let inner = env.join("lib/inner");
+    let err = b.fails(&[
+        "create",
+        "--path",
+        inner.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    assert!(err.contains("inside the environment"), "{err}");
+    let err = b.fails(&[
+        "sync",
+        "--from",
+        env.to_str().unwrap(),
+        "--to",
+        inner.to_str().unwrap(),
+    ]);
+    assert!(err.contains("inside the environment"), "{err}");
+    let in_store = b.home.join("staging/zz");
+    let err = b.fails(&[
+        "create",
+        "--path",
+        in_store.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    assert!(err.contains("inside blast's store"), "{err}");
+    assert!(!inner.exists() && !in_store.exists());
+    b.assert_verify_clean(&[&env]);
+    assert_eq!(b.json(&["list"]).as_array().unwrap().len(), 1);
+    // Named environments live in the store's `envs/`, and the path of one gone by hand stays its own.
+    b.ok(&["create", "named", "--python", python()]);
+    fs::remove_dir_all(&env).unwrap();
+    let err = b.fails(&[
+        "create",
+        "--path",
+        env.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    assert!(err.contains("is the path of the environment"), "{err}");
 }

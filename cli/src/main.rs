@@ -69,6 +69,7 @@ impl InstallerArgs {
             offline: self.offline,
             allow_conflicts: self.allow_conflicts,
             no_sandbox: self.no_sandbox,
+            installer_stdout: false,
         }
     }
 }
@@ -234,6 +235,9 @@ enum Command {
     Remove {
         #[arg(value_name = "NAME|PATH")]
         env: String,
+        /// Remove it even with processes running from it or files that no snapshot has.
+        #[arg(long)]
+        force: bool,
     },
     /// Rehash objects and compare environment directories with their HEAD.
     Verify {
@@ -554,7 +558,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out.imports(&ops::imports(&open()?, env.env.as_deref())?);
             }
         }
-        Command::Remove { env } => out.removed(&ops::remove(&open_for_writing()?, &env)?),
+        Command::Remove { env, force } => {
+            out.removed(&ops::remove(&open_for_writing()?, &env, force)?)
+        }
         Command::Verify { env } => {
             let report = ops::verify(&open()?, env.as_deref())?;
             out.verify(&report);
@@ -681,11 +687,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Request::Uninstall { names },
             &how.options(),
         )?),
-        Command::Pip { env, how, args } => out.installed(&ops::install(
+        Command::Pip { env, how, args } => out.pip_ran(&ops::install(
             &open_for_writing()?,
             env.env.as_deref(),
             Request::Pip { args },
-            &how.options(),
+            &InstallOptions {
+                installer_stdout: !cli.json,
+                ..how.options()
+            },
         )?),
         Command::Run {
             env,
@@ -707,6 +716,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 capture,
                 allow_write,
+                output_to_stderr: cli.json,
             };
             let store = if capture {
                 open_for_writing()?

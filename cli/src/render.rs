@@ -18,7 +18,7 @@ use engine::sandbox::Limits;
 use engine::session::CaptureNote;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -46,6 +46,51 @@ fn package_line(changes: &[PackageChange]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// What an install made, for a person. Output errors (a closed pipe) are not the install's.
+fn install_summary(r: &InstallReport, w: &mut dyn Write) {
+    if let Some(first) = &r.captured_first {
+        let _ = writeln!(
+            w,
+            "captured changes found in `{}` first as snapshot {}",
+            r.env,
+            short(first)
+        );
+    }
+    let how = if r.sandboxed {
+        "sandboxed"
+    } else {
+        "unsandboxed"
+    };
+    let _ = match &r.snapshot {
+        None => writeln!(
+            w,
+            "nothing changed in `{}` (HEAD {}; {}, {how}, {:.1} s)",
+            r.env,
+            short(&r.parent),
+            r.installer,
+            r.installer_seconds
+        ),
+        Some(id) => writeln!(
+            w,
+            "snapshot {} of `{}`: {} added, {} modified, {} removed ({}, {how}, {:.1} s)\n  {}",
+            short(id),
+            r.env,
+            r.added,
+            r.modified,
+            r.removed,
+            r.installer,
+            r.total_seconds,
+            package_line(&r.packages)
+        ),
+    };
+    if let Some(conflicts) = &r.conflicts {
+        eprintln!("warning: committed with broken requirements (--allow-conflicts):");
+        for line in conflicts.to_string().lines() {
+            eprintln!("  {line}");
+        }
+    }
 }
 
 fn table() -> Table {
@@ -353,48 +398,16 @@ impl Output {
     }
 
     pub fn installed(&self, r: &InstallReport) {
-        if self.json(r) {
-            return;
+        if !self.json(r) {
+            install_summary(r, &mut std::io::stdout().lock());
         }
-        if let Some(first) = &r.captured_first {
-            println!(
-                "captured changes found in `{}` first as snapshot {}",
-                r.env,
-                short(first)
-            );
-        }
-        let how = if r.sandboxed {
-            "sandboxed"
-        } else {
-            "unsandboxed"
-        };
-        match &r.snapshot {
-            None => println!(
-                "nothing changed in `{}` (HEAD {}; {}, {how}, {:.1} s)",
-                r.env,
-                short(&r.parent),
-                r.installer,
-                r.installer_seconds
-            ),
-            Some(id) => {
-                println!(
-                    "snapshot {} of `{}`: {} added, {} modified, {} removed ({}, {how}, {:.1} s)",
-                    short(id),
-                    r.env,
-                    r.added,
-                    r.modified,
-                    r.removed,
-                    r.installer,
-                    r.total_seconds
-                );
-                println!("  {}", package_line(&r.packages));
-            }
-        }
-        if let Some(conflicts) = &r.conflicts {
-            eprintln!("warning: committed with broken requirements (--allow-conflicts):");
-            for line in conflicts.to_string().lines() {
-                eprintln!("  {line}");
-            }
+    }
+
+    /// As [`Output::installed`], the summary on stderr: stdout carries what pip printed (`blast pip --
+    /// freeze > requirements.txt`).
+    pub fn pip_ran(&self, r: &InstallReport) {
+        if !self.json(r) {
+            install_summary(r, &mut std::io::stderr().lock());
         }
     }
 

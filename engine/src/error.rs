@@ -41,6 +41,17 @@ pub enum Error {
     #[error("`{}` already exists: pick another name or path (remove it first, with `blast remove` if it is a blast environment)", .0.display())]
     EnvExists(PathBuf),
     #[error(
+        "an environment named `{0}` exists already: pick another name, or `blast remove {0}` first"
+    )]
+    EnvNameTaken(String),
+    #[error(
+        "`{}` is the path of the environment `{env}` already (`blast list`): pick another path, or `blast remove {env}` first",
+        path.display()
+    )]
+    PathTaken { path: PathBuf, env: String },
+    #[error("`{}` cannot hold a new environment: {why}; pick another path", path.display())]
+    EnvPathRefused { path: PathBuf, why: String },
+    #[error(
         "environment `{env}` has no snapshot matching `{query}`: `blast log -e {env}` lists them"
     )]
     SnapshotNotFound { env: String, query: String },
@@ -60,6 +71,30 @@ pub enum Error {
         list_paths(paths)
     )]
     UncapturedChanges { env: String, paths: Vec<String> },
+    #[error(
+        "`{}`, the directory of `{env}`, holds what no snapshot of it has:\n{}\nrun `blast snapshot -e {env}` first to keep it in the store, or pass --force to remove it",
+        path.display(),
+        list_paths(paths)
+    )]
+    UnsavedFiles {
+        env: String,
+        path: PathBuf,
+        paths: Vec<String>,
+    },
+    #[error(
+        "processes are running from `{env}`:\n{}\nstop them, or pass --force",
+        list_paths(processes)
+    )]
+    EnvInUse { env: String, processes: Vec<String> },
+    #[error(
+        "snapshot {snapshot} of `{env}` needs object {object} (for `{path}`), which is missing from the store; nothing was changed. `blast verify` lists what else is lost; an image that holds the snapshot brings it back (`blast import`)"
+    )]
+    ObjectMissing {
+        env: String,
+        snapshot: String,
+        object: String,
+        path: String,
+    },
     #[error("tag `{tag}` already names snapshot {snapshot} of `{env}`: pick another name")]
     TagTaken {
         env: String,

@@ -9,7 +9,65 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+
+/// Where a command writes the file the user named for its output, which a rename puts in place (never
+/// half a file): that file, or the file a symlink there leads to (the symlink stays). Anything else
+/// there would be replaced by the rename: a device, a FIFO, a directory, a symlink to nothing; these are
+/// refused, as is a directory that does not exist.
+pub fn output_file(out: &Path) -> Result<PathBuf> {
+    let refuse = |what: &str| {
+        Err(Error::Invalid(format!(
+            "`{}` is {what}, not a file: name a file to write",
+            out.display()
+        )))
+    };
+    if out.as_os_str() == "-" {
+        return Err(Error::Invalid(
+            "`-` is not a file: blast writes its output to a file only (a rename puts it in place), name one"
+                .into(),
+        ));
+    }
+    let meta = match out.symlink_metadata() {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let parent = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "cannot write `{}`: there is no directory `{}`; create it first",
+                    out.display(),
+                    parent.display()
+                )));
+            }
+            return Ok(out.to_owned());
+        }
+        Err(e) => return Err(e).at("inspecting", out),
+    };
+    let file_type = meta.file_type();
+    if file_type.is_file() {
+        return Ok(out.to_owned());
+    }
+    if file_type.is_symlink() {
+        return match fs::canonicalize(out) {
+            Ok(real) if real.is_file() => Ok(real),
+            Ok(_) => refuse("a symlink to something other than a file"),
+            Err(_) => refuse("a symlink to nothing"),
+        };
+    }
+    use std::os::unix::fs::FileTypeExt;
+    refuse(if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a named pipe"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    })
+}
 
 /// Removes a file, directory tree or symlink; a path that is already gone is fine.
 pub fn remove_tree(path: &Path) -> Result<()> {

@@ -390,25 +390,40 @@ impl Answer {
     }
 }
 
+/// How long a registry may take to connect, take a request and answer it, unless
+/// `BLAST_REGISTRY_TIMEOUT` says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A positive number from the environment variable `name`, if set.
+fn positive_var(name: &str, unit: &str) -> Result<Option<u64>> {
+    let Ok(value) = std::env::var(name) else {
+        return Ok(None);
+    };
+    match value.trim().parse() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(Error::Invalid(format!(
+            "{name}=`{value}` is not a positive number of {unit}"
+        ))),
+    }
+}
+
 impl Client {
     /// A client for `reference`'s repository, over https (plain http when `insecure`), with the credentials
-    /// [`credentials_for`] finds and the chunk size `BLAST_REGISTRY_CHUNK_BYTES` sets.
+    /// [`credentials_for`] finds, the chunk size `BLAST_REGISTRY_CHUNK_BYTES` and the time
+    /// `BLAST_REGISTRY_TIMEOUT` (seconds) a registry may take to connect, take a request and answer it.
     pub fn new(reference: &Reference, insecure: bool) -> Result<Client> {
-        let chunk_bytes = match std::env::var("BLAST_REGISTRY_CHUNK_BYTES") {
-            Ok(value) => value
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "BLAST_REGISTRY_CHUNK_BYTES=`{value}` is not a positive number of bytes"
-                    ))
-                })?,
-            Err(_) => DEFAULT_CHUNK_BYTES,
-        };
+        let chunk_bytes =
+            positive_var("BLAST_REGISTRY_CHUNK_BYTES", "bytes")?.unwrap_or(DEFAULT_CHUNK_BYTES);
+        let timeout = positive_var("BLAST_REGISTRY_TIMEOUT", "seconds")?
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
         let credentials = credentials_for(&reference.registry)?;
-        Ok(Client::build(reference, insecure, credentials, chunk_bytes))
+        Ok(Client::build(
+            reference,
+            insecure,
+            credentials,
+            chunk_bytes,
+            timeout,
+        ))
     }
 
     fn build(
@@ -416,11 +431,15 @@ impl Client {
         insecure: bool,
         credentials: Option<Credentials>,
         chunk_bytes: u64,
+        timeout: Duration,
     ) -> Client {
+        // A body is not timed as a whole: a large blob may take longer on a slow link.
         let config = ureq::Agent::config_builder()
             // Statuses are answers to interpret here (404 from a HEAD means "upload it").
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_connect(Some(timeout))
+            .timeout_send_request(Some(timeout))
+            .timeout_recv_response(Some(timeout))
             .user_agent(concat!("blast/", env!("CARGO_PKG_VERSION")))
             .build();
         let scheme = if insecure { "http" } else { "https" };
@@ -955,7 +974,13 @@ mod tests {
 
     fn client(port: u16, credentials: Option<Credentials>) -> Client {
         let reference = Reference::parse(&format!("oci://127.0.0.1:{port}/team/app")).unwrap();
-        Client::build(&reference, true, credentials, DEFAULT_CHUNK_BYTES)
+        Client::build(
+            &reference,
+            true,
+            credentials,
+            DEFAULT_CHUNK_BYTES,
+            DEFAULT_TIMEOUT,
+        )
     }
 
     fn me() -> Option<Credentials> {
@@ -1006,6 +1031,30 @@ mod tests {
                 Some("Bearer T0K".into())
             )
         );
+    }
+
+    /// Found by exploratory testing: a registry that takes the connection and never answers kept a
+    /// pull waiting forever.
+    #[test]
+    fn a_registry_that_never_answers_fails_the_request_after_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            // Holds every connection open, reading nothing and writing nothing.
+            let held: Vec<_> = listener.incoming().collect();
+            drop(held);
+        });
+        let reference = Reference::parse(&format!("oci://127.0.0.1:{port}/team/app")).unwrap();
+        let timeout = Duration::from_secs(1);
+        let client = Client::build(&reference, true, None, DEFAULT_CHUNK_BYTES, timeout);
+        let started = std::time::Instant::now();
+        let err = client.has_blob("sha256:00").unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+        assert!(
+            err.contains("timeout") || err.contains("timed out"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     }
 
     #[test]

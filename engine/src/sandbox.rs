@@ -468,11 +468,12 @@ fn receive_status(socket: &OwnedFd) -> (String, Option<InMemory>) {
 }
 
 /// Runs a program without any confinement (`--no-sandbox`), with the same handling of Ctrl-C as
-/// [`run`].
+/// [`run`], its standard output on blast's standard error when `stdout_to_stderr`.
 pub fn run_unconfined(
     program: &Path,
     args: &[String],
     set_env: &[(String, String)],
+    stdout_to_stderr: bool,
 ) -> Result<Outcome> {
     let mut command = Command::new(program);
     command.args(args);
@@ -484,9 +485,10 @@ pub fn run_unconfined(
             Ok(())
         });
     }
-    command
-        .envs(set_env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::io::stderr());
+    command.envs(set_env.iter().map(|(k, v)| (k, v)));
+    if stdout_to_stderr {
+        command.stdout(std::io::stderr());
+    }
     let previous = ignore_interrupts();
     let status = command.spawn().and_then(|mut child| child.wait());
     restore_interrupts(previous);

@@ -186,18 +186,24 @@ impl Store {
     }
 
     pub(crate) fn lock_env(&self, env_id: &str, force: bool) -> Result<Env> {
+        let mut env = self.lock_env_as_found(env_id)?;
+        crate::transition::finish_interrupted(self, &mut env, force)?;
+        Ok(env)
+    }
+
+    /// Locks the environment as it is, leaving a move that a killed command began unfinished (for its
+    /// removal: a move that cannot be finished must not keep it).
+    pub(crate) fn lock_env_as_found(&self, env_id: &str) -> Result<Env> {
         let lock = self.env_lock(env_id)?;
         // Re-read: another process may have changed it while we waited.
         let record = self
             .index
             .env(env_id)?
             .ok_or_else(|| Error::EnvNotFound(env_id.to_owned()))?;
-        let mut env = Env {
+        Ok(Env {
             record,
             _lock: lock,
-        };
-        crate::transition::finish_interrupted(self, &mut env, force)?;
-        Ok(env)
+        })
     }
 }
 

@@ -6,7 +6,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use store_format::{Node, SnapshotId};
+use rayon::prelude::*;
+use store_format::{Node, ObjectId, SnapshotId};
 
 use crate::capture::{self, StatCache};
 use crate::crash;
@@ -14,7 +15,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::{Batch, HistoryEntry, Journal};
 use crate::materialize::{ApplyStats, LinkMode, Materializer, ToSync, probe_link_mode};
 use crate::store::{Env, Store};
-use crate::tree::{Region, Tree};
+use crate::tree::{PathChange, Region, Tree};
 
 /// A HEAD move to perform.
 pub struct Move {
@@ -50,6 +51,14 @@ impl Difference {
 
 /// Journals, applies and records `mv`.
 pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
+    if let Some((path, object)) = missing_object(store, &mv.difference) {
+        return Err(Error::ObjectMissing {
+            env: env.label().to_owned(),
+            snapshot: mv.to.short(),
+            object: object.short(),
+            path,
+        });
+    }
     let journal = Journal {
         from: env.record.head,
         to: mv.to,
@@ -61,6 +70,36 @@ pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
     store.index().write(batch)?;
     crash::point("journal-written");
     complete(store, env, journal, mv.difference, mv.cache, false)
+}
+
+/// A file the move writes whose object the store lacks (lost, or removed by hand), found before the
+/// journal binds the environment to a move that could not finish.
+fn missing_object(store: &Store, difference: &Difference) -> Option<(String, ObjectId)> {
+    let (before, after) = match difference {
+        Difference::Trees {
+            current,
+            target: Some(target),
+        } => (current, target),
+        // The target's objects were just stored by the same command (create, import).
+        Difference::Trees { target: None, .. } => return None,
+        Difference::Region(region) => (&region.before, &region.after),
+    };
+    before.changes_to(after).par_iter().find_map_any(|change| {
+        let (PathChange::Added(path, node) | PathChange::Modified(path, _, node)) = change else {
+            return None;
+        };
+        let Node::File {
+            object, executable, ..
+        } = node
+        else {
+            return None;
+        };
+        let objects = store.objects();
+        objects
+            .existing_object_path(object, *executable)
+            .is_none()
+            .then(|| ((*path).to_owned(), *object))
+    })
 }
 
 /// Finishes a move that a killed command left in the journal. A path that holds neither what the old
@@ -99,6 +138,43 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
     };
     complete(store, env, journal, difference, cache, true)?;
     Ok(())
+}
+
+/// Paths of the environment's directory that hold what no snapshot of its has there (changes not
+/// captured, or files made at its path since): what removing the directory would lose. Mid-move, the
+/// move's two ends both count. Paths removed by hand lose nothing.
+pub fn unsaved_paths(store: &Store, env: &Env) -> Result<Vec<String>> {
+    let root = env.root();
+    match root.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).at("inspecting", root),
+        Ok(meta) if !meta.is_dir() => return Ok(vec!["(a file, where the directory was)".into()]),
+        Ok(_) => {}
+    }
+    let scan = capture::scan(
+        root,
+        load_stat_cache(store, &env.record.id),
+        &env.placeholders(),
+        None,
+    )?;
+    let current = scan.tree();
+    let tree_of = |id: &SnapshotId| store.tree_of(&store.snapshot(id)?);
+    let mut paths = match store.index().journal(&env.record.id)? {
+        Some(journal) => {
+            let from = match journal.from {
+                Some(id) => tree_of(&id)?,
+                None => Tree::default(),
+            };
+            foreign_paths(&from, &tree_of(&journal.to)?, current)
+        }
+        None => tree_of(&env.head()?)?
+            .changes_to(current)
+            .iter()
+            .map(|change| change.path().to_owned())
+            .collect(),
+    };
+    paths.retain(|path| current.entries.contains_key(path));
+    Ok(paths)
 }
 
 /// Reads the directory; a directory that is gone reads as empty (the apply recreates it).

@@ -136,6 +136,7 @@ pub fn write_image(
     plan: &Plan,
     progress: &dyn Progress,
 ) -> Result<Written> {
+    let out = &crate::fsutil::output_file(out)?;
     let head = *plan
         .snapshots
         .last()

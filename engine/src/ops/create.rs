@@ -1,6 +1,6 @@
 //! `blast create` and `blast remove`: an environment's first snapshot is the venv blast writes itself.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use store_format::{Layer, LayerId, Node, Snapshot, SnapshotId};
@@ -36,23 +36,14 @@ pub struct CreateReport {
 
 pub fn create(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
     if let Some(name) = &opts.name {
-        validate_env_name(name)?;
-        if store.index().env_by_name(name)?.is_some() {
-            return Err(Error::EnvExists(store.named_env_path(name)));
-        }
+        free_env_name(store, name)?;
     }
     let path = match (&opts.path, &opts.name) {
         (Some(p), _) => resolve_path(p)?,
         (None, Some(name)) => store.named_env_path(name),
         (None, None) => resolve_path(std::path::Path::new(".venv"))?,
     };
-    let path_str = path
-        .to_str()
-        .ok_or_else(|| Error::NonUtf8Path(path.clone()))?
-        .to_owned();
-    if store.index().env_by_path(&path_str)?.is_some() || is_nonempty(&path) {
-        return Err(Error::EnvExists(path));
-    }
+    let path_str = free_env_path(store, &path)?;
     let python = python::find(store.index(), opts.python.as_deref())?;
     let snapshot_id = first_snapshot(store, &python, opts.seed)?;
 
@@ -148,9 +139,32 @@ fn seed_layer(
 }
 
 /// Removes the environment's directory and everything the index keeps about it. Its snapshots stay in
-/// the store until `blast clean`.
-pub fn remove(store: &Store, selector: &str) -> Result<EnvRecord> {
-    let env = store.open_env_forced(Some(selector), true)?;
+/// the store until `blast clean`. Unless `force`, it refuses while processes run from the directory or
+/// it holds what no snapshot has (the user's work, or files made at its path since), naming them.
+pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
+    let found = store.find_env(Some(selector))?;
+    // A move a killed command began is not finished: it would only write what goes anyway.
+    let env = store.lock_env_as_found(&found.id)?;
+    if !force {
+        let running = crate::processes::running_from(env.root());
+        if !running.is_empty() {
+            return Err(Error::EnvInUse {
+                env: env.label().to_owned(),
+                processes: running
+                    .iter()
+                    .map(|p| format!("{} ({})", p.pid, p.command))
+                    .collect(),
+            });
+        }
+        let paths = crate::transition::unsaved_paths(store, &env)?;
+        if !paths.is_empty() {
+            return Err(Error::UnsavedFiles {
+                env: env.label().to_owned(),
+                path: env.root().to_owned(),
+                paths,
+            });
+        }
+    }
     if let crate::session::Found::Live(live) = crate::session::find(store.home(), &env.record.id)? {
         return Err(Error::Invalid(format!(
             "`{}` has a live session (blast pid {}): end it first with `blast kill {}`",
@@ -170,6 +184,58 @@ pub fn remove(store: &Store, selector: &str) -> Result<EnvRecord> {
     crate::fsutil::remove_file_if_exists(&crate::session::lock_path(store.home(), &env.record.id))?;
     crate::imports::remove_records(store, &env.record.id)?;
     Ok(env.record.clone())
+}
+
+/// Refuses `name` for a new environment unless it is valid and no environment has it.
+pub(crate) fn free_env_name(store: &Store, name: &str) -> Result<()> {
+    validate_env_name(name)?;
+    if store.index().env_by_name(name)?.is_some() {
+        return Err(Error::EnvNameTaken(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Refuses `path` (resolved) for a new environment unless no environment has it, nothing but an empty
+/// directory is there, and blast can keep it whole there: not inside the store, whose cleanup removes
+/// what it does not know (its `envs/` excepted), nor inside another environment or around one, whose
+/// captures and rollbacks would take the other's files for their own. Returns it as the index keeps it.
+pub(crate) fn free_env_path(store: &Store, path: &Path) -> Result<String> {
+    let path_str = path
+        .to_str()
+        .ok_or_else(|| Error::NonUtf8Path(path.to_owned()))?
+        .to_owned();
+    if let Some(other) = store.index().env_by_path(&path_str)? {
+        return Err(Error::PathTaken {
+            path: path.to_owned(),
+            env: other.label().to_owned(),
+        });
+    }
+    if is_nonempty(path) {
+        return Err(Error::EnvExists(path.to_owned()));
+    }
+    let refuse = |why: String| {
+        Err(Error::EnvPathRefused {
+            path: path.to_owned(),
+            why,
+        })
+    };
+    let home = resolve_path(store.home())?;
+    if home.starts_with(path) {
+        return refuse(format!("it holds blast's store `{}`", home.display()));
+    }
+    if path.starts_with(&home) && !path.starts_with(home.join("envs")) {
+        return refuse(format!("it is inside blast's store `{}`", home.display()));
+    }
+    for other in store.index().envs()? {
+        let other_path = Path::new(&other.path);
+        if path.starts_with(other_path) {
+            return refuse(format!("it is inside the environment `{}`", other.label()));
+        }
+        if other_path.starts_with(path) {
+            return refuse(format!("it holds the environment `{}`", other.label()));
+        }
+    }
+    Ok(path_str)
 }
 
 pub(crate) fn is_nonempty(path: &std::path::Path) -> bool {

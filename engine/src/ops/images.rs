@@ -311,6 +311,7 @@ fn toml_string(s: &str) -> String {
 
 /// Writes `bytes` beside `path` and renames it into place: never half a file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let path = &crate::fsutil::output_file(path)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -472,20 +473,11 @@ pub(super) fn free_target(store: &Store, target: &RestoreTarget) -> Result<FreeT
     let (name, path) = match target {
         RestoreTarget::Path(path) => (None, crate::fsutil::resolve_path(path)?),
         RestoreTarget::Name(name) => {
-            super::create::validate_env_name(name)?;
-            if store.index().env_by_name(name)?.is_some() {
-                return Err(Error::EnvExists(store.named_env_path(name)));
-            }
+            super::create::free_env_name(store, name)?;
             (Some(name.clone()), store.named_env_path(name))
         }
     };
-    let path_str = path
-        .to_str()
-        .ok_or_else(|| Error::NonUtf8Path(path.clone()))?
-        .to_owned();
-    if store.index().env_by_path(&path_str)?.is_some() || super::create::is_nonempty(&path) {
-        return Err(Error::EnvExists(path));
-    }
+    let path_str = super::create::free_env_path(store, &path)?;
     Ok(FreeTarget { name, path_str })
 }
 

@@ -45,6 +45,9 @@ pub struct InstallOptions {
     pub offline: bool,
     pub allow_conflicts: bool,
     pub no_sandbox: bool,
+    /// The installer's standard output goes to blast's (`blast pip -- freeze`); otherwise to its
+    /// standard error, and blast's standard output carries only its own report.
+    pub installer_stdout: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +104,7 @@ pub fn install(
         head_tree: &head_tree,
         installer: &installer,
         request: &request,
+        options,
         area: area.dir(),
         staging: &staging,
         installer_time: Cell::default(),
@@ -108,7 +112,7 @@ pub fn install(
     let (new_tree, upper) = if options.no_sandbox {
         (run.on_copy()?, None)
     } else {
-        let (tree, upper) = run.sandboxed(options.offline)?;
+        let (tree, upper) = run.sandboxed()?;
         (tree, Some(upper))
     };
     let installer_seconds = run.installer_time.get().as_secs_f64();
@@ -299,6 +303,7 @@ struct Run<'a> {
     head_tree: &'a Tree,
     installer: &'a Installer,
     request: &'a Request,
+    options: &'a InstallOptions,
     /// Where the installer works.
     area: &'a Path,
     /// Where its new files are stored.
@@ -325,7 +330,7 @@ impl Run<'_> {
 
     /// Runs the installer in the sandbox over an overlay of the environment; returns the tree its
     /// changes make and where they are.
-    fn sandboxed(&self, offline: bool) -> Result<(Tree, Upper)> {
+    fn sandboxed(&self) -> Result<(Tree, Upper)> {
         let root = self.area.join("root");
         std::fs::create_dir(&root).at("creating sandbox directory", &root)?;
         let env_python = self.env.root().join("bin/python");
@@ -372,9 +377,9 @@ impl Run<'_> {
             visible: visible.into_iter().chain([cwd]).collect(),
             hidden: Vec::new(),
             revealed: Vec::new(),
-            network: !offline,
+            network: !self.options.offline,
             limits: sandbox::Limits::default(),
-            stdout_to_stderr: true,
+            stdout_to_stderr: !self.options.installer_stdout,
         };
         spec.hide_secrets(INSTALLER_CONFIG);
         let ran = match self
@@ -425,7 +430,14 @@ impl Run<'_> {
         let program = self.installer.program(&env_python);
         let args = self.installer.args(self.request, &env_python);
         let outcome = self.store.index().released(|| {
-            self.timed(|| sandbox::run_unconfined(&program, &args, &installer_env()))
+            self.timed(|| {
+                sandbox::run_unconfined(
+                    &program,
+                    &args,
+                    &installer_env(),
+                    !self.options.installer_stdout,
+                )
+            })
         })??;
         self.check(outcome)?;
         let scan = capture::scan(&copy, cache, &placeholders, Some(self.sink()))?;

@@ -74,16 +74,13 @@ fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<Env>
             crate::fsutil::resolve_path(std::path::Path::new(selector))?,
         )
     } else {
-        super::create::validate_env_name(selector)?;
+        super::create::free_env_name(store, selector)?;
         (Some(selector.to_owned()), store.named_env_path(selector))
     };
     if path.exists() {
         return Err(Error::EnvExists(path));
     }
-    let path = path
-        .to_str()
-        .ok_or_else(|| Error::NonUtf8Path(path.clone()))?
-        .to_owned();
+    let path = super::create::free_env_path(store, &path)?;
     let record = EnvRecord {
         id: unique_name(),
         name,

@@ -26,6 +26,9 @@ pub struct RunOptions {
     pub capture: bool,
     /// Paths the command may write to besides the private `/tmp`.
     pub allow_write: Vec<PathBuf>,
+    /// The command's standard output goes to blast's standard error (whose standard output carries a
+    /// JSON report).
+    pub output_to_stderr: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -143,7 +146,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         revealed: Vec::new(),
         network: options.network,
         limits: options.limits,
-        stdout_to_stderr: false,
+        stdout_to_stderr: options.output_to_stderr,
     };
     spec.hide_secrets(&[]);
     let ran = match store.index().released(|| sandbox::run(&spec))?? {

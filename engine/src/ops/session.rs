@@ -278,7 +278,8 @@ fn prepare_env(store: &Store, options: &StartOptions, progress: &dyn Progress) -
             install: Some(Box::new(report)),
         }),
         Err(e) => {
-            super::remove(store, PROJECT_ENV)?;
+            // Made a moment ago by this command: nothing in it is the user's.
+            super::remove(store, PROJECT_ENV, true)?;
             Err(e)
         }
     }
