@@ -362,6 +362,9 @@ fn env_selection_defaults_to_dot_venv_then_says_how_to_pick() {
         err.contains("-e NAME|PATH") && err.contains("BLAST_ENV"),
         "{err}"
     );
+    // An empty selection is none at all.
+    let err = b.fails(&["status", "-e", ""]);
+    assert!(err.contains("no environment selected"), "{err}");
     b.ok(&["create", "--python", python()]);
     assert!(b.work.join(".venv/bin/python").exists());
     let status = b.json(&["status"]);
@@ -518,6 +521,13 @@ fn a_deleted_env_directory_is_restored_by_a_forced_rollback_to_head() {
     b.ok(&["snapshot", "-e", env_s]);
     let before = exec_bits_only(&read_tree(&env));
     fs::remove_dir_all(&env).unwrap();
+    for command in ["status", "snapshot", "diff"] {
+        let err = b.fails(&[command, "-e", env_s]);
+        assert!(
+            err.contains("is gone") && err.contains("--force HEAD") && err.contains("blast remove"),
+            "{err}"
+        );
+    }
     let err = b.fails(&["rollback", "-e", env_s, "HEAD"]);
     assert!(err.contains("--force"), "{err}");
     b.ok(&["rollback", "-e", env_s, "--force", "HEAD"]);
@@ -808,4 +818,27 @@ fn a_new_environment_is_refused_inside_another_or_inside_the_store() {
         python(),
     ]);
     assert!(err.contains("is the path of the environment"), "{err}");
+}
+
+/// Found by exploratory testing: a message or a file name with a newline or an escape sequence was
+/// printed as it is, which could fake a line of blast's output or recolour the terminal.
+#[test]
+fn messages_and_file_names_print_with_their_control_characters_escaped() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    fs::write(env.join("evil\n+ fake\u{1b}[31m.txt"), "x").unwrap();
+    let message = "fine\nabc123def  fake entry\u{1b}[2J";
+    b.ok(&["snapshot", "-e", e, "-m", message]);
+    let log = b.ok(&["log", "-e", e]);
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    assert!(
+        log.contains("fine\\nabc123def  fake entry\\u{1b}[2J"),
+        "{log}"
+    );
+    let diff = b.ok(&["diff", "-e", e, "@~1", "HEAD", "--files"]);
+    assert!(!diff.contains('\u{1b}'), "{diff:?}");
+    assert!(diff.contains("evil\\n+ fake\\u{1b}[31m.txt"), "{diff}");
+    // JSON keeps them as they are.
+    assert_eq!(b.log(e)[0]["message"], message);
 }

@@ -448,6 +448,7 @@ impl Output {
                 Some(m) => format!("{}: {m}", e.operation),
                 None => e.operation.clone(),
             };
+            let what = printable(&what);
             println!("{}{head}{tags}  {}  {what}", short(&e.snapshot), e.time);
             match &e.packages {
                 Some(changes) => println!("    {}", package_line(changes)),
@@ -949,6 +950,24 @@ fn print_file_changes(files: &[FileChange]) {
             "removed" => '-',
             _ => 'M',
         };
-        println!("    {mark} {}", f.path);
+        println!("    {mark} {}", printable(&f.path));
     }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): a message or a file name must not
+/// move the cursor, recolour the terminal or make a line that looks like blast's own.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }

@@ -41,6 +41,11 @@ pub enum Error {
     #[error("`{}` already exists: pick another name or path (remove it first, with `blast remove` if it is a blast environment)", .0.display())]
     EnvExists(PathBuf),
     #[error(
+        "the directory of `{env}` (`{}`) is gone: `blast rollback -e {env} --force HEAD` makes it again, `blast remove {env}` forgets the environment",
+        path.display()
+    )]
+    EnvDirMissing { env: String, path: PathBuf },
+    #[error(
         "an environment named `{0}` exists already: pick another name, or `blast remove {0}` first"
     )]
     EnvNameTaken(String),

@@ -4,7 +4,8 @@
 //!
 //! A session lives in `$BLAST_HOME/sessions/<env id>/`: `session.json` (written once the socket
 //! listens) and `control.sock`. A session is live when its socket accepts a connection; a record
-//! whose socket does not is stale, and whoever finds it removes the directory.
+//! whose socket does not is stale when no process holds the session's lock, and whoever finds it then
+//! removes the directory.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -123,8 +124,7 @@ pub fn find(home: &Path, env_id: &str) -> Result<Found> {
     let record = match std::fs::read(record_path(&dir)) {
         Ok(bytes) => serde_json::from_slice::<SessionRecord>(&bytes).ok(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A session still starting writes its socket first; a directory with neither is debris.
-            if dir.exists() && !socket_path(&dir).exists() {
+            if dir.exists() && unowned(home, env_id)? {
                 remove(&dir)?;
             }
             return Ok(Found::Nothing);
@@ -133,6 +133,9 @@ pub fn find(home: &Path, env_id: &str) -> Result<Found> {
     };
     match record {
         Some(record) if UnixStream::connect(socket_path(&dir)).is_ok() => Ok(Found::Live(record)),
+        // A session starting (its directory made, its socket not yet listening) or ending holds its
+        // lock: what it has there is its own.
+        _ if !unowned(home, env_id)? => Ok(Found::Nothing),
         Some(record) => {
             remove(&dir)?;
             Ok(Found::CleanedStale(record))
@@ -142,6 +145,15 @@ pub fn find(home: &Path, env_id: &str) -> Result<Found> {
             Ok(Found::Nothing)
         }
     }
+}
+
+/// Whether no process holds the session's lock: a session directory found then was left by one that
+/// died.
+fn unowned(home: &Path, env_id: &str) -> Result<bool> {
+    Ok(
+        crate::lock::try_acquire(&lock_path(home, env_id), crate::lock::LockMode::Exclusive)?
+            .is_some(),
+    )
 }
 
 /// Every environment id with a session directory.
@@ -208,5 +220,35 @@ impl Conversation {
     /// Closes the connection.
     pub fn end(self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found as a flaky session test: `blast status` looking while `blast start` had made the
+    /// session's directory but not yet its socket removed the directory, and the session failed.
+    #[test]
+    fn a_session_directory_is_debris_only_when_no_process_holds_the_sessions_lock() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join("locks")).unwrap();
+        let dir = dir(home.path(), "env");
+        std::fs::create_dir_all(&dir).unwrap();
+        let held = crate::lock::acquire(
+            &lock_path(home.path(), "env"),
+            crate::lock::LockMode::Exclusive,
+            "a session",
+        )
+        .unwrap();
+        assert!(matches!(find(home.path(), "env").unwrap(), Found::Nothing));
+        assert!(dir.is_dir(), "a starting session's directory stays");
+        std::fs::write(record_path(&dir), b"{}").unwrap();
+        assert!(matches!(find(home.path(), "env").unwrap(), Found::Nothing));
+        assert!(dir.is_dir(), "an ending session's directory stays");
+
+        drop(held);
+        assert!(matches!(find(home.path(), "env").unwrap(), Found::Nothing));
+        assert!(!dir.exists(), "a dead session's directory goes");
     }
 }

@@ -121,7 +121,8 @@ impl Store {
 
     /// Finds an environment by `-e` (a name or a path), else `./.venv` when it is a blast environment.
     pub fn find_env(&self, selector: Option<&str>) -> Result<EnvRecord> {
-        match selector {
+        // An empty `-e ""` or `BLAST_ENV=` selects nothing, like none at all.
+        match selector.filter(|s| !s.is_empty()) {
             Some(sel) => {
                 let looks_like_path = sel.contains('/') || sel.starts_with('.');
                 if !looks_like_path && let Some(env) = self.index.env_by_name(sel)? {
@@ -249,6 +250,18 @@ impl Env {
         Placeholders {
             env_prefix: self.record.path.clone(),
             python_bin: self.record.python.bin_dir.clone(),
+        }
+    }
+
+    /// Fails, saying what to do, when the directory is gone (removed by hand); what reads it needs it.
+    pub fn directory(&self) -> Result<&Path> {
+        let root = self.root();
+        match root.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::EnvDirMissing {
+                env: self.label().to_owned(),
+                path: root.to_owned(),
+            }),
+            _ => Ok(root),
         }
     }
 

@@ -124,8 +124,8 @@ fn snapshot_view(store: &Store, id: &SnapshotId) -> Result<(Tree, Vec<Package>)>
 /// The directory as it is, read with the stat cache, with its packages read from its METADATA files.
 fn directory_view(store: &Store, env: &Env) -> Result<(Tree, Vec<Package>)> {
     let cache = load_stat_cache(store, &env.record.id);
-    let scan = capture::scan(env.root(), cache, &env.placeholders(), None)?;
-    let root = env.root();
+    let root = env.directory()?;
+    let scan = capture::scan(root, cache, &env.placeholders(), None)?;
     let packages = packages_of(scan.tree(), &env.record.python.purelib, |path, _| {
         std::fs::read(root.join(path)).at("reading", &root.join(path))
     })?;
@@ -180,7 +180,7 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
     let head = env.head()?;
     let (head_tree, packages) = snapshot_view(store, &head)?;
     let cache = load_stat_cache(store, &env.record.id);
-    let scan = capture::scan(env.root(), cache, &env.placeholders(), None)?;
+    let scan = capture::scan(env.directory()?, cache, &env.placeholders(), None)?;
     // A directory the stat cache knows as HEAD has nothing uncaptured.
     let uncaptured = if scan.holds(&head) {
         Vec::new()

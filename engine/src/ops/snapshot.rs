@@ -87,7 +87,7 @@ pub(crate) fn capture_into_snapshot(
         staging: &staging,
         head: Some(head_id),
     };
-    let scan = capture::scan(env.root(), cache, &env.placeholders(), Some(sink))?;
+    let scan = capture::scan(env.directory()?, cache, &env.placeholders(), Some(sink))?;
     let mut report = SnapshotReport {
         env: env.label().to_owned(),
         snapshot: None,
