@@ -770,6 +770,20 @@ fn a_move_needing_a_lost_object_changes_nothing_and_an_unfinishable_one_can_be_r
     assert!(err.contains("missing from the store"), "{err}");
     b.ok(&["remove", o]);
     assert!(!other.exists());
+
+    // A sync into a new directory that fails on the way is undone: no directory, no environment.
+    let third = b.create_path_env("third");
+    let t = third.to_str().unwrap();
+    fs::write(third.join("big.bin"), &content).unwrap();
+    b.ok(&["snapshot", "-e", t]);
+    fs::remove_file(b.object_file(&content, false)).unwrap();
+    let copy = b.work.join("copy");
+    let err = b.fails(&["sync", "--from", t, "--to", copy.to_str().unwrap()]);
+    assert!(err.contains("missing from the store"), "{err}");
+    assert!(!copy.exists());
+    let listed = b.json(&["list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    b.ok(&["status", "-e", e]);
 }
 
 /// Found by exploratory testing: an environment made inside another one, or inside the store, was

@@ -6,14 +6,18 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use nix::fcntl::{AT_FDCWD, AtFlags};
+use nix::sys::stat::fstatat;
 use rayon::prelude::*;
 use store_format::{Node, ObjectId, SnapshotId};
 
 use crate::capture::{self, StatCache};
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::dir_handle;
 use crate::index::{Batch, HistoryEntry, Journal};
 use crate::materialize::{ApplyStats, LinkMode, Materializer, ToSync, probe_link_mode};
+use crate::objects::ObjectStore;
 use crate::store::{Env, Store};
 use crate::tree::{PathChange, Region, Tree};
 
@@ -51,7 +55,12 @@ impl Difference {
 
 /// Journals, applies and records `mv`.
 pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
-    if let Some((path, object)) = missing_object(store, &mv.difference) {
+    // A move into a directory it makes is undone instead, should it fail (see `complete`).
+    let checked = match env.root().is_dir() {
+        true => missing_object(store, &mv.difference)?,
+        false => None,
+    };
+    if let Some((path, object)) = checked {
         return Err(Error::ObjectMissing {
             env: env.label().to_owned(),
             snapshot: mv.to.short(),
@@ -73,18 +82,27 @@ pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
 }
 
 /// A file the move writes whose object the store lacks (lost, or removed by hand), found before the
-/// journal binds the environment to a move that could not finish.
-fn missing_object(store: &Store, difference: &Difference) -> Option<(String, ObjectId)> {
+/// journal binds the environment to a move that could not finish. Looked up through a handle on the
+/// objects directory: a path from the root costs a dentry look-up per component, per file.
+fn missing_object(store: &Store, difference: &Difference) -> Result<Option<(String, ObjectId)>> {
     let (before, after) = match difference {
         Difference::Trees {
             current,
             target: Some(target),
         } => (current, target),
         // The target's objects were just stored by the same command (create, import).
-        Difference::Trees { target: None, .. } => return None,
+        Difference::Trees { target: None, .. } => return Ok(None),
         Difference::Region(region) => (&region.before, &region.after),
     };
-    before.changes_to(after).par_iter().find_map_any(|change| {
+    let dir = store.objects().objects_dir();
+    let objects = dir_handle(AT_FDCWD, dir, false).at("opening the object store", dir)?;
+    let stored = |id: &ObjectId, executable: bool| {
+        [executable, !executable].into_iter().any(|variant| {
+            let name = ObjectStore::object_name(id, variant);
+            fstatat(&objects, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
+        })
+    };
+    Ok(before.changes_to(after).par_iter().find_map_any(|change| {
         let (PathChange::Added(path, node) | PathChange::Modified(path, _, node)) = change else {
             return None;
         };
@@ -94,12 +112,23 @@ fn missing_object(store: &Store, difference: &Difference) -> Option<(String, Obj
         else {
             return None;
         };
-        let objects = store.objects();
-        objects
-            .existing_object_path(object, *executable)
-            .is_none()
-            .then(|| ((*path).to_owned(), *object))
-    })
+        (!stored(object, *executable)).then(|| ((*path).to_owned(), *object))
+    }))
+}
+
+/// Undoes a move into a directory it was making that failed (an object lost, a full disk): the
+/// directory goes, and the journal with it, and the environment's record when the move was creating
+/// the environment. Best effort: what is left is a move the next command finishes.
+fn undo_new_directory(store: &Store, env: &Env, root: &Path) {
+    if crate::fsutil::remove_tree(root).is_err() {
+        return;
+    }
+    let mut batch = Batch::default();
+    match env.record.head {
+        None => batch.delete_env(&env.record, &[], &[]),
+        Some(_) => batch.delete_journal(&env.record.id),
+    }
+    let _ = store.index().write(batch);
 }
 
 /// Finishes a move that a killed command left in the journal. A path that holds neither what the old
@@ -240,7 +269,14 @@ fn complete(
         placeholders: &placeholders,
         mode: link_mode(store, &root)?,
     };
-    let mut stats = materializer.apply(&root, &current, &target, &mut cache)?;
+    let mut stats = match materializer.apply(&root, &current, &target, &mut cache) {
+        Ok(stats) => stats,
+        Err(e) if root_made && !after_crash => {
+            undo_new_directory(store, env, &root);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     // The apply knows only what it changed itself: a move finished for a killed command syncs the
     // filesystem, where what the killed command wrote may still wait in the page cache.
     if root_made || after_crash {
