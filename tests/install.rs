@@ -674,6 +674,7 @@ fn an_install_that_breaks_a_requirement_is_refused_unless_allowed() {
     let args = install_args(&env, &["blastconflict"]);
     let stderr = b.fails(&strs(&args));
     for needed in [
+        "the install would break requirements",
         "blastpin 1.0.0 requires blastbase<2, but blastbase 2.0.0 is installed",
         "blastconflict 1.0.0 depends on blastbase >=2",
         "--allow-conflicts",
@@ -684,6 +685,13 @@ fn an_install_that_breaks_a_requirement_is_refused_unless_allowed() {
     assert_same_tree(&before, &read_tree(&env));
     assert_eq!(b.log(e).len(), history);
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+    // Uninstalling what blastpin needs is refused as such.
+    let stderr = b.fails(&["uninstall", "-e", e, "blastbase"]);
+    assert!(
+        stderr.contains("the uninstall would break requirements"),
+        "{stderr}"
+    );
+    assert_same_tree(&before, &read_tree(&env));
 
     let report = install(&b, &env, &["--allow-conflicts", "blastconflict"]);
     assert_eq!(
@@ -852,5 +860,141 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
     assert_eq!(package_changes(&report), ["-blastdemo 1.0.0"]);
     assert_eq!(report["changes_in_memory"], true, "{report}");
     b.assert_verify_clean(&[&env]);
+
+    // --offline tells uv so: it resolves from its cache at once, instead of asking the index and
+    // failing on name resolution after its retries.
+    let out = b
+        .command(&[
+            "install",
+            "-e",
+            e,
+            "--installer",
+            "uv",
+            "--offline",
+            "blastnothere",
+        ])
+        .env("UV_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("network was disabled"), "{stderr}");
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+}
+
+/// Found by exploratory testing: an editable install (`-e DIR` after `--`, through `blast pip`, or in a
+/// requirements file) failed in the sandbox, as only a project named as a spec could be written to
+/// (its build writes `*.egg-info` there), and a requirements file included by another one under /tmp
+/// was hidden by the sandbox's private /tmp.
+#[test]
+fn local_projects_install_editable_however_they_are_named() {
+    let b = Blast::new();
+    // Under the test's directory in /tmp: the sandbox shows them only when the request names them.
+    let project = b.work.join("proj");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(fixtures().join("projects/blastlocal"))
+        .arg(&project)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let p = project.to_str().unwrap();
+    let egg_info = project.join("blastlocal.egg-info/PKG-INFO");
+    let imports_from_the_project = |env: &Path| {
+        let (ok, out) = env_python(env, "import blastlocal; print(blastlocal.__file__)");
+        assert!(ok, "{out}");
+        assert!(
+            out.trim().starts_with(&format!("{p}/")),
+            "blastlocal comes from {out}, not the project"
+        );
+    };
+
+    // After `--`, with no spec before it.
+    let env = b.create_path_env("venv");
+    let out = b.ok(&[
+        "install",
+        "-e",
+        env.to_str().unwrap(),
+        "--offline",
+        "--json",
+        "--",
+        "-e",
+        p,
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(package_changes(&report), ["+blastlocal 0.1.0"]);
+    assert!(
+        egg_info.is_file(),
+        "the build could not write into the project"
+    );
+    imports_from_the_project(&env);
+
+    // Through `blast pip`.
+    fs::remove_dir_all(project.join("blastlocal.egg-info")).unwrap();
+    let env2 = b.create_path_env("venv-2");
+    let e2 = env2.to_str().unwrap();
+    b.ok(&[
+        "pip",
+        "-e",
+        e2,
+        "--offline",
+        "--",
+        "install",
+        "--editable",
+        p,
+    ]);
+    assert!(egg_info.is_file());
+    imports_from_the_project(&env2);
+
+    // In a requirements file that another one includes, beside a constraints file, run from `/`.
+    let reqs = b.work.join("reqs");
+    fs::create_dir_all(reqs.join("nested")).unwrap();
+    fs::write(reqs.join("top.txt"), "-r nested/inner.txt\n").unwrap();
+    fs::write(
+        reqs.join("nested/inner.txt"),
+        format!("-c ../constraints.txt  # pins\n-e {p}\nblastdep\n"),
+    )
+    .unwrap();
+    fs::write(reqs.join("constraints.txt"), "blastdep==1.0.0\n").unwrap();
+    let top = reqs.join("top.txt");
+    let wheels = wheels();
+    let mut installers = vec!["pip"];
+    if std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|dir| dir.join("uv").is_file())
+    {
+        installers.push("uv");
+    }
+    for installer in installers {
+        let env = b.create_path_env(&format!("venv-{installer}"));
+        let out = b
+            .command(&[
+                "install",
+                "-e",
+                env.to_str().unwrap(),
+                "--installer",
+                installer,
+                "--offline",
+                "--no-index",
+                "-f",
+                wheels.to_str().unwrap(),
+                "-r",
+                top.to_str().unwrap(),
+                "--json",
+            ])
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert_succeeded(&out);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut changes = package_changes(&report);
+        changes.sort();
+        assert_eq!(
+            changes,
+            ["+blastdep 1.0.0", "+blastlocal 0.1.0"],
+            "{installer}"
+        );
+        imports_from_the_project(&env);
+        b.assert_verify_clean(&[&env]);
+    }
+    b.assert_verify_clean(&[&env, &env2]);
 }

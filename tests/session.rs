@@ -480,7 +480,7 @@ fn kill_is_idempotent_and_cleans_a_crashed_session() {
     assert_eq!(session_processes(&b.home), Vec::<String>::new());
     assert!(b.home.join("sessions").read_dir().unwrap().next().is_some());
 
-    let out = b.ok(&["kill", e]);
+    let out = b.ok(&["kill", "-e", e]);
     assert!(out.contains("cleaned up the dead session"), "{out}");
     let out = b.ok(&["kill", e]);
     assert!(out.contains("no session of"), "{out}");

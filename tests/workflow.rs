@@ -485,7 +485,36 @@ fn verify_names_a_corrupt_object_and_drifted_file() {
         "{report}"
     );
     let text = b.run(&["verify"]);
-    assert!(String::from_utf8_lossy(&text.stdout).contains("CORRUPT"));
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("CORRUPT"), "{text}");
+    assert!(
+        text.contains("remove it from the store") && text.contains("--force-reinstall"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("blast rollback -e {env_s} --force HEAD")),
+        "{text}"
+    );
+
+    // The advice works: the object removed, a reinstall stores the right bytes again.
+    fs::remove_file(&object).unwrap();
+    let wheels = wheels();
+    b.ok(&[
+        "pip",
+        "-e",
+        env_s,
+        "--",
+        "install",
+        "--force-reinstall",
+        "--no-deps",
+        "--no-index",
+        "-f",
+        wheels.to_str().unwrap(),
+        "blastdemo==1.0.0",
+    ]);
+    b.assert_verify_clean(&[&env]);
+    let (ok, out) = env_python(&env, "import blastdemo");
+    assert!(ok, "{out}");
 }
 
 #[test]

@@ -329,7 +329,7 @@ enum Command {
         #[command(flatten)]
         env: EnvArg,
         /// Requirement specifiers: `rich`, `rich==13.7.1`, a wheel file, a project directory.
-        #[arg(required_unless_present = "requirements")]
+        #[arg(required_unless_present_any = ["requirements", "installer_args"])]
         specs: Vec<String>,
         /// Install from a requirements file (repeatable).
         #[arg(short = 'r', long = "requirement", value_name = "FILE")]
@@ -429,8 +429,16 @@ enum Command {
         /// The environment (default: this session's, else $BLAST_ENV or ./.venv).
         #[arg(value_name = "ENV")]
         env: Option<String>,
+        /// The environment, as every other command takes it.
+        #[arg(
+            short = 'e',
+            long = "env",
+            value_name = "NAME|PATH",
+            conflicts_with = "env"
+        )]
+        selected: Option<String>,
         /// Every session of the store.
-        #[arg(long, conflicts_with = "env")]
+        #[arg(long, conflicts_with_all = ["env", "selected"])]
         all: bool,
     },
     /// Run by the session's shell before each prompt: shows what the finished command captured.
@@ -756,8 +764,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.session_ended(&ended);
             return Ok(ExitCode::from(u8::try_from(ended.shell_exit).unwrap_or(1)));
         }
-        Command::Kill { env, all } => {
-            let env = env.or_else(|| std::env::var("BLAST_ENV").ok().filter(|e| !e.is_empty()));
+        Command::Kill { env, selected, all } => {
+            let env = env
+                .or(selected)
+                .or_else(|| std::env::var("BLAST_ENV").ok().filter(|e| !e.is_empty()));
             out.killed(&ops::kill(&home, env.as_deref(), all)?)
         }
         Command::SessionHook { command } => {

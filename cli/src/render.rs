@@ -830,8 +830,23 @@ impl Output {
         }
         if r.is_clean() {
             println!("all good");
-        } else {
-            println!("problems found: `blast rollback --force HEAD` repairs a drifted environment");
+            return;
+        }
+        println!("problems found:");
+        if !r.corrupt.is_empty() {
+            println!(
+                "  a corrupt object was most likely written in place through an environment's hardlinked file \
+                 (as root, or after a chmod), and every environment linked to it drifted with it: remove it from \
+                 the store (its name promises other bytes, and blast never rewrites an object it has), then \
+                 bring the right bytes back by reinstalling the package that holds it \
+                 (`blast pip -e ENV -- install --force-reinstall NAME`) or importing an image that has it"
+            );
+        }
+        for e in r.envs.iter().filter(|e| !e.drifted.is_empty()) {
+            println!(
+                "  `blast rollback -e {} --force HEAD` makes `{}` match its HEAD again",
+                e.env, e.env
+            );
         }
     }
 

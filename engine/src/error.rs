@@ -169,9 +169,13 @@ pub enum Error {
         detail: String,
     },
     #[error(
-        "the install would break requirements in `{env}`:\n{report}\nthe environment is unchanged; pass --allow-conflicts to install anyway"
+        "the {operation} would break requirements in `{env}`:\n{report}\nthe environment is unchanged; pass --allow-conflicts to commit it anyway"
     )]
-    ConflictsIntroduced { env: String, report: String },
+    ConflictsIntroduced {
+        env: String,
+        operation: String,
+        report: String,
+    },
     #[error("interrupted: environment `{env}` is unchanged")]
     Interrupted { env: String },
     #[error("the sandbox could not be set up ({step}: {detail}): {fix}")]

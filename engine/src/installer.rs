@@ -215,6 +215,17 @@ impl Installer {
         vars
     }
 
+    /// What tells the installer that the sandbox has no network (`--offline`): uv then resolves from
+    /// its cache and the local files named (without it, it asks the index and fails only after retrying
+    /// name resolution); pip does not retry what cannot work.
+    pub fn offline_env(&self) -> (String, String) {
+        let (name, value) = match self.kind {
+            InstallerKind::Uv => ("UV_OFFLINE", "1"),
+            InstallerKind::Pip => ("PIP_RETRIES", "0"),
+        };
+        (name.to_owned(), value.to_owned())
+    }
+
     /// Whether uv is asked to link from `cache` by symlink (see [`Installer::sandbox_env`]): unless the
     /// user chose how, and not to uninstall, which links nothing.
     fn links_by_symlink(&self, request: &Request, cache: Option<&Path>) -> bool {

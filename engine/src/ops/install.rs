@@ -239,6 +239,7 @@ pub(crate) fn commit_changes(
     {
         return Err(Error::ConflictsIntroduced {
             env: env.label().to_owned(),
+            operation: operation.to_owned(),
             report: conflicts.to_string(),
         });
     }
@@ -368,6 +369,7 @@ impl Run<'_> {
                     self.installer
                         .sandbox_env(self.request, cache_links.first_cache()),
                 )
+                .chain(self.options.offline.then(|| self.installer.offline_env()))
                 .collect(),
             remove_env: vec!["SSH_AUTH_SOCK".into()],
             cwd: cwd.clone(),
@@ -505,46 +507,195 @@ fn installer_env() -> Vec<(String, String)> {
 
 /// Paths the request names (requirement files, wheels, `--find-links` directories, local projects):
 /// they stay visible in the sandbox even under its private `/tmp`. Returns (read-only paths, local
-/// project directories, which a build may write into).
+/// project directories, which a build may write into, as setuptools writes `*.egg-info` there).
 fn named_paths(request: &Request, cwd: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let (specs, words): (&[String], Vec<&str>) = match request {
+    let mut named = Named::default();
+    match request {
         Request::Install {
             specs,
             requirements,
             args,
-        } => (
-            specs,
-            requirements
-                .iter()
-                .filter_map(|r| r.to_str())
-                .chain(args.iter().map(String::as_str))
-                .collect(),
-        ),
-        Request::Uninstall { .. } => (&[], Vec::new()),
-        Request::Pip { args } => (&[], args.iter().map(String::as_str).collect()),
-    };
-    // As written (made absolute): the installer resolves the name itself, in the sandbox.
-    let existing = |word: &str| {
-        let value = word.split_once('=').map_or(word, |(_, v)| v);
-        let path = cwd.join(value);
-        path.exists().then_some(path)
-    };
-    let mut visible: Vec<PathBuf> = words.iter().filter_map(|w| existing(w)).collect();
-    let mut projects = Vec::new();
-    for spec in specs {
-        if let Some(path) = existing(spec) {
-            if path.is_dir() {
-                // Where it really is: the checks against the home and the store compare real paths.
-                projects.push(std::fs::canonicalize(&path).unwrap_or(path));
-            } else {
-                visible.push(path);
+        } => {
+            for spec in specs {
+                named.positional(cwd, spec);
+            }
+            for file in requirements {
+                named.requirements(cwd, &cwd.join(file), 0);
+            }
+            named.arguments(cwd, args);
+        }
+        Request::Uninstall { .. } => {}
+        Request::Pip { args } => named.arguments(cwd, args),
+    }
+    for files in std::env::var("PIP_FIND_LINKS").iter() {
+        for word in files.split_whitespace() {
+            named.value(cwd, word);
+        }
+    }
+    (named.visible, named.projects)
+}
+
+/// What [`named_paths`] finds, as pip and uv read their arguments and requirements files.
+#[derive(Default)]
+struct Named {
+    visible: Vec<PathBuf>,
+    projects: Vec<PathBuf>,
+    /// Requirements files read, against include cycles.
+    read: Vec<PathBuf>,
+}
+
+/// Options whose value names requirements (read for the paths they name in turn).
+const REQUIREMENTS_OPTIONS: &[&str] = &["-r", "--requirement", "-c", "--constraint"];
+/// Options whose value is a project to install editable.
+const EDITABLE_OPTIONS: &[&str] = &["-e", "--editable"];
+/// How deep requirements files may include each other.
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+impl Named {
+    /// Installer arguments: options with their values, and requirements or projects named alone.
+    fn arguments(&mut self, base: &Path, args: &[String]) {
+        let mut words = args.iter().map(String::as_str);
+        while let Some(word) = words.next() {
+            let (option, attached) = split_option(word);
+            let value = match attached {
+                Some(value) => Some(value),
+                None if takes_value(option) => words.next(),
+                None => None,
+            };
+            match (option, value) {
+                (o, Some(v)) if REQUIREMENTS_OPTIONS.contains(&o) => {
+                    self.requirements(base, &base.join(v), 0)
+                }
+                (o, Some(v)) if EDITABLE_OPTIONS.contains(&o) => self.project(&base.join(v)),
+                (_, Some(v)) => self.value(base, v),
+                (o, None) if !o.starts_with('-') => self.positional(base, o),
+                _ => {}
             }
         }
     }
-    for files in std::env::var("PIP_FIND_LINKS").iter() {
-        visible.extend(files.split_whitespace().filter_map(existing));
+
+    /// A requirements file and what it names: included files relative to it, projects and archives
+    /// as the installers resolve them (pip from the working directory, uv from the file's directory).
+    fn requirements(&mut self, cwd: &Path, file: &Path, depth: usize) {
+        if !file.is_file() || depth > MAX_INCLUDE_DEPTH || self.read.iter().any(|r| r == file) {
+            return;
+        }
+        self.read.push(file.to_owned());
+        self.visible.push(file.to_owned());
+        let Ok(text) = std::fs::read_to_string(file) else {
+            return;
+        };
+        let dir = file.parent().unwrap_or(cwd).to_owned();
+        for line in text.replace("\\\n", " ").lines() {
+            let line = match line.find(" #") {
+                Some(comment) => &line[..comment],
+                None if line.trim_start().starts_with('#') => "",
+                None => line,
+            };
+            let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            let Some(first) = words.first() else {
+                continue;
+            };
+            let (option, attached) = split_option(first);
+            let value = attached.or_else(|| words.get(1).map(String::as_str));
+            match value {
+                Some(v) if REQUIREMENTS_OPTIONS.contains(&option) => {
+                    self.requirements(cwd, &dir.join(v), depth + 1)
+                }
+                Some(v) if EDITABLE_OPTIONS.contains(&option) => {
+                    self.project(&cwd.join(v));
+                    self.project(&dir.join(v));
+                }
+                Some(v) if option.starts_with('-') => {
+                    self.value(cwd, v);
+                    self.value(&dir, v);
+                }
+                _ if !option.starts_with('-') => {
+                    // `name @ file:///…` names its archive or project after the `@`.
+                    let named = match words.get(1).map(String::as_str) {
+                        Some("@") => words.get(2).map_or(option, String::as_str),
+                        _ => option,
+                    };
+                    self.positional(cwd, named);
+                    self.positional(&dir, named);
+                }
+                _ => {}
+            }
+        }
     }
-    (visible, projects)
+
+    /// A word named alone: a project directory, or a wheel or archive file.
+    fn positional(&mut self, base: &Path, word: &str) {
+        let path = base.join(word.strip_prefix("file://").unwrap_or(word));
+        if path.is_dir() {
+            self.project(&path);
+        } else if path.exists() {
+            self.visible.push(path);
+        }
+    }
+
+    /// An option's value that names a path (a `--find-links` directory): read, not written.
+    fn value(&mut self, base: &Path, word: &str) {
+        let path = base.join(word.strip_prefix("file://").unwrap_or(word));
+        if path.exists() {
+            self.visible.push(path);
+        }
+    }
+
+    fn project(&mut self, path: &Path) {
+        if path.is_dir() {
+            // Where it really is: the checks against the home and the store compare real paths.
+            let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            if !self.projects.contains(&real) {
+                self.projects.push(real);
+            }
+        }
+    }
+}
+
+/// `--option=value` and `-xvalue` as (option, value); anything else as (word, none).
+fn split_option(word: &str) -> (&str, Option<&str>) {
+    if let Some((option, value)) = word.split_once('=')
+        && option.starts_with("--")
+    {
+        return (option, Some(value));
+    }
+    for short in ["-r", "-c", "-e", "-f", "-i"] {
+        if let Some(value) = word.strip_prefix(short)
+            && !value.is_empty()
+            && !word.starts_with("--")
+        {
+            return (short, Some(value));
+        }
+    }
+    (word, None)
+}
+
+/// Whether a pip or uv option takes a value, for the ones that can name a path or a project; flags
+/// and other options are left alone (a path after a flag is then read as named alone).
+fn takes_value(option: &str) -> bool {
+    REQUIREMENTS_OPTIONS.contains(&option)
+        || EDITABLE_OPTIONS.contains(&option)
+        || [
+            "-f",
+            "--find-links",
+            "-i",
+            "--index-url",
+            "--extra-index-url",
+            "--overrides",
+            "--override",
+            "--build-constraint",
+            "--build-constraints",
+            "-t",
+            "--target",
+            "--prefix",
+            "--root",
+            "--src",
+            "--cache-dir",
+            "--python",
+            "-p",
+        ]
+        .contains(&option)
 }
 
 /// Moves the bytecode the installer compiled from the upper directory into the environment. It is a
