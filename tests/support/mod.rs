@@ -86,7 +86,8 @@ impl Blast {
             .env_remove("BLAST_ENV")
             .env_remove("BLAST_SESSION")
             .env_remove("BLAST_LINK_MODE")
-            .env_remove("BLAST_TEST_CRASH_AT");
+            .env_remove("BLAST_TEST_CRASH_AT")
+            .env_remove("BLAST_TEST_NO_TMPFS_XATTRS");
         cmd
     }
 
