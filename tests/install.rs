@@ -962,18 +962,43 @@ fn local_projects_install_editable_however_they_are_named() {
     assert!(egg_info.is_file());
     imports_from_the_project(&env2);
 
-    // In a requirements file that another one includes, beside a constraints file, run from `/`.
+    // In a requirements file that another one includes, beside a constraints file. From `/`, the
+    // files are still seen; from the directory that holds the project, it is writable for its build.
     let reqs = b.work.join("reqs");
     fs::create_dir_all(reqs.join("nested")).unwrap();
     fs::write(reqs.join("top.txt"), "-r nested/inner.txt\n").unwrap();
     fs::write(
         reqs.join("nested/inner.txt"),
-        format!("-c ../constraints.txt  # pins\n-e {p}\nblastdep\n"),
+        "-c ../constraints.txt  # pins\nblastdep\n",
     )
     .unwrap();
     fs::write(reqs.join("constraints.txt"), "blastdep==1.0.0\n").unwrap();
-    let top = reqs.join("top.txt");
+    let editable = b.work.join("editable.txt");
+    fs::write(
+        &editable,
+        format!("-r {}\n-e {p}\n", reqs.join("top.txt").display()),
+    )
+    .unwrap();
     let wheels = wheels();
+    let install_from = |env: &Path, installer: &str, file: &Path, cwd: &Path| {
+        b.command(&[
+            "install",
+            "-e",
+            env.to_str().unwrap(),
+            "--installer",
+            installer,
+            "--offline",
+            "--no-index",
+            "-f",
+            wheels.to_str().unwrap(),
+            "-r",
+            file.to_str().unwrap(),
+            "--json",
+        ])
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+    };
     let mut installers = vec!["pip"];
     if std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .any(|dir| dir.join("uv").is_file())
@@ -982,35 +1007,35 @@ fn local_projects_install_editable_however_they_are_named() {
     }
     for installer in installers {
         let env = b.create_path_env(&format!("venv-{installer}"));
-        let out = b
-            .command(&[
-                "install",
-                "-e",
-                env.to_str().unwrap(),
-                "--installer",
-                installer,
-                "--offline",
-                "--no-index",
-                "-f",
-                wheels.to_str().unwrap(),
-                "-r",
-                top.to_str().unwrap(),
-                "--json",
-            ])
-            .current_dir("/")
-            .output()
-            .unwrap();
+        let out = install_from(&env, installer, &reqs.join("top.txt"), Path::new("/"));
         assert_succeeded(&out);
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut changes = package_changes(&report);
-        changes.sort();
+        assert_eq!(package_changes(&report), ["+blastdep 1.0.0"], "{installer}");
+
+        fs::remove_dir_all(project.join("blastlocal.egg-info")).unwrap();
+        let out = install_from(&env, installer, &editable, &b.work);
+        assert_succeeded(&out);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
-            changes,
-            ["+blastdep 1.0.0", "+blastlocal 0.1.0"],
+            package_changes(&report),
+            ["+blastlocal 0.1.0"],
             "{installer}"
         );
+        assert!(egg_info.is_file(), "{installer}");
         imports_from_the_project(&env);
         b.assert_verify_clean(&[&env]);
     }
+
+    // A requirements file may come from elsewhere: a project it names outside the directory the
+    // user works in is not writable, so its build fails and writes nothing there.
+    fs::remove_dir_all(project.join("blastlocal.egg-info")).unwrap();
+    let elsewhere = b.work.join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let env4 = b.create_path_env("venv-4");
+    let before = read_tree(&env4);
+    let out = install_from(&env4, "pip", &editable, &elsewhere);
+    assert!(!out.status.success());
+    assert!(!egg_info.exists());
+    assert_same_tree(&before, &read_tree(&env4));
     b.assert_verify_clean(&[&env, &env2]);
 }

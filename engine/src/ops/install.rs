@@ -336,10 +336,17 @@ impl Run<'_> {
         std::fs::create_dir(&root).at("creating sandbox directory", &root)?;
         let env_python = self.env.root().join("bin/python");
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let (visible, projects) = named_paths(self.request, &cwd);
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from);
+        let store_home = self.store.home();
+        let holds_home_or_store =
+            |p: &Path| store_home.starts_with(p) || home.as_ref().is_some_and(|h| h.starts_with(p));
+        // A requirements file may come with a checkout: it makes writable only projects in the
+        // directory the user works in.
+        let real_cwd = std::fs::canonicalize(&cwd).unwrap_or_else(|_| cwd.clone());
+        let trusted = (!holds_home_or_store(&real_cwd)).then_some(real_cwd.as_path());
+        let (visible, projects) = named_paths(self.request, &cwd, trusted);
         let mut cache_links = match self.installer.kind {
             InstallerKind::Uv => CacheLinks::open(&self.installer.caches(), |cache| {
                 self.store.installer_cache_stats_path(cache)
@@ -351,10 +358,7 @@ impl Run<'_> {
             None => self.installer.caches(),
         };
         // A build may write into a local project, but never into what holds the home or the store.
-        let store_home = self.store.home();
-        writable.extend(projects.into_iter().filter(|p| {
-            !store_home.starts_with(p) && !home.as_ref().is_some_and(|h| h.starts_with(p))
-        }));
+        writable.extend(projects.into_iter().filter(|p| !holds_home_or_store(p)));
         let in_memory = self
             .installer
             .writes_little(self.request, cache_links.first_cache());
@@ -507,9 +511,18 @@ fn installer_env() -> Vec<(String, String)> {
 
 /// Paths the request names (requirement files, wheels, `--find-links` directories, local projects):
 /// they stay visible in the sandbox even under its private `/tmp`. Returns (read-only paths, local
-/// project directories, which a build may write into, as setuptools writes `*.egg-info` there).
-fn named_paths(request: &Request, cwd: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let mut named = Named::default();
+/// project directories, which a build may write into, as setuptools writes `*.egg-info` there). A
+/// project the user names is writable; one a requirements file names only below `trusted` (the
+/// working directory, unless it holds the home or the store), as the file may come from elsewhere.
+fn named_paths(
+    request: &Request,
+    cwd: &Path,
+    trusted: Option<&Path>,
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut named = Named {
+        trusted: trusted.map(Path::to_owned),
+        ..Named::default()
+    };
     match request {
         Request::Install {
             specs,
@@ -542,6 +555,8 @@ struct Named {
     projects: Vec<PathBuf>,
     /// Requirements files read, against include cycles.
     read: Vec<PathBuf>,
+    /// Below it, a project a requirements file names is writable (see [`named_paths`]).
+    trusted: Option<PathBuf>,
 }
 
 /// Options whose value names requirements (read for the paths they name in turn).
@@ -603,8 +618,8 @@ impl Named {
                     self.requirements(cwd, &dir.join(v), depth + 1)
                 }
                 Some(v) if EDITABLE_OPTIONS.contains(&option) => {
-                    self.project(&cwd.join(v));
-                    self.project(&dir.join(v));
+                    self.listed_project(&cwd.join(v));
+                    self.listed_project(&dir.join(v));
                 }
                 Some(v) if option.starts_with('-') => {
                     self.value(cwd, v);
@@ -616,8 +631,13 @@ impl Named {
                         Some("@") => words.get(2).map_or(option, String::as_str),
                         _ => option,
                     };
-                    self.positional(cwd, named);
-                    self.positional(&dir, named);
+                    for base in [cwd, dir.as_path()] {
+                        let path = base.join(named.strip_prefix("file://").unwrap_or(named));
+                        match path.is_dir() {
+                            true => self.listed_project(&path),
+                            false => self.value(base, named),
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -639,6 +659,16 @@ impl Named {
         let path = base.join(word.strip_prefix("file://").unwrap_or(word));
         if path.exists() {
             self.visible.push(path);
+        }
+    }
+
+    /// A project a requirements file names: writable below the trusted directory, else read-only.
+    fn listed_project(&mut self, path: &Path) {
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        match &self.trusted {
+            Some(trusted) if real.starts_with(trusted) => self.project(&real),
+            _ if real.exists() => self.visible.push(real),
+            _ => {}
         }
     }
 
