@@ -28,7 +28,10 @@ pub struct Output {
 
 /// Prints an error the way a user reads it (the engine's messages already name their cause).
 pub fn error(e: &engine::Error) {
-    eprintln!("error: {e}");
+    // Its lines stay lines; a file name or a package's metadata in it cannot drive the terminal.
+    let text = e.to_string();
+    let lines: Vec<_> = text.lines().map(printable).collect();
+    eprintln!("error: {}", lines.join("\n"));
 }
 
 fn short(id: &impl ToString) -> String {
@@ -41,11 +44,12 @@ fn package_line(changes: &[PackageChange]) -> String {
     if changes.is_empty() {
         return "no package changes".into();
     }
-    changes
+    let line = changes
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    printable(&line).into_owned()
 }
 
 /// What an install made, for a person. Output errors (a closed pipe) are not the install's.

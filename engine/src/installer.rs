@@ -252,11 +252,18 @@ impl Installer {
     /// whiteouts of what it removes. Such changes are collected in memory
     /// (`sandbox::Overlay::in_memory`). Whole files go to the disk, where the store takes them by
     /// rename; pip's too when it uninstalls, as it first moves what it removes aside (a copy through
-    /// the overlay).
+    /// the overlay), and uv's when it compiles bytecode (as much again as the files, moved into the
+    /// environment by rename from the disk).
     pub fn writes_little(&self, request: &Request, cache: Option<&Path>) -> bool {
+        let compiles = match request {
+            Request::Install { args, .. } | Request::Pip { args } => args
+                .iter()
+                .any(|a| a == "--compile-bytecode" || a == "--compile"),
+            Request::Uninstall { .. } => false,
+        } || std::env::var_os("UV_COMPILE_BYTECODE").is_some_and(|v| !v.is_empty());
         self.kind == InstallerKind::Uv
             && (matches!(request, Request::Uninstall { .. })
-                || self.links_by_symlink(request, cache))
+                || (self.links_by_symlink(request, cache) && !compiles))
     }
 
     /// Where the installer keeps its cache (bound read-write into the sandbox).

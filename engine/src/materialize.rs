@@ -34,7 +34,7 @@ pub const TINY_FILE_MAX: u64 = 256;
 
 /// Prefix of the temporary names used to replace existing paths; a crash may leave one, which the
 /// recovery apply removes like any other stray path.
-pub(crate) const TMP_PREFIX: &str = ".blast-tmp.";
+const TMP_PREFIX: &str = ".blast-tmp.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LinkMode {

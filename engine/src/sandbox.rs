@@ -100,8 +100,12 @@ pub struct Spec {
     /// An empty directory the new root is assembled on.
     pub root: PathBuf,
     pub overlay: Option<Overlay>,
-    /// Bound read-write (created when missing): the installer's caches.
+    /// Bound read-write (created when missing): the installer's caches. One that holds a hidden
+    /// path fails the setup: its bind would uncover it.
     pub writable: Vec<PathBuf>,
+    /// Bound read-only again over what `writable` makes writable: other environments inside a
+    /// project, whose files may be hardlinks of the store's objects.
+    pub rebound_read_only: Vec<PathBuf>,
     /// Bound read-only where the private `/tmp` would hide them: paths the user named.
     pub visible: Vec<PathBuf>,
     /// Hidden: an empty directory over a directory, an empty file over a file.
@@ -288,6 +292,9 @@ impl Overlay {
     }
 }
 
+/// The message that carries the descriptor of an in-memory overlay (see [`receive_status`]).
+const MEMORY_MARK: &[u8] = b"m";
+
 /// Names of the overlay's directories in [`Overlay::dir`].
 const UPPER: &str = "upper";
 const WORK: &str = "work";
@@ -347,6 +354,8 @@ impl Refusal {
         } else if step.starts_with("placing the environment") {
             "the environment's recorded path now leads through a symlink or a file: move the environment back, or recreate it where it is (`blast sync`)"
                 .into()
+        } else if step.starts_with("making a path writable") {
+            "a directory that may be written holds one the sandbox hides (a secret, the session's sockets): name a directory below it".into()
         } else if step.starts_with("binding a path") {
             "a path the program needs could not be placed in the sandbox (a symlink on its way, or a parent that is a file): name it by its real path".into()
         } else if step.starts_with("mounting /proc") {
@@ -404,7 +413,8 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
         path: PathBuf::from("/proc/self/exe"),
         source: e,
     })?;
-    let (report, in_memory) = receive_status(&read_end);
+    let asked = spec.overlay.as_ref().is_some_and(|o| o.in_memory);
+    let (report, in_memory) = receive_status(&read_end, asked)?;
     if let Some(hit) = LimitHit::decode(report.trim_end()) {
         return Ok(Ok(Ran {
             outcome: Outcome::Stopped(hit),
@@ -430,23 +440,33 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
     Ok(Ok(Ran { outcome, in_memory }))
 }
 
-/// Reads what the helper and init sent until they are gone: text (a failed step, a limit hit) and the
-/// descriptor of an in-memory overlay.
-fn receive_status(socket: &OwnedFd) -> (String, Option<InMemory>) {
-    let (mut report, mut in_memory) = (Vec::new(), None);
+/// Reads what the helper and init sent until they are gone: text (a failed step, a limit hit) and,
+/// when `in_memory` was asked for, the descriptor of the overlay's tmpfs. A descriptor announced but
+/// lost on the way (blast at its limit of open files) fails the run: the changes would read as none.
+fn receive_status(socket: &OwnedFd, in_memory: bool) -> Result<(String, Option<InMemory>)> {
+    let lost = |why: &str| {
+        Err(Error::Invalid(format!(
+            "the sandbox's changes, kept in memory, did not reach blast ({why}): run the command again; \
+             if it fails the same way, raise the limit of open files (`ulimit -n`)"
+        )))
+    };
+    let (mut report, mut memory) = (Vec::new(), None);
     loop {
         let mut buffer = [0u8; 4096];
         let mut control = nix::cmsg_space!([RawFd; 1]);
         let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
-        let Ok(message) = recvmsg::<()>(
+        let message = match recvmsg::<()>(
             socket.as_raw_fd(),
             &mut iov,
             Some(&mut control),
             MsgFlags::MSG_CMSG_CLOEXEC,
-        ) else {
-            break;
+        ) {
+            Ok(message) => message,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
         };
-        let (bytes, mut handed) = (message.bytes, Vec::new());
+        let (bytes, truncated) = (message.bytes, message.flags.contains(MsgFlags::MSG_CTRUNC));
+        let mut handed = Vec::new();
         for cmsg in message.cmsgs().into_iter().flatten() {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
                 // SAFETY: descriptors just received, owned by nobody else in this process.
@@ -459,12 +479,24 @@ fn receive_status(socket: &OwnedFd) -> (String, Option<InMemory>) {
         if bytes == 0 && handed.is_empty() {
             break;
         }
-        match handed.pop() {
-            Some(fd) => in_memory = Some(InMemory(fd)),
-            None => report.extend_from_slice(&buffer[..bytes]),
+        if buffer[..bytes] != *MEMORY_MARK {
+            report.extend_from_slice(&buffer[..bytes]);
+            continue;
         }
+        if !in_memory {
+            continue;
+        }
+        let Some(fd) = handed.pop().filter(|_| !truncated) else {
+            return lost("the descriptor was dropped");
+        };
+        let is_tmpfs = nix::sys::statfs::fstatfs(&fd)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        if !is_tmpfs {
+            return lost("the descriptor is not of a tmpfs");
+        }
+        memory = Some(InMemory(fd));
     }
-    (String::from_utf8_lossy(&report).into_owned(), in_memory)
+    Ok((String::from_utf8_lossy(&report).into_owned(), memory))
 }
 
 /// Runs a program without any confinement (`--no-sandbox`), with the same handling of Ctrl-C as
@@ -641,9 +673,28 @@ fn assemble_root(spec: &Spec) {
     // Secrets are covered by tmpfs mounts that stay writable until what is brought back below them
     // (and writable paths the user named there) has its mount point; then they turn read-only.
     let covers: Vec<MountPoint> = spec.hidden.iter().filter_map(|p| hide(root, p)).collect();
+    let secrets: Vec<PathBuf> = spec
+        .hidden
+        .iter()
+        .filter_map(|p| fs::canonicalize(p).ok())
+        .collect();
     for path in &spec.writable {
         let _ = fs::create_dir_all(path);
+        let real = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        if let Some(secret) = secrets.iter().find(|s| s.starts_with(&real)) {
+            fail(
+                "making a path writable in the sandbox",
+                format!(
+                    "`{}` holds `{}`, which the sandbox hides",
+                    path.display(),
+                    secret.display()
+                ),
+            );
+        }
         bind_into(root, path, false);
+    }
+    for path in &spec.rebound_read_only {
+        bind_into(root, path, true);
     }
     for path in &spec.revealed {
         bind_into(root, path, true);
@@ -737,7 +788,7 @@ fn hand_over(dir: &Path) -> bool {
     let fds = [handle.as_raw_fd()];
     sendmsg::<()>(
         STATUS_FD,
-        &[std::io::IoSlice::new(b"m")],
+        &[std::io::IoSlice::new(MEMORY_MARK)],
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::empty(),
         None,

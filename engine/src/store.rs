@@ -121,8 +121,9 @@ impl Store {
 
     /// Finds an environment by `-e` (a name or a path), else `./.venv` when it is a blast environment.
     pub fn find_env(&self, selector: Option<&str>) -> Result<EnvRecord> {
-        // An empty `-e ""` or `BLAST_ENV=` selects nothing, like none at all.
-        match selector.filter(|s| !s.is_empty()) {
+        match selector {
+            // `-e "$UNSET"`: nothing was meant, not `./.venv` (which `blast remove` would delete).
+            Some("") => Err(Error::NoEnvSelected),
             Some(sel) => {
                 let looks_like_path = sel.contains('/') || sel.starts_with('.');
                 if !looks_like_path && let Some(env) = self.index.env_by_name(sel)? {

@@ -264,6 +264,9 @@ fn complete(
     let placeholders = env.placeholders();
     let root = env.root().to_owned();
     let root_made = !root.is_dir();
+    // Only what this move makes is undone: a file or a symlink at the path is the user's.
+    let root_absent =
+        matches!(root.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
     let materializer = Materializer {
         store: store.objects(),
         placeholders: &placeholders,
@@ -271,7 +274,7 @@ fn complete(
     };
     let mut stats = match materializer.apply(&root, &current, &target, &mut cache) {
         Ok(stats) => stats,
-        Err(e) if root_made && !after_crash => {
+        Err(e) if root_absent && !after_crash => {
             undo_new_directory(store, env, &root);
             return Err(e);
         }

@@ -104,6 +104,7 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         visible: Vec::new(),
         hidden: Vec::new(),
         revealed: Vec::new(),
+        rebound_read_only: Vec::new(),
         network: false,
         limits: sandbox::Limits::default(),
         stdout_to_stderr: true,

@@ -336,10 +336,13 @@ impl Run<'_> {
         std::fs::create_dir(&root).at("creating sandbox directory", &root)?;
         let env_python = self.env.root().join("bin/python");
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        // Real paths on both sides: a home reached through a symlink (`/home` → `/var/home`) is
+        // still the home.
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
-            .map(PathBuf::from);
-        let store_home = self.store.home();
+            .map(|h| real(Path::new(&h)));
+        let store_home = real(self.store.home());
         let holds_home_or_store =
             |p: &Path| store_home.starts_with(p) || home.as_ref().is_some_and(|h| h.starts_with(p));
         // A requirements file may come with a checkout: it makes writable only projects in the
@@ -357,8 +360,23 @@ impl Run<'_> {
             Some(cache) => vec![cache.to_owned()],
             None => self.installer.caches(),
         };
-        // A build may write into a local project, but never into what holds the home or the store.
-        writable.extend(projects.into_iter().filter(|p| !holds_home_or_store(p)));
+        // A build may write into a local project, but never into what holds the home or the store,
+        // nor into another environment inside the project.
+        let projects: Vec<PathBuf> = projects
+            .into_iter()
+            .filter(|p| !holds_home_or_store(p))
+            .collect();
+        let rebound_read_only = self
+            .store
+            .index()
+            .envs()?
+            .into_iter()
+            .map(|other| real(Path::new(&other.path)))
+            .filter(|other| {
+                other != &real(self.env.root()) && projects.iter().any(|p| other.starts_with(p))
+            })
+            .collect();
+        writable.extend(projects);
         let in_memory = self
             .installer
             .writes_little(self.request, cache_links.first_cache());
@@ -380,6 +398,7 @@ impl Run<'_> {
             root,
             overlay: Some(overlay.clone()),
             writable,
+            rebound_read_only,
             visible: visible.into_iter().chain([cwd]).collect(),
             hidden: Vec::new(),
             revealed: Vec::new(),
@@ -538,7 +557,15 @@ fn named_paths(
             named.arguments(cwd, args);
         }
         Request::Uninstall { .. } => {}
-        Request::Pip { args } => named.arguments(cwd, args),
+        Request::Pip { args } => {
+            // pip's command (`install`) is a word, not a path.
+            let command = args.iter().position(|a| !a.starts_with('-'));
+            let rest: Vec<String> = (0..args.len())
+                .filter(|&i| Some(i) != command)
+                .map(|i| args[i].clone())
+                .collect();
+            named.arguments(cwd, &rest);
+        }
     }
     for files in std::env::var("PIP_FIND_LINKS").iter() {
         for word in files.split_whitespace() {
@@ -557,14 +584,18 @@ struct Named {
     read: Vec<PathBuf>,
     /// Below it, a project a requirements file names is writable (see [`named_paths`]).
     trusted: Option<PathBuf>,
+    /// While a requirements file the user named is read: its directory (real path), below which, or
+    /// below `trusted`, what it names is shown.
+    file_root: Option<PathBuf>,
 }
 
 /// Options whose value names requirements (read for the paths they name in turn).
 const REQUIREMENTS_OPTIONS: &[&str] = &["-r", "--requirement", "-c", "--constraint"];
 /// Options whose value is a project to install editable.
 const EDITABLE_OPTIONS: &[&str] = &["-e", "--editable"];
-/// How deep requirements files may include each other.
+/// How deep requirements files may include each other, and how many are read in all.
 const MAX_INCLUDE_DEPTH: usize = 16;
+const MAX_REQUIREMENTS_FILES: usize = 256;
 
 impl Named {
     /// Installer arguments: options with their values, and requirements or projects named alone.
@@ -591,11 +622,25 @@ impl Named {
 
     /// A requirements file and what it names: included files relative to it, projects and archives
     /// as the installers resolve them (pip from the working directory, uv from the file's directory).
+    /// The file may come with a checkout, so what it names is shown only below its directory or the
+    /// trusted one (see [`Named::listed`]).
     fn requirements(&mut self, cwd: &Path, file: &Path, depth: usize) {
-        if !file.is_file() || depth > MAX_INCLUDE_DEPTH || self.read.iter().any(|r| r == file) {
+        let Ok(real) = std::fs::canonicalize(file) else {
+            return;
+        };
+        if depth == 0 {
+            self.file_root = real.parent().map(Path::to_owned);
+        } else if !self.in_scope(&real) {
             return;
         }
-        self.read.push(file.to_owned());
+        if !real.is_file() || depth > MAX_INCLUDE_DEPTH || self.read.len() >= MAX_REQUIREMENTS_FILES
+        {
+            return;
+        }
+        if self.read.contains(&real) {
+            return;
+        }
+        self.read.push(real.clone());
         self.visible.push(file.to_owned());
         let Ok(text) = std::fs::read_to_string(file) else {
             return;
@@ -607,40 +652,59 @@ impl Named {
                 None if line.trim_start().starts_with('#') => "",
                 None => line,
             };
-            let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-            let Some(first) = words.first() else {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let Some(&first) = words.first() else {
                 continue;
             };
             let (option, attached) = split_option(first);
-            let value = attached.or_else(|| words.get(1).map(String::as_str));
-            match value {
+            let value = attached.or_else(|| words.get(1).copied());
+            let (named, project) = match value {
                 Some(v) if REQUIREMENTS_OPTIONS.contains(&option) => {
-                    self.requirements(cwd, &dir.join(v), depth + 1)
+                    self.requirements(cwd, &dir.join(v), depth + 1);
+                    continue;
                 }
-                Some(v) if EDITABLE_OPTIONS.contains(&option) => {
-                    self.listed_project(&cwd.join(v));
-                    self.listed_project(&dir.join(v));
-                }
-                Some(v) if option.starts_with('-') => {
-                    self.value(cwd, v);
-                    self.value(&dir, v);
-                }
-                _ if !option.starts_with('-') => {
+                Some(v) if EDITABLE_OPTIONS.contains(&option) => (v, true),
+                Some(v) if option.starts_with('-') => (v, false),
+                _ if !option.starts_with('-') => match words.get(1) {
                     // `name @ file:///…` names its archive or project after the `@`.
-                    let named = match words.get(1).map(String::as_str) {
-                        Some("@") => words.get(2).map_or(option, String::as_str),
-                        _ => option,
-                    };
-                    for base in [cwd, dir.as_path()] {
-                        let path = base.join(named.strip_prefix("file://").unwrap_or(named));
-                        match path.is_dir() {
-                            true => self.listed_project(&path),
-                            false => self.value(base, named),
-                        }
-                    }
-                }
-                _ => {}
+                    Some(&"@") => (words.get(2).copied().unwrap_or(option), true),
+                    _ => (option, true),
+                },
+                _ => continue,
+            };
+            let named = named.strip_prefix("file://").unwrap_or(named);
+            for base in [cwd, dir.as_path()] {
+                self.listed(&base.join(named), project);
             }
+        }
+        if depth == 0 {
+            self.file_root = None;
+        }
+    }
+
+    /// Whether `real` lies below the requirements file's directory or the trusted directory.
+    fn in_scope(&self, real: &Path) -> bool {
+        [&self.file_root, &self.trusted]
+            .into_iter()
+            .flatten()
+            .any(|root| real.starts_with(root))
+    }
+
+    /// A path a requirements file names: shown only in scope ([`Named::in_scope`]) and only when it is
+    /// a file or a directory, never a socket a build could talk through; a project directory is
+    /// writable only below both the file's directory and the trusted one.
+    fn listed(&mut self, path: &Path, project: bool) {
+        let Ok(real) = std::fs::canonicalize(path) else {
+            return;
+        };
+        if !self.in_scope(&real) || !is_file_or_dir(&real) {
+            return;
+        }
+        let below = |root: &Option<PathBuf>| root.as_ref().is_some_and(|r| real.starts_with(r));
+        if project && real.is_dir() && below(&self.trusted) && below(&self.file_root) {
+            self.project(&real);
+        } else if !self.visible.contains(&real) {
+            self.visible.push(real);
         }
     }
 
@@ -649,7 +713,7 @@ impl Named {
         let path = base.join(word.strip_prefix("file://").unwrap_or(word));
         if path.is_dir() {
             self.project(&path);
-        } else if path.exists() {
+        } else if is_file_or_dir(&path) {
             self.visible.push(path);
         }
     }
@@ -657,18 +721,8 @@ impl Named {
     /// An option's value that names a path (a `--find-links` directory): read, not written.
     fn value(&mut self, base: &Path, word: &str) {
         let path = base.join(word.strip_prefix("file://").unwrap_or(word));
-        if path.exists() {
+        if is_file_or_dir(&path) {
             self.visible.push(path);
-        }
-    }
-
-    /// A project a requirements file names: writable below the trusted directory, else read-only.
-    fn listed_project(&mut self, path: &Path) {
-        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-        match &self.trusted {
-            Some(trusted) if real.starts_with(trusted) => self.project(&real),
-            _ if real.exists() => self.visible.push(real),
-            _ => {}
         }
     }
 
@@ -681,6 +735,12 @@ impl Named {
             }
         }
     }
+}
+
+/// A regular file or a directory (through symlinks): what a request may show the sandbox of what it
+/// names. A socket or a device stays out.
+fn is_file_or_dir(path: &Path) -> bool {
+    path.metadata().is_ok_and(|m| m.is_file() || m.is_dir())
 }
 
 /// `--option=value` and `-xvalue` as (option, value); anything else as (word, none).
@@ -731,8 +791,9 @@ fn takes_value(option: &str) -> bool {
 /// Moves the bytecode the installer compiled from the upper directory into the environment. It is a
 /// cache, not content; only regular files holding hash-checked bytecode (see [`SOURCE_DATE_EPOCH`])
 /// come over, which Python checks against their source at every import, so whatever the installer left
-/// there can neither run instead of a module nor stand for anything else. Best effort: moved by rename,
-/// or copied from an upper directory kept in memory.
+/// there can neither run instead of a module nor stand for anything else. Best effort: moved by rename
+/// only (uv, whose changes may be kept in memory, compiles to the disk; see
+/// `Installer::writes_little`).
 pub(crate) fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
     let Ok(entries) = std::fs::read_dir(upper.join(rel)) else {
         return;
@@ -758,26 +819,9 @@ pub(crate) fn carry_over_bytecode(upper: &Path, env_root: &Path, rel: &str) {
             .flatten()
         {
             if is_checked_bytecode(&file.path()) {
-                move_bytecode(&file.path(), &dest, &file.file_name());
+                let _ = std::fs::rename(file.path(), dest.join(file.file_name()));
             }
         }
-    }
-}
-
-/// Moves `file` into `dir` as `name`; across filesystems, a copy comes in under a temporary name, so
-/// that Python never reads half of one.
-fn move_bytecode(file: &Path, dir: &Path, name: &std::ffi::OsStr) {
-    let dest = dir.join(name);
-    match std::fs::rename(file, &dest) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let mut tmp = std::ffi::OsString::from(crate::materialize::TMP_PREFIX);
-            tmp.push(name);
-            let tmp = dir.join(tmp);
-            if std::fs::copy(file, &tmp).is_err() || std::fs::rename(&tmp, &dest).is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -795,4 +839,73 @@ fn is_checked_bytecode(path: &Path) -> bool {
             .and_then(|mut f| f.read_exact(&mut header))
             .is_ok()
         && header[4..8] == [3, 0, 0, 0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install_from(files: &[&Path]) -> Request {
+        Request::Install {
+            specs: Vec::new(),
+            requirements: files.iter().map(|f| f.to_path_buf()).collect(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Found in review: a requirements file could show the sandbox any path under `/tmp` (a
+    /// Kerberos ticket, tmux's socket, which a read-only bind does not keep a build from talking to).
+    #[test]
+    fn a_requirements_file_shows_only_files_and_directories_below_its_own_or_the_working_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(tmp.path()).unwrap();
+        let (repo, outside) = (real.join("repo"), real.join("outside"));
+        std::fs::create_dir_all(repo.join("wheels")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("ticket"), "secret").unwrap();
+        let socket = repo.join("agent.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::fs::write(
+            repo.join("req.txt"),
+            format!(
+                "-f wheels\n-f {}\n{}\n-f {}\n-r ../outside/ticket\n",
+                outside.display(),
+                outside.join("ticket").display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let (visible, projects) = named_paths(&install_from(&[&repo.join("req.txt")]), &real, None);
+        assert!(visible.contains(&repo.join("wheels")), "{visible:?}");
+        // What PIP_FIND_LINKS names is the user's own setting.
+        let from_env: Vec<PathBuf> = std::env::var("PIP_FIND_LINKS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|w| real.join(w))
+            .collect();
+        assert!(
+            visible
+                .iter()
+                .all(|p| p.starts_with(&repo) || from_env.contains(p)),
+            "shown outside the file's directory: {visible:?}"
+        );
+        assert!(!visible.contains(&socket), "{visible:?}");
+        assert!(projects.is_empty(), "{projects:?}");
+    }
+
+    /// Found in review: includes spelled differently at each level (`../d/a.txt`, `../d/../d/a.txt`)
+    /// were read again and again, branching 16 deep.
+    #[test]
+    fn requirements_files_including_each_other_are_read_once_each() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(tmp.path()).unwrap().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.txt"), "-r ../d/b.txt\n-r ../d/../d/b.txt\n").unwrap();
+        std::fs::write(dir.join("b.txt"), "-r ../d/a.txt\n-r ./../d/a.txt\n").unwrap();
+        let started = std::time::Instant::now();
+        let (visible, _) = named_paths(&install_from(&[&dir.join("a.txt")]), &dir, None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let files = visible.iter().filter(|p| p.starts_with(&dir)).count();
+        assert!(files <= 4, "{visible:?}");
+    }
 }

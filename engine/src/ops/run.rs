@@ -144,6 +144,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         visible,
         hidden: Vec::new(),
         revealed: Vec::new(),
+        rebound_read_only: Vec::new(),
         network: options.network,
         limits: options.limits,
         stdout_to_stderr: options.output_to_stderr,

@@ -118,7 +118,19 @@ pub fn start(
     // Held while the session runs: of two `blast start`s racing for one environment, one runs, and
     // a session directory found by the one holding it is stale.
     let lock_path = session::lock_path(&home, &record.id);
-    let Some(_session_lock) = lock::try_acquire(&lock_path, LockMode::Exclusive)? else {
+    // `session::find` in another command holds the lock for a moment to tell a dead session from a
+    // starting one: only a lock still held after a few tries is a session's.
+    let mut session_lock = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        session_lock = lock::try_acquire(&lock_path, LockMode::Exclusive)?;
+        if session_lock.is_some() {
+            break;
+        }
+    }
+    let Some(_session_lock) = session_lock else {
         let who = match session::find(&home, &record.id)? {
             Found::Live(live) => format!(" (blast pid {}, shell pid {})", live.pid, live.shell_pid),
             _ => String::new(),
