@@ -367,6 +367,10 @@ fn env_selection_defaults_to_dot_venv_then_says_how_to_pick() {
     assert!(err.contains("no environment selected"), "{err}");
     b.ok(&["create", "--python", python()]);
     assert!(b.work.join(".venv/bin/python").exists());
+    // `blast remove "$UNSET"` is not `blast remove` of ./.venv.
+    let err = b.fails(&["remove", ""]);
+    assert!(err.contains("no environment selected"), "{err}");
+    assert!(b.work.join(".venv/bin/python").exists());
     let status = b.json(&["status"]);
     assert_eq!(
         status["path"],

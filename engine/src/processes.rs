@@ -152,6 +152,13 @@ mod tests {
             .arg(&script)
             .spawn()
             .unwrap();
+        // Until it has exec'd, the child is a copy of this test (a CI run found it so).
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let started = std::time::Instant::now();
+        while !std::fs::read(&cmdline).is_ok_and(|c| c.ends_with(b"bin/wait.sh\0")) {
+            assert!(started.elapsed().as_secs() < 10, "sh never started");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let found = running_from(env.path());
         let _ = child.kill();
         let _ = child.wait();
