@@ -36,6 +36,12 @@ fn install_args(env: &Path, args: &[&str]) -> Vec<String> {
     all
 }
 
+/// The `--json` report of a blast command that must have succeeded.
+fn report_of(out: std::process::Output) -> Value {
+    assert_succeeded(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
@@ -822,13 +828,7 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
         .count();
     assert_eq!(installer_caches, 1, "one stat cache for uv's cache");
     let second = b.create_path_env("venv-2");
-    let out = uv_install(&second, &["--compile-bytecode"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = report_of(uv_install(&second, &["--compile-bytecode"]));
     // Bytecode is as much again as the files: it goes to the disk, and into the environment by rename.
     assert_eq!(report["changes_in_memory"], false, "{report}");
     let pyc = fs::read(
@@ -842,13 +842,11 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
     // Where tmpfs takes no user xattrs (Linux before 6.6, as Debian 12's own 6.1), the overlay's
     // directories stay on the disk: the same files come in.
     let third = b.create_path_env("venv-3");
-    let out = uv_install_with(&third, &[], &[("BLAST_TEST_NO_TMPFS_XATTRS", "1")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = report_of(uv_install_with(
+        &third,
+        &[],
+        &[("BLAST_TEST_NO_TMPFS_XATTRS", "1")],
+    ));
     assert_eq!(report["changes_in_memory"], false, "{report}");
     for package in ["blastdemo", "blastdep"] {
         let site = format!("{SITE}/{package}");
@@ -875,8 +873,7 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
         .env("UV_CACHE_DIR", &cache)
         .output()
         .unwrap();
-    assert_succeeded(&out);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = report_of(out);
     assert_eq!(package_changes(&report), ["-blastdemo 1.0.0"]);
     assert_eq!(
         report["changes_in_memory"],
@@ -1015,15 +1012,16 @@ fn local_projects_install_editable_however_they_are_named() {
     }
     for installer in installers {
         let env = b.create_path_env(&format!("venv-{installer}"));
-        let out = install_from(&env, installer, &reqs.join("top.txt"), Path::new("/"));
-        assert_succeeded(&out);
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = report_of(install_from(
+            &env,
+            installer,
+            &reqs.join("top.txt"),
+            Path::new("/"),
+        ));
         assert_eq!(package_changes(&report), ["+blastdep 1.0.0"], "{installer}");
 
         fs::remove_dir_all(project.join("blastlocal.egg-info")).unwrap();
-        let out = install_from(&env, installer, &editable, &b.work);
-        assert_succeeded(&out);
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = report_of(install_from(&env, installer, &editable, &b.work));
         assert_eq!(
             package_changes(&report),
             ["+blastlocal 0.1.0"],
