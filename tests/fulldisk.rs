@@ -1,7 +1,8 @@
 //! Full disks: the store and an environment on a small tmpfs that the test fills. An install, an import
 //! and a snapshot each fail with an error that says the filesystem is full, the environment stays as it
-//! was and the store keeps exactly what it had; once space is freed, the same operations work. Skips,
-//! saying why, where the test cannot mount a tmpfs (it needs root).
+//! was and the store keeps exactly what it had; once space is freed, the same operations work. A sync
+//! into a new directory on another full tmpfs is undone. Skips, saying why, where the test cannot mount
+//! a tmpfs (it needs root).
 
 mod support;
 
@@ -52,7 +53,7 @@ impl Drop for Tmpfs {
 }
 
 #[test]
-fn a_full_filesystem_fails_install_import_and_snapshot_cleanly_then_recovers() {
+fn a_full_filesystem_fails_install_import_snapshot_and_sync_cleanly_then_recovers() {
     let b = Blast::new();
     let small = match Tmpfs::new(&b.tmp.path().join("small"), "64m") {
         Ok(t) => t,
@@ -140,6 +141,24 @@ fn a_full_filesystem_fails_install_import_and_snapshot_cleanly_then_recovers() {
 
     // Space again: the same operations work, and the store is whole.
     fs::remove_file(filler).unwrap();
+
+    // A sync into a new directory on another, full filesystem fails on the way and is undone: no
+    // directory, no environment.
+    let other = Tmpfs::new(&b.tmp.path().join("other"), "1m").expect("a second tmpfs");
+    let other_filler = other.fill();
+    let copy = other.dir.join("copy");
+    let (code, stderr) = blast(&["sync", "--from", e, "--to", copy.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is full"), "{stderr}");
+    assert!(!copy.exists());
+    let out = b
+        .command(&["list", "--json"])
+        .env("BLAST_HOME", &home)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    fs::remove_file(other_filler).unwrap();
     let out = b
         .command(&["log", "-e", e, "--json"])
         .env("BLAST_HOME", &home)

@@ -125,7 +125,11 @@ fn undo_new_directory(store: &Store, env: &Env, root: &Path) {
     }
     let mut batch = Batch::default();
     match env.record.head {
-        None => batch.delete_env(&env.record, &[], &[]),
+        // With the history a restore wrote beside the journal.
+        None => {
+            let history = store.index().history(&env.record.id).unwrap_or_default();
+            batch.delete_env(&env.record, &history, &[]);
+        }
         Some(_) => batch.delete_journal(&env.record.id),
     }
     let _ = store.index().write(batch);

@@ -531,8 +531,9 @@ fn installer_env() -> Vec<(String, String)> {
 /// Paths the request names (requirement files, wheels, `--find-links` directories, local projects):
 /// they stay visible in the sandbox even under its private `/tmp`. Returns (read-only paths, local
 /// project directories, which a build may write into, as setuptools writes `*.egg-info` there). A
-/// project the user names is writable; one a requirements file names only below `trusted` (the
-/// working directory, unless it holds the home or the store), as the file may come from elsewhere.
+/// project the user names is writable. A requirements file may come from elsewhere: what it names is
+/// shown only below its directory or `trusted` (the working directory, unless that holds the home or
+/// the store), and a project it names is writable only below both (see [`Named::listed`]).
 fn named_paths(
     request: &Request,
     cwd: &Path,
