@@ -308,6 +308,31 @@ fn bad_input_is_refused_with_what_to_do() {
         "true",
     ]);
     assert!(err.contains("--allow-write"), "{err}");
+    // A writable home would uncover the secrets the sandbox hides in it.
+    let home = b.work.join("home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    fs::write(home.join(".ssh/id_rsa"), "secret").unwrap();
+    let out = b
+        .command(&[
+            "run",
+            "-e",
+            e,
+            "--allow-write",
+            home.to_str().unwrap(),
+            "--",
+            "cat",
+            home.join(".ssh/id_rsa").to_str().unwrap(),
+        ])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!stdout(&out).contains("secret"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("holds") && stderr(&out).contains(".ssh"),
+        "{}",
+        stderr(&out)
+    );
     let out = b.run(&["run", "-e", e, "--memory", "lots", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is not a size"), "{}", stderr(&out));
