@@ -123,6 +123,12 @@ fn imports_names_what_was_never_imported_and_what_no_package_provides() {
     assert_eq!(report["not_provided"], json!(["strayed"]), "{report}");
     assert_eq!(report["local"], json!(["projmod"]), "{report}");
 
+    // A program run in the sandbox records its imports too.
+    b.ok(&["run", "-e", e, "--", "python", "-c", "import blastextra"]);
+    let report = b.json(&["imports", "-e", e]);
+    assert_eq!(report["records"], 3, "{report}");
+    assert_eq!(names(&report["never_imported"]), ["pip"], "{report}");
+
     // The hook's files (and the bytecode Python compiled of it) are not content.
     nothing_changed(&b, e);
     b.assert_verify_clean(&[&env]);
@@ -156,7 +162,7 @@ fn imports_names_what_was_never_imported_and_what_no_package_provides() {
     assert!(ok);
     let off = b.json(&["imports", "-e", e]);
     assert_eq!(off["tracking"], false, "{off}");
-    assert_eq!(off["records"], 2, "{off}");
+    assert_eq!(off["records"], 3, "{off}");
 }
 
 #[test]

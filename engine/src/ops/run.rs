@@ -98,6 +98,13 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         None => store.find_env(selector)?,
     };
     let env_root = PathBuf::from(&record.path);
+    // An environment that tracks its imports has its processes record them in the store
+    // (`imports.rs`): that directory stays writable for them.
+    let mut allow_write = allow_write;
+    let records = crate::imports::records_dir(store, &record.id);
+    if records.is_dir() {
+        allow_write.push(records);
+    }
     let program = program_path(&env_root, command, record.label())?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
 
