@@ -41,6 +41,21 @@ fn imports_names_what_was_never_imported_and_what_no_package_provides() {
     assert_eq!(untracked["tracking"], false, "{untracked}");
     assert_eq!(untracked["records"], 0, "{untracked}");
 
+    // Found by exploratory testing: files under the hook's names were left out whatever they held,
+    // so code planted there ran at every start and no command saw it. Only blast's own hook is.
+    let uncaptured = |b: &Blast| -> Vec<String> {
+        b.json(&["status", "-e", e])["uncaptured"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let planted = env.join(SITE).join("_blast_imports.pth");
+    fs::write(&planted, "import os; print('planted')\n").unwrap();
+    assert_eq!(uncaptured(&b), [format!("{SITE}/_blast_imports.pth")]);
+    fs::remove_file(&planted).unwrap();
+
     let enabled = b.json(&["imports", "-e", e, "--enable"]);
     assert_eq!(enabled["enabled"], true, "{enabled}");
     let module = env.join(SITE).join("_blast_imports.py");
@@ -132,6 +147,26 @@ fn imports_names_what_was_never_imported_and_what_no_package_provides() {
     // The hook's files (and the bytecode Python compiled of it) are not content.
     nothing_changed(&b, e);
     b.assert_verify_clean(&[&env]);
+    // Unless they are changed: then they are what any file is. `verify` reads every directory;
+    // `status` trusts an unchanged directory's listing, so it sees a hook replaced (as editors save)
+    // but not one written in place.
+    let hook = fs::read_to_string(&module).unwrap();
+    fs::write(&module, format!("{hook}print('changed')\n")).unwrap();
+    let out = b.run(&["verify", "-e", e, "--json"]);
+    assert!(!out.status.success());
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        verdict["envs"][0]["drifted"][0]["path"],
+        format!("{SITE}/_blast_imports.py"),
+        "{verdict}"
+    );
+    let replaced = env.join(SITE).join("replaced.tmp");
+    fs::write(&replaced, format!("{hook}print('changed')\n")).unwrap();
+    fs::rename(&replaced, &module).unwrap();
+    assert_eq!(uncaptured(&b), [format!("{SITE}/_blast_imports.py")]);
+    fs::write(&replaced, hook).unwrap();
+    fs::rename(&replaced, &module).unwrap();
+    nothing_changed(&b, e);
 
     // A rollback (before blastextra) moves the content and leaves the hook where it is.
     b.ok(&["rollback", "-e", e]);

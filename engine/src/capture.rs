@@ -1024,7 +1024,7 @@ fn read_entries(abs: &Path) -> Result<Entries> {
             }
             Seen::Dir(FileStat::of(&meta))
         } else if ft.is_file() {
-            if is_hook_file(name) {
+            if is_hook_file(name, &entry.path()) {
                 continue;
             }
             Seen::File(FileStat::of(&meta))

@@ -33,9 +33,28 @@ pub const HOOK_MODULE: &str = "_blast_imports.py";
 /// The `.pth` file that imports it at interpreter start.
 pub const HOOK_PTH: &str = "_blast_imports.pth";
 
-/// Whether `name` is one of the hook's files, which capture leaves out wherever they are.
-pub fn is_hook_file(name: &str) -> bool {
-    name == HOOK_MODULE || name == HOOK_PTH
+/// What the hook's `.pth` holds.
+const HOOK_PTH_LINE: &str = "import _blast_imports\n";
+
+/// Whether the file `name` at `path` is one of the hook's files as blast writes them, which capture
+/// leaves out wherever they are. A file of that name with other bytes is content like any other:
+/// code planted under the hook's name must show as a change, and be captured.
+pub fn is_hook_file(name: &str, path: &Path) -> bool {
+    let is_hook = |bytes: &[u8]| match name {
+        HOOK_PTH => bytes == HOOK_PTH_LINE.as_bytes(),
+        HOOK_MODULE => {
+            let (before, after) = HOOK_SOURCE
+                .split_once("@RECORDS@")
+                .unwrap_or((HOOK_SOURCE, ""));
+            bytes.len() > before.len() + after.len()
+                && bytes.starts_with(before.as_bytes())
+                && bytes.ends_with(after.as_bytes())
+                && std::str::from_utf8(&bytes[before.len()..bytes.len() - after.len()])
+                    .is_ok_and(|literal| serde_json::from_str::<String>(literal).is_ok())
+        }
+        _ => false,
+    };
+    (name == HOOK_MODULE || name == HOOK_PTH) && std::fs::read(path).is_ok_and(|b| is_hook(&b))
 }
 
 /// The hook; `@RECORDS@` becomes the records directory as a Python string literal.
@@ -172,7 +191,7 @@ pub fn enable_tracking(store: &Store, env: &Env) -> Result<Tracking> {
     // meanwhile finds no hook or a complete one.
     crate::fsutil::remove_file_if_exists(&pth)?;
     std::fs::write(&module, HOOK_SOURCE.replace("@RECORDS@", &literal)).at("writing", &module)?;
-    std::fs::write(&pth, "import _blast_imports\n").at("writing", &pth)?;
+    std::fs::write(&pth, HOOK_PTH_LINE).at("writing", &pth)?;
     Ok(tracking(env, &module, &pth, &records, true))
 }
 

@@ -373,7 +373,7 @@ fn walk_upper(dir: &Path, rel: &str, out: &mut Vec<UpperEntry>) -> Result<()> {
             };
             out.push(UpperEntry::Symlink { path, target });
         } else if ft.is_file() {
-            if is_hook_file(name) {
+            if is_hook_file(name, &abs) {
                 continue;
             }
             out.push(UpperEntry::File { abs, path, meta });
