@@ -5,18 +5,21 @@
 //! (checking every blob's digest); a second push uploads nothing; a store that has the lower layers
 //! downloads only the missing blob; blobs go up in chunks when they are larger than the chunk size; and a
 //! blob damaged on the registry's disk makes the pull fail naming its digest, with the store unchanged.
+//! A registry that stops answering (a loopback server that holds requests) holds up neither other
+//! commands on the store nor, once blast is killed, the store's state.
 //!
-//! The tests are skipped, saying why, only where `docker-registry` or `skopeo` is not installed
-//! (`scripts/setup` installs both).
+//! The tests that need the real registry are skipped, saying why, only where `docker-registry` or `skopeo`
+//! is not installed (`scripts/setup` installs both).
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -512,4 +515,230 @@ fn start_pulls_a_projects_environment_from_a_registry() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("blastdemo"));
     assert_runs_at(&b2, &project.join(".venv"));
+}
+
+/// A registry on loopback that answers the requests for the paths in its table (path → content type,
+/// body) and holds every other one unanswered, as a registry behind a link that stopped moving does;
+/// `held` says which requests it holds ("METHOD PATH").
+struct StallingRegistry {
+    port: u16,
+    held: mpsc::Receiver<String>,
+}
+
+impl StallingRegistry {
+    fn start(answers: BTreeMap<String, (String, Vec<u8>)>) -> StallingRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("port").port();
+        let (tell, held) = mpsc::channel();
+        let answers = Arc::new(answers);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (tell, answers) = (tell.clone(), Arc::clone(&answers));
+                std::thread::spawn(move || serve_or_hold(stream, &answers, &tell));
+            }
+        });
+        StallingRegistry { port, held }
+    }
+
+    fn reference(&self, repo_tag: &str) -> String {
+        format!("oci://127.0.0.1:{}/{repo_tag}", self.port)
+    }
+
+    /// The request held first: blast is waiting on the registry.
+    fn wait_for_held(&self) -> String {
+        self.held
+            .recv_timeout(Duration::from_secs(60))
+            .expect("blast never sent the registry a request it holds")
+    }
+}
+
+/// Answers one connection's requests (HTTP/1.1, no bodies) until one it holds.
+fn serve_or_hold(
+    stream: TcpStream,
+    answers: &BTreeMap<String, (String, Vec<u8>)>,
+    tell: &mpsc::Sender<String>,
+) {
+    let mut writer = stream.try_clone().expect("clone stream");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request = String::new();
+        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" {
+                break;
+            }
+        }
+        let mut words = request.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let Some((content_type, body)) = answers.get(path) else {
+            let _ = tell.send(format!("{method} {path}"));
+            // Held until blast goes: the connection stays open, nothing comes back.
+            let _ = reader.read_to_end(&mut Vec::new());
+            return;
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let sent = writer
+            .write_all(head.as_bytes())
+            .and_then(|()| match method {
+                "HEAD" => Ok(()),
+                _ => writer.write_all(body),
+            });
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts `blast ARGS` against a registry that will hold one of its requests, with a registry timeout
+/// long enough that it is still waiting when the other commands have run.
+fn spawn_waiting_on_registry(b: &Blast, args: &[&str]) -> Child {
+    b.command(args)
+        .env("BLAST_REGISTRY_TIMEOUT", "30")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start blast")
+}
+
+/// While `waiting` waits on the registry, commands on the same store, writes included, run to their end;
+/// then it is killed, as a user gives up on a stuck transfer.
+fn assert_store_usable_meanwhile(b: &Blast, env: &Path, mut waiting: Child) {
+    let file = (0..)
+        .map(|n| env.join(format!("meanwhile-{n}.txt")))
+        .find(|f| !f.exists());
+    fs::write(file.unwrap(), "written while blast waited on a registry").unwrap();
+    let snap = b.json(&["snapshot", "-e", env.to_str().unwrap(), "-m", "meanwhile"]);
+    assert_eq!(snap["added"], 1, "{snap}");
+    b.json(&["list"]);
+    let still_waiting = waiting.try_wait().expect("poll blast").is_none();
+    let _ = waiting.kill();
+    let out = waiting.wait_with_output().expect("wait for blast");
+    assert!(
+        still_waiting,
+        "the other commands ran only once blast gave up on the registry: it held the index ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_registry_that_stops_answering_holds_up_no_other_command() {
+    let silent = StallingRegistry::start(BTreeMap::new());
+    let b = Blast::new();
+    let env = b.create_path_env("env");
+    let before = b.json(&["list"]);
+
+    // A push waits on its first request to the registry.
+    let push = spawn_waiting_on_registry(
+        &b,
+        &[
+            "push",
+            "-e",
+            env.to_str().unwrap(),
+            &silent.reference("team/env:v1"),
+            "--insecure",
+        ],
+    );
+    let held = silent.wait_for_held();
+    assert!(held.contains("/v2/team/env/"), "{held}");
+    assert_store_usable_meanwhile(&b, &env, push);
+
+    // A pull waits on the manifest.
+    let dest = b.work.join("pulled");
+    let pull = spawn_waiting_on_registry(
+        &b,
+        &[
+            "pull",
+            &silent.reference("team/env:v1"),
+            "--path",
+            dest.to_str().unwrap(),
+            "--insecure",
+        ],
+    );
+    assert_eq!(silent.wait_for_held(), "GET /v2/team/env/manifests/v1");
+    assert_store_usable_meanwhile(&b, &env, pull);
+    assert!(!dest.exists(), "the killed pull made no directory");
+    let paths = |list: &Value| -> Vec<Value> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].clone())
+            .collect()
+    };
+    assert_eq!(paths(&b.json(&["list"])), paths(&before));
+    assert!(
+        b.staging_leftovers().is_empty(),
+        "{:?}",
+        b.staging_leftovers()
+    );
+}
+
+/// A pull that has the manifest and config and waits on a layer blob leaves the store to other commands;
+/// killed there, it leaves no environment, and the next pull from the real registry succeeds.
+#[test]
+fn a_pull_waiting_on_a_layer_holds_up_no_other_command() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start();
+    let b1 = Blast::new();
+    let (src, _) = demo_env(&b1, "src-env");
+    let reference = registry.reference("team/demo:v1");
+    let pushed = push(&b1, &src, &reference);
+    let manifest_digest = pushed["manifest_digest"].as_str().unwrap();
+    let manifest = fs::read(registry.blob_file(manifest_digest)).expect("the manifest on disk");
+    let parsed: Value = serde_json::from_slice(&manifest).unwrap();
+    let config = &parsed["config"];
+    let config_digest = config["digest"].as_str().unwrap();
+    let stalling = StallingRegistry::start(BTreeMap::from([
+        (
+            "/v2/team/demo/manifests/v1".to_owned(),
+            (
+                "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                manifest.clone(),
+            ),
+        ),
+        (
+            format!("/v2/team/demo/blobs/{config_digest}"),
+            (
+                config["mediaType"].as_str().unwrap().to_owned(),
+                fs::read(registry.blob_file(config_digest)).unwrap(),
+            ),
+        ),
+    ]));
+
+    let b2 = Blast::new();
+    let own = b2.create_path_env("own-env");
+    let dest = b2.work.join("pulled");
+    let pull_args = |reference: &str| {
+        vec![
+            "pull".to_owned(),
+            reference.to_owned(),
+            "--path".to_owned(),
+            dest.to_str().unwrap().to_owned(),
+            "--insecure".to_owned(),
+        ]
+    };
+    let args = pull_args(&stalling.reference("team/demo:v1"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let waiting = spawn_waiting_on_registry(&b2, &args);
+    let held = stalling.wait_for_held();
+    let layer_digest = parsed["layers"][1]["digest"].as_str().unwrap();
+    assert_eq!(held, format!("GET /v2/team/demo/blobs/{layer_digest}"));
+    assert_store_usable_meanwhile(&b2, &own, waiting);
+    assert!(!dest.exists(), "the killed pull made no directory");
+    assert_eq!(b2.json(&["list"]).as_array().map(Vec::len), Some(1));
+
+    let args = pull_args(&reference);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    b2.json(&args);
+    assert_runs_at(&b2, &dest);
 }

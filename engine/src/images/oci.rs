@@ -422,15 +422,19 @@ pub struct Pulled {
     pub new_objects: usize,
 }
 
-/// Pulls the client's tag into the store. `check_head` sees the snapshot as soon as its config verified,
-/// before any layer is downloaded; an error from it ends the pull.
-pub fn pull_image(
-    store: &Store,
-    client: &Client,
-    limits: &Limits,
-    progress: &dyn Progress,
-    check_head: &mut dyn FnMut(&Snapshot) -> Result<()>,
-) -> Result<Pulled> {
+/// An image's manifest and snapshot, read and checked; its layers are still to come.
+#[derive(Debug, Clone)]
+pub struct ImageHead {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    /// `sha256:` of the manifest as received.
+    pub manifest_digest: String,
+    manifest: ImageManifest,
+}
+
+/// Reads the client's tag: its manifest and its config, the snapshot they describe. Needs nothing of a
+/// store, so the caller can decide (the interpreter, the target) before any layer is downloaded.
+pub fn pull_head(client: &Client) -> Result<ImageHead> {
     let reference = client.reference().to_string();
     let whole = |problem: ImageProblem| Error::Image {
         image: ImageSource::Registry(reference.clone()),
@@ -470,7 +474,35 @@ pub fn pull_image(
             id.short()
         ))));
     }
-    check_head(&snapshot)?;
+    Ok(ImageHead {
+        id,
+        snapshot,
+        manifest_digest,
+        manifest,
+    })
+}
+
+/// Pulls the layers of `head` the store lacks, checks the whole snapshot and commits it to the store.
+pub fn pull_layers(
+    store: &Store,
+    client: &Client,
+    head: ImageHead,
+    limits: &Limits,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
+    let reference = client.reference().to_string();
+    let whole = |problem: ImageProblem| Error::Image {
+        image: ImageSource::Registry(reference.clone()),
+        entry: None,
+        problem: Box::new(problem),
+    };
+    let ImageHead {
+        id,
+        snapshot,
+        manifest_digest,
+        manifest,
+    } = head;
+    let layer_ids = &snapshot.layers;
 
     // One blob per distinct layer; the same layer must always be the same blob.
     let mut wanted: BTreeMap<LayerId, &Descriptor> = BTreeMap::new();

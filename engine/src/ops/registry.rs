@@ -5,11 +5,11 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use store_format::{Snapshot, SnapshotId};
+use store_format::SnapshotId;
 
 use super::images::{RestoreTarget, describe_tag, free_target, matching_python, new_env, select};
 use crate::error::Result;
-use crate::images::oci::{pull_image, push_image};
+use crate::images::oci::{pull_head, pull_layers, push_image};
 use crate::images::{Limits, Progress};
 use crate::registry::{Client, Reference};
 use crate::store::Store;
@@ -52,7 +52,11 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     let reference = Reference::parse(&opts.reference)?;
     let client = Client::new(&reference, opts.insecure)?;
     let head = select(store, opts.env.as_deref(), opts.snapshot.as_deref())?.head;
-    let pushed = push_image(store, &client, &head, progress)?;
+    // The transfer needs only the store's files: other commands use the index meanwhile. The store
+    // lock, held shared throughout, keeps `blast clean` from sweeping what is being sent.
+    let pushed = store
+        .index()
+        .released(|| push_image(store, &client, &head, progress))??;
     Ok(PushReport {
         reference: reference.to_string(),
         snapshot: head,
@@ -109,27 +113,18 @@ pub struct PullReport {
 pub fn pull(store: &Store, opts: &PullOptions, progress: &dyn Progress) -> Result<PullReport> {
     let started = Instant::now();
     let reference = Reference::parse(&opts.reference)?;
-    let free = free_target(store, &opts.target)?;
+    free_target(store, &opts.target)?;
     let client = Client::new(&reference, opts.insecure)?;
-    let mut interpreter = None;
-    let pulled = pull_image(
-        store,
-        &client,
-        &Limits::from_env()?,
-        progress,
-        &mut |snapshot: &Snapshot| {
-            interpreter = Some(matching_python(
-                store,
-                &snapshot.python,
-                opts.python.as_deref(),
-            )?);
-            Ok(())
-        },
-    )?;
-    let interpreter = match interpreter {
-        Some(found) => found,
-        None => matching_python(store, &pulled.snapshot.python, opts.python.as_deref())?,
-    };
+    // The downloads need no index: other commands use it meanwhile, and the store lock, held shared
+    // throughout, keeps `blast clean` from sweeping what is being pulled. The interpreter is found
+    // before any layer is downloaded, and the target checked again once the index is back.
+    let head = store.index().released(|| pull_head(&client))??;
+    let interpreter = matching_python(store, &head.snapshot.python, opts.python.as_deref())?;
+    let limits = Limits::from_env()?;
+    let pulled = store
+        .index()
+        .released(|| pull_layers(store, &client, head, &limits, progress))??;
+    let free = free_target(store, &opts.target)?;
     let made = new_env(
         store,
         &free,
