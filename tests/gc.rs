@@ -364,3 +364,52 @@ fn clean_sweeps_what_a_killed_snapshot_never_recorded_and_snapshot_stores_it_aga
     let (ok, out) = env_python(&env, "import blastdep");
     assert!(ok, "{out}");
 }
+
+/// A tag is a root: `blast tag` keeps a snapshot that HEAD has left (rolled back, then another package
+/// installed: its layer is on no other snapshot), and what only it needs, through `clean --keep 1`,
+/// which drops the history entry that made it (the tag is listed without one); once the tag is deleted,
+/// the next clean frees exactly that snapshot, its layer and its files, and the environment verifies.
+#[test]
+fn a_tag_keeps_its_snapshot_through_clean_until_it_is_deleted() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    let one = snapshot_id(&b.json(&["snapshot", "-e", e]));
+    b.json(&["tag", "-e", e, "old"]);
+    b.ok(&["rollback", "-e", e]);
+    pip_install(&env, &["blastdemo==2.0.0"]);
+    snapshot_id(&b.json(&["snapshot", "-e", e]));
+
+    let kept = b.json(&["clean", "--keep", "1"]);
+    let [history_dropped, snapshots_removed, _, objects_removed, _] = counts(&kept);
+    assert_eq!(
+        (history_dropped, snapshots_removed, objects_removed),
+        (3, 1, 0),
+        "only the created snapshot goes: {kept}"
+    );
+    assert!(snapshot_files(&b).contains(&one));
+    let listed = b.json(&["tag", "-e", e]);
+    assert_eq!(listed["tags"][0]["snapshot"], one.as_str(), "{listed}");
+    assert!(listed["tags"][0]["operation"].is_null(), "{listed}");
+    let before = store_contents(&b);
+
+    b.json(&["tag", "-e", e, "--delete", "old"]);
+    let freed = b.json(&["clean", "--keep", "1"]);
+    let [
+        _,
+        snapshots_removed,
+        layers_removed,
+        objects_removed,
+        bytes_freed,
+    ] = counts(&freed);
+    assert_eq!((snapshots_removed, layers_removed), (1, 1), "{freed}");
+    assert!(objects_removed > 0 && bytes_freed > 0, "{freed}");
+    assert!(!snapshot_files(&b).contains(&one));
+    assert_eq!(
+        before.difference(&store_contents(&b)).count() as u64,
+        snapshots_removed + layers_removed + objects_removed,
+        "{freed}"
+    );
+    b.assert_verify_clean(&[&env]);
+}

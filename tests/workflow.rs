@@ -889,3 +889,87 @@ fn messages_and_file_names_print_with_their_control_characters_escaped() {
     // JSON keeps them as they are.
     assert_eq!(b.log(e)[0]["message"], message);
 }
+
+/// `blast tag`: lists an environment's tags (with the history entry that made each snapshot), tags HEAD
+/// or an earlier snapshot, moves a tag to another snapshot only with `--force`, deletes all the tags it
+/// is given or, when one is unknown, none; rollback follows a tag wherever it was moved.
+#[test]
+fn tags_are_listed_moved_only_when_asked_and_deleted_all_or_none() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let created = b.json(&["status", "-e", e])["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(b.json(&["tag", "-e", e])["tags"], serde_json::json!([]));
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    let demo = b.json(&["snapshot", "-e", e, "-m", "demo"])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let set = b.json(&["tag", "-e", e, "stable"]);
+    assert_eq!(set[0]["snapshot"], demo.as_str(), "HEAD by default: {set}");
+    assert!(set[0]["was"].is_null(), "{set}");
+    b.json(&["tag", "-e", e, "base", "@~1"]);
+    let listed = b.json(&["tag", "-e", e]);
+    let tags = listed["tags"].as_array().unwrap();
+    assert_eq!(tags.len(), 2, "{listed}");
+    assert_eq!(
+        (&tags[0]["tag"], &tags[0]["snapshot"], &tags[0]["head"]),
+        (&"base".into(), &created.as_str().into(), &false.into()),
+        "{listed}"
+    );
+    assert_eq!(tags[0]["operation"], "create");
+    assert_eq!(
+        (&tags[1]["tag"], &tags[1]["head"], &tags[1]["message"]),
+        (&"stable".into(), &true.into(), &"demo".into()),
+        "{listed}"
+    );
+    assert_eq!(tags[1]["packages"], 2, "{listed}");
+    let text = b.ok(&["tag", "-e", e]);
+    assert!(
+        text.contains("stable") && text.contains(&format!("{} (HEAD)", &demo[..12])),
+        "{text}"
+    );
+
+    // Tagging the snapshot a tag names already changes nothing; another one needs --force.
+    let again = b.json(&["tag", "-e", e, "stable"]);
+    assert_eq!(again[0]["was"], demo.as_str());
+    let err = b.fails(&["tag", "-e", e, "stable", "base"]);
+    assert!(
+        err.contains("tag `stable` already names snapshot") && err.contains("--force stable"),
+        "{err}"
+    );
+    assert_eq!(
+        b.json(&["tag", "-e", e])["tags"][1]["snapshot"],
+        demo.as_str()
+    );
+    let moved = b.json(&["tag", "-e", e, "--force", "stable", "base"]);
+    assert_eq!(moved[0]["snapshot"], created.as_str(), "{moved}");
+    assert_eq!(moved[0]["was"], demo.as_str(), "{moved}");
+    b.ok(&["rollback", "-e", e, "stable"]);
+    assert_eq!(b.json(&["status", "-e", e])["head"], created.as_str());
+
+    // Deleting: all or none.
+    let err = b.fails(&["tag", "-e", e, "--delete", "base", "nope"]);
+    assert!(err.contains("has no tag `nope`"), "{err}");
+    assert_eq!(
+        b.json(&["tag", "-e", e])["tags"].as_array().unwrap().len(),
+        2
+    );
+    let deleted = b.json(&["tag", "-e", e, "-d", "base", "stable"]);
+    assert_eq!(deleted.as_array().unwrap().len(), 2, "{deleted}");
+    assert!(deleted[0]["snapshot"].is_null(), "{deleted}");
+    assert_eq!(b.json(&["tag", "-e", e])["tags"], serde_json::json!([]));
+    let err = b.fails(&["rollback", "-e", e, "stable"]);
+    assert!(err.contains("no snapshot matching `stable`"), "{err}");
+
+    for bad in ["HEAD", "has space", "@~1", "abcd"] {
+        let err = b.fails(&["tag", "-e", e, bad]);
+        assert!(err.contains("is not valid"), "{bad}: {err}");
+    }
+    let err = b.fails(&["tag", "-e", e, "x", "0123456789ab"]);
+    assert!(err.contains("no snapshot matching"), "{err}");
+}

@@ -151,6 +151,25 @@ enum Command {
         #[arg(long)]
         tag: Option<String>,
     },
+    /// List the environment's tags, tag a snapshot (default HEAD), or delete tags.
+    ///
+    /// Tags name snapshots for rollback, diff, export and push, and keep them from `blast clean`.
+    Tag {
+        #[command(flatten)]
+        env: EnvArg,
+        /// The tag to set (none: list the tags).
+        #[arg(conflicts_with = "delete")]
+        tag: Option<String>,
+        /// The snapshot to tag: an id or prefix, a tag, or @~N (default HEAD).
+        #[arg(requires = "tag")]
+        snapshot: Option<String>,
+        /// Move the tag when it names another snapshot.
+        #[arg(short, long, requires = "tag", conflicts_with = "delete")]
+        force: bool,
+        /// Delete these tags.
+        #[arg(short, long, value_name = "TAG", num_args = 1..)]
+        delete: Vec<String>,
+    },
     /// Move the environment to an earlier snapshot: an id or prefix, a tag, or @~N (default @~1).
     Rollback {
         #[command(flatten)]
@@ -527,6 +546,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshot { env, message, tag } => {
             out.snapshot(&ops::snapshot(&open()?, env.env.as_deref(), message, tag)?)
         }
+        Command::Tag {
+            env,
+            tag,
+            snapshot,
+            force,
+            delete,
+        } => match (tag, delete.is_empty()) {
+            (Some(tag), _) => out.tag_changes(&[ops::tag(
+                &open()?,
+                env.env.as_deref(),
+                &tag,
+                snapshot.as_deref(),
+                force,
+            )?]),
+            (None, false) => out.tag_changes(&ops::untag(&open()?, env.env.as_deref(), &delete)?),
+            (None, true) => out.tags(&ops::tags(&open()?, env.env.as_deref())?),
+        },
         Command::Rollback { env, target, force } => out.moved(&ops::rollback(
             &open_for_writing()?,
             env.env.as_deref(),

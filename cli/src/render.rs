@@ -11,7 +11,7 @@ use engine::ops::{
     CheckReport, CreateReport, DiffReport, DoctorReport, Durations, EnvSummary, ExportReport,
     FileChange, ImportReport, InstallReport, KillReport, LogEntry, MoveReport, PackagesReport,
     PullReport, PushReport, RestoreReport, RunReport, SessionEnded, SessionStarting, Setup,
-    SnapshotReport, StatsReport, StatusReport, VerifyReport,
+    SnapshotReport, StatsReport, StatusReport, TagChange, TagsReport, VerifyReport,
 };
 use engine::packages::PackageChange;
 use engine::sandbox::Limits;
@@ -276,6 +276,65 @@ impl Output {
                 if let Some(tag) = &r.tag {
                     println!("  tagged `{tag}`");
                 }
+            }
+        }
+    }
+
+    pub fn tags(&self, r: &TagsReport) {
+        if self.json(r) {
+            return;
+        }
+        if r.tags.is_empty() {
+            println!(
+                "`{}` has no tags: `blast tag NAME` tags HEAD",
+                printable(&r.env)
+            );
+            return;
+        }
+        let mut t = table();
+        t.set_header(["TAG", "SNAPSHOT", "PACKAGES", "MADE BY", "MESSAGE"]);
+        for tag in &r.tags {
+            let head = if tag.head { " (HEAD)" } else { "" };
+            t.add_row([
+                tag.tag.clone(),
+                format!("{}{head}", short(&tag.snapshot)),
+                tag.packages.to_string(),
+                match (&tag.operation, &tag.time) {
+                    (Some(op), Some(time)) => format!("{op} {time}"),
+                    _ => "- (history dropped)".into(),
+                },
+                tag.message
+                    .as_deref()
+                    .map(printable)
+                    .unwrap_or_default()
+                    .into_owned(),
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn tag_changes(&self, changes: &[TagChange]) {
+        if self.json(&changes) {
+            return;
+        }
+        for c in changes {
+            let env = printable(&c.env);
+            match (&c.snapshot, &c.was) {
+                (Some(now), Some(was)) if now == was => {
+                    println!("`{}` of `{env}` is on {} already", c.tag, short(now))
+                }
+                (Some(now), Some(was)) => println!(
+                    "moved tag `{}` of `{env}`: {} → {}",
+                    c.tag,
+                    short(was),
+                    short(now)
+                ),
+                (Some(now), None) => println!("tagged {} of `{env}` `{}`", short(now), c.tag),
+                (None, was) => println!(
+                    "deleted tag `{}` of `{env}` (was {}); `blast clean` frees its snapshot unless something else keeps it",
+                    c.tag,
+                    was.as_ref().map(short).unwrap_or_default()
+                ),
             }
         }
     }

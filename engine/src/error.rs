@@ -100,7 +100,9 @@ pub enum Error {
         object: String,
         path: String,
     },
-    #[error("tag `{tag}` already names snapshot {snapshot} of `{env}`: pick another name")]
+    #[error(
+        "tag `{tag}` already names snapshot {snapshot} of `{env}`: pick another name, or move it with `blast tag -e {env} --force {tag} [SNAPSHOT]`"
+    )]
     TagTaken {
         env: String,
         tag: String,
@@ -135,6 +137,8 @@ pub enum Error {
     BadEnvName(String),
     #[error("tag `{tag}` is not valid: {why}")]
     BadTag { tag: String, why: &'static str },
+    #[error("environment `{env}` has no tag `{tag}`: `blast tag -e {env}` lists its tags")]
+    TagNotFound { env: String, tag: String },
     #[error("image {image}{}: {problem}", entry.as_deref().map(|e| format!(", entry `{e}`")).unwrap_or_default())]
     Image {
         image: ImageSource,

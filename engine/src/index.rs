@@ -399,7 +399,7 @@ impl Batch {
             self.delete_history(&env.id, entry.seq);
         }
         for (tag, _) in tags {
-            self.0.delete(format!("{TAG}{}/{tag}", env.id));
+            self.delete_tag(&env.id, tag);
         }
         self.0.delete(format!("{LEGACY_STAT_CACHE}{}", env.id));
         self.0.delete(format!("{JOURNAL}{}", env.id));
@@ -415,6 +415,10 @@ impl Batch {
 
     pub fn put_tag(&mut self, env_id: &str, tag: &str, snapshot: &SnapshotId) {
         self.put(&format!("{TAG}{env_id}/{tag}"), snapshot);
+    }
+
+    pub fn delete_tag(&mut self, env_id: &str, tag: &str) {
+        self.0.delete(format!("{TAG}{env_id}/{tag}"));
     }
 
     pub fn put_journal(&mut self, env_id: &str, journal: &Journal) {

@@ -319,7 +319,7 @@ pub fn list(store: &Store) -> Result<Vec<EnvSummary>> {
 }
 
 /// `2026-11-26T09:43:44Z`: to the second, UTC.
-fn rfc3339(time_ms: i64) -> String {
+pub(super) fn rfc3339(time_ms: i64) -> String {
     jiff::Timestamp::from_millisecond(time_ms.div_euclid(1000) * 1000)
         .map(|t| t.to_string())
         .unwrap_or_default()

@@ -15,6 +15,7 @@ mod run;
 mod session;
 mod snapshot;
 mod stats;
+mod tags;
 mod verify;
 
 pub use create::{CreateOptions, CreateReport, create, remove};
@@ -39,6 +40,7 @@ pub use session::{
 };
 pub use snapshot::{SnapshotReport, snapshot};
 pub use stats::{DiskUsage, Durations, EnvSize, InstallStats, StatsReport, stats};
+pub use tags::{TagChange, TagEntry, TagsReport, tag, tags, untag};
 pub use verify::{VerifyReport, verify};
 
 use store_format::{Layer, Package, Snapshot, SnapshotId};
