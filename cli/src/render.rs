@@ -344,7 +344,11 @@ impl Output {
             return;
         }
         for check in &r.checks {
-            let mark = if check.ok { "ok  " } else { "FAIL" };
+            let mark = match (check.ok, check.required) {
+                (true, _) => "ok  ",
+                (false, true) => "FAIL",
+                (false, false) => "WARN",
+            };
             println!("{mark}  {}: {}", check.name, check.detail);
             if let Some(fix) = &check.fix {
                 println!("      fix: {fix}");

@@ -31,6 +31,9 @@ impl DoctorReport {
 pub struct Check {
     pub name: String,
     pub ok: bool,
+    /// Whether sandboxed installs need it; an optional one that fails only makes a feature work
+    /// another way (`blast run`'s limits without cgroups).
+    pub required: bool,
     pub detail: String,
     /// What to change, when it is not ok.
     pub fix: Option<String>,
@@ -75,6 +78,7 @@ pub fn doctor(store: &Store) -> Result<DoctorReport> {
                 )
             }),
             ok,
+            required: true,
         });
     }
     checks.push(cgroup_check());
@@ -118,6 +122,7 @@ fn sandbox_check(store: &Store) -> Result<Check> {
             Check {
                 name: SANDBOX.into(),
                 ok: true,
+                required: true,
                 detail: "works: installs run sandboxed".into(),
                 fix: None,
             }
@@ -125,6 +130,7 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         Ok(ran) => Check {
             name: SANDBOX.into(),
             ok: false,
+            required: true,
             detail: format!(
                 "set up, but a write did not land in the overlay ({:?}, store at {})",
                 ran.outcome,
@@ -135,6 +141,7 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         Err(refusal) => Check {
             name: SANDBOX.into(),
             ok: false,
+            required: true,
             detail: format!("{}: {}", refusal.step, refusal.detail),
             fix: Some(refusal.fix()),
         },
@@ -159,6 +166,7 @@ fn cgroup_check() -> Check {
         return Check {
             name,
             ok: false,
+            required: false,
             detail: "no /proc/self/cgroup".into(),
             fix: Some(NO_CGROUP.into()),
         };
@@ -174,6 +182,7 @@ fn cgroup_check() -> Check {
     Check {
         name,
         ok: writable,
+        required: false,
         detail: if writable {
             format!("{} is writable", dir.display())
         } else {
