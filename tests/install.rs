@@ -544,7 +544,7 @@ fn ctrl_c_in_the_middle_of_the_installer_cleans_up_at_once() {
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(
         stderr.contains(&format!("interrupted: environment `{e}` is unchanged")),
         "{stderr}"
@@ -554,6 +554,48 @@ fn ctrl_c_in_the_middle_of_the_installer_cleans_up_at_once() {
     assert_all_gone(&mark);
     assert_same_tree(&before, &read_tree(&env));
     assert_eq!(b.log(e).len(), history);
+}
+
+/// SIGINT to blast alone (an IDE's stop button, `timeout -s INT`), not to its process group: blast
+/// passes it on to the sandbox, so the installer stops as with Ctrl-C, with or without the sandbox, and
+/// blast cleans up and exits 130.
+#[test]
+fn sigint_to_blast_alone_stops_the_installer_too() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let before = read_tree(&env);
+    let history = b.log(e).len();
+    for (n, extra) in [[].as_slice(), &["--no-sandbox"]].into_iter().enumerate() {
+        let mark = format!("interrupt-alone-{n}-{}", std::process::id());
+        let mut args = install_args(&env, &["blastslow", "--", "--no-cache-dir"]);
+        args.splice(1..1, extra.iter().map(|a| a.to_string()));
+        let mut child = b
+            .command(&strs(&args))
+            .env("BLAST_TEST_MARK", &mark)
+            .env("BLAST_SLOW_SECONDS", "120")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_build(&mark, &mut child);
+        let killed = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("interrupted: environment `{e}` is unchanged")),
+            "{extra:?}: {stderr}"
+        );
+        assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new(), "{extra:?}");
+        assert_all_gone(&mark);
+        assert_same_tree(&before, &read_tree(&env));
+        assert_eq!(b.log(e).len(), history);
+    }
 }
 
 #[test]

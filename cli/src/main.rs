@@ -517,7 +517,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             render::error(&e);
-            ExitCode::FAILURE
+            match e {
+                // As a shell reports a command that SIGINT ended: 128 + 2.
+                engine::Error::Interrupted { .. } => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

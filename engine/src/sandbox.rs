@@ -31,7 +31,7 @@ use std::process::Command;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
-use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
     sendmsg, socketpair,
@@ -41,6 +41,9 @@ use nix::unistd::{ForkResult, Pid, chdir, execve, fork, getgid, getuid, pivot_ro
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+
+mod interrupts;
+mod orphans;
 
 /// The first argument that makes the `blast` binary act as the sandbox helper.
 pub const HELPER_ARG: &str = "__blast-sandbox-helper";
@@ -330,6 +333,18 @@ pub enum Outcome {
     Stopped(LimitHit),
 }
 
+impl Outcome {
+    /// What the run came to when blast got SIGINT while it waited (`interrupted`): a program that
+    /// failed after it counts as interrupted, whatever its code (pip exits 1 on KeyboardInterrupt);
+    /// one that succeeded, or that a limit stopped, is what it was.
+    fn after_interrupt(self, interrupted: bool) -> Outcome {
+        match self {
+            Outcome::Exited(code) if interrupted && code != 0 => Outcome::Signaled(libc::SIGINT),
+            outcome => outcome,
+        }
+    }
+}
+
 /// A sandbox that could not be set up: the step, what the kernel said and what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -374,7 +389,7 @@ impl Refusal {
 }
 
 /// Runs `spec` in the sandbox and waits for it. Ctrl-C reaches the program (and ends it); blast itself
-/// ignores it meanwhile so that it can clean up after.
+/// passes it on meanwhile (see [`interrupts`]) and stays to clean up after.
 pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
     let encoded = serde_json::to_string(spec)
         .map_err(|e| Error::Invalid(format!("internal: encoding the sandbox spec: {e}")))?;
@@ -402,12 +417,14 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
             Ok(())
         });
     }
-    let previous = ignore_interrupts();
+    let interrupts = interrupts::Forwarding::start();
     let waited = command.spawn().and_then(|mut child| {
+        interrupts.child_started(child.id());
         drop(write_end);
         child.wait()
     });
-    restore_interrupts(previous);
+    let interrupted = interrupts.received();
+    drop(interrupts);
     let status = waited.map_err(|e| Error::Io {
         action: "starting the sandbox helper",
         path: PathBuf::from("/proc/self/exe"),
@@ -437,7 +454,10 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
         (None, Some(sig)) => Outcome::Signaled(sig),
         (None, None) => Outcome::Exited(1),
     };
-    Ok(Ok(Ran { outcome, in_memory }))
+    Ok(Ok(Ran {
+        outcome: outcome.after_interrupt(interrupted),
+        in_memory,
+    }))
 }
 
 /// Reads what the helper and init sent until they are gone: text (a failed step, a limit hit) and,
@@ -500,7 +520,8 @@ fn receive_status(socket: &OwnedFd, in_memory: bool) -> Result<(String, Option<I
 }
 
 /// Runs a program without any confinement (`--no-sandbox`), with the same handling of Ctrl-C as
-/// [`run`], its standard output on blast's standard error when `stdout_to_stderr`.
+/// [`run`], its standard output on blast's standard error when `stdout_to_stderr`. It dies with blast,
+/// and what it leaves running is ended when it ends (see [`orphans`]).
 pub fn run_unconfined(
     program: &Path,
     args: &[String],
@@ -509,39 +530,36 @@ pub fn run_unconfined(
 ) -> Result<Outcome> {
     let mut command = Command::new(program);
     command.args(args);
-    // SAFETY: only restores a default signal disposition between fork and exec, which is
-    // async-signal-safe; blast ignores SIGINT while it waits and the installer must not inherit that.
-    unsafe {
-        command.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            Ok(())
-        });
-    }
     command.envs(set_env.iter().map(|(k, v)| (k, v)));
     if stdout_to_stderr {
         command.stdout(std::io::stderr());
     }
-    let previous = ignore_interrupts();
-    let status = command.spawn().and_then(|mut child| child.wait());
-    restore_interrupts(previous);
+    // SAFETY: prctl is async-signal-safe, and it is all that runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            // The installer dies with blast, as the sandbox's helper does.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let subreaper = orphans::Subreaper::start();
+    let interrupts = interrupts::Forwarding::start();
+    let status = command.spawn().and_then(|mut child| {
+        interrupts.child_started(child.id());
+        child.wait()
+    });
+    let interrupted = interrupts.received();
+    drop(interrupts);
+    subreaper.end_leftovers();
     let status = status.at("running", program)?;
-    Ok(match (status.code(), status.signal()) {
+    let outcome = match (status.code(), status.signal()) {
         (Some(code), _) => Outcome::Exited(code),
         (None, Some(sig)) => Outcome::Signaled(sig),
         (None, None) => Outcome::Exited(1),
-    })
-}
-
-fn ignore_interrupts() -> Option<SigHandler> {
-    // SAFETY: replacing a disposition by SIG_IGN installs no Rust code as a handler.
-    unsafe { signal(Signal::SIGINT, SigHandler::SigIgn).ok() }
-}
-
-fn restore_interrupts(previous: Option<SigHandler>) {
-    if let Some(handler) = previous {
-        // SAFETY: puts back the disposition that was there before.
-        let _ = unsafe { signal(Signal::SIGINT, handler) };
-    }
+    };
+    Ok(outcome.after_interrupt(interrupted))
 }
 
 /// The helper's entry point: never returns. `args` are the arguments after [`HELPER_ARG`].
@@ -557,9 +575,6 @@ pub fn helper_main(args: &[std::ffi::OsString]) -> ! {
     let (Some(parent), Some(spec)) = (parent, spec) else {
         fail("reading the sandbox spec", "malformed")
     };
-    // An interrupt ends the helper, and with it the sandbox (blast ignores it while it waits).
-    // SAFETY: restores the default disposition; no handler code is installed.
-    let _ = unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) };
     // SAFETY: fcntl on a descriptor number; a closed one just fails.
     unsafe { libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
