@@ -973,3 +973,69 @@ fn tags_are_listed_moved_only_when_asked_and_deleted_all_or_none() {
     let err = b.fails(&["tag", "-e", e, "x", "0123456789ab"]);
     assert!(err.contains("no snapshot matching"), "{err}");
 }
+
+/// `--python 3.X` goes past interpreters that cannot run (a pyenv shim for a version pyenv has not
+/// selected: "command not found", exit 127) or that are another version, to pyenv's own installs;
+/// when nothing fits, the error names what was tried.
+#[test]
+fn a_version_request_skips_interpreters_that_fail_or_differ() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let b = Blast::new();
+    let real = python();
+    let out = Command::new(real)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .unwrap();
+    let minor = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let shims = b.work.join("shims");
+    fs::create_dir_all(&shims).unwrap();
+    let shim = shims.join(format!("python{minor}"));
+    fs::write(
+        &shim,
+        format!("#!/bin/sh\necho 'pyenv: python{minor}: command not found' >&2\nexit 127\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&shim, fs::Permissions::from_mode(0o755)).unwrap();
+    // A `python3.99` that is really the test's interpreter.
+    symlink(real, shims.join("python3.99")).unwrap();
+    let pyenv = b.work.join("pyenv");
+    let installed = pyenv.join(format!("versions/{minor}.99/bin"));
+    fs::create_dir_all(&installed).unwrap();
+    symlink(real, installed.join(format!("python{minor}"))).unwrap();
+    let create = |path: &str, request: &str, pyenv_root: &std::path::Path| {
+        b.command(&["create", "--path", path, "--python", request, "--json"])
+            .env("PATH", &shims)
+            .env("PYENV_ROOT", pyenv_root)
+            .env("HOME", b.work.join("home"))
+            .env_remove("UV_PYTHON_INSTALL_DIR")
+            .output()
+            .unwrap()
+    };
+
+    let env = b.work.join("found");
+    let out = create(env.to_str().unwrap(), &minor, &pyenv);
+    assert_succeeded(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["python"].as_str().unwrap().contains(real),
+        "{report}"
+    );
+    let (ok, version) = env_python(&env, "import sys; print('%d.%d' % sys.version_info[:2])");
+    assert!(ok && version.trim() == minor, "{version}");
+
+    // Another version under the requested name is no match.
+    let out = create(b.work.join("x").to_str().unwrap(), "3.99", &pyenv);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not 3.99"), "{err}");
+    // Without pyenv's install, the shim's own answer is the error.
+    let out = create(
+        b.work.join("y").to_str().unwrap(),
+        &minor,
+        &b.work.join("none"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("command not found"), "{err}");
+    assert!(!b.work.join("x").exists() && !b.work.join("y").exists());
+}

@@ -83,29 +83,61 @@ struct ProbeOutput {
     stdlib: String,
 }
 
-/// Finds the interpreter for `request` (default `python3`), from the cache when it is still true.
+/// Finds the interpreter for `request` (default `python3`), from the cache when it is still true. A
+/// command is tried at each place it is found, in order, until one runs: a pyenv shim for a version
+/// that is installed but not selected fails, and the next `python3.12` may be the one wanted.
 pub fn find(index: &Index, request: Option<&str>) -> Result<PythonInfo> {
     let request = request.unwrap_or("python3");
-    let candidate = locate(request)?;
-    let key = cache_key(&candidate)?;
+    let mut failed = Vec::new();
+    let (candidates, version) = locate(request)?;
+    for candidate in candidates {
+        match find_at(index, &candidate) {
+            Ok(info) if version.is_some_and(|v| !of_version(&info.tag.version, v)) => {
+                failed.push(Error::BadPython {
+                    path: candidate,
+                    detail: format!("it is Python {}, not {request}", info.tag.version),
+                })
+            }
+            Ok(info) => return Ok(info),
+            Err(e @ Error::BadPython { .. }) => failed.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    match <[Error; 1]>::try_from(failed) {
+        Ok([only]) => Err(only),
+        Err(failed) => Err(Error::PythonNotFound {
+            request: request.to_owned(),
+            detail: failed
+                .iter()
+                .map(|e| format!("\n  {}", e.to_string().lines().next().unwrap_or_default()))
+                .collect(),
+        }),
+    }
+}
+
+fn find_at(index: &Index, candidate: &Path) -> Result<PythonInfo> {
+    let key = cache_key(candidate)?;
     if let Some(info) = index.python(&key)?
         && mtime_ns(Path::new(&info.executable)) == Some(info.exe_mtime_ns)
     {
         return Ok(info);
     }
-    let info = probe(&candidate)?;
+    let info = probe(candidate)?;
     let mut batch = Batch::default();
     batch.put_python(&key, &info);
     index.write(batch)?;
     Ok(info)
 }
 
-/// A path, a command on PATH, or a version (`3.11` → `python3.11`).
-fn locate(request: &str) -> Result<PathBuf> {
+/// Where `request` may be, best first, and the version it asks for: a path is itself; a command is
+/// every file of that name on PATH; a version (`3.11`, or a command `python3.11`) is also each
+/// interpreter of that version that pyenv or uv installed, newest first, where the shims on PATH may not
+/// lead (a version pyenv has not selected).
+fn locate(request: &str) -> Result<(Vec<PathBuf>, Option<&str>)> {
     if request.contains('/') {
         let path = PathBuf::from(request);
         return if path.exists() {
-            Ok(std::path::absolute(&path).unwrap_or(path))
+            Ok((vec![std::path::absolute(&path).unwrap_or(path)], None))
         } else {
             Err(Error::PythonNotFound {
                 request: request.to_owned(),
@@ -113,21 +145,96 @@ fn locate(request: &str) -> Result<PathBuf> {
             })
         };
     }
-    let is_version = request.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && request.starts_with(|c: char| c.is_ascii_digit());
-    let command = if is_version {
-        format!("python{request}")
-    } else {
-        request.to_owned()
+    let is_version = |v: &str| {
+        v.starts_with(|c: char| c.is_ascii_digit())
+            && v.chars().all(|c| c.is_ascii_digit() || c == '.')
+    };
+    let version = match request.strip_prefix("python") {
+        _ if is_version(request) => Some(request),
+        Some(v) if is_version(v) => Some(v),
+        _ => None,
+    };
+    // A release (`3.12.1`) is looked for as its minor version's command, then checked.
+    let command = match version {
+        Some(v) => format!(
+            "python{}",
+            v.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
+        ),
+        None => request.to_owned(),
     };
     let path_var = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path_var)
+    let mut found: Vec<PathBuf> = std::env::split_paths(&path_var)
         .map(|dir| dir.join(&command))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::PythonNotFound {
+        .filter(|p| p.is_file())
+        .collect();
+    if let Some(version) = version {
+        found.extend(installed(version, &command));
+    }
+    if found.is_empty() {
+        return Err(Error::PythonNotFound {
             request: request.to_owned(),
-            detail: format!("`{command}` is not on PATH"),
-        })
+            detail: match version {
+                Some(_) => format!(
+                    "`{command}` is not on PATH, nor among the interpreters pyenv or uv installed"
+                ),
+                None => format!("`{command}` is not on PATH"),
+            },
+        });
+    }
+    Ok((found, version))
+}
+
+/// `bin/COMMAND` of each interpreter of `version` that pyenv (`$PYENV_ROOT/versions/3.12.1`) or uv
+/// (`$UV_PYTHON_INSTALL_DIR` or `~/.local/share/uv/python`: `cpython-3.12.1-linux-x86_64-gnu`) installed,
+/// newest first.
+fn installed(version: &str, command: &str) -> Vec<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let var_or_home = |var: &str, below: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(below)))
+    };
+    let roots = [
+        (
+            var_or_home("PYENV_ROOT", ".pyenv").map(|r| r.join("versions")),
+            "",
+        ),
+        (
+            var_or_home("UV_PYTHON_INSTALL_DIR", ".local/share/uv/python"),
+            "cpython-",
+        ),
+    ];
+    let mut found: Vec<(Vec<u64>, PathBuf)> = Vec::new();
+    for (root, prefix) in roots {
+        let Some(entries) = root.and_then(|r| std::fs::read_dir(r).ok()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(full) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .map(|n| n.split('-').next().unwrap_or(n))
+            else {
+                continue;
+            };
+            let exe = entry.path().join("bin").join(command);
+            if of_version(full, version) && exe.is_file() {
+                let order = full.split('.').map(|n| n.parse().unwrap_or(0)).collect();
+                found.push((order, exe));
+            }
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.into_iter().map(|(_, exe)| exe).collect()
+}
+
+/// Whether `full` (`3.12.1`) is a release of `wanted` (`3.12`, or `3.12.1` itself).
+fn of_version(full: &str, wanted: &str) -> bool {
+    full == wanted
+        || full
+            .strip_prefix(wanted)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// For a binary: its real path and identity. For a script (a pyenv or asdf shim), the script's identity
@@ -242,4 +349,19 @@ fn probe(candidate: &Path) -> Result<PythonInfo> {
             platform: out.platform,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::of_version;
+
+    #[test]
+    fn a_version_matches_its_own_releases_only() {
+        assert!(of_version("3.12.1", "3.12"));
+        assert!(of_version("3.12.1", "3.12.1"));
+        assert!(of_version("3.12", "3.12"));
+        assert!(!of_version("3.10.13", "3.1"));
+        assert!(!of_version("3.12.10", "3.12.1"));
+        assert!(!of_version("3.11.7", "3.12"));
+    }
 }
