@@ -413,3 +413,78 @@ fn a_tag_keeps_its_snapshot_through_clean_until_it_is_deleted() {
     );
     b.assert_verify_clean(&[&env]);
 }
+
+/// `blast squash`: a secret written into the environment and removed again stays in its layer, so the
+/// store keeps it and an export carries it; after the squash HEAD is one layer of the same files (the
+/// directory untouched, inodes and all), an export no longer carries it, and once `clean --keep 1`
+/// dropped the old history it is gone from the store. A squash killed after its journal is finished by
+/// the next command; a second squash changes nothing.
+#[test]
+fn squash_drops_what_later_layers_removed_so_clean_frees_it() {
+    use std::os::unix::fs::MetadataExt;
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let secret = b"API_TOKEN=blast-test-secret-4f9c1e\n";
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    std::fs::write(env.join("token.env"), secret).unwrap();
+    snapshot_id(&b.json(&["snapshot", "-e", e, "-m", "oops"]));
+    std::fs::remove_file(env.join("token.env")).unwrap();
+    pip_install(&env, &["blastdemo==2.0.0"]);
+    let head = snapshot_id(&b.json(&["snapshot", "-e", e]));
+    let holds_secret = |b: &Blast| {
+        b.store_files("objects")
+            .iter()
+            .any(|p| std::fs::read(p).unwrap() == secret)
+    };
+    let exported_secret = |b: &Blast, name: &str| {
+        let image = b.work.join(name);
+        b.ok(&["export", "-e", e, "-o", image.to_str().unwrap()]);
+        let bytes = zstd::decode_all(std::fs::File::open(&image).unwrap()).unwrap();
+        bytes.windows(secret.len()).any(|w| w == secret)
+    };
+    assert!(holds_secret(&b) && exported_secret(&b, "before.blast"));
+    let tree = read_tree(&env);
+    let inode = std::fs::metadata(env.join("pyvenv.cfg")).unwrap().ino();
+
+    // Killed once its journal is written: the next command finishes it, over the same directory.
+    b.crash(&["squash", "-e", e], "journal-written");
+    let (_, stderr) = b.ok_with_stderr(&["status", "-e", e]);
+    assert!(
+        stderr.contains("finishing the interrupted squash"),
+        "{stderr}"
+    );
+    let log = b.log(e);
+    assert_eq!(log[0]["operation"], "squash", "{log:?}");
+    assert_eq!(log[0]["from"], head.as_str());
+    let squashed = log[0]["snapshot"].as_str().unwrap().to_owned();
+    assert_same_tree(&tree, &read_tree(&env));
+    assert_eq!(
+        std::fs::metadata(env.join("pyvenv.cfg")).unwrap().ino(),
+        inode
+    );
+    let status = b.json(&["status", "-e", e]);
+    assert_eq!(status["uncaptured"], serde_json::json!([]), "{status}");
+    assert!(!exported_secret(&b, "after.blast"));
+
+    // One layer already: nothing to do.
+    let again = b.json(&["squash", "-e", e]);
+    assert_eq!(
+        (&again["from"], &again["to"], &again["layers"]),
+        (
+            &squashed.as_str().into(),
+            &squashed.as_str().into(),
+            &1.into()
+        ),
+        "{again}"
+    );
+
+    // The old snapshots still hold it until clean drops their history.
+    assert!(holds_secret(&b));
+    b.json(&["clean", "--keep", "1"]);
+    assert!(!holds_secret(&b));
+    assert_eq!(b.log(e).len(), 1);
+    let (ok, out) = env_python(&env, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok && out.trim() == "2.0.0", "{out}");
+    b.assert_verify_clean(&[&env]);
+}

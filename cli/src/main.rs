@@ -170,6 +170,16 @@ enum Command {
         #[arg(short, long, value_name = "TAG", num_args = 1..)]
         delete: Vec<String>,
     },
+    /// Make HEAD a snapshot of the same files in one layer, so that what earlier layers held and the
+    /// environment no longer has stops travelling with exports and pushes, and `blast clean` can free
+    /// it once history no longer needs the old snapshots.
+    Squash {
+        #[command(flatten)]
+        env: EnvArg,
+        /// A message for the history.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
     /// Move the environment to an earlier snapshot: an id or prefix, a tag, or @~N (default @~1).
     Rollback {
         #[command(flatten)]
@@ -567,6 +577,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             (None, false) => out.tag_changes(&ops::untag(&open()?, env.env.as_deref(), &delete)?),
             (None, true) => out.tags(&ops::tags(&open()?, env.env.as_deref())?),
         },
+        Command::Squash { env, message } => out.squash(&ops::squash(
+            &open_for_writing()?,
+            env.env.as_deref(),
+            message,
+        )?),
         Command::Rollback { env, target, force } => out.moved(&ops::rollback(
             &open_for_writing()?,
             env.env.as_deref(),

@@ -11,7 +11,7 @@ use engine::ops::{
     CheckReport, CreateReport, DiffReport, DoctorReport, Durations, EnvSummary, ExportReport,
     FileChange, ImportReport, InstallReport, KillReport, LogEntry, MoveReport, PackagesReport,
     PullReport, PushReport, RestoreReport, RunReport, SessionEnded, SessionStarting, Setup,
-    SnapshotReport, StatsReport, StatusReport, TagChange, TagsReport, VerifyReport,
+    SnapshotReport, SquashReport, StatsReport, StatusReport, TagChange, TagsReport, VerifyReport,
 };
 use engine::packages::PackageChange;
 use engine::sandbox::Limits;
@@ -277,6 +277,32 @@ impl Output {
                     println!("  tagged `{tag}`");
                 }
             }
+        }
+    }
+
+    pub fn squash(&self, r: &SquashReport) {
+        if self.json(r) {
+            return;
+        }
+        let env = printable(&r.env);
+        if r.from == r.to {
+            println!("`{env}` is one layer already (HEAD {})", short(&r.to));
+            return;
+        }
+        println!(
+            "squashed `{env}`: {} layers → 1, HEAD {} → {} (the same files)",
+            r.layers,
+            short(&r.from),
+            short(&r.to)
+        );
+        if r.dropped_files == 0 {
+            println!("  the earlier layers held nothing the environment no longer has");
+        } else {
+            println!(
+                "  no longer carried: {} files ({}) that later layers removed or replaced; `blast clean` frees them once no history entry, tag or other environment names the old snapshots (`blast clean --keep 1`)",
+                r.dropped_files,
+                ByteSize(r.dropped_bytes)
+            );
         }
     }
 

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 
 pub use read::{ImportOutcome, import_image};
 pub(crate) use symlinks::escaping_symlink;
+pub(crate) use write::file_objects;
 pub use write::{Base, Plan, Written, base_from_image, base_from_store, write_image};
 
 /// Name of the first entry.

@@ -14,6 +14,7 @@ mod registry;
 mod run;
 mod session;
 mod snapshot;
+mod squash;
 mod stats;
 mod tags;
 mod verify;
@@ -39,6 +40,7 @@ pub use session::{
     start,
 };
 pub use snapshot::{SnapshotReport, snapshot};
+pub use squash::{SquashReport, squash};
 pub use stats::{DiskUsage, Durations, EnvSize, InstallStats, StatsReport, stats};
 pub use tags::{TagChange, TagEntry, TagsReport, tag, tags, untag};
 pub use verify::{VerifyReport, verify};
