@@ -11,7 +11,7 @@ mod support;
 use std::fs;
 use std::io::ErrorKind;
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Output;
 
@@ -295,8 +295,33 @@ fn bad_input_is_refused_with_what_to_do() {
     let b = Blast::new();
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
-    let err = b.fails(&["run", "-e", e, "--", "no-such-command"]);
-    assert!(err.contains("`no-such-command` is not in"), "{err}");
+    // As a shell says it: 127 for a command not found, 126 for one that cannot be executed.
+    let out = run(&b, &env, &[], &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`no-such-command` is not in"),
+        "{}",
+        stderr(&out)
+    );
+    let not_executable = b.work.join("data.txt");
+    fs::write(&not_executable, "not a program").unwrap();
+    let out = run(&b, &env, &[], &[not_executable.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not be started (EACCES"),
+        "{}",
+        stderr(&out)
+    );
+    let bad_interpreter = b.work.join("script");
+    fs::write(&bad_interpreter, "#!/no/such/interpreter\n").unwrap();
+    fs::set_permissions(&bad_interpreter, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(&b, &env, &[], &[bad_interpreter.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`#!` interpreter"),
+        "{}",
+        stderr(&out)
+    );
     let missing = b.work.join("missing");
     let err = b.fails(&[
         "run",

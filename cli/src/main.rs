@@ -527,9 +527,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             render::error(&e);
+            // As a shell reports them: 128 + SIGINT for an interrupted command, 127 for one not
+            // found, 126 for one found but not executable.
             match e {
-                // As a shell reports a command that SIGINT ended: 128 + 2.
                 engine::Error::Interrupted { .. } => ExitCode::from(130),
+                engine::Error::CommandNotFound(_)
+                | engine::Error::CommandNotStarted { missing: true, .. } => ExitCode::from(127),
+                engine::Error::CommandNotStarted { .. } => ExitCode::from(126),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -182,6 +182,17 @@ pub enum Error {
     },
     #[error("interrupted: environment `{env}` is unchanged")]
     Interrupted { env: String },
+    /// `blast run`'s command is nowhere to be found.
+    #[error("{0}")]
+    CommandNotFound(String),
+    /// `blast run`'s command was found but could not be executed (not executable, a bad interpreter line).
+    #[error("`{}` could not be started ({detail}): check that it is executable and that its `#!` interpreter exists", program.display())]
+    CommandNotStarted {
+        program: PathBuf,
+        detail: String,
+        /// The kernel said ENOENT: a `#!` interpreter that does not exist.
+        missing: bool,
+    },
     #[error("the sandbox could not be set up ({step}: {detail}): {fix}")]
     SandboxRefused {
         step: String,

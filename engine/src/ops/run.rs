@@ -159,6 +159,14 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
     spec.hide_secrets(&[]);
     let ran = match store.index().released(|| sandbox::run(&spec))?? {
         Ok(ran) => ran,
+        // The last step, execve, failed: the program, not the sandbox.
+        Err(refusal) if refusal.step == format!("starting `{}`", spec.program.display()) => {
+            return Err(Error::CommandNotStarted {
+                program: spec.program.clone(),
+                missing: refusal.detail.starts_with("ENOENT"),
+                detail: refusal.detail,
+            });
+        }
         Err(refusal) => {
             return Err(Error::SandboxRefused {
                 fix: refusal.fix(),
@@ -251,7 +259,7 @@ fn program_path(env_root: &Path, command: &str, env_label: &str) -> Result<PathB
         let path = std::path::absolute(command).at("resolving", Path::new(command))?;
         return match path.is_file() {
             true => Ok(path),
-            false => Err(Error::Invalid(format!(
+            false => Err(Error::CommandNotFound(format!(
                 "`{command}` is not a file: name a program in `{env_label}` or on PATH, or a path to one"
             ))),
         };
@@ -262,7 +270,7 @@ fn program_path(env_root: &Path, command: &str, env_label: &str) -> Result<PathB
         std::iter::once(env_root.join("bin")).chain(std::env::split_paths(&path_var)),
     )
     .ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::CommandNotFound(format!(
             "`{command}` is not in `{}` or on PATH: install the package that provides it (`blast install -e {env_label} …`) or give its path",
             env_root.join("bin").display()
         ))
