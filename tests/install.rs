@@ -604,12 +604,21 @@ fn installs_on_one_environment_queue_and_both_land() {
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
     let mark = format!("queue-{}", std::process::id());
-    let first = start_slow_install(&b, &env, &mark, 3);
-    let (_, waited) = b.ok_with_stderr(&strs(&install_args(&env, &["blastdep"])));
+    let first = start_slow_install(&b, &env, &mark, 5);
+    let mut second = install_args(&env, &["blastdep"]);
+    second.push("--json".into());
+    let started = Instant::now();
+    let (report, waited) = b.ok_with_stderr(&strs(&second));
+    let wall = started.elapsed().as_secs_f64();
     assert!(
         waited.contains("waiting for another blast process to release the environment"),
         "{waited}"
     );
+    // The wait is not the install's: its duration (what `blast stats` judges) starts with the lock.
+    let total = serde_json::from_str::<Value>(&report).unwrap()["total_seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(total + 2.0 < wall, "{total} s of {wall} s");
     let (ok, stderr) = finish(first);
     assert!(ok, "{stderr}");
     let log = b.log(e);
