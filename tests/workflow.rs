@@ -1039,3 +1039,44 @@ fn a_version_request_skips_interpreters_that_fail_or_differ() {
     assert!(err.contains("command not found"), "{err}");
     assert!(!b.work.join("x").exists() && !b.work.join("y").exists());
 }
+
+/// `blast completions SHELL` prints a script the shell accepts, naming every command; it needs no store.
+#[test]
+fn completion_scripts_parse_in_their_shells() {
+    use std::io::Write;
+    let b = Blast::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = b
+            .command(&["completions", shell])
+            .env_remove("HOME")
+            .env_remove("BLAST_HOME")
+            .output()
+            .unwrap();
+        assert_succeeded(&out);
+        let script = String::from_utf8(out.stdout).unwrap();
+        for command in [
+            "create", "snapshot", "squash", "tag", "rollback", "install", "push",
+        ] {
+            assert!(script.contains(command), "{shell}: no `{command}`");
+        }
+        let mut check = Command::new(shell)
+            .arg("-n")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{shell} must be installed (scripts/setup): {e}"));
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let checked = check.wait_with_output().unwrap();
+        assert!(
+            checked.status.success(),
+            "{shell} -n: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+    assert!(!b.home.exists(), "no store was made");
+}

@@ -5,7 +5,7 @@ mod render;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use engine::gc::{self, CleanOptions};
 use engine::installer::{InstallerKind, Request};
 use engine::ops::{
@@ -479,6 +479,11 @@ enum Command {
     },
     /// Show what the install sandbox can do on this machine, and what to change where it cannot.
     Doctor,
+    /// Print the completion script for a shell: `blast completions bash > ~/.local/share/bash-completion/completions/blast`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Remove what no environment, kept history entry or tag needs.
     Clean {
         /// Report what would be removed, remove nothing.
@@ -541,11 +546,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let home = Store::default_home()?;
+    // Found when a command needs the store (`completions` does not).
+    let home = Store::default_home;
     let out = render::Output { json: cli.json };
-    let open = || Store::open(&home);
+    let open = || Store::open(&home()?);
     // Commands that always change the store open its index for writing at once.
-    let open_for_writing = || Store::open_for_writing(&home);
+    let open_for_writing = || Store::open_for_writing(&home()?);
     match cli.command {
         Command::Create {
             name,
@@ -817,7 +823,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 installer_args: index.to_args(),
                 insecure,
             };
-            let ended = ops::start(&home, &options, &out.progress(), &mut |starting| {
+            let ended = ops::start(&home()?, &options, &out.progress(), &mut |starting| {
                 out.session_starting(starting)
             })?;
             out.session_ended(&ended);
@@ -827,7 +833,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let env = env
                 .or(selected)
                 .or_else(|| std::env::var("BLAST_ENV").ok().filter(|e| !e.is_empty()));
-            out.killed(&ops::kill(&home, env.as_deref(), all)?)
+            out.killed(&ops::kill(&home()?, env.as_deref(), all)?)
         }
         Command::SessionHook { command } => {
             let answer = ops::prompt_hook(command.map(|c| c.to_string_lossy().into_owned()));
@@ -843,12 +849,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "blast", &mut std::io::stdout())
+        }
         Command::Clean {
             dry_run,
             keep,
             keep_days,
         } => out.clean(&gc::clean(
-            &home,
+            &home()?,
             CleanOptions {
                 dry_run,
                 keep,
