@@ -61,6 +61,24 @@ fn imports_names_what_was_never_imported_and_what_no_package_provides() {
     let module = env.join(SITE).join("_blast_imports.py");
     let pth = env.join(SITE).join("_blast_imports.pth");
     assert!(module.is_file() && pth.is_file(), "{enabled}");
+    // Past the stat cache's racy window, so that the walk keeps site-packages' listing.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    nothing_changed(&b, e);
+    // The hook rewritten in place (its directory's stat unchanged) is content from then on, and the
+    // next status sees it, not only verify; put back, it is the hook again.
+    assert!(uncaptured(&b).is_empty());
+    let hook = fs::read(&pth).unwrap();
+    let site_mtime = fs::metadata(env.join(SITE)).unwrap().modified().unwrap();
+    let mut rewritten = fs::OpenOptions::new().write(true).open(&pth).unwrap();
+    std::io::Write::write_all(&mut rewritten, b"import os; print('planted')\n").unwrap();
+    drop(rewritten);
+    assert_eq!(
+        fs::metadata(env.join(SITE)).unwrap().modified().unwrap(),
+        site_mtime
+    );
+    assert_eq!(uncaptured(&b), [format!("{SITE}/_blast_imports.pth")]);
+    fs::write(&pth, &hook).unwrap();
+    assert!(uncaptured(&b).is_empty());
     nothing_changed(&b, e);
     // pip runs with the hook in the sandbox, and the install's layer does not take the hook in.
     b.install_fixtures(&env, &["blastextra"]);

@@ -859,6 +859,15 @@ struct Walk<'a> {
 /// A directory's entries by name, as the walk found them.
 type Entries = Vec<(String, Seen)>;
 
+/// A directory's entries as the walk got them.
+struct DirRead {
+    entries: Entries,
+    /// The digest its cached listing recorded, when the entries came from it.
+    digest: Option<TreeDigest>,
+    /// Whether the entries may be kept as the directory's listing for the next walk.
+    listable: bool,
+}
+
 /// What the walk found at one entry of a directory.
 enum Seen {
     Dir(FileStat),
@@ -874,7 +883,7 @@ impl<'a> Walk<'a> {
         if lock(&self.error).is_none() {
             let items = self
                 .entries(&abs, &rel, &stat)
-                .and_then(|(entries, digest)| self.visit(scope, &abs, rel, stat, entries, digest));
+                .and_then(|read| self.visit(scope, &abs, rel, stat, read));
             self.keep(items);
         }
     }
@@ -895,18 +904,17 @@ impl<'a> Walk<'a> {
     /// The directory's entries: those of its listing in the cache while its stat is the one the listing
     /// was read with (files and subdirectories are still `lstat`ed; an entry gone or of another kind
     /// means the listing is not trusted), with the listing's digest, else what reading it finds.
-    fn entries(
-        &self,
-        abs: &Path,
-        rel: &str,
-        stat: &FileStat,
-    ) -> Result<(Entries, Option<TreeDigest>)> {
+    fn entries(&self, abs: &Path, rel: &str, stat: &FileStat) -> Result<DirRead> {
         if let Some(listing) = self.ctx.cache.listing_of(rel, stat)
             && let Some(entries) = listed(abs, listing)
         {
-            return Ok((entries, listing.digest));
+            return Ok(DirRead {
+                entries,
+                digest: listing.digest,
+                listable: true,
+            });
         }
-        Ok((read_entries(abs)?, None))
+        read_entries(abs)
     }
 
     fn visit<'s>(
@@ -915,12 +923,16 @@ impl<'a> Walk<'a> {
         abs: &Path,
         rel: String,
         stat: FileStat,
-        entries: Entries,
-        listed_digest: Option<TreeDigest>,
+        read: DirRead,
     ) -> Result<(Vec<Item>, TreeDigest)>
     where
         'a: 's,
     {
+        let DirRead {
+            entries,
+            digest: listed_digest,
+            listable,
+        } = read;
         let mut items = Vec::with_capacity(entries.len());
         let mut listed = String::new();
         let mut read_any = false;
@@ -972,12 +984,14 @@ impl<'a> Walk<'a> {
             Some(digest) if !read_any => digest,
             _ => TreeDigest::of(items.iter().map(|item| (&item.path, &item.node))),
         };
-        lock(&self.listings).push(Listing {
-            path: rel.into(),
-            stat,
-            entries: listed.into(),
-            digest: (!read_any).then_some(digest),
-        });
+        if listable {
+            lock(&self.listings).push(Listing {
+                path: rel.into(),
+                stat,
+                entries: listed.into(),
+                digest: (!read_any).then_some(digest),
+            });
+        }
         Ok((items, digest))
     }
 }
@@ -1004,9 +1018,12 @@ fn listed(abs: &Path, listing: &Listing) -> Option<Entries> {
 }
 
 /// A directory's entries as reading it finds them, but `__pycache__` and the import-tracking hook's
-/// files; anything but a file, directory or symlink is refused.
-fn read_entries(abs: &Path) -> Result<Entries> {
+/// files; anything but a file, directory or symlink is refused. A directory holding the hook is not
+/// listable: the hook is known by its content, which a write in place changes without touching the
+/// directory's stat, so the directory is read again each time.
+fn read_entries(abs: &Path) -> Result<DirRead> {
     let mut entries = Vec::new();
+    let mut listable = true;
     for entry in fs::read_dir(abs).at("reading directory", abs)? {
         let entry = entry.at("reading directory", abs)?;
         let name = entry.file_name();
@@ -1025,6 +1042,7 @@ fn read_entries(abs: &Path) -> Result<Entries> {
             Seen::Dir(FileStat::of(&meta))
         } else if ft.is_file() {
             if is_hook_file(name, &entry.path()) {
+                listable = false;
                 continue;
             }
             Seen::File(FileStat::of(&meta))
@@ -1043,7 +1061,11 @@ fn read_entries(abs: &Path) -> Result<Entries> {
         };
         entries.push((name.to_owned(), seen));
     }
-    Ok(entries)
+    Ok(DirRead {
+        entries,
+        digest: None,
+        listable,
+    })
 }
 
 /// A symlink's node: its target with the environment's paths abstracted (see `Placeholders`).
