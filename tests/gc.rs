@@ -447,9 +447,19 @@ fn squash_drops_what_later_layers_removed_so_clean_frees_it() {
     let tree = read_tree(&env);
     let inode = std::fs::metadata(env.join("pyvenv.cfg")).unwrap().ino();
 
-    // Killed once its journal is written: the next command finishes it, over the same directory.
+    // Killed once its journal is written, with work in the directory not captured yet: the next
+    // command finishes it, over the same directory, and the work stays (found by exploratory testing:
+    // recovery took it for a change made since and offered only to discard it).
+    std::fs::write(env.join("work.txt"), "not captured yet").unwrap();
     b.crash(&["squash", "-e", e], "journal-written");
-    let (_, stderr) = b.ok_with_stderr(&["status", "-e", e]);
+    let (status, stderr) = b.ok_with_stderr(&["status", "-e", e, "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["uncaptured"][0]["path"], "work.txt", "{status}");
+    assert_eq!(
+        std::fs::read_to_string(env.join("work.txt")).unwrap(),
+        "not captured yet"
+    );
+    std::fs::remove_file(env.join("work.txt")).unwrap();
     assert!(
         stderr.contains("finishing the interrupted squash"),
         "{stderr}"

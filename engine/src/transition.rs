@@ -142,14 +142,24 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
     let Some(journal) = store.index().journal(&env.record.id)? else {
         return Ok(());
     };
+    let from = match journal.from {
+        Some(id) => store.tree_of(&store.snapshot(&id)?)?,
+        None => Tree::default(),
+    };
+    let to = store.tree_of(&store.snapshot(&journal.to)?)?;
+    // Two snapshots of the same files (a squash): the move never touches the directory, so only its
+    // record is left to write, and what the directory holds, uncaptured changes too, stays.
+    if journal.from.is_some() && from == to {
+        eprintln!(
+            "blast: finishing the interrupted {} of `{}`",
+            journal.operation,
+            env.label()
+        );
+        return record(store, env, &journal);
+    }
     let cache = load_stat_cache(store, &env.record.id);
     let current = scan_or_empty(env, cache)?;
     if !force {
-        let from = match journal.from {
-            Some(id) => store.tree_of(&store.snapshot(&id)?)?,
-            None => Tree::default(),
-        };
-        let to = store.tree_of(&store.snapshot(&journal.to)?)?;
         let foreign = foreign_paths(&from, &to, current.tree());
         if !foreign.is_empty() {
             return Err(Error::InterruptedWithChanges {
@@ -309,15 +319,20 @@ fn complete(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
     crash::point("applied");
+    record(store, env, &journal)?;
+    Ok(stats)
+}
+
+/// Records a move whose directory holds its target: HEAD, the history entry, the journal gone.
+fn record(store: &Store, env: &mut Env, journal: &Journal) -> Result<()> {
     env.record.head = Some(journal.to);
     let mut batch = Batch::default();
     batch.put_env(&env.record);
-    append_history(store, &mut batch, &env.record.id, &journal)?;
+    append_history(store, &mut batch, &env.record.id, journal)?;
     batch.delete_journal(&env.record.id);
     // Not synced: the journal is on disk, so a record lost in a power cut is written again by the next
     // command, which finds the directory already holding `to`.
-    store.index().write_unsynced(batch)?;
-    Ok(stats)
+    store.index().write_unsynced(batch)
 }
 
 /// Adds the history entry for a completed move or capture.
