@@ -199,7 +199,7 @@ pub enum Error {
         detail: String,
         fix: String,
     },
-    #[error("registry `{registry}`: {method} {url} {outcome}{}", hint.map(|h| format!(": {h}")).unwrap_or_default())]
+    #[error("registry `{registry}`: {method} {url} {outcome}{}", hint.as_ref().map(|h| format!(": {h}")).unwrap_or_default())]
     Registry {
         /// `HOST[:PORT]`.
         registry: String,
@@ -208,7 +208,7 @@ pub enum Error {
         /// What came back: `answered HTTP 404 (MANIFEST_UNKNOWN: …)`, or why nothing did.
         outcome: String,
         /// What the user can do about it, when there is something.
-        hint: Option<&'static str>,
+        hint: Option<String>,
     },
     #[error("{0}")]
     Invalid(String),

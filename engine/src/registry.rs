@@ -27,6 +27,9 @@ pub const REFERENCE_FORM: &str = "oci://HOST[:PORT]/REPO[:TAG]";
 /// Blobs larger than this go up in PATCH chunks of this size (`BLAST_REGISTRY_CHUNK_BYTES`), others in
 /// one PUT. 32 MiB stays below the request-size caps of common proxies in front of registries.
 pub const DEFAULT_CHUNK_BYTES: u64 = 32 << 20;
+/// The slowest link an upload is given time for, in bytes a second: the answer to a body of N bytes may
+/// take the timeout plus N / this (a 32 MiB chunk: 34 minutes more).
+const SLOWEST_LINK_BYTES: u64 = 16 << 10;
 /// The largest manifest blast reads (what registries commonly accept).
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// The largest error body or token answer blast reads.
@@ -372,6 +375,8 @@ pub struct Client {
     /// The `Authorization` value that last worked (or that a challenge asked for).
     authorization: Mutex<Option<String>>,
     chunk_bytes: u64,
+    /// How long the registry may stay silent (`BLAST_REGISTRY_TIMEOUT`).
+    timeout: Duration,
 }
 
 /// What a response carried that callers use.
@@ -433,13 +438,16 @@ impl Client {
         chunk_bytes: u64,
         timeout: Duration,
     ) -> Client {
-        // A body is not timed as a whole: a large blob may take longer on a slow link.
+        // A body is not timed as a whole: a large blob may take longer on a slow link. Each read and
+        // write is: a link that stops moving fails after the timeout, mid-body too.
         let config = ureq::Agent::config_builder()
             // Statuses are answers to interpret here (404 from a HEAD means "upload it").
             .http_status_as_error(false)
             .timeout_connect(Some(timeout))
             .timeout_send_request(Some(timeout))
             .timeout_recv_response(Some(timeout))
+            .timeout_per_read(Some(timeout))
+            .timeout_per_write(Some(timeout))
             .user_agent(concat!("blast/", env!("CARGO_PKG_VERSION")))
             .build();
         let scheme = if insecure { "http" } else { "https" };
@@ -451,6 +459,7 @@ impl Client {
             credentials,
             authorization: Mutex::new(None),
             chunk_bytes,
+            timeout,
         }
     }
 
@@ -474,30 +483,35 @@ impl Client {
     }
 
     /// An error about request `method url`.
-    fn error(
-        &self,
-        method: &'static str,
-        url: &str,
-        outcome: String,
-        hint: Option<&'static str>,
-    ) -> Error {
+    fn error(&self, method: &'static str, url: &str, outcome: String, hint: Option<&str>) -> Error {
         Error::Registry {
             registry: self.reference.registry.clone(),
             method,
             url: url.to_owned(),
             outcome,
-            hint,
+            hint: hint.map(str::to_owned),
         }
     }
 
     /// A request that could not be made at all (nothing listens, TLS failed, the connection broke).
     fn transport(&self, method: &'static str, url: &str, e: &ureq::Error) -> Error {
-        let hint = if self.insecure {
-            "is the registry running, and is this its address?"
-        } else {
-            "is the registry reachable? if it serves plain http (a local registry), pass --insecure"
+        let hint = match e {
+            // Connected, then silence: the link or the registry stalled.
+            ureq::Error::Timeout(timeout) if *timeout != ureq::Timeout::Connect => {
+                self.stalled_hint()
+            }
+            _ if self.insecure => "is the registry running, and is this its address?".into(),
+            _ => "is the registry reachable? if it serves plain http (a local registry), pass --insecure"
+                .into(),
         };
-        self.error(method, url, format!("failed: {e}"), Some(hint))
+        self.error(method, url, format!("failed: {e}"), Some(&hint))
+    }
+
+    fn stalled_hint(&self) -> String {
+        format!(
+            "nothing came for {} s: the link or the registry stalled (BLAST_REGISTRY_TIMEOUT sets how long to wait)",
+            self.timeout.as_secs()
+        )
     }
 
     /// An answer that is not the one expected: the status and the registry's own error codes.
@@ -587,6 +601,17 @@ impl Client {
                         .header("Content-Length", len.to_string())
                         .body(ureq::SendBody::from_reader(&mut reader))
                         .map_err(built)?;
+                    // The answer comes once the registry has the whole body, which a proxy in
+                    // front of it, or the socket's buffers, may still be sending on after the
+                    // last byte left blast: it may take as long as the body at the slowest link
+                    // worth waiting for.
+                    let patient = self.timeout + Duration::from_secs(len / SLOWEST_LINK_BYTES);
+                    let request = self
+                        .agent
+                        .configure_request(request)
+                        .timeout_recv_response(Some(patient))
+                        .timeout_per_read(Some(patient))
+                        .build();
                     self.agent.run(request)
                 }
             }
@@ -643,13 +668,16 @@ impl Client {
         if answer.status != 200 {
             let mut error = self.unexpected("GET", &url, answer);
             if let Error::Registry { hint, .. } = &mut error {
-                *hint = Some(match &self.credentials {
-                    Some(_) => "the token service refused these credentials: check them",
-                    None => {
-                        "the token service wants credentials: set BLAST_REGISTRY_USERNAME and \
+                *hint = Some(
+                    match &self.credentials {
+                        Some(_) => "the token service refused these credentials: check them",
+                        None => {
+                            "the token service wants credentials: set BLAST_REGISTRY_USERNAME and \
                              BLAST_REGISTRY_PASSWORD, or `docker login` to it"
+                        }
                     }
-                });
+                    .to_owned(),
+                );
             }
             return Err(error);
         }
@@ -790,8 +818,16 @@ impl Client {
             inner: answer.response.into_body().into_reader().take(limit),
             progress,
         };
-        io::copy(&mut reader, out)
-            .map_err(|e| self.error("GET", &url, format!("broke off: {e}"), None))
+        io::copy(&mut reader, out).map_err(|e| {
+            let timed_out = e.kind() == io::ErrorKind::TimedOut
+                || matches!(
+                    e.get_ref()
+                        .and_then(|inner| inner.downcast_ref::<ureq::Error>()),
+                    Some(ureq::Error::Timeout(_))
+                );
+            let stalled = timed_out.then(|| self.stalled_hint());
+            self.error("GET", &url, format!("broke off: {e}"), stalled.as_deref())
+        })
     }
 
     /// The tag's manifest, asking for `accept`: its `Content-Type` and bytes (at most
@@ -804,8 +840,9 @@ impl Client {
             404 => {
                 let mut error = self.unexpected("GET", &url, answer);
                 if let Error::Registry { hint, .. } = &mut error {
-                    *hint =
-                        Some("no such repository or tag: check the reference, or push it first");
+                    *hint = Some(
+                        "no such repository or tag: check the reference, or push it first".into(),
+                    );
                 }
                 return Err(error);
             }
@@ -1030,6 +1067,102 @@ mod tests {
                 "HEAD /v2/team/app/blobs/sha256:01 HTTP/1.1".into(),
                 Some("Bearer T0K".into())
             )
+        );
+    }
+
+    /// A registry on loopback that serves each connection with `serve` (given the request line and the
+    /// request's body, read to its `Content-Length`) and the timeout-short client for it.
+    fn scripted(serve: fn(&str, &mut std::net::TcpStream)) -> (Client, Duration) {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || {
+                    let mut reader = io::BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut length = 0;
+                        loop {
+                            let mut header = String::new();
+                            if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                                break;
+                            }
+                            if let Some((name, value)) = header.split_once(':')
+                                && name.eq_ignore_ascii_case("content-length")
+                            {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        serve(line.trim(), &mut stream);
+                    }
+                });
+            }
+        });
+        let reference = Reference::parse(&format!("oci://127.0.0.1:{port}/team/app")).unwrap();
+        let timeout = Duration::from_secs(1);
+        let client = Client::build(&reference, true, None, DEFAULT_CHUNK_BYTES, timeout);
+        (client, timeout)
+    }
+
+    /// Found by exploratory testing: the answer to an upload comes once the registry has the whole
+    /// body, which a proxy, or the socket's buffers, may still be sending on after blast wrote its last
+    /// byte; timing that wait like any answer failed every push over a slow link.
+    #[test]
+    fn an_upload_is_given_time_for_its_answer_by_its_size() {
+        let (client, timeout) = scripted(|request, stream| {
+            let answer = if request.starts_with("POST") {
+                "202 Accepted\r\nLocation: /v2/team/app/blobs/uploads/1"
+            } else {
+                // The body is in; the answer takes three times the timeout.
+                std::thread::sleep(Duration::from_secs(3));
+                "201 Created"
+            };
+            let _ = write!(stream, "HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n");
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        // 256 KiB: time for its answer is the timeout plus 16 s at the slowest link.
+        std::fs::write(&blob, vec![7u8; 256 << 10]).unwrap();
+        let started = std::time::Instant::now();
+        client
+            .upload_blob("sha256:00", &blob, 256 << 10, &crate::images::NoProgress)
+            .unwrap();
+        assert!(started.elapsed() > timeout * 3);
+    }
+
+    /// Found by exploratory testing: a blob whose bytes stop coming halfway kept a pull waiting
+    /// forever, and `blast clean` behind it.
+    #[test]
+    fn a_body_that_stops_coming_fails_after_the_timeout() {
+        let (client, _) = scripted(|_, stream| {
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+            let _ = stream.write_all(&[1u8; 1000]);
+            // Then nothing, with the connection open.
+            std::thread::sleep(Duration::from_secs(60));
+        });
+        let started = std::time::Instant::now();
+        let err = client
+            .get_blob(
+                "sha256:00",
+                1 << 20,
+                &mut Vec::new(),
+                &crate::images::NoProgress,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+        assert!(
+            err.contains("broke off") && err.contains("stalled"),
+            "{err}"
         );
     }
 
