@@ -556,18 +556,25 @@ fn ctrl_c_in_the_middle_of_the_installer_cleans_up_at_once() {
     assert_eq!(b.log(e).len(), history);
 }
 
-/// SIGINT to blast alone (an IDE's stop button, `timeout -s INT`), not to its process group: blast
-/// passes it on to the sandbox, so the installer stops as with Ctrl-C, with or without the sandbox, and
-/// blast cleans up and exits 130.
+/// A signal to blast alone (an IDE's stop button, `timeout`'s SIGTERM), not to its process group:
+/// blast passes it on, so the installer stops as with Ctrl-C, with or without the sandbox, and blast
+/// cleans up and exits 128 + the signal, with nothing left running (found by exploratory testing:
+/// without the sandbox, SIGTERM left pip's second process running on the staging copy).
 #[test]
-fn sigint_to_blast_alone_stops_the_installer_too() {
+fn a_signal_to_blast_alone_stops_the_installer_too() {
     let b = Blast::new();
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
     let before = read_tree(&env);
     let history = b.log(e).len();
-    for (n, extra) in [[].as_slice(), &["--no-sandbox"]].into_iter().enumerate() {
-        let mark = format!("interrupt-alone-{n}-{}", std::process::id());
+    let cases: [(&str, i32, &[&str]); 4] = [
+        ("INT", 130, &[]),
+        ("INT", 130, &["--no-sandbox"]),
+        ("TERM", 143, &[]),
+        ("TERM", 143, &["--no-sandbox"]),
+    ];
+    for (n, (signal, code, extra)) in cases.into_iter().enumerate() {
+        let mark = format!("signal-alone-{n}-{}", std::process::id());
         let mut args = install_args(&env, &["blastslow", "--", "--no-cache-dir"]);
         args.splice(1..1, extra.iter().map(|a| a.to_string()));
         let mut child = b
@@ -580,16 +587,20 @@ fn sigint_to_blast_alone_stops_the_installer_too() {
             .unwrap();
         wait_for_build(&mark, &mut child);
         let killed = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([format!("-{signal}"), child.id().to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(130), "{extra:?}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{signal} {extra:?}: {stderr}"
+        );
         assert!(
             stderr.contains(&format!("interrupted: environment `{e}` is unchanged")),
-            "{extra:?}: {stderr}"
+            "{signal} {extra:?}: {stderr}"
         );
         assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new(), "{extra:?}");
         assert_all_gone(&mark);

@@ -365,3 +365,84 @@ fn bad_input_is_refused_with_what_to_do() {
     let out = run(&b, &env, &[], &["python", "-c", "raise SystemExit(7)"]);
     assert_eq!(out.status.code(), Some(7));
 }
+
+/// A signal to blast reaches the command, which may handle it: a Python program that catches SIGINT
+/// (or SIGTERM), cleans up for a moment, writes a marker and exits 3 makes blast exit 3 with the marker
+/// written (found by exploratory testing: the sandbox died at once, the handler never ran). A second
+/// signal ends a command that ignores the first.
+#[test]
+fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
+    use std::time::{Duration, Instant};
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let out_dir = b.work.join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let script = b.work.join("graceful.py");
+    fs::write(
+        &script,
+        "import signal, sys, time, pathlib\n\
+         out = pathlib.Path(sys.argv[1])\n\
+         def stop(sig, frame):\n    time.sleep(0.5)\n    (out / 'cleaned').write_text(str(sig))\n    sys.exit(3)\n\
+         signal.signal(signal.SIGINT, stop)\n\
+         signal.signal(signal.SIGTERM, stop)\n\
+         if len(sys.argv) > 2:\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n\
+         (out / 'started').write_text('')\n\
+         time.sleep(120)\n",
+    )
+    .unwrap();
+    let start = |extra: &[&str]| {
+        let _ = fs::remove_file(out_dir.join("started"));
+        let _ = fs::remove_file(out_dir.join("cleaned"));
+        let mut args = vec![
+            "run",
+            "-e",
+            env.to_str().unwrap(),
+            "--allow-write",
+            out_dir.to_str().unwrap(),
+            "--",
+            "python",
+            script.to_str().unwrap(),
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let child = b.command(&args).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !out_dir.join("started").exists() {
+            assert!(Instant::now() < deadline, "the command never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let signal = |child: &std::process::Child, name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    for name in ["INT", "TERM"] {
+        let mut child = start(&[]);
+        signal(&child, name);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(3), "{name}");
+        let expected = if name == "INT" { "2" } else { "15" };
+        assert_eq!(
+            fs::read_to_string(out_dir.join("cleaned")).unwrap(),
+            expected
+        );
+    }
+    // Ignored: the second SIGINT ends it (128 + SIGKILL, from the sandbox's end).
+    let mut child = start(&["ignore"]);
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first SIGINT is ignored"
+    );
+    signal(&child, "INT");
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!status.success(), "{status}");
+    assert!(!out_dir.join("cleaned").exists());
+}

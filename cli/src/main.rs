@@ -532,10 +532,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             render::error(&e);
-            // As a shell reports them: 128 + SIGINT for an interrupted command, 127 for one not
-            // found, 126 for one found but not executable.
+            // As a shell reports them: 128 + the signal for an interrupted command (130 for
+            // Ctrl-C), 127 for one not found, 126 for one found but not executable.
             match e {
-                engine::Error::Interrupted { .. } => ExitCode::from(130),
+                engine::Error::Interrupted { signal, .. } => {
+                    ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
+                }
                 engine::Error::CommandNotFound(_)
                 | engine::Error::CommandNotStarted { missing: true, .. } => ExitCode::from(127),
                 engine::Error::CommandNotStarted { .. } => ExitCode::from(126),

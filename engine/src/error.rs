@@ -181,7 +181,11 @@ pub enum Error {
         report: String,
     },
     #[error("interrupted: environment `{env}` is unchanged")]
-    Interrupted { env: String },
+    Interrupted {
+        env: String,
+        /// The signal (SIGINT, SIGTERM, SIGHUP).
+        signal: i32,
+    },
     /// `blast run`'s command is nowhere to be found.
     #[error("{0}")]
     CommandNotFound(String),

@@ -308,6 +308,9 @@ pub struct Ran {
     pub outcome: Outcome,
     /// The overlay's directory when it was kept in memory.
     pub in_memory: Option<InMemory>,
+    /// The first SIGINT, SIGTERM or SIGHUP blast got while it waited (passed on to the program, see
+    /// [`interrupts`]): what the program did with it is its own business, but an install ends there.
+    pub interrupted: Option<i32>,
 }
 
 /// The tmpfs of an in-memory overlay ([`Overlay::in_memory`]): the sandbox's mounts are gone with
@@ -331,18 +334,6 @@ pub enum Outcome {
     Signaled(i32),
     /// Ended by the sandbox for going past a limit.
     Stopped(LimitHit),
-}
-
-impl Outcome {
-    /// What the run came to when blast got SIGINT while it waited (`interrupted`): a program that
-    /// failed after it counts as interrupted, whatever its code (pip exits 1 on KeyboardInterrupt);
-    /// one that succeeded, or that a limit stopped, is what it was.
-    fn after_interrupt(self, interrupted: bool) -> Outcome {
-        match self {
-            Outcome::Exited(code) if interrupted && code != 0 => Outcome::Signaled(libc::SIGINT),
-            outcome => outcome,
-        }
-    }
 }
 
 /// A sandbox that could not be set up: the step, what the kernel said and what to change.
@@ -436,6 +427,7 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
         return Ok(Ok(Ran {
             outcome: Outcome::Stopped(hit),
             in_memory,
+            interrupted,
         }));
     }
     if status.code() == Some(SETUP_FAILED) && !report.is_empty() {
@@ -455,8 +447,9 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
         (None, None) => Outcome::Exited(1),
     };
     Ok(Ok(Ran {
-        outcome: outcome.after_interrupt(interrupted),
+        outcome,
         in_memory,
+        interrupted,
     }))
 }
 
@@ -527,7 +520,7 @@ pub fn run_unconfined(
     args: &[String],
     set_env: &[(String, String)],
     stdout_to_stderr: bool,
-) -> Result<Outcome> {
+) -> Result<Ran> {
     let mut command = Command::new(program);
     command.args(args);
     command.envs(set_env.iter().map(|(k, v)| (k, v)));
@@ -559,7 +552,11 @@ pub fn run_unconfined(
         (None, Some(sig)) => Outcome::Signaled(sig),
         (None, None) => Outcome::Exited(1),
     };
-    Ok(outcome.after_interrupt(interrupted))
+    Ok(Ran {
+        outcome,
+        in_memory: None,
+        interrupted,
+    })
 }
 
 /// The helper's entry point: never returns. `args` are the arguments after [`HELPER_ARG`].
@@ -599,7 +596,10 @@ pub fn helper_main(args: &[std::ffi::OsString]) -> ! {
     // SAFETY: the helper is single-threaded, so the child may do anything the parent could.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => init(&spec),
-        Ok(ForkResult::Parent { child }) => std::process::exit(wait_for(child)),
+        Ok(ForkResult::Parent { child }) => {
+            interrupts::pass_on_to_init(child.as_raw());
+            std::process::exit(wait_for(child))
+        }
         Err(e) => fail("starting the sandbox's init (fork)", e),
     }
 }
@@ -1107,6 +1107,7 @@ fn init(spec: &Spec) -> ! {
         let _ = chdir("/");
     }
     check("starting a session", setsid().map(|_| ()));
+    interrupts::pass_on_to_namespace();
     // SAFETY: init is single-threaded.
     let program = match unsafe { fork() } {
         Ok(ForkResult::Child) => exec_program(spec),

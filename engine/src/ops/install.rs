@@ -424,7 +424,7 @@ impl Run<'_> {
                 });
             }
         };
-        self.check(ran.outcome)?;
+        self.check(ran.outcome, ran.interrupted)?;
         cache_links.hide(&spec.hidden);
         let upper = Upper {
             path: overlay.upper(&ran),
@@ -457,7 +457,7 @@ impl Run<'_> {
         let env_python = copy.join("bin/python");
         let program = self.installer.program(&env_python);
         let args = self.installer.args(self.request, &env_python);
-        let outcome = self.store.index().released(|| {
+        let ran = self.store.index().released(|| {
             self.timed(|| {
                 sandbox::run_unconfined(
                     &program,
@@ -467,7 +467,7 @@ impl Run<'_> {
                 )
             })
         })??;
-        self.check(outcome)?;
+        self.check(ran.outcome, ran.interrupted)?;
         let scan = capture::scan(&copy, cache, &placeholders, Some(self.sink()))?;
         Ok(scan.into_parts().0)
     }
@@ -494,33 +494,33 @@ impl Run<'_> {
         }
     }
 
-    fn check(&self, outcome: Outcome) -> Result<()> {
+    /// The installer's outcome as the install's: an installer that failed once blast got a signal
+    /// (`interrupted`) was interrupted, whatever its code (pip exits 1 on KeyboardInterrupt).
+    fn check(&self, outcome: Outcome, interrupted: Option<i32>) -> Result<()> {
         let env = self.env.label().to_owned();
-        let installer = self.installer.description.clone();
-        match outcome {
-            Outcome::Exited(0) => Ok(()),
-            Outcome::Signaled(sig) if sig == libc::SIGINT || sig == libc::SIGTERM => {
-                Err(Error::Interrupted { env })
+        let (status, hint) = match (outcome, interrupted) {
+            (Outcome::Exited(0), _) => return Ok(()),
+            (_, Some(signal)) => return Err(Error::Interrupted { env, signal }),
+            (Outcome::Signaled(signal), None)
+                if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&signal) =>
+            {
+                return Err(Error::Interrupted { env, signal });
             }
-            Outcome::Exited(code) => Err(Error::InstallerFailed {
-                env,
-                installer,
-                status: format!("exit status {code}"),
-                hint: self.full_filesystem_hint(),
-            }),
-            Outcome::Signaled(sig) => Err(Error::InstallerFailed {
-                env,
-                installer,
-                status: format!("killed by signal {sig}"),
-                hint: self.full_filesystem_hint(),
-            }),
-            Outcome::Stopped(hit) => Err(Error::InstallerFailed {
-                env,
-                installer,
-                status: format!("stopped: {hit}"),
-                hint: String::new(),
-            }),
-        }
+            (Outcome::Exited(code), None) => {
+                (format!("exit status {code}"), self.full_filesystem_hint())
+            }
+            (Outcome::Signaled(signal), None) => (
+                format!("killed by signal {signal}"),
+                self.full_filesystem_hint(),
+            ),
+            (Outcome::Stopped(hit), None) => (format!("stopped: {hit}"), String::new()),
+        };
+        Err(Error::InstallerFailed {
+            env,
+            installer: self.installer.description.clone(),
+            status,
+            hint,
+        })
     }
 }
 
