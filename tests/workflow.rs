@@ -1038,6 +1038,22 @@ fn a_version_request_skips_interpreters_that_fail_or_differ() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("command not found"), "{err}");
     assert!(!b.work.join("x").exists() && !b.work.join("y").exists());
+    // Another release than pyenv has: the error offers the one there is.
+    let out = create(
+        b.work.join("z").to_str().unwrap(),
+        &format!("{minor}.98"),
+        &pyenv,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("no Python {minor}.98"))
+            && err.contains(&format!("installed by pyenv or uv: {minor}.99")),
+        "{err}"
+    );
+    let out = create(b.work.join("z").to_str().unwrap(), "2.7", &pyenv);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Python 3 only"), "{err}");
 }
 
 /// `blast completions SHELL` prints a script the shell accepts, naming every command; it needs no store.
@@ -1079,4 +1095,48 @@ fn completion_scripts_parse_in_their_shells() {
         );
     }
     assert!(!b.home.exists(), "no store was made");
+}
+
+/// The cached answer for a shim follows what selects the version behind it: with `PYENV_ROOT` unset,
+/// pyenv reads `~/.pyenv/version` (`pyenv global`), and a change there is a new interpreter (found by
+/// exploratory testing: the cache kept answering with the old one).
+#[test]
+fn a_shim_is_asked_again_when_pyenv_global_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let other = "/usr/bin/python3.11";
+    if !std::path::Path::new(other).exists()
+        || std::fs::canonicalize(other).unwrap() == std::fs::canonicalize(python()).unwrap()
+    {
+        eprintln!("skipping: needs a second interpreter at {other}");
+        return;
+    }
+    let b = Blast::new();
+    let home = b.work.join("home");
+    fs::create_dir_all(home.join(".pyenv")).unwrap();
+    fs::write(home.join(".pyenv/version"), "first\n").unwrap();
+    let shim = b.work.join("python3");
+    fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nif grep -q second \"$HOME/.pyenv/version\"; then exec {other} \"$@\"; fi\nexec {} \"$@\"\n",
+            python()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&shim, fs::Permissions::from_mode(0o755)).unwrap();
+    let create = |name: &str| -> serde_json::Value {
+        let out = b
+            .command(&["create", name, "--python", shim.to_str().unwrap(), "--json"])
+            .env("HOME", &home)
+            .env_remove("PYENV_ROOT")
+            .env_remove("PYENV_VERSION")
+            .output()
+            .unwrap();
+        assert_succeeded(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert!(create("one")["python"].as_str().unwrap().contains(python()));
+    fs::write(home.join(".pyenv/version"), "second\n").unwrap();
+    let two = create("two");
+    assert!(two["python"].as_str().unwrap().contains(other), "{two}");
 }

@@ -89,6 +89,13 @@ struct ProbeOutput {
 pub fn find(index: &Index, request: Option<&str>) -> Result<PythonInfo> {
     let request = request.unwrap_or("python3");
     let mut failed = Vec::new();
+    let bare = request.strip_prefix("python").unwrap_or(request);
+    if bare == "2" || bare.starts_with("2.") {
+        return Err(Error::PythonNotFound {
+            request: request.to_owned(),
+            detail: "blast makes environments for Python 3 only".into(),
+        });
+    }
     let (candidates, version) = locate(request)?;
     for candidate in candidates {
         match find_at(index, &candidate) {
@@ -103,15 +110,43 @@ pub fn find(index: &Index, request: Option<&str>) -> Result<PythonInfo> {
             Err(e) => return Err(e),
         }
     }
-    match <[Error; 1]>::try_from(failed) {
-        Ok([only]) => Err(only),
-        Err(failed) => Err(Error::PythonNotFound {
+    let tried = |failed: &[Error]| -> String {
+        failed
+            .iter()
+            .map(|e| format!("\n  {}", e.to_string().lines().next().unwrap_or_default()))
+            .collect()
+    };
+    match (version, <[Error; 1]>::try_from(failed)) {
+        (None, Ok([only])) => Err(only),
+        (None, Err(failed)) => Err(Error::PythonNotFound {
             request: request.to_owned(),
-            detail: failed
-                .iter()
-                .map(|e| format!("\n  {}", e.to_string().lines().next().unwrap_or_default()))
-                .collect(),
+            detail: tried(&failed),
         }),
+        (Some(version), failed) => {
+            let failed = failed.map_or_else(|many| many, Vec::from);
+            // The releases of the same minor version there are, for a request that named another.
+            let minor = minor_of(version);
+            let releases: Vec<String> = installed(minor, &format!("python{minor}"))
+                .into_iter()
+                .map(|(release, _)| release)
+                .collect();
+            let offer = match releases.as_slice() {
+                [] => String::new(),
+                some => format!("\n  installed by pyenv or uv: {}", some.join(", ")),
+            };
+            Err(Error::PythonNotFound {
+                request: request.to_owned(),
+                detail: format!("no Python {version} among{}{offer}", tried(&failed)),
+            })
+        }
+    }
+}
+
+/// `3.12` of `3.12.1` (and of `3.12`).
+fn minor_of(version: &str) -> &str {
+    match version.match_indices('.').nth(1) {
+        Some((i, _)) => &version[..i],
+        None => version,
     }
 }
 
@@ -156,10 +191,7 @@ fn locate(request: &str) -> Result<(Vec<PathBuf>, Option<&str>)> {
     };
     // A release (`3.12.1`) is looked for as its minor version's command, then checked.
     let command = match version {
-        Some(v) => format!(
-            "python{}",
-            v.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
-        ),
+        Some(v) => format!("python{}", minor_of(v)),
         None => request.to_owned(),
     };
     let path_var = std::env::var_os("PATH").unwrap_or_default();
@@ -168,7 +200,7 @@ fn locate(request: &str) -> Result<(Vec<PathBuf>, Option<&str>)> {
         .filter(|p| p.is_file())
         .collect();
     if let Some(version) = version {
-        found.extend(installed(version, &command));
+        found.extend(installed(version, &command).into_iter().map(|(_, exe)| exe));
     }
     if found.is_empty() {
         return Err(Error::PythonNotFound {
@@ -184,10 +216,10 @@ fn locate(request: &str) -> Result<(Vec<PathBuf>, Option<&str>)> {
     Ok((found, version))
 }
 
-/// `bin/COMMAND` of each interpreter of `version` that pyenv (`$PYENV_ROOT/versions/3.12.1`) or uv
+/// Each interpreter of `version` that pyenv (`$PYENV_ROOT/versions/3.12.1`) or uv
 /// (`$UV_PYTHON_INSTALL_DIR` or `~/.local/share/uv/python`: `cpython-3.12.1-linux-x86_64-gnu`) installed,
-/// newest first.
-fn installed(version: &str, command: &str) -> Vec<PathBuf> {
+/// newest first: its release and its `bin/COMMAND`.
+fn installed(version: &str, command: &str) -> Vec<(String, PathBuf)> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let var_or_home = |var: &str, below: &str| {
         std::env::var_os(var)
@@ -204,7 +236,7 @@ fn installed(version: &str, command: &str) -> Vec<PathBuf> {
             "cpython-",
         ),
     ];
-    let mut found: Vec<(Vec<u64>, PathBuf)> = Vec::new();
+    let mut found: Vec<(Vec<u64>, String, PathBuf)> = Vec::new();
     for (root, prefix) in roots {
         let Some(entries) = root.and_then(|r| std::fs::read_dir(r).ok()) else {
             continue;
@@ -221,12 +253,15 @@ fn installed(version: &str, command: &str) -> Vec<PathBuf> {
             let exe = entry.path().join("bin").join(command);
             if of_version(full, version) && exe.is_file() {
                 let order = full.split('.').map(|n| n.parse().unwrap_or(0)).collect();
-                found.push((order, exe));
+                found.push((order, full.to_owned(), exe));
             }
         }
     }
     found.sort_by(|a, b| b.0.cmp(&a.0));
-    found.into_iter().map(|(_, exe)| exe).collect()
+    found
+        .into_iter()
+        .map(|(_, release, exe)| (release, exe))
+        .collect()
 }
 
 /// Whether `full` (`3.12.1`) is a release of `wanted` (`3.12`, or `3.12.1` itself).
@@ -259,7 +294,16 @@ fn cache_key(candidate: &Path) -> Result<String> {
     );
     if is_script(&real) {
         let cwd = std::env::current_dir().unwrap_or_default();
-        let pyenv_root = std::env::var("PYENV_ROOT").unwrap_or_default();
+        // pyenv's own default when the variable is unset: `pyenv global` writes `~/.pyenv/version`.
+        let pyenv_root = std::env::var("PYENV_ROOT")
+            .ok()
+            .filter(|root| !root.is_empty())
+            .or_else(|| {
+                std::env::var("HOME")
+                    .ok()
+                    .map(|home| format!("{home}/.pyenv"))
+            })
+            .unwrap_or_default();
         key.push_str(&format!(
             "|shim|{}|{pyenv_root}|{}",
             std::env::var("PYENV_VERSION").unwrap_or_default(),
