@@ -719,20 +719,18 @@ fn without_user_namespaces_install_and_doctor_refuse_naming_the_fix() {
     let report = String::from_utf8_lossy(&doctor.stdout);
     assert!(report.contains("FAIL  sandbox"), "{report}");
 
-    // Where the sandbox works, doctor passes; a missing cgroup delegation is only a warning, since
-    // `blast run` enforces its limits without one.
+    // Where the sandbox works, doctor passes, and says nothing of cgroups, which blast does not use
+    // (exploratory testing found a warning whose fix changed nothing).
     let doctor = b.json(&["doctor"]);
     let checks = doctor["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["ok"] == true), "{doctor}");
     assert!(
-        checks
-            .iter()
-            .all(|c| c["ok"] == true || c["required"] == false),
+        checks[0]["name"].as_str().unwrap().starts_with("sandbox"),
         "{doctor}"
     );
     let report = b.ok(&["doctor"]);
-    assert!(!report.contains("FAIL"), "{report}");
     assert!(
-        report.contains("ok    cgroup v2") || report.contains("WARN  cgroup v2"),
+        !report.contains("FAIL") && !report.contains("cgroup"),
         "{report}"
     );
 

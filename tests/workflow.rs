@@ -966,8 +966,8 @@ fn tags_are_listed_moved_only_when_asked_and_deleted_all_or_none() {
     let err = b.fails(&["rollback", "-e", e, "stable"]);
     assert!(err.contains("no snapshot matching `stable`"), "{err}");
 
-    for bad in ["HEAD", "has space", "@~1", "abcd"] {
-        let err = b.fails(&["tag", "-e", e, bad]);
+    for bad in ["HEAD", "has space", "@~1", "abcd", "-x"] {
+        let err = b.fails(&["tag", "-e", e, "--", bad]);
         assert!(err.contains("is not valid"), "{bad}: {err}");
     }
     let err = b.fails(&["tag", "-e", e, "x", "0123456789ab"]);

@@ -299,8 +299,9 @@ impl Output {
             println!("  the earlier layers held nothing the environment no longer has");
         } else {
             println!(
-                "  no longer carried: {} files ({}) that later layers removed or replaced; `blast clean` frees them once no history entry, tag or other environment names the old snapshots (`blast clean --keep 1`)",
+                "  no longer carried: {} file{} ({}) that later layers removed or replaced; `blast clean` frees them once no history entry, tag or other environment names the old snapshots (`blast clean --keep 1`)",
                 r.dropped_files,
+                if r.dropped_files == 1 { "" } else { "s" },
                 ByteSize(r.dropped_bytes)
             );
         }
@@ -327,7 +328,7 @@ impl Output {
                 tag.packages.to_string(),
                 match (&tag.operation, &tag.time) {
                     (Some(op), Some(time)) => format!("{op} {time}"),
-                    _ => "- (history dropped)".into(),
+                    _ => "- (no history entry)".into(),
                 },
                 tag.message
                     .as_deref()
@@ -370,11 +371,7 @@ impl Output {
             return;
         }
         for check in &r.checks {
-            let mark = match (check.ok, check.required) {
-                (true, _) => "ok  ",
-                (false, true) => "FAIL",
-                (false, false) => "WARN",
-            };
+            let mark = if check.ok { "ok  " } else { "FAIL" };
             println!("{mark}  {}: {}", check.name, check.detail);
             if let Some(fix) = &check.fix {
                 println!("      fix: {fix}");

@@ -31,9 +31,6 @@ impl DoctorReport {
 pub struct Check {
     pub name: String,
     pub ok: bool,
-    /// Whether sandboxed installs need it; an optional one that fails only makes a feature work
-    /// another way (`blast run`'s limits without cgroups).
-    pub required: bool,
     pub detail: String,
     /// What to change, when it is not ok.
     pub fix: Option<String>,
@@ -78,10 +75,8 @@ pub fn doctor(store: &Store) -> Result<DoctorReport> {
                 )
             }),
             ok,
-            required: true,
         });
     }
-    checks.push(cgroup_check());
     Ok(DoctorReport { checks })
 }
 
@@ -122,7 +117,6 @@ fn sandbox_check(store: &Store) -> Result<Check> {
             Check {
                 name: SANDBOX.into(),
                 ok: true,
-                required: true,
                 detail: "works: installs run sandboxed".into(),
                 fix: None,
             }
@@ -130,7 +124,6 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         Ok(ran) => Check {
             name: SANDBOX.into(),
             ok: false,
-            required: true,
             detail: format!(
                 "set up, but a write did not land in the overlay ({:?}, store at {})",
                 ran.outcome,
@@ -141,7 +134,6 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         Err(refusal) => Check {
             name: SANDBOX.into(),
             ok: false,
-            required: true,
             detail: format!("{}: {}", refusal.step, refusal.detail),
             fix: Some(refusal.fix()),
         },
@@ -154,42 +146,4 @@ fn overlay_fix(home: &Path) -> String {
         "put BLAST_HOME on a local filesystem with user extended attributes (now `{}`), or pass --no-sandbox",
         home.display()
     )
-}
-
-/// Whether this process may create cgroups (for the resource limits of `blast run`).
-/// What `blast run` does for its limits without a delegated cgroup.
-const NO_CGROUP: &str = "`blast run` enforces --memory and --pids by sampling the sandbox's processes and --cpu-time by RLIMIT_CPU";
-
-fn cgroup_check() -> Check {
-    let name = "cgroup v2 delegation".to_owned();
-    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
-        return Check {
-            name,
-            ok: false,
-            required: false,
-            detail: "no /proc/self/cgroup".into(),
-            fix: Some(NO_CGROUP.into()),
-        };
-    };
-    let path = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("/")
-        .to_owned();
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok()
-        && dir.join("cgroup.subtree_control").exists();
-    Check {
-        name,
-        ok: writable,
-        required: false,
-        detail: if writable {
-            format!("{} is writable", dir.display())
-        } else {
-            format!("{} is not writable by this user", dir.display())
-        },
-        fix: (!writable).then(|| {
-            format!("run blast in a delegated cgroup (`systemd-run --user --scope -p Delegate=yes`); {NO_CGROUP}")
-        }),
-    }
 }

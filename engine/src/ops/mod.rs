@@ -140,6 +140,9 @@ pub(crate) fn validate_tag(tag: &str) -> Result<()> {
     {
         return Err(bad("use letters, digits, `-`, `_` and `.`"));
     }
+    if tag.starts_with('-') {
+        return Err(bad("it would read as an option"));
+    }
     if tag.starts_with('@')
         || tag == "HEAD"
         || (tag.len() >= 4 && tag.chars().all(|c| c.is_ascii_hexdigit()))

@@ -16,8 +16,8 @@ pub struct TagEntry {
     pub snapshot: SnapshotId,
     /// The environment is at this snapshot.
     pub head: bool,
-    /// The newest history entry that moved the environment to the snapshot, when history still has
-    /// one (`blast clean --keep` may have dropped it; the tag keeps the snapshot).
+    /// The newest history entry that moved the environment to the snapshot, when history has one
+    /// (`blast clean --keep` may have dropped it, and a snapshot of another environment has none).
     pub time: Option<String>,
     pub operation: Option<String>,
     pub message: Option<String>,
@@ -83,6 +83,15 @@ pub fn tag(
         Some(query) => resolve_snapshot(store, &env.record.id, env.label(), &history, query)?,
         None => env.head()?,
     };
+    // A tag is for rolling back to: a snapshot for another interpreter could never be.
+    let python = store.snapshot(&snapshot)?.python;
+    if !env.record.python.satisfies(&python) {
+        return Err(Error::PythonMismatch {
+            env: env.label().to_owned(),
+            needed: format!("{} {}", python.implementation, python.version),
+            found: env.record.python.describe(),
+        });
+    }
     let was = existing(store, &env, tag)?;
     if let Some(was) = was
         && was != snapshot
