@@ -525,7 +525,8 @@ fn ctrl_c_in_the_middle_of_the_installer_cleans_up_at_once() {
     let history = b.log(e).len();
     let mark = format!("interrupt-{}", std::process::id());
     let args = install_args(&env, &["blastslow", "--", "--no-cache-dir"]);
-    // As a terminal does: the whole foreground process group gets the SIGINT.
+    // To blast's whole process group, as `kill -INT -PGID` does (the helper and the installer are in
+    // groups of their own: they get it once, through blast).
     let mut child = b
         .command(&strs(&args))
         .env("BLAST_TEST_MARK", &mark)

@@ -366,12 +366,15 @@ fn bad_input_is_refused_with_what_to_do() {
     assert_eq!(out.status.code(), Some(7));
 }
 
-/// A signal to blast reaches the command, which may handle it: a Python program that catches SIGINT
+/// A signal to blast reaches the command, once, which may handle it: a Python program that catches SIGINT
 /// (or SIGTERM), cleans up for a moment, writes a marker and exits 3 makes blast exit 3 with the marker
-/// written (found by exploratory testing: the sandbox died at once, the handler never ran). A second
-/// signal ends a command that ignores the first.
+/// written, whether the signal went to blast alone or to its whole process group (found by exploratory
+/// testing: the sandbox died at once, and the handler never ran). Ctrl-C twice within the force window
+/// ends a command that ignores it; a second one later is passed on like the first. A signal blast was
+/// started with ignored (`nohup`) stays ignored.
 #[test]
 fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
+    use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
     let b = Blast::outside_tmp();
     let env = b.create_path_env("venv");
@@ -385,14 +388,16 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
          def stop(sig, frame):\n    time.sleep(0.5)\n    (out / 'cleaned').write_text(str(sig))\n    sys.exit(3)\n\
          signal.signal(signal.SIGINT, stop)\n\
          signal.signal(signal.SIGTERM, stop)\n\
-         if len(sys.argv) > 2:\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n\
+         if sys.argv[2:] == ['ignore']:\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n\
          (out / 'started').write_text('')\n\
-         time.sleep(120)\n",
+         time.sleep(2 if sys.argv[2:] == ['short'] else 120)\n\
+         (out / 'done').write_text('')\n",
     )
     .unwrap();
-    let start = |extra: &[&str]| {
-        let _ = fs::remove_file(out_dir.join("started"));
-        let _ = fs::remove_file(out_dir.join("cleaned"));
+    let start = |extra: &[&str], ignore_hangup: bool| {
+        for marker in ["started", "cleaned", "done"] {
+            let _ = fs::remove_file(out_dir.join(marker));
+        }
         let mut args = vec![
             "run",
             "-e",
@@ -405,7 +410,18 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
             out_dir.to_str().unwrap(),
         ];
         args.extend(extra);
-        let child = b.command(&args).spawn().unwrap();
+        let mut command = b.command(&args);
+        command.process_group(0);
+        if ignore_hangup {
+            // SAFETY: only sets a signal disposition between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !out_dir.join("started").exists() {
             assert!(Instant::now() < deadline, "the command never started");
@@ -413,36 +429,47 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
         }
         child
     };
-    let signal = |child: &std::process::Child, name: &str| {
+    // `-N` signals blast's process (group, when `group`).
+    let signal = |child: &std::process::Child, name: &str, group: bool| {
+        let target = match group {
+            true => format!("-{}", child.id()),
+            false => child.id().to_string(),
+        };
         let sent = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &child.id().to_string()])
+            .args([&format!("-{name}"), "--", &target])
             .status()
             .unwrap();
         assert!(sent.success());
     };
-    for name in ["INT", "TERM"] {
-        let mut child = start(&[]);
-        signal(&child, name);
+    for (name, group) in [("INT", false), ("TERM", false), ("INT", true)] {
+        let mut child = start(&[], false);
+        signal(&child, name, group);
         let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(3), "{name}");
+        assert_eq!(status.code(), Some(3), "{name} group={group}");
         let expected = if name == "INT" { "2" } else { "15" };
         assert_eq!(
             fs::read_to_string(out_dir.join("cleaned")).unwrap(),
             expected
         );
     }
-    // Ignored: the second SIGINT ends it (128 + SIGKILL, from the sandbox's end).
-    let mut child = start(&["ignore"]);
-    signal(&child, "INT");
+    // Ignored: a second SIGINT after the force window is passed on like the first (still ignored); two
+    // within it end the command (128 + SIGKILL, from the sandbox's end).
+    let mut child = start(&["ignore"], false);
+    signal(&child, "INT", false);
+    std::thread::sleep(Duration::from_millis(3200));
+    signal(&child, "INT", false);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the first SIGINT is ignored"
-    );
-    signal(&child, "INT");
+    assert!(child.try_wait().unwrap().is_none(), "SIGINT is ignored");
+    signal(&child, "INT", false);
     let started = Instant::now();
     let status = child.wait().unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(!status.success(), "{status}");
+    assert_eq!(status.code(), Some(137), "{status}");
     assert!(!out_dir.join("cleaned").exists());
+    // Started with SIGHUP ignored: a hangup changes nothing.
+    let mut child = start(&["short"], true);
+    signal(&child, "HUP", false);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(out_dir.join("done").exists());
 }

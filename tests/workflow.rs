@@ -1054,6 +1054,22 @@ fn a_version_request_skips_interpreters_that_fail_or_differ() {
     let out = create(b.work.join("z").to_str().unwrap(), "2.7", &pyenv);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Python 3 only"), "{err}");
+    // An empty PYENV_ROOT is no root: `./versions` of the working directory is never run.
+    let planted = b.work.join(format!("versions/{minor}.97/bin"));
+    fs::create_dir_all(&planted).unwrap();
+    symlink(real, planted.join(format!("python{minor}"))).unwrap();
+    let out = create(
+        b.work.join("z").to_str().unwrap(),
+        &minor,
+        std::path::Path::new(""),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!b.work.join("z").exists());
 }
 
 /// `blast completions SHELL` prints a script the shell accepts, naming every command; it needs no store.
@@ -1062,10 +1078,10 @@ fn completion_scripts_parse_in_their_shells() {
     use std::io::Write;
     let b = Blast::new();
     for shell in ["bash", "zsh", "fish"] {
+        // With BLAST_HOME set (the test's own store): a store opened would show there.
         let out = b
             .command(&["completions", shell])
             .env_remove("HOME")
-            .env_remove("BLAST_HOME")
             .output()
             .unwrap();
         assert_succeeded(&out);

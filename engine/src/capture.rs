@@ -906,6 +906,7 @@ impl<'a> Walk<'a> {
     /// means the listing is not trusted), with the listing's digest, else what reading it finds.
     fn entries(&self, abs: &Path, rel: &str, stat: &FileStat) -> Result<DirRead> {
         if let Some(listing) = self.ctx.cache.listing_of(rel, stat)
+            && !may_hold_hook(abs, rel)
             && let Some(entries) = listed(abs, listing)
         {
             return Ok(DirRead {
@@ -994,6 +995,15 @@ impl<'a> Walk<'a> {
         }
         Ok((items, digest))
     }
+}
+
+/// Whether a `site-packages` directory holds a file of the import hook's names. Its listing may come
+/// from a cache written before directories holding the hook got none, and the hook must be read.
+fn may_hold_hook(abs: &Path, rel: &str) -> bool {
+    rel.rsplit('/').next() == Some("site-packages")
+        && [crate::imports::HOOK_MODULE, crate::imports::HOOK_PTH]
+            .iter()
+            .any(|name| abs.join(name).symlink_metadata().is_ok())
 }
 
 /// A directory's entries as its cached listing gives them, each file and subdirectory `lstat`ed again;

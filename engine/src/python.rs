@@ -221,10 +221,14 @@ fn locate(request: &str) -> Result<(Vec<PathBuf>, Option<&str>)> {
 /// newest first: its release and its `bin/COMMAND`.
 fn installed(version: &str, command: &str) -> Vec<(String, PathBuf)> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
+    // Only absolute roots: a relative one (an empty variable) would run what the working directory
+    // holds.
     let var_or_home = |var: &str, below: &str| {
         std::env::var_os(var)
+            .filter(|value| !value.is_empty())
             .map(PathBuf::from)
             .or_else(|| home.as_ref().map(|h| h.join(below)))
+            .filter(|root| root.is_absolute())
     };
     let roots = [
         (

@@ -27,6 +27,13 @@ pub const REFERENCE_FORM: &str = "oci://HOST[:PORT]/REPO[:TAG]";
 /// Blobs larger than this go up in PATCH chunks of this size (`BLAST_REGISTRY_CHUNK_BYTES`), others in
 /// one PUT. 32 MiB stays below the request-size caps of common proxies in front of registries.
 pub const DEFAULT_CHUNK_BYTES: u64 = 32 << 20;
+fn stalled_hint(waited: Duration) -> String {
+    format!(
+        "nothing came for {} s: the link or the registry stalled (BLAST_REGISTRY_TIMEOUT sets how long to wait)",
+        waited.as_secs()
+    )
+}
+
 /// The slowest link an upload is given time for, in bytes a second: the answer to a body of N bytes may
 /// take the timeout plus N / this (a 32 MiB chunk: 34 minutes more).
 const SLOWEST_LINK_BYTES: u64 = 16 << 10;
@@ -364,6 +371,19 @@ enum Payload<'a> {
     },
 }
 
+impl Payload<'_> {
+    /// How long the answer to a request carrying this is waited for, and each read of it: the answer
+    /// to a file's bytes comes once the registry has them all, which a proxy in front of it, or the
+    /// socket's buffers, may still be sending on after the last byte left blast: it may take as long
+    /// as the bytes at the slowest link worth waiting for.
+    fn answer_time(&self, timeout: Duration) -> Duration {
+        match self {
+            Payload::File { len, .. } => timeout + Duration::from_secs(len / SLOWEST_LINK_BYTES),
+            Payload::Empty | Payload::Bytes(_) => timeout,
+        }
+    }
+}
+
 /// A client for one repository of one registry.
 pub struct Client {
     agent: ureq::Agent,
@@ -494,24 +514,24 @@ impl Client {
     }
 
     /// A request that could not be made at all (nothing listens, TLS failed, the connection broke).
-    fn transport(&self, method: &'static str, url: &str, e: &ureq::Error) -> Error {
+    /// `waited`: how long the answer was given.
+    fn transport(
+        &self,
+        method: &'static str,
+        url: &str,
+        e: &ureq::Error,
+        waited: Duration,
+    ) -> Error {
         let hint = match e {
             // Connected, then silence: the link or the registry stalled.
             ureq::Error::Timeout(timeout) if *timeout != ureq::Timeout::Connect => {
-                self.stalled_hint()
+                stalled_hint(waited)
             }
             _ if self.insecure => "is the registry running, and is this its address?".into(),
             _ => "is the registry reachable? if it serves plain http (a local registry), pass --insecure"
                 .into(),
         };
         self.error(method, url, format!("failed: {e}"), Some(&hint))
-    }
-
-    fn stalled_hint(&self) -> String {
-        format!(
-            "nothing came for {} s: the link or the registry stalled (BLAST_REGISTRY_TIMEOUT sets how long to wait)",
-            self.timeout.as_secs()
-        )
     }
 
     /// An answer that is not the one expected: the status and the registry's own error codes.
@@ -601,11 +621,7 @@ impl Client {
                         .header("Content-Length", len.to_string())
                         .body(ureq::SendBody::from_reader(&mut reader))
                         .map_err(built)?;
-                    // The answer comes once the registry has the whole body, which a proxy in
-                    // front of it, or the socket's buffers, may still be sending on after the
-                    // last byte left blast: it may take as long as the body at the slowest link
-                    // worth waiting for.
-                    let patient = self.timeout + Duration::from_secs(len / SLOWEST_LINK_BYTES);
+                    let patient = payload.answer_time(self.timeout);
                     let request = self
                         .agent
                         .configure_request(request)
@@ -615,7 +631,7 @@ impl Client {
                     self.agent.run(request)
                 }
             }
-            .map_err(|e| self.transport(method, url, &e))?;
+            .map_err(|e| self.transport(method, url, &e, payload.answer_time(self.timeout)))?;
             let answer = Answer {
                 status: response.status().as_u16(),
                 response,
@@ -660,7 +676,7 @@ impl Client {
         }
         let response = request
             .call()
-            .map_err(|e| self.transport("GET", &url, &e))?;
+            .map_err(|e| self.transport("GET", &url, &e, self.timeout))?;
         let mut answer = Answer {
             status: response.status().as_u16(),
             response,
@@ -687,7 +703,7 @@ impl Client {
             .with_config()
             .limit(MAX_SMALL_BODY)
             .read_to_vec()
-            .map_err(|e| self.transport("GET", &url, &e))?;
+            .map_err(|e| self.transport("GET", &url, &e, self.timeout))?;
         let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
             self.error(
                 "GET",
@@ -825,7 +841,7 @@ impl Client {
                         .and_then(|inner| inner.downcast_ref::<ureq::Error>()),
                     Some(ureq::Error::Timeout(_))
                 );
-            let stalled = timed_out.then(|| self.stalled_hint());
+            let stalled = timed_out.then(|| stalled_hint(self.timeout));
             self.error("GET", &url, format!("broke off: {e}"), stalled.as_deref())
         })
     }

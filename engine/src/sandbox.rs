@@ -408,11 +408,13 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
             Ok(())
         });
     }
+    // A process group of its own: signals reach it through blast only, once (see [`interrupts`]).
+    command.process_group(0);
     let interrupts = interrupts::Forwarding::start();
     let waited = command.spawn().and_then(|mut child| {
         interrupts.child_started(child.id());
         drop(write_end);
-        child.wait()
+        wait_for_child(&mut child, &interrupts)
     });
     let interrupted = interrupts.received();
     drop(interrupts);
@@ -527,21 +529,29 @@ pub fn run_unconfined(
     if stdout_to_stderr {
         command.stdout(std::io::stderr());
     }
-    // SAFETY: prctl is async-signal-safe, and it is all that runs between fork and exec.
+    let blast = nix::unistd::getpid();
+    // SAFETY: prctl and getppid are async-signal-safe, and all that runs between fork and exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             // The installer dies with blast, as the sandbox's helper does.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // blast died before the line above took effect.
+            if libc::getppid() != blast.as_raw() {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
             Ok(())
         });
     }
+    // A process group of its own: signals reach it through blast only, once (see [`interrupts`]). The
+    // installer asks nothing (PIP_NO_INPUT), so the terminal's foreground does not matter to it.
+    command.process_group(0);
     let subreaper = orphans::Subreaper::start();
     let interrupts = interrupts::Forwarding::start();
     let status = command.spawn().and_then(|mut child| {
         interrupts.child_started(child.id());
-        child.wait()
+        wait_for_child(&mut child, &interrupts)
     });
     let interrupted = interrupts.received();
     drop(interrupts);
@@ -559,8 +569,24 @@ pub fn run_unconfined(
     })
 }
 
+/// Waits for `child` to end, then stops passing signals on, then reaps it: until reaped, its pid is
+/// not anyone else's.
+fn wait_for_child(
+    child: &mut std::process::Child,
+    interrupts: &interrupts::Forwarding,
+) -> std::io::Result<std::process::ExitStatus> {
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    while let Err(Errno::EINTR) = nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(pid),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+    ) {}
+    interrupts.child_ended();
+    child.wait()
+}
+
 /// The helper's entry point: never returns. `args` are the arguments after [`HELPER_ARG`].
 pub fn helper_main(args: &[std::ffi::OsString]) -> ! {
+    interrupts::hold();
     let parent: Option<i32> = args
         .first()
         .and_then(|a| a.to_str())
@@ -1082,6 +1108,7 @@ fn escape_option(path: &Path) -> String {
 /// The pid namespace's init: mounts `/proc`, enters the new root, starts the program in its own
 /// session and reaps every process until the program exits, then exits with its status.
 fn init(spec: &Spec) -> ! {
+    interrupts::pass_on_to_namespace();
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
         fail("asking to die with the helper", "prctl failed");
     }
@@ -1107,13 +1134,13 @@ fn init(spec: &Spec) -> ! {
         let _ = chdir("/");
     }
     check("starting a session", setsid().map(|_| ()));
-    interrupts::pass_on_to_namespace();
     // SAFETY: init is single-threaded.
     let program = match unsafe { fork() } {
         Ok(ForkResult::Child) => exec_program(spec),
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => fail("starting the program (fork)", e),
     };
+    interrupts::program_started(program.as_raw());
     let (status, reported) = if spec.limits.watched() {
         watch(program, &spec.limits)
     } else {

@@ -148,8 +148,9 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
     };
     let to = store.tree_of(&store.snapshot(&journal.to)?)?;
     // Two snapshots of the same files (a squash): the move never touches the directory, so only its
-    // record is left to write, and what the directory holds, uncaptured changes too, stays.
-    if journal.from.is_some() && from == to {
+    // record is left to write, and what the directory holds, uncaptured changes too, stays. A directory
+    // removed meanwhile is made again below, as for any move.
+    if journal.from.is_some() && from == to && env.root().is_dir() {
         eprintln!(
             "blast: finishing the interrupted {} of `{}`",
             journal.operation,
