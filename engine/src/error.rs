@@ -123,13 +123,13 @@ pub enum Error {
     PythonNotFound { request: String, detail: String },
     #[error("`{}` is not a usable Python interpreter: {detail}", path.display())]
     BadPython { path: PathBuf, detail: String },
-    #[error(
-        "snapshot needs {needed}, but environment `{env}` uses {found}: create the target with a matching `--python`"
-    )]
+    #[error("snapshot needs {needed}, but environment `{env}` uses {found}: {fix}")]
     PythonMismatch {
         env: String,
         needed: String,
         found: String,
+        /// What to do instead, for the command at hand.
+        fix: &'static str,
     },
     #[error(
         "`{0}` is not a valid environment name: use letters, digits, `-`, `_` and `.`, not starting with `.`"

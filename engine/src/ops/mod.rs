@@ -125,6 +125,26 @@ pub(crate) fn resolve_snapshot(
     }
 }
 
+/// Refuses a snapshot that the environment's interpreter cannot run; `fix` says what to do instead.
+pub(crate) fn check_runs_on(
+    env: &crate::store::Env,
+    snapshot: &Snapshot,
+    fix: &'static str,
+) -> Result<()> {
+    if env.record.python.satisfies(&snapshot.python) {
+        return Ok(());
+    }
+    Err(Error::PythonMismatch {
+        env: env.label().to_owned(),
+        needed: format!(
+            "{} {}",
+            snapshot.python.implementation, snapshot.python.version
+        ),
+        found: env.record.python.describe(),
+        fix,
+    })
+}
+
 /// Tags are names users type: no spaces, no `/`, not a hex string or `@~N` that would read as an id.
 pub(crate) fn validate_tag(tag: &str) -> Result<()> {
     let bad = |why| Error::BadTag {

@@ -200,13 +200,7 @@ fn plan_move(
 ) -> Result<Plan> {
     let to = resolve(env)?;
     let target = store.snapshot(&to)?;
-    if !env.record.python.satisfies(&target.python) {
-        return Err(Error::PythonMismatch {
-            env: env.label().to_owned(),
-            needed: format!("{} {}", target.python.implementation, target.python.version),
-            found: env.record.python.describe(),
-        });
-    }
+    super::check_runs_on(env, &target, "create the target with a matching `--python`")?;
     let from = env.record.head;
     let head = from.map(|id| store.snapshot(&id)).transpose()?;
     let stamped_head =

@@ -2,6 +2,8 @@
 //! `push` take and that keep their snapshots from `blast clean`. Listed, set on HEAD or any snapshot the
 //! environment can name, moved only when asked, and deleted.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use store_format::SnapshotId;
 
@@ -84,15 +86,12 @@ pub fn tag(
         None => env.head()?,
     };
     // A tag is for rolling back to: a snapshot for another interpreter could never be.
-    let python = store.snapshot(&snapshot)?.python;
-    if !env.record.python.satisfies(&python) {
-        return Err(Error::PythonMismatch {
-            env: env.label().to_owned(),
-            needed: format!("{} {}", python.implementation, python.version),
-            found: env.record.python.describe(),
-        });
-    }
-    let was = existing(store, &env, tag)?;
+    super::check_runs_on(
+        &env,
+        &store.snapshot(&snapshot)?,
+        "tag it in an environment on a matching interpreter",
+    )?;
+    let was = tags_of(store, &env)?.remove(tag);
     if let Some(was) = was
         && was != snapshot
         && !force
@@ -120,18 +119,19 @@ pub fn tag(
 /// root needs them, and go with the next `blast clean` otherwise.
 pub fn untag(store: &Store, selector: Option<&str>, names: &[String]) -> Result<Vec<TagChange>> {
     let env = store.open_env(selector)?;
+    let mut tags = tags_of(store, &env)?;
     let mut batch = Batch::default();
     let mut changes = Vec::new();
     for tag in names {
-        let Some(was) = existing(store, &env, tag)? else {
+        if changes.iter().any(|c: &TagChange| &c.tag == tag) {
+            continue;
+        }
+        let Some(was) = tags.remove(tag) else {
             return Err(Error::TagNotFound {
                 env: env.label().to_owned(),
                 tag: tag.clone(),
             });
         };
-        if changes.iter().any(|c: &TagChange| &c.tag == tag) {
-            continue;
-        }
         batch.delete_tag(&env.record.id, tag);
         changes.push(TagChange {
             env: env.label().to_owned(),
@@ -144,10 +144,6 @@ pub fn untag(store: &Store, selector: Option<&str>, names: &[String]) -> Result<
     Ok(changes)
 }
 
-fn existing(store: &Store, env: &Env, tag: &str) -> Result<Option<SnapshotId>> {
-    Ok(store
-        .index()
-        .tags(&env.record.id)?
-        .into_iter()
-        .find_map(|(name, id)| (name == tag).then_some(id)))
+fn tags_of(store: &Store, env: &Env) -> Result<HashMap<String, SnapshotId>> {
+    Ok(store.index().tags(&env.record.id)?.into_iter().collect())
 }

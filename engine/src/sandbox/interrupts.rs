@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 /// The signals passed on.
 const PASSED_ON: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -181,7 +181,7 @@ pub(super) fn pass_on_to_init(init: i32) {
 /// default disposition. One that came before the program started is kept for it ([`program_started`]).
 pub(super) fn pass_on_to_namespace() {
     install(to_everyone_else);
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&passed_on()), None);
+    let _ = passed_on().thread_unblock();
 }
 
 /// Init has started its program: a signal kept for it goes to it now.
