@@ -242,6 +242,13 @@ fn pip_command_runs_as_one_transaction() {
     let (stdout, stderr) = b.ok_with_stderr(&["pip", "-e", e, "--", "freeze"]);
     assert_eq!(stdout.trim(), "blastdep==1.0.0", "{stdout}");
     assert!(stderr.contains("nothing changed"), "{stderr}");
+    // pip's question, which nobody can answer here, is named with its answer (found by exploratory
+    // testing: only pip's traceback said what went wrong).
+    let stderr = b.fails(&["pip", "-e", e, "--", "uninstall", "blastdep"]);
+    assert!(stderr.contains("pass `-y`"), "{stderr}");
+    assert_eq!(b.log(e).len(), history);
+    let report = pip_json(&["uninstall", "-y", "blastdep"]);
+    assert_eq!(package_changes(&report), ["-blastdep 1.0.0"]);
 }
 
 #[test]

@@ -472,6 +472,24 @@ impl Run<'_> {
         Ok(scan.into_parts().0)
     }
 
+    /// What probably made the installer fail, when something tells: a full filesystem, or a pip
+    /// command that would have asked a question.
+    fn failure_hint(&self) -> String {
+        let full = self.full_filesystem_hint();
+        if !full.is_empty() {
+            return full;
+        }
+        match self.request {
+            Request::Pip { args }
+                if args.first().is_some_and(|verb| verb == "uninstall")
+                    && !args.iter().any(|a| a == "-y" || a == "--yes") =>
+            {
+                "; pip asks before it uninstalls, and blast gives it no input: pass `-y`".into()
+            }
+            _ => String::new(),
+        }
+    }
+
     /// The installer writes its changes into the run's area, in the store: when that filesystem is
     /// (nearly) full, that is most likely why it failed, and the user should hear which one it is.
     fn full_filesystem_hint(&self) -> String {
@@ -506,9 +524,7 @@ impl Run<'_> {
             {
                 return Err(Error::Interrupted { env, signal });
             }
-            (Outcome::Exited(code), None) => {
-                (format!("exit status {code}"), self.full_filesystem_hint())
-            }
+            (Outcome::Exited(code), None) => (format!("exit status {code}"), self.failure_hint()),
             (Outcome::Signaled(signal), None) => (
                 format!("killed by signal {signal}"),
                 self.full_filesystem_hint(),
