@@ -473,3 +473,81 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
     assert_eq!(status.code(), Some(0), "{status}");
     assert!(out_dir.join("done").exists());
 }
+
+/// Ctrl-Z and `fg` (SIGTSTP, SIGCONT to blast): blast passes them on and stops itself, the command stops
+/// with it (its ticks stand still) and goes on when blast does (found by exploratory testing: only
+/// blast stopped, and the command went on reading the terminal).
+#[test]
+fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
+    use std::time::{Duration, Instant};
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let out_dir = b.work.join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let script = b.work.join("ticks.py");
+    fs::write(
+        &script,
+        "import signal, sys, time, pathlib\n\
+         out = pathlib.Path(sys.argv[1])\n\
+         signal.signal(signal.SIGINT, lambda *_: sys.exit(3))\n\
+         n = 0\n\
+         while True:\n    n += 1\n    (out / 'ticks').write_text(str(n))\n    time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let mut child = b
+        .command(&[
+            "run",
+            "-e",
+            env.to_str().unwrap(),
+            "--allow-write",
+            out_dir.to_str().unwrap(),
+            "--",
+            "python",
+            script.to_str().unwrap(),
+            out_dir.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    let ticks = || -> u64 {
+        fs::read_to_string(out_dir.join("ticks"))
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ticks() < 5 {
+        assert!(Instant::now() < deadline, "the command never ticked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{name}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    let state = |pid: u32| -> String {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    signal("TSTP");
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped_at = ticks();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        ticks(),
+        stopped_at,
+        "the command went on while blast was stopped"
+    );
+    assert!(state(child.id()).starts_with('T'), "{}", state(child.id()));
+    signal("CONT");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(ticks() > stopped_at, "the command did not go on");
+    signal("INT");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}

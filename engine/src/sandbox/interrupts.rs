@@ -13,6 +13,10 @@
 //! A signal blast inherited as ignored (`nohup`, a script's background job) stays ignored, for blast and
 //! for what it starts. Otherwise the programs start with the default dispositions: exec resets handled
 //! signals.
+//!
+//! Ctrl-Z and `fg` (SIGTSTP, SIGCONT) go the same way, and blast stops itself once it passed SIGTSTP on:
+//! init stops the rest of the namespace with SIGSTOP (its process group is orphaned, so the kernel would
+//! drop a SIGTSTP there) and continues it with SIGCONT.
 
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 
@@ -20,6 +24,8 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 
 /// The signals passed on.
 const PASSED_ON: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+/// Stop and continue: passed on too, never counted towards forcing.
+const JOB_CONTROL: [Signal; 2] = [Signal::SIGTSTP, Signal::SIGCONT];
 
 /// A signal this soon after the one before forces the end.
 pub(super) const FORCE_WINDOW_MS: i64 = 3000;
@@ -71,6 +77,34 @@ extern "C" fn pass_on(sig: libc::c_int) {
     });
 }
 
+extern "C" fn pass_on_job_control(sig: libc::c_int) {
+    keeping_errno(|| {
+        let target = TARGET.load(Ordering::SeqCst);
+        // SAFETY: kill and getpid are async-signal-safe.
+        unsafe {
+            if target != 0 {
+                libc::kill(target, sig);
+            }
+            // blast, not the helper: a shell waits for its job to stop.
+            if sig == libc::SIGTSTP && target < 0 {
+                libc::kill(libc::getpid(), libc::SIGSTOP);
+            }
+        }
+    });
+}
+
+extern "C" fn stop_or_continue_everyone_else(sig: libc::c_int) {
+    keeping_errno(|| {
+        let sent = if sig == libc::SIGTSTP {
+            libc::SIGSTOP
+        } else {
+            sig
+        };
+        // SAFETY: from the pid namespace's init, -1 reaches every other process of the namespace.
+        unsafe { libc::kill(-1, sent) };
+    });
+}
+
 extern "C" fn to_everyone_else(sig: libc::c_int) {
     keeping_errno(|| {
         if PROGRAM.load(Ordering::SeqCst) == 0 {
@@ -82,8 +116,8 @@ extern "C" fn to_everyone_else(sig: libc::c_int) {
     });
 }
 
-/// Installs `handler` for the signals not inherited as ignored; returns what it replaced.
-fn install(handler: extern "C" fn(libc::c_int)) -> Vec<(Signal, SigAction)> {
+/// Installs `handler` for those of `signals` not inherited as ignored; returns what it replaced.
+fn install(signals: &[Signal], handler: extern "C" fn(libc::c_int)) -> Vec<(Signal, SigAction)> {
     // Restarted, so the wait for the child goes on after the handler ran.
     let action = SigAction::new(
         SigHandler::Handler(handler),
@@ -91,7 +125,7 @@ fn install(handler: extern "C" fn(libc::c_int)) -> Vec<(Signal, SigAction)> {
         SigSet::empty(),
     );
     let mut replaced = Vec::new();
-    for signal in PASSED_ON {
+    for &signal in signals {
         // SAFETY: the handlers only touch atomics and call kill and clock_gettime, all
         // async-signal-safe.
         let Ok(previous) = (unsafe { sigaction(signal, &action) }) else {
@@ -108,7 +142,7 @@ fn install(handler: extern "C" fn(libc::c_int)) -> Vec<(Signal, SigAction)> {
 }
 
 fn passed_on() -> SigSet {
-    PASSED_ON.into_iter().collect()
+    PASSED_ON.into_iter().chain(JOB_CONTROL).collect()
 }
 
 /// blast's link: signals passed on to the child's process group while this lives; the previous
@@ -122,9 +156,9 @@ impl Forwarding {
         TARGET.store(0, Ordering::SeqCst);
         FIRST.store(0, Ordering::SeqCst);
         LAST_MS.store(0, Ordering::SeqCst);
-        Forwarding {
-            previous: install(pass_on),
-        }
+        let mut previous = install(&PASSED_ON, pass_on);
+        previous.extend(install(&JOB_CONTROL, pass_on_job_control));
+        Forwarding { previous }
     }
 
     /// The child is started, in a process group of its own: a signal that came before is passed on now.
@@ -172,7 +206,8 @@ pub(super) fn hold() {
 /// came while they were held go on now.
 pub(super) fn pass_on_to_init(init: i32) {
     TARGET.store(init, Ordering::SeqCst);
-    install(pass_on);
+    install(&PASSED_ON, pass_on);
+    install(&JOB_CONTROL, pass_on_job_control);
     let _ = passed_on().thread_unblock();
 }
 
@@ -180,7 +215,8 @@ pub(super) fn pass_on_to_init(init: i32) {
 /// must handle them to get them at all: the kernel drops a signal that a namespace's init leaves at its
 /// default disposition. One that came before the program started is kept for it ([`program_started`]).
 pub(super) fn pass_on_to_namespace() {
-    install(to_everyone_else);
+    install(&PASSED_ON, to_everyone_else);
+    install(&JOB_CONTROL, stop_or_continue_everyone_else);
     let _ = passed_on().thread_unblock();
 }
 
