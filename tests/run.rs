@@ -366,6 +366,38 @@ fn bad_input_is_refused_with_what_to_do() {
     assert_eq!(out.status.code(), Some(7));
 }
 
+/// `blast run` of the Python script `script` with `out_dir` (writable) and `extra` as its arguments.
+fn run_script(
+    b: &Blast,
+    env: &Path,
+    out_dir: &Path,
+    script: &Path,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut args = vec![
+        "run",
+        "-e",
+        env.to_str().unwrap(),
+        "--allow-write",
+        out_dir.to_str().unwrap(),
+        "--",
+        "python",
+        script.to_str().unwrap(),
+        out_dir.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    b.command(&args)
+}
+
+/// Sends `SIG<name>` to `target` (a pid, or `-PGID` for a process group).
+fn send(name: &str, target: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{name}"), "--", target])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 /// A signal to blast reaches the command, once, which may handle it: a Python program that catches SIGINT
 /// (or SIGTERM), cleans up for a moment, writes a marker and exits 3 makes blast exit 3 with the marker
 /// written, whether the signal went to blast alone or to its whole process group (found by exploratory
@@ -398,19 +430,7 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
         for marker in ["started", "cleaned", "done"] {
             let _ = fs::remove_file(out_dir.join(marker));
         }
-        let mut args = vec![
-            "run",
-            "-e",
-            env.to_str().unwrap(),
-            "--allow-write",
-            out_dir.to_str().unwrap(),
-            "--",
-            "python",
-            script.to_str().unwrap(),
-            out_dir.to_str().unwrap(),
-        ];
-        args.extend(extra);
-        let mut command = b.command(&args);
+        let mut command = run_script(&b, &env, &out_dir, &script, extra);
         command.process_group(0);
         if ignore_hangup {
             // SAFETY: only sets a signal disposition between fork and exec.
@@ -435,11 +455,7 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
             true => format!("-{}", child.id()),
             false => child.id().to_string(),
         };
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{name}"), "--", &target])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        send(name, &target);
     };
     for (name, group) in [("INT", false), ("TERM", false), ("INT", true)] {
         let mut child = start(&[], false);
@@ -494,18 +510,7 @@ fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
          while True:\n    n += 1\n    (out / 'ticks').write_text(str(n))\n    time.sleep(0.05)\n",
     )
     .unwrap();
-    let mut child = b
-        .command(&[
-            "run",
-            "-e",
-            env.to_str().unwrap(),
-            "--allow-write",
-            out_dir.to_str().unwrap(),
-            "--",
-            "python",
-            script.to_str().unwrap(),
-            out_dir.to_str().unwrap(),
-        ])
+    let mut child = run_script(&b, &env, &out_dir, &script, &[])
         .spawn()
         .unwrap();
     let ticks = || -> u64 {
@@ -519,13 +524,7 @@ fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
         assert!(Instant::now() < deadline, "the command never ticked");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let signal = |name: &str| {
-        let sent = std::process::Command::new("kill")
-            .args([format!("-{name}"), child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    };
+    let signal = |name: &str| send(name, &child.id().to_string());
     let state = |pid: u32| -> String {
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
