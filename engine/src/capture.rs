@@ -301,6 +301,12 @@ impl StatCache {
             .map(|entry| (self.path_of(entry), &entry.file))
     }
 
+    /// Whether the stat of the file at `path` is recorded.
+    #[cfg(test)]
+    pub(crate) fn has_file(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
     fn get(&self, path: &str) -> Option<&CachedFile> {
         let entry = self.index.get(&path_key(path))?;
         (self.path_of(entry) == path).then_some(&entry.file)
