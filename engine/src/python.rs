@@ -151,7 +151,7 @@ fn minor_of(version: &str) -> &str {
 }
 
 fn find_at(index: &Index, candidate: &Path) -> Result<PythonInfo> {
-    let key = cache_key(candidate)?;
+    let key = cache_key(candidate, &ShimContext::current())?;
     if let Some(info) = index.python(&key)?
         && mtime_ns(Path::new(&info.executable)) == Some(info.exe_mtime_ns)
     {
@@ -276,11 +276,74 @@ fn of_version(full: &str, wanted: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('.'))
 }
 
-/// For a binary: its real path and identity. For a script (a pyenv or asdf shim), the script's identity
-/// plus what selects the version behind it: the environment, the working directory and the contents of
-/// the version files a shim consults (`.python-version` up the tree, `$PYENV_ROOT/version`,
-/// `.tool-versions`).
-fn cache_key(candidate: &Path) -> Result<String> {
+/// What steers a shim to one interpreter or another, read once from the process's environment.
+struct ShimContext {
+    cwd: PathBuf,
+    /// Version files outside the working directory's tree: pyenv's global one (`~/.pyenv/version`
+    /// when `PYENV_ROOT` is unset), asdf's (`~/.tool-versions`) and mise's global configuration.
+    global_files: Vec<PathBuf>,
+    /// The variables that select a version, with their values.
+    variables: Vec<(&'static str, String)>,
+}
+
+/// Variables that select a shim's version: pyenv's, asdf's and mise's.
+const SHIM_VARIABLES: [&str; 5] = [
+    "PYENV_VERSION",
+    "ASDF_PYTHON_VERSION",
+    "MISE_PYTHON_VERSION",
+    "MISE_ENV",
+    "RTX_PYTHON_VERSION",
+];
+
+/// Version files a shim consults in the working directory and each directory above it.
+const LOCAL_VERSION_FILES: [&str; 8] = [
+    ".python-version",
+    ".tool-versions",
+    "mise.toml",
+    ".mise.toml",
+    "mise.local.toml",
+    ".mise.local.toml",
+    ".config/mise.toml",
+    ".config/mise/config.toml",
+];
+
+impl ShimContext {
+    fn current() -> ShimContext {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let home = var("HOME").map(PathBuf::from);
+        let mut global_files = Vec::new();
+        // pyenv's own default when the variable is unset: `pyenv global` writes `~/.pyenv/version`.
+        if let Some(root) = var("PYENV_ROOT")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".pyenv")))
+        {
+            global_files.push(root.join("version"));
+        }
+        if let Some(home) = &home {
+            global_files.push(home.join(".tool-versions"));
+        }
+        if let Some(config) = var("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".config")))
+        {
+            global_files.push(config.join("mise/config.toml"));
+        }
+        ShimContext {
+            cwd: std::env::current_dir().unwrap_or_default(),
+            global_files,
+            variables: SHIM_VARIABLES
+                .iter()
+                .filter_map(|&name| var(name).map(|value| (name, value)))
+                .collect(),
+        }
+    }
+}
+
+/// For an interpreter: its real path and identity. For a shim, also the path asked for and what steers
+/// the shim: the variables and the contents of the version files it consults. A shim is a script
+/// (pyenv's, asdf's) or a link to a program that is not Python (mise's shims link to `mise`, which
+/// acts by the name it was run as).
+fn cache_key(candidate: &Path, context: &ShimContext) -> Result<String> {
     let real = std::fs::canonicalize(candidate).map_err(|e| Error::PythonNotFound {
         request: candidate.display().to_string(),
         detail: e.to_string(),
@@ -296,35 +359,33 @@ fn cache_key(candidate: &Path) -> Result<String> {
         meta.size(),
         nanos(meta.mtime(), meta.mtime_nsec())
     );
-    if is_script(&real) {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        // pyenv's own default when the variable is unset: `pyenv global` writes `~/.pyenv/version`.
-        let pyenv_root = std::env::var("PYENV_ROOT")
-            .ok()
-            .filter(|root| !root.is_empty())
-            .or_else(|| {
-                std::env::var("HOME")
-                    .ok()
-                    .map(|home| format!("{home}/.pyenv"))
-            })
-            .unwrap_or_default();
+    if is_script(&real) || !is_named_like_python(&real) {
         key.push_str(&format!(
-            "|shim|{}|{pyenv_root}|{}",
-            std::env::var("PYENV_VERSION").unwrap_or_default(),
-            cwd.display()
+            "|shim|{}|{}",
+            candidate.display(),
+            context.cwd.display()
         ));
-        let mut version_files = vec![Path::new(&pyenv_root).join("version")];
-        for dir in cwd.ancestors() {
-            version_files.push(dir.join(".python-version"));
-            version_files.push(dir.join(".tool-versions"));
+        for (name, value) in &context.variables {
+            key.push_str(&format!("|{name}={value}"));
         }
-        for file in version_files {
+        let local = context
+            .cwd
+            .ancestors()
+            .flat_map(|dir| LOCAL_VERSION_FILES.iter().map(move |f| dir.join(f)));
+        for file in context.global_files.iter().cloned().chain(local) {
             if let Ok(text) = std::fs::read_to_string(&file) {
                 key.push_str(&format!("|{}={text}", file.display()));
             }
         }
     }
     Ok(blake3::hash(key.as_bytes()).to_hex().to_string())
+}
+
+/// Whether a binary's name is an interpreter's (`python3.11`, `pypy3`), not a multiplexer's.
+fn is_named_like_python(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("python") || n.starts_with("pypy"))
 }
 
 fn is_script(path: &Path) -> bool {
@@ -401,7 +462,58 @@ fn probe(candidate: &Path) -> Result<PythonInfo> {
 
 #[cfg(test)]
 mod tests {
-    use super::of_version;
+    use super::*;
+
+    fn context(cwd: &Path, global_files: Vec<PathBuf>) -> ShimContext {
+        ShimContext {
+            cwd: cwd.to_owned(),
+            global_files,
+            variables: Vec::new(),
+        }
+    }
+
+    /// mise's shims are links to `mise`, which runs the version its configuration names for the name it
+    /// was run as: `python3.11` and `python3.12` there are two interpreters behind one file (found by
+    /// review: both got the first one's answer). Links to an interpreter share its answer.
+    #[test]
+    fn links_to_a_multiplexer_are_told_apart_and_links_to_an_interpreter_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        std::fs::copy("/bin/true", at("mise")).unwrap();
+        std::fs::copy("/bin/true", at("python3.11")).unwrap();
+        for (link, to) in [
+            ("shim-3.11", "mise"),
+            ("shim-3.12", "mise"),
+            ("python3", "python3.11"),
+        ] {
+            std::os::unix::fs::symlink(at(to), at(link)).unwrap();
+        }
+        let context = context(dir.path(), Vec::new());
+        let key = |name: &str| cache_key(&at(name), &context).unwrap();
+        assert_ne!(key("shim-3.11"), key("shim-3.12"));
+        assert_eq!(key("python3"), key("python3.11"));
+    }
+
+    /// A shim's answer follows the version files it consults, the global ones too: asdf's
+    /// `~/.tool-versions`, changed by `asdf global` (found by review: only the working directory's tree
+    /// was read).
+    #[test]
+    fn a_shims_key_follows_its_global_version_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = dir.path().join("python3");
+        std::fs::write(&shim, "#!/bin/sh\nexec asdf exec python3 \"$@\"\n").unwrap();
+        let global = dir.path().join("home/.tool-versions");
+        std::fs::create_dir_all(global.parent().unwrap()).unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let context = context(&work, vec![global.clone()]);
+        std::fs::write(&global, "python 3.11.7\n").unwrap();
+        let before = cache_key(&shim, &context).unwrap();
+        std::fs::write(&global, "python 3.12.1\n").unwrap();
+        assert_ne!(cache_key(&shim, &context).unwrap(), before);
+        std::fs::write(&global, "python 3.11.7\n").unwrap();
+        assert_eq!(cache_key(&shim, &context).unwrap(), before);
+    }
 
     #[test]
     fn a_version_matches_its_own_releases_only() {
