@@ -52,18 +52,62 @@ impl Drop for Subreaper {
     }
 }
 
-/// The pids of this process's children, from every thread's `children` list in `/proc`.
+/// The pids of this process's children, from every thread's `children` list in `/proc`, or, on a
+/// kernel without those lists (`CONFIG_PROC_CHILDREN`), from every process's parent.
 fn children() -> BTreeSet<i32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return BTreeSet::new();
-    };
-    tasks
+    let lists: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|pid| pid.parse().ok())
-                .collect::<Vec<i32>>()
+        .collect();
+    if lists.is_empty() {
+        return children_by_parent();
+    }
+    lists
+        .iter()
+        .flat_map(|list| list.split_whitespace().filter_map(|pid| pid.parse().ok()))
+        .collect()
+}
+
+fn children_by_parent() -> BTreeSet<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // After the command, which may hold spaces and parentheses: state, then the parent.
+            let parent = stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?;
+            (parent == me).then_some(pid)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways of listing children agree, so the fallback is right where it is needed.
+    #[test]
+    fn children_are_found_by_parent_as_by_the_kernels_lists() {
+        let mut sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let pids: BTreeSet<i32> = sleepers.iter().map(|c| c.id() as i32).collect();
+        let (listed, by_parent) = (children(), children_by_parent());
+        for child in &mut sleepers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(pids.is_subset(&listed), "{pids:?} {listed:?}");
+        assert!(pids.is_subset(&by_parent), "{pids:?} {by_parent:?}");
+    }
 }
