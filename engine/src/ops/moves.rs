@@ -112,7 +112,12 @@ fn move_env(
             from.map(|_| scan_or_empty(shared, load_stat_cache(store, &shared.record.id)))
                 .transpose()
         });
-        let plan = plan_move(store, shared, resolve);
+        // Another interpreter's snapshot: a sync names the target it made or chose, a rollback its own.
+        let fix = match operation {
+            "sync" => "create the target with a matching `--python`",
+            _ => "sync it into an environment created with a matching `--python`",
+        };
+        let plan = plan_move(store, shared, resolve, fix);
         let scan = scan
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -190,17 +195,18 @@ struct Plan {
     trees: Trees,
 }
 
-/// Finds the target, checks that the environment's interpreter can run it, and reads the trees: only
-/// their region when the directory's stat cache says it held HEAD when it was written (the walk then
-/// checks that it still does), else whole.
+/// Finds the target, checks that the environment's interpreter can run it (else fails with `fix`), and
+/// reads the trees: only their region when the directory's stat cache says it held HEAD when it was
+/// written (the walk then checks that it still does), else whole.
 fn plan_move(
     store: &Store,
     env: &Env,
     resolve: impl FnOnce(&Env) -> Result<SnapshotId>,
+    fix: &'static str,
 ) -> Result<Plan> {
     let to = resolve(env)?;
     let target = store.snapshot(&to)?;
-    super::check_runs_on(env, &target, "create the target with a matching `--python`")?;
+    super::check_runs_on(env, &target, fix)?;
     let from = env.record.head;
     let head = from.map(|id| store.snapshot(&id)).transpose()?;
     let stamped_head =
