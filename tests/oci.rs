@@ -742,3 +742,32 @@ fn a_pull_waiting_on_a_layer_holds_up_no_other_command() {
     b2.json(&args);
     assert_runs_at(&b2, &dest);
 }
+
+/// A timeout past a day is refused before anything is sent, with the variable and its bounds named
+/// (found by review: a huge one panicked on the first upload's arithmetic).
+#[test]
+fn an_unreasonable_registry_timeout_is_refused_with_its_bounds() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    for value in ["18446744073709551615", "86401", "0", "soon"] {
+        let out = b
+            .command(&[
+                "push",
+                "-e",
+                env.to_str().unwrap(),
+                "oci://127.0.0.1:9/team/demo:v1",
+                "--insecure",
+            ])
+            .env("BLAST_REGISTRY_TIMEOUT", value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{value}: {err}");
+        assert!(
+            err.contains(&format!(
+                "BLAST_REGISTRY_TIMEOUT=`{value}` is not a positive number of seconds up to 86400"
+            )),
+            "{value}: {err}"
+        );
+    }
+}

@@ -378,7 +378,9 @@ impl Payload<'_> {
     /// as the bytes at the slowest link worth waiting for.
     fn answer_time(&self, timeout: Duration) -> Duration {
         match self {
-            Payload::File { len, .. } => timeout + Duration::from_secs(len / SLOWEST_LINK_BYTES),
+            Payload::File { len, .. } => {
+                timeout.saturating_add(Duration::from_secs(len / SLOWEST_LINK_BYTES))
+            }
             Payload::Empty | Payload::Bytes(_) => timeout,
         }
     }
@@ -419,15 +421,18 @@ impl Answer {
 /// `BLAST_REGISTRY_TIMEOUT` says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A positive number from the environment variable `name`, if set.
-fn positive_var(name: &str, unit: &str) -> Result<Option<u64>> {
+/// The longest `BLAST_REGISTRY_TIMEOUT`: a day.
+const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// A positive number up to `max` from the environment variable `name`, if set.
+fn positive_var(name: &str, unit: &str, max: u64) -> Result<Option<u64>> {
     let Ok(value) = std::env::var(name) else {
         return Ok(None);
     };
     match value.trim().parse() {
-        Ok(n) if n > 0 => Ok(Some(n)),
+        Ok(n) if n > 0 && n <= max => Ok(Some(n)),
         _ => Err(Error::Invalid(format!(
-            "{name}=`{value}` is not a positive number of {unit}"
+            "{name}=`{value}` is not a positive number of {unit} up to {max}"
         ))),
     }
 }
@@ -437,9 +442,9 @@ impl Client {
     /// [`credentials_for`] finds, the chunk size `BLAST_REGISTRY_CHUNK_BYTES` and the time
     /// `BLAST_REGISTRY_TIMEOUT` (seconds) a registry may take to connect, take a request and answer it.
     pub fn new(reference: &Reference, insecure: bool) -> Result<Client> {
-        let chunk_bytes =
-            positive_var("BLAST_REGISTRY_CHUNK_BYTES", "bytes")?.unwrap_or(DEFAULT_CHUNK_BYTES);
-        let timeout = positive_var("BLAST_REGISTRY_TIMEOUT", "seconds")?
+        let chunk_bytes = positive_var("BLAST_REGISTRY_CHUNK_BYTES", "bytes", 1 << 40)?
+            .unwrap_or(DEFAULT_CHUNK_BYTES);
+        let timeout = positive_var("BLAST_REGISTRY_TIMEOUT", "seconds", MAX_TIMEOUT_SECS)?
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
         let credentials = credentials_for(&reference.registry)?;
         Ok(Client::build(
@@ -514,18 +519,21 @@ impl Client {
     }
 
     /// A request that could not be made at all (nothing listens, TLS failed, the connection broke).
-    /// `waited`: how long the answer was given.
+    /// `answer_time`: how long the answer was given; each write of the request had the timeout.
     fn transport(
         &self,
         method: &'static str,
         url: &str,
         e: &ureq::Error,
-        waited: Duration,
+        answer_time: Duration,
     ) -> Error {
         let hint = match e {
             // Connected, then silence: the link or the registry stalled.
+            ureq::Error::Timeout(ureq::Timeout::PerWrite | ureq::Timeout::SendRequest) => {
+                stalled_hint(self.timeout)
+            }
             ureq::Error::Timeout(timeout) if *timeout != ureq::Timeout::Connect => {
-                stalled_hint(waited)
+                stalled_hint(answer_time)
             }
             _ if self.insecure => "is the registry running, and is this its address?".into(),
             _ => "is the registry reachable? if it serves plain http (a local registry), pass --insecure"
