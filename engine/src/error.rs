@@ -183,7 +183,7 @@ pub enum Error {
     #[error("interrupted: environment `{env}` is unchanged")]
     Interrupted {
         env: String,
-        /// The signal (SIGINT, SIGTERM, SIGHUP).
+        /// The signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT).
         signal: i32,
     },
     /// `blast run`'s command is nowhere to be found.

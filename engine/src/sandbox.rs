@@ -121,6 +121,9 @@ pub struct Spec {
     /// The program's standard output goes to blast's standard error (whose standard output carries
     /// its own report).
     pub stdout_to_stderr: bool,
+    /// A second ending signal within 3 s of the first kills the program: an installer is blast's to
+    /// stop. Without it every signal is passed on, as to a command run directly (see [`interrupts`]).
+    pub second_signal_kills: bool,
 }
 
 impl Spec {
@@ -308,7 +311,7 @@ pub struct Ran {
     pub outcome: Outcome,
     /// The overlay's directory when it was kept in memory.
     pub in_memory: Option<InMemory>,
-    /// The first SIGINT, SIGTERM or SIGHUP blast got while it waited (passed on to the program, see
+    /// The first SIGINT, SIGTERM, SIGHUP or SIGQUIT blast got while it waited (passed on to the program, see
     /// [`interrupts`]): what the program did with it is its own business, but an install ends there.
     pub interrupted: Option<i32>,
 }
@@ -410,9 +413,16 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
     }
     // A process group of its own: signals reach it through blast only, once (see [`interrupts`]).
     command.process_group(0);
-    let interrupts = interrupts::Forwarding::start();
-    let waited = command.spawn().and_then(|mut child| {
-        interrupts.child_started(child.id());
+    let interrupts = interrupts::Forwarding::start(interrupts::Child::Helper {
+        forcing: spec.second_signal_kills,
+    });
+    let spawned = {
+        let _held = interrupts.hold_for_spawn();
+        command
+            .spawn()
+            .inspect(|child| interrupts.child_started(child.id()))
+    };
+    let waited = spawned.and_then(|mut child| {
         drop(write_end);
         wait_for_child(&mut child, &interrupts)
     });
@@ -530,7 +540,8 @@ pub fn run_unconfined(
         command.stdout(std::io::stderr());
     }
     let blast = nix::unistd::getpid();
-    // SAFETY: prctl and getppid are async-signal-safe, and all that runs between fork and exec.
+    // SAFETY: prctl, getppid, setsid, sigaction and sigprocmask are async-signal-safe, and all that
+    // runs between fork and exec.
     unsafe {
         command.pre_exec(move || {
             // The installer dies with blast, as the sandbox's helper does.
@@ -541,18 +552,25 @@ pub fn run_unconfined(
             if libc::getppid() != blast.as_raw() {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
+            // A session of its own, as in the sandbox: no terminal, so a prompt (git asking for a
+            // password) fails at once rather than stopping it in the background, and signals reach
+            // it through blast only, once (see [`interrupts`]).
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            interrupts::defaults_for_program();
             Ok(())
         });
     }
-    // A process group of its own: signals reach it through blast only, once (see [`interrupts`]). The
-    // installer asks nothing (PIP_NO_INPUT), so the terminal's foreground does not matter to it.
-    command.process_group(0);
     let subreaper = orphans::Subreaper::start();
-    let interrupts = interrupts::Forwarding::start();
-    let status = command.spawn().and_then(|mut child| {
-        interrupts.child_started(child.id());
-        wait_for_child(&mut child, &interrupts)
-    });
+    let interrupts = interrupts::Forwarding::start(interrupts::Child::Installer);
+    let spawned = {
+        let _held = interrupts.hold_for_spawn();
+        command
+            .spawn()
+            .inspect(|child| interrupts.child_started(child.id()))
+    };
+    let status = spawned.and_then(|mut child| wait_for_child(&mut child, &interrupts));
     let interrupted = interrupts.received();
     drop(interrupts);
     subreaper.end_leftovers();
@@ -1134,9 +1152,14 @@ fn init(spec: &Spec) -> ! {
         let _ = chdir("/");
     }
     check("starting a session", setsid().map(|_| ()));
+    // Held until the program is known: a signal that comes meanwhile is the program's.
+    interrupts::hold();
     // SAFETY: init is single-threaded.
     let program = match unsafe { fork() } {
-        Ok(ForkResult::Child) => exec_program(spec),
+        Ok(ForkResult::Child) => {
+            interrupts::defaults_for_program();
+            exec_program(spec)
+        }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => fail("starting the program (fork)", e),
     };

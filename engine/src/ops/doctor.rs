@@ -107,6 +107,7 @@ fn sandbox_check(store: &Store) -> Result<Check> {
         network: false,
         limits: sandbox::Limits::default(),
         stdout_to_stderr: true,
+        second_signal_kills: false,
     };
     let check = match store.index().released(|| sandbox::run(&spec))?? {
         Ok(ran)

@@ -408,6 +408,7 @@ impl Run<'_> {
             network: !self.options.offline,
             limits: sandbox::Limits::default(),
             stdout_to_stderr: !self.options.installer_stdout,
+            second_signal_kills: true,
         };
         spec.hide_secrets(INSTALLER_CONFIG);
         let ran = match self
@@ -520,7 +521,7 @@ impl Run<'_> {
             (Outcome::Exited(0), _) => return Ok(()),
             (_, Some(signal)) => return Err(Error::Interrupted { env, signal }),
             (Outcome::Signaled(signal), None)
-                if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&signal) =>
+                if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT].contains(&signal) =>
             {
                 return Err(Error::Interrupted { env, signal });
             }
@@ -540,10 +541,13 @@ impl Run<'_> {
     }
 }
 
+/// The installer asks nothing: it has no terminal (see [`sandbox`]), and git, which pip runs for a
+/// `git+` requirement, says so rather than failing to open one.
 fn installer_env() -> Vec<(String, String)> {
     vec![
         ("SOURCE_DATE_EPOCH".into(), SOURCE_DATE_EPOCH.into()),
         ("PIP_NO_INPUT".into(), "1".into()),
+        ("GIT_TERMINAL_PROMPT".into(), "0".into()),
     ]
 }
 

@@ -155,6 +155,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         network: options.network,
         limits: options.limits,
         stdout_to_stderr: options.output_to_stderr,
+        second_signal_kills: false,
     };
     spec.hide_secrets(&[]);
     let ran = match store.index().released(|| sandbox::run(&spec))?? {

@@ -1,5 +1,5 @@
-//! SIGINT, SIGTERM and SIGHUP while a program runs for blast: they reach the program, which may clean up
-//! and end as it likes, and blast stays to clean up after. Three links pass them on:
+//! SIGINT, SIGTERM, SIGHUP and SIGQUIT while a program runs for blast: they reach the program, which may
+//! clean up and end as it likes, and blast stays to clean up after. Three links pass them on:
 //!
 //! - blast, while it waits on its child (the sandbox helper, or an unconfined installer), which it
 //!   starts in a process group of its own: every such signal blast gets (Ctrl-C at the terminal, `kill`,
@@ -8,38 +8,66 @@
 //! - init, to every other process of the sandbox's pid namespace, as a terminal signals a whole process
 //!   group (pip and the build backend it runs both see Ctrl-C).
 //!
-//! A second signal within [`FORCE_WINDOW_MS`] of the one before (Ctrl-C pressed twice: a program that
-//! ignores the first, a cleanup that hangs) sends SIGKILL instead, which ends the sandbox with its init.
+//! One event often arrives as several copies: `timeout` signals blast and then its whole group, a
+//! service manager signals every process of the service. A link drops an ending signal that comes
+//! within [`DUPLICATE_MS`] of the one it passed on before, so a cleanup is not interrupted by its own
+//! cause. For an install, a later one within [`FORCE_WINDOW_MS`] (Ctrl-C pressed twice: a pip that
+//! hangs) makes blast send SIGKILL instead, which ends the sandbox with its init. `blast run` passes
+//! every one on, as the command run directly would get them: a REPL takes Ctrl-C after Ctrl-C.
+//!
 //! A signal blast inherited as ignored (`nohup`, a script's background job) stays ignored, for blast and
 //! for what it starts. Otherwise the programs start with the default dispositions: exec resets handled
-//! signals.
+//! signals, and init's program gets them back, unblocked, before anything else it does.
 //!
 //! Ctrl-Z and `fg` (SIGTSTP, SIGCONT) go the same way, and blast stops itself once it passed SIGTSTP on:
 //! init stops the rest of the namespace with SIGSTOP (its process group is orphaned, so the kernel would
-//! drop a SIGTSTP there) and continues it with SIGCONT.
+//! drop a SIGTSTP there) and continues it with SIGCONT. blast takes SIGTSTP only as its terminal's
+//! foreground job: from anyone else it is dropped, as the kernel drops it for an orphaned group, since
+//! nobody might ever continue a blast that holds the store's locks.
+//!
+//! Notices end nothing and go the same way, never dropped nor counted: SIGWINCH (the terminal was
+//! resized) to the whole namespace, as a terminal sends it to its foreground group, so a REPL or a
+//! full-screen program redraws; SIGUSR1 and SIGUSR2 to the program alone, as `kill PID` sends them (a
+//! server's "reopen your logs" or "reload").
 
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-/// The signals passed on.
-const PASSED_ON: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+/// The signals passed on that ask the program to end.
+const PASSED_ON: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
 /// Stop and continue: passed on too, never counted towards forcing.
 const JOB_CONTROL: [Signal; 2] = [Signal::SIGTSTP, Signal::SIGCONT];
+/// Passed on, never dropped nor counted towards forcing nor as an interruption.
+const NOTICES: [Signal; 3] = [Signal::SIGWINCH, Signal::SIGUSR1, Signal::SIGUSR2];
 
-/// A signal this soon after the one before forces the end.
+/// An ending signal this soon after the one passed on before is a copy of it, and dropped.
+pub(super) const DUPLICATE_MS: i64 = 250;
+/// For an install, an ending signal this soon after the one before (and not a copy) forces the end.
 pub(super) const FORCE_WINDOW_MS: i64 = 3000;
 
 /// Where signals go: the process group (blast's link) or process (the helper's) of the child; 0 while
 /// there is none yet.
 static TARGET: AtomicI32 = AtomicI32::new(0);
-/// The first signal received since the forwarding started (blast's link), or one init got before its
-/// program existed.
+/// The first ending signal received since the forwarding started (blast's link), or one init got before
+/// its program existed.
 static FIRST: AtomicI32 = AtomicI32::new(0);
-/// When the last signal came, in milliseconds of the monotonic clock (0: none yet).
+/// An ending signal blast got before its child existed, until one side passes it on (blast's link).
+static PENDING: AtomicI32 = AtomicI32::new(0);
+/// When an ending signal was last passed on, in milliseconds of the monotonic clock (0: none yet).
 static LAST_MS: AtomicI64 = AtomicI64::new(0);
+/// Whether a second ending signal within the window sends SIGKILL (blast's link, for an install).
+static FORCING: AtomicBool = AtomicBool::new(false);
 /// Init's program, once started: until then a signal is kept in `FIRST` for it.
 static PROGRAM: AtomicI32 = AtomicI32::new(0);
+/// What blast sends its child's group for SIGTSTP: SIGSTOP for a child in a session of its own, whose
+/// orphaned group the kernel would not stop with SIGTSTP.
+static STOP_WITH: AtomicI32 = AtomicI32::new(libc::SIGTSTP);
 
 /// Milliseconds of the monotonic clock; `clock_gettime` is async-signal-safe.
 fn now_ms() -> i64 {
@@ -62,33 +90,122 @@ fn keeping_errno(f: impl FnOnce()) {
     }
 }
 
+/// What a link does with an ending signal.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// A copy of the one passed on before: dropped.
+    Copy,
+    PassOn,
+    /// SIGKILL instead.
+    Force,
+}
+
+/// The verdict on an ending signal `since` milliseconds after the one passed on before (`None`: the
+/// first).
+fn verdict(since: Option<i64>, forcing: bool) -> Verdict {
+    match since {
+        Some(ms) if ms < DUPLICATE_MS => Verdict::Copy,
+        Some(ms) if forcing && ms < FORCE_WINDOW_MS => Verdict::Force,
+        _ => Verdict::PassOn,
+    }
+}
+
+/// The verdict on an ending signal that comes now, which is remembered unless it is a copy.
+fn judge_ending() -> Verdict {
+    let now = now_ms();
+    let last = LAST_MS.load(Ordering::SeqCst);
+    let verdict = verdict(
+        (last != 0).then(|| now - last),
+        FORCING.load(Ordering::SeqCst),
+    );
+    if verdict != Verdict::Copy {
+        LAST_MS.store(now, Ordering::SeqCst);
+    }
+    verdict
+}
+
+/// Sends `sig` to `target`; a target that is gone makes it fail, harmlessly.
+fn send(target: i32, sig: libc::c_int) {
+    // SAFETY: kill is async-signal-safe.
+    unsafe { libc::kill(target, sig) };
+}
+
 extern "C" fn pass_on(sig: libc::c_int) {
     keeping_errno(|| {
         let _ = FIRST.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-        let now = now_ms();
-        let last = LAST_MS.swap(now, Ordering::SeqCst);
         let target = TARGET.load(Ordering::SeqCst);
         if target == 0 {
+            // Kept for the child; if it was started meanwhile, whichever side takes it passes it on.
+            let _ = PENDING.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+            let target = TARGET.load(Ordering::SeqCst);
+            if target != 0 {
+                let pending = PENDING.swap(0, Ordering::SeqCst);
+                if pending != 0 {
+                    send(target, pending);
+                }
+            }
             return;
         }
-        let forced = last != 0 && now - last < FORCE_WINDOW_MS;
-        // SAFETY: kill is async-signal-safe; a target that is gone makes it fail, harmlessly.
-        unsafe { libc::kill(target, if forced { libc::SIGKILL } else { sig }) };
+        match judge_ending() {
+            Verdict::Copy => {}
+            Verdict::PassOn => send(target, sig),
+            Verdict::Force => send(target, libc::SIGKILL),
+        }
     });
+}
+
+/// Whether this process's group owns its terminal: Ctrl-Z at that terminal stops it, as a job.
+fn is_foreground_job() -> bool {
+    // SAFETY: tcgetpgrp and getpgrp are async-signal-safe; a descriptor that is no terminal fails.
+    unsafe {
+        (0..3).any(|fd| {
+            let owner = libc::tcgetpgrp(fd);
+            owner > 0 && owner == libc::getpgrp()
+        })
+    }
 }
 
 extern "C" fn pass_on_job_control(sig: libc::c_int) {
     keeping_errno(|| {
         let target = TARGET.load(Ordering::SeqCst);
-        // SAFETY: kill and getpid are async-signal-safe.
-        unsafe {
-            if target != 0 {
-                libc::kill(target, sig);
-            }
-            // blast, not the helper: a shell waits for its job to stop.
-            if sig == libc::SIGTSTP && target < 0 {
-                libc::kill(libc::getpid(), libc::SIGSTOP);
-            }
+        // blast's link: its child's group; the helper's: init.
+        let blast = target <= 0;
+        if sig == libc::SIGTSTP && blast && !is_foreground_job() {
+            return;
+        }
+        if target != 0 {
+            let sent = match (sig, blast) {
+                (libc::SIGTSTP, true) => STOP_WITH.load(Ordering::SeqCst),
+                _ => sig,
+            };
+            send(target, sent);
+        }
+        // blast, not the helper: a shell waits for its job to stop.
+        if sig == libc::SIGTSTP && blast {
+            // SAFETY: getpid is async-signal-safe.
+            send(unsafe { libc::getpid() }, libc::SIGSTOP);
+        }
+    });
+}
+
+extern "C" fn pass_on_notice(sig: libc::c_int) {
+    keeping_errno(|| {
+        let target = TARGET.load(Ordering::SeqCst);
+        if target != 0 {
+            send(target, sig);
+        }
+    });
+}
+
+extern "C" fn notice_in_namespace(sig: libc::c_int) {
+    keeping_errno(|| {
+        // From the pid namespace's init, -1 reaches every other process of the namespace.
+        let target = match sig {
+            libc::SIGWINCH => -1,
+            _ => PROGRAM.load(Ordering::SeqCst),
+        };
+        if target != 0 {
+            send(target, sig);
         }
     });
 }
@@ -100,8 +217,7 @@ extern "C" fn stop_or_continue_everyone_else(sig: libc::c_int) {
         } else {
             sig
         };
-        // SAFETY: from the pid namespace's init, -1 reaches every other process of the namespace.
-        unsafe { libc::kill(-1, sent) };
+        send(-1, sent);
     });
 }
 
@@ -111,8 +227,9 @@ extern "C" fn to_everyone_else(sig: libc::c_int) {
             let _ = FIRST.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
             return;
         }
-        // SAFETY: from the pid namespace's init, -1 reaches every other process of the namespace.
-        unsafe { libc::kill(-1, sig) };
+        if judge_ending() != Verdict::Copy {
+            send(-1, sig);
+        }
     });
 }
 
@@ -126,8 +243,8 @@ fn install(signals: &[Signal], handler: extern "C" fn(libc::c_int)) -> Vec<(Sign
     );
     let mut replaced = Vec::new();
     for &signal in signals {
-        // SAFETY: the handlers only touch atomics and call kill and clock_gettime, all
-        // async-signal-safe.
+        // SAFETY: the handlers only touch atomics and call kill, clock_gettime, tcgetpgrp, getpgrp
+        // and getpid, all async-signal-safe.
         let Ok(previous) = (unsafe { sigaction(signal, &action) }) else {
             continue;
         };
@@ -142,7 +259,21 @@ fn install(signals: &[Signal], handler: extern "C" fn(libc::c_int)) -> Vec<(Sign
 }
 
 fn passed_on() -> SigSet {
-    PASSED_ON.into_iter().chain(JOB_CONTROL).collect()
+    PASSED_ON
+        .into_iter()
+        .chain(JOB_CONTROL)
+        .chain(NOTICES)
+        .collect()
+}
+
+/// The child blast passes signals on to.
+pub(super) enum Child {
+    /// The sandbox's helper, which passes them on in turn; with `forcing`, a second ending signal
+    /// within [`FORCE_WINDOW_MS`] sends SIGKILL.
+    Helper { forcing: bool },
+    /// An unconfined installer, in a session of its own (so that nothing it runs can prompt at the
+    /// terminal), with forcing.
+    Installer,
 }
 
 /// blast's link: signals passed on to the child's process group while this lives; the previous
@@ -152,25 +283,47 @@ pub(super) struct Forwarding {
 }
 
 impl Forwarding {
-    pub(super) fn start() -> Forwarding {
+    pub(super) fn start(child: Child) -> Forwarding {
+        let (forcing, stop_with) = match child {
+            Child::Helper { forcing } => (forcing, libc::SIGTSTP),
+            Child::Installer => (true, libc::SIGSTOP),
+        };
         TARGET.store(0, Ordering::SeqCst);
         FIRST.store(0, Ordering::SeqCst);
+        PENDING.store(0, Ordering::SeqCst);
         LAST_MS.store(0, Ordering::SeqCst);
+        FORCING.store(forcing, Ordering::SeqCst);
+        STOP_WITH.store(stop_with, Ordering::SeqCst);
         let mut previous = install(&PASSED_ON, pass_on);
         previous.extend(install(&JOB_CONTROL, pass_on_job_control));
+        previous.extend(install(&NOTICES, pass_on_notice));
         Forwarding { previous }
     }
 
-    /// The child is started, in a process group of its own: a signal that came before is passed on now.
+    /// Holds the signals on this thread while blast starts its child: between the child's fork and
+    /// its exec, blast's handlers would take one sent to it, and lose it. The child starts with them
+    /// held: the helper holds them anyway, an unconfined installer lets them go in its `pre_exec`
+    /// ([`defaults_for_program`]). Those that come meanwhile go on once the hold is dropped.
+    pub(super) fn hold_for_spawn(&self) -> SpawnHold {
+        let mut previous = SigSet::empty();
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&passed_on()),
+            Some(&mut previous),
+        );
+        SpawnHold { previous }
+    }
+
+    /// The child is started, in a process group of its own: a signal that came before goes on now.
     pub(super) fn child_started(&self, pid: u32) {
         let Ok(pid) = i32::try_from(pid) else {
             return;
         };
         TARGET.store(-pid, Ordering::SeqCst);
-        let first = FIRST.load(Ordering::SeqCst);
-        if first != 0 {
-            // SAFETY: signals our own child's group.
-            unsafe { libc::kill(-pid, first) };
+        let pending = PENDING.swap(0, Ordering::SeqCst);
+        if pending != 0 {
+            LAST_MS.store(now_ms(), Ordering::SeqCst);
+            send(-pid, pending);
         }
     }
 
@@ -179,10 +332,21 @@ impl Forwarding {
         TARGET.store(0, Ordering::SeqCst);
     }
 
-    /// The first signal blast got meanwhile, if any: an install counts as interrupted by it, whatever
-    /// the installer made of it (pip exits 1 on KeyboardInterrupt).
+    /// The first ending signal blast got meanwhile, if any: an install counts as interrupted by it,
+    /// whatever the installer made of it (pip exits 1 on KeyboardInterrupt).
     pub(super) fn received(&self) -> Option<i32> {
         Some(FIRST.load(Ordering::SeqCst)).filter(|&sig| sig != 0)
+    }
+}
+
+/// The signals held on this thread while blast starts its child ([`Forwarding::hold_for_spawn`]).
+pub(super) struct SpawnHold {
+    previous: SigSet,
+}
+
+impl Drop for SpawnHold {
+    fn drop(&mut self) {
+        let _ = self.previous.thread_set_mask();
     }
 }
 
@@ -196,18 +360,21 @@ impl Drop for Forwarding {
     }
 }
 
-/// The helper, first thing: the signals wait, blocked, until a link is there to pass them on (they
-/// stay blocked in init, which the helper forks, until init's own link is there).
+/// The signals wait, blocked, until a link is there to pass them on: the helper's first thing (they
+/// stay blocked in init, which the helper forks, until init's own link is there), and init's around
+/// the fork of its program.
 pub(super) fn hold() {
     let _ = passed_on().thread_block();
 }
 
 /// The helper's link, for the rest of its life: every signal goes on to the sandbox's init. Those that
-/// came while they were held go on now.
+/// came while they were held go on now. Forcing is blast's: the helper passes on what comes.
 pub(super) fn pass_on_to_init(init: i32) {
     TARGET.store(init, Ordering::SeqCst);
+    FORCING.store(false, Ordering::SeqCst);
     install(&PASSED_ON, pass_on);
     install(&JOB_CONTROL, pass_on_job_control);
+    install(&NOTICES, pass_on_notice);
     let _ = passed_on().thread_unblock();
 }
 
@@ -217,15 +384,54 @@ pub(super) fn pass_on_to_init(init: i32) {
 pub(super) fn pass_on_to_namespace() {
     install(&PASSED_ON, to_everyone_else);
     install(&JOB_CONTROL, stop_or_continue_everyone_else);
+    install(&NOTICES, notice_in_namespace);
     let _ = passed_on().thread_unblock();
 }
 
-/// Init has started its program: a signal kept for it goes to it now.
+/// In a program started with the signals held (init's, blast's unconfined installer), between fork and
+/// exec: the default dispositions (an inherited SIG_IGN stays), then the signals that came meanwhile,
+/// which end it as they would have ended the program. Async-signal-safe: sigaction and sigprocmask.
+pub(super) fn defaults_for_program() {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in passed_on().iter() {
+        // SAFETY: sets this process's own dispositions; it is single-threaded.
+        if let Ok(previous) = unsafe { sigaction(signal, &default) }
+            && matches!(previous.handler(), SigHandler::SigIgn)
+        {
+            // SAFETY: as above.
+            let _ = unsafe { sigaction(signal, &previous) };
+        }
+    }
+    let _ = passed_on().thread_unblock();
+}
+
+/// Init has started its program, with the signals held since before the fork: they are passed on
+/// again, and one kept for the program goes to it now.
 pub(super) fn program_started(pid: i32) {
     PROGRAM.store(pid, Ordering::SeqCst);
     let first = FIRST.swap(0, Ordering::SeqCst);
+    let _ = passed_on().thread_unblock();
     if first != 0 {
-        // SAFETY: signals init's own child.
-        unsafe { libc::kill(pid, first) };
+        LAST_MS.store(now_ms(), Ordering::SeqCst);
+        send(pid, first);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_dropped_and_a_second_signal_forces_only_where_forcing_is_on() {
+        for forcing in [false, true] {
+            assert_eq!(verdict(None, forcing), Verdict::PassOn);
+            assert_eq!(verdict(Some(0), forcing), Verdict::Copy);
+            assert_eq!(verdict(Some(DUPLICATE_MS - 1), forcing), Verdict::Copy);
+            assert_eq!(verdict(Some(FORCE_WINDOW_MS), forcing), Verdict::PassOn);
+        }
+        assert_eq!(verdict(Some(DUPLICATE_MS), true), Verdict::Force);
+        assert_eq!(verdict(Some(FORCE_WINDOW_MS - 1), true), Verdict::Force);
+        assert_eq!(verdict(Some(DUPLICATE_MS), false), Verdict::PassOn);
+        assert_eq!(verdict(Some(FORCE_WINDOW_MS - 1), false), Verdict::PassOn);
     }
 }
