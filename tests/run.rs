@@ -505,12 +505,13 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
     assert!(out_dir.join("done").exists());
 }
 
-/// Ctrl-Z and `fg` at a real terminal (a pseudo-terminal whose foreground job blast is): blast passes
-/// SIGTSTP on and stops itself, the command stops with it (its ticks stand still) and goes on when blast
-/// does (found by exploratory testing: only blast stopped, and the command went on reading the
-/// terminal); Ctrl-C then reaches the command. SIGTSTP from anyone else, to a blast that is no
-/// terminal's foreground job (under a supervisor, nobody would continue it, and it holds the store's
-/// locks), is dropped, as the kernel drops it for an orphaned process group (found by review).
+/// Ctrl-Z and `fg` at a real terminal (a pseudo-terminal whose foreground job blast is, started by a
+/// shell with job control): blast passes SIGTSTP on and stops itself, the command stops with it (its
+/// ticks stand still) and goes on when blast does (found by exploratory testing: only blast stopped,
+/// and the command went on reading the terminal); Ctrl-C then reaches the command. SIGTSTP to a blast
+/// nobody would continue (no terminal; or a session of its own, as under `ssh -t host blast …`), which
+/// holds the store's locks, is dropped, as the kernel drops it for an orphaned process group (found by
+/// review and by exploratory testing).
 #[test]
 fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
     use std::io::Write;
@@ -571,53 +572,85 @@ fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
     send("INT", &child.id().to_string());
     assert_eq!(child.wait().unwrap().code(), Some(3));
 
-    // At a terminal, as its foreground job: blast leads a session whose controlling terminal is a
-    // pseudo-terminal, and Ctrl-Z and Ctrl-C are typed at its other end.
-    let (mut master, slave) = {
-        let (mut master, mut slave) = (0, 0);
-        // SAFETY: openpty writes two descriptors, which are then owned here.
-        let opened = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
+    // At a terminal, as its foreground job, on a pseudo-terminal at whose other end Ctrl-Z and Ctrl-C
+    // are typed. First with nobody to continue it: blast leads the session, its group is orphaned, and
+    // Ctrl-Z changes nothing (found by exploratory testing: blast and the command stopped for good).
+    // Then started by a small shell with job control, which sees blast stop and continues it as `fg`.
+    let shell = b.work.join("shell.py");
+    fs::write(
+        &shell,
+        "import os, signal, sys, time\n\
+         signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n\
+         pid = os.fork()\n\
+         if pid == 0:\n    os.setpgid(0, 0)\n    os.execvp(sys.argv[2], sys.argv[2:])\n\
+         os.setpgid(pid, pid)\n\
+         os.tcsetpgrp(0, pid)\n\
+         while True:\n    _, status = os.waitpid(pid, os.WUNTRACED)\n    \
+         if not os.WIFSTOPPED(status):\n        sys.exit(os.waitstatus_to_exitcode(status))\n    \
+         open(sys.argv[1], 'a').write('stopped\\n')\n    time.sleep(1)\n    \
+         os.tcsetpgrp(0, pid)\n    os.killpg(pid, signal.SIGCONT)\n",
+    )
+    .unwrap();
+    let stops = b.work.join("stops");
+    for under_shell in [false, true] {
+        let (mut master, slave) = {
+            let (mut master, mut slave) = (0, 0);
+            // SAFETY: openpty writes two descriptors, which are then owned here.
+            let opened = unsafe {
+                libc::openpty(
+                    &mut master,
+                    &mut slave,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(opened, 0, "openpty");
+            // SAFETY: as above.
+            unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
         };
-        assert_eq!(opened, 0, "openpty");
-        // SAFETY: as above.
-        unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
-    };
-    let mut command = run_script(&b, &env, &out_dir, &script, &[]);
-    command.stdin(slave);
-    // SAFETY: setsid and ioctl only, between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        let blast = run_script(&b, &env, &out_dir, &script, &[]);
+        let mut command = if under_shell {
+            let mut command = std::process::Command::new(python());
+            command.arg(&shell).arg(&stops).arg(blast.get_program());
+            command.args(blast.get_args());
+            command.envs(blast.get_envs().filter_map(|(k, v)| Some((k, v?))));
+            command
+        } else {
+            blast
+        };
+        command.stdin(slave);
+        // SAFETY: setsid and ioctl only, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
+        drop(command);
+        ticking(&mut child);
+        master.write_all(b"\x1a").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let at = ticks();
+        std::thread::sleep(Duration::from_millis(500));
+        if under_shell {
+            assert_eq!(ticks(), at, "the command went on while blast was stopped");
+            assert_eq!(fs::read_to_string(&stops).unwrap(), "stopped\n");
+            std::thread::sleep(Duration::from_millis(1000));
+            assert!(ticks() > at, "the command did not go on");
+        } else {
+            assert!(
+                ticks() > at,
+                "the command stopped with nobody to continue it"
+            );
+            assert!(state(child.id()).starts_with('S'), "{}", state(child.id()));
+        }
+        master.write_all(b"\x03").unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(3), "{under_shell}");
     }
-    let mut child = command.spawn().unwrap();
-    drop(command);
-    ticking(&mut child);
-    master.write_all(b"\x1a").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let stopped_at = ticks();
-    std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(
-        ticks(),
-        stopped_at,
-        "the command went on while blast was stopped"
-    );
-    assert!(state(child.id()).starts_with('T'), "{}", state(child.id()));
-    send("CONT", &child.id().to_string());
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(ticks() > stopped_at, "the command did not go on");
-    master.write_all(b"\x03").unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(3));
 }
 
 /// Notices reach the command without ending it, however many come: a terminal's resize (SIGWINCH) every

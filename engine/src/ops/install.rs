@@ -513,13 +513,14 @@ impl Run<'_> {
         }
     }
 
-    /// The installer's outcome as the install's: an installer that failed once blast got a signal
-    /// (`interrupted`) was interrupted, whatever its code (pip exits 1 on KeyboardInterrupt).
+    /// The installer's outcome as the install's: one during which blast got a signal (`interrupted`)
+    /// was interrupted, whatever its code (pip exits 1 on KeyboardInterrupt, or may have finished).
     fn check(&self, outcome: Outcome, interrupted: Option<i32>) -> Result<()> {
         let env = self.env.label().to_owned();
         let (status, hint) = match (outcome, interrupted) {
-            (Outcome::Exited(0), _) => return Ok(()),
+            // Ctrl-C pressed as the installer finished still cancels.
             (_, Some(signal)) => return Err(Error::Interrupted { env, signal }),
+            (Outcome::Exited(0), None) => return Ok(()),
             (Outcome::Signaled(signal), None)
                 if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT].contains(&signal) =>
             {

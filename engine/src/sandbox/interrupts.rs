@@ -22,8 +22,8 @@
 //! Ctrl-Z and `fg` (SIGTSTP, SIGCONT) go the same way, and blast stops itself once it passed SIGTSTP on:
 //! init stops the rest of the namespace with SIGSTOP (its process group is orphaned, so the kernel would
 //! drop a SIGTSTP there) and continues it with SIGCONT. blast takes SIGTSTP only as its terminal's
-//! foreground job: from anyone else it is dropped, as the kernel drops it for an orphaned group, since
-//! nobody might ever continue a blast that holds the store's locks.
+//! foreground job, started by a shell with job control: otherwise it is dropped, as the kernel drops it
+//! for an orphaned group, since nobody might ever continue a blast that holds the store's locks.
 //!
 //! Notices end nothing and go the same way, never dropped nor counted: SIGWINCH (the terminal was
 //! resized) to the whole namespace, as a terminal sends it to its foreground group, so a REPL or a
@@ -59,12 +59,17 @@ static TARGET: AtomicI32 = AtomicI32::new(0);
 static FIRST: AtomicI32 = AtomicI32::new(0);
 /// An ending signal blast got before its child existed, until one side passes it on (blast's link).
 static PENDING: AtomicI32 = AtomicI32::new(0);
-/// When an ending signal was last passed on, in milliseconds of the monotonic clock (0: none yet).
+/// When an ending signal was last passed on, in milliseconds of the monotonic clock (0: none yet),
+/// and which.
 static LAST_MS: AtomicI64 = AtomicI64::new(0);
+static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// Whether a second ending signal within the window sends SIGKILL (blast's link, for an install).
 static FORCING: AtomicBool = AtomicBool::new(false);
 /// Init's program, once started: until then a signal is kept in `FIRST` for it.
 static PROGRAM: AtomicI32 = AtomicI32::new(0);
+/// Whether blast may stop itself for Ctrl-Z ([`has_job_control_parent`], asked when it starts passing
+/// signals on).
+static STOPPABLE: AtomicBool = AtomicBool::new(false);
 /// What blast sends its child's group for SIGTSTP: SIGSTOP for a child in a session of its own, whose
 /// orphaned group the kernel would not stop with SIGTSTP.
 static STOP_WITH: AtomicI32 = AtomicI32::new(libc::SIGTSTP);
@@ -101,27 +106,31 @@ enum Verdict {
 }
 
 /// The verdict on an ending signal `since` milliseconds after the one passed on before (`None`: the
-/// first).
-fn verdict(since: Option<i64>, forcing: bool) -> Verdict {
+/// first), which was the same signal or not.
+fn verdict(since: Option<i64>, same: bool, forcing: bool) -> Verdict {
     match since {
-        Some(ms) if ms < DUPLICATE_MS => Verdict::Copy,
+        Some(ms) if same && ms < DUPLICATE_MS => Verdict::Copy,
         Some(ms) if forcing && ms < FORCE_WINDOW_MS => Verdict::Force,
         _ => Verdict::PassOn,
     }
 }
 
-/// The verdict on an ending signal that comes now, which is remembered unless it is a copy.
-fn judge_ending() -> Verdict {
-    let now = now_ms();
+/// The verdict on ending signal `sig` coming now, which is remembered unless it is a copy.
+fn judge_ending(sig: libc::c_int) -> Verdict {
     let last = LAST_MS.load(Ordering::SeqCst);
-    let verdict = verdict(
-        (last != 0).then(|| now - last),
-        FORCING.load(Ordering::SeqCst),
-    );
+    let same = LAST_SIGNAL.load(Ordering::SeqCst) == sig;
+    let since = (last != 0).then(|| now_ms() - last);
+    let verdict = verdict(since, same, FORCING.load(Ordering::SeqCst));
     if verdict != Verdict::Copy {
-        LAST_MS.store(now, Ordering::SeqCst);
+        passed_on_now(sig);
     }
     verdict
+}
+
+/// Remembers that ending signal `sig` was passed on now.
+fn passed_on_now(sig: libc::c_int) {
+    LAST_MS.store(now_ms(), Ordering::SeqCst);
+    LAST_SIGNAL.store(sig, Ordering::SeqCst);
 }
 
 /// Sends `sig` to `target`; a target that is gone makes it fail, harmlessly.
@@ -146,7 +155,7 @@ extern "C" fn pass_on(sig: libc::c_int) {
             }
             return;
         }
-        match judge_ending() {
+        match judge_ending(sig) {
             Verdict::Copy => {}
             Verdict::PassOn => send(target, sig),
             Verdict::Force => send(target, libc::SIGKILL),
@@ -154,14 +163,41 @@ extern "C" fn pass_on(sig: libc::c_int) {
     });
 }
 
-/// Whether this process's group owns its terminal: Ctrl-Z at that terminal stops it, as a job.
+/// Whether this process's group owns its controlling terminal (found through the standard descriptors,
+/// else `/dev/tty`): Ctrl-Z at that terminal is for it.
 fn is_foreground_job() -> bool {
-    // SAFETY: tcgetpgrp and getpgrp are async-signal-safe; a descriptor that is no terminal fails.
+    // SAFETY: tcgetpgrp, getpgrp, open and close are async-signal-safe; a descriptor that is not the
+    // controlling terminal fails.
     unsafe {
-        (0..3).any(|fd| {
+        let owns = |fd| {
             let owner = libc::tcgetpgrp(fd);
             owner > 0 && owner == libc::getpgrp()
-        })
+        };
+        if (0..3).any(owns) {
+            return true;
+        }
+        let tty = libc::open(
+            c"/dev/tty".as_ptr(),
+            libc::O_RDONLY | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if tty < 0 {
+            return false;
+        }
+        let owned = owns(tty);
+        libc::close(tty);
+        owned
+    }
+}
+
+/// Whether a stopped blast would be seen and continued: its parent, in its session but in another
+/// process group, is a shell with job control. Otherwise its group is orphaned, where the kernel
+/// drops SIGTSTP too (`sh -c`, `ssh -t host blast …`, a session of its own).
+fn has_job_control_parent() -> bool {
+    // SAFETY: getppid, getpgid, getsid and getpgrp only read process attributes.
+    unsafe {
+        let parent = libc::getppid();
+        let group = libc::getpgid(parent);
+        group > 0 && group != libc::getpgrp() && libc::getsid(parent) == libc::getsid(0)
     }
 }
 
@@ -170,7 +206,10 @@ extern "C" fn pass_on_job_control(sig: libc::c_int) {
         let target = TARGET.load(Ordering::SeqCst);
         // blast's link: its child's group; the helper's: init.
         let blast = target <= 0;
-        if sig == libc::SIGTSTP && blast && !is_foreground_job() {
+        if sig == libc::SIGTSTP
+            && blast
+            && !(STOPPABLE.load(Ordering::SeqCst) && is_foreground_job())
+        {
             return;
         }
         if target != 0 {
@@ -227,7 +266,7 @@ extern "C" fn to_everyone_else(sig: libc::c_int) {
             let _ = FIRST.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
             return;
         }
-        if judge_ending() != Verdict::Copy {
+        if judge_ending(sig) != Verdict::Copy {
             send(-1, sig);
         }
     });
@@ -292,8 +331,10 @@ impl Forwarding {
         FIRST.store(0, Ordering::SeqCst);
         PENDING.store(0, Ordering::SeqCst);
         LAST_MS.store(0, Ordering::SeqCst);
+        LAST_SIGNAL.store(0, Ordering::SeqCst);
         FORCING.store(forcing, Ordering::SeqCst);
         STOP_WITH.store(stop_with, Ordering::SeqCst);
+        STOPPABLE.store(has_job_control_parent(), Ordering::SeqCst);
         let mut previous = install(&PASSED_ON, pass_on);
         previous.extend(install(&JOB_CONTROL, pass_on_job_control));
         previous.extend(install(&NOTICES, pass_on_notice));
@@ -322,7 +363,7 @@ impl Forwarding {
         TARGET.store(-pid, Ordering::SeqCst);
         let pending = PENDING.swap(0, Ordering::SeqCst);
         if pending != 0 {
-            LAST_MS.store(now_ms(), Ordering::SeqCst);
+            passed_on_now(pending);
             send(-pid, pending);
         }
     }
@@ -412,7 +453,7 @@ pub(super) fn program_started(pid: i32) {
     let first = FIRST.swap(0, Ordering::SeqCst);
     let _ = passed_on().thread_unblock();
     if first != 0 {
-        LAST_MS.store(now_ms(), Ordering::SeqCst);
+        passed_on_now(first);
         send(pid, first);
     }
 }
@@ -422,16 +463,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copies_are_dropped_and_a_second_signal_forces_only_where_forcing_is_on() {
+    fn copies_of_one_signal_are_dropped_and_a_second_forces_only_where_forcing_is_on() {
         for forcing in [false, true] {
-            assert_eq!(verdict(None, forcing), Verdict::PassOn);
-            assert_eq!(verdict(Some(0), forcing), Verdict::Copy);
-            assert_eq!(verdict(Some(DUPLICATE_MS - 1), forcing), Verdict::Copy);
-            assert_eq!(verdict(Some(FORCE_WINDOW_MS), forcing), Verdict::PassOn);
+            assert_eq!(verdict(None, false, forcing), Verdict::PassOn);
+            assert_eq!(verdict(Some(0), true, forcing), Verdict::Copy);
+            assert_eq!(
+                verdict(Some(DUPLICATE_MS - 1), true, forcing),
+                Verdict::Copy
+            );
+            assert_eq!(
+                verdict(Some(FORCE_WINDOW_MS), true, forcing),
+                Verdict::PassOn
+            );
         }
-        assert_eq!(verdict(Some(DUPLICATE_MS), true), Verdict::Force);
-        assert_eq!(verdict(Some(FORCE_WINDOW_MS - 1), true), Verdict::Force);
-        assert_eq!(verdict(Some(DUPLICATE_MS), false), Verdict::PassOn);
-        assert_eq!(verdict(Some(FORCE_WINDOW_MS - 1), false), Verdict::PassOn);
+        assert_eq!(verdict(Some(DUPLICATE_MS), true, true), Verdict::Force);
+        assert_eq!(
+            verdict(Some(FORCE_WINDOW_MS - 1), true, true),
+            Verdict::Force
+        );
+        assert_eq!(verdict(Some(DUPLICATE_MS), true, false), Verdict::PassOn);
+        assert_eq!(
+            verdict(Some(FORCE_WINDOW_MS - 1), true, false),
+            Verdict::PassOn
+        );
+        // Another signal is never a copy: SIGTERM then SIGHUP (a service manager's stop) both go on,
+        // and for an install the second forces.
+        assert_eq!(verdict(Some(0), false, false), Verdict::PassOn);
+        assert_eq!(verdict(Some(0), false, true), Verdict::Force);
     }
 }
