@@ -311,8 +311,9 @@ pub struct Ran {
     pub outcome: Outcome,
     /// The overlay's directory when it was kept in memory.
     pub in_memory: Option<InMemory>,
-    /// The first SIGINT, SIGTERM, SIGHUP or SIGQUIT blast got while it waited (passed on to the program, see
-    /// [`interrupts`]): what the program did with it is its own business, but an install ends there.
+    /// The first SIGINT, SIGTERM, SIGHUP or SIGQUIT blast got while it waited (passed on to the
+    /// program, see [`interrupts`]): what the program did with it is its own business, but an install
+    /// ends there.
     pub interrupted: Option<i32>,
 }
 

@@ -10,14 +10,15 @@
 //!
 //! One event often arrives as several copies: `timeout` signals blast and then its whole group, a
 //! service manager signals every process of the service. A link drops an ending signal that comes
-//! within [`DUPLICATE_MS`] of the one it passed on before, so a cleanup is not interrupted by its own
-//! cause. For an install, a later one within [`FORCE_WINDOW_MS`] (Ctrl-C pressed twice: a pip that
+//! within [`DUPLICATE_MS`] of the same one it passed on before, so a cleanup is not interrupted by its
+//! own cause. For an install, a later one within [`FORCE_WINDOW_MS`] (Ctrl-C pressed twice: a pip that
 //! hangs) makes blast send SIGKILL instead, which ends the sandbox with its init. `blast run` passes
 //! every one on, as the command run directly would get them: a REPL takes Ctrl-C after Ctrl-C.
 //!
 //! A signal blast inherited as ignored (`nohup`, a script's background job) stays ignored, for blast and
 //! for what it starts. Otherwise the programs start with the default dispositions: exec resets handled
-//! signals, and init's program gets them back, unblocked, before anything else it does.
+//! signals, and a program started with them held (init's, an unconfined installer) gets them back,
+//! unblocked, just before its exec.
 //!
 //! Ctrl-Z and `fg` (SIGTSTP, SIGCONT) go the same way, and blast stops itself once it passed SIGTSTP on:
 //! init stops the rest of the namespace with SIGSTOP (its process group is orphaned, so the kernel would
