@@ -366,27 +366,47 @@ fn bad_input_is_refused_with_what_to_do() {
     assert_eq!(out.status.code(), Some(7));
 }
 
-/// `blast run` of the Python script `script` with `out_dir` (writable) and `extra` as its arguments.
-fn run_script(
-    b: &Blast,
-    env: &Path,
-    out_dir: &Path,
-    script: &Path,
-    extra: &[&str],
-) -> std::process::Command {
-    let mut args = vec![
-        "run",
-        "-e",
-        env.to_str().unwrap(),
-        "--allow-write",
-        out_dir.to_str().unwrap(),
-        "--",
-        "python",
-        script.to_str().unwrap(),
-        out_dir.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    b.command(&args)
+/// A Python script that `blast run` runs in a fresh environment, with `out_dir` (writable) as its first
+/// argument: where it leaves what the test checks.
+struct Script {
+    b: Blast,
+    env: std::path::PathBuf,
+    out_dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl Script {
+    fn new(name: &str, code: &str) -> Script {
+        let b = Blast::outside_tmp();
+        let env = b.create_path_env("venv");
+        let out_dir = b.work.join("out");
+        fs::create_dir(&out_dir).unwrap();
+        let path = b.work.join(name);
+        fs::write(&path, code).unwrap();
+        Script {
+            b,
+            env,
+            out_dir,
+            path,
+        }
+    }
+
+    /// `blast run` of the script with `extra` as its arguments after `out_dir`.
+    fn command(&self, extra: &[&str]) -> std::process::Command {
+        let mut args = vec![
+            "run",
+            "-e",
+            self.env.to_str().unwrap(),
+            "--allow-write",
+            self.out_dir.to_str().unwrap(),
+            "--",
+            "python",
+            self.path.to_str().unwrap(),
+            self.out_dir.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        self.b.command(&args)
+    }
 }
 
 /// Sends `SIG<name>` to `target` (a pid, or `-PGID` for a process group).
@@ -410,13 +430,8 @@ fn send(name: &str, target: &str) {
 fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
     use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
-    let b = Blast::outside_tmp();
-    let env = b.create_path_env("venv");
-    let out_dir = b.work.join("out");
-    fs::create_dir(&out_dir).unwrap();
-    let script = b.work.join("graceful.py");
-    fs::write(
-        &script,
+    let script = Script::new(
+        "graceful.py",
         "import signal, sys, time, pathlib\n\
          out = pathlib.Path(sys.argv[1])\n\
          def stop(sig, frame):\n    with open(out / 'signals', 'a') as f: f.write(str(sig) + '\\n')\n    time.sleep(0.5)\n    (out / 'cleaned').write_text(str(sig))\n    sys.exit(3)\n\
@@ -426,13 +441,13 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
          (out / 'started').write_text('')\n\
          time.sleep(2 if sys.argv[2:] == ['short'] else 120)\n\
          (out / 'done').write_text('')\n",
-    )
-    .unwrap();
+    );
+    let (b, out_dir) = (&script.b, &script.out_dir);
     let start = |extra: &[&str], ignore_hangup: bool| {
         for marker in ["started", "signals", "cleaned", "done"] {
             let _ = fs::remove_file(out_dir.join(marker));
         }
-        let mut command = run_script(&b, &env, &out_dir, &script, extra);
+        let mut command = script.command(extra);
         command.process_group(0);
         if ignore_hangup {
             // SAFETY: only sets a signal disposition between fork and exec.
@@ -518,20 +533,15 @@ fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
-    let b = Blast::outside_tmp();
-    let env = b.create_path_env("venv");
-    let out_dir = b.work.join("out");
-    fs::create_dir(&out_dir).unwrap();
-    let script = b.work.join("ticks.py");
-    fs::write(
-        &script,
+    let script = Script::new(
+        "ticks.py",
         "import signal, sys, time, pathlib\n\
          out = pathlib.Path(sys.argv[1])\n\
          signal.signal(signal.SIGINT, lambda *_: sys.exit(3))\n\
          n = 0\n\
          while True:\n    n += 1\n    (out / 'ticks').write_text(str(n))\n    time.sleep(0.05)\n",
-    )
-    .unwrap();
+    );
+    let (b, out_dir) = (&script.b, &script.out_dir);
     let ticks = || -> u64 {
         fs::read_to_string(out_dir.join("ticks"))
             .ok()
@@ -569,7 +579,8 @@ fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
     };
 
     // No terminal: a SIGTSTP from elsewhere changes nothing.
-    let mut child = run_script(&b, &env, &out_dir, &script, &[])
+    let mut child = script
+        .command(&[])
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -618,7 +629,7 @@ fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
             // SAFETY: as above.
             unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
         };
-        let blast = run_script(&b, &env, &out_dir, &script, &[]);
+        let blast = script.command(&[]);
         let mut command = if under_shell {
             let mut command = std::process::Command::new(python());
             command.arg(&shell).arg(&stops).arg(blast.get_program());
@@ -667,13 +678,8 @@ fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
 #[test]
 fn notices_reach_the_command_without_ending_it_and_quit_is_passed_on() {
     use std::time::{Duration, Instant};
-    let b = Blast::outside_tmp();
-    let env = b.create_path_env("venv");
-    let out_dir = b.work.join("out");
-    fs::create_dir(&out_dir).unwrap();
-    let script = b.work.join("notices.py");
-    fs::write(
-        &script,
+    let script = Script::new(
+        "notices.py",
         "import signal, subprocess, sys, time, pathlib\n\
          out = pathlib.Path(sys.argv[1])\n\
          who = sys.argv[2] if sys.argv[2:] else 'command'\n\
@@ -683,11 +689,9 @@ fn notices_reach_the_command_without_ending_it_and_quit_is_passed_on() {
          if who == 'command':\n    subprocess.Popen([sys.executable, sys.argv[0], sys.argv[1], 'child'])\n\
          (out / (who + '-started')).write_text('')\n\
          while True: time.sleep(0.05)\n",
-    )
-    .unwrap();
-    let mut child = run_script(&b, &env, &out_dir, &script, &[])
-        .spawn()
-        .unwrap();
+    );
+    let (b, out_dir) = (&script.b, &script.out_dir);
+    let mut child = script.command(&[]).spawn().unwrap();
     let blast = child.id().to_string();
     // On failure blast is killed, and the sandbox with it.
     let mut wait_for = |what: &str, ok: &dyn Fn() -> bool| {
