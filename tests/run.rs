@@ -442,7 +442,7 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
          time.sleep(2 if sys.argv[2:] == ['short'] else 120)\n\
          (out / 'done').write_text('')\n",
     );
-    let (b, out_dir) = (&script.b, &script.out_dir);
+    let out_dir = &script.out_dir;
     let start = |extra: &[&str], ignore_hangup: bool| {
         for marker in ["started", "signals", "cleaned", "done"] {
             let _ = fs::remove_file(out_dir.join(marker));
@@ -690,7 +690,7 @@ fn notices_reach_the_command_without_ending_it_and_quit_is_passed_on() {
          (out / (who + '-started')).write_text('')\n\
          while True: time.sleep(0.05)\n",
     );
-    let (b, out_dir) = (&script.b, &script.out_dir);
+    let out_dir = &script.out_dir;
     let mut child = script.command(&[]).spawn().unwrap();
     let blast = child.id().to_string();
     // On failure blast is killed, and the sandbox with it.
