@@ -345,9 +345,23 @@ pub enum Outcome {
 pub struct Refusal {
     pub step: String,
     pub detail: String,
+    /// The sandbox was set up and the program's `execve` failed: the program is at fault.
+    pub program_failed: bool,
 }
 
 impl Refusal {
+    /// Reads a failure's report (see [`report_failure`]).
+    fn decode(report: &str) -> Refusal {
+        let mut fields = report.splitn(3, '\0');
+        let part = fields.next().unwrap_or_default();
+        let step = fields.next().unwrap_or_default();
+        Refusal {
+            program_failed: part == FailedPart::Program.name(),
+            step: step.to_owned(),
+            detail: fields.next().unwrap_or_default().to_owned(),
+        }
+    }
+
     /// What the user can change so that this step works.
     pub fn fix(&self) -> String {
         let step = self.step.as_str();
@@ -444,14 +458,7 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
         }));
     }
     if status.code() == Some(SETUP_FAILED) && !report.is_empty() {
-        let (step, detail) = report
-            .trim_end()
-            .split_once(": ")
-            .unwrap_or((report.trim_end(), ""));
-        return Ok(Err(Refusal {
-            step: step.to_owned(),
-            detail: detail.to_owned(),
-        }));
+        return Ok(Err(Refusal::decode(&report)));
     }
     let outcome = match (status.code(), status.signal()) {
         (Some(code), _) if code > 128 && code < 160 => Outcome::Signaled(code - 128),
@@ -1335,7 +1342,11 @@ fn exec_program(spec: &Spec) -> ! {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let Err(e) = execve(&program, &args, &env);
-    fail(&format!("starting `{}`", spec.program.display()), e)
+    report_failure(
+        FailedPart::Program,
+        &format!("starting `{}`", spec.program.display()),
+        e,
+    )
 }
 
 fn check<T>(step: &str, result: nix::Result<T>) -> T {
@@ -1347,8 +1358,31 @@ fn check<T>(step: &str, result: nix::Result<T>) -> T {
 
 /// Reports `step` through the status descriptor and exits with [`SETUP_FAILED`].
 fn fail(step: &str, detail: impl std::fmt::Display) -> ! {
+    report_failure(FailedPart::Setup, step, detail)
+}
+
+/// Which part failed, the first field of a failure's report (`PART\0STEP\0DETAIL`: a NUL cannot be in
+/// a path, which a step or a detail may name).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FailedPart {
+    Setup,
+    /// The program's own `execve`: the sandbox was ready.
+    Program,
+}
+
+impl FailedPart {
+    fn name(self) -> &'static str {
+        match self {
+            FailedPart::Setup => "setup",
+            FailedPart::Program => "program",
+        }
+    }
+}
+
+fn report_failure(part: FailedPart, step: &str, detail: impl std::fmt::Display) -> ! {
     // SAFETY: STATUS_FD is this process's own descriptor, handed over by blast; it is closed on exit.
     let mut status = unsafe { fs::File::from(OwnedFd::from_raw_fd(STATUS_FD)) };
-    let _ = std::io::Write::write_all(&mut status, format!("{step}: {detail}").as_bytes());
+    let report = format!("{}\0{step}\0{detail}", part.name());
+    let _ = std::io::Write::write_all(&mut status, report.as_bytes());
     std::process::exit(SETUP_FAILED)
 }

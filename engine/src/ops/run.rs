@@ -160,8 +160,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
     spec.hide_secrets(&[]);
     let ran = match store.index().released(|| sandbox::run(&spec))?? {
         Ok(ran) => ran,
-        // The last step, execve, failed: the program, not the sandbox.
-        Err(refusal) if refusal.step == format!("starting `{}`", spec.program.display()) => {
+        Err(refusal) if refusal.program_failed => {
             return Err(Error::CommandNotStarted {
                 program: spec.program.clone(),
                 missing: refusal.detail.starts_with("ENOENT"),
