@@ -687,6 +687,50 @@ fn no_sandbox_install_is_one_transaction_too() {
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
 }
 
+/// A build script that appends to a file of the environment it runs from and then fails, under
+/// `--no-sandbox` as root, who writes through the objects' read-only mode: the environment, the store's
+/// object and another environment sharing it stay as they were (found by exploratory testing: the
+/// staging copy's hardlinks carried the write into the store and the other environment, while blast
+/// said the environment was unchanged).
+#[test]
+fn no_sandbox_build_writing_in_place_changes_no_environment() {
+    // SAFETY: geteuid only reads.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root writes through the objects' read-only mode");
+        return;
+    }
+    let b = Blast::new();
+    let project = b.work.join("inplace");
+    fs::create_dir_all(project.join("inplace")).unwrap();
+    fs::write(project.join("inplace/__init__.py"), "").unwrap();
+    fs::write(
+        project.join("pyproject.toml"),
+        "[build-system]\nrequires = []\nbuild-backend = \"inplace_backend\"\nbackend-path = [\".\"]\n\
+         [project]\nname = \"inplace\"\nversion = \"1.0\"\n",
+    )
+    .unwrap();
+    fs::write(
+        project.join("inplace_backend.py"),
+        "import glob, os, sys\n\
+         def get_requires_for_build_wheel(config_settings=None):\n    return []\n\
+         def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n    \
+         for f in glob.glob(os.path.join(sys.prefix, 'lib/python3*/site-packages/blastdep/__init__.py')):\n        \
+         open(f, 'a').write('# written in place by a build\\n')\n    \
+         raise SystemExit('this build fails')\n",
+    )
+    .unwrap();
+    let (env, other) = (b.create_path_env("venv"), b.create_path_env("other"));
+    install(&b, &env, &["blastdep"]);
+    install(&b, &other, &["blastdep"]);
+    let (before, other_before) = (read_tree(&env), read_tree(&other));
+    let args = install_args(&env, &["--no-sandbox", project.to_str().unwrap()]);
+    let err = b.fails(&strs(&args));
+    assert!(err.contains("is unchanged"), "{err}");
+    assert_same_tree(&before, &read_tree(&env));
+    assert_same_tree(&other_before, &read_tree(&other));
+    b.assert_verify_clean(&[&env, &other]);
+}
+
 /// Runs blast in a user namespace where no further user namespace may be created.
 fn without_user_namespaces(b: &Blast, args: &[String]) -> std::process::Output {
     Command::new("unshare")

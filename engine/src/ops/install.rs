@@ -23,7 +23,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::Batch;
 use crate::installer::{self, Installer, InstallerKind, Request};
 use crate::markers::marker_environment;
-use crate::materialize::Materializer;
+use crate::materialize::{LinkMode, Materializer};
 use crate::metrics::{self, MetricKind};
 use crate::objects::Staging;
 use crate::packages::{PackageChange, distributions_of, package_changes, packages_of};
@@ -449,10 +449,17 @@ impl Run<'_> {
             python_bin: self.env.record.python.bin_dir.clone(),
         };
         let mut cache = StatCache::default();
+        // Root writes through an object's read-only mode: the installer (a build script) writing a
+        // hardlinked file in place would change the store's object, and every environment sharing it,
+        // whatever the install's outcome. Non-root, such a write fails.
+        let mode = match link_mode(self.store, self.env.root())? {
+            LinkMode::Hardlink if nix::unistd::geteuid().is_root() => LinkMode::Copy,
+            mode => mode,
+        };
         Materializer {
             store: self.store.objects(),
             placeholders: &placeholders,
-            mode: link_mode(self.store, self.env.root())?,
+            mode,
         }
         .apply(&copy, &Tree::default(), self.head_tree, &mut cache)?;
         let env_python = copy.join("bin/python");
