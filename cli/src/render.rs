@@ -932,10 +932,17 @@ impl Output {
                  (`blast pip -e ENV -- install --force-reinstall NAME`) or importing an image that has it"
             );
         }
+        if !r.missing.is_empty() {
+            println!(
+                "  a missing file cannot be rebuilt from the store: importing an image or pulling a reference \
+                 that holds the snapshots named (`blast import FILE`, `blast pull REF`) brings it back"
+            );
+        }
         for e in r.envs.iter().filter(|e| !e.drifted.is_empty()) {
             println!(
-                "  `blast rollback -e {} --force HEAD` makes `{}` match its HEAD again",
-                e.env, e.env
+                "  `{}`: `blast snapshot -e {}` keeps these changes as a new snapshot; \
+                 `blast rollback -e {} --force HEAD` discards them",
+                e.env, e.env, e.env
             );
         }
     }

@@ -1,6 +1,8 @@
-//! `blast verify`: rehash objects, layers and snapshots in parallel, and compare environment directories
-//! with their HEAD byte for byte (no stat cache: a verify trusts nothing it has not read).
+//! `blast verify`: rehash objects, layers and snapshots in parallel, find every one missing that a
+//! snapshot an environment can move to needs (its HEAD, history and tags), and compare environment
+//! directories with their HEAD byte for byte (no stat cache: a verify trusts nothing it has not read).
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +20,8 @@ pub struct VerifyReport {
     pub objects_checked: usize,
     /// Store files whose bytes do not hash to their name.
     pub corrupt: Vec<String>,
-    /// Objects, layers or snapshots that an environment needs and the store lacks.
+    /// Objects, layers or snapshots that an environment's HEAD, history or tags need and the store
+    /// lacks, each with what needs it.
     pub missing: Vec<String>,
     pub envs: Vec<EnvVerdict>,
 }
@@ -50,8 +53,13 @@ pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
         Some(_) => vec![store.open_env(selector)?.record],
         None => store.index().envs()?,
     };
+    let needed = needed_files(
+        store,
+        &roots(store, &envs, selector.is_none())?,
+        &mut report,
+    );
     let files: Vec<(PathBuf, Expected)> = match selector {
-        Some(_) => needed_files(store, &envs, &mut report),
+        Some(_) => needed,
         None => all_store_files(store)?,
     };
     report.objects_checked = files.len();
@@ -133,38 +141,84 @@ fn all_store_files(store: &Store) -> Result<Vec<(PathBuf, Expected)>> {
     Ok(out)
 }
 
-/// The files the environments' HEADs need; what is missing goes to the report.
+/// The snapshots the environments can move to, each with who needs it: HEADs, history and tags; with
+/// `journals`, the two ends of each unfinished move too.
+fn roots(store: &Store, envs: &[EnvRecord], journals: bool) -> Result<Vec<(SnapshotId, String)>> {
+    let mut roots = Vec::new();
+    for env in envs {
+        let label = env.label();
+        roots.extend(env.head.map(|head| (head, format!("HEAD of `{label}`"))));
+        for (tag, id) in store.index().tags(&env.id)? {
+            roots.push((id, format!("tag `{tag}` of `{label}`")));
+        }
+        for entry in store.index().history(&env.id)? {
+            roots.push((entry.to, format!("the history of `{label}`")));
+        }
+    }
+    if journals {
+        for (env_id, journal) in store.index().journals()? {
+            for id in journal.from.into_iter().chain([journal.to]) {
+                roots.push((id, format!("an unfinished move of environment {env_id}")));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// The store files `roots` need; what is missing goes to the report, with the first root that needs
+/// it.
 fn needed_files(
     store: &Store,
-    envs: &[EnvRecord],
+    roots: &[(SnapshotId, String)],
     report: &mut VerifyReport,
 ) -> Vec<(PathBuf, Expected)> {
     let objects = store.objects();
     let mut out = Vec::new();
-    for env in envs {
-        let Some(head) = env.head else { continue };
-        out.push((objects.snapshot_path(&head), Expected::Snapshot(head)));
-        let Ok(snapshot) = store.snapshot(&head) else {
-            report.missing.push(format!("snapshot {head}"));
+    let (mut snapshots, mut layers, mut files) = (HashSet::new(), HashSet::new(), HashSet::new());
+    for (id, needed_by) in roots {
+        if !snapshots.insert(*id) {
             continue;
-        };
-        for layer in &snapshot.layers {
-            out.push((objects.layer_path(layer), Expected::Layer(*layer)));
         }
-        let Ok(tree) = store.tree_of(&snapshot) else {
-            report.missing.push(format!("a layer of snapshot {head}"));
+        let path = objects.snapshot_path(id);
+        if !path.exists() {
+            report.missing.push(format!("snapshot {id} ({needed_by})"));
+            continue;
+        }
+        out.push((path, Expected::Snapshot(*id)));
+        // One that does not decode is corrupt: its hash says so.
+        let Ok(snapshot) = store.snapshot(id) else {
             continue;
         };
-        for (path, node) in &tree.entries {
-            if let Node::File {
-                object, executable, ..
-            } = node
-            {
+        for layer_id in snapshot.layers {
+            if !layers.insert(layer_id) {
+                continue;
+            }
+            let path = objects.layer_path(&layer_id);
+            if !path.exists() {
+                report
+                    .missing
+                    .push(format!("layer {layer_id} (of snapshot {id}, {needed_by})"));
+                continue;
+            }
+            out.push((path, Expected::Layer(layer_id)));
+            let Ok(layer) = objects.layer(&layer_id) else {
+                continue;
+            };
+            for (path, change) in &layer.changes {
+                let store_format::Change::Put(Node::File {
+                    object, executable, ..
+                }) = change
+                else {
+                    continue;
+                };
+                if !files.insert((*object, *executable)) {
+                    continue;
+                }
                 match objects.existing_object_path(object, *executable) {
                     Some(p) => out.push((p, Expected::Object(*object))),
-                    None => report
-                        .missing
-                        .push(format!("object {object} (`{path}` in `{}`)", env.label())),
+                    None => report.missing.push(format!(
+                        "object {object} (`{path}` as layer {layer_id} of snapshot {id} writes it; {needed_by})"
+                    )),
                 }
             }
         }
