@@ -524,6 +524,131 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
     assert!(out_dir.join("done").exists());
 }
 
+/// A command that writes its tick count to `out_dir/ticks` every 50 ms and exits 3 on Ctrl-C; `extra` runs
+/// at each tick, with `n` the count.
+fn ticking_script(name: &str, extra: &str) -> Script {
+    Script::new(
+        name,
+        &format!(
+            "import os, signal, sys, time, pathlib\n\
+             out = pathlib.Path(sys.argv[1])\n\
+             signal.signal(signal.SIGINT, lambda *_: sys.exit(3))\n\
+             n = 0\n\
+             while True:\n    n += 1\n    (out / 'ticks').write_text(str(n))\n{extra}    time.sleep(0.05)\n"
+        ),
+    )
+}
+
+/// The tick count a [`ticking_script`] left.
+fn ticks(out_dir: &Path) -> u64 {
+    fs::read_to_string(out_dir.join("ticks"))
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the command ticked five times, while blast runs.
+fn wait_for_ticks(out_dir: &Path, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ticks(out_dir) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never ticked"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "blast ended");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether the command ticks again after `at`, given time on a loaded machine.
+fn goes_on(out_dir: &Path, at: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ticks(out_dir) <= at {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+/// The `State:` of process `pid`.
+fn state(pid: u32) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// A small shell with job control, run as `python shell.py STOPS PROGRAM ARGS…`: it starts the program
+/// as its terminal's foreground job and, each time the program stops, writes `stopped` to STOPS, waits
+/// 3 s and continues it as `fg` would.
+const JOB_CONTROL_SHELL: &str = "import os, signal, sys, time\n\
+     signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n\
+     pid = os.fork()\n\
+     if pid == 0:\n    os.setpgid(0, 0)\n    os.execvp(sys.argv[2], sys.argv[2:])\n\
+     os.setpgid(pid, pid)\n\
+     os.tcsetpgrp(0, pid)\n\
+     while True:\n    _, status = os.waitpid(pid, os.WUNTRACED)\n    \
+     if not os.WIFSTOPPED(status):\n        sys.exit(os.waitstatus_to_exitcode(status))\n    \
+     open(sys.argv[1], 'a').write('stopped\\n')\n    time.sleep(3)\n    \
+     os.tcsetpgrp(0, pid)\n    os.killpg(pid, signal.SIGCONT)\n";
+
+/// `blast` started at a new pseudo-terminal, as its session's foreground job, either leading the session
+/// itself (nobody would continue it) or under [`JOB_CONTROL_SHELL`] (written into `work`) when `stops`
+/// names the shell's record of stops. Returns the child and the terminal's other end, where keys are
+/// typed.
+fn at_terminal(
+    blast: std::process::Command,
+    work: &Path,
+    stops: Option<&Path>,
+) -> (std::process::Child, fs::File) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (master, slave) = {
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two descriptors, which are then owned here.
+        let opened = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(opened, 0, "openpty");
+        // SAFETY: as above.
+        unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+    };
+    let mut command = match stops {
+        Some(stops) => {
+            let shell = work.join("shell.py");
+            fs::write(&shell, JOB_CONTROL_SHELL).unwrap();
+            let mut command = std::process::Command::new(python());
+            command.arg(&shell).arg(stops).arg(blast.get_program());
+            command.args(blast.get_args());
+            command.envs(blast.get_envs().filter_map(|(k, v)| Some((k, v?))));
+            command
+        }
+        None => blast,
+    };
+    command.stdin(slave);
+    // SAFETY: setsid and ioctl only, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    (command.spawn().unwrap(), master)
+}
+
 /// Ctrl-Z and `fg` at a real terminal (a pseudo-terminal whose foreground job blast is, started by a
 /// shell with job control): blast passes SIGTSTP on and stops itself, the command stops with it (its
 /// ticks stand still) and goes on when blast does (found by exploratory testing: only blast stopped,
@@ -534,53 +659,9 @@ fn a_signal_reaches_the_command_which_may_clean_up_and_choose_its_exit() {
 #[test]
 fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
     use std::io::Write;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::os::unix::process::CommandExt;
-    use std::time::{Duration, Instant};
-    let script = Script::new(
-        "ticks.py",
-        "import signal, sys, time, pathlib\n\
-         out = pathlib.Path(sys.argv[1])\n\
-         signal.signal(signal.SIGINT, lambda *_: sys.exit(3))\n\
-         n = 0\n\
-         while True:\n    n += 1\n    (out / 'ticks').write_text(str(n))\n    time.sleep(0.05)\n",
-    );
-    let (b, out_dir) = (&script.b, &script.out_dir);
-    let ticks = || -> u64 {
-        fs::read_to_string(out_dir.join("ticks"))
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0)
-    };
-    let ticking = |child: &mut std::process::Child| {
-        let _ = fs::remove_file(out_dir.join("ticks"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while ticks() < 5 {
-            assert!(Instant::now() < deadline, "the command never ticked");
-            assert!(child.try_wait().unwrap().is_none(), "blast ended");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    // Whether the command ticks again after `at`, given time on a loaded machine.
-    let goes_on = |at: u64| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ticks() <= at {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        true
-    };
-    let state = |pid: u32| -> String {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("State:"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
+    use std::time::Duration;
+    let script = ticking_script("ticks.py", "");
+    let (b, out_dir) = (&script.b, script.out_dir.as_path());
 
     // No terminal: a SIGTSTP from elsewhere changes nothing.
     let mut child = script
@@ -588,10 +669,10 @@ fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    ticking(&mut child);
+    wait_for_ticks(out_dir, &mut child);
     send("TSTP", &child.id().to_string());
     std::thread::sleep(Duration::from_millis(500));
-    assert!(goes_on(ticks()), "the command stopped");
+    assert!(goes_on(out_dir, ticks(out_dir)), "the command stopped");
     assert!(state(child.id()).starts_with('S'), "{}", state(child.id()));
     send("INT", &child.id().to_string());
     assert_eq!(child.wait().unwrap().code(), Some(3));
@@ -600,80 +681,89 @@ fn ctrl_z_stops_the_command_with_blast_and_fg_continues_both() {
     // are typed. First with nobody to continue it: blast leads the session, its group is orphaned, and
     // Ctrl-Z changes nothing (found by exploratory testing: blast and the command stopped for good).
     // Then started by a small shell with job control, which sees blast stop and continues it as `fg`.
-    let shell = b.work.join("shell.py");
-    fs::write(
-        &shell,
-        "import os, signal, sys, time\n\
-         signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n\
-         pid = os.fork()\n\
-         if pid == 0:\n    os.setpgid(0, 0)\n    os.execvp(sys.argv[2], sys.argv[2:])\n\
-         os.setpgid(pid, pid)\n\
-         os.tcsetpgrp(0, pid)\n\
-         while True:\n    _, status = os.waitpid(pid, os.WUNTRACED)\n    \
-         if not os.WIFSTOPPED(status):\n        sys.exit(os.waitstatus_to_exitcode(status))\n    \
-         open(sys.argv[1], 'a').write('stopped\\n')\n    time.sleep(3)\n    \
-         os.tcsetpgrp(0, pid)\n    os.killpg(pid, signal.SIGCONT)\n",
-    )
-    .unwrap();
     let stops = b.work.join("stops");
     for under_shell in [false, true] {
-        let (mut master, slave) = {
-            let (mut master, mut slave) = (0, 0);
-            // SAFETY: openpty writes two descriptors, which are then owned here.
-            let opened = unsafe {
-                libc::openpty(
-                    &mut master,
-                    &mut slave,
-                    std::ptr::null_mut(),
-                    std::ptr::null(),
-                    std::ptr::null(),
-                )
-            };
-            assert_eq!(opened, 0, "openpty");
-            // SAFETY: as above.
-            unsafe { (fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
-        };
-        let blast = script.command(&[]);
-        let mut command = if under_shell {
-            let mut command = std::process::Command::new(python());
-            command.arg(&shell).arg(&stops).arg(blast.get_program());
-            command.args(blast.get_args());
-            command.envs(blast.get_envs().filter_map(|(k, v)| Some((k, v?))));
-            command
-        } else {
-            blast
-        };
-        command.stdin(slave);
-        // SAFETY: setsid and ioctl only, between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().unwrap();
-        drop(command);
-        ticking(&mut child);
-        master.write_all(b"\x1a").unwrap();
+        let _ = fs::remove_file(out_dir.join("ticks"));
+        let (mut child, mut terminal) = at_terminal(
+            script.command(&[]),
+            &b.work,
+            under_shell.then_some(stops.as_path()),
+        );
+        wait_for_ticks(out_dir, &mut child);
+        terminal.write_all(b"\x1a").unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        let at = ticks();
+        let at = ticks(out_dir);
         std::thread::sleep(Duration::from_millis(500));
         if under_shell {
-            assert_eq!(ticks(), at, "the command went on while blast was stopped");
+            assert_eq!(
+                ticks(out_dir),
+                at,
+                "the command went on while blast was stopped"
+            );
             assert_eq!(fs::read_to_string(&stops).unwrap(), "stopped\n");
-            assert!(goes_on(at), "the command did not go on");
+            assert!(goes_on(out_dir, at), "the command did not go on");
         } else {
             assert!(
-                goes_on(at),
+                goes_on(out_dir, at),
                 "the command stopped with nobody to continue it"
             );
             assert!(state(child.id()).starts_with('S'), "{}", state(child.id()));
         }
-        master.write_all(b"\x03").unwrap();
+        terminal.write_all(b"\x03").unwrap();
         assert_eq!(child.wait().unwrap().code(), Some(3), "{under_shell}");
     }
+}
+
+/// A command that stops itself (vim and less stop their process group for Ctrl-Z, which they read as a
+/// key; a shell's `suspend`) stops blast with it under a shell with job control, which sees the job
+/// stop and continues both as `fg`; where nobody would continue blast, the command goes on at once, as
+/// the kernel drops such a stop in an orphaned group (found by exploratory testing: blast went on waiting
+/// in the foreground while the command stayed stopped, and the terminal looked hung).
+#[test]
+fn a_command_that_stops_itself_stops_blast_or_goes_on() {
+    use std::io::Write;
+    use std::time::Duration;
+    let script = ticking_script(
+        "suspends.py",
+        "    if n == 5:\n        os.kill(0, signal.SIGTSTP)\n        (out / 'resumed').write_text(str(n))\n",
+    );
+    let (b, out_dir) = (&script.b, script.out_dir.as_path());
+    let resumed = out_dir.join("resumed");
+
+    let mut child = script
+        .command(&[])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_ticks(out_dir, &mut child);
+    let went_on = goes_on(out_dir, 5);
+    if !went_on {
+        // SIGKILL: the sandbox dies with blast.
+        let _ = child.kill();
+    }
+    assert!(
+        went_on,
+        "the command stayed stopped with nobody to continue it"
+    );
+    send("INT", &child.id().to_string());
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    assert!(resumed.exists());
+
+    let stops = b.work.join("stops");
+    fs::remove_file(&resumed).unwrap();
+    fs::remove_file(out_dir.join("ticks")).unwrap();
+    let (mut child, mut terminal) = at_terminal(script.command(&[]), &b.work, Some(&stops));
+    wait_for_ticks(out_dir, &mut child);
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = fs::read_to_string(&stops).unwrap_or_default();
+    let at = ticks(out_dir);
+    assert_eq!(stopped, "stopped\n", "blast did not stop with the command");
+    assert_eq!(at, 5, "the command went on while blast was stopped");
+    assert!(!resumed.exists());
+    assert!(goes_on(out_dir, at), "the command did not go on after `fg`");
+    assert!(resumed.exists());
+    terminal.write_all(b"\x03").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(3));
 }
 
 /// Notices reach the command without ending it, however many come: a terminal's resize (SIGWINCH) every

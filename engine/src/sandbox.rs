@@ -300,6 +300,8 @@ impl Overlay {
 
 /// The message that carries the descriptor of an in-memory overlay (see [`receive_status`]).
 const MEMORY_MARK: &[u8] = b"m";
+/// Init's message that the program stopped itself ([`interrupts::program_stopped_itself`]).
+const STOPPED_MARK: &[u8] = b"s";
 
 /// Names of the overlay's directories in [`Overlay::dir`].
 const UPPER: &str = "upper";
@@ -437,19 +439,32 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
             .spawn()
             .inspect(|child| interrupts.child_started(child.id()))
     };
-    let waited = spawned.and_then(|mut child| {
+    let asked = spec.overlay.as_ref().is_some_and(|o| o.in_memory);
+    let waited = spawned.map(|mut child| {
         drop(write_end);
-        wait_for_child(&mut child, &interrupts)
+        // The status is read while the program runs: it may say that the program stopped itself.
+        std::thread::scope(|scope| {
+            let status = scope.spawn(|| receive_status(&read_end, asked));
+            let waited = wait_for_child(&mut child, &interrupts);
+            let status = status
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (waited, status)
+        })
     });
     let interrupted = interrupts.received();
     drop(interrupts);
-    let status = waited.map_err(|e| Error::Io {
+    let (waited, received) = waited.map_err(|e| Error::Io {
         action: "starting the sandbox helper",
         path: PathBuf::from("/proc/self/exe"),
         source: e,
     })?;
-    let asked = spec.overlay.as_ref().is_some_and(|o| o.in_memory);
-    let (report, in_memory) = receive_status(&read_end, asked)?;
+    let status = waited.map_err(|e| Error::Io {
+        action: "waiting for the sandbox helper",
+        path: PathBuf::from("/proc/self/exe"),
+        source: e,
+    })?;
+    let (report, in_memory) = received?;
     if let Some(hit) = LimitHit::decode(report.trim_end()) {
         return Ok(Ok(Ran {
             outcome: Outcome::Stopped(hit),
@@ -473,9 +488,10 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
     }))
 }
 
-/// Reads what the helper and init sent until they are gone: text (a failed step, a limit hit) and,
-/// when `in_memory` was asked for, the descriptor of the overlay's tmpfs. A descriptor announced but
-/// lost on the way (blast at its limit of open files) fails the run: the changes would read as none.
+/// Reads what the helper and init sent until they are gone: text (a failed step, a limit hit), that
+/// the program stopped itself (acted on at once), and, when `in_memory` was asked for, the descriptor
+/// of the overlay's tmpfs. A descriptor announced but lost on the way (blast at its limit of open
+/// files) fails the run: the changes would read as none.
 fn receive_status(socket: &OwnedFd, in_memory: bool) -> Result<(String, Option<InMemory>)> {
     let lost = |why: &str| {
         Err(Error::Invalid(format!(
@@ -511,6 +527,10 @@ fn receive_status(socket: &OwnedFd, in_memory: bool) -> Result<(String, Option<I
         }
         if bytes == 0 && handed.is_empty() {
             break;
+        }
+        if buffer[..bytes] == *STOPPED_MARK {
+            interrupts::program_stopped_itself();
+            continue;
         }
         if buffer[..bytes] != *MEMORY_MARK {
             report.extend_from_slice(&buffer[..bytes]);
@@ -1165,6 +1185,9 @@ fn init(spec: &Spec) -> ! {
     // SAFETY: init is single-threaded.
     let program = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            // A group of its own, below init in init's session: not orphaned, so a program that stops
+            // its group (vim on Ctrl-Z) stops at once, and init sees it (see [`program_stopped`]).
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
             interrupts::defaults_for_program();
             exec_program(spec)
         }
@@ -1206,12 +1229,14 @@ fn watch(child: Pid, limits: &Limits) -> (i32, bool) {
     let mut reported = false;
     loop {
         loop {
-            match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED;
+            match waitpid(None, Some(flags)) {
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => return (code, reported),
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
                     return (128 + sig as i32, reported);
                 }
+                Ok(WaitStatus::Stopped(pid, sig)) if pid == child => program_stopped(sig),
                 Err(Errno::EINTR) | Ok(_) => continue,
                 Err(_) => return (SETUP_FAILED, reported),
             }
@@ -1273,6 +1298,18 @@ fn proportional_set_size(process: &Path) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// Init's program stopped: by a stop signal of a terminal's (SIGTSTP, SIGTTIN, SIGTTOU), it stopped
+/// itself, as vim and less stop their group for Ctrl-Z, read as a key; the rest of the sandbox stops
+/// with it, as for Ctrl-Z, and blast is told (see [`interrupts::program_stopped_itself`]). A SIGSTOP is
+/// init's own, for a Ctrl-Z that came through blast, or someone else's.
+fn program_stopped(sig: Signal) {
+    if matches!(sig, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU) {
+        // From init, -1 reaches every other process of the pid namespace.
+        let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGSTOP);
+        let _ = nix::sys::socket::send(STATUS_FD, STOPPED_MARK, MsgFlags::MSG_NOSIGNAL);
+    }
+}
+
 /// Tells blast which limit ended the program (read back by [`run`]).
 fn report(hit: &LimitHit) {
     // SAFETY: STATUS_FD is this process's own descriptor, handed over by blast.
@@ -1284,9 +1321,10 @@ fn report(hit: &LimitHit) {
 /// to pass on (128 + signal for a signal).
 fn wait_for(child: Pid) -> i32 {
     loop {
-        match waitpid(None, Some(WaitPidFlag::__WALL)) {
+        match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WUNTRACED)) {
             Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
+            Ok(WaitStatus::Stopped(pid, sig)) if pid == child => program_stopped(sig),
             Err(Errno::EINTR) | Ok(_) => continue,
             Err(_) => return SETUP_FAILED,
         }

@@ -24,7 +24,11 @@
 //! init stops the rest of the namespace with SIGSTOP (its process group is orphaned, so the kernel would
 //! drop a SIGTSTP there) and continues it with SIGCONT. blast takes SIGTSTP only as its terminal's
 //! foreground job, started by a shell with job control: otherwise it is dropped, as the kernel drops it
-//! for an orphaned group, since nobody might ever continue a blast that holds the store's locks.
+//! for an orphaned group, since nobody might ever continue a blast that holds the store's locks. The
+//! program runs in a process group of its own below init, which is not orphaned: one that stops itself
+//! (vim on Ctrl-Z, which it reads as a key) stops at once, as at a terminal. Init sees it stop, stops the
+//! rest of the sandbox and tells blast, which then stops as for Ctrl-Z, or continues the sandbox where
+//! it would not stop.
 //!
 //! Notices end nothing and go the same way, never dropped nor counted: SIGWINCH (the terminal was
 //! resized) to the whole namespace, as a terminal sends it to its foreground group, so a REPL or a
@@ -259,6 +263,22 @@ extern "C" fn stop_or_continue_everyone_else(sig: libc::c_int) {
         };
         send(-1, sent);
     });
+}
+
+/// blast's answer to a program that stopped itself (vim and less stop their group on Ctrl-Z, which they
+/// read as a key; a shell's `suspend`), which init stopped the rest of the sandbox for: blast stops too
+/// when a shell would see it and continue it, as for Ctrl-Z; otherwise the sandbox goes on at once, as
+/// the kernel drops such a stop in a group nobody would continue.
+pub(super) fn program_stopped_itself() {
+    if STOPPABLE.load(Ordering::SeqCst) && is_foreground_job() {
+        // SAFETY: getpid only reads.
+        send(unsafe { libc::getpid() }, libc::SIGSTOP);
+    } else {
+        let target = TARGET.load(Ordering::SeqCst);
+        if target != 0 {
+            send(target, libc::SIGCONT);
+        }
+    }
 }
 
 extern "C" fn to_everyone_else(sig: libc::c_int) {
