@@ -185,3 +185,50 @@ fn a_full_filesystem_fails_install_import_snapshot_and_sync_cleanly_then_recover
     let (ok, out) = env_python(&env, "import blastdemo; print(blastdemo.VERSION)");
     assert!(ok && out.trim() == "1.0.0", "{out}");
 }
+
+/// A rollback that runs out of room where the environment lives (its own filesystem, files copied)
+/// leaves no half-written file: once the room it needed is freed, the next command finishes the move
+/// (found by exploratory testing: the partial file stayed, finishing the move needed room for it and
+/// the whole file, and every command on the environment failed until files were deleted by hand).
+#[test]
+fn a_rollback_out_of_room_leaves_no_partial_file_and_finishes_once_room_is_freed() {
+    let b = Blast::new();
+    let small = match Tmpfs::new(&b.tmp.path().join("small"), "4m") {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("skipping: cannot mount a tmpfs here ({why})");
+            return;
+        }
+    };
+    let env = small.dir.join("env");
+    let e = env.to_str().unwrap();
+    b.ok(&["create", "--path", e, "--python", python()]);
+    // Incompressible, and more than the room left once the filesystem is filled but for 1 MiB.
+    let big: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(env.join("big"), &big).unwrap();
+    b.ok(&["snapshot", "-e", e, "--tag", "big"]);
+    b.ok(&["rollback", "-e", e, "@~1"]);
+    assert!(!env.join("big").exists());
+    let filler = small.fill();
+    let room = 1 << 20;
+    let len = fs::metadata(&filler).unwrap().len();
+    let file = fs::OpenOptions::new().write(true).open(&filler).unwrap();
+    file.set_len(len - room).unwrap();
+    drop(file);
+
+    let err = b.fails(&["rollback", "-e", e, "big"]);
+    assert!(err.contains("the filesystem is full"), "{err}");
+    let left: Vec<String> = fs::read_dir(&env)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name == "big" || name.starts_with(".blast-tmp"))
+        .collect();
+    assert!(left.is_empty(), "partial files left: {left:?}");
+
+    fs::remove_file(&filler).unwrap();
+    b.ok(&["status", "-e", e]);
+    assert_eq!(fs::read(env.join("big")).unwrap(), big);
+    b.assert_verify_clean(&[&env]);
+}

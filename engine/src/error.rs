@@ -18,7 +18,7 @@ pub enum Error {
         source: io::Error,
     },
     #[error(
-        "{action} `{}`: the filesystem is full (no space left on device): free space on it (`blast clean` removes what no environment needs) and run the command again",
+        "{action} `{}`: the filesystem is full (no space left on device): free space on the filesystem that holds it (where that is the store's, `blast clean` removes what no environment needs) and run the command again",
         path.display()
     )]
     DiskFull { action: &'static str, path: PathBuf },

@@ -397,7 +397,10 @@ impl Materializer<'_> {
                     dest.display()
                 ))
             })?;
-        fs::copy(&source, dest).at("copying object to", dest)?;
+        if let Err(e) = fs::copy(&source, dest) {
+            discard_partial(dest);
+            return Err(e).at("copying object to", dest);
+        }
         set_mode()?;
         Ok(false)
     }
@@ -414,7 +417,14 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .mode(mode)
         .open(path)
         .at("creating", path)?;
-    fill_created(file, bytes, mode, || path.to_owned())
+    fill_created(file, bytes, mode, || path.to_owned()).inspect_err(|_| discard_partial(path))
+}
+
+/// Removes the file a write created at `path` and could not finish (the filesystem full): left, it
+/// would read as a change of the user's, and finishing the move would need room for it besides the
+/// whole file.
+fn discard_partial(path: &Path) {
+    let _ = fs::remove_file(path);
 }
 
 /// Writes `bytes` into `file`, created at `path` with `mode` a moment ago.

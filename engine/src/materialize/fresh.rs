@@ -340,11 +340,9 @@ impl<'a, 't> Fill<'a, 't> {
         let mut clone = self.create_file(handle, path, mode)?;
         let cloned = reflink_copy::reflink_file(&source, &clone).is_ok();
         if !cloned {
-            self.at(
-                std::io::copy(&mut source, &mut clone),
-                "copying object to",
-                path,
-            )?;
+            let copied = std::io::copy(&mut source, &mut clone);
+            self.at(copied, "copying object to", path)
+                .inspect_err(|_| discard_partial(handle, path))?;
         }
         unmask(&clone, mode, || self.abs(path))?;
         Ok(Some(cloned))
@@ -353,6 +351,7 @@ impl<'a, 't> Fill<'a, 't> {
     fn write_in(&self, handle: &OwnedFd, path: &str, bytes: &[u8], mode: u32) -> Result<()> {
         let file = self.create_file(handle, path, mode)?;
         fill_created(file, bytes, mode, || self.abs(path))
+            .inspect_err(|_| discard_partial(handle, path))
     }
 
     /// A new file at `path`, whose directory is `handle`, with `mode` (`EEXIST` when something is
@@ -367,6 +366,16 @@ impl<'a, 't> Fill<'a, 't> {
         self.at(created.map_err(std::io::Error::from), "creating", path)
             .map(File::from)
     }
+}
+
+/// Removes the file a write created at `path` in `handle` and could not finish (see
+/// [`super::discard_partial`]).
+fn discard_partial(handle: &OwnedFd, path: &str) {
+    let _ = nix::unistd::unlinkat(
+        handle,
+        name_of(path),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
 }
 
 fn name_of(path: &str) -> &str {
