@@ -1146,14 +1146,49 @@ impl ScanCtx<'_> {
         stat: FileStat,
         executable: bool,
     ) -> Result<Item> {
-        let bytes = fs::read(&abs).at("reading", &abs)?;
         let adoptable = (self.adopt && stat.nlink == 1).then_some(abs.as_path());
-        let node = self.store_bytes(bytes, &path, executable, adoptable)?;
+        let node = if stat.size > RELOCATION_SCAN_LIMIT {
+            self.store_large_file(&abs, executable, adoptable)?
+        } else {
+            let bytes = fs::read(&abs).at("reading", &abs)?;
+            self.store_bytes(bytes, &path, executable, adoptable)?
+        };
         Ok(Item {
             path,
             node,
             stat: Some(stat),
             hashed: true,
+        })
+    }
+
+    /// The node of a file too large to be looked at for the environment's paths: its bytes are hashed
+    /// and stored as they stream past (or it is adopted, hashed through a mapping), never held whole.
+    fn store_large_file(
+        &self,
+        abs: &Path,
+        executable: bool,
+        adoptable: Option<&Path>,
+    ) -> Result<Node> {
+        let (object, size) = match (self.sink, adoptable) {
+            (Some(sink), None) => {
+                let mut file = fs::File::open(abs).at("reading", abs)?;
+                sink.staging.put_object_from(None, executable, &mut file)?
+            }
+            (sink, _) => {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update_mmap(abs).at("reading", abs)?;
+                let object = ObjectId::from(hasher.finalize());
+                if let (Some(sink), Some(file)) = (sink, adoptable) {
+                    sink.staging.adopt_object(&object, executable, file)?;
+                }
+                (object, hasher.count())
+            }
+        };
+        Ok(Node::File {
+            object,
+            size,
+            executable,
+            relocatable: false,
         })
     }
 
