@@ -731,6 +731,48 @@ fn no_sandbox_build_writing_in_place_changes_no_environment() {
     b.assert_verify_clean(&[&env, &other]);
 }
 
+/// An environment whose base interpreter is gone (uninstalled, or moved with its prefix): an install
+/// says so and what to do, sandboxed or not, and changes nothing (found by exploratory testing: the
+/// sandbox was blamed, or a staging path named).
+#[test]
+fn an_install_into_an_environment_whose_python_is_gone_says_so() {
+    let b = Blast::new();
+    // A prefix of its own, made of hardlinks to the real one's files: Python finds its library
+    // relative to its executable.
+    let real = Path::new(python());
+    let prefix = real.parent().and_then(Path::parent).unwrap();
+    let copy = b.work.join("python");
+    let copied = Command::new("cp")
+        .arg("-al")
+        .arg(prefix)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let env = b.work.join("venv");
+    let interpreter = copy.join("bin").join(real.file_name().unwrap());
+    b.ok(&[
+        "create",
+        "--path",
+        env.to_str().unwrap(),
+        "--python",
+        interpreter.to_str().unwrap(),
+    ]);
+    fs::rename(&copy, b.work.join("python.gone")).unwrap();
+    let before = read_tree(&env);
+    for extra in [&[][..], &["--no-sandbox"]] {
+        let args = install_args(&env, &[extra, &["blastdep"]].concat());
+        let err = b.fails(&strs(&args));
+        assert!(
+            err.contains(interpreter.to_str().unwrap())
+                && err.contains("is gone")
+                && err.contains("reinstall that Python"),
+            "{err}"
+        );
+        assert_same_tree(&before, &read_tree(&env));
+    }
+}
+
 /// Runs blast in a user namespace where no further user namespace may be created.
 fn without_user_namespaces(b: &Blast, args: &[String]) -> std::process::Output {
     Command::new("unshare")
@@ -1011,6 +1053,17 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
         "{report}"
     );
     b.assert_verify_clean(&[&env]);
+    // uv's lock file at the environment's root is not content: a uv run that changes nothing makes no
+    // snapshot (found by exploratory testing: each one added a snapshot holding `.lock`).
+    assert!(!env.join(".lock").exists());
+    let history = b.log(e).len();
+    let out = b
+        .command(&["uninstall", "-e", e, "--installer", "uv", "blastdemo"])
+        .env("UV_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    assert_eq!(b.log(e).len(), history);
 
     // --offline tells uv so: it resolves from its cache at once, instead of asking the index and
     // failing on name resolution after its retries.

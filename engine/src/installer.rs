@@ -46,17 +46,22 @@ pub enum Request {
 }
 
 impl Request {
-    /// The words of the history entry ("install rich", "uninstall idna", "pip install -U rich").
+    /// The words of the history entry ("install rich", "uninstall idna", "pip install -U rich"). An
+    /// install that names what it installs only in the installer's arguments (`-- -e ./project`) is
+    /// described by them.
     pub fn describe(&self) -> String {
         match self {
             Request::Install {
                 specs,
                 requirements,
-                ..
+                args,
             } => {
                 let mut words = vec!["install".to_owned()];
                 words.extend(specs.iter().cloned());
                 words.extend(requirements.iter().map(|r| format!("-r {}", r.display())));
+                if words.len() == 1 {
+                    words.extend(args.iter().cloned());
+                }
                 words.join(" ")
             }
             Request::Uninstall { names } => format!("uninstall {}", names.join(" ")),
@@ -90,6 +95,10 @@ pub fn choose(
     tree: &Tree,
     preference: Option<InstallerKind>,
 ) -> Result<Installer> {
+    // Every installer runs on the base interpreter, through the environment's `bin/python` or not.
+    if !Path::new(&python.executable).exists() {
+        return Err(python.gone());
+    }
     let env_pip = tree
         .entries
         .contains_key(&format!("{}/pip/__init__.py", python.purelib));
@@ -292,6 +301,23 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_install_is_described_by_what_it_names() {
+        let install = |specs: &[&str], requirements: &[&str], args: &[&str]| Request::Install {
+            specs: specs.iter().map(|s| s.to_string()).collect(),
+            requirements: requirements.iter().map(PathBuf::from).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            install(&["rich"], &["dev.txt"], &["--no-index"]).describe(),
+            "install rich -r dev.txt"
+        );
+        assert_eq!(
+            install(&[], &[], &["-e", "./project"]).describe(),
+            "install -e ./project"
+        );
+    }
 
     fn uv() -> Installer {
         Installer {

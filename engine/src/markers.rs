@@ -101,10 +101,7 @@ pub fn marker_environment(index: &Index, python: &PythonInfo) -> Result<MarkerEn
 /// The hex BLAKE3 of `<real interpreter path>|<its mtime in ns>`.
 fn cache_key(python: &PythonInfo) -> Result<String> {
     let exe = Path::new(&python.executable);
-    let mtime = mtime_ns(exe).ok_or_else(|| Error::BadPython {
-        path: exe.to_owned(),
-        detail: "it is gone; the environment was made with it: reinstall that Python".into(),
-    })?;
+    let mtime = mtime_ns(exe).ok_or_else(|| python.gone())?;
     Ok(
         blake3::hash(format!("{}|{mtime}", python.executable).as_bytes())
             .to_hex()

@@ -35,6 +35,14 @@ pub struct PythonInfo {
 }
 
 impl PythonInfo {
+    /// The error for an environment whose base interpreter is no longer there.
+    pub fn gone(&self) -> Error {
+        Error::BadPython {
+            path: PathBuf::from(&self.executable),
+            detail: "it is gone; the environment was made with it: reinstall that Python".into(),
+        }
+    }
+
     /// `cpython 3.11.7 at /usr/bin/python3.11`.
     pub fn describe(&self) -> String {
         format!(

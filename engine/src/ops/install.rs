@@ -76,6 +76,9 @@ pub struct InstallReport {
     pub conflicts: Option<ConflictReport>,
 }
 
+/// The file uv creates at an environment's root to lock it.
+const UV_LOCK_FILE: &str = ".lock";
+
 /// Runs `request` on the environment as one transaction.
 pub fn install(
     store: &Store,
@@ -112,12 +115,17 @@ pub fn install(
         staging: &staging,
         installer_time: Cell::default(),
     };
-    let (new_tree, upper) = if options.no_sandbox {
+    let (mut new_tree, upper) = if options.no_sandbox {
         (run.on_copy()?, None)
     } else {
         let (tree, upper) = run.sandboxed()?;
         (tree, Some(upper))
     };
+    // uv locks the environment through a file at its root for the length of its run: not content,
+    // and kept it would make every uv run, one that changed nothing too, a snapshot.
+    if installer.kind == InstallerKind::Uv && !head_tree.entries.contains_key(UV_LOCK_FILE) {
+        new_tree.entries.remove(UV_LOCK_FILE);
+    }
     let installer_seconds = run.installer_time.get().as_secs_f64();
 
     let mut report = InstallReport {
