@@ -389,6 +389,45 @@ fn env_selection_defaults_to_dot_venv_then_says_how_to_pick() {
     assert!(by_var.status.success());
 }
 
+/// A project moved to another disk and linked back: the environment's recorded path now leads through a
+/// symlink, and it is still found by that path, by its new real path and as `./.venv`, and works (found
+/// by exploratory testing: no command could name it, not even `remove`).
+#[test]
+fn an_environment_reached_through_a_symlink_made_since_is_still_found() {
+    let b = Blast::new();
+    let project = b.work.join("project");
+    fs::create_dir(&project).unwrap();
+    let env = project.join(".venv");
+    let e = env.to_str().unwrap();
+    b.ok(&["create", "--path", e, "--python", python()]);
+    fs::write(env.join("notes.txt"), "kept").unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    let moved = b.work.join("other-disk");
+    fs::rename(&project, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &project).unwrap();
+
+    let real = moved.join(".venv");
+    for selector in [e, real.to_str().unwrap()] {
+        assert_eq!(b.json(&["status", "-e", selector])["path"], e, "{selector}");
+    }
+    let in_project = b
+        .command(&["rollback"])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(
+        in_project.status.success(),
+        "{}",
+        String::from_utf8_lossy(&in_project.stderr)
+    );
+    assert!(!real.join("notes.txt").exists());
+    b.ok(&["rollback", "-e", real.to_str().unwrap(), "@~1"]);
+    assert_eq!(fs::read_to_string(real.join("notes.txt")).unwrap(), "kept");
+    b.assert_verify_clean(&[&env]);
+    b.ok(&["remove", e]);
+    assert!(b.json(&["list"]).as_array().unwrap().is_empty());
+}
+
 #[test]
 fn bad_input_gets_clear_errors() {
     let b = Blast::new();

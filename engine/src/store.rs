@@ -139,10 +139,22 @@ impl Store {
     }
 
     fn env_at(&self, path: &Path) -> Result<Option<EnvRecord>> {
-        match crate::fsutil::resolve_path(path)?.to_str() {
-            Some(p) => self.index.env_by_path(p),
-            None => Ok(None),
+        let resolved = crate::fsutil::resolve_path(path)?;
+        if let Some(p) = resolved.to_str()
+            && let Some(env) = self.index.env_by_path(p)?
+        {
+            return Ok(Some(env));
         }
+        // A recorded path may lead through a symlink made since (a project moved to another disk and
+        // linked back): the environment is then the one whose recorded path reaches this directory.
+        if !resolved.is_dir() {
+            return Ok(None);
+        }
+        Ok(self
+            .index
+            .envs()?
+            .into_iter()
+            .find(|env| fs::canonicalize(&env.path).is_ok_and(|real| real == resolved)))
     }
 
     /// Opens an environment for work: takes its lock and finishes an interrupted move (refusing when the
