@@ -773,6 +773,41 @@ fn an_install_into_an_environment_whose_python_is_gone_says_so() {
     }
 }
 
+/// A requirements file or a wheel the user names under a directory the sandbox hides (`~/.config`) is
+/// refused at once, saying why and what to do, with the environment unchanged (found by exploratory
+/// testing: pip said "No such file or directory" of a file that was there).
+#[test]
+fn a_file_named_where_the_sandbox_hides_secrets_is_refused_saying_why() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let home = b.work.join("home");
+    let config = home.join(".config/project");
+    fs::create_dir_all(&config).unwrap();
+    let requirements = config.join("requirements.txt");
+    fs::write(&requirements, "blastdep\n").unwrap();
+    let wheel = config.join("blastdep-1.0.0-py3-none-any.whl");
+    fs::copy(wheels().join("blastdep-1.0.0-py3-none-any.whl"), &wheel).unwrap();
+    let before = read_tree(&env);
+    for request in [
+        &["-r", requirements.to_str().unwrap()][..],
+        &[wheel.to_str().unwrap()],
+    ] {
+        let out = b
+            .command(&strs(&install_args(&env, request)))
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("is in `{}`", home.join(".config").display()))
+                && stderr.contains("--no-sandbox"),
+            "{stderr}"
+        );
+        assert_same_tree(&before, &read_tree(&env));
+    }
+}
+
 /// Runs blast in a user namespace where no further user namespace may be created.
 fn without_user_namespaces(b: &Blast, args: &[String]) -> std::process::Output {
     Command::new("unshare")

@@ -511,11 +511,12 @@ impl Output {
         }
         let from = r.from.as_ref().map_or_else(|| "nothing".to_owned(), short);
         println!(
-            "`{}`: {} → {} ({} paths written, {} removed)",
+            "`{}`: {} → {} ({} {} written, {} removed)",
             r.env,
             from,
             short(&r.to),
             r.written,
+            if r.written == 1 { "path" } else { "paths" },
             r.removed
         );
         println!("  {}", package_line(&r.packages));

@@ -127,6 +127,17 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The hidden directory `path` lies in, if the program cannot see it.
+    pub fn hidden_dir_of(&self, path: &Path) -> Option<&Path> {
+        if self.revealed.iter().any(|r| path.starts_with(r)) {
+            return None;
+        }
+        self.hidden
+            .iter()
+            .find(|h| path.starts_with(h))
+            .map(PathBuf::as_path)
+    }
+
     /// Hides the user's secrets and the system's sockets (see [`SECRETS`], [`SYSTEM_SOCKETS`]),
     /// bringing back name resolution and, below the hidden home directories, `keep` (such as an
     /// installer's own configuration).

@@ -419,6 +419,21 @@ impl Run<'_> {
             second_signal_kills: true,
         };
         spec.hide_secrets(INSTALLER_CONFIG);
+        // A file the user names where the sandbox hides secrets would read to the installer as
+        // missing: say why at once.
+        if let Some((path, hidden)) = spec
+            .visible
+            .iter()
+            .filter(|path| **path != spec.cwd)
+            .find_map(|path| Some((path, spec.hidden_dir_of(path)?)))
+        {
+            return Err(Error::Invalid(format!(
+                "`{}` is in `{}`, which the sandbox hides from the installer (it may hold secrets): \
+                 move what the install needs elsewhere, or pass --no-sandbox",
+                path.display(),
+                hidden.display()
+            )));
+        }
         let ran = match self
             .store
             .index()
