@@ -185,6 +185,7 @@ impl Materializer<'_> {
             target_digest: cache.stamp().map(|stamp| stamp.tree.after(&changes)),
             ..ApplyStats::default()
         };
+        open_changed_dirs(root, &changes);
         // Directories whose entries this apply changes by a removal.
         let mut removed_from: Vec<&str> = Vec::new();
 
@@ -488,6 +489,35 @@ fn under(root: &Path, rel: &str) -> PathBuf {
         root.to_owned()
     } else {
         root.join(rel)
+    }
+}
+
+/// Gives the owner write and search permission on each directory there is whose entries `changes`
+/// change: a directory's mode is not part of a snapshot (the materializer makes them 0755), and one
+/// made read-only since would stop the move half-way, and every command after it, which would try to
+/// finish the move again. Directories the apply makes are not looked at.
+fn open_changed_dirs(root: &Path, changes: &[PathChange<'_>]) {
+    let made: FxHashSet<&str> = changes
+        .iter()
+        .filter_map(|change| match change {
+            PathChange::Added(path, Node::Dir) => Some(*path),
+            _ => None,
+        })
+        .collect();
+    let parents: FxHashSet<&str> = changes
+        .iter()
+        .map(|change| parent_of(change.path()))
+        .filter(|parent| !made.contains(parent))
+        .collect();
+    for parent in parents {
+        let dir = root.join(parent);
+        let Ok(meta) = dir.symlink_metadata() else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if meta.is_dir() && mode & 0o300 != 0o300 {
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o300));
+        }
     }
 }
 
