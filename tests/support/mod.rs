@@ -51,8 +51,23 @@ pub struct Blast {
     pub work: PathBuf,
 }
 
+/// Ctrl-C and Ctrl-\ at their defaults in the test process, for everything it starts: a test run
+/// started in the background of a shell without job control (`.ci/run &`) has them ignored, and blast
+/// keeps an ignored signal ignored for what it runs, so the tests that send them would fail.
+fn signals_as_at_a_terminal() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        // SAFETY: sets two dispositions of this process, before the test starts anything.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+        }
+    });
+}
+
 impl Blast {
     pub fn new() -> Blast {
+        signals_as_at_a_terminal();
         let tmp = tempfile::Builder::new()
             .prefix("blast-test-")
             .tempdir()
@@ -66,6 +81,7 @@ impl Blast {
     /// As `new`, but outside `/tmp`: the install sandbox gives the installer a private `/tmp`, so only
     /// paths elsewhere show what it may and may not touch of the real filesystem.
     pub fn outside_tmp() -> Blast {
+        signals_as_at_a_terminal();
         let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         fs::create_dir_all(&parent).expect("target tmp dir");
         let tmp = tempfile::Builder::new()
