@@ -481,6 +481,46 @@ fn a_rollback_into_a_directory_made_read_only_since_goes_through() {
     b.assert_verify_clean(&[&env]);
 }
 
+/// What no snapshot could hold (a named pipe, a socket, a name that is not UTF-8) makes a rollback
+/// refuse, naming it; `--force` discards it as it discards any uncaptured change (found by exploratory
+/// testing: the forced rollback failed on it too).
+#[test]
+fn a_forced_rollback_discards_what_no_snapshot_could_hold() {
+    use std::os::unix::ffi::OsStrExt;
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    fs::write(env.join("notes.txt"), "kept").unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    let pipe = env.join("pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let socket = env.join("lib/server.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let odd = env.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    fs::write(&odd, "latin-1").unwrap();
+
+    let err = b.fails(&["rollback", "-e", e, "@~1"]);
+    assert!(
+        err.contains("remove it") || err.contains("rename it"),
+        "{err}"
+    );
+    assert!(pipe.exists() && socket.exists() && odd.exists());
+    b.ok(&["rollback", "-e", e, "--force", "@~1"]);
+    for gone in [&pipe, &socket, &odd] {
+        assert!(gone.symlink_metadata().is_err(), "{}", gone.display());
+    }
+    assert!(!env.join("notes.txt").exists());
+    b.ok(&["rollback", "-e", e, "@~1"]);
+    assert_eq!(fs::read_to_string(env.join("notes.txt")).unwrap(), "kept");
+    b.assert_verify_clean(&[&env]);
+}
+
 #[test]
 fn bad_input_gets_clear_errors() {
     let b = Blast::new();

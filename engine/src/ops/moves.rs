@@ -123,7 +123,11 @@ fn move_env(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (scan, plan)
     });
-    let (plan, scan) = (plan?, scan?);
+    let plan = plan?;
+    let scan = match scan {
+        Err(error) if force => Some(discard_uncapturable(store, env, error)?),
+        scan => scan?,
+    };
     let Plan {
         to,
         head,
@@ -268,6 +272,34 @@ fn whole_trees(store: &Store, head: Option<&Snapshot>, target: &Snapshot) -> Res
 /// How many bottom layers two snapshots share.
 fn shared_layers(a: &[LayerId], b: &[LayerId]) -> usize {
     a.iter().zip(b).take_while(|(a, b)| a == b).count()
+}
+
+/// `--force` discards what the directory holds that no snapshot could (a named pipe, a socket, a device,
+/// a name that is not UTF-8, an entry blast may not read), as it discards any uncaptured change; the
+/// directory is then scanned again. `error` is what the first scan met.
+fn discard_uncapturable(store: &Store, env: &Env, mut error: Error) -> Result<Scan> {
+    let mut discarded: Vec<std::path::PathBuf> = Vec::new();
+    loop {
+        let path = match &error {
+            Error::UnsupportedFileType { path, .. } | Error::NonUtf8Path(path) => path,
+            Error::Io { path, source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                path
+            }
+            _ => return Err(error),
+        };
+        // One that came back could not be removed; nothing outside the directory is touched.
+        if discarded.contains(path) || !path.starts_with(env.root()) || path == env.root() {
+            return Err(error);
+        }
+        crate::fsutil::remove_tree(path)?;
+        discarded.push(path.clone());
+        match scan_or_empty(env, load_stat_cache(store, &env.record.id)) {
+            Ok(scan) => return Ok(scan),
+            Err(e) => error = e,
+        }
+    }
 }
 
 /// What the move changes, with the directory's stat cache: from HEAD when the cache knows the directory
