@@ -944,6 +944,17 @@ fn changes_made_by_hand_are_kept_as_their_own_snapshot_before_an_install() {
     b.ok(&["rollback", "-e", e]);
     assert!(notes.is_file());
     assert!(!env.join(SITE).join("blastdep").exists());
+
+    // An install that fails after such a capture says that it happened (found by exploratory testing:
+    // the error said only "unchanged", and the history had a new HEAD).
+    fs::write(env.join(SITE).join("more_by_hand.py"), "MORE = 1\n").unwrap();
+    let err = b.fails(&strs(&install_args(&env, &["blastnothere"])));
+    let head = b.log(e)[0]["snapshot"].as_str().unwrap().to_owned();
+    assert!(
+        err.contains("is unchanged")
+            && err.contains(&format!("were captured as snapshot {}", &head[..12])),
+        "{err}"
+    );
 }
 
 #[test]

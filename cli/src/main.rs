@@ -534,7 +534,7 @@ fn main() -> ExitCode {
             render::error(&e);
             // As a shell reports them: 128 + the signal for an interrupted command (130 for
             // Ctrl-C), 127 for one not found, 126 for one found but not executable.
-            match e {
+            match e.underlying() {
                 engine::Error::Interrupted { signal, .. } => {
                     ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
                 }

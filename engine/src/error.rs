@@ -180,6 +180,15 @@ pub enum Error {
         operation: String,
         report: String,
     },
+    /// An operation that failed after it captured the environment's uncaptured changes first.
+    #[error(
+        "{source}\n(before that, the changes found in `{env}` were captured as snapshot {snapshot}, its HEAD now)"
+    )]
+    AfterCapture {
+        env: String,
+        snapshot: String,
+        source: Box<Error>,
+    },
     #[error("interrupted: environment `{env}` is unchanged")]
     Interrupted {
         env: String,
@@ -378,6 +387,14 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 impl Error {
+    /// The error itself, without the note that changes were captured before it.
+    pub fn underlying(&self) -> &Error {
+        match self {
+            Error::AfterCapture { source, .. } => source.underlying(),
+            error => error,
+        }
+    }
+
     /// True for an I/O error saying the path exists already.
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)

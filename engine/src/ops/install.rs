@@ -86,8 +86,29 @@ pub fn install(
     request: Request,
     options: &InstallOptions,
 ) -> Result<InstallReport> {
-    let (mut env, captured_first) =
+    let (env, captured_first) =
         super::snapshot::open_env_at_head(store, selector, "changes found before an install")?;
+    let label = env.label().to_owned();
+    install_at_head(store, env, captured_first, request, options).map_err(
+        |e| match captured_first {
+            Some(snapshot) => Error::AfterCapture {
+                env: label,
+                snapshot: snapshot.short(),
+                source: Box::new(e),
+            },
+            None => e,
+        },
+    )
+}
+
+/// The install, on an environment whose directory is at its HEAD (`captured_first`: just made so).
+fn install_at_head(
+    store: &Store,
+    mut env: Env,
+    captured_first: Option<SnapshotId>,
+    request: Request,
+    options: &InstallOptions,
+) -> Result<InstallReport> {
     // From here: time spent waiting for another command's lock on the environment is not the
     // install's (`blast stats` judges installs by it).
     let started = Instant::now();
