@@ -4,7 +4,8 @@
 //! Two readings of the same files: [`packages_of`] takes only `Name` and `Version`, exactly as SPEC §7
 //! fixes it for a snapshot's package list (part of its hashed encoding); [`distributions_of`] parses
 //! METADATA, RECORD and `entry_points.txt` in full, with PEP 440 versions and PEP 508 requirements,
-//! for `blast packages` and the conflict check.
+//! for `blast packages` and the conflict check, and reads the `*.egg-info` of distributions installed
+//! before wheels too (`PKG-INFO`, `requires.txt`), as Python and pip do.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -72,6 +73,26 @@ pub fn metadata_paths<'t>(
         let (dir, file) = rest.split_once('/')?;
         (dir.ends_with(".dist-info") && file == "METADATA" && matches!(node, Node::File { .. }))
             .then_some((path.as_str(), node))
+    })
+}
+
+/// The metadata of the distributions installed in `purelib` the way setuptools did before wheels (by a
+/// distribution's package manager, or `setup.py install`): `NAME.egg-info/PKG-INFO`, or a file
+/// `NAME.egg-info` holding those headers. Python and pip see them; a snapshot's package list (SPEC
+/// §7) does not.
+pub fn egg_info_paths<'t>(
+    tree: &'t Tree,
+    purelib: &str,
+) -> impl Iterator<Item = (&'t str, &'t Node)> {
+    let prefix = format!("{purelib}/");
+    tree.descendants(purelib).filter_map(move |(path, node)| {
+        let rest = path.strip_prefix(&prefix)?;
+        let is_file = matches!(node, Node::File { .. });
+        let described = match rest.split_once('/') {
+            Some((dir, file)) => dir.ends_with(".egg-info") && file == "PKG-INFO",
+            None => rest.ends_with(".egg-info"),
+        };
+        (described && is_file).then_some((path.as_str(), node))
     })
 }
 
@@ -157,26 +178,14 @@ impl Distribution {
         let version = Version::from_str(&version)
             .map_err(|e| format!("METADATA: `Version: {version}` is not a PEP 440 version: {e}"))?;
         let mut warnings = Vec::new();
-        let mut requires = Vec::new();
-        for written in headers.get_all_values("Requires-Dist") {
-            let written = written.trim().to_owned();
-            if let Some(why) = refused_before_parsing(&written) {
-                warnings.push(format!(
-                    "METADATA: `Requires-Dist: {written}` is not a PEP 508 requirement: {why}"
-                ));
-                continue;
-            }
-            match Requirement::from_str(&written) {
-                Ok(requirement) => requires.push(Dependency {
-                    written,
-                    requirement,
-                }),
-                Err(e) => warnings.push(format!(
-                    "METADATA: `Requires-Dist: {written}` is not a PEP 508 requirement: {}",
-                    e.message
-                )),
-            }
-        }
+        let requires = headers
+            .get_all_values("Requires-Dist")
+            .into_iter()
+            .filter_map(|written| {
+                let source = format!("METADATA: `Requires-Dist: {}`", written.trim());
+                Dependency::parse(written.trim(), &source, &mut warnings)
+            })
+            .collect();
         let mut provides_extra = Vec::new();
         for extra in headers.get_all_values("Provides-Extra") {
             match ExtraName::from_str(extra.trim()) {
@@ -204,6 +213,61 @@ impl Distribution {
             files,
         };
         Ok((dist, warnings))
+    }
+}
+
+impl Distribution {
+    /// Adds the requirements of an egg-info's `requires.txt`: a requirement a line, under a section
+    /// `[extra]`, `[:marker]` or `[extra:marker]` that says when it applies.
+    fn add_requires_txt(&mut self, bytes: &[u8], warnings: &mut Vec<String>) {
+        let text = String::from_utf8_lossy(bytes);
+        let mut condition: Option<String> = None;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                let (extra, marker) = section.split_once(':').unwrap_or((section, ""));
+                let (extra, marker) = (extra.trim(), marker.trim());
+                condition = match (extra.is_empty(), marker.is_empty()) {
+                    (true, true) => None,
+                    (false, true) => Some(format!("extra == \"{extra}\"")),
+                    (true, false) => Some(marker.to_owned()),
+                    (false, false) => Some(format!("({marker}) and extra == \"{extra}\"")),
+                };
+                continue;
+            }
+            let written = match &condition {
+                Some(condition) => format!("{line} ; {condition}"),
+                None => line.to_owned(),
+            };
+            let source = format!("requires.txt: `{line}`");
+            self.requires
+                .extend(Dependency::parse(&written, &source, warnings));
+        }
+    }
+}
+
+impl Dependency {
+    /// A requirement as written, if it parses; otherwise a warning naming `source`.
+    fn parse(written: &str, source: &str, warnings: &mut Vec<String>) -> Option<Dependency> {
+        if let Some(why) = refused_before_parsing(written) {
+            warnings.push(format!("{source} is not a PEP 508 requirement: {why}"));
+            return None;
+        }
+        match Requirement::from_str(written) {
+            Ok(requirement) => Some(Dependency {
+                written: written.to_owned(),
+                requirement,
+            }),
+            Err(e) => {
+                warnings.push(format!(
+                    "{source} is not a PEP 508 requirement: {}",
+                    e.message
+                ));
+                None
+            }
+        }
     }
 }
 
@@ -299,9 +363,14 @@ pub fn distributions_of(
 ) -> Result<Distributions> {
     let mut by_name: BTreeMap<String, Distribution> = BTreeMap::new();
     let mut problems = Vec::new();
-    for (metadata_path, node) in metadata_paths(tree, purelib) {
-        let dir = metadata_path
-            .strip_suffix("/METADATA")
+    // Egg-info first: where a name has both, the `*.dist-info` counts.
+    let described = egg_info_paths(tree, purelib)
+        .map(|(path, node)| (path, node, true))
+        .chain(metadata_paths(tree, purelib).map(|(path, node)| (path, node, false)));
+    for (metadata_path, node, egg) in described {
+        let dir = ["/METADATA", "/PKG-INFO"]
+            .iter()
+            .find_map(|file| metadata_path.strip_suffix(file))
             .unwrap_or(metadata_path);
         let metadata = read(metadata_path, node)?;
         let mut sibling = |file: &str| -> Result<Option<Vec<u8>>> {
@@ -311,9 +380,24 @@ pub fn distributions_of(
                 _ => Ok(None),
             }
         };
-        let record = sibling("RECORD")?;
+        let record = match egg {
+            false => sibling("RECORD")?,
+            true => None,
+        };
         let entry_points = sibling("entry_points.txt")?;
-        match Distribution::parse(dir, &metadata, record.as_deref(), entry_points.as_deref()) {
+        let requires_txt = match egg {
+            true => sibling("requires.txt")?,
+            false => None,
+        };
+        let parsed =
+            Distribution::parse(dir, &metadata, record.as_deref(), entry_points.as_deref());
+        let parsed = parsed.map(|(mut dist, mut warnings)| {
+            if let Some(bytes) = requires_txt {
+                dist.add_requires_txt(&bytes, &mut warnings);
+            }
+            (dist, warnings)
+        });
+        match parsed {
             Ok((dist, warnings)) => {
                 problems.extend(warnings.into_iter().map(|w| format!("`{dir}`: {w}")));
                 if let Some(earlier) = by_name.insert(dist.name.to_string(), dist) {
@@ -593,6 +677,66 @@ Requires-Dist: in the body, not a header
         assert_eq!(found.problems.len(), 2, "{:?}", found.problems);
         assert!(found.problems[0].starts_with("`site/b-2.dist-info` is left out:"));
         assert!(found.problems[1].contains("both describe c"));
+    }
+
+    /// Found by exploratory testing: a distribution installed as `*.egg-info` (a distribution's own
+    /// package, `setup.py install`) read as "not installed" to `blast check`, which pip and Python see.
+    #[test]
+    fn egg_info_directories_and_files_are_distributions_too() {
+        let files = [
+            (
+                "site/eggy-1.0-py3.11.egg-info/PKG-INFO",
+                "Metadata-Version: 1.1\nName: eggy\nVersion: 1.0\n\nA long description.\n",
+            ),
+            (
+                "site/eggy-1.0-py3.11.egg-info/requires.txt",
+                "base>=1\n\n[fast]\nspeedups\n\n[:sys_platform == \"win32\"]\ncolorama\n\n[doc:python_version < \"3.9\"]\nold-docs\n",
+            ),
+            (
+                "site/filey-2.0-py3.11.egg-info",
+                "Metadata-Version: 1.1\nName: filey\nVersion: 2.0\n",
+            ),
+            (
+                "site/both-1.egg-info/PKG-INFO",
+                "Name: both\nVersion: 0.9\n",
+            ),
+            ("site/both-1.dist-info/METADATA", "Name: both\nVersion: 1\n"),
+        ];
+        let mut tree = Tree::default();
+        let mut contents = std::collections::HashMap::new();
+        for (path, content) in files {
+            tree.entries.insert(
+                path.into(),
+                Node::File {
+                    object: store_format::ObjectId::from(blake3::hash(content.as_bytes())),
+                    size: content.len() as u64,
+                    executable: false,
+                    relocatable: false,
+                },
+            );
+            contents.insert(path.to_owned(), content.as_bytes().to_vec());
+        }
+        let found = distributions_of(&tree, "site", |path, _| Ok(contents[path].clone())).unwrap();
+        let names: Vec<String> = found
+            .found
+            .iter()
+            .map(|d| format!("{} {}", d.name, d.version))
+            .collect();
+        assert_eq!(names, ["both 1", "eggy 1.0", "filey 2.0"]);
+        let eggy = &found.found[1];
+        let requires: Vec<&str> = eggy.requires.iter().map(|d| d.written.as_str()).collect();
+        assert_eq!(
+            requires,
+            [
+                "base>=1",
+                "speedups ; extra == \"fast\"",
+                "colorama ; sys_platform == \"win32\"",
+                "old-docs ; (python_version < \"3.9\") and extra == \"doc\"",
+            ]
+        );
+        // The snapshot's package list (SPEC §7) stays the `*.dist-info` one.
+        let listed = packages_of(&tree, "site", |path, _| Ok(contents[path].clone())).unwrap();
+        assert_eq!(listed.len(), 1);
     }
 
     #[test]
