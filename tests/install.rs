@@ -808,6 +808,50 @@ fn a_file_named_where_the_sandbox_hides_secrets_is_refused_saying_why() {
     }
 }
 
+/// An installer option that writes outside the environment (`pip download -d`, `--target`) is refused
+/// before the installer runs, naming the option and `--no-sandbox`, which runs it (found by exploratory
+/// testing: under `/tmp` the files went to the sandbox's private one and were lost with exit 0;
+/// elsewhere pip failed on a read-only filesystem with a traceback).
+#[test]
+fn an_option_that_writes_outside_the_environment_is_refused_in_the_sandbox() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let wheels = wheels();
+    let dest = b.work.join("downloaded");
+    let download = |extra: &[&str]| {
+        let mut args = vec!["pip", "-e", e];
+        args.extend(extra);
+        args.extend([
+            "--",
+            "download",
+            "--no-index",
+            "-f",
+            wheels.to_str().unwrap(),
+            "-d",
+            dest.to_str().unwrap(),
+            "blastdep",
+        ]);
+        b.command(&args).output().unwrap()
+    };
+    let history = b.log(e).len();
+    let out = download(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "`-d {}` writes outside the environment",
+            dest.display()
+        )) && stderr.contains("--no-sandbox"),
+        "{stderr}"
+    );
+    assert!(!dest.exists());
+    let out = download(&["--no-sandbox"]);
+    assert_succeeded(&out);
+    assert!(dest.join("blastdep-1.0.0-py3-none-any.whl").is_file());
+    assert_eq!(b.log(e).len(), history);
+}
+
 /// Runs blast in a user namespace where no further user namespace may be created.
 fn without_user_namespaces(b: &Blast, args: &[String]) -> std::process::Output {
     Command::new("unshare")

@@ -45,7 +45,50 @@ pub enum Request {
     Pip { args: Vec<String> },
 }
 
+/// Installer options whose value names a place it writes to outside the environment: where the
+/// sandbox keeps the filesystem read-only (and `/tmp` private), such a run fails or loses what it wrote.
+const WRITES_OUTSIDE: &[&str] = &[
+    "-t",
+    "--target",
+    "--prefix",
+    "--root",
+    "--report",
+    "--log",
+    "--log-file",
+    "-d",
+    "--dest",
+    "-w",
+    "--wheel-dir",
+];
+
 impl Request {
+    /// The first option of the installer's arguments that writes outside the environment, as typed
+    /// with its value (`--report -`, to standard output, writes nowhere).
+    pub fn writes_outside(&self) -> Option<String> {
+        let args = match self {
+            Request::Install { args, .. } | Request::Pip { args } => args,
+            Request::Uninstall { .. } => return None,
+        };
+        let mut words = args.iter();
+        while let Some(word) = words.next() {
+            let (option, value) = match word.split_once('=') {
+                Some((option, value)) if option.starts_with("--") => (option, Some(value)),
+                _ => (word.as_str(), None),
+            };
+            if !WRITES_OUTSIDE.contains(&option) {
+                continue;
+            }
+            let value = match value {
+                Some(value) => value,
+                None => words.next().map_or("", String::as_str),
+            };
+            if value != "-" {
+                return Some(format!("{option} {value}"));
+            }
+        }
+        None
+    }
+
     /// The words of the history entry ("install rich", "uninstall idna", "pip install -U rich"). An
     /// install that names what it installs only in the installer's arguments (`-- -e ./project`) is
     /// described by them.
@@ -301,6 +344,36 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_that_write_outside_the_environment_are_found() {
+        let pip = |args: &[&str]| Request::Pip {
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            pip(&["download", "-d", "/srv/wheels", "rich"]).writes_outside(),
+            Some("-d /srv/wheels".into())
+        );
+        assert_eq!(
+            pip(&["install", "--target=/opt/lib", "rich"]).writes_outside(),
+            Some("--target /opt/lib".into())
+        );
+        assert_eq!(
+            pip(&["install", "--dry-run", "--report", "-", "rich"]).writes_outside(),
+            None
+        );
+        assert_eq!(
+            pip(&["install", "--root-user-action=ignore", "rich"]).writes_outside(),
+            None
+        );
+        assert_eq!(
+            Request::Uninstall {
+                names: vec!["-t".into()]
+            }
+            .writes_outside(),
+            None
+        );
+    }
 
     #[test]
     fn an_install_is_described_by_what_it_names() {

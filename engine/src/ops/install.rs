@@ -364,6 +364,13 @@ impl Run<'_> {
     /// Runs the installer in the sandbox over an overlay of the environment; returns the tree its
     /// changes make and where they are.
     fn sandboxed(&self) -> Result<(Tree, Upper)> {
+        if let Some(option) = self.request.writes_outside() {
+            return Err(Error::Invalid(format!(
+                "`{option}` writes outside the environment, and the sandbox keeps all but the environment \
+                 read-only (and `/tmp` private to the installer): run the installer yourself for that, or \
+                 pass --no-sandbox"
+            )));
+        }
         let root = self.area.join("root");
         std::fs::create_dir(&root).at("creating sandbox directory", &root)?;
         let env_python = self.env.root().join("bin/python");
