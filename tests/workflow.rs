@@ -521,6 +521,33 @@ fn a_forced_rollback_discards_what_no_snapshot_could_hold() {
     b.assert_verify_clean(&[&env]);
 }
 
+/// A store moved with its named environments: a command on one says so and what to do, and never
+/// makes the environment again at the old place (found by exploratory testing: the advice given,
+/// `rollback --force HEAD`, wrote a second copy where the store had been).
+#[test]
+fn a_named_environment_of_a_moved_store_says_the_store_moved() {
+    let b = Blast::new();
+    b.ok(&["create", "web", "--python", python()]);
+    let moved = b.work.join("moved-home");
+    fs::rename(&b.home, &moved).unwrap();
+    for args in [
+        &["status", "-e", "web"][..],
+        &["rollback", "-e", "web", "--force", "HEAD"],
+    ] {
+        let out = b.command(args).env("BLAST_HOME", &moved).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("the store was moved") && stderr.contains("blast remove web"),
+            "{stderr}"
+        );
+        assert!(
+            !b.home.exists(),
+            "{args:?} made the old store's place again"
+        );
+    }
+}
+
 #[test]
 fn bad_input_gets_clear_errors() {
     let b = Blast::new();

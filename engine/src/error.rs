@@ -46,6 +46,16 @@ pub enum Error {
     )]
     EnvDirMissing { env: String, path: PathBuf },
     #[error(
+        "`{env}` was made at `{}`, which is gone, and its directory is now at `{}`: the store was moved, and an environment's files name the path it was made at; move the store back (and BLAST_HOME with it), or `blast remove {env}` to forget it",
+        recorded.display(),
+        here.display()
+    )]
+    StoreMoved {
+        env: String,
+        recorded: PathBuf,
+        here: PathBuf,
+    },
+    #[error(
         "an environment named `{0}` exists already: pick another name, or `blast remove {0}` first"
     )]
     EnvNameTaken(String),

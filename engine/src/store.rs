@@ -201,6 +201,18 @@ impl Store {
 
     pub(crate) fn lock_env(&self, env_id: &str, force: bool) -> Result<Env> {
         let mut env = self.lock_env_as_found(env_id)?;
+        // A named environment lives in its store: recorded elsewhere, gone there and found here, it
+        // belongs to this store as it was before a move (its files name the old place).
+        if let Some(name) = &env.record.name {
+            let (recorded, here) = (Path::new(&env.record.path), self.named_env_path(name));
+            if recorded != here && !recorded.exists() && here.is_dir() {
+                return Err(Error::StoreMoved {
+                    env: name.clone(),
+                    recorded: recorded.to_owned(),
+                    here,
+                });
+            }
+        }
         crate::transition::finish_interrupted(self, &mut env, force)?;
         Ok(env)
     }
