@@ -424,7 +424,8 @@ fn an_environment_reached_through_a_symlink_made_since_is_still_found() {
     b.ok(&["rollback", "-e", real.to_str().unwrap(), "@~1"]);
     assert_eq!(fs::read_to_string(real.join("notes.txt")).unwrap(), "kept");
     b.assert_verify_clean(&[&env]);
-    b.ok(&["remove", e]);
+    // `-e` names it here too, as with every other command.
+    b.ok(&["remove", "-e", e]);
     assert!(b.json(&["list"]).as_array().unwrap().is_empty());
 }
 

@@ -262,8 +262,16 @@ enum Command {
     },
     /// Delete an environment's directory and its history (snapshots stay until `blast clean`).
     Remove {
-        #[arg(value_name = "NAME|PATH")]
-        env: String,
+        #[arg(
+            value_name = "NAME|PATH",
+            required_unless_present = "env_flag",
+            conflicts_with = "env_flag"
+        )]
+        env: Option<String>,
+        /// The environment, named as with every other command (no default: nothing is removed unless
+        /// named).
+        #[arg(short = 'e', long = "env", value_name = "NAME|PATH")]
+        env_flag: Option<String>,
         /// Remove it even with processes running from it or files that no snapshot has.
         #[arg(long)]
         force: bool,
@@ -633,7 +641,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out.imports(&ops::imports(&open()?, env.env.as_deref())?);
             }
         }
-        Command::Remove { env, force } => {
+        Command::Remove {
+            env,
+            env_flag,
+            force,
+        } => {
+            // clap makes sure one of the two is there; an empty name selects nothing.
+            let env = env.or(env_flag).unwrap_or_default();
             out.removed(&ops::remove(&open_for_writing()?, &env, force)?)
         }
         Command::Verify { env } => {
