@@ -1084,6 +1084,19 @@ fn export_writes_only_to_a_file_and_refuses_what_a_rename_would_replace() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
+    // What an export killed before left beside its output goes with the next export there; what a
+    // running one writes stays (found by exploratory testing: killed exports' files piled up).
+    let plain = b.work.join("plain.blast");
+    let abandoned = b.work.join(".plain.blast.blast-tmp-4194305");
+    let running = b
+        .work
+        .join(format!(".plain.blast.blast-tmp-{}", std::process::id()));
+    fs::write(&abandoned, b"half").unwrap();
+    fs::write(&running, b"half").unwrap();
+    b.ok(&["export", "-e", e, "-o", plain.to_str().unwrap()]);
+    assert!(!abandoned.exists() && running.exists());
+    fs::remove_file(&running).unwrap();
+
     // A symlink to a file is written through: the file gets the image, the symlink stays.
     let real = b.work.join("real.blast");
     fs::write(&real, b"old").unwrap();

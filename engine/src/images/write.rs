@@ -235,13 +235,31 @@ pub fn write_image(
     }
 }
 
-/// `.NAME.blast-tmp-PID` beside `out`.
+/// `.NAME.blast-tmp-PID` beside `out`. Those an earlier export to `out` left when it was killed (its
+/// process is gone) are removed.
 fn temporary_beside(out: &Path) -> Result<PathBuf> {
     let name = out
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Invalid(format!("`{}` is not a file name", out.display())))?;
-    Ok(out.with_file_name(format!(".{name}.blast-tmp-{}", std::process::id())))
+    let prefix = format!(".{name}.blast-tmp-");
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+    for entry in fs::read_dir(dir.unwrap_or(Path::new(".")))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let abandoned = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if abandoned {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(out.with_file_name(format!("{prefix}{}", std::process::id())))
 }
 
 /// The archive every image and registry layer blob is: ustar entries (see [`header`]) in a zstd stream at
