@@ -1162,7 +1162,8 @@ impl ScanCtx<'_> {
     }
 
     /// The node of a file too large to be looked at for the environment's paths: its bytes are hashed
-    /// and stored as they stream past (or it is adopted, hashed through a mapping), never held whole.
+    /// and stored as they stream past (or it is adopted, hashed first), never held whole. Read, not
+    /// mapped: a file truncated meanwhile by someone else would end a mapping's reader with SIGBUS.
     fn store_large_file(
         &self,
         abs: &Path,
@@ -1176,7 +1177,8 @@ impl ScanCtx<'_> {
             }
             (sink, _) => {
                 let mut hasher = blake3::Hasher::new();
-                hasher.update_mmap(abs).at("reading", abs)?;
+                let mut file = fs::File::open(abs).at("reading", abs)?;
+                std::io::copy(&mut file, &mut hasher).at("reading", abs)?;
                 let object = ObjectId::from(hasher.finalize());
                 if let (Some(sink), Some(file)) = (sink, adoptable) {
                     sink.staging.adopt_object(&object, executable, file)?;

@@ -45,9 +45,9 @@ pub enum Request {
     Pip { args: Vec<String> },
 }
 
-/// Installer options whose value names a place it writes to outside the environment: where the
+/// Installer options whose value names a place it writes to: outside the environment, where the
 /// sandbox keeps the filesystem read-only (and `/tmp` private), such a run fails or loses what it wrote.
-const WRITES_OUTSIDE: &[&str] = &[
+const WRITES_TO: &[&str] = &[
     "-t",
     "--target",
     "--prefix",
@@ -55,34 +55,45 @@ const WRITES_OUTSIDE: &[&str] = &[
     "--report",
     "--log",
     "--log-file",
+    "--local-log",
     "-d",
     "--dest",
     "-w",
     "--wheel-dir",
+    "--src",
+    "--source",
+    "--source-dir",
+    "--source-directory",
 ];
 
 impl Request {
-    /// The first option of the installer's arguments that writes outside the environment, as typed
-    /// with its value (`--report -`, to standard output, writes nowhere).
-    pub fn writes_outside(&self) -> Option<String> {
+    /// The first option of the installer's arguments that writes outside `env_root`, as typed with its
+    /// value (a relative one is from `cwd`). `--report -` writes to standard output. Options are
+    /// matched as written in full (`--target DIR`, `--target=DIR`, `-tDIR`).
+    pub fn writes_outside(&self, env_root: &Path, cwd: &Path) -> Option<String> {
         let args = match self {
             Request::Install { args, .. } | Request::Pip { args } => args,
             Request::Uninstall { .. } => return None,
         };
         let mut words = args.iter();
         while let Some(word) = words.next() {
-            let (option, value) = match word.split_once('=') {
+            let (option, attached) = match word.split_once('=') {
                 Some((option, value)) if option.starts_with("--") => (option, Some(value)),
+                _ if !word.starts_with("--") && word.len() > 2 && word.is_char_boundary(2) => {
+                    let (option, value) = word.split_at(2);
+                    (option, Some(value.strip_prefix('=').unwrap_or(value)))
+                }
                 _ => (word.as_str(), None),
             };
-            if !WRITES_OUTSIDE.contains(&option) {
+            if !WRITES_TO.contains(&option) {
                 continue;
             }
-            let value = match value {
+            let value = match attached {
                 Some(value) => value,
                 None => words.next().map_or("", String::as_str),
             };
-            if value != "-" {
+            let to_stdout = option == "--report" && value == "-";
+            if !(to_stdout || cwd.join(value).starts_with(env_root)) {
                 return Some(format!("{option} {value}"));
             }
         }
@@ -347,30 +358,58 @@ mod tests {
 
     #[test]
     fn options_that_write_outside_the_environment_are_found() {
-        let pip = |args: &[&str]| Request::Pip {
-            args: args.iter().map(|s| s.to_string()).collect(),
+        let outside = |args: &[&str]| {
+            Request::Pip {
+                args: args.iter().map(|s| s.to_string()).collect(),
+            }
+            .writes_outside(Path::new("/work/.venv"), Path::new("/work"))
         };
+        let found = |option: &str| Some(option.to_owned());
         assert_eq!(
-            pip(&["download", "-d", "/srv/wheels", "rich"]).writes_outside(),
-            Some("-d /srv/wheels".into())
+            outside(&["download", "-d", "/srv/wheels", "rich"]),
+            found("-d /srv/wheels")
         );
         assert_eq!(
-            pip(&["install", "--target=/opt/lib", "rich"]).writes_outside(),
-            Some("--target /opt/lib".into())
+            outside(&["install", "--target=/opt/lib", "rich"]),
+            found("--target /opt/lib")
         );
         assert_eq!(
-            pip(&["install", "--dry-run", "--report", "-", "rich"]).writes_outside(),
+            outside(&["install", "-t/opt/lib", "rich"]),
+            found("-t /opt/lib")
+        );
+        assert_eq!(outside(&["wheel", "-wdist", "."]), found("-w dist"));
+        assert_eq!(
+            outside(&["install", "--local-log", "/var/log/pip", "rich"]),
+            found("--local-log /var/log/pip")
+        );
+        assert_eq!(
+            outside(&["install", "--log", "-", "rich"]),
+            found("--log -")
+        );
+        assert_eq!(
+            outside(&["install", "--dry-run", "--report", "-", "rich"]),
             None
         );
+        // Into the environment, which the sandbox lets the installer write.
         assert_eq!(
-            pip(&["install", "--root-user-action=ignore", "rich"]).writes_outside(),
+            outside(&["install", "--target", ".venv/vendor", "rich"]),
             None
         );
+        assert_eq!(outside(&["install", "--prefix=/work/.venv", "rich"]), None);
+        assert_eq!(
+            outside(&["install", "--prefix", "/work", "rich"]),
+            found("--prefix /work")
+        );
+        assert_eq!(
+            outside(&["install", "--root-user-action=ignore", "rich"]),
+            None
+        );
+        assert_eq!(outside(&["install", "-vvv", "rich"]), None);
         assert_eq!(
             Request::Uninstall {
                 names: vec!["-t".into()]
             }
-            .writes_outside(),
+            .writes_outside(Path::new("/work/.venv"), Path::new("/work")),
             None
         );
     }

@@ -228,7 +228,7 @@ impl Distribution {
             }
             if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 let (extra, marker) = section.split_once(':').unwrap_or((section, ""));
-                let (extra, marker) = (extra.trim(), marker.trim());
+                let (extra, marker) = (normalize_name(extra), marker.trim());
                 condition = match (extra.is_empty(), marker.is_empty()) {
                     (true, true) => None,
                     (false, true) => Some(format!("extra == \"{extra}\"")),
@@ -391,8 +391,9 @@ pub fn distributions_of(
         };
         let parsed =
             Distribution::parse(dir, &metadata, record.as_deref(), entry_points.as_deref());
+        // As pip and importlib.metadata: `requires.txt` only where PKG-INFO names no requirement.
         let parsed = parsed.map(|(mut dist, mut warnings)| {
-            if let Some(bytes) = requires_txt {
+            if let Some(bytes) = requires_txt.filter(|_| dist.requires.is_empty()) {
                 dist.add_requires_txt(&bytes, &mut warnings);
             }
             (dist, warnings)
@@ -690,12 +691,18 @@ Requires-Dist: in the body, not a header
             ),
             (
                 "site/eggy-1.0-py3.11.egg-info/requires.txt",
-                "base>=1\n\n[fast]\nspeedups\n\n[:sys_platform == \"win32\"]\ncolorama\n\n[doc:python_version < \"3.9\"]\nold-docs\n",
+                "base>=1\n\n[Fast]\nspeedups\n\n[:sys_platform == \"win32\"]\ncolorama\n\n[doc:python_version < \"3.9\"]\nold-docs\n",
             ),
             (
                 "site/filey-2.0-py3.11.egg-info",
                 "Metadata-Version: 1.1\nName: filey\nVersion: 2.0\n",
             ),
+            // Newer setuptools writes both: PKG-INFO's requirements count, once.
+            (
+                "site/newer-3.0.egg-info/PKG-INFO",
+                "Metadata-Version: 2.1\nName: newer\nVersion: 3.0\nRequires-Dist: base>=2\n",
+            ),
+            ("site/newer-3.0.egg-info/requires.txt", "base>=2\n"),
             (
                 "site/both-1.egg-info/PKG-INFO",
                 "Name: both\nVersion: 0.9\n",
@@ -722,7 +729,13 @@ Requires-Dist: in the body, not a header
             .iter()
             .map(|d| format!("{} {}", d.name, d.version))
             .collect();
-        assert_eq!(names, ["both 1", "eggy 1.0", "filey 2.0"]);
+        assert_eq!(names, ["both 1", "eggy 1.0", "filey 2.0", "newer 3.0"]);
+        let newer: Vec<&str> = found.found[3]
+            .requires
+            .iter()
+            .map(|d| d.written.as_str())
+            .collect();
+        assert_eq!(newer, ["base>=2"]);
         let eggy = &found.found[1];
         let requires: Vec<&str> = eggy.requires.iter().map(|d| d.written.as_str()).collect();
         assert_eq!(

@@ -86,6 +86,17 @@ pub fn install(
     request: Request,
     options: &InstallOptions,
 ) -> Result<InstallReport> {
+    if !options.no_sandbox {
+        let env_root = PathBuf::from(store.find_env(selector)?.path);
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        if let Some(option) = request.writes_outside(&env_root, &cwd) {
+            return Err(Error::Invalid(format!(
+                "`{option}` writes outside the environment, and the sandbox keeps all but the environment \
+                 read-only (and `/tmp` private to the installer): run the installer yourself for that, or \
+                 pass --no-sandbox"
+            )));
+        }
+    }
     let (env, captured_first) =
         super::snapshot::open_env_at_head(store, selector, "changes found before an install")?;
     let label = env.label().to_owned();
@@ -364,13 +375,6 @@ impl Run<'_> {
     /// Runs the installer in the sandbox over an overlay of the environment; returns the tree its
     /// changes make and where they are.
     fn sandboxed(&self) -> Result<(Tree, Upper)> {
-        if let Some(option) = self.request.writes_outside() {
-            return Err(Error::Invalid(format!(
-                "`{option}` writes outside the environment, and the sandbox keeps all but the environment \
-                 read-only (and `/tmp` private to the installer): run the installer yourself for that, or \
-                 pass --no-sandbox"
-            )));
-        }
         let root = self.area.join("root");
         std::fs::create_dir(&root).at("creating sandbox directory", &root)?;
         let env_python = self.env.root().join("bin/python");
