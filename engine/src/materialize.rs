@@ -398,7 +398,16 @@ impl Materializer<'_> {
                     dest.display()
                 ))
             })?;
-        if let Err(e) = fs::copy(&source, dest) {
+        // Created new, as a link would be: something at `dest` is not this apply's to overwrite.
+        let mut copy = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(dest)
+            .at("copying object to", dest)?;
+        let copied =
+            fs::File::open(&source).and_then(|mut from| std::io::copy(&mut from, &mut copy));
+        if let Err(e) = copied {
             discard_partial(dest);
             return Err(e).at("copying object to", dest);
         }

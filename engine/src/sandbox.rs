@@ -12,13 +12,15 @@
 //!    caches bound read-write, secrets (`~/.ssh`, `~/.aws`, `~/.config`, …) hidden, and the overlay
 //!    mounted at the environment's real path (`userxattr,index=off,xino=off`), its upper directory on
 //!    a private tmpfs handed back to blast when the changes will be small ([`Overlay::in_memory`]);
-//! 3. forks the pid namespace's init, which mounts a fresh `/proc`, pivots into the new root, starts the
-//!    program in its own session and reaps until it exits. When init dies, the kernel kills everything in
-//!    the namespace, and every mount vanishes with the mount namespace: nothing outlives the sandbox.
+//! 3. forks the pid namespace's init, which mounts a fresh `/proc`, pivots into the new root, leads a
+//!    session of its own, starts the program in a process group of its own in that session (so a
+//!    program that stops its group is not orphaned) and reaps until it exits. When init dies, the kernel
+//!    kills everything in the namespace, and every mount vanishes with the mount namespace: nothing
+//!    outlives the sandbox.
 //!
-//! A step that fails is reported through file descriptor 3, a socket (`step: errno`), and the helper
-//! exits with [`SETUP_FAILED`]; the parent turns that into an error that names the fix (see
-//! [`Refusal`]).
+//! A step that fails is reported through file descriptor 3, a socket (`PART\0STEP\0DETAIL`, see
+//! [`report_failure`]), and the helper exits with [`SETUP_FAILED`]; the parent turns that into an error
+//! that names the fix (see [`Refusal`]).
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -504,12 +506,8 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
 /// of the overlay's tmpfs. A descriptor announced but lost on the way (blast at its limit of open
 /// files) fails the run: the changes would read as none.
 fn receive_status(socket: &OwnedFd, in_memory: bool) -> Result<(String, Option<InMemory>)> {
-    let lost = |why: &str| {
-        Err(Error::Invalid(format!(
-            "the sandbox's changes, kept in memory, did not reach blast ({why}): run the command again; \
-             if it fails the same way, raise the limit of open files (`ulimit -n`)"
-        )))
-    };
+    // Read on to the end all the same: the program may yet stop itself, and wait for blast's answer.
+    let mut lost: Option<&str> = None;
     let (mut report, mut memory) = (Vec::new(), None);
     loop {
         let mut buffer = [0u8; 4096];
@@ -551,14 +549,22 @@ fn receive_status(socket: &OwnedFd, in_memory: bool) -> Result<(String, Option<I
             continue;
         }
         let Some(fd) = handed.pop().filter(|_| !truncated) else {
-            return lost("the descriptor was dropped");
+            lost = lost.or(Some("the descriptor was dropped"));
+            continue;
         };
         let is_tmpfs = nix::sys::statfs::fstatfs(&fd)
             .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
         if !is_tmpfs {
-            return lost("the descriptor is not of a tmpfs");
+            lost = lost.or(Some("the descriptor is not of a tmpfs"));
+            continue;
         }
         memory = Some(InMemory(fd));
+    }
+    if let Some(why) = lost {
+        return Err(Error::Invalid(format!(
+            "the sandbox's changes, kept in memory, did not reach blast ({why}): run the command again; \
+             if it fails the same way, raise the limit of open files (`ulimit -n`)"
+        )));
     }
     Ok((String::from_utf8_lossy(&report).into_owned(), memory))
 }
@@ -1162,8 +1168,9 @@ fn escape_option(path: &Path) -> String {
     out
 }
 
-/// The pid namespace's init: mounts `/proc`, enters the new root, starts the program in its own
-/// session and reaps every process until the program exits, then exits with its status.
+/// The pid namespace's init: mounts `/proc`, enters the new root, leads a session of its own, starts
+/// the program in a process group of its own there and reaps every process until the program exits,
+/// then exits with its status.
 fn init(spec: &Spec) -> ! {
     interrupts::pass_on_to_namespace();
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {

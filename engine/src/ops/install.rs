@@ -506,7 +506,8 @@ impl Run<'_> {
         let mut cache = StatCache::default();
         // Root writes through an object's read-only mode: the installer (a build script) writing a
         // hardlinked file in place would change the store's object, and every environment sharing it,
-        // whatever the install's outcome. Non-root, such a write fails.
+        // whatever the install's outcome. Non-root, such a write fails unless it first makes the file
+        // writable (its owner may), as it would in the environment itself.
         let mode = match link_mode(self.store, self.env.root())? {
             LinkMode::Hardlink if nix::unistd::geteuid().is_root() => LinkMode::Copy,
             mode => mode,

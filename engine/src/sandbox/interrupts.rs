@@ -21,8 +21,8 @@
 //! unblocked, just before its exec.
 //!
 //! Ctrl-Z and `fg` (SIGTSTP, SIGCONT) go the same way, and blast stops itself once it passed SIGTSTP on:
-//! init stops the rest of the namespace with SIGSTOP (its process group is orphaned, so the kernel would
-//! drop a SIGTSTP there) and continues it with SIGCONT. blast takes SIGTSTP only as its terminal's
+//! init stops the rest of the namespace with SIGSTOP, which reaches every process there, those in
+//! groups of their own and those that handle or ignore SIGTSTP too, and continues it with SIGCONT. blast takes SIGTSTP only as its terminal's
 //! foreground job, started by a shell with job control: otherwise it is dropped, as the kernel drops it
 //! for an orphaned group, since nobody might ever continue a blast that holds the store's locks. The
 //! program runs in a process group of its own below init, which is not orphaned: one that stops itself
