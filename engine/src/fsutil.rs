@@ -133,6 +133,20 @@ fn clear_dir(dir: &Path, keep: &(dyn Fn(&str) -> bool + Sync)) {
     });
 }
 
+/// Gives the owner of directory `dir` write and search permission where it lacks them, best effort: a
+/// directory's mode is not part of a snapshot, and one made read-only since must not stop a change of
+/// its entries.
+pub fn open_dir_for_owner(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = dir.symlink_metadata()
+        && meta.is_dir()
+        && meta.permissions().mode() & 0o300 != 0o300
+    {
+        let mode = meta.permissions().mode() | 0o300;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode));
+    }
+}
+
 /// Makes every directory below `dir` (and `dir`) readable, writable and searchable by its owner.
 fn open_up_dirs(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;

@@ -502,9 +502,8 @@ fn under(root: &Path, rel: &str) -> PathBuf {
 }
 
 /// Gives the owner write and search permission on each directory there is whose entries `changes`
-/// change: a directory's mode is not part of a snapshot (the materializer makes them 0755), and one
-/// made read-only since would stop the move half-way, and every command after it, which would try to
-/// finish the move again. Directories the apply makes are not looked at.
+/// change: one made read-only since would stop the move half-way, and every command after it, which
+/// would try to finish the move again. Directories the apply makes are not looked at.
 fn open_changed_dirs(root: &Path, changes: &[PathChange<'_>]) {
     let made: FxHashSet<&str> = changes
         .iter()
@@ -519,14 +518,7 @@ fn open_changed_dirs(root: &Path, changes: &[PathChange<'_>]) {
         .filter(|parent| !made.contains(parent))
         .collect();
     for parent in parents {
-        let dir = root.join(parent);
-        let Ok(meta) = dir.symlink_metadata() else {
-            continue;
-        };
-        let mode = meta.permissions().mode();
-        if meta.is_dir() && mode & 0o300 != 0o300 {
-            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o300));
-        }
+        crate::fsutil::open_dir_for_owner(&root.join(parent));
     }
 }
 

@@ -67,12 +67,9 @@ pub fn metadata_paths<'t>(
     tree: &'t Tree,
     purelib: &str,
 ) -> impl Iterator<Item = (&'t str, &'t Node)> {
-    let prefix = format!("{purelib}/");
-    tree.descendants(purelib).filter_map(move |(path, node)| {
-        let rest = path.strip_prefix(&prefix)?;
-        let (dir, file) = rest.split_once('/')?;
-        (dir.ends_with(".dist-info") && file == "METADATA" && matches!(node, Node::File { .. }))
-            .then_some((path.as_str(), node))
+    files_in(tree, purelib, |rest| {
+        rest.split_once('/')
+            .is_some_and(|(dir, file)| dir.ends_with(".dist-info") && file == "METADATA")
     })
 }
 
@@ -84,15 +81,22 @@ pub fn egg_info_paths<'t>(
     tree: &'t Tree,
     purelib: &str,
 ) -> impl Iterator<Item = (&'t str, &'t Node)> {
+    files_in(tree, purelib, |rest| match rest.split_once('/') {
+        Some((dir, file)) => dir.ends_with(".egg-info") && file == "PKG-INFO",
+        None => rest.ends_with(".egg-info"),
+    })
+}
+
+/// The files below `purelib` whose path there `picked` accepts.
+fn files_in<'t>(
+    tree: &'t Tree,
+    purelib: &str,
+    picked: impl Fn(&str) -> bool + 't,
+) -> impl Iterator<Item = (&'t str, &'t Node)> {
     let prefix = format!("{purelib}/");
     tree.descendants(purelib).filter_map(move |(path, node)| {
         let rest = path.strip_prefix(&prefix)?;
-        let is_file = matches!(node, Node::File { .. });
-        let described = match rest.split_once('/') {
-            Some((dir, file)) => dir.ends_with(".egg-info") && file == "PKG-INFO",
-            None => rest.ends_with(".egg-info"),
-        };
-        (described && is_file).then_some((path.as_str(), node))
+        (matches!(node, Node::File { .. }) && picked(rest)).then_some((path.as_str(), node))
     })
 }
 

@@ -293,16 +293,8 @@ fn discard_uncapturable(store: &Store, env: &Env, mut error: Error) -> Result<Sc
         if discarded.contains(path) || !path.starts_with(env.root()) || path == env.root() {
             return Err(error);
         }
-        // Its directory may have been made read-only since, as an apply finds it (see
-        // `materialize::open_changed_dirs`).
         if let Some(parent) = path.parent().filter(|p| p.starts_with(env.root())) {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(meta) = parent.symlink_metadata()
-                && meta.is_dir()
-            {
-                let mode = meta.permissions().mode() | 0o300;
-                let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(mode));
-            }
+            crate::fsutil::open_dir_for_owner(parent);
         }
         if let Err(removal) = crate::fsutil::remove_tree(path) {
             return Err(Error::Invalid(format!(
