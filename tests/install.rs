@@ -999,6 +999,19 @@ fn changes_made_by_hand_are_kept_as_their_own_snapshot_before_an_install() {
             && err.contains(&format!("were captured as snapshot {}", &head[..12])),
         "{err}"
     );
+    // Interrupted after such a capture, it still exits as an interrupted command does.
+    fs::write(env.join(SITE).join("yet_more_by_hand.py"), "YET = 1\n").unwrap();
+    let mark = format!("captured-then-interrupted-{}", std::process::id());
+    let child = start_slow_install(&b, &env, &mark, 120);
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("were captured as snapshot"), "{stderr}");
 }
 
 #[test]
