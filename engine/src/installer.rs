@@ -5,7 +5,7 @@
 //! same whether it runs in the sandbox or on a staging copy (`--no-sandbox`): only the interpreter path
 //! differs.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
@@ -47,29 +47,56 @@ pub enum Request {
 
 /// Installer options whose value names a place it writes to: outside the environment, where the
 /// sandbox keeps the filesystem read-only (and `/tmp` private), such a run fails or loses what it wrote.
-const WRITES_TO: &[&str] = &[
-    "-t",
-    "--target",
-    "--prefix",
-    "--root",
-    "--report",
-    "--log",
-    "--log-file",
-    "--local-log",
-    "-d",
-    "--dest",
-    "-w",
-    "--wheel-dir",
-    "--src",
-    "--source",
-    "--source-dir",
-    "--source-directory",
+/// pip (optparse) also takes a long option abbreviated to any prefix no other of its options shares:
+/// each long one comes with its shortest such prefix, as pip 23's commands that take it accept it.
+const WRITES_TO: &[(&str, &str)] = &[
+    ("-t", "-t"),
+    ("--target", "--ta"),
+    ("--prefix", "--prefi"),
+    ("--root", "--root"),
+    ("--report", "--rep"),
+    ("--log", "--log"),
+    ("--log-file", "--log-"),
+    ("--local-log", "--local-"),
+    ("-d", "-d"),
+    ("--dest", "--des"),
+    ("--destination-dir", "--des"),
+    ("--destination-directory", "--des"),
+    ("-w", "-w"),
+    ("--wheel-dir", "--w"),
+    ("--src", "--s"),
+    ("--source", "--s"),
+    ("--source-dir", "--s"),
+    ("--source-directory", "--s"),
 ];
+
+/// The option of [`WRITES_TO`] that `word` names, in full or abbreviated.
+fn writing_option(word: &str) -> Option<&'static str> {
+    WRITES_TO
+        .iter()
+        .find(|(option, shortest)| option.starts_with(word) && word.starts_with(shortest))
+        .map(|(option, _)| *option)
+}
+
+/// `path` with `.` and `..` worked out from its text, as the installer's `os.makedirs` walks it.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
+}
 
 impl Request {
     /// The first option of the installer's arguments that writes outside `env_root`, as typed with its
-    /// value (a relative one is from `cwd`). `--report -` writes to standard output. Options are
-    /// matched as written in full (`--target DIR`, `--target=DIR`, `-tDIR`).
+    /// value (a relative one is from `cwd`, `..` and symlinks followed). `--report -` writes to
+    /// standard output. Options are matched as pip reads them (`--target DIR`, `--targ=DIR`, `-tDIR`).
     pub fn writes_outside(&self, env_root: &Path, cwd: &Path) -> Option<String> {
         let args = match self {
             Request::Install { args, .. } | Request::Pip { args } => args,
@@ -85,15 +112,17 @@ impl Request {
                 }
                 _ => (word.as_str(), None),
             };
-            if !WRITES_TO.contains(&option) {
+            let Some(full) = writing_option(option) else {
                 continue;
-            }
+            };
             let value = match attached {
                 Some(value) => value,
                 None => words.next().map_or("", String::as_str),
             };
-            let to_stdout = option == "--report" && value == "-";
-            if !(to_stdout || cwd.join(value).starts_with(env_root)) {
+            let to_stdout = full == "--report" && value == "-";
+            let target = lexically_normal(&cwd.join(value));
+            let target = crate::fsutil::resolve_path(&target).unwrap_or(target);
+            if !(to_stdout || target.starts_with(env_root)) {
                 return Some(format!("{option} {value}"));
             }
         }
@@ -405,6 +434,27 @@ mod tests {
             None
         );
         assert_eq!(outside(&["install", "-vvv", "rich"]), None);
+        // Abbreviated as pip takes them, but not where the prefix is another option's.
+        assert_eq!(
+            outside(&["install", "--targ", "/opt/lib", "rich"]),
+            found("--targ /opt/lib")
+        );
+        assert_eq!(
+            outside(&["download", "--destination-directory=/srv", "rich"]),
+            found("--destination-directory /srv")
+        );
+        assert_eq!(outside(&["wheel", "--w", "dist", "."]), found("--w dist"));
+        assert_eq!(outside(&["install", "--pre", "/opt/rich.whl"]), None);
+        assert_eq!(outside(&["install", "--local", "/opt/rich.whl"]), None);
+        // `..` leaves the environment whatever the words before it.
+        assert_eq!(
+            outside(&["install", "--target", ".venv/lib/../../vendor", "rich"]),
+            found("--target .venv/lib/../../vendor")
+        );
+        assert_eq!(
+            outside(&["install", "--target", "../work/.venv/./vendor", "rich"]),
+            None
+        );
         assert_eq!(
             Request::Uninstall {
                 names: vec!["-t".into()]
