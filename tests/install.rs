@@ -775,11 +775,15 @@ fn an_install_into_an_environment_whose_python_is_gone_says_so() {
 
 /// A requirements file or a wheel the user names under a directory the sandbox hides (`~/.config`) is
 /// refused at once, saying why and what to do, with the environment unchanged (found by exploratory
-/// testing: pip said "No such file or directory" of a file that was there).
+/// testing: pip said "No such file or directory" of a file that was there), and before the capture of
+/// uncaptured changes, which stay uncaptured.
 #[test]
 fn a_file_named_where_the_sandbox_hides_secrets_is_refused_saying_why() {
     let b = Blast::new();
     let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    fs::write(env.join("notes.txt"), "uncaptured\n").unwrap();
+    let history = b.log(e).len();
     let home = b.work.join("home");
     let config = home.join(".config/project");
     fs::create_dir_all(&config).unwrap();
@@ -805,6 +809,7 @@ fn a_file_named_where_the_sandbox_hides_secrets_is_refused_saying_why() {
             "{stderr}"
         );
         assert_same_tree(&before, &read_tree(&env));
+        assert_eq!(b.log(e).len(), history);
     }
 }
 

@@ -129,6 +129,42 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// Hides the user's secrets and the system's sockets (see [`Secrets`]).
+    pub fn hide_secrets(&mut self, keep: &[&str]) {
+        let secrets = Secrets::of(keep);
+        self.hidden.extend(secrets.hidden);
+        self.revealed.extend(secrets.revealed);
+    }
+}
+
+/// What [`Spec::hide_secrets`] hides: the user's secrets and the system's sockets (see [`SECRETS`],
+/// [`SYSTEM_SOCKETS`]), with name resolution and, below the hidden home directories, `keep` (such as an
+/// installer's own configuration) brought back.
+pub struct Secrets {
+    hidden: Vec<PathBuf>,
+    revealed: Vec<PathBuf>,
+}
+
+impl Secrets {
+    pub fn of(keep: &[&str]) -> Secrets {
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        Secrets {
+            hidden: home
+                .iter()
+                .flat_map(|h| SECRETS.iter().map(move |s| h.join(s)))
+                .chain(SYSTEM_SOCKETS.iter().map(PathBuf::from))
+                .chain(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
+                .collect(),
+            revealed: home
+                .iter()
+                .flat_map(|h| keep.iter().map(move |s| h.join(s)))
+                .chain(SYSTEM_REVEALED.iter().map(PathBuf::from))
+                .collect(),
+        }
+    }
+
     /// The hidden directory `path` lies in, if the program cannot see it.
     pub fn hidden_dir_of(&self, path: &Path) -> Option<&Path> {
         if self.revealed.iter().any(|r| path.starts_with(r)) {
@@ -138,26 +174,6 @@ impl Spec {
             .iter()
             .find(|h| path.starts_with(h))
             .map(PathBuf::as_path)
-    }
-
-    /// Hides the user's secrets and the system's sockets (see [`SECRETS`], [`SYSTEM_SOCKETS`]),
-    /// bringing back name resolution and, below the hidden home directories, `keep` (such as an
-    /// installer's own configuration).
-    pub fn hide_secrets(&mut self, keep: &[&str]) {
-        let home = std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from);
-        self.hidden.extend(
-            home.iter()
-                .flat_map(|h| SECRETS.iter().map(move |s| h.join(s)))
-                .chain(SYSTEM_SOCKETS.iter().map(PathBuf::from))
-                .chain(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)),
-        );
-        self.revealed.extend(
-            home.iter()
-                .flat_map(|h| keep.iter().map(move |s| h.join(s)))
-                .chain(SYSTEM_REVEALED.iter().map(PathBuf::from)),
-        );
     }
 }
 

@@ -96,6 +96,7 @@ pub fn install(
                  pass --no-sandbox"
             )));
         }
+        refuse_hidden_paths(store, &request, &cwd)?;
     }
     let (env, captured_first) =
         super::snapshot::open_env_at_head(store, selector, "changes found before an install")?;
@@ -379,20 +380,9 @@ impl Run<'_> {
         std::fs::create_dir(&root).at("creating sandbox directory", &root)?;
         let env_python = self.env.root().join("bin/python");
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        // Real paths on both sides: a home reached through a symlink (`/home` → `/var/home`) is
-        // still the home.
-        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
-        let home = std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(|h| real(Path::new(&h)));
-        let store_home = real(self.store.home());
-        let holds_home_or_store =
-            |p: &Path| store_home.starts_with(p) || home.as_ref().is_some_and(|h| h.starts_with(p));
-        // A requirements file may come with a checkout: it makes writable only projects in the
-        // directory the user works in.
-        let real_cwd = std::fs::canonicalize(&cwd).unwrap_or_else(|_| cwd.clone());
-        let trusted = (!holds_home_or_store(&real_cwd)).then_some(real_cwd.as_path());
-        let (visible, projects) = named_paths(self.request, &cwd, trusted);
+        let protected = Protected::of(self.store);
+        let (visible, projects) =
+            named_paths(self.request, &cwd, protected.trusted(&cwd).as_deref());
         let mut cache_links = match self.installer.kind {
             InstallerKind::Uv => CacheLinks::open(&self.installer.caches(), |cache| {
                 self.store.installer_cache_stats_path(cache)
@@ -407,7 +397,7 @@ impl Run<'_> {
         // nor into another environment inside the project.
         let projects: Vec<PathBuf> = projects
             .into_iter()
-            .filter(|p| !holds_home_or_store(p))
+            .filter(|p| !protected.holds(p))
             .collect();
         let rebound_read_only = self
             .store
@@ -451,21 +441,6 @@ impl Run<'_> {
             second_signal_kills: true,
         };
         spec.hide_secrets(INSTALLER_CONFIG);
-        // A file the user names where the sandbox hides secrets would read to the installer as
-        // missing: say why at once.
-        if let Some((path, hidden)) = spec
-            .visible
-            .iter()
-            .filter(|path| **path != spec.cwd)
-            .find_map(|path| Some((path, spec.hidden_dir_of(path)?)))
-        {
-            return Err(Error::Invalid(format!(
-                "`{}` is in `{}`, which the sandbox hides from the installer (it may hold secrets): \
-                 move what the install needs elsewhere, or pass --no-sandbox",
-                path.display(),
-                hidden.display()
-            )));
-        }
         let ran = match self
             .store
             .index()
@@ -613,6 +588,61 @@ fn installer_env() -> Vec<(String, String)> {
         ("PIP_NO_INPUT".into(), "1".into()),
         ("GIT_TERMINAL_PROMPT".into(), "0".into()),
     ]
+}
+
+/// Refuses a file the request names where the sandbox hides secrets (see [`sandbox::Secrets`]): the
+/// installer would read it as missing. Checked before anything runs, the capture of uncaptured
+/// changes included.
+fn refuse_hidden_paths(store: &Store, request: &Request, cwd: &Path) -> Result<()> {
+    let secrets = sandbox::Secrets::of(INSTALLER_CONFIG);
+    let trusted = Protected::of(store).trusted(cwd);
+    let (visible, _) = named_paths(request, cwd, trusted.as_deref());
+    match visible
+        .iter()
+        .filter(|path| *path != cwd)
+        .find_map(|path| Some((path, secrets.hidden_dir_of(path)?)))
+    {
+        Some((path, hidden)) => Err(Error::Invalid(format!(
+            "`{}` is in `{}`, which the sandbox hides from the installer (it may hold secrets): \
+             move what the install needs elsewhere, or pass --no-sandbox",
+            path.display(),
+            hidden.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The real paths of the user's home and of the store (a home reached through a symlink, `/home` →
+/// `/var/home`, is still the home): a build may write into neither, nor into what holds them.
+struct Protected {
+    home: Option<PathBuf>,
+    store: PathBuf,
+}
+
+impl Protected {
+    fn of(store: &Store) -> Protected {
+        Protected {
+            home: std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| real(Path::new(&h))),
+            store: real(store.home()),
+        }
+    }
+
+    fn holds(&self, path: &Path) -> bool {
+        self.store.starts_with(path) || self.home.as_ref().is_some_and(|h| h.starts_with(path))
+    }
+
+    /// The working directory, trusted with projects a requirements file names (it may come with a
+    /// checkout), unless it holds the home or the store.
+    fn trusted(&self, cwd: &Path) -> Option<PathBuf> {
+        Some(real(cwd)).filter(|cwd| !self.holds(cwd))
+    }
+}
+
+/// `path` with symlinks resolved, or as it is where it cannot be.
+fn real(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// Paths the request names (requirement files, wheels, `--find-links` directories, local projects):
