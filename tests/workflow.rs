@@ -545,6 +545,12 @@ fn a_named_environment_of_a_moved_store_says_the_store_moved() {
             "{args:?} made the old store's place again"
         );
     }
+    // The advice holds: the environment goes with its directory, and the name is free again.
+    let moved_blast = |args: &[&str]| b.command(args).env("BLAST_HOME", &moved).output().unwrap();
+    assert_succeeded(&moved_blast(&["remove", "web"]));
+    assert!(!moved.join("envs/web").exists());
+    assert_succeeded(&moved_blast(&["create", "web", "--python", python()]));
+    assert!(!b.home.exists());
 }
 
 #[test]

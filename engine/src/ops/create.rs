@@ -174,6 +174,16 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
         )));
     }
     crate::fsutil::remove_tree(env.root())?;
+    // A named environment of a moved store has its directory here, not where it was made (see
+    // `Error::StoreMoved`); a path environment may have been made in `envs/` under its name.
+    if let Some(name) = &env.record.name {
+        let here = store.named_env_path(name);
+        if let Some(here_str) = here.to_str()
+            && store.index().env_by_path(here_str)?.is_none()
+        {
+            crate::fsutil::remove_tree(&here)?;
+        }
+    }
     let history = store.index().history(&env.record.id)?;
     let tags = store.index().tags(&env.record.id)?;
     let mut batch = Batch::default();
