@@ -260,6 +260,47 @@ fn capture_turns_what_the_command_changed_into_a_snapshot() {
     assert!(!module.exists());
 }
 
+/// Changes found in the directory before a captured run are kept first as their own snapshot, and the
+/// run says so; a command that is not there is refused before that capture.
+#[test]
+fn a_captured_run_says_it_captured_the_changes_it_found_first() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    fs::write(env.join("notes.txt"), "by hand\n").unwrap();
+    let history = b.log(e).len();
+
+    let missing = run(&b, &env, &["--capture"], &["no-such-command"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no-such-command"),
+        "{}",
+        stderr(&missing)
+    );
+    assert_eq!(b.log(e).len(), history);
+
+    let out = run(
+        &b,
+        &env,
+        &["--capture", "--json"],
+        &["python", "-c", "pass"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = report["captured_first"].as_str().expect("a snapshot");
+    let log = b.log(e);
+    assert_eq!(log.len(), history + 1);
+    assert_eq!(log[0]["snapshot"].as_str(), Some(first));
+    assert!(
+        stderr(&out).contains(&format!(
+            "captured changes found in `{e}` first as snapshot {}",
+            &first[..12]
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn assembling_the_sandbox_writes_nothing_through_a_symlink() {
     // The environment, under /tmp and inside the working directory, is bound into the private /tmp;

@@ -473,6 +473,13 @@ impl Output {
 
     /// After `blast run`: on stderr, as the command's own output holds stdout (JSON with --json).
     pub fn ran(&self, r: &RunReport) {
+        if let Some(first) = &r.captured_first {
+            eprintln!(
+                "blast run: captured changes found in `{}` first as snapshot {}",
+                r.env,
+                short(first)
+            );
+        }
         if let Some(why) = &r.stopped_by {
             eprintln!("blast run: stopped `{}`: {why}", r.program.display());
         }

@@ -12,6 +12,7 @@ use super::install::{Changes, carry_over_bytecode, commit_changes};
 use crate::capture;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::find_executable;
+use crate::index::EnvRecord;
 use crate::packages::PackageChange;
 use crate::sandbox::{self, Limits, Outcome, Spec};
 use crate::store::{Env, Store};
@@ -44,6 +45,8 @@ pub struct RunReport {
     pub limits: Vec<String>,
     /// With `--capture`: the snapshot its changes became (`None` when it changed nothing).
     pub snapshot: Option<SnapshotId>,
+    /// With `--capture`: the snapshot that changes found in the directory before the run became.
+    pub captured_first: Option<SnapshotId>,
     pub packages: Vec<PackageChange>,
     #[serde(skip)]
     pub outcome: Outcome,
@@ -80,23 +83,48 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let found = store.find_env(selector)?;
+    let program = program_path(Path::new(&found.path), command, found.label())?;
     // A plain run reads the environment without its lock: a long-running command must not hold up
     // installs. A capturing one changes it, so it holds the lock as an install does.
-    let mut env = match options.capture {
-        true => Some(
-            super::snapshot::open_env_at_head(
+    let (env, captured_first) = match options.capture {
+        true => {
+            let (env, first) = super::snapshot::open_env_at_head(
                 store,
                 selector,
                 "changes found before a captured run",
-            )?
-            .0,
-        ),
-        false => None,
+            )?;
+            (Some(env), first)
+        }
+        false => (None, None),
     };
-    let record = match &env {
-        Some(env) => env.record.clone(),
-        None => store.find_env(selector)?,
-    };
+    let record = env.as_ref().map_or(found, |env| env.record.clone());
+    let label = record.label().to_owned();
+    let mut report =
+        run_opened(store, env, record, program, args, allow_write, options).map_err(|e| {
+            match captured_first {
+                Some(snapshot) => Error::AfterCapture {
+                    env: label,
+                    snapshot: snapshot.short(),
+                    source: Box::new(e),
+                },
+                None => e,
+            }
+        })?;
+    report.captured_first = captured_first;
+    Ok(report)
+}
+
+/// The run, on the environment found (`env` when it is captured, locked and at its HEAD).
+fn run_opened(
+    store: &Store,
+    mut env: Option<Env>,
+    record: EnvRecord,
+    program: PathBuf,
+    args: &[String],
+    allow_write: Vec<PathBuf>,
+    options: &RunOptions,
+) -> Result<RunReport> {
     let env_root = PathBuf::from(&record.path);
     // An environment that tracks its imports has its processes record them in the store
     // (`imports.rs`): that directory stays writable for them.
@@ -105,7 +133,6 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
     if records.is_dir() {
         allow_write.push(records);
     }
-    let program = program_path(&env_root, command, record.label())?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
 
     let area = store.objects().begin()?;
@@ -193,6 +220,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         },
         limits: options.limits.enforcement(),
         snapshot: None,
+        captured_first: None,
         packages: Vec::new(),
         outcome,
     };
