@@ -268,6 +268,39 @@ fn fish_session_captures_installs_and_kill_returns_to_the_original_prompt() {
     session_in("fish");
 }
 
+/// An install typed in the session is named by its command line also when the line goes on after it
+/// past the quiet window (a loaded machine that takes as long to show the next prompt had the
+/// install captured as made outside the session's commands).
+#[test]
+fn a_session_install_is_named_by_its_command_line_when_the_line_goes_on_after_it() {
+    let b = Blast::new();
+    let home = b.work.join("home");
+    fs::create_dir_all(&home).unwrap();
+    write_shell_config(&home);
+    let env = b.work.join("venv");
+    let e = env.to_str().unwrap();
+    b.ok(&["create", "--path", e, "--python", python(), "--seed"]);
+    let tmux = Tmux::start(&b, &home);
+    tmux.type_line(&format!("blast start {e} --shell bash"));
+    tmux.wait_for("the session's prompt", |p| {
+        last_line(p).starts_with("(blast) inner")
+    });
+    let line = format!(
+        "pip install -q --disable-pip-version-check --no-index -f {} blastdemo==1.0; sleep 1",
+        wheels().display()
+    );
+    tmux.type_line(&line);
+    tmux.wait_for("the capture line and the next prompt", |p| {
+        p.contains("+blastdemo 1.0.0") && last_line(p).starts_with("(blast) inner")
+    });
+    let log = b.log(e);
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0]["message"], line.as_str(), "{:?}", log[0]);
+    tmux.type_line("blast kill");
+    tmux.wait_for("the original prompt", |p| last_line(p) == "outer$");
+    assert_nothing_left(&b);
+}
+
 /// `blast start ENV` with a bash reading commands from a pipe: the session without a terminal.
 struct Headless {
     child: Child,

@@ -4,8 +4,10 @@
 //! A change is captured at the first of: the prompt hook asking (a command in the session finished),
 //! or a quiet window of [`QUIET`] after the last file event (an install from an IDE or another
 //! terminal). Never while an installer is still running on the environment: its process is looked
-//! for first, and the capture waits for it. `__pycache__` writes and reads are not changes. The loop
-//! ends when the shell exits, after a final capture.
+//! for first, and the capture waits for it. An installer the session's shell started is the
+//! session's command: once it is done, the prompt that names it is waited for a while
+//! ([`PROMPT_GRACE`]; the command line may go on after it). `__pycache__` writes and reads are not
+//! changes. The loop ends when the shell exits, after a final capture.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
@@ -24,6 +26,10 @@ use crate::session::{Answer, CaptureNote, Request, SessionRecord, SessionStatus}
 
 /// How long the environment must be quiet before the watcher captures what changed.
 pub const QUIET: Duration = Duration::from_millis(250);
+
+/// How long, after an installer the session's shell started is done, its prompt is waited for before
+/// its changes are captured as made outside the session's commands.
+const PROMPT_GRACE: Duration = Duration::from_secs(3);
 
 /// How long a client may take to send its request (a connection that only checks that the session
 /// is live sends nothing and closes at once).
@@ -70,6 +76,7 @@ pub fn serve(
             record,
             capture,
             dirty: false,
+            session_installed: false,
             last_event: None,
             unshown: Vec::new(),
             failures: Vec::new(),
@@ -86,6 +93,9 @@ struct Session<'c, 'a> {
     capture: &'c mut CaptureFn<'a>,
     /// Changed since the last capture.
     dirty: bool,
+    /// An installer the shell started changed the environment since the last capture: its command
+    /// line's prompt names the capture.
+    session_installed: bool,
     last_event: Option<Instant>,
     /// Captures the prompt has not shown yet.
     unshown: Vec<CaptureNote>,
@@ -135,13 +145,20 @@ impl Session<'_, '_> {
         let status = loop {
             tokio::select! {
                 Some(()) = changed.recv() => {
+                    // The first change of a burst: an installer that makes it is running now.
+                    if capture_at.is_none() {
+                        self.note_installers();
+                    }
                     self.dirty = true;
                     self.last_event = Some(Instant::now());
                     capture_at = Some(tokio::time::Instant::now() + QUIET);
                 }
                 _ = tokio::time::sleep_until(capture_at.unwrap_or(far)), if capture_at.is_some() => {
-                    if installer_running(&self.env_root) {
-                        capture_at = Some(tokio::time::Instant::now() + QUIET);
+                    let now = tokio::time::Instant::now();
+                    if self.note_installers() {
+                        capture_at = Some(now + QUIET);
+                    } else if std::mem::take(&mut self.session_installed) {
+                        capture_at = Some(now + PROMPT_GRACE);
                     } else {
                         capture_at = None;
                         self.capture_now("changed outside the session's commands");
@@ -195,6 +212,16 @@ impl Session<'_, '_> {
         })
     }
 
+    /// Whether an installer is running on the environment; one the session's shell started is noted.
+    fn note_installers(&mut self) -> bool {
+        let running = installers_on(&self.env_root);
+        let shell = i32::try_from(self.record.shell_pid).ok();
+        self.session_installed |= running
+            .iter()
+            .any(|&pid| shell.is_some_and(|shell| descends_from(pid, shell)));
+        !running.is_empty()
+    }
+
     /// Captures now; a failure is kept to be shown, and the environment stays as it is.
     fn capture_now(&mut self, message: &str) {
         match (self.capture)(message, self.last_event) {
@@ -206,6 +233,7 @@ impl Session<'_, '_> {
             Err(e) => self.failures.push(e.to_string()),
         }
         self.dirty = false;
+        self.session_installed = false;
     }
 
     /// Serves one client; says whether, and how, the session is to end.
@@ -228,7 +256,7 @@ impl Session<'_, '_> {
         };
         match request {
             Request::Prompt { command } => {
-                if self.dirty && !installer_running(&self.env_root) {
+                if self.dirty && installers_on(&self.env_root).is_empty() {
                     let message = command
                         .map(|c| c.trim().to_owned())
                         .filter(|c| !c.is_empty())
@@ -293,6 +321,20 @@ fn parent_of(pid: i32) -> Option<i32> {
         .ok()
 }
 
+/// Whether process `pid` is a descendant of process `ancestor`.
+fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut pid = pid;
+    // A bound, as the chain is read while processes come and go.
+    for _ in 0..64 {
+        match parent_of(pid) {
+            Some(parent) if parent == ancestor => return true,
+            Some(parent) if parent > 1 => pid = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Whether a file event is a change of the environment's content.
 fn is_change(event: &notify::Event) -> bool {
     let content = matches!(
@@ -352,15 +394,15 @@ const INSTALLERS: &[&str] = &[
 /// Waits (up to [`INSTALLER_WAIT`]) while an installer runs on the environment.
 async fn wait_for_installers(env_root: &Path) {
     let started = Instant::now();
-    while installer_running(env_root) && started.elapsed() < INSTALLER_WAIT {
+    while !installers_on(env_root).is_empty() && started.elapsed() < INSTALLER_WAIT {
         tokio::time::sleep(QUIET).await;
     }
 }
 
-/// Whether an installer is running on the environment: a process whose command line names an
-/// installer and, in an argument or its `VIRTUAL_ENV`, the environment (`ENV/bin/pip install …`,
+/// The installers running on the environment: processes whose command line names an installer and,
+/// in an argument or their `VIRTUAL_ENV`, the environment (`ENV/bin/pip install …`,
 /// `python3 -m pip --python ENV …`, `uv pip install …` in the activated shell).
-pub fn installer_running(env_root: &Path) -> bool {
+fn installers_on(env_root: &Path) -> Vec<i32> {
     let root = env_root.as_os_str().as_bytes();
     let in_env = |path: &[u8]| {
         path.strip_prefix(root)
@@ -368,29 +410,32 @@ pub fn installer_running(env_root: &Path) -> bool {
     };
     let own = std::process::id().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
+        return Vec::new();
     };
-    entries.flatten().any(|entry| {
-        let name = entry.file_name();
-        if !name.as_bytes().iter().all(u8::is_ascii_digit) || name.as_bytes() == own.as_bytes() {
-            return false;
-        }
-        // Gone meanwhile, or not ours to read: not an installer on this environment.
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            return false;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let installs = args.iter().any(|arg| {
-            let program = arg.rsplit(|b| *b == b'/').next().unwrap_or(arg);
-            INSTALLERS.iter().any(|i| program == i.as_bytes()) || program.starts_with(b"pip3.")
-        });
-        installs
-            && (args.iter().any(|a| in_env(a))
-                || std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
-                    environ
-                        .split(|b| *b == 0)
-                        .filter_map(|var| var.strip_prefix(b"VIRTUAL_ENV="))
-                        .any(in_env)
-                }))
-    })
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            if name.as_bytes() == own.as_bytes() {
+                return None;
+            }
+            let pid: i32 = name.to_str()?.parse().ok()?;
+            // Gone meanwhile, or not ours to read: not an installer on this environment.
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let installs = args.iter().any(|arg| {
+                let program = arg.rsplit(|b| *b == b'/').next().unwrap_or(arg);
+                INSTALLERS.iter().any(|i| program == i.as_bytes()) || program.starts_with(b"pip3.")
+            });
+            let on_env = installs
+                && (args.iter().any(|a| in_env(a))
+                    || std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
+                        environ
+                            .split(|b| *b == 0)
+                            .filter_map(|var| var.strip_prefix(b"VIRTUAL_ENV="))
+                            .any(in_env)
+                    }));
+            on_env.then_some(pid)
+        })
+        .collect()
 }
