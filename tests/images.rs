@@ -10,7 +10,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -395,6 +395,76 @@ fn restore_at_another_path_in_another_store_runs_and_verifies_clean() {
     assert!(err.contains("the image needs cpython 3."), "{err}");
     assert!(err.contains("platform linux-"), "{err}");
     assert!(!other.work.join("x").exists());
+}
+
+/// A restore to a path where no directory can be made (below a file, at a symlink that leads nowhere,
+/// in a read-only directory) fails and leaves no environment behind; a directory it could not write
+/// into says nothing of what the filesystem can do, so later environments there are still hardlinked
+/// (found by exploratory testing: the failed restore left an "(interrupted)" environment that every
+/// later `verify` failed to finish, and the read-only directory made every later environment a copy).
+#[test]
+fn a_restore_where_no_directory_can_be_made_leaves_nothing_and_links_stay_links() {
+    let sender = Blast::new();
+    let (src, _) = demo_env(&sender, "venv", false);
+    let image = sender.work.join("demo.blast");
+    sender.ok(&[
+        "export",
+        "-e",
+        src.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let image = image.to_str().unwrap();
+
+    let b = Blast::new();
+    let file = b.work.join("afile");
+    fs::write(&file, "a file").unwrap();
+    let dangling = b.work.join("dangling");
+    std::os::unix::fs::symlink(b.work.join("nowhere"), &dangling).unwrap();
+    for (target, says) in [
+        (file.join("x"), "Not a directory"),
+        (dangling.clone(), "already exists"),
+    ] {
+        let err = b.fails(&["restore", image, "--path", target.to_str().unwrap()]);
+        assert!(err.contains(says), "{err}");
+        assert_eq!(b.json(&["list"]), serde_json::json!([]));
+        b.ok(&["verify"]);
+    }
+    assert!(!b.work.join("nowhere").exists());
+
+    // A read-only bind mount over an empty directory, in a mount namespace of the command's own.
+    let read_only = b.work.join("read-only");
+    fs::create_dir(&read_only).unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--", "sh", "-c"])
+        .arg("mount --bind -o ro \"$1\" \"$1\" && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(&read_only)
+        .arg(env!("CARGO_BIN_EXE_blast"))
+        .args(["restore", image, "--path"])
+        .arg(&read_only)
+        .env("BLAST_HOME", &b.home)
+        .env_remove("BLAST_ENV")
+        .output()
+        .expect("unshare (util-linux) must be installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("mount") && stderr.contains("ermission") {
+        eprintln!("skipped the read-only part: no mount namespace here ({stderr})");
+        return;
+    }
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    assert_eq!(b.json(&["list"]), serde_json::json!([]));
+    b.ok(&["verify"]);
+
+    let env = b.work.join("venv");
+    b.ok(&["restore", image, "--path", env.to_str().unwrap()]);
+    let module = env.join("lib/python3.11/site-packages/blastdemo/__init__.py");
+    assert!(
+        fs::metadata(&module).unwrap().nlink() > 1,
+        "restored by copy after the read-only directory"
+    );
+    b.assert_verify_clean(&[&env]);
 }
 
 #[test]
@@ -1025,6 +1095,58 @@ fn a_decompression_bomb_stops_at_the_limit() {
     receiver.ok(&["import", image.to_str().unwrap()]);
 }
 
+/// An environment that compresses past import's ratio check (300 MB of zeros) exports with a note of
+/// the `BLAST_IMAGE_MAX_BYTES` that imports it, and imports with it, which replaces the ratio check
+/// (found by exploratory testing: such an image could never be imported, whatever the variable said).
+#[test]
+fn an_image_past_the_ratio_check_imports_with_the_limit_its_export_names() {
+    let sender = Blast::new();
+    let env = sender.create_path_env("zeros");
+    let zeros = fs::File::create(env.join("zeros.bin")).unwrap();
+    zeros.set_len(300 << 20).unwrap();
+    sender.ok(&["snapshot", "-e", env.to_str().unwrap()]);
+    let image = sender.work.join("zeros.blast");
+    let out = sender
+        .command(&[
+            "export",
+            "-e",
+            env.to_str().unwrap(),
+            "-o",
+            image.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let note = String::from_utf8_lossy(&out.stderr).into_owned();
+    let needed = note
+        .split("BLAST_IMAGE_MAX_BYTES=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no limit named: {note}"))
+        .to_owned();
+    assert!(needed.parse::<u64>().unwrap() > 300 << 20, "{note}");
+
+    let receiver = Blast::new();
+    receiver.create_path_env("existing");
+    let before = store_state(&receiver);
+    let err = receiver.fails(&["import", image.to_str().unwrap()]);
+    assert!(
+        err.contains("times its compressed size") && err.contains("BLAST_IMAGE_MAX_BYTES"),
+        "{err}"
+    );
+    assert_eq!(store_state(&receiver), before);
+    let import = |limit: &str| {
+        receiver
+            .command(&["import", image.to_str().unwrap()])
+            .env("BLAST_IMAGE_MAX_BYTES", limit)
+            .output()
+            .unwrap()
+    };
+    let short_by_one = (needed.parse::<u64>().unwrap() - 1).to_string();
+    assert!(!import(&short_by_one).status.success());
+    assert_succeeded(&import(&needed));
+}
+
 /// Found by exploratory testing: the rename that puts an export in place replaced whatever was at the
 /// output path, `/dev/full` included. Only a file (or the file a symlink leads to) is written.
 #[test]
@@ -1097,9 +1219,11 @@ fn export_writes_only_to_a_file_and_refuses_what_a_rename_would_replace() {
     assert!(!abandoned.exists() && running.exists());
     fs::remove_file(&running).unwrap();
 
-    // A symlink to a file is written through: the file gets the image, the symlink stays.
+    // A symlink to a file is written through: the file gets the image, the symlink stays. The file
+    // keeps its permissions, as it would if written in place.
     let real = b.work.join("real.blast");
     fs::write(&real, b"old").unwrap();
+    fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let link = b.work.join("link.blast");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     b.ok(&["export", "-e", e, "-o", link.to_str().unwrap()]);
@@ -1109,6 +1233,24 @@ fn export_writes_only_to_a_file_and_refuses_what_a_rename_would_replace() {
             .file_type()
             .is_symlink()
     );
+    assert_eq!(fs::metadata(&real).unwrap().mode() & 0o777, 0o600);
+    let requirements = b.work.join("requirements.txt");
+    fs::write(&requirements, b"old").unwrap();
+    fs::set_permissions(
+        &requirements,
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    b.ok(&[
+        "export",
+        "-e",
+        e,
+        "-o",
+        requirements.to_str().unwrap(),
+        "--format",
+        "requirements",
+    ]);
+    assert_eq!(fs::metadata(&requirements).unwrap().mode() & 0o777, 0o640);
     let restored = b.work.join("restored");
     b.ok(&[
         "restore",

@@ -159,6 +159,13 @@ impl Output {
             );
         }
         println!("  needs {}", r.python);
+        if let Some(bytes) = r.import_needs_max_bytes {
+            eprintln!(
+                "note: {} decompresses to {bytes} bytes, so many per byte of it that `blast import` takes it \
+                 for a decompression bomb unless BLAST_IMAGE_MAX_BYTES={bytes} (or more) is set where it is imported",
+                r.file
+            );
+        }
     }
 
     pub fn imported(&self, r: &ImportReport) {

@@ -315,9 +315,7 @@ pub enum ImageProblem {
         "it is a thin image over snapshot {base}, which this store lacks ({missing} is missing): import or restore an image of {base} first"
     )]
     NeedsBase { base: String, missing: String },
-    #[error(
-        "{0}: refusing a possible decompression bomb (BLAST_IMAGE_MAX_BYTES sets the limit on decompressed bytes)"
-    )]
+    #[error("{0}: refusing a possible decompression bomb")]
     TooLarge(String),
     #[error("it cannot be read: {0} (the file is truncated, damaged or not a blast image)")]
     Stream(String),

@@ -69,6 +69,15 @@ pub fn output_file(out: &Path) -> Result<PathBuf> {
     })
 }
 
+/// Gives `file`, written to replace the file `out` by a rename, the permissions of the file there (which
+/// the rename would otherwise reset to the new file's).
+pub fn keep_permissions_of(out: &Path, file: &fs::File) -> std::io::Result<()> {
+    match fs::metadata(out) {
+        Ok(meta) if meta.is_file() => file.set_permissions(meta.permissions()),
+        _ => Ok(()),
+    }
+}
+
 /// Removes a file, directory tree or symlink; a path that is already gone is fine.
 pub fn remove_tree(path: &Path) -> Result<()> {
     let meta = match path.symlink_metadata() {

@@ -60,15 +60,27 @@ pub fn probe_link_mode(store_dir: &Path, target_dir: &Path) -> Result<LinkMode> 
     fs::write(&probe, b"blast link probe").at("writing link probe", &probe)?;
     let dest = target_dir.join(format!("{TMP_PREFIX}probe-{}", std::process::id()));
     let mode = if reflink_copy::reflink(&probe, &dest).is_ok() {
-        LinkMode::Reflink
-    } else if fs::hard_link(&probe, &dest).is_ok() {
-        LinkMode::Hardlink
+        Ok(LinkMode::Reflink)
     } else {
-        LinkMode::Copy
+        match fs::hard_link(&probe, &dest) {
+            Ok(()) => Ok(LinkMode::Hardlink),
+            // Two filesystems, or one without hardlinks: what the pair can do, kept for it.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::EPERM | libc::EOPNOTSUPP)
+                ) =>
+            {
+                Ok(LinkMode::Copy)
+            }
+            // A directory that cannot be written now (read-only, no permission, full) says nothing
+            // of the pair, and would have every later environment there copied.
+            Err(e) => Err(e).at("writing into", target_dir),
+        }
     };
     let _ = fs::remove_file(&dest);
     let _ = fs::remove_file(&probe);
-    Ok(mode)
+    mode
 }
 
 /// Fewer items than this are worked through on the calling thread: for a new environment's dozen

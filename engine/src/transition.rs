@@ -116,12 +116,21 @@ fn missing_object(store: &Store, difference: &Difference) -> Result<Option<(Stri
     }))
 }
 
-/// Undoes a move into a directory it was making that failed (an object lost, a full disk): the
-/// directory goes, and the journal with it, and the environment's record when the move was creating
-/// the environment. Best effort: what is left is a move the next command finishes.
-fn undo_new_directory(store: &Store, env: &Env, root: &Path) {
-    if crate::fsutil::remove_tree(root).is_err() {
-        return;
+/// Undoes a move that failed into a directory it was making, or while it was making the environment
+/// (an object lost, a full disk, a path where no directory can be made): what the move wrote goes (the
+/// directory, when it made it; else the content it wrote into the empty directory it was given), and
+/// the journal with it, and the environment's record when the move was creating the environment.
+/// Best effort: what is left is a move the next command finishes.
+fn undo_failed_move(store: &Store, env: &Env, root: &Path, root_absent: bool) {
+    if root_absent {
+        if crate::fsutil::remove_tree(root).is_err() {
+            return;
+        }
+    } else if root.is_dir() {
+        crate::fsutil::clear_tree(root, &|_| false);
+        if !std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_none()) {
+            return;
+        }
     }
     let mut batch = Batch::default();
     match env.record.head {
@@ -282,15 +291,19 @@ fn complete(
     // Only what this move makes is undone: a file or a symlink at the path is the user's.
     let root_absent =
         matches!(root.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-    let materializer = Materializer {
-        store: store.objects(),
-        placeholders: &placeholders,
-        mode: link_mode(store, &root)?,
-    };
-    let mut stats = match materializer.apply(&root, &current, &target, &mut cache) {
+    let applied = link_mode(store, &root).and_then(|mode| {
+        let materializer = Materializer {
+            store: store.objects(),
+            placeholders: &placeholders,
+            mode,
+        };
+        materializer.apply(&root, &current, &target, &mut cache)
+    });
+    let creating = env.record.head.is_none();
+    let mut stats = match applied {
         Ok(stats) => stats,
-        Err(e) if root_absent && !after_crash => {
-            undo_new_directory(store, env, &root);
+        Err(e) if (root_absent || creating) && !after_crash => {
+            undo_failed_move(store, env, &root, root_absent);
             return Err(e);
         }
         Err(e) => return Err(e),

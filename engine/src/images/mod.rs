@@ -193,7 +193,8 @@ pub struct Limits {
     /// Decompressed bytes of the whole archive (`BLAST_IMAGE_MAX_BYTES`, default 64 GiB).
     pub max_bytes: u64,
     /// Once `ratio_floor` bytes are decompressed, more than `max_ratio` decompressed bytes per
-    /// compressed byte read is refused.
+    /// compressed byte read is refused (not when `BLAST_IMAGE_MAX_BYTES` is set: the user has said how
+    /// much an image may decompress to).
     pub max_ratio: u64,
     pub ratio_floor: u64,
     /// Archive entries.
@@ -228,7 +229,7 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The defaults, with `BLAST_IMAGE_MAX_BYTES` when it is set.
+    /// The defaults, with `BLAST_IMAGE_MAX_BYTES` when it is set (and then no ratio check).
     pub fn from_env() -> Result<Limits> {
         let mut limits = Limits::default();
         if let Ok(value) = std::env::var("BLAST_IMAGE_MAX_BYTES") {
@@ -237,8 +238,14 @@ impl Limits {
                     "BLAST_IMAGE_MAX_BYTES=`{value}` is not a number of bytes"
                 ))
             })?;
+            limits.ratio_floor = u64::MAX;
         }
         Ok(limits)
+    }
+
+    /// Whether `decompressed` bytes from `compressed` ones are past the ratio check.
+    pub fn ratio_exceeded(&self, decompressed: u64, compressed: u64) -> bool {
+        decompressed > self.ratio_floor && decompressed / self.max_ratio > compressed.max(1)
     }
 }
 

@@ -531,7 +531,7 @@ pub fn pull_layers(
     let bytes_downloaded: u64 = fetch_list.iter().map(|(_, d)| d.size).sum();
     if bytes_downloaded > limits.max_bytes {
         return Err(whole(ImageProblem::TooLarge(format!(
-            "its layer blobs are {bytes_downloaded} bytes, more than {}",
+            "its layer blobs are {bytes_downloaded} bytes, more than {} (BLAST_IMAGE_MAX_BYTES raises that limit)",
             limits.max_bytes
         ))));
     }

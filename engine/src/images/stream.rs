@@ -51,13 +51,13 @@ impl<R: Read> Read for DecompressedSide<R> {
         let l = &self.limits;
         let tripped = if total > l.max_bytes {
             Some(format!(
-                "it decompresses to more than {} bytes",
+                "it decompresses to more than {} bytes (BLAST_IMAGE_MAX_BYTES raises that limit)",
                 l.max_bytes
             ))
-        } else if total > l.ratio_floor && total / l.max_ratio > self.meter.compressed.get().max(1)
-        {
+        } else if l.ratio_exceeded(total, self.meter.compressed.get()) {
             Some(format!(
-                "it decompresses to more than {} times its compressed size",
+                "it decompresses to more than {} times its compressed size (for an image you trust, \
+                 set BLAST_IMAGE_MAX_BYTES to the most it may decompress to, which replaces this check)",
                 l.max_ratio
             ))
         } else {

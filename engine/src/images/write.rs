@@ -44,6 +44,8 @@ pub struct Written {
     pub objects_omitted: usize,
     /// Size of the image file.
     pub file_bytes: u64,
+    /// Size of its archive, decompressed.
+    pub archive_bytes: u64,
 }
 
 /// The base of a thin image from a snapshot of this store.
@@ -183,12 +185,15 @@ pub fn write_image(
             .mode(0o644)
             .open(&tmp)
             .at("creating image", &tmp)?;
+        crate::fsutil::keep_permissions_of(out, &file).at("creating image", &tmp)?;
         let mut archive = start_archive(BufWriter::new(file), &tmp)?;
         let manifest_bytes = serde_json::to_vec(&manifest)
             .map_err(|e| Error::Invalid(format!("could not encode the image manifest: {e}")))?;
         append(&mut archive, &EntryName::Manifest, &manifest_bytes, &tmp)?;
+        let mut archive_bytes = entry_bytes(manifest_bytes.len() as u64) + END_OF_ARCHIVE;
         for (id, bytes) in &snapshots {
             append(&mut archive, &EntryName::Snapshot(*id), bytes, &tmp)?;
+            archive_bytes += entry_bytes(bytes.len() as u64);
         }
         // Every object the image carries goes by its rank in `objects_out`, in the layers as in its name.
         let ranks: HashMap<(ObjectId, bool), u32> = objects_out
@@ -200,6 +205,7 @@ pub fn write_image(
         for (id, layer) in &layers_out {
             let carried = layer.encode_carried(&rank);
             append(&mut archive, &EntryName::Layer(**id), &carried, &tmp)?;
+            archive_bytes += entry_bytes(carried.len() as u64);
         }
         progress.begin("exporting", Some(manifest.object_bytes));
         for ((id, executable, size), rank) in objects_out.iter().zip(0u32..) {
@@ -210,6 +216,7 @@ pub fn write_image(
             };
             let name = EntryName::CarriedObject(rank);
             append_object(store, &mut archive, &name, &object, progress, &tmp)?;
+            archive_bytes += entry_bytes(*size);
         }
         progress.end();
         let file = finish_archive(archive, &tmp)?
@@ -219,14 +226,15 @@ pub fn write_image(
         file.sync_all().at("syncing image", &tmp)?;
         let file_bytes = file.metadata().at("inspecting image", &tmp)?.len();
         fs::rename(&tmp, out).at("moving image into place at", out)?;
-        Ok(file_bytes)
+        Ok((file_bytes, archive_bytes))
     })();
     match written {
-        Ok(file_bytes) => Ok(Written {
+        Ok((file_bytes, archive_bytes)) => Ok(Written {
             manifest,
             layers_omitted: layers.len() - layers_out.len(),
             objects_omitted: objects.len() - objects_out.len(),
             file_bytes,
+            archive_bytes,
         }),
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -274,6 +282,14 @@ pub(super) fn start_archive<W: Write>(
         .include_checksum(true)
         .at("starting compression of", path)?;
     Ok(tar::Builder::new(encoder))
+}
+
+/// The two zero blocks that end an archive.
+const END_OF_ARCHIVE: u64 = 1024;
+
+/// What an entry of `size` bytes takes in an archive: its header block, its data in whole blocks.
+fn entry_bytes(size: u64) -> u64 {
+    512 + size.div_ceil(512) * 512
 }
 
 /// Ends the archive (two zero blocks) and the zstd frame; returns the writer underneath.

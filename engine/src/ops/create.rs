@@ -248,10 +248,11 @@ pub(crate) fn free_env_path(store: &Store, path: &Path) -> Result<String> {
     Ok(path_str)
 }
 
-pub(crate) fn is_nonempty(path: &std::path::Path) -> bool {
+/// Whether something other than an empty directory is at `path`: a symlink that leads nowhere too.
+fn is_nonempty(path: &std::path::Path) -> bool {
     match std::fs::read_dir(path) {
         Ok(mut entries) => entries.next().is_some(),
-        Err(_) => path.exists(),
+        Err(_) => path.symlink_metadata().is_ok(),
     }
 }
 

@@ -74,6 +74,9 @@ pub struct ExportReport {
     pub layers_omitted: usize,
     pub objects_omitted: usize,
     pub file_bytes: u64,
+    /// Set when the image decompresses past import's ratio check (a file of zeros, say): the
+    /// `BLAST_IMAGE_MAX_BYTES` that imports it, its archive's size.
+    pub import_needs_max_bytes: Option<u64>,
 }
 
 /// What an export or a push works on: the environment (when one is selected) and its history, and the
@@ -152,6 +155,7 @@ pub fn export(
             layers_omitted: 0,
             objects_omitted: 0,
             file_bytes: text.len() as u64,
+            import_needs_max_bytes: None,
         });
     }
     let mut snapshots = Vec::new();
@@ -202,6 +206,9 @@ pub fn export(
         layers_omitted: written.layers_omitted,
         objects_omitted: written.objects_omitted,
         file_bytes: written.file_bytes,
+        import_needs_max_bytes: Limits::default()
+            .ratio_exceeded(written.archive_bytes, written.file_bytes)
+            .then_some(written.archive_bytes),
     })
 }
 
@@ -323,6 +330,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o644)
         .open(&tmp)
         .and_then(|mut f| {
+            crate::fsutil::keep_permissions_of(path, &f)?;
             f.write_all(bytes)?;
             f.sync_all()
         })
@@ -416,7 +424,7 @@ pub fn restore(
     operation: &str,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    let free = free_target(store, target)?;
+    free_target(store, target)?;
     let mut interpreter = None;
     let outcome = images::import_image(
         store,
@@ -432,6 +440,8 @@ pub fn restore(
         Some(found) => found,
         None => matching_python(store, &outcome.head.python, python)?,
     };
+    // Checked again: the import took a while, and something may have been put at the target meanwhile.
+    let free = free_target(store, target)?;
     let head = outcome.manifest.head;
     let earlier: Vec<SnapshotId> = outcome
         .manifest
