@@ -391,6 +391,13 @@ impl Output {
         if s.cleaned_stale {
             eprintln!("blast: cleaned up a session of `{}` that had died", s.env);
         }
+        if let Some(first) = &s.captured_first {
+            eprintln!(
+                "blast: captured changes found in `{}` first as snapshot {}",
+                s.env,
+                short(first)
+            );
+        }
         match &s.setup {
             Setup::Existing => {}
             Setup::Created { from, install } => {

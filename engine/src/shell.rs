@@ -112,13 +112,16 @@ __blast_last() {{
     entry=$(HISTTIMEFORMAT= history 1)
     read -r __blast_number __blast_command <<< "$entry"
 }}
-__blast_last
-__blast_seen=$__blast_number
+__blast_first=1
 __blast_prompt() {{
     local status=$?
     __blast_last
-    # No new history entry (the first prompt, a command left out of the history): no command to name.
-    [ "$__blast_number" = "$__blast_seen" ] && __blast_command=
+    # The first prompt (bash reads its history file after this file: the entry is an old session's),
+    # or no new history entry (a command left out of the history): no command to name.
+    if [ -n "$__blast_first" ] || [ "$__blast_number" = "$__blast_seen" ]; then
+        __blast_command=
+    fi
+    __blast_first=
     __blast_seen=$__blast_number
     {blast} __session-hook --command "$__blast_command"
     [ $? = {end} ] && exit
@@ -152,8 +155,13 @@ PS1="(blast) $PS1"
                     r#"ZDOTDIR={user}
 [ -f {user}/.zshrc ] && . {user}/.zshrc
 . {activate}
+__blast_first=1
 __blast_prompt() {{
-    {blast} __session-hook --command "$(fc -ln -1 2>/dev/null)"
+    # At the first prompt, the last history entry is an old session's.
+    local last_command
+    [ -z "$__blast_first" ] && last_command=$(fc -ln -1 2>/dev/null)
+    __blast_first=
+    {blast} __session-hook --command "$last_command"
     [ $? = {end} ] && exit
 }}
 autoload -Uz add-zsh-hook
@@ -177,8 +185,15 @@ function fish_prompt
     echo -n '(blast) '
     functions -q __blast_user_prompt; and __blast_user_prompt
 end
+set -g __blast_first 1
 function __blast_prompt --on-event fish_prompt
-    {blast} __session-hook --command "$history[1]"
+    # At the first prompt, the last history entry is an old session's.
+    set -l last_command $history[1]
+    if set -q __blast_first
+        set last_command ''
+        set -e __blast_first
+    end
+    {blast} __session-hook --command "$last_command"
     test $status = {end}; and exit
 end
 "#

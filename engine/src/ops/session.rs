@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
+use store_format::SnapshotId;
 
 use super::install::conflicts_introduced_by;
 use super::snapshot::capture_into_snapshot;
@@ -71,6 +72,8 @@ pub struct SessionStarting {
     pub cleaned_stale: bool,
     /// The import-tracking hook, when asked for.
     pub tracking: Option<crate::imports::Tracking>,
+    /// The snapshot that changes found in the directory before the session became.
+    pub captured_first: Option<SnapshotId>,
 }
 
 /// What the session did, once its shell is gone.
@@ -101,18 +104,11 @@ pub fn start(
         )));
     }
     let (kind, program) = shell::choose(options.shell.as_deref())?;
-    let (record, setup, tracking) = {
+    let selector = options.env.as_deref().unwrap_or(PROJECT_ENV);
+    let (record, setup) = {
         let store = Store::open_for_writing(home)?;
         let setup = prepare_env(&store, options, progress)?;
-        let selector = options.env.as_deref().unwrap_or(PROJECT_ENV);
-        let tracking = match options.track_imports {
-            true => Some(crate::imports::enable_tracking(
-                &store,
-                &store.open_env(Some(selector))?,
-            )?),
-            false => None,
-        };
-        (store.find_env(Some(selector))?, setup, tracking)
+        (store.find_env(Some(selector))?, setup)
     };
     let home = std::fs::canonicalize(home).at("resolving store path", home)?;
     // Held while the session runs: of two `blast start`s racing for one environment, one runs, and
@@ -140,6 +136,21 @@ pub fn start(
             record.label(),
             record.path
         )));
+    };
+    let (record, tracking, captured_first) = {
+        let store = Store::open_for_writing(&home)?;
+        // A move a killed command left is finished, and what changed in the directory before the
+        // session is kept as its own snapshot: the session's captures hold its commands' changes.
+        let (env, captured_first) = super::snapshot::open_env_at_head(
+            &store,
+            Some(&record.path),
+            "changes found before the session",
+        )?;
+        let tracking = match options.track_imports {
+            true => Some(crate::imports::enable_tracking(&store, &env)?),
+            false => None,
+        };
+        (env.record.clone(), tracking, captured_first)
     };
     let dir = session::dir(&home, &record.id);
     let cleaned_stale = dir.exists();
@@ -175,6 +186,7 @@ pub fn start(
         setup,
         cleaned_stale,
         tracking,
+        captured_first,
     });
     let session_record = SessionRecord {
         env_id: record.id.clone(),
