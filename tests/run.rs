@@ -378,6 +378,29 @@ fn bad_input_is_refused_with_what_to_do() {
         "true",
     ]);
     assert!(err.contains("--allow-write"), "{err}");
+    // The store's own files, which hold what the sandbox is made of, and the private `/tmp` the
+    // command has already are refused, naming the path (found by exploratory testing: a sandbox
+    // failure suggested `--no-sandbox`, which `run` does not have, and the store's index was writable).
+    let index = b.home.join("index");
+    for (path, says) in [
+        (b.home.as_path(), "holds blast's store"),
+        (index.as_path(), "inside blast's store"),
+        (Path::new("/tmp"), "private `/tmp`"),
+    ] {
+        let err = b.fails(&[
+            "run",
+            "-e",
+            e,
+            "--allow-write",
+            path.to_str().unwrap(),
+            "--",
+            "true",
+        ]);
+        assert!(
+            err.contains(&format!("--allow-write `{}`", path.display())) && err.contains(says),
+            "{err}"
+        );
+    }
     // A writable home would uncover the secrets the sandbox hides in it.
     let home = b.work.join("home");
     fs::create_dir_all(home.join(".ssh")).unwrap();

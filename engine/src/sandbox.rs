@@ -393,19 +393,24 @@ impl Refusal {
         }
     }
 
-    /// What the user can change so that this step works.
-    pub fn fix(&self) -> String {
+    /// What the user can change so that this step works; `unsandboxed`, the command's flag for
+    /// running without the sandbox, when it has one.
+    pub fn fix(&self, unsandboxed: Option<&str>) -> String {
         let step = self.step.as_str();
+        // Where the command has a way to run unsandboxed, it is the last resort.
+        let or_unsandboxed = unsandboxed.map_or(String::new(), |flag| format!(", or pass {flag}"));
         if step.starts_with("creating namespaces") || step.starts_with("mapping") {
-            "user namespaces are disabled or restricted here: enable them (`sysctl -w kernel.unprivileged_userns_clone=1`, \
-             `sysctl -w user.max_user_namespaces=15000`; on Ubuntu 24.04 `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` \
-             or an AppArmor profile that allows `userns` for blast), run outside a container that masks them \
-             (Docker: `--security-opt seccomp=unconfined --security-opt apparmor=unconfined`), or pass --no-sandbox"
-                .into()
+            format!(
+                "user namespaces are disabled or restricted here: enable them (`sysctl -w kernel.unprivileged_userns_clone=1`, \
+                 `sysctl -w user.max_user_namespaces=15000`; on Ubuntu 24.04 `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` \
+                 or an AppArmor profile that allows `userns` for blast), run outside a container that masks them \
+                 (Docker: `--security-opt seccomp=unconfined --security-opt apparmor=unconfined`){or_unsandboxed}"
+            )
         } else if step.starts_with("mounting the overlay") {
-            "the kernel refused an unprivileged overlay (it needs Linux 5.11+ and a store on a filesystem with user \
-             extended attributes, such as ext4, xfs, btrfs or tmpfs on 6.6+): move BLAST_HOME, or pass --no-sandbox"
-                .into()
+            format!(
+                "the kernel refused an unprivileged overlay (it needs Linux 5.11+ and a store on a filesystem with user \
+                 extended attributes, such as ext4, xfs, btrfs or tmpfs on 6.6+): move BLAST_HOME{or_unsandboxed}"
+            )
         } else if step.starts_with("placing the environment") {
             "the environment's recorded path now leads through a symlink or a file: move the environment back, or recreate it where it is (`blast sync`)"
                 .into()
@@ -413,17 +418,21 @@ impl Refusal {
             "a directory that may be written holds one the sandbox hides (a secret, the session's sockets): name a directory below it".into()
         } else if step.starts_with("binding a path") {
             "a path the program needs could not be placed in the sandbox (a symlink on its way, or a parent that is a file): name it by its real path".into()
+        } else if step.starts_with("setting a bound path's access") {
+            "a path the program needs holds a mount the sandbox may not change (one of another namespace, or the sandbox's own): name a path below it or beside it".into()
         } else if step.starts_with("mounting /proc") {
             "the kernel refused a fresh /proc (a container that masks /proc), which the limits need: run without --memory and --pids, or in a container that allows it"
                 .into()
         } else if step.starts_with("making the root read-only") {
-            "the kernel lacks mount_setattr (Linux 5.12+): upgrade the kernel, or pass --no-sandbox"
-                .into()
+            format!(
+                "the kernel lacks mount_setattr (Linux 5.12+): upgrade the kernel{or_unsandboxed}"
+            )
         } else if step.starts_with("starting") {
             "the program could not be started inside the sandbox: check that it exists and is executable".into()
         } else {
-            "mounts inside user namespaces are restricted here: run `blast doctor` for details, or pass --no-sandbox"
-                .into()
+            format!(
+                "mounts inside user namespaces are restricted here: run `blast doctor` for details{or_unsandboxed}"
+            )
         }
     }
 }
@@ -1457,4 +1466,29 @@ fn report_failure(part: FailedPart, step: &str, detail: impl std::fmt::Display) 
     let report = format!("{}\0{step}\0{detail}", part.name());
     let _ = std::io::Write::write_all(&mut status, report.as_bytes());
     std::process::exit(SETUP_FAILED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_offers_running_unsandboxed_only_where_the_command_can() {
+        let refusal = Refusal::decode("setup\0mounting the overlay at the environment\0EINVAL");
+        assert_eq!(refusal.step, "mounting the overlay at the environment");
+        assert_eq!(refusal.detail, "EINVAL");
+        assert!(!refusal.program_failed);
+        assert!(
+            refusal
+                .fix(Some("--no-sandbox"))
+                .ends_with("or pass --no-sandbox")
+        );
+        assert!(!refusal.fix(None).contains("--no-sandbox"));
+        let bound = Refusal::decode("setup\0setting a bound path's access\0EPERM");
+        assert!(
+            bound
+                .fix(None)
+                .contains("name a path below it or beside it")
+        );
+    }
 }

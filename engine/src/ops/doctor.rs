@@ -136,7 +136,7 @@ fn sandbox_check(store: &Store) -> Result<Check> {
             name: SANDBOX.into(),
             ok: false,
             detail: format!("{}: {}", refusal.step, refusal.detail),
-            fix: Some(refusal.fix()),
+            fix: Some(refusal.fix(Some("--no-sandbox"))),
         },
     };
     Ok(check)

@@ -449,7 +449,7 @@ impl Run<'_> {
             Ok(ran) => ran,
             Err(refusal) => {
                 return Err(Error::SandboxRefused {
-                    fix: refusal.fix(),
+                    fix: refusal.fix(Some("--no-sandbox")),
                     step: refusal.step,
                     detail: refusal.detail,
                 });

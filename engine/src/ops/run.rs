@@ -71,16 +71,21 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
             "no command to run: name one after `--` (`blast run -- python script.py`)".into(),
         ));
     };
+    let store_home = std::fs::canonicalize(store.home()).at("resolving", store.home())?;
     let allow_write = options
         .allow_write
         .iter()
         .map(|path| {
-            std::fs::canonicalize(path).map_err(|e| {
+            let real = std::fs::canonicalize(path).map_err(|e| {
                 Error::Invalid(format!(
                     "--allow-write `{}`: {e}; name a file or directory that exists",
                     path.display()
                 ))
-            })
+            })?;
+            refuse_writable(&real, &store_home).map_err(|why| {
+                Error::Invalid(format!("--allow-write `{}`: {why}", path.display()))
+            })?;
+            Ok(real)
         })
         .collect::<Result<Vec<_>>>()?;
     let found = store.find_env(selector)?;
@@ -113,6 +118,27 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         })?;
     report.captured_first = captured_first;
     Ok(report)
+}
+
+/// Why the command may not be given `path` (real) to write: the store's own files (but environments
+/// kept in it), which hold what the sandbox is made of, and `/tmp`, which it has already.
+fn refuse_writable(path: &Path, store_home: &Path) -> std::result::Result<(), String> {
+    if path == Path::new("/tmp") {
+        return Err("the command has a private `/tmp` of its own, writable already".into());
+    }
+    if store_home.starts_with(path) {
+        return Err(format!(
+            "it holds blast's store `{}`, which a command may not write: name a directory beside it",
+            store_home.display()
+        ));
+    }
+    if path.starts_with(store_home) && !path.starts_with(store_home.join("envs")) {
+        return Err(format!(
+            "it is inside blast's store `{}`, which a command may not write",
+            store_home.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The run, on the environment found (`env` when it is captured, locked and at its HEAD).
@@ -196,7 +222,7 @@ fn run_opened(
         }
         Err(refusal) => {
             return Err(Error::SandboxRefused {
-                fix: refusal.fix(),
+                fix: refusal.fix(None),
                 step: refusal.step,
                 detail: refusal.detail,
             });
