@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use engine::store_format::{CarriedLayer, Change, Layer, Node, ObjectId, Snapshot};
+use engine::store_format::{CarriedLayer, Change, Layer, Node, ObjectId, Package, Snapshot};
 use serde_json::Value;
 use support::*;
 
@@ -467,6 +467,46 @@ fn a_restore_where_no_directory_can_be_made_leaves_nothing_and_links_stay_links(
     b.assert_verify_clean(&[&env]);
 }
 
+/// What an image says of its interpreter reaches the terminal with its control characters escaped
+/// (found by exploratory testing: an escape sequence in the Python version was printed as it was).
+#[test]
+fn an_images_strings_reach_the_terminal_escaped() {
+    let sender = Blast::new();
+    let (src, _) = demo_env(&sender, "venv", false);
+    let image = sender.work.join("demo.blast");
+    sender.ok(&[
+        "export",
+        "-e",
+        src.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let mut entries = unpack(&fs::read(&image).unwrap());
+    let mut snapshot = Snapshot::decode(&entries[1].data).unwrap();
+    snapshot.python.version = format!("{}\x1b]0;pwned\x07", snapshot.python.version);
+    let id = snapshot.id().to_hex();
+    entries[1] = file_entry(&format!("snapshots/{id}"), snapshot.encode());
+    let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
+    manifest["head"] = Value::from(id.clone());
+    manifest["snapshots"] = Value::from(vec![id]);
+    entries[0].data = serde_json::to_vec(&manifest).unwrap();
+    let altered = sender.work.join("altered.blast");
+    fs::write(&altered, pack(&entries)).unwrap();
+
+    let b = Blast::new();
+    let out = b
+        .command(&["import", altered.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains('\x1b') && !stdout.contains('\x07'),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains("\\u{1b}]0;pwned"), "{stdout}");
+}
+
 #[test]
 fn history_images_bring_earlier_snapshots_that_rollback_reaches() {
     let sender = Blast::new();
@@ -794,7 +834,31 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
 
+    // The head snapshot listing a package its files do not hold (found by exploratory testing: `blast
+    // log`, `status` and `export --format requirements` showed it, and nothing ever read the files).
+    let lying_packages = edited(&|e| {
+        let mut snapshot = Snapshot::decode(&e[1].data).unwrap();
+        snapshot.packages = vec![Package {
+            name: "requests".into(),
+            version: "2.31.0".into(),
+        }];
+        let id = snapshot.id().to_hex();
+        e[1] = file_entry(&format!("snapshots/{id}"), snapshot.encode());
+        let mut manifest: Value = serde_json::from_slice(&e[0].data).unwrap();
+        manifest["head"] = Value::from(id.clone());
+        manifest["snapshots"] = Value::from(vec![id]);
+        e[0].data = serde_json::to_vec(&manifest).unwrap();
+    });
+
     let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "package list altered",
+            lying_packages,
+            vec![
+                "entry `snapshots/",
+                "lists the packages requests 2.31.0, but its files hold blastdemo 1.0.0, blastdep 1.0.0",
+            ],
+        ),
         (
             "absolute path",
             edited(&|e| e.insert(1, file_entry("/etc/evil", b"x".to_vec()))),

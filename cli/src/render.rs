@@ -158,7 +158,7 @@ impl Output {
                 r.objects_omitted
             );
         }
-        println!("  needs {}", r.python);
+        println!("  needs {}", printable(&r.python));
         if let Some(bytes) = r.import_needs_max_bytes {
             eprintln!(
                 "note: {} decompresses to {bytes} bytes, so many per byte of it that `blast import` takes it \
@@ -189,7 +189,7 @@ impl Output {
             .as_deref()
             .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
         println!("restored {what} ({} files)", r.files);
-        println!("  python   {}", r.python);
+        println!("  python   {}", printable(&r.python));
         println!("  activate with: source {}/bin/activate", r.path);
     }
 
@@ -213,7 +213,7 @@ impl Output {
             ByteSize(r.bytes_skipped)
         );
         println!("  manifest {}", r.manifest_digest);
-        println!("  needs {}", r.python);
+        println!("  needs {}", printable(&r.python));
     }
 
     pub fn pulled(&self, r: &PullReport) {
@@ -240,7 +240,7 @@ impl Output {
             .as_deref()
             .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
         println!("created {what} ({} files)", r.files);
-        println!("  python   {}", r.python);
+        println!("  python   {}", printable(&r.python));
         println!("  activate with: source {}/bin/activate", r.path);
     }
 
@@ -253,7 +253,7 @@ impl Output {
             .as_deref()
             .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
         println!("created {what}");
-        println!("  python   {}", r.python);
+        println!("  python   {}", printable(&r.python));
         println!("  snapshot {} ({} files)", short(&r.snapshot), r.files);
         println!("  activate with: source {}/bin/activate", r.path);
     }
@@ -613,6 +613,12 @@ impl Output {
             ]);
         }
         println!("{t}");
+        if envs.iter().any(|e| e.interrupted) {
+            println!(
+                "(interrupted): a move was stopped half-way; the next command on the environment finishes it \
+                 (`blast status -e PATH`), or `blast remove PATH` forgets it"
+            );
+        }
     }
 
     pub fn status(&self, r: &StatusReport) {
@@ -621,7 +627,7 @@ impl Output {
         }
         println!("environment `{}`", r.env);
         println!("  path      {}", r.path);
-        println!("  python    {}", r.python);
+        println!("  python    {}", printable(&r.python));
         let tags = if r.tags.is_empty() {
             String::new()
         } else {
@@ -668,7 +674,7 @@ impl Output {
         }
         println!("  {} packages", r.packages.len());
         for p in &r.packages {
-            println!("    {} {}", p.name, p.version);
+            println!("    {} {}", printable(&p.name), printable(&p.version));
         }
         if r.processes.is_empty() {
             println!("  no processes running from it");
@@ -1008,7 +1014,7 @@ fn print_import(r: &ImportReport) {
     if let Some(base) = &r.base {
         println!("  thin image over {}", short(base));
     }
-    println!("  needs {}", r.python);
+    println!("  needs {}", printable(&r.python));
 }
 
 /// The engine's progress, drawn with indicatif: a bar when the total is known, else a spinner.

@@ -298,6 +298,14 @@ pub enum ImageProblem {
     Undecodable(#[source] FormatError),
     #[error("it does not apply as a layer of snapshot {snapshot}: {detail}")]
     DoesNotApply { snapshot: String, detail: String },
+    #[error(
+        "snapshot {snapshot} lists the packages {listed}, but its files hold {found} (its package list was altered)"
+    )]
+    PackagesMismatch {
+        snapshot: String,
+        listed: String,
+        found: String,
+    },
     #[error("in snapshot {snapshot}, symlink `{path}` -> `{target}` {why}")]
     SymlinkEscapes {
         snapshot: String,

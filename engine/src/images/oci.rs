@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use store_format::{Layer, LayerId, Package, PythonTag, Snapshot, SnapshotId};
 
-use super::read::{self, check_snapshots};
+use super::read::{self, check_packages, check_snapshots};
 use super::write::{self, StoredObject, file_objects};
 use super::{EntryName, Limits, NoProgress, Progress};
 use crate::error::{Error, ImageProblem, ImageSource, IoContext, Result};
@@ -552,13 +552,16 @@ pub fn pull_layers(
     }
     progress.end();
     let snapshots = BTreeMap::from([(id, snapshot.clone())]);
-    check_snapshots(&snapshots, &|l| layers.get(l), limits.max_flatten).map_err(
-        |(entry, problem)| Error::Image {
-            image: ImageSource::Registry(reference.clone()),
-            entry,
-            problem: Box::new(problem),
-        },
-    )?;
+    let refused = |(entry, problem)| Error::Image {
+        image: ImageSource::Registry(reference.clone()),
+        entry,
+        problem: Box::new(problem),
+    };
+    check_snapshots(&snapshots, &|l| layers.get(l), limits.max_flatten).map_err(refused)?;
+    check_packages(&snapshots, &|l| layers.get(l), &|object| {
+        staging.read_object(object)
+    })
+    .map_err(refused)?;
     for layer_id in &fetched {
         staging.put_layer(&layers[layer_id])?;
     }

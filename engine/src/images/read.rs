@@ -27,7 +27,9 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::rc::Rc;
 
-use store_format::{CarriedLayer, Change, Layer, LayerId, Node, ObjectId, Snapshot, SnapshotId};
+use store_format::{
+    CarriedLayer, Change, Layer, LayerId, Node, ObjectId, Package, Snapshot, SnapshotId,
+};
 
 use super::stream::{CompressedSide, DecompressedSide, Meter, Tracked};
 use super::{
@@ -36,6 +38,7 @@ use super::{
 };
 use crate::error::{Error, ImageProblem, ImageSource, IoContext, Result};
 use crate::objects::Staging;
+use crate::packages::packages_of;
 use crate::store::Store;
 use crate::tree::Tree;
 
@@ -254,6 +257,76 @@ fn check_trees<'l>(
         }
     }
     Ok(used)
+}
+
+/// Every snapshot lists the packages its tree gives (SPEC §7): `blast log`, `status` and `export
+/// --format requirements` show the list without reading the files again. A snapshot is made on one
+/// interpreter, so its tree has one `lib/*/site-packages`; the list must be what one of them gives.
+/// `read` gives an object's bytes.
+pub(crate) fn check_packages<'l>(
+    snapshots: &BTreeMap<SnapshotId, Snapshot>,
+    layer: &dyn Fn(&LayerId) -> Option<&'l Layer>,
+    read: &dyn Fn(&ObjectId) -> Result<Vec<u8>>,
+) -> Result<(), Refusal> {
+    for (snapshot_id, snapshot) in snapshots {
+        let mut tree = Tree::default();
+        for layer_id in &snapshot.layers {
+            let found = layer(layer_id)
+                .ok_or_else(|| (None, ImageProblem::Missing(format!("layer {layer_id}"))))?;
+            tree.apply(found).map_err(|detail| {
+                let snapshot = snapshot_id.short();
+                (None, ImageProblem::DoesNotApply { snapshot, detail })
+            })?;
+        }
+        let purelibs: Vec<&str> = tree
+            .entries
+            .iter()
+            .filter(|(path, node)| matches!(node, Node::Dir) && is_purelib(path))
+            .map(|(path, _)| path.as_str())
+            .collect();
+        let mut found = Vec::new();
+        for purelib in purelibs
+            .iter()
+            .copied()
+            .chain(purelibs.is_empty().then_some(""))
+        {
+            let read_metadata = |_: &str, node: &Node| match node {
+                Node::File { object, .. } => read(object),
+                _ => Ok(Vec::new()),
+            };
+            found = packages_of(&tree, purelib, read_metadata)
+                .map_err(|e| (None, ImageProblem::Stream(e.to_string())))?;
+            if found == snapshot.packages {
+                break;
+            }
+        }
+        if found != snapshot.packages {
+            let listed = |packages: &[Package]| match packages {
+                [] => "none".to_owned(),
+                packages => packages
+                    .iter()
+                    .map(|p| format!("{} {}", p.name, p.version))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            return Err((
+                Some(EntryName::Snapshot(*snapshot_id).to_string()),
+                ImageProblem::PackagesMismatch {
+                    snapshot: snapshot_id.short(),
+                    listed: listed(&snapshot.packages),
+                    found: listed(&found),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `lib/<one name>/site-packages`.
+fn is_purelib(path: &str) -> bool {
+    path.strip_prefix("lib/")
+        .and_then(|rest| rest.strip_suffix("/site-packages"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// Every `(object, executable)` the layers' files need, with its size; layers that disagree on the size of
@@ -1141,6 +1214,12 @@ impl<'a> Importer<'a> {
                 }
                 Err(_) => return Err(self.missing(format!("object `{name}`"))),
             }
+        }
+        if let Some(staging) = self.staging {
+            check_packages(&self.snapshots, &|id| self.layer(id), &|id| {
+                staging.read_object(id)
+            })
+            .map_err(|(entry, problem)| self.fail(entry, problem))?;
         }
         Ok(())
     }
