@@ -1016,7 +1016,10 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
                     Value::from(m["object_bytes"].as_u64().unwrap() - gone.data.len() as u64);
                 e[0].data = serde_json::to_vec(&m).unwrap();
             }),
-            vec!["is neither in the image nor in this store"],
+            vec![
+                "object `objects/",
+                "is missing: its layers number it among the objects the image carries",
+            ],
         ),
         (
             "layer that does not apply",

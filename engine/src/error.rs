@@ -319,6 +319,10 @@ pub enum ImageProblem {
     Unreferenced,
     #[error("{0} is neither in the image nor in this store")]
     Missing(String),
+    #[error("{0} is missing: its layers number it among the objects the image carries")]
+    CarriedMissing(String),
+    #[error("it holds the same bytes as `{0}`, which the image carries already")]
+    SameBytesAs(String),
     #[error(
         "it is a thin image over snapshot {base}, which this store lacks ({missing} is missing): import or restore an image of {base} first"
     )]

@@ -79,7 +79,9 @@ impl Reference {
             .split_once('/')
             .ok_or_else(|| bad("it names no repository after the host"))?;
         if !valid_registry(registry) {
-            return Err(bad("the host is not HOST or HOST:PORT"));
+            return Err(bad(
+                "the host is not HOST or HOST:PORT (a port from 1 to 65535)",
+            ));
         }
         if path.contains('@') {
             return Err(bad("digests (@sha256:…) are not supported, name a tag"));
@@ -222,10 +224,14 @@ pub fn credentials_for(registry: &str) -> Result<Option<Credentials>> {
             }));
         }
         (None, None) => {}
-        _ => {
-            return Err(Error::Invalid(
-                "set both BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD, or neither".into(),
-            ));
+        (username, _) => {
+            let missing = match username {
+                Some(_) => "BLAST_REGISTRY_PASSWORD",
+                None => "BLAST_REGISTRY_USERNAME",
+            };
+            return Err(Error::Invalid(format!(
+                "{missing} is unset or empty: set both BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD, or neither"
+            )));
         }
     }
     let config = match std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
@@ -569,15 +575,23 @@ impl Client {
         } else {
             format!("answered HTTP {} ({})", answer.status, codes.join("; "))
         };
-        let hint = match answer.status {
-            401 => Some(
+        let hint = match (answer.status, &self.credentials) {
+            (401, Some(credentials)) => Some(format!(
+                "the registry refused the credentials from {}: check them (or `docker login` again)",
+                credentials.origin
+            )),
+            (401 | 403, None) => Some(
                 "the registry wants credentials: set BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD, \
-                 or `docker login` to it",
+                 or `docker login` to it"
+                    .to_owned(),
             ),
-            403 => Some("these credentials may not do this in this repository"),
+            (403, Some(credentials)) => Some(format!(
+                "the credentials from {} may not do this in this repository",
+                credentials.origin
+            )),
             _ => None,
         };
-        self.error(method, url, outcome, hint)
+        self.error(method, url, outcome, hint.as_deref())
     }
 
     /// Sends one request, answering a 401's challenge once (Basic with the credentials, or a Bearer token
@@ -1236,6 +1250,33 @@ mod tests {
             .to_string();
         assert!(
             err.contains("HTTP 401") && err.contains("BLAST_REGISTRY_USERNAME"),
+            "{err}"
+        );
+
+        // Credentials the registry refuses are named as refused, with where they came from.
+        let wrong = Some(Credentials {
+            password: "not-pw".into(),
+            ..me().unwrap()
+        });
+        let (port, _) = fake_registry(answer);
+        let err = client(port, wrong)
+            .has_blob("sha256:00")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HTTP 401") && err.contains("refused the credentials from the test"),
+            "{err}"
+        );
+        // A registry that forbids what it is asked without credentials wants some.
+        let (port, _) = fake_registry(|_: &str, _: Option<&str>, _: u16| {
+            ("403 Forbidden".into(), String::new())
+        });
+        let err = client(port, None)
+            .has_blob("sha256:00")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HTTP 403") && err.contains("wants credentials"),
             "{err}"
         );
     }

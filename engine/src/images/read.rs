@@ -1080,7 +1080,15 @@ impl<'a> Importer<'a> {
         }
         let id = self.stream_object(entry, None, executable, size, name)?;
         if !self.received.insert((id, executable)) {
-            return Err(self.fail(here(), ImageProblem::Duplicate));
+            let first = self
+                .carried
+                .iter()
+                .position(|slot| slot.id == Some(id) && slot.executable == executable)
+                .map_or_else(
+                    || name.to_owned(),
+                    |r| EntryName::CarriedObject(r as u32).to_string(),
+                );
+            return Err(self.fail(here(), ImageProblem::SameBytesAs(first)));
         }
         self.carried[rank as usize].id = Some(id);
         self.carried_read += 1;
@@ -1137,10 +1145,11 @@ impl<'a> Importer<'a> {
     fn resolve_layers(&mut self) -> Result<()> {
         let read = self.carried_read;
         if read < self.carried.len() {
-            return Err(self.missing(format!(
-                "object `{}`",
-                EntryName::CarriedObject(read as u32)
-            )));
+            let name = EntryName::CarriedObject(read as u32);
+            return Err(self.fail(
+                None,
+                ImageProblem::CarriedMissing(format!("object `{name}`")),
+            ));
         }
         let ids: Vec<ObjectId> = self.carried.iter().filter_map(|slot| slot.id).collect();
         for (id, ranks) in std::mem::take(&mut self.carried_ranks) {

@@ -184,8 +184,12 @@ pub fn export(
             progress,
         )?),
         Some(base) if base.contains('/') || base.ends_with(".blast") => {
+            let what = match Path::new(base).exists() {
+                true => "is not a file",
+                false => "does not exist",
+            };
             return Err(Error::Invalid(format!(
-                "base image `{base}` does not exist: give an image file or a snapshot id"
+                "base image `{base}` {what}: give an image file or a snapshot id"
             )));
         }
         Some(base) => Some(images::base_from_store(store, &resolve(base)?)?),
