@@ -399,6 +399,59 @@ fn a_change_at_the_first_prompt_is_not_named_by_an_old_history_entry() {
     }
 }
 
+/// A session's shell that outlives its watcher (it trapped the hangup the watcher's death sends) is told
+/// at its next prompt that nothing is captured any more, and ends (found by exploratory testing: it kept
+/// its `(blast)` prompt, and `blast kill` in it said there was no session, leaving it running).
+#[test]
+fn a_shell_that_outlives_its_watcher_is_told_and_ends_at_its_next_prompt() {
+    let b = Blast::new();
+    fs::create_dir_all(b.work.join("home")).unwrap();
+    let env = b.create_path_env("venv");
+    let mut session = Headless::start(&b, &env);
+    let shell_pid = session_of(&b, &env)["record"]["shell_pid"]
+        .as_u64()
+        .unwrap();
+    let mut stdin = session.child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(session.child.stdout.take().unwrap());
+    stdin.write_all(b"trap '' HUP; echo trapped\n").unwrap();
+    let mut line = String::new();
+    while !line.contains("trapped") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0);
+    }
+    session.child.kill().unwrap();
+    session.child.wait().unwrap();
+    // The shell reads on; its input stays open, so only the hook can end it.
+    stdin.write_all(b"echo after\n").unwrap();
+    let alive = || {
+        fs::read_to_string(format!("/proc/{shell_pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    let started = Instant::now();
+    while alive() {
+        assert!(started.elapsed() < PATIENCE, "the shell is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stderr = String::new();
+    session
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("this session's watcher is gone"),
+        "{stderr}"
+    );
+}
+
 /// `blast start ENV` with a bash reading commands from a pipe: the session without a terminal.
 struct Headless {
     child: Child,

@@ -852,7 +852,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.killed(&ops::kill(&home()?, env.as_deref(), all)?)
         }
         Command::SessionHook { command } => {
-            let answer = ops::prompt_hook(command.map(|c| c.to_string_lossy().into_owned()));
+            let Some(answer) = ops::prompt_hook(command.map(|c| c.to_string_lossy().into_owned()))
+            else {
+                out.session_gone();
+                return Ok(ExitCode::from(engine::session::END_SHELL_STATUS));
+            };
             out.captures(&answer.captures, &answer.failures);
             if answer.end_shell {
                 return Ok(ExitCode::from(engine::session::END_SHELL_STATUS));

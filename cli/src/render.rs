@@ -440,6 +440,14 @@ impl Output {
     }
 
     /// Before the next prompt in a session: one line per capture the finished command made.
+    /// The session hook found no watcher: its shell ends.
+    pub fn session_gone(&self) {
+        eprintln!(
+            "blast: this session's watcher is gone, so nothing would be captured: the shell ends here; \
+             `blast start` opens a new session"
+        );
+    }
+
     pub fn captures(&self, captures: &[CaptureNote], failures: &[String]) {
         for c in captures {
             eprintln!(

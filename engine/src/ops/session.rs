@@ -405,18 +405,29 @@ fn capture(
     }))
 }
 
-/// What the prompt hook shows: the captures since the last prompt. Outside a session, or when the
-/// session is gone, nothing.
-pub fn prompt_hook(command: Option<String>) -> Answer {
+/// What the prompt hook shows: the captures since the last prompt (outside a session, or when the
+/// session does not answer, nothing); `None` when the session's watcher is gone, and its shell is to
+/// end.
+pub fn prompt_hook(command: Option<String>) -> Option<Answer> {
     let Some(socket) = std::env::var_os(session::SOCKET_VAR).filter(|s| !s.is_empty()) else {
-        return Answer::default();
+        return Some(Answer::default());
     };
     match Conversation::ask(Path::new(&socket), &Request::Prompt { command }) {
         Ok((conversation, answer)) => {
             conversation.end();
-            answer
+            Some(answer)
         }
-        Err(_) => Answer::default(),
+        // Nothing listens there any more: the watcher is gone (its shell outlived the hangup it
+        // sent, by trapping it), and nothing would be captured.
+        Err(Error::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            None
+        }
+        Err(_) => Some(Answer::default()),
     }
 }
 
