@@ -480,6 +480,47 @@ fn a_rollback_into_a_directory_made_read_only_since_goes_through() {
     b.assert_verify_clean(&[&env]);
 }
 
+/// A file written in place through its hardlink to a store object damages the object in every
+/// environment that has it: the capture that finds it says so, naming the file and the object, and
+/// `verify` names the object (found by exploratory testing: as root, an edit with `>>` changed another
+/// environment's file too, and a later rollback "succeeded" leaving the edit).
+#[test]
+fn a_file_written_through_its_link_to_the_store_is_named_at_the_capture() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0"]);
+    b.ok(&["snapshot", "-e", e]);
+    let linked = b.work.join("linked");
+    b.ok(&["sync", "--from", e, "--to", linked.to_str().unwrap()]);
+    let module = "lib/python3.11/site-packages/blastdemo/__init__.py";
+    let file = linked.join(module);
+    assert!(
+        fs::metadata(&file).unwrap().nlink() > 1,
+        "not linked from the store"
+    );
+    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut f = fs::OpenOptions::new().append(true).open(&file).unwrap();
+    std::io::Write::write_all(&mut f, b"# edited in place\n").unwrap();
+    drop(f);
+
+    let (_, stderr) = b.ok_with_stderr(&["snapshot", "-e", linked.to_str().unwrap()]);
+    assert!(
+        stderr.contains(&format!("`{module}` was written in place"))
+            && stderr.contains("no longer holds what its snapshots had"),
+        "{stderr}"
+    );
+    let verify = b.command(&["verify"]).output().unwrap();
+    assert!(!verify.status.success());
+    // An edit that replaces the file (a new inode) damages nothing and is not warned of.
+    let other = linked.join("lib/python3.11/site-packages/blastdep/__init__.py");
+    let text = fs::read_to_string(&other).unwrap();
+    fs::remove_file(&other).unwrap();
+    fs::write(&other, format!("{text}# replaced\n")).unwrap();
+    let (_, stderr) = b.ok_with_stderr(&["snapshot", "-e", linked.to_str().unwrap()]);
+    assert!(!stderr.contains("written in place"), "{stderr}");
+}
+
 /// What no snapshot could hold (a named pipe, a socket, a name that is not UTF-8) makes a rollback
 /// refuse, naming it; `--force` discards it as it discards any uncaptured change (found by exploratory
 /// testing: the forced rollback failed on it too).

@@ -12,6 +12,7 @@ use engine::ops::{
     FileChange, ImportReport, InstallReport, KillReport, LogEntry, MoveReport, PackagesReport,
     PullReport, PushReport, RestoreReport, RunReport, SessionEnded, SessionStarting, Setup,
     SnapshotReport, SquashReport, StatsReport, StatusReport, TagChange, TagsReport, VerifyReport,
+    WrittenThrough,
 };
 use engine::packages::PackageChange;
 use engine::sandbox::Limits;
@@ -285,6 +286,7 @@ impl Output {
                 }
             }
         }
+        written_through(&r.written_through);
     }
 
     pub fn squash(&self, r: &SquashReport) {
@@ -463,6 +465,7 @@ impl Output {
                     eprintln!("  {line}");
                 }
             }
+            written_through(&c.written_through);
         }
         for failure in failures {
             eprintln!("blast: warning: could not capture the change: {failure}");
@@ -1104,6 +1107,20 @@ fn print_file_changes(files: &[FileChange]) {
 
 /// `text` with its control characters escaped (`\n`, `\u{1b}`): a message or a file name must not
 /// move the cursor, recolour the terminal or make a line that looks like blast's own.
+/// Warns of files written in place through their link to a store object.
+fn written_through(files: &[WrittenThrough]) {
+    for file in files {
+        eprintln!(
+            "blast: warning: `{}` was written in place, and it shares its bytes with the store's object {} \
+             (a hardlink): that object no longer holds what its snapshots had, in every environment and \
+             snapshot with it; `blast verify` names them. A file blast links is read-only: save a new \
+             file over it instead (as `sed -i` does), or set BLAST_LINK_MODE=copy",
+            printable(&file.path),
+            file.object.short()
+        );
+    }
+}
+
 fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return text.into();

@@ -664,6 +664,16 @@ pub struct Scan {
     pub cache_changed: bool,
     /// Files whose bytes had to be read (not recognised by the stat cache).
     pub hashed: usize,
+    /// Files whose bytes changed in the inode they shared with others: see [`Scan::written_through`].
+    in_place: Vec<InPlace>,
+}
+
+/// A file found with other bytes in the same inode the cache knew, which has other links.
+struct InPlace {
+    path: String,
+    ino: u64,
+    object: ObjectId,
+    executable: bool,
 }
 
 impl Scan {
@@ -676,7 +686,28 @@ impl Scan {
             cache: StatCache::default(),
             cache_changed: true,
             hashed: 0,
+            in_place: Vec::new(),
         }
+    }
+
+    /// Files written in place through a hardlink to a store object (with their path and the object):
+    /// the object no longer holds the bytes it is named by, in every snapshot and environment that
+    /// has it. A file linked from the store is read-only, but its owner may make it writable, and
+    /// root writes anyway.
+    pub fn written_through(
+        &self,
+        objects: &crate::objects::ObjectStore,
+    ) -> Vec<(String, ObjectId)> {
+        self.in_place
+            .iter()
+            .filter(|file| {
+                objects
+                    .existing_object_path(&file.object, file.executable)
+                    .and_then(|path| path.symlink_metadata().ok())
+                    .is_some_and(|meta| meta.ino() == file.ino)
+            })
+            .map(|file| (file.path.clone(), file.object))
+            .collect()
     }
 
     pub fn tree(&self) -> &Tree {
@@ -757,6 +788,20 @@ pub fn scan(
     let mut listings = into_inner(walk.listings);
     let items = || found.iter().flatten();
     let hashed = items().filter(|i| i.hashed).count();
+    let in_place: Vec<InPlace> = items()
+        .filter(|item| item.hashed)
+        .filter_map(|item| {
+            let stat = item.stat?;
+            let known = cache.get(&item.path)?;
+            let changed = matches!(item.node, Node::File { object, .. } if object != known.object);
+            (changed && stat.nlink > 1 && stat.ino == known.stat.ino).then(|| InPlace {
+                path: item.path.clone(),
+                ino: stat.ino,
+                object: known.object,
+                executable: known.stat.mode & 0o111 != 0,
+            })
+        })
+        .collect();
     let files = items().filter(|i| i.stat.is_some()).count();
     let recordable = || listings.iter().filter(|l| !l.stat.is_racy(now_ns));
     // Every file recognised, every directory listed as the cache has it, and every cached path still
@@ -818,6 +863,7 @@ pub fn scan(
         cache,
         cache_changed,
         hashed,
+        in_place,
     })
 }
 

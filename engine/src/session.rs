@@ -54,6 +54,9 @@ pub struct CaptureNote {
     pub removed: usize,
     /// Requirements the change broke, explained.
     pub conflicts: Option<String>,
+    /// Files written in place through their link to a store object, which is damaged with them.
+    #[serde(default)]
+    pub written_through: Vec<crate::ops::WrittenThrough>,
 }
 
 /// A request to the session.

@@ -39,7 +39,7 @@ pub use session::{
     KillReport, Killed, SessionEnded, SessionStarting, Setup, StartOptions, kill, prompt_hook,
     start,
 };
-pub use snapshot::{SnapshotReport, snapshot};
+pub use snapshot::{SnapshotReport, WrittenThrough, snapshot};
 pub use squash::{SquashReport, squash};
 pub use stats::{DiskUsage, Durations, EnvSize, InstallStats, StatsReport, stats};
 pub use tags::{TagChange, TagEntry, TagsReport, tag, tags, untag};

@@ -389,6 +389,7 @@ fn capture(
             changed.elapsed().as_secs_f64(),
         );
     }
+    let written_through = report.written_through;
     let after = store.tree_of(&store.snapshot(&id)?)?;
     let conflicts = conflicts_introduced_by(&store, &env, &before, &after, &|object| {
         store.objects().read_object(object)
@@ -398,6 +399,7 @@ fn capture(
         at_ms: jiff::Timestamp::now().as_millisecond(),
         message: message.to_owned(),
         packages: report.packages,
+        written_through,
         added: report.added,
         modified: report.modified,
         removed: report.removed,

@@ -1,7 +1,7 @@
 //! `blast snapshot`: whatever changed in the directory (a pip run by hand, an editor) becomes a layer.
 
-use serde::Serialize;
-use store_format::{Node, SnapshotId};
+use serde::{Deserialize, Serialize};
+use store_format::{Node, ObjectId, SnapshotId};
 
 use crate::capture;
 use crate::crash;
@@ -24,6 +24,16 @@ pub struct SnapshotReport {
     pub packages: Vec<PackageChange>,
     /// Files whose bytes were read; the rest were recognised by the stat cache.
     pub files_hashed: usize,
+    /// Files written in place through their link to a store object, which is damaged with them.
+    pub written_through: Vec<WrittenThrough>,
+}
+
+/// A file written in place through its hardlink to a store object (see `Scan::written_through`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WrittenThrough {
+    pub path: String,
+    /// The object it shared its inode with: its bytes are no longer those it is named by.
+    pub object: ObjectId,
 }
 
 pub fn snapshot(
@@ -98,6 +108,11 @@ pub(crate) fn capture_into_snapshot(
         removed: 0,
         packages: Vec::new(),
         files_hashed: scan.hashed,
+        written_through: scan
+            .written_through(store.objects())
+            .into_iter()
+            .map(|(path, object)| WrittenThrough { path, object })
+            .collect(),
     };
     // Unchanged when the stat cache knows the directory as HEAD, else when it equals HEAD's tree.
     let head = store.snapshot(&head_id)?;
