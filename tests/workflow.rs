@@ -480,6 +480,31 @@ fn a_rollback_into_a_directory_made_read_only_since_goes_through() {
     b.assert_verify_clean(&[&env]);
 }
 
+/// `blast status` lists the first 20 uncaptured changes and counts the rest; `--json` has them all
+/// (found by exploratory testing: a removed directory listed 582 lines).
+#[test]
+fn status_lists_some_uncaptured_changes_and_counts_the_rest() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    for i in 0..25 {
+        fs::write(env.join(format!("note-{i:02}.txt")), "x").unwrap();
+    }
+    let (text, _) = b.ok_with_stderr(&["status", "-e", e]);
+    assert!(text.contains("25 uncaptured changes"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("+ note-")).count(),
+        20,
+        "{text}"
+    );
+    assert!(
+        text.contains("… and 5 more (`blast diff --files` lists them all)"),
+        "{text}"
+    );
+    let json = b.json(&["status", "-e", e]);
+    assert_eq!(json["uncaptured"].as_array().unwrap().len(), 25);
+}
+
 /// A file written in place through its hardlink to a store object damages the object in every
 /// environment that has it: the capture that finds it says so, naming the file and the object, and
 /// `verify` names the object (found by exploratory testing: as root, an edit with `>>` changed another

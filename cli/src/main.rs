@@ -520,7 +520,10 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
     };
     match spelled.parse::<bytesize::ByteSize>() {
         Ok(size) if size.as_u64() > 0 => Ok(size.as_u64()),
-        _ => Err(format!(
+        Ok(_) => Err(format!(
+            "`{text}` leaves no memory at all: give a size above 0 (512M, 2G), or leave the limit out"
+        )),
+        Err(_) => Err(format!(
             "`{text}` is not a size: write bytes or a number with K, M or G (512M, 2G)"
         )),
     }

@@ -665,7 +665,13 @@ impl Output {
                 "  {} uncaptured changes (`blast snapshot` keeps them):",
                 r.uncaptured.len()
             );
-            print_file_changes(&r.uncaptured);
+            print_file_changes(&r.uncaptured[..r.uncaptured.len().min(STATUS_FILES)]);
+            if r.uncaptured.len() > STATUS_FILES {
+                println!(
+                    "    … and {} more (`blast diff --files` lists them all)",
+                    r.uncaptured.len() - STATUS_FILES
+                );
+            }
         }
         if let Some(session) = &r.session {
             let uptime_s = session.uptime_seconds;
@@ -1094,6 +1100,9 @@ fn print_problems(problems: &[String]) {
     }
 }
 
+/// How many uncaptured changes `blast status` lists.
+const STATUS_FILES: usize = 20;
+
 fn print_file_changes(files: &[FileChange]) {
     for f in files {
         let mark = match f.change {
@@ -1105,8 +1114,6 @@ fn print_file_changes(files: &[FileChange]) {
     }
 }
 
-/// `text` with its control characters escaped (`\n`, `\u{1b}`): a message or a file name must not
-/// move the cursor, recolour the terminal or make a line that looks like blast's own.
 /// Warns of files written in place through their link to a store object.
 fn written_through(files: &[WrittenThrough]) {
     for file in files {
@@ -1121,6 +1128,8 @@ fn written_through(files: &[WrittenThrough]) {
     }
 }
 
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): a message or a file name must not
+/// move the cursor, recolour the terminal or make a line that looks like blast's own.
 fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return text.into();
