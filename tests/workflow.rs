@@ -1256,6 +1256,12 @@ fn tags_are_listed_moved_only_when_asked_and_deleted_all_or_none() {
         "{listed}"
     );
     assert_eq!(tags[1]["packages"], 2, "{listed}");
+    // A rollback to a tagged snapshot only goes back to it: the entry that made it stays its maker.
+    b.ok(&["rollback", "-e", e, "base"]);
+    b.ok(&["rollback", "-e", e, "stable"]);
+    let listed = b.json(&["tag", "-e", e]);
+    assert_eq!(listed["tags"][0]["operation"], "create", "{listed}");
+    assert_eq!(listed["tags"][1]["message"], "demo", "{listed}");
     let text = b.ok(&["tag", "-e", e]);
     assert!(
         text.contains("stable") && text.contains(&format!("{} (HEAD)", &demo[..12])),

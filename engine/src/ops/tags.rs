@@ -18,8 +18,9 @@ pub struct TagEntry {
     pub snapshot: SnapshotId,
     /// The environment is at this snapshot.
     pub head: bool,
-    /// The newest history entry that moved the environment to the snapshot, when history has one
-    /// (`blast clean --keep` may have dropped it, and a snapshot of another environment has none).
+    /// The oldest history entry that moved the environment to the snapshot, the one that made it (a
+    /// later rollback to it only went back), when history has one (`blast clean --keep` may have
+    /// dropped it, and a snapshot of another environment has none).
     pub time: Option<String>,
     pub operation: Option<String>,
     pub message: Option<String>,
@@ -51,7 +52,7 @@ pub fn tags(store: &Store, selector: Option<&str>) -> Result<TagsReport> {
     let history = store.index().history(&env.record.id)?;
     let mut tags = Vec::new();
     for (tag, snapshot) in store.index().tags(&env.record.id)? {
-        let entry = history.iter().rev().find(|e| e.to == snapshot);
+        let entry = history.iter().find(|e| e.to == snapshot);
         tags.push(TagEntry {
             tag,
             snapshot,
