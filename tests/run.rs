@@ -431,7 +431,11 @@ fn bad_input_is_refused_with_what_to_do() {
     assert!(stderr(&out).contains("is not a size"), "{}", stderr(&out));
     let out = b.run(&["run", "-e", e, "--memory", "0", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("give a size above 0"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("give a size above 0"),
+        "{}",
+        stderr(&out)
+    );
     // A command's own failure is passed on, not turned into blast's.
     let out = run(&b, &env, &[], &["python", "-c", "raise SystemExit(7)"]);
     assert_eq!(out.status.code(), Some(7));

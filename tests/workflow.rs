@@ -498,7 +498,9 @@ fn status_lists_some_uncaptured_changes_and_counts_the_rest() {
         "{text}"
     );
     assert!(
-        text.contains("… and 5 more (`blast diff --files` lists them all)"),
+        text.contains(&format!(
+            "… and 5 more (`blast diff -e {e} --files` lists them all)"
+        )),
         "{text}"
     );
     let json = b.json(&["status", "-e", e]);
@@ -517,7 +519,12 @@ fn a_file_written_through_its_link_to_the_store_is_named_at_the_capture() {
     pip_install(&env, &["blastdemo==1.0"]);
     b.ok(&["snapshot", "-e", e]);
     let linked = b.work.join("linked");
-    b.ok(&["sync", "--from", e, "--to", linked.to_str().unwrap()]);
+    let sync = b
+        .command(&["sync", "--from", e, "--to", linked.to_str().unwrap()])
+        .env("BLAST_LINK_MODE", "hardlink")
+        .output()
+        .unwrap();
+    assert_succeeded(&sync);
     let module = "lib/python3.11/site-packages/blastdemo/__init__.py";
     let file = linked.join(module);
     assert!(
@@ -611,8 +618,18 @@ fn a_named_environment_of_a_moved_store_says_the_store_moved() {
             "{args:?} made the old store's place again"
         );
     }
-    // The advice holds: the environment goes with its directory, and the name is free again.
+    // The advice holds: the environment goes with its directory, and the name is free again; work
+    // found in the directory is named first, as for any removal.
     let moved_blast = |args: &[&str]| b.command(args).env("BLAST_HOME", &moved).output().unwrap();
+    let notes = moved.join("envs/web/notes.txt");
+    fs::write(&notes, "mine\n").unwrap();
+    let refused = moved_blast(&["remove", "web"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("notes.txt"),
+        "{stderr}"
+    );
+    fs::remove_file(&notes).unwrap();
     assert_succeeded(&moved_blast(&["remove", "web"]));
     assert!(!moved.join("envs/web").exists());
     assert_succeeded(&moved_blast(&["create", "web", "--python", python()]));

@@ -441,7 +441,6 @@ impl Output {
         }
     }
 
-    /// Before the next prompt in a session: one line per capture the finished command made.
     /// The session hook found no watcher: its shell ends.
     pub fn session_gone(&self) {
         eprintln!(
@@ -450,6 +449,7 @@ impl Output {
         );
     }
 
+    /// Before the next prompt in a session: one line per capture the finished command made.
     pub fn captures(&self, captures: &[CaptureNote], failures: &[String]) {
         for c in captures {
             eprintln!(
@@ -627,7 +627,7 @@ impl Output {
         if envs.iter().any(|e| e.interrupted) {
             println!(
                 "(interrupted): a move was stopped half-way; the next command on the environment finishes it \
-                 (`blast status -e PATH`), or `blast remove PATH` forgets it"
+                 (`blast status -e PATH`), or `blast remove PATH` removes the environment"
             );
         }
     }
@@ -668,8 +668,9 @@ impl Output {
             print_file_changes(&r.uncaptured[..r.uncaptured.len().min(STATUS_FILES)]);
             if r.uncaptured.len() > STATUS_FILES {
                 println!(
-                    "    … and {} more (`blast diff --files` lists them all)",
-                    r.uncaptured.len() - STATUS_FILES
+                    "    … and {} more (`blast diff -e {} --files` lists them all)",
+                    r.uncaptured.len() - STATUS_FILES,
+                    printable(&r.path)
                 );
             }
         }

@@ -666,6 +666,8 @@ pub struct Scan {
     pub hashed: usize,
     /// Files whose bytes changed in the inode they shared with others: see [`Scan::written_through`].
     in_place: Vec<InPlace>,
+    /// The device of the directory scanned.
+    dev: u64,
 }
 
 /// A file found with other bytes in the same inode the cache knew, which has other links.
@@ -687,6 +689,7 @@ impl Scan {
             cache_changed: true,
             hashed: 0,
             in_place: Vec::new(),
+            dev: 0,
         }
     }
 
@@ -704,7 +707,7 @@ impl Scan {
                 objects
                     .existing_object_path(&file.object, file.executable)
                     .and_then(|path| path.symlink_metadata().ok())
-                    .is_some_and(|meta| meta.ino() == file.ino)
+                    .is_some_and(|meta| meta.ino() == file.ino && meta.dev() == self.dev)
             })
             .map(|file| (file.path.clone(), file.object))
             .collect()
@@ -778,7 +781,8 @@ pub fn scan(
         listings: Mutex::default(),
         error: Mutex::default(),
     };
-    let root_stat = FileStat::of(&fs::metadata(root).at("reading directory", root)?);
+    let root_meta = fs::metadata(root).at("reading directory", root)?;
+    let root_stat = FileStat::of(&root_meta);
     rayon::scope(|scope| walk.dir(scope, root.to_path_buf(), String::new(), root_stat));
     if let Some(error) = into_inner(walk.error) {
         return Err(error);
@@ -864,6 +868,7 @@ pub fn scan(
         cache_changed,
         hashed,
         in_place,
+        dev: root_meta.dev(),
     })
 }
 

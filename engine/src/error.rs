@@ -46,7 +46,7 @@ pub enum Error {
     )]
     EnvDirMissing { env: String, path: PathBuf },
     #[error(
-        "`{env}` was made at `{}`, which is gone, and its directory is now at `{}`: the store was moved, and an environment's files name the path it was made at; move the store back (and BLAST_HOME with it), or `blast remove {env}` to forget it",
+        "`{env}` was made at `{}`, which is gone, and its directory is now at `{}`: the store was moved, and an environment's files name the path it was made at; move the store back (and BLAST_HOME with it), or `blast remove {env}` to remove it, directory and history",
         recorded.display(),
         here.display()
     )]

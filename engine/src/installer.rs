@@ -47,8 +47,9 @@ pub enum Request {
 
 /// Installer options whose value names a place it writes to: outside the environment, where the
 /// sandbox keeps the filesystem read-only (and `/tmp` private), such a run fails or loses what it wrote.
-/// pip (optparse) also takes a long option abbreviated to any prefix no other of its options shares:
-/// each long one comes with its shortest such prefix, as pip 23's commands that take it accept it.
+/// pip (optparse) also takes a long option abbreviated to a prefix no other of the command's options
+/// starts with: each long one comes with the shortest prefix blast takes for it (one that pip takes,
+/// or finds ambiguous among the option's own aliases), for pip 23's commands.
 const WRITES_TO: &[(&str, &str)] = &[
     ("-t", "-t"),
     ("--target", "--ta"),
@@ -57,7 +58,7 @@ const WRITES_TO: &[(&str, &str)] = &[
     ("--report", "--rep"),
     ("--log", "--log"),
     ("--log-file", "--log-"),
-    ("--local-log", "--local-"),
+    ("--local-log", "--loc"),
     ("-d", "-d"),
     ("--dest", "--des"),
     ("--destination-dir", "--des"),
@@ -70,8 +71,14 @@ const WRITES_TO: &[(&str, &str)] = &[
     ("--source-directory", "--s"),
 ];
 
-/// The option of [`WRITES_TO`] that `word` names, in full or abbreviated.
-fn writing_option(word: &str) -> Option<&'static str> {
+/// pip's commands that have a `--local` option of their own (which `--loc` abbreviates there).
+const HAVE_LOCAL: &[&str] = &["freeze", "inspect", "list"];
+
+/// The option of [`WRITES_TO`] that `word` names, in full or abbreviated, given pip's `command`.
+fn writing_option(word: &str, command: Option<&str>) -> Option<&'static str> {
+    if command.is_some_and(|c| HAVE_LOCAL.contains(&c)) && "--local".starts_with(word) {
+        return None;
+    }
     WRITES_TO
         .iter()
         .find(|(option, shortest)| option.starts_with(word) && word.starts_with(shortest))
@@ -98,10 +105,20 @@ impl Request {
     /// value (a relative one is from `cwd`, `..` and symlinks followed). `--report -` writes to
     /// standard output. Options are matched as pip reads them (`--target DIR`, `--targ=DIR`, `-tDIR`).
     pub fn writes_outside(&self, env_root: &Path, cwd: &Path) -> Option<String> {
-        let args = match self {
-            Request::Install { args, .. } | Request::Pip { args } => args,
+        let (args, command) = match self {
+            Request::Install { args, .. } => (args, Some("install")),
+            // pip's command is its first word that is no option.
+            Request::Pip { args } => (
+                args,
+                args.iter()
+                    .map(String::as_str)
+                    .find(|a| !a.starts_with('-')),
+            ),
             Request::Uninstall { .. } => return None,
         };
+        // Both sides with symlinks resolved: the environment's recorded path may lead through one.
+        let env_root =
+            crate::fsutil::resolve_path(env_root).unwrap_or_else(|_| env_root.to_owned());
         let mut words = args.iter();
         while let Some(word) = words.next() {
             let (option, attached) = match word.split_once('=') {
@@ -112,7 +129,7 @@ impl Request {
                 }
                 _ => (word.as_str(), None),
             };
-            let Some(full) = writing_option(option) else {
+            let Some(full) = writing_option(option, command) else {
                 continue;
             };
             let value = match attached {
@@ -122,7 +139,7 @@ impl Request {
             let to_stdout = full == "--report" && value == "-";
             let target = lexically_normal(&cwd.join(value));
             let target = crate::fsutil::resolve_path(&target).unwrap_or(target);
-            if !(to_stdout || target.starts_with(env_root)) {
+            if !(to_stdout || target.starts_with(&env_root)) {
                 return Some(format!("{option} {value}"));
             }
         }
@@ -445,7 +462,13 @@ mod tests {
         );
         assert_eq!(outside(&["wheel", "--w", "dist", "."]), found("--w dist"));
         assert_eq!(outside(&["install", "--pre", "/opt/rich.whl"]), None);
-        assert_eq!(outside(&["install", "--local", "/opt/rich.whl"]), None);
+        // pip install has no `--local`: there it is `--local-log`; pip list has one.
+        assert_eq!(
+            outside(&["install", "--local", "/opt/pip.log", "rich"]),
+            found("--local /opt/pip.log")
+        );
+        assert_eq!(outside(&["list", "--local", "/opt"]), None);
+        assert_eq!(outside(&["freeze", "--loc"]), None);
         // `..` leaves the environment whatever the words before it.
         assert_eq!(
             outside(&["install", "--target", ".venv/lib/../../vendor", "rich"]),

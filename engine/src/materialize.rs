@@ -64,18 +64,14 @@ pub fn probe_link_mode(store_dir: &Path, target_dir: &Path) -> Result<LinkMode> 
     } else {
         match fs::hard_link(&probe, &dest) {
             Ok(()) => Ok(LinkMode::Hardlink),
-            // Two filesystems, or one without hardlinks: what the pair can do, kept for it.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EXDEV | libc::EPERM | libc::EOPNOTSUPP)
-                ) =>
-            {
-                Ok(LinkMode::Copy)
-            }
-            // A directory that cannot be written now (read-only, no permission, full) says nothing
-            // of the pair, and would have every later environment there copied.
-            Err(e) => Err(e).at("writing into", target_dir),
+            // Copies are the answer only where a file can be made: a directory that cannot be
+            // written now (read-only, no permission, full) says nothing of the pair, and would have
+            // every later environment there copied. (Filesystems refuse links with EXDEV, EPERM,
+            // EOPNOTSUPP, ENOSYS from FUSE, EACCES from a security module…)
+            Err(_) => match OpenOptions::new().write(true).create_new(true).open(&dest) {
+                Ok(_) => Ok(LinkMode::Copy),
+                Err(e) => Err(e).at("writing into", target_dir),
+            },
         }
     };
     let _ = fs::remove_file(&dest);

@@ -201,20 +201,24 @@ impl Store {
 
     pub(crate) fn lock_env(&self, env_id: &str, force: bool) -> Result<Env> {
         let mut env = self.lock_env_as_found(env_id)?;
-        // A named environment lives in its store: recorded elsewhere, gone there and found here, it
-        // belongs to this store as it was before a move (its files name the old place).
-        if let Some(name) = &env.record.name {
-            let (recorded, here) = (Path::new(&env.record.path), self.named_env_path(name));
-            if recorded != here && !recorded.exists() && here.is_dir() {
-                return Err(Error::StoreMoved {
-                    env: name.clone(),
-                    recorded: recorded.to_owned(),
-                    here,
-                });
-            }
+        if let (Some(name), Some(here)) = (&env.record.name, self.moved_dir(&env.record)) {
+            return Err(Error::StoreMoved {
+                env: name.clone(),
+                recorded: PathBuf::from(&env.record.path),
+                here,
+            });
         }
         crate::transition::finish_interrupted(self, &mut env, force)?;
         Ok(env)
+    }
+
+    /// Where a named environment's directory is when its store was moved: a named environment lives in
+    /// its store, so recorded elsewhere, gone there and found here, it belongs to this store as it was
+    /// before a move (its files name the old place).
+    pub(crate) fn moved_dir(&self, record: &EnvRecord) -> Option<PathBuf> {
+        let here = self.named_env_path(record.name.as_deref()?);
+        let recorded = Path::new(&record.path);
+        (recorded != here && !recorded.exists() && here.is_dir()).then_some(here)
     }
 
     /// Locks the environment as it is, leaving a move that a killed command began unfinished (for its

@@ -3,6 +3,8 @@
 //! index write. A command killed anywhere in between leaves the journal behind, and the next command that
 //! opens the environment finishes the move, so the directory ends at the new snapshot exactly.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -116,21 +118,51 @@ fn missing_object(store: &Store, difference: &Difference) -> Result<Option<(Stri
     }))
 }
 
+/// What was at an environment's path before a move made it there: nothing, or the names in the
+/// directory that was there (an empty one, checked free before, unless something came meanwhile).
+enum RootBefore {
+    Absent,
+    Dir(HashSet<OsString>),
+    /// A file, a symlink, or what cannot be read: nothing of it is the move's.
+    Other,
+}
+
+impl RootBefore {
+    fn of(root: &Path) -> RootBefore {
+        match root.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RootBefore::Absent,
+            Ok(meta) if meta.is_dir() => match std::fs::read_dir(root) {
+                Ok(entries) => RootBefore::Dir(entries.flatten().map(|e| e.file_name()).collect()),
+                Err(_) => RootBefore::Other,
+            },
+            _ => RootBefore::Other,
+        }
+    }
+}
+
 /// Undoes a move that failed into a directory it was making, or while it was making the environment
 /// (an object lost, a full disk, a path where no directory can be made): what the move wrote goes (the
-/// directory, when it made it; else the content it wrote into the empty directory it was given), and
-/// the journal with it, and the environment's record when the move was creating the environment.
-/// Best effort: what is left is a move the next command finishes.
-fn undo_failed_move(store: &Store, env: &Env, root: &Path, root_absent: bool) {
-    if root_absent {
-        if crate::fsutil::remove_tree(root).is_err() {
-            return;
-        }
-    } else if root.is_dir() {
-        crate::fsutil::clear_tree(root, &|_| false);
-        if !std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_none()) {
-            return;
-        }
+/// directory, when it made it; else the entries of `target`'s top level that it added to the
+/// directory it was given), and the journal with it, and the environment's record when the move was
+/// creating the environment. Best effort: what is left is a move the next command finishes.
+fn undo_failed_move(store: &Store, env: &Env, root: &Path, before: &RootBefore, target: &Tree) {
+    let removed = match before {
+        RootBefore::Absent => crate::fsutil::remove_tree(root).is_ok(),
+        RootBefore::Dir(names) => std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .filter(|name| !names.contains(name))
+            .filter(|name| {
+                name.to_str()
+                    .is_some_and(|name| target.entries.contains_key(name))
+            })
+            .all(|name| crate::fsutil::remove_tree(&root.join(name)).is_ok()),
+        RootBefore::Other => true,
+    };
+    if !removed {
+        return;
     }
     let mut batch = Batch::default();
     match env.record.head {
@@ -196,8 +228,7 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
 /// Paths of the environment's directory that hold what no snapshot of its has there (changes not
 /// captured, or files made at its path since): what removing the directory would lose. Mid-move, the
 /// move's two ends both count. Paths removed by hand lose nothing.
-pub fn unsaved_paths(store: &Store, env: &Env) -> Result<Vec<String>> {
-    let root = env.root();
+pub fn unsaved_paths(store: &Store, env: &Env, root: &Path) -> Result<Vec<String>> {
     match root.symlink_metadata() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).at("inspecting", root),
@@ -288,9 +319,12 @@ fn complete(
     let placeholders = env.placeholders();
     let root = env.root().to_owned();
     let root_made = !root.is_dir();
+    let creating = env.record.head.is_none();
     // Only what this move makes is undone: a file or a symlink at the path is the user's.
-    let root_absent =
-        matches!(root.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    let before = match RootBefore::of(&root) {
+        RootBefore::Dir(_) if !creating => RootBefore::Other,
+        before => before,
+    };
     let applied = link_mode(store, &root).and_then(|mode| {
         let materializer = Materializer {
             store: store.objects(),
@@ -299,14 +333,14 @@ fn complete(
         };
         materializer.apply(&root, &current, &target, &mut cache)
     });
-    let creating = env.record.head.is_none();
     let mut stats = match applied {
         Ok(stats) => stats,
-        Err(e) if (root_absent || creating) && !after_crash => {
-            undo_failed_move(store, env, &root, root_absent);
+        Err(e) => {
+            if !after_crash && (creating || matches!(before, RootBefore::Absent)) {
+                undo_failed_move(store, env, &root, &before, &target);
+            }
             return Err(e);
         }
-        Err(e) => return Err(e),
     };
     // The apply knows only what it changed itself: a move finished for a killed command syncs the
     // filesystem, where what the killed command wrote may still wait in the page cache.

@@ -77,6 +77,8 @@ pub fn serve(
             capture,
             dirty: false,
             session_installed: false,
+            prompt_due: None,
+            captured_at_prompt: false,
             last_event: None,
             unshown: Vec::new(),
             failures: Vec::new(),
@@ -96,6 +98,10 @@ struct Session<'c, 'a> {
     /// An installer the shell started changed the environment since the last capture: its command
     /// line's prompt names the capture.
     session_installed: bool,
+    /// Once that installer is done: until when its prompt is waited for.
+    prompt_due: Option<tokio::time::Instant>,
+    /// The last request was a prompt that took a capture: what the quiet window waited for is done.
+    captured_at_prompt: bool,
     last_event: Option<Instant>,
     /// Captures the prompt has not shown yet.
     unshown: Vec<CaptureNote>,
@@ -151,14 +157,20 @@ impl Session<'_, '_> {
                     }
                     self.dirty = true;
                     self.last_event = Some(Instant::now());
-                    capture_at = Some(tokio::time::Instant::now() + QUIET);
+                    let now = tokio::time::Instant::now();
+                    capture_at = Some((now + QUIET).max(self.prompt_due.unwrap_or(now)));
                 }
                 _ = tokio::time::sleep_until(capture_at.unwrap_or(far)), if capture_at.is_some() => {
                     let now = tokio::time::Instant::now();
-                    if self.note_installers() {
+                    if !self.dirty {
+                        capture_at = None;
+                    } else if self.note_installers() {
                         capture_at = Some(now + QUIET);
-                    } else if std::mem::take(&mut self.session_installed) {
-                        capture_at = Some(now + PROMPT_GRACE);
+                    } else if self.session_installed && self.prompt_due.is_none() {
+                        self.prompt_due = Some(now + PROMPT_GRACE);
+                        capture_at = self.prompt_due;
+                    } else if self.prompt_due.is_some_and(|due| now < due) {
+                        capture_at = self.prompt_due;
                     } else {
                         capture_at = None;
                         self.capture_now("changed outside the session's commands");
@@ -167,7 +179,11 @@ impl Session<'_, '_> {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let now = tokio::time::Instant::now();
-                    match self.answer(stream).await {
+                    let ending = self.answer(stream).await;
+                    if std::mem::take(&mut self.captured_at_prompt) {
+                        capture_at = None;
+                    }
+                    match ending {
                         Ending::No => {}
                         // From the shell itself: its next prompt ends it, cleanly (a hangup now
                         // would also take the `blast kill` that asked); a hangup if it does not.
@@ -234,6 +250,7 @@ impl Session<'_, '_> {
         }
         self.dirty = false;
         self.session_installed = false;
+        self.prompt_due = None;
     }
 
     /// Serves one client; says whether, and how, the session is to end.
@@ -262,6 +279,7 @@ impl Session<'_, '_> {
                         .filter(|c| !c.is_empty())
                         .unwrap_or_else(|| "changed by a session command".into());
                     self.capture_now(&message);
+                    self.captured_at_prompt = true;
                 }
                 answer.captures = std::mem::take(&mut self.unshown);
                 answer.failures = std::mem::take(&mut self.failures);

@@ -260,9 +260,10 @@ fn check_trees<'l>(
 }
 
 /// Every snapshot lists the packages its tree gives (SPEC §7): `blast log`, `status` and `export
-/// --format requirements` show the list without reading the files again. A snapshot is made on one
-/// interpreter, so its tree has one `lib/*/site-packages`; the list must be what one of them gives.
-/// `read` gives an object's bytes.
+/// --format requirements` show the list without reading the files again. The list was read from the
+/// interpreter's `purelib` (`lib/python3.11/site-packages`, or where a distribution's scheme puts it),
+/// which the image does not say: it must be what one of the tree's `site-packages` or `dist-packages`
+/// directories gives (none at all: no packages). `read` gives an object's bytes.
 pub(crate) fn check_packages<'l>(
     snapshots: &BTreeMap<SnapshotId, Snapshot>,
     layer: &dyn Fn(&LayerId) -> Option<&'l Layer>,
@@ -278,24 +279,21 @@ pub(crate) fn check_packages<'l>(
                 (None, ImageProblem::DoesNotApply { snapshot, detail })
             })?;
         }
-        let purelibs: Vec<&str> = tree
+        let purelibs = tree
             .entries
             .iter()
             .filter(|(path, node)| matches!(node, Node::Dir) && is_purelib(path))
-            .map(|(path, _)| path.as_str())
-            .collect();
+            .map(|(path, _)| path.as_str());
         let mut found = Vec::new();
-        for purelib in purelibs
-            .iter()
-            .copied()
-            .chain(purelibs.is_empty().then_some(""))
-        {
-            let read_metadata = |_: &str, node: &Node| match node {
-                Node::File { object, .. } => read(object),
+        for purelib in purelibs {
+            let read_metadata = |path: &str, node: &Node| match node {
+                Node::File { object, .. } => read(object).map_err(|e| {
+                    Error::Invalid(format!("reading `{path}` (object {}): {e}", object.short()))
+                }),
                 _ => Ok(Vec::new()),
             };
             found = packages_of(&tree, purelib, read_metadata)
-                .map_err(|e| (None, ImageProblem::Stream(e.to_string())))?;
+                .map_err(|e| (None, ImageProblem::Missing(e.to_string())))?;
             if found == snapshot.packages {
                 break;
             }
@@ -322,11 +320,10 @@ pub(crate) fn check_packages<'l>(
     Ok(())
 }
 
-/// `lib/<one name>/site-packages`.
+/// A directory named `site-packages` or `dist-packages`, at most four deep.
 fn is_purelib(path: &str) -> bool {
-    path.strip_prefix("lib/")
-        .and_then(|rest| rest.strip_suffix("/site-packages"))
-        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+    let name = path.rsplit('/').next().unwrap_or(path);
+    matches!(name, "site-packages" | "dist-packages") && path.split('/').count() <= 4
 }
 
 /// Every `(object, executable)` the layers' files need, with its size; layers that disagree on the size of

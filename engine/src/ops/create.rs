@@ -145,8 +145,11 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
     let found = store.find_env(Some(selector))?;
     // A move a killed command began is not finished: it would only write what goes anyway.
     let env = store.lock_env_as_found(&found.id)?;
+    // A named environment of a moved store has its directory here, not where it was made.
+    let moved = store.moved_dir(&env.record);
+    let root = moved.as_deref().unwrap_or(env.root());
     if !force {
-        let running = crate::processes::running_from(env.root());
+        let running = crate::processes::running_from(root);
         if !running.is_empty() {
             return Err(Error::EnvInUse {
                 env: env.label().to_owned(),
@@ -156,11 +159,11 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
                     .collect(),
             });
         }
-        let paths = crate::transition::unsaved_paths(store, &env)?;
+        let paths = crate::transition::unsaved_paths(store, &env, root)?;
         if !paths.is_empty() {
             return Err(Error::UnsavedFiles {
                 env: env.label().to_owned(),
-                path: env.root().to_owned(),
+                path: root.to_owned(),
                 paths,
             });
         }
@@ -173,17 +176,7 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
             env.record.path
         )));
     }
-    crate::fsutil::remove_tree(env.root())?;
-    // A named environment of a moved store has its directory here, not where it was made (see
-    // `Error::StoreMoved`); a path environment may have been made in `envs/` under its name.
-    if let Some(name) = &env.record.name {
-        let here = store.named_env_path(name);
-        if let Some(here_str) = here.to_str()
-            && store.index().env_by_path(here_str)?.is_none()
-        {
-            crate::fsutil::remove_tree(&here)?;
-        }
-    }
+    crate::fsutil::remove_tree(root)?;
     let history = store.index().history(&env.record.id)?;
     let tags = store.index().tags(&env.record.id)?;
     let mut batch = Batch::default();

@@ -71,7 +71,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
             "no command to run: name one after `--` (`blast run -- python script.py`)".into(),
         ));
     };
-    let store_home = std::fs::canonicalize(store.home()).at("resolving", store.home())?;
+    let store_home = store.home();
     let allow_write = options
         .allow_write
         .iter()
@@ -82,7 +82,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
                     path.display()
                 ))
             })?;
-            refuse_writable(&real, &store_home).map_err(|why| {
+            refuse_writable(&real, store_home).map_err(|why| {
                 Error::Invalid(format!("--allow-write `{}`: {why}", path.display()))
             })?;
             Ok(real)

@@ -72,7 +72,7 @@ pub struct SessionStarting {
     pub cleaned_stale: bool,
     /// The import-tracking hook, when asked for.
     pub tracking: Option<crate::imports::Tracking>,
-    /// The snapshot that changes found in the directory before the session became.
+    /// The snapshot made of changes found in the directory before the session.
     pub captured_first: Option<SnapshotId>,
 }
 
@@ -127,15 +127,21 @@ pub fn start(
         }
     }
     let Some(_session_lock) = session_lock else {
-        let who = match session::find(&home, &record.id)? {
-            Found::Live(live) => format!(" (blast pid {}, shell pid {})", live.pid, live.shell_pid),
-            _ => String::new(),
-        };
-        return Err(Error::Invalid(format!(
-            "`{}` already has a live session{who}: use that shell, or end it with `blast kill {}`",
-            record.label(),
-            record.path
-        )));
+        return Err(Error::Invalid(match session::find(&home, &record.id)? {
+            Found::Live(live) => format!(
+                "`{}` already has a live session (blast pid {}, shell pid {}): use that shell, or end it with `blast kill {}`",
+                record.label(),
+                live.pid,
+                live.shell_pid,
+                record.path
+            ),
+            // Held, with no socket answering yet: another `blast start` is getting its session ready.
+            _ => format!(
+                "a session of `{}` is starting in another `blast start`: use it once it is up, or end it with `blast kill {}`",
+                record.label(),
+                record.path
+            ),
+        }));
     };
     let (record, tracking, captured_first) = {
         let store = Store::open_for_writing(&home)?;
@@ -146,6 +152,14 @@ pub fn start(
             Some(&record.path),
             "changes found before the session",
         )?;
+        // The session lock is the environment's found first: one made anew at its path meanwhile
+        // is another's.
+        if env.record.id != record.id {
+            return Err(Error::Invalid(format!(
+                "the environment at `{}` was replaced while the session started: run `blast start` again",
+                record.path
+            )));
+        }
         let tracking = match options.track_imports {
             true => Some(crate::imports::enable_tracking(&store, &env)?),
             false => None,
