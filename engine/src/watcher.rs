@@ -397,17 +397,42 @@ fn signal_shell(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// Program names that install packages.
-const INSTALLERS: &[&str] = &[
-    "pip",
-    "pip3",
-    "__pip-runner__.py",
-    "uv",
-    "conda",
-    "mamba",
-    "poetry",
-    "pdm",
-];
+/// pip by the names it runs under: each of its runs is short, whatever its command.
+const PIP_NAMES: &[&[u8]] = &[b"pip", b"pip3", b"__pip-runner__.py"];
+
+/// The commands with which other installers change packages; others (`uv run`, `poetry shell`) may
+/// run as long as the session, and a capture must not wait for them.
+fn changing_commands(program: &[u8]) -> &'static [&'static [u8]] {
+    match program {
+        b"uv" => &[b"pip", b"sync", b"add", b"remove", b"venv"],
+        b"conda" | b"mamba" => &[
+            b"install",
+            b"remove",
+            b"uninstall",
+            b"update",
+            b"upgrade",
+            b"create",
+        ],
+        b"poetry" | b"pdm" => &[b"install", b"add", b"remove", b"update", b"sync"],
+        _ => &[],
+    }
+}
+
+/// Whether a command line runs an installer: pip in any form, or another installer with a command
+/// that changes packages.
+fn installs(args: &[&[u8]]) -> bool {
+    args.iter().enumerate().any(|(i, arg)| {
+        let program = arg.rsplit(|b| *b == b'/').next().unwrap_or(arg);
+        if PIP_NAMES.contains(&program) || program.starts_with(b"pip3.") {
+            return true;
+        }
+        let commands = changing_commands(program);
+        args[i + 1..]
+            .iter()
+            .find(|a| !a.starts_with(b"-"))
+            .is_some_and(|command| commands.contains(command))
+    })
+}
 
 /// Waits (up to [`INSTALLER_WAIT`]) while an installer runs on the environment.
 async fn wait_for_installers(env_root: &Path) {
@@ -441,11 +466,7 @@ fn installers_on(env_root: &Path) -> Vec<i32> {
             // Gone meanwhile, or not ours to read: not an installer on this environment.
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let installs = args.iter().any(|arg| {
-                let program = arg.rsplit(|b| *b == b'/').next().unwrap_or(arg);
-                INSTALLERS.iter().any(|i| program == i.as_bytes()) || program.starts_with(b"pip3.")
-            });
-            let on_env = installs
+            let on_env = installs(&args)
                 && (args.iter().any(|a| in_env(a))
                     || std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
                         environ
@@ -456,4 +477,29 @@ fn installers_on(env_root: &Path) -> Vec<i32> {
             on_env.then_some(pid)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs_installer(line: &str) -> bool {
+        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        installs(&args)
+    }
+
+    #[test]
+    fn an_installer_is_told_by_its_command() {
+        assert!(runs_installer("/usr/bin/python3 -m pip install rich"));
+        assert!(runs_installer("/env/bin/pip3.11 uninstall -y rich"));
+        assert!(runs_installer("uv pip install rich"));
+        assert!(runs_installer("/usr/local/bin/uv --quiet sync"));
+        assert!(runs_installer("poetry add rich"));
+        assert!(runs_installer("conda install -y numpy"));
+        // Long-running commands of installers change nothing: a capture does not wait for them.
+        assert!(!runs_installer("uv run jupyter lab"));
+        assert!(!runs_installer("poetry shell"));
+        assert!(!runs_installer("pdm run python app.py"));
+        assert!(!runs_installer("/env/bin/python app.py"));
+    }
 }

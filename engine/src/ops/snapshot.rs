@@ -5,7 +5,7 @@ use store_format::{Node, ObjectId, SnapshotId};
 
 use crate::capture;
 use crate::crash;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::index::{Batch, Journal};
 use crate::packages::{PackageChange, package_changes, packages_of};
 use crate::store::{Env, Store};
@@ -140,12 +140,12 @@ pub(crate) fn capture_into_snapshot(
         }
     }
     let layer = head_tree.layer_to(scan.tree());
-    let root = env.root();
+    // Read from the objects the tree names, not the directory, which may have changed since.
     let packages = packages_of(
         scan.tree(),
         &env.record.python.purelib,
-        |path, node| match node {
-            Node::File { .. } => std::fs::read(root.join(path)).at("reading", &root.join(path)),
+        |_, node| match node {
+            Node::File { object, .. } => staging.read_object(object),
             _ => Ok(Vec::new()),
         },
     )?;
