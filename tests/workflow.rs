@@ -544,6 +544,25 @@ fn a_file_written_through_its_link_to_the_store_is_named_at_the_capture() {
     );
     let verify = b.command(&["verify"]).output().unwrap();
     assert!(!verify.status.success());
+    // Found by the capture a change starts with, it is named there too.
+    let record = "lib/python3.11/site-packages/blastdemo-1.0.0.dist-info/RECORD";
+    let file = linked.join(record);
+    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut f = fs::OpenOptions::new().append(true).open(&file).unwrap();
+    std::io::Write::write_all(&mut f, b"\n").unwrap();
+    drop(f);
+    let (_, stderr) = b.ok_with_stderr(&[
+        "run",
+        "-e",
+        linked.to_str().unwrap(),
+        "--capture",
+        "--",
+        "true",
+    ]);
+    assert!(
+        stderr.contains(&format!("`{record}` was written in place")),
+        "{stderr}"
+    );
     // An edit that replaces the file (a new inode) damages nothing and is not warned of.
     let other = linked.join("lib/python3.11/site-packages/blastdep/__init__.py");
     let text = fs::read_to_string(&other).unwrap();

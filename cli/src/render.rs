@@ -55,6 +55,7 @@ fn package_line(changes: &[PackageChange]) -> String {
 
 /// What an install made, for a person. Output errors (a closed pipe) are not the install's.
 fn install_summary(r: &InstallReport, w: &mut dyn Write) {
+    written_through(&r.written_through);
     if let Some(first) = &r.captured_first {
         let _ = writeln!(
             w,
@@ -400,6 +401,7 @@ impl Output {
                 short(first)
             );
         }
+        written_through(&s.written_through);
         match &s.setup {
             Setup::Existing => {}
             Setup::Created { from, install } => {
@@ -505,6 +507,7 @@ impl Output {
                 short(first)
             );
         }
+        written_through(&r.written_through);
         if let Some(why) = &r.stopped_by {
             eprintln!("blast run: stopped `{}`: {why}", r.program.display());
         }

@@ -72,6 +72,8 @@ pub struct InstallReport {
     pub total_seconds: f64,
     /// A snapshot taken first of changes found in the directory that were not captured yet.
     pub captured_first: Option<SnapshotId>,
+    /// Files that capture found written in place through their link to a store object.
+    pub written_through: Vec<super::WrittenThrough>,
     /// Requirements the install broke, committed anyway with `--allow-conflicts`.
     pub conflicts: Option<ConflictReport>,
 }
@@ -98,19 +100,20 @@ pub fn install(
         }
         refuse_hidden_paths(store, &request, &cwd)?;
     }
-    let (env, captured_first) =
+    let at_head =
         super::snapshot::open_env_at_head(store, selector, "changes found before an install")?;
-    let label = env.label().to_owned();
-    install_at_head(store, env, captured_first, request, options).map_err(
-        |e| match captured_first {
+    let (label, captured_first) = (at_head.env.label().to_owned(), at_head.captured_first);
+    let mut report = install_at_head(store, at_head.env, captured_first, request, options)
+        .map_err(|e| match captured_first {
             Some(snapshot) => Error::AfterCapture {
                 env: label,
                 snapshot: snapshot.short(),
                 source: Box::new(e),
             },
             None => e,
-        },
-    )
+        })?;
+    report.written_through = at_head.written_through;
+    Ok(report)
 }
 
 /// The install, on an environment whose directory is at its HEAD (`captured_first`: just made so).
@@ -176,6 +179,7 @@ fn install_at_head(
         installer_seconds,
         total_seconds: 0.0,
         captured_first,
+        written_through: Vec::new(),
         conflicts: None,
     };
     if new_tree == head_tree {

@@ -45,8 +45,11 @@ pub struct RunReport {
     pub limits: Vec<String>,
     /// With `--capture`: the snapshot its changes became (`None` when it changed nothing).
     pub snapshot: Option<SnapshotId>,
-    /// With `--capture`: the snapshot that changes found in the directory before the run became.
+    /// With `--capture`: the snapshot made of changes found in the directory before the run.
     pub captured_first: Option<SnapshotId>,
+    /// With `--capture`: files that capture found written in place through their link to a store
+    /// object.
+    pub written_through: Vec<super::WrittenThrough>,
     pub packages: Vec<PackageChange>,
     #[serde(skip)]
     pub outcome: Outcome,
@@ -92,16 +95,20 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
     let program = program_path(Path::new(&found.path), command, found.label())?;
     // A plain run reads the environment without its lock: a long-running command must not hold up
     // installs. A capturing one changes it, so it holds the lock as an install does.
-    let (env, captured_first) = match options.capture {
+    let (env, captured_first, written_through) = match options.capture {
         true => {
-            let (env, first) = super::snapshot::open_env_at_head(
+            let at_head = super::snapshot::open_env_at_head(
                 store,
                 selector,
                 "changes found before a captured run",
             )?;
-            (Some(env), first)
+            (
+                Some(at_head.env),
+                at_head.captured_first,
+                at_head.written_through,
+            )
         }
-        false => (None, None),
+        false => (None, None, Vec::new()),
     };
     let record = env.as_ref().map_or(found, |env| env.record.clone());
     let label = record.label().to_owned();
@@ -117,6 +124,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
             }
         })?;
     report.captured_first = captured_first;
+    report.written_through = written_through;
     Ok(report)
 }
 
@@ -247,6 +255,7 @@ fn run_opened(
         limits: options.limits.enforcement(),
         snapshot: None,
         captured_first: None,
+        written_through: Vec::new(),
         packages: Vec::new(),
         outcome,
     };

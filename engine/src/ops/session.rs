@@ -74,6 +74,8 @@ pub struct SessionStarting {
     pub tracking: Option<crate::imports::Tracking>,
     /// The snapshot made of changes found in the directory before the session.
     pub captured_first: Option<SnapshotId>,
+    /// Files that capture found written in place through their link to a store object.
+    pub written_through: Vec<super::WrittenThrough>,
 }
 
 /// What the session did, once its shell is gone.
@@ -143,11 +145,15 @@ pub fn start(
             ),
         }));
     };
-    let (record, tracking, captured_first) = {
+    let (record, tracking, captured_first, written_through) = {
         let store = Store::open_for_writing(&home)?;
         // A move a killed command left is finished, and what changed in the directory before the
         // session is kept as its own snapshot: the session's captures hold its commands' changes.
-        let (env, captured_first) = super::snapshot::open_env_at_head(
+        let super::snapshot::AtHead {
+            env,
+            captured_first,
+            written_through,
+        } = super::snapshot::open_env_at_head(
             &store,
             Some(&record.path),
             "changes found before the session",
@@ -164,7 +170,12 @@ pub fn start(
             true => Some(crate::imports::enable_tracking(&store, &env)?),
             false => None,
         };
-        (env.record.clone(), tracking, captured_first)
+        (
+            env.record.clone(),
+            tracking,
+            captured_first,
+            written_through,
+        )
     };
     let dir = session::dir(&home, &record.id);
     let cleaned_stale = dir.exists();
@@ -201,6 +212,7 @@ pub fn start(
         cleaned_stale,
         tracking,
         captured_first,
+        written_through,
     });
     let session_record = SessionRecord {
         env_id: record.id.clone(),

@@ -62,24 +62,36 @@ pub fn snapshot(
     capture_into_snapshot(store, &env, "snapshot", message, tag)
 }
 
-/// Opens an environment for a change that must start from HEAD (an install, a captured run): work
-/// found in the directory is kept first as its own snapshot, `message` saying why. Returns the
-/// environment and that snapshot, if one was taken.
+/// An environment whose directory is at its HEAD, for a change that must start from there.
+pub(crate) struct AtHead {
+    pub env: Env,
+    /// The snapshot made of work found in the directory first, if there was any.
+    pub captured_first: Option<SnapshotId>,
+    /// Files that capture found written in place through their link to a store object.
+    pub written_through: Vec<WrittenThrough>,
+}
+
+/// Opens an environment for a change that must start from HEAD (an install, a captured run, a
+/// session): work found in the directory is kept first as its own snapshot, `message` saying why.
 pub(crate) fn open_env_at_head(
     store: &Store,
     selector: Option<&str>,
     message: &str,
-) -> Result<(Env, Option<SnapshotId>)> {
+) -> Result<AtHead> {
     let mut env = store.open_env(selector)?;
-    let found =
-        capture_into_snapshot(store, &env, "snapshot", Some(message.to_owned()), None)?.snapshot;
+    let captured = capture_into_snapshot(store, &env, "snapshot", Some(message.to_owned()), None)?;
+    let found = captured.snapshot;
     if found.is_some() {
         env.record = store
             .index()
             .env(&env.record.id)?
             .ok_or_else(|| Error::EnvNotFound(env.label().to_owned()))?;
     }
-    Ok((env, found))
+    Ok(AtHead {
+        env,
+        captured_first: found,
+        written_through: captured.written_through,
+    })
 }
 
 /// Captures the directory of `env` as a new snapshot on top of its HEAD and records it.
