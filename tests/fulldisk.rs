@@ -145,12 +145,18 @@ fn a_full_filesystem_fails_install_import_snapshot_and_sync_cleanly_then_recover
     // A sync into a new directory on another, full filesystem fails on the way and is undone: no
     // directory, no environment.
     let other = Tmpfs::new(&b.tmp.path().join("other"), "1m").expect("a second tmpfs");
+    let given = other.dir.join("given");
+    fs::create_dir(&given).unwrap();
     let other_filler = other.fill();
     let copy = other.dir.join("copy");
     let (code, stderr) = blast(&["sync", "--from", e, "--to", copy.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("is full"), "{stderr}");
     assert!(!copy.exists());
+    // Into an empty directory it was given: what it wrote there goes, the directory stays.
+    let (code, stderr) = blast(&["sync", "--from", e, "--to", given.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(fs::read_dir(&given).unwrap().count(), 0);
     let out = b
         .command(&["list", "--json"])
         .env("BLAST_HOME", &home)
