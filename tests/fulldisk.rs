@@ -153,9 +153,23 @@ fn a_full_filesystem_fails_install_import_snapshot_and_sync_cleanly_then_recover
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("is full"), "{stderr}");
     assert!(!copy.exists());
-    // Into an empty directory it was given: what it wrote there goes, the directory stays.
-    let (code, stderr) = blast(&["sync", "--from", e, "--to", given.to_str().unwrap()]);
+    // Restored into an empty directory it was given, with room for a few of the files: what it wrote
+    // there goes, the directory stays.
+    let filler = fs::OpenOptions::new()
+        .write(true)
+        .open(&other_filler)
+        .unwrap();
+    let len = filler.metadata().unwrap().len();
+    filler.set_len(len - (16 << 10)).unwrap();
+    drop(filler);
+    let (code, stderr) = blast(&[
+        "restore",
+        image.to_str().unwrap(),
+        "--path",
+        given.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is full"), "{stderr}");
     assert_eq!(fs::read_dir(&given).unwrap().count(), 0);
     let out = b
         .command(&["list", "--json"])
