@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 
@@ -243,4 +244,40 @@ fn markers_false_and_extras_only_requirements_are_not_reported() {
         }])
     );
     assert!(text.contains("but blastbase is not installed"), "{text}");
+}
+
+/// What a distribution's metadata says reaches the terminal with its control characters escaped
+/// (found by exploratory testing: an escape sequence in a `Requires-Dist` marker and in a script's
+/// name set the terminal's title and cleared it).
+#[test]
+fn packages_and_check_escape_what_metadata_says() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let dist = env.join("lib/python3.11/site-packages/esc-1.0.dist-info");
+    fs::create_dir_all(&dist).unwrap();
+    fs::write(
+        dist.join("METADATA"),
+        "Metadata-Version: 2.1\nName: esc\nVersion: 1.0\nRequires-Dist: missing-dep; platform_version != \"\x1b]0;PWNED\x07\"\n",
+    )
+    .unwrap();
+    fs::write(
+        dist.join("entry_points.txt"),
+        "[console_scripts]\nev\x1b[31mil = esc:main\n",
+    )
+    .unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    for command in ["packages", "check"] {
+        let out = b.command(&[command, "-e", e]).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains('\x1b') && !text.contains('\x07'),
+            "{command}: {text:?}"
+        );
+        assert!(text.contains("\\u{1b}"), "{command}: {text}");
+    }
 }

@@ -882,10 +882,16 @@ impl Output {
                 .map(|e| e.name.as_str())
                 .collect();
             t.add_row([
-                p.name.clone(),
-                p.version.clone(),
-                dash_if_empty(p.requires.join("\n")),
-                dash_if_empty(scripts.join(" ")),
+                printable(&p.name).into_owned(),
+                printable(&p.version).into_owned(),
+                dash_if_empty(
+                    p.requires
+                        .iter()
+                        .map(|r| printable(r).into_owned())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
+                dash_if_empty(printable(&scripts.join(" ")).into_owned()),
             ]);
         }
         println!("{t}");
@@ -913,7 +919,7 @@ impl Output {
             short(&r.snapshot)
         );
         for u in &r.unsatisfied {
-            println!("  {u}");
+            println!("  {}", printable(&u.to_string()));
         }
         if let Some(explanation) = &r.explanation {
             println!("why:");
@@ -921,7 +927,7 @@ impl Output {
                 if line.is_empty() {
                     println!();
                 } else {
-                    println!("  {line}");
+                    println!("  {}", printable(line));
                 }
             }
         }
@@ -1100,7 +1106,7 @@ fn dash_if_empty(text: String) -> String {
 /// Distributions blast could not read in full: said on stderr, so the report itself stays clean.
 fn print_problems(problems: &[String]) {
     for p in problems {
-        eprintln!("warning: {p}");
+        eprintln!("warning: {}", printable(p));
     }
 }
 
