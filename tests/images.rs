@@ -507,6 +507,52 @@ fn an_images_strings_reach_the_terminal_escaped() {
     assert!(stdout.contains("\\u{1b}]0;pwned"), "{stdout}");
 }
 
+/// An image whose package list was read from METADATA as blast read it before 2026-11-27 (every line a
+/// header) still imports; a list neither reading gives is refused.
+#[test]
+fn an_image_listing_packages_as_blast_read_them_before_imports() {
+    let sender = Blast::new();
+    let env = sender.create_path_env("venv");
+    let dist = env.join("lib/python3.11/site-packages/realpkg-1.0.dist-info");
+    fs::create_dir_all(&dist).unwrap();
+    fs::write(
+        dist.join("METADATA"),
+        "Metadata-Version: 2.0\nName: realpkg\nVersion: 1.0\nDescription: Changelog\n        Version: 0.9\n",
+    )
+    .unwrap();
+    sender.ok(&["snapshot", "-e", env.to_str().unwrap()]);
+    let image = sender.work.join("real.blast");
+    sender.ok(&[
+        "export",
+        "-e",
+        env.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let entries = unpack(&fs::read(&image).unwrap());
+    let listing = |version: &str| {
+        let mut e = entries.clone();
+        let mut snapshot = Snapshot::decode(&e[1].data).unwrap();
+        snapshot.packages = vec![Package {
+            name: "realpkg".into(),
+            version: version.into(),
+        }];
+        let id = snapshot.id().to_hex();
+        e[1] = file_entry(&format!("snapshots/{id}"), snapshot.encode());
+        let mut manifest: Value = serde_json::from_slice(&e[0].data).unwrap();
+        manifest["head"] = Value::from(id.clone());
+        manifest["snapshots"] = Value::from(vec![id]);
+        e[0].data = serde_json::to_vec(&manifest).unwrap();
+        let file = sender.work.join(format!("real-{version}.blast"));
+        fs::write(&file, pack(&e)).unwrap();
+        file
+    };
+    let b = Blast::new();
+    b.ok(&["import", listing("0.9").to_str().unwrap()]);
+    let err = b.fails(&["import", listing("5.0").to_str().unwrap()]);
+    assert!(err.contains("lists the packages realpkg 5.0"), "{err}");
+}
+
 #[test]
 fn history_images_bring_earlier_snapshots_that_rollback_reaches() {
     let sender = Blast::new();

@@ -281,3 +281,34 @@ fn packages_and_check_escape_what_metadata_says() {
         assert!(text.contains("\\u{1b}"), "{command}: {text}");
     }
 }
+
+/// The snapshot's package list reads METADATA as Python does: an old-style `Description:` header's
+/// continuation lines are not headers, so what `log` and `export` say is what is installed (found by
+/// exploratory testing: a changelog line `Version: 0.9` there was exported as the version).
+#[test]
+fn a_continuation_line_is_not_a_header_of_the_package_list() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let dist = env.join("lib/python3.11/site-packages/realpkg-1.0.dist-info");
+    fs::create_dir_all(&dist).unwrap();
+    fs::write(
+        dist.join("METADATA"),
+        "Metadata-Version: 2.0\nName: realpkg\nVersion: 1.0\nDescription: Changelog\n        Version: 0.9\n          first release\n",
+    )
+    .unwrap();
+    let snapshot = b.json(&["snapshot", "-e", e]);
+    assert_eq!(snapshot["packages"][0]["version"], "1.0", "{snapshot}");
+    let requirements = b.work.join("requirements.txt");
+    b.ok(&[
+        "export",
+        "-e",
+        e,
+        "--format",
+        "requirements",
+        "-o",
+        requirements.to_str().unwrap(),
+    ]);
+    let text = fs::read_to_string(&requirements).unwrap();
+    assert!(text.lines().any(|l| l == "realpkg==1.0"), "{text}");
+}

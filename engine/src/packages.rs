@@ -38,8 +38,39 @@ pub fn normalize_name(name: &str) -> String {
     out
 }
 
-/// `Name` and `Version` from the headers of a METADATA file (RFC 822 style, headers end at a blank line).
+/// `Name` and `Version` from the headers of a METADATA file, as Python's `email` reads them (RFC 822:
+/// headers end at a blank line, a line starting with a space or a tab continues the header above, the
+/// first of two headers of one name counts).
 pub fn parse_metadata(text: &str) -> Option<Package> {
+    let mut headers: Vec<(&str, String)> = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = headers.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+        } else if let Some((key, value)) = line.split_once(':') {
+            headers.push((key.trim(), value.trim().to_owned()));
+        }
+    }
+    let first = |wanted: &str| {
+        headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value.trim())
+    };
+    package(
+        first("name").map(normalize_name),
+        first("version").map(str::to_owned),
+    )
+}
+
+/// How blast read METADATA before 2026-11-27: every line up to a blank one a header, the last of two
+/// counting. Snapshots made then list their packages so; images of them still import.
+pub fn parse_metadata_as_before(text: &str) -> Option<Package> {
     let mut name = None;
     let mut version = None;
     for line in text.lines() {
@@ -54,6 +85,10 @@ pub fn parse_metadata(text: &str) -> Option<Package> {
             }
         }
     }
+    package(name, version)
+}
+
+fn package(name: Option<String>, version: Option<String>) -> Option<Package> {
     match (name, version) {
         (Some(name), Some(version)) if !name.is_empty() && !version.is_empty() => {
             Some(Package { name, version })
@@ -104,12 +139,22 @@ fn files_in<'t>(
 pub fn packages_of(
     tree: &Tree,
     purelib: &str,
+    read: impl FnMut(&str, &Node) -> Result<Vec<u8>>,
+) -> Result<Vec<Package>> {
+    packages_read_by(parse_metadata, tree, purelib, read)
+}
+
+/// The package set of a tree as `parse` reads each METADATA file.
+pub fn packages_read_by(
+    parse: fn(&str) -> Option<Package>,
+    tree: &Tree,
+    purelib: &str,
     mut read: impl FnMut(&str, &Node) -> Result<Vec<u8>>,
 ) -> Result<Vec<Package>> {
     let mut by_name = BTreeMap::new();
     for (path, node) in metadata_paths(tree, purelib) {
         let bytes = read(path, node)?;
-        if let Some(pkg) = parse_metadata(&String::from_utf8_lossy(&bytes)) {
+        if let Some(pkg) = parse(&String::from_utf8_lossy(&bytes)) {
             by_name.insert(pkg.name.clone(), pkg);
         }
     }
@@ -555,6 +600,26 @@ mod tests {
         assert_eq!(pkg.name, "foo-bar-baz");
         assert_eq!(pkg.version, "1.0");
         assert_eq!(parse_metadata("Name: x\n"), None);
+    }
+
+    /// Found by exploratory testing: an old-style `Description:` header's continuation lines were read
+    /// as headers, so a changelog line `Version: 0.9` became the package's version.
+    #[test]
+    fn continuation_lines_belong_to_the_header_above_and_the_first_header_counts() {
+        let metadata = "Metadata-Version: 2.0\nName: realpkg\nVersion: 1.0\nDescription: Changelog\n        Version: 0.9\n\tName: other\nVersion: 2.0\nName: beta\n";
+        let pkg = parse_metadata(metadata).unwrap();
+        assert_eq!(
+            (pkg.name.as_str(), pkg.version.as_str()),
+            ("realpkg", "1.0")
+        );
+        let before = parse_metadata_as_before(metadata).unwrap();
+        assert_eq!(
+            (before.name.as_str(), before.version.as_str()),
+            ("beta", "2.0")
+        );
+        // A folded value is unfolded.
+        let folded = parse_metadata("Name: folded\nVersion:\n 3.0\n").unwrap();
+        assert_eq!(folded.version, "3.0");
     }
 
     const METADATA: &str = "Metadata-Version: 2.1

@@ -38,7 +38,7 @@ use super::{
 };
 use crate::error::{Error, ImageProblem, ImageSource, IoContext, Result};
 use crate::objects::Staging;
-use crate::packages::packages_of;
+use crate::packages::{packages_of, packages_read_by, parse_metadata_as_before};
 use crate::store::Store;
 use crate::tree::Tree;
 
@@ -294,7 +294,11 @@ pub(crate) fn check_packages<'l>(
             };
             found = packages_of(&tree, purelib, read_metadata)
                 .map_err(|e| (None, ImageProblem::Missing(e.to_string())))?;
-            if found == snapshot.packages {
+            if found == snapshot.packages
+                || packages_read_by(parse_metadata_as_before, &tree, purelib, read_metadata)
+                    .is_ok_and(|before| before == snapshot.packages)
+            {
+                found = snapshot.packages.clone();
                 break;
             }
         }
