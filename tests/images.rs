@@ -754,6 +754,129 @@ fn requirements_and_pylock_exports_pin_the_snapshots_packages() {
     assert!(err.contains("--format blast"), "{err}");
 }
 
+/// The exports pin what `blast packages` lists: egg-info distributions too, an editable project as
+/// `-e URL` (a `directory` source in pylock.toml, with no version); a distribution whose metadata is
+/// not PEP 508 and PEP 440 refuses the export, naming it (found by exploratory testing: egg-info
+/// distributions were left out, an editable project was pinned as a version an index would serve,
+/// and a distribution named `-e` became a line pip reads as an option).
+#[test]
+fn exports_pin_what_packages_lists_and_where_it_came_from() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let project = b.work.join("proj");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(fixtures().join("projects/blastlocal"))
+        .arg(&project)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    b.ok(&[
+        "install",
+        "-e",
+        e,
+        "--offline",
+        "--",
+        "-e",
+        project.to_str().unwrap(),
+    ]);
+    let site = env.join("lib/python3.11/site-packages");
+    let egg = site.join("legacy-2.5-py3.11.egg-info");
+    fs::create_dir_all(&egg).unwrap();
+    fs::write(
+        egg.join("PKG-INFO"),
+        "Metadata-Version: 1.1\nName: legacy\nVersion: 2.5\n",
+    )
+    .unwrap();
+    b.ok(&["snapshot", "-e", e]);
+
+    let export = |format: &str| {
+        let out = b.work.join(format!("pins.{format}"));
+        b.ok(&[
+            "export",
+            "-e",
+            e,
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        fs::read_to_string(out).unwrap()
+    };
+    let text = export("requirements");
+    let pins: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        pins,
+        [
+            format!("-e file://{}", project.display()),
+            "legacy==2.5".to_owned()
+        ],
+        "{text}"
+    );
+    let lock = export("pylock");
+    let noted = b.work.join("noted.toml");
+    let (_, stderr) = b.ok_with_stderr(&[
+        "export",
+        "-e",
+        e,
+        "--format",
+        "pylock",
+        "-o",
+        noted.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("note: 1 of them came from an index"),
+        "{stderr}"
+    );
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import json, sys, tomllib; print(json.dumps(tomllib.loads(sys.argv[1])))",
+            &lock,
+        ])
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = parsed["packages"].as_array().unwrap();
+    assert_eq!(packages[0]["name"], "blastlocal", "{lock}");
+    assert!(packages[0]["version"].is_null(), "{lock}");
+    assert_eq!(
+        packages[0]["directory"]["path"],
+        project.to_str().unwrap(),
+        "{lock}"
+    );
+    assert_eq!(packages[0]["directory"]["editable"], true, "{lock}");
+    assert_eq!(
+        (&packages[1]["name"], &packages[1]["version"]),
+        (&"legacy".into(), &"2.5".into())
+    );
+
+    let bad = site.join("bad-1.0.dist-info");
+    fs::create_dir_all(&bad).unwrap();
+    fs::write(
+        bad.join("METADATA"),
+        "Metadata-Version: 2.1\nName: -e\nVersion: 1.0\n",
+    )
+    .unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    for format in ["requirements", "pylock"] {
+        let out = b.work.join(format!("refused.{format}"));
+        let err = b.fails(&[
+            "export",
+            "-e",
+            e,
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(err.contains("`-e` 1.0 cannot be pinned"), "{err}");
+        assert!(!out.exists());
+    }
+}
+
 /// Rebuilds `entries` with the head snapshot given one more layer holding `link -> target`.
 fn with_symlink_layer(entries: &[Entry], link: &str, target: &str) -> Vec<Entry> {
     let symlink = Node::Symlink {

@@ -136,6 +136,14 @@ impl Output {
                 r.packages,
                 short(&r.head)
             );
+            if r.unsourced > 0 {
+                eprintln!(
+                    "note: {} of them came from an index, and pylock.toml names no source for them (blast does \
+                     not record which index or file): installers that need one refuse them; `--format \
+                     requirements` pins them for pip and uv",
+                    r.unsourced
+                );
+            }
             return;
         }
         println!(

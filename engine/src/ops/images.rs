@@ -77,6 +77,9 @@ pub struct ExportReport {
     /// Set when the image decompresses past import's ratio check (a file of zeros, say): the
     /// `BLAST_IMAGE_MAX_BYTES` that imports it, its archive's size.
     pub import_needs_max_bytes: Option<u64>,
+    /// pylock.toml: distributions pinned with no source (installed from an index, which blast does
+    /// not record); installers refuse such an entry.
+    pub unsourced: usize,
 }
 
 /// What an export or a push works on: the environment (when one is selected) and its history, and the
@@ -136,9 +139,13 @@ pub fn export(
                 "--base and --history apply to images (`--format blast`) only".into(),
             ));
         }
-        let text = match opts.format {
-            ExportFormat::Requirements => requirements(&head, &head_snapshot)?,
-            _ => pylock(&head_snapshot),
+        let (text, packages, unsourced) = match opts.format {
+            ExportFormat::Requirements => {
+                let (text, packages) =
+                    super::pins::requirements(store, env.as_ref(), &head, &head_snapshot)?;
+                (text, packages, 0)
+            }
+            _ => super::pins::pylock(store, env.as_ref(), &head_snapshot)?,
         };
         write_atomically(&opts.output, text.as_bytes())?;
         return Ok(ExportReport {
@@ -148,7 +155,7 @@ pub fn export(
             snapshots: vec![head],
             base: None,
             python: describe_tag(&head_snapshot.python),
-            packages: head_snapshot.packages.len(),
+            packages,
             layers: 0,
             objects: 0,
             object_bytes: 0,
@@ -156,6 +163,7 @@ pub fn export(
             objects_omitted: 0,
             file_bytes: text.len() as u64,
             import_needs_max_bytes: None,
+            unsourced,
         });
     }
     let mut snapshots = Vec::new();
@@ -213,6 +221,7 @@ pub fn export(
         import_needs_max_bytes: Limits::default()
             .ratio_exceeded(written.archive_bytes, written.file_bytes)
             .then_some(written.archive_bytes),
+        unsourced: 0,
     })
 }
 
@@ -260,64 +269,6 @@ pub(super) fn describe_tag(tag: &PythonTag) -> String {
         tag.version,
         tag.platform
     )
-}
-
-/// Pinned `name==version` lines, sorted by name.
-fn requirements(id: &SnapshotId, snapshot: &Snapshot) -> Result<String> {
-    let mut out = format!(
-        "# Pinned by `blast export --format requirements` from snapshot {id}\n# Python: {}\n",
-        describe_tag(&snapshot.python)
-    );
-    for package in &snapshot.packages {
-        let name_ok = package
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        let version_ok = package
-            .version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'!'));
-        if !name_ok || !version_ok {
-            return Err(Error::Invalid(format!(
-                "package `{}` version `{}` cannot be pinned in a requirements file (not a PEP 503 name and PEP 440 version)",
-                package.name, package.version
-            )));
-        }
-        out.push_str(&format!("{}=={}\n", package.name, package.version));
-    }
-    Ok(out)
-}
-
-/// A PEP 751 lock file with the packages' names and versions (blast records no sources or hashes).
-fn pylock(snapshot: &Snapshot) -> String {
-    let mut out = format!(
-        "lock-version = \"1.0\"\nrequires-python = {}\ncreated-by = \"blast\"\n",
-        toml_string(&format!("=={}.*", snapshot.python.minor_version()))
-    );
-    for package in &snapshot.packages {
-        out.push_str(&format!(
-            "\n[[packages]]\nname = {}\nversion = {}\n",
-            toml_string(&package.name),
-            toml_string(&package.version)
-        ));
-    }
-    out
-}
-
-/// A TOML basic string.
-fn toml_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Writes `bytes` beside `path` and renames it into place: never half a file.

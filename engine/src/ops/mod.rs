@@ -10,6 +10,7 @@ mod inspect;
 mod install;
 mod moves;
 mod packages;
+mod pins;
 mod registry;
 mod run;
 mod session;
