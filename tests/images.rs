@@ -482,14 +482,9 @@ fn an_images_strings_reach_the_terminal_escaped() {
         image.to_str().unwrap(),
     ]);
     let mut entries = unpack(&fs::read(&image).unwrap());
-    let mut snapshot = Snapshot::decode(&entries[1].data).unwrap();
-    snapshot.python.version = format!("{}\x1b]0;pwned\x07", snapshot.python.version);
-    let id = snapshot.id().to_hex();
-    entries[1] = file_entry(&format!("snapshots/{id}"), snapshot.encode());
-    let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
-    manifest["head"] = Value::from(id.clone());
-    manifest["snapshots"] = Value::from(vec![id]);
-    entries[0].data = serde_json::to_vec(&manifest).unwrap();
+    with_head_changed(&mut entries, &|snapshot| {
+        snapshot.python.version = format!("{}\x1b]0;pwned\x07", snapshot.python.version)
+    });
     let altered = sender.work.join("altered.blast");
     fs::write(&altered, pack(&entries)).unwrap();
 
@@ -532,17 +527,12 @@ fn an_image_listing_packages_as_blast_read_them_before_imports() {
     let entries = unpack(&fs::read(&image).unwrap());
     let listing = |version: &str| {
         let mut e = entries.clone();
-        let mut snapshot = Snapshot::decode(&e[1].data).unwrap();
-        snapshot.packages = vec![Package {
-            name: "realpkg".into(),
-            version: version.into(),
-        }];
-        let id = snapshot.id().to_hex();
-        e[1] = file_entry(&format!("snapshots/{id}"), snapshot.encode());
-        let mut manifest: Value = serde_json::from_slice(&e[0].data).unwrap();
-        manifest["head"] = Value::from(id.clone());
-        manifest["snapshots"] = Value::from(vec![id]);
-        e[0].data = serde_json::to_vec(&manifest).unwrap();
+        with_head_changed(&mut e, &|snapshot| {
+            snapshot.packages = vec![Package {
+                name: "realpkg".into(),
+                version: version.into(),
+            }]
+        });
         let file = sender.work.join(format!("real-{version}.blast"));
         fs::write(&file, pack(&e)).unwrap();
         file
@@ -886,6 +876,19 @@ fn with_symlink_layer(entries: &[Entry], link: &str, target: &str) -> Vec<Entry>
     with_layer(entries, link, Change::Put(symlink))
 }
 
+/// Changes the head snapshot of an image of one snapshot by `change`: its entry and the manifest take its
+/// new id.
+fn with_head_changed(entries: &mut [Entry], change: &dyn Fn(&mut Snapshot)) {
+    let mut snapshot = Snapshot::decode(&entries[1].data).unwrap();
+    change(&mut snapshot);
+    let id = snapshot.id().to_hex();
+    entries[1] = file_entry(&format!("snapshots/{id}"), snapshot.encode());
+    let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
+    manifest["head"] = Value::from(id.clone());
+    manifest["snapshots"] = Value::from(vec![id]);
+    entries[0].data = serde_json::to_vec(&manifest).unwrap();
+}
+
 /// Rebuilds `entries` with the head snapshot given one more layer holding `change` at `path`.
 fn with_layer(entries: &[Entry], path: &str, change: Change) -> Vec<Entry> {
     let mut manifest: Value = serde_json::from_slice(&entries[0].data).unwrap();
@@ -1006,17 +1009,12 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
     // The head snapshot listing a package its files do not hold (found by exploratory testing: `blast
     // log`, `status` and `export --format requirements` showed it, and nothing ever read the files).
     let lying_packages = edited(&|e| {
-        let mut snapshot = Snapshot::decode(&e[1].data).unwrap();
-        snapshot.packages = vec![Package {
-            name: "requests".into(),
-            version: "2.31.0".into(),
-        }];
-        let id = snapshot.id().to_hex();
-        e[1] = file_entry(&format!("snapshots/{id}"), snapshot.encode());
-        let mut manifest: Value = serde_json::from_slice(&e[0].data).unwrap();
-        manifest["head"] = Value::from(id.clone());
-        manifest["snapshots"] = Value::from(vec![id]);
-        e[0].data = serde_json::to_vec(&manifest).unwrap();
+        with_head_changed(e, &|snapshot| {
+            snapshot.packages = vec![Package {
+                name: "requests".into(),
+                version: "2.31.0".into(),
+            }]
+        })
     });
 
     let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![

@@ -407,6 +407,23 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 impl Error {
+    /// The error of an operation on `env` that first captured the changes it found as `captured_first`,
+    /// when it did: the error says so.
+    pub fn after_capture(
+        self,
+        env: &str,
+        captured_first: Option<store_format::SnapshotId>,
+    ) -> Error {
+        match captured_first {
+            Some(snapshot) => Error::AfterCapture {
+                env: env.to_owned(),
+                snapshot: snapshot.short(),
+                source: Box::new(self),
+            },
+            None => self,
+        }
+    }
+
     /// The error itself, without the note that changes were captured before it.
     pub fn underlying(&self) -> &Error {
         match self {

@@ -225,21 +225,8 @@ fn check_trees<'l>(
     }
     let mut used = BTreeSet::new();
     for (snapshot_id, snapshot) in snapshots {
-        let mut tree = Tree::default();
-        for layer_id in &snapshot.layers {
-            let found = layer(layer_id)
-                .ok_or_else(|| (None, ImageProblem::Missing(format!("layer {layer_id}"))))?;
-            tree.apply(found).map_err(|detail| {
-                (
-                    Some(EntryName::Layer(*layer_id).to_string()),
-                    ImageProblem::DoesNotApply {
-                        snapshot: snapshot_id.short(),
-                        detail,
-                    },
-                )
-            })?;
-            used.insert(*layer_id);
-        }
+        let tree = flattened(snapshot_id, snapshot, layer)?;
+        used.extend(snapshot.layers.iter().copied());
         if let Some((path, target, why)) = super::escaping_symlink(&tree) {
             // Name the top-most layer of this snapshot that puts the link.
             let culprit = snapshot.layers.iter().rev().find(|id| {
@@ -259,6 +246,29 @@ fn check_trees<'l>(
     Ok(used)
 }
 
+/// The tree of a snapshot: its layers applied bottom first, each to those below it.
+fn flattened<'l>(
+    snapshot_id: &SnapshotId,
+    snapshot: &Snapshot,
+    layer: &dyn Fn(&LayerId) -> Option<&'l Layer>,
+) -> Result<Tree, Refusal> {
+    let mut tree = Tree::default();
+    for layer_id in &snapshot.layers {
+        let found = layer(layer_id)
+            .ok_or_else(|| (None, ImageProblem::Missing(format!("layer {layer_id}"))))?;
+        tree.apply(found).map_err(|detail| {
+            (
+                Some(EntryName::Layer(*layer_id).to_string()),
+                ImageProblem::DoesNotApply {
+                    snapshot: snapshot_id.short(),
+                    detail,
+                },
+            )
+        })?;
+    }
+    Ok(tree)
+}
+
 /// Every snapshot lists the packages its tree gives (SPEC §7): `blast log`, `status` and `export
 /// --format requirements` show the list without reading the files again. The list was read from the
 /// interpreter's `purelib` (`lib/python3.11/site-packages`, or where a distribution's scheme puts it),
@@ -270,15 +280,7 @@ pub(crate) fn check_packages<'l>(
     read: &dyn Fn(&ObjectId) -> Result<Vec<u8>>,
 ) -> Result<(), Refusal> {
     for (snapshot_id, snapshot) in snapshots {
-        let mut tree = Tree::default();
-        for layer_id in &snapshot.layers {
-            let found = layer(layer_id)
-                .ok_or_else(|| (None, ImageProblem::Missing(format!("layer {layer_id}"))))?;
-            tree.apply(found).map_err(|detail| {
-                let snapshot = snapshot_id.short();
-                (None, ImageProblem::DoesNotApply { snapshot, detail })
-            })?;
-        }
+        let tree = flattened(snapshot_id, snapshot, layer)?;
         let purelibs = tree
             .entries
             .iter()

@@ -104,14 +104,7 @@ pub fn install(
         super::snapshot::open_env_at_head(store, selector, "changes found before an install")?;
     let (label, captured_first) = (at_head.env.label().to_owned(), at_head.captured_first);
     let mut report = install_at_head(store, at_head.env, captured_first, request, options)
-        .map_err(|e| match captured_first {
-            Some(snapshot) => Error::AfterCapture {
-                env: label,
-                snapshot: snapshot.short(),
-                source: Box::new(e),
-            },
-            None => e,
-        })?;
+        .map_err(|e| e.after_capture(&label, captured_first))?;
     report.written_through = at_head.written_through;
     Ok(report)
 }

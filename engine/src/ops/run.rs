@@ -112,17 +112,8 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
     };
     let record = env.as_ref().map_or(found, |env| env.record.clone());
     let label = record.label().to_owned();
-    let mut report =
-        run_opened(store, env, record, program, args, allow_write, options).map_err(|e| {
-            match captured_first {
-                Some(snapshot) => Error::AfterCapture {
-                    env: label,
-                    snapshot: snapshot.short(),
-                    source: Box::new(e),
-                },
-                None => e,
-            }
-        })?;
+    let mut report = run_opened(store, env, record, program, args, allow_write, options)
+        .map_err(|e| e.after_capture(&label, captured_first))?;
     report.captured_first = captured_first;
     report.written_through = written_through;
     Ok(report)
