@@ -33,6 +33,20 @@ fn demo_env(b: &Blast, name: &str, seed: bool) -> (PathBuf, String) {
     (path, snap["snapshot"].as_str().unwrap().to_owned())
 }
 
+/// An image of a [`demo_env`] `work/venv`, at `work/demo.blast`.
+fn demo_image(b: &Blast) -> PathBuf {
+    let (env, _) = demo_env(b, "venv", false);
+    let image = b.work.join("demo.blast");
+    b.ok(&[
+        "export",
+        "-e",
+        env.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    image
+}
+
 /// Everything an import could change: the store's files, staging, the environments and their dirs.
 fn store_state(b: &Blast) -> (BTreeSet<PathBuf>, Vec<PathBuf>, Value, Vec<PathBuf>) {
     let files = ["objects", "layers", "snapshots"]
@@ -405,15 +419,7 @@ fn restore_at_another_path_in_another_store_runs_and_verifies_clean() {
 #[test]
 fn a_restore_where_no_directory_can_be_made_leaves_nothing_and_links_stay_links() {
     let sender = Blast::new();
-    let (src, _) = demo_env(&sender, "venv", false);
-    let image = sender.work.join("demo.blast");
-    sender.ok(&[
-        "export",
-        "-e",
-        src.to_str().unwrap(),
-        "-o",
-        image.to_str().unwrap(),
-    ]);
+    let image = demo_image(&sender);
     let image = image.to_str().unwrap();
 
     let b = Blast::new();
@@ -472,15 +478,7 @@ fn a_restore_where_no_directory_can_be_made_leaves_nothing_and_links_stay_links(
 #[test]
 fn an_images_strings_reach_the_terminal_escaped() {
     let sender = Blast::new();
-    let (src, _) = demo_env(&sender, "venv", false);
-    let image = sender.work.join("demo.blast");
-    sender.ok(&[
-        "export",
-        "-e",
-        src.to_str().unwrap(),
-        "-o",
-        image.to_str().unwrap(),
-    ]);
+    let image = demo_image(&sender);
     let mut entries = unpack(&fs::read(&image).unwrap());
     with_head_changed(&mut entries, &|snapshot| {
         snapshot.python.version = format!("{}\x1b]0;pwned\x07", snapshot.python.version)
