@@ -155,7 +155,8 @@ impl fmt::Display for Subject {
 
 /// pubgrub's account of `unsatisfied` (requirements of `installed`), one paragraph per distribution they
 /// name, with the versions of it in `earlier` (distributions installed before, any number per name) as
-/// alternatives to the installed one.
+/// alternatives to the installed one. A distribution pubgrub's ranges cannot explain (see
+/// [`explain_one`]) gets no paragraph: its unsatisfied lines stand alone.
 pub fn explain(
     unsatisfied: &[Unsatisfied],
     installed: &[Distribution],
@@ -166,20 +167,22 @@ pub fn explain(
     targets
         .into_iter()
         .filter_map(|target| PackageName::from_str(target).ok())
-        .map(|target| explain_one(&target, installed, earlier, markers))
+        .filter_map(|target| explain_one(&target, installed, earlier, markers))
         .collect::<Vec<_>>()
         .join("\n\n")
 }
 
 /// pubgrub over: every installed distribution pinned to its version, except `target`, which may take
 /// any version it had (installed or earlier). Requirements broken for another target are left out:
-/// their own paragraph explains them.
+/// their own paragraph explains them. `None` where pubgrub finds the installed version itself fine or
+/// nothing needing `target`: its ranges read a requirement otherwise than the check does (`===`, `!=`
+/// against a local version, a distribution requiring itself), and what it would say is not so.
 fn explain_one(
     target: &PackageName,
     installed: &[Distribution],
     earlier: &[Distribution],
     markers: &MarkerEnvironment,
-) -> String {
+) -> Option<String> {
     let installed_versions: HashMap<&PackageName, &Version> =
         installed.iter().map(|d| (&d.name, &d.version)).collect();
     let root_version = Version::new([0]);
@@ -234,15 +237,17 @@ fn explain_one(
     provider.add_dependencies(Subject::Installed, root_version.clone(), pins);
     match pubgrub::resolve(&provider, Subject::Installed, root_version.clone()) {
         // pubgrub names every package with its version; the root's is a placeholder worth hiding.
-        Err(PubGrubError::NoSolution(tree)) => DefaultStringReporter::report(&tree)
-            .replace(&format!("{} {root_version}", Subject::Installed), ROOT),
-        Err(e) => format!("{target}: {e}"),
+        Err(PubGrubError::NoSolution(tree)) => Some(
+            DefaultStringReporter::report(&tree)
+                .replace(&format!("{} {root_version}", Subject::Installed), ROOT),
+        ),
+        Err(e) => Some(format!("{target}: {e}")),
         // Some installed requirement excludes the installed version, so the solution took an earlier one.
         Ok(solution) => match solution.get(&Subject::Dist(target.clone())) {
-            Some(version) => format!(
+            Some(version) if installed_versions.get(target) != Some(&version) => Some(format!(
                 "{target} {version}, installed before, meets every requirement: installing it again would repair this"
-            ),
-            None => format!("nothing installed needs {target} once the rest is repaired"),
+            )),
+            _ => None,
         },
     }
 }
@@ -469,6 +474,31 @@ mod tests {
         );
         assert!(
             paragraphs[1].contains("there is no available version for c"),
+            "{explanation}"
+        );
+    }
+
+    /// Found by exploratory testing: where pubgrub's ranges read a requirement otherwise than the check
+    /// (`===`, `!=` against a local version, a distribution requiring itself), the explanation said the
+    /// installed version "meets every requirement" right under the line saying it does not.
+    #[test]
+    fn what_pubgrub_cannot_explain_gets_no_paragraph_rather_than_a_wrong_one() {
+        let installed = [
+            dist("loc", "1.0+local", &[]),
+            dist("arb", "1.0.0", &[]),
+            dist("selfreq", "1.0", &["selfreq>=5"]),
+            dist("user", "1.0", &["loc!=1.0", "arb===1.0"]),
+        ];
+        let m = markers("3.11");
+        let broken = unsatisfied(&installed, &m);
+        assert_eq!(broken.len(), 3, "{broken:?}");
+        let explanation = explain(&broken, &installed, &[], &m);
+        assert!(
+            !explanation.contains("meets every requirement"),
+            "{explanation}"
+        );
+        assert!(
+            !explanation.contains("nothing installed needs"),
             "{explanation}"
         );
     }
