@@ -506,13 +506,14 @@ fn an_images_strings_reach_the_terminal_escaped() {
 fn an_image_listing_packages_as_blast_read_them_before_imports() {
     let sender = Blast::new();
     let env = sender.create_path_env("venv");
-    let dist = env.join("lib/python3.11/site-packages/realpkg-1.0.dist-info");
-    fs::create_dir_all(&dist).unwrap();
-    fs::write(
-        dist.join("METADATA"),
-        "Metadata-Version: 2.0\nName: realpkg\nVersion: 1.0\nDescription: Changelog\n        Version: 0.9\n",
-    )
-    .unwrap();
+    write_distribution(
+        &env,
+        "realpkg-1.0.dist-info",
+        &[(
+            "METADATA",
+            "Metadata-Version: 2.0\nName: realpkg\nVersion: 1.0\nDescription: Changelog\n        Version: 0.9\n",
+        )],
+    );
     sender.ok(&["snapshot", "-e", env.to_str().unwrap()]);
     let image = sender.work.join("real.blast");
     sender.ok(&[
@@ -753,13 +754,7 @@ fn exports_pin_what_packages_lists_and_where_it_came_from() {
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
     let project = b.work.join("proj");
-    let copied = Command::new("cp")
-        .arg("-r")
-        .arg(fixtures().join("projects/blastlocal"))
-        .arg(&project)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    copy_project("blastlocal", &project);
     b.ok(&[
         "install",
         "-e",
@@ -769,14 +764,14 @@ fn exports_pin_what_packages_lists_and_where_it_came_from() {
         "-e",
         project.to_str().unwrap(),
     ]);
-    let site = env.join("lib/python3.11/site-packages");
-    let egg = site.join("legacy-2.5-py3.11.egg-info");
-    fs::create_dir_all(&egg).unwrap();
-    fs::write(
-        egg.join("PKG-INFO"),
-        "Metadata-Version: 1.1\nName: legacy\nVersion: 2.5\n",
-    )
-    .unwrap();
+    write_distribution(
+        &env,
+        "legacy-2.5-py3.11.egg-info",
+        &[(
+            "PKG-INFO",
+            "Metadata-Version: 1.1\nName: legacy\nVersion: 2.5\n",
+        )],
+    );
     b.ok(&["snapshot", "-e", e]);
 
     let export = |format: &str| {
@@ -841,13 +836,14 @@ fn exports_pin_what_packages_lists_and_where_it_came_from() {
         (&"legacy".into(), &"2.5".into())
     );
 
-    let bad = site.join("bad-1.0.dist-info");
-    fs::create_dir_all(&bad).unwrap();
-    fs::write(
-        bad.join("METADATA"),
-        "Metadata-Version: 2.1\nName: -e\nVersion: 1.0\n",
-    )
-    .unwrap();
+    write_distribution(
+        &env,
+        "bad-1.0.dist-info",
+        &[(
+            "METADATA",
+            "Metadata-Version: 2.1\nName: -e\nVersion: 1.0\n",
+        )],
+    );
     b.ok(&["snapshot", "-e", e]);
     for format in ["requirements", "pylock"] {
         let out = b.work.join(format!("refused.{format}"));

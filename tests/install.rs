@@ -1203,13 +1203,7 @@ fn local_projects_install_editable_however_they_are_named() {
     let b = Blast::new();
     // Under the test's directory in /tmp: the sandbox shows them only when the request names them.
     let project = b.work.join("proj");
-    let copied = Command::new("cp")
-        .arg("-r")
-        .arg(fixtures().join("projects/blastlocal"))
-        .arg(&project)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    copy_project("blastlocal", &project);
     let p = project.to_str().unwrap();
     let egg_info = project.join("blastlocal.egg-info/PKG-INFO");
     let imports_from_the_project = |env: &Path| {

@@ -254,18 +254,20 @@ fn packages_and_check_escape_what_metadata_says() {
     let b = Blast::new();
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
-    let dist = env.join("lib/python3.11/site-packages/esc-1.0.dist-info");
-    fs::create_dir_all(&dist).unwrap();
-    fs::write(
-        dist.join("METADATA"),
-        "Metadata-Version: 2.1\nName: esc\nVersion: 1.0\nRequires-Dist: missing-dep; platform_version != \"\x1b]0;PWNED\x07\"\n",
-    )
-    .unwrap();
-    fs::write(
-        dist.join("entry_points.txt"),
-        "[console_scripts]\nev\x1b[31mil = esc:main\n",
-    )
-    .unwrap();
+    write_distribution(
+        &env,
+        "esc-1.0.dist-info",
+        &[
+            (
+                "METADATA",
+                "Metadata-Version: 2.1\nName: esc\nVersion: 1.0\nRequires-Dist: missing-dep; platform_version != \"\x1b]0;PWNED\x07\"\n",
+            ),
+            (
+                "entry_points.txt",
+                "[console_scripts]\nev\x1b[31mil = esc:main\n",
+            ),
+        ],
+    );
     b.ok(&["snapshot", "-e", e]);
     for command in ["packages", "check"] {
         let out = b.command(&[command, "-e", e]).output().unwrap();
@@ -290,13 +292,14 @@ fn a_continuation_line_is_not_a_header_of_the_package_list() {
     let b = Blast::new();
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
-    let dist = env.join("lib/python3.11/site-packages/realpkg-1.0.dist-info");
-    fs::create_dir_all(&dist).unwrap();
-    fs::write(
-        dist.join("METADATA"),
-        "Metadata-Version: 2.0\nName: realpkg\nVersion: 1.0\nDescription: Changelog\n        Version: 0.9\n          first release\n",
-    )
-    .unwrap();
+    write_distribution(
+        &env,
+        "realpkg-1.0.dist-info",
+        &[(
+            "METADATA",
+            "Metadata-Version: 2.0\nName: realpkg\nVersion: 1.0\nDescription: Changelog\n        Version: 0.9\n          first release\n",
+        )],
+    );
     let snapshot = b.json(&["snapshot", "-e", e]);
     assert_eq!(snapshot["packages"][0]["version"], "1.0", "{snapshot}");
     let requirements = b.work.join("requirements.txt");

@@ -44,6 +44,27 @@ pub fn wheels() -> PathBuf {
     fixtures().join("wheels")
 }
 
+/// A copy of the fixture project `name` at `dest`: a build writes into the project it installs.
+pub fn copy_project(name: &str, dest: &Path) {
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(fixtures().join("projects").join(name))
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp -r of the fixture project {name}");
+}
+
+/// Writes `files` (name, text) into `dir` (`realpkg-1.0.dist-info`, `legacy-2.5-py3.11.egg-info`) of the
+/// environment's site-packages: a distribution made by hand, with whatever metadata a test needs.
+pub fn write_distribution(env: &Path, dir: &str, files: &[(&str, &str)]) {
+    let dist = env.join("lib/python3.11/site-packages").join(dir);
+    fs::create_dir_all(&dist).unwrap();
+    for (name, text) in files {
+        fs::write(dist.join(name), text).unwrap();
+    }
+}
+
 /// A private store and working directory for one test.
 pub struct Blast {
     pub tmp: tempfile::TempDir,
