@@ -419,19 +419,43 @@ fn changing_commands(program: &[u8]) -> &'static [&'static [u8]] {
 }
 
 /// Whether a command line runs an installer: pip in any form, or another installer with a command
-/// that changes packages.
+/// that changes packages. Only the program counts, not an argument that happens to be named alike
+/// (`vim pip`, `git commit -m pip` in an activated shell).
 fn installs(args: &[&[u8]]) -> bool {
-    args.iter().enumerate().any(|(i, arg)| {
-        let program = arg.rsplit(|b| *b == b'/').next().unwrap_or(arg);
-        if PIP_NAMES.contains(&program) || program.starts_with(b"pip3.") {
-            return true;
+    let Some((program, rest)) = program_of(args) else {
+        return false;
+    };
+    let program = program.rsplit(|b| *b == b'/').next().unwrap_or(program);
+    if PIP_NAMES.contains(&program) || program.starts_with(b"pip3.") {
+        return true;
+    }
+    let commands = changing_commands(program);
+    rest.iter()
+        .find(|a| !a.starts_with(b"-"))
+        .is_some_and(|command| commands.contains(command))
+}
+
+/// The program a command line runs and its arguments: the executable, or for a Python interpreter the
+/// module of `-m` or the script it runs (pip's, conda's and poetry's console scripts are Python scripts
+/// whose shebang makes the interpreter the executable). `python -c CODE` runs no program.
+fn program_of<'a, 'b>(args: &'b [&'a [u8]]) -> Option<(&'a [u8], &'b [&'a [u8]])> {
+    let (first, rest) = args.split_first()?;
+    let name = first.rsplit(|b| *b == b'/').next().unwrap_or(first);
+    if !name.starts_with(b"python") {
+        return Some((first, rest));
+    }
+    let mut at = 0;
+    while let Some(arg) = rest.get(at) {
+        match *arg {
+            b"-m" => return rest.get(at + 1).map(|module| (*module, &rest[at + 2..])),
+            b"-c" => return None,
+            // The options that take a value in the next argument.
+            b"-X" | b"-W" => at += 2,
+            _ if arg.starts_with(b"-") => at += 1,
+            _ => return Some((arg, &rest[at + 1..])),
         }
-        let commands = changing_commands(program);
-        args[i + 1..]
-            .iter()
-            .find(|a| !a.starts_with(b"-"))
-            .is_some_and(|command| commands.contains(command))
-    })
+    }
+    None
 }
 
 /// Waits (up to [`INSTALLER_WAIT`]) while an installer runs on the environment.
@@ -501,5 +525,22 @@ mod tests {
         assert!(!runs_installer("poetry shell"));
         assert!(!runs_installer("pdm run python app.py"));
         assert!(!runs_installer("/env/bin/python app.py"));
+        // The interpreter running a console script or a module: the script or module counts.
+        assert!(runs_installer(
+            "/env/bin/python3.11 /env/bin/pip install rich"
+        ));
+        assert!(runs_installer("python3 -X dev -E -m pip install rich"));
+        assert!(runs_installer(
+            "/usr/bin/python3 /opt/conda/bin/conda install numpy"
+        ));
+        assert!(runs_installer(
+            "/usr/bin/python3 /tmp/tmpab/__pip-runner__.py install --python /env rich"
+        ));
+        // An argument named like an installer is not one.
+        assert!(!runs_installer("vim pip"));
+        assert!(!runs_installer("git commit -m pip"));
+        assert!(!runs_installer("python3 -c import pip"));
+        assert!(!runs_installer("python3 -W ignore app.py pip install"));
+        assert!(!runs_installer("less /env/bin/uv pip"));
     }
 }
