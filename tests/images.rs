@@ -836,6 +836,37 @@ fn exports_pin_what_packages_lists_and_where_it_came_from() {
         (&"legacy".into(), &"2.5".into())
     );
 
+    // By snapshot id, without the environment: the same pins, read where the snapshot's package list
+    // was read. A snapshot whose list its files do not give is refused, saying so.
+    let head = b.json(&["status", "-e", e])["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let by_id = |snapshot: &str| {
+        let out = b.work.join("by-id.txt");
+        let args = ["export", "--snapshot", snapshot, "--format", "requirements"];
+        let result = b.run(&[&args[..], &["-o", out.to_str().unwrap()]].concat());
+        (result, fs::read_to_string(out).unwrap_or_default())
+    };
+    let (result, by_head) = by_id(&head);
+    assert_succeeded(&result);
+    assert_eq!(by_head, text);
+    let snapshots = b.home.join("snapshots");
+    let mut forged = Snapshot::decode(&fs::read(snapshots.join(&head)).unwrap()).unwrap();
+    forged.packages.pop();
+    let forged_id = forged.id().to_hex();
+    fs::write(snapshots.join(&forged_id), forged.encode()).unwrap();
+    let (result, _) = by_id(&forged_id);
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        !result.status.success()
+            && err.contains(
+                "the snapshot's files do not give the packages it lists (none; its files give \
+                 blastlocal 0.1.0)"
+            ),
+        "{err}"
+    );
+
     write_distribution(
         &env,
         "bad-1.0.dist-info",

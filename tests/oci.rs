@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use engine::store_format::{Package, Snapshot};
 use serde_json::Value;
 use support::*;
 
@@ -462,6 +463,47 @@ fn a_damaged_blob_fails_the_pull_naming_its_digest_and_leaves_the_store_unchange
         let err = b1.fails(&["push", "-e", src.to_str().unwrap(), bad, "--insecure"]);
         assert!(err.contains("oci://HOST[:PORT]/REPO[:TAG]"), "{bad}: {err}");
     }
+}
+
+/// A pushed snapshot whose package list its files do not give (forged in the pushing store, which
+/// `push` sends as it is): the pull is refused, naming what the list says and what the files hold, and
+/// the pulling store is unchanged.
+#[test]
+fn a_snapshot_listing_packages_its_files_do_not_hold_is_refused_by_pull() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start();
+    let b1 = Blast::new();
+    let (_, head) = demo_env(&b1, "src-env");
+    let snapshots = b1.home.join("snapshots");
+    let mut forged = Snapshot::decode(&fs::read(snapshots.join(&head)).unwrap()).unwrap();
+    forged.packages = vec![Package {
+        name: "requests".into(),
+        version: "2.31.0".into(),
+    }];
+    let forged_id = forged.id().to_hex();
+    fs::write(snapshots.join(&forged_id), forged.encode()).unwrap();
+    let reference = registry.reference("demo:forged");
+    b1.ok(&["push", "--snapshot", &forged_id, &reference, "--insecure"]);
+
+    let b2 = Blast::new();
+    b2.create_path_env("own-env");
+    let before = store_state(&b2);
+    let dest = b2.work.join("pulled");
+    let err = b2.fails(&[
+        "pull",
+        &reference,
+        "--path",
+        dest.to_str().unwrap(),
+        "--insecure",
+    ]);
+    assert!(
+        err.contains("lists the packages requests 2.31.0, but its files hold blastdemo 1.0.0"),
+        "{err}"
+    );
+    assert_eq!(store_state(&b2), before);
+    assert!(!dest.exists(), "nothing materialized");
 }
 
 /// `blast start --image oci://…` in a project without an environment: `./.venv` is pulled from the

@@ -144,8 +144,61 @@ pub fn packages_of(
     packages_read_by(parse_metadata, tree, purelib, read)
 }
 
+/// Where a tree's package list was read, known from the list itself.
+#[derive(Debug, PartialEq)]
+pub enum ListedAt<'t> {
+    /// The directory whose METADATA gives the list ("" for an empty list in a tree without one).
+    Purelib(&'t str),
+    /// No directory gives it; `found` is what the last one gave (none at all: no packages).
+    Nowhere { found: Vec<Package> },
+}
+
+/// Where `listed`, a snapshot's package list, was read in `tree`, for a tree without its environment
+/// (an image's, a snapshot exported by id). The list was read from the interpreter's `purelib`, which
+/// the tree does not say: it is one of the tree's `site-packages` or `dist-packages` directories at most
+/// four deep (`lib/python3.11/site-packages`, `lib/python3/dist-packages`), the one whose METADATA gives
+/// the list as read now or as read before 2026-11-27 ([`parse_metadata_as_before`]).
+pub fn listed_at<'t>(
+    tree: &'t Tree,
+    listed: &[Package],
+    mut read: impl FnMut(&str, &Node) -> Result<Vec<u8>>,
+) -> Result<ListedAt<'t>> {
+    let purelibs = tree.entries.iter().filter(|(path, node)| {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        matches!(node, Node::Dir)
+            && matches!(name, "site-packages" | "dist-packages")
+            && path.split('/').count() <= 4
+    });
+    let mut found = Vec::new();
+    for (purelib, _) in purelibs {
+        found = packages_of(tree, purelib, &mut read)?;
+        if found == listed
+            || packages_read_by(parse_metadata_as_before, tree, purelib, &mut read)
+                .is_ok_and(|before| before == listed)
+        {
+            return Ok(ListedAt::Purelib(purelib));
+        }
+    }
+    Ok(match found.is_empty() && listed.is_empty() {
+        true => ListedAt::Purelib(""),
+        false => ListedAt::Nowhere { found },
+    })
+}
+
+/// A package list for a message: `rich 13.7.1, mdurl 0.1.2`, or `none`.
+pub fn described(packages: &[Package]) -> String {
+    match packages {
+        [] => "none".to_owned(),
+        packages => packages
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// The package set of a tree as `parse` reads each METADATA file.
-pub fn packages_read_by(
+fn packages_read_by(
     parse: fn(&str) -> Option<Package>,
     tree: &Tree,
     purelib: &str,

@@ -27,9 +27,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::rc::Rc;
 
-use store_format::{
-    CarriedLayer, Change, Layer, LayerId, Node, ObjectId, Package, Snapshot, SnapshotId,
-};
+use store_format::{CarriedLayer, Change, Layer, LayerId, Node, ObjectId, Snapshot, SnapshotId};
 
 use super::stream::{CompressedSide, DecompressedSide, Meter, Tracked};
 use super::{
@@ -38,7 +36,7 @@ use super::{
 };
 use crate::error::{Error, ImageProblem, ImageSource, IoContext, Result};
 use crate::objects::Staging;
-use crate::packages::{packages_of, packages_read_by, parse_metadata_as_before};
+use crate::packages::{ListedAt, described, listed_at};
 use crate::store::Store;
 use crate::tree::Tree;
 
@@ -270,10 +268,8 @@ fn flattened<'l>(
 }
 
 /// Every snapshot lists the packages its tree gives (SPEC §7): `blast log`, `status` and `export
-/// --format requirements` show the list without reading the files again. The list was read from the
-/// interpreter's `purelib` (`lib/python3.11/site-packages`, or where a distribution's scheme puts it),
-/// which the image does not say: it must be what one of the tree's `site-packages` or `dist-packages`
-/// directories gives (none at all: no packages). `read` gives an object's bytes.
+/// --format requirements` show the list without reading the files again, so an image's list must be
+/// what its files give ([`listed_at`]). `read` gives an object's bytes.
 pub(crate) fn check_packages<'l>(
     snapshots: &BTreeMap<SnapshotId, Snapshot>,
     layer: &dyn Fn(&LayerId) -> Option<&'l Layer>,
@@ -281,55 +277,26 @@ pub(crate) fn check_packages<'l>(
 ) -> Result<(), Refusal> {
     for (snapshot_id, snapshot) in snapshots {
         let tree = flattened(snapshot_id, snapshot, layer)?;
-        let purelibs = tree
-            .entries
-            .iter()
-            .filter(|(path, node)| matches!(node, Node::Dir) && is_purelib(path))
-            .map(|(path, _)| path.as_str());
-        let mut found = Vec::new();
-        for purelib in purelibs {
-            let read_metadata = |path: &str, node: &Node| match node {
-                Node::File { object, .. } => read(object).map_err(|e| {
-                    Error::Invalid(format!("reading `{path}` (object {}): {e}", object.short()))
-                }),
-                _ => Ok(Vec::new()),
-            };
-            found = packages_of(&tree, purelib, read_metadata)
-                .map_err(|e| (None, ImageProblem::Missing(e.to_string())))?;
-            if found == snapshot.packages
-                || packages_read_by(parse_metadata_as_before, &tree, purelib, read_metadata)
-                    .is_ok_and(|before| before == snapshot.packages)
-            {
-                found = snapshot.packages.clone();
-                break;
-            }
-        }
-        if found != snapshot.packages {
-            let listed = |packages: &[Package]| match packages {
-                [] => "none".to_owned(),
-                packages => packages
-                    .iter()
-                    .map(|p| format!("{} {}", p.name, p.version))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            };
+        let read_metadata = |path: &str, node: &Node| match node {
+            Node::File { object, .. } => read(object).map_err(|e| {
+                Error::Invalid(format!("reading `{path}` (object {}): {e}", object.short()))
+            }),
+            _ => Ok(Vec::new()),
+        };
+        let listed_at = listed_at(&tree, &snapshot.packages, read_metadata)
+            .map_err(|e| (None, ImageProblem::Missing(e.to_string())))?;
+        if let ListedAt::Nowhere { found } = listed_at {
             return Err((
                 Some(EntryName::Snapshot(*snapshot_id).to_string()),
                 ImageProblem::PackagesMismatch {
                     snapshot: snapshot_id.short(),
-                    listed: listed(&snapshot.packages),
-                    found: listed(&found),
+                    listed: described(&snapshot.packages),
+                    found: described(&found),
                 },
             ));
         }
     }
     Ok(())
-}
-
-/// A directory named `site-packages` or `dist-packages`, at most four deep.
-fn is_purelib(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    matches!(name, "site-packages" | "dist-packages") && path.split('/').count() <= 4
 }
 
 /// Every `(object, executable)` the layers' files need, with its size; layers that disagree on the size of

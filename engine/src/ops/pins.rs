@@ -9,7 +9,9 @@ use store_format::{Node, Snapshot, SnapshotId};
 
 use super::images::describe_tag;
 use crate::error::{Error, Result};
-use crate::packages::{Distributions, distributions_of, normalize_name};
+use crate::packages::{
+    Distributions, ListedAt, described, distributions_of, listed_at, normalize_name,
+};
 use crate::store::{Env, Store};
 
 /// One distribution to pin.
@@ -56,7 +58,7 @@ impl Origin {
 }
 
 /// The distributions of `snapshot` (of `env` when one is selected: its interpreter's `purelib`, its
-/// paths in relocatable files; else the tree's first `lib/*/site-packages`). A distribution the
+/// paths in relocatable files; else where the snapshot's package list was read). A distribution the
 /// snapshot lists that cannot be read as PEP 508 and PEP 440 say refuses the export, naming why.
 fn pinned(store: &Store, env: Option<&Env>, snapshot: &Snapshot) -> Result<Vec<Pinned>> {
     let tree = store.tree_of(snapshot)?;
@@ -66,19 +68,17 @@ fn pinned(store: &Store, env: Option<&Env>, snapshot: &Snapshot) -> Result<Vec<P
     };
     let found = match env {
         Some(env) => super::packages::snapshot_distributions(store, env, &tree)?,
-        None => {
-            let purelib = tree
-                .entries
-                .keys()
-                .find(|path| {
-                    path.strip_prefix("lib/")
-                        .and_then(|rest| rest.strip_suffix("/site-packages"))
-                        .is_some_and(|name| !name.contains('/'))
-                })
-                .cloned()
-                .unwrap_or_default();
-            distributions_of(&tree, &purelib, |_, node| read(node))?
-        }
+        None => match listed_at(&tree, &snapshot.packages, |_, node| read(node))? {
+            ListedAt::Purelib(purelib) => distributions_of(&tree, purelib, |_, node| read(node))?,
+            ListedAt::Nowhere { found } => {
+                return Err(Error::Invalid(format!(
+                    "the snapshot's files do not give the packages it lists ({}; its files give {}): \
+                     `blast verify` checks the store",
+                    described(&snapshot.packages),
+                    described(&found)
+                )));
+            }
+        },
     };
     let Distributions { found, problems } = found;
     if let Some(lost) = snapshot.packages.iter().find(|listed| {
