@@ -70,11 +70,28 @@ fn packages_lists_exactly_what_pip_installed_from_the_head_snapshot() {
     let e = env.to_str().unwrap();
     pip_install(&env, &["blastextra"]);
 
-    // The HEAD snapshot is what is read: an install not captured yet is not seen.
+    // The HEAD snapshot is what is read: an install not captured yet is not listed, but named.
     let before = b.json(&["packages", "-e", e]);
     assert_eq!(before["packages"], json!([]), "{before}");
+    let uncaptured = json!([
+        {"change": "added", "name": "blastbase", "version": "2.0.0"},
+        {"change": "added", "name": "blastextra", "version": "1.0.0"}
+    ]);
+    assert_eq!(before["uncaptured"], uncaptured, "{before}");
+    assert_eq!(b.json(&["check", "-e", e])["uncaptured"], uncaptured);
+    for command in ["packages", "check"] {
+        let (_, err) = b.ok_with_stderr(&[command, "-e", e]);
+        assert!(
+            err.contains("package changes not captured yet")
+                && err.contains("+blastbase 2.0.0 +blastextra 1.0.0")
+                && err.contains("`blast snapshot` records them"),
+            "{command}: {err}"
+        );
+    }
 
     b.ok(&["snapshot", "-e", e]);
+    let (_, err) = b.ok_with_stderr(&["packages", "-e", e]);
+    assert!(!err.contains("not captured"), "{err}");
     let report = b.json(&["packages", "-e", e]);
     assert_eq!(report["problems"], json!([]), "{report}");
     let packages = report["packages"].as_array().unwrap();

@@ -53,6 +53,17 @@ fn package_line(changes: &[PackageChange]) -> String {
     printable(&line).into_owned()
 }
 
+/// The directory's package changes that HEAD, which a report shows, does not hold.
+fn uncaptured_packages(changes: &[PackageChange], shown: &str) {
+    if !changes.is_empty() {
+        eprintln!(
+            "note: the directory has package changes not captured yet, not {shown} here: {} \
+             (`blast snapshot` records them)",
+            package_line(changes)
+        );
+    }
+}
+
 /// What an install made, for a person. Output errors (a closed pipe) are not the install's.
 fn install_summary(r: &InstallReport, w: &mut dyn Write) {
     written_through(&r.written_through);
@@ -872,6 +883,7 @@ impl Output {
             return;
         }
         print_problems(&r.problems);
+        uncaptured_packages(&r.uncaptured, "listed");
         if r.packages.is_empty() {
             println!(
                 "no packages in `{}` (snapshot {})",
@@ -910,6 +922,7 @@ impl Output {
             return;
         }
         print_problems(&r.problems);
+        uncaptured_packages(&r.uncaptured, "checked");
         if r.is_clean() {
             println!(
                 "no broken requirements in `{}` ({} distributions in snapshot {})",

@@ -132,6 +132,17 @@ fn directory_view(store: &Store, env: &Env) -> Result<(Tree, Vec<Package>)> {
     Ok((scan.into_parts().0, packages))
 }
 
+/// How the packages in the directory differ from `head_packages` (uncaptured changes: a `pip install`
+/// run by hand). `blast packages` and `check` show HEAD, and name these.
+pub(crate) fn uncaptured_packages(
+    store: &Store,
+    env: &Env,
+    head_packages: &[Package],
+) -> Result<Vec<PackageChange>> {
+    let (_, packages) = directory_view(store, env)?;
+    Ok(package_changes(head_packages, &packages))
+}
+
 pub(crate) fn file_changes(old: &Tree, new: &Tree) -> Vec<FileChange> {
     old.changes_to(new)
         .into_iter()

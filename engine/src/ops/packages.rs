@@ -1,6 +1,6 @@
 //! `blast packages` and `blast check`: the distributions of an environment's HEAD snapshot (the
-//! committed state, read from the store; uncaptured changes in the directory are not seen), and the
-//! requirements among them that do not hold.
+//! committed state, read from the store), and the requirements among them that do not hold. Uncaptured
+//! changes in the directory are not listed or checked, only named.
 
 use std::collections::{BTreeSet, HashSet};
 use std::str::FromStr;
@@ -12,7 +12,9 @@ use store_format::{Node, SnapshotId};
 use crate::conflicts::{self, Unsatisfied};
 use crate::error::{Error, Result};
 use crate::markers::marker_environment;
-use crate::packages::{Distribution, Distributions, EntryPoint, RecordEntry, distributions_of};
+use crate::packages::{
+    Distribution, Distributions, EntryPoint, PackageChange, RecordEntry, distributions_of,
+};
 use crate::store::{Env, Store};
 use crate::tree::Tree;
 
@@ -21,6 +23,8 @@ pub struct PackagesReport {
     pub env: String,
     pub snapshot: SnapshotId,
     pub packages: Vec<PackageInfo>,
+    /// How the directory's packages differ from HEAD's: changes not captured yet, not listed.
+    pub uncaptured: Vec<PackageChange>,
     /// Files of `*.dist-info` directories that could not be read in full, each naming its directory.
     pub problems: Vec<String>,
 }
@@ -43,7 +47,7 @@ pub struct PackageInfo {
 pub fn packages(store: &Store, selector: Option<&str>) -> Result<PackagesReport> {
     let env = store.open_env(selector)?;
     let head = env.head()?;
-    let installed = head_distributions(store, &env, &head)?;
+    let (installed, uncaptured) = head_view(store, &env, &head)?;
     let packages = installed
         .found
         .into_iter()
@@ -62,6 +66,7 @@ pub fn packages(store: &Store, selector: Option<&str>) -> Result<PackagesReport>
         env: env.label().to_owned(),
         snapshot: head,
         packages,
+        uncaptured,
         problems: installed.problems,
     })
 }
@@ -75,6 +80,8 @@ pub struct CheckReport {
     pub unsatisfied: Vec<Unsatisfied>,
     /// pubgrub's account of the unsatisfied requirements; none when there are none.
     pub explanation: Option<String>,
+    /// How the directory's packages differ from HEAD's: changes not captured yet, not checked.
+    pub uncaptured: Vec<PackageChange>,
     /// Files of `*.dist-info` directories that could not be read in full.
     pub problems: Vec<String>,
 }
@@ -90,7 +97,7 @@ impl CheckReport {
 pub fn check(store: &Store, selector: Option<&str>) -> Result<CheckReport> {
     let env = store.open_env(selector)?;
     let head = env.head()?;
-    let installed = head_distributions(store, &env, &head)?;
+    let (installed, uncaptured) = head_view(store, &env, &head)?;
     let markers = marker_environment(store.index(), &env.record.python)?;
     let unsatisfied = conflicts::unsatisfied(&installed.found, &markers);
     let explanation = if unsatisfied.is_empty() {
@@ -111,13 +118,21 @@ pub fn check(store: &Store, selector: Option<&str>) -> Result<CheckReport> {
         distributions: installed.found.len(),
         unsatisfied,
         explanation,
+        uncaptured,
         problems: installed.problems,
     })
 }
 
-fn head_distributions(store: &Store, env: &Env, head: &SnapshotId) -> Result<Distributions> {
-    let tree = store.tree_of(&store.snapshot(head)?)?;
-    snapshot_distributions(store, env, &tree)
+/// The distributions of HEAD, and how the directory's packages differ from HEAD's list.
+fn head_view(
+    store: &Store,
+    env: &Env,
+    head: &SnapshotId,
+) -> Result<(Distributions, Vec<PackageChange>)> {
+    let snapshot = store.snapshot(head)?;
+    let installed = snapshot_distributions(store, env, &store.tree_of(&snapshot)?)?;
+    let uncaptured = super::inspect::uncaptured_packages(store, env, &snapshot.packages)?;
+    Ok((installed, uncaptured))
 }
 
 /// Reads the distributions of a snapshot's tree from the store, with the environment's own paths in
