@@ -9,6 +9,8 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -497,4 +499,95 @@ fn squash_drops_what_later_layers_removed_so_clean_frees_it() {
     let (ok, out) = env_python(&env, "import blastdemo; print(blastdemo.VERSION)");
     assert!(ok && out.trim() == "2.0.0", "{out}");
     b.assert_verify_clean(&[&env]);
+}
+
+/// A `chmod +x` of a file an environment hardlinks from the store changes the object's mode, and so
+/// every link to it (found by exploratory testing: a later capture recorded the file executable without
+/// storing the executable variant, and `clean` then deleted the only copy of its bytes). Materializing
+/// now gives such a file a copy of its own with the snapshot's mode, `verify` names the object, and a
+/// `clean` after a squash keeps every object the remaining snapshot needs.
+#[test]
+fn a_chmod_through_a_hardlink_is_named_and_loses_nothing_to_clean() {
+    let b = Blast::new();
+    let env = b.create_path_env("a");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", e]);
+    pip_install(&env, &["--upgrade", "blastdemo"]);
+    b.ok(&["snapshot", "-e", e]);
+    b.ok(&["rollback", "-e", e]);
+    let module = "lib/python3.11/site-packages/blastdemo/__init__.py";
+    let linked = env.join(module);
+    assert!(
+        fs::metadata(&linked).unwrap().nlink() > 1,
+        "the rollback links the module from the store"
+    );
+    fs::set_permissions(&linked, fs::Permissions::from_mode(0o555)).unwrap();
+
+    let copy = b.work.join("n");
+    let n = copy.to_str().unwrap();
+    b.ok(&["sync", "--from", e, "--to", n]);
+    let meta = fs::metadata(copy.join(module)).unwrap();
+    assert_eq!(
+        (meta.nlink(), meta.permissions().mode() & 0o777),
+        (1, 0o644),
+        "a copy with the snapshot's mode"
+    );
+    let out = b.run(&["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("MODE ") && text.contains("(mode 0555, not 0444)"),
+        "{text}"
+    );
+    assert!(text.contains("`chmod 444 FILE`"), "{text}");
+    assert!(text.contains(&format!("`{n}` matches its HEAD")), "{text}");
+
+    // The discarding rollback of `a` mends it the same way.
+    b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
+    let meta = fs::metadata(&linked).unwrap();
+    assert_eq!(
+        (meta.nlink(), meta.permissions().mode() & 0o777),
+        (1, 0o644)
+    );
+
+    b.ok(&["snapshot", "-e", n]);
+    b.ok(&["squash", "-e", n]);
+    b.ok(&["remove", e, "--force"]);
+    b.ok(&["clean", "--keep", "1"]);
+    let text = String::from_utf8_lossy(&b.run(&["verify"]).stdout).into_owned();
+    assert!(!text.contains("MISSING"), "{text}");
+    let again = b.work.join("again");
+    b.ok(&["sync", "--from", n, "--to", again.to_str().unwrap()]);
+    let (ok, out) = env_python(&again, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok && out.trim() == "1.0.0", "{out}");
+}
+
+/// A snapshot that needs one variant of an object (executable or not) where the store holds only the
+/// other (a store written before captures stored the variant they record) materializes from it by a
+/// copy: `clean` keeps that one.
+#[test]
+fn clean_keeps_the_only_variant_of_an_object_a_snapshot_materializes_from() {
+    let b = Blast::new();
+    let env = b.create_path_env("a");
+    let e = env.to_str().unwrap();
+    let script = env.join("bin/hello");
+    let bytes = format!("#!/bin/sh\necho hello\n# {}\n", "padding ".repeat(512));
+    fs::write(&script, &bytes).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    let executable = b.object_file(bytes.as_bytes(), true);
+    assert!(executable.exists());
+    let plain = PathBuf::from(executable.to_str().unwrap().strip_suffix(".x").unwrap());
+    fs::rename(&executable, &plain).unwrap();
+    fs::set_permissions(&plain, fs::Permissions::from_mode(0o444)).unwrap();
+
+    b.ok(&["clean"]);
+    assert!(plain.exists(), "the only copy of the script's bytes stays");
+    let copy = b.work.join("copy");
+    b.ok(&["sync", "--from", e, "--to", copy.to_str().unwrap()]);
+    let out = std::process::Command::new(copy.join("bin/hello"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n", "{out:?}");
 }

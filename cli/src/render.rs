@@ -981,6 +981,9 @@ impl Output {
         for c in &r.corrupt {
             println!("  CORRUPT {c}");
         }
+        for m in &r.wrong_mode {
+            println!("  MODE {}", printable(m));
+        }
         for m in &r.missing {
             println!("  MISSING {m}");
         }
@@ -1006,6 +1009,14 @@ impl Output {
                  the store (its name promises other bytes, and blast never rewrites an object it has), then \
                  bring the right bytes back by reinstalling the package that holds it \
                  (`blast pip -e ENV -- install --force-reinstall NAME`) or importing an image that has it"
+            );
+        }
+        if !r.wrong_mode.is_empty() {
+            println!(
+                "  an object's mode changes with a chmod of an environment's hardlinked file (by root or \
+                 the owner), and every environment linked to it shows the new mode: `chmod 444 FILE` \
+                 (`chmod 555` for a `.x` file) restores it; `blast rollback -e ENV --force HEAD` then \
+                 mends an environment still drifted"
             );
         }
         if !r.missing.is_empty() {

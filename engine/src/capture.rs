@@ -365,16 +365,19 @@ impl StatCache {
         }
     }
 
-    /// Records that the file at `path`, with this stat, holds `node`; racy stats are not recorded.
+    /// Records that the file at `path`, with this stat, holds `node`. Racy stats are not recorded, nor
+    /// a mode that is not the node's: a scan takes a recognised file's mode from its stat, so the file
+    /// must be read again to be stored as what it is.
     pub fn record(&mut self, path: &str, stat: FileStat, node: &Node, now_ns: i64) {
         self.stamp = None;
         if let Node::File {
             object,
             size,
             relocatable,
-            ..
+            executable,
         } = node
             && !stat.is_racy(now_ns)
+            && (stat.mode & 0o111 != 0) == *executable
         {
             self.insert(
                 path,
@@ -1430,6 +1433,15 @@ mod tests {
         cache.forget("not there");
         assert_eq!(cache.len(), 1);
         assert_eq!(StatCache::decode(&cache.encode()), cache);
+
+        // A file whose mode is not its node's (an object made executable through a link) is read
+        // again by the next scan, not taken for the node.
+        let executable = FileStat {
+            mode: 0o100555,
+            ..stat(5)
+        };
+        cache.record("c", executable, &node(b"c"), i64::MAX / 2);
+        assert!(cache.get("c").is_none());
     }
 
     #[test]

@@ -124,10 +124,14 @@ pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
         for (path, name) in list(&shard)? {
             let executable = name.ends_with(".x");
             let hex = format!("{prefix}{}", name.strip_suffix(".x").unwrap_or(&name));
-            if hex
-                .parse()
-                .is_ok_and(|id: ObjectId| !live_objects.contains(&(id, executable)))
-            {
+            // A snapshot whose variant of an object is missing materializes from the other (a
+            // copy with its own mode): that one is then the only copy of the bytes, and live.
+            let live = |id: ObjectId| {
+                live_objects.contains(&(id, executable))
+                    || (live_objects.contains(&(id, !executable))
+                        && !objects.has_object(&id, !executable))
+            };
+            if hex.parse().is_ok_and(|id: ObjectId| !live(id)) {
                 sweep.remove(&path)?;
                 report.objects_removed += 1;
             }

@@ -272,6 +272,7 @@ impl Materializer<'_> {
             };
             Ok((path, stat, node, was_linked))
         })?);
+        self.copy_where_objects_lost_their_mode(root, &mut written)?;
         let now = now_ns();
         for &(path, stat, node, _) in &written {
             match stat {
@@ -294,6 +295,39 @@ impl Materializer<'_> {
         stats.linked = written.iter().filter(|&&(.., linked)| linked).count();
         cache.forget_below(&removed_dirs);
         Ok(stats)
+    }
+
+    /// Replaces each hardlinked file that did not take its object's mode by a copy of its own. An object's
+    /// mode changes when someone changes the mode of its link in an environment (`chmod` by root or
+    /// the owner), and every other link, this one included, shows it; `blast verify` names the object.
+    fn copy_where_objects_lost_their_mode(
+        &self,
+        root: &Path,
+        written: &mut [(&str, Option<FileStat>, &Node, bool)],
+    ) -> Result<()> {
+        // Reflinks and copies have modes of their own.
+        if self.mode != LinkMode::Hardlink {
+            return Ok(());
+        }
+        let copier = Materializer {
+            mode: LinkMode::Copy,
+            ..*self
+        };
+        for (path, stat, node, linked) in written.iter_mut() {
+            let (true, Some(found), Node::File { executable, .. }) = (*linked, *stat, *node) else {
+                continue;
+            };
+            if found.mode & 0o7777 == ObjectStore::object_mode(*executable) {
+                continue;
+            }
+            let abs = root.join(*path);
+            copier.write_node(&abs, node, true)?;
+            *stat = Some(FileStat::of(
+                &abs.symlink_metadata().at("inspecting", &abs)?,
+            ));
+            *linked = false;
+        }
+        Ok(())
     }
 
     /// Writes one file or symlink at `abs`. A path that should be new is created in place (one syscall

@@ -69,6 +69,11 @@ impl ObjectStore {
         self.object_path(id, executable).symlink_metadata().is_ok()
     }
 
+    /// The mode of an object's file: read-only, and executable for the `.x` variant.
+    pub fn object_mode(executable: bool) -> u32 {
+        if executable { 0o555 } else { 0o444 }
+    }
+
     /// The stored bytes of an object, from whichever variant exists.
     pub fn read_object(&self, id: &ObjectId) -> Result<Vec<u8>> {
         let plain = self.object_path(id, false);
@@ -255,7 +260,7 @@ impl Staging<'_> {
     pub fn put_object(&self, bytes: &[u8], executable: bool) -> Result<ObjectId> {
         let id = ObjectId::of(bytes);
         let target = self.store.object_path(&id, executable);
-        self.stage(target, bytes, if executable { 0o555 } else { 0o444 })?;
+        self.stage(target, bytes, ObjectStore::object_mode(executable))?;
         Ok(id)
     }
 
@@ -269,7 +274,7 @@ impl Staging<'_> {
         }
         let tmp = self.tmp_path()?;
         fs::rename(file, &tmp).at("staging object from", file)?;
-        let mode = if executable { 0o555 } else { 0o444 };
+        let mode = ObjectStore::object_mode(executable);
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).at("setting mode of", &tmp)?;
         self.pending().entry(target).or_insert(tmp);
         Ok(())
@@ -320,7 +325,7 @@ impl Staging<'_> {
             fs::remove_file(&tmp).at("removing unneeded staged file", &tmp)?;
             return Ok((actual, len));
         }
-        let mode = if executable { 0o555 } else { 0o444 };
+        let mode = ObjectStore::object_mode(executable);
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).at("setting mode of", &tmp)?;
         let target = self.store.object_path(&actual, executable);
         self.pending().entry(target).or_insert(tmp);

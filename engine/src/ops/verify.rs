@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -13,6 +14,7 @@ use store_format::{LayerId, Node, ObjectId, SnapshotId};
 use crate::capture::{self, StatCache};
 use crate::error::{IoContext, Result};
 use crate::index::EnvRecord;
+use crate::objects::ObjectStore;
 use crate::store::Store;
 
 #[derive(Debug, Default, Serialize)]
@@ -20,6 +22,8 @@ pub struct VerifyReport {
     pub objects_checked: usize,
     /// Store files whose bytes do not hash to their name.
     pub corrupt: Vec<String>,
+    /// Object files whose mode is not their variant's (0444, 0555 for `.x`), with the mode found.
+    pub wrong_mode: Vec<String>,
     /// Objects, layers or snapshots that an environment's HEAD, history or tags need and the store
     /// lacks, each with what needs it.
     pub missing: Vec<String>,
@@ -38,6 +42,7 @@ pub struct EnvVerdict {
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
         self.corrupt.is_empty()
+            && self.wrong_mode.is_empty()
             && self.missing.is_empty()
             && self
                 .envs
@@ -72,6 +77,19 @@ pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
         })
         .collect();
     report.corrupt.sort();
+    // A chmod of an environment's hardlinked file changes its object, and every link to it.
+    report.wrong_mode = files
+        .iter()
+        .filter_map(|(path, expected)| {
+            let Expected::Object(_) = expected else {
+                return None;
+            };
+            let wanted = ObjectStore::object_mode(path.extension().is_some_and(|x| x == "x"));
+            let mode = fs::symlink_metadata(path).ok()?.permissions().mode() & 0o7777;
+            (mode != wanted)
+                .then(|| format!("{} (mode {mode:04o}, not {wanted:04o})", path.display()))
+        })
+        .collect();
     for record in envs {
         let env = store.lock_env(&record.id, false)?;
         report
