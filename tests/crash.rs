@@ -443,3 +443,89 @@ fn recovery_refuses_to_discard_changes_made_after_the_crash_unless_forced() {
     assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
     b.assert_verify_clean(&[&u.env]);
 }
+
+/// Makes `path` immutable (`chattr +i`: not even root may remove or change it) until dropped; `None`,
+/// saying why, where the filesystem or the tool does not allow it.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn make(path: &Path) -> Option<Immutable> {
+        let made = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !made {
+            eprintln!(
+                "skipping: `chattr +i {}` failed (needs root, e2fsprogs and a filesystem with the immutable flag)",
+                path.display()
+            );
+        }
+        made.then(|| Immutable(path.to_owned()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// A rollback that fails midway (a file it must remove is immutable; found by exploratory testing: the
+/// environment was left "interrupted", and every command on it, `status` and `log` too, failed) is undone:
+/// the directory is HEAD's again, byte for byte, nothing is left to finish, and the error names the file.
+/// A move that cannot be finished says what the environment is midway through.
+#[test]
+fn a_rollback_that_fails_midway_is_undone_and_names_the_file() {
+    let u = upgraded_env();
+    let b = &u.b;
+    let e = u.env.to_str().unwrap();
+    let record = u.env.join(SITE).join("blastdemo-2.0.0.dist-info/RECORD");
+    let Some(pinned) = Immutable::make(&record) else {
+        return;
+    };
+    let err = b.fails(&["rollback", "-e", e, "v1"]);
+    assert!(
+        err.contains(&format!(
+            "removing `{}`: Operation not permitted",
+            record.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "the rollback of `{e}` was undone: it is at {}, as before",
+            &u.v2[..12]
+        )),
+        "{err}"
+    );
+    assert_same_tree(&u.v2_tree, &exec_bits_only(&read_tree(&u.env)));
+    let (_, stderr) = b.ok_with_stderr(&["status", "-e", e]);
+    assert!(!stderr.contains("finishing"), "{stderr}");
+    b.assert_verify_clean(&[&u.env]);
+    assert_eq!(b.log(e).len(), 3, "no history entry");
+
+    // A move killed midway whose finish the same file stops.
+    drop(pinned);
+    b.crash(&["rollback", "-e", e, "v1"], "journal-written");
+    let pinned = Immutable::make(&record).unwrap();
+    let err = b.fails(&["log", "-e", e]);
+    assert!(
+        err.contains(&format!("`{e}` is midway through an interrupted rollback"))
+            && err.contains("fix what stops it, then run the command again"),
+        "{err}"
+    );
+    // A verify of the whole store still checks the store, and says why this one could not be.
+    let other = b.create_path_env("other");
+    let out = b.run(&["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("`{e}`: could not check:"))
+            && text.contains(&format!("`{}` matches its HEAD", other.display())),
+        "{text}"
+    );
+    drop(pinned);
+    finish_with_status(b, &u.env, "rollback");
+    assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
+}

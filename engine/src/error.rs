@@ -199,6 +199,35 @@ pub enum Error {
         snapshot: String,
         source: Box<Error>,
     },
+    /// A move a killed or failed command left that cannot be finished.
+    #[error(
+        "{source}\n(`{env}` is midway through an interrupted {operation}, which this command must \
+         finish first: fix what stops it, then run the command again)"
+    )]
+    InterruptedUnfinished {
+        env: String,
+        operation: String,
+        source: Box<Error>,
+    },
+    /// A move of HEAD that failed midway and was undone: the directory holds `snapshot` again.
+    #[error("{source}\n(the {operation} of `{env}` was undone: it is at {snapshot}, as before)")]
+    MoveUndone {
+        env: String,
+        operation: String,
+        snapshot: String,
+        source: Box<Error>,
+    },
+    /// A move of HEAD that failed midway and could not be undone: the journal stands.
+    #[error(
+        "{source}\n(the {operation} of `{env}` stopped midway, and going back failed too: {undo}; fix \
+         what stopped it, then any blast command on `{env}` finishes the {operation})"
+    )]
+    MoveStuck {
+        env: String,
+        operation: String,
+        undo: String,
+        source: Box<Error>,
+    },
     #[error("interrupted: environment `{env}` is unchanged")]
     Interrupted {
         env: String,
@@ -424,10 +453,13 @@ impl Error {
         }
     }
 
-    /// The error itself, without the note that changes were captured before it.
+    /// The error itself, without the notes around it (changes captured before it, a move undone).
     pub fn underlying(&self) -> &Error {
         match self {
-            Error::AfterCapture { source, .. } => source.underlying(),
+            Error::AfterCapture { source, .. }
+            | Error::MoveUndone { source, .. }
+            | Error::MoveStuck { source, .. }
+            | Error::InterruptedUnfinished { source, .. } => source.underlying(),
             error => error,
         }
     }

@@ -99,9 +99,37 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         fs::remove_file(path)
     };
     match result {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", path),
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            let (culprit, e) = match meta.is_dir() {
+                true => first_unremovable(path).unwrap_or((path.to_owned(), e)),
+                false => (path.to_owned(), e),
+            };
+            Err(e).at("removing", &culprit)
+        }
         _ => Ok(()),
     }
+}
+
+/// The first entry below `dir` that a removal of its own refuses, with the refusal, after a failed
+/// `remove_dir_all`, which names only the top directory (`chattr +i` on one file, a directory the user
+/// may not write to). Removes what it can on the way.
+fn first_unremovable(dir: &Path) -> Option<(PathBuf, std::io::Error)> {
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if is_dir && let Some(found) = first_unremovable(&path) {
+            return Some(found);
+        }
+        let removed = match is_dir {
+            true => fs::remove_dir(&path),
+            false => fs::remove_file(&path),
+        };
+        match removed {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Some((path, e)),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// How many removals [`clear_tree`] keeps in flight.

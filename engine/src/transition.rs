@@ -176,6 +176,51 @@ fn undo_failed_move(store: &Store, env: &Env, root: &Path, before: &RootBefore, 
     let _ = store.index().write(batch);
 }
 
+/// Moves the directory of an environment back to the snapshot a move started from, when the move
+/// failed after changing part of it (a file it may not remove, a full disk, a read-only mount): the
+/// environment is then as it was, and the journal goes. Should that fail too, the journal stays, and
+/// the next command that opens the environment finishes the move. Returns the move's error, saying which.
+fn undo_failed_apply(store: &Store, env: &Env, journal: &Journal, failure: Error) -> Error {
+    let undone = (|| {
+        let from_id = journal
+            .from
+            .ok_or_else(|| Error::Invalid("a move without a snapshot to go back to".into()))?;
+        let from = store.tree_of(&store.snapshot(&from_id)?)?;
+        let root = env.root();
+        let scan = scan_or_empty(env, load_stat_cache(store, &env.record.id))?;
+        let (current, mut cache) = scan.into_parts();
+        let placeholders = env.placeholders();
+        let materializer = Materializer {
+            store: store.objects(),
+            placeholders: &placeholders,
+            mode: link_mode(store, root)?,
+        };
+        materializer.apply(root, &current, &from, &mut cache)?;
+        crate::objects::syncfs(root)?;
+        cache.stamp_with(from_id, from.digest());
+        save_stat_cache(store, &env.record.id, &cache);
+        let mut batch = Batch::default();
+        batch.delete_journal(&env.record.id);
+        store.index().write(batch)?;
+        Ok::<_, Error>(from_id)
+    })();
+    let (env_label, operation) = (env.label().to_owned(), journal.operation.clone());
+    match undone {
+        Ok(from) => Error::MoveUndone {
+            env: env_label,
+            operation,
+            snapshot: from.short(),
+            source: Box::new(failure),
+        },
+        Err(undo) => Error::MoveStuck {
+            env: env_label,
+            operation,
+            undo: undo.to_string(),
+            source: Box::new(failure),
+        },
+    }
+}
+
 /// Finishes a move that a killed command left in the journal. A path that holds neither what the old
 /// nor what the new snapshot has there was changed by someone else since: unless `force`, the move is
 /// not finished over it, so nobody's work is lost silently.
@@ -221,7 +266,14 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
         current,
         target: None,
     };
-    complete(store, env, journal, difference, cache, true)?;
+    let operation = journal.operation.clone();
+    complete(store, env, journal, difference, cache, true).map_err(|e| {
+        Error::InterruptedUnfinished {
+            env: env.label().to_owned(),
+            operation,
+            source: Box::new(e),
+        }
+    })?;
     Ok(())
 }
 
@@ -335,11 +387,14 @@ fn complete(
     });
     let mut stats = match applied {
         Ok(stats) => stats,
-        Err(e) => {
-            if !after_crash && (creating || matches!(before, RootBefore::Absent)) {
-                undo_failed_move(store, env, &root, &before, &target);
-            }
+        Err(e) if after_crash => return Err(e),
+        Err(e) if creating || matches!(before, RootBefore::Absent) => {
+            undo_failed_move(store, env, &root, &before, &target);
             return Err(e);
+        }
+        Err(e) => {
+            drop((current, target));
+            return Err(undo_failed_apply(store, env, &journal, e));
         }
     };
     // The apply knows only what it changed itself: a move finished for a killed command syncs the

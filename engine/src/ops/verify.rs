@@ -91,10 +91,18 @@ pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
         })
         .collect();
     for record in envs {
-        let env = store.lock_env(&record.id, false)?;
-        report
-            .envs
-            .push(check_env(store, &env.record, env.placeholders()));
+        // One environment that cannot be opened (a move it cannot finish) stops no other check.
+        let verdict = match store.lock_env(&record.id, false) {
+            Ok(env) => check_env(store, &env.record, env.placeholders()),
+            Err(e) if selector.is_none() => EnvVerdict {
+                env: record.label().to_owned(),
+                head: record.head,
+                drifted: Vec::new(),
+                error: Some(e.to_string()),
+            },
+            Err(e) => return Err(e),
+        };
+        report.envs.push(verdict);
     }
     Ok(report)
 }
