@@ -207,11 +207,11 @@ fn a_full_filesystem_fails_install_import_snapshot_and_sync_cleanly_then_recover
 }
 
 /// A rollback that runs out of room where the environment lives (its own filesystem, files copied)
-/// leaves no half-written file: once the room it needed is freed, the next command finishes the move
-/// (found by exploratory testing: the partial file stayed, finishing the move needed room for it and
-/// the whole file, and every command on the environment failed until files were deleted by hand).
+/// leaves no half-written file and is undone, and goes through once the room it needs is freed (found
+/// by exploratory testing: the partial file stayed, finishing the move needed room for it and the
+/// whole file, and every command on the environment failed until files were deleted by hand).
 #[test]
-fn a_rollback_out_of_room_leaves_no_partial_file_and_finishes_once_room_is_freed() {
+fn a_rollback_out_of_room_leaves_no_partial_file_and_goes_through_once_room_is_freed() {
     let b = Blast::new();
     let small = match Tmpfs::new(&b.tmp.path().join("small"), "4m") {
         Ok(t) => t,
@@ -238,8 +238,10 @@ fn a_rollback_out_of_room_leaves_no_partial_file_and_finishes_once_room_is_freed
     file.set_len(len - room).unwrap();
     drop(file);
 
+    let head = b.json(&["status", "-e", e])["head"].clone();
     let err = b.fails(&["rollback", "-e", e, "big"]);
     assert!(err.contains("the filesystem is full"), "{err}");
+    assert!(err.contains("was undone"), "{err}");
     let left: Vec<String> = fs::read_dir(&env)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
@@ -247,8 +249,13 @@ fn a_rollback_out_of_room_leaves_no_partial_file_and_finishes_once_room_is_freed
         .collect();
     assert!(left.is_empty(), "partial files left: {left:?}");
 
+    let (_, stderr) = b.ok_with_stderr(&["status", "-e", e]);
+    assert!(!stderr.contains("finishing"), "{stderr}");
+    assert_eq!(b.json(&["status", "-e", e])["head"], head);
+    b.assert_verify_clean(&[&env]);
+
     fs::remove_file(&filler).unwrap();
-    b.ok(&["status", "-e", e]);
+    b.ok(&["rollback", "-e", e, "big"]);
     assert_eq!(fs::read(env.join("big")).unwrap(), big);
     b.assert_verify_clean(&[&env]);
 }

@@ -931,3 +931,55 @@ fn a_signal_during_the_sandboxs_setup_still_ends_the_command() {
         assert!(!status.success(), "{delay_ms} ms: {status}");
     }
 }
+
+/// The home the password database names is the user's whatever `HOME` says (found by exploratory
+/// testing: with `HOME` unset, empty or elsewhere, as under cron, `env -i` or a CI job, a build script
+/// read the real home's secrets by their absolute paths).
+#[test]
+fn the_real_homes_secrets_are_hidden_whatever_home_says() {
+    // SAFETY: getpwuid returns a static record, read at once.
+    let real_home = unsafe {
+        let entry = libc::getpwuid(libc::getuid());
+        assert!(!entry.is_null());
+        std::ffi::CStr::from_ptr((*entry).pw_dir)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let config = Path::new(&real_home).join(".config");
+    if !config.is_dir() {
+        eprintln!("skipping: {} is not a directory", config.display());
+        return;
+    }
+    let marker = config.join(format!("blast-test-secret-{}", std::process::id()));
+    fs::write(&marker, "SECRET").unwrap();
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let elsewhere = b.work.join("home");
+    fs::create_dir(&elsewhere).unwrap();
+    let script = format!(
+        "import os\nprint('seen: ' + str(os.path.exists({:?})))\n",
+        marker.to_str().unwrap()
+    );
+    let mut seen = Vec::new();
+    for home in [None, Some(Path::new("")), Some(elsewhere.as_path())] {
+        let mut command = b.command(&[
+            "run",
+            "-e",
+            env.to_str().unwrap(),
+            "--",
+            "python",
+            "-c",
+            &script,
+        ]);
+        match home {
+            Some(home) => command.env("HOME", home),
+            None => command.env_remove("HOME"),
+        };
+        let out = command.output().unwrap();
+        seen.push((home.map(Path::to_owned), stdout(&out), stderr(&out)));
+    }
+    fs::remove_file(&marker).unwrap();
+    for (home, out, err) in seen {
+        assert!(out.contains("seen: False"), "HOME={home:?}: {out} {err}");
+    }
+}

@@ -105,7 +105,7 @@ fn install_summary(r: &InstallReport, w: &mut dyn Write) {
     if let Some(conflicts) = &r.conflicts {
         eprintln!("warning: committed with broken requirements (--allow-conflicts):");
         for line in conflicts.to_string().lines() {
-            eprintln!("  {line}");
+            eprintln!("  {}", printable(line));
         }
     }
 }
@@ -458,7 +458,10 @@ impl Output {
             if e.captures.len() == 1 { "" } else { "s" }
         );
         for failure in &e.failures {
-            eprintln!("blast: warning: a capture failed: {failure}");
+            eprintln!(
+                "blast: warning: a capture failed: {}",
+                printable(&failure.to_string())
+            );
         }
     }
 
@@ -483,13 +486,16 @@ impl Output {
                     "blast: warning: this change broke requirements (`blast rollback` undoes it):"
                 );
                 for line in conflicts.lines() {
-                    eprintln!("  {line}");
+                    eprintln!("  {}", printable(line));
                 }
             }
             written_through(&c.written_through);
         }
         for failure in failures {
-            eprintln!("blast: warning: could not capture the change: {failure}");
+            eprintln!(
+                "blast: warning: could not capture the change: {}",
+                printable(&failure.to_string())
+            );
         }
     }
 

@@ -104,8 +104,10 @@ pub fn conflicts_introduced(
         .into_iter()
         .filter(|u| !already.contains(&(u.package.clone(), u.requirement.clone())))
         .collect();
+    // What was broken before is not this change's doing, and told of, it hides what is; and a change
+    // that removes a distribution is not repaired by installing it again (refused, it removed nothing).
     (!introduced.is_empty()).then(|| ConflictReport {
-        explanation: explain(&introduced, after, before, markers),
+        explanation: explain_with(&introduced, after, before, markers, &already, false),
         unsatisfied: introduced,
     })
 }
@@ -163,11 +165,41 @@ pub fn explain(
     earlier: &[Distribution],
     markers: &MarkerEnvironment,
 ) -> String {
+    explain_with(
+        unsatisfied,
+        installed,
+        earlier,
+        markers,
+        &HashSet::new(),
+        true,
+    )
+}
+
+/// As [`explain`], leaving out the requirements `known` names (distribution, requirement as written).
+/// A version held before that meets every requirement is named as the repair where the target is
+/// installed at another version, or, with `reinstall_removed`, not installed at all.
+fn explain_with(
+    unsatisfied: &[Unsatisfied],
+    installed: &[Distribution],
+    earlier: &[Distribution],
+    markers: &MarkerEnvironment,
+    known: &HashSet<(String, String)>,
+    reinstall_removed: bool,
+) -> String {
     let targets: BTreeSet<&str> = unsatisfied.iter().map(|u| u.requires.as_str()).collect();
     targets
         .into_iter()
         .filter_map(|target| PackageName::from_str(target).ok())
-        .filter_map(|target| explain_one(&target, installed, earlier, markers))
+        .filter_map(|target| {
+            explain_one(
+                &target,
+                installed,
+                earlier,
+                markers,
+                known,
+                reinstall_removed,
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n\n")
 }
@@ -182,6 +214,8 @@ fn explain_one(
     installed: &[Distribution],
     earlier: &[Distribution],
     markers: &MarkerEnvironment,
+    known: &HashSet<(String, String)>,
+    reinstall_removed: bool,
 ) -> Option<String> {
     let installed_versions: HashMap<&PackageName, &Version> =
         installed.iter().map(|d| (&d.name, &d.version)).collect();
@@ -208,7 +242,7 @@ fn explain_one(
         let mut deps: BTreeMap<&PackageName, Ranges<Version>> = BTreeMap::new();
         for dep in applying(dist, markers) {
             let name = &dep.requirement.name;
-            if *name == dist.name {
+            if *name == dist.name || known.contains(&(dist.name.to_string(), dep.written.clone())) {
                 continue;
             }
             let mut allowed = range(dep);
@@ -244,9 +278,15 @@ fn explain_one(
         Err(e) => Some(format!("{target}: {e}")),
         // Some installed requirement excludes the installed version, so the solution took an earlier one.
         Ok(solution) => match solution.get(&Subject::Dist(target.clone())) {
-            Some(version) if installed_versions.get(target) != Some(&version) => Some(format!(
-                "{target} {version}, installed before, meets every requirement: installing it again would repair this"
-            )),
+            Some(version)
+                if installed_versions
+                    .get(target)
+                    .map_or(reinstall_removed, |installed| *installed != version) =>
+            {
+                Some(format!(
+                    "{target} {version}, installed before, meets every requirement: installing it again would repair this"
+                ))
+            }
             _ => None,
         },
     }
@@ -358,6 +398,24 @@ mod tests {
         assert!(
             explanation.contains("there is no version of blastbase in <2"),
             "{explanation}"
+        );
+    }
+
+    #[test]
+    fn a_change_is_explained_by_what_it_broke_not_by_what_was_broken_before() {
+        // blastpin's requirement was broken before; removing blastbase breaks blastconflict's (found
+        // by exploratory testing: the explanation told of blastpin's only).
+        let pin = dist("blastpin", "1.0.0", &["blastbase<2"]);
+        let conflict = dist("blastconflict", "1.0.0", &["blastbase>=2"]);
+        let before = [
+            dist("blastbase", "2.0.0", &[]),
+            pin.clone(),
+            conflict.clone(),
+        ];
+        let report = report(&before, &[pin, conflict]);
+        assert_eq!(
+            report.to_string(),
+            "blastconflict 1.0.0 requires blastbase>=2, but blastbase is not installed\n"
         );
     }
 

@@ -81,7 +81,12 @@ impl ObjectStore {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let exe = self.object_path(id, true);
-                fs::read(&exe).at("reading object", &exe)
+                match fs::read(&exe) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Invalid(
+                        format!("object {id} is missing from the store: run `blast verify`"),
+                    )),
+                    read => read.at("reading object", &exe),
+                }
             }
             Err(e) => Err(e).at("reading object", &plain),
         }
@@ -269,7 +274,8 @@ impl Staging<'_> {
     /// where it is.
     pub fn adopt_object(&self, id: &ObjectId, executable: bool, file: &Path) -> Result<()> {
         let target = self.store.object_path(id, executable);
-        if target.symlink_metadata().is_ok() || self.pending().contains_key(&target) {
+        let len = fs::symlink_metadata(file).at("inspecting", file)?.len();
+        if self.holds(&target, len) {
             return Ok(());
         }
         let tmp = self.tmp_path()?;
@@ -321,7 +327,9 @@ impl Staging<'_> {
             }
         };
         let actual = ObjectId::from(hasher.finalize());
-        if expected.is_some_and(|id| *id != actual) || self.has_object(&actual, executable) {
+        if expected.is_some_and(|id| *id != actual)
+            || self.holds(&self.store.object_path(&actual, executable), len)
+        {
             fs::remove_file(&tmp).at("removing unneeded staged file", &tmp)?;
             return Ok((actual, len));
         }
@@ -367,6 +375,16 @@ impl Staging<'_> {
         }
     }
 
+    /// Whether the store file at `target` is staged in this batch, or in the store with `len` bytes. One
+    /// of another size was written in place through an environment's hardlink (`>>` as root): staged
+    /// again, the commit puts the right bytes back under its name.
+    fn holds(&self, target: &Path, len: u64) -> bool {
+        self.pending().contains_key(target)
+            || target
+                .symlink_metadata()
+                .is_ok_and(|meta| meta.len() == len)
+    }
+
     /// True when the object is in the store or staged in this batch.
     pub fn has_object(&self, id: &ObjectId, executable: bool) -> bool {
         let target = self.store.object_path(id, executable);
@@ -388,10 +406,7 @@ impl Staging<'_> {
     }
 
     fn stage(&self, target: PathBuf, bytes: &[u8], mode: u32) -> Result<()> {
-        if target.symlink_metadata().is_ok() {
-            return Ok(());
-        }
-        if self.pending().contains_key(&target) {
+        if self.holds(&target, bytes.len() as u64) {
             return Ok(());
         }
         let tmp = self.tmp_path()?;

@@ -47,6 +47,8 @@ use crate::error::{Error, IoContext, Result};
 mod interrupts;
 mod orphans;
 
+pub use interrupts::Latch;
+
 /// The first argument that makes the `blast` binary act as the sandbox helper.
 pub const HELPER_ARG: &str = "__blast-sandbox-helper";
 
@@ -147,9 +149,21 @@ pub struct Secrets {
 
 impl Secrets {
     pub fn of(keep: &[&str]) -> Secrets {
-        let home = std::env::var_os("HOME")
+        // `HOME` may be unset, empty or elsewhere (cron, `env -i`, a CI job's): the home the password
+        // database names holds the user's secrets all the same.
+        let mut home: Vec<PathBuf> = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
-            .map(PathBuf::from);
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|user| user.dir)
+                    .filter(|dir| dir.is_absolute() && dir != Path::new("/")),
+            )
+            .collect();
+        home.dedup();
         Secrets {
             hidden: home
                 .iter()

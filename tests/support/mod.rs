@@ -124,6 +124,7 @@ impl Blast {
             .env_remove("BLAST_SESSION")
             .env_remove("BLAST_LINK_MODE")
             .env_remove("BLAST_TEST_CRASH_AT")
+            .env_remove("BLAST_TEST_INTERRUPT_AT")
             .env_remove("BLAST_TEST_NO_TMPFS_XATTRS");
         cmd
     }
@@ -529,6 +530,13 @@ impl Blast {
             );
             assert!(
                 report["missing"].as_array().expect("missing").is_empty(),
+                "{report}"
+            );
+            assert!(
+                report["wrong_mode"]
+                    .as_array()
+                    .expect("wrong_mode")
+                    .is_empty(),
                 "{report}"
             );
             for env in report["envs"].as_array().expect("envs") {

@@ -19,6 +19,7 @@ use store_format::{Node, ObjectId, Placeholders, Snapshot, SnapshotId};
 
 use crate::capture::{self, CacheLinks, PYCACHE, Sink, StatCache};
 use crate::conflicts::{ConflictReport, conflicts_introduced};
+use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::index::Batch;
 use crate::installer::{self, Installer, InstallerKind, Request};
@@ -120,6 +121,7 @@ fn install_at_head(
     // From here: time spent waiting for another command's lock on the environment is not the
     // install's (`blast stats` judges installs by it).
     let started = Instant::now();
+    let latch = sandbox::Latch::set();
     let head_id = env.head()?;
     let head = store.snapshot(&head_id)?;
     let head_tree = store.tree_of(&head)?;
@@ -175,7 +177,16 @@ fn install_at_head(
         written_through: Vec::new(),
         conflicts: None,
     };
+    crash::point("installer-ended");
+    if let Some(signal) = latch.received() {
+        return Err(Error::Interrupted {
+            env: env.label().to_owned(),
+            signal,
+        });
+    }
     if new_tree == head_tree {
+        // What the store lacked or held damaged (`blast verify` names them) is stored again.
+        staging.commit()?;
         report.total_seconds = started.elapsed().as_secs_f64();
         record_duration(store, &env, report.total_seconds);
         return Ok(report);
@@ -203,6 +214,7 @@ fn install_at_head(
                 operation,
                 message: report.message.clone(),
                 allow_conflicts: options.allow_conflicts,
+                latch: Some(&latch),
             },
         )
     })?;
@@ -230,6 +242,9 @@ pub(crate) struct Changes<'a> {
     pub operation: &'a str,
     pub message: String,
     pub allow_conflicts: bool,
+    /// Signals noted since the program that made the changes ended: one stops the commit before the
+    /// store or HEAD changes.
+    pub latch: Option<&'a sandbox::Latch>,
 }
 
 /// What a commit made.
@@ -258,6 +273,7 @@ pub(crate) fn commit_changes(
         operation,
         message,
         allow_conflicts,
+        latch,
     } = changes;
     let (mut added, mut modified, mut removed) = (0, 0, 0);
     for change in head_tree.changes_to(new_tree) {
@@ -285,6 +301,12 @@ pub(crate) fn commit_changes(
         });
     }
     let id = super::stage_snapshot_on(&staging, head, &head_tree.layer_to(new_tree), packages)?;
+    if let Some(signal) = latch.and_then(sandbox::Latch::received) {
+        return Err(Error::Interrupted {
+            env: env.label().to_owned(),
+            signal,
+        });
+    }
     staging.commit()?;
     let cache = load_stat_cache(store, &env.record.id);
     move_head(

@@ -298,6 +298,7 @@ fn capture_run(
             operation: "run",
             message: command.join(" "),
             allow_conflicts: true,
+            latch: None,
         },
     )?;
     carry_over_bytecode(upper, env.root(), "");

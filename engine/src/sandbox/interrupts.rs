@@ -401,6 +401,45 @@ impl Forwarding {
     }
 }
 
+/// The first ending signal since the [`Latch`] was set.
+static LATCHED: AtomicI32 = AtomicI32::new(0);
+
+/// Around an operation that runs a program and then commits what it did (an install): an ending signal
+/// that comes while no program runs is noted, not obeyed, so blast can stop where stopping changes
+/// nothing (before HEAD moves), or finish a move it began, instead of dying with its work half done.
+/// While a program runs, [`Forwarding`] takes the signals, and gives them back to the latch after.
+/// An inherited SIG_IGN stays. The dispositions before are put back when dropped.
+pub struct Latch {
+    previous: Vec<(Signal, SigAction)>,
+}
+
+impl Latch {
+    pub fn set() -> Latch {
+        LATCHED.store(0, Ordering::SeqCst);
+        Latch {
+            previous: install(&PASSED_ON, note),
+        }
+    }
+
+    /// The first ending signal that came while no program ran, if any.
+    pub fn received(&self) -> Option<i32> {
+        Some(LATCHED.load(Ordering::SeqCst)).filter(|&sig| sig != 0)
+    }
+}
+
+impl Drop for Latch {
+    fn drop(&mut self) {
+        for (signal, previous) in &self.previous {
+            // SAFETY: puts back the disposition that was there before.
+            let _ = unsafe { sigaction(*signal, previous) };
+        }
+    }
+}
+
+extern "C" fn note(sig: libc::c_int) {
+    let _ = LATCHED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+}
+
 /// The signals held on this thread while blast starts its child ([`Forwarding::hold_for_spawn`]).
 pub(super) struct SpawnHold {
     previous: SigSet,
