@@ -591,3 +591,30 @@ fn clean_keeps_the_only_variant_of_an_object_a_snapshot_materializes_from() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n", "{out:?}");
 }
+
+/// A snapshot `clean` must keep that cannot be read stops it before anything goes, and the message
+/// names what keeps the snapshot and the ways out (found by exploratory testing: it named neither).
+#[test]
+fn clean_names_what_keeps_an_unreadable_snapshot_and_removes_nothing() {
+    let b = Blast::new();
+    let env = b.create_path_env("lost");
+    let e = env.to_str().unwrap();
+    let head = b.json(&["status", "-e", e])["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fs::remove_file(b.home.join("snapshots").join(&head)).unwrap();
+    let before = store_contents(&b);
+    for args in [&["clean", "--dry-run"][..], &["clean"]] {
+        let err = b.fails(args);
+        assert!(
+            err.contains(&format!("snapshot {} is HEAD of `{e}`", &head[..12]))
+                && err.contains("removes nothing")
+                && err.contains("blast remove ENV --force"),
+            "{err}"
+        );
+        assert_eq!(store_contents(&b), before);
+    }
+    b.ok(&["remove", e, "--force"]);
+    b.ok(&["clean"]);
+}

@@ -4,7 +4,7 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 
 use support::*;
@@ -507,6 +507,35 @@ fn status_lists_some_uncaptured_changes_and_counts_the_rest() {
     assert_eq!(json["uncaptured"].as_array().unwrap().len(), 25);
 }
 
+/// A layer of one environment's HEAD damaged in the store (found by exploratory testing: `status` of
+/// every environment failed, for the store-wide dedup figure): `status` of another still works, and that
+/// environment's own says what is wrong.
+#[test]
+fn status_is_not_stopped_by_another_environments_damaged_layer() {
+    let b = Blast::new();
+    let damaged = b.create_path_env("damaged");
+    let other = b.create_path_env("other");
+    pip_install(&damaged, &["blastdemo==1.0.0"]);
+    let d = damaged.to_str().unwrap();
+    let head = b.json(&["snapshot", "-e", d])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let snapshot = engine::store_format::Snapshot::decode(
+        &fs::read(b.home.join("snapshots").join(head)).unwrap(),
+    )
+    .unwrap();
+    let layer = b
+        .home
+        .join("layers")
+        .join(snapshot.layers.last().unwrap().to_hex());
+    fs::write(&layer, b"damaged").unwrap();
+    let status = b.json(&["status", "-e", other.to_str().unwrap()]);
+    assert!(status["head"].is_string(), "{status}");
+    let err = b.fails(&["status", "-e", d]);
+    assert!(err.contains("does not match its hash"), "{err}");
+}
+
 /// A file written in place through its hardlink to a store object damages the object in every
 /// environment that has it: the capture that finds it says so, naming the file and the object, and
 /// `verify` names the object (found by exploratory testing: as root, an edit with `>>` changed another
@@ -693,6 +722,23 @@ fn bad_input_gets_clear_errors() {
 
     let err = b.fails(&["create", "x", "--python", "/no/such/python"]);
     assert!(err.contains("no Python interpreter found"), "{err}");
+
+    // A path with control characters would be written into activate scripts and every report.
+    let odd = b.work.join("ev\u{1b}[31mil\nx");
+    let err = b.fails(&[
+        "create",
+        "--path",
+        odd.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    assert!(
+        err.contains(
+            "ev\\u{1b}[31mil\\nx` cannot hold a new environment: it holds a control character"
+        ),
+        "{err}"
+    );
+    assert!(!odd.exists());
 }
 
 #[test]
@@ -706,7 +752,8 @@ fn non_utf8_file_name_is_refused_without_losing_anything() {
     fs::write(&bad, "x").unwrap();
     let err = b.fails(&["snapshot", "-e", env_s]);
     assert!(
-        err.contains("not UTF-8") && err.contains("rename it"),
+        err.contains("lib/bad-\\xff-name.py` has a name that is not UTF-8")
+            && err.contains("rename it"),
         "{err}"
     );
     assert_eq!(b.json(&["log", "-e", env_s]), history_before);
@@ -803,6 +850,31 @@ fn verify_names_an_object_missing_from_the_store() {
         text.contains("MISSING") && text.contains("blast import"),
         "{text}"
     );
+    // A sync into a new directory of a snapshot whose tiny file's object is lost names the object,
+    // not a file of the store.
+    let tiny = b.create_path_env("tiny");
+    fs::write(tiny.join("note.txt"), "a note\n").unwrap();
+    b.ok(&["snapshot", "-e", tiny.to_str().unwrap()]);
+    fs::remove_file(b.object_file(b"a note\n", false)).unwrap();
+    let copy = b.work.join("copy");
+    let err = b.fails(&[
+        "sync",
+        "--from",
+        tiny.to_str().unwrap(),
+        "--to",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "object {} is missing from the store: run `blast verify`",
+            blake3::hash(b"a note\n").to_hex()
+        )),
+        "{err}"
+    );
+    assert!(!copy.exists());
+    let object = b.object_file(b"a note\n", false);
+    fs::write(&object, "a note\n").unwrap();
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o444)).unwrap();
 
     b.ok(&["import", image.to_str().unwrap()]);
     b.assert_verify_clean(&[&env]);
@@ -840,11 +912,12 @@ fn verify_names_a_corrupt_object_and_drifted_file() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let corrupt = report["corrupt"].as_array().unwrap();
     assert_eq!(corrupt.len(), 1, "{report}");
+    let named = corrupt[0].as_str().unwrap();
     assert!(
-        corrupt[0]
-            .as_str()
-            .unwrap()
-            .contains(object.file_name().unwrap().to_str().unwrap())
+        named.contains(object.file_name().unwrap().to_str().unwrap())
+            && named.contains("(`lib/python3.11/site-packages/blastdemo/__init__.py` of snapshot")
+            && named.contains(&format!("HEAD of `{env_s}`")),
+        "{named}"
     );
     let drifted = &report["envs"][0]["drifted"];
     assert_eq!(

@@ -64,7 +64,7 @@ pub enum Error {
         path.display()
     )]
     PathTaken { path: PathBuf, env: String },
-    #[error("`{}` cannot hold a new environment: {why}; pick another path", path.display())]
+    #[error("`{}` cannot hold a new environment: {why}; pick another path", path.display().to_string().escape_debug())]
     EnvPathRefused { path: PathBuf, why: String },
     #[error(
         "environment `{env}` has no snapshot matching `{query}`: `blast log -e {env}` lists them"
@@ -77,7 +77,7 @@ pub enum Error {
     },
     #[error("snapshot {0} is missing from the store (was it removed by `blast clean`?)")]
     MissingSnapshot(String),
-    #[error("`{}` has a name that is not UTF-8; blast stores UTF-8 paths only: rename it", .0.display())]
+    #[error("`{}` has a name that is not UTF-8; blast stores UTF-8 paths only: rename it", .0.as_os_str().as_encoded_bytes().escape_ascii())]
     NonUtf8Path(PathBuf),
     #[error("`{}` is a {kind}, which an environment cannot hold: remove it", path.display())]
     UnsupportedFileType { path: PathBuf, kind: &'static str },
@@ -197,6 +197,18 @@ pub enum Error {
     AfterCapture {
         env: String,
         snapshot: String,
+        source: Box<Error>,
+    },
+    /// `blast clean` found a snapshot it must keep unreadable, and removed nothing.
+    #[error(
+        "{source}\n(snapshot {snapshot} is {kept_by}; `blast clean` removes nothing while a snapshot it \
+         must keep cannot be read: `blast import` of an image that holds it brings it back, `blast \
+         remove ENV --force`, `blast tag -e ENV --delete TAG` or, for older history, `blast clean --keep N` \
+         drops what keeps it)"
+    )]
+    CleanRootUnreadable {
+        snapshot: String,
+        kept_by: String,
         source: Box<Error>,
     },
     /// A move a killed or failed command left that cannot be finished.

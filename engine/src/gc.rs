@@ -6,7 +6,7 @@
 //! whatever an operation has staged or is about to record is never swept. Liveness never depends on link
 //! counts; they only tell how many bytes deleting a file really frees.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use store_format::{LayerId, Node, ObjectId, SnapshotId};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::index::{Batch, HistoryEntry};
 use crate::store::Store;
 
@@ -48,38 +48,62 @@ pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
 
     // 1. Retention: which history entries go, which snapshots stay as roots.
     let now_ms = jiff::Timestamp::now().as_millisecond();
-    let mut roots: HashSet<SnapshotId> = HashSet::new();
+    // Each root with what keeps it, for the message should it be unreadable.
+    let mut roots: HashMap<SnapshotId, String> = HashMap::new();
     let mut drop = Batch::default();
     for env in store.index().envs()? {
-        roots.extend(env.head);
+        let label = env.label().to_owned();
+        if let Some(head) = env.head {
+            roots.insert(head, format!("HEAD of `{label}`"));
+        }
         let history = store.index().history(&env.id)?;
         for (i, entry) in history.iter().enumerate() {
             let age_rank = history.len() - 1 - i;
             if age_rank == 0 || retained(entry, age_rank, opts, now_ms) {
-                roots.insert(entry.to);
+                roots
+                    .entry(entry.to)
+                    .or_insert_with(|| format!("in the history of `{label}`"));
             } else {
                 drop.delete_history(&env.id, entry.seq);
                 report.history_dropped += 1;
             }
         }
-        roots.extend(store.index().tags(&env.id)?.into_iter().map(|(_, id)| id));
+        for (tag, id) in store.index().tags(&env.id)? {
+            roots
+                .entry(id)
+                .or_insert_with(|| format!("tag `{tag}` of `{label}`"));
+        }
     }
-    for (_, journal) in store.index().journals()? {
-        roots.insert(journal.to);
-        roots.extend(journal.from);
+    for (env_id, journal) in store.index().journals()? {
+        for id in journal.from.into_iter().chain([journal.to]) {
+            roots
+                .entry(id)
+                .or_insert_with(|| format!("an end of an unfinished move of environment {env_id}"));
+        }
     }
 
     // 2. Mark.
     let objects = store.objects();
     let mut live_layers: HashSet<LayerId> = HashSet::new();
     let mut live_objects: HashSet<(ObjectId, bool)> = HashSet::new();
-    for id in &roots {
-        let snapshot = store.snapshot(id)?;
+    for (id, kept_by) in &roots {
+        // Nothing is swept while what a root needs cannot be read: its objects would look unneeded.
+        let unreadable = |e: Error| Error::CleanRootUnreadable {
+            snapshot: id.short(),
+            kept_by: kept_by.clone(),
+            source: Box::new(e),
+        };
+        let snapshot = store.snapshot(id).map_err(unreadable)?;
         for layer_id in snapshot.layers {
             if !live_layers.insert(layer_id) {
                 continue;
             }
-            for change in objects.layer(&layer_id)?.changes.into_values() {
+            for change in objects
+                .layer(&layer_id)
+                .map_err(unreadable)?
+                .changes
+                .into_values()
+            {
                 if let store_format::Change::Put(Node::File {
                     object, executable, ..
                 }) = change
@@ -102,7 +126,7 @@ pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
     for (path, name) in list(objects.snapshots_dir())? {
         if name
             .parse()
-            .is_ok_and(|id: SnapshotId| !roots.contains(&id))
+            .is_ok_and(|id: SnapshotId| !roots.contains_key(&id))
         {
             sweep.remove(&path)?;
             report.snapshots_removed += 1;

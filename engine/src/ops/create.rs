@@ -222,6 +222,14 @@ pub(crate) fn free_env_path(store: &Store, path: &Path) -> Result<String> {
             why,
         })
     };
+    // The path is written into activate scripts and shebangs, and shown in every report.
+    if path_str.chars().any(char::is_control) {
+        return refuse(
+            "it holds a control character (a newline, an escape), which scripts and terminals would \
+             take for something else"
+                .into(),
+        );
+    }
     let home = resolve_path(store.home())?;
     if home.starts_with(path) {
         return refuse(format!("it holds blast's store `{}`", home.display()));

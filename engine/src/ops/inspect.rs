@@ -271,10 +271,10 @@ pub(crate) fn head_sizes(store: &Store) -> Result<HeadSizes> {
     let mut unique: HashSet<store_format::ObjectId> = HashSet::new();
     for env in store.index().envs()? {
         let Some(head) = env.head else { continue };
-        let Ok(snapshot) = store.snapshot(&head) else {
+        // Another environment's damage (`blast verify` names it) does not stop a look at this one.
+        let Ok(tree) = store.snapshot(&head).and_then(|s| store.tree_of(&s)) else {
             continue;
         };
-        let tree = store.tree_of(&snapshot)?;
         for node in tree.entries.values() {
             if let Node::File { object, size, .. } = node
                 && unique.insert(*object)

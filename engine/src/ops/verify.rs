@@ -2,7 +2,7 @@
 //! snapshot an environment can move to needs (its HEAD, history and tags), and compare environment
 //! directories with their HEAD byte for byte (no stat cache: a verify trusts nothing it has not read).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -58,11 +58,19 @@ pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
         Some(_) => vec![store.open_env(selector)?.record],
         None => store.index().envs()?,
     };
-    let needed = needed_files(
+    let (needed, users) = needed_files(
         store,
         &roots(store, &envs, selector.is_none())?,
         &mut report,
     );
+    // An object named with the first file that needs it: what to reinstall, where.
+    let named = |path: &Path, expected: &Expected| match expected {
+        Expected::Object(id) => match users.get(id) {
+            Some(user) => format!("{} ({user})", path.display()),
+            None => path.display().to_string(),
+        },
+        _ => path.display().to_string(),
+    };
     let files: Vec<(PathBuf, Expected)> = match selector {
         Some(_) => needed,
         None => all_store_files(store)?,
@@ -72,8 +80,8 @@ pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
         .par_iter()
         .filter_map(|(path, expected)| match hashes_to(path, expected) {
             Ok(true) => None,
-            Ok(false) => Some(path.display().to_string()),
-            Err(e) => Some(format!("{} ({e})", path.display())),
+            Ok(false) => Some(named(path, expected)),
+            Err(e) => Some(format!("{} ({e})", named(path, expected))),
         })
         .collect();
     report.corrupt.sort();
@@ -86,8 +94,12 @@ pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
             };
             let wanted = ObjectStore::object_mode(path.extension().is_some_and(|x| x == "x"));
             let mode = fs::symlink_metadata(path).ok()?.permissions().mode() & 0o7777;
-            (mode != wanted)
-                .then(|| format!("{} (mode {mode:04o}, not {wanted:04o})", path.display()))
+            (mode != wanted).then(|| {
+                format!(
+                    "{} (mode {mode:04o}, not {wanted:04o})",
+                    named(path, expected)
+                )
+            })
         })
         .collect();
     for record in envs {
@@ -191,15 +203,16 @@ fn roots(store: &Store, envs: &[EnvRecord], journals: bool) -> Result<Vec<(Snaps
     Ok(roots)
 }
 
-/// The store files `roots` need; what is missing goes to the report, with the first root that needs
-/// it.
+/// The store files `roots` need, and each object's first user (`file` of a snapshot, and what needs
+/// that); what is missing goes to the report, with the first root that needs it.
 fn needed_files(
     store: &Store,
     roots: &[(SnapshotId, String)],
     report: &mut VerifyReport,
-) -> Vec<(PathBuf, Expected)> {
+) -> (Vec<(PathBuf, Expected)>, HashMap<ObjectId, String>) {
     let objects = store.objects();
     let mut out = Vec::new();
+    let mut users = HashMap::new();
     let (mut snapshots, mut layers, mut files) = (HashSet::new(), HashSet::new(), HashSet::new());
     for (id, needed_by) in roots {
         if !snapshots.insert(*id) {
@@ -240,6 +253,9 @@ fn needed_files(
                 if !files.insert((*object, *executable)) {
                     continue;
                 }
+                users
+                    .entry(*object)
+                    .or_insert_with(|| format!("`{path}` of snapshot {}, {needed_by}", id.short()));
                 match objects.existing_object_path(object, *executable) {
                     Some(p) => out.push((p, Expected::Object(*object))),
                     None => report.missing.push(format!(
@@ -251,7 +267,7 @@ fn needed_files(
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out.dedup_by(|a, b| a.0 == b.0);
-    out
+    (out, users)
 }
 
 fn check_env(
