@@ -1072,6 +1072,34 @@ fn ctrl_c_after_the_installer_ended_stops_before_the_move_or_lets_it_finish() {
     b.assert_verify_clean(&[&env]);
 }
 
+/// Without the installer asked for, the error says what to do about that one.
+#[test]
+fn a_missing_installer_is_named_with_its_own_fix() {
+    if ["/usr/bin/uv", "/bin/uv"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        eprintln!("skipping: uv is installed system-wide, so no PATH leaves it out");
+        return;
+    }
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let mut args = install_args(&env, &["blastdep"]);
+    args.extend(["--installer".to_owned(), "uv".to_owned()]);
+    let out = b
+        .command(&strs(&args))
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr
+                .contains("`uv` is not on PATH; put uv on PATH, or leave out `--installer uv`"),
+        "{stderr}"
+    );
+}
+
 /// What a distribution's metadata says reaches the terminal escaped in the warning of an install
 /// committed with `--allow-conflicts` too (found by exploratory testing: a marker holding an escape
 /// sequence was printed raw there, and escaped everywhere else).

@@ -950,15 +950,22 @@ fn the_real_homes_secrets_are_hidden_whatever_home_says() {
         eprintln!("skipping: {} is not a directory", config.display());
         return;
     }
-    let marker = config.join(format!("blast-test-secret-{}", std::process::id()));
-    fs::write(&marker, "SECRET").unwrap();
+    /// The marker in the real home, removed however the test ends.
+    struct Marker(std::path::PathBuf);
+    impl Drop for Marker {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+    let marker = Marker(config.join(format!("blast-test-secret-{}", std::process::id())));
+    fs::write(&marker.0, "SECRET").unwrap();
     let b = Blast::new();
     let env = b.create_path_env("venv");
     let elsewhere = b.work.join("home");
     fs::create_dir(&elsewhere).unwrap();
     let script = format!(
         "import os\nprint('seen: ' + str(os.path.exists({:?})))\n",
-        marker.to_str().unwrap()
+        marker.0.to_str().unwrap()
     );
     let mut seen = Vec::new();
     for home in [None, Some(Path::new("")), Some(elsewhere.as_path())] {
@@ -978,7 +985,7 @@ fn the_real_homes_secrets_are_hidden_whatever_home_says() {
         let out = command.output().unwrap();
         seen.push((home.map(Path::to_owned), stdout(&out), stderr(&out)));
     }
-    fs::remove_file(&marker).unwrap();
+    drop(marker);
     for (home, out, err) in seen {
         assert!(out.contains("seen: False"), "HOME={home:?}: {out} {err}");
     }

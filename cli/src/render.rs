@@ -209,7 +209,7 @@ impl Output {
             .name
             .as_deref()
             .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
-        println!("restored {what} ({} files)", r.files);
+        println!("restored {what} ({} files and symlinks)", r.files);
         println!("  python   {}", printable(&r.python));
         println!("  activate with: source {}/bin/activate", r.path);
     }
@@ -260,7 +260,7 @@ impl Output {
             .name
             .as_deref()
             .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
-        println!("created {what} ({} files)", r.files);
+        println!("created {what} ({} files and symlinks)", r.files);
         println!("  python   {}", printable(&r.python));
         println!("  activate with: source {}/bin/activate", r.path);
     }
@@ -275,7 +275,11 @@ impl Output {
             .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
         println!("created {what}");
         println!("  python   {}", printable(&r.python));
-        println!("  snapshot {} ({} files)", short(&r.snapshot), r.files);
+        println!(
+            "  snapshot {} ({} files and symlinks)",
+            short(&r.snapshot),
+            r.files
+        );
         println!("  activate with: source {}/bin/activate", r.path);
     }
 
@@ -972,11 +976,16 @@ impl Output {
         }) {
             return;
         }
-        println!(
-            "removed `{}` ({}); its snapshots go with the next `blast clean`",
-            r.label(),
-            r.path
-        );
+        match &r.name {
+            Some(name) => println!(
+                "removed `{name}` ({}); its snapshots go with the next `blast clean`",
+                printable(&r.path)
+            ),
+            None => println!(
+                "removed `{}`; its snapshots go with the next `blast clean`",
+                printable(&r.path)
+            ),
+        }
     }
 
     pub fn verify(&self, r: &VerifyReport) {
@@ -985,17 +994,17 @@ impl Output {
         }
         println!("checked {} store files", r.objects_checked);
         for c in &r.corrupt {
-            println!("  CORRUPT {c}");
+            println!("  CORRUPT {}", printable(c));
         }
         for m in &r.wrong_mode {
             println!("  MODE {}", printable(m));
         }
         for m in &r.missing {
-            println!("  MISSING {m}");
+            println!("  MISSING {}", printable(m));
         }
         for e in &r.envs {
             if let Some(err) = &e.error {
-                println!("  `{}`: could not check: {err}", e.env);
+                println!("  `{}`: could not check: {}", e.env, printable(err));
             } else if e.drifted.is_empty() {
                 println!("  `{}` matches its HEAD", e.env);
             } else {
@@ -1029,6 +1038,12 @@ impl Output {
             println!(
                 "  a missing file cannot be rebuilt from the store: importing an image or pulling a reference \
                  that holds the snapshots named (`blast import FILE`, `blast pull REF`) brings it back"
+            );
+        }
+        for e in r.envs.iter().filter(|e| e.error.is_some()) {
+            println!(
+                "  `{}` could not be checked: what stopped it (above) comes first",
+                e.env
             );
         }
         for e in r.envs.iter().filter(|e| !e.drifted.is_empty()) {

@@ -366,8 +366,9 @@ impl StatCache {
     }
 
     /// Records that the file at `path`, with this stat, holds `node`. Racy stats are not recorded, nor
-    /// a mode that is not the node's: a scan takes a recognised file's mode from its stat, so the file
-    /// must be read again to be stored as what it is.
+    /// a mode that is not the node's (a scan takes a recognised file's mode from its stat, so the file
+    /// must be read again to be stored as what it is), nor a size other than the object's (linked from
+    /// an object written in place through another link): such a file is read again by the next scan.
     pub fn record(&mut self, path: &str, stat: FileStat, node: &Node, now_ns: i64) {
         self.stamp = None;
         if let Node::File {
@@ -378,6 +379,7 @@ impl StatCache {
         } = node
             && !stat.is_racy(now_ns)
             && (stat.mode & 0o111 != 0) == *executable
+            && (*relocatable || stat.size == *size)
         {
             self.insert(
                 path,
@@ -1442,6 +1444,9 @@ mod tests {
         };
         cache.record("c", executable, &node(b"c"), i64::MAX / 2);
         assert!(cache.get("c").is_none());
+        let grown = FileStat { size: 2, ..stat(6) };
+        cache.record("d", grown, &node(b"d"), i64::MAX / 2);
+        assert!(cache.get("d").is_none());
     }
 
     #[test]

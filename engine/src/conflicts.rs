@@ -90,11 +90,13 @@ pub fn unsatisfied(installed: &[Distribution], markers: &MarkerEnvironment) -> V
 }
 
 /// Requirements unsatisfied in `after` that were not already unsatisfied in `before`, with an
-/// explanation; None when the install introduced no conflict.
+/// explanation; None when the install introduced no conflict. `committed`: the change is kept (a
+/// session's capture, an install with `--allow-conflicts`), not refused.
 pub fn conflicts_introduced(
     before: &[Distribution],
     after: &[Distribution],
     markers: &MarkerEnvironment,
+    committed: bool,
 ) -> Option<ConflictReport> {
     let already: HashSet<(String, String)> = unsatisfied(before, markers)
         .into_iter()
@@ -104,10 +106,10 @@ pub fn conflicts_introduced(
         .into_iter()
         .filter(|u| !already.contains(&(u.package.clone(), u.requirement.clone())))
         .collect();
-    // What was broken before is not this change's doing, and told of, it hides what is; and a change
-    // that removes a distribution is not repaired by installing it again (refused, it removed nothing).
+    // What was broken before is not this change's doing, and told of, it hides what is; and a refused
+    // change that removes a distribution is not repaired by installing it again: it removed nothing.
     (!introduced.is_empty()).then(|| ConflictReport {
-        explanation: explain_with(&introduced, after, before, markers, &already, false),
+        explanation: explain_with(&introduced, after, before, markers, &already, committed),
         unsatisfied: introduced,
     })
 }
@@ -327,7 +329,7 @@ mod tests {
     }
 
     fn report(before: &[Distribution], after: &[Distribution]) -> ConflictReport {
-        conflicts_introduced(before, after, &markers("3.11")).expect("a conflict")
+        conflicts_introduced(before, after, &markers("3.11"), false).expect("a conflict")
     }
 
     #[test]
@@ -498,13 +500,13 @@ mod tests {
             dist("blastbase", "1.0.0", &[]),
             dist("blastpin", "1.0.0", &["blastbase<2"]),
         ];
-        assert_eq!(conflicts_introduced(&[], &consistent, &m), None);
+        assert_eq!(conflicts_introduced(&[], &consistent, &m, false), None);
         let upgraded = [
             dist("blastbase", "2.0.0", &[]),
             dist("blastpin", "1.0.0", &["blastbase<2"]),
         ];
         // Broken before already: nothing new.
-        assert_eq!(conflicts_introduced(&upgraded, &upgraded, &m), None);
+        assert_eq!(conflicts_introduced(&upgraded, &upgraded, &m, false), None);
         // Nothing else needs 2.0.0: the version installed before would do.
         let report = report(&consistent, &upgraded);
         assert_eq!(

@@ -142,7 +142,7 @@ pub enum Error {
         fix: &'static str,
     },
     #[error(
-        "`{0}` is not a valid environment name: use letters, digits, `-`, `_` and `.`, not starting with `.`"
+        "`{0}` is not a valid environment name: use at most 100 letters, digits, `-`, `_` and `.`, not starting with `.`"
     )]
     BadEnvName(String),
     #[error("tag `{tag}` is not valid: {why}")]
@@ -161,10 +161,12 @@ pub enum Error {
         list_paths(tried)
     )]
     NoMatchingPython { needed: String, tried: Vec<String> },
-    #[error(
-        "no installer for environment `{env}`: {detail}; create it with `--seed` for pip, or put uv on PATH"
-    )]
-    NoInstaller { env: String, detail: String },
+    #[error("no installer for environment `{env}`: {detail}; {fix}")]
+    NoInstaller {
+        env: String,
+        detail: String,
+        fix: &'static str,
+    },
     #[error("{installer} failed ({status}): environment `{env}` is unchanged{hint}")]
     InstallerFailed {
         env: String,

@@ -75,10 +75,14 @@ pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
         }
     }
     for (env_id, journal) in store.index().journals()? {
+        let env = match store.index().env(&env_id)? {
+            Some(record) => format!("`{}`", record.label()),
+            None => format!("environment {env_id}"),
+        };
         for id in journal.from.into_iter().chain([journal.to]) {
             roots
                 .entry(id)
-                .or_insert_with(|| format!("an end of an unfinished move of environment {env_id}"));
+                .or_insert_with(|| format!("an end of the unfinished move of {env}"));
         }
     }
 

@@ -232,17 +232,29 @@ pub fn choose(
         lead: vec!["pip".into()],
         needs_python: true,
     });
-    let none = |what: &str| Error::NoInstaller {
+    let none = |detail: &str, fix| Error::NoInstaller {
         env: root.display().to_string(),
-        detail: what.to_owned(),
+        detail: detail.to_owned(),
+        fix,
     };
     match preference {
-        Some(InstallerKind::Pip) => {
-            pip.ok_or_else(|| none("neither the environment nor its base interpreter has pip"))
-        }
-        Some(InstallerKind::Uv) => uv.ok_or_else(|| none("`uv` is not on PATH")),
+        Some(InstallerKind::Pip) => pip.ok_or_else(|| {
+            none(
+                "neither the environment nor its base interpreter has pip",
+                "create the environment with `--seed`, or pass `--installer uv` with uv on PATH",
+            )
+        }),
+        Some(InstallerKind::Uv) => uv.ok_or_else(|| {
+            none(
+                "`uv` is not on PATH",
+                "put uv on PATH, or leave out `--installer uv` to use pip",
+            )
+        }),
         None => pip.or(uv).ok_or_else(|| {
-            none("the environment and its base interpreter have no pip, and `uv` is not on PATH")
+            none(
+                "the environment and its base interpreter have no pip, and `uv` is not on PATH",
+                "create the environment with `--seed` for pip, or put uv on PATH",
+            )
         }),
     }
 }

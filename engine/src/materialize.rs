@@ -101,6 +101,7 @@ const SYNC_EACH_MAX: usize = 32;
 /// What applying a tree to a directory did.
 #[derive(Debug, Default)]
 pub struct ApplyStats {
+    /// Paths removed, what a removed directory held included.
     pub removed: usize,
     pub written: usize,
     pub linked: usize,
@@ -221,6 +222,7 @@ impl Materializer<'_> {
             stats.removed += 1;
             if *old == Node::Dir {
                 removed_dirs.push(path);
+                stats.removed += current.descendants(path).count();
             }
         }
         crash::point("apply-removed");

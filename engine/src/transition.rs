@@ -176,9 +176,9 @@ fn undo_failed_move(store: &Store, env: &Env, root: &Path, before: &RootBefore, 
     let _ = store.index().write(batch);
 }
 
-/// Moves the directory of an environment back to the snapshot a move started from, when the move
-/// failed after changing part of it (a file it may not remove, a full disk, a read-only mount): the
-/// environment is then as it was, and the journal goes. Should that fail too, the journal stays, and
+/// Puts the paths a failed move changes back as the snapshot it started from has them, when the
+/// move failed after changing part of the directory (a file it may not remove, a full disk, a
+/// read-only mount): the environment is then at that snapshot, and the journal goes. Should that fail too, the journal stays, and
 /// the next command that opens the environment finishes the move. Returns the move's error, saying which.
 fn undo_failed_apply(store: &Store, env: &Env, journal: &Journal, failure: Error) -> Error {
     let undone = (|| {
@@ -186,18 +186,39 @@ fn undo_failed_apply(store: &Store, env: &Env, journal: &Journal, failure: Error
             .from
             .ok_or_else(|| Error::Invalid("a move without a snapshot to go back to".into()))?;
         let from = store.tree_of(&store.snapshot(&from_id)?)?;
+        let to = store.tree_of(&store.snapshot(&journal.to)?)?;
         let root = env.root();
         let scan = scan_or_empty(env, load_stat_cache(store, &env.record.id))?;
         let (current, mut cache) = scan.into_parts();
+        // Only the move's own paths go back: what else the directory holds (a file written while an
+        // install ran) is not the move's to undo.
+        let mut back = current.clone();
+        for change in from.changes_to(&to) {
+            let path = change.path();
+            match from.entries.get(path) {
+                Some(node) => {
+                    back.entries.insert(path.to_owned(), node.clone());
+                }
+                None => {
+                    let below: Vec<String> =
+                        back.descendants(path).map(|(p, _)| p.clone()).collect();
+                    for gone in below.iter().map(String::as_str).chain([path]) {
+                        back.entries.remove(gone);
+                    }
+                }
+            }
+        }
         let placeholders = env.placeholders();
         let materializer = Materializer {
             store: store.objects(),
             placeholders: &placeholders,
             mode: link_mode(store, root)?,
         };
-        materializer.apply(root, &current, &from, &mut cache)?;
+        materializer.apply(root, &current, &back, &mut cache)?;
         crate::objects::syncfs(root)?;
-        cache.stamp_with(from_id, from.digest());
+        if back == from {
+            cache.stamp_with(from_id, from.digest());
+        }
         save_stat_cache(store, &env.record.id, &cache);
         let mut batch = Batch::default();
         batch.delete_journal(&env.record.id);

@@ -441,7 +441,10 @@ fn installs(args: &[&[u8]]) -> bool {
 fn program_of<'a, 'b>(args: &'b [&'a [u8]]) -> Option<(&'a [u8], &'b [&'a [u8]])> {
     let (first, rest) = args.split_first()?;
     let name = first.rsplit(|b| *b == b'/').next().unwrap_or(first);
-    if !name.starts_with(b"python") {
+    let interpreter = [&b"python"[..], b"pypy", b"platform-python"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+    if !interpreter {
         return Some((first, rest));
     }
     let mut at = 0;
@@ -450,7 +453,9 @@ fn program_of<'a, 'b>(args: &'b [&'a [u8]]) -> Option<(&'a [u8], &'b [&'a [u8]])
             b"-m" => return rest.get(at + 1).map(|module| (*module, &rest[at + 2..])),
             b"-c" => return None,
             // The options that take a value in the next argument.
-            b"-X" | b"-W" => at += 2,
+            b"-X" | b"-W" | b"--check-hash-based-pycs" => at += 2,
+            _ if arg.starts_with(b"-m") => return Some((&arg[2..], &rest[at + 1..])),
+            _ if arg.starts_with(b"-c") => return None,
             _ if arg.starts_with(b"-") => at += 1,
             _ => return Some((arg, &rest[at + 1..])),
         }
@@ -530,6 +535,11 @@ mod tests {
             "/env/bin/python3.11 /env/bin/pip install rich"
         ));
         assert!(runs_installer("python3 -X dev -E -m pip install rich"));
+        assert!(runs_installer("python3 -mpip install rich"));
+        assert!(runs_installer(
+            "python3 --check-hash-based-pycs always -m pip install rich"
+        ));
+        assert!(runs_installer("/usr/bin/pypy3 -m pip install rich"));
         assert!(runs_installer(
             "/usr/bin/python3 /opt/conda/bin/conda install numpy"
         ));

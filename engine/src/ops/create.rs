@@ -6,6 +6,7 @@ use serde::Serialize;
 use store_format::{Layer, LayerId, Node, Snapshot, SnapshotId};
 
 use crate::capture::StatCache;
+use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::resolve_path;
 use crate::index::{Batch, EnvRecord};
@@ -31,6 +32,7 @@ pub struct CreateReport {
     pub path: String,
     pub snapshot: SnapshotId,
     pub python: String,
+    /// Files and symlinks written.
     pub files: usize,
 }
 
@@ -176,7 +178,21 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
             env.record.path
         )));
     }
-    crate::fsutil::remove_tree(root)?;
+    // Renamed aside first, in one step (where the filesystem lets it: a mount point, a read-only
+    // parent), under a name of the environment's id: a removal killed midway leaves the environment
+    // whole, or its directory gone and set aside, which the next `remove` deletes; never a
+    // half-deleted environment still recorded.
+    let aside = root.with_file_name(format!(".blast-removing-{}", env.record.id));
+    if root.exists() {
+        // Left by a removal killed after the rename, before the directory was made again.
+        let _ = crate::fsutil::remove_tree(&aside);
+    }
+    let doomed = match std::fs::rename(root, &aside) {
+        Ok(()) => aside,
+        Err(_) if !root.exists() && aside.exists() => aside,
+        Err(_) => root.to_owned(),
+    };
+    crash::point("remove-aside");
     let history = store.index().history(&env.record.id)?;
     let tags = store.index().tags(&env.record.id)?;
     let mut batch = Batch::default();
@@ -186,6 +202,13 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
     crate::fsutil::remove_file_if_exists(&store.env_lock_path(&env.record.id))?;
     crate::fsutil::remove_file_if_exists(&crate::session::lock_path(store.home(), &env.record.id))?;
     crate::imports::remove_records(store, &env.record.id)?;
+    crate::fsutil::remove_tree(&doomed).map_err(|e| {
+        Error::Invalid(format!(
+            "`{}` is removed from blast, but not all its files could be deleted: {e}; delete `{}` by hand",
+            env.label(),
+            doomed.display()
+        ))
+    })?;
     Ok(env.record.clone())
 }
 

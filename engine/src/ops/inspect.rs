@@ -123,24 +123,42 @@ fn snapshot_view(store: &Store, id: &SnapshotId) -> Result<(Tree, Vec<Package>)>
 
 /// The directory as it is, read with the stat cache, with its packages read from its METADATA files.
 fn directory_view(store: &Store, env: &Env) -> Result<(Tree, Vec<Package>)> {
-    let cache = load_stat_cache(store, &env.record.id);
-    let root = env.directory()?;
-    let scan = capture::scan(root, cache, &env.placeholders(), None)?;
-    let packages = packages_of(scan.tree(), &env.record.python.purelib, |path, _| {
-        std::fs::read(root.join(path)).at("reading", &root.join(path))
-    })?;
+    let scan = scan_directory(store, env)?;
+    let packages = directory_packages(env, scan.tree())?;
     Ok((scan.into_parts().0, packages))
 }
 
-/// How the packages in the directory differ from `head_packages` (uncaptured changes: a `pip install`
-/// run by hand). `blast packages` and `check` show HEAD, and name these.
+fn scan_directory(store: &Store, env: &Env) -> Result<capture::Scan> {
+    let cache = load_stat_cache(store, &env.record.id);
+    capture::scan(env.directory()?, cache, &env.placeholders(), None)
+}
+
+fn directory_packages(env: &Env, tree: &Tree) -> Result<Vec<Package>> {
+    let root = env.directory()?;
+    packages_of(tree, &env.record.python.purelib, |path, _| {
+        std::fs::read(root.join(path)).at("reading", &root.join(path))
+    })
+}
+
+/// How the packages in the directory differ from those of HEAD (`head_packages`): uncaptured changes,
+/// a `pip install` run by hand. `blast packages` and `check` show HEAD, and name these. A note, not
+/// their report: a directory that cannot be read now (gone, holding a socket) gives none, and other
+/// commands say why.
 pub(crate) fn uncaptured_packages(
     store: &Store,
     env: &Env,
+    head: &SnapshotId,
     head_packages: &[Package],
-) -> Result<Vec<PackageChange>> {
-    let (_, packages) = directory_view(store, env)?;
-    Ok(package_changes(head_packages, &packages))
+) -> Vec<PackageChange> {
+    let Ok(scan) = scan_directory(store, env) else {
+        return Vec::new();
+    };
+    if scan.holds(head) {
+        return Vec::new();
+    }
+    directory_packages(env, scan.tree())
+        .map(|packages| package_changes(head_packages, &packages))
+        .unwrap_or_default()
 }
 
 pub(crate) fn file_changes(old: &Tree, new: &Tree) -> Vec<FileChange> {

@@ -121,7 +121,6 @@ fn install_at_head(
     // From here: time spent waiting for another command's lock on the environment is not the
     // install's (`blast stats` judges installs by it).
     let started = Instant::now();
-    let latch = sandbox::Latch::set();
     let head_id = env.head()?;
     let head = store.snapshot(&head_id)?;
     let head_tree = store.tree_of(&head)?;
@@ -152,6 +151,9 @@ fn install_at_head(
         let (tree, upper) = run.sandboxed()?;
         (tree, Some(upper))
     };
+    // Until here a signal ends blast at once, which loses nothing: nothing is committed yet. From
+    // here on it is noted, and the install stops before it commits, or finishes the move it began.
+    let latch = sandbox::Latch::set();
     // uv locks the environment through a file at its root for the length of its run: not content,
     // and kept it would make every uv run, one that changed nothing too, a snapshot.
     if installer.kind == InstallerKind::Uv && !head_tree.entries.contains_key(UV_LOCK_FILE) {
@@ -288,9 +290,14 @@ pub(crate) fn commit_changes(
         _ => Ok(Vec::new()),
     })?;
     let package_changes = package_changes(&head.packages, &packages);
-    let conflicts = conflicts_introduced_by(store, env, &head_tree, new_tree, &|id| {
-        staging.read_object(id)
-    })?;
+    let conflicts = conflicts_introduced_by(
+        store,
+        env,
+        &head_tree,
+        new_tree,
+        &|id| staging.read_object(id),
+        allow_conflicts,
+    )?;
     if let Some(conflicts) = &conflicts
         && !allow_conflicts
     {
@@ -348,6 +355,7 @@ pub(crate) fn conflicts_introduced_by(
     before: &Tree,
     after: &Tree,
     read_object: &dyn Fn(&ObjectId) -> Result<Vec<u8>>,
+    committed: bool,
 ) -> Result<Option<ConflictReport>> {
     let purelib = &env.record.python.purelib;
     let read = |_: &str, node: &Node| match node {
@@ -357,7 +365,12 @@ pub(crate) fn conflicts_introduced_by(
     let before = distributions_of(before, purelib, read)?;
     let after = distributions_of(after, purelib, read)?;
     let markers = marker_environment(store.index(), &env.record.python)?;
-    Ok(conflicts_introduced(&before.found, &after.found, &markers))
+    Ok(conflicts_introduced(
+        &before.found,
+        &after.found,
+        &markers,
+        committed,
+    ))
 }
 
 /// The parts of one installer run.

@@ -20,7 +20,9 @@ pub struct MoveReport {
     pub from: Option<SnapshotId>,
     pub to: SnapshotId,
     pub packages: Vec<PackageChange>,
+    /// Paths removed, what a removed directory held included.
     pub removed: usize,
+    /// Files and symlinks written.
     pub written: usize,
     /// True when HEAD already was the target and the directory matched it: nothing was done.
     pub unchanged: bool,

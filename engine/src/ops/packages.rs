@@ -131,7 +131,7 @@ fn head_view(
 ) -> Result<(Distributions, Vec<PackageChange>)> {
     let snapshot = store.snapshot(head)?;
     let installed = snapshot_distributions(store, env, &store.tree_of(&snapshot)?)?;
-    let uncaptured = super::inspect::uncaptured_packages(store, env, &snapshot.packages)?;
+    let uncaptured = super::inspect::uncaptured_packages(store, env, head, &snapshot.packages);
     Ok((installed, uncaptured))
 }
 

@@ -73,7 +73,8 @@ fn pinned(store: &Store, env: Option<&Env>, snapshot: &Snapshot) -> Result<Vec<P
             ListedAt::Nowhere { found } => {
                 return Err(Error::Invalid(format!(
                     "the snapshot's files do not give the packages it lists ({}; its files give {}): \
-                     `blast verify` checks the store",
+                     export it from its environment (`-e ENV`), whose interpreter says where its \
+                     packages are",
                     described(&snapshot.packages),
                     described(&found)
                 )));

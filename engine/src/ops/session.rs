@@ -417,9 +417,14 @@ fn capture(
     }
     let written_through = report.written_through;
     let after = store.tree_of(&store.snapshot(&id)?)?;
-    let conflicts = conflicts_introduced_by(&store, &env, &before, &after, &|object| {
-        store.objects().read_object(object)
-    })?;
+    let conflicts = conflicts_introduced_by(
+        &store,
+        &env,
+        &before,
+        &after,
+        &|object| store.objects().read_object(object),
+        true,
+    )?;
     Ok(Some(CaptureNote {
         snapshot: id,
         at_ms: jiff::Timestamp::now().as_millisecond(),

@@ -404,11 +404,11 @@ impl Forwarding {
 /// The first ending signal since the [`Latch`] was set.
 static LATCHED: AtomicI32 = AtomicI32::new(0);
 
-/// Around an operation that runs a program and then commits what it did (an install): an ending signal
-/// that comes while no program runs is noted, not obeyed, so blast can stop where stopping changes
-/// nothing (before HEAD moves), or finish a move it began, instead of dying with its work half done.
-/// While a program runs, [`Forwarding`] takes the signals, and gives them back to the latch after.
-/// An inherited SIG_IGN stays. The dispositions before are put back when dropped.
+/// While an operation commits what a program did (an install after its installer): an ending signal is
+/// noted, not obeyed, so blast can stop where stopping changes nothing (before HEAD moves), or finish a
+/// move it began, instead of dying with its work half done. A second one ends blast as it would have
+/// (a move killed midway is finished by the next command). An inherited SIG_IGN stays. The
+/// dispositions before are put back when dropped.
 pub struct Latch {
     previous: Vec<(Signal, SigAction)>,
 }
@@ -437,7 +437,16 @@ impl Drop for Latch {
 }
 
 extern "C" fn note(sig: libc::c_int) {
-    let _ = LATCHED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+    if LATCHED
+        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        // SAFETY: signal and raise are async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
 }
 
 /// The signals held on this thread while blast starts its child ([`Forwarding::hold_for_spawn`]).
