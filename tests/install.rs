@@ -1011,20 +1011,7 @@ fn an_install_puts_back_an_object_damaged_or_lost_in_the_store() {
 
     fs::remove_file(&object).unwrap();
     let f = fresh.to_str().unwrap();
-    let wheels = wheels();
-    b.ok(&[
-        "pip",
-        "-e",
-        f,
-        "--",
-        "install",
-        "--force-reinstall",
-        "--no-deps",
-        "--no-index",
-        "-f",
-        wheels.to_str().unwrap(),
-        "blastdemo==1.0.0",
-    ]);
+    b.force_reinstall(f, "blastdemo==1.0.0");
     assert_eq!(fs::read(&object).unwrap(), right);
     let report = b.json(&["verify", "-e", f]);
     assert_eq!(report["missing"], serde_json::json!([]), "{report}");

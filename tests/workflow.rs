@@ -981,20 +981,7 @@ fn verify_names_a_corrupt_object_and_drifted_file() {
 
     // The advice works: the object removed, a reinstall stores the right bytes again.
     fs::remove_file(&object).unwrap();
-    let wheels = wheels();
-    b.ok(&[
-        "pip",
-        "-e",
-        env_s,
-        "--",
-        "install",
-        "--force-reinstall",
-        "--no-deps",
-        "--no-index",
-        "-f",
-        wheels.to_str().unwrap(),
-        "blastdemo==1.0.0",
-    ]);
+    b.force_reinstall(env_s, "blastdemo==1.0.0");
     b.assert_verify_clean(&[&env]);
     let (ok, out) = env_python(&env, "import blastdemo");
     assert!(ok, "{out}");

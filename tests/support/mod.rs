@@ -197,6 +197,25 @@ impl Blast {
     }
 
     /// Creates a path environment `work/NAME` on the real interpreter; returns its path.
+    /// `blast pip -e ENV -- install --force-reinstall --no-deps SPEC` from the fixture wheels: how
+    /// `blast verify` says to bring a lost or damaged object back.
+    pub fn force_reinstall(&self, env: &str, spec: &str) {
+        let wheels = wheels();
+        self.ok(&[
+            "pip",
+            "-e",
+            env,
+            "--",
+            "install",
+            "--force-reinstall",
+            "--no-deps",
+            "--no-index",
+            "-f",
+            wheels.to_str().unwrap(),
+            spec,
+        ]);
+    }
+
     pub fn create_path_env(&self, name: &str) -> PathBuf {
         let path = self.work.join(name);
         self.ok(&[
