@@ -442,6 +442,19 @@ fn recovery_refuses_to_discard_changes_made_after_the_crash_unless_forced() {
     assert!(!work.exists());
     assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
     b.assert_verify_clean(&[&u.env]);
+
+    // The whole directory removed after a crash is named as gone, not as every path changed (found
+    // by exploratory testing), and the advice makes it again.
+    b.crash(&["rollback", "-e", e, "v2"], "apply-half");
+    fs::remove_dir_all(&u.env).unwrap();
+    let err = b.fails(&["status", "-e", e]);
+    assert!(
+        err.contains("is gone") && err.contains("--force HEAD") && !err.contains(SITE),
+        "{err}"
+    );
+    b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
+    assert_same_tree(&u.v2_tree, &exec_bits_only(&read_tree(&u.env)));
+    b.assert_verify_clean(&[&u.env]);
 }
 
 /// Makes `path` immutable (`chattr +i`: not even root may remove or change it) until dropped; `None`,

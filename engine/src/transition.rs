@@ -265,6 +265,11 @@ pub fn finish_interrupted(store: &Store, env: &mut Env, force: bool) -> Result<(
         );
         return record(store, env, &journal);
     }
+    // The directory of an environment that had one, removed since (every path of it "changed"), is
+    // named as such. A move that makes the directory (a sync to a new path) finishes.
+    if journal.from.is_some() && !force {
+        env.directory()?;
+    }
     let cache = load_stat_cache(store, &env.record.id);
     let current = scan_or_empty(env, cache)?;
     if !force {
