@@ -729,12 +729,22 @@ fn bad_input_gets_clear_errors() {
     let b = Blast::new();
     let env = b.create_path_env("venv");
     let env_s = env.to_str().unwrap();
+    assert!(b.ok(&["tag", "-e", env_s]).contains(&format!(
+        "has no tags: `blast tag -e {env_s} NAME` tags HEAD"
+    )));
 
     let err = b.fails(&["log", "-e", "nope"]);
     assert!(err.contains("no blast environment `nope`"), "{err}");
 
     let err = b.fails(&["rollback", "-e", env_s, "0123456789ab"]);
     assert!(err.contains("no snapshot matching `0123456789ab`"), "{err}");
+    for short in ["5c2", "5C25"] {
+        let err = b.fails(&["rollback", "-e", env_s, short]);
+        assert!(
+            err.contains("an id prefix is at least 4 lowercase hex digits"),
+            "{err}"
+        );
+    }
     let err = b.fails(&["rollback", "-e", env_s, "@~7"]);
     assert!(err.contains("no snapshot matching `@~7`"), "{err}");
 
@@ -754,6 +764,8 @@ fn bad_input_gets_clear_errors() {
     let err = b.fails(&["snapshot", "-e", env_s, "--tag", "base"]);
     assert!(err.contains("tag `base` already names snapshot"), "{err}");
 
+    let err = b.fails(&["tag", "-e", env_s, "HEAD"]);
+    assert!(err.contains("it names a snapshot already"), "{err}");
     let err = b.fails(&["snapshot", "-e", env_s, "--tag", "has space"]);
     assert!(err.contains("tag `has space` is not valid"), "{err}");
 

@@ -346,7 +346,7 @@ impl Output {
         }
         if r.tags.is_empty() {
             println!(
-                "`{}` has no tags: `blast tag NAME` tags HEAD",
+                "`{0}` has no tags: `blast tag -e {0} NAME` tags HEAD",
                 printable(&r.env)
             );
             return;

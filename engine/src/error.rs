@@ -67,9 +67,13 @@ pub enum Error {
     #[error("`{}` cannot hold a new environment: {why}; pick another path", path.display().to_string().escape_debug())]
     EnvPathRefused { path: PathBuf, why: String },
     #[error(
-        "environment `{env}` has no snapshot matching `{query}`: `blast log -e {env}` lists them"
+        "environment `{env}` has no snapshot matching `{query}`{hint}: `blast log -e {env}` lists them"
     )]
-    SnapshotNotFound { env: String, query: String },
+    SnapshotNotFound {
+        env: String,
+        query: String,
+        hint: &'static str,
+    },
     #[error("`{query}` matches several snapshots ({}): give more digits", candidates.join(", "))]
     AmbiguousSnapshot {
         query: String,

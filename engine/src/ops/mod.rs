@@ -79,9 +79,15 @@ pub(crate) fn resolve_snapshot(
     history: &[HistoryEntry],
     query: &str,
 ) -> Result<SnapshotId> {
+    let hex_digits = query.chars().all(|c| c.is_ascii_hexdigit());
     let not_found = || Error::SnapshotNotFound {
         env: env_label.to_owned(),
         query: query.to_owned(),
+        hint: match hex_digits && (query.len() < 4 || query.chars().any(|c| c.is_ascii_uppercase()))
+        {
+            true => " (an id prefix is at least 4 lowercase hex digits)",
+            false => "",
+        },
     };
     if let Some(n) = query.strip_prefix("@~") {
         let n: usize = n.parse().map_err(|_| not_found())?;
@@ -102,10 +108,7 @@ pub(crate) fn resolve_snapshot(
     {
         return Ok(id);
     }
-    let is_hex = query.len() >= 4
-        && query
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+    let is_hex = hex_digits && query.len() >= 4 && !query.chars().any(|c| c.is_ascii_uppercase());
     if !is_hex {
         return Err(not_found());
     }
@@ -164,10 +167,10 @@ pub(crate) fn validate_tag(tag: &str) -> Result<()> {
     if tag.starts_with('-') {
         return Err(bad("it would read as an option"));
     }
-    if tag.starts_with('@')
-        || tag == "HEAD"
-        || (tag.len() >= 4 && tag.chars().all(|c| c.is_ascii_hexdigit()))
-    {
+    if tag.starts_with('@') || tag == "HEAD" {
+        return Err(bad("it names a snapshot already (`HEAD`, `@~N`)"));
+    }
+    if tag.len() >= 4 && tag.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(bad("it would read as a snapshot id"));
     }
     Ok(())
