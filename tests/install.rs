@@ -856,6 +856,24 @@ fn an_option_that_writes_outside_the_environment_is_refused_in_the_sandbox() {
     assert_succeeded(&out);
     assert!(dest.join("blastdep-1.0.0-py3-none-any.whl").is_file());
     assert_eq!(b.log(e).len(), history);
+    // Commands that write outside by themselves (found by exploratory testing: pip failed on the
+    // read-only working directory, or printed its traceback for a read-only configuration).
+    for (args, named) in [
+        (
+            &["download", "blastdep"][..],
+            "`pip download (into the working directory",
+        ),
+        (
+            &["config", "set", "global.timeout", "60"],
+            "`pip config (into your own configuration",
+        ),
+    ] {
+        let err = b.fails(&[&["pip", "-e", e, "--"][..], args].concat());
+        assert!(
+            err.contains(named) && err.contains("writes outside the environment"),
+            "{err}"
+        );
+    }
 }
 
 /// Runs blast in a user namespace where no further user namespace may be created.

@@ -119,6 +119,7 @@ impl Request {
         // Both sides with symlinks resolved: the environment's recorded path may lead through one.
         let env_root =
             crate::fsutil::resolve_path(env_root).unwrap_or_else(|_| env_root.to_owned());
+        let mut placed = false;
         let mut words = args.iter();
         while let Some(word) = words.next() {
             let (option, attached) = match word.split_once('=') {
@@ -136,6 +137,14 @@ impl Request {
                 Some(value) => value,
                 None => words.next().map_or("", String::as_str),
             };
+            placed |= matches!(
+                full,
+                "-d" | "--dest"
+                    | "--destination-dir"
+                    | "--destination-directory"
+                    | "-w"
+                    | "--wheel-dir"
+            );
             let to_stdout = full == "--report" && value == "-";
             let target = lexically_normal(&cwd.join(value));
             let target = crate::fsutil::resolve_path(&target).unwrap_or(target);
@@ -143,7 +152,22 @@ impl Request {
                 return Some(format!("{option} {value}"));
             }
         }
-        None
+        // Commands that write outside by themselves: `download` and `wheel` into the working
+        // directory unless told where, `config set|unset|edit` into the user's configuration unless
+        // given the environment's (`--site`).
+        let cwd = crate::fsutil::resolve_path(cwd).unwrap_or_else(|_| cwd.to_owned());
+        let said = |word: &str| args.iter().any(|a| a == word);
+        match command {
+            Some(verb @ ("download" | "wheel")) if !placed && !cwd.starts_with(&env_root) => Some(
+                format!("pip {verb} (into the working directory, no -d or -w)"),
+            ),
+            Some("config")
+                if ["set", "unset", "edit"].iter().any(|verb| said(verb)) && !said("--site") =>
+            {
+                Some("pip config (into your own configuration, no --site)".to_owned())
+            }
+            _ => None,
+        }
     }
 
     /// The words of the history entry ("install rich", "uninstall idna", "pip install -U rich"). An
@@ -427,6 +451,20 @@ mod tests {
             outside(&["download", "-d", "/srv/wheels", "rich"]),
             found("-d /srv/wheels")
         );
+        assert_eq!(
+            outside(&["download", "rich"]),
+            found("pip download (into the working directory, no -d or -w)")
+        );
+        assert_eq!(outside(&["download", "-d", "/work/.venv/w", "rich"]), None);
+        assert_eq!(
+            outside(&["config", "set", "global.timeout", "60"]),
+            found("pip config (into your own configuration, no --site)")
+        );
+        assert_eq!(
+            outside(&["config", "--site", "set", "global.timeout", "60"]),
+            None
+        );
+        assert_eq!(outside(&["config", "list"]), None);
         assert_eq!(
             outside(&["install", "--target=/opt/lib", "rich"]),
             found("--target /opt/lib")
