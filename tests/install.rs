@@ -792,10 +792,19 @@ fn a_file_named_where_the_sandbox_hides_secrets_is_refused_saying_why() {
     fs::write(&requirements, "blastdep\n").unwrap();
     let wheel = config.join("blastdep-1.0.0-py3-none-any.whl");
     fs::copy(wheels().join("blastdep-1.0.0-py3-none-any.whl"), &wheel).unwrap();
+    // Reached through a symlink, or included by a requirements file elsewhere (found by exploratory
+    // testing: pip's "No such file" again).
+    let link = b.work.join("link.txt");
+    std::os::unix::fs::symlink(&requirements, &link).unwrap();
+    let including = b.work.join("req/main.txt");
+    fs::create_dir_all(including.parent().unwrap()).unwrap();
+    fs::write(&including, format!("-r {}\n", requirements.display())).unwrap();
     let before = read_tree(&env);
     for request in [
         &["-r", requirements.to_str().unwrap()][..],
         &[wheel.to_str().unwrap()],
+        &["-r", link.to_str().unwrap()],
+        &["-r", including.to_str().unwrap()],
     ] {
         let out = b
             .command(&strs(&install_args(&env, request)))
@@ -812,6 +821,29 @@ fn a_file_named_where_the_sandbox_hides_secrets_is_refused_saying_why() {
         assert_same_tree(&before, &read_tree(&env));
         assert_eq!(b.log(e).len(), history);
     }
+    // Included from outside what the sandbox shows, not hidden: named, with the file that includes it.
+    let elsewhere = b.work.join("elsewhere/more.txt");
+    fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    fs::write(&elsewhere, "blastdep\n").unwrap();
+    fs::write(&including, "-r ../elsewhere/more.txt\n").unwrap();
+    let out = b
+        .command(&strs(&install_args(
+            &env,
+            &["-r", including.to_str().unwrap()],
+        )))
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!(
+                "which `{}` includes, is outside",
+                including.display()
+            )),
+        "{stderr}"
+    );
+    assert_eq!(b.log(e).len(), history);
 }
 
 /// An installer option that writes outside the environment (`pip download -d`, `--target`) is refused

@@ -413,8 +413,9 @@ impl Run<'_> {
         let env_python = self.env.root().join("bin/python");
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let protected = Protected::of(self.store);
-        let (visible, projects) =
-            named_paths(self.request, &cwd, protected.trusted(&cwd).as_deref());
+        let Named {
+            visible, projects, ..
+        } = named_paths(self.request, &cwd, protected.trusted(&cwd).as_deref());
         let mut cache_links = match self.installer.kind {
             InstallerKind::Uv => CacheLinks::open(&self.installer.caches(), |cache| {
                 self.store.installer_cache_stats_path(cache)
@@ -628,17 +629,38 @@ fn installer_env() -> Vec<(String, String)> {
 fn refuse_hidden_paths(store: &Store, request: &Request, cwd: &Path) -> Result<()> {
     let secrets = sandbox::Secrets::of(INSTALLER_CONFIG);
     let trusted = Protected::of(store).trusted(cwd);
-    let (visible, _) = named_paths(request, cwd, trusted.as_deref());
-    match visible
+    let named = named_paths(request, cwd, trusted.as_deref());
+    // A path as named, or where its symlinks lead.
+    let hidden = |path: &Path| {
+        secrets.hidden_dir_of(path).or_else(|| {
+            let real = std::fs::canonicalize(path).ok()?;
+            secrets.hidden_dir_of(&real)
+        })
+    };
+    let hidden_include = named
+        .unshown
+        .iter()
+        .find_map(|(path, _)| Some((path, hidden(path)?)));
+    let hidden_named = named
+        .visible
         .iter()
         .filter(|path| *path != cwd)
-        .find_map(|path| Some((path, secrets.hidden_dir_of(path)?)))
-    {
-        Some((path, hidden)) => Err(Error::Invalid(format!(
+        .find_map(|path| Some((path, hidden(path)?)));
+    if let Some((path, dir)) = hidden_named.or(hidden_include) {
+        return Err(Error::Invalid(format!(
             "`{}` is in `{}`, which the sandbox hides from the installer (it may hold secrets): \
              move what the install needs elsewhere, or pass --no-sandbox",
             path.display(),
-            hidden.display()
+            dir.display()
+        )));
+    }
+    match named.unshown.first() {
+        Some((path, by)) => Err(Error::Invalid(format!(
+            "`{}`, which `{}` includes, is outside what the sandbox shows the installer (what lies \
+             below the directory of the requirements file you named, or below the working \
+             directory): move it there, or pass --no-sandbox",
+            path.display(),
+            by.display()
         ))),
         None => Ok(()),
     }
@@ -683,11 +705,7 @@ fn real(path: &Path) -> PathBuf {
 /// project the user names is writable. A requirements file may come from elsewhere: what it names is
 /// shown only below its directory or `trusted` (the working directory, unless that holds the home or
 /// the store), and a project it names is writable only below both (see [`Named::listed`]).
-fn named_paths(
-    request: &Request,
-    cwd: &Path,
-    trusted: Option<&Path>,
-) -> (Vec<PathBuf>, Vec<PathBuf>) {
+fn named_paths(request: &Request, cwd: &Path, trusted: Option<&Path>) -> Named {
     let mut named = Named {
         trusted: trusted.map(Path::to_owned),
         ..Named::default()
@@ -702,7 +720,7 @@ fn named_paths(
                 named.positional(cwd, spec);
             }
             for file in requirements {
-                named.requirements(cwd, &cwd.join(file), 0);
+                named.requirements(cwd, &cwd.join(file), None);
             }
             named.arguments(cwd, args);
         }
@@ -722,7 +740,7 @@ fn named_paths(
             named.value(cwd, word);
         }
     }
-    (named.visible, named.projects)
+    named
 }
 
 /// What [`named_paths`] finds, as pip and uv read their arguments and requirements files.
@@ -737,6 +755,9 @@ struct Named {
     /// While a requirements file the user named is read: its directory (real path), below which, or
     /// below `trusted`, what it names is shown.
     file_root: Option<PathBuf>,
+    /// Requirements files another includes that are not shown (outside both), each with the file
+    /// that includes it: pip would report them missing.
+    unshown: Vec<(PathBuf, PathBuf)>,
 }
 
 /// Options whose value names requirements (read for the paths they name in turn).
@@ -760,7 +781,7 @@ impl Named {
             };
             match (option, value) {
                 (o, Some(v)) if REQUIREMENTS_OPTIONS.contains(&o) => {
-                    self.requirements(base, &base.join(v), 0)
+                    self.requirements(base, &base.join(v), None)
                 }
                 (o, Some(v)) if EDITABLE_OPTIONS.contains(&o) => self.project(&base.join(v)),
                 (_, Some(v)) => self.value(base, v),
@@ -774,14 +795,19 @@ impl Named {
     /// as the installers resolve them (pip from the working directory, uv from the file's directory).
     /// The file may come with a checkout, so what it names is shown only below its directory or the
     /// trusted one (see [`Named::listed`]).
-    fn requirements(&mut self, cwd: &Path, file: &Path, depth: usize) {
+    /// A requirements file, the user's or one `by` includes (`depth` deep), and what it names.
+    fn requirements(&mut self, cwd: &Path, file: &Path, by: Option<(&Path, usize)>) {
         let Ok(real) = std::fs::canonicalize(file) else {
             return;
         };
-        if depth == 0 {
-            self.file_root = real.parent().map(Path::to_owned);
-        } else if !self.in_scope(&real) {
-            return;
+        let depth = by.map_or(0, |(_, depth)| depth);
+        match by {
+            None => self.file_root = real.parent().map(Path::to_owned),
+            Some((by, _)) if !self.in_scope(&real) => {
+                self.unshown.push((file.to_owned(), by.to_owned()));
+                return;
+            }
+            Some(_) => {}
         }
         if !real.is_file() || depth > MAX_INCLUDE_DEPTH || self.read.len() >= MAX_REQUIREMENTS_FILES
         {
@@ -810,7 +836,7 @@ impl Named {
             let value = attached.or_else(|| words.get(1).copied());
             let (named, project) = match value {
                 Some(v) if REQUIREMENTS_OPTIONS.contains(&option) => {
-                    self.requirements(cwd, &dir.join(v), depth + 1);
+                    self.requirements(cwd, &dir.join(v), Some((file, depth + 1)));
                     continue;
                 }
                 Some(v) if EDITABLE_OPTIONS.contains(&option) => (v, true),
@@ -1025,7 +1051,16 @@ mod tests {
             ),
         )
         .unwrap();
-        let (visible, projects) = named_paths(&install_from(&[&repo.join("req.txt")]), &real, None);
+        let Named {
+            visible,
+            projects,
+            unshown,
+            ..
+        } = named_paths(&install_from(&[&repo.join("req.txt")]), &real, None);
+        assert_eq!(
+            unshown,
+            [(repo.join("../outside/ticket"), repo.join("req.txt"))]
+        );
         assert!(visible.contains(&repo.join("wheels")), "{visible:?}");
         // What PIP_FIND_LINKS names is the user's own setting.
         let from_env: Vec<PathBuf> = std::env::var("PIP_FIND_LINKS")
@@ -1053,7 +1088,7 @@ mod tests {
         std::fs::write(dir.join("a.txt"), "-r ../d/b.txt\n-r ../d/../d/b.txt\n").unwrap();
         std::fs::write(dir.join("b.txt"), "-r ../d/a.txt\n-r ./../d/a.txt\n").unwrap();
         let started = std::time::Instant::now();
-        let (visible, _) = named_paths(&install_from(&[&dir.join("a.txt")]), &dir, None);
+        let visible = named_paths(&install_from(&[&dir.join("a.txt")]), &dir, None).visible;
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         let files = visible.iter().filter(|p| p.starts_with(&dir)).count();
         assert!(files <= 4, "{visible:?}");
