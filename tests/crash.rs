@@ -518,16 +518,33 @@ fn a_rollback_that_fails_midway_is_undone_and_names_the_file() {
     b.assert_verify_clean(&[&u.env]);
     assert_eq!(b.log(e).len(), 3, "no history entry");
 
-    // A move killed midway whose finish the same file stops.
+    // A file the move replaces: the replacement written beside it goes too (found by exploratory
+    // testing: it was left, and the next rollback refused it as an uncaptured change).
     drop(pinned);
-    b.crash(&["rollback", "-e", e, "v1"], "journal-written");
-    let pinned = Immutable::make(&record).unwrap();
-    let err = b.fails(&["log", "-e", e]);
+    let module = u.env.join(SITE).join("blastdemo/__init__.py");
+    let fixed = Immutable::make(&module).unwrap();
+    let err = b.fails(&["rollback", "-e", e, "v1"]);
     assert!(
-        err.contains(&format!("`{e}` is midway through an interrupted rollback"))
-            && err.contains("fix what stops it, then run the command again"),
+        err.contains(&format!("replacing `{}`", module.display())) && err.contains("was undone"),
         "{err}"
     );
+    drop(fixed);
+    assert_same_tree(&u.v2_tree, &exec_bits_only(&read_tree(&u.env)));
+
+    // A move killed midway whose finish the same file stops.
+    b.crash(&["rollback", "-e", e, "v1"], "journal-written");
+    let pinned = Immutable::make(&record).unwrap();
+    for command in [
+        &["log", "-e", e][..],
+        &["run", "-e", e, "--", "python", "-c", "pass"],
+    ] {
+        let err = b.fails(command);
+        assert!(
+            err.contains(&format!("`{e}` is midway through an interrupted rollback"))
+                && err.contains("fix what stops it, then run the command again"),
+            "{command:?}: {err}"
+        );
+    }
     // A verify of the whole store still checks the store, and says why this one could not be.
     let other = b.create_path_env("other");
     let out = b.run(&["verify"]);

@@ -1025,11 +1025,12 @@ fn an_install_that_breaks_a_requirement_is_refused_unless_allowed() {
     b.assert_verify_clean(&[&env]);
 }
 
-/// An object damaged through an environment's hardlink (`>>` as root) is not linked into the next
-/// install that brings its file: the install stores the right bytes under its name again, and an
-/// object missing from the store comes back with a reinstall that changes nothing else (found by
-/// exploratory testing: a fresh install linked the damaged file, and the repair `verify` suggested,
-/// removing the object and reinstalling, left it missing).
+/// An object damaged through an environment's hardlink (`>>` as root) is not linked into another
+/// environment: a sync refuses it, naming it, and the next install that brings its file stores the
+/// right bytes under its name again; and an object missing from the store comes back with a reinstall
+/// that changes nothing else (found by exploratory testing: a fresh install or a sync linked the
+/// damaged file, and the repair `verify` suggested, removing the object and reinstalling, left it
+/// missing).
 #[test]
 fn an_install_puts_back_an_object_damaged_or_lost_in_the_store() {
     let b = Blast::new();
@@ -1044,6 +1045,23 @@ fn an_install_puts_back_an_object_damaged_or_lost_in_the_store() {
         .unwrap();
     file.write_all(b"# by hand\n").unwrap();
     drop(file);
+    // A sync does not spread it: the damaged object is named, and nothing is made.
+    let copy = b.work.join("copy");
+    let err = b.fails(&[
+        "sync",
+        "--from",
+        damaged.to_str().unwrap(),
+        "--to",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "is damaged in the store: {} bytes",
+            right.len() + 10
+        )),
+        "{err}"
+    );
+    assert!(!copy.exists());
 
     let fresh = b.create_path_env("fresh");
     install(&b, &fresh, &["blastdemo==1.0.0"]);
@@ -1072,10 +1090,10 @@ fn an_install_puts_back_an_object_damaged_or_lost_in_the_store() {
     );
 }
 
-/// Ctrl-C after the installer ended (found by exploratory testing: blast then died at once, its work
-/// half done, and whether an install it had begun to record landed depended on timing): before HEAD
-/// moves, the install stops as interrupted with the environment unchanged; once the move began, it
-/// finishes.
+/// Ctrl-C while the installer's run is set up or after it ended (found by exploratory testing: blast
+/// then died at once, silently, and whether an install it had begun to record landed depended on
+/// timing): before HEAD moves, the install stops as interrupted with the environment unchanged; once
+/// the move began, it finishes.
 #[test]
 fn ctrl_c_after_the_installer_ended_stops_before_the_move_or_lets_it_finish() {
     let b = Blast::new();
@@ -1091,16 +1109,24 @@ fn ctrl_c_after_the_installer_ended_stops_before_the_move_or_lets_it_finish() {
             .unwrap()
     };
 
-    let out = interrupted_at("installer-ended");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(
-        stderr.contains(&format!("interrupted: environment `{e}` is unchanged")),
-        "{stderr}"
-    );
-    assert_same_tree(&before, &read_tree(&env));
-    assert_eq!(b.log(e).len(), history);
-    assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+    // While the run is set up (the installer gets it as it starts), and after the installer ended.
+    for point in ["installer-starting", "installer-ended"] {
+        let out = interrupted_at(point);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{point}: {stderr}");
+        assert!(
+            stderr.contains(&format!("interrupted: environment `{e}` is unchanged")),
+            "{point}: {stderr}"
+        );
+        // Noted during the setup, the signal reaches the installer as it starts.
+        assert!(
+            point == "installer-ended" || !stderr.contains("Successfully installed"),
+            "{point}: {stderr}"
+        );
+        assert_same_tree(&before, &read_tree(&env));
+        assert_eq!(b.log(e).len(), history);
+        assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+    }
 
     assert_succeeded(&interrupted_at("journal-written"));
     assert_eq!(b.log(e).len(), history + 1);

@@ -1004,7 +1004,10 @@ impl Output {
         }
         for e in &r.envs {
             if let Some(err) = &e.error {
-                println!("  `{}`: could not check: {}", e.env, printable(err));
+                println!("  `{}`: could not check:", e.env);
+                for line in err.lines() {
+                    println!("    {}", printable(line));
+                }
             } else if e.drifted.is_empty() {
                 println!("  `{}` matches its HEAD", e.env);
             } else {
@@ -1017,7 +1020,14 @@ impl Output {
             return;
         }
         println!("problems found:");
-        if !r.corrupt.is_empty() {
+        let object = |path: &String| path.contains("/objects/");
+        if r.corrupt.iter().any(|c| !object(c)) {
+            println!(
+                "  a corrupt layer or snapshot file cannot be rebuilt from the store: importing an image or \
+                 pulling a reference that holds the snapshots that need it brings it back"
+            );
+        }
+        if r.corrupt.iter().any(object) {
             println!(
                 "  a corrupt object was most likely written in place through an environment's hardlinked file \
                  (as root, or after a chmod), and every environment linked to it drifted with it: remove it from \
@@ -1037,7 +1047,9 @@ impl Output {
         if !r.missing.is_empty() {
             println!(
                 "  a missing file cannot be rebuilt from the store: importing an image or pulling a reference \
-                 that holds the snapshots named (`blast import FILE`, `blast pull REF`) brings it back"
+                 that holds the snapshots named (`blast import FILE`, `blast pull REF`) brings it back; a \
+                 missing object also comes back with a reinstall of the package that holds it \
+                 (`blast pip -e ENV -- install --force-reinstall NAME`)"
             );
         }
         for e in r.envs.iter().filter(|e| e.error.is_some()) {

@@ -274,7 +274,7 @@ impl Materializer<'_> {
             };
             Ok((path, stat, node, was_linked))
         })?);
-        self.copy_where_objects_lost_their_mode(root, &mut written)?;
+        self.check_written_files(root, &mut written)?;
         let now = now_ns();
         for &(path, stat, node, _) in &written {
             match stat {
@@ -299,27 +299,46 @@ impl Materializer<'_> {
         Ok(stats)
     }
 
-    /// Replaces each hardlinked file that did not take its object's mode by a copy of its own. An object's
-    /// mode changes when someone changes the mode of its link in an environment (`chmod` by root or
-    /// the owner), and every other link, this one included, shows it; `blast verify` names the object.
-    fn copy_where_objects_lost_their_mode(
+    /// Checks the files written against their nodes, from the stats taken for the stat cache. One of
+    /// another size came from an object written in place through an environment's link (`>>` as
+    /// root): the apply fails, naming the object, rather than spread the damage. A hardlinked file that
+    /// did not take its object's mode (`chmod` of a link, by root or the owner, changes the object's,
+    /// and every other link's) is replaced by a copy of its own; `blast verify` names the object.
+    fn check_written_files(
         &self,
         root: &Path,
         written: &mut [(&str, Option<FileStat>, &Node, bool)],
     ) -> Result<()> {
-        // Reflinks and copies have modes of their own.
-        if self.mode != LinkMode::Hardlink {
-            return Ok(());
-        }
         let copier = Materializer {
             mode: LinkMode::Copy,
             ..*self
         };
         for (path, stat, node, linked) in written.iter_mut() {
-            let (true, Some(found), Node::File { executable, .. }) = (*linked, *stat, *node) else {
+            let (
+                Some(found),
+                Node::File {
+                    object,
+                    size,
+                    executable,
+                    relocatable,
+                },
+            ) = (*stat, *node)
+            else {
                 continue;
             };
-            if found.mode & 0o7777 == ObjectStore::object_mode(*executable) {
+            if !relocatable && found.size != *size {
+                return Err(Error::Invalid(format!(
+                    "object {} for `{path}` is damaged in the store: {} bytes, where its layers \
+                     record {size}; `blast verify` names it and says how to bring it back",
+                    object.short(),
+                    found.size
+                )));
+            }
+            // Reflinks and copies have modes of their own.
+            if !*linked
+                || self.mode != LinkMode::Hardlink
+                || found.mode & 0o7777 == ObjectStore::object_mode(*executable)
+            {
                 continue;
             }
             let abs = root.join(*path);
@@ -345,7 +364,11 @@ impl Materializer<'_> {
         let tmp = tmp_beside(abs);
         crate::fsutil::remove_tree(&tmp)?;
         let linked = self.create_at(&tmp, node)?;
-        fs::rename(&tmp, abs).at("replacing", abs)?;
+        if let Err(e) = fs::rename(&tmp, abs) {
+            // Left, it would read as a change of the user's (an immutable file refuses the rename).
+            let _ = crate::fsutil::remove_tree(&tmp);
+            return Err(e).at("replacing", abs);
+        }
         // Renaming a link onto another link of the same inode does nothing and leaves both names.
         crate::fsutil::remove_file_if_exists(&tmp)?;
         // Again after the rename: a Python process may have cached the old module in between.

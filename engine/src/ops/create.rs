@@ -178,10 +178,10 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
             env.record.path
         )));
     }
-    // Renamed aside first, in one step (where the filesystem lets it: a mount point, a read-only
-    // parent), under a name of the environment's id: a removal killed midway leaves the environment
-    // whole, or its directory gone and set aside, which the next `remove` deletes; never a
-    // half-deleted environment still recorded.
+    // Renamed aside first, in one step (where the filesystem lets it: not a mount point, nor in a
+    // read-only parent), under a name of the environment's id: a removal killed or failing midway
+    // leaves the environment whole, or its directory gone and what is left of it set aside, which the
+    // next `remove` deletes; never a half-deleted directory in the environment's place.
     let aside = root.with_file_name(format!(".blast-removing-{}", env.record.id));
     if root.exists() {
         // Left by a removal killed after the rename, before the directory was made again.
@@ -193,6 +193,9 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
         Err(_) => root.to_owned(),
     };
     crash::point("remove-aside");
+    // Deleted while still recorded: a deletion that fails or is killed leaves the environment's
+    // directory gone (what `status` says) and the next `remove` finishing it.
+    crate::fsutil::remove_tree(&doomed)?;
     let history = store.index().history(&env.record.id)?;
     let tags = store.index().tags(&env.record.id)?;
     let mut batch = Batch::default();
@@ -202,13 +205,6 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
     crate::fsutil::remove_file_if_exists(&store.env_lock_path(&env.record.id))?;
     crate::fsutil::remove_file_if_exists(&crate::session::lock_path(store.home(), &env.record.id))?;
     crate::imports::remove_records(store, &env.record.id)?;
-    crate::fsutil::remove_tree(&doomed).map_err(|e| {
-        Error::Invalid(format!(
-            "`{}` is removed from blast, but not all its files could be deleted: {e}; delete `{}` by hand",
-            env.label(),
-            doomed.display()
-        ))
-    })?;
     Ok(env.record.clone())
 }
 

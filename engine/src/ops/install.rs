@@ -145,15 +145,18 @@ fn install_at_head(
         staging: &staging,
         installer_time: Cell::default(),
     };
+    // Until here a signal ends blast at once, which loses nothing: nothing is staged yet. From here
+    // on, while the installer runs, it goes to the installer; before and after, it is noted: the
+    // installer gets it at its start, and the install stops before it commits, or finishes the move
+    // it began.
+    let latch = sandbox::Latch::set();
+    crash::point("installer-starting");
     let (mut new_tree, upper) = if options.no_sandbox {
         (run.on_copy()?, None)
     } else {
         let (tree, upper) = run.sandboxed()?;
         (tree, Some(upper))
     };
-    // Until here a signal ends blast at once, which loses nothing: nothing is committed yet. From
-    // here on it is noted, and the install stops before it commits, or finishes the move it began.
-    let latch = sandbox::Latch::set();
     // uv locks the environment through a file at its root for the length of its run: not content,
     // and kept it would make every uv run, one that changed nothing too, a snapshot.
     if installer.kind == InstallerKind::Uv && !head_tree.entries.contains_key(UV_LOCK_FILE) {

@@ -108,7 +108,14 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
                 at_head.written_through,
             )
         }
-        false => (None, None, Vec::new()),
+        false => {
+            // Mid-move, the directory is neither snapshot: the move is finished first (or its
+            // error given), as by any command that opens the environment.
+            if store.index().journal(&found.id)?.is_some() {
+                drop(store.open_env(selector)?);
+            }
+            (None, None, Vec::new())
+        }
     };
     let record = env.as_ref().map_or(found, |env| env.record.clone());
     let label = record.label().to_owned();

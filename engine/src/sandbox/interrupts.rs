@@ -348,9 +348,11 @@ impl Forwarding {
             Child::Helper { forcing } => (forcing, libc::SIGTSTP),
             Child::Installer => (true, libc::SIGSTOP),
         };
+        // A signal a latch noted before (while blast set the run up) goes to the child at its start.
+        let noted = LATCHED.load(Ordering::SeqCst);
         TARGET.store(0, Ordering::SeqCst);
-        FIRST.store(0, Ordering::SeqCst);
-        PENDING.store(0, Ordering::SeqCst);
+        FIRST.store(noted, Ordering::SeqCst);
+        PENDING.store(noted, Ordering::SeqCst);
         LAST_MS.store(0, Ordering::SeqCst);
         LAST_SIGNAL.store(0, Ordering::SeqCst);
         FORCING.store(forcing, Ordering::SeqCst);
@@ -404,11 +406,13 @@ impl Forwarding {
 /// The first ending signal since the [`Latch`] was set.
 static LATCHED: AtomicI32 = AtomicI32::new(0);
 
-/// While an operation commits what a program did (an install after its installer): an ending signal is
-/// noted, not obeyed, so blast can stop where stopping changes nothing (before HEAD moves), or finish a
-/// move it began, instead of dying with its work half done. A second one ends blast as it would have
-/// (a move killed midway is finished by the next command). An inherited SIG_IGN stays. The
-/// dispositions before are put back when dropped.
+/// Around a program blast runs and the commit of what it did (an install): an ending signal that comes
+/// while no program runs is noted, not obeyed, so blast can stop where stopping changes nothing (before
+/// HEAD moves), or finish a move it began, instead of dying with its work half done. While a program
+/// runs, [`Forwarding`] takes the signals (one noted before goes to the program at its start), and
+/// gives them back to the latch after. A second noted one ends blast as it would have (a move killed
+/// midway is finished by the next command). An inherited SIG_IGN stays. The dispositions before are
+/// put back when dropped.
 pub struct Latch {
     previous: Vec<(Signal, SigAction)>,
 }
@@ -429,6 +433,7 @@ impl Latch {
 
 impl Drop for Latch {
     fn drop(&mut self) {
+        LATCHED.store(0, Ordering::SeqCst);
         for (signal, previous) in &self.previous {
             // SAFETY: puts back the disposition that was there before.
             let _ = unsafe { sigaction(*signal, previous) };
