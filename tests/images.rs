@@ -892,6 +892,188 @@ fn exports_pin_what_packages_lists_and_where_it_came_from() {
     }
 }
 
+/// What pip recorded of where a distribution came from reaches both formats whole, and uv installs
+/// the lock file (found by exploratory testing: a git project's `subdirectory` was dropped, a local
+/// archive had neither its hash nor a path uv takes, a directory's path kept its percent-escapes, and
+/// an environment without distributions had no `packages`).
+#[test]
+fn exports_keep_subdirectories_hashes_and_local_paths() {
+    let Some(uv) = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("uv"))
+        .find(|p| p.is_file())
+    else {
+        eprintln!(
+            "skipping: uv is not on PATH (scripts/setup installs it; scripts/test puts it there)"
+        );
+        return;
+    };
+    let b = Blast::outside_tmp();
+    let export = |env: &Path, format: &str| {
+        let out = b.work.join(match format {
+            "pylock" => "pylock.toml",
+            _ => "pins.txt",
+        });
+        b.ok(&[
+            "export",
+            "-e",
+            env.to_str().unwrap(),
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let text = fs::read_to_string(&out).unwrap();
+        (out, text)
+    };
+    let parse = |text: &str| -> Value {
+        let out = Command::new(python())
+            .args([
+                "-c",
+                "import json, sys, tomllib; print(json.dumps(tomllib.loads(sys.argv[1])))",
+                text,
+            ])
+            .output()
+            .unwrap();
+        assert_succeeded(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    assert_eq!(
+        parse(&export(&env, "pylock").1)["packages"],
+        serde_json::json!([])
+    );
+
+    // A git repository holding the project in `sub/`, and a wheel by its path.
+    let repo = b.work.join("mono");
+    fs::create_dir(&repo).unwrap();
+    copy_project("blastlocal", &repo.join("sub"));
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert_succeeded(&out);
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "project"]);
+    let wheel = fs::canonicalize(wheels().join("blastbase-1.0.0-py3-none-any.whl")).unwrap();
+    let vcs = format!(
+        "git+file://{}#egg=blastlocal&subdirectory=sub",
+        repo.display()
+    );
+    b.ok(&[
+        "install",
+        "-e",
+        e,
+        "--no-index",
+        &vcs,
+        wheel.to_str().unwrap(),
+    ]);
+    let (_, text) = export(&env, "requirements");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("blastlocal @ git+file://") && l.ends_with("#subdirectory=sub")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("blastbase @ file://") && l.contains(".whl#sha256=")),
+        "{text}"
+    );
+    let (lock, text) = export(&env, "pylock");
+    let packages = parse(&text)["packages"].clone();
+    let package = |name: &str| {
+        packages
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .clone()
+    };
+    assert_eq!(
+        package("blastlocal")["vcs"]["subdirectory"],
+        "sub",
+        "{text}"
+    );
+    let archive = &package("blastbase")["archive"];
+    assert_eq!(archive["path"], wheel.to_str().unwrap(), "{text}");
+    assert!(archive["hashes"]["sha256"].is_string(), "{text}");
+    // uv takes the lock file as it is.
+    let venv = b.work.join("plain");
+    assert_succeeded(
+        &Command::new(python())
+            .args(["-m", "venv", "--without-pip", venv.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    let installed = Command::new(&uv)
+        .args(["pip", "install", "--offline", "--no-index", "--python"])
+        .arg(venv.join("bin/python"))
+        .arg("-r")
+        .arg(&lock)
+        .env("UV_CACHE_DIR", b.work.join("uv-cache"))
+        .output()
+        .unwrap();
+    assert_succeeded(&installed);
+    let (ok, out) = env_python(&venv, "import blastlocal, blastbase");
+    assert!(ok, "{out}");
+
+    // A project under a directory whose name a URL escapes: pylock.toml names its path.
+    let other = b.create_path_env("other");
+    let odd = b.work.join("odd dir%20");
+    fs::create_dir(&odd).unwrap();
+    copy_project("blastlocal", &odd.join("blastlocal"));
+    b.ok(&[
+        "install",
+        "-e",
+        other.to_str().unwrap(),
+        "--no-index",
+        "--",
+        "-e",
+        odd.join("blastlocal").to_str().unwrap(),
+    ]);
+    let text = export(&other, "pylock").1;
+    assert_eq!(
+        parse(&text)["packages"][0]["directory"]["path"],
+        odd.join("blastlocal").to_str().unwrap(),
+        "{text}"
+    );
+
+    // An editable checkout pip keeps in the environment (`ENV/src`): its path, not blast's
+    // placeholder for it; by snapshot id alone, which has no path, refused saying so.
+    let checkout = b.create_path_env("checkout");
+    let c = checkout.to_str().unwrap();
+    b.ok(&["install", "-e", c, "--no-index", "--", "-e", &vcs]);
+    let text = export(&checkout, "requirements").1;
+    assert!(
+        text.contains(&format!("-e file://{c}/src/blastlocal/sub")) && !text.contains('@'),
+        "{text}"
+    );
+    let head = b.json(&["status", "-e", c])["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = b.work.join("by-id.txt");
+    let err = b.fails(&[
+        "export",
+        "--snapshot",
+        &head,
+        "--format",
+        "requirements",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("`blastlocal` was installed from inside its environment"),
+        "{err}"
+    );
+}
+
 /// Rebuilds `entries` with the head snapshot given one more layer holding `link -> target`.
 fn with_symlink_layer(entries: &[Entry], link: &str, target: &str) -> Vec<Entry> {
     let symlink = Node::Symlink {

@@ -22,15 +22,17 @@ struct Pinned {
 }
 
 /// Where a distribution came from, by its `direct_url.json`.
-enum Origin {
+struct Origin {
+    kind: OriginKind,
+    /// The project's directory within the checkout or archive (`subdirectory`).
+    subdirectory: Option<String>,
+}
+
+enum OriginKind {
     /// A project directory, installed editable or not; `url` is its `file://` URL.
-    Directory {
-        url: String,
-        editable: bool,
-    },
-    Archive {
-        url: String,
-    },
+    Directory { url: String, editable: bool },
+    /// `hash` as `ALGORITHM=HEX`, when the installer recorded one.
+    Archive { url: String, hash: Option<String> },
     Vcs {
         vcs: String,
         url: String,
@@ -42,19 +44,60 @@ impl Origin {
     fn read(json: &[u8]) -> Option<Origin> {
         let value: Value = serde_json::from_slice(json).ok()?;
         let url = value.get("url")?.as_str()?.to_owned();
-        if let Some(dir) = value.get("dir_info") {
+        let subdirectory = value
+            .get("subdirectory")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let kind = if let Some(dir) = value.get("dir_info") {
             let editable = dir.get("editable").and_then(Value::as_bool) == Some(true);
-            return Some(Origin::Directory { url, editable });
-        }
-        if let Some(vcs) = value.get("vcs_info") {
-            return Some(Origin::Vcs {
+            OriginKind::Directory { url, editable }
+        } else if let Some(vcs) = value.get("vcs_info") {
+            OriginKind::Vcs {
                 vcs: vcs.get("vcs")?.as_str()?.to_owned(),
                 commit: vcs.get("commit_id")?.as_str()?.to_owned(),
                 url,
-            });
-        }
-        value.get("archive_info").map(|_| Origin::Archive { url })
+            }
+        } else {
+            let archive = value.get("archive_info")?;
+            // PEP 610: `hashes` ({"sha256": HEX}), or the older `hash` ("sha256=HEX").
+            let hash = archive
+                .get("hashes")
+                .and_then(Value::as_object)
+                .and_then(|hashes| {
+                    let (algorithm, hex) = hashes.iter().next()?;
+                    Some(format!("{algorithm}={}", hex.as_str()?))
+                })
+                .or_else(|| archive.get("hash")?.as_str().map(str::to_owned));
+            OriginKind::Archive { url, hash }
+        };
+        Some(Origin { kind, subdirectory })
     }
+
+    /// The URL fragment pip and uv read (`#subdirectory=sub`, `#sha256=HEX`), if any.
+    fn fragment(&self) -> String {
+        let mut parts = Vec::new();
+        if let OriginKind::Archive {
+            hash: Some(hash), ..
+        } = &self.kind
+        {
+            parts.push(hash.clone());
+        }
+        if let Some(sub) = &self.subdirectory {
+            parts.push(format!("subdirectory={sub}"));
+        }
+        match parts.is_empty() {
+            true => String::new(),
+            false => format!("#{}", parts.join("&")),
+        }
+    }
+}
+
+/// The path of a `file://` URL, its percent-escapes decoded (`%20` a space): pylock.toml's `path`.
+fn file_path(url: &str) -> String {
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The distributions of `snapshot` (of `env` when one is selected: its interpreter's `purelib`, its
@@ -98,22 +141,37 @@ fn pinned(store: &Store, env: Option<&Env>, snapshot: &Snapshot) -> Result<Vec<P
             }
         )));
     }
-    Ok(found
+    found
         .into_iter()
         .map(|d| {
             let direct_url = format!("{}/direct_url.json", d.dist_info);
-            let origin = tree
-                .entries
-                .get(&direct_url)
-                .and_then(|node| read(node).ok())
-                .and_then(|json| Origin::read(&json));
-            Pinned {
+            let origin = match tree.entries.get(&direct_url) {
+                Some(node @ Node::File { relocatable, .. }) => {
+                    let json = read(node)?;
+                    // It names a path in the environment (a VCS checkout in `ENV/src`), stored
+                    // with a placeholder for wherever the environment is.
+                    let json = match (relocatable, env) {
+                        (false, _) => json,
+                        (true, Some(env)) => env.placeholders().render_bytes(&json),
+                        (true, None) => {
+                            return Err(Error::Invalid(format!(
+                                "`{}` was installed from inside its environment: export it from the \
+                                 environment (`-e ENV`), whose path its source names",
+                                d.name
+                            )));
+                        }
+                    };
+                    Origin::read(&json)
+                }
+                _ => None,
+            };
+            Ok(Pinned {
                 name: d.name.to_string(),
                 version: d.version.to_string(),
                 origin,
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// A requirements file: `name==version` a line, sorted by name; `-e URL` for an editable project,
@@ -135,14 +193,21 @@ pub(super) fn requirements(
     for p in pins {
         let line = match &p.origin {
             None => format!("{}=={}", p.name, p.version),
-            Some(Origin::Directory {
-                url,
-                editable: true,
-            }) => format!("-e {url}"),
-            Some(Origin::Directory { url, .. } | Origin::Archive { url }) => {
-                format!("{} @ {url}", p.name)
+            Some(origin) => {
+                let fragment = origin.fragment();
+                match &origin.kind {
+                    OriginKind::Directory {
+                        url,
+                        editable: true,
+                    } => format!("-e {url}{fragment}"),
+                    OriginKind::Directory { url, .. } | OriginKind::Archive { url, .. } => {
+                        format!("{} @ {url}{fragment}", p.name)
+                    }
+                    OriginKind::Vcs { vcs, url, commit } => {
+                        format!("{} @ {vcs}+{url}@{commit}{fragment}", p.name)
+                    }
+                }
             }
-            Some(Origin::Vcs { vcs, url, commit }) => format!("{} @ {vcs}+{url}@{commit}", p.name),
         };
         out.push_str(&line);
         out.push('\n');
@@ -166,23 +231,44 @@ pub(super) fn pylock(
     let pins = pinned(store, env, snapshot)?;
     let count = pins.len();
     let unsourced = pins.iter().filter(|p| p.origin.is_none()).count();
+    if pins.is_empty() {
+        // PEP 751 wants the key, empty or not.
+        out.push_str("packages = []\n");
+    }
     for p in pins {
         out.push_str(&format!(
             "\n[[packages]]\nname = {}\n",
             toml_string(&p.name)
         ));
-        match &p.origin {
-            None => out.push_str(&format!("version = {}\n", toml_string(&p.version))),
-            Some(Origin::Directory { url, editable }) => out.push_str(&format!(
+        let Some(origin) = &p.origin else {
+            out.push_str(&format!("version = {}\n", toml_string(&p.version)));
+            continue;
+        };
+        match &origin.kind {
+            OriginKind::Directory { url, editable } => out.push_str(&format!(
                 "\n[packages.directory]\npath = {}\neditable = {editable}\n",
-                toml_string(url.strip_prefix("file://").unwrap_or(url))
+                toml_string(&file_path(url))
             )),
-            Some(Origin::Archive { url }) => out.push_str(&format!(
-                "version = {}\n\n[packages.archive]\nurl = {}\n",
-                toml_string(&p.version),
-                toml_string(url)
-            )),
-            Some(Origin::Vcs { vcs, url, commit }) => out.push_str(&format!(
+            OriginKind::Archive { url, hash } => {
+                // A local archive by its path: installers take no `file://` URL there.
+                let (key, place) = match url.starts_with("file://") {
+                    true => ("path", file_path(url)),
+                    false => ("url", url.clone()),
+                };
+                out.push_str(&format!(
+                    "version = {}\n\n[packages.archive]\n{key} = {}\n",
+                    toml_string(&p.version),
+                    toml_string(&place)
+                ));
+                if let Some((algorithm, hex)) = hash.as_ref().and_then(|h| h.split_once('=')) {
+                    out.push_str(&format!(
+                        "hashes = {{ {} = {} }}\n",
+                        toml_key(algorithm),
+                        toml_string(hex)
+                    ));
+                }
+            }
+            OriginKind::Vcs { vcs, url, commit } => out.push_str(&format!(
                 "version = {}\n\n[packages.vcs]\ntype = {}\nurl = {}\ncommit-id = {}\n",
                 toml_string(&p.version),
                 toml_string(vcs),
@@ -190,8 +276,23 @@ pub(super) fn pylock(
                 toml_string(commit)
             )),
         }
+        if let Some(sub) = &origin.subdirectory {
+            out.push_str(&format!("subdirectory = {}\n", toml_string(sub)));
+        }
     }
     Ok((out, count, unsourced))
+}
+
+/// A TOML key: bare where TOML allows it, else quoted.
+fn toml_key(key: &str) -> String {
+    match !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    {
+        true => key.to_owned(),
+        false => toml_string(key),
+    }
 }
 
 /// A TOML basic string.
