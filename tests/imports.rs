@@ -128,6 +128,12 @@ fn imports_names_what_was_never_imported_and_what_no_package_provides() {
     // json is the standard library; blastnotinstalled failed to import: neither is listed.
     assert_eq!(report["not_provided"], json!([]), "{report}");
     assert_eq!(report["local"], json!(["projmod"]), "{report}");
+    let text = b.ok(&["imports", "-e", e]);
+    assert!(
+        text.contains("3 installed distributions never imported:")
+            && text.contains("1 installed distribution imported"),
+        "{text}"
+    );
     assert_eq!(report["problems"], json!([]), "{report}");
 
     // A module imported from elsewhere on the path is provided by nothing and is not the project's.

@@ -868,16 +868,19 @@ impl Output {
             );
             return;
         }
-        if r.never_imported.is_empty() {
-            println!("  every installed distribution was imported");
-        } else {
-            println!(
-                "  {} installed distributions never imported:",
-                r.never_imported.len()
-            );
-            println!("{}", dists(&r.never_imported));
+        let distributions = |n: usize| match n {
+            1 => "1 installed distribution".to_owned(),
+            n => format!("{n} installed distributions"),
+        };
+        match (r.never_imported.len(), r.imported.len()) {
+            (0, 0) => println!("  no installed distributions"),
+            (0, imported) => println!("  {} imported: all of them", distributions(imported)),
+            (never, imported) => {
+                println!("  {} never imported:", distributions(never));
+                println!("{}", dists(&r.never_imported));
+                println!("  {} imported", distributions(imported));
+            }
         }
-        println!("  {} installed distributions imported", r.imported.len());
         println!(
             "  imported, provided by no installed distribution: {}",
             dash_if_empty(r.not_provided.join(" "))

@@ -411,6 +411,7 @@ fn top_level_from_record(dist: &Distribution) -> Vec<String> {
             || first == crate::capture::PYCACHE
             || first.ends_with(".dist-info")
             || first.ends_with(".data")
+            || first.starts_with("__editable__")
         {
             continue;
         }
@@ -426,6 +427,15 @@ fn top_level_from_record(dist: &Distribution) -> Vec<String> {
         if let Some(name) = name.filter(|n| is_identifier(n)) {
             names.insert(name.to_owned());
         }
+    }
+    // An editable install's RECORD holds a `.pth` (and setuptools' `__editable__` finder) that leads
+    // to the project, not its modules: its import name is most likely its own name.
+    let name = dist.name.as_ref().replace('-', "_");
+    if names.is_empty()
+        && dist.files.iter().any(|f| f.path.ends_with(".pth"))
+        && is_identifier(&name)
+    {
+        names.insert(name);
     }
     names.into_iter().collect()
 }
@@ -468,6 +478,13 @@ mod tests {
             top_level_from_record(&dist),
             ["_speedups", "_yaml", "fast", "six", "yaml"]
         );
+        // Editable: a `.pth` and setuptools' finder, which lead to the project's modules.
+        let editable = dist_with_files(&[
+            "__editable__.x-1.pth",
+            "__editable___x_1_finder.py",
+            "x-1.dist-info/RECORD",
+        ]);
+        assert_eq!(top_level_from_record(&editable), ["x"]);
     }
 
     #[test]
