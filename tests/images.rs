@@ -694,16 +694,7 @@ fn requirements_and_pylock_exports_pin_the_snapshots_packages() {
         "-o",
         lock.to_str().unwrap(),
     ]);
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import json, sys, tomllib; print(json.dumps(tomllib.load(open(sys.argv[1], 'rb'))))",
-            lock.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert_succeeded(&out);
-    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parsed = toml_as_json(&fs::read_to_string(&lock).unwrap());
     assert_eq!(parsed["lock-version"], "1.0");
     assert_eq!(parsed["created-by"], "blast");
     assert!(
@@ -812,16 +803,7 @@ fn exports_pin_what_packages_lists_and_where_it_came_from() {
         stderr.contains("note: 1 of them came from an index"),
         "{stderr}"
     );
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import json, sys, tomllib; print(json.dumps(tomllib.loads(sys.argv[1])))",
-            &lock,
-        ])
-        .output()
-        .unwrap();
-    assert_succeeded(&out);
-    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parsed = toml_as_json(&lock);
     let packages = parsed["packages"].as_array().unwrap();
     assert_eq!(packages[0]["name"], "blastlocal", "{lock}");
     assert!(packages[0]["version"].is_null(), "{lock}");
@@ -898,13 +880,7 @@ fn exports_pin_what_packages_lists_and_where_it_came_from() {
 /// an environment without distributions had no `packages`).
 #[test]
 fn exports_keep_subdirectories_hashes_and_local_paths() {
-    let Some(uv) = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("uv"))
-        .find(|p| p.is_file())
-    else {
-        eprintln!(
-            "skipping: uv is not on PATH (scripts/setup installs it; scripts/test puts it there)"
-        );
+    let Some(uv) = uv_on_path() else {
         return;
     };
     let b = Blast::outside_tmp();
@@ -925,22 +901,10 @@ fn exports_keep_subdirectories_hashes_and_local_paths() {
         let text = fs::read_to_string(&out).unwrap();
         (out, text)
     };
-    let parse = |text: &str| -> Value {
-        let out = Command::new(python())
-            .args([
-                "-c",
-                "import json, sys, tomllib; print(json.dumps(tomllib.loads(sys.argv[1])))",
-                text,
-            ])
-            .output()
-            .unwrap();
-        assert_succeeded(&out);
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
     assert_eq!(
-        parse(&export(&env, "pylock").1)["packages"],
+        toml_as_json(&export(&env, "pylock").1)["packages"],
         serde_json::json!([])
     );
 
@@ -985,7 +949,7 @@ fn exports_keep_subdirectories_hashes_and_local_paths() {
         "{text}"
     );
     let (lock, text) = export(&env, "pylock");
-    let packages = parse(&text)["packages"].clone();
+    let packages = toml_as_json(&text)["packages"].clone();
     let package = |name: &str| {
         packages
             .as_array()
@@ -1039,7 +1003,7 @@ fn exports_keep_subdirectories_hashes_and_local_paths() {
     ]);
     let text = export(&other, "pylock").1;
     assert_eq!(
-        parse(&text)["packages"][0]["directory"]["path"],
+        toml_as_json(&text)["packages"][0]["directory"]["path"],
         odd.join("blastlocal").to_str().unwrap(),
         "{text}"
     );
@@ -1072,6 +1036,21 @@ fn exports_keep_subdirectories_hashes_and_local_paths() {
         err.contains("`blastlocal` was installed from inside its environment"),
         "{err}"
     );
+}
+
+/// A TOML document (a pylock.toml) as JSON, as Python's `tomllib` reads it: a reader of PEP 751 files
+/// that is not blast's.
+fn toml_as_json(text: &str) -> Value {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import json, sys, tomllib; print(json.dumps(tomllib.loads(sys.argv[1])))",
+            text,
+        ])
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Rebuilds `entries` with the head snapshot given one more layer holding `link -> target`.

@@ -1240,13 +1240,7 @@ fn changes_made_by_hand_are_kept_as_their_own_snapshot_before_an_install() {
 
 #[test]
 fn uv_installs_and_uninstalls_in_the_sandbox_too() {
-    let Some(uv) = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("uv"))
-        .find(|p| p.is_file())
-    else {
-        eprintln!(
-            "skipping: uv is not on PATH (scripts/setup installs it; scripts/test puts it there)"
-        );
+    let Some(uv) = uv_on_path() else {
         return;
     };
     let b = Blast::new();

@@ -65,6 +65,19 @@ pub fn write_distribution(env: &Path, dir: &str, files: &[(&str, &str)]) {
     }
 }
 
+/// uv as found on PATH; `None`, saying the test is skipped, where it is not there.
+pub fn uv_on_path() -> Option<PathBuf> {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("uv"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!(
+            "skipping: uv is not on PATH (scripts/setup installs it; scripts/test puts it there)"
+        );
+    }
+    found
+}
+
 /// A private store and working directory for one test.
 pub struct Blast {
     pub tmp: tempfile::TempDir,
