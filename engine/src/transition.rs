@@ -178,8 +178,9 @@ fn undo_failed_move(store: &Store, env: &Env, root: &Path, before: &RootBefore, 
 
 /// Puts the paths a failed move changes back as the snapshot it started from has them, when the
 /// move failed after changing part of the directory (a file it may not remove, a full disk, a
-/// read-only mount): the environment is then at that snapshot, and the journal goes. Should that fail too, the journal stays, and
-/// the next command that opens the environment finishes the move. Returns the move's error, saying which.
+/// read-only mount): the environment is then at that snapshot, and the journal goes. Should that
+/// fail too, the journal stays, and the next command that opens the environment finishes the move.
+/// Returns the move's error, saying which of the two it was.
 fn undo_failed_apply(store: &Store, env: &Env, journal: &Journal, failure: Error) -> Error {
     let undone = (|| {
         let from_id = journal
