@@ -800,7 +800,8 @@ fn exports_pin_what_packages_lists_and_where_it_came_from() {
         noted.to_str().unwrap(),
     ]);
     assert!(
-        stderr.contains("note: 1 of them came from an index"),
+        stderr.contains("note: 1 of them came from an index")
+            && stderr.contains("PEP 751 names lock files `pylock.toml` or `pylock.NAME.toml`"),
         "{stderr}"
     );
     let parsed = toml_as_json(&lock);
@@ -1006,6 +1007,36 @@ fn exports_keep_subdirectories_hashes_and_local_paths() {
         toml_as_json(&text)["packages"][0]["directory"]["path"],
         odd.join("blastlocal").to_str().unwrap(),
         "{text}"
+    );
+
+    // A distribution installed without its dependency: pinned as it is, with a note that an
+    // installer will bring the dependency.
+    let alone = b.create_path_env("alone");
+    let a = alone.to_str().unwrap();
+    b.ok(&[
+        "install",
+        "-e",
+        a,
+        "--no-index",
+        "-f",
+        wheels().to_str().unwrap(),
+        "--no-deps",
+        "--allow-conflicts",
+        "blastdemo==1.0.0",
+    ]);
+    let out = b.work.join("alone.txt");
+    let (_, stderr) = b.ok_with_stderr(&[
+        "export",
+        "-e",
+        a,
+        "--format",
+        "requirements",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("note: 1 requirement of the pinned distributions does not hold"),
+        "{stderr}"
     );
 
     // An editable checkout pip keeps in the environment (`ENV/src`): its path, not blast's

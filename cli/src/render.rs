@@ -155,6 +155,23 @@ impl Output {
                     r.unsourced
                 );
             }
+            match r.unmet_requirements {
+                0 => {}
+                n => eprintln!(
+                    "note: {n} requirement{} of the pinned distributions {} not hold in this snapshot \
+                     (`blast check` names them): an installer given this file also installs or changes \
+                     what {} for",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "does" } else { "do" },
+                    if n == 1 { "it asks" } else { "they ask" }
+                ),
+            }
+            if r.unconventional_name {
+                eprintln!(
+                    "note: PEP 751 names lock files `pylock.toml` or `pylock.NAME.toml`, and installers \
+                     such as uv refuse others"
+                );
+            }
             return;
         }
         println!(

@@ -13,9 +13,11 @@ use serde::Serialize;
 use store_format::{PythonTag, Snapshot, SnapshotId};
 
 use crate::capture::StatCache;
+use crate::conflicts;
 use crate::error::{Error, IoContext, Result};
 use crate::images::{self, Limits, Plan, Progress};
 use crate::index::{Batch, EnvRecord, HistoryEntry};
+use crate::markers::marker_environment;
 use crate::objects::unique_name;
 use crate::python::{self, PythonInfo};
 use crate::store::{Env, Store};
@@ -80,6 +82,13 @@ pub struct ExportReport {
     /// pylock.toml: distributions pinned with no source (installed from an index, which blast does
     /// not record); installers refuse such an entry.
     pub unsourced: usize,
+    /// pylock.toml: the file is not named as PEP 751 names lock files (`pylock.toml`,
+    /// `pylock.NAME.toml`), which installers such as uv refuse.
+    pub unconventional_name: bool,
+    /// Requirements of the pinned distributions that do not hold in the snapshot (a `--no-deps`
+    /// install, `--allow-conflicts`): an installer given the file resolves them, and installs or
+    /// changes more than the environment has. Counted with an environment, whose markers they need.
+    pub unmet_requirements: usize,
 }
 
 /// What an export or a push works on: the environment (when one is selected) and its history, and the
@@ -148,6 +157,15 @@ pub fn export(
             _ => super::pins::pylock(store, env.as_ref(), &head_snapshot)?,
         };
         write_atomically(&opts.output, text.as_bytes())?;
+        let unmet_requirements = match &env {
+            Some(env) => {
+                let tree = store.tree_of(&head_snapshot)?;
+                let installed = super::packages::snapshot_distributions(store, env, &tree)?;
+                let markers = marker_environment(store.index(), &env.record.python)?;
+                conflicts::unsatisfied(&installed.found, &markers).len()
+            }
+            None => 0,
+        };
         return Ok(ExportReport {
             file: opts.output.display().to_string(),
             format: opts.format.name(),
@@ -164,6 +182,16 @@ pub fn export(
             file_bytes: text.len() as u64,
             import_needs_max_bytes: None,
             unsourced,
+            unconventional_name: opts.format == ExportFormat::Pylock
+                && !opts
+                    .output
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| {
+                        name == "pylock.toml"
+                            || (name.starts_with("pylock.") && name.ends_with(".toml"))
+                    }),
+            unmet_requirements,
         });
     }
     let mut snapshots = Vec::new();
@@ -222,6 +250,8 @@ pub fn export(
             .ratio_exceeded(written.archive_bytes, written.file_bytes)
             .then_some(written.archive_bytes),
         unsourced: 0,
+        unconventional_name: false,
+        unmet_requirements: 0,
     })
 }
 
