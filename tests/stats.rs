@@ -96,6 +96,7 @@ fn stats_reports_install_samples_sizes_dedup_and_disk() {
         "capture latency",
         "judged on p95",
         "dedup ratio 2.00",
+        "% in use (",
     ] {
         assert!(text.contains(needle), "`{needle}` missing:\n{text}");
     }
@@ -129,6 +130,10 @@ fn status_lists_a_python_process_running_from_the_environment() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let text = b.ok(&["status", "-e", e]);
+    assert!(
+        text.contains("saved by storing identical files once"),
+        "{text}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     let listed = listed.unwrap_or_else(|| panic!("pid {pid} not listed"));

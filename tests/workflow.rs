@@ -969,7 +969,7 @@ fn verify_names_a_corrupt_object_and_drifted_file() {
     let named = corrupt[0].as_str().unwrap();
     assert!(
         named.contains(object.file_name().unwrap().to_str().unwrap())
-            && named.contains("(`lib/python3.11/site-packages/blastdemo/__init__.py` of snapshot")
+            && named.contains("(`lib/python3.11/site-packages/blastdemo/__init__.py` as layer")
             && named.contains(&format!("HEAD of `{env_s}`")),
         "{named}"
     );

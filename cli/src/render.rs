@@ -703,7 +703,7 @@ impl Output {
             r.env_files
         );
         println!(
-            "  store     {} ({} saved by sharing files between environments)",
+            "  store     {} ({} saved by storing identical files once)",
             ByteSize(r.store_bytes),
             ByteSize(r.saved_by_dedup)
         );
@@ -818,10 +818,11 @@ impl Output {
             r.dedup_ratio
         );
         let d = &r.disk;
+        // `df`'s share: of what is used or still available (the total holds reserved blocks too).
         println!(
-            "disk      {:.1}% of {} used, {} available ({}) — {}, alert over {}%",
+            "disk      {:.1}% in use ({} used, {} available) at {} — {}, alert over {}%",
             d.used_percent,
-            ByteSize(d.total_bytes),
+            ByteSize(d.used_bytes),
             ByteSize(d.available_bytes),
             d.path,
             level_word(d.level),

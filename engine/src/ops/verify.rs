@@ -253,9 +253,13 @@ fn needed_files(
                 if !files.insert((*object, *executable)) {
                     continue;
                 }
-                users
-                    .entry(*object)
-                    .or_insert_with(|| format!("`{path}` of snapshot {}, {needed_by}", id.short()));
+                users.entry(*object).or_insert_with(|| {
+                    format!(
+                        "`{path}` as layer {} of snapshot {} writes it; {needed_by}",
+                        layer_id.short(),
+                        id.short()
+                    )
+                });
                 match objects.existing_object_path(object, *executable) {
                     Some(p) => out.push((p, Expected::Object(*object))),
                     None => report.missing.push(format!(
