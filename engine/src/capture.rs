@@ -785,12 +785,22 @@ pub fn scan(
         digest: Mutex::default(),
         listings: Mutex::default(),
         error: Mutex::default(),
+        unstorable: Mutex::default(),
     };
     let root_meta = fs::metadata(root).at("reading directory", root)?;
     let root_stat = FileStat::of(&root_meta);
     rayon::scope(|scope| walk.dir(scope, root.to_path_buf(), String::new(), root_stat));
     if let Some(error) = into_inner(walk.error) {
         return Err(error);
+    }
+    let mut unstorable = into_inner(walk.unstorable);
+    match unstorable.len() {
+        0 => {}
+        1 => return Err(unstorable.remove(0)),
+        _ => {
+            unstorable.sort_by_key(ToString::to_string);
+            return Err(Error::Unstorable(unstorable));
+        }
     }
     let digest = into_inner(walk.digest);
     let found = into_inner(walk.found);
@@ -916,6 +926,9 @@ struct Walk<'a> {
     listings: Mutex<Vec<Listing>>,
     /// The first error met; the walk stops spawning once there is one.
     error: Mutex<Option<Error>>,
+    /// What no snapshot can hold (a named pipe, a name that is not UTF-8), each named: the walk goes
+    /// on past them, so that the scan's error names them all.
+    unstorable: Mutex<Vec<Error>>,
 }
 
 /// A directory's entries by name, as the walk found them.
@@ -928,6 +941,8 @@ struct DirRead {
     digest: Option<TreeDigest>,
     /// Whether the entries may be kept as the directory's listing for the next walk.
     listable: bool,
+    /// Entries no snapshot can hold, left out of `entries`.
+    unstorable: Vec<Error>,
 }
 
 /// What the walk found at one entry of a directory.
@@ -975,6 +990,7 @@ impl<'a> Walk<'a> {
                 entries,
                 digest: listing.digest,
                 listable: true,
+                unstorable: Vec::new(),
             });
         }
         read_entries(abs)
@@ -995,7 +1011,9 @@ impl<'a> Walk<'a> {
             entries,
             digest: listed_digest,
             listable,
+            unstorable,
         } = read;
+        lock(&self.unstorable).extend(unstorable);
         let mut items = Vec::with_capacity(entries.len());
         let mut listed = String::new();
         let mut read_any = false;
@@ -1096,11 +1114,13 @@ fn listed(abs: &Path, listing: &Listing) -> Option<Entries> {
 fn read_entries(abs: &Path) -> Result<DirRead> {
     let mut entries = Vec::new();
     let mut listable = true;
+    let mut unstorable = Vec::new();
     for entry in fs::read_dir(abs).at("reading directory", abs)? {
         let entry = entry.at("reading directory", abs)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            return Err(Error::NonUtf8Path(entry.path()));
+            unstorable.push(Error::NonUtf8Path(entry.path()));
+            continue;
         };
         let meta = match entry.metadata() {
             Ok(meta) => meta,
@@ -1123,20 +1143,25 @@ fn read_entries(abs: &Path) -> Result<DirRead> {
             let target = fs::read_link(&abs).at("reading symlink", &abs)?;
             match target.into_os_string().into_string() {
                 Ok(target) => Seen::Symlink(target),
-                Err(_) => return Err(Error::NonUtf8Path(abs)),
+                Err(_) => {
+                    unstorable.push(Error::NonUtf8Path(abs));
+                    continue;
+                }
             }
         } else {
-            return Err(Error::UnsupportedFileType {
+            unstorable.push(Error::UnsupportedFileType {
                 path: entry.path(),
                 kind: special_kind(SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT)),
             });
+            continue;
         };
         entries.push((name.to_owned(), seen));
     }
     Ok(DirRead {
         entries,
         digest: None,
-        listable,
+        listable: listable && unstorable.is_empty(),
+        unstorable,
     })
 }
 

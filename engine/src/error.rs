@@ -85,6 +85,9 @@ pub enum Error {
     NonUtf8Path(PathBuf),
     #[error("`{}` is a {kind}, which an environment cannot hold: remove it", path.display())]
     UnsupportedFileType { path: PathBuf, kind: &'static str },
+    /// Several of [`Error::UnsupportedFileType`] and [`Error::NonUtf8Path`], one a line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Unstorable(Vec<Error>),
     #[error(
         "environment `{env}` has changes that are not captured:\n{}\nrun `blast snapshot -e {env}` to keep them, or pass --force to discard them",
         list_paths(paths)

@@ -276,34 +276,46 @@ fn shared_layers(a: &[LayerId], b: &[LayerId]) -> usize {
     a.iter().zip(b).take_while(|(a, b)| a == b).count()
 }
 
+/// The path of an entry no snapshot can hold, or that blast may not read.
+fn unstorable_path(error: &Error) -> Option<std::path::PathBuf> {
+    match error {
+        Error::UnsupportedFileType { path, .. } | Error::NonUtf8Path(path) => Some(path.clone()),
+        Error::Io { path, source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            Some(path.clone())
+        }
+        _ => None,
+    }
+}
+
 /// `--force` discards what the directory holds that no snapshot could (a named pipe, a socket, a device,
 /// a name that is not UTF-8, an entry blast may not read), as it discards any uncaptured change; the
 /// directory is then scanned again. `error` is what the first scan met.
 fn discard_uncapturable(store: &Store, env: &Env, mut error: Error) -> Result<Scan> {
     let mut discarded: Vec<std::path::PathBuf> = Vec::new();
     loop {
-        let path = match &error {
-            Error::UnsupportedFileType { path, .. } | Error::NonUtf8Path(path) => path,
-            Error::Io { path, source, .. }
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                path
-            }
-            _ => return Err(error),
+        let paths: Vec<std::path::PathBuf> = match &error {
+            Error::Unstorable(each) => each.iter().filter_map(unstorable_path).collect(),
+            one => match unstorable_path(one) {
+                Some(path) => vec![path],
+                None => return Err(error),
+            },
         };
-        // One that came back could not be removed; nothing outside the directory is touched.
-        if discarded.contains(path) || !path.starts_with(env.root()) || path == env.root() {
-            return Err(error);
+        for path in &paths {
+            // One that came back could not be removed; nothing outside the directory is touched.
+            if discarded.contains(path) || !path.starts_with(env.root()) || path == env.root() {
+                return Err(error);
+            }
+            if let Some(parent) = path.parent().filter(|p| p.starts_with(env.root())) {
+                crate::fsutil::open_dir_for_owner(parent);
+            }
+            if let Err(removal) = crate::fsutil::remove_tree(path) {
+                return Err(Error::Invalid(format!(
+                    "{error}; --force could not discard `{}`: {removal}",
+                    path.display()
+                )));
+            }
+            discarded.push(path.clone());
         }
-        if let Some(parent) = path.parent().filter(|p| p.starts_with(env.root())) {
-            crate::fsutil::open_dir_for_owner(parent);
-        }
-        if let Err(removal) = crate::fsutil::remove_tree(path) {
-            return Err(Error::Invalid(format!(
-                "{error}; --force could not discard it: {removal}"
-            )));
-        }
-        discarded.push(path.clone());
         match scan_or_empty(env, load_stat_cache(store, &env.record.id)) {
             Ok(scan) => return Ok(scan),
             Err(e) => error = e,
