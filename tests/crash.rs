@@ -559,3 +559,44 @@ fn a_rollback_that_fails_midway_is_undone_and_names_the_file() {
     finish_with_status(b, &u.env, "rollback");
     assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
 }
+
+/// A removal that fails midway (a file it may not delete) leaves the environment recorded with its
+/// directory set aside, says so, and the next `remove` finishes it once the cause is fixed.
+#[test]
+fn a_removal_that_fails_midway_is_finished_by_the_next() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    fs::write(env.join("lib/kept.txt"), "kept").unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    let Some(pinned) = Immutable::make(&env.join("lib/kept.txt")) else {
+        return;
+    };
+    let err = b.fails(&["remove", e]);
+    assert!(
+        err.contains(&format!("`{e}` is still recorded, its files set aside at"))
+            && err.contains("then `blast remove` again"),
+        "{err}"
+    );
+    let aside: Vec<PathBuf> = fs::read_dir(env.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".blast-removing-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let err = b.fails(&["status", "-e", e]);
+    assert!(err.contains("is gone"), "{err}");
+    // The flag went with the file; the guard's path is gone.
+    drop(pinned);
+    assert!(
+        Command::new("chattr")
+            .arg("-i")
+            .arg(aside[0].join("lib/kept.txt"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    b.ok(&["remove", e]);
+    assert!(!aside[0].exists());
+    assert_eq!(b.json(&["list"]), serde_json::json!([]));
+}

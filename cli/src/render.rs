@@ -155,16 +155,19 @@ impl Output {
                     r.unsourced
                 );
             }
-            match r.unmet_requirements {
-                0 => {}
-                n => eprintln!(
-                    "note: {n} requirement{} of the pinned distributions {} not hold in this snapshot \
-                     (`blast check` names them): an installer given this file also installs or changes \
-                     what {} for",
+            if r.unmet_requirements > 0 {
+                let n = r.unmet_requirements;
+                eprintln!(
+                    "note: {n} requirement{} of the pinned distributions {} not hold in this snapshot: {}",
                     if n == 1 { "" } else { "s" },
                     if n == 1 { "does" } else { "do" },
-                    if n == 1 { "it asks" } else { "they ask" }
-                ),
+                    match r.format {
+                        "pylock" =>
+                            "a lock file is installed as it is, so the set it gives breaks them too",
+                        _ =>
+                            "an installer given this file resolves them, and installs or changes more than the environment has",
+                    }
+                );
             }
             if r.unconventional_name {
                 eprintln!(

@@ -187,15 +187,25 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
         // Left by a removal killed after the rename, before the directory was made again.
         let _ = crate::fsutil::remove_tree(&aside);
     }
-    let doomed = match std::fs::rename(root, &aside) {
-        Ok(()) => aside,
-        Err(_) if !root.exists() && aside.exists() => aside,
-        Err(_) => root.to_owned(),
+    let set_aside = match std::fs::rename(root, &aside) {
+        Ok(()) => true,
+        Err(_) => !root.exists() && aside.exists(),
     };
     crash::point("remove-aside");
-    // Deleted while still recorded: a deletion that fails or is killed leaves the environment's
-    // directory gone (what `status` says) and the next `remove` finishing it.
-    crate::fsutil::remove_tree(&doomed)?;
+    // Set aside, it is deleted while the environment is still recorded: a deletion that fails or is
+    // killed leaves the environment's directory gone (what `status` says), and the next `remove`
+    // finishes it. In place, it is deleted once the environment is forgotten, as a directory that
+    // cannot go (a mount point) would otherwise keep it recorded for good.
+    if set_aside {
+        crate::fsutil::remove_tree(&aside).map_err(|e| {
+            Error::Invalid(format!(
+                "{e}; `{}` is still recorded, its files set aside at `{}`: fix what stops their \
+                 removal, then `blast remove` again",
+                env.label(),
+                aside.display()
+            ))
+        })?;
+    }
     let history = store.index().history(&env.record.id)?;
     let tags = store.index().tags(&env.record.id)?;
     let mut batch = Batch::default();
@@ -205,6 +215,18 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
     crate::fsutil::remove_file_if_exists(&store.env_lock_path(&env.record.id))?;
     crate::fsutil::remove_file_if_exists(&crate::session::lock_path(store.home(), &env.record.id))?;
     crate::imports::remove_records(store, &env.record.id)?;
+    if !set_aside && let Err(e) = crate::fsutil::remove_tree(root) {
+        // A mount point stays, emptied: that is all that can go.
+        let emptied = std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_none());
+        if !emptied {
+            return Err(Error::Invalid(format!(
+                "{e}; `{}` is removed from blast, but not all its files could be deleted: delete \
+                 what is left at `{}` by hand",
+                env.label(),
+                root.display()
+            )));
+        }
+    }
     Ok(env.record.clone())
 }
 

@@ -156,16 +156,17 @@ pub fn export(
             }
             _ => super::pins::pylock(store, env.as_ref(), &head_snapshot)?,
         };
+        // A note: an environment whose interpreter is gone (its markers cannot be asked) gives none.
+        let unmet_requirements = env
+            .as_ref()
+            .and_then(|env| {
+                let tree = store.tree_of(&head_snapshot).ok()?;
+                let installed = super::packages::snapshot_distributions(store, env, &tree).ok()?;
+                let markers = marker_environment(store.index(), &env.record.python).ok()?;
+                Some(conflicts::unsatisfied(&installed.found, &markers).len())
+            })
+            .unwrap_or(0);
         write_atomically(&opts.output, text.as_bytes())?;
-        let unmet_requirements = match &env {
-            Some(env) => {
-                let tree = store.tree_of(&head_snapshot)?;
-                let installed = super::packages::snapshot_distributions(store, env, &tree)?;
-                let markers = marker_environment(store.index(), &env.record.python)?;
-                conflicts::unsatisfied(&installed.found, &markers).len()
-            }
-            None => 0,
-        };
         return Ok(ExportReport {
             file: opts.output.display().to_string(),
             format: opts.format.name(),

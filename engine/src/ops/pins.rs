@@ -64,7 +64,10 @@ impl Origin {
                 .get("hashes")
                 .and_then(Value::as_object)
                 .and_then(|hashes| {
-                    let (algorithm, hex) = hashes.iter().next()?;
+                    // sha256 where there is one: what installers check first.
+                    let (algorithm, hex) = hashes
+                        .get_key_value("sha256")
+                        .or_else(|| hashes.iter().next())?;
                     Some(format!("{algorithm}={}", hex.as_str()?))
                 })
                 .or_else(|| archive.get("hash")?.as_str().map(str::to_owned));

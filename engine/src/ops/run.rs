@@ -92,6 +92,11 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         })
         .collect::<Result<Vec<_>>>()?;
     let found = store.find_env(selector)?;
+    // Mid-move, the directory is neither snapshot: the move is finished first (or its error given),
+    // as by any command that opens the environment, before the program is looked for in it.
+    if !options.capture && store.index().journal(&found.id)?.is_some() {
+        drop(store.open_env(selector)?);
+    }
     let program = program_path(Path::new(&found.path), command, found.label())?;
     // A plain run reads the environment without its lock: a long-running command must not hold up
     // installs. A capturing one changes it, so it holds the lock as an install does.
@@ -108,14 +113,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
                 at_head.written_through,
             )
         }
-        false => {
-            // Mid-move, the directory is neither snapshot: the move is finished first (or its
-            // error given), as by any command that opens the environment.
-            if store.index().journal(&found.id)?.is_some() {
-                drop(store.open_env(selector)?);
-            }
-            (None, None, Vec::new())
-        }
+        false => (None, None, Vec::new()),
     };
     let record = env.as_ref().map_or(found, |env| env.record.clone());
     let label = record.label().to_owned();

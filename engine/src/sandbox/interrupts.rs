@@ -348,11 +348,9 @@ impl Forwarding {
             Child::Helper { forcing } => (forcing, libc::SIGTSTP),
             Child::Installer => (true, libc::SIGSTOP),
         };
-        // A signal a latch noted before (while blast set the run up) goes to the child at its start.
-        let noted = LATCHED.load(Ordering::SeqCst);
         TARGET.store(0, Ordering::SeqCst);
-        FIRST.store(noted, Ordering::SeqCst);
-        PENDING.store(noted, Ordering::SeqCst);
+        FIRST.store(0, Ordering::SeqCst);
+        PENDING.store(0, Ordering::SeqCst);
         LAST_MS.store(0, Ordering::SeqCst);
         LAST_SIGNAL.store(0, Ordering::SeqCst);
         FORCING.store(forcing, Ordering::SeqCst);
@@ -361,6 +359,13 @@ impl Forwarding {
         let mut previous = install(&PASSED_ON, pass_on);
         previous.extend(install(&JOB_CONTROL, pass_on_job_control));
         previous.extend(install(&NOTICES, pass_on_notice));
+        // A signal a latch noted before (while blast set the run up) goes to the child at its start;
+        // read once these handlers take new ones, so none falls between the two.
+        let noted = LATCHED.load(Ordering::SeqCst);
+        if noted != 0 {
+            let _ = FIRST.compare_exchange(0, noted, Ordering::SeqCst, Ordering::SeqCst);
+            let _ = PENDING.compare_exchange(0, noted, Ordering::SeqCst, Ordering::SeqCst);
+        }
         Forwarding { previous }
     }
 
@@ -433,11 +438,11 @@ impl Latch {
 
 impl Drop for Latch {
     fn drop(&mut self) {
-        LATCHED.store(0, Ordering::SeqCst);
         for (signal, previous) in &self.previous {
             // SAFETY: puts back the disposition that was there before.
             let _ = unsafe { sigaction(*signal, previous) };
         }
+        LATCHED.store(0, Ordering::SeqCst);
     }
 }
 
