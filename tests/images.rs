@@ -47,6 +47,33 @@ fn demo_image(b: &Blast) -> PathBuf {
     image
 }
 
+/// An export of an environment's HEAD says when its directory holds changes no snapshot has, which
+/// the export leaves out (found by exploratory testing: a `pip install` by hand, then an export, gave
+/// a teammate the environment without it, and said nothing).
+#[test]
+fn an_export_of_head_names_the_changes_it_leaves_out() {
+    let b = Blast::new();
+    let (env, head) = demo_env(&b, "venv", false);
+    let e = env.to_str().unwrap();
+    let export = |args: &[&str], format: &str| {
+        let out = b.work.join(format!("out.{format}"));
+        let mut all = vec!["export", "--format", format, "-o", out.to_str().unwrap()];
+        all.extend(args);
+        b.ok_with_stderr(&all).1
+    };
+    assert!(!export(&["-e", e], "blast").contains("note:"));
+    fs::write(env.join("notes.txt"), "by hand").unwrap();
+    for format in ["blast", "requirements"] {
+        let stderr = export(&["-e", e], format);
+        assert!(
+            stderr.contains("note: 1 path of the environment differs from its HEAD"),
+            "{format}: {stderr}"
+        );
+    }
+    // Another snapshot than HEAD is what the user asked for: no note.
+    assert!(!export(&["--snapshot", &head], "blast").contains("note:"));
+}
+
 /// Everything an import could change: the store's files, staging, the environments and their dirs.
 fn store_state(b: &Blast) -> (BTreeSet<PathBuf>, Vec<PathBuf>, Value, Vec<PathBuf>) {
     let files = ["objects", "layers", "snapshots"]
@@ -1066,6 +1093,63 @@ fn exports_keep_subdirectories_hashes_and_local_paths() {
     assert!(
         err.contains("`blastlocal` was installed from inside its environment"),
         "{err}"
+    );
+}
+
+/// uv records no hash for a local archive, and PEP 751 requires one: pylock.toml hashes the file
+/// where it still is, and says how many archives it could not hash when the file is gone.
+#[test]
+fn pylock_hashes_local_archives_installed_without_a_hash() {
+    let Some(_uv) = uv_on_path() else {
+        return;
+    };
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let wheel = b.work.join("downloads/blastbase-1.0.0-py3-none-any.whl");
+    fs::create_dir(wheel.parent().unwrap()).unwrap();
+    fs::copy(wheels().join("blastbase-1.0.0-py3-none-any.whl"), &wheel).unwrap();
+    b.ok(&[
+        "install",
+        "-e",
+        e,
+        "--installer",
+        "uv",
+        "--no-index",
+        wheel.to_str().unwrap(),
+    ]);
+    let lock = b.work.join("pylock.toml");
+    let export = || {
+        let (_, stderr) = b.ok_with_stderr(&[
+            "export",
+            "-e",
+            e,
+            "--format",
+            "pylock",
+            "-o",
+            lock.to_str().unwrap(),
+        ]);
+        let archive =
+            toml_as_json(&fs::read_to_string(&lock).unwrap())["packages"][0]["archive"].clone();
+        (archive, stderr)
+    };
+    let (archive, stderr) = export();
+    let sum = Command::new("sha256sum").arg(&wheel).output().unwrap();
+    assert_succeeded(&sum);
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    assert_eq!(
+        archive["hashes"]["sha256"].as_str(),
+        sum.split_whitespace().next(),
+        "{archive}"
+    );
+    assert!(!stderr.contains("no hash"), "{stderr}");
+
+    fs::remove_file(&wheel).unwrap();
+    let (archive, stderr) = export();
+    assert!(archive["hashes"].is_null(), "{archive}");
+    assert!(
+        stderr.contains("note: 1 archive has no hash recorded and is not at hand to hash"),
+        "{stderr}"
     );
 }
 

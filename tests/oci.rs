@@ -375,6 +375,20 @@ fn a_store_with_the_lower_layers_downloads_only_the_missing_blob() {
     let twice = pull(&b2, &reference, &b2.work.join("pulled-again"));
     assert_eq!(twice["layers_downloaded"], 0, "{twice}");
     assert_eq!(twice["bytes_downloaded"], 0, "{twice}");
+
+    // A push of HEAD while the directory holds a change no snapshot has says it is left out.
+    fs::write(src.join("notes.txt"), "by hand").unwrap();
+    let (_, stderr) = b1.ok_with_stderr(&[
+        "push",
+        "-e",
+        src.to_str().unwrap(),
+        &reference,
+        "--insecure",
+    ]);
+    assert!(
+        stderr.contains("note: 1 path of the environment differs from its HEAD"),
+        "{stderr}"
+    );
 }
 
 /// Everything a failed pull could have changed.

@@ -139,6 +139,7 @@ impl Output {
         if self.json(r) {
             return;
         }
+        note_uncaptured(r.uncaptured, "the export");
         if r.format != "blast" {
             println!(
                 "wrote {} ({}): {} packages pinned from snapshot {}",
@@ -153,6 +154,15 @@ impl Output {
                      not record which index or file): installers that need one refuse them; `--format \
                      requirements` pins them for pip and uv",
                     r.unsourced
+                );
+            }
+            if r.unhashed > 0 {
+                eprintln!(
+                    "note: {} archive{} no hash recorded and {} not at hand to hash (a URL, a file since \
+                     removed): PEP 751 requires one, and installers refuse such an entry",
+                    r.unhashed,
+                    if r.unhashed == 1 { " has" } else { "s have" },
+                    if r.unhashed == 1 { "is" } else { "are" }
                 );
             }
             if r.unmet_requirements > 0 {
@@ -238,6 +248,7 @@ impl Output {
         if self.json(r) {
             return;
         }
+        note_uncaptured(r.uncaptured, "the push");
         println!(
             "pushed snapshot {} to {} ({:.1} s): {} packages, {} layers",
             short(&r.snapshot),
@@ -247,8 +258,9 @@ impl Output {
             r.layers
         );
         println!(
-            "  uploaded {} blobs ({}), the registry had {} ({})",
+            "  uploaded {} blob{} ({}), the registry had {} ({})",
             r.blobs_uploaded,
+            if r.blobs_uploaded == 1 { "" } else { "s" },
             ByteSize(r.bytes_uploaded),
             r.blobs_skipped,
             ByteSize(r.bytes_skipped)
@@ -1243,4 +1255,18 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect::<String>()
         .into()
+}
+
+/// The note of an export or a push of an environment's HEAD while its directory holds changes no
+/// snapshot has: they are left out, which the user may not expect.
+fn note_uncaptured(paths: usize, what: &str) {
+    if paths > 0 {
+        eprintln!(
+            "note: {paths} path{} of the environment differ{} from its HEAD, which {what} takes: those \
+             changes are left out (`blast status` names them; `blast snapshot` captures them, then export \
+             or push again)",
+            if paths == 1 { "" } else { "s" },
+            if paths == 1 { "s" } else { "" },
+        );
+    }
 }

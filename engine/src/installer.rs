@@ -71,6 +71,63 @@ const WRITES_TO: &[(&str, &str)] = &[
     ("--source-directory", "--s"),
 ];
 
+/// pip's general options, which come before its command, each with whether it takes a value (pip 24).
+const GENERAL_OPTIONS: &[(&str, bool)] = &[
+    ("--cache-dir", true),
+    ("--cert", true),
+    ("--client-cert", true),
+    ("--debug", false),
+    ("--disable-pip-version-check", false),
+    ("--exists-action", true),
+    ("--help", false),
+    ("--isolated", false),
+    ("--keyring-provider", true),
+    ("--local-log", true),
+    ("--log", true),
+    ("--log-file", true),
+    ("--no-cache-dir", false),
+    ("--no-color", false),
+    ("--no-input", false),
+    ("--no-python-version-warning", false),
+    ("--proxy", true),
+    ("--python", true),
+    ("--quiet", false),
+    ("--require-virtualenv", false),
+    ("--resume-retries", true),
+    ("--retries", true),
+    ("--timeout", true),
+    ("--trusted-host", true),
+    ("--use-deprecated", true),
+    ("--use-feature", true),
+    ("--verbose", false),
+    ("--version", false),
+];
+
+/// Where pip's command (`install`, `download`) is in `args`, typed after `blast pip --`: the first
+/// word that is neither a general option nor the value of one (`--timeout 10 download`). A long option
+/// may be abbreviated to a prefix of one option alone, as optparse takes it.
+pub fn pip_command(args: &[String]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(word) = args.get(i) {
+        if !word.starts_with('-') {
+            return Some(i);
+        }
+        let takes_value = word.starts_with("--")
+            && !word.contains('=')
+            && match GENERAL_OPTIONS.iter().find(|(name, _)| name == word) {
+                Some((_, value)) => *value,
+                None => {
+                    let mut matching = GENERAL_OPTIONS
+                        .iter()
+                        .filter(|(name, _)| name.starts_with(word.as_str()));
+                    matches!((matching.next(), matching.next()), (Some((_, true)), None))
+                }
+            };
+        i += if takes_value { 2 } else { 1 };
+    }
+    None
+}
+
 /// pip's commands that have a `--local` option of their own (which `--loc` abbreviates there).
 const HAVE_LOCAL: &[&str] = &["freeze", "inspect", "list"];
 
@@ -107,13 +164,7 @@ impl Request {
     pub fn writes_outside(&self, env_root: &Path, cwd: &Path) -> Option<String> {
         let (args, command) = match self {
             Request::Install { args, .. } => (args, Some("install")),
-            // pip's command is its first word that is no option.
-            Request::Pip { args } => (
-                args,
-                args.iter()
-                    .map(String::as_str)
-                    .find(|a| !a.starts_with('-')),
-            ),
+            Request::Pip { args } => (args, pip_command(args).map(|i| args[i].as_str())),
             Request::Uninstall { .. } => return None,
         };
         // Both sides with symlinks resolved: the environment's recorded path may lead through one.
@@ -465,6 +516,28 @@ mod tests {
             None
         );
         assert_eq!(outside(&["config", "list"]), None);
+        // pip's general options before its command, their values no command.
+        assert_eq!(
+            outside(&["--timeout", "10", "download", "rich"]),
+            found("pip download (into the working directory, no -d or -w)")
+        );
+        assert_eq!(
+            outside(&["-v", "--tim", "10", "--no-input", "wheel", "."]),
+            found("pip wheel (into the working directory, no -d or -w)")
+        );
+        assert_eq!(
+            outside(&[
+                "--retries=2",
+                "--proxy",
+                "http://p:3128",
+                "config",
+                "set",
+                "global.timeout",
+                "1"
+            ]),
+            found("pip config (into your own configuration, no --site)")
+        );
+        assert_eq!(outside(&["--cache-dir", "download", "list"]), None);
         assert_eq!(
             outside(&["install", "--target=/opt/lib", "rich"]),
             found("--target /opt/lib")

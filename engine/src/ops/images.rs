@@ -82,6 +82,8 @@ pub struct ExportReport {
     /// pylock.toml: distributions pinned with no source (installed from an index, which blast does
     /// not record); installers refuse such an entry.
     pub unsourced: usize,
+    /// pylock.toml: archives with no hash, which installers refuse (see `pins::Pins`).
+    pub unhashed: usize,
     /// pylock.toml: the file is not named as PEP 751 names lock files (`pylock.toml`,
     /// `pylock.NAME.toml`), which installers such as uv refuse.
     pub unconventional_name: bool,
@@ -89,6 +91,8 @@ pub struct ExportReport {
     /// install, `--allow-conflicts`): an installer given the file resolves them, and installs or
     /// changes more than the environment has. Counted with an environment, whose markers they need.
     pub unmet_requirements: usize,
+    /// Paths of the environment that differ from the exported HEAD (see [`Selected::uncaptured`]).
+    pub uncaptured: usize,
 }
 
 /// What an export or a push works on: the environment (when one is selected) and its history, and the
@@ -100,6 +104,17 @@ pub(super) struct Selected {
 }
 
 impl Selected {
+    /// How many paths of the environment's directory differ from the snapshot, when that is the
+    /// environment's HEAD: changes not captured yet, which an export or a push leaves out.
+    pub(super) fn uncaptured(&self, store: &Store) -> usize {
+        match &self.env {
+            Some(env) if env.head().ok() == Some(self.head) => {
+                super::inspect::uncaptured_paths(store, env, &self.head)
+            }
+            _ => 0,
+        }
+    }
+
     /// `query` as a snapshot: an id or prefix, or with an environment also a tag or `@~N`.
     pub(super) fn resolve(&self, store: &Store, query: &str) -> Result<SnapshotId> {
         match &self.env {
@@ -148,11 +163,16 @@ pub fn export(
                 "--base and --history apply to images (`--format blast`) only".into(),
             ));
         }
-        let (text, packages, unsourced) = match opts.format {
+        let pins = match opts.format {
             ExportFormat::Requirements => {
-                let (text, packages) =
+                let (text, count) =
                     super::pins::requirements(store, env.as_ref(), &head, &head_snapshot)?;
-                (text, packages, 0)
+                super::pins::Pins {
+                    text,
+                    count,
+                    unsourced: 0,
+                    unhashed: 0,
+                }
             }
             _ => super::pins::pylock(store, env.as_ref(), &head_snapshot)?,
         };
@@ -166,7 +186,7 @@ pub fn export(
                 Some(conflicts::unsatisfied(&installed.found, &markers).len())
             })
             .unwrap_or(0);
-        write_atomically(&opts.output, text.as_bytes())?;
+        write_atomically(&opts.output, pins.text.as_bytes())?;
         return Ok(ExportReport {
             file: opts.output.display().to_string(),
             format: opts.format.name(),
@@ -174,25 +194,24 @@ pub fn export(
             snapshots: vec![head],
             base: None,
             python: describe_tag(&head_snapshot.python),
-            packages,
+            packages: pins.count,
             layers: 0,
             objects: 0,
             object_bytes: 0,
             layers_omitted: 0,
             objects_omitted: 0,
-            file_bytes: text.len() as u64,
+            file_bytes: pins.text.len() as u64,
             import_needs_max_bytes: None,
-            unsourced,
+            unsourced: pins.unsourced,
+            unhashed: pins.unhashed,
             unconventional_name: opts.format == ExportFormat::Pylock
                 && !opts
                     .output
                     .file_name()
                     .and_then(|name| name.to_str())
-                    .is_some_and(|name| {
-                        name == "pylock.toml"
-                            || (name.starts_with("pylock.") && name.ends_with(".toml"))
-                    }),
+                    .is_some_and(super::pins::is_lock_file_name),
             unmet_requirements,
+            uncaptured: selected.uncaptured(store),
         });
     }
     let mut snapshots = Vec::new();
@@ -251,8 +270,10 @@ pub fn export(
             .ratio_exceeded(written.archive_bytes, written.file_bytes)
             .then_some(written.archive_bytes),
         unsourced: 0,
+        unhashed: 0,
         unconventional_name: false,
         unmet_requirements: 0,
+        uncaptured: selected.uncaptured(store),
     })
 }
 

@@ -161,6 +161,22 @@ pub(crate) fn uncaptured_packages(
         .unwrap_or_default()
 }
 
+/// How many paths in the directory differ from HEAD: changes an export or a push of HEAD leaves out.
+/// Best effort, as [`uncaptured_packages`].
+pub(crate) fn uncaptured_paths(store: &Store, env: &Env, head: &SnapshotId) -> usize {
+    let Ok(scan) = scan_directory(store, env) else {
+        return 0;
+    };
+    if scan.holds(head) {
+        return 0;
+    }
+    store
+        .snapshot(head)
+        .and_then(|snapshot| store.tree_of(&snapshot))
+        .map(|tree| file_changes(&tree, scan.tree()).len())
+        .unwrap_or(0)
+}
+
 pub(crate) fn file_changes(old: &Tree, new: &Tree) -> Vec<FileChange> {
     old.changes_to(new)
         .into_iter()

@@ -556,7 +556,7 @@ impl Run<'_> {
         }
         match self.request {
             Request::Pip { args }
-                if args.first().is_some_and(|verb| verb == "uninstall")
+                if crate::installer::pip_command(args).is_some_and(|i| args[i] == "uninstall")
                     && !args.iter().any(|a| a == "-y" || a == "--yes") =>
             {
                 "; pip asks before it uninstalls, and blast gives it no input: pass `-y`".into()
@@ -730,7 +730,7 @@ fn named_paths(request: &Request, cwd: &Path, trusted: Option<&Path>) -> Named {
         Request::Uninstall { .. } => {}
         Request::Pip { args } => {
             // pip's command (`install`) is a word, not a path.
-            let command = args.iter().position(|a| !a.starts_with('-'));
+            let command = crate::installer::pip_command(args);
             let rest: Vec<String> = (0..args.len())
                 .filter(|&i| Some(i) != command)
                 .map(|i| args[i].clone())

@@ -4,7 +4,10 @@
 //! 610): an editable project, a local directory, an archive or a VCS checkout is pinned as that, not as
 //! a version an index might serve as something else.
 
+use std::path::Path;
+
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use store_format::{Node, Snapshot, SnapshotId};
 
 use super::images::describe_tag;
@@ -218,15 +221,22 @@ pub(super) fn requirements(
     Ok((out, count))
 }
 
+/// A file of pins (a requirements file, a PEP 751 lock file) and what of it installers refuse.
+pub(super) struct Pins {
+    pub text: String,
+    /// How many distributions it pins.
+    pub count: usize,
+    /// How many of them have no source.
+    pub unsourced: usize,
+    /// How many archives have no hash, which PEP 751 requires: the installer recorded none (uv does not
+    /// for a local file) and the file is not at hand to be hashed now (a URL, a file since removed).
+    pub unhashed: usize,
+}
+
 /// A PEP 751 lock file. A distribution from an index gets its name and version only: blast keeps no
 /// record of which index or file it came from, which installers need (they refuse such an entry). One
 /// from a directory, an archive or a VCS checkout gets that source (and no version, for a directory).
-/// Returns the text, how many distributions it pins and how many of them have no source.
-pub(super) fn pylock(
-    store: &Store,
-    env: Option<&Env>,
-    snapshot: &Snapshot,
-) -> Result<(String, usize, usize)> {
+pub(super) fn pylock(store: &Store, env: Option<&Env>, snapshot: &Snapshot) -> Result<Pins> {
     let mut out = format!(
         "lock-version = \"1.0\"\nrequires-python = {}\ncreated-by = \"blast\"\n",
         toml_string(&format!("=={}.*", snapshot.python.minor_version()))
@@ -234,6 +244,7 @@ pub(super) fn pylock(
     let pins = pinned(store, env, snapshot)?;
     let count = pins.len();
     let unsourced = pins.iter().filter(|p| p.origin.is_none()).count();
+    let mut unhashed = 0;
     if pins.is_empty() {
         // PEP 751 wants the key, empty or not.
         out.push_str("packages = []\n");
@@ -263,12 +274,20 @@ pub(super) fn pylock(
                     toml_string(&p.version),
                     toml_string(&place)
                 ));
-                if let Some((algorithm, hex)) = hash.as_ref().and_then(|h| h.split_once('=')) {
-                    out.push_str(&format!(
-                        "hashes = {{ {} = {} }}\n",
-                        toml_key(algorithm),
-                        toml_string(hex)
-                    ));
+                let local_hash = || match url.starts_with("file://") {
+                    true => sha256_of(Path::new(&place)),
+                    false => None,
+                };
+                match hash.clone().or_else(local_hash) {
+                    Some(hash) => {
+                        let (algorithm, hex) = hash.split_once('=').unwrap_or(("sha256", &hash));
+                        out.push_str(&format!(
+                            "hashes = {{ {} = {} }}\n",
+                            toml_key(algorithm),
+                            toml_string(hex)
+                        ));
+                    }
+                    None => unhashed += 1,
                 }
             }
             OriginKind::Vcs { vcs, url, commit } => out.push_str(&format!(
@@ -283,7 +302,34 @@ pub(super) fn pylock(
             out.push_str(&format!("subdirectory = {}\n", toml_string(sub)));
         }
     }
-    Ok((out, count, unsourced))
+    Ok(Pins {
+        text: out,
+        count,
+        unsourced,
+        unhashed,
+    })
+}
+
+/// `sha256=HEX` of the file at `path`, if it can be read.
+fn sha256_of(path: &Path) -> Option<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).ok()?, &mut hasher).ok()?;
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(format!("sha256={hex}"))
+}
+
+/// Whether PEP 751 takes `name` for a lock file: `pylock.toml`, or `pylock.NAME.toml` where NAME has no
+/// dot. Installers such as uv refuse others.
+pub(super) fn is_lock_file_name(name: &str) -> bool {
+    name == "pylock.toml"
+        || name
+            .strip_prefix("pylock.")
+            .and_then(|rest| rest.strip_suffix(".toml"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('.'))
 }
 
 /// A TOML key: bare where TOML allows it, else quoted.
@@ -312,4 +358,25 @@ fn toml_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_files_are_named_as_pep_751_says() {
+        for name in ["pylock.toml", "pylock.dev.toml", "pylock.toml.toml"] {
+            assert!(is_lock_file_name(name), "{name}");
+        }
+        for name in [
+            "pylock..toml",
+            "pylock.a.b.toml",
+            "lock.toml",
+            "pylock.dev.txt",
+            "Pylock.toml",
+        ] {
+            assert!(!is_lock_file_name(name), "{name}");
+        }
+    }
 }

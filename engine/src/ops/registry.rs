@@ -44,6 +44,8 @@ pub struct PushReport {
     pub blobs_skipped: usize,
     pub bytes_skipped: u64,
     pub seconds: f64,
+    /// Paths of the environment that differ from the pushed HEAD: changes not captured, left out.
+    pub uncaptured: usize,
 }
 
 /// Pushes a snapshot (default: the environment's HEAD) to a registry.
@@ -51,7 +53,8 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     let started = Instant::now();
     let reference = Reference::parse(&opts.reference)?;
     let client = Client::new(&reference, opts.insecure)?;
-    let head = select(store, opts.env.as_deref(), opts.snapshot.as_deref())?.head;
+    let selected = select(store, opts.env.as_deref(), opts.snapshot.as_deref())?;
+    let (head, uncaptured) = (selected.head, selected.uncaptured(store));
     // The transfer needs only the store's files: other commands use the index meanwhile. The store
     // lock, held shared throughout, keeps `blast clean` from sweeping what is being sent.
     let pushed = store
@@ -69,6 +72,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
         blobs_skipped: pushed.blobs_skipped,
         bytes_skipped: pushed.bytes_skipped,
         seconds: started.elapsed().as_secs_f64(),
+        uncaptured,
     })
 }
 
