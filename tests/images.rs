@@ -349,6 +349,98 @@ fn the_same_snapshot_exports_to_identical_bytes_from_two_stores_at_different_tim
     assert!(manifest["base"].is_null());
 }
 
+/// Console scripts work at any path an environment moves to: where a `#!` line cannot name the
+/// interpreter (a space in its path, a path too long for the kernel) it gets pip's `/bin/sh`
+/// preamble, and a preamble pip wrote is stored as the `#!` line it stands for (found by exploratory
+/// testing: a restore at `team/my env` gave scripts that failed with "required file not found", and
+/// `verify` called it clean). A path a shell could not read in quotes is refused.
+#[test]
+fn console_scripts_run_at_paths_with_spaces_and_long_paths() {
+    let b = Blast::new();
+    let runs = |b: &Blast, env: &Path| {
+        let out = Command::new(env.join("bin/blastdemo")).output().unwrap();
+        assert_succeeded(&out);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "blastdemo 1.0.0 says hello from blastdep"
+        );
+        b.assert_verify_clean(&[env]);
+    };
+    let first_line = |env: &Path| {
+        let text = fs::read_to_string(env.join("bin/blastdemo")).unwrap();
+        text.lines().next().unwrap().to_owned()
+    };
+    // pip writes its preamble at a path with a space; blast stores the `#!` line.
+    let (spaced, snap) = demo_env(&b, "my env", false);
+    runs(&b, &spaced);
+    assert_eq!(first_line(&spaced), "#!/bin/sh");
+    let image = b.work.join("demo.blast");
+    b.ok(&[
+        "export",
+        "-e",
+        spaced.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+
+    let receiver = Blast::new();
+    let plain = receiver.work.join("plain");
+    let long = receiver.work.join(format!("{}/env", "deep".repeat(30)));
+    let other_space = receiver.work.join("team a/env b");
+    for dest in [&plain, &long, &other_space] {
+        receiver.ok(&[
+            "restore",
+            image.to_str().unwrap(),
+            "--path",
+            dest.to_str().unwrap(),
+        ]);
+        runs(&receiver, dest);
+        assert_eq!(
+            receiver.json(&["status", "-e", dest.to_str().unwrap()])["head"],
+            snap.as_str()
+        );
+    }
+    assert_eq!(
+        first_line(&plain),
+        format!("#!{}/bin/python", plain.display())
+    );
+    assert_eq!(first_line(&long), "#!/bin/sh");
+
+    // Moved by sync from the plain path to one with a space.
+    let target = receiver.work.join("sync target");
+    receiver.ok(&[
+        "create",
+        "--path",
+        target.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    receiver.ok(&[
+        "sync",
+        "--from",
+        plain.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    runs(&receiver, &target);
+
+    for bad in ["it's", "say \"hi\"", "cost$", "back`tick"] {
+        let path = b.work.join(bad);
+        let err = b.fails(&[
+            "create",
+            "--path",
+            path.to_str().unwrap(),
+            "--python",
+            python(),
+        ]);
+        assert!(
+            err.contains("which the shell would read in the quotes"),
+            "{bad}: {err}"
+        );
+        assert!(!path.exists());
+    }
+}
+
 #[test]
 fn restore_at_another_path_in_another_store_runs_and_verifies_clean() {
     let sender = Blast::new();

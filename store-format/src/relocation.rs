@@ -3,6 +3,12 @@
 //! `bin/python` link); both are rendered back when materialized. One snapshot thus materializes at any
 //! path and against any matching interpreter. The interpreter's directory is not abstracted elsewhere:
 //! it may be a common one (`/usr/bin`) that other files name for other reasons.
+//!
+//! A script's `#!` line cannot name an interpreter whose path holds a space or is long (the kernel
+//! splits the line at spaces and cuts it short), so there pip writes a `/bin/sh` preamble that
+//! `exec`s the interpreter instead. Rendering does the same for a stored `#!` line naming the
+//! environment, and abstraction turns such a preamble back into the `#!` line it renders from: a
+//! script is stored alike whatever path it was captured at, and works at any path it is rendered at.
 
 use memchr::memmem;
 
@@ -51,11 +57,22 @@ impl Placeholders {
                 current = Some(replace_at(source, &hits, from.len(), to));
             }
         }
-        current
+        let abstracted = current?;
+        // The `#!` line a preamble was rendered from, where it renders back to these very bytes.
+        match unwrap_shebang(&abstracted) {
+            Some(line) if self.render_bytes(&line) == content => Some(line),
+            _ => Some(abstracted),
+        }
     }
 
-    /// Replaces the tokens by this environment's paths.
+    /// Replaces the tokens by this environment's paths; a `#!` line naming the environment that the
+    /// kernel could not run as it is becomes a `/bin/sh` preamble (see the module's doc).
     pub fn render_bytes(&self, stored: &[u8]) -> Vec<u8> {
+        self.preamble(stored)
+            .unwrap_or_else(|| self.replace_tokens(stored))
+    }
+
+    fn replace_tokens(&self, stored: &[u8]) -> Vec<u8> {
         let mut out = stored.to_vec();
         for (token, to) in [
             (ENV_PREFIX_TOKEN.as_bytes(), self.env_prefix.as_bytes()),
@@ -69,6 +86,41 @@ impl Placeholders {
         out
     }
 
+    /// `stored` rendered with a `/bin/sh` preamble, where its `#!` line names the environment's
+    /// interpreter and the rendered line would have a space in the interpreter's path or be longer
+    /// than [`MAX_SHEBANG`]: pip's rule and its preamble, byte for byte.
+    fn preamble(&self, stored: &[u8]) -> Option<Vec<u8>> {
+        let line = stored.strip_prefix(b"#!")?;
+        if !line.starts_with(ENV_PREFIX_TOKEN.as_bytes()) {
+            return None;
+        }
+        let line_end = memchr::memchr(b'\n', line)?;
+        let (line, body) = (&line[..line_end], &line[line_end + 1..]);
+        let split = line
+            .iter()
+            .position(|b| b.is_ascii_whitespace())
+            .unwrap_or(line.len());
+        let executable = self.replace_tokens(&line[..split]);
+        let post_interp = self.replace_tokens(&line[split..]);
+        let spaced = executable.contains(&b' ');
+        if !spaced && executable.len() + post_interp.len() + 3 <= MAX_SHEBANG {
+            return None;
+        }
+        let quote: &[u8] = if spaced { b"\"" } else { b"" };
+        Some(
+            [
+                PREAMBLE_START,
+                quote,
+                &executable,
+                quote,
+                &post_interp,
+                PREAMBLE_END,
+                &self.replace_tokens(body),
+            ]
+            .concat(),
+        )
+    }
+
     /// For symlink targets: both paths are abstracted.
     pub fn abstract_str(&self, s: &str) -> Option<String> {
         self.abstract_bytes(s.as_bytes(), true)
@@ -78,6 +130,34 @@ impl Placeholders {
     pub fn render_str(&self, s: &str) -> String {
         String::from_utf8_lossy(&self.render_bytes(s.as_bytes())).into_owned()
     }
+}
+
+/// The longest `#!` line, newline included, pip writes as it is on Linux.
+const MAX_SHEBANG: usize = 127;
+/// pip's `/bin/sh` preamble around the interpreter (quoted where it holds a space) and its
+/// arguments: sh runs the second line, Python reads the first three as a string.
+const PREAMBLE_START: &[u8] = b"#!/bin/sh\n'''exec' ";
+const PREAMBLE_ARGS: &[u8] = b" \"$0\" \"$@\"\n";
+const PREAMBLE_END: &[u8] = b" \"$0\" \"$@\"\n' '''\n";
+
+/// The `#!` line that a stored preamble naming the environment's interpreter stands for, followed by
+/// the rest of the file, if `stored` starts with one.
+fn unwrap_shebang(stored: &[u8]) -> Option<Vec<u8>> {
+    let after = stored.strip_prefix(PREAMBLE_START)?;
+    let line_end = memchr::memchr(b'\n', after)?;
+    let command = after[..=line_end].strip_suffix(PREAMBLE_ARGS)?;
+    let body = after[line_end + 1..].strip_prefix(b"' '''\n")?;
+    let command = match command.strip_prefix(b"\"") {
+        Some(quoted) => {
+            let end = memchr::memchr(b'"', quoted)?;
+            [&quoted[..end], &quoted[end + 1..]].concat()
+        }
+        None => command.to_vec(),
+    };
+    if !command.starts_with(ENV_PREFIX_TOKEN.as_bytes()) {
+        return None;
+    }
+    Some([b"#!", command.as_slice(), b"\n", body].concat())
 }
 
 /// A path starts or ends next to this byte when the byte cannot continue a file name.
@@ -134,5 +214,64 @@ mod tests {
         assert_eq!(p.abstract_bytes(b"nothing here", true), None);
         // Outside pyvenv.cfg and links the interpreter's directory is left alone.
         assert_eq!(p.abstract_bytes(b"#!/usr/bin/env python3\n", false), None);
+    }
+
+    /// pip's preamble where a `#!` line cannot name the interpreter: rendered where the path needs
+    /// it, turned back into the `#!` line it stands for, so either form is stored alike.
+    #[test]
+    fn shebangs_the_kernel_cannot_run_become_pips_preamble_and_back() {
+        let stored = b"#!@BLAST_ENV_PREFIX@/bin/python3.11\nimport sys\n".to_vec();
+        let at = |path: &str| Placeholders {
+            env_prefix: path.into(),
+            python_bin: "/usr/bin".into(),
+        };
+        let spaced = at("/home/me/my env");
+        let rendered = spaced.render_bytes(&stored);
+        assert_eq!(
+            rendered,
+            b"#!/bin/sh\n'''exec' \"/home/me/my env/bin/python3.11\" \"$0\" \"$@\"\n' '''\nimport sys\n"
+        );
+        assert_eq!(
+            spaced.abstract_bytes(&rendered, false),
+            Some(stored.clone())
+        );
+
+        let long = at(&format!("/{}", "d".repeat(110)));
+        let rendered = long.render_bytes(&stored);
+        let expected = format!(
+            "#!/bin/sh\n'''exec' {}/bin/python3.11 \"$0\" \"$@\"\n' '''\nimport sys\n",
+            long.env_prefix
+        );
+        assert_eq!(rendered, expected.as_bytes());
+        assert_eq!(long.abstract_bytes(&rendered, false), Some(stored.clone()));
+        // 127 bytes with its newline still fit on the line.
+        let fits = at(&format!(
+            "/{}",
+            "d".repeat(127 - 3 - "/bin/python3.11".len() - 1)
+        ));
+        let rendered = fits.render_bytes(&stored);
+        assert_eq!(rendered.len(), 127 + "import sys\n".len());
+        assert!(rendered.starts_with(b"#!/d"));
+
+        // A preamble where none is needed, or another's (uv quotes with '), is kept as it is.
+        let plain = at("/home/me/env");
+        for script in [
+            "#!/bin/sh\n'''exec' \"/home/me/env/bin/python\" \"$0\" \"$@\"\n' '''\nimport sys\n",
+            "#!/bin/sh\n'''exec' '/home/me/my env/bin/python' \"$0\" \"$@\"\n' '''\nimport sys\n",
+        ] {
+            let place = if script.contains("my env") {
+                &spaced
+            } else {
+                &plain
+            };
+            let stored = place.abstract_bytes(script.as_bytes(), false).unwrap();
+            assert!(stored.starts_with(b"#!/bin/sh\n"), "{script}");
+            assert_eq!(place.render_bytes(&stored), script.as_bytes());
+        }
+        // A `#!` line naming another interpreter is no concern of the environment's.
+        assert_eq!(
+            spaced.render_bytes(b"#!/usr/bin/python3\n@BLAST_ENV_PREFIX@\n"),
+            b"#!/usr/bin/python3\n/home/me/my env\n"
+        );
     }
 }

@@ -239,6 +239,10 @@ pub(crate) fn free_env_name(store: &Store, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a path in single quotes (activate scripts) or double quotes (pip's `/bin/sh` preamble of a
+/// console script, where the path holds a space) cannot hold as it is.
+const SHELL_QUOTING: &str = "'\"`$\\";
+
 /// Refuses `path` (resolved) for a new environment unless no environment has it, nothing but an empty
 /// directory is there, and blast can keep it whole there: not inside the store, whose cleanup removes
 /// what it does not know (its `envs/` excepted), nor inside another environment or around one, whose
@@ -270,6 +274,17 @@ pub(crate) fn free_env_path(store: &Store, path: &Path) -> Result<String> {
              take for something else"
                 .into(),
         );
+    }
+    if let Some(c) = path_str.chars().find(|c| SHELL_QUOTING.contains(*c)) {
+        return refuse(format!(
+            "it holds `{c}`, which the shell would read in the quotes that activate scripts and \
+             console scripts put around it; choose a path without {}",
+            SHELL_QUOTING
+                .chars()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
     }
     let home = resolve_path(store.home())?;
     if home.starts_with(path) {
