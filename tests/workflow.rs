@@ -1645,3 +1645,47 @@ fn a_shim_is_asked_again_when_pyenv_global_changes() {
     let two = create("two");
     assert!(two["python"].as_str().unwrap().contains(other), "{two}");
 }
+
+/// uv locks an environment through an empty `.lock` at its root while it runs: not content, so a
+/// `uv pip install` by hand captures its packages only, and one that changes nothing leaves nothing
+/// to capture (found by exploratory testing: every uv run in a session made a layer of `.lock`).
+#[test]
+fn uvs_lock_file_at_the_root_is_not_captured() {
+    let Some(uv) = uv_on_path() else {
+        return;
+    };
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let env_s = env.to_str().unwrap();
+    let uv_install = || {
+        let out = Command::new(&uv)
+            .args(["pip", "install", "--no-index", "--find-links"])
+            .arg(wheels())
+            .arg("--python")
+            .arg(env.join("bin/python"))
+            .arg("blastbase==1.0.0")
+            .env("UV_CACHE_DIR", b.work.join("uv-cache"))
+            .output()
+            .unwrap();
+        assert_succeeded(&out);
+    };
+    uv_install();
+    assert_eq!(fs::metadata(env.join(".lock")).unwrap().len(), 0);
+    b.ok(&["snapshot", "-e", env_s]);
+    let files = b.json(&["diff", "-e", env_s, "@~1", "HEAD", "--files"]);
+    let paths = files.to_string();
+    assert!(paths.contains("blastbase"), "{paths}");
+    assert!(!paths.contains(".lock"), "{paths}");
+    uv_install();
+    assert!(b.json(&["snapshot", "-e", env_s])["snapshot"].is_null());
+    b.assert_verify_clean(&[&env]);
+
+    // A `.lock` with content, or one below the root, is the user's.
+    fs::write(env.join(".lock"), "mine").unwrap();
+    fs::write(env.join("lib/.lock"), "").unwrap();
+    let status = b.json(&["status", "-e", env_s]).to_string();
+    assert!(
+        status.contains("\".lock\"") && status.contains("lib/.lock"),
+        "{status}"
+    );
+}

@@ -8,7 +8,7 @@
 //! is stamped with the snapshot the directory held and that tree's digest, so a walk that finds the same
 //! digest knows the directory is that snapshot without building its tree.
 //! `__pycache__` directories are caches, not content, and are never looked at; nor are the files of
-//! blast's import-tracking hook (see [`crate::imports`]). Files that contain the environment's own
+//! blast's import-tracking hook (see [`crate::imports`]) and uv's lock file at the root. Files that contain the environment's own
 //! paths are stored with placeholders (see `store_format::Placeholders`).
 
 use std::cell::{OnceCell, RefCell};
@@ -37,6 +37,10 @@ pub use changeset::{CacheLinks, scan_changeset};
 
 /// Directories with this name are caches: excluded from capture, change detection and verification.
 pub const PYCACHE: &str = "__pycache__";
+
+/// The empty file uv creates at an environment's root to lock it while it runs (`uv pip install` by
+/// hand, in a session): not content, and kept it would make every uv run a change.
+pub const UV_LOCK_FILE: &str = ".lock";
 
 /// The one file whose mention of the base interpreter's directory is abstracted (see `Placeholders`).
 const PYVENV_CFG: &str = "pyvenv.cfg";
@@ -993,7 +997,7 @@ impl<'a> Walk<'a> {
                 unstorable: Vec::new(),
             });
         }
-        read_entries(abs)
+        read_entries(abs, rel.is_empty())
     }
 
     fn visit<'s>(
@@ -1107,11 +1111,12 @@ fn listed(abs: &Path, listing: &Listing) -> Option<Entries> {
     Some(entries)
 }
 
-/// A directory's entries as reading it finds them, but `__pycache__` and the import-tracking hook's
-/// files; anything but a file, directory or symlink is refused. A directory holding the hook is not
-/// listable: the hook is known by its content, which a write in place changes without touching the
-/// directory's stat, so the directory is read again each time.
-fn read_entries(abs: &Path) -> Result<DirRead> {
+/// A directory's entries as reading it finds them, but `__pycache__`, the import-tracking hook's
+/// files and, at the environment's root, uv's empty lock file; anything but a file, directory or
+/// symlink is refused. A directory holding the hook or the lock file is not listable: they are known
+/// by their content, which a write in place changes without touching the directory's stat, so the
+/// directory is read again each time.
+fn read_entries(abs: &Path, root: bool) -> Result<DirRead> {
     let mut entries = Vec::new();
     let mut listable = true;
     let mut unstorable = Vec::new();
@@ -1134,6 +1139,11 @@ fn read_entries(abs: &Path) -> Result<DirRead> {
             Seen::Dir(FileStat::of(&meta))
         } else if ft.is_file() {
             if is_hook_file(name, &entry.path()) {
+                listable = false;
+                continue;
+            }
+            if root && name == UV_LOCK_FILE && meta.len() == 0 {
+                // Read again at each scan, as the hook is: a write into it moves no directory stat.
                 listable = false;
                 continue;
             }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use store_format::{Node, ObjectId, Placeholders, Snapshot, SnapshotId};
 
-use crate::capture::{self, CacheLinks, PYCACHE, Sink, StatCache};
+use crate::capture::{self, CacheLinks, PYCACHE, Sink, StatCache, UV_LOCK_FILE};
 use crate::conflicts::{ConflictReport, conflicts_introduced};
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
@@ -78,9 +78,6 @@ pub struct InstallReport {
     /// Requirements the install broke, committed anyway with `--allow-conflicts`.
     pub conflicts: Option<ConflictReport>,
 }
-
-/// The file uv creates at an environment's root to lock it.
-const UV_LOCK_FILE: &str = ".lock";
 
 /// Runs `request` on the environment as one transaction.
 pub fn install(
