@@ -27,6 +27,10 @@ pub const END_SHELL_STATUS: u8 = 75;
 /// How long a client waits for the session to answer; a capture of a large environment fits well.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long the last capture of a session waits for an installer still running on the environment
+/// (a `kill` waits that much longer for its answer).
+pub const INSTALLER_WAIT: Duration = Duration::from_secs(120);
+
 /// What a running session is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -200,8 +204,12 @@ impl Conversation {
             source: e,
         };
         let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+        let timeout = match request {
+            Request::Kill => ANSWER_TIMEOUT + INSTALLER_WAIT,
+            _ => ANSWER_TIMEOUT,
+        };
         stream
-            .set_read_timeout(Some(ANSWER_TIMEOUT))
+            .set_read_timeout(Some(timeout))
             .map_err(unreachable)?;
         let mut line = serde_json::to_string(request)
             .map_err(|e| Error::Invalid(format!("internal: encoding a session request: {e}")))?;

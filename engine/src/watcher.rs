@@ -22,7 +22,7 @@ use tokio::signal::unix::{SignalKind, signal as unix_signal};
 
 use crate::capture::PYCACHE;
 use crate::error::{Error, IoContext, Result};
-use crate::session::{Answer, CaptureNote, Request, SessionRecord, SessionStatus};
+use crate::session::{Answer, CaptureNote, INSTALLER_WAIT, Request, SessionRecord, SessionStatus};
 
 /// How long the environment must be quiet before the watcher captures what changed.
 pub const QUIET: Duration = Duration::from_millis(250);
@@ -38,11 +38,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `blast kill` may take to print the answer and let go.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long the last capture waits for an installer still running on the environment.
-const INSTALLER_WAIT: Duration = Duration::from_secs(120);
-
 /// How long the shell has to exit after SIGHUP before it is killed.
 const SHELL_GRACE: Duration = Duration::from_secs(3);
+
+/// How often the environment's directory is checked for having been made again (another inode,
+/// which the watch set on the old one does not see).
+const REWATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Takes a capture: the message for the history entry and when the change was last seen (the capture
 /// latency runs from there); the note when a snapshot was made.
@@ -118,17 +119,23 @@ impl Session<'_, '_> {
         listener: StdUnixListener,
         shell: Command,
     ) -> Result<Served> {
-        let (events, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // Each change says whether it removed or moved the directory itself, whose watch is then gone.
+        let (events, mut changed) = tokio::sync::mpsc::unbounded_channel::<bool>();
+        let root = self.env_root.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok_and(|e| is_change(&e)) {
-                    let _ = events.send(());
+                if let Ok(event) = event
+                    && is_change(&event)
+                {
+                    let _ = events.send(event.paths.contains(&root));
                 }
             })
             .map_err(|e| watch_error(&self.env_root, e))?;
         watcher
             .watch(&self.env_root, RecursiveMode::Recursive)
             .map_err(|e| watch_error(&self.env_root, e))?;
+        let mut watched = identity(&self.env_root);
+        let mut rewatch = tokio::time::interval(REWATCH_EVERY);
         let socket = record_path.with_file_name("control.sock");
         listener.set_nonblocking(true).at("listening on", &socket)?;
         let listener = tokio::net::UnixListener::from_std(listener).at("listening on", &socket)?;
@@ -150,7 +157,11 @@ impl Session<'_, '_> {
         let mut force_kill_at: Option<tokio::time::Instant> = None;
         let status = loop {
             tokio::select! {
-                Some(()) = changed.recv() => {
+                Some(of_root) = changed.recv() => {
+                    // A stale identity: the directory is watched again once it is back.
+                    if of_root {
+                        watched = None;
+                    }
                     // The first change of a burst: an installer that makes it is running now.
                     if capture_at.is_none() {
                         self.note_installers();
@@ -176,8 +187,14 @@ impl Session<'_, '_> {
                         self.capture_now("changed outside the session's commands");
                     }
                 }
+                _ = rewatch.tick() => {
+                    if self.rewatch(&mut watcher, &mut watched) && capture_at.is_none() {
+                        capture_at = Some(tokio::time::Instant::now() + QUIET);
+                    }
+                }
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
+                    self.rewatch(&mut watcher, &mut watched);
                     let now = tokio::time::Instant::now();
                     let ending = self.answer(stream).await;
                     if std::mem::take(&mut self.captured_at_prompt) {
@@ -195,7 +212,9 @@ impl Session<'_, '_> {
                     }
                 }
                 _ = hangup.recv() => {}
+                // As `blast kill` does: an installer running on the environment finishes first.
                 _ = terminate.recv() => {
+                    wait_for_installers(&self.env_root).await;
                     capture_at = None;
                     hangup_at = Some(tokio::time::Instant::now());
                 }
@@ -215,10 +234,13 @@ impl Session<'_, '_> {
         drop(listener);
         let _ = std::fs::remove_file(&socket);
         // Closing the shell any way ends the session: what changed last is kept, once whatever
-        // installer still runs on the environment is done.
+        // installer still runs on the environment is done (one left running in the background too).
+        wait_for_installers(&self.env_root).await;
+        while changed.try_recv().is_ok() {
+            self.dirty = true;
+        }
         if self.dirty {
-            wait_for_installers(&self.env_root).await;
-            self.capture_now("changed at the end of the session");
+            self.final_capture("changed at the end of the session");
         }
         drop(watcher);
         Ok(Served {
@@ -251,6 +273,47 @@ impl Session<'_, '_> {
         self.dirty = false;
         self.session_installed = false;
         self.prompt_due = None;
+    }
+
+    /// The last capture, once [`wait_for_installers`] is done: none while an installer still runs
+    /// (what it wrote is half an install), which the failures say.
+    fn final_capture(&mut self, message: &str) {
+        let running = installers_on(&self.env_root);
+        if running.is_empty() {
+            self.capture_now(message);
+            return;
+        }
+        let pids: Vec<String> = running.iter().map(i32::to_string).collect();
+        let env = self.env_root.display();
+        self.failures.push(format!(
+            "an installer (pid {}) was still running on `{env}` after {} s, so what changed since the \
+             last capture is left uncaptured: `blast status -e {env}` names it, `blast snapshot` keeps \
+             it, `blast rollback --force HEAD` discards it",
+            pids.join(", "),
+            INSTALLER_WAIT.as_secs()
+        ));
+        self.dirty = false;
+    }
+
+    /// Watches the environment's directory again when it was made again since it was watched (a
+    /// `blast rollback --force HEAD` after it was removed): the old watch sees nothing of the new
+    /// one. `watched` is the identity of the watched directory, `None` once an event said it was
+    /// removed or moved (a new directory may get the old one's inode number). Returns whether it
+    /// watched it again; the directory is then taken as changed.
+    fn rewatch(&mut self, watcher: &mut impl Watcher, watched: &mut Option<(u64, u64)>) -> bool {
+        let now = identity(&self.env_root);
+        if now.is_none() || now == *watched {
+            return false;
+        }
+        let _ = watcher.unwatch(&self.env_root);
+        if let Err(e) = watcher.watch(&self.env_root, RecursiveMode::Recursive) {
+            self.failures
+                .push(watch_error(&self.env_root, e).to_string());
+        }
+        *watched = now;
+        self.dirty = true;
+        self.last_event = Some(Instant::now());
+        true
     }
 
     /// Serves one client; says whether, and how, the session is to end.
@@ -286,7 +349,7 @@ impl Session<'_, '_> {
             }
             Request::Kill => {
                 wait_for_installers(&self.env_root).await;
-                self.capture_now("final capture of the session");
+                self.final_capture("final capture of the session");
                 answer.captures = std::mem::take(&mut self.unshown);
                 answer.failures = std::mem::take(&mut self.failures);
             }
@@ -365,6 +428,12 @@ fn is_change(event: &notify::Event) -> bool {
                 .components()
                 .any(|c| c.as_os_str().as_bytes() == PYCACHE.as_bytes())
         })
+}
+
+/// The device and inode of a directory, to tell it from one made again at its path.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn watch_error(env_root: &Path, e: notify::Error) -> Error {
@@ -474,7 +543,7 @@ async fn wait_for_installers(env_root: &Path) {
 /// The installers running on the environment: processes whose command line names an installer and,
 /// in an argument or their `VIRTUAL_ENV`, the environment (`ENV/bin/pip install …`,
 /// `python3 -m pip --python ENV …`, `uv pip install …` in the activated shell).
-fn installers_on(env_root: &Path) -> Vec<i32> {
+pub(crate) fn installers_on(env_root: &Path) -> Vec<i32> {
     let root = env_root.as_os_str().as_bytes();
     let in_env = |path: &[u8]| {
         path.strip_prefix(root)

@@ -524,6 +524,17 @@ pub fn kill(home: &Path, selector: Option<&str>, all: bool) -> Result<KillReport
             }),
             Found::Live(record) => {
                 let socket = session::socket_path(&session::dir(&home, &id));
+                let running = crate::watcher::installers_on(Path::new(&record.env_path));
+                if !running.is_empty() {
+                    let pids: Vec<String> = running.iter().map(i32::to_string).collect();
+                    eprintln!(
+                        "blast: waiting for the installer running on `{}` (pid {}) to finish before the \
+                         session's last capture (up to {} s)…",
+                        record.env_path,
+                        pids.join(", "),
+                        session::INSTALLER_WAIT.as_secs()
+                    );
+                }
                 let (conversation, answer) = Conversation::ask(&socket, &Request::Kill)?;
                 conversation.end();
                 // From another terminal, return once the session is over; inside it, the shell
