@@ -111,6 +111,21 @@ impl Registry {
         answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
     }
 
+    /// PUTs `body` as the manifest of `repo:tag`, served as `media_type`; returns the status line.
+    fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("registry");
+        let head = format!(
+            "PUT /v2/{repo}/manifests/{tag} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: {media_type}\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+
     fn reference(&self, repo_tag: &str) -> String {
         format!("oci://127.0.0.1:{}/{repo_tag}", self.port)
     }
@@ -409,7 +424,7 @@ fn a_damaged_blob_fails_the_pull_naming_its_digest_and_leaves_the_store_unchange
     let b1 = Blast::new();
     let (src, _) = demo_env(&b1, "src-env");
     let reference = registry.reference("demo:v1");
-    push(&b1, &src, &reference);
+    let pushed = push(&b1, &src, &reference);
     let (ok, raw, err) = skopeo(&[
         "inspect",
         "--raw",
@@ -456,6 +471,66 @@ fn a_damaged_blob_fails_the_pull_naming_its_digest_and_leaves_the_store_unchange
     fs::write(&blob, &original).unwrap();
     pull(&b2, &reference, &dest);
     assert_runs_at(&b2, &dest);
+
+    // A manifest changed on the registry's disk is named as such, not as a blob it describes.
+    let manifest_digest = pushed["manifest_digest"].as_str().unwrap().to_owned();
+    let manifest_file = registry.blob_file(&manifest_digest);
+    let bytes = fs::read(&manifest_file).expect("the registry's manifest file");
+    fs::write(
+        &manifest_file,
+        String::from_utf8(bytes.clone())
+            .unwrap()
+            .replacen("\"size\":", "\"size\": ", 1),
+    )
+    .unwrap();
+    let elsewhere = b2.work.join("elsewhere");
+    let err = b2.fails(&[
+        "pull",
+        &reference,
+        "--path",
+        elsewhere.to_str().unwrap(),
+        "--insecure",
+    ]);
+    assert!(
+        err.contains(&format!("not the {manifest_digest} it names")),
+        "{err}"
+    );
+    fs::write(&manifest_file, &bytes).unwrap();
+
+    // Other images at a tag, a Docker image and an image index: named, not "no such tag".
+    let mut docker = manifest.clone();
+    docker["mediaType"] = "application/vnd.docker.distribution.manifest.v2+json".into();
+    docker.as_object_mut().unwrap().remove("artifactType");
+    docker["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json".into();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": bytes.len(),
+        }],
+    });
+    for (tag, body, named) in [
+        ("docker", docker, "a Docker image"),
+        ("index", index, "an image index"),
+    ] {
+        let media_type = body["mediaType"].as_str().unwrap().to_owned();
+        let status = registry.put_manifest("demo", tag, &media_type, body.to_string().as_bytes());
+        assert!(status.contains(" 201"), "{tag}: {status}");
+        let err = b2.fails(&[
+            "pull",
+            &registry.reference(&format!("demo:{tag}")),
+            "--path",
+            elsewhere.to_str().unwrap(),
+            "--insecure",
+        ]);
+        assert!(
+            err.contains(named) && err.contains("it is not a blast image"),
+            "{tag}: {err}"
+        );
+    }
+    assert!(!elsewhere.exists());
 
     // A tag the registry lacks, and references blast cannot read.
     let err = b2.fails(&[
@@ -824,6 +899,25 @@ fn an_unreasonable_registry_timeout_is_refused_with_its_bounds() {
                 "BLAST_REGISTRY_TIMEOUT=`{value}` is not a positive number of seconds up to 86400"
             )),
             "{value}: {err}"
+        );
+    }
+    // Empty, as unset: the default, and on to the registry (where nothing listens on port 9).
+    for name in ["BLAST_REGISTRY_TIMEOUT", "BLAST_REGISTRY_CHUNK_BYTES"] {
+        let out = b
+            .command(&[
+                "push",
+                "-e",
+                env.to_str().unwrap(),
+                "oci://127.0.0.1:9/team/demo:v1",
+                "--insecure",
+            ])
+            .env(name, "")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains(name) && err.contains("127.0.0.1:9"),
+            "{name}: {err}"
         );
     }
 }

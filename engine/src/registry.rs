@@ -66,12 +66,27 @@ impl fmt::Display for Reference {
 impl Reference {
     /// Parses `oci://HOST[:PORT]/REPO[:TAG]` (the Distribution spec's grammar for names and tags).
     pub fn parse(text: &str) -> Result<Reference> {
+        // Credentials before the host (`oci://user:password@host/…`) are never repeated.
+        let (shown, userinfo) = match text
+            .strip_prefix("oci://")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|host| host.rsplit_once('@'))
+        {
+            Some((_, host)) => (format!("oci://…@{host}/…"), true),
+            None => (text.to_owned(), false),
+        };
         let bad = |why: &str| {
             Error::Invalid(format!(
-                "`{text}` is not a registry reference: {why}; expected {REFERENCE_FORM}, \
+                "`{shown}` is not a registry reference: {why}; expected {REFERENCE_FORM}, \
                  e.g. oci://localhost:5000/team/web:v1"
             ))
         };
+        if userinfo {
+            return Err(bad(
+                "credentials do not go in the reference (set BLAST_REGISTRY_USERNAME and \
+                 BLAST_REGISTRY_PASSWORD)",
+            ));
+        }
         let rest = text
             .strip_prefix("oci://")
             .ok_or_else(|| bad("it does not start with oci://"))?;
@@ -234,12 +249,8 @@ pub fn credentials_for(registry: &str) -> Result<Option<Credentials>> {
             )));
         }
     }
-    let config = match std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("config.json"),
-        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => PathBuf::from(home).join(".docker/config.json"),
-            None => return Ok(None),
-        },
+    let Some(config) = docker_config() else {
+        return Ok(None);
     };
     let text = match std::fs::read_to_string(&config) {
         Ok(text) => text,
@@ -253,6 +264,44 @@ pub fn credentials_for(registry: &str) -> Result<Option<Credentials>> {
             config.display()
         ))
     })
+}
+
+/// Docker's configuration file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+fn docker_config() -> Option<PathBuf> {
+    match std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir).join("config.json")),
+        None => std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|home| PathBuf::from(home).join(".docker/config.json")),
+    }
+}
+
+/// How to give blast credentials for `registry`: the variables, or `docker login`, unless Docker's
+/// configuration keeps them in a credential helper (`credHelpers`, `credsStore`), which blast does not
+/// read, where `docker login` would change nothing.
+fn credentials_hint(registry: &str) -> String {
+    let helper = docker_config()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| credential_helper(&text, registry));
+    match helper {
+        Some(helper) => format!(
+            "set BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD (Docker keeps its login in the \
+             credential helper `docker-credential-{helper}`, which blast does not read)"
+        ),
+        None => "set BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD, or `docker login` to it"
+            .into(),
+    }
+}
+
+/// The credential helper a Docker config names for `registry`: its `credHelpers` entry, else
+/// `credsStore`.
+fn credential_helper(text: &str, registry: &str) -> Option<String> {
+    let config: serde_json::Value = serde_json::from_str(text).ok()?;
+    let helper = config
+        .get("credHelpers")
+        .and_then(|helpers| helpers.get(registry))
+        .or_else(|| config.get("credsStore"))?;
+    helper.as_str().map(str::to_owned)
 }
 
 /// The `auths.<registry>.auth` entry of a Docker config (keys may carry a scheme and a path, as `docker
@@ -432,7 +481,7 @@ const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
 /// A positive number up to `max` from the environment variable `name`, if set.
 fn positive_var(name: &str, unit: &str, max: u64) -> Result<Option<u64>> {
-    let Ok(value) = std::env::var(name) else {
+    let Some(value) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) else {
         return Ok(None);
     };
     match value.trim().parse() {
@@ -580,11 +629,10 @@ impl Client {
                 "the registry refused the credentials from {}: check them (or `docker login` again)",
                 credentials.origin
             )),
-            (401 | 403, None) => Some(
-                "the registry wants credentials: set BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD, \
-                 or `docker login` to it"
-                    .to_owned(),
-            ),
+            (401 | 403, None) => Some(format!(
+                "the registry wants credentials: {}",
+                credentials_hint(&self.reference.registry)
+            )),
             (403, Some(credentials)) => Some(format!(
                 "the credentials from {} may not do this in this repository",
                 credentials.origin
@@ -706,16 +754,13 @@ impl Client {
         if answer.status != 200 {
             let mut error = self.unexpected("GET", &url, answer);
             if let Error::Registry { hint, .. } = &mut error {
-                *hint = Some(
-                    match &self.credentials {
-                        Some(_) => "the token service refused these credentials: check them",
-                        None => {
-                            "the token service wants credentials: set BLAST_REGISTRY_USERNAME and \
-                             BLAST_REGISTRY_PASSWORD, or `docker login` to it"
-                        }
-                    }
-                    .to_owned(),
-                );
+                *hint = Some(match &self.credentials {
+                    Some(_) => "the token service refused these credentials: check them".to_owned(),
+                    None => format!(
+                        "the token service wants credentials: {}",
+                        credentials_hint(&self.reference.registry)
+                    ),
+                });
             }
             return Err(error);
         }
@@ -887,6 +932,7 @@ impl Client {
             _ => return Err(self.unexpected("GET", &url, answer)),
         }
         let content_type = answer.header("Content-Type");
+        let digest = answer.header("Docker-Content-Digest");
         let bytes = answer
             .response
             .body_mut()
@@ -901,6 +947,19 @@ impl Client {
                     None,
                 )
             })?;
+        // The registry's own digest of the manifest, where it sends one: bytes that are not what it
+        // stored (damaged on its disk, changed on the way) fail here, not as a blob they describe.
+        if let Some(digest) = digest.filter(|d| d.starts_with("sha256:")) {
+            let got = crate::images::oci::sha256_digest(&bytes);
+            if got != digest {
+                return Err(self.error(
+                    "GET",
+                    &url,
+                    format!("sent a manifest whose sha256 is {got}, not the {digest} it names"),
+                    Some("the manifest is damaged on the registry or was changed on the way: push it again"),
+                ));
+            }
+        }
         Ok((content_type, bytes))
     }
 
@@ -969,10 +1028,19 @@ mod tests {
             "oci://localhost/web:",
             "oci://localhost/web:.tag",
             "oci://localhost/web@sha256:00",
+            "oci://me:s3cret@localhost:5000/web",
         ] {
             let e = Reference::parse(bad).unwrap_err().to_string();
             assert!(e.contains(REFERENCE_FORM), "{bad}: {e}");
         }
+        // Credentials in a reference are refused without being repeated.
+        let e = Reference::parse("oci://me:s3cret@localhost:5000/web:v1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains("s3cret") && e.contains("credentials do not go in the reference"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1305,5 +1373,16 @@ mod tests {
             !format!("{found:?}").contains("cret"),
             "Debug hides the password"
         );
+        // Where `docker login` keeps them instead, which blast does not read.
+        let helpers = r#"{"credsStore":"desktop","credHelpers":{"gcr.io":"gcloud"}}"#;
+        assert_eq!(
+            credential_helper(helpers, "gcr.io").as_deref(),
+            Some("gcloud")
+        );
+        assert_eq!(
+            credential_helper(helpers, "localhost:5000").as_deref(),
+            Some("desktop")
+        );
+        assert_eq!(credential_helper(&config, "localhost:5000"), None);
     }
 }

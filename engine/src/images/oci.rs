@@ -34,6 +34,14 @@ use crate::store::Store;
 
 /// The manifest's media type: a plain OCI image manifest.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// What a pull asks for: blast's manifest first, then what other images are (an image index, Docker's
+/// manifest and manifest list), which the pull refuses by name.
+const ACCEPTED_MANIFESTS: &[&str] = &[
+    MANIFEST_MEDIA_TYPE,
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
 /// The manifest's `artifactType`: what tells a blast image from a container image.
 pub const ARTIFACT_TYPE: &str = "application/vnd.blast.snapshot.v1";
 /// The config blob: the snapshot manifest.
@@ -90,7 +98,7 @@ struct SnapshotConfig {
 }
 
 /// `sha256:<hex>` of `bytes`.
-fn sha256_digest(bytes: &[u8]) -> String {
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     hex_digest(Sha256::digest(bytes).as_slice())
 }
 
@@ -217,8 +225,17 @@ fn parse_manifest(
     if let Some(served) = content_type {
         let served = served.split(';').next().unwrap_or_default().trim();
         if served != MANIFEST_MEDIA_TYPE {
+            let what = match served {
+                "application/vnd.oci.image.index.v1+json"
+                | "application/vnd.docker.distribution.manifest.list.v2+json" => {
+                    "an image index (images for several platforms)"
+                }
+                "application/vnd.docker.distribution.manifest.v2+json" => "a Docker image",
+                _ => "not an OCI image manifest",
+            };
             return Err(format!(
-                "the registry serves it as `{served}`, not as an OCI image manifest: it is not a blast image"
+                "the registry serves it as `{served}`, {what}: it is not a blast image (was it pushed \
+                 by `blast push`?)"
             ));
         }
     }
@@ -441,7 +458,9 @@ pub fn pull_head(client: &Client) -> Result<ImageHead> {
         entry: None,
         problem: Box::new(problem),
     };
-    let (content_type, bytes) = client.get_manifest(MANIFEST_MEDIA_TYPE)?;
+    // Every kind of manifest a tag may hold, so that the registry sends what it has (and the check
+    // below names it) rather than failing to convert it.
+    let (content_type, bytes) = client.get_manifest(&ACCEPTED_MANIFESTS.join(", "))?;
     let manifest_digest = sha256_digest(&bytes);
     let (manifest, layer_ids) = parse_manifest(&bytes, content_type.as_deref())
         .map_err(|why| whole(ImageProblem::Artifact(why)))?;
