@@ -618,3 +618,69 @@ fn clean_names_what_keeps_an_unreadable_snapshot_and_removes_nothing() {
     b.ok(&["remove", e, "--force"]);
     b.ok(&["clean"]);
 }
+
+/// `blast squash` moves the tags of the old HEAD to the squashed snapshot (the same files), names the
+/// tags of older snapshots that keep what it dropped, and says when the directory holds changes it
+/// does not take (found by exploratory testing: a tag set on HEAD before the squash still named the
+/// old layers, and a push of it carried a secret removed long before).
+#[test]
+fn squash_moves_heads_tags_and_names_the_tags_that_keep_the_old_layers() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let secret = b"API_TOKEN=blast-test-secret-77d0aa\n";
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", e, "--tag", "first"]);
+    std::fs::write(env.join("token.env"), secret).unwrap();
+    b.ok(&["snapshot", "-e", e, "--tag", "leak"]);
+    std::fs::remove_file(env.join("token.env")).unwrap();
+    b.ok(&["snapshot", "-e", e, "--tag", "release"]);
+    std::fs::write(env.join("work.txt"), "not captured yet").unwrap();
+
+    let (stdout, stderr) = b.ok_with_stderr(&["squash", "-e", e]);
+    let squashed = b.log(e)[0]["snapshot"].as_str().unwrap().to_owned();
+    assert!(
+        stdout.contains(&format!(
+            "moved to {} (the same files): `release`",
+            &squashed[..12]
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("whose layers keep those files: `leak` (`blast tag -d TAG`"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("`first`"), "{stdout}");
+    assert!(
+        stderr.contains("note: 1 path of `") && stderr.contains("not in it"),
+        "{stderr}"
+    );
+    let tags = b.json(&["tag", "-e", e]).to_string();
+    assert!(tags.contains(&squashed), "{tags}");
+
+    // What `release` names travels without the secret; once `leak` is gone, clean frees it.
+    let image = b.work.join("release.blast");
+    b.ok(&[
+        "export",
+        "-e",
+        e,
+        "--snapshot",
+        "release",
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let bytes = zstd::decode_all(std::fs::File::open(&image).unwrap()).unwrap();
+    assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+    let holds_secret = |b: &Blast| {
+        b.store_files("objects")
+            .iter()
+            .any(|p| std::fs::read(p).unwrap() == secret)
+    };
+    b.json(&["clean", "--keep", "1"]);
+    assert!(holds_secret(&b), "the tag keeps it");
+    b.ok(&["tag", "-e", e, "-d", "leak"]);
+    b.json(&["clean", "--keep", "1"]);
+    assert!(!holds_secret(&b));
+    std::fs::remove_file(env.join("work.txt")).unwrap();
+    b.assert_verify_clean(&[&env]);
+}

@@ -350,6 +350,15 @@ impl Output {
             return;
         }
         let env = printable(&r.env);
+        if r.uncaptured > 0 {
+            eprintln!(
+                "note: {} path{} of `{env}` differ{} from HEAD, which the squash takes: those changes are \
+                 not in it (`blast status` names them; `blast snapshot` captures them)",
+                r.uncaptured,
+                if r.uncaptured == 1 { "" } else { "s" },
+                if r.uncaptured == 1 { "s" } else { "" },
+            );
+        }
         if r.from == r.to {
             println!("`{env}` is one layer already (HEAD {})", short(&r.to));
             return;
@@ -368,6 +377,26 @@ impl Output {
                 r.dropped_files,
                 if r.dropped_files == 1 { "" } else { "s" },
                 ByteSize(r.dropped_bytes)
+            );
+        }
+        let listed = |tags: &[String]| {
+            tags.iter()
+                .map(|t| format!("`{}`", printable(t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !r.moved_tags.is_empty() {
+            println!(
+                "  moved to {} (the same files): {}",
+                short(&r.to),
+                listed(&r.moved_tags)
+            );
+        }
+        if !r.older_tags.is_empty() && r.dropped_files > 0 {
+            println!(
+                "  still naming snapshots before the squash, whose layers keep those files: {} \
+                 (`blast tag -d TAG` lets `blast clean` free them)",
+                listed(&r.older_tags)
             );
         }
     }
