@@ -16,6 +16,7 @@ use crate::error::{IoContext, Result};
 use crate::index::EnvRecord;
 use crate::objects::ObjectStore;
 use crate::store::Store;
+use crate::transition::save_stat_cache;
 
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
@@ -296,7 +297,14 @@ fn check_env(
             &placeholders,
             None,
         )?;
-        Ok(super::inspect::file_changes(&head_tree, scan.tree()))
+        let drifted = super::inspect::file_changes(&head_tree, scan.tree());
+        // Files whose bytes changed without their stat (written in place through a link to a damaged
+        // object) are known by content alone: the cache this scan built records them as they are, so
+        // that `status` and `rollback --force HEAD` see them too, not only the next `verify`.
+        if !drifted.is_empty() {
+            save_stat_cache(store, &env.id, &scan.into_cache());
+        }
+        Ok(drifted)
     })();
     match result {
         Ok(drifted) => verdict.drifted = drifted,
