@@ -439,6 +439,16 @@ fn bad_input_is_refused_with_what_to_do() {
     // A command's own failure is passed on, not turned into blast's.
     let out = run(&b, &env, &[], &["python", "-c", "raise SystemExit(7)"]);
     assert_eq!(out.status.code(), Some(7));
+
+    // A directory moved away by hand: refused, not run on the Python on PATH (found by exploratory
+    // testing: the command ran on the base interpreter, with VIRTUAL_ENV naming the missing path).
+    let aside = b.work.join("moved-aside");
+    fs::rename(&env, &aside).unwrap();
+    let out = run(&b, &env, &[], &["python", "-c", "print('ran')"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("ran"));
+    assert!(stderr(&out).contains("is gone"), "{}", stderr(&out));
+    fs::rename(&aside, &env).unwrap();
 }
 
 /// A Python script that `blast run` runs in a fresh environment, with `out_dir` (writable) as its first

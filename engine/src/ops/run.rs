@@ -97,6 +97,13 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
     if !options.capture && store.index().journal(&found.id)?.is_some() {
         drop(store.open_env(selector)?);
     }
+    // Without it, the program would be found on PATH and run on whatever Python is there.
+    if !Path::new(&found.path).exists() {
+        return Err(Error::EnvDirMissing {
+            env: found.label().to_owned(),
+            path: PathBuf::from(&found.path),
+        });
+    }
     let program = program_path(Path::new(&found.path), command, found.label())?;
     // A plain run reads the environment without its lock: a long-running command must not hold up
     // installs. A capturing one changes it, so it holds the lock as an install does.
