@@ -1554,6 +1554,21 @@ fn local_projects_install_editable_however_they_are_named() {
     assert!(!egg_info.exists());
     assert_same_tree(&before, &read_tree(&env4));
 
+    // A checkout's own requirements file in a subdirectory, naming `-e .` from the checkout's root,
+    // makes it writable (found by exploratory testing: its build failed on a read-only project).
+    fs::create_dir_all(project.join("requirements")).unwrap();
+    fs::write(project.join("requirements/dev.txt"), "-e .\n").unwrap();
+    let env5 = b.create_path_env("venv-5");
+    let report = report_of(install_from(
+        &env5,
+        "pip",
+        &project.join("requirements/dev.txt"),
+        &project,
+    ));
+    assert_eq!(package_changes(&report), ["+blastlocal 0.1.0"]);
+    assert!(egg_info.is_file());
+    imports_from_the_project(&env5);
+
     // Another environment inside a project the build may write into stays read-only: its files may
     // be hardlinks of the store's objects. The project itself is written (the control).
     let other = b.create_path_env("proj/.venv-other");
@@ -1580,7 +1595,7 @@ fn local_projects_install_editable_however_they_are_named() {
         assert_eq!(target.exists(), written, "{}", target.display());
     }
     assert_same_tree(&other_before, &read_tree(&other));
-    b.assert_verify_clean(&[&env, &env2, &other]);
+    b.assert_verify_clean(&[&env, &env2, &env5, &other]);
 }
 
 /// Whether this kernel's tmpfs takes user xattrs (Linux 6.6), which keeping an overlay's changes in

@@ -704,7 +704,7 @@ fn real(path: &Path) -> PathBuf {
 /// project directories, which a build may write into, as setuptools writes `*.egg-info` there). A
 /// project the user names is writable. A requirements file may come from elsewhere: what it names is
 /// shown only below its directory or `trusted` (the working directory, unless that holds the home or
-/// the store), and a project it names is writable only below both (see [`Named::listed`]).
+/// the store), and a project it names is writable only below `trusted` (see [`Named::listed`]).
 fn named_paths(request: &Request, cwd: &Path, trusted: Option<&Path>) -> Named {
     let mut named = Named {
         trusted: trusted.map(Path::to_owned),
@@ -868,7 +868,8 @@ impl Named {
 
     /// A path a requirements file names: shown only in scope ([`Named::in_scope`]) and only when it is
     /// a file or a directory, never a socket a build could talk through; a project directory is
-    /// writable only below both the file's directory and the trusted one.
+    /// writable only below the trusted directory, and there below the file's directory unless the
+    /// file is below the trusted directory too (`requirements/dev.txt` naming `-e .` of a checkout).
     fn listed(&mut self, path: &Path, project: bool) {
         let Ok(real) = std::fs::canonicalize(path) else {
             return;
@@ -877,7 +878,15 @@ impl Named {
             return;
         }
         let below = |root: &Option<PathBuf>| root.as_ref().is_some_and(|r| real.starts_with(r));
-        if project && real.is_dir() && below(&self.trusted) && below(&self.file_root) {
+        let file_trusted = match (&self.file_root, &self.trusted) {
+            (Some(file_root), Some(trusted)) => file_root.starts_with(trusted),
+            _ => false,
+        };
+        if project
+            && real.is_dir()
+            && below(&self.trusted)
+            && (file_trusted || below(&self.file_root))
+        {
             self.project(&real);
         } else if !self.visible.contains(&real) {
             self.visible.push(real);
@@ -1076,6 +1085,30 @@ mod tests {
         );
         assert!(!visible.contains(&socket), "{visible:?}");
         assert!(projects.is_empty(), "{projects:?}");
+    }
+
+    /// Found by exploratory testing: `requirements/dev.txt` naming `-e .` (or `-e ./lib`) from the
+    /// checkout's root left the project read-only, and its build failed. A file from elsewhere still
+    /// makes nothing writable.
+    #[test]
+    fn projects_a_checkouts_requirements_file_names_are_writable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(tmp.path()).unwrap();
+        let (checkout, elsewhere) = (real.join("checkout"), real.join("elsewhere"));
+        std::fs::create_dir_all(checkout.join("requirements")).unwrap();
+        std::fs::create_dir_all(checkout.join("lib")).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let lines = format!("-e .\n-e ./lib\n-e {}\n", checkout.join("lib").display());
+        std::fs::write(checkout.join("requirements/dev.txt"), &lines).unwrap();
+        std::fs::write(elsewhere.join("req.txt"), &lines).unwrap();
+        let projects =
+            |file: &Path| named_paths(&install_from(&[file]), &checkout, Some(&checkout)).projects;
+        let writable = projects(&checkout.join("requirements/dev.txt"));
+        assert!(
+            writable.contains(&checkout) && writable.contains(&checkout.join("lib")),
+            "{writable:?}"
+        );
+        assert!(projects(&elsewhere.join("req.txt")).is_empty());
     }
 
     /// Found in review: includes spelled differently at each level (`../d/a.txt`, `../d/../d/a.txt`)
