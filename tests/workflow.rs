@@ -761,6 +761,19 @@ fn bad_input_gets_clear_errors() {
     let err = b.fails(&["rollback", "-e", env_s, "abcd"]);
     assert!(err.contains("matches several snapshots"), "{err}");
 
+    // With --json, an error is JSON on stdout too, with the exit code.
+    let out = b.run(&["rollback", "-e", env_s, "abcd", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("matches several snapshots"),
+        "{answer}"
+    );
+    assert_eq!(answer["exit_code"], 1);
+
     let err = b.fails(&["rollback", "-e", env_s, "@~18446744073709551615"]);
     assert!(err.contains("no snapshot matching"), "{err}");
 

@@ -539,21 +539,23 @@ fn main() -> ExitCode {
     // SAFETY: restoring the default disposition of a signal before any thread exists.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
     let cli = Cli::parse();
+    let json = cli.json;
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            render::error(&e);
             // As a shell reports them: 128 + the signal for an interrupted command (130 for
             // Ctrl-C), 127 for one not found, 126 for one found but not executable.
-            match e.underlying() {
+            let code = match e.underlying() {
                 engine::Error::Interrupted { signal, .. } => {
-                    ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
+                    u8::try_from(128 + signal).unwrap_or(1)
                 }
                 engine::Error::CommandNotFound(_)
-                | engine::Error::CommandNotStarted { missing: true, .. } => ExitCode::from(127),
-                engine::Error::CommandNotStarted { .. } => ExitCode::from(126),
-                _ => ExitCode::FAILURE,
-            }
+                | engine::Error::CommandNotStarted { missing: true, .. } => 127,
+                engine::Error::CommandNotStarted { .. } => 126,
+                _ => 1,
+            };
+            render::error(&e, json, code);
+            ExitCode::from(code)
         }
     }
 }

@@ -28,11 +28,19 @@ pub struct Output {
 }
 
 /// Prints an error the way a user reads it (the engine's messages already name their cause).
-pub fn error(e: &engine::Error) {
+/// An error on stderr; with `--json` also as `{"error": …, "exit_code": …}` on stdout, where a script
+/// reads every other answer.
+pub fn error(e: &engine::Error, json: bool, exit_code: u8) {
     // Its lines stay lines; a file name or a package's metadata in it cannot drive the terminal.
     let text = e.to_string();
     let lines: Vec<_> = text.lines().map(printable).collect();
     eprintln!("error: {}", lines.join("\n"));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "error": text, "exit_code": exit_code })
+        );
+    }
 }
 
 fn short(id: &impl ToString) -> String {
