@@ -64,7 +64,7 @@ pub enum Error {
         path.display()
     )]
     PathTaken { path: PathBuf, env: String },
-    #[error("`{}` cannot hold a new environment: {why}; pick another path", path.display().to_string().escape_debug())]
+    #[error("`{}` cannot hold a new environment: {why}; pick another path", escape_controls(&path.display().to_string()))]
     EnvPathRefused { path: PathBuf, why: String },
     #[error(
         "environment `{env}` has no snapshot matching `{query}`{hint}: `blast log -e {env}` lists them"
@@ -489,4 +489,14 @@ impl Error {
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
     }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`) and nothing else: a path shown whole.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_debug().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }

@@ -277,11 +277,11 @@ pub(crate) fn free_env_path(store: &Store, path: &Path) -> Result<String> {
     }
     if let Some(c) = path_str.chars().find(|c| SHELL_QUOTING.contains(*c)) {
         return refuse(format!(
-            "it holds `{c}`, which the shell would read in the quotes that activate scripts and \
-             console scripts put around it; choose a path without {}",
+            "it holds {c} (one of {}), which the shell would read in the quotes that activate \
+             scripts and console scripts put around it",
             SHELL_QUOTING
                 .chars()
-                .map(|c| format!("`{c}`"))
+                .map(String::from)
                 .collect::<Vec<_>>()
                 .join(" ")
         ));
