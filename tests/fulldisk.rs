@@ -138,6 +138,11 @@ fn a_full_filesystem_fails_install_import_snapshot_and_sync_cleanly_then_recover
         assert_same_tree(&tree, &read_tree(&env));
         assert_eq!(store_files(), before_store, "{what} changed the store");
     }
+    // What `clean` would free can be seen on the full disk (found by exploratory testing: even
+    // `--dry-run` opened the index for writing, which a full disk refuses).
+    let (code, stderr) = blast(&["clean", "--dry-run", "--keep", "1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(store_files(), before_store);
 
     // Space again: the same operations work, and the store is whole.
     fs::remove_file(filler).unwrap();

@@ -40,7 +40,7 @@ pub struct CleanReport {
 }
 
 pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
-    let store = Store::open_exclusive(home)?;
+    let store = Store::open_exclusive(home, !opts.dry_run)?;
     let mut report = CleanReport {
         dry_run: opts.dry_run,
         ..Default::default()

@@ -357,7 +357,9 @@ fn open_error(path: &Path, e: rocksdb::Error) -> Error {
 fn with_disk_full_hint(detail: String) -> String {
     if detail.contains("No space left on device") {
         format!(
-            "{detail} (the filesystem is full: free space on it, `blast clean` removes what no environment needs, and run the command again)"
+            "{detail} (the filesystem is full, and blast needs a little space to write its index: free \
+             some on it, then `blast clean` removes what no environment needs (`blast clean --dry-run` \
+             says how much), and run the command again)"
         )
     } else {
         detail

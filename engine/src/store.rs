@@ -59,9 +59,10 @@ impl Store {
         Self::open_with(home, LockMode::Shared, true)
     }
 
-    /// Opens the store with every other operation shut out, for the sweep of garbage collection.
-    pub(crate) fn open_exclusive(home: &Path) -> Result<Store> {
-        Self::open_with(home, LockMode::Exclusive, true)
+    /// Opens the store with every other operation shut out, for the sweep of garbage collection; the
+    /// index for writing from the start unless it only looks (a dry run, which a full disk allows).
+    pub(crate) fn open_exclusive(home: &Path, writable: bool) -> Result<Store> {
+        Self::open_with(home, LockMode::Exclusive, writable)
     }
 
     fn open_with(home: &Path, mode: LockMode, writable: bool) -> Result<Store> {
