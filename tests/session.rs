@@ -244,13 +244,21 @@ fn session_in(shell: &str) {
     });
     assert!(!site(&env).join("blastdemo").exists());
     assert!(site(&env).join("blastbase").exists());
+    assert!(!pane.contains("the command failed"), "{pane}");
+
+    // A command that fails after changing the environment: its capture says so.
+    tmux.type_line("touch $VIRTUAL_ENV/partial.txt; false");
+    tmux.wait_for("the failed command's capture", |p| {
+        p.contains("blast: note: the command failed (exit 1), and this snapshot holds what it left")
+            && last_line(p).starts_with("(blast) inner")
+    });
 
     tmux.type_line("blast kill");
     let pane = tmux.wait_for("the original prompt", |p| last_line(p) == "outer$");
     assert!(pane.contains("ended the session of"), "{pane}");
     assert_nothing_left(&b);
-    // The rollback stays; the session's shell took no further snapshot.
-    assert_eq!(b.log(env.to_str().unwrap()).len(), 4);
+    // The rollback and the failed command's capture stay; the session took no further snapshot.
+    assert_eq!(b.log(env.to_str().unwrap()).len(), 5);
 }
 
 #[test]
@@ -700,6 +708,8 @@ fn kill_is_idempotent_and_cleans_a_crashed_session() {
     let (status, _) = session.finish();
     assert!(!status.success(), "the shell was hung up, not exited");
     assert_nothing_left(&b);
+    let out = b.ok(&["kill", "--all"]);
+    assert!(out.contains("no session is running"), "{out}");
     // Removing the environment takes its session lock with it.
     b.ok(&["remove", e]);
     let locks: Vec<_> = fs::read_dir(b.home.join("locks"))
@@ -813,6 +823,13 @@ fn start_in_a_project_installs_its_dependencies_as_the_first_layers() {
     let out = start(&broken, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!broken.join(".venv").exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "so `blast start` removed the `.venv` it had made: fix what failed in pyproject.toml"
+        ),
+        "{stderr}"
+    );
     assert_nothing_left(&b);
 }
 
@@ -983,5 +1000,29 @@ fn ending_a_session_waits_for_the_installer_running_in_it() {
         );
         b.ok(&["rollback", "-e", e]);
     }
+    assert_nothing_left(&b);
+}
+
+/// After `deactivate` in a session, each prompt says the environment is not active any more (found
+/// by exploratory testing: the prompt still said `(blast)` while `pip` installed into another Python,
+/// uncaptured).
+#[test]
+fn a_deactivated_session_says_so_at_each_prompt() {
+    let b = Blast::new();
+    fs::create_dir_all(b.work.join("home")).unwrap();
+    let env = b.create_path_env("venv");
+    let mut session = Headless::start(&b, &env);
+    let mut stdin = session.child.stdin.take().unwrap();
+    stdin
+        .write_all(b"echo active\ndeactivate\necho gone\nexit\n")
+        .unwrap();
+    drop(stdin);
+    let (status, stderr) = session.finish();
+    assert!(status.success(), "{stderr}");
+    let warning = format!(
+        "blast: warning: `{}` is not active in this shell any more",
+        env.display()
+    );
+    assert_eq!(stderr.matches(&warning).count(), 2, "{stderr}");
     assert_nothing_left(&b);
 }

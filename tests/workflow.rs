@@ -1493,7 +1493,17 @@ fn tags_are_listed_moved_only_when_asked_and_deleted_all_or_none() {
     let err = b.fails(&["rollback", "-e", e, "stable"]);
     assert!(err.contains("no snapshot matching `stable`"), "{err}");
 
-    for bad in ["HEAD", "has space", "@~1", "abcd", "-x"] {
+    for bad in [
+        "HEAD",
+        "has space",
+        "@~1",
+        "abcd",
+        "-x",
+        ".",
+        "..",
+        ".hidden",
+        "web.blast",
+    ] {
         let err = b.fails(&["tag", "-e", e, "--", bad]);
         assert!(err.contains("is not valid"), "{bad}: {err}");
     }

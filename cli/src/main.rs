@@ -484,6 +484,9 @@ enum Command {
         /// The command that just finished, for the history (any bytes: it is what the user typed).
         #[arg(long, allow_hyphen_values = true)]
         command: Option<std::ffi::OsString>,
+        /// Its exit status.
+        #[arg(long)]
+        status: Option<i32>,
     },
     /// Show what the install sandbox can do on this machine, and what to change where it cannot.
     Doctor,
@@ -856,13 +859,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .or_else(|| std::env::var("BLAST_ENV").ok().filter(|e| !e.is_empty()));
             out.killed(&ops::kill(&home()?, env.as_deref(), all)?)
         }
-        Command::SessionHook { command } => {
-            let Some(answer) = ops::prompt_hook(command.map(|c| c.to_string_lossy().into_owned()))
+        Command::SessionHook { command, status } => {
+            let Some(answer) =
+                ops::prompt_hook(command.map(|c| c.to_string_lossy().into_owned()), status)
             else {
                 out.session_gone();
                 return Ok(ExitCode::from(engine::session::END_SHELL_STATUS));
             };
             out.captures(&answer.captures, &answer.failures);
+            if let Some(env) = ops::deactivated_env() {
+                out.session_deactivated(&env);
+            }
             if answer.end_shell {
                 return Ok(ExitCode::from(engine::session::END_SHELL_STATUS));
             }

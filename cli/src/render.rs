@@ -31,16 +31,20 @@ pub struct Output {
 /// An error on stderr; with `--json` also as `{"error": …, "exit_code": …}` on stdout, where a script
 /// reads every other answer.
 pub fn error(e: &engine::Error, json: bool, exit_code: u8) {
-    // Its lines stay lines; a file name or a package's metadata in it cannot drive the terminal.
     let text = e.to_string();
-    let lines: Vec<_> = text.lines().map(printable).collect();
-    eprintln!("error: {}", lines.join("\n"));
+    eprintln!("error: {}", lines(&text));
     if json {
         println!(
             "{}",
             serde_json::json!({ "error": text, "exit_code": exit_code })
         );
     }
+}
+
+/// A message of several lines for the terminal: its lines stay lines, and a file name or a package's
+/// metadata in it cannot drive the terminal.
+fn lines(text: &str) -> String {
+    text.lines().map(printable).collect::<Vec<_>>().join("\n")
 }
 
 fn short(id: &impl ToString) -> String {
@@ -531,10 +535,7 @@ impl Output {
             if e.captures.len() == 1 { "" } else { "s" }
         );
         for failure in &e.failures {
-            eprintln!(
-                "blast: warning: a capture failed: {}",
-                printable(&failure.to_string())
-            );
+            eprintln!("blast: warning: a capture failed: {}", lines(failure));
         }
     }
 
@@ -543,6 +544,16 @@ impl Output {
         eprintln!(
             "blast: this session's watcher is gone, so nothing would be captured: the shell ends here; \
              `blast start` opens a new session"
+        );
+    }
+
+    /// Before each prompt of a session whose shell no longer has the environment activated.
+    pub fn session_deactivated(&self, env: &str) {
+        eprintln!(
+            "blast: warning: `{}` is not active in this shell any more: `pip` here does not install into \
+             it; `source {}/bin/activate` activates it again, `exit` ends the session",
+            printable(env),
+            printable(env)
         );
     }
 
@@ -562,12 +573,18 @@ impl Output {
                     eprintln!("  {}", printable(line));
                 }
             }
+            if let Some(status) = c.command_failed {
+                eprintln!(
+                    "blast: note: the command failed (exit {status}), and this snapshot holds what it \
+                     left: `blast rollback` undoes it"
+                );
+            }
             written_through(&c.written_through);
         }
         for failure in failures {
             eprintln!(
                 "blast: warning: could not capture the change: {}",
-                printable(&failure.to_string())
+                lines(failure)
             );
         }
     }
@@ -576,8 +593,10 @@ impl Output {
         if self.json(r) {
             return;
         }
-        if let Some(env) = &r.no_session {
-            println!("no session of `{env}` is running");
+        match &r.no_session {
+            Some(env) => println!("no session of `{env}` is running"),
+            None if r.killed.is_empty() => println!("no session is running"),
+            None => {}
         }
         for k in &r.killed {
             if k.stale {
@@ -787,7 +806,13 @@ impl Output {
                 session
                     .last_capture
                     .as_ref()
-                    .map(|c| format!(", last {} ({})", short(&c.snapshot), c.message))
+                    .map(|c| {
+                        format!(
+                            ", last {} ({})",
+                            short(&c.snapshot),
+                            printable(c.message.trim())
+                        )
+                    })
                     .unwrap_or_default()
             );
         }

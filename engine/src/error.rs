@@ -220,6 +220,17 @@ pub enum Error {
         kept_by: String,
         source: Box<Error>,
     },
+    /// `blast start` made a project's `./.venv`, and removed it again as its dependencies failed to
+    /// install.
+    #[error(
+        "{source}\n(so `blast start` removed the `{path}` it had made: fix what failed in {from}, then \
+         start again)"
+    )]
+    ProjectEnvRemoved {
+        path: String,
+        from: String,
+        source: Box<Error>,
+    },
     /// A move a killed or failed command left that cannot be finished.
     #[error(
         "{source}\n(`{env}` is midway through an interrupted {operation}, which this command must \
@@ -480,6 +491,7 @@ impl Error {
             Error::AfterCapture { source, .. }
             | Error::MoveUndone { source, .. }
             | Error::MoveStuck { source, .. }
+            | Error::ProjectEnvRemoved { source, .. }
             | Error::InterruptedUnfinished { source, .. } => source.underlying(),
             error => error,
         }

@@ -61,6 +61,10 @@ pub struct CaptureNote {
     /// Files written in place through their link to a store object, which is damaged with them.
     #[serde(default)]
     pub written_through: Vec<crate::ops::WrittenThrough>,
+    /// The exit status of the session's command that made the change, when it failed: the snapshot
+    /// holds what it left halfway.
+    #[serde(default)]
+    pub command_failed: Option<i32>,
 }
 
 /// A request to the session.
@@ -71,6 +75,9 @@ pub enum Request {
     /// not shown yet.
     Prompt {
         command: Option<String>,
+        /// The command's exit status, when it failed.
+        #[serde(default)]
+        failed: Option<i32>,
     },
     /// From `blast kill`: a final capture, then the shell is ended.
     Kill,

@@ -123,7 +123,7 @@ __blast_prompt() {{
     fi
     __blast_first=
     __blast_seen=$__blast_number
-    {blast} __session-hook --command "$__blast_command"
+    {blast} __session-hook --command "$__blast_command" --status "$status"
     [ $? = {end} ] && exit
     return $status
 }}
@@ -157,11 +157,12 @@ PS1="(blast) $PS1"
 . {activate}
 __blast_first=1
 __blast_prompt() {{
+    local last_status=$?
     # At the first prompt, the last history entry is an old session's.
     local last_command
     [ -z "$__blast_first" ] && last_command=$(fc -ln -1 2>/dev/null)
     __blast_first=
-    {blast} __session-hook --command "$last_command"
+    {blast} __session-hook --command "$last_command" --status "$last_status"
     [ $? = {end} ] && exit
 }}
 autoload -Uz add-zsh-hook
@@ -187,13 +188,14 @@ function fish_prompt
 end
 set -g __blast_first 1
 function __blast_prompt --on-event fish_prompt
+    set -l last_status $status
     # At the first prompt, the last history entry is an old session's.
     set -l last_command $history[1]
     if set -q __blast_first
         set last_command ''
         set -e __blast_first
     end
-    {blast} __session-hook --command "$last_command"
+    {blast} __session-hook --command "$last_command" --status "$last_status"
     test $status = {end}; and exit
 end
 "#

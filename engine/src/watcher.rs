@@ -335,14 +335,30 @@ impl Session<'_, '_> {
             ..Answer::default()
         };
         match request {
-            Request::Prompt { command } => {
-                if self.dirty && installers_on(&self.env_root).is_empty() {
+            Request::Prompt { command, failed } => {
+                let running = installers_on(&self.env_root);
+                if self.dirty && !running.is_empty() {
+                    // A job stopped with Ctrl-Z, or one in the background: say why nothing comes.
+                    let pids: Vec<String> = running.iter().map(i32::to_string).collect();
+                    self.failures.push(format!(
+                        "an installer (pid {}) is still running on the environment (stopped? `fg` \
+                         resumes it): what changed is captured once it ends",
+                        pids.join(", ")
+                    ));
+                }
+                if self.dirty && running.is_empty() {
                     let message = command
                         .map(|c| c.trim().to_owned())
                         .filter(|c| !c.is_empty())
                         .unwrap_or_else(|| "changed by a session command".into());
+                    let shown_before = self.unshown.len();
                     self.capture_now(&message);
                     self.captured_at_prompt = true;
+                    if self.unshown.len() > shown_before
+                        && let Some(note) = self.unshown.last_mut()
+                    {
+                        note.command_failed = failed;
+                    }
                 }
                 answer.captures = std::mem::take(&mut self.unshown);
                 answer.failures = std::mem::take(&mut self.failures);

@@ -37,8 +37,8 @@ pub use packages::{CheckReport, PackageInfo, PackagesReport, check, packages};
 pub use registry::{PullOptions, PullReport, PushOptions, PushReport, pull, push};
 pub use run::{RunOptions, RunReport, run};
 pub use session::{
-    KillReport, Killed, SessionEnded, SessionStarting, Setup, StartOptions, kill, prompt_hook,
-    start,
+    KillReport, Killed, SessionEnded, SessionStarting, Setup, StartOptions, deactivated_env, kill,
+    prompt_hook, start,
 };
 pub use snapshot::{SnapshotReport, WrittenThrough, snapshot};
 pub use squash::{SquashReport, squash};
@@ -166,6 +166,12 @@ pub(crate) fn validate_tag(tag: &str) -> Result<()> {
     }
     if tag.starts_with('-') {
         return Err(bad("it would read as an option"));
+    }
+    // `--base` takes a tag or an image file.
+    if tag.starts_with('.') || tag.ends_with(".blast") {
+        return Err(bad(
+            "it would read as a file (`.`, `..`, a hidden name, an image `*.blast`)",
+        ));
     }
     if tag.starts_with('@') || tag == "HEAD" {
         return Err(bad("it names a snapshot already (`HEAD`, `@~N`)"));

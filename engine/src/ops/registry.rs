@@ -53,8 +53,11 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     let started = Instant::now();
     let reference = Reference::parse(&opts.reference)?;
     let client = Client::new(&reference, opts.insecure)?;
-    let selected = select(store, opts.env.as_deref(), opts.snapshot.as_deref())?;
-    let (head, uncaptured) = (selected.head, selected.uncaptured(store));
+    // The environment (and its lock) only for this: the transfer must hold up no other command.
+    let (head, uncaptured) = {
+        let selected = select(store, opts.env.as_deref(), opts.snapshot.as_deref())?;
+        (selected.head, selected.uncaptured(store))
+    };
     // The transfer needs only the store's files: other commands use the index meanwhile. The store
     // lock, held shared throughout, keeps `blast clean` from sweeping what is being sent.
     let pushed = store

@@ -330,7 +330,11 @@ fn prepare_env(store: &Store, options: &StartOptions, progress: &dyn Progress) -
         Err(e) => {
             // Made a moment ago by this command: nothing in it is the user's.
             super::remove(store, PROJECT_ENV, true)?;
-            Err(e)
+            Err(Error::ProjectEnvRemoved {
+                path: PROJECT_ENV.to_owned(),
+                from,
+                source: Box::new(e),
+            })
         }
     }
 }
@@ -435,17 +439,19 @@ fn capture(
         modified: report.modified,
         removed: report.removed,
         conflicts: conflicts.map(|c| c.to_string()),
+        command_failed: None,
     }))
 }
 
 /// What the prompt hook shows: the captures since the last prompt (outside a session, or when the
 /// session does not answer, nothing); `None` when the session's watcher is gone, and its shell is to
 /// end.
-pub fn prompt_hook(command: Option<String>) -> Option<Answer> {
+pub fn prompt_hook(command: Option<String>, status: Option<i32>) -> Option<Answer> {
     let Some(socket) = std::env::var_os(session::SOCKET_VAR).filter(|s| !s.is_empty()) else {
         return Some(Answer::default());
     };
-    match Conversation::ask(Path::new(&socket), &Request::Prompt { command }) {
+    let failed = status.filter(|&s| s != 0);
+    match Conversation::ask(Path::new(&socket), &Request::Prompt { command, failed }) {
         Ok((conversation, answer)) => {
             conversation.end();
             Some(answer)
@@ -462,6 +468,19 @@ pub fn prompt_hook(command: Option<String>) -> Option<Answer> {
         }
         Err(_) => Some(Answer::default()),
     }
+}
+
+/// The session's environment, when the shell that runs the prompt hook no longer has it activated
+/// (`deactivate`, another environment's `activate`): its `pip` then installs elsewhere, and nothing of
+/// that is captured, while the prompt still says `(blast)`.
+pub fn deactivated_env() -> Option<String> {
+    let env = std::env::var("BLAST_ENV").ok().filter(|e| !e.is_empty())?;
+    let active = std::env::var("VIRTUAL_ENV").unwrap_or_default();
+    let same = |a: &str, b: &str| {
+        a == b
+            || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+    };
+    (!same(&env, &active)).then_some(env)
 }
 
 /// One session `blast kill` dealt with.
