@@ -29,7 +29,7 @@ use store_format::{Node, ObjectId, Placeholders, SnapshotId};
 use crate::error::{Error, IoContext, Result};
 use crate::imports::is_hook_file;
 use crate::objects::Staging;
-use crate::tree::{Tree, TreeDigest};
+use crate::tree::{Tree, TreeDigest, UV_LOCK_FILE};
 
 mod changeset;
 
@@ -37,10 +37,6 @@ pub use changeset::{CacheLinks, scan_changeset};
 
 /// Directories with this name are caches: excluded from capture, change detection and verification.
 pub const PYCACHE: &str = "__pycache__";
-
-/// The empty file uv creates at an environment's root to lock it while it runs (`uv pip install` by
-/// hand, in a session): not content, and kept it would make every uv run a change.
-pub const UV_LOCK_FILE: &str = ".lock";
 
 /// The one file whose mention of the base interpreter's directory is abstracted (see `Placeholders`).
 const PYVENV_CFG: &str = "pyvenv.cfg";

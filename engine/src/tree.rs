@@ -11,6 +11,11 @@ use store_format::{Change, Layer, LayerId, Node};
 use crate::error::{Error, Result};
 use crate::objects::ObjectStore;
 
+/// The empty file uv creates at an environment's root to lock it while it runs (`uv pip install` by
+/// hand, in a session): not content. Capture leaves it out, and so do trees (snapshots taken before
+/// that rule may hold one), so the directory and its snapshot agree whether it is there or not.
+pub const UV_LOCK_FILE: &str = ".lock";
+
 /// Every path of an environment with what is there. Sorted bytewise, so a parent precedes its children.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {
@@ -45,6 +50,12 @@ impl Tree {
     pub fn with_layers(mut self, store: &ObjectStore, layers: &[LayerId]) -> Result<Tree> {
         for id in layers {
             self = self.with_layer(id, store.layer(id)?)?;
+        }
+        if matches!(
+            self.entries.get(UV_LOCK_FILE),
+            Some(Node::File { size: 0, .. })
+        ) {
+            self.entries.remove(UV_LOCK_FILE);
         }
         Ok(self)
     }

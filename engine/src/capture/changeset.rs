@@ -23,7 +23,7 @@ use store_format::{Node, Placeholders};
 use super::{FileStat, PYCACHE, ScanCtx, Sink, StatCache, special_kind, symlink_node};
 use crate::error::{Error, IoContext, Result};
 use crate::imports::is_hook_file;
-use crate::tree::Tree;
+use crate::tree::{Tree, UV_LOCK_FILE};
 
 /// One entry of an upper directory, in walk order (a directory before what is in it).
 enum UpperEntry {
@@ -364,6 +364,10 @@ fn walk_upper(dir: &Path, rel: &str, out: &mut Vec<UpperEntry>) -> Result<()> {
                 opaque,
             });
             walk_upper(&abs, &path, out)?;
+        } else if rel.is_empty() && name == UV_LOCK_FILE && (meta.len() == 0 || ft.is_char_device())
+        {
+            // uv's lock file, or its removal: not content (see `tree::UV_LOCK_FILE`).
+            continue;
         } else if ft.is_char_device() && meta.rdev() == 0 {
             out.push(UpperEntry::Whiteout(path));
         } else if ft.is_symlink() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use store_format::{Node, ObjectId, Placeholders, Snapshot, SnapshotId};
 
-use crate::capture::{self, CacheLinks, PYCACHE, Sink, StatCache, UV_LOCK_FILE};
+use crate::capture::{self, CacheLinks, PYCACHE, Sink, StatCache};
 use crate::conflicts::{ConflictReport, conflicts_introduced};
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
@@ -148,17 +148,12 @@ fn install_at_head(
     // it began.
     let latch = sandbox::Latch::set();
     crash::point("installer-starting");
-    let (mut new_tree, upper) = if options.no_sandbox {
+    let (new_tree, upper) = if options.no_sandbox {
         (run.on_copy()?, None)
     } else {
         let (tree, upper) = run.sandboxed()?;
         (tree, Some(upper))
     };
-    // uv locks the environment through a file at its root for the length of its run: not content,
-    // and kept it would make every uv run, one that changed nothing too, a snapshot.
-    if installer.kind == InstallerKind::Uv && !head_tree.entries.contains_key(UV_LOCK_FILE) {
-        new_tree.entries.remove(UV_LOCK_FILE);
-    }
     let installer_seconds = run.installer_time.get().as_secs_f64();
 
     let mut report = InstallReport {
@@ -755,6 +750,9 @@ struct Named {
     /// While a requirements file the user named is read: its directory (real path), below which, or
     /// below `trusted`, what it names is shown.
     file_root: Option<PathBuf>,
+    /// While a requirements file the user named is read: the project it belongs to (see
+    /// [`project_of`]), below which what it names is writable too.
+    file_project: Option<PathBuf>,
     /// Requirements files another includes that are not shown (outside both), each with the file
     /// that includes it: pip would report them missing.
     unshown: Vec<(PathBuf, PathBuf)>,
@@ -783,7 +781,9 @@ impl Named {
                 (o, Some(v)) if REQUIREMENTS_OPTIONS.contains(&o) => {
                     self.requirements(base, &base.join(v), None)
                 }
-                (o, Some(v)) if EDITABLE_OPTIONS.contains(&o) => self.project(&base.join(v)),
+                (o, Some(v)) if EDITABLE_OPTIONS.contains(&o) => {
+                    self.project(&base.join(local_path(v)))
+                }
                 (_, Some(v)) => self.value(base, v),
                 (o, None) if !o.starts_with('-') => self.positional(base, o),
                 _ => {}
@@ -802,7 +802,13 @@ impl Named {
         };
         let depth = by.map_or(0, |(_, depth)| depth);
         match by {
-            None => self.file_root = real.parent().map(Path::to_owned),
+            None => {
+                self.file_root = real.parent().map(Path::to_owned);
+                self.file_project = match (&self.file_root, &self.trusted) {
+                    (Some(dir), Some(trusted)) => project_of(dir, trusted),
+                    _ => None,
+                };
+            }
             Some((by, _)) if !self.in_scope(&real) => {
                 self.unshown.push((file.to_owned(), by.to_owned()));
                 return;
@@ -848,13 +854,14 @@ impl Named {
                 },
                 _ => continue,
             };
-            let named = named.strip_prefix("file://").unwrap_or(named);
+            let named = local_path(named);
             for base in [cwd, dir.as_path()] {
-                self.listed(&base.join(named), project);
+                self.listed(&base.join(&named), project);
             }
         }
         if depth == 0 {
             self.file_root = None;
+            self.file_project = None;
         }
     }
 
@@ -868,8 +875,9 @@ impl Named {
 
     /// A path a requirements file names: shown only in scope ([`Named::in_scope`]) and only when it is
     /// a file or a directory, never a socket a build could talk through; a project directory is
-    /// writable only below the trusted directory, and there below the file's directory unless the
-    /// file is below the trusted directory too (`requirements/dev.txt` naming `-e .` of a checkout).
+    /// writable only below the trusted directory, and there below the file's directory or the project
+    /// the file belongs to (`requirements/dev.txt` naming `-e .` of its checkout; a file vendored
+    /// in `third_party/foo/` makes its own project writable, not the checkout around it).
     fn listed(&mut self, path: &Path, project: bool) {
         let Ok(real) = std::fs::canonicalize(path) else {
             return;
@@ -878,14 +886,10 @@ impl Named {
             return;
         }
         let below = |root: &Option<PathBuf>| root.as_ref().is_some_and(|r| real.starts_with(r));
-        let file_trusted = match (&self.file_root, &self.trusted) {
-            (Some(file_root), Some(trusted)) => file_root.starts_with(trusted),
-            _ => false,
-        };
         if project
             && real.is_dir()
             && below(&self.trusted)
-            && (file_trusted || below(&self.file_root))
+            && (below(&self.file_root) || below(&self.file_project))
         {
             self.project(&real);
         } else if !self.visible.contains(&real) {
@@ -895,7 +899,7 @@ impl Named {
 
     /// A word named alone: a project directory, or a wheel or archive file.
     fn positional(&mut self, base: &Path, word: &str) {
-        let path = base.join(word.strip_prefix("file://").unwrap_or(word));
+        let path = base.join(local_path(word));
         if path.is_dir() {
             self.project(&path);
         } else if is_file_or_dir(&path) {
@@ -929,6 +933,50 @@ fn is_file_or_dir(path: &Path) -> bool {
 }
 
 /// `--option=value` and `-xvalue` as (option, value); anything else as (word, none).
+/// The local path a requirement names, as the installers read it: quotes around it, a `file://` URL
+/// (percent-escapes decoded), a `#egg=`/`#subdirectory=` fragment and extras (`.[dev]`) left out.
+fn local_path(word: &str) -> String {
+    let word = word.trim_matches(|c| c == '"' || c == '\'');
+    let (word, url) = match word.strip_prefix("file://") {
+        Some(path) => (path, true),
+        None => (word, false),
+    };
+    let word = match url {
+        true => word.split('#').next().unwrap_or(word),
+        false => word,
+    };
+    let word = match word.strip_suffix(']').and_then(|w| w.rsplit_once('[')) {
+        Some((path, _extras)) => path,
+        None => word,
+    };
+    match url {
+        true => percent_encoding::percent_decode_str(word)
+            .decode_utf8_lossy()
+            .into_owned(),
+        false => word.to_owned(),
+    }
+}
+
+/// The project a requirements file in `dir` belongs to: the nearest directory from `dir` up, and
+/// below `trusted`, holding `pyproject.toml`, `setup.py` or `setup.cfg`; none when a checkout's
+/// `.git` comes first (a vendored repository).
+fn project_of(dir: &Path, trusted: &Path) -> Option<PathBuf> {
+    let mut at = dir;
+    while at.starts_with(trusted) {
+        if ["pyproject.toml", "setup.py", "setup.cfg"]
+            .iter()
+            .any(|marker| at.join(marker).is_file())
+        {
+            return Some(at.to_owned());
+        }
+        if at.join(".git").exists() {
+            return None;
+        }
+        at = at.parent()?;
+    }
+    None
+}
+
 fn split_option(word: &str) -> (&str, Option<&str>) {
     if let Some((option, value)) = word.split_once('=')
         && option.starts_with("--")
@@ -1088,19 +1136,32 @@ mod tests {
     }
 
     /// Found by exploratory testing: `requirements/dev.txt` naming `-e .` (or `-e ./lib`) from the
-    /// checkout's root left the project read-only, and its build failed. A file from elsewhere still
-    /// makes nothing writable.
+    /// checkout's root left the project read-only, and its build failed. Found in review: a file
+    /// vendored in the checkout (`third_party/foo/requirements.txt`, a project of its own) must not make
+    /// the checkout around it writable; a file from elsewhere makes nothing writable.
     #[test]
     fn projects_a_checkouts_requirements_file_names_are_writable() {
         let tmp = tempfile::tempdir().unwrap();
         let real = std::fs::canonicalize(tmp.path()).unwrap();
         let (checkout, elsewhere) = (real.join("checkout"), real.join("elsewhere"));
-        std::fs::create_dir_all(checkout.join("requirements")).unwrap();
-        std::fs::create_dir_all(checkout.join("lib")).unwrap();
-        std::fs::create_dir_all(&elsewhere).unwrap();
-        let lines = format!("-e .\n-e ./lib\n-e {}\n", checkout.join("lib").display());
+        let vendored = checkout.join("third_party/foo");
+        for dir in [
+            &checkout.join("requirements"),
+            &checkout.join("lib"),
+            &vendored,
+            &elsewhere,
+        ] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(checkout.join("pyproject.toml"), "").unwrap();
+        std::fs::write(vendored.join("setup.py"), "").unwrap();
+        let lines = format!(
+            "-e .[dev]\n-e \"./lib\"\n-e file://{}#egg=lib\n",
+            checkout.join("lib").display()
+        );
         std::fs::write(checkout.join("requirements/dev.txt"), &lines).unwrap();
         std::fs::write(elsewhere.join("req.txt"), &lines).unwrap();
+        std::fs::write(vendored.join("requirements.txt"), "-e .\n").unwrap();
         let projects =
             |file: &Path| named_paths(&install_from(&[file]), &checkout, Some(&checkout)).projects;
         let writable = projects(&checkout.join("requirements/dev.txt"));
@@ -1109,6 +1170,10 @@ mod tests {
             "{writable:?}"
         );
         assert!(projects(&elsewhere.join("req.txt")).is_empty());
+        assert_eq!(
+            projects(&vendored.join("requirements.txt")),
+            [vendored.clone()]
+        );
     }
 
     /// Found in review: includes spelled differently at each level (`../d/a.txt`, `../d/../d/a.txt`)
