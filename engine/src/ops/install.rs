@@ -1172,7 +1172,7 @@ mod tests {
         assert!(projects(&elsewhere.join("req.txt")).is_empty());
         assert_eq!(
             projects(&vendored.join("requirements.txt")),
-            [vendored.clone()]
+            std::slice::from_ref(&vendored)
         );
     }
 
