@@ -388,12 +388,19 @@ fn console_scripts_run_at_paths_with_spaces_and_long_paths() {
     let long = receiver.work.join(format!("{}/env", "deep".repeat(30)));
     let other_space = receiver.work.join("team a/env b");
     for dest in [&plain, &long, &other_space] {
-        receiver.ok(&[
+        let out = receiver.ok(&[
             "restore",
             image.to_str().unwrap(),
             "--path",
             dest.to_str().unwrap(),
         ]);
+        // The command to copy works at a path with a space too.
+        let activate = dest.join("bin/activate");
+        let quoted = match dest == &other_space {
+            true => format!("source '{}'", activate.display()),
+            false => format!("source {}", activate.display()),
+        };
+        assert!(out.contains(&quoted), "{out}");
         runs(&receiver, dest);
         assert_eq!(
             receiver.json(&["status", "-e", dest.to_str().unwrap()])["head"],
@@ -498,6 +505,15 @@ fn restore_at_another_path_in_another_store_runs_and_verifies_clean() {
     receiver.assert_verify_clean(&[&dest]);
     let log = receiver.log(dest.to_str().unwrap());
     assert_eq!(log[0]["operation"], "restore");
+
+    // Imported again, it says which environment has it (found by exploratory testing: it said no
+    // environment used it, and that `blast clean` might remove it).
+    let again = receiver.ok(&["import", image.to_str().unwrap()]);
+    assert!(
+        again.contains(&format!("HEAD of `{}` already", dest.display()))
+            && !again.contains("no environment uses it"),
+        "{again}"
+    );
 
     // `import --name` makes a named environment of the same image; the objects are there already.
     let named = receiver.json(&["import", image.to_str().unwrap(), "--name", "team"]);

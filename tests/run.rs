@@ -448,6 +448,17 @@ fn bad_input_is_refused_with_what_to_do() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!stdout(&out).contains("ran"));
     assert!(stderr(&out).contains("is gone"), "{}", stderr(&out));
+    // Nor an empty directory in its place.
+    fs::create_dir(&env).unwrap();
+    let out = run(&b, &env, &[], &["python", "-c", "print('ran')"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("ran"));
+    assert!(
+        stderr(&out).contains("holds no virtual environment"),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_dir(&env).unwrap();
     fs::rename(&aside, &env).unwrap();
 }
 

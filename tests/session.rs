@@ -1010,6 +1010,8 @@ fn ending_a_session_waits_for_the_installer_running_in_it() {
 fn a_deactivated_session_says_so_at_each_prompt() {
     let b = Blast::new();
     fs::create_dir_all(b.work.join("home")).unwrap();
+    // A default environment of the user's own does not count as the session's (found in review).
+    fs::write(b.work.join("home/.bashrc"), "export BLAST_ENV=elsewhere\n").unwrap();
     let env = b.create_path_env("venv");
     let mut session = Headless::start(&b, &env);
     let mut stdin = session.child.stdin.take().unwrap();

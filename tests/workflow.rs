@@ -773,6 +773,15 @@ fn bad_input_gets_clear_errors() {
         "{answer}"
     );
     assert_eq!(answer["exit_code"], 1);
+    // A usage error too (found by exploratory testing: clap's went to stderr only).
+    let out = b.run(&["--json", "clean", "--keep", "abc"]);
+    assert_eq!(out.status.code(), Some(2));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        answer["error"].as_str().unwrap().contains("'--keep <N>'"),
+        "{answer}"
+    );
+    assert_eq!(answer["exit_code"], 2);
 
     let err = b.fails(&["rollback", "-e", env_s, "@~18446744073709551615"]);
     assert!(err.contains("no snapshot matching"), "{err}");

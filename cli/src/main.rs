@@ -541,7 +541,16 @@ fn main() -> ExitCode {
     // Like any Unix tool, end quietly when the reader of our output goes away (`blast log | head`).
     // SAFETY: restoring the default disposition of a signal before any thread exists.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A usage error: with --json among the words, a script reads it on stdout as any other.
+            if e.use_stderr() && args.iter().any(|a| a == "--json") {
+                render::usage_error(&e.to_string(), e.exit_code());
+            }
+            e.exit()
+        }
+    };
     let json = cli.json;
     match run(cli) {
         Ok(code) => code,

@@ -47,6 +47,24 @@ fn lines(text: &str) -> String {
     text.lines().map(printable).collect::<Vec<_>>().join("\n")
 }
 
+/// A usage error with `--json`: `{"error": …, "exit_code": …}` on stdout (clap says it on stderr).
+pub fn usage_error(text: &str, exit_code: i32) {
+    println!(
+        "{}",
+        serde_json::json!({ "error": text.trim_end(), "exit_code": exit_code })
+    );
+}
+
+/// `text` as one word of a command line to copy: as it is when the shell reads it so, else in single
+/// quotes (a path with a space; an environment's path holds no `'`), its control characters escaped.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./+,:@%-=".contains(c);
+    match text.chars().all(plain) {
+        true => text.to_owned(),
+        false => format!("'{}'", printable(&text.replace('\'', r"'\''"))),
+    }
+}
+
 fn short(id: &impl ToString) -> String {
     let mut s = id.to_string();
     s.truncate(12);
@@ -236,10 +254,19 @@ impl Output {
             return;
         }
         print_import(r);
-        println!(
-            "  no environment uses it yet: `blast restore {} --path DIR` makes one (until then `blast clean` may remove it)",
-            r.image
-        );
+        if r.heads_of.is_empty() {
+            println!(
+                "  no environment uses it yet: `blast restore {} --path DIR` makes one (until then `blast clean` may remove it)",
+                r.image
+            );
+        } else {
+            let envs: Vec<String> = r
+                .heads_of
+                .iter()
+                .map(|e| format!("`{}`", printable(e)))
+                .collect();
+            println!("  HEAD of {} already", envs.join(", "));
+        }
     }
 
     pub fn restored(&self, r: &RestoreReport) {
@@ -253,7 +280,10 @@ impl Output {
             .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
         println!("restored {what} ({} files and symlinks)", r.files);
         println!("  python   {}", printable(&r.python));
-        println!("  activate with: source {}/bin/activate", r.path);
+        println!(
+            "  activate with: source {}",
+            shell_word(&format!("{}/bin/activate", r.path))
+        );
     }
 
     pub fn pushed(&self, r: &PushReport) {
@@ -306,7 +336,10 @@ impl Output {
             .map_or_else(|| r.path.clone(), |n| format!("`{n}` at {}", r.path));
         println!("created {what} ({} files and symlinks)", r.files);
         println!("  python   {}", printable(&r.python));
-        println!("  activate with: source {}/bin/activate", r.path);
+        println!(
+            "  activate with: source {}",
+            shell_word(&format!("{}/bin/activate", r.path))
+        );
     }
 
     pub fn create(&self, r: &CreateReport) {
@@ -324,7 +357,10 @@ impl Output {
             short(&r.snapshot),
             r.files
         );
-        println!("  activate with: source {}/bin/activate", r.path);
+        println!(
+            "  activate with: source {}",
+            shell_word(&format!("{}/bin/activate", r.path))
+        );
     }
 
     pub fn snapshot(&self, r: &SnapshotReport) {
@@ -920,7 +956,7 @@ impl Output {
                 "  hook files (not environment content): {}",
                 r.files.join(", ")
             );
-            println!("  `blast imports -e {}` reports them", r.env);
+            println!("  `blast imports -e {}` reports them", shell_word(&r.env));
         } else {
             println!(
                 "no longer tracking imports in `{}` (what was recorded stays in {})",
@@ -1160,7 +1196,9 @@ impl Output {
             println!(
                 "  `{}`: `blast snapshot -e {}` keeps these changes as a new snapshot; \
                  `blast rollback -e {} --force HEAD` discards them",
-                e.env, e.env, e.env
+                e.env,
+                shell_word(&e.env),
+                shell_word(&e.env)
             );
         }
     }

@@ -72,7 +72,7 @@ const WRITES_TO: &[(&str, &str)] = &[
 ];
 
 /// pip's general options, which come before its command, each with whether it takes a value (pip 24).
-const GENERAL_OPTIONS: &[(&str, bool)] = &[
+pub(crate) const GENERAL_OPTIONS: &[(&str, bool)] = &[
     ("--cache-dir", true),
     ("--cert", true),
     ("--client-cert", true),

@@ -66,13 +66,15 @@ impl fmt::Display for Reference {
 impl Reference {
     /// Parses `oci://HOST[:PORT]/REPO[:TAG]` (the Distribution spec's grammar for names and tags).
     pub fn parse(text: &str) -> Result<Reference> {
-        // Credentials before the host (`oci://user:password@host/…`) are never repeated.
-        let (shown, userinfo) = match text
-            .strip_prefix("oci://")
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|host| host.rsplit_once('@'))
-        {
-            Some((_, host)) => (format!("oci://…@{host}/…"), true),
+        // Credentials before the host (`oci://user:password@host/…`, the password may hold a `/`)
+        // are never repeated: an `@` with a `/` after it is theirs (a digest's comes after the last).
+        let (shown, userinfo) = match text.strip_prefix("oci://").and_then(|rest| {
+            let at = rest.rfind('@')?;
+            rest[at..]
+                .contains('/')
+                .then(|| rest[at + 1..].split('/').next())?
+        }) {
+            Some(host) => (format!("oci://…@{host}/…"), true),
             None => (text.to_owned(), false),
         };
         let bad = |why: &str| {
@@ -1033,14 +1035,18 @@ mod tests {
             let e = Reference::parse(bad).unwrap_err().to_string();
             assert!(e.contains(REFERENCE_FORM), "{bad}: {e}");
         }
-        // Credentials in a reference are refused without being repeated.
-        let e = Reference::parse("oci://me:s3cret@localhost:5000/web:v1")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            !e.contains("s3cret") && e.contains("credentials do not go in the reference"),
-            "{e}"
-        );
+        // Credentials in a reference are refused without being repeated, a `/` in the password too.
+        for reference in [
+            "oci://me:s3cret@localhost:5000/web:v1",
+            "oci://me:s3/cret@localhost:5000/web:v1",
+            "oci://me:s3@cret@localhost/web",
+        ] {
+            let e = Reference::parse(reference).unwrap_err().to_string();
+            assert!(
+                !e.contains("s3") && e.contains("credentials do not go in the reference"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

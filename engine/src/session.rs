@@ -21,6 +21,10 @@ use crate::packages::PackageChange;
 /// Set in the session's shell: the control socket its prompt hook talks to.
 pub const SOCKET_VAR: &str = "BLAST_SESSION";
 
+/// Set in the session's shell: the environment's path, against which the prompt hook checks that the
+/// shell still has it activated.
+pub const SESSION_ENV_VAR: &str = "BLAST_SESSION_ENV";
+
 /// The prompt hook's exit status that tells the shell to exit: the session is ending.
 pub const END_SHELL_STATUS: u8 = 75;
 

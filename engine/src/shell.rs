@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
-use crate::session::{END_SHELL_STATUS, SOCKET_VAR};
+use crate::session::{END_SHELL_STATUS, SESSION_ENV_VAR, SOCKET_VAR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShellKind {
@@ -97,6 +97,8 @@ pub fn command(setup: &ShellSetup<'_>) -> Result<Command> {
     command
         .env(SOCKET_VAR, setup.socket)
         .env("BLAST_ENV", setup.env_root)
+        // The user's configuration may set BLAST_ENV (a default environment): the hook's own.
+        .env(SESSION_ENV_VAR, setup.env_root)
         // blast puts its own marker in the prompt.
         .env("VIRTUAL_ENV_DISABLE_PROMPT", "1");
     match setup.kind {

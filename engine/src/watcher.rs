@@ -127,7 +127,7 @@ impl Session<'_, '_> {
                 if let Ok(event) = event
                     && is_change(&event)
                 {
-                    let _ = events.send(event.paths.contains(&root));
+                    let _ = events.send(gone_or_moved(&event, &root));
                 }
             })
             .map_err(|e| watch_error(&self.env_root, e))?;
@@ -262,8 +262,14 @@ impl Session<'_, '_> {
 
     /// Captures now; a failure is kept to be shown, and the environment stays as it is.
     fn capture_now(&mut self, message: &str) {
+        self.capture_after(message, None);
+    }
+
+    /// Captures now what a session command made that exited with `failed`, if it failed.
+    fn capture_after(&mut self, message: &str, failed: Option<i32>) {
         match (self.capture)(message, self.last_event) {
-            Ok(Some(note)) => {
+            Ok(Some(mut note)) => {
+                note.command_failed = failed;
                 self.unshown.push(note.clone());
                 self.all.push(note);
             }
@@ -336,7 +342,10 @@ impl Session<'_, '_> {
         };
         match request {
             Request::Prompt { command, failed } => {
-                let running = installers_on(&self.env_root);
+                let running = match self.dirty {
+                    true => installers_on(&self.env_root),
+                    false => Vec::new(),
+                };
                 if self.dirty && !running.is_empty() {
                     // A job stopped with Ctrl-Z, or one in the background: say why nothing comes.
                     let pids: Vec<String> = running.iter().map(i32::to_string).collect();
@@ -351,14 +360,8 @@ impl Session<'_, '_> {
                         .map(|c| c.trim().to_owned())
                         .filter(|c| !c.is_empty())
                         .unwrap_or_else(|| "changed by a session command".into());
-                    let shown_before = self.unshown.len();
-                    self.capture_now(&message);
+                    self.capture_after(&message, failed);
                     self.captured_at_prompt = true;
-                    if self.unshown.len() > shown_before
-                        && let Some(note) = self.unshown.last_mut()
-                    {
-                        note.command_failed = failed;
-                    }
                 }
                 answer.captures = std::mem::take(&mut self.unshown);
                 answer.failures = std::mem::take(&mut self.failures);
@@ -444,6 +447,14 @@ fn is_change(event: &notify::Event) -> bool {
                 .components()
                 .any(|c| c.as_os_str().as_bytes() == PYCACHE.as_bytes())
         })
+}
+
+/// Whether `event` removed or moved the directory `root` itself, whose watch then goes with it.
+fn gone_or_moved(event: &notify::Event, root: &Path) -> bool {
+    matches!(
+        event.kind,
+        EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+    ) && event.paths.iter().any(|path| path == root)
 }
 
 /// The device and inode of a directory, to tell it from one made again at its path.

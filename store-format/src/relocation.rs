@@ -87,8 +87,9 @@ impl Placeholders {
     }
 
     /// `stored` rendered with a `/bin/sh` preamble, where its `#!` line names the environment's
-    /// interpreter and the rendered line would have a space in the interpreter's path or be longer
-    /// than [`MAX_SHEBANG`]: pip's rule and its preamble, byte for byte.
+    /// Python and the rendered line would have a space in the interpreter's path or be longer than
+    /// [`MAX_SHEBANG`]: pip's rule and its preamble, byte for byte (the path also quoted where it
+    /// holds another character sh reads, which pip leaves bare).
     fn preamble(&self, stored: &[u8]) -> Option<Vec<u8>> {
         let line = stored.strip_prefix(b"#!")?;
         if !line.starts_with(ENV_PREFIX_TOKEN.as_bytes()) {
@@ -102,11 +103,24 @@ impl Placeholders {
             .unwrap_or(line.len());
         let executable = self.replace_tokens(&line[..split]);
         let post_interp = self.replace_tokens(&line[split..]);
+        // The preamble is Python's and sh's at once: a script of another interpreter (nodeenv's
+        // `bin/node`) keeps its line.
+        let name = executable.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        if !(name.starts_with(b"python") || name.starts_with(b"pypy")) {
+            return None;
+        }
         let spaced = executable.contains(&b' ');
         if !spaced && executable.len() + post_interp.len() + 3 <= MAX_SHEBANG {
             return None;
         }
-        let quote: &[u8] = if spaced { b"\"" } else { b"" };
+        // pip quotes a path with a space; one with another character sh reads (`&`, `;`, `(`) needs
+        // the quotes as much.
+        let plain = |b: &u8| b.is_ascii_alphanumeric() || b"_./+,:@%-".contains(b);
+        let quote: &[u8] = if executable.iter().all(plain) {
+            b""
+        } else {
+            b"\""
+        };
         Some(
             [
                 PREAMBLE_START,
@@ -268,10 +282,27 @@ mod tests {
             assert!(stored.starts_with(b"#!/bin/sh\n"), "{script}");
             assert_eq!(place.render_bytes(&stored), script.as_bytes());
         }
-        // A `#!` line naming another interpreter is no concern of the environment's.
+        // A `#!` line naming another interpreter is no concern of the environment's, nor one naming
+        // a program of the environment that is not Python.
         assert_eq!(
             spaced.render_bytes(b"#!/usr/bin/python3\n@BLAST_ENV_PREFIX@\n"),
             b"#!/usr/bin/python3\n/home/me/my env\n"
+        );
+        assert_eq!(
+            spaced.render_bytes(b"#!@BLAST_ENV_PREFIX@/bin/node\n"),
+            b"#!/home/me/my env/bin/node\n"
+        );
+        // A long path with a character sh reads is quoted, and stored back as its `#!` line.
+        let ampersand = at(&format!("/data/R&D/{}", "d".repeat(110)));
+        let rendered = ampersand.render_bytes(&stored);
+        assert!(
+            rendered.starts_with(b"#!/bin/sh\n'''exec' \"/data/R&D/"),
+            "{}",
+            String::from_utf8_lossy(&rendered)
+        );
+        assert_eq!(
+            ampersand.abstract_bytes(&rendered, false),
+            Some(stored.clone())
         );
     }
 }

@@ -366,6 +366,8 @@ pub struct ImportReport {
     pub objects: u64,
     pub object_bytes: u64,
     pub image_bytes: u64,
+    /// Environments whose HEAD is the image's head already (`blast import` of a plain import).
+    pub heads_of: Vec<String>,
 }
 
 impl ImportReport {
@@ -384,6 +386,7 @@ impl ImportReport {
             objects: m.objects,
             object_bytes: m.object_bytes,
             image_bytes: outcome.image_bytes,
+            heads_of: Vec::new(),
         }
     }
 }
@@ -398,7 +401,15 @@ pub fn import(store: &Store, image: &Path, progress: &dyn Progress) -> Result<Im
             progress,
             &mut |_| Ok(()),
         )?;
-    Ok(ImportReport::of(image, outcome))
+    let mut report = ImportReport::of(image, outcome);
+    report.heads_of = store
+        .index()
+        .envs()?
+        .into_iter()
+        .filter(|env| env.head == Some(report.head))
+        .map(|env| env.label().to_owned())
+        .collect();
+    Ok(report)
 }
 
 /// Where a restore puts the environment.

@@ -1019,6 +1019,10 @@ fn takes_value(option: &str) -> bool {
             "-p",
         ]
         .contains(&option)
+        // pip's general options (`--cert DIR`): their values are no projects.
+        || crate::installer::GENERAL_OPTIONS
+            .iter()
+            .any(|&(name, value)| value && name == option)
 }
 
 /// Moves the bytecode the installer compiled from the upper directory into the environment. It is a
@@ -1173,6 +1177,27 @@ mod tests {
         assert_eq!(
             projects(&vendored.join("requirements.txt")),
             std::slice::from_ref(&vendored)
+        );
+    }
+
+    /// Found in review: the value of a pip general option (`--cert certs`) was taken for a project
+    /// named alone, and made writable.
+    #[test]
+    fn a_general_options_value_is_no_project() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(tmp.path()).unwrap();
+        std::fs::create_dir(dir.join("certs")).unwrap();
+        let request = Request::Pip {
+            args: ["--cert", "certs", "install", "rich"]
+                .map(String::from)
+                .to_vec(),
+        };
+        let named = named_paths(&request, &dir, Some(&dir));
+        assert!(named.projects.is_empty(), "{:?}", named.projects);
+        assert!(
+            named.visible.contains(&dir.join("certs")),
+            "{:?}",
+            named.visible
         );
     }
 

@@ -310,8 +310,11 @@ pub(super) fn pylock(store: &Store, env: Option<&Env>, snapshot: &Snapshot) -> R
     })
 }
 
-/// `sha256=HEX` of the file at `path`, if it can be read.
+/// `sha256=HEX` of the regular file at `path`, if it can be read (a FIFO there would never end).
 fn sha256_of(path: &Path) -> Option<String> {
+    if !path.is_file() {
+        return None;
+    }
     let mut hasher = Sha256::new();
     std::io::copy(&mut std::fs::File::open(path).ok()?, &mut hasher).ok()?;
     let hex: String = hasher

@@ -98,11 +98,22 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         drop(store.open_env(selector)?);
     }
     // Without it, the program would be found on PATH and run on whatever Python is there.
-    if !Path::new(&found.path).exists() {
+    let root = Path::new(&found.path);
+    if !root.exists() {
         return Err(Error::EnvDirMissing {
             env: found.label().to_owned(),
             path: PathBuf::from(&found.path),
         });
+    }
+    if !root.join("pyvenv.cfg").is_file() {
+        return Err(Error::Invalid(format!(
+            "`{}` holds no virtual environment (no pyvenv.cfg): its files were removed or replaced; \
+             `blast status -e {}` shows what is there, `blast rollback -e {} --force HEAD` makes it \
+             again",
+            found.path,
+            found.label(),
+            found.label()
+        )));
     }
     let program = program_path(Path::new(&found.path), command, found.label())?;
     // A plain run reads the environment without its lock: a long-running command must not hold up

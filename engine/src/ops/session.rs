@@ -474,7 +474,9 @@ pub fn prompt_hook(command: Option<String>, status: Option<i32>) -> Option<Answe
 /// (`deactivate`, another environment's `activate`): its `pip` then installs elsewhere, and nothing of
 /// that is captured, while the prompt still says `(blast)`.
 pub fn deactivated_env() -> Option<String> {
-    let env = std::env::var("BLAST_ENV").ok().filter(|e| !e.is_empty())?;
+    let env = std::env::var(session::SESSION_ENV_VAR)
+        .ok()
+        .filter(|e| !e.is_empty())?;
     let active = std::env::var("VIRTUAL_ENV").unwrap_or_default();
     let same = |a: &str, b: &str| {
         a == b
