@@ -327,9 +327,7 @@ fn a_session_install_is_named_by_its_command_line_when_the_line_goes_on_after_it
 /// changes made before the session went into its first capture, under that command's name).
 #[test]
 fn start_finishes_an_interrupted_move_and_keeps_earlier_changes_apart() {
-    let b = Blast::new();
-    fs::create_dir_all(b.work.join("home")).unwrap();
-    let env = b.create_path_env("venv");
+    let (b, env) = store_with_env();
     let e = env.to_str().unwrap();
     pip_install(&env, &["blastdemo==1.0"]);
     b.ok(&["snapshot", "-e", e]);
@@ -434,9 +432,7 @@ fn a_change_at_the_first_prompt_is_not_named_by_an_old_history_entry() {
 /// its `(blast)` prompt, and `blast kill` in it said there was no session, leaving it running).
 #[test]
 fn a_shell_that_outlives_its_watcher_is_told_and_ends_at_its_next_prompt() {
-    let b = Blast::new();
-    fs::create_dir_all(b.work.join("home")).unwrap();
-    let env = b.create_path_env("venv");
+    let (b, env) = store_with_env();
     let mut session = Headless::start(&b, &env);
     let shell_pid = session_of(&b, &env)["record"]["shell_pid"]
         .as_u64()
@@ -532,15 +528,27 @@ impl Headless {
     }
 }
 
+/// A store, its `work/home` (the sessions' `HOME`) and an environment at `work/venv`.
+fn store_with_env() -> (Blast, PathBuf) {
+    let b = Blast::new();
+    fs::create_dir_all(b.work.join("home")).unwrap();
+    let env = b.create_path_env("venv");
+    (b, env)
+}
+
+/// Every change of the environment `env` is in a snapshot.
+fn assert_all_captured(b: &Blast, env: &str) {
+    let status = b.json(&["status", "-e", env]);
+    assert_eq!(status["uncaptured"], serde_json::json!([]), "{status}");
+}
+
 fn session_of(b: &Blast, env: &Path) -> Value {
     b.json(&["status", "-e", env.to_str().unwrap()])["session"].clone()
 }
 
 #[test]
 fn watcher_captures_an_outside_install_within_a_second_as_one_snapshot() {
-    let b = Blast::new();
-    fs::create_dir_all(b.work.join("home")).unwrap();
-    let env = b.create_path_env("venv");
+    let (b, env) = store_with_env();
     let e = env.to_str().unwrap();
     let session = Headless::start(&b, &env);
     let before = b.log(e).len();
@@ -667,9 +675,7 @@ fn a_command_that_breaks_a_requirement_is_captured_with_a_warning() {
 
 #[test]
 fn kill_is_idempotent_and_cleans_a_crashed_session() {
-    let b = Blast::new();
-    fs::create_dir_all(b.work.join("home")).unwrap();
-    let env = b.create_path_env("venv");
+    let (b, env) = store_with_env();
     let e = env.to_str().unwrap();
     let mut session = Headless::start(&b, &env);
     // A second session of the same environment is refused, naming the way out; so is removing the
@@ -855,9 +861,7 @@ fn wait_for_history(b: &Blast, env: &str, before: usize) -> Vec<Value> {
 /// nothing more was captured until the session ended).
 #[test]
 fn a_session_watches_its_directory_again_once_it_is_made_again() {
-    let b = Blast::new();
-    fs::create_dir_all(b.work.join("home")).unwrap();
-    let env = b.create_path_env("venv");
+    let (b, env) = store_with_env();
     let e = env.to_str().unwrap();
     let session = Headless::start(&b, &env);
     fs::remove_dir_all(&env).unwrap();
@@ -877,12 +881,7 @@ fn a_session_watches_its_directory_again_once_it_is_made_again() {
     assert_eq!(added, ["blastdemo", "blastdep"], "{:?}", log[0]);
     let (status, stderr) = session.finish();
     assert!(status.success(), "{stderr}");
-    assert!(
-        b.json(&["status", "-e", e])["uncaptured"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert_all_captured(&b, e);
     b.assert_verify_clean(&[&env]);
     assert_nothing_left(&b);
 }
@@ -892,9 +891,7 @@ fn a_session_watches_its_directory_again_once_it_is_made_again() {
 /// and the install landed uncaptured).
 #[test]
 fn the_last_capture_waits_for_an_installer_left_running_in_the_background() {
-    let b = Blast::new();
-    fs::create_dir_all(b.work.join("home")).unwrap();
-    let env = b.create_path_env("venv");
+    let (b, env) = store_with_env();
     let e = env.to_str().unwrap();
     let mut session = Headless::start(&b, &env);
     let command = format!(
@@ -918,12 +915,7 @@ fn the_last_capture_waits_for_an_installer_left_running_in_the_background() {
         "{stderr}\n{:?}",
         log[0]
     );
-    assert!(
-        b.json(&["status", "-e", e])["uncaptured"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert_all_captured(&b, e);
     assert_nothing_left(&b);
 }
 
@@ -991,13 +983,7 @@ fn ending_a_session_waits_for_the_installer_running_in_it() {
             "{how}: {pane}\n{:?}",
             log[0]
         );
-        assert!(
-            b.json(&["status", "-e", e])["uncaptured"]
-                .as_array()
-                .unwrap()
-                .is_empty(),
-            "{how}"
-        );
+        assert_all_captured(&b, e);
         b.ok(&["rollback", "-e", e]);
     }
     assert_nothing_left(&b);

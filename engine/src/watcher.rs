@@ -526,9 +526,36 @@ fn installs(args: &[&[u8]]) -> bool {
         return true;
     }
     let commands = changing_commands(program);
-    rest.iter()
-        .find(|a| !a.starts_with(b"-"))
-        .is_some_and(|command| commands.contains(command))
+    // The command is the first word that is no option, nor the value of one of the program's own
+    // options that come before it (`uv --cache-dir DIR pip install`, `poetry -C proj add`).
+    let mut words = rest.iter();
+    while let Some(word) = words.next() {
+        if !word.starts_with(b"-") {
+            return commands.contains(word);
+        }
+        if global_options_with_values(program).contains(word) {
+            words.next();
+        }
+    }
+    false
+}
+
+/// The options an installer takes before its command whose value is the next word.
+fn global_options_with_values(program: &[u8]) -> &'static [&'static [u8]] {
+    match program {
+        b"uv" => &[
+            b"--cache-dir",
+            b"--directory",
+            b"--project",
+            b"--config-file",
+            b"--color",
+            b"--python-preference",
+            b"--allow-insecure-host",
+        ],
+        b"poetry" => &[b"-C", b"--directory", b"-P", b"--project"],
+        b"pdm" => &[b"-p", b"--project", b"-c", b"--config"],
+        _ => &[],
+    }
 }
 
 /// The program a command line runs and its arguments: the executable, or for a Python interpreter the
@@ -621,6 +648,10 @@ mod tests {
         assert!(runs_installer("/usr/local/bin/uv --quiet sync"));
         assert!(runs_installer("poetry add rich"));
         assert!(runs_installer("conda install -y numpy"));
+        // An option's value before the command is no command (found in review).
+        assert!(runs_installer("uv --cache-dir /tmp/c pip install rich"));
+        assert!(runs_installer("poetry -C proj add rich"));
+        assert!(!runs_installer("uv --directory pip run app"));
         // Long-running commands of installers change nothing: a capture does not wait for them.
         assert!(!runs_installer("uv run jupyter lab"));
         assert!(!runs_installer("poetry shell"));
