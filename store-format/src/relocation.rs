@@ -148,8 +148,8 @@ impl Placeholders {
 
 /// The longest `#!` line, newline included, pip writes as it is on Linux.
 const MAX_SHEBANG: usize = 127;
-/// pip's `/bin/sh` preamble around the interpreter (quoted where it holds a space) and its
-/// arguments: sh runs the second line, Python reads the first three as a string.
+/// pip's `/bin/sh` preamble around the interpreter (quoted where sh would read a character of it)
+/// and its arguments: sh runs the second line, Python reads the first three as a string.
 const PREAMBLE_START: &[u8] = b"#!/bin/sh\n'''exec' ";
 const PREAMBLE_ARGS: &[u8] = b" \"$0\" \"$@\"\n";
 const PREAMBLE_END: &[u8] = b" \"$0\" \"$@\"\n' '''\n";
