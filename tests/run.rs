@@ -462,6 +462,52 @@ fn bad_input_is_refused_with_what_to_do() {
     fs::rename(&aside, &env).unwrap();
 }
 
+/// `blast remove` refuses an environment a `blast run` runs a command on, one not of the environment
+/// too (found by exploratory testing: `blast run -e ENV -- sh -c …` was not seen, and lost its
+/// environment midway).
+#[test]
+fn remove_refuses_an_environment_a_run_is_running_on() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let marker = b.work.join("started");
+    let mut running = b
+        .command(&[
+            "run",
+            "-e",
+            e,
+            "--allow-write",
+            b.work.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; sleep 3", marker.display()),
+        ])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the command did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = b.fails(&["remove", e]);
+    assert!(err.contains("a `blast run` on it"), "{err}");
+    assert!(env.join("pyvenv.cfg").is_file());
+    assert!(running.wait().unwrap().success());
+    b.ok(&["remove", e]);
+    assert!(!env.exists());
+    let locks: Vec<_> = fs::read_dir(b.home.join("locks"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name())
+        .filter(|name| name.to_string_lossy().contains(".run."))
+        .collect();
+    assert!(locks.is_empty(), "{locks:?}");
+}
+
 /// A Python script that `blast run` runs in a fresh environment, with `out_dir` (writable) as its first
 /// argument: where it leaves what the test checks.
 struct Script {

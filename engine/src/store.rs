@@ -188,6 +188,12 @@ impl Store {
         self.home.join("locks").join(format!("{env_id}.lock"))
     }
 
+    /// Held shared by every `blast run` on the environment for as long as its command runs (which
+    /// `blast remove` cannot tell from the processes when the command is not the environment's own).
+    pub(crate) fn run_lock_path(&self, env_id: &str) -> PathBuf {
+        self.home.join("locks").join(format!("{env_id}.run.lock"))
+    }
+
     /// The lock that serializes work on one environment. Its holder may be an install that reopens the
     /// index when its installer ends, so the index is released while this waits (a wait holding it
     /// would deadlock the two).

@@ -150,15 +150,23 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
     // A named environment of a moved store has its directory here, not where it was made.
     let moved = store.moved_dir(&env.record);
     let root = moved.as_deref().unwrap_or(env.root());
+    // Taken while the environment goes: a `blast run` starting meanwhile waits, then finds it gone.
+    let runs = crate::lock::try_acquire(
+        &store.run_lock_path(&env.record.id),
+        crate::lock::LockMode::Exclusive,
+    )?;
     if !force {
-        let running = crate::processes::running_from(root);
+        let mut running: Vec<String> = crate::processes::running_from(root)
+            .iter()
+            .map(|p| format!("{} ({})", p.pid, p.command))
+            .collect();
+        if runs.is_none() {
+            running.push("a `blast run` on it (in another terminal?)".to_owned());
+        }
         if !running.is_empty() {
             return Err(Error::EnvInUse {
                 env: env.label().to_owned(),
-                processes: running
-                    .iter()
-                    .map(|p| format!("{} ({})", p.pid, p.command))
-                    .collect(),
+                processes: running,
             });
         }
         let paths = crate::transition::unsaved_paths(store, &env, root)?;
@@ -214,6 +222,7 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
     crate::fsutil::remove_file_if_exists(&store.stat_cache_path(&env.record.id))?;
     crate::fsutil::remove_file_if_exists(&store.env_lock_path(&env.record.id))?;
     crate::fsutil::remove_file_if_exists(&crate::session::lock_path(store.home(), &env.record.id))?;
+    crate::fsutil::remove_file_if_exists(&store.run_lock_path(&env.record.id))?;
     crate::imports::remove_records(store, &env.record.id)?;
     if !set_aside && let Err(e) = crate::fsutil::remove_tree(root) {
         // A mount point stays, emptied: that is all that can go.

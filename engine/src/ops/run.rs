@@ -92,6 +92,11 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         })
         .collect::<Result<Vec<_>>>()?;
     let found = store.find_env(selector)?;
+    let _running = crate::lock::acquire(
+        &store.run_lock_path(&found.id),
+        crate::lock::LockMode::Shared,
+        "the environment (`blast remove` is removing it)",
+    )?;
     // Mid-move, the directory is neither snapshot: the move is finished first (or its error given),
     // as by any command that opens the environment, before the program is looked for in it.
     if !options.capture && store.index().journal(&found.id)?.is_some() {
