@@ -436,6 +436,15 @@ fn bad_input_is_refused_with_what_to_do() {
         "{}",
         stderr(&out)
     );
+    // A number without its unit is bytes, too few for any Python: a typo, said so (found by
+    // exploratory testing: `--memory 10` was taken).
+    let out = b.run(&["run", "-e", e, "--memory", "512", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("too little for any Python: write the unit"),
+        "{}",
+        stderr(&out)
+    );
     // A command's own failure is passed on, not turned into blast's.
     let out = run(&b, &env, &[], &["python", "-c", "raise SystemExit(7)"]);
     assert_eq!(out.status.code(), Some(7));

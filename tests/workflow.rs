@@ -773,6 +773,9 @@ fn bad_input_gets_clear_errors() {
         "{answer}"
     );
     assert_eq!(answer["exit_code"], 1);
+    // `clean --keep 0` would keep what `--keep 1` keeps: refused (found by exploratory testing).
+    let err = b.run(&["clean", "--keep", "0"]);
+    assert_eq!(err.status.code(), Some(2));
     // A usage error too (found by exploratory testing: clap's went to stderr only).
     let out = b.run(&["--json", "clean", "--keep", "abc"]);
     assert_eq!(out.status.code(), Some(2));

@@ -500,8 +500,8 @@ enum Command {
         /// Report what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Keep the newest N history entries of each environment.
-        #[arg(long, value_name = "N")]
+        /// Keep the newest N history entries of each environment (at least 1: HEAD's).
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         keep: Option<usize>,
         /// Keep history entries younger than D days.
         #[arg(long, value_name = "D")]
@@ -522,6 +522,11 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
         text.to_owned()
     };
     match spelled.parse::<bytesize::ByteSize>() {
+        // Under a mebibyte no Python starts: a unit left out (`--memory 512`).
+        Ok(size) if size.as_u64() > 0 && size.as_u64() < 1 << 20 => Err(format!(
+            "`{text}` is {} bytes, too little for any Python: write the unit (512M, 2G)",
+            size.as_u64()
+        )),
         Ok(size) if size.as_u64() > 0 => Ok(size.as_u64()),
         Ok(_) => Err(format!(
             "`{text}` leaves no memory at all: give a size above 0 (512M, 2G), or leave the limit out"
