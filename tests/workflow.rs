@@ -1749,3 +1749,24 @@ fn uvs_lock_file_at_the_root_is_not_captured() {
         "{status}"
     );
 }
+
+/// An environment moved by hand is named as the likely one when its new place is asked about (found by
+/// exploratory testing: `status` there said only "no blast environment").
+#[test]
+fn a_moved_environment_is_named_where_it_went() {
+    let b = Blast::new();
+    fs::create_dir_all(b.work.join("project")).unwrap();
+    let env = b.create_path_env("project/.venv");
+    let moved = b.work.join("renamed");
+    fs::rename(b.work.join("project"), &moved).unwrap();
+    let err = b.fails(&["status", "-e", moved.join(".venv").to_str().unwrap()]);
+    assert!(
+        err.contains("though a virtual environment is there")
+            && err.contains(&format!("the directories of `{}` are gone", env.display()))
+            && err.contains("moved by hand"),
+        "{err}"
+    );
+    // A directory holding no virtual environment is only unknown.
+    let err = b.fails(&["status", "-e", b.work.to_str().unwrap()]);
+    assert!(err.contains("no blast environment `"), "{err}");
+}

@@ -38,6 +38,14 @@ pub enum Error {
         "no blast environment `{0}`: `blast list` shows the known ones, `blast create` makes one"
     )]
     EnvNotFound(String),
+    /// A path that holds a virtual environment but no blast environment, while blast knows some whose
+    /// directories are gone: most likely one of them, moved by hand.
+    #[error(
+        "no blast environment at `{path}`, though a virtual environment is there, and the directories of \
+         {gone} are gone: an environment moved by hand stays recorded where blast made it; move it back, \
+         or `blast sync --from ENV --to DIR` makes it anew at another path (then `blast remove ENV`)"
+    )]
+    EnvMovedAway { path: String, gone: String },
     #[error("`{}` already exists: pick another name or path (remove it first, with `blast remove` if it is a blast environment)", .0.display())]
     EnvExists(PathBuf),
     #[error(

@@ -133,9 +133,32 @@ impl Store {
                 if let Some(env) = self.env_at(Path::new(sel))? {
                     return Ok(env);
                 }
-                Err(Error::EnvNotFound(sel.to_owned()))
+                Err(self.not_found(sel))
             }
             None => self.env_at(Path::new(".venv"))?.ok_or(Error::NoEnvSelected),
+        }
+    }
+
+    /// What to say of `selector`, which names no environment: a directory holding a virtual environment
+    /// while some environments' directories are gone is likely one of them, moved by hand.
+    fn not_found(&self, selector: &str) -> Error {
+        let gone: Vec<String> = match Path::new(selector).join("pyvenv.cfg").is_file() {
+            true => self
+                .index
+                .envs()
+                .unwrap_or_default()
+                .iter()
+                .filter(|env| !Path::new(&env.path).exists())
+                .map(|env| format!("`{}`", env.label()))
+                .collect(),
+            false => Vec::new(),
+        };
+        match gone.is_empty() {
+            true => Error::EnvNotFound(selector.to_owned()),
+            false => Error::EnvMovedAway {
+                path: selector.to_owned(),
+                gone: gone.join(", "),
+            },
         }
     }
 

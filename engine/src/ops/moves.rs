@@ -61,7 +61,9 @@ pub fn sync(store: &Store, from_sel: &str, to_sel: &str, force: bool) -> Result<
     let message = Some(format!("from {}", source.label()));
     let mut target = match store.open_env_forced(Some(to_sel), force) {
         Ok(env) => env,
-        Err(Error::EnvNotFound(_)) => new_env_for(store, to_sel, &source)?,
+        Err(Error::EnvNotFound(_) | Error::EnvMovedAway { .. }) => {
+            new_env_for(store, to_sel, &source)?
+        }
         Err(e) => return Err(e),
     };
     move_env(store, &mut target, |_| Ok(head), "sync", message, force)
