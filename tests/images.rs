@@ -373,6 +373,12 @@ fn console_scripts_run_at_paths_with_spaces_and_long_paths() {
     // pip writes its preamble at a path with a space; blast stores the `#!` line.
     let (spaced, snap) = demo_env(&b, "my env", false);
     runs(&b, &spaced);
+    // Commands that errors advise are quoted to be copied.
+    let err = b.fails(&["rollback", "-e", spaced.to_str().unwrap(), "no-such-tag"]);
+    assert!(
+        err.contains(&format!("`blast log -e '{}'` lists them", spaced.display())),
+        "{err}"
+    );
     assert_eq!(first_line(&spaced), "#!/bin/sh");
     let image = b.work.join("demo.blast");
     b.ok(&[

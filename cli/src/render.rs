@@ -55,14 +55,10 @@ pub fn usage_error(text: &str, exit_code: i32) {
     );
 }
 
-/// `text` as one word of a command line to copy: as it is when the shell reads it so, else in single
-/// quotes (a path with a space; an environment's path holds no `'`), its control characters escaped.
+/// `text` as one word of a command line to copy (`engine::shell::word`), its control characters
+/// escaped.
 fn shell_word(text: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_./+,:@%-=".contains(c);
-    match text.chars().all(plain) {
-        true => text.to_owned(),
-        false => format!("'{}'", printable(&text.replace('\'', r"'\''"))),
-    }
+    printable(&engine::shell::word(text)).into_owned()
 }
 
 fn short(id: &impl ToString) -> String {

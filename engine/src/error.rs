@@ -49,14 +49,16 @@ pub enum Error {
     #[error("`{}` already exists: pick another name or path (remove it first, with `blast remove` if it is a blast environment)", .0.display())]
     EnvExists(PathBuf),
     #[error(
-        "the directory of `{env}` (`{}`) is gone: `blast rollback -e {env} --force HEAD` makes it again, `blast remove {env}` forgets the environment",
-        path.display()
+        "the directory of `{env}` (`{}`) is gone: `blast rollback -e {cmd} --force HEAD` makes it again, `blast remove {cmd}` forgets the environment",
+        path.display(),
+        cmd = crate::shell::word(.env)
     )]
     EnvDirMissing { env: String, path: PathBuf },
     #[error(
-        "`{env}` was made at `{}`, which is gone, and its directory is now at `{}`: the store was moved, and an environment's files name the path it was made at; move the store back (and BLAST_HOME with it), or `blast remove {env}` to remove it, directory and history",
+        "`{env}` was made at `{}`, which is gone, and its directory is now at `{}`: the store was moved, and an environment's files name the path it was made at; move the store back (and BLAST_HOME with it), or `blast remove {cmd}` to remove it, directory and history",
         recorded.display(),
-        here.display()
+        here.display(),
+        cmd = crate::shell::word(.env)
     )]
     StoreMoved {
         env: String,
@@ -68,14 +70,15 @@ pub enum Error {
     )]
     EnvNameTaken(String),
     #[error(
-        "`{}` is the path of the environment `{env}` already (`blast list`): pick another path, or `blast remove {env}` first",
-        path.display()
+        "`{}` is the path of the environment `{env}` already (`blast list`): pick another path, or `blast remove {cmd}` first",
+        path.display(),
+        cmd = crate::shell::word(.env)
     )]
     PathTaken { path: PathBuf, env: String },
     #[error("`{}` cannot hold a new environment: {why}; pick another path", escape_controls(&path.display().to_string()))]
     EnvPathRefused { path: PathBuf, why: String },
     #[error(
-        "environment `{env}` has no snapshot matching `{query}`{hint}: `blast log -e {env}` lists them"
+        "environment `{env}` has no snapshot matching `{query}`{hint}: `blast log -e {cmd}` lists them", cmd = crate::shell::word(.env)
     )]
     SnapshotNotFound {
         env: String,
@@ -97,14 +100,16 @@ pub enum Error {
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Unstorable(Vec<Error>),
     #[error(
-        "environment `{env}` has changes that are not captured:\n{}\nrun `blast snapshot -e {env}` to keep them, or pass --force to discard them",
-        list_paths(paths)
+        "environment `{env}` has changes that are not captured:\n{}\nrun `blast snapshot -e {cmd}` to keep them, or pass --force to discard them",
+        list_paths(paths),
+        cmd = crate::shell::word(.env)
     )]
     UncapturedChanges { env: String, paths: Vec<String> },
     #[error(
-        "`{}`, the directory of `{env}`, holds what no snapshot of it has:\n{}\nrun `blast snapshot -e {env}` first to keep it in the store, or pass --force to remove it",
+        "`{}`, the directory of `{env}`, holds what no snapshot of it has:\n{}\nrun `blast snapshot -e {cmd}` first to keep it in the store, or pass --force to remove it",
         path.display(),
-        list_paths(paths)
+        list_paths(paths),
+        cmd = crate::shell::word(.env)
     )]
     UnsavedFiles {
         env: String,
@@ -126,7 +131,7 @@ pub enum Error {
         path: String,
     },
     #[error(
-        "tag `{tag}` already names snapshot {snapshot} of `{env}`: pick another name, or move it with `blast tag -e {env} --force {tag} [SNAPSHOT]`"
+        "tag `{tag}` already names snapshot {snapshot} of `{env}`: pick another name, or move it with `blast tag -e {cmd} --force {tag} [SNAPSHOT]`", cmd = crate::shell::word(.env)
     )]
     TagTaken {
         env: String,
@@ -134,8 +139,9 @@ pub enum Error {
         snapshot: String,
     },
     #[error(
-        "the {operation} of environment `{env}` was interrupted, and since then these paths changed:\n{}\nsave what you need from them, then run `blast rollback -e {env} --force HEAD` to finish the {operation}",
-        list_paths(paths)
+        "the {operation} of environment `{env}` was interrupted, and since then these paths changed:\n{}\nsave what you need from them, then run `blast rollback -e {cmd} --force HEAD` to finish the {operation}",
+        list_paths(paths),
+        cmd = crate::shell::word(.env)
     )]
     InterruptedWithChanges {
         env: String,
@@ -162,7 +168,7 @@ pub enum Error {
     BadEnvName(String),
     #[error("tag `{tag}` is not valid: {why}")]
     BadTag { tag: String, why: &'static str },
-    #[error("environment `{env}` has no tag `{tag}`: `blast tag -e {env}` lists its tags")]
+    #[error("environment `{env}` has no tag `{tag}`: `blast tag -e {cmd}` lists its tags", cmd = crate::shell::word(.env))]
     TagNotFound { env: String, tag: String },
     #[error("image {image}{}: {problem}", entry.as_deref().map(|e| format!(", entry `{e}`")).unwrap_or_default())]
     Image {

@@ -216,6 +216,16 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).at("writing", path)
 }
 
+/// `text` as one word of a command line for the user to copy: as it is where the shell reads it so,
+/// else single-quoted (a path with a space).
+pub fn word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./+,:@%-=".contains(c);
+    match !text.is_empty() && text.chars().all(plain) {
+        true => text.to_owned(),
+        false => quote(text),
+    }
+}
+
 /// Single-quoted for sh and zsh (a `'` closes, is escaped, and reopens).
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
