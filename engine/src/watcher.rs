@@ -289,13 +289,12 @@ impl Session<'_, '_> {
             self.capture_now(message);
             return;
         }
-        let pids: Vec<String> = running.iter().map(i32::to_string).collect();
         let env = self.env_root.display();
         self.failures.push(format!(
             "an installer (pid {}) was still running on `{env}` after {} s, so what changed since the \
              last capture is left uncaptured: `blast status -e {env}` names it, `blast snapshot` keeps \
              it, `blast rollback --force HEAD` discards it",
-            pids.join(", "),
+            pid_list(&running),
             INSTALLER_WAIT.as_secs()
         ));
         self.dirty = false;
@@ -348,11 +347,10 @@ impl Session<'_, '_> {
                 };
                 if self.dirty && !running.is_empty() {
                     // A job stopped with Ctrl-Z, or one in the background: say why nothing comes.
-                    let pids: Vec<String> = running.iter().map(i32::to_string).collect();
                     self.failures.push(format!(
                         "an installer (pid {}) is still running on the environment (stopped? `fg` \
                          resumes it): what changed is captured once it ends",
-                        pids.join(", ")
+                        pid_list(&running)
                     ));
                 }
                 if self.dirty && running.is_empty() {
@@ -447,6 +445,14 @@ fn is_change(event: &notify::Event) -> bool {
                 .components()
                 .any(|c| c.as_os_str().as_bytes() == PYCACHE.as_bytes())
         })
+}
+
+/// Process ids as a message names them: `12, 34`.
+pub(crate) fn pid_list(pids: &[i32]) -> String {
+    pids.iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether `event` removed or moved the directory `root` itself, whose watch then goes with it.

@@ -547,12 +547,11 @@ pub fn kill(home: &Path, selector: Option<&str>, all: bool) -> Result<KillReport
                 let socket = session::socket_path(&session::dir(&home, &id));
                 let running = crate::watcher::installers_on(Path::new(&record.env_path));
                 if !running.is_empty() {
-                    let pids: Vec<String> = running.iter().map(i32::to_string).collect();
                     eprintln!(
                         "blast: waiting for the installer running on `{}` (pid {}) to finish before the \
                          session's last capture (up to {} s)…",
                         record.env_path,
-                        pids.join(", "),
+                        crate::watcher::pid_list(&running),
                         session::INSTALLER_WAIT.as_secs()
                     );
                 }
