@@ -600,3 +600,55 @@ fn a_removal_that_fails_midway_is_finished_by_the_next() {
     assert!(!aside[0].exists());
     assert_eq!(b.json(&["list"]), serde_json::json!([]));
 }
+
+/// `blast move` killed at `point`, of a directory it renames or of one moved there by hand: the next
+/// command that names the environment by its new path gives the move up when the directory had not
+/// moved (it is then whole where it was) and finishes it otherwise, saying which; either way the
+/// directory is HEAD rendered for where it is, its console script runs, and nothing is uncaptured.
+fn move_killed_at(point: &str, by_hand: bool) {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", e]);
+    let before = exec_bits_only(&read_tree(&env));
+    let to = b.work.join("moved");
+    let t = to.to_str().unwrap();
+    if by_hand {
+        fs::rename(&env, &to).unwrap();
+    }
+    b.crash(&["move", "-e", e, t], point);
+    let (stdout, stderr) = b.ok_with_stderr(&["status", "-e", t, "--json"]);
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    let moved = by_hand || point != "relocation-written";
+    let (here, said) = match moved {
+        true => (&to, "finishing the interrupted move"),
+        false => (&env, "had not moved its directory"),
+    };
+    assert!(stderr.contains(said), "{point}: {stderr}");
+    assert_eq!(status["path"], here.to_str().unwrap(), "{point}: {status}");
+    assert!(
+        status["uncaptured"].as_array().unwrap().is_empty(),
+        "{point}: {status}"
+    );
+    assert_same_tree(
+        &relocated(&before, &env, here),
+        &exec_bits_only(&read_tree(here)),
+    );
+    let script = Command::new(here.join("bin/blastdemo")).output().unwrap();
+    assert!(script.status.success(), "{point}");
+    b.assert_verify_clean(&[here]);
+}
+
+#[test]
+fn a_move_killed_anywhere_is_finished_or_given_up_by_the_next_command() {
+    for point in [
+        "relocation-written",
+        "relocation-moved",
+        "apply-half",
+        "relocation-rendered",
+    ] {
+        move_killed_at(point, false);
+        move_killed_at(point, true);
+    }
+}

@@ -3,8 +3,10 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::*;
@@ -1769,4 +1771,221 @@ fn a_moved_environment_is_named_where_it_went() {
     // A directory holding no virtual environment is only unknown.
     let err = b.fails(&["status", "-e", b.work.to_str().unwrap()]);
     assert!(err.contains("no blast environment `"), "{err}");
+}
+
+/// A project with an environment at `project/.venv` holding blastdemo (a console script), captured; its
+/// directory as it was then; and the length of its history.
+fn project_with_a_script(b: &Blast) -> (PathBuf, BTreeMap<String, DiskEntry>, usize) {
+    fs::create_dir_all(b.work.join("project")).unwrap();
+    let env = b.create_path_env("project/.venv");
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    let e = env.to_str().unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    let tree = exec_bits_only(&read_tree(&env));
+    (env.clone(), tree, b.log(e).len())
+}
+
+/// What must hold of an environment moved from `from` to `to`: its files are those it had, written for
+/// the new path, its console script runs, its history is whole, and nothing is left uncaptured.
+fn assert_moved(
+    b: &Blast,
+    from: &Path,
+    to: &Path,
+    before: &BTreeMap<String, DiskEntry>,
+    history: usize,
+) {
+    assert!(!from.exists(), "{} is still there", from.display());
+    assert_same_tree(
+        &relocated(before, from, to),
+        &exec_bits_only(&read_tree(to)),
+    );
+    let script = Command::new(to.join("bin/blastdemo")).output().unwrap();
+    assert!(
+        script.status.success(),
+        "{}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    let (ok, prefix) = env_python(to, "import sys, blastdemo; print(sys.prefix)");
+    assert!(ok, "{prefix}");
+    assert_eq!(prefix.trim(), to.to_str().unwrap());
+    let t = to.to_str().unwrap();
+    assert_eq!(b.log(t).len(), history, "a move adds no history entry");
+    let status = b.json(&["status", "-e", t]);
+    assert_eq!(status["path"], t, "{status}");
+    assert!(
+        status["uncaptured"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    b.assert_verify_clean(&[to]);
+}
+
+#[test]
+fn move_renames_an_environment_and_writes_its_scripts_for_the_new_path() {
+    let b = Blast::new();
+    let (env, before, history) = project_with_a_script(&b);
+    let e = env.to_str().unwrap();
+    let to = b.work.join("elsewhere/deeper/.venv");
+    let report = b.json(&["move", "-e", e, to.to_str().unwrap()]);
+    assert_eq!(report["way"], "renamed", "{report}");
+    assert!(report["rewritten"].as_u64().unwrap() >= 2, "{report}");
+    assert_moved(&b, &env, &to, &before, history);
+    // The environment works on at its new path: a change is captured, a rollback undoes it.
+    let t = to.to_str().unwrap();
+    fs::write(to.join("lib/python3.11/site-packages/added.py"), "x = 1\n").unwrap();
+    b.ok(&["snapshot", "-e", t]);
+    b.ok(&["rollback", "-e", t]);
+    assert_same_tree(
+        &relocated(&before, &env, &to),
+        &exec_bits_only(&read_tree(&to)),
+    );
+    // Moving it where it is does nothing.
+    let again = b.json(&["move", "-e", t, t]);
+    assert!(again["way"].is_null(), "{again}");
+}
+
+#[test]
+fn move_takes_an_environment_moved_by_hand_where_it_went() {
+    let b = Blast::new();
+    let (env, before, history) = project_with_a_script(&b);
+    fs::rename(b.work.join("project"), b.work.join("renamed")).unwrap();
+    let to = b.work.join("renamed/.venv");
+    let t = to.to_str().unwrap();
+    let err = b.fails(&["status", "-e", t]);
+    assert!(err.contains(&format!("`blast move {t}`")), "{err}");
+    // In the project, as a developer would: `blast status` names the way out, and `blast move .venv`
+    // takes the environment whose directory is gone and is found there.
+    let in_project = |args: &[&str]| {
+        b.command(args)
+            .current_dir(b.work.join("renamed"))
+            .output()
+            .unwrap()
+    };
+    let status = in_project(&["status"]);
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        !status.status.success() && err.contains("`blast move .venv`"),
+        "{err}"
+    );
+    let moved = in_project(&["move", ".venv", "--json"]);
+    assert_succeeded(&moved);
+    let report: serde_json::Value = serde_json::from_slice(&moved.stdout).unwrap();
+    assert_eq!(report["way"], "adopted", "{report}");
+    assert_eq!(report["from"], env.to_str().unwrap(), "{report}");
+    assert_moved(&b, &env, &to, &before, history);
+}
+
+#[test]
+fn move_refuses_what_it_could_lose_unless_forced_and_then_keeps_it() {
+    let b = Blast::new();
+    let (env, before, _) = project_with_a_script(&b);
+    let e = env.to_str().unwrap();
+    let stray = env.join("lib/python3.11/site-packages/stray.py");
+    fs::write(&stray, "x = 1\n").unwrap();
+    let to = b.work.join("moved/.venv");
+    let t = to.to_str().unwrap();
+    let err = b.fails(&["move", "-e", e, t]);
+    assert!(
+        err.contains("lib/python3.11/site-packages/stray.py") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(
+        stray.exists() && !to.exists(),
+        "a refused move touches nothing"
+    );
+
+    // A path that holds something else is not overwritten, forced or not.
+    let occupied = b.work.join("occupied");
+    fs::create_dir_all(&occupied).unwrap();
+    fs::write(occupied.join("notes.txt"), "mine\n").unwrap();
+    let err = b.fails(&["move", "-e", e, occupied.to_str().unwrap(), "--force"]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        fs::read_to_string(occupied.join("notes.txt")).unwrap(),
+        "mine\n"
+    );
+
+    // Forced, the change moves along, uncaptured.
+    let report = b.json(&["move", "-e", e, t, "--force"]);
+    assert_eq!(
+        report["uncaptured"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    let status = b.json(&["status", "-e", t]);
+    let uncaptured = status["uncaptured"].as_array().unwrap();
+    assert_eq!(uncaptured.len(), 1, "{status}");
+    assert_eq!(
+        uncaptured[0]["path"], "lib/python3.11/site-packages/stray.py",
+        "{status}"
+    );
+    fs::remove_file(to.join("lib/python3.11/site-packages/stray.py")).unwrap();
+    assert_same_tree(
+        &relocated(&before, &env, &to),
+        &exec_bits_only(&read_tree(&to)),
+    );
+
+    // Moved by hand and changed since: not taken for the environment unless forced.
+    let by_hand = b.work.join("by-hand");
+    fs::rename(&to, &by_hand).unwrap();
+    fs::write(
+        by_hand.join("lib/python3.11/site-packages/edited.py"),
+        "y = 2\n",
+    )
+    .unwrap();
+    let h = by_hand.to_str().unwrap();
+    let err = b.fails(&["move", h]);
+    assert!(
+        err.contains(&format!("`{t}`")) && err.contains("-e ENV"),
+        "{err}"
+    );
+    let err = b.fails(&["move", "-e", t, h]);
+    assert!(
+        err.contains("does not hold") && err.contains("edited.py") && err.contains("--force"),
+        "{err}"
+    );
+    let report = b.json(&["move", "-e", t, h, "--force"]);
+    assert_eq!(report["way"], "adopted", "{report}");
+    let script = Command::new(by_hand.join("bin/blastdemo"))
+        .output()
+        .unwrap();
+    assert!(script.status.success());
+    let status = b.json(&["status", "-e", h]);
+    assert_eq!(
+        status["uncaptured"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
+    assert!(
+        by_hand
+            .join("lib/python3.11/site-packages/edited.py")
+            .exists()
+    );
+}
+
+#[test]
+fn move_to_another_filesystem_makes_the_environment_there_from_head() {
+    let b = Blast::new();
+    let shm = Path::new("/dev/shm");
+    let on_other_fs = shm
+        .metadata()
+        .is_ok_and(|m| m.dev() != b.work.metadata().unwrap().dev());
+    if !on_other_fs {
+        eprintln!("skipped: /dev/shm is not another filesystem here");
+        return;
+    }
+    let (env, before, history) = project_with_a_script(&b);
+    let dest = tempfile::Builder::new()
+        .prefix("blast-move-")
+        .tempdir_in(shm)
+        .unwrap();
+    let to = dest.path().join(".venv");
+    let report = b.json(&["move", "-e", env.to_str().unwrap(), to.to_str().unwrap()]);
+    assert_eq!(report["way"], "copied", "{report}");
+    assert_moved(&b, &env, &to, &before, history);
+    let leftovers: Vec<_> = fs::read_dir(env.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

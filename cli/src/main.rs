@@ -199,6 +199,24 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Move the environment's directory to another path, keeping its history, or take it where it was
+    /// moved by hand; the files that name its path (scripts' shebangs, activate scripts) are written for
+    /// the new one.
+    ///
+    /// Without -e and without ./.venv, the environment is the one whose directory is gone and is at
+    /// PATH as its HEAD has it. A directory on another filesystem is made there from HEAD and the old
+    /// one removed.
+    Move {
+        #[command(flatten)]
+        env: EnvArg,
+        /// Where the environment's directory goes (or went).
+        #[arg(value_name = "PATH")]
+        to: PathBuf,
+        /// Move it even with uncaptured changes, processes running from it, or differences from HEAD at
+        /// PATH: what differs is kept as it is, uncaptured.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show the environment's history with the package changes of each entry.
     Log {
         #[command(flatten)]
@@ -633,6 +651,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sync { from, to, force } => {
             out.moved(&ops::sync(&open_for_writing()?, &from, &to, force)?)
         }
+        Command::Move { env, to, force } => out.relocated(&ops::relocate(
+            &open_for_writing()?,
+            env.env.as_deref(),
+            &to,
+            force,
+        )?),
         Command::Log { env } => out.log(&ops::log(&open()?, env.env.as_deref())?),
         Command::Diff { env, a, b, files } => out.diff(&ops::diff(
             &open()?,

@@ -10,11 +10,12 @@ use engine::metrics::Level;
 use engine::ops::{
     CheckReport, CreateReport, DiffReport, DoctorReport, Durations, EnvSummary, ExportReport,
     FileChange, ImportReport, InstallReport, KillReport, LogEntry, MoveReport, PackagesReport,
-    PullReport, PushReport, RestoreReport, RunReport, SessionEnded, SessionStarting, Setup,
-    SnapshotReport, SquashReport, StatsReport, StatusReport, TagChange, TagsReport, VerifyReport,
-    WrittenThrough,
+    PullReport, PushReport, RelocateReport, RestoreReport, RunReport, SessionEnded,
+    SessionStarting, Setup, SnapshotReport, SquashReport, StatsReport, StatusReport, TagChange,
+    TagsReport, VerifyReport, WrittenThrough,
 };
 use engine::packages::PackageChange;
+use engine::relocation::Way;
 use engine::sandbox::Limits;
 use engine::session::CaptureNote;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -704,6 +705,49 @@ impl Output {
             r.removed
         );
         println!("  {}", package_line(&r.packages));
+    }
+
+    pub fn relocated(&self, r: &RelocateReport) {
+        if self.json(r) {
+            return;
+        }
+        let how = match r.way {
+            None => {
+                println!(
+                    "`{}` is at `{}` already",
+                    printable(&r.env),
+                    printable(&r.to)
+                );
+                return;
+            }
+            Some(Way::Renamed) => "renamed",
+            Some(Way::Copied) => "made there from HEAD (another filesystem)",
+            Some(Way::Adopted) => "taken where it was moved",
+        };
+        println!(
+            "moved `{}` from `{}` to `{}`: {how}; {} {} written for the new path",
+            printable(&r.env),
+            printable(&r.from),
+            printable(&r.to),
+            r.rewritten,
+            if r.rewritten == 1 { "file" } else { "files" }
+        );
+        if !r.uncaptured.is_empty() {
+            println!(
+                "  {} {} from HEAD, kept as {}: `blast status` names them",
+                r.uncaptured.len(),
+                if r.uncaptured.len() == 1 {
+                    "path differs"
+                } else {
+                    "paths differ"
+                },
+                if r.uncaptured.len() == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                },
+            );
+        }
     }
 
     pub fn log(&self, entries: &[LogEntry]) {

@@ -42,14 +42,35 @@ pub enum Error {
     /// directories are gone: most likely one of them, moved by hand.
     #[error(
         "no blast environment at `{path}`, though a virtual environment is there, and the directories of \
-         {gone} are gone: an environment moved by hand stays recorded where blast made it; move it back, \
-         or `blast sync --from ENV --to DIR` makes it anew at another path (then `blast remove ENV`)"
+         {gone} are gone: an environment moved by hand stays recorded where blast made it; `blast move \
+         {cmd}` takes it here (or move it back)",
+        cmd = crate::shell::word(.path)
     )]
     EnvMovedAway { path: String, gone: String },
+    /// `blast move` without `-e`, to a directory that no environment whose directory is gone matches.
+    #[error(
+        "no blast environment at `{path}`{why}: name the environment moved there with `blast move -e ENV {cmd}`",
+        cmd = crate::shell::word(.path)
+    )]
+    MovedWhich { path: String, why: String },
+    /// `blast move` to a directory that does not hold the environment as its HEAD has it.
+    #[error(
+        "`{path}` does not hold `{env}` as its HEAD has it:\n{}\nif it is `{env}`, moved by hand and \
+         changed since, `blast move -e {cmd} {to} --force` takes it as it is (what differs stays, \
+         uncaptured)",
+        list_paths(paths),
+        cmd = crate::shell::word(.env),
+        to = crate::shell::word(.path)
+    )]
+    NotMovedHere {
+        env: String,
+        path: String,
+        paths: Vec<String>,
+    },
     #[error("`{}` already exists: pick another name or path (remove it first, with `blast remove` if it is a blast environment)", .0.display())]
     EnvExists(PathBuf),
     #[error(
-        "the directory of `{env}` (`{}`) is gone: `blast rollback -e {cmd} --force HEAD` makes it again, `blast remove {cmd}` forgets the environment",
+        "the directory of `{env}` (`{}`) is gone: `blast rollback -e {cmd} --force HEAD` makes it again, `blast move -e {cmd} DIR` takes it where it was moved (or makes it there), `blast remove {cmd}` forgets the environment",
         path.display(),
         cmd = crate::shell::word(.env)
     )]

@@ -65,6 +65,19 @@ pub struct Journal {
     pub message: Option<String>,
 }
 
+/// A move of an environment's directory to another path in progress (`blast move`): written before the
+/// directory moves, removed with the record of its new path. The next command that opens the
+/// environment finishes it, or gives it up when the directory never reached `to` (see
+/// [`crate::relocation`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Relocation {
+    pub from: String,
+    pub to: String,
+    /// The directory is copied to `to` (another filesystem): what is left at `from` goes once the
+    /// copy is there.
+    pub copied: bool,
+}
+
 const ENV: &str = "env/";
 const NAME: &str = "name/";
 const PATH: &str = "path/";
@@ -73,6 +86,7 @@ const TAG: &str = "tag/";
 /// Where stat caches were kept before they moved to `stat-caches/`; still deleted with an environment.
 const LEGACY_STAT_CACHE: &str = "stat/";
 const JOURNAL: &str = "journal/";
+const RELOCATION: &str = "relocation/";
 const PYTHON: &str = "python/";
 const SEED: &str = "seed/";
 const LINK_MODE: &str = "link/";
@@ -269,6 +283,10 @@ impl Index {
         self.get(&format!("{JOURNAL}{env_id}"))
     }
 
+    pub fn relocation(&self, env_id: &str) -> Result<Option<Relocation>> {
+        self.get(&format!("{RELOCATION}{env_id}"))
+    }
+
     pub fn journals(&self) -> Result<Vec<(String, Journal)>> {
         self.scan(JOURNAL)
     }
@@ -405,6 +423,7 @@ impl Batch {
         }
         self.0.delete(format!("{LEGACY_STAT_CACHE}{}", env.id));
         self.0.delete(format!("{JOURNAL}{}", env.id));
+        self.0.delete(format!("{RELOCATION}{}", env.id));
     }
 
     pub fn put_history(&mut self, env_id: &str, entry: &HistoryEntry) {
@@ -429,6 +448,22 @@ impl Batch {
 
     pub fn delete_journal(&mut self, env_id: &str) {
         self.0.delete(format!("{JOURNAL}{env_id}"));
+    }
+
+    /// Records the move of `env_id`'s directory, its new path already leading to it (a command naming
+    /// that path finds the environment, and finishes the move).
+    pub fn put_relocation(&mut self, env_id: &str, relocation: &Relocation) {
+        self.put(&format!("{RELOCATION}{env_id}"), relocation);
+        self.put(&format!("{PATH}{}", relocation.to), &env_id.to_owned());
+    }
+
+    /// Drops the record of a move; `given_up` drops the new path's key with it.
+    pub fn delete_relocation(&mut self, env_id: &str, relocation: &Relocation, given_up: bool) {
+        self.0.delete(format!("{RELOCATION}{env_id}"));
+        match given_up {
+            true => self.0.delete(format!("{PATH}{}", relocation.to)),
+            false => self.0.delete(format!("{PATH}{}", relocation.from)),
+        }
     }
 
     pub fn put_python(&mut self, key: &str, info: &PythonInfo) {

@@ -133,15 +133,20 @@ impl Store {
                 if let Some(env) = self.env_at(Path::new(sel))? {
                     return Ok(env);
                 }
-                Err(self.not_found(sel))
+                Err(self
+                    .moved_away(sel)
+                    .unwrap_or_else(|| Error::EnvNotFound(sel.to_owned())))
             }
-            None => self.env_at(Path::new(".venv"))?.ok_or(Error::NoEnvSelected),
+            None => match self.env_at(Path::new(".venv"))? {
+                Some(env) => Ok(env),
+                None => Err(self.moved_away(".venv").unwrap_or(Error::NoEnvSelected)),
+            },
         }
     }
 
-    /// What to say of `selector`, which names no environment: a directory holding a virtual environment
-    /// while some environments' directories are gone is likely one of them, moved by hand.
-    fn not_found(&self, selector: &str) -> Error {
+    /// What to say of `selector`, which names no environment, when it is a directory holding a virtual
+    /// environment while some environments' directories are gone: likely one of them, moved by hand.
+    fn moved_away(&self, selector: &str) -> Option<Error> {
         let gone: Vec<String> = match Path::new(selector).join("pyvenv.cfg").is_file() {
             true => self
                 .index
@@ -153,13 +158,10 @@ impl Store {
                 .collect(),
             false => Vec::new(),
         };
-        match gone.is_empty() {
-            true => Error::EnvNotFound(selector.to_owned()),
-            false => Error::EnvMovedAway {
-                path: selector.to_owned(),
-                gone: gone.join(", "),
-            },
-        }
+        (!gone.is_empty()).then(|| Error::EnvMovedAway {
+            path: selector.to_owned(),
+            gone: gone.join(", "),
+        })
     }
 
     fn env_at(&self, path: &Path) -> Result<Option<EnvRecord>> {
@@ -231,6 +233,7 @@ impl Store {
 
     pub(crate) fn lock_env(&self, env_id: &str, force: bool) -> Result<Env> {
         let mut env = self.lock_env_as_found(env_id)?;
+        crate::relocation::finish_interrupted(self, &mut env)?;
         if let (Some(name), Some(here)) = (&env.record.name, self.moved_dir(&env.record)) {
             return Err(Error::StoreMoved {
                 env: name.clone(),

@@ -145,8 +145,10 @@ fn seed_layer(
 /// it holds what no snapshot has (the user's work, or files made at its path since), naming them.
 pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
     let found = store.find_env(Some(selector))?;
-    // A move a killed command began is not finished: it would only write what goes anyway.
-    let env = store.lock_env_as_found(&found.id)?;
+    // A move a killed command began is not finished: it would only write what goes anyway. A move of
+    // the directory is, as it tells where the directory is.
+    let mut env = store.lock_env_as_found(&found.id)?;
+    crate::relocation::finish_interrupted(store, &mut env)?;
     // A named environment of a moved store has its directory here, not where it was made.
     let moved = store.moved_dir(&env.record);
     let root = moved.as_deref().unwrap_or(env.root());
@@ -257,6 +259,12 @@ const SHELL_QUOTING: &str = "'\"`$\\";
 /// what it does not know (its `envs/` excepted), nor inside another environment or around one, whose
 /// captures and rollbacks would take the other's files for their own. Returns it as the index keeps it.
 pub(crate) fn free_env_path(store: &Store, path: &Path) -> Result<String> {
+    env_path_allowed(store, path, false)
+}
+
+/// As [`free_env_path`]; with `moved_there`, the directory may hold what is there (an environment
+/// moved there by hand, which `blast move` takes).
+pub(crate) fn env_path_allowed(store: &Store, path: &Path, moved_there: bool) -> Result<String> {
     let path_str = path
         .to_str()
         .ok_or_else(|| Error::NonUtf8Path(path.to_owned()))?
@@ -267,7 +275,7 @@ pub(crate) fn free_env_path(store: &Store, path: &Path) -> Result<String> {
             env: other.label().to_owned(),
         });
     }
-    if is_nonempty(path) {
+    if !moved_there && is_nonempty(path) {
         return Err(Error::EnvExists(path.to_owned()));
     }
     let refuse = |why: String| {

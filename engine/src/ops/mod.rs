@@ -12,6 +12,7 @@ mod moves;
 mod packages;
 mod pins;
 mod registry;
+mod relocate;
 mod run;
 mod session;
 mod snapshot;
@@ -35,6 +36,7 @@ pub use moves::{MoveReport, rollback, sync};
 pub(crate) use packages::snapshot_distributions;
 pub use packages::{CheckReport, PackageInfo, PackagesReport, check, packages};
 pub use registry::{PullOptions, PullReport, PushOptions, PushReport, pull, push};
+pub use relocate::{RelocateReport, relocate};
 pub use run::{RunOptions, RunReport, run};
 pub use session::{
     KillReport, Killed, SessionEnded, SessionStarting, Setup, StartOptions, deactivated_env, kill,

@@ -264,13 +264,18 @@ fn prepare_env(store: &Store, options: &StartOptions, progress: &dyn Progress) -
         store.find_env(Some(selector))?;
         return Ok(Setup::Existing);
     }
-    if store.find_env(Some(PROJECT_ENV)).is_ok() {
-        return match &options.image {
-            Some(_) => Err(Error::Invalid(
-                "./.venv is already a blast environment: leave out --image to start a session in it, or `blast remove ./.venv` first".into(),
-            )),
-            None => Ok(Setup::Existing),
-        };
+    match store.find_env(Some(PROJECT_ENV)) {
+        Ok(_) => {
+            return match &options.image {
+                Some(_) => Err(Error::Invalid(
+                    "./.venv is already a blast environment: leave out --image to start a session in it, or `blast remove ./.venv` first".into(),
+                )),
+                None => Ok(Setup::Existing),
+            };
+        }
+        // The project's environment, moved with the project by hand: `blast move` takes it here.
+        Err(moved @ Error::EnvMovedAway { .. }) => return Err(moved),
+        Err(_) => {}
     }
     let path = PathBuf::from(PROJECT_ENV);
     if path.exists() {

@@ -1,0 +1,218 @@
+//! `blast move`: an environment goes to another path with its history, or is taken where it was moved
+//! by hand (a project directory renamed, say); the files that name its path are written for the new one
+//! (the crash-safe part is [`crate::relocation`]).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::capture;
+use crate::error::{Error, IoContext, Result};
+use crate::index::EnvRecord;
+use crate::relocation::{self, Way};
+use crate::store::{Env, Store};
+use crate::transition::load_stat_cache;
+use crate::tree::Tree;
+
+#[derive(Debug, Serialize)]
+pub struct RelocateReport {
+    pub env: String,
+    pub from: String,
+    pub to: String,
+    /// How the directory got there; `None` when it was there already.
+    pub way: Option<Way>,
+    /// Files written again for the new path.
+    pub rewritten: usize,
+    /// Paths where the directory differs from HEAD, kept as they were (a forced move).
+    pub uncaptured: Vec<String>,
+}
+
+/// Moves the environment `selector` names to `to`; without `selector`, `./.venv`, else the environment
+/// whose directory is gone and is found at `to`, as its HEAD has it. Unless `force`, refuses a
+/// directory that differs from HEAD (uncaptured changes, or a directory at `to` that may not be the
+/// environment) and processes running from it; with `force`, what differs is kept as it is.
+pub fn relocate(
+    store: &Store,
+    selector: Option<&str>,
+    to: &Path,
+    force: bool,
+) -> Result<RelocateReport> {
+    let to = crate::fsutil::resolve_path(to)?;
+    let found = match selector {
+        Some(_) => store.find_env(selector)?,
+        None => match store.find_env(None) {
+            Err(Error::NoEnvSelected | Error::EnvMovedAway { .. }) => moved_here(store, &to)?,
+            found => found?,
+        },
+    };
+    let mut env = store.lock_env(&found.id, false)?;
+    let from = env.root().to_owned();
+    let mut report = RelocateReport {
+        env: env.label().to_owned(),
+        from: env.record.path.clone(),
+        to: to.display().to_string(),
+        way: None,
+        rewritten: 0,
+        uncaptured: Vec::new(),
+    };
+    if std::fs::canonicalize(&from).is_ok_and(|real| real == to) {
+        return Ok(report);
+    }
+    let old_there = from.is_dir();
+    let new_there = holds_something(&to);
+    let to_str = super::create::env_path_allowed(store, &to, new_there && !old_there)?;
+    check_unused(store, &env, &from, force)?;
+    let head = store.tree_of(&store.snapshot(&env.head()?)?)?;
+    let way = match (old_there, new_there) {
+        (true, true) => return Err(Error::EnvExists(to)),
+        (true, false) => {
+            report.uncaptured = differences(store, &env, &from, &env.record.path, &head)?;
+            if !force && !report.uncaptured.is_empty() {
+                return Err(Error::UncapturedChanges {
+                    env: env.label().to_owned(),
+                    paths: std::mem::take(&mut report.uncaptured),
+                });
+            }
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).at("creating", parent)?;
+            }
+            match same_filesystem(&from, &to) {
+                true => Way::Renamed,
+                false => Way::Copied,
+            }
+        }
+        (false, true) => {
+            report.uncaptured = differences(store, &env, &to, &env.record.path, &head)?;
+            if !force && !report.uncaptured.is_empty() {
+                return Err(Error::NotMovedHere {
+                    env: env.label().to_owned(),
+                    path: to_str,
+                    paths: std::mem::take(&mut report.uncaptured),
+                });
+            }
+            Way::Adopted
+        }
+        // Nothing at either path: HEAD is made at the new one.
+        (false, false) => Way::Copied,
+    };
+    report.rewritten = relocation::relocate(store, &mut env, to_str, way)?;
+    report.way = Some(way);
+    Ok(report)
+}
+
+/// Whether a directory with entries is at `path`.
+fn holds_something(path: &Path) -> bool {
+    std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+/// Whether a rename can take `from` to `to`: both on one filesystem (`to`'s nearest existing ancestor
+/// tells). A rename across mounts of one filesystem fails all the same, and is then copied.
+fn same_filesystem(from: &Path, to: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(from) = from.metadata() else {
+        return false;
+    };
+    to.ancestors()
+        .find_map(|dir| dir.metadata().ok())
+        .is_some_and(|meta| meta.dev() == from.dev())
+}
+
+/// Refuses a move from under a live session, a `blast run`, or, unless `force`, processes running
+/// from the directory (their interpreter's paths would lead nowhere).
+fn check_unused(store: &Store, env: &Env, from: &Path, force: bool) -> Result<()> {
+    if let crate::session::Found::Live(live) = crate::session::find(store.home(), &env.record.id)? {
+        return Err(Error::Invalid(format!(
+            "`{}` has a live session (blast pid {}): end it first with `blast kill {}`",
+            env.label(),
+            live.pid,
+            crate::shell::word(&env.record.path)
+        )));
+    }
+    let runs = crate::lock::try_acquire(
+        &store.run_lock_path(&env.record.id),
+        crate::lock::LockMode::Exclusive,
+    )?;
+    let mut running: Vec<String> = match (force, from.is_dir()) {
+        (false, true) => crate::processes::running_from(from)
+            .iter()
+            .map(|p| format!("{} ({})", p.pid, p.command))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if runs.is_none() {
+        running.push("a `blast run` on it (in another terminal?)".to_owned());
+    }
+    match running.is_empty() {
+        true => Ok(()),
+        false => Err(Error::EnvInUse {
+            env: env.label().to_owned(),
+            processes: running,
+        }),
+    }
+}
+
+/// Where `dir`, read as rendered for the environment at `rendered_for`, differs from HEAD's `head`.
+fn differences(
+    store: &Store,
+    env: &Env,
+    dir: &Path,
+    rendered_for: &str,
+    head: &Tree,
+) -> Result<Vec<String>> {
+    let placeholders = store_format::Placeholders {
+        env_prefix: rendered_for.to_owned(),
+        ..env.placeholders()
+    };
+    let scan = capture::scan(
+        dir,
+        load_stat_cache(store, &env.record.id),
+        &placeholders,
+        None,
+    )?;
+    Ok(head
+        .changes_to(scan.tree())
+        .iter()
+        .map(|change| change.path().to_owned())
+        .collect())
+}
+
+/// The environment found at `to` without `-e`: of those whose directories are gone, the one `to`
+/// holds as its HEAD has it.
+fn moved_here(store: &Store, to: &Path) -> Result<EnvRecord> {
+    let path = to.display().to_string();
+    let gone: Vec<EnvRecord> = store
+        .index()
+        .envs()?
+        .into_iter()
+        .filter(|env| !Path::new(&env.path).exists())
+        .collect();
+    if !to.join("pyvenv.cfg").is_file() {
+        return Err(Error::NoEnvSelected);
+    }
+    if gone.is_empty() {
+        return Err(Error::MovedWhich {
+            path,
+            why: ", and no environment's directory is gone".to_owned(),
+        });
+    }
+    // One that cannot be opened or read (a move it cannot finish, a lost layer) is not the one.
+    let holds_head = |record: &EnvRecord| -> Result<bool> {
+        let env = store.lock_env(&record.id, false)?;
+        let head = store.tree_of(&store.snapshot(&env.head()?)?)?;
+        Ok(differences(store, &env, to, &env.record.path, &head)?.is_empty())
+    };
+    if let Some(record) = gone
+        .iter()
+        .find(|record| holds_head(record).unwrap_or(false))
+    {
+        return Ok(record.clone());
+    }
+    let labels: Vec<String> = gone.iter().map(|e| format!("`{}`", e.label())).collect();
+    Err(Error::MovedWhich {
+        path,
+        why: format!(
+            ", and none of the environments whose directories are gone ({}) is there as its HEAD has it",
+            labels.join(", ")
+        ),
+    })
+}
