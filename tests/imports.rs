@@ -230,3 +230,79 @@ fn imports_refuses_an_unknown_environment_clearly() {
     let err = b.fails(&["imports", "-e", "nope", "--enable"]);
     assert!(err.contains("no blast environment `nope`"), "{err}");
 }
+
+/// Found by exploratory testing: an interpreter before 3.10 has no `sys.stdlib_module_names`, and its
+/// frozen modules (`_frozen_importlib`, `zipimport`) were reported as provided by no distribution in
+/// every record; so was the finder module of every setuptools editable install, which its `.pth`
+/// imports in every process. Turning tracking off where it was never on says so.
+#[test]
+fn the_interpreters_frozen_modules_and_editable_finders_are_nobodys_imports() {
+    let b = Blast::new();
+    let env = b.work.join("venv");
+    let e = env.to_str().unwrap();
+    b.ok(&["create", "--path", e, "--python", python()]);
+    let off = b.ok(&["imports", "-e", e, "--disable"]);
+    assert!(
+        off.contains("was not on") && off.contains("nothing was recorded"),
+        "{off}"
+    );
+    // A setuptools editable install as it lands in site-packages: its `.pth` imports its finder.
+    let finder = "__editable___stflat_0_1_finder";
+    write_distribution(
+        &env,
+        "stflat-0.1.dist-info",
+        &[
+            (
+                "METADATA",
+                "Metadata-Version: 2.1\nName: stflat\nVersion: 0.1\n",
+            ),
+            ("top_level.txt", "stflat\n"),
+            (
+                "RECORD",
+                &format!(
+                    "{finder}.py,,\n__editable__.stflat-0.1.pth,,\nstflat-0.1.dist-info/RECORD,,\n"
+                ),
+            ),
+        ],
+    );
+    fs::write(
+        env.join(SITE).join(format!("{finder}.py")),
+        "def install():\n    pass\n",
+    )
+    .unwrap();
+    fs::write(
+        env.join(SITE).join("__editable__.stflat-0.1.pth"),
+        format!("import {finder}; {finder}.install()\n"),
+    )
+    .unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    b.ok(&["imports", "-e", e, "--enable"]);
+    let ran = Command::new(env.join("bin/python"))
+        .args(["-c", "import json"])
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{ran:?}");
+    let report = b.json(&["imports", "-e", e]);
+    assert_eq!(report["records"], 1, "{report}");
+    assert_eq!(report["not_provided"], json!([]), "{report}");
+
+    let older = b.work.join("older");
+    let o = older.to_str().unwrap();
+    if !b
+        .run(&["create", "--path", o, "--python", "3.9"])
+        .status
+        .success()
+    {
+        eprintln!("skipped the older interpreter: blast finds no Python 3.9 here");
+        return;
+    }
+    b.ok(&["imports", "-e", o, "--enable"]);
+    let ran = Command::new(older.join("bin/python"))
+        .args(["-c", "import json"])
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{ran:?}");
+    let report = b.json(&["imports", "-e", o]);
+    assert_eq!(report["records"], 1, "{report}");
+    assert_eq!(report["not_provided"], json!([]), "{report}");
+}

@@ -988,8 +988,13 @@ impl Output {
             return;
         }
         if r.enabled {
+            let already = if r.was_on {
+                " (already: its hook written again)"
+            } else {
+                ""
+            };
             println!(
-                "tracking imports in `{}`: each Python process records its imports in {}",
+                "tracking imports in `{}`{already}: each Python process records its imports in {}",
                 r.env, r.records
             );
             println!(
@@ -998,10 +1003,17 @@ impl Output {
             );
             println!("  `blast imports -e {}` reports them", shell_word(&r.env));
         } else {
-            println!(
-                "no longer tracking imports in `{}` (what was recorded stays in {})",
-                r.env, r.records
-            );
+            let records = match r.has_records {
+                true => format!(" (what was recorded stays in {})", r.records),
+                false => " (nothing was recorded)".to_owned(),
+            };
+            match r.was_on {
+                true => println!("no longer tracking imports in `{}`{records}", r.env),
+                false => println!(
+                    "import tracking was not on in `{}`: nothing to turn off{records}",
+                    r.env
+                ),
+            }
         }
     }
 

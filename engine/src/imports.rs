@@ -122,6 +122,13 @@ def _record():
                 continue
             origin = _origin(module)
             kind = "module"
+            # Frozen and built-in modules of interpreters before 3.10, which has no
+            # sys.stdlib_module_names (`_frozen_importlib`, `zipimport`): the interpreter's own.
+            if origin is None and getattr(getattr(module, "__spec__", None), "origin", None) in (
+                "frozen",
+                "built-in",
+            ):
+                continue
             if origin is not None:
                 origin = os.path.abspath(origin)
                 if _under(origin, base) and not _under(origin, env):
@@ -151,10 +158,14 @@ pub struct Tracking {
     pub env: String,
     /// Whether the hook is in place now.
     pub enabled: bool,
+    /// Whether it was in place before.
+    pub was_on: bool,
     /// Its two files.
     pub files: Vec<String>,
     /// Where processes write their records.
     pub records: String,
+    /// Whether any were written there.
+    pub has_records: bool,
 }
 
 /// Where the processes of environment `env_id` write their records.
@@ -179,6 +190,7 @@ pub fn enable_tracking(store: &Store, env: &Env) -> Result<Tracking> {
             env.label()
         )));
     }
+    let was_on = module.is_file() && pth.is_file();
     let records = records_dir(store, &env.record.id);
     std::fs::create_dir_all(&records).at("creating", &records)?;
     let records_str = records
@@ -192,12 +204,13 @@ pub fn enable_tracking(store: &Store, env: &Env) -> Result<Tracking> {
     crate::fsutil::remove_file_if_exists(&pth)?;
     std::fs::write(&module, HOOK_SOURCE.replace("@RECORDS@", &literal)).at("writing", &module)?;
     std::fs::write(&pth, HOOK_PTH_LINE).at("writing", &pth)?;
-    Ok(tracking(env, &module, &pth, &records, true))
+    Ok(tracking(env, &module, &pth, &records, true, was_on))
 }
 
 /// Takes the hook out of the environment; the records written so far stay for `blast imports`.
 pub fn disable_tracking(store: &Store, env: &Env) -> Result<Tracking> {
     let (module, pth) = hook_paths(env);
+    let was_on = module.exists() || pth.exists();
     // The `.pth` first: no interpreter starts looking for a module that is gone.
     crate::fsutil::remove_file_if_exists(&pth)?;
     crate::fsutil::remove_file_if_exists(&module)?;
@@ -213,14 +226,23 @@ pub fn disable_tracking(store: &Store, env: &Env) -> Result<Tracking> {
         }
     }
     let records = records_dir(store, &env.record.id);
-    Ok(tracking(env, &module, &pth, &records, false))
+    Ok(tracking(env, &module, &pth, &records, false, was_on))
 }
 
-fn tracking(env: &Env, module: &Path, pth: &Path, records: &Path, enabled: bool) -> Tracking {
+fn tracking(
+    env: &Env,
+    module: &Path,
+    pth: &Path,
+    records: &Path,
+    enabled: bool,
+    was_on: bool,
+) -> Tracking {
     Tracking {
         env: env.label().to_owned(),
         enabled,
+        was_on,
         files: [module, pth].map(|p| p.display().to_string()).to_vec(),
+        has_records: std::fs::read_dir(records).is_ok_and(|mut entries| entries.next().is_some()),
         records: records.display().to_string(),
     }
 }
@@ -292,6 +314,7 @@ pub fn report(store: &Store, env: &Env) -> Result<ImportsReport> {
             _ => top_level_from_record(dist),
         };
         provided.extend(top_level.iter().cloned());
+        provided.extend(editable_finders(dist));
         let entry = DistributionImports {
             name: dist.name.to_string(),
             version: dist.version.to_string(),
@@ -438,6 +461,19 @@ fn top_level_from_record(dist: &Distribution) -> Vec<String> {
         names.insert(name);
     }
     names.into_iter().collect()
+}
+
+/// The finder modules of a setuptools editable install (`__editable___NAME_VER_finder.py` at the top of
+/// site-packages, imported by its `.pth` in every process): the distribution's plumbing, provided by it
+/// but no import of the program's.
+fn editable_finders(dist: &Distribution) -> impl Iterator<Item = String> + '_ {
+    dist.files.iter().filter_map(|entry| {
+        entry
+            .path
+            .strip_suffix(".py")
+            .filter(|stem| stem.starts_with("__editable__") && is_identifier(stem))
+            .map(str::to_owned)
+    })
 }
 
 #[cfg(test)]
