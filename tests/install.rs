@@ -250,6 +250,34 @@ fn pip_command_runs_as_one_transaction() {
     assert_eq!(b.log(e).len(), history);
     let report = pip_json(&["uninstall", "-y", "blastdep"]);
     assert_eq!(package_changes(&report), ["-blastdep 1.0.0"]);
+    // `pip check` finding a broken requirement is named as such (found by exploratory testing: it
+    // read as pip failing).
+    write_distribution(
+        &env,
+        "needy-1.0.dist-info",
+        &[
+            (
+                "METADATA",
+                "Metadata-Version: 2.1\nName: needy\nVersion: 1.0\nRequires-Dist: blastmissing\n",
+            ),
+            ("RECORD", ""),
+        ],
+    );
+    b.ok(&["snapshot", "-e", e]);
+    let out = b.run(&["pip", "-e", e, "--", "check"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("needy 1.0 requires blastmissing"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("`pip check` fails when a requirement does not hold"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -998,10 +1026,14 @@ fn an_install_that_breaks_a_requirement_is_refused_unless_allowed() {
     assert_same_tree(&before, &read_tree(&env));
     assert_eq!(b.log(e).len(), history);
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
-    // Uninstalling what blastpin needs is refused as such.
+    // Uninstalling what blastpin needs is refused as such, saying what to keep (found by exploratory
+    // testing: the explanation was an empty line).
     let stderr = b.fails(&["uninstall", "-e", e, "blastbase"]);
     assert!(
-        stderr.contains("the uninstall would break requirements"),
+        stderr.contains("the uninstall would break requirements")
+            && stderr.contains(
+                "blastbase 1.0.0, which this change removes, meets every requirement: keep it"
+            ),
         "{stderr}"
     );
     assert_same_tree(&before, &read_tree(&env));

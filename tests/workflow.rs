@@ -808,6 +808,19 @@ fn bad_input_gets_clear_errors() {
 
     let err = b.fails(&["create", "x", "--python", "/no/such/python"]);
     assert!(err.contains("no Python interpreter found"), "{err}");
+    // Found by exploratory testing: a program that is no Python printed the probe's whole code back,
+    // and a directory or a file without `x` said "Permission denied".
+    let err = b.fails(&["create", "x", "--python", "/bin/ls"]);
+    assert!(
+        err.contains("it does not run Python code") && !err.contains("import json"),
+        "{err}"
+    );
+    let err = b.fails(&["create", "x", "--python", b.work.to_str().unwrap()]);
+    assert!(err.contains("it is a directory"), "{err}");
+    let plain = b.work.join("plain-file");
+    fs::write(&plain, "not a program\n").unwrap();
+    let err = b.fails(&["create", "x", "--python", plain.to_str().unwrap()]);
+    assert!(err.contains("it is not executable"), "{err}");
 
     // A path with control characters would be written into activate scripts and every report.
     let odd = b.work.join("ev\u{1b}[31mil\nx");

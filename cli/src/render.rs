@@ -169,10 +169,10 @@ impl Output {
         note_uncaptured(r.uncaptured, "the export");
         if r.format != "blast" {
             println!(
-                "wrote {} ({}): {} packages pinned from snapshot {}",
+                "wrote {} ({}): {} pinned from snapshot {}",
                 r.file,
                 r.format,
-                r.packages,
+                count(r.packages, "package"),
                 short(&r.head)
             );
             if r.unsourced > 0 {
@@ -202,7 +202,7 @@ impl Output {
                         "pylock" =>
                             "a lock file is installed as it is, so the set it gives breaks them too",
                         _ =>
-                            "an installer given this file resolves them, and installs or changes more than the environment has",
+                            "an installer given this file resolves them: it installs or changes more than the environment has, or, where they conflict, refuses the file",
                     }
                 );
             }
@@ -215,17 +215,17 @@ impl Output {
             return;
         }
         println!(
-            "wrote {} ({}): snapshot {}, {} packages",
+            "wrote {} ({}): snapshot {}, {}",
             r.file,
             ByteSize(r.file_bytes),
             short(&r.head),
-            r.packages
+            count(r.packages, "package")
         );
         println!(
-            "  {} snapshots, {} layers, {} objects ({} before compression)",
-            r.snapshots.len(),
-            r.layers,
-            r.objects,
+            "  {}, {}, {} ({} before compression)",
+            count(r.snapshots.len(), "snapshot"),
+            count(r.layers, "layer"),
+            count(r.objects, "object"),
             ByteSize(r.object_bytes)
         );
         if let Some(base) = &r.base {
@@ -289,12 +289,12 @@ impl Output {
         }
         note_uncaptured(r.uncaptured, "the push");
         println!(
-            "pushed snapshot {} to {} ({:.1} s): {} packages, {} layers",
+            "pushed snapshot {} to {} ({:.1} s): {}, {}",
             short(&r.snapshot),
             r.reference,
             r.seconds,
-            r.packages,
-            r.layers
+            count(r.packages, "package"),
+            count(r.layers, "layer")
         );
         println!(
             "  uploaded {} blob{} ({}), the registry had {} ({})",
@@ -313,11 +313,11 @@ impl Output {
             return;
         }
         println!(
-            "pulled snapshot {} from {} ({:.1} s): {} packages",
+            "pulled snapshot {} from {} ({:.1} s): {}",
             short(&r.snapshot),
             r.reference,
             r.seconds,
-            r.packages
+            count(r.packages, "package")
         );
         println!(
             "  downloaded {} of {} layers ({}), {} already in the store; {} new objects",
@@ -892,7 +892,7 @@ impl Output {
                     .unwrap_or_default()
             );
         }
-        println!("  {} packages", r.packages.len());
+        println!("  {}", count(r.packages.len(), "package"));
         for p in &r.packages {
             println!("    {} {}", printable(&p.name), printable(&p.version));
         }
@@ -1261,11 +1261,11 @@ impl Output {
         }
         let verb = if r.dry_run { "would remove" } else { "removed" };
         println!(
-            "{verb} {} objects, {} layers, {} snapshots, {} history entries; {} {}",
-            r.objects_removed,
-            r.layers_removed,
-            r.snapshots_removed,
-            r.history_dropped,
+            "{verb} {}, {}, {}, {}; {} {}",
+            count(r.objects_removed, "object"),
+            count(r.layers_removed, "layer"),
+            count(r.snapshots_removed, "snapshot"),
+            count(r.history_dropped, "history entry"),
             ByteSize(r.bytes_freed),
             if r.dry_run { "would be freed" } else { "freed" }
         );
@@ -1277,17 +1277,17 @@ impl Output {
 
 fn print_import(r: &ImportReport) {
     println!(
-        "imported snapshot {} from {} ({}): {} packages",
+        "imported snapshot {} from {} ({}): {}",
         short(&r.head),
         r.image,
         ByteSize(r.image_bytes),
-        r.packages
+        count(r.packages, "package")
     );
     println!(
-        "  new in the store: {} snapshots, {} layers, {} objects (of {}, {})",
-        r.new_snapshots,
-        r.new_layers,
-        r.new_objects,
+        "  new in the store: {}, {}, {} (of {}, {})",
+        count(r.new_snapshots, "snapshot"),
+        count(r.new_layers, "layer"),
+        count(r.new_objects, "object"),
         r.objects,
         ByteSize(r.object_bytes)
     );
@@ -1420,5 +1420,14 @@ fn note_uncaptured(paths: usize, what: &str) {
             if paths == 1 { "" } else { "s" },
             if paths == 1 { "s" } else { "" },
         );
+    }
+}
+
+/// `n` things: `1 package`, `2 packages`, `3 history entries`.
+fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str) -> String {
+    match (n == N::from(1), one.strip_suffix('y')) {
+        (true, _) => format!("1 {one}"),
+        (false, Some(stem)) => format!("{n} {stem}ies"),
+        (false, None) => format!("{n} {one}s"),
     }
 }

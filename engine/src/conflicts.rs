@@ -58,10 +58,12 @@ pub struct ConflictReport {
 
 impl fmt::Display for ConflictReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for u in &self.unsatisfied {
-            writeln!(f, "{u}")?;
+        let lines: Vec<String> = self.unsatisfied.iter().map(ToString::to_string).collect();
+        write!(f, "{}", lines.join("\n"))?;
+        if !self.explanation.is_empty() {
+            write!(f, "\n{}", self.explanation)?;
         }
-        write!(f, "{}", self.explanation)
+        Ok(())
     }
 }
 
@@ -179,7 +181,8 @@ pub fn explain(
 
 /// As [`explain`], leaving out the requirements `known` names (distribution, requirement as written).
 /// A version held before that meets every requirement is named as the repair where the target is
-/// installed at another version, or, with `reinstall_removed`, not installed at all.
+/// installed at another version, or, with `reinstall_removed`, not installed at all; without it, a
+/// version the change would remove is named as what to keep.
 fn explain_with(
     unsatisfied: &[Unsatisfied],
     installed: &[Distribution],
@@ -279,16 +282,20 @@ fn explain_one(
         ),
         Err(e) => Some(format!("{target}: {e}")),
         // Some installed requirement excludes the installed version, so the solution took an earlier one.
-        Ok(solution) => match solution.get(&Subject::Dist(target.clone())) {
-            Some(version)
-                if installed_versions
-                    .get(target)
-                    .map_or(reinstall_removed, |installed| *installed != version) =>
-            {
-                Some(format!(
-                    "{target} {version}, installed before, meets every requirement: installing it again would repair this"
-                ))
-            }
+        Ok(solution) => match (
+            solution.get(&Subject::Dist(target.clone())),
+            installed_versions.get(target),
+        ) {
+            (Some(version), Some(installed)) if *installed != version => Some(format!(
+                "{target} {version}, installed before, meets every requirement: installing it again would repair this"
+            )),
+            (Some(version), None) if reinstall_removed => Some(format!(
+                "{target} {version}, installed before, meets every requirement: installing it again would repair this"
+            )),
+            // A refused removal removed nothing: the version is still there.
+            (Some(version), None) => Some(format!(
+                "{target} {version}, which this change removes, meets every requirement: keep it, or remove what requires it as well"
+            )),
             _ => None,
         },
     }
@@ -417,7 +424,9 @@ mod tests {
         let report = report(&before, &[pin, conflict]);
         assert_eq!(
             report.to_string(),
-            "blastconflict 1.0.0 requires blastbase>=2, but blastbase is not installed\n"
+            "blastconflict 1.0.0 requires blastbase>=2, but blastbase is not installed\n\
+             blastbase 2.0.0, which this change removes, meets every requirement: keep it, or remove \
+             what requires it as well"
         );
     }
 

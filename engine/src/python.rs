@@ -5,7 +5,7 @@
 //! cached in the index, keyed by the requested file's identity (and, for shims, by what steers them), and
 //! checked against the real interpreter's mtime on every use.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -417,16 +417,39 @@ pub(crate) fn run_probe<T: DeserializeOwned>(interpreter: &Path, code: &str) -> 
         path: interpreter.to_owned(),
         detail,
     };
+    match std::fs::metadata(interpreter) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(bad(
+                "it is a directory: name the interpreter in it (`bin/python3` of a Python install)"
+                    .into(),
+            ));
+        }
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+            return Err(bad("it is not executable".into()));
+        }
+        _ => {}
+    }
     let output = Command::new(interpreter)
         .args(["-I", "-c", code])
         .output()
         .map_err(|e| bad(format!("could not run it: {e}")))?;
     if !output.status.success() {
-        return Err(bad(format!(
-            "it exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // A program that is no Python says so about its arguments, the probe's code among them.
+        let echoed = code
+            .lines()
+            .find(|line| !line.trim().is_empty())
+            .is_some_and(|line| stderr.contains(line.trim()));
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default();
+        let said = match echoed {
+            true => "it does not run Python code given with `-I -c`".to_owned(),
+            false => last.trim().chars().take(300).collect(),
+        };
+        return Err(bad(format!("it exited with {}: {said}", output.status)));
     }
     serde_json::from_slice(&output.stdout)
         .map_err(|e| bad(format!("it answered something unexpected ({e})")))

@@ -539,8 +539,8 @@ impl Run<'_> {
         Ok(scan.into_parts().0)
     }
 
-    /// What probably made the installer fail, when something tells: a full filesystem, or a pip
-    /// command that would have asked a question.
+    /// What probably made the installer fail, when something tells: a full filesystem, a pip command
+    /// that would have asked a question, or `pip check` reporting what it found.
     fn failure_hint(&self) -> String {
         let full = self.full_filesystem_hint();
         if !full.is_empty() {
@@ -552,6 +552,13 @@ impl Run<'_> {
                     && !args.iter().any(|a| a == "-y" || a == "--yes") =>
             {
                 "; pip asks before it uninstalls, and blast gives it no input: pass `-y`".into()
+            }
+            Request::Pip { args }
+                if crate::installer::pip_command(args).is_some_and(|i| args[i] == "check") =>
+            {
+                "; `pip check` fails when a requirement does not hold, as it printed above \
+                 (`blast check` explains why)"
+                    .into()
             }
             _ => String::new(),
         }
