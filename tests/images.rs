@@ -1909,3 +1909,89 @@ fn export_writes_only_to_a_file_and_refuses_what_a_rename_would_replace() {
     ]);
     b.assert_verify_clean(&[&restored]);
 }
+
+/// Found by exploratory testing: an editable install from git (`pip install -e git+URL`, which pip
+/// clones into the environment's `src/`) was pinned as a path into the environment, which names
+/// nothing on another machine. It is pinned as `pip freeze` pins it: the repository and the commit,
+/// read from the checkout as the snapshot holds it; pip installs the file elsewhere.
+#[test]
+fn an_editable_checkout_in_the_environment_is_pinned_as_its_repository_and_commit() {
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let repo = b.work.join("repo");
+    copy_project("blastlocal", &repo);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert_succeeded(&out);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "project"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    let url = format!("file://{}", repo.display());
+    b.ok(&[
+        "install",
+        "-e",
+        e,
+        "--no-index",
+        "--",
+        "-e",
+        &format!("git+{url}#egg=blastlocal"),
+    ]);
+    assert!(env.join("src/blastlocal/.git").is_dir());
+    let pins = b.work.join("pins.txt");
+    b.ok(&[
+        "export",
+        "-e",
+        e,
+        "--format",
+        "requirements",
+        "-o",
+        pins.to_str().unwrap(),
+    ]);
+    let text = fs::read_to_string(&pins).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == format!("-e git+{url}@{commit}#egg=blastlocal")),
+        "{text}"
+    );
+    let lock = b.work.join("pylock.toml");
+    b.ok(&[
+        "export",
+        "-e",
+        e,
+        "--format",
+        "pylock",
+        "-o",
+        lock.to_str().unwrap(),
+    ]);
+    let locked = toml_as_json(&fs::read_to_string(&lock).unwrap());
+    let vcs = &locked["packages"][0]["vcs"];
+    assert_eq!(vcs["url"], url.as_str(), "{locked}");
+    assert_eq!(vcs["commit-id"], commit.as_str(), "{locked}");
+    // pip installs the pinned file into a plain venv, cloning the repository at that commit.
+    let venv = b.work.join("plain");
+    assert_succeeded(
+        &Command::new(python())
+            .args(["-m", "venv", "--without-pip", venv.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    let installed = Command::new(python())
+        .args(["-m", "pip", "--python"])
+        .arg(venv.join("bin/python"))
+        .args(["install", "--no-index", "-r"])
+        .arg(&pins)
+        .output()
+        .unwrap();
+    assert_succeeded(&installed);
+    let (ok, out) = env_python(&venv, "import blastlocal; print(blastlocal.__file__)");
+    assert!(ok && out.contains("/plain/src/blastlocal/"), "{out}");
+}

@@ -40,6 +40,8 @@ enum OriginKind {
         vcs: String,
         url: String,
         commit: String,
+        /// Checked out into the environment and installed editable (`pip install -e git+URL`).
+        editable: bool,
     },
 }
 
@@ -59,6 +61,7 @@ impl Origin {
                 vcs: vcs.get("vcs")?.as_str()?.to_owned(),
                 commit: vcs.get("commit_id")?.as_str()?.to_owned(),
                 url,
+                editable: false,
             }
         } else {
             let archive = value.get("archive_info")?;
@@ -167,7 +170,13 @@ fn pinned(store: &Store, env: Option<&Env>, snapshot: &Snapshot) -> Result<Vec<P
                             )));
                         }
                     };
-                    Origin::read(&json)
+                    let origin = Origin::read(&json);
+                    match (origin, env) {
+                        (Some(origin), Some(env)) if *relocatable => {
+                            Some(checked_out(&tree, env, origin, &read)?)
+                        }
+                        (origin, _) => origin,
+                    }
                 }
                 _ => None,
             };
@@ -178,6 +187,99 @@ fn pinned(store: &Store, env: Option<&Env>, snapshot: &Snapshot) -> Result<Vec<P
             })
         })
         .collect()
+}
+
+/// An editable project an installer checked out into the environment (`pip install -e git+URL` clones
+/// into `ENV/src/NAME`), pinned as the repository and commit it came from, as `pip freeze` does: its
+/// path names nothing on another machine. Read from the checkout's `.git` as the snapshot holds it:
+/// the remote `origin` (else the first with a URL) and the commit `HEAD` names. Anything else, or a
+/// checkout without either, stays as it is.
+fn checked_out(
+    tree: &crate::tree::Tree,
+    env: &Env,
+    origin: Origin,
+    read: &dyn Fn(&Node) -> Result<Vec<u8>>,
+) -> Result<Origin> {
+    let OriginKind::Directory {
+        url,
+        editable: true,
+    } = &origin.kind
+    else {
+        return Ok(origin);
+    };
+    let prefix = format!("{}/", env.record.path.trim_end_matches('/'));
+    let Some(dir) = file_path(url).strip_prefix(&prefix).map(str::to_owned) else {
+        return Ok(origin);
+    };
+    let text = |path: &str| -> Result<Option<String>> {
+        match tree.entries.get(&format!("{dir}/.git/{path}")) {
+            Some(node @ Node::File { .. }) => {
+                Ok(Some(String::from_utf8_lossy(&read(node)?).into_owned()))
+            }
+            _ => Ok(None),
+        }
+    };
+    let (Some(config), Some(head)) = (text("config")?, text("HEAD")?) else {
+        return Ok(origin);
+    };
+    let commit = match head.trim().strip_prefix("ref: ") {
+        None => Some(head.trim().to_owned()),
+        Some(reference) => match text(reference)? {
+            Some(commit) => Some(commit.trim().to_owned()),
+            None => text("packed-refs")?.and_then(|packed| {
+                packed.lines().find_map(|line| {
+                    let (commit, name) = line.split_once(' ')?;
+                    (name == reference).then(|| commit.to_owned())
+                })
+            }),
+        },
+    };
+    let commit = commit.filter(|c| c.len() >= 40 && c.chars().all(|c| c.is_ascii_hexdigit()));
+    match (remote_url(&config), commit) {
+        (Some(url), Some(commit)) => Ok(Origin {
+            kind: OriginKind::Vcs {
+                vcs: "git".into(),
+                url,
+                commit,
+                editable: true,
+            },
+            subdirectory: origin.subdirectory,
+        }),
+        _ => Ok(origin),
+    }
+}
+
+/// The URL of a git config's remote `origin`, else of its first remote with one, as a URL pip takes:
+/// `git@host:path` (scp-like) as `ssh://git@host/path`, a local path as `file://PATH`.
+fn remote_url(config: &str) -> Option<String> {
+    let mut remotes: Vec<(String, String)> = Vec::new();
+    let mut section = None;
+    for line in config.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[') {
+            section = header
+                .strip_prefix("remote \"")
+                .and_then(|rest| rest.strip_suffix("\"]"))
+                .map(str::to_owned);
+        } else if let (Some(remote), Some((key, value))) = (&section, line.split_once('='))
+            && key.trim() == "url"
+        {
+            remotes.push((remote.clone(), value.trim().to_owned()));
+        }
+    }
+    let url = remotes
+        .iter()
+        .find(|(name, _)| name == "origin")
+        .or(remotes.first())
+        .map(|(_, url)| url.clone())?;
+    Some(if url.contains("://") {
+        url
+    } else if url.starts_with('/') {
+        format!("file://{url}")
+    } else if let Some((host, path)) = url.split_once(':') {
+        format!("ssh://{host}/{}", path.trim_start_matches('/'))
+    } else {
+        return None;
+    })
 }
 
 /// A requirements file: `name==version` a line, sorted by name; `-e URL` for an editable project,
@@ -209,7 +311,21 @@ pub(super) fn requirements(
                     OriginKind::Directory { url, .. } | OriginKind::Archive { url, .. } => {
                         format!("{} @ {url}{fragment}", p.name)
                     }
-                    OriginKind::Vcs { vcs, url, commit } => {
+                    OriginKind::Vcs {
+                        vcs,
+                        url,
+                        commit,
+                        editable: true,
+                    } => {
+                        let sub = origin
+                            .subdirectory
+                            .as_ref()
+                            .map_or_else(String::new, |sub| format!("&subdirectory={sub}"));
+                        format!("-e {vcs}+{url}@{commit}#egg={}{sub}", p.name)
+                    }
+                    OriginKind::Vcs {
+                        vcs, url, commit, ..
+                    } => {
                         format!("{} @ {vcs}+{url}@{commit}{fragment}", p.name)
                     }
                 }
@@ -290,7 +406,9 @@ pub(super) fn pylock(store: &Store, env: Option<&Env>, snapshot: &Snapshot) -> R
                     None => unhashed += 1,
                 }
             }
-            OriginKind::Vcs { vcs, url, commit } => out.push_str(&format!(
+            OriginKind::Vcs {
+                vcs, url, commit, ..
+            } => out.push_str(&format!(
                 "version = {}\n\n[packages.vcs]\ntype = {}\nurl = {}\ncommit-id = {}\n",
                 toml_string(&p.version),
                 toml_string(vcs),
@@ -366,6 +484,28 @@ fn toml_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkouts_remote_is_read_as_a_url_pip_takes() {
+        let config = |remotes: &str| {
+            format!("[core]\n\tbare = false\n{remotes}[branch \"main\"]\n\tremote = origin\n")
+        };
+        let upstream = "[remote \"upstream\"]\n\turl = https://example.org/up.git\n";
+        let origin = "[remote \"origin\"]\n\turl = git@github.com:team/proj.git\n";
+        assert_eq!(
+            remote_url(&config(&format!("{upstream}{origin}"))).as_deref(),
+            Some("ssh://git@github.com/team/proj.git")
+        );
+        assert_eq!(
+            remote_url(&config(upstream)).as_deref(),
+            Some("https://example.org/up.git")
+        );
+        assert_eq!(
+            remote_url(&config("[remote \"origin\"]\n\turl = /srv/git/proj\n")).as_deref(),
+            Some("file:///srv/git/proj")
+        );
+        assert_eq!(remote_url(&config("")), None);
+    }
 
     #[test]
     fn lock_files_are_named_as_pep_751_says() {
