@@ -652,3 +652,61 @@ fn a_move_killed_anywhere_is_finished_or_given_up_by_the_next_command() {
         move_killed_at(point, true);
     }
 }
+
+/// Found by exploratory testing: a move killed before its directory moved, and a venv made at its
+/// target meanwhile (by the user, uv or poetry), was "finished" over that venv by the next command, and
+/// across filesystems the environment's own directory was removed as the copy's leftover. The next
+/// command gives such a move up: the environment stays where it is, uncaptured work and all, and the
+/// venv at the target is left alone.
+#[test]
+fn a_killed_move_never_takes_what_came_to_its_target_since() {
+    let shm = tempfile::Builder::new()
+        .prefix("blast-move-")
+        .tempdir_in("/dev/shm")
+        .ok();
+    for across in [false, true] {
+        let b = Blast::new();
+        let dest = match (across, &shm) {
+            (false, _) => b.work.clone(),
+            (true, Some(shm)) => shm.path().to_owned(),
+            (true, None) => {
+                eprintln!("skipped across filesystems: no /dev/shm here");
+                continue;
+            }
+        };
+        let env = b.create_path_env("venv");
+        let e = env.to_str().unwrap();
+        fs::write(env.join("work.txt"), "precious\n").unwrap();
+        let to = dest.join("moved");
+        b.crash(
+            &["move", "-e", e, to.to_str().unwrap(), "--force"],
+            "relocation-written",
+        );
+        assert_succeeded(
+            &Command::new(python())
+                .args(["-m", "venv", "--without-pip", to.to_str().unwrap()])
+                .output()
+                .unwrap(),
+        );
+        let (stdout, stderr) = b.ok_with_stderr(&["status", "-e", e, "--json"]);
+        assert!(stderr.contains("had not moved its directory"), "{stderr}");
+        let status: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(status["path"], e, "{status}");
+        assert_eq!(status["uncaptured"][0]["path"], "work.txt", "{status}");
+        assert_eq!(
+            fs::read_to_string(env.join("work.txt")).unwrap(),
+            "precious\n"
+        );
+        // Python's own venv, not one blast wrote (whose `pyvenv.cfg` has `version_info`).
+        let cfg = fs::read_to_string(to.join("pyvenv.cfg")).unwrap();
+        assert!(!cfg.contains("version_info"), "{cfg}");
+        let beside: Vec<_> = fs::read_dir(&dest)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .filter(|name| name.to_string_lossy().starts_with(".blast-"))
+            .collect();
+        assert!(beside.is_empty(), "{beside:?}");
+        fs::remove_dir_all(&to).unwrap();
+    }
+}

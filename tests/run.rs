@@ -471,11 +471,11 @@ fn bad_input_is_refused_with_what_to_do() {
     fs::rename(&aside, &env).unwrap();
 }
 
-/// `blast remove` refuses an environment a `blast run` runs a command on, one not of the environment
-/// too (found by exploratory testing: `blast run -e ENV -- sh -c …` was not seen, and lost its
-/// environment midway).
+/// `blast remove` and `blast move` refuse an environment a `blast run` runs a command on, one not of the
+/// environment too (found by exploratory testing: `blast run -e ENV -- sh -c …` was not seen, and lost
+/// its environment midway).
 #[test]
-fn remove_refuses_an_environment_a_run_is_running_on() {
+fn remove_and_move_refuse_an_environment_a_run_is_running_on() {
     let b = Blast::new();
     let env = b.create_path_env("venv");
     let e = env.to_str().unwrap();
@@ -504,7 +504,13 @@ fn remove_refuses_an_environment_a_run_is_running_on() {
     }
     let err = b.fails(&["remove", e]);
     assert!(err.contains("a `blast run` on it"), "{err}");
-    assert!(env.join("pyvenv.cfg").is_file());
+    let moved = b.work.join("moved");
+    let err = b.fails(&["move", "-e", e, moved.to_str().unwrap(), "--force"]);
+    assert!(
+        err.contains("a `blast run` is running on") && !err.contains("--force"),
+        "{err}"
+    );
+    assert!(env.join("pyvenv.cfg").is_file() && !moved.exists());
     assert!(running.wait().unwrap().success());
     b.ok(&["remove", e]);
     assert!(!env.exists());

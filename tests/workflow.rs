@@ -1777,7 +1777,7 @@ fn a_moved_environment_is_named_where_it_went() {
     let err = b.fails(&["status", "-e", moved.join(".venv").to_str().unwrap()]);
     assert!(
         err.contains("though a virtual environment is there")
-            && err.contains(&format!("the directories of `{}` are gone", env.display()))
+            && err.contains(&format!("the directory of `{}` is gone", env.display()))
             && err.contains("moved by hand"),
         "{err}"
     );
@@ -1912,6 +1912,21 @@ fn move_refuses_what_it_could_lose_unless_forced_and_then_keeps_it() {
     fs::write(occupied.join("notes.txt"), "mine\n").unwrap();
     let err = b.fails(&["move", "-e", e, occupied.to_str().unwrap(), "--force"]);
     assert!(err.contains("already exists"), "{err}");
+    // An environment whose directory was replaced by a symlink to it is not moved link and all (found
+    // by exploratory testing: the link was renamed where it led nowhere, and the move left half done).
+    let data = b.work.join("data");
+    fs::rename(&env, &data).unwrap();
+    std::os::unix::fs::symlink("../data", &env).unwrap();
+    let err = b.fails(&[
+        "move",
+        "-e",
+        e,
+        b.work.join("deep/er/.venv").to_str().unwrap(),
+    ]);
+    assert!(err.contains("is a symlink to `../data`"), "{err}");
+    assert!(!b.work.join("deep").exists());
+    fs::remove_file(&env).unwrap();
+    fs::rename(&data, &env).unwrap();
     assert_eq!(
         fs::read_to_string(occupied.join("notes.txt")).unwrap(),
         "mine\n"
@@ -1973,6 +1988,24 @@ fn move_refuses_what_it_could_lose_unless_forced_and_then_keeps_it() {
             .join("lib/python3.11/site-packages/edited.py")
             .exists()
     );
+
+    // A path spelled through a directory that does not exist is where it leads (found by exploratory
+    // testing: `nx/../by-hand` was recorded as written, past the check that no environment has it, and
+    // two environments then shared a directory).
+    fs::rename(&by_hand, b.work.join("away")).unwrap();
+    let other = b.create_path_env("other");
+    let spelled = b.work.join("nx/../by-hand");
+    let err = b.fails(&[
+        "move",
+        "-e",
+        other.to_str().unwrap(),
+        spelled.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains(&format!("`{h}` is the path of the environment")),
+        "{err}"
+    );
+    assert!(other.join("pyvenv.cfg").is_file() && !by_hand.exists());
 }
 
 #[test]
@@ -1992,6 +2025,27 @@ fn move_to_another_filesystem_makes_the_environment_there_from_head() {
         .tempdir_in(shm)
         .unwrap();
     let to = dest.path().join(".venv");
+    // Forced, an uncaptured file goes along, as a rename would take it (found by exploratory testing:
+    // the copy, made from HEAD, lost it while the report said it was kept).
+    let carried = "lib/python3.11/site-packages/carried.py";
+    fs::write(env.join(carried), "kept = True\n").unwrap();
+    let report = b.json(&[
+        "move",
+        "-e",
+        env.to_str().unwrap(),
+        to.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(report["way"], "copied", "{report}");
+    assert_eq!(
+        fs::read_to_string(to.join(carried)).unwrap(),
+        "kept = True\n"
+    );
+    let status = b.json(&["status", "-e", to.to_str().unwrap()]);
+    assert_eq!(status["uncaptured"][0]["path"], carried, "{status}");
+    fs::remove_file(to.join(carried)).unwrap();
+    // And back, then across again, unforced.
+    b.ok(&["move", "-e", to.to_str().unwrap(), env.to_str().unwrap()]);
     let report = b.json(&["move", "-e", env.to_str().unwrap(), to.to_str().unwrap()]);
     assert_eq!(report["way"], "copied", "{report}");
     assert_moved(&b, &env, &to, &before, history);

@@ -724,10 +724,13 @@ impl Output {
             Some(Way::Copied) => "made there from HEAD (another filesystem)",
             Some(Way::Adopted) => "taken where it was moved",
         };
+        // An environment without a name goes by its path.
+        let what = match r.env == r.from {
+            true => format!("`{}`", printable(&r.from)),
+            false => format!("`{}` from `{}`", printable(&r.env), printable(&r.from)),
+        };
         println!(
-            "moved `{}` from `{}` to `{}`: {how}; {} {} written for the new path",
-            printable(&r.env),
-            printable(&r.from),
+            "moved {what} to `{}`: {how}; {} {} written for the new path",
             printable(&r.to),
             r.rewritten,
             if r.rewritten == 1 { "file" } else { "files" }

@@ -41,18 +41,31 @@ pub enum Error {
     /// A path that holds a virtual environment but no blast environment, while blast knows some whose
     /// directories are gone: most likely one of them, moved by hand.
     #[error(
-        "no blast environment at `{path}`, though a virtual environment is there, and the directories of \
-         {gone} are gone: an environment moved by hand stays recorded where blast made it; `blast move \
+        "no blast environment at `{path}`, though a virtual environment is there, and the {} of \
+         {gone} {}: an environment moved by hand stays recorded where blast made it; `blast move \
          {cmd}` takes it here (or move it back)",
+        if *several { "directories" } else { "directory" },
+        if *several { "are gone" } else { "is gone" },
         cmd = crate::shell::word(.path)
     )]
-    EnvMovedAway { path: String, gone: String },
+    EnvMovedAway {
+        path: String,
+        gone: String,
+        several: bool,
+    },
     /// `blast move` without `-e`, to a directory that no environment whose directory is gone matches.
     #[error(
         "no blast environment at `{path}`{why}: name the environment moved there with `blast move -e ENV {cmd}`",
         cmd = crate::shell::word(.path)
     )]
     MovedWhich { path: String, why: String },
+    /// `blast move` of a directory that differs from HEAD.
+    #[error(
+        "environment `{env}` has changes that are not captured:\n{}\nrun `blast snapshot -e {cmd}` to keep them in the store first, or pass --force to move them along as they are (uncaptured)",
+        list_paths(paths),
+        cmd = crate::shell::word(.env)
+    )]
+    MoveUncaptured { env: String, paths: Vec<String> },
     /// `blast move` to a directory that does not hold the environment as its HEAD has it.
     #[error(
         "`{path}` does not hold `{env}` as its HEAD has it:\n{}\nif it is `{env}`, moved by hand and \

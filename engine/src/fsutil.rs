@@ -195,27 +195,30 @@ fn open_up_dirs(dir: &Path) {
     }
 }
 
-/// The absolute path with symlinks resolved, also for a path that does not exist yet: the deepest
-/// existing ancestor is resolved and the rest appended. Environments are registered and looked up
-/// under this form, so `-e` finds them through any symlinked spelling.
+/// The absolute path with symlinks resolved, also for a path that does not exist yet: each existing
+/// prefix is resolved, and `..` after one that does not exist is taken lexically (what does not exist
+/// is no symlink), so `nx/../a` is `a`. Environments are registered and looked up under this form, so
+/// `-e` finds them through any spelling.
 pub fn resolve_path(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
     let abs = std::path::absolute(path).at("resolving", path)?;
-    let mut existing = abs.as_path();
-    let mut rest = Vec::new();
-    loop {
-        match fs::canonicalize(existing) {
-            Ok(real) => {
-                return Ok(rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c)));
-            }
-            Err(_) => match (existing.parent(), existing.file_name()) {
-                (Some(parent), Some(name)) => {
-                    rest.push(name.to_owned());
-                    existing = parent;
+    let mut resolved = PathBuf::from("/");
+    for component in abs.components() {
+        match component {
+            Component::Normal(name) => {
+                resolved.push(name);
+                if let Ok(real) = fs::canonicalize(&resolved) {
+                    resolved = real;
                 }
-                _ => return Ok(abs),
-            },
+            }
+            // Of a resolved path, the real parent.
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
+    Ok(resolved)
 }
 
 /// The first executable file named `name` in `dirs`.

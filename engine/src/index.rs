@@ -76,6 +76,16 @@ pub struct Relocation {
     /// The directory is copied to `to` (another filesystem): what is left at `from` goes once the
     /// copy is there.
     pub copied: bool,
+    /// The directory that the move takes to `to` (the environment's, the copy's, or the one moved there
+    /// by hand): what is at `to` is finished only when it is that one.
+    pub identity: Identity,
+}
+
+/// A directory's device and inode, which a rename keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
 }
 
 const ENV: &str = "env/";

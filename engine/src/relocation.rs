@@ -14,8 +14,8 @@ use store_format::{Node, Placeholders};
 
 use crate::capture::{self, StatCache};
 use crate::crash;
-use crate::error::{IoContext, Result};
-use crate::index::{Batch, Relocation};
+use crate::error::{Error, IoContext, Result};
+use crate::index::{Batch, Identity, Relocation};
 use crate::materialize::Materializer;
 use crate::store::{Env, Store};
 use crate::transition::{link_mode, load_stat_cache, save_stat_cache};
@@ -35,35 +35,49 @@ pub enum Way {
 }
 
 /// Moves `env`'s directory to `to` (absolute, checked free or holding the environment moved by hand)
-/// and records it there. Returns how many files were written again for the new path.
-pub fn relocate(store: &Store, env: &mut Env, to: String, way: Way) -> Result<usize> {
+/// and records it there. `carry`: the paths where the directory differs from HEAD (a forced move),
+/// which a copy takes along as they are, as a rename does. Returns how many files were written again
+/// for the new path.
+pub fn relocate(
+    store: &Store,
+    env: &mut Env,
+    to: String,
+    way: Way,
+    carry: &[String],
+) -> Result<usize> {
+    let from = env.record.path.clone();
     let mut relocation = Relocation {
-        from: env.record.path.clone(),
+        identity: Identity::default(),
+        from,
         to,
         copied: way == Way::Copied,
     };
-    let mut batch = Batch::default();
-    batch.put_relocation(&env.record.id, &relocation);
-    store.index().write(batch)?;
+    // The directory that will be at `to`: recovery finishes the move only where it finds that one.
+    relocation.identity = match way {
+        Way::Renamed => identity_of(Path::new(&relocation.from))?,
+        Way::Copied => make_copy_area(env, &relocation)?,
+        Way::Adopted => identity_of(Path::new(&relocation.to))?,
+    };
+    record_intent(store, env, &relocation)?;
     crash::point("relocation-written");
     let moved = match way {
         Way::Renamed => match std::fs::rename(&relocation.from, &relocation.to) {
             // Two mounts of one filesystem: a rename cannot cross them.
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 relocation.copied = true;
-                let mut batch = Batch::default();
-                batch.put_relocation(&env.record.id, &relocation);
-                store
-                    .index()
-                    .write(batch)
-                    .and_then(|()| copy(store, env, &relocation))
+                make_copy_area(env, &relocation)
+                    .and_then(|identity| {
+                        relocation.identity = identity;
+                        record_intent(store, env, &relocation)
+                    })
+                    .and_then(|()| copy(store, env, &relocation, carry))
             }
             renamed => renamed.at(
                 "moving the environment's directory",
                 Path::new(&relocation.from),
             ),
         },
-        Way::Copied => copy(store, env, &relocation),
+        Way::Copied => copy(store, env, &relocation, carry),
         Way::Adopted => Ok(()),
     };
     if let Err(e) = moved {
@@ -71,15 +85,30 @@ pub fn relocate(store: &Store, env: &mut Env, to: String, way: Way) -> Result<us
         return Err(e);
     }
     crash::point("relocation-moved");
-    finish(store, env, &relocation)
+    finish(store, env, &relocation).map_err(|e| {
+        Error::Invalid(format!(
+            "{e}; the directory of `{}` is at `{}` now, its move unfinished: fix that, and the next \
+             blast command on the environment finishes the move",
+            env.label(),
+            relocation.to
+        ))
+    })
 }
 
-/// Finishes or gives up a move of the directory that a killed command left recorded.
+fn record_intent(store: &Store, env: &Env, relocation: &Relocation) -> Result<()> {
+    let mut batch = Batch::default();
+    batch.put_relocation(&env.record.id, relocation);
+    store.index().write(batch)
+}
+
+/// Finishes or gives up a move of the directory that a killed command left recorded: finished where
+/// the directory the move was taking there is at `to` (its identity), given up otherwise. Whatever
+/// else is at either path is nobody's to take or remove.
 pub fn finish_interrupted(store: &Store, env: &mut Env) -> Result<()> {
     let Some(relocation) = store.index().relocation(&env.record.id)? else {
         return Ok(());
     };
-    if holds_something(Path::new(&relocation.to)) {
+    if identity_of(Path::new(&relocation.to)).ok() == Some(relocation.identity) {
         eprintln!(
             "blast: finishing the interrupted move of `{}` to `{}`",
             env.label(),
@@ -98,21 +127,24 @@ pub fn finish_interrupted(store: &Store, env: &mut Env) -> Result<()> {
     Ok(())
 }
 
-/// Whether a directory with entries is at `path`: a move that reached its new path left one there.
-fn holds_something(path: &Path) -> bool {
-    std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some())
-}
-
 /// Where a copy is made before it takes the new path in one rename.
 fn copy_area(env_id: &str, to: &Path) -> PathBuf {
     to.with_file_name(format!(".blast-moving-{env_id}"))
 }
 
-/// Materializes HEAD for the new path beside it, renames it there, and removes the old directory.
-fn copy(store: &Store, env: &Env, relocation: &Relocation) -> Result<()> {
+/// Makes the copy's area afresh, and returns its identity, which the rename keeps.
+fn make_copy_area(env: &Env, relocation: &Relocation) -> Result<Identity> {
+    let area = copy_area(&env.record.id, Path::new(&relocation.to));
+    crate::fsutil::remove_tree(&area)?;
+    std::fs::create_dir_all(&area).at("creating", &area)?;
+    identity_of(&area)
+}
+
+/// Materializes HEAD for the new path in the copy's area, puts the differences `carry` names there as
+/// the old directory has them, and renames the area to the new path.
+fn copy(store: &Store, env: &Env, relocation: &Relocation, carry: &[String]) -> Result<()> {
     let to = Path::new(&relocation.to);
     let area = copy_area(&env.record.id, to);
-    crate::fsutil::remove_tree(&area)?;
     let head = store.snapshot(&env.head()?)?;
     let tree = store.tree_of(&head)?;
     let placeholders = placeholders_at(env, &relocation.to);
@@ -124,7 +156,13 @@ fn copy(store: &Store, env: &Env, relocation: &Relocation) -> Result<()> {
     let mut cache = StatCache::default();
     let made = materializer
         .apply(&area, &Tree::default(), &tree, &mut cache)
-        .and_then(|_| crate::objects::syncfs(&area))
+        .and_then(|_| {
+            let from = Path::new(&relocation.from);
+            carry
+                .iter()
+                .try_for_each(|path| carry_path(from, &area, path))
+        })
+        .and_then(|()| crate::objects::syncfs(&area))
         .and_then(|()| std::fs::rename(&area, to).at("moving the environment's copy to", to));
     if let Err(e) = made {
         let _ = crate::fsutil::remove_tree(&area);
@@ -132,6 +170,35 @@ fn copy(store: &Store, env: &Env, relocation: &Relocation) -> Result<()> {
     }
     save_stat_cache(store, &env.record.id, &cache);
     Ok(())
+}
+
+/// Makes `path` in the copy `area` what it is in the old directory `from` (or absent, as there): a
+/// file copied with its mode, a symlink made again, a directory made. Paths come parents first.
+fn carry_path(from: &Path, area: &Path, path: &str) -> Result<()> {
+    let (source, dest) = (from.join(path), area.join(path));
+    let meta = match source.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return crate::fsutil::remove_tree(&dest);
+        }
+        meta => meta.at("reading", &source)?,
+    };
+    if meta.is_dir() {
+        if !dest.symlink_metadata().is_ok_and(|d| d.is_dir()) {
+            crate::fsutil::remove_tree(&dest)?;
+            std::fs::create_dir(&dest).at("creating", &dest)?;
+        }
+        return std::fs::set_permissions(&dest, meta.permissions())
+            .at("copying the mode of", &dest);
+    }
+    crate::fsutil::remove_tree(&dest)?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(&source).at("reading", &source)?;
+        std::os::unix::fs::symlink(target, &dest).at("creating symlink", &dest)
+    } else {
+        std::fs::copy(&source, &dest)
+            .map(drop)
+            .at("copying", &source)
+    }
 }
 
 /// Removes the directory a copy left at the old path: set aside first, in one rename, so that what is
@@ -228,5 +295,21 @@ fn placeholders_at(env: &Env, path: &str) -> Placeholders {
     Placeholders {
         env_prefix: path.to_owned(),
         ..env.placeholders()
+    }
+}
+
+/// The identity of the directory at `path` (not followed, if a symlink: then none).
+fn identity_of(path: &Path) -> Result<Identity> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = path.symlink_metadata().at("inspecting", path)?;
+    match meta.is_dir() {
+        true => Ok(Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }),
+        false => Err(Error::Invalid(format!(
+            "`{}` is no directory",
+            path.display()
+        ))),
     }
 }

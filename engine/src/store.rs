@@ -161,6 +161,7 @@ impl Store {
         (!gone.is_empty()).then(|| Error::EnvMovedAway {
             path: selector.to_owned(),
             gone: gone.join(", "),
+            several: gone.len() > 1,
         })
     }
 

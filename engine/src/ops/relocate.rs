@@ -40,13 +40,28 @@ pub fn relocate(
     let to = crate::fsutil::resolve_path(to)?;
     let found = match selector {
         Some(_) => store.find_env(selector)?,
-        None => match store.find_env(None) {
-            Err(Error::NoEnvSelected | Error::EnvMovedAway { .. }) => moved_here(store, &to)?,
-            found => found?,
+        // An environment moved there by hand first: `./.venv` could not move onto it anyway.
+        None => match moved_here(store, &to) {
+            Ok(found) => found,
+            Err(not_here) => match store.find_env(None) {
+                Err(Error::NoEnvSelected | Error::EnvMovedAway { .. }) => return Err(not_here),
+                found => found?,
+            },
         },
     };
     let mut env = store.lock_env(&found.id, false)?;
     let from = env.root().to_owned();
+    if let Ok(target) = std::fs::read_link(&from) {
+        return Err(Error::Invalid(format!(
+            "`{}`, the directory of `{}`, is a symlink to `{}`: blast moves directories, not links to \
+             them; move the link by hand, or move what it leads to and then `blast move -e {} PATH` \
+             takes it where it went",
+            from.display(),
+            env.label(),
+            target.display(),
+            crate::shell::word(env.label())
+        )));
+    }
     let mut report = RelocateReport {
         env: env.label().to_owned(),
         from: env.record.path.clone(),
@@ -61,14 +76,15 @@ pub fn relocate(
     let old_there = from.is_dir();
     let new_there = holds_something(&to);
     let to_str = super::create::env_path_allowed(store, &to, new_there && !old_there)?;
-    check_unused(store, &env, &from, force)?;
+    // Held to the end: a `blast run` starting meanwhile waits, then finds the environment moved.
+    let _runs = check_unused(store, &env, &from, force)?;
     let head = store.tree_of(&store.snapshot(&env.head()?)?)?;
     let way = match (old_there, new_there) {
         (true, true) => return Err(Error::EnvExists(to)),
         (true, false) => {
             report.uncaptured = differences(store, &env, &from, &env.record.path, &head)?;
             if !force && !report.uncaptured.is_empty() {
-                return Err(Error::UncapturedChanges {
+                return Err(Error::MoveUncaptured {
                     env: env.label().to_owned(),
                     paths: std::mem::take(&mut report.uncaptured),
                 });
@@ -95,7 +111,7 @@ pub fn relocate(
         // Nothing at either path: HEAD is made at the new one.
         (false, false) => Way::Copied,
     };
-    report.rewritten = relocation::relocate(store, &mut env, to_str, way)?;
+    report.rewritten = relocation::relocate(store, &mut env, to_str, way, &report.uncaptured)?;
     report.way = Some(way);
     Ok(report)
 }
@@ -118,8 +134,14 @@ fn same_filesystem(from: &Path, to: &Path) -> bool {
 }
 
 /// Refuses a move from under a live session, a `blast run`, or, unless `force`, processes running
-/// from the directory (their interpreter's paths would lead nowhere).
-fn check_unused(store: &Store, env: &Env, from: &Path, force: bool) -> Result<()> {
+/// from the directory (their interpreter's paths would lead nowhere). Returns the lock that keeps
+/// `blast run` out.
+fn check_unused(
+    store: &Store,
+    env: &Env,
+    from: &Path,
+    force: bool,
+) -> Result<crate::lock::LockGuard> {
     if let crate::session::Found::Live(live) = crate::session::find(store.home(), &env.record.id)? {
         return Err(Error::Invalid(format!(
             "`{}` has a live session (blast pid {}): end it first with `blast kill {}`",
@@ -128,22 +150,25 @@ fn check_unused(store: &Store, env: &Env, from: &Path, force: bool) -> Result<()
             crate::shell::word(&env.record.path)
         )));
     }
-    let runs = crate::lock::try_acquire(
+    let Some(runs) = crate::lock::try_acquire(
         &store.run_lock_path(&env.record.id),
         crate::lock::LockMode::Exclusive,
-    )?;
-    let mut running: Vec<String> = match (force, from.is_dir()) {
+    )?
+    else {
+        return Err(Error::Invalid(format!(
+            "a `blast run` is running on `{}` (in another terminal?): move it once that ends",
+            env.label()
+        )));
+    };
+    let running: Vec<String> = match (force, from.is_dir()) {
         (false, true) => crate::processes::running_from(from)
             .iter()
             .map(|p| format!("{} ({})", p.pid, p.command))
             .collect(),
         _ => Vec::new(),
     };
-    if runs.is_none() {
-        running.push("a `blast run` on it (in another terminal?)".to_owned());
-    }
     match running.is_empty() {
-        true => Ok(()),
+        true => Ok(runs),
         false => Err(Error::EnvInUse {
             env: env.label().to_owned(),
             processes: running,
