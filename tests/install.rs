@@ -1639,3 +1639,64 @@ fn tmpfs_takes_user_xattrs() -> bool {
         .filter_map(|n| n.parse::<u32>().ok());
     (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (6, 6)
 }
+
+/// Found by exploratory testing: a file edited by hand while an install ran, at a path the install
+/// also changed, was overwritten or removed by the install's commit without a word (the apply starts
+/// from HEAD), and `status` then had nothing to say. Such an install commits nothing and names the
+/// paths; a change elsewhere does not stop it and stays uncaptured.
+#[test]
+fn an_install_does_not_overwrite_what_was_changed_by_hand_while_it_ran() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    install(&b, &env, &["blastdemo==1.0.0"]);
+    let history = b.log(e).len();
+    let data = env.join(SITE).join("blastdemo/data.txt");
+    let mark = format!("meanwhile-{}", std::process::id());
+    let upgrade = |mark: &str| {
+        let mut child = marked_command(
+            &b,
+            &install_args(
+                &env,
+                &["blastslow", "blastdemo==2.0.0", "--", "--no-cache-dir"],
+            ),
+            mark,
+            2,
+        );
+        wait_for_build(mark, &mut child);
+        child
+    };
+    let running = upgrade(&mark);
+    // A new file, not written through the store's link of the old one.
+    fs::remove_file(&data).unwrap();
+    fs::write(&data, "edited by hand\n").unwrap();
+    fs::write(env.join(SITE).join("unrelated.txt"), "mine\n").unwrap();
+    let (ok, stderr) = finish(running);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("changed while the install ran")
+            && stderr.contains(&format!("{SITE}/blastdemo/data.txt"))
+            && !stderr.contains("unrelated.txt"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&data).unwrap(), "edited by hand\n");
+    assert_eq!(b.log(e).len(), history);
+    assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+
+    // Put back as HEAD has it, the change elsewhere does not stop the upgrade, and stays uncaptured.
+    fs::remove_file(&data).unwrap();
+    b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
+    let running = upgrade(&format!("{mark}-again"));
+    fs::write(env.join(SITE).join("unrelated.txt"), "mine\n").unwrap();
+    let (ok, stderr) = finish(running);
+    assert!(ok, "{stderr}");
+    assert!(!data.exists());
+    let status = b.json(&["status", "-e", e]);
+    let uncaptured: Vec<&str> = status["uncaptured"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(uncaptured, [format!("{SITE}/unrelated.txt")], "{status}");
+}

@@ -59,6 +59,17 @@ pub enum Error {
         cmd = crate::shell::word(.path)
     )]
     MovedWhich { path: String, why: String },
+    /// An install whose changes meet changes made in the directory while it ran.
+    #[error(
+        "`{env}` changed while the {operation} ran, at paths the {operation} changes too:\n{}\nnothing was committed, so that nothing of that is lost: `blast diff -e {cmd} --files` shows what changed; keep it with `blast snapshot -e {cmd}` (or undo it with `blast rollback -e {cmd} --force HEAD`) and run the {operation} again",
+        list_paths(paths),
+        cmd = crate::shell::word(.env)
+    )]
+    ChangedMeanwhile {
+        env: String,
+        operation: String,
+        paths: Vec<String>,
+    },
     /// `blast move` of a directory that differs from HEAD.
     #[error(
         "environment `{env}` has changes that are not captured:\n{}\nrun `blast snapshot -e {cmd}` to keep them in the store first, or pass --force to move them along as they are (uncaptured)",

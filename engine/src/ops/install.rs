@@ -11,6 +11,7 @@
 //! error the user sees, not a duration to watch).
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -272,27 +273,55 @@ pub(crate) fn commit_changes(
         allow_conflicts,
         latch,
     } = changes;
+    let changes = head_tree.changes_to(new_tree);
     let (mut added, mut modified, mut removed) = (0, 0, 0);
-    for change in head_tree.changes_to(new_tree) {
+    for change in &changes {
         match change {
             PathChange::Added(..) => added += 1,
             PathChange::Modified(..) => modified += 1,
             PathChange::Removed(..) => removed += 1,
         }
     }
-    let packages = packages_of(new_tree, &env.record.python.purelib, |_, node| match node {
-        Node::File { object, .. } => staging.read_object(object),
-        _ => Ok(Vec::new()),
-    })?;
+    // The directory as it is now, read beside the package view and the conflict check: the apply
+    // starts from HEAD, so what changed there meanwhile at a path the changes touch would be lost.
+    let (scan, checked) = std::thread::scope(|scope| {
+        let shared: &Env = env;
+        let scan = scope.spawn(move || {
+            crate::transition::scan_or_empty(shared, load_stat_cache(store, &shared.record.id))
+        });
+        let checked = (|| {
+            let packages =
+                packages_of(new_tree, &env.record.python.purelib, |_, node| match node {
+                    Node::File { object, .. } => staging.read_object(object),
+                    _ => Ok(Vec::new()),
+                })?;
+            let conflicts = conflicts_introduced_by(
+                store,
+                env,
+                &head_tree,
+                new_tree,
+                &|id| staging.read_object(id),
+                allow_conflicts,
+            )?;
+            Ok::<_, Error>((packages, conflicts))
+        })();
+        let scan = scan
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (scan, checked)
+    });
+    let (packages, conflicts) = checked?;
+    let scan = scan?;
+    let overwritten = changed_meanwhile(&head_tree, scan.tree(), &changes);
+    if !overwritten.is_empty() {
+        return Err(Error::ChangedMeanwhile {
+            env: env.label().to_owned(),
+            operation: operation.to_owned(),
+            paths: overwritten,
+        });
+    }
+    drop(changes);
     let package_changes = package_changes(&head.packages, &packages);
-    let conflicts = conflicts_introduced_by(
-        store,
-        env,
-        &head_tree,
-        new_tree,
-        &|id| staging.read_object(id),
-        allow_conflicts,
-    )?;
     if let Some(conflicts) = &conflicts
         && !allow_conflicts
     {
@@ -310,7 +339,7 @@ pub(crate) fn commit_changes(
         });
     }
     staging.commit()?;
-    let cache = load_stat_cache(store, &env.record.id);
+    let cache = scan.into_cache();
     move_head(
         store,
         env,
@@ -334,6 +363,30 @@ pub(crate) fn commit_changes(
         removed,
         conflicts,
     })
+}
+
+/// Paths where the directory (`found`) differs from HEAD that the changes also touch (the same path, one
+/// below a path they replace or remove, or one above a path they write): an apply from HEAD would
+/// overwrite or remove what was done there.
+fn changed_meanwhile(head: &Tree, found: &Tree, changes: &[PathChange<'_>]) -> Vec<String> {
+    let touched: BTreeSet<&str> = changes.iter().map(PathChange::path).collect();
+    let below = |dir: &str| {
+        let prefix = format!("{dir}/");
+        touched
+            .range(prefix.as_str()..)
+            .next()
+            .is_some_and(|path| path.starts_with(&prefix))
+    };
+    let above = |path: &str| {
+        path.match_indices('/')
+            .any(|(i, _)| touched.contains(&path[..i]))
+    };
+    head.changes_to(found)
+        .iter()
+        .map(PathChange::path)
+        .filter(|path| touched.contains(path) || above(path) || below(path))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Keeps the transaction's duration for `blast stats`. The transaction is over by then: a sample that
