@@ -1995,3 +1995,43 @@ fn an_editable_checkout_in_the_environment_is_pinned_as_its_repository_and_commi
     let (ok, out) = env_python(&venv, "import blastlocal; print(blastlocal.__file__)");
     assert!(ok && out.contains("/plain/src/blastlocal/"), "{out}");
 }
+
+/// Found by exploratory testing: Ctrl-C during an export left the partial image beside the output and
+/// said nothing. It is noted between objects: the partial file goes, and blast says the image was not
+/// written (exit 130).
+#[test]
+fn an_interrupted_export_leaves_no_partial_file_and_says_so() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", env.to_str().unwrap()]);
+    let out_dir = b.work.join("images");
+    fs::create_dir(&out_dir).unwrap();
+    let image = out_dir.join("env.blast");
+    let out = b
+        .command(&[
+            "export",
+            "-e",
+            env.to_str().unwrap(),
+            "-o",
+            image.to_str().unwrap(),
+        ])
+        .env("BLAST_TEST_INTERRUPT_AT", "image-objects")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "interrupted: `{}` was not written",
+            image.display()
+        )),
+        "{stderr}"
+    );
+    let left: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -581,7 +581,8 @@ fn main() -> ExitCode {
             // As a shell reports them: 128 + the signal for an interrupted command (130 for
             // Ctrl-C), 127 for one not found, 126 for one found but not executable.
             let code = match e.underlying() {
-                engine::Error::Interrupted { signal, .. } => {
+                engine::Error::Interrupted { signal, .. }
+                | engine::Error::InterruptedWrite { signal, .. } => {
                     u8::try_from(128 + signal).unwrap_or(1)
                 }
                 engine::Error::CommandNotFound(_)

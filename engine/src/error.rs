@@ -319,6 +319,12 @@ pub enum Error {
         undo: String,
         source: Box<Error>,
     },
+    #[error("interrupted: `{}` was not written", path.display())]
+    InterruptedWrite {
+        path: PathBuf,
+        /// The signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT).
+        signal: i32,
+    },
     #[error("interrupted: environment `{env}` is unchanged")]
     Interrupted {
         env: String,

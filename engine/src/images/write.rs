@@ -178,6 +178,16 @@ pub fn write_image(
         object_bytes: objects_out.iter().map(|(_, _, size)| size).sum(),
     };
     let tmp = temporary_beside(out)?;
+    // Ctrl-C is noted and obeyed between objects, so that the partial file goes and the user hears of
+    // it (a second one ends blast at once; the next export to `out` removes what is left).
+    let latch = crate::sandbox::Latch::set();
+    let interrupted = || match latch.received() {
+        Some(signal) => Err(Error::InterruptedWrite {
+            path: out.clone(),
+            signal,
+        }),
+        None => Ok(()),
+    };
     let written = (|| {
         let file = OpenOptions::new()
             .write(true)
@@ -208,6 +218,7 @@ pub fn write_image(
             archive_bytes += entry_bytes(carried.len() as u64);
         }
         progress.begin("exporting", Some(manifest.object_bytes));
+        crate::crash::point("image-objects");
         for ((id, executable, size), rank) in objects_out.iter().zip(0u32..) {
             let object = StoredObject {
                 id: *id,
@@ -215,6 +226,7 @@ pub fn write_image(
                 size: *size,
             };
             let name = EntryName::CarriedObject(rank);
+            interrupted()?;
             append_object(store, &mut archive, &name, &object, progress, &tmp)?;
             archive_bytes += entry_bytes(*size);
         }
@@ -225,6 +237,7 @@ pub fn write_image(
             .at("writing image", &tmp)?;
         file.sync_all().at("syncing image", &tmp)?;
         let file_bytes = file.metadata().at("inspecting image", &tmp)?.len();
+        interrupted()?;
         fs::rename(&tmp, out).at("moving image into place at", out)?;
         Ok((file_bytes, archive_bytes))
     })();
