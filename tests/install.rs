@@ -1642,8 +1642,9 @@ fn tmpfs_takes_user_xattrs() -> bool {
 
 /// Found by exploratory testing: a file edited by hand while an install ran, at a path the install
 /// also changed, was overwritten or removed by the install's commit without a word (the apply starts
-/// from HEAD), and `status` then had nothing to say. Such an install commits nothing and names the
-/// paths; a change elsewhere does not stop it and stays uncaptured.
+/// from HEAD), and `status` then had nothing to say; a `*.dist-info` removed meanwhile made pip see
+/// nothing to uninstall, and HEAD then held two versions. An install during which the directory
+/// changed commits nothing and names the paths; once they are captured, it goes through.
 #[test]
 fn an_install_does_not_overwrite_what_was_changed_by_hand_while_it_ran() {
     let b = Blast::new();
@@ -1676,27 +1677,32 @@ fn an_install_does_not_overwrite_what_was_changed_by_hand_while_it_ran() {
     assert!(
         stderr.contains("changed while the install ran")
             && stderr.contains(&format!("{SITE}/blastdemo/data.txt"))
-            && !stderr.contains("unrelated.txt"),
+            && stderr.contains(&format!("{SITE}/unrelated.txt")),
         "{stderr}"
     );
     assert_eq!(fs::read_to_string(&data).unwrap(), "edited by hand\n");
     assert_eq!(b.log(e).len(), history);
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
 
-    // Put back as HEAD has it, the change elsewhere does not stop the upgrade, and stays uncaptured.
-    fs::remove_file(&data).unwrap();
+    // The metadata pip reads to uninstall the old version, removed meanwhile.
     b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
-    let running = upgrade(&format!("{mark}-again"));
+    let history = b.log(e).len();
+    let running = upgrade(&format!("{mark}-metadata"));
+    fs::remove_dir_all(env.join(SITE).join("blastdemo-1.0.0.dist-info")).unwrap();
+    let (ok, stderr) = finish(running);
+    assert!(
+        !ok && stderr.contains(&format!("{SITE}/blastdemo-1.0.0.dist-info")),
+        "{stderr}"
+    );
+    assert_eq!(b.log(e).len(), history);
+
+    // Kept as a snapshot, the change no longer stands in the way.
+    b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
     fs::write(env.join(SITE).join("unrelated.txt"), "mine\n").unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    let running = upgrade(&format!("{mark}-again"));
     let (ok, stderr) = finish(running);
     assert!(ok, "{stderr}");
     assert!(!data.exists());
-    let status = b.json(&["status", "-e", e]);
-    let uncaptured: Vec<&str> = status["uncaptured"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(uncaptured, [format!("{SITE}/unrelated.txt")], "{status}");
+    assert!(env.join(SITE).join("unrelated.txt").exists());
 }

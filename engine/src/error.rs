@@ -59,9 +59,9 @@ pub enum Error {
         cmd = crate::shell::word(.path)
     )]
     MovedWhich { path: String, why: String },
-    /// An install whose changes meet changes made in the directory while it ran.
+    /// An install during which the directory changed.
     #[error(
-        "`{env}` changed while the {operation} ran, at paths the {operation} changes too:\n{}\nnothing was committed, so that nothing of that is lost: `blast diff -e {cmd} --files` shows what changed; keep it with `blast snapshot -e {cmd}` (or undo it with `blast rollback -e {cmd} --force HEAD`) and run the {operation} again",
+        "`{env}` changed while the {operation} ran:\n{}\nthe installer worked on the environment as it was then, so its changes could overwrite those or be wrong: nothing was committed. `blast diff -e {cmd} --files` shows what changed; keep it with `blast snapshot -e {cmd}` (or undo it with `blast rollback -e {cmd} --force HEAD`) and run the {operation} again",
         list_paths(paths),
         cmd = crate::shell::word(.env)
     )]
@@ -94,8 +94,9 @@ pub enum Error {
     #[error("`{}` already exists: pick another name or path (remove it first, with `blast remove` if it is a blast environment)", .0.display())]
     EnvExists(PathBuf),
     #[error(
-        "the directory of `{env}` (`{}`) is gone: `blast rollback -e {cmd} --force HEAD` makes it again, `blast move -e {cmd} DIR` takes it where it was moved (or makes it there), `blast remove {cmd}` forgets the environment",
-        path.display(),
+        "the directory of `{env}`{} is gone: `blast rollback -e {cmd} --force HEAD` makes it again, `blast move -e {cmd} DIR` takes it where it was moved (or makes it there), `blast remove {cmd}` forgets the environment",
+        // An environment without a name goes by its path already.
+        if path.as_os_str() == env.as_str() { String::new() } else { format!(" (`{}`)", path.display()) },
         cmd = crate::shell::word(.env)
     )]
     EnvDirMissing { env: String, path: PathBuf },

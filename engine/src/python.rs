@@ -449,7 +449,10 @@ pub(crate) fn run_probe<T: DeserializeOwned>(interpreter: &Path, code: &str) -> 
             true => "it does not run Python code given with `-I -c`".to_owned(),
             false => last.trim().chars().take(300).collect(),
         };
-        return Err(bad(format!("it exited with {}: {said}", output.status)));
+        return Err(bad(match said.is_empty() {
+            true => format!("it exited with {}", output.status),
+            false => format!("it exited with {}: {said}", output.status),
+        }));
     }
     serde_json::from_slice(&output.stdout)
         .map_err(|e| bad(format!("it answered something unexpected ({e})")))

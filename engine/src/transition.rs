@@ -458,7 +458,11 @@ fn record(store: &Store, env: &mut Env, journal: &Journal) -> Result<()> {
     env.record.head = Some(journal.to);
     let mut batch = Batch::default();
     batch.put_env(&env.record);
-    append_history(store, &mut batch, &env.record.id, journal)?;
+    // A repair (`rollback --force HEAD` of a damaged or removed directory) moves nothing: an entry for
+    // it would make `@~1` HEAD itself, and a plain `blast rollback` a no-op.
+    if journal.from != Some(journal.to) {
+        append_history(store, &mut batch, &env.record.id, journal)?;
+    }
     batch.delete_journal(&env.record.id);
     // Not synced: the journal is on disk, so a record lost in a power cut is written again by the next
     // command, which finds the directory already holding `to`.

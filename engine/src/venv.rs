@@ -221,8 +221,9 @@ pub fn wheel_layer(staging: &Staging<'_>, python: &PythonInfo, wheel: &Path) -> 
     Ok(Layer { changes: b.changes })
 }
 
-/// `[console_scripts]` of an entry_points.txt; names with `X.Y` in them are versioned for this Python
-/// the way pip does (`pip3.11`).
+/// `[console_scripts]` of an entry_points.txt; names with `X.Y` in them are versioned for this Python.
+/// pip's own scripts are what pip installs for itself whatever its wheel lists (`pip3.12` built in,
+/// or none, as pip 24 has): `pip`, `pip3` and `pip3.Y` of this Python.
 fn console_scripts(text: &str, version: &str) -> Vec<(String, String)> {
     let mut in_section = false;
     let mut out = Vec::new();
@@ -237,15 +238,35 @@ fn console_scripts(text: &str, version: &str) -> Vec<(String, String)> {
             continue;
         }
         if let Some((name, target)) = line.split_once('=') {
-            let mut name = name.trim().replace("X.Y", &format!("{major}.{minor}"));
-            // pip's wheel names its versioned script after the Python that built it.
-            if name.starts_with("pip3.") {
-                name = format!("pip{major}.{minor}");
-            }
+            let name = name.trim().replace("X.Y", &format!("{major}.{minor}"));
             out.push((name, target.trim().to_owned()));
         }
     }
-    out
+    let is_pips = |name: &str| {
+        name.strip_prefix("pip").is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .split('.')
+                    .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        })
+    };
+    let Some(pip) = out
+        .iter()
+        .find(|(name, _)| name == "pip")
+        .map(|(_, target)| target.clone())
+    else {
+        return out;
+    };
+    out.retain(|(name, _)| !is_pips(name));
+    let pips = [
+        "pip".to_owned(),
+        format!("pip{major}"),
+        format!("pip{major}.{minor}"),
+    ];
+    pips.into_iter()
+        .map(|name| (name, pip.clone()))
+        .chain(out)
+        .collect()
 }
 
 const ACTIVATE_SH: &str = r#"# Use with `source bin/activate` from bash or zsh; it cannot be run directly.
@@ -359,6 +380,16 @@ mod tests {
         let text = "[console_scripts]\npip = pip._internal.cli.main:main\npip3.12 = pip._internal.cli.main:main\ntoolX.Y = t:main\n[gui_scripts]\nx = y:z\n";
         let scripts = console_scripts(text, "3.11.7");
         let names: Vec<_> = scripts.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["pip", "pip3.11", "tool3.11"]);
+        assert_eq!(names, ["pip", "pip3", "pip3.11", "tool3.11"]);
+        // pip 24's wheel lists no versioned script; pip installs one all the same.
+        let text = "[console_scripts]\npip = pip._internal.cli.main:main\npip3 = pip._internal.cli.main:main\n";
+        let scripts = console_scripts(text, "3.13.0");
+        let names: Vec<_> = scripts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["pip", "pip3", "pip3.13"]);
+        assert!(
+            scripts
+                .iter()
+                .all(|(_, t)| t == "pip._internal.cli.main:main")
+        );
     }
 }

@@ -114,6 +114,10 @@ fn first_snapshot(store: &Store, python: &PythonInfo, seed: bool) -> Result<Snap
     Ok(id)
 }
 
+/// How `venv::wheel_layer` lays a wheel out, in the keys of the layers it made: a layer made another way
+/// (pip's scripts named after the Python that built its wheel, before 2) is not used again.
+const SEED_LAYOUT: u32 = 2;
+
 /// The pip layer for this interpreter's bundled wheel, unpacked once and then reused by id.
 fn seed_layer(
     store: &Store,
@@ -122,7 +126,11 @@ fn seed_layer(
 ) -> Result<(LayerId, Layer)> {
     let wheel = venv::bundled_pip_wheel(python)?;
     let bytes = std::fs::read(&wheel).at("reading wheel", &wheel)?;
-    let key = format!("{}|{}", blake3::hash(&bytes).to_hex(), python.purelib);
+    let key = format!(
+        "{}|{}|{SEED_LAYOUT}",
+        blake3::hash(&bytes).to_hex(),
+        python.purelib
+    );
     if let Some(id) = store.index().seed_layer(&key)?
         && let Ok(layer) = store.objects().layer(&id)
         && layer

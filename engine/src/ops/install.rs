@@ -11,7 +11,6 @@
 //! error the user sees, not a duration to watch).
 
 use std::cell::Cell;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -273,17 +272,18 @@ pub(crate) fn commit_changes(
         allow_conflicts,
         latch,
     } = changes;
-    let changes = head_tree.changes_to(new_tree);
     let (mut added, mut modified, mut removed) = (0, 0, 0);
-    for change in &changes {
+    for change in head_tree.changes_to(new_tree) {
         match change {
             PathChange::Added(..) => added += 1,
             PathChange::Modified(..) => modified += 1,
             PathChange::Removed(..) => removed += 1,
         }
     }
-    // The directory as it is now, read beside the package view and the conflict check: the apply
-    // starts from HEAD, so what changed there meanwhile at a path the changes touch would be lost.
+    // The directory as it is now, read beside the package view and the conflict check: the installer
+    // read it as it was while it ran, and the apply starts from HEAD, so a change made meanwhile
+    // could be overwritten, or make the changes wrong (a `*.dist-info` removed: pip saw nothing to
+    // uninstall).
     let (scan, checked) = std::thread::scope(|scope| {
         let shared: &Env = env;
         let scan = scope.spawn(move || {
@@ -312,15 +312,19 @@ pub(crate) fn commit_changes(
     });
     let (packages, conflicts) = checked?;
     let scan = scan?;
-    let overwritten = changed_meanwhile(&head_tree, scan.tree(), &changes);
-    if !overwritten.is_empty() {
+    // It held HEAD when the installer started (changes found then were captured first).
+    let meanwhile: Vec<String> = head_tree
+        .changes_to(scan.tree())
+        .iter()
+        .map(|change| change.path().to_owned())
+        .collect();
+    if !meanwhile.is_empty() {
         return Err(Error::ChangedMeanwhile {
             env: env.label().to_owned(),
             operation: operation.to_owned(),
-            paths: overwritten,
+            paths: meanwhile,
         });
     }
-    drop(changes);
     let package_changes = package_changes(&head.packages, &packages);
     if let Some(conflicts) = &conflicts
         && !allow_conflicts
@@ -363,30 +367,6 @@ pub(crate) fn commit_changes(
         removed,
         conflicts,
     })
-}
-
-/// Paths where the directory (`found`) differs from HEAD that the changes also touch (the same path, one
-/// below a path they replace or remove, or one above a path they write): an apply from HEAD would
-/// overwrite or remove what was done there.
-fn changed_meanwhile(head: &Tree, found: &Tree, changes: &[PathChange<'_>]) -> Vec<String> {
-    let touched: BTreeSet<&str> = changes.iter().map(PathChange::path).collect();
-    let below = |dir: &str| {
-        let prefix = format!("{dir}/");
-        touched
-            .range(prefix.as_str()..)
-            .next()
-            .is_some_and(|path| path.starts_with(&prefix))
-    };
-    let above = |path: &str| {
-        path.match_indices('/')
-            .any(|(i, _)| touched.contains(&path[..i]))
-    };
-    head.changes_to(found)
-        .iter()
-        .map(PathChange::path)
-        .filter(|path| touched.contains(path) || above(path) || below(path))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Keeps the transaction's duration for `blast stats`. The transaction is over by then: a sample that

@@ -41,24 +41,36 @@ pub fn relocate(
     let found = match selector {
         Some(_) => store.find_env(selector)?,
         // An environment moved there by hand first: `./.venv` could not move onto it anyway.
-        None => match moved_here(store, &to) {
-            Ok(found) => found,
-            Err(not_here) => match store.find_env(None) {
-                Err(Error::NoEnvSelected | Error::EnvMovedAway { .. }) => return Err(not_here),
+        None => match moved_here(store, &to)? {
+            Some(found) => found,
+            None => match store.find_env(None) {
+                Err(Error::NoEnvSelected | Error::EnvMovedAway { .. }) => {
+                    return Err(match to.join("pyvenv.cfg").is_file() {
+                        true => Error::MovedWhich {
+                            path: to.display().to_string(),
+                            why: ", and no environment's directory is gone".to_owned(),
+                        },
+                        false => Error::NoEnvSelected,
+                    });
+                }
                 found => found?,
             },
         },
     };
     let mut env = store.lock_env(&found.id, false)?;
     let from = env.root().to_owned();
-    if let Ok(target) = std::fs::read_link(&from) {
+    // A link that leads nowhere any more is a directory gone (moved by hand, away from its link).
+    if let Ok(target) = std::fs::read_link(&from)
+        && from.is_dir()
+    {
         return Err(Error::Invalid(format!(
             "`{}`, the directory of `{}`, is a symlink to `{}`: blast moves directories, not links to \
-             them; move the link by hand, or move what it leads to and then `blast move -e {} PATH` \
-             takes it where it went",
+             them; move the link itself by hand, or remove it (`rm {}`) and `blast move -e {} DIR` \
+             takes the directory where it is, or wherever you move it",
             from.display(),
             env.label(),
             target.display(),
+            crate::shell::word(&from.display().to_string()),
             crate::shell::word(env.label())
         )));
     }
@@ -201,24 +213,18 @@ fn differences(
         .collect())
 }
 
-/// The environment found at `to` without `-e`: of those whose directories are gone, the one `to`
-/// holds as its HEAD has it.
-fn moved_here(store: &Store, to: &Path) -> Result<EnvRecord> {
-    let path = to.display().to_string();
+/// The environment found at `to` without `-e`: of those whose directories are gone, the one `to` holds
+/// as its HEAD has it. `None` when `to` holds no virtual environment or no environment's directory is
+/// gone; an error when some are gone and `to` holds none of them as it was (changed since, or another).
+fn moved_here(store: &Store, to: &Path) -> Result<Option<EnvRecord>> {
     let gone: Vec<EnvRecord> = store
         .index()
         .envs()?
         .into_iter()
         .filter(|env| !Path::new(&env.path).exists())
         .collect();
-    if !to.join("pyvenv.cfg").is_file() {
-        return Err(Error::NoEnvSelected);
-    }
-    if gone.is_empty() {
-        return Err(Error::MovedWhich {
-            path,
-            why: ", and no environment's directory is gone".to_owned(),
-        });
+    if gone.is_empty() || !to.join("pyvenv.cfg").is_file() {
+        return Ok(None);
     }
     // One that cannot be opened or read (a move it cannot finish, a lost layer) is not the one.
     let holds_head = |record: &EnvRecord| -> Result<bool> {
@@ -230,13 +236,14 @@ fn moved_here(store: &Store, to: &Path) -> Result<EnvRecord> {
         .iter()
         .find(|record| holds_head(record).unwrap_or(false))
     {
-        return Ok(record.clone());
+        return Ok(Some(record.clone()));
     }
     let labels: Vec<String> = gone.iter().map(|e| format!("`{}`", e.label())).collect();
     Err(Error::MovedWhich {
-        path,
+        path: to.display().to_string(),
         why: format!(
-            ", and none of the environments whose directories are gone ({}) is there as its HEAD has it",
+            ", and none of the environments whose directories are gone ({}) is there as its HEAD \
+             has it (changed since? with `-e`, `--force` takes it as it is)",
             labels.join(", ")
         ),
     })
