@@ -12,6 +12,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -708,5 +709,58 @@ fn a_killed_move_never_takes_what_came_to_its_target_since() {
             .collect();
         assert!(beside.is_empty(), "{beside:?}");
         fs::remove_dir_all(&to).unwrap();
+    }
+}
+
+/// Found by review: a copy to another filesystem killed once the copy was in place is finished by the
+/// next command, which removes the old directory; but only the one the move copied: a venv made at
+/// the old path meanwhile stays.
+#[test]
+fn a_finished_copy_removes_only_the_directory_it_copied() {
+    let Ok(shm) = tempfile::Builder::new()
+        .prefix("blast-move-")
+        .tempdir_in("/dev/shm")
+    else {
+        eprintln!("skipped: no /dev/shm here");
+        return;
+    };
+    for remade in [false, true] {
+        let b = Blast::new();
+        if shm.path().metadata().unwrap().dev() == b.work.metadata().unwrap().dev() {
+            eprintln!("skipped: /dev/shm is not another filesystem here");
+            return;
+        }
+        let env = b.create_path_env("venv");
+        let e = env.to_str().unwrap();
+        pip_install(&env, &["blastdemo==1.0.0"]);
+        b.ok(&["snapshot", "-e", e]);
+        let to = shm.path().join(format!("moved-{remade}"));
+        b.crash(&["move", "-e", e, to.to_str().unwrap()], "relocation-moved");
+        if remade {
+            fs::remove_dir_all(&env).unwrap();
+            assert_succeeded(
+                &Command::new(python())
+                    .args(["-m", "venv", "--without-pip", e])
+                    .output()
+                    .unwrap(),
+            );
+        }
+        let (stdout, stderr) = b.ok_with_stderr(&["status", "-e", to.to_str().unwrap(), "--json"]);
+        assert!(
+            stderr.contains("finishing the interrupted move"),
+            "{stderr}"
+        );
+        let status: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(status["path"], to.to_str().unwrap(), "{status}");
+        assert!(
+            status["uncaptured"].as_array().unwrap().is_empty(),
+            "{status}"
+        );
+        assert_eq!(env.join("pyvenv.cfg").is_file(), remade, "{stderr}");
+        if remade {
+            assert!(stderr.contains("left as it is"), "{stderr}");
+        }
+        let script = Command::new(to.join("bin/blastdemo")).output().unwrap();
+        assert!(script.status.success());
     }
 }

@@ -203,9 +203,8 @@ enum Command {
     /// moved by hand; the files that name its path (scripts' shebangs, activate scripts) are written for
     /// the new one.
     ///
-    /// Without -e and without ./.venv, the environment is the one whose directory is gone and is at
-    /// PATH as its HEAD has it. A directory on another filesystem is made there from HEAD and the old
-    /// one removed.
+    /// Without -e, the environment is the one whose directory is gone and is at PATH as its HEAD has it,
+    /// else ./.venv. A directory on another filesystem is made there from HEAD and the old one removed.
     Move {
         #[command(flatten)]
         env: EnvArg,

@@ -2,6 +2,7 @@
 
 use bytesize::ByteSize;
 use comfy_table::{Table, presets::NOTHING};
+use engine::dir_move::Way;
 use engine::gc::CleanReport;
 use engine::images::Progress;
 use engine::imports::{DistributionImports, ImportsReport, Tracking};
@@ -15,7 +16,6 @@ use engine::ops::{
     TagsReport, VerifyReport, WrittenThrough,
 };
 use engine::packages::PackageChange;
-use engine::relocation::Way;
 use engine::sandbox::Limits;
 use engine::session::CaptureNote;
 use indicatif::{ProgressBar, ProgressStyle};

@@ -61,7 +61,12 @@ pub enum Error {
     MovedWhich { path: String, why: String },
     /// An install during which the directory changed.
     #[error(
-        "`{env}` changed while the {operation} ran:\n{}\nthe installer worked on the environment as it was then, so its changes could overwrite those or be wrong: nothing was committed. `blast diff -e {cmd} --files` shows what changed; keep it with `blast snapshot -e {cmd}` (or undo it with `blast rollback -e {cmd} --force HEAD`) and run the {operation} again",
+        "`{env}` changed while {} ran:\n{}\nit worked on the environment as it was then, so its changes could overwrite those or be wrong: nothing was committed. `blast diff -e {cmd} --files` shows what changed; keep it with `blast snapshot -e {cmd}` (or undo it with `blast rollback -e {cmd} --force HEAD`) and try again",
+        match operation.as_str() {
+            "install" | "uninstall" => format!("the {operation}"),
+            "pip" => "pip".to_owned(),
+            _ => "the command".to_owned(),
+        },
         list_paths(paths),
         cmd = crate::shell::word(.env)
     )]

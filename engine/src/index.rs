@@ -68,7 +68,7 @@ pub struct Journal {
 /// A move of an environment's directory to another path in progress (`blast move`): written before the
 /// directory moves, removed with the record of its new path. The next command that opens the
 /// environment finishes it, or gives it up when the directory never reached `to` (see
-/// [`crate::relocation`]).
+/// [`crate::dir_move`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Relocation {
     pub from: String,
@@ -79,6 +79,8 @@ pub struct Relocation {
     /// The directory that the move takes to `to` (the environment's, the copy's, or the one moved there
     /// by hand): what is at `to` is finished only when it is that one.
     pub identity: Identity,
+    /// For a copy, the directory at `from` when the move began: only that one is removed.
+    pub left_behind: Option<Identity>,
 }
 
 /// A directory's device and inode, which a rename keeps.

@@ -8,7 +8,7 @@
 //!   environment under `stat-caches/`).
 //! - [`materialize`]: making a directory hold a tree (reflink, hardlink, copy).
 //! - [`transition`]: crash-safe HEAD moves (journal, apply, record).
-//! - [`relocation`]: crash-safe moves of an environment's directory to another path.
+//! - [`dir_move`]: crash-safe moves of an environment's directory to another path.
 //! - [`python`], [`venv`]: interpreter discovery and the venv's own files.
 //! - [`packages`]: the package view from `*.dist-info`.
 //! - [`sandbox`]: namespaces and an overlay around an installer run.
@@ -29,6 +29,7 @@
 pub mod capture;
 pub mod conflicts;
 mod crash;
+pub mod dir_move;
 pub mod error;
 mod fsutil;
 pub mod gc;
@@ -46,7 +47,6 @@ pub mod packages;
 pub mod processes;
 pub mod python;
 pub mod registry;
-pub mod relocation;
 pub mod sandbox;
 pub mod session;
 pub mod shell;

@@ -177,11 +177,11 @@ impl Store {
         if !resolved.is_dir() {
             return Ok(None);
         }
-        Ok(self
-            .index
-            .envs()?
-            .into_iter()
-            .find(|env| fs::canonicalize(&env.path).is_ok_and(|real| real == resolved)))
+        // Resolved as it is now: also a path recorded as spelled, `nx/../a`, by a blast before
+        // `resolve_path` took such `..` lexically.
+        Ok(self.index.envs()?.into_iter().find(|env| {
+            crate::fsutil::resolve_path(Path::new(&env.path)).is_ok_and(|real| real == resolved)
+        }))
     }
 
     /// Opens an environment for work: takes its lock and finishes an interrupted move (refusing when the
@@ -234,7 +234,7 @@ impl Store {
 
     pub(crate) fn lock_env(&self, env_id: &str, force: bool) -> Result<Env> {
         let mut env = self.lock_env_as_found(env_id)?;
-        crate::relocation::finish_interrupted(self, &mut env)?;
+        crate::dir_move::finish_interrupted(self, &mut env)?;
         if let (Some(name), Some(here)) = (&env.record.name, self.moved_dir(&env.record)) {
             return Err(Error::StoreMoved {
                 env: name.clone(),

@@ -156,7 +156,7 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
     // A move a killed command began is not finished: it would only write what goes anyway. A move of
     // the directory is, as it tells where the directory is.
     let mut env = store.lock_env_as_found(&found.id)?;
-    crate::relocation::finish_interrupted(store, &mut env)?;
+    crate::dir_move::finish_interrupted(store, &mut env)?;
     // A named environment of a moved store has its directory here, not where it was made.
     let moved = store.moved_dir(&env.record);
     let root = moved.as_deref().unwrap_or(env.root());

@@ -1,15 +1,15 @@
 //! `blast move`: an environment goes to another path with its history, or is taken where it was moved
 //! by hand (a project directory renamed, say); the files that name its path are written for the new one
-//! (the crash-safe part is [`crate::relocation`]).
+//! (the crash-safe part is [`crate::dir_move`]).
 
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::capture;
+use crate::dir_move::{self, Way};
 use crate::error::{Error, IoContext, Result};
 use crate::index::EnvRecord;
-use crate::relocation::{self, Way};
 use crate::store::{Env, Store};
 use crate::transition::load_stat_cache;
 use crate::tree::Tree;
@@ -44,13 +44,13 @@ pub fn relocate(
         None => match moved_here(store, &to)? {
             Some(found) => found,
             None => match store.find_env(None) {
-                Err(Error::NoEnvSelected | Error::EnvMovedAway { .. }) => {
+                Err(unselected @ (Error::NoEnvSelected | Error::EnvMovedAway { .. })) => {
                     return Err(match to.join("pyvenv.cfg").is_file() {
                         true => Error::MovedWhich {
                             path: to.display().to_string(),
                             why: ", and no environment's directory is gone".to_owned(),
                         },
-                        false => Error::NoEnvSelected,
+                        false => unselected,
                     });
                 }
                 found => found?,
@@ -123,7 +123,7 @@ pub fn relocate(
         // Nothing at either path: HEAD is made at the new one.
         (false, false) => Way::Copied,
     };
-    report.rewritten = relocation::relocate(store, &mut env, to_str, way, &report.uncaptured)?;
+    report.rewritten = dir_move::relocate(store, &mut env, to_str, way, &report.uncaptured)?;
     report.way = Some(way);
     Ok(report)
 }
@@ -226,9 +226,10 @@ fn moved_here(store: &Store, to: &Path) -> Result<Option<EnvRecord>> {
     if gone.is_empty() || !to.join("pyvenv.cfg").is_file() {
         return Ok(None);
     }
-    // One that cannot be opened or read (a move it cannot finish, a lost layer) is not the one.
+    // One that cannot be read (a lost layer) is not the one. Taken as found: what another's interrupted
+    // move would do is not this command's business.
     let holds_head = |record: &EnvRecord| -> Result<bool> {
-        let env = store.lock_env(&record.id, false)?;
+        let env = store.lock_env_as_found(&record.id)?;
         let head = store.tree_of(&store.snapshot(&env.head()?)?)?;
         Ok(differences(store, &env, to, &env.record.path, &head)?.is_empty())
     };

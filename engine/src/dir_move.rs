@@ -46,17 +46,23 @@ pub fn relocate(
     carry: &[String],
 ) -> Result<usize> {
     let from = env.record.path.clone();
+    // The directory that will be at `to`: recovery finishes the move only where it finds that one.
+    let identity = match way {
+        Way::Renamed => identity_of(Path::new(&from))?,
+        Way::Copied => make_copy_area(&env.record.id, Path::new(&to))?,
+        Way::Adopted => identity_of(Path::new(&to))?,
+    };
+    // And the one at `from`, which only a copy removes, and only while it is that one.
+    let left_behind = match way {
+        Way::Copied => identity_of(Path::new(&from)).ok(),
+        _ => None,
+    };
     let mut relocation = Relocation {
-        identity: Identity::default(),
         from,
         to,
         copied: way == Way::Copied,
-    };
-    // The directory that will be at `to`: recovery finishes the move only where it finds that one.
-    relocation.identity = match way {
-        Way::Renamed => identity_of(Path::new(&relocation.from))?,
-        Way::Copied => make_copy_area(env, &relocation)?,
-        Way::Adopted => identity_of(Path::new(&relocation.to))?,
+        identity,
+        left_behind,
     };
     record_intent(store, env, &relocation)?;
     crash::point("relocation-written");
@@ -65,7 +71,8 @@ pub fn relocate(
             // Two mounts of one filesystem: a rename cannot cross them.
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 relocation.copied = true;
-                make_copy_area(env, &relocation)
+                relocation.left_behind = Some(relocation.identity);
+                make_copy_area(&env.record.id, Path::new(&relocation.to))
                     .and_then(|identity| {
                         relocation.identity = identity;
                         record_intent(store, env, &relocation)
@@ -108,7 +115,12 @@ pub fn finish_interrupted(store: &Store, env: &mut Env) -> Result<()> {
     let Some(relocation) = store.index().relocation(&env.record.id)? else {
         return Ok(());
     };
-    if identity_of(Path::new(&relocation.to)).ok() == Some(relocation.identity) {
+    let at_to = match Path::new(&relocation.to).symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // Another error (a mount gone, no permission) tells nothing: the move waits for it.
+        _ => Some(identity_of(Path::new(&relocation.to))?),
+    };
+    if at_to == Some(relocation.identity) {
         eprintln!(
             "blast: finishing the interrupted move of `{}` to `{}`",
             env.label(),
@@ -133,8 +145,8 @@ fn copy_area(env_id: &str, to: &Path) -> PathBuf {
 }
 
 /// Makes the copy's area afresh, and returns its identity, which the rename keeps.
-fn make_copy_area(env: &Env, relocation: &Relocation) -> Result<Identity> {
-    let area = copy_area(&env.record.id, Path::new(&relocation.to));
+fn make_copy_area(env_id: &str, to: &Path) -> Result<Identity> {
+    let area = copy_area(env_id, to);
     crate::fsutil::remove_tree(&area)?;
     std::fs::create_dir_all(&area).at("creating", &area)?;
     identity_of(&area)
@@ -163,7 +175,9 @@ fn copy(store: &Store, env: &Env, relocation: &Relocation, carry: &[String]) -> 
                 .try_for_each(|path| carry_path(from, &area, path))
         })
         .and_then(|()| crate::objects::syncfs(&area))
-        .and_then(|()| std::fs::rename(&area, to).at("moving the environment's copy to", to));
+        .and_then(|()| std::fs::rename(&area, to).at("moving the environment's copy to", to))
+        // On the disk before the old directory goes: a power cut must not lose both.
+        .and_then(|()| crate::objects::syncfs(to));
     if let Err(e) = made {
         let _ = crate::fsutil::remove_tree(&area);
         return Err(e);
@@ -177,8 +191,16 @@ fn copy(store: &Store, env: &Env, relocation: &Relocation, carry: &[String]) -> 
 fn carry_path(from: &Path, area: &Path, path: &str) -> Result<()> {
     let (source, dest) = (from.join(path), area.join(path));
     let meta = match source.symlink_metadata() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return crate::fsutil::remove_tree(&dest);
+        // Below a directory replaced by a file, too.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            // Below a file the copy has made already, there is nothing to remove.
+            return match dest.symlink_metadata() {
+                Ok(_) => crate::fsutil::remove_tree(&dest),
+                Err(_) => Ok(()),
+            };
         }
         meta => meta.at("reading", &source)?,
     };
@@ -201,15 +223,31 @@ fn carry_path(from: &Path, area: &Path, path: &str) -> Result<()> {
     }
 }
 
-/// Removes the directory a copy left at the old path: set aside first, in one rename, so that what is
-/// left of a removal killed midway is never taken for the environment (and goes with the next try).
-/// A directory that cannot go is left, and named.
-fn remove_old(from: &Path, env_id: &str) {
+/// Removes the directory a copy left at the old path, when it is still the one the move found there
+/// (`expected`): set aside first, in one rename, so that what is left of a removal killed midway is
+/// never taken for the environment (and goes with the next try). Anything else there (a venv made
+/// since) is left, and so is a directory that cannot go; both are named.
+fn remove_old(from: &Path, env_id: &str, expected: Option<Identity>) {
     let aside = from.with_file_name(format!(".blast-removing-{env_id}"));
-    let target = match std::fs::rename(from, &aside) {
-        Ok(()) => aside,
-        Err(_) if from.exists() => from.to_owned(),
-        Err(_) => aside,
+    let target = match identity_of(from).ok() {
+        Some(found) if Some(found) == expected => match std::fs::rename(from, &aside) {
+            Ok(()) => aside,
+            Err(_) => from.to_owned(),
+        },
+        Some(_) => {
+            eprintln!(
+                "blast: `{}` is no longer the directory the move copied: left as it is",
+                from.display()
+            );
+            return;
+        }
+        None if identity_of(&aside)
+            .ok()
+            .is_some_and(|a| Some(a) == expected) =>
+        {
+            aside
+        }
+        None => return,
     };
     if let Err(e) = crate::fsutil::remove_tree(&target) {
         eprintln!(
@@ -225,7 +263,11 @@ fn remove_old(from: &Path, env_id: &str) {
 fn finish(store: &Store, env: &mut Env, relocation: &Relocation) -> Result<usize> {
     let to = Path::new(&relocation.to);
     if relocation.copied {
-        remove_old(Path::new(&relocation.from), &env.record.id);
+        remove_old(
+            Path::new(&relocation.from),
+            &env.record.id,
+            relocation.left_behind,
+        );
     }
     let head = env.head()?;
     let target = store.tree_of(&store.snapshot(&head)?)?;
