@@ -115,10 +115,13 @@ pub fn finish_interrupted(store: &Store, env: &mut Env) -> Result<()> {
     let Some(relocation) = store.index().relocation(&env.record.id)? else {
         return Ok(());
     };
-    let at_to = match Path::new(&relocation.to).symlink_metadata() {
+    let to = Path::new(&relocation.to);
+    let at_to = match to.symlink_metadata() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         // Another error (a mount gone, no permission) tells nothing: the move waits for it.
-        _ => Some(identity_of(Path::new(&relocation.to))?),
+        Err(e) => return Err(e).at("inspecting", to),
+        // A file or a symlink is no directory the move made.
+        Ok(_) => identity_of(to).ok(),
     };
     if at_to == Some(relocation.identity) {
         eprintln!(
@@ -344,10 +347,17 @@ fn placeholders_at(env: &Env, path: &str) -> Placeholders {
 fn identity_of(path: &Path) -> Result<Identity> {
     use std::os::unix::fs::MetadataExt;
     let meta = path.symlink_metadata().at("inspecting", path)?;
+    let born_ns = meta
+        .created()
+        .ok()
+        .and_then(|born| born.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|since| i64::try_from(since.as_nanos()).ok())
+        .unwrap_or(0);
     match meta.is_dir() {
         true => Ok(Identity {
             dev: meta.dev(),
             ino: meta.ino(),
+            born_ns,
         }),
         false => Err(Error::Invalid(format!(
             "`{}` is no directory",

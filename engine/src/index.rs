@@ -83,11 +83,14 @@ pub struct Relocation {
     pub left_behind: Option<Identity>,
 }
 
-/// A directory's device and inode, which a rename keeps.
+/// A directory's device, inode and birth time, which a rename keeps. The birth time tells a directory
+/// made again at the same path apart, where the filesystem gave it the freed inode number again (0
+/// where the filesystem keeps none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub dev: u64,
     pub ino: u64,
+    pub born_ns: i64,
 }
 
 const ENV: &str = "env/";
