@@ -1054,18 +1054,7 @@ fn exports_keep_subdirectories_hashes_and_local_paths() {
     let repo = b.work.join("mono");
     fs::create_dir(&repo).unwrap();
     copy_project("blastlocal", &repo.join("sub"));
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap();
-        assert_succeeded(&out);
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "project"]);
+    committed_repository(&repo);
     let wheel = fs::canonicalize(wheels().join("blastbase-1.0.0-py3-none-any.whl")).unwrap();
     let vcs = format!(
         "git+file://{}#egg=blastlocal&subdirectory=sub",
@@ -1910,6 +1899,24 @@ fn export_writes_only_to_a_file_and_refuses_what_a_rename_would_replace() {
     b.assert_verify_clean(&[&restored]);
 }
 
+/// Makes `dir` a git repository of one commit holding what it holds; returns the commit.
+fn committed_repository(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert_succeeded(&out);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "project"]);
+    git(&["rev-parse", "HEAD"])
+}
+
 /// Found by exploratory testing: an editable install from git (`pip install -e git+URL`, which pip
 /// clones into the environment's `src/`) was pinned as a path into the environment, which names
 /// nothing on another machine. It is pinned as `pip freeze` pins it: the repository and the commit,
@@ -1921,20 +1928,7 @@ fn an_editable_checkout_in_the_environment_is_pinned_as_its_repository_and_commi
     let e = env.to_str().unwrap();
     let repo = b.work.join("repo");
     copy_project("blastlocal", &repo);
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap();
-        assert_succeeded(&out);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "project"]);
-    let commit = git(&["rev-parse", "HEAD"]);
+    let commit = committed_repository(&repo);
     let url = format!("file://{}", repo.display());
     b.ok(&[
         "install",

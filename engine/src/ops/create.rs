@@ -331,7 +331,7 @@ pub(crate) fn env_path_allowed(store: &Store, path: &Path, moved_there: bool) ->
 }
 
 /// Whether something other than an empty directory is at `path`: a symlink that leads nowhere too.
-fn is_nonempty(path: &std::path::Path) -> bool {
+pub(crate) fn is_nonempty(path: &std::path::Path) -> bool {
     match std::fs::read_dir(path) {
         Ok(mut entries) => entries.next().is_some(),
         Err(_) => path.symlink_metadata().is_ok(),

@@ -27,8 +27,8 @@ pub struct RelocateReport {
     pub uncaptured: Vec<String>,
 }
 
-/// Moves the environment `selector` names to `to`; without `selector`, `./.venv`, else the environment
-/// whose directory is gone and is found at `to`, as its HEAD has it. Unless `force`, refuses a
+/// Moves the environment `selector` names to `to`; without `selector`, the environment whose directory
+/// is gone and is found at `to` as its HEAD has it, else `./.venv`. Unless `force`, refuses a
 /// directory that differs from HEAD (uncaptured changes, or a directory at `to` that may not be the
 /// environment) and processes running from it; with `force`, what differs is kept as it is.
 pub fn relocate(
@@ -86,13 +86,15 @@ pub fn relocate(
         return Ok(report);
     }
     let old_there = from.is_dir();
-    let new_there = holds_something(&to);
+    // A file, or a symlink, at `to` is something there too, and no environment moved there.
+    let new_there = super::create::is_nonempty(&to);
     let to_str = super::create::env_path_allowed(store, &to, new_there && !old_there)?;
     // Held to the end: a `blast run` starting meanwhile waits, then finds the environment moved.
     let _runs = check_unused(store, &env, &from, force)?;
     let head = store.tree_of(&store.snapshot(&env.head()?)?)?;
     let way = match (old_there, new_there) {
         (true, true) => return Err(Error::EnvExists(to)),
+        (false, true) if !to.is_dir() => return Err(Error::EnvExists(to)),
         (true, false) => {
             report.uncaptured = differences(store, &env, &from, &env.record.path, &head)?;
             if !force && !report.uncaptured.is_empty() {
@@ -126,11 +128,6 @@ pub fn relocate(
     report.rewritten = dir_move::relocate(store, &mut env, to_str, way, &report.uncaptured)?;
     report.way = Some(way);
     Ok(report)
-}
-
-/// Whether a directory with entries is at `path`.
-fn holds_something(path: &Path) -> bool {
-    std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 /// Whether a rename can take `from` to `to`: both on one filesystem (`to`'s nearest existing ancestor
