@@ -764,3 +764,26 @@ fn a_finished_copy_removes_only_the_directory_it_copied() {
         assert!(script.status.success());
     }
 }
+
+/// Found by review: a `blast run` named the environment by its new path after a move killed once the
+/// directory was there, and ran from the old path the record still held (gone: "the directory is
+/// gone"). It finishes the move first, as every command that opens the environment does.
+#[test]
+fn a_run_finishes_an_interrupted_move_before_it_runs() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", e]);
+    let to = b.work.join("moved");
+    b.crash(&["move", "-e", e, to.to_str().unwrap()], "relocation-moved");
+    let (stdout, stderr) =
+        b.ok_with_stderr(&["run", "-e", to.to_str().unwrap(), "--", "blastdemo"]);
+    assert!(
+        stderr.contains("finishing the interrupted move"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("blastdemo 1.0.0"), "{stdout}");
+    let status = b.json(&["status", "-e", to.to_str().unwrap()]);
+    assert_eq!(status["path"], to.to_str().unwrap(), "{status}");
+}

@@ -91,16 +91,22 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
             Ok(real)
         })
         .collect::<Result<Vec<_>>>()?;
-    let found = store.find_env(selector)?;
+    let mut found = store.find_env(selector)?;
     let _running = crate::lock::acquire(
         &store.run_lock_path(&found.id),
         crate::lock::LockMode::Shared,
         "the environment (`blast remove` is removing it)",
     )?;
-    // Mid-move, the directory is neither snapshot: the move is finished first (or its error given),
-    // as by any command that opens the environment, before the program is looked for in it.
-    if !options.capture && store.index().journal(&found.id)?.is_some() {
-        drop(store.open_env(selector)?);
+    // Mid-move, the directory is neither snapshot, or not yet (or no longer) where it is recorded: the
+    // move is finished first (or its error given), as by any command that opens the environment,
+    // before the program is looked for in it.
+    let moving = store.index().relocation(&found.id)?.is_some();
+    if moving || (!options.capture && store.index().journal(&found.id)?.is_some()) {
+        drop(store.lock_env(&found.id, false)?);
+        found = store
+            .index()
+            .env(&found.id)?
+            .ok_or_else(|| Error::EnvNotFound(found.label().to_owned()))?;
     }
     // Without it, the program would be found on PATH and run on whatever Python is there.
     let root = Path::new(&found.path);
