@@ -2112,4 +2112,10 @@ fn move_to_another_filesystem_makes_the_environment_there_from_head() {
         .map(|e| e.file_name())
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Import tracking, on, stays on across (found by review: its hook, no content, stayed behind with
+    // the old directory).
+    b.ok(&["imports", "-e", to.to_str().unwrap(), "--enable"]);
+    b.ok(&["move", "-e", to.to_str().unwrap(), env.to_str().unwrap()]);
+    let imports = b.json(&["imports", "-e", env.to_str().unwrap()]);
+    assert_eq!(imports["tracking"], true, "{imports}");
 }

@@ -173,9 +173,17 @@ fn copy(store: &Store, env: &Env, relocation: &Relocation, carry: &[String]) -> 
         .apply(&area, &Tree::default(), &tree, &mut cache)
         .and_then(|_| {
             let from = Path::new(&relocation.from);
+            // The import-tracking hook is no content, and goes along too: tracking stays on.
+            let purelib = &env.record.python.purelib;
+            let hook = [crate::imports::HOOK_MODULE, crate::imports::HOOK_PTH]
+                .map(|name| format!("{purelib}/{name}"))
+                .into_iter()
+                .filter(|path| from.join(path).is_file());
             carry
                 .iter()
-                .try_for_each(|path| carry_path(from, &area, path))
+                .cloned()
+                .chain(hook)
+                .try_for_each(|path| carry_path(from, &area, &path))
         })
         .and_then(|()| crate::objects::syncfs(&area))
         .and_then(|()| std::fs::rename(&area, to).at("moving the environment's copy to", to))
