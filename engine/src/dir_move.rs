@@ -344,7 +344,7 @@ fn give_up(store: &Store, env: &Env, relocation: &Relocation) {
 }
 
 /// The environment's placeholders, for its directory at `path`.
-fn placeholders_at(env: &Env, path: &str) -> Placeholders {
+pub(crate) fn placeholders_at(env: &Env, path: &str) -> Placeholders {
     Placeholders {
         env_prefix: path.to_owned(),
         ..env.placeholders()

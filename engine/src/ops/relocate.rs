@@ -193,14 +193,10 @@ fn differences(
     rendered_for: &str,
     head: &Tree,
 ) -> Result<Vec<String>> {
-    let placeholders = store_format::Placeholders {
-        env_prefix: rendered_for.to_owned(),
-        ..env.placeholders()
-    };
     let scan = capture::scan(
         dir,
         load_stat_cache(store, &env.record.id),
-        &placeholders,
+        &dir_move::placeholders_at(env, rendered_for),
         None,
     )?;
     Ok(head
