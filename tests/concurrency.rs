@@ -3,8 +3,8 @@
 //! what they record; two processes working on the same environment, or on two environments, all
 //! succeed (one may wait, and say so) and none loses the other's work; and with this test process
 //! holding the store lock, clean and an ordinary command each wait, say so, and go on once it is
-//! released. The interleavings of the racing tests vary from run to run; what they assert holds for
-//! every one of them.
+//! released; two stores making an environment at one path take turns on it. The interleavings of the
+//! racing tests vary from run to run; what they assert holds for every one of them.
 
 mod support;
 
@@ -398,6 +398,110 @@ fn clean_and_operations_wait_for_each_other_and_say_so() {
         "{report}"
     );
     b.assert_verify_clean(&[&env]);
+}
+
+/// Waits until the process `pid` is stopped (`BLAST_TEST_STOP_AT`).
+fn wait_until_stopped(pid: u32) {
+    for _ in 0..6000 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('T'))
+        {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    panic!("process {pid} did not stop");
+}
+
+/// Two stores share no lock, but a new environment's directory is claimed: a create at a path another
+/// store's create is making waits for it (saying so), then finds the first's files there and refuses,
+/// and the first's environment is whole. A claim whose holder was killed is free, and a create that
+/// fails leaves none of the directories it made.
+#[test]
+fn creates_of_two_stores_at_one_path_take_turns() {
+    use std::io::{BufReader, Read};
+    use std::process::Stdio;
+
+    let b = Blast::new();
+    let other_home = b.tmp.path().join("other-home");
+    let target = b.work.join("shared").join("venv");
+    let t = target.to_str().unwrap();
+    let create = ["create", "--path", t, "--python", python()];
+    let first = b
+        .command(&create)
+        .env("BLAST_TEST_STOP_AT", "path-claimed")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(first.id());
+    let mut second = b
+        .command(&create)
+        .env("BLAST_HOME", &other_home)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(second.stderr.take().unwrap());
+    let mut said = read_stderr_until(&mut stderr, "waiting for another blast process");
+    assert!(
+        said.contains(&format!(
+            "waiting for another blast process to release `{t}` (making an environment there)"
+        )),
+        "the second create did not wait: {said}"
+    );
+    // SAFETY: signals a child of this process that has not been waited for.
+    assert_eq!(unsafe { libc::kill(first.id() as i32, libc::SIGCONT) }, 0);
+    let out = first.wait_with_output().unwrap();
+    assert_succeeded(&out);
+    stderr.read_to_string(&mut said).unwrap();
+    let status = second.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("`{t}` already exists")), "{said}");
+    b.assert_verify_clean(&[&target]);
+    let other_envs = b
+        .command(&["list", "--json"])
+        .env("BLAST_HOME", &other_home)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&other_envs.stdout).trim(), "[]");
+
+    // Killed holding the claim: the lock goes with the process, and the empty directory it made is
+    // taken as it is.
+    let second_target = b.work.join("second");
+    let st = second_target.to_str().unwrap();
+    let mut killed = b
+        .command(&["create", "--path", st, "--python", python()])
+        .env("BLAST_TEST_STOP_AT", "path-claimed")
+        .spawn()
+        .unwrap();
+    wait_until_stopped(killed.id());
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(second_target.is_dir());
+    let out = b
+        .command(&["create", "--path", st, "--python", python()])
+        .env("BLAST_HOME", &other_home)
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+
+    // A create that fails after its claim removes the directories it made for it, parents too.
+    let err = b.fails(&[
+        "create",
+        "--path",
+        "new/parent/venv",
+        "--python",
+        "/nonexistent/python3",
+    ]);
+    assert!(err.contains("/nonexistent/python3"), "{err}");
+    assert!(
+        !b.work.join("new").exists(),
+        "a failed create left the directories it made"
+    );
 }
 
 /// The concurrency suite: several processes do random operations on one store for a fixed time

@@ -195,7 +195,7 @@ fn sync_to_new_path_killed_at(point: &str) {
     // The new environment is recorded with its journal, without a HEAD yet.
     assert_eq!(recorded_head(&b, &dst), Value::Null);
     match point {
-        "journal-written" => assert!(!dst.exists(), "nothing is written before the journal"),
+        "journal-written" => assert!(is_empty_dir(&dst), "nothing is written before the journal"),
         "applied" => assert_same_tree(&expected, &exec_bits_only(&read_tree(&dst))),
         _ => assert!(dst.is_dir()),
     }
@@ -236,6 +236,12 @@ fn sync_killed_before_recording_head_is_finished_by_next_command() {
     sync_to_new_path_killed_at("applied");
 }
 
+/// The directory a new environment's path was claimed with (`lock::claim_dir`), before anything is
+/// written into it.
+fn is_empty_dir(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+}
+
 fn create_killed_at(point: &str) {
     let b = Blast::new();
     let env = b.work.join("venv");
@@ -245,7 +251,7 @@ fn create_killed_at(point: &str) {
 
     assert_eq!(recorded_head(&b, &env), Value::Null);
     if point == "journal-written" {
-        assert!(!env.exists(), "nothing is written before the journal");
+        assert!(is_empty_dir(&env), "nothing is written before the journal");
     }
 
     let status = finish_with_status(&b, &env, "create");
@@ -587,6 +593,20 @@ fn a_removal_that_fails_midway_is_finished_by_the_next() {
     assert_eq!(aside.len(), 1, "{aside:?}");
     let err = b.fails(&["status", "-e", e]);
     assert!(err.contains("is gone"), "{err}");
+    // Made again meanwhile: the next removal first deletes what the last one set aside, and refuses
+    // while it cannot (found by exploratory testing: it removed the new directory and left the old one
+    // behind for good, forgotten).
+    b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
+    let err = b.fails(&["remove", e]);
+    assert!(
+        err.contains(&format!(
+            "`{}` is left from an earlier removal of `{e}`",
+            aside[0].display()
+        )),
+        "{err}"
+    );
+    assert!(env.join("pyvenv.cfg").is_file());
+    assert_eq!(b.json(&["list"]).as_array().unwrap().len(), 1);
     // The flag went with the file; the guard's path is gone.
     drop(pinned);
     assert!(
@@ -598,7 +618,7 @@ fn a_removal_that_fails_midway_is_finished_by_the_next() {
             .success()
     );
     b.ok(&["remove", e]);
-    assert!(!aside[0].exists());
+    assert!(!aside[0].exists() && !env.exists());
     assert_eq!(b.json(&["list"]), serde_json::json!([]));
 }
 

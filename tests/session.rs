@@ -546,6 +546,67 @@ fn session_of(b: &Blast, env: &Path) -> Value {
     b.json(&["status", "-e", env.to_str().unwrap()])["session"].clone()
 }
 
+/// A session that is starting (its lock held, its socket not answering yet: it may be capturing what
+/// changed before it) keeps `move` and `remove` off the environment, and `kill` waits for it, saying
+/// so (found by exploratory testing: a move slipped in while `start` captured, and the session then
+/// watched a path the environment no longer had). This test process plays the starting session.
+#[test]
+fn move_and_remove_refuse_and_kill_waits_while_a_session_starts() {
+    use std::io::{BufRead, BufReader};
+
+    let (b, env) = store_with_env();
+    let e = env.to_str().unwrap();
+    let locks: Vec<String> = fs::read_dir(b.home.join("locks"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let [env_lock] = &locks[..] else {
+        panic!("one environment, one lock: {locks:?}");
+    };
+    let id = env_lock.strip_suffix(".lock").unwrap();
+    let session_lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(b.home.join("locks").join(format!("{id}.session.lock")))
+        .unwrap();
+    session_lock.lock().unwrap();
+    let moved = b.work.join("moved");
+    let m = moved.to_str().unwrap();
+    for args in [&["move", "-e", e, m][..], &["remove", e, "--force"]] {
+        let err = b.fails(args);
+        assert!(
+            err.contains("is starting or ending in another `blast start`"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!moved.exists() && env.join("pyvenv.cfg").is_file());
+
+    let mut kill = b
+        .command(&["kill", e])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    BufReader::new(kill.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(
+        said.contains("waiting for the session, which is starting or ending"),
+        "{said}"
+    );
+    session_lock.unlock().unwrap();
+    let out = kill.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("no session of `{e}` is running\n")
+    );
+    b.ok(&["move", "-e", e, m]);
+    b.assert_verify_clean(&[&moved]);
+}
+
 #[test]
 fn watcher_captures_an_outside_install_within_a_second_as_one_snapshot() {
     let (b, env) = store_with_env();

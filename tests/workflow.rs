@@ -709,6 +709,7 @@ fn a_forced_rollback_discards_what_no_snapshot_could_hold() {
 fn a_named_environment_of_a_moved_store_says_the_store_moved() {
     let b = Blast::new();
     b.ok(&["create", "web", "--python", python()]);
+    b.ok(&["create", "api", "--python", python(), "--seed"]);
     let moved = b.work.join("moved-home");
     fs::rename(&b.home, &moved).unwrap();
     for args in [
@@ -718,8 +719,11 @@ fn a_named_environment_of_a_moved_store_says_the_store_moved() {
         let out = b.command(args).env("BLAST_HOME", &moved).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}");
+        let here = moved.join("envs/web");
         assert!(
-            stderr.contains("the store was moved") && stderr.contains("blast remove web"),
+            stderr.contains("the store was moved")
+                && stderr.contains(&format!("`blast move -e web {}`", here.display()))
+                && stderr.contains("blast remove web"),
             "{stderr}"
         );
         assert!(
@@ -727,9 +731,29 @@ fn a_named_environment_of_a_moved_store_says_the_store_moved() {
             "{args:?} made the old store's place again"
         );
     }
-    // The advice holds: the environment goes with its directory, and the name is free again; work
-    // found in the directory is named first, as for any removal.
+    // The advice holds: `blast move` takes the environment where the store has it now, with its
+    // history, and writes what names its path for there.
     let moved_blast = |args: &[&str]| b.command(args).env("BLAST_HOME", &moved).output().unwrap();
+    let api = moved.join("envs/api");
+    assert_succeeded(&moved_blast(&["move", "-e", "api", api.to_str().unwrap()]));
+    let pip = fs::read_to_string(api.join("bin/pip")).unwrap();
+    assert!(
+        pip.starts_with(&format!("#!{}/bin/python", api.display())),
+        "{pip}"
+    );
+    let status = moved_blast(&["status", "-e", "api", "--json"]);
+    assert_succeeded(&status);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["path"], api.to_str().unwrap(), "{status}");
+    assert!(
+        status["uncaptured"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    assert_succeeded(&moved_blast(&["verify", "-e", "api"]));
+    let (ok, out) = env_python(&api, "import pip; print(pip.__file__)");
+    assert!(ok && out.contains(api.to_str().unwrap()), "{out}");
+    // And a removal: the environment goes with its directory, and the name is free again; work
+    // found in the directory is named first, as for any removal.
     let notes = moved.join("envs/web/notes.txt");
     fs::write(&notes, "mine\n").unwrap();
     let refused = moved_blast(&["remove", "web"]);
@@ -743,6 +767,133 @@ fn a_named_environment_of_a_moved_store_says_the_store_moved() {
     assert!(!moved.join("envs/web").exists());
     assert_succeeded(&moved_blast(&["create", "web", "--python", python()]));
     assert!(!b.home.exists());
+}
+
+/// The index records the environments, their histories and tags: a store whose index is missing, is
+/// another store's, or has a damaged log is refused, where an empty index made in its place would have
+/// `blast clean` remove every snapshot (found by exploratory testing). A store from before `store-id`
+/// gets one from its index.
+#[test]
+fn a_lost_or_damaged_index_is_refused_and_nothing_is_swept() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    pip_install(&env, &["blastdep"]);
+    b.ok(&["snapshot", "-e", env.to_str().unwrap()]);
+    let index = b.home.join("index");
+    let store_files = || -> Vec<PathBuf> {
+        ["objects", "layers", "snapshots"]
+            .iter()
+            .flat_map(|kind| b.store_files(kind))
+            .collect()
+    };
+    let before = store_files();
+    let refused = |why: &str| {
+        for args in [&["list"][..], &["clean", "--keep", "1"], &["verify"]] {
+            let err = b.fails(args);
+            assert!(
+                err.contains(&format!(
+                    "the metadata index at `{}` {why}",
+                    index.display()
+                )) && err.contains("blast does not run on"),
+                "{args:?}: {err}"
+            );
+        }
+        assert_eq!(store_files(), before, "a refused store was swept");
+    };
+
+    let away = b.tmp.path().join("index-away");
+    fs::rename(&index, &away).unwrap();
+    refused("is missing");
+    assert!(
+        !index.exists(),
+        "an empty index was made in the lost one's place"
+    );
+    fs::rename(&away, &index).unwrap();
+    assert!(b.ok(&["list"]).contains("venv"));
+
+    let other = Blast::new();
+    other.create_path_env("other");
+    fs::rename(&index, &away).unwrap();
+    fs::rename(other.home.join("index"), &index).unwrap();
+    refused("is another store's");
+    fs::remove_dir_all(&index).unwrap();
+    fs::rename(&away, &index).unwrap();
+
+    // Damaged in the middle of a log: RocksDB's default recovery would end the index there, silently.
+    let logs: Vec<PathBuf> = fs::read_dir(&index)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .filter(|path| fs::metadata(path).unwrap().len() > 300)
+        .collect();
+    assert!(!logs.is_empty(), "no log to damage");
+    let kept: Vec<Vec<u8>> = logs.iter().map(|log| fs::read(log).unwrap()).collect();
+    for (log, bytes) in logs.iter().zip(&kept) {
+        let mut damaged = bytes.clone();
+        for byte in &mut damaged[20..220] {
+            *byte ^= 0x5a;
+        }
+        fs::write(log, damaged).unwrap();
+    }
+    for args in [&["list"][..], &["clean", "--keep", "1"]] {
+        let err = b.fails(args);
+        assert!(
+            err.contains("Corruption") && err.contains("blast does not run on a damaged index"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(store_files(), before, "a damaged store was swept");
+    for (log, bytes) in logs.iter().zip(&kept) {
+        fs::write(log, bytes).unwrap();
+    }
+
+    // A store from before `store-id`: its index gets one, and the file names it.
+    fs::remove_file(b.home.join("store-id")).unwrap();
+    let log = b.log(env.to_str().unwrap());
+    assert_eq!(log.len(), 2, "{log:?}");
+    let id = fs::read_to_string(b.home.join("store-id")).unwrap();
+    assert_eq!(id.trim().len(), 20, "{id}");
+    b.assert_verify_clean(&[&env]);
+}
+
+/// Output that cannot be written (stdout on a full disk) ends blast with a line saying so and exit 1,
+/// not a panic; what the command did stands (found by exploratory testing: exit 101 and a backtrace).
+#[test]
+fn output_that_cannot_be_written_is_named_not_a_panic() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdep"]);
+    b.ok(&["snapshot", "-e", e]);
+    let full = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let out = b
+        .command(&["rollback", "-e", e])
+        .stdout(full())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        "blast: could not write to stdout: No space left on device (os error 28)\n"
+    );
+    let log = b.log(e);
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log[0]["operation"], "rollback");
+    assert!(!env_python(&env, "import blastdep").0);
+    b.assert_verify_clean(&[&env]);
+    let out = b
+        .command(&["list"])
+        .stdout(full())
+        .stderr(full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]

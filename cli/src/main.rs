@@ -554,6 +554,27 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
     }
 }
 
+/// Output that cannot be written (a full disk behind `> FILE`, a terminal gone) ends blast with a line
+/// saying so and exit 1, where `println!` would panic with a backtrace. What the command had done by
+/// then stands, or is finished or undone by the next command, as after any interruption.
+fn end_quietly_when_output_fails() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if let Some(failure) = message.strip_prefix("failed printing to ") {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "blast: could not write to {failure}");
+            std::process::exit(1);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     // The sandbox helper is this binary re-executed; it must run before anything starts a thread.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -563,6 +584,7 @@ fn main() -> ExitCode {
     // Like any Unix tool, end quietly when the reader of our output goes away (`blast log | head`).
     // SAFETY: restoring the default disposition of a signal before any thread exists.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    end_quietly_when_output_fails();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {

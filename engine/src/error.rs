@@ -24,6 +24,11 @@ pub enum Error {
     DiskFull { action: &'static str, path: PathBuf },
     #[error("the metadata index at `{}` failed: {detail}", path.display())]
     Index { path: PathBuf, detail: String },
+    #[error(
+        "the metadata index at `{}` {why}: it records the store's environments, their histories and tags, and without it blast would take the store for empty (and `blast clean` would remove every snapshot), so blast does not run on it: put the index back (from where it was moved, or from a backup of the store), or move the store aside and blast makes a new one",
+        index.display()
+    )]
+    IndexLost { index: PathBuf, why: String },
     #[error("{what} is corrupt: {source}")]
     Format {
         what: String,
@@ -106,10 +111,11 @@ pub enum Error {
     )]
     EnvDirMissing { env: String, path: PathBuf },
     #[error(
-        "`{env}` was made at `{}`, which is gone, and its directory is now at `{}`: the store was moved, and an environment's files name the path it was made at; move the store back (and BLAST_HOME with it), or `blast remove {cmd}` to remove it, directory and history",
+        "`{env}` was made at `{}`, which is gone, and its directory is now at `{}`: the store was moved, and an environment's files name the path it was made at; `blast move -e {cmd} {here_word}` writes them for the new one (or move the store back, and BLAST_HOME with it; `blast remove {cmd}` removes the environment, directory and history)",
         recorded.display(),
         here.display(),
-        cmd = crate::shell::word(.env)
+        cmd = crate::shell::word(.env),
+        here_word = crate::shell::word(&.here.display().to_string())
     )]
     StoreMoved {
         env: String,
@@ -323,6 +329,22 @@ pub enum Error {
         env: String,
         operation: String,
         undo: String,
+        source: Box<Error>,
+    },
+    #[error(
+        "the session at `{}` ended without answering (its watcher died?): what changed since its last capture is uncaptured (`blast status` names it), and `blast kill` cleans up what is left of it",
+        .0.display()
+    )]
+    SessionGone(PathBuf),
+    /// A move of HEAD whose directory holds its target, and whose record failed: the journal stands.
+    #[error(
+        "{source}\n(the {operation} of `{env}` is done in its directory, which holds {snapshot}; only \
+         its record failed, and the next blast command on `{env}` writes it)"
+    )]
+    MoveUnrecorded {
+        env: String,
+        operation: String,
+        snapshot: String,
         source: Box<Error>,
     },
     #[error("interrupted: `{}` was not written", path.display())]
@@ -562,6 +584,7 @@ impl Error {
             Error::AfterCapture { source, .. }
             | Error::MoveUndone { source, .. }
             | Error::MoveStuck { source, .. }
+            | Error::MoveUnrecorded { source, .. }
             | Error::ProjectEnvRemoved { source, .. }
             | Error::InterruptedUnfinished { source, .. } => source.underlying(),
             error => error,

@@ -233,6 +233,18 @@ pub(crate) fn find_executable(
     })
 }
 
+/// Writes a small file whole or not at all: to `<path>.<pid>`, synced, then renamed over `path`.
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, bytes).at("writing", &tmp)?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .at("syncing", &tmp)?;
+    fs::rename(&tmp, path).at("writing", path)
+}
+
 pub fn remove_file_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e).at("removing", path),

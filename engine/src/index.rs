@@ -107,6 +107,9 @@ const SEED: &str = "seed/";
 const LINK_MODE: &str = "link/";
 const MARKERS: &str = "markers/";
 const METRIC: &str = "metric/";
+/// The store's id, also in the file `store-id` beside the index: an index without it is not the
+/// store's (lost and made anew, or damaged).
+const STORE_ID: &str = "store-id";
 
 pub struct Index {
     // Field order matters: the database closes before the lock is released.
@@ -134,6 +137,10 @@ impl Index {
         opts.set_max_log_file_size(1 << 20);
         opts.set_skip_stats_update_on_db_open(true);
         opts.set_max_open_files(64);
+        // A write-ahead log damaged before its end is an error, not the point where the index quietly
+        // ends (RocksDB's default), which would drop every later record; a torn last record (a process
+        // killed mid-write) is still taken as not written.
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         // The index holds a handful of table files: opening them on 16 threads (the default) cost
         // every command 15 thread starts, ~2 ms of a rollback.
         opts.set_max_file_opening_threads(1);
@@ -318,6 +325,10 @@ impl Index {
         self.get(&format!("{LINK_MODE}{key}"))
     }
 
+    pub fn store_id(&self) -> Result<Option<String>> {
+        self.get(STORE_ID)
+    }
+
     pub fn seed_layer(&self, key: &str) -> Result<Option<store_format::LayerId>> {
         self.get(&format!("{SEED}{key}"))
     }
@@ -380,9 +391,23 @@ fn kept_logs(path: &Path) -> Vec<PathBuf> {
 fn open_error(path: &Path, e: rocksdb::Error) -> Error {
     Error::Index {
         path: path.to_owned(),
-        detail: with_disk_full_hint(format!(
-            "{e}: if the store was copied or a disk filled, `blast verify` checks it"
-        )),
+        detail: match e.to_string() {
+            full if full.contains("No space left on device") => with_disk_full_hint(full),
+            denied
+                if denied.contains("Read-only file system")
+                    || denied.contains("Permission denied") =>
+            {
+                format!(
+                    "{denied}: this command writes to the index; make the store writable, or point \
+                     BLAST_HOME at another"
+                )
+            }
+            damaged => format!(
+                "{damaged}: blast does not run on a damaged index (it records the environments, \
+                 their histories and tags); restore the store from a backup, or move it aside and \
+                 blast makes a new one"
+            ),
+        },
     }
 }
 
@@ -491,6 +516,10 @@ impl Batch {
 
     pub fn put_link_mode(&mut self, key: &str, mode: crate::materialize::LinkMode) {
         self.put(&format!("{LINK_MODE}{key}"), &mode);
+    }
+
+    pub fn put_store_id(&mut self, id: &str) {
+        self.put(STORE_ID, &id);
     }
 
     pub fn put_seed_layer(&mut self, key: &str, layer: &store_format::LayerId) {

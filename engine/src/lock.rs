@@ -1,9 +1,11 @@
 //! File locks between blast processes: the store lock (shared by every operation, exclusive for the
-//! sweep of `blast clean`), one lock per environment and one around the metadata index. A process that has
-//! to wait says so after a second and keeps waiting; nobody fails on a lock.
+//! sweep of `blast clean`), one lock per environment, one around the metadata index, and the claim on a
+//! new environment's directory, which processes of different stores share. A process that has to wait
+//! says so after a second and keeps waiting; nobody fails on a lock.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, Result};
@@ -28,22 +30,24 @@ impl LockGuard {
     /// Whether `path` still names the locked file: another process may have removed a lock file it
     /// found free (reclaiming a dead staging area) between our open and our lock.
     pub fn is_at(&self, path: &Path) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        match (self.file.metadata(), path.metadata()) {
-            (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
-            _ => false,
-        }
+        is_at(&self.file, path)
     }
 }
 
 /// Takes the lock on `path`, waiting as long as needed. `what` names the lock in the waiting message.
 pub fn acquire(path: &Path, mode: LockMode, what: &str) -> Result<LockGuard> {
     let file = open_lock_file(path)?;
+    wait_for(&file, mode, path, what)?;
+    Ok(LockGuard { file })
+}
+
+/// Locks `file` (at `path`), waiting as long as needed.
+fn wait_for(file: &File, mode: LockMode, path: &Path, what: &str) -> Result<()> {
     let started = Instant::now();
     let mut told = false;
     loop {
-        if try_lock(&file, mode).at("locking", path)? {
-            return Ok(LockGuard { file });
+        if try_lock(file, mode).at("locking", path)? {
+            return Ok(());
         }
         if !told && started.elapsed() >= QUIET_WAIT {
             eprintln!("blast: waiting for another blast process to release {what}…");
@@ -59,6 +63,75 @@ pub fn try_acquire(path: &Path, mode: LockMode) -> Result<Option<LockGuard>> {
     Ok(try_lock(&file, mode)
         .at("locking", path)?
         .then_some(LockGuard { file }))
+}
+
+/// A new environment's directory, made where missing and locked while the environment is made in it:
+/// blast processes of different stores share no other lock, and two of them making an environment at
+/// one path take turns on this one, the second finding the first's files there. Dropped, it removes the
+/// directories it made that are still empty, so that a failed operation leaves nothing behind.
+#[derive(Debug)]
+pub struct DirClaim {
+    _dir: File,
+    /// Outermost first.
+    made: Vec<PathBuf>,
+}
+
+impl Drop for DirClaim {
+    fn drop(&mut self) {
+        for dir in self.made.iter().rev() {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Claims the directory `path` (absolute), making it and its missing parents. A wait is run through
+/// `waiting`, which may let go of other locks meanwhile.
+pub fn claim_dir(
+    path: &Path,
+    mut waiting: impl FnMut(&dyn Fn() -> Result<()>) -> Result<()>,
+) -> Result<DirClaim> {
+    loop {
+        let made = make_dirs(path)?;
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_DIRECTORY.bits())
+            .open(path)
+            .at("opening", path)?;
+        if !try_lock(&dir, LockMode::Exclusive).at("locking", path)? {
+            let what = format!("`{}` (making an environment there)", path.display());
+            waiting(&|| wait_for(&dir, LockMode::Exclusive, path, &what))?;
+        }
+        let claim = DirClaim { _dir: dir, made };
+        // The holder we waited for may have removed the directory it made (and failed); the next one is
+        // ours to make.
+        if is_at(&claim._dir, path) {
+            return Ok(claim);
+        }
+    }
+}
+
+/// Makes `path` and its missing parents; returns those made here, outermost first.
+fn make_dirs(path: &Path) -> Result<Vec<PathBuf>> {
+    let missing: Vec<&Path> = path.ancestors().take_while(|dir| !dir.exists()).collect();
+    let mut made = Vec::new();
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => made.push(dir.to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).at("creating", dir),
+        }
+    }
+    Ok(made)
+}
+
+fn is_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), path.metadata()) {
+        (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
+        _ => false,
+    }
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {

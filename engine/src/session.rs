@@ -132,6 +132,9 @@ pub fn record_path(dir: &Path) -> PathBuf {
 pub enum Found {
     Nothing,
     Live(SessionRecord),
+    /// A session starting (its lock held, its socket not yet answering: it may be capturing what
+    /// changed before it) or ending.
+    Busy,
     /// Left by a session that is gone (its directory was removed).
     CleanedStale(SessionRecord),
 }
@@ -142,7 +145,10 @@ pub fn find(home: &Path, env_id: &str) -> Result<Found> {
     let record = match std::fs::read(record_path(&dir)) {
         Ok(bytes) => serde_json::from_slice::<SessionRecord>(&bytes).ok(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if dir.exists() && unowned(home, env_id)? {
+            if !unowned(home, env_id)? {
+                return Ok(Found::Busy);
+            }
+            if dir.exists() {
                 remove(&dir)?;
             }
             return Ok(Found::Nothing);
@@ -153,7 +159,7 @@ pub fn find(home: &Path, env_id: &str) -> Result<Found> {
         Some(record) if UnixStream::connect(socket_path(&dir)).is_ok() => Ok(Found::Live(record)),
         // A session starting (its directory made, its socket not yet listening) or ending holds its
         // lock: what it has there is its own.
-        _ if !unowned(home, env_id)? => Ok(Found::Nothing),
+        _ if !unowned(home, env_id)? => Ok(Found::Busy),
         Some(record) => {
             remove(&dir)?;
             Ok(Found::CleanedStale(record))
@@ -165,9 +171,28 @@ pub fn find(home: &Path, env_id: &str) -> Result<Found> {
     }
 }
 
+/// Refuses what would take the environment from under a session: a live one, or one starting or
+/// ending.
+pub fn refuse_while_running(home: &Path, env: &crate::index::EnvRecord) -> Result<()> {
+    let end_it = format!("blast kill {}", crate::shell::word(&env.path));
+    match find(home, &env.id)? {
+        Found::Live(live) => Err(Error::Invalid(format!(
+            "`{}` has a live session (blast pid {}): end it first with `{end_it}`",
+            env.label(),
+            live.pid
+        ))),
+        Found::Busy => Err(Error::Invalid(format!(
+            "a session of `{}` is starting or ending in another `blast start`: once it is up, end it \
+             with `{end_it}`, then run this again",
+            env.label()
+        ))),
+        Found::Nothing | Found::CleanedStale(_) => Ok(()),
+    }
+}
+
 /// Whether no process holds the session's lock: a session directory found then was left by one that
 /// died.
-fn unowned(home: &Path, env_id: &str) -> Result<bool> {
+pub fn unowned(home: &Path, env_id: &str) -> Result<bool> {
     Ok(
         crate::lock::try_acquire(&lock_path(home, env_id), crate::lock::LockMode::Exclusive)?
             .is_some(),
@@ -230,9 +255,13 @@ impl Conversation {
         BufReader::new(&stream)
             .read_line(&mut answer)
             .map_err(unreachable)?;
+        if answer.is_empty() {
+            return Err(Error::SessionGone(socket.to_owned()));
+        }
         let answer = serde_json::from_str(&answer).map_err(|e| {
             Error::Invalid(format!(
-                "the session at `{}` answered something unreadable ({e}): `blast kill --all` ends it",
+                "the session at `{}` answered something unreadable ({e}): `blast kill` of its \
+                 environment ends it",
                 socket.display()
             ))
         })?;
@@ -263,10 +292,10 @@ mod tests {
             "a session",
         )
         .unwrap();
-        assert!(matches!(find(home.path(), "env").unwrap(), Found::Nothing));
+        assert!(matches!(find(home.path(), "env").unwrap(), Found::Busy));
         assert!(dir.is_dir(), "a starting session's directory stays");
         std::fs::write(record_path(&dir), b"{}").unwrap();
-        assert!(matches!(find(home.path(), "env").unwrap(), Found::Nothing));
+        assert!(matches!(find(home.path(), "env").unwrap(), Found::Busy));
         assert!(dir.is_dir(), "an ending session's directory stays");
 
         drop(held);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use store_format::{Placeholders, Snapshot, SnapshotId};
 
 use crate::error::{Error, IoContext, Result};
-use crate::index::{EnvRecord, Index};
+use crate::index::{Batch, EnvRecord, Index};
 use crate::lock::{self, LockGuard, LockMode};
 use crate::objects::ObjectStore;
 use crate::tree::Tree;
@@ -20,6 +20,7 @@ const STORE_FORMAT_LINE: &str = "blast-store 1";
 
 /// Directory of the environments' stat caches, one file per environment id.
 const STAT_CACHES: &str = "stat-caches";
+const STORE_ID: &str = "store-id";
 
 pub struct Store {
     // Field order matters: the index closes before the store lock is released.
@@ -84,7 +85,7 @@ impl Store {
             let path = home.join(dir);
             fs::create_dir_all(&path).at("creating store directory", &path)?;
         }
-        let index = Index::open(&home, writable)?;
+        let index = open_index(&home, writable)?;
         let store = Store {
             index,
             objects,
@@ -233,9 +234,22 @@ impl Store {
     }
 
     pub(crate) fn lock_env(&self, env_id: &str, force: bool) -> Result<Env> {
+        self.lock_env_moving_to(env_id, force, None)
+    }
+
+    /// As `lock_env`, for `blast move` to `to`: a named environment of a moved store is taken there
+    /// when `to` is where its directory is now.
+    pub(crate) fn lock_env_moving_to(
+        &self,
+        env_id: &str,
+        force: bool,
+        to: Option<&Path>,
+    ) -> Result<Env> {
         let mut env = self.lock_env_as_found(env_id)?;
         crate::dir_move::finish_interrupted(self, &mut env)?;
-        if let (Some(name), Some(here)) = (&env.record.name, self.moved_dir(&env.record)) {
+        if let (Some(name), Some(here)) = (&env.record.name, self.moved_dir(&env.record))
+            && to != Some(here.as_path())
+        {
             return Err(Error::StoreMoved {
                 env: name.clone(),
                 recorded: PathBuf::from(&env.record.path),
@@ -271,6 +285,56 @@ impl Store {
     }
 }
 
+/// Opens the index, refusing one that is not this store's: blast would take the store for empty (and
+/// `blast clean` would remove every snapshot). The file `store-id` and the index's record of it are
+/// written when the store is made (or first opened by a blast that writes them), the record first.
+fn open_index(home: &Path, writable: bool) -> Result<Index> {
+    let id_path = home.join(STORE_ID);
+    let id = match fs::read_to_string(&id_path) {
+        Ok(text) => Some(text.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).at("reading", &id_path),
+    };
+    let lost = |why: String| Error::IndexLost {
+        index: home.join("index"),
+        why,
+    };
+    if !home.join("index").join("CURRENT").exists() {
+        let snapshots = home.join("snapshots");
+        if id.is_some() || fs::read_dir(&snapshots).is_ok_and(|mut found| found.next().is_some()) {
+            return Err(lost("is missing".into()));
+        }
+    }
+    let index = Index::open(home, writable)?;
+    match (id, index.store_id()?) {
+        (Some(id), Some(recorded)) if id == recorded => {}
+        (Some(id), Some(recorded)) => {
+            return Err(lost(format!(
+                "is another store's (store `{recorded}`; this one is `{id}`)"
+            )));
+        }
+        (Some(_), None) => {
+            return Err(lost(
+                "lacks its first record (it was made anew, or damaged)".into(),
+            ));
+        }
+        (None, recorded) => {
+            let id = match recorded {
+                Some(id) => id,
+                None => {
+                    let id = crate::objects::unique_name();
+                    let mut batch = Batch::default();
+                    batch.put_store_id(&id);
+                    index.write(batch)?;
+                    id
+                }
+            };
+            crate::fsutil::write_whole(&id_path, format!("{id}\n").as_bytes())?;
+        }
+    }
+    Ok(index)
+}
+
 fn check_format(home: &Path) -> Result<()> {
     let marker = home.join("store-format");
     match fs::read_to_string(&marker) {
@@ -282,12 +346,7 @@ fn check_format(home: &Path) -> Result<()> {
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Whole or not at all: a half-written marker would lock users out of their store.
-            let tmp = home.join(format!("store-format.{}", std::process::id()));
-            fs::write(&tmp, format!("{STORE_FORMAT_LINE}\n")).at("writing", &tmp)?;
-            fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .at("syncing", &tmp)?;
-            fs::rename(&tmp, &marker).at("writing", &marker)
+            crate::fsutil::write_whole(&marker, format!("{STORE_FORMAT_LINE}\n").as_bytes())
         }
         Err(e) => Err(e).at("reading", &marker),
     }

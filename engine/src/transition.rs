@@ -57,8 +57,9 @@ impl Difference {
 
 /// Journals, applies and records `mv`.
 pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
-    // A move into a directory it makes is undone instead, should it fail (see `complete`).
-    let checked = match env.root().is_dir() {
+    // A move that makes the environment, or into a directory it makes, is undone instead, should it
+    // fail (see `complete`).
+    let checked = match env.record.head.is_some() && env.root().is_dir() {
         true => missing_object(store, &mv.difference)?,
         false => None,
     };
@@ -425,8 +426,9 @@ fn complete(
         }
     };
     // The apply knows only what it changed itself: a move finished for a killed command syncs the
-    // filesystem, where what the killed command wrote may still wait in the page cache.
-    if root_made || after_crash {
+    // filesystem, where what the killed command wrote may still wait in the page cache, and so does
+    // one that made the directory (or claimed it new: `lock::claim_dir`), whose entry is in its parent.
+    if root_made || after_crash || creating {
         stats.to_sync = ToSync::Filesystem;
     }
     // The stamp's digest moved along the changes; without one, the target's whole tree gives it.
@@ -449,7 +451,12 @@ fn complete(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
     crash::point("applied");
-    record(store, env, &journal)?;
+    record(store, env, &journal).map_err(|e| Error::MoveUnrecorded {
+        env: env.label().to_owned(),
+        operation: journal.operation.clone(),
+        snapshot: journal.to.short(),
+        source: Box::new(e),
+    })?;
     Ok(stats)
 }
 

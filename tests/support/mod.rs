@@ -138,6 +138,7 @@ impl Blast {
             .env_remove("BLAST_LINK_MODE")
             .env_remove("BLAST_TEST_CRASH_AT")
             .env_remove("BLAST_TEST_INTERRUPT_AT")
+            .env_remove("BLAST_TEST_STOP_AT")
             .env_remove("BLAST_TEST_NO_TMPFS_XATTRS");
         cmd
     }

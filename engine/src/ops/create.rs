@@ -10,6 +10,7 @@ use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::resolve_path;
 use crate::index::{Batch, EnvRecord};
+use crate::lock::DirClaim;
 use crate::objects::{Staging, unique_name};
 use crate::packages::packages_of;
 use crate::python::{self, PythonInfo};
@@ -45,7 +46,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
         (None, Some(name)) => store.named_env_path(name),
         (None, None) => resolve_path(std::path::Path::new(".venv"))?,
     };
-    let path_str = free_env_path(store, &path)?;
+    let (path_str, _claim) = claim_env_path(store, &path)?;
     let python = python::find(store.index(), opts.python.as_deref())?;
     let snapshot_id = first_snapshot(store, &python, opts.seed)?;
 
@@ -188,22 +189,23 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
             });
         }
     }
-    if let crate::session::Found::Live(live) = crate::session::find(store.home(), &env.record.id)? {
-        return Err(Error::Invalid(format!(
-            "`{}` has a live session (blast pid {}): end it first with `blast kill {}`",
-            env.label(),
-            live.pid,
-            env.record.path
-        )));
-    }
+    crate::session::refuse_while_running(store.home(), &env.record)?;
     // Renamed aside first, in one step (where the filesystem lets it: not a mount point, nor in a
     // read-only parent), under a name of the environment's id: a removal killed or failing midway
     // leaves the environment whole, or its directory gone and what is left of it set aside, which the
     // next `remove` deletes; never a half-deleted directory in the environment's place.
     let aside = root.with_file_name(format!(".blast-removing-{}", env.record.id));
-    if root.exists() {
-        // Left by a removal killed after the rename, before the directory was made again.
-        let _ = crate::fsutil::remove_tree(&aside);
+    if root.exists() && aside.symlink_metadata().is_ok() {
+        // Left by a removal killed or failing after the rename, before the directory was made again:
+        // deleted first, or it would stay behind for good, the environment forgotten.
+        crate::fsutil::remove_tree(&aside).map_err(|e| {
+            Error::Invalid(format!(
+                "{e}; `{}` is left from an earlier removal of `{}`: fix what stops its deletion, \
+                 then `blast remove` again",
+                aside.display(),
+                env.label()
+            ))
+        })?;
     }
     let set_aside = match std::fs::rename(root, &aside) {
         Ok(()) => true,
@@ -268,6 +270,17 @@ const SHELL_QUOTING: &str = "'\"`$\\";
 /// captures and rollbacks would take the other's files for their own. Returns it as the index keeps it.
 pub(crate) fn free_env_path(store: &Store, path: &Path) -> Result<String> {
     env_path_allowed(store, path, false)
+}
+
+/// As [`free_env_path`], and claims the path for the new environment until the claim is dropped: another
+/// store's blast cannot make an environment there meanwhile (see [`crate::lock::claim_dir`]).
+pub(crate) fn claim_env_path(store: &Store, path: &Path) -> Result<(String, DirClaim)> {
+    // Refused before anything is made there.
+    free_env_path(store, path)?;
+    let claim = crate::lock::claim_dir(path, |wait| store.index().released(wait)?)?;
+    crash::point("path-claimed");
+    // Again, under the claim: an environment may have been made there while this one waited.
+    Ok((free_env_path(store, path)?, claim))
 }
 
 /// As [`free_env_path`]; with `moved_there`, the directory may hold what is there (an environment

@@ -17,6 +17,7 @@ use crate::conflicts;
 use crate::error::{Error, IoContext, Result};
 use crate::images::{self, Limits, Plan, Progress};
 use crate::index::{Batch, EnvRecord, HistoryEntry};
+use crate::lock::DirClaim;
 use crate::markers::marker_environment;
 use crate::objects::unique_name;
 use crate::python::{self, PythonInfo};
@@ -442,7 +443,7 @@ pub fn restore(
     operation: &str,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    free_target(store, target)?;
+    check_target(store, target)?;
     let mut interpreter = None;
     let outcome = images::import_image(
         store,
@@ -488,25 +489,40 @@ pub fn restore(
     })
 }
 
-/// Where a new environment will go, checked free.
+/// Where a new environment will go, checked free and claimed (see [`crate::lock::claim_dir`]).
 pub(super) struct FreeTarget {
     pub(super) name: Option<String>,
     /// Absolute, UTF-8.
     pub(super) path_str: String,
+    _claim: DirClaim,
 }
 
-/// `target` when a new environment may go there: a valid name not in use, or a path no environment has
-/// that is absent or an empty directory.
+/// Refuses `target` unless a new environment may go there: a valid name not in use, or a path no
+/// environment has that is absent or an empty directory.
+pub(super) fn check_target(store: &Store, target: &RestoreTarget) -> Result<()> {
+    let (_, path) = target_path(store, target)?;
+    super::create::free_env_path(store, &path).map(drop)
+}
+
+/// As [`check_target`], and claims the target until the returned value is dropped.
 pub(super) fn free_target(store: &Store, target: &RestoreTarget) -> Result<FreeTarget> {
-    let (name, path) = match target {
+    let (name, path) = target_path(store, target)?;
+    let (path_str, claim) = super::create::claim_env_path(store, &path)?;
+    Ok(FreeTarget {
+        name,
+        path_str,
+        _claim: claim,
+    })
+}
+
+fn target_path(store: &Store, target: &RestoreTarget) -> Result<(Option<String>, PathBuf)> {
+    Ok(match target {
         RestoreTarget::Path(path) => (None, crate::fsutil::resolve_path(path)?),
         RestoreTarget::Name(name) => {
             super::create::free_env_name(store, name)?;
             (Some(name.clone()), store.named_env_path(name))
         }
-    };
-    let path_str = super::create::free_env_path(store, &path)?;
-    Ok(FreeTarget { name, path_str })
+    })
 }
 
 /// What [`new_env`] made.

@@ -7,6 +7,7 @@ use store_format::{LayerId, Snapshot, SnapshotId};
 use crate::capture::{Scan, StatCache};
 use crate::error::{Error, Result};
 use crate::index::{Batch, EnvRecord};
+use crate::lock::DirClaim;
 use crate::objects::unique_name;
 use crate::packages::{PackageChange, package_changes};
 use crate::store::{Env, Store};
@@ -59,18 +60,21 @@ pub fn sync(store: &Store, from_sel: &str, to_sel: &str, force: bool) -> Result<
         (env.record.clone(), env.head()?)
     };
     let message = Some(format!("from {}", source.label()));
-    let mut target = match store.open_env_forced(Some(to_sel), force) {
-        Ok(env) => env,
+    // A new target's path stays claimed until it is made.
+    let (mut target, _claim) = match store.open_env_forced(Some(to_sel), force) {
+        Ok(env) => (env, None),
         Err(Error::EnvNotFound(_) | Error::EnvMovedAway { .. }) => {
-            new_env_for(store, to_sel, &source)?
+            let (env, claim) = new_env_for(store, to_sel, &source)?;
+            (env, Some(claim))
         }
         Err(e) => return Err(e),
     };
     move_env(store, &mut target, |_| Ok(head), "sync", message, force)
 }
 
-/// A new, empty environment record for `sync` to fill, using the source's interpreter.
-fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<Env> {
+/// A new, empty environment record for `sync` to fill, using the source's interpreter, and the claim on
+/// its path.
+fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<(Env, DirClaim)> {
     let looks_like_path = selector.contains('/') || selector.starts_with('.');
     let (name, path) = if looks_like_path {
         (
@@ -84,7 +88,7 @@ fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<Env>
     if path.exists() {
         return Err(Error::EnvExists(path));
     }
-    let path = super::create::free_env_path(store, &path)?;
+    let (path, claim) = super::create::claim_env_path(store, &path)?;
     let record = EnvRecord {
         id: unique_name(),
         name,
@@ -93,10 +97,11 @@ fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<Env>
         python: source.python.clone(),
         created: jiff::Timestamp::now().as_second(),
     };
-    Ok(Env {
+    let env = Env {
         _lock: store.env_lock(&record.id)?,
         record,
-    })
+    };
+    Ok((env, claim))
 }
 
 fn move_env(

@@ -7,7 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 use store_format::SnapshotId;
 
-use super::images::{RestoreTarget, describe_tag, free_target, matching_python, new_env, select};
+use super::images::{
+    RestoreTarget, check_target, describe_tag, free_target, matching_python, new_env, select,
+};
 use crate::error::Result;
 use crate::images::oci::{pull_head, pull_layers, push_image};
 use crate::images::{Limits, Progress};
@@ -120,7 +122,7 @@ pub struct PullReport {
 pub fn pull(store: &Store, opts: &PullOptions, progress: &dyn Progress) -> Result<PullReport> {
     let started = Instant::now();
     let reference = Reference::parse(&opts.reference)?;
-    free_target(store, &opts.target)?;
+    check_target(store, &opts.target)?;
     let client = Client::new(&reference, opts.insecure)?;
     // The downloads need no index: other commands use it meanwhile, and the store lock, held shared
     // throughout, keeps `blast clean` from sweeping what is being pulled. The interpreter is found

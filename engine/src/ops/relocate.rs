@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::capture;
 use crate::dir_move::{self, Way};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::index::EnvRecord;
 use crate::store::{Env, Store};
 use crate::transition::load_stat_cache;
@@ -57,7 +57,7 @@ pub fn relocate(
             },
         },
     };
-    let mut env = store.lock_env(&found.id, false)?;
+    let mut env = store.lock_env_moving_to(&found.id, false, Some(&to))?;
     let from = env.root().to_owned();
     // A link that leads nowhere any more is a directory gone (moved by hand, away from its link).
     if let Ok(target) = std::fs::read_link(&from)
@@ -92,7 +92,8 @@ pub fn relocate(
     // Held to the end: a `blast run` starting meanwhile waits, then finds the environment moved.
     let _runs = check_unused(store, &env, &from, force)?;
     let head = store.tree_of(&store.snapshot(&env.head()?)?)?;
-    let way = match (old_there, new_there) {
+    // A new path stays claimed until the directory is there (and, made for a move that fails, goes).
+    let (way, _claim) = match (old_there, new_there) {
         (true, true) => return Err(Error::EnvExists(to)),
         (false, true) if !to.is_dir() => return Err(Error::EnvExists(to)),
         (true, false) => {
@@ -103,12 +104,10 @@ pub fn relocate(
                     paths: std::mem::take(&mut report.uncaptured),
                 });
             }
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).at("creating", parent)?;
-            }
+            let (_, claim) = super::create::claim_env_path(store, &to)?;
             match same_filesystem(&from, &to) {
-                true => Way::Renamed,
-                false => Way::Copied,
+                true => (Way::Renamed, Some(claim)),
+                false => (Way::Copied, Some(claim)),
             }
         }
         (false, true) => {
@@ -120,10 +119,13 @@ pub fn relocate(
                     paths: std::mem::take(&mut report.uncaptured),
                 });
             }
-            Way::Adopted
+            (Way::Adopted, None)
         }
         // Nothing at either path: HEAD is made at the new one.
-        (false, false) => Way::Copied,
+        (false, false) => (
+            Way::Copied,
+            Some(super::create::claim_env_path(store, &to)?.1),
+        ),
     };
     report.rewritten = dir_move::relocate(store, &mut env, to_str, way, &report.uncaptured)?;
     report.way = Some(way);
@@ -151,14 +153,7 @@ fn check_unused(
     from: &Path,
     force: bool,
 ) -> Result<crate::lock::LockGuard> {
-    if let crate::session::Found::Live(live) = crate::session::find(store.home(), &env.record.id)? {
-        return Err(Error::Invalid(format!(
-            "`{}` has a live session (blast pid {}): end it first with `blast kill {}`",
-            env.label(),
-            live.pid,
-            crate::shell::word(&env.record.path)
-        )));
-    }
+    crate::session::refuse_while_running(store.home(), &env.record)?;
     let Some(runs) = crate::lock::try_acquire(
         &store.run_lock_path(&env.record.id),
         crate::lock::LockMode::Exclusive,

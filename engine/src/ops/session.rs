@@ -540,8 +540,8 @@ pub fn kill(home: &Path, selector: Option<&str>, all: bool) -> Result<KillReport
         no_session: None,
     };
     for id in ids {
-        match session::find(&home, &id)? {
-            Found::Nothing => {}
+        match find_settled(&home, &id)? {
+            Found::Nothing | Found::Busy => {}
             Found::CleanedStale(record) => report.killed.push(Killed {
                 env: record.env_path,
                 stale: true,
@@ -560,7 +560,21 @@ pub fn kill(home: &Path, selector: Option<&str>, all: bool) -> Result<KillReport
                         session::INSTALLER_WAIT.as_secs()
                     );
                 }
-                let (conversation, answer) = Conversation::ask(&socket, &Request::Kill)?;
+                let (conversation, answer) = match Conversation::ask(&socket, &Request::Kill) {
+                    Ok(asked) => asked,
+                    // Died before its final capture: what it left is cleaned up as a dead one's.
+                    Err(Error::SessionGone(_)) if session::unowned(&home, &id)? => {
+                        let _ = session::find(&home, &id)?;
+                        report.killed.push(Killed {
+                            env: record.env_path,
+                            stale: true,
+                            captures: Vec::new(),
+                            failures: Vec::new(),
+                        });
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 conversation.end();
                 // From another terminal, return once the session is over; inside it, the shell
                 // ending ends this command too.
@@ -580,6 +594,25 @@ pub fn kill(home: &Path, selector: Option<&str>, all: bool) -> Result<KillReport
         report.no_session = label;
     }
     Ok(report)
+}
+
+/// The session of `env_id` once it is neither starting nor ending, waiting (and saying so after a
+/// second) meanwhile: a session that is getting ready may be capturing what changed before it.
+fn find_settled(home: &Path, env_id: &str) -> Result<Found> {
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        match session::find(home, env_id)? {
+            Found::Busy => {
+                if !told && started.elapsed() >= std::time::Duration::from_secs(1) {
+                    eprintln!("blast: waiting for the session, which is starting or ending…");
+                    told = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            found => return Ok(found),
+        }
+    }
 }
 
 /// Waits (up to ten seconds) for the process `pid` to be gone.
