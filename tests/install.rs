@@ -1572,8 +1572,34 @@ fn local_projects_install_editable_however_they_are_named() {
     let out = install_from(&env4, "pip", &editable, &elsewhere);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    // The installer's own message cannot say why; blast's does (found by exploratory testing).
+    assert!(
+        stderr.contains("Read-only file system")
+            && stderr.contains(&format!(
+                "the sandbox showed `{p}`, which `{}` names, to the installer read-only (a project a \
+                 requirements file names is writable only below the working directory, unless that \
+                 holds your home or blast's store): run blast from a directory that holds both",
+                editable.display()
+            )),
+        "{stderr}"
+    );
     assert!(!egg_info.exists());
+    assert_same_tree(&before, &read_tree(&env4));
+    // A project named beside the requirements file's directory, from it, is not shown at all.
+    let app = b.work.join("app");
+    fs::create_dir(&app).unwrap();
+    fs::write(app.join("requirements.txt"), "-e ../proj\n").unwrap();
+    let out = install_from(&env4, "pip", &app.join("requirements.txt"), &app);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the sandbox did not show `{p}`, which `{}` names, to the installer (what a requirements \
+             file names is shown below its own directory or the working directory)",
+            app.join("requirements.txt").display()
+        )) && stderr.contains(&format!("`blast install -- -e {p}`")),
+        "{stderr}"
+    );
     assert_same_tree(&before, &read_tree(&env4));
     // Nor does a file from elsewhere make the working directory writable with `-e .`.
     let hostile = b.work.join("hostile");

@@ -607,6 +607,65 @@ fn move_and_remove_refuse_and_kill_waits_while_a_session_starts() {
     b.assert_verify_clean(&[&moved]);
 }
 
+/// Whether a process runs `sleep SECONDS`.
+fn sleep_running(seconds: &str) -> bool {
+    let wanted = format!("sleep\0{seconds}\0");
+    fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted.as_bytes())
+    })
+}
+
+/// A session without a terminal (a script, CI) keeps its shell in a process group of its own: hung up
+/// by `blast kill` while a command runs, bash hangs up that command by its group, which was the
+/// caller's (found by exploratory testing: the script that started the session died, and its other
+/// jobs with it). Here `blast start` leads a group with a neighbour in it, as a script's would.
+#[test]
+fn kill_hangs_up_only_the_session_when_there_is_no_terminal() {
+    use std::os::unix::process::CommandExt;
+
+    let (b, env) = store_with_env();
+    let e = env.to_str().unwrap();
+    let mut start = b
+        .command(&["start", e, "--shell", "bash"])
+        .env("HOME", b.work.join("home"))
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut neighbour = Command::new("sleep")
+        .arg("600")
+        .process_group(start.id() as i32)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while session_of(&b, &env).is_null() {
+        assert!(started.elapsed() < PATIENCE, "the session did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = format!("{}", 300 + std::process::id() % 1000);
+    writeln!(start.stdin.as_mut().unwrap(), "sleep {seconds}").unwrap();
+    while !sleep_running(&seconds) {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the session's command did not run"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.ok(&["kill", e]);
+    let _ = start.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let hung_up = neighbour.try_wait().unwrap();
+    let _ = neighbour.kill();
+    let _ = neighbour.wait();
+    assert_eq!(hung_up, None, "a process beside the session was hung up");
+    assert!(
+        !sleep_running(&seconds),
+        "the session's command outlived it"
+    );
+}
+
 #[test]
 fn watcher_captures_an_outside_install_within_a_second_as_one_snapshot() {
     let (b, env) = store_with_env();
@@ -738,6 +797,20 @@ fn a_command_that_breaks_a_requirement_is_captured_with_a_warning() {
 fn kill_is_idempotent_and_cleans_a_crashed_session() {
     let (b, env) = store_with_env();
     let e = env.to_str().unwrap();
+    // What `start` takes only for the `./.venv` it makes is refused for an environment that exists
+    // (found by exploratory testing: it was ignored without a word).
+    let err = b.fails(&["start", e, "--python", python(), "--shell", "bash"]);
+    assert!(
+        err.contains("--python picks the interpreter of a new ./.venv"),
+        "{err}"
+    );
+    let err = b.fails(&["start", e, "--shell", "bash", "--no-index"]);
+    assert!(
+        err.contains(
+            "installer options (`--index-url`, `--find-links`, `--no-index` and the like)"
+        ),
+        "{err}"
+    );
     let mut session = Headless::start(&b, &env);
     // A second session of the same environment is refused, naming the way out; so is removing the
     // environment under the session.

@@ -414,15 +414,43 @@ fn env_selection_defaults_to_dot_venv_then_says_how_to_pick() {
         err.contains("-e NAME|PATH") && err.contains("BLAST_ENV"),
         "{err}"
     );
-    // An empty selection is none at all.
+    // An empty selection is none at all, and says so (it said to pass `-e`, which was passed).
     let err = b.fails(&["status", "-e", ""]);
-    assert!(err.contains("no environment selected"), "{err}");
+    assert!(
+        err.contains("an empty `-e` (or BLAST_ENV set to nothing) selects no environment"),
+        "{err}"
+    );
+    // `blast create .venv`, as `python -m venv .venv` is spelled, names the way.
+    let err = b.fails(&["create", ".venv", "--python", python()]);
+    assert!(
+        err.contains("(for an environment at that path: `--path .venv`)"),
+        "{err}"
+    );
     b.ok(&["create", "--python", python()]);
     assert!(b.work.join(".venv/bin/python").exists());
-    // `blast remove "$UNSET"` is not `blast remove` of ./.venv.
+    assert_eq!(
+        fs::read_to_string(b.work.join(".venv/.gitignore")).unwrap(),
+        "# Created by blast\n*\n"
+    );
+    // `blast remove "$UNSET"` is not `blast remove` of ./.venv, nor is BLAST_ENV set to nothing.
     let err = b.fails(&["remove", ""]);
-    assert!(err.contains("no environment selected"), "{err}");
+    assert!(err.contains("selects no environment"), "{err}");
+    let out = b
+        .command(&["remove"])
+        .env("BLAST_ENV", "")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
     assert!(b.work.join(".venv/bin/python").exists());
+    // pip's `-e .` where blast's `-e` is meant: the project is named as such.
+    fs::write(b.work.join("pyproject.toml"), "[project]\nname = \"p\"\n").unwrap();
+    let err = b.fails(&["install", "-e", ".", "blastdep"]);
+    assert!(
+        err.contains("`.` is a Python project, not a blast environment")
+            && err.contains("`blast install -- -e .`"),
+        "{err}"
+    );
+    fs::remove_file(b.work.join("pyproject.toml")).unwrap();
     let status = b.json(&["status"]);
     assert_eq!(
         status["path"],

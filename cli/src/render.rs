@@ -861,8 +861,8 @@ impl Output {
             println!("  no uncaptured changes");
         } else {
             println!(
-                "  {} uncaptured changes (`blast snapshot` keeps them):",
-                r.uncaptured.len()
+                "  {}, which `blast snapshot` keeps:",
+                count(r.uncaptured.len(), "uncaptured change")
             );
             print_file_changes(&r.uncaptured[..r.uncaptured.len().min(STATUS_FILES)]);
             if r.uncaptured.len() > STATUS_FILES {

@@ -40,6 +40,14 @@ pub enum Error {
     )]
     NoEnvSelected,
     #[error(
+        "an empty `-e` (or BLAST_ENV set to nothing) selects no environment: name one (`-e NAME|PATH`), or, for `./.venv`, leave `-e` out and BLAST_ENV unset"
+    )]
+    EmptyEnvSelector,
+    #[error(
+        "`{0}` is a Python project, not a blast environment: `-e` names the environment to work on; pip's editable install of the project is `blast install -- -e {0}`"
+    )]
+    ProjectNotEnv(String),
+    #[error(
         "no blast environment `{0}`: `blast list` shows the known ones, `blast create` makes one"
     )]
     EnvNotFound(String),
@@ -220,7 +228,8 @@ pub enum Error {
         fix: &'static str,
     },
     #[error(
-        "`{0}` is not a valid environment name: use at most 100 letters, digits, `-`, `_` and `.`, not starting with `.`"
+        "`{0}` is not a valid environment name: use at most 100 letters, digits, `-`, `_` and `.`, not starting with `.`{hint}",
+        hint = path_hint(.0)
     )]
     BadEnvName(String),
     #[error("tag `{tag}` is not valid: {why}")]
@@ -605,4 +614,16 @@ fn escape_controls(text: &str) -> String {
             false => c.to_string(),
         })
         .collect()
+}
+
+/// For a name that reads as a path (`blast create .venv`, as `python -m venv .venv` is spelled): how
+/// to make an environment there.
+fn path_hint(name: &str) -> String {
+    match name.contains('/') || name.starts_with('.') {
+        true => format!(
+            " (for an environment at that path: `--path {}`)",
+            crate::shell::word(name)
+        ),
+        false => String::new(),
+    }
 }

@@ -125,7 +125,7 @@ impl Store {
     pub fn find_env(&self, selector: Option<&str>) -> Result<EnvRecord> {
         match selector {
             // `-e "$UNSET"`: nothing was meant, not `./.venv` (which `blast remove` would delete).
-            Some("") => Err(Error::NoEnvSelected),
+            Some("") => Err(Error::EmptyEnvSelector),
             Some(sel) => {
                 let looks_like_path = sel.contains('/') || sel.starts_with('.');
                 if !looks_like_path && let Some(env) = self.index.env_by_name(sel)? {
@@ -134,9 +134,13 @@ impl Store {
                 if let Some(env) = self.env_at(Path::new(sel))? {
                     return Ok(env);
                 }
-                Err(self
-                    .moved_away(sel)
-                    .unwrap_or_else(|| Error::EnvNotFound(sel.to_owned())))
+                let project = ["pyproject.toml", "setup.py"]
+                    .iter()
+                    .any(|file| Path::new(sel).join(file).is_file());
+                Err(self.moved_away(sel).unwrap_or_else(|| match project {
+                    true => Error::ProjectNotEnv(sel.to_owned()),
+                    false => Error::EnvNotFound(sel.to_owned()),
+                }))
             }
             None => match self.env_at(Path::new(".venv"))? {
                 Some(env) => Ok(env),
@@ -339,6 +343,11 @@ fn check_format(home: &Path) -> Result<()> {
     let marker = home.join("store-format");
     match fs::read_to_string(&marker) {
         Ok(text) if text.lines().next() == Some(STORE_FORMAT_LINE) => Ok(()),
+        Ok(text) if text.trim().is_empty() => Err(Error::Invalid(format!(
+            "the store's marker `{}` is empty (damaged: blast writes it whole): if this is a blast \
+             store, write the line `{STORE_FORMAT_LINE}` into it; else point BLAST_HOME elsewhere",
+            marker.display()
+        ))),
         Ok(text) => Err(Error::Invalid(format!(
             "the store at `{}` has format `{}`, which this blast does not read: upgrade blast or point BLAST_HOME elsewhere",
             home.display(),

@@ -84,6 +84,9 @@ pub fn base_layer(staging: &Staging<'_>, python: &PythonInfo) -> Result<Layer> {
         python.tag.implementation, python.tag.version
     );
     b.file("pyvenv.cfg", cfg.as_bytes(), false)?;
+    // As `python -m venv` (3.13) and `uv venv` write it: a `git add -A` in the project leaves the
+    // environment out (`blast export` writes what to commit instead).
+    b.file(".gitignore", b"# Created by blast\n*\n", false)?;
     b.dir("bin");
     b.symlink(
         "bin/python",

@@ -579,6 +579,11 @@ impl Run<'_> {
         if !full.is_empty() {
             return full;
         }
+        if !self.options.no_sandbox
+            && let Some(hint) = self.withheld_hint()
+        {
+            return hint;
+        }
         match self.request {
             Request::Pip { args }
                 if crate::installer::pip_command(args).is_some_and(|i| args[i] == "uninstall")
@@ -595,6 +600,43 @@ impl Run<'_> {
             }
             _ => String::new(),
         }
+    }
+
+    /// Local paths the request's requirements files name that the sandbox did not show (or showed
+    /// read-only): the installer fails on them with a message that cannot say why.
+    fn withheld_hint(&self) -> Option<String> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let named = named_paths(
+            self.request,
+            &cwd,
+            Protected::of(self.store).trusted(&cwd).as_deref(),
+        );
+        let withheld = named.withheld();
+        let first = withheld.first()?;
+        let (shown, how) = match first.read_only {
+            true => (
+                "showed",
+                "to the installer read-only (a project a requirements file names is writable only \
+                 below the working directory, unless that holds your home or blast's store)",
+            ),
+            false => (
+                "did not show",
+                "to the installer (what a requirements file names is shown below its own directory \
+                 or the working directory)",
+            ),
+        };
+        let more = match withheld.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        Some(format!(
+            "; the sandbox {shown} `{}`, which `{}` names{more}, {how}: run blast from a directory \
+             that holds both, name the project on the command line (`blast install -- -e {}`), or \
+             pass --no-sandbox",
+            first.path.display(),
+            first.file.display(),
+            crate::shell::word(&first.path.display().to_string())
+        ))
     }
 
     /// The installer writes its changes into the run's area, in the store: when that filesystem is
@@ -796,6 +838,17 @@ struct Named {
     /// Requirements files another includes that are not shown (outside both), each with the file
     /// that includes it: pip would report them missing.
     unshown: Vec<(PathBuf, PathBuf)>,
+    /// Local paths a requirements file names that are not shown, or projects shown read-only, each
+    /// with the file: named when the installer fails, as its own message cannot say why.
+    withheld: Vec<Withheld>,
+}
+
+/// A local path a requirements file names that the sandbox does not show as the user may expect.
+struct Withheld {
+    path: PathBuf,
+    file: PathBuf,
+    /// Shown, but read-only (a project the build may not write into).
+    read_only: bool,
 }
 
 /// Options whose value names requirements (read for the paths they name in turn).
@@ -894,9 +947,12 @@ impl Named {
                 },
                 _ => continue,
             };
+            let spelled_as_path = named.starts_with('.')
+                || named.starts_with("file:")
+                || named.contains(std::path::MAIN_SEPARATOR);
             let named = local_path(named);
             for base in [cwd, dir.as_path()] {
-                self.listed(&base.join(&named), project);
+                self.listed(&base.join(&named), project, spelled_as_path.then_some(file));
             }
         }
         if depth == 0 {
@@ -918,23 +974,55 @@ impl Named {
     /// writable only below the trusted directory, and there below the file's directory or the project
     /// the file belongs to (`requirements/dev.txt` naming `-e .` of its checkout; a file vendored
     /// in `third_party/foo/` makes its own project writable, not the checkout around it).
-    fn listed(&mut self, path: &Path, project: bool) {
+    /// `file` is the requirements file when it spells the path as one (a bare word is a name too).
+    fn listed(&mut self, path: &Path, project: bool, file: Option<&Path>) {
         let Ok(real) = std::fs::canonicalize(path) else {
             return;
         };
-        if !self.in_scope(&real) || !is_file_or_dir(&real) {
+        if !is_file_or_dir(&real) {
+            return;
+        }
+        if !self.in_scope(&real) {
+            self.withhold(&real, file, false);
             return;
         }
         let below = |root: &Option<PathBuf>| root.as_ref().is_some_and(|r| real.starts_with(r));
-        if project
-            && real.is_dir()
-            && below(&self.trusted)
-            && (below(&self.file_root) || below(&self.file_project))
+        let project = project && real.is_dir();
+        if project && below(&self.trusted) && (below(&self.file_root) || below(&self.file_project))
         {
             self.project(&real);
-        } else if !self.visible.contains(&real) {
+            return;
+        }
+        if project {
+            self.withhold(&real, file, true);
+        }
+        if !self.visible.contains(&real) {
             self.visible.push(real);
         }
+    }
+
+    fn withhold(&mut self, real: &Path, file: Option<&Path>, read_only: bool) {
+        if let Some(file) = file {
+            self.withheld.push(Withheld {
+                path: real.to_owned(),
+                file: file.to_owned(),
+                read_only,
+            });
+        }
+    }
+
+    /// What a requirements file names that no other way shows as it may expect: not shown at all, or
+    /// a project shown read-only.
+    fn withheld(&self) -> Vec<&Withheld> {
+        let mut found: Vec<&Withheld> = Vec::new();
+        for w in &self.withheld {
+            let shown =
+                self.projects.contains(&w.path) || (!w.read_only && self.visible.contains(&w.path));
+            if !shown && !found.iter().any(|f| f.path == w.path) {
+                found.push(w);
+            }
+        }
+        found
     }
 
     /// A word named alone: a project directory, or a wheel or archive file.
@@ -972,7 +1060,6 @@ fn is_file_or_dir(path: &Path) -> bool {
     path.metadata().is_ok_and(|m| m.is_file() || m.is_dir())
 }
 
-/// `--option=value` and `-xvalue` as (option, value); anything else as (word, none).
 /// The local path a requirement names, as the installers read it: quotes around it, a `file://` URL
 /// (percent-escapes decoded), a `#egg=`/`#subdirectory=` fragment and extras (`.[dev]`) left out.
 fn local_path(word: &str) -> String {
@@ -1017,6 +1104,7 @@ fn project_of(dir: &Path, trusted: &Path) -> Option<PathBuf> {
     None
 }
 
+/// `--option=value` and `-xvalue` as (option, value); anything else as (word, none).
 fn split_option(word: &str) -> (&str, Option<&str>) {
     if let Some((option, value)) = word.split_once('=')
         && option.starts_with("--")

@@ -16,6 +16,7 @@ use super::snapshot::capture_into_snapshot;
 use super::{CreateOptions, InstallOptions, InstallReport, RestoreTarget};
 use crate::error::{Error, IoContext, Result};
 use crate::images::Progress;
+use crate::index::EnvRecord;
 use crate::installer::Request as InstallRequest;
 use crate::lock::{self, LockMode};
 use crate::metrics::{self, MetricKind};
@@ -194,13 +195,21 @@ pub fn start(
         socket: &socket,
         blast: &blast,
     })?;
-    // SAFETY: only prctl and signal dispositions between fork and exec, both async-signal-safe.
+    // SAFETY: only prctl, signal dispositions, isatty and setpgid between fork and exec, all
+    // async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, || {
             // The shell goes with the session: killed, the watcher leaves no shell behind.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP);
             libc::signal(libc::SIGINT, libc::SIG_DFL);
             libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            // Without a terminal (a script, CI) the shell has no job control and stays in its
+            // caller's process group, which a hung-up bash hangs up as its running command's: the
+            // caller and its other jobs died with the session. A group of its own keeps it to the
+            // session. (With a terminal, the shell takes a group of its own.)
+            if libc::isatty(0) == 0 {
+                libc::setpgid(0, 0);
+            }
             Ok(())
         });
     }
@@ -254,6 +263,26 @@ pub fn start(
 /// Finds the session's environment; in a project without one, makes `./.venv`: restored from the
 /// image, or created with the project's dependencies installed as its first layers (and removed
 /// again when that install fails, so that the next `blast start` tries again).
+/// Refuses what `start` takes only for the `./.venv` it makes, where the environment exists: left
+/// unsaid, it would be ignored.
+fn only_for_a_new_env(options: &StartOptions, env: &EnvRecord) -> Result<()> {
+    if options.python.is_some() {
+        return Err(Error::Invalid(format!(
+            "--python picks the interpreter of a new ./.venv, and `{}` exists (on {}): leave it out",
+            env.label(),
+            env.python.describe()
+        )));
+    }
+    if !options.installer_args.is_empty() {
+        return Err(Error::Invalid(format!(
+            "installer options (`--index-url`, `--find-links`, `--no-index` and the like) are for the first install \
+             into a new ./.venv, and `{}` exists: leave them out (`blast install` installs into it)",
+            env.label()
+        )));
+    }
+    Ok(())
+}
+
 fn prepare_env(store: &Store, options: &StartOptions, progress: &dyn Progress) -> Result<Setup> {
     if let Some(selector) = &options.env {
         if options.image.is_some() {
@@ -261,16 +290,17 @@ fn prepare_env(store: &Store, options: &StartOptions, progress: &dyn Progress) -
                 "--image makes a new ./.venv: leave out the environment, or restore the image first with `blast restore`".into(),
             ));
         }
-        store.find_env(Some(selector))?;
+        let found = store.find_env(Some(selector))?;
+        only_for_a_new_env(options, &found)?;
         return Ok(Setup::Existing);
     }
     match store.find_env(Some(PROJECT_ENV)) {
-        Ok(_) => {
+        Ok(found) => {
             return match &options.image {
                 Some(_) => Err(Error::Invalid(
                     "./.venv is already a blast environment: leave out --image to start a session in it, or `blast remove ./.venv` first".into(),
                 )),
-                None => Ok(Setup::Existing),
+                None => only_for_a_new_env(options, &found).map(|()| Setup::Existing),
             };
         }
         // The project's environment, moved with the project by hand: `blast move` takes it here.
