@@ -615,36 +615,59 @@ fn sleep_running(seconds: &str) -> bool {
     })
 }
 
-/// A session without a terminal (a script, CI) keeps its shell in a process group of its own: hung up
-/// by `blast kill` while a command runs, bash hangs up that command by its group, which was the
-/// caller's (found by exploratory testing: the script that started the session died, and its other
-/// jobs with it). Here `blast start` leads a group with a neighbour in it, as a script's would.
+/// Whether the process `pid` runs (and is no zombie).
+fn alive(pid: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// A session without a terminal (a script under CI, cron, `setsid`) keeps its shell in a process group
+/// of its own: hung up by `blast kill` while a command runs, bash hangs up that command by its group,
+/// which was the caller's (found by exploratory testing: the script that started the session died,
+/// and its other jobs with it). Here a shell without a terminal starts a neighbour job, then becomes
+/// `blast start`, as a script's last line would.
 #[test]
 fn kill_hangs_up_only_the_session_when_there_is_no_terminal() {
     use std::os::unix::process::CommandExt;
 
     let (b, env) = store_with_env();
     let e = env.to_str().unwrap();
-    let mut start = b
-        .command(&["start", e, "--shell", "bash"])
+    let pid_file = b.work.join("neighbour.pid");
+    let script = format!(
+        "sleep 600 & echo $! > {}; exec {} start {e} --shell bash",
+        pid_file.display(),
+        env!("CARGO_BIN_EXE_blast")
+    );
+    let mut start = Command::new("sh");
+    start
+        .args(["-c", &script])
+        .current_dir(&b.work)
+        .env("BLAST_HOME", &b.home)
         .env("HOME", b.work.join("home"))
-        .process_group(0)
+        .env_remove("BLAST_ENV")
+        .env_remove("BLAST_SESSION")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut neighbour = Command::new("sleep")
-        .arg("600")
-        .process_group(start.id() as i32)
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    // SAFETY: setsid between fork and exec, async-signal-safe: no controlling terminal, as under CI.
+    unsafe {
+        start.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut start = start.spawn().unwrap();
     let started = Instant::now();
     while session_of(&b, &env).is_null() {
         assert!(started.elapsed() < PATIENCE, "the session did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let seconds = format!("{}", 300 + std::process::id() % 1000);
+    let neighbour = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+    assert!(alive(&neighbour));
+    let seconds = format!("{}", 2000 + std::process::id() % 1000);
     writeln!(start.stdin.as_mut().unwrap(), "sleep {seconds}").unwrap();
     while !sleep_running(&seconds) {
         assert!(
@@ -656,10 +679,10 @@ fn kill_hangs_up_only_the_session_when_there_is_no_terminal() {
     b.ok(&["kill", e]);
     let _ = start.wait();
     std::thread::sleep(Duration::from_millis(500));
-    let hung_up = neighbour.try_wait().unwrap();
-    let _ = neighbour.kill();
-    let _ = neighbour.wait();
-    assert_eq!(hung_up, None, "a process beside the session was hung up");
+    let survived = alive(&neighbour);
+    // SAFETY: kill(2) of the neighbour this test started.
+    unsafe { libc::kill(neighbour.parse().unwrap(), libc::SIGKILL) };
+    assert!(survived, "a process beside the session was hung up");
     assert!(
         !sleep_running(&seconds),
         "the session's command outlived it"

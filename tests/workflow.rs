@@ -874,14 +874,52 @@ fn a_lost_or_damaged_index_is_refused_and_nothing_is_swept() {
     for (log, bytes) in logs.iter().zip(&kept) {
         fs::write(log, bytes).unwrap();
     }
+    let mut written: Vec<PathBuf> = fs::read_dir(&index)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .filter(|path| fs::metadata(path).unwrap().len() > 0)
+        .collect();
+    written.sort();
+    let newest = written.last().unwrap();
+    // Damaged at the end of the newest log, as a power cut mid-write may leave it: the named way out
+    // reads the index up to the damage once, and the next command opens it as usual.
+    let bytes = fs::read(newest).unwrap();
+    let mut garbled = bytes.clone();
+    let len = garbled.len();
+    for byte in &mut garbled[len - 40..len - 10] {
+        *byte ^= 0x5a;
+    }
+    fs::write(newest, garbled).unwrap();
+    let err = b.fails(&["list"]);
+    assert!(
+        err.contains("run one command with BLAST_INDEX_RECOVERY=point-in-time"),
+        "{err}"
+    );
+    let out = b
+        .command(&["list"])
+        .env("BLAST_INDEX_RECOVERY", "point-in-time")
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    assert!(b.ok(&["list"]).contains("venv"));
+    assert_eq!(store_files(), before);
 
     // A store from before `store-id`: its index gets one, and the file names it.
     fs::remove_file(b.home.join("store-id")).unwrap();
-    let log = b.log(env.to_str().unwrap());
-    assert_eq!(log.len(), 2, "{log:?}");
+    b.ok(&["log", "-e", env.to_str().unwrap()]);
     let id = fs::read_to_string(b.home.join("store-id")).unwrap();
     assert_eq!(id.trim().len(), 20, "{id}");
-    b.assert_verify_clean(&[&env]);
+    // A damaged `store-id` is named as such, not blamed on the index.
+    fs::write(b.home.join("store-id"), "garbage\n").unwrap();
+    let err = b.fails(&["list"]);
+    assert!(
+        err.contains("store-id` is damaged (it holds no store id): delete it"),
+        "{err}"
+    );
+    fs::remove_file(b.home.join("store-id")).unwrap();
+    b.ok(&["list"]);
+    assert_eq!(fs::read_to_string(b.home.join("store-id")).unwrap(), id);
 }
 
 /// Output that cannot be written (stdout on a full disk) ends blast with a line saying so and exit 1,

@@ -942,7 +942,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "blast", &mut std::io::stdout())
+            // Made in memory, then printed: clap_complete panics itself where stdout cannot be
+            // written, and `print!`'s failure is told as any other output's.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "blast", &mut script);
+            print!("{}", String::from_utf8_lossy(&script));
         }
         Command::Clean {
             dry_run,

@@ -138,9 +138,14 @@ impl Index {
         opts.set_skip_stats_update_on_db_open(true);
         opts.set_max_open_files(64);
         // A write-ahead log damaged before its end is an error, not the point where the index quietly
-        // ends (RocksDB's default), which would drop every later record; a torn last record (a process
-        // killed mid-write) is still taken as not written.
-        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+        // ends (RocksDB's default), which would drop every later record; a record cut short (a process
+        // killed mid-write) is still taken as not written. A power cut can leave a garbled last record
+        // too: the error names the way to read the index up to the damage, once.
+        let to_the_damage = std::env::var(RECOVERY_VAR).is_ok_and(|mode| mode == "point-in-time");
+        opts.set_wal_recovery_mode(match to_the_damage {
+            true => rocksdb::DBRecoveryMode::PointInTime,
+            false => rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords,
+        });
         // The index holds a handful of table files: opening them on 16 threads (the default) cost
         // every command 15 thread starts, ~2 ms of a rollback.
         opts.set_max_file_opening_threads(1);
@@ -153,8 +158,13 @@ impl Index {
         let opts = opts
             .get_options_from_string("avoid_flush_during_recovery=true")
             .map_err(|e| open_error(&path, e))?;
-        let writable = writable || !path.join("CURRENT").exists();
+        // Read up to the damage, the index is written out whole, and the damaged log goes with the
+        // others.
+        let writable = writable || to_the_damage || !path.join("CURRENT").exists();
         let db = open_db(&opts, &path, writable)?;
+        if to_the_damage {
+            db.flush().map_err(|e| open_error(&path, e))?;
+        }
         Ok(Index {
             db: RwLock::new(Some(db)),
             writable: AtomicBool::new(writable),
@@ -347,6 +357,10 @@ fn acquire_index_lock(path: &Path) -> Result<LockGuard> {
     lock::acquire(path, LockMode::Exclusive, "the metadata index")
 }
 
+/// Set to `point-in-time`, the index is read up to the first damage in its write-ahead logs (and
+/// written out whole, so the next command opens it as usual).
+const RECOVERY_VAR: &str = "BLAST_INDEX_RECOVERY";
+
 /// Write-ahead logs kept before an open for writing flushes them into a table file. Every open for
 /// writing adds one, and every open, read-only ones too, reads them all.
 const KEPT_LOGS_MAX: usize = 16;
@@ -398,14 +412,17 @@ fn open_error(path: &Path, e: rocksdb::Error) -> Error {
                     || denied.contains("Permission denied") =>
             {
                 format!(
-                    "{denied}: this command writes to the index; make the store writable, or point \
+                    "{denied}: blast needs to write to its index; make the store writable, or point \
                      BLAST_HOME at another"
                 )
             }
             damaged => format!(
                 "{damaged}: blast does not run on a damaged index (it records the environments, \
-                 their histories and tags); restore the store from a backup, or move it aside and \
-                 blast makes a new one"
+                 their histories and tags); restore the store from a backup, or run one command with \
+                 {RECOVERY_VAR}=point-in-time to read it up to the damage (what was written after it \
+                 is lost: a power cut mid-write loses a last record that the next command writes \
+                 again; damage further back loses more, which `blast verify` then shows), or move the \
+                 store aside and blast makes a new one"
             ),
         },
     }

@@ -71,13 +71,21 @@ pub fn try_acquire(path: &Path, mode: LockMode) -> Result<Option<LockGuard>> {
 /// directories it made that are still empty, so that a failed operation leaves nothing behind.
 #[derive(Debug)]
 pub struct DirClaim {
-    _dir: File,
+    /// `None` where the filesystem cannot lock a directory (NFS): the claim is then the checks alone.
+    _dir: Option<File>,
     /// Outermost first.
     made: Vec<PathBuf>,
 }
 
 impl Drop for DirClaim {
     fn drop(&mut self) {
+        // Only the directory claimed: what a move renamed onto its path is the environment.
+        let Some(claimed) = self.made.last() else {
+            return;
+        };
+        if !self._dir.as_ref().is_some_and(|dir| is_at(dir, claimed)) {
+            return;
+        }
         for dir in self.made.iter().rev() {
             if std::fs::remove_dir(dir).is_err() {
                 break;
@@ -99,17 +107,34 @@ pub fn claim_dir(
             .custom_flags(nix::fcntl::OFlag::O_DIRECTORY.bits())
             .open(path)
             .at("opening", path)?;
-        if !try_lock(&dir, LockMode::Exclusive).at("locking", path)? {
+        let locked = match try_lock(&dir, LockMode::Exclusive) {
+            Ok(locked) => locked,
+            // NFS locks no directory (and an exclusive lock wants a file open for writing): blast
+            // goes on as it did before claims, never failing on a lock.
+            Err(e) if unlockable(&e) => {
+                return Ok(DirClaim { _dir: None, made });
+            }
+            Err(e) => return Err(e).at("locking", path),
+        };
+        if !locked {
             let what = format!("`{}` (making an environment there)", path.display());
             waiting(&|| wait_for(&dir, LockMode::Exclusive, path, &what))?;
         }
-        let claim = DirClaim { _dir: dir, made };
         // The holder we waited for may have removed the directory it made (and failed); the next one is
         // ours to make.
-        if is_at(&claim._dir, path) {
-            return Ok(claim);
+        if is_at(&dir, path) {
+            return Ok(DirClaim {
+                _dir: Some(dir),
+                made,
+            });
         }
     }
+}
+
+/// A lock the filesystem does not offer, as opposed to one held by another process.
+fn unlockable(e: &std::io::Error) -> bool {
+    [libc::EBADF, libc::ENOLCK, libc::EOPNOTSUPP, libc::EINVAL]
+        .contains(&e.raw_os_error().unwrap_or(0))
 }
 
 /// Makes `path` and its missing parents; returns those made here, outermost first.

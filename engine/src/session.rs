@@ -193,8 +193,10 @@ pub fn refuse_while_running(home: &Path, env: &crate::index::EnvRecord) -> Resul
 /// Whether no process holds the session's lock: a session directory found then was left by one that
 /// died.
 pub fn unowned(home: &Path, env_id: &str) -> Result<bool> {
+    // Shared: two commands looking at once do not take each other for a session, which holds it
+    // exclusively.
     Ok(
-        crate::lock::try_acquire(&lock_path(home, env_id), crate::lock::LockMode::Exclusive)?
+        crate::lock::try_acquire(&lock_path(home, env_id), crate::lock::LockMode::Shared)?
             .is_some(),
     )
 }
@@ -234,10 +236,16 @@ pub struct Conversation {
 impl Conversation {
     /// Sends `request` to the session listening on `socket` and reads its answer.
     pub fn ask(socket: &Path, request: &Request) -> Result<(Conversation, Answer)> {
-        let unreachable = |e: std::io::Error| Error::Io {
-            action: "talking to the session at",
-            path: socket.to_owned(),
-            source: e,
+        // A watcher that died before reading the request resets the connection.
+        let unreachable = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                Error::SessionGone(socket.to_owned())
+            }
+            _ => Error::Io {
+                action: "talking to the session at",
+                path: socket.to_owned(),
+                source: e,
+            },
         };
         let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
         let timeout = match request {

@@ -294,8 +294,14 @@ impl Store {
 /// written when the store is made (or first opened by a blast that writes them), the record first.
 fn open_index(home: &Path, writable: bool) -> Result<Index> {
     let id_path = home.join(STORE_ID);
-    let id = match fs::read_to_string(&id_path) {
-        Ok(text) => Some(text.trim().to_owned()),
+    let id = match fs::read(&id_path) {
+        Ok(bytes) => Some(store_id_in(&bytes).ok_or_else(|| {
+            Error::Invalid(format!(
+                "`{}` is damaged (it holds no store id): delete it, and blast writes it again from \
+                 the index",
+                id_path.display()
+            ))
+        })?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).at("reading", &id_path),
     };
@@ -337,6 +343,17 @@ fn open_index(home: &Path, writable: bool) -> Result<Index> {
         }
     }
     Ok(index)
+}
+
+/// The id a `store-id` file holds: 20 lowercase hex digits (then a newline, as blast writes it).
+fn store_id_in(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let id = text.strip_suffix('\n').unwrap_or(text);
+    (id.len() == 20
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then(|| id.to_owned())
 }
 
 fn check_format(home: &Path) -> Result<()> {

@@ -85,9 +85,6 @@ fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<(Env
         super::create::free_env_name(store, selector)?;
         (Some(selector.to_owned()), store.named_env_path(selector))
     };
-    if path.exists() {
-        return Err(Error::EnvExists(path));
-    }
     let (path, claim) = super::create::claim_env_path(store, &path)?;
     let record = EnvRecord {
         id: unique_name(),

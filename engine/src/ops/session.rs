@@ -195,7 +195,7 @@ pub fn start(
         socket: &socket,
         blast: &blast,
     })?;
-    // SAFETY: only prctl, signal dispositions, isatty and setpgid between fork and exec, all
+    // SAFETY: only prctl, signal dispositions, open, close and setpgid between fork and exec, all
     // async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, || {
@@ -203,12 +203,17 @@ pub fn start(
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP);
             libc::signal(libc::SIGINT, libc::SIG_DFL);
             libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-            // Without a terminal (a script, CI) the shell has no job control and stays in its
-            // caller's process group, which a hung-up bash hangs up as its running command's: the
-            // caller and its other jobs died with the session. A group of its own keeps it to the
-            // session. (With a terminal, the shell takes a group of its own.)
-            if libc::isatty(0) == 0 {
+            // Without a terminal (a script under CI, cron, `setsid`) the shell has no job control
+            // and stays in its caller's process group, which a hung-up bash hangs up as its running
+            // command's: the caller and its other jobs died with the session. A group of its own
+            // keeps it to the session. With a controlling terminal it stays in the foreground group,
+            // where Ctrl-C reaches its commands and a password prompt can read the terminal (an
+            // interactive shell on the terminal takes a group of its own anyway).
+            let tty = libc::open(c"/dev/tty".as_ptr(), libc::O_RDONLY | libc::O_NOCTTY);
+            if tty < 0 {
                 libc::setpgid(0, 0);
+            } else {
+                libc::close(tty);
             }
             Ok(())
         });
@@ -260,9 +265,6 @@ pub fn start(
     })
 }
 
-/// Finds the session's environment; in a project without one, makes `./.venv`: restored from the
-/// image, or created with the project's dependencies installed as its first layers (and removed
-/// again when that install fails, so that the next `blast start` tries again).
 /// Refuses what `start` takes only for the `./.venv` it makes, where the environment exists: left
 /// unsaid, it would be ignored.
 fn only_for_a_new_env(options: &StartOptions, env: &EnvRecord) -> Result<()> {
@@ -283,6 +285,9 @@ fn only_for_a_new_env(options: &StartOptions, env: &EnvRecord) -> Result<()> {
     Ok(())
 }
 
+/// Finds the session's environment; in a project without one, makes `./.venv`: restored from the
+/// image, or created with the project's dependencies installed as its first layers (and removed
+/// again when that install fails, so that the next `blast start` tries again).
 fn prepare_env(store: &Store, options: &StartOptions, progress: &dyn Progress) -> Result<Setup> {
     if let Some(selector) = &options.env {
         if options.image.is_some() {
@@ -570,53 +575,15 @@ pub fn kill(home: &Path, selector: Option<&str>, all: bool) -> Result<KillReport
         no_session: None,
     };
     for id in ids {
-        match find_settled(&home, &id)? {
-            Found::Nothing | Found::Busy => {}
-            Found::CleanedStale(record) => report.killed.push(Killed {
-                env: record.env_path,
-                stale: true,
-                captures: Vec::new(),
-                failures: Vec::new(),
-            }),
-            Found::Live(record) => {
-                let socket = session::socket_path(&session::dir(&home, &id));
-                let running = crate::watcher::installers_on(Path::new(&record.env_path));
-                if !running.is_empty() {
-                    eprintln!(
-                        "blast: waiting for the installer running on `{}` (pid {}) to finish before the \
-                         session's last capture (up to {} s)…",
-                        record.env_path,
-                        crate::watcher::pid_list(&running),
-                        session::INSTALLER_WAIT.as_secs()
-                    );
+        // Again when the session ended as it was asked: it was ending already, and is looked at
+        // once it is gone.
+        while let Some(killed) = kill_one(&home, &id, own_socket.as_deref())? {
+            match killed {
+                KillOutcome::Done(killed) => {
+                    report.killed.push(killed);
+                    break;
                 }
-                let (conversation, answer) = match Conversation::ask(&socket, &Request::Kill) {
-                    Ok(asked) => asked,
-                    // Died before its final capture: what it left is cleaned up as a dead one's.
-                    Err(Error::SessionGone(_)) if session::unowned(&home, &id)? => {
-                        let _ = session::find(&home, &id)?;
-                        report.killed.push(Killed {
-                            env: record.env_path,
-                            stale: true,
-                            captures: Vec::new(),
-                            failures: Vec::new(),
-                        });
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                conversation.end();
-                // From another terminal, return once the session is over; inside it, the shell
-                // ending ends this command too.
-                if own_socket.as_deref() != Some(socket.as_path()) {
-                    wait_for_exit(record.pid);
-                }
-                report.killed.push(Killed {
-                    env: record.env_path,
-                    stale: false,
-                    captures: answer.captures,
-                    failures: answer.failures,
-                });
+                KillOutcome::EndedMeanwhile => {}
             }
         }
     }
@@ -624,6 +591,66 @@ pub fn kill(home: &Path, selector: Option<&str>, all: bool) -> Result<KillReport
         report.no_session = label;
     }
     Ok(report)
+}
+
+enum KillOutcome {
+    Done(Killed),
+    /// The session closed the connection unanswered while it still held its lock: it was ending.
+    EndedMeanwhile,
+}
+
+/// Ends the session of `id`, if one runs (`None` when none does).
+fn kill_one(home: &Path, id: &str, own_socket: Option<&Path>) -> Result<Option<KillOutcome>> {
+    let killed = match find_settled(home, id)? {
+        Found::Nothing | Found::Busy => return Ok(None),
+        Found::CleanedStale(record) => Killed {
+            env: record.env_path,
+            stale: true,
+            captures: Vec::new(),
+            failures: Vec::new(),
+        },
+        Found::Live(record) => {
+            let socket = session::socket_path(&session::dir(home, id));
+            let running = crate::watcher::installers_on(Path::new(&record.env_path));
+            if !running.is_empty() {
+                eprintln!(
+                    "blast: waiting for the installer running on `{}` (pid {}) to finish before the \
+                     session's last capture (up to {} s)…",
+                    record.env_path,
+                    crate::watcher::pid_list(&running),
+                    session::INSTALLER_WAIT.as_secs()
+                );
+            }
+            let (conversation, answer) = match Conversation::ask(&socket, &Request::Kill) {
+                Ok(asked) => asked,
+                // Died before its final capture: what it left is cleaned up as a dead one's.
+                Err(Error::SessionGone(_)) if session::unowned(home, id)? => {
+                    let _ = session::find(home, id)?;
+                    return Ok(Some(KillOutcome::Done(Killed {
+                        env: record.env_path,
+                        stale: true,
+                        captures: Vec::new(),
+                        failures: Vec::new(),
+                    })));
+                }
+                Err(Error::SessionGone(_)) => return Ok(Some(KillOutcome::EndedMeanwhile)),
+                Err(e) => return Err(e),
+            };
+            conversation.end();
+            // From another terminal, return once the session is over; inside it, the shell ending
+            // ends this command too.
+            if own_socket != Some(socket.as_path()) {
+                wait_for_exit(record.pid);
+            }
+            Killed {
+                env: record.env_path,
+                stale: false,
+                captures: answer.captures,
+                failures: answer.failures,
+            }
+        }
+    };
+    Ok(Some(KillOutcome::Done(killed)))
 }
 
 /// The session of `env_id` once it is neither starting nor ending, waiting (and saying so after a
