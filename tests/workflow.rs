@@ -882,8 +882,55 @@ fn a_lost_or_damaged_index_is_refused_and_nothing_is_swept() {
         .collect();
     written.sort();
     let newest = written.last().unwrap();
+    // The way out keeps a copy of the index as it was, and flushes the index read up to the damage only
+    // once it is known to be the store's: with the record of the store's id damaged (the first log),
+    // it is refused, and the copy holds every log (the recovery itself drops those past the damage).
+    let first = written.first().unwrap();
+    let first_bytes = fs::read(first).unwrap();
+    let mut garbled = first_bytes.clone();
+    for byte in &mut garbled[8..40] {
+        *byte ^= 0x5a;
+    }
+    fs::write(first, garbled).unwrap();
+    let recovering = |args: &[&str]| {
+        b.command(args)
+            .env("BLAST_INDEX_RECOVERY", "point-in-time")
+            .output()
+            .unwrap()
+    };
+    let copies = || -> Vec<PathBuf> {
+        fs::read_dir(&b.home)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.to_string_lossy().contains("index.before-recovery-"))
+            .collect()
+    };
+    let out = recovering(&["list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("lacks its first record"),
+        "{stderr}"
+    );
+    let kept = copies();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        stderr.contains(&format!("it is kept at `{}`", kept[0].display())),
+        "{stderr}"
+    );
+    for log in &written {
+        assert!(
+            kept[0].join(log.file_name().unwrap()).is_file(),
+            "{}",
+            log.display()
+        );
+    }
+    fs::remove_dir_all(&index).unwrap();
+    fs::rename(&kept[0], &index).unwrap();
+    fs::write(first, &first_bytes).unwrap();
+    assert!(b.ok(&["list"]).contains("venv"));
     // Damaged at the end of the newest log, as a power cut mid-write may leave it: the named way out
-    // reads the index up to the damage once, and the next command opens it as usual.
+    // reads the index up to the damage once, keeping a copy of it as it was, and the next command opens
+    // it as usual; `blast clean` refuses to sweep until the copy is deleted.
     let bytes = fs::read(newest).unwrap();
     let mut garbled = bytes.clone();
     let len = garbled.len();
@@ -896,14 +943,22 @@ fn a_lost_or_damaged_index_is_refused_and_nothing_is_swept() {
         err.contains("run one command with BLAST_INDEX_RECOVERY=point-in-time"),
         "{err}"
     );
-    let out = b
-        .command(&["list"])
-        .env("BLAST_INDEX_RECOVERY", "point-in-time")
-        .output()
-        .unwrap();
+    let out = recovering(&["list"]);
     assert_succeeded(&out);
     assert!(b.ok(&["list"]).contains("venv"));
+    let kept = copies();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&kept[0].display().to_string()));
+    let err = b.fails(&["clean", "--keep", "1"]);
+    assert!(
+        err.contains(&format!(
+            "`{}` keeps it as it was before",
+            kept[0].display()
+        )),
+        "{err}"
+    );
     assert_eq!(store_files(), before);
+    fs::remove_dir_all(&kept[0]).unwrap();
 
     // A store from before `store-id`: its index gets one, and the file names it.
     fs::remove_file(b.home.join("store-id")).unwrap();

@@ -41,6 +41,9 @@ pub struct CleanReport {
 
 pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
     let store = Store::open_exclusive(home, !opts.dry_run)?;
+    if !opts.dry_run {
+        refuse_after_recovery(store.home())?;
+    }
     let mut report = CleanReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -214,4 +217,29 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
         }
     }
     Ok(out)
+}
+
+/// Refuses a sweep while the index's copy from before a recovery to its damage is kept: what the
+/// damage took (history entries, tags, whole environments) no longer holds its snapshots, and the
+/// sweep would remove them.
+fn refuse_after_recovery(home: &Path) -> Result<()> {
+    let kept = std::fs::read_dir(home)
+        .at("reading", home)?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(crate::index::BEFORE_RECOVERY))
+        });
+    match kept {
+        Some(copy) => Err(Error::Invalid(format!(
+            "the index was read up to its damage, and `{}` keeps it as it was before: what the damage \
+             took no longer holds its snapshots, and a sweep would remove them. Check the \
+             environments first (`blast list`, `blast verify`, `blast log`), then delete that copy \
+             and run `blast clean` again (`--dry-run` shows what it would remove)",
+            copy.display()
+        ))),
+        None => Ok(()),
+    }
 }

@@ -116,6 +116,8 @@ pub struct Index {
     /// Opened read-only (no manifest or options file written, nothing synced) until the first write
     /// reopens it for writing; `None` only if that reopening failed.
     db: RwLock<Option<DB>>,
+    /// Read up to the first damage in its logs (`BLAST_INDEX_RECOVERY`).
+    to_the_damage: bool,
     writable: AtomicBool,
     opts: Options,
     path: PathBuf,
@@ -141,7 +143,18 @@ impl Index {
         // ends (RocksDB's default), which would drop every later record; a record cut short (a process
         // killed mid-write) is still taken as not written. A power cut can leave a garbled last record
         // too: the error names the way to read the index up to the damage, once.
-        let to_the_damage = std::env::var(RECOVERY_VAR).is_ok_and(|mode| mode == "point-in-time");
+        let to_the_damage = match std::env::var(RECOVERY_VAR) {
+            Ok(mode) if mode == "point-in-time" => true,
+            Ok(mode) => {
+                return Err(Error::Invalid(format!(
+                    "{RECOVERY_VAR} is `{mode}`: its one value is `point-in-time`"
+                )));
+            }
+            Err(_) => false,
+        };
+        if to_the_damage {
+            keep_before_recovery(home, &path)?;
+        }
         opts.set_wal_recovery_mode(match to_the_damage {
             true => rocksdb::DBRecoveryMode::PointInTime,
             false => rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords,
@@ -158,15 +171,11 @@ impl Index {
         let opts = opts
             .get_options_from_string("avoid_flush_during_recovery=true")
             .map_err(|e| open_error(&path, e))?;
-        // Read up to the damage, the index is written out whole, and the damaged log goes with the
-        // others.
         let writable = writable || to_the_damage || !path.join("CURRENT").exists();
         let db = open_db(&opts, &path, writable)?;
-        if to_the_damage {
-            db.flush().map_err(|e| open_error(&path, e))?;
-        }
         Ok(Index {
             db: RwLock::new(Some(db)),
+            to_the_damage,
             writable: AtomicBool::new(writable),
             opts,
             path,
@@ -335,6 +344,19 @@ impl Index {
         self.get(&format!("{LINK_MODE}{key}"))
     }
 
+    /// Once an index read up to its damage is known to be the store's: written out whole, so that the
+    /// damaged log goes with the others and the next command opens it as usual.
+    pub(crate) fn finish_recovery(&self) -> Result<()> {
+        if !self.to_the_damage {
+            return Ok(());
+        }
+        let guard = self.reader()?;
+        match guard.as_ref() {
+            Some(db) => db.flush().map_err(|e| open_error(&self.path, e)),
+            None => Ok(()),
+        }
+    }
+
     pub fn store_id(&self) -> Result<Option<String>> {
         self.get(STORE_ID)
     }
@@ -360,6 +382,32 @@ fn acquire_index_lock(path: &Path) -> Result<LockGuard> {
 /// Set to `point-in-time`, the index is read up to the first damage in its write-ahead logs (and
 /// written out whole, so the next command opens it as usual).
 const RECOVERY_VAR: &str = "BLAST_INDEX_RECOVERY";
+
+/// Where the index is kept as it was before a recovery to its damage: `blast clean` refuses while one
+/// is there (what the damage took, it would sweep).
+pub(crate) const BEFORE_RECOVERY: &str = "index.before-recovery-";
+
+/// Copies the index directory aside before it is read up to its damage (and then written out whole,
+/// which drops its logs): the records beyond the damage stay somewhere.
+fn keep_before_recovery(home: &Path, index: &Path) -> Result<()> {
+    let copy = home.join(format!(
+        "{BEFORE_RECOVERY}{}",
+        crate::objects::unique_name()
+    ));
+    std::fs::create_dir(&copy).at("creating", &copy)?;
+    for entry in std::fs::read_dir(index).at("reading", index)? {
+        let entry = entry.at("reading", index)?;
+        if entry.file_type().is_ok_and(|kind| kind.is_file()) {
+            let to = copy.join(entry.file_name());
+            std::fs::copy(entry.path(), &to).at("copying", &to)?;
+        }
+    }
+    eprintln!(
+        "blast: reading the index up to its damage; as it was before, it is kept at `{}`",
+        copy.display()
+    );
+    Ok(())
+}
 
 /// Write-ahead logs kept before an open for writing flushes them into a table file. Every open for
 /// writing adds one, and every open, read-only ones too, reads them all.
@@ -420,9 +468,9 @@ fn open_error(path: &Path, e: rocksdb::Error) -> Error {
                 "{damaged}: blast does not run on a damaged index (it records the environments, \
                  their histories and tags); restore the store from a backup, or run one command with \
                  {RECOVERY_VAR}=point-in-time to read it up to the damage (what was written after it \
-                 is lost: a power cut mid-write loses a last record that the next command writes \
-                 again; damage further back loses more, which `blast verify` then shows), or move the \
-                 store aside and blast makes a new one"
+                 is lost: after a power cut mid-write, a last record that the next command writes \
+                 again; after damage further back, more; blast keeps a copy of the index as it was), \
+                 or move the store aside and blast makes a new one"
             ),
         },
     }

@@ -342,6 +342,7 @@ fn open_index(home: &Path, writable: bool) -> Result<Index> {
             crate::fsutil::write_whole(&id_path, format!("{id}\n").as_bytes())?;
         }
     }
+    index.finish_recovery()?;
     Ok(index)
 }
 
