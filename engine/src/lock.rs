@@ -72,7 +72,7 @@ pub fn try_acquire(path: &Path, mode: LockMode) -> Result<Option<LockGuard>> {
 #[derive(Debug)]
 pub struct DirClaim {
     /// `None` where the filesystem cannot lock a directory (NFS): the claim is then the checks alone.
-    _dir: Option<File>,
+    dir: Option<File>,
     /// Outermost first.
     made: Vec<PathBuf>,
 }
@@ -83,7 +83,7 @@ impl Drop for DirClaim {
         let Some(claimed) = self.made.last() else {
             return;
         };
-        if !self._dir.as_ref().is_some_and(|dir| is_at(dir, claimed)) {
+        if !self.dir.as_ref().is_some_and(|dir| is_at(dir, claimed)) {
             return;
         }
         for dir in self.made.iter().rev() {
@@ -112,7 +112,7 @@ pub fn claim_dir(
             // NFS locks no directory (and an exclusive lock wants a file open for writing): blast
             // goes on as it did before claims, never failing on a lock.
             Err(e) if unlockable(&e) => {
-                return Ok(DirClaim { _dir: None, made });
+                return Ok(DirClaim { dir: None, made });
             }
             Err(e) => return Err(e).at("locking", path),
         };
@@ -124,7 +124,7 @@ pub fn claim_dir(
         // ours to make.
         if is_at(&dir, path) {
             return Ok(DirClaim {
-                _dir: Some(dir),
+                dir: Some(dir),
                 made,
             });
         }
