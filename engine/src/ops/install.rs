@@ -629,9 +629,15 @@ impl Run<'_> {
             1 => String::new(),
             n => format!(" (and {} more)", n - 1),
         };
+        // A project is named for an editable install, as requirements files mostly name them; an
+        // archive as it is.
+        let editable = match first.path.is_dir() {
+            true => "-e ",
+            false => "",
+        };
         Some(format!(
             "; the sandbox {shown} `{}`, which `{}` names{more}, {how}: run blast from a directory \
-             that holds both, name the project on the command line (`blast install -- -e {}`), or \
+             that holds both, name it on the command line (`blast install -- {editable}{}`), or \
              pass --no-sandbox",
             first.path.display(),
             first.file.display(),
