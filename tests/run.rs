@@ -1072,3 +1072,26 @@ fn the_real_homes_secrets_are_hidden_whatever_home_says() {
         assert!(out.contains("seen: False"), "HOME={home:?}: {out} {err}");
     }
 }
+
+/// A recovery of the index (`BLAST_INDEX_RECOVERY`) is for the command it is given to: the command
+/// `blast run` runs, which may be blast itself, does not inherit it.
+#[test]
+fn an_index_recovery_is_not_passed_to_the_command() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let out = b
+        .command(&[
+            "run",
+            "-e",
+            env.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo \"[${BLAST_INDEX_RECOVERY-unset}]\"",
+        ])
+        .env("BLAST_INDEX_RECOVERY", "point-in-time")
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    assert_eq!(stdout(&out), "[unset]\n");
+}

@@ -380,8 +380,9 @@ fn acquire_index_lock(path: &Path) -> Result<LockGuard> {
 }
 
 /// Set to `point-in-time`, the index is read up to the first damage in its write-ahead logs (and
-/// written out whole, so the next command opens it as usual).
-const RECOVERY_VAR: &str = "BLAST_INDEX_RECOVERY";
+/// written out whole, so the next command opens it as usual). Meant for the command it is given to:
+/// what blast runs (a session's shell, an installer, `blast run`'s command) does not inherit it.
+pub(crate) const RECOVERY_VAR: &str = "BLAST_INDEX_RECOVERY";
 
 /// Where the index is kept as it was before a recovery to its damage: `blast clean` refuses while one
 /// is there (what the damage took, it would sweep).

@@ -470,7 +470,8 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
     command
         .arg(HELPER_ARG)
         .arg(std::process::id().to_string())
-        .arg(encoded);
+        .arg(encoded)
+        .env_remove(crate::index::RECOVERY_VAR);
     // SAFETY: dup2 is async-signal-safe, and it is all that runs between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -618,7 +619,7 @@ pub fn run_unconfined(
     stdout_to_stderr: bool,
 ) -> Result<Ran> {
     let mut command = Command::new(program);
-    command.args(args);
+    command.args(args).env_remove(crate::index::RECOVERY_VAR);
     command.envs(set_env.iter().map(|(k, v)| (k, v)));
     if stdout_to_stderr {
         command.stdout(std::io::stderr());

@@ -95,6 +95,7 @@ pub fn command(setup: &ShellSetup<'_>) -> Result<Command> {
     let activate = quote(&format!("{env_root}/bin/activate"));
     let end = END_SHELL_STATUS;
     command
+        .env_remove(crate::index::RECOVERY_VAR)
         .env(SOCKET_VAR, setup.socket)
         .env("BLAST_ENV", setup.env_root)
         // The user's configuration may set BLAST_ENV (a default environment): the hook's own.
