@@ -797,6 +797,125 @@ fn a_named_environment_of_a_moved_store_says_the_store_moved() {
     assert!(!b.home.exists());
 }
 
+/// A copy of a store (`cp -a` of `$BLAST_HOME`, a backup) records the same environments' directories
+/// as the store it was copied from: a command in the copy refuses to change a directory the other keeps
+/// (found by exploratory testing: a rollback in a backup rolled back the original's environment, behind
+/// its store's back), takes its own named environments with `blast move`, forgets the other's with
+/// `blast remove`, and works on what it makes itself; once the original store is gone, the directories
+/// are the copy's.
+#[test]
+fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
+    let b = Blast::new();
+    let project = b.create_path_env("venv");
+    let p = project.to_str().unwrap();
+    pip_install(&project, &["blastdep"]);
+    b.ok(&["snapshot", "-e", p]);
+    b.ok(&["create", "web", "--python", python()]);
+    let copy_of = |copy: &Path| {
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&b.home)
+            .arg(copy)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    };
+    // The store seen at another path (a bind mount) is not a copy of itself.
+    let bound = b.work.join("bound");
+    fs::create_dir(&bound).unwrap();
+    let script = "mount --bind \"$0\" \"$1\" && export BLAST_HOME=\"$1\" && \"$2\" rollback -e \"$3\" --force HEAD && \"$2\" status -e web";
+    let through_mount = Command::new("unshare")
+        .args(["-rm", "sh", "-c", script])
+        .arg(&b.home)
+        .arg(&bound)
+        .arg(env!("CARGO_BIN_EXE_blast"))
+        .arg(p)
+        .current_dir(&b.work)
+        .output()
+        .unwrap();
+    assert_succeeded(&through_mount);
+    let copy = b.work.join("backup");
+    copy_of(&copy);
+    let in_copy =
+        |copy: &Path, args: &[&str]| b.command(args).env("BLAST_HOME", copy).output().unwrap();
+    let project_tree = read_tree(&project);
+    for args in [
+        &["rollback", "-e", p, "--force", "@~1"][..],
+        &["status", "-e", p],
+        &["move", "-e", p, b.work.join("elsewhere").to_str().unwrap()],
+    ] {
+        let out = in_copy(&copy, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && stderr.contains(&format!(
+                    "`{p}` is the directory of `{p}` in the store at `{}`, of which this store (`{}`) is a copy",
+                    b.home.display(),
+                    copy.display()
+                ))
+                && stderr.contains(&format!("`blast remove {p}`")),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            read_tree(&project),
+            project_tree,
+            "{args:?} changed the original's environment"
+        );
+    }
+    // A named environment: the copy's own directory, whose files name the original's.
+    let web_here = copy.join("envs/web");
+    let out = in_copy(&copy, &["status", "-e", "web"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!("is a copy of the store at `{}`", b.home.display()))
+            && stderr.contains(&format!("`blast move -e web {}`", web_here.display())),
+        "{stderr}"
+    );
+    let web_tree = read_tree(&b.home.join("envs/web"));
+    assert_succeeded(&in_copy(
+        &copy,
+        &["move", "-e", "web", web_here.to_str().unwrap()],
+    ));
+    let activate = fs::read_to_string(web_here.join("bin/activate")).unwrap();
+    assert!(activate.contains(web_here.to_str().unwrap()), "{activate}");
+    assert_succeeded(&in_copy(&copy, &["verify", "-e", "web"]));
+    assert_eq!(read_tree(&b.home.join("envs/web")), web_tree);
+    // What the copy makes is its own.
+    let made_here = b.work.join("made-in-copy");
+    let m = made_here.to_str().unwrap();
+    assert_succeeded(&in_copy(
+        &copy,
+        &["create", "--path", m, "--python", python()],
+    ));
+    assert_succeeded(&in_copy(&copy, &["rollback", "-e", m, "--force", "HEAD"]));
+    // The original's environment is forgotten in the copy, its directory left as it is.
+    let out = in_copy(&copy, &["remove", p]);
+    assert_succeeded(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("forgot") && stdout.contains("stays"),
+        "{stdout}"
+    );
+    assert_eq!(read_tree(&project), project_tree);
+    let listed = in_copy(&copy, &["list", "--json"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(p));
+    b.assert_verify_clean(&[&project, &b.home.join("envs/web")]);
+    // A copy whose original is gone (copied, then the original deleted) has the directories for its
+    // own.
+    let second = b.work.join("second");
+    copy_of(&second);
+    assert_succeeded(&in_copy(&second, &["list"]));
+    assert!(!in_copy(&second, &["status", "-e", p]).status.success());
+    fs::remove_dir_all(&b.home).unwrap();
+    assert_succeeded(&in_copy(&second, &["rollback", "-e", p, "@~1"]));
+    assert!(
+        !project
+            .join("lib/python3.11/site-packages/blastdep")
+            .exists()
+    );
+}
+
 /// The index records the environments, their histories and tags: a store whose index is missing, is
 /// another store's, or has a damaged log is refused, where an empty index made in its place would have
 /// `blast clean` remove every snapshot (found by exploratory testing). A store from before `store-id`

@@ -6,12 +6,11 @@ use engine::dir_move::Way;
 use engine::gc::CleanReport;
 use engine::images::Progress;
 use engine::imports::{DistributionImports, ImportsReport, Tracking};
-use engine::index::EnvRecord;
 use engine::metrics::Level;
 use engine::ops::{
     CheckReport, CreateReport, DiffReport, DoctorReport, Durations, EnvSummary, ExportReport,
     FileChange, ImportReport, InstallReport, KillReport, LogEntry, MoveReport, PackagesReport,
-    PullReport, PushReport, RelocateReport, RestoreReport, RunReport, SessionEnded,
+    PullReport, PushReport, RelocateReport, Removal, RestoreReport, RunReport, SessionEnded,
     SessionStarting, Setup, SnapshotReport, SquashReport, StatsReport, StatusReport, TagChange,
     TagsReport, VerifyReport, WrittenThrough,
 };
@@ -21,6 +20,7 @@ use engine::session::CaptureNote;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -1153,16 +1153,29 @@ impl Output {
         }
     }
 
-    pub fn removed(&self, r: &EnvRecord) {
+    pub fn removed(&self, removal: &Removal) {
         #[derive(Serialize)]
         struct Removed<'a> {
             removed: &'a str,
             path: &'a str,
+            /// Set when only the record went: the directory is this other store's.
+            kept_by: Option<&'a Path>,
         }
+        let r = &removal.record;
         if self.json(&Removed {
             removed: r.label(),
             path: &r.path,
+            kept_by: removal.kept_by.as_deref(),
         }) {
+            return;
+        }
+        if let Some(original) = &removal.kept_by {
+            println!(
+                "forgot `{}` in this store; its directory `{}` stays, with the store at `{}`",
+                r.label(),
+                printable(&r.path),
+                original.display()
+            );
             return;
         }
         match &r.name {

@@ -131,6 +131,34 @@ pub enum Error {
         here: PathBuf,
     },
     #[error(
+        "this store is a copy of the store at `{}` (the same store id), where `{env}` was made at `{}`; its files here, at `{}`, name that path: `blast move -e {cmd} {here_word}` writes them for this store (`blast remove {cmd}` removes it from this store only)",
+        original.display(),
+        recorded.display(),
+        here.display(),
+        cmd = crate::shell::word(.env),
+        here_word = crate::shell::word(&.here.display().to_string())
+    )]
+    StoreCopied {
+        env: String,
+        recorded: PathBuf,
+        here: PathBuf,
+        original: PathBuf,
+    },
+    #[error(
+        "`{}` is the directory of `{env}` in the store at `{}`, of which this store (`{}`) is a copy (the same store id): a command here would change it behind that store's back. Work on it there (BLAST_HOME={}), or `blast remove {cmd}` here forgets it in this store and leaves the directory as it is",
+        path.display(),
+        original.display(),
+        here.display(),
+        crate::shell::word(&.original.display().to_string()),
+        cmd = crate::shell::word(.env)
+    )]
+    OriginalStoreKeeps {
+        env: String,
+        path: PathBuf,
+        original: PathBuf,
+        here: PathBuf,
+    },
+    #[error(
         "an environment named `{0}` exists already: pick another name, or `blast remove {0}` first"
     )]
     EnvNameTaken(String),

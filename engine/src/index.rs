@@ -110,6 +110,10 @@ const METRIC: &str = "metric/";
 /// The store's id, also in the file `store-id` beside the index: an index without it is not the
 /// store's (lost and made anew, or damaged).
 const STORE_ID: &str = "store-id";
+/// Where the store was last opened from: a store found elsewhere was moved, or copied.
+const STORE_HOME: &str = "store-home";
+/// In a copy of a store, per environment whose directory the original store keeps: the original's path.
+const KEPT_BY: &str = "kept-by/";
 
 pub struct Index {
     // Field order matters: the database closes before the lock is released.
@@ -361,6 +365,15 @@ impl Index {
         self.get(STORE_ID)
     }
 
+    pub fn store_home(&self) -> Result<Option<String>> {
+        self.get(STORE_HOME)
+    }
+
+    /// The store that keeps the environment's directory, when this store is a copy of it.
+    pub fn kept_by(&self, env_id: &str) -> Result<Option<String>> {
+        self.get(&format!("{KEPT_BY}{env_id}"))
+    }
+
     pub fn seed_layer(&self, key: &str) -> Result<Option<store_format::LayerId>> {
         self.get(&format!("{SEED}{key}"))
     }
@@ -530,6 +543,7 @@ impl Batch {
         self.0.delete(format!("{LEGACY_STAT_CACHE}{}", env.id));
         self.0.delete(format!("{JOURNAL}{}", env.id));
         self.0.delete(format!("{RELOCATION}{}", env.id));
+        self.0.delete(format!("{KEPT_BY}{}", env.id));
     }
 
     pub fn put_history(&mut self, env_id: &str, entry: &HistoryEntry) {
@@ -586,6 +600,14 @@ impl Batch {
 
     pub fn put_store_id(&mut self, id: &str) {
         self.put(STORE_ID, &id);
+    }
+
+    pub fn put_store_home(&mut self, home: &str) {
+        self.put(STORE_HOME, &home);
+    }
+
+    pub fn put_kept_by(&mut self, env_id: &str, store: &str) {
+        self.put(&format!("{KEPT_BY}{env_id}"), &store);
     }
 
     pub fn put_seed_layer(&mut self, key: &str, layer: &store_format::LayerId) {

@@ -86,6 +86,7 @@ impl Store {
             fs::create_dir_all(&path).at("creating store directory", &path)?;
         }
         let index = open_index(&home, writable)?;
+        note_where_opened(&home, &index)?;
         let store = Store {
             index,
             objects,
@@ -250,14 +251,33 @@ impl Store {
         to: Option<&Path>,
     ) -> Result<Env> {
         let mut env = self.lock_env_as_found(env_id)?;
+        if self.moved_dir(&env.record).is_none()
+            && let Some(original) = self.original_keeps(&env.record)
+        {
+            return Err(Error::OriginalStoreKeeps {
+                env: env.label().to_owned(),
+                path: PathBuf::from(&env.record.path),
+                original,
+                here: self.home.clone(),
+            });
+        }
         crate::dir_move::finish_interrupted(self, &mut env)?;
         if let (Some(name), Some(here)) = (&env.record.name, self.moved_dir(&env.record))
             && to != Some(here.as_path())
         {
-            return Err(Error::StoreMoved {
-                env: name.clone(),
-                recorded: PathBuf::from(&env.record.path),
-                here,
+            let recorded = PathBuf::from(&env.record.path);
+            return Err(match self.original_keeps(&env.record) {
+                Some(original) => Error::StoreCopied {
+                    env: name.clone(),
+                    recorded,
+                    here,
+                    original,
+                },
+                None => Error::StoreMoved {
+                    env: name.clone(),
+                    recorded,
+                    here,
+                },
             });
         }
         crate::transition::finish_interrupted(self, &mut env, force)?;
@@ -267,10 +287,28 @@ impl Store {
     /// Where a named environment's directory is when its store was moved: a named environment lives in
     /// its store, so recorded elsewhere, gone there and found here, it belongs to this store as it was
     /// before a move (its files name the old place).
+    /// The same holds in a copy of a store, whose named environments' recorded directories are the
+    /// original store's.
     pub(crate) fn moved_dir(&self, record: &EnvRecord) -> Option<PathBuf> {
         let here = self.named_env_path(record.name.as_deref()?);
         let recorded = Path::new(&record.path);
-        (recorded != here && !recorded.exists() && here.is_dir()).then_some(here)
+        (recorded != here
+            && here.is_dir()
+            && (!recorded.exists() || self.original_keeps(record).is_some()))
+        .then_some(here)
+    }
+
+    /// The store that keeps the environment's directory, when this store is a copy of it (see
+    /// [`note_where_opened`]) and the directory is not in this store: a command here would change it
+    /// behind that store's back. Once that store is gone, the directory is this store's.
+    pub(crate) fn original_keeps(&self, record: &EnvRecord) -> Option<PathBuf> {
+        if Path::new(&record.path).starts_with(&self.home) {
+            return None;
+        }
+        let original = PathBuf::from(self.index.kept_by(&record.id).ok()??);
+        let id = self.index.store_id().ok()??;
+        (other_store_with(&original, &id, &self.home) && Path::new(&record.path).exists())
+            .then_some(original)
     }
 
     /// Locks the environment as it is, leaving a move that a killed command began unfinished (for its
@@ -344,6 +382,55 @@ fn open_index(home: &Path, writable: bool) -> Result<Index> {
     }
     index.finish_recovery()?;
     Ok(index)
+}
+
+/// Records where the store is opened from. A store opened elsewhere was moved, unless another
+/// directory there holds the same store: then this one is a copy (`cp -a` of `$BLAST_HOME`, a backup),
+/// whose records name the other's environments' directories, and each environment outside this store
+/// is marked as kept by that other store. A store seen at another path too (a bind mount) is one
+/// directory, and the record stays.
+fn note_where_opened(home: &Path, index: &Index) -> Result<()> {
+    let Some(here) = home.to_str() else {
+        return Ok(());
+    };
+    let recorded = index.store_home()?;
+    if recorded.as_deref() == Some(here) {
+        return Ok(());
+    }
+    let mut batch = Batch::default();
+    batch.put_store_home(here);
+    if let Some(recorded) = recorded {
+        let other = Path::new(&recorded);
+        if same_directory(other, home) {
+            return Ok(());
+        }
+        if let Some(id) = index.store_id()?
+            && other_store_with(other, &id, home)
+        {
+            for env in index.envs()? {
+                // A mark of a copy's copy stays with the store that keeps the directory.
+                if !Path::new(&env.path).starts_with(home) && index.kept_by(&env.id)?.is_none() {
+                    batch.put_kept_by(&env.id, &recorded);
+                }
+            }
+        }
+    }
+    index.write(batch)
+}
+
+fn same_directory(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &Path| fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    identity(a).is_some_and(|a| Some(a) == identity(b))
+}
+
+/// Whether `other` is a store with the id `id` and not the directory `home` is.
+fn other_store_with(other: &Path, id: &str, home: &Path) -> bool {
+    fs::read(other.join(STORE_ID))
+        .ok()
+        .and_then(|bytes| store_id_in(&bytes))
+        .is_some_and(|other_id| other_id == id)
+        && !same_directory(other, home)
 }
 
 /// The id a `store-id` file holds: 20 lowercase hex digits (then a newline, as blast writes it).

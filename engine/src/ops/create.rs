@@ -152,11 +152,21 @@ fn seed_layer(
 /// Removes the environment's directory and everything the index keeps about it. Its snapshots stay in
 /// the store until `blast clean`. Unless `force`, it refuses while processes run from the directory or
 /// it holds what no snapshot has (the user's work, or files made at its path since), naming them.
-pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
+/// In a copy of a store, an environment whose directory the original keeps is only forgotten.
+pub fn remove(store: &Store, selector: &str, force: bool) -> Result<Removal> {
     let found = store.find_env(Some(selector))?;
     // A move a killed command began is not finished: it would only write what goes anyway. A move of
     // the directory is, as it tells where the directory is.
     let mut env = store.lock_env_as_found(&found.id)?;
+    if store.moved_dir(&env.record).is_none()
+        && let Some(original) = store.original_keeps(&env.record)
+    {
+        forget(store, &env.record)?;
+        return Ok(Removal {
+            record: env.record.clone(),
+            kept_by: Some(original),
+        });
+    }
     crate::dir_move::finish_interrupted(store, &mut env)?;
     // A named environment of a moved store has its directory here, not where it was made.
     let moved = store.moved_dir(&env.record);
@@ -226,16 +236,7 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
             ))
         })?;
     }
-    let history = store.index().history(&env.record.id)?;
-    let tags = store.index().tags(&env.record.id)?;
-    let mut batch = Batch::default();
-    batch.delete_env(&env.record, &history, &tags);
-    store.index().write(batch)?;
-    crate::fsutil::remove_file_if_exists(&store.stat_cache_path(&env.record.id))?;
-    crate::fsutil::remove_file_if_exists(&store.env_lock_path(&env.record.id))?;
-    crate::fsutil::remove_file_if_exists(&crate::session::lock_path(store.home(), &env.record.id))?;
-    crate::fsutil::remove_file_if_exists(&store.run_lock_path(&env.record.id))?;
-    crate::imports::remove_records(store, &env.record.id)?;
+    forget(store, &env.record)?;
     if !set_aside && let Err(e) = crate::fsutil::remove_tree(root) {
         // A mount point stays, emptied: that is all that can go.
         let emptied = std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_none());
@@ -248,7 +249,32 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<EnvRecord> {
             )));
         }
     }
-    Ok(env.record.clone())
+    Ok(Removal {
+        record: env.record.clone(),
+        kept_by: None,
+    })
+}
+
+/// What `remove` did.
+pub struct Removal {
+    pub record: EnvRecord,
+    /// The store that keeps the directory, which stays: this store is a copy of it.
+    pub kept_by: Option<PathBuf>,
+}
+
+/// Deletes what the store keeps about the environment (not its snapshots, which `blast clean` takes).
+fn forget(store: &Store, record: &EnvRecord) -> Result<()> {
+    let history = store.index().history(&record.id)?;
+    let tags = store.index().tags(&record.id)?;
+    let mut batch = Batch::default();
+    batch.delete_env(record, &history, &tags);
+    store.index().write(batch)?;
+    crate::fsutil::remove_file_if_exists(&store.stat_cache_path(&record.id))?;
+    crate::fsutil::remove_file_if_exists(&store.env_lock_path(&record.id))?;
+    crate::fsutil::remove_file_if_exists(&crate::session::lock_path(store.home(), &record.id))?;
+    crate::fsutil::remove_file_if_exists(&store.run_lock_path(&record.id))?;
+    crate::imports::remove_records(store, &record.id)?;
+    Ok(())
 }
 
 /// Refuses `name` for a new environment unless it is valid and no environment has it.

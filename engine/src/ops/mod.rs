@@ -21,7 +21,7 @@ mod stats;
 mod tags;
 mod verify;
 
-pub use create::{CreateOptions, CreateReport, create, remove};
+pub use create::{CreateOptions, CreateReport, Removal, create, remove};
 pub use doctor::{Check, DoctorReport, doctor};
 pub use images::{
     ExportFormat, ExportOptions, ExportReport, ImportReport, RestoreReport, RestoreTarget, export,

@@ -85,12 +85,16 @@ pub fn relocate(
     if std::fs::canonicalize(&from).is_ok_and(|real| real == to) {
         return Ok(report);
     }
-    let old_there = from.is_dir();
+    // In a copy of a store, the directory at the recorded path is the other store's: this store's is
+    // the one at `to` (`envs/NAME`).
+    let kept_elsewhere = store.original_keeps(&env.record).is_some();
+    let old_there = from.is_dir() && !kept_elsewhere;
     // A file, or a symlink, at `to` is something there too, and no environment moved there.
     let new_there = super::create::is_nonempty(&to);
     let to_str = super::create::env_path_allowed(store, &to, new_there && !old_there)?;
     // Held to the end: a `blast run` starting meanwhile waits, then finds the environment moved.
-    let _runs = check_unused(store, &env, &from, force)?;
+    let used = if kept_elsewhere { &to } else { &from };
+    let _runs = check_unused(store, &env, used, force)?;
     let head = store.tree_of(&store.snapshot(&env.head()?)?)?;
     // A new path stays claimed until the directory is there (and, made for a move that fails, goes).
     let (way, _claim) = match (old_there, new_there) {
