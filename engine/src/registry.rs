@@ -560,6 +560,18 @@ impl Client {
             .clone()
     }
 
+    /// Whether `url` is on the registry itself: the same scheme, host and port.
+    fn on_registry(&self, url: &str) -> bool {
+        let origin = |url: &str| {
+            let uri: http::Uri = url.parse().ok()?;
+            let scheme = uri.scheme_str()?.to_ascii_lowercase();
+            let default_port = if scheme == "https" { 443 } else { 80 };
+            let port = uri.port_u16().unwrap_or(default_port);
+            Some((scheme, uri.host()?.to_ascii_lowercase(), port))
+        };
+        origin(url).is_some_and(|theirs| Some(theirs) == origin(&self.base))
+    }
+
     fn set_authorization(&self, value: String) {
         *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
     }
@@ -659,7 +671,11 @@ impl Client {
             for (name, value) in headers {
                 builder = builder.header(*name, *value);
             }
-            if let Some(auth) = self.authorization() {
+            // Credentials and tokens are the registry's: an upload's `Location` may lead to a storage
+            // host, which gets none (as Docker attaches them by host).
+            if self.on_registry(url)
+                && let Some(auth) = self.authorization()
+            {
                 builder = builder.header("Authorization", auth);
             }
             let built =
@@ -1180,6 +1196,59 @@ mod tests {
                 Some("Bearer T0K".into())
             )
         );
+    }
+
+    /// Found by exploratory testing: an upload whose `Location` leads to another host (a storage
+    /// service) was sent there with the registry's credentials.
+    #[test]
+    fn credentials_go_to_the_registry_only() {
+        static STORAGE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let (storage, stored) = fake_registry(|_, _, _| ("201 Created".into(), String::new()));
+        STORAGE.store(storage, std::sync::atomic::Ordering::Relaxed);
+        let (port, seen) = fake_registry(|request, auth, _| match (request, auth) {
+            (_, None) => (
+                "401 Unauthorized".into(),
+                "WWW-Authenticate: Basic realm=\"fake\"\r\n".into(),
+            ),
+            (r, Some(_)) if r.starts_with("POST") => {
+                let storage = STORAGE.load(std::sync::atomic::Ordering::Relaxed);
+                (
+                    "202 Accepted".into(),
+                    format!("Location: http://127.0.0.1:{storage}/upload/1\r\n"),
+                )
+            }
+            _ => ("201 Created".into(), String::new()),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, b"layer").unwrap();
+        client(port, me())
+            .upload_blob("sha256:00", &blob, 5, &crate::images::NoProgress)
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.last().unwrap().1,
+            Some(format!("Basic {}", BASE64.encode("me:pw"))),
+            "{seen:?}"
+        );
+        let stored = stored.lock().unwrap().clone();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert!(
+            stored[0].0.starts_with("PUT /upload/1?digest="),
+            "{stored:?}"
+        );
+        assert_eq!(stored[0].1, None, "{stored:?}");
+        // The same origin spelled with its default port is the registry.
+        let https = Client::build(
+            &Reference::parse("oci://Registry.example/team/app").unwrap(),
+            false,
+            None,
+            DEFAULT_CHUNK_BYTES,
+            DEFAULT_TIMEOUT,
+        );
+        assert!(https.on_registry("https://registry.example:443/v2/x"));
+        assert!(!https.on_registry("http://registry.example/v2/x"));
+        assert!(!https.on_registry("https://registry.example.evil/v2/x"));
     }
 
     /// A registry on loopback that serves each connection with `serve` (given the request line and the
