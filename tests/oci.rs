@@ -532,6 +532,46 @@ fn a_damaged_blob_fails_the_pull_naming_its_digest_and_leaves_the_store_unchange
     }
     assert!(!elsewhere.exists());
 
+    // Layer sizes that add up past 2^64 (found by exploratory testing: the sum overflowed, a panic
+    // in a debug build and, wrapped, a way past the size limit in a release one): too large. The
+    // registry takes sizes up to 2^63 - 1, so three layers.
+    let (three, _) = demo_env(&b1, "three-layers");
+    pip_install(&three, &["blastextra"]);
+    b1.ok(&["snapshot", "-e", three.to_str().unwrap()]);
+    push(&b1, &three, &registry.reference("three:v1"));
+    let (ok, raw, err) = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.docker("three:v1"),
+    ]);
+    assert!(ok, "{err}");
+    let mut huge: Value = serde_json::from_str(&raw).unwrap();
+    let layers = huge["layers"].as_array_mut().unwrap();
+    assert_eq!(layers.len(), 3);
+    for layer in layers {
+        layer["size"] = i64::MAX.into();
+    }
+    let media_type = huge["mediaType"].as_str().unwrap().to_owned();
+    let status = registry.put_manifest("three", "huge", &media_type, huge.to_string().as_bytes());
+    assert!(status.contains(" 201"), "{status}");
+    let fresh = Blast::new();
+    fresh.ok(&["list"]);
+    let before = store_state(&fresh);
+    let err = fresh.fails(&[
+        "pull",
+        &registry.reference("three:huge"),
+        "--path",
+        elsewhere.to_str().unwrap(),
+        "--insecure",
+    ]);
+    assert!(
+        err.contains("more than") && err.contains("BLAST_IMAGE_MAX_BYTES"),
+        "{err}"
+    );
+    assert_eq!(store_state(&fresh), before);
+    assert!(!elsewhere.exists());
+
     // A tag the registry lacks, and references blast cannot read.
     let err = b2.fails(&[
         "pull",

@@ -547,7 +547,10 @@ pub fn pull_layers(
         }
     }
     let layers_present = layers.len();
-    let bytes_downloaded: u64 = fetch_list.iter().map(|(_, d)| d.size).sum();
+    // Saturating: a manifest's sizes are the registry's word, and may add up past 2^64.
+    let bytes_downloaded = fetch_list
+        .iter()
+        .fold(0u64, |sum, (_, d)| sum.saturating_add(d.size));
     if bytes_downloaded > limits.max_bytes {
         return Err(whole(ImageProblem::TooLarge(format!(
             "its layer blobs are {bytes_downloaded} bytes, more than {} (BLAST_IMAGE_MAX_BYTES raises that limit)",
