@@ -1606,6 +1606,20 @@ fn hostile_images_are_refused_naming_the_problem_and_the_store_stays_as_it_was()
             ],
         ),
         (
+            // Found by exploratory testing: bytecode planted in an image ran in place of the source
+            // beside it, and blast, which never captures `__pycache__`, stopped seeing it.
+            "bytecode in a layer",
+            pack(&with_layer(
+                &entries,
+                "lib/__pycache__",
+                Change::Put(Node::Dir),
+            )),
+            vec![
+                "entry `layers/",
+                "it puts `lib/__pycache__`, in a `__pycache__` directory",
+            ],
+        ),
+        (
             "absolute symlink in a layer",
             pack(&with_symlink_layer(&entries, "etc-link", "/etc")),
             vec![

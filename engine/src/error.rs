@@ -504,6 +504,10 @@ pub enum ImageProblem {
         target: String,
         why: &'static str,
     },
+    #[error(
+        "it puts `{0}`, in a `__pycache__` directory: bytecode there runs in place of the source beside it, and blast never captures it (Python writes it again)"
+    )]
+    Bytecode(String),
     #[error("the manifest does not list it")]
     NotInManifest,
     #[error("none of the image's snapshots uses it")]

@@ -199,7 +199,8 @@ pub(crate) fn check_snapshots<'l>(
 }
 
 /// The trees of the snapshots: the flattening work stays within `max_flatten`, each layer applies to
-/// those below it, no symlink leads out of the environment. Nothing here looks at object ids. Returns the
+/// those below it, no layer puts bytecode in `__pycache__`, no symlink leads out of the environment.
+/// Nothing here looks at object ids. Returns the
 /// layers the snapshots use.
 fn check_trees<'l>(
     snapshots: &BTreeMap<SnapshotId, Snapshot>,
@@ -223,6 +224,18 @@ fn check_trees<'l>(
     }
     let mut used = BTreeSet::new();
     for (snapshot_id, snapshot) in snapshots {
+        for layer_id in &snapshot.layers {
+            if let Some(path) = layer(layer_id).and_then(|l| {
+                l.changes
+                    .keys()
+                    .find(|path| path.split('/').any(|part| part == crate::capture::PYCACHE))
+            }) {
+                return Err((
+                    Some(EntryName::Layer(*layer_id).to_string()),
+                    ImageProblem::Bytecode(path.clone()),
+                ));
+            }
+        }
         let tree = flattened(snapshot_id, snapshot, layer)?;
         used.extend(snapshot.layers.iter().copied());
         if let Some((path, target, why)) = super::escaping_symlink(&tree) {
