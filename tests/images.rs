@@ -1911,6 +1911,41 @@ fn export_writes_only_to_a_file_and_refuses_what_a_rename_would_replace() {
         restored.to_str().unwrap(),
     ]);
     b.assert_verify_clean(&[&restored]);
+
+    // Found by exploratory testing: an output in the store, or a symlink to one of its objects, was
+    // written (the object replaced by the image, the store's id file by a requirements list); a thin
+    // image written over its own base replaced it.
+    let object = b.store_files("objects").into_iter().next().unwrap();
+    let object_bytes = fs::read(&object).unwrap();
+    let into_object = b.work.join("object.blast");
+    std::os::unix::fs::symlink(&object, &into_object).unwrap();
+    let store_id = b.home.join("store-id");
+    let id_bytes = fs::read(&store_id).unwrap();
+    for format in ["blast", "requirements"] {
+        for out in [&into_object, &store_id, &b.home.join("new.blast")] {
+            let err = export(out, format);
+            assert!(
+                err.contains("is inside the store") && err.contains("write the export elsewhere"),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(fs::read(&object).unwrap(), object_bytes);
+    assert_eq!(fs::read(&store_id).unwrap(), id_bytes);
+    assert!(!b.home.join("new.blast").exists());
+    let base_bytes = fs::read(&real).unwrap();
+    let err = b.fails(&[
+        "export",
+        "-e",
+        e,
+        "--base",
+        real.to_str().unwrap(),
+        "-o",
+        link.to_str().unwrap(),
+    ]);
+    assert!(err.contains("the export would replace it"), "{err}");
+    assert_eq!(fs::read(&real).unwrap(), base_bytes);
+    b.assert_verify_clean(&[&restored]);
 }
 
 /// Makes `dir` a git repository of one commit holding what it holds; returns the commit.

@@ -154,6 +154,7 @@ pub fn export(
     opts: &ExportOptions,
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
+    check_output(store, opts)?;
     let selected = select(store, opts.env.as_deref(), opts.snapshot.as_deref())?;
     let (env, history, head) = (&selected.env, &selected.history, selected.head);
     let resolve = |query: &str| selected.resolve(store, query);
@@ -325,6 +326,31 @@ pub(super) fn describe_tag(tag: &PythonTag) -> String {
 }
 
 /// Writes `bytes` beside `path` and renames it into place: never half a file.
+/// Refuses an output in the store (directly or through a symlink: it would replace an object, a layer
+/// or the store's own files) or the base image itself (a thin image written over its base).
+fn check_output(store: &Store, opts: &ExportOptions) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let target = crate::fsutil::resolve_path(&crate::fsutil::output_file(&opts.output)?)?;
+    if target.starts_with(store.home()) {
+        return Err(Error::Invalid(format!(
+            "`{}` is inside the store (`{}`), which only blast writes: write the export elsewhere",
+            target.display(),
+            store.home().display()
+        )));
+    }
+    let identity = |path: &Path| fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    if let Some(base) = &opts.base
+        && identity(&target).is_some()
+        && identity(&target) == identity(Path::new(base))
+    {
+        return Err(Error::Invalid(format!(
+            "`{}` is the base image `{base}`: the export would replace it; write it to another file",
+            opts.output.display()
+        )));
+    }
+    Ok(())
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let path = &crate::fsutil::output_file(path)?;
     let name = path
