@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
-use pep508_rs::pep440_rs::Version;
+use pep508_rs::pep440_rs::{Operator, Version, VersionSpecifier};
 use pep508_rs::{MarkerEnvironment, PackageName, VersionOrUrl};
 use pubgrub::{DefaultStringReporter, OfflineDependencyProvider, PubGrubError, Ranges, Reporter};
 use serde::Serialize;
@@ -128,8 +128,20 @@ fn applying<'d>(
 
 fn holds(dep: &Dependency, version: &Version) -> bool {
     match &dep.requirement.version_or_url {
-        Some(VersionOrUrl::VersionSpecifier(specifiers)) => specifiers.contains(version),
+        Some(VersionOrUrl::VersionSpecifier(specifiers)) => specifiers
+            .iter()
+            .all(|specifier| allows(specifier, version)),
         Some(VersionOrUrl::Url(_)) | None => true,
+    }
+}
+
+/// `specifier.contains(version)`, but for `<V` with V a pre-release: pep440_rs 0.7 keeps every
+/// pre-release of V's release out of it (`2.0rc1` out of `<2.0rc2`), where PEP 440 keeps them out only
+/// when V is not a pre-release itself (as pip and uv read it, and as the crate's own ranges do).
+fn allows(specifier: &VersionSpecifier, version: &Version) -> bool {
+    match specifier.operator() {
+        Operator::LessThan if specifier.version().any_prerelease() => version < specifier.version(),
+        _ => specifier.contains(version),
     }
 }
 
@@ -454,6 +466,14 @@ mod tests {
             ("===1.0", "1.1", false),
             (">=1,<2", "1.5", true),
             (">=1,<2", "2.5", false),
+            // Found by exploratory testing: a pre-release of V's release is below a pre-release V.
+            ("<2.0rc2", "2.0rc1", true),
+            ("<2.0.0rc2", "2.0rc1", true),
+            ("<2.0rc2", "2.0rc2", false),
+            ("<2.0rc2", "2.0", false),
+            ("<2.0rc2", "2.0.dev1", true),
+            ("<2.0", "2.0rc1", false),
+            ("<2.0", "1.9", true),
         ];
         for (spec, version, expected) in cases {
             let installed = [
