@@ -232,17 +232,46 @@ impl Request {
                 args,
             } => {
                 let mut words = vec!["install".to_owned()];
-                words.extend(specs.iter().cloned());
+                words.extend(specs.iter().map(|spec| without_secrets(spec)));
                 words.extend(requirements.iter().map(|r| format!("-r {}", r.display())));
                 if words.len() == 1 {
-                    words.extend(args.iter().cloned());
+                    words.extend(args.iter().map(|arg| without_secrets(arg)));
                 }
                 words.join(" ")
             }
             Request::Uninstall { names } => format!("uninstall {}", names.join(" ")),
-            Request::Pip { args } => format!("pip {}", args.join(" ")),
+            Request::Pip { args } => {
+                let words: Vec<String> = args.iter().map(|arg| without_secrets(arg)).collect();
+                format!("pip {}", words.join(" "))
+            }
         }
     }
+}
+
+/// `word` with the password (or token) of each URL in it shown as `****`, as pip shows URLs: history
+/// is read by others (`blast log` pasted into a bug report, `export --history`).
+fn without_secrets(word: &str) -> String {
+    let mut out = String::new();
+    let mut rest = word;
+    while let Some(scheme_end) = rest.find("://") {
+        let (head, tail) = rest.split_at(scheme_end + 3);
+        out.push_str(head);
+        let end = tail.find(['/', '?', '#', ' ']).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                match authority[..at].split_once(':') {
+                    Some((user, _)) => out.push_str(&format!("{user}:****")),
+                    None => out.push_str("****"),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// uv's variables for how it puts files from its cache into an environment, and where the cache is.
@@ -488,6 +517,39 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by exploratory testing: `blast pip -- install -i https://user:token@…` kept the token in
+    /// the history.
+    #[test]
+    fn history_shows_no_password_of_a_url() {
+        let pip = Request::Pip {
+            args: [
+                "install",
+                "-i",
+                "https://alice:s3cret@pypi.example/simple",
+                "--extra-index-url=http://T0KEN@10.0.0.1:8080/simple?x=a@b",
+                "blastdep @ https://carol:pw@host.example/x.whl",
+                "git+https://github.com/o/r@v1",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        };
+        assert_eq!(
+            pip.describe(),
+            "pip install -i https://alice:****@pypi.example/simple \
+             --extra-index-url=http://****@10.0.0.1:8080/simple?x=a@b \
+             blastdep @ https://carol:****@host.example/x.whl git+https://github.com/o/r@v1"
+        );
+        let install = Request::Install {
+            specs: vec!["blastdep @ https://carol:pw@host.example/x.whl".into()],
+            requirements: Vec::new(),
+            args: Vec::new(),
+        };
+        assert_eq!(
+            install.describe(),
+            "install blastdep @ https://carol:****@host.example/x.whl"
+        );
+    }
 
     #[test]
     fn options_that_write_outside_the_environment_are_found() {
