@@ -934,6 +934,26 @@ fn an_option_that_writes_outside_the_environment_is_refused_in_the_sandbox() {
             "{err}"
         );
     }
+    // pip's option from its variable (found by exploratory testing: with `PIP_TARGET` set, pip said
+    // "Successfully installed" into the sandbox's private `/tmp`, and blast "nothing changed", exit 0).
+    let target = b.work.join("target");
+    let args = install_args(&env, &["blastdep"]);
+    let out = b
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("PIP_TARGET", &target)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!(
+                "`PIP_TARGET={}` writes outside the environment",
+                target.display()
+            )),
+        "{stderr}"
+    );
+    assert!(!target.exists());
+    assert_eq!(b.log(e).len(), history);
 }
 
 /// Runs blast in a user namespace where no further user namespace may be created.

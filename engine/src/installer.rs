@@ -171,6 +171,8 @@ impl Request {
         let env_root =
             crate::fsutil::resolve_path(env_root).unwrap_or_else(|_| env_root.to_owned());
         let mut placed = false;
+        // Each as typed, in full, and its value.
+        let mut given: Vec<(String, &str, String)> = Vec::new();
         let mut words = args.iter();
         while let Some(word) = words.next() {
             let (option, attached) = match word.split_once('=') {
@@ -188,6 +190,20 @@ impl Request {
                 Some(value) => value,
                 None => words.next().map_or("", String::as_str),
             };
+            given.push((option.to_owned(), full, value.to_owned()));
+        }
+        // pip reads each long option from the environment too (`PIP_TARGET=DIR`), which the installer
+        // inherits. (A pip configuration file may set one as well: that is not looked at.)
+        for (full, _) in WRITES_TO.iter().filter(|(full, _)| full.starts_with("--")) {
+            let var = format!("PIP_{}", full[2..].replace('-', "_").to_ascii_uppercase());
+            if let Some(value) = std::env::var(&var).ok().filter(|v| !v.is_empty())
+                && writing_option(full, command).is_some()
+            {
+                given.push((format!("{var}="), full, value));
+            }
+        }
+        for (option, full, value) in &given {
+            let (full, value) = (*full, value.as_str());
             placed |= matches!(
                 full,
                 "-d" | "--dest"
@@ -200,7 +216,8 @@ impl Request {
             let target = lexically_normal(&cwd.join(value));
             let target = crate::fsutil::resolve_path(&target).unwrap_or(target);
             if !(to_stdout || target.starts_with(&env_root)) {
-                return Some(format!("{option} {value}"));
+                let space = if option.ends_with('=') { "" } else { " " };
+                return Some(format!("{option}{space}{value}"));
             }
         }
         // Commands that write outside by themselves: `download` and `wheel` into the working
