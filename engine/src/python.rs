@@ -7,7 +7,10 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use store_format::PythonTag;
@@ -429,10 +432,12 @@ pub(crate) fn run_probe<T: DeserializeOwned>(interpreter: &Path, code: &str) -> 
         }
         _ => {}
     }
-    let output = Command::new(interpreter)
-        .args(["-I", "-c", code])
-        .output()
-        .map_err(|e| bad(format!("could not run it: {e}")))?;
+    let output = bounded_output(
+        Command::new(interpreter).args(["-I", "-c", code]),
+        PROBE_TIMEOUT,
+    )
+    .map_err(|e| bad(format!("could not run it: {e}")))?
+    .map_err(bad)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         // A program that is no Python says so about its arguments, the probe's code among them.
@@ -456,6 +461,99 @@ pub(crate) fn run_probe<T: DeserializeOwned>(interpreter: &Path, code: &str) -> 
     }
     serde_json::from_slice(&output.stdout)
         .map_err(|e| bad(format!("it answered something unexpected ({e})")))
+}
+
+/// How long an interpreter may take to answer a probe (a cold start from a slow disk takes seconds).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most a probe's answer (or its error output) may be: a few kilobytes are expected.
+const PROBE_MAX_OUTPUT: u64 = 1 << 20;
+
+/// Runs `command` as a probe: stdin from `/dev/null` (a program waiting on the terminal would wait for
+/// good), its output read up to [`PROBE_MAX_OUTPUT`], within `timeout`, and killed with blast.
+/// Something else named as the interpreter (a script that hangs, or prints without end) held blast,
+/// and the index other commands wait on, for good. The inner error says what went wrong.
+fn bounded_output(
+    command: &mut Command,
+    timeout: Duration,
+) -> std::io::Result<Result<Output, String>> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only prctl between fork and exec, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    let flooded = Arc::new(AtomicBool::new(false));
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        let flooded = flooded.clone();
+        let (sender, bytes_read) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(PROBE_MAX_OUTPUT + 1).read_to_end(&mut bytes);
+            }
+            if bytes.len() as u64 > PROBE_MAX_OUTPUT {
+                flooded.store(true, Ordering::Relaxed);
+            }
+            let _ = sender.send(bytes);
+        });
+        bytes_read
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    // Its output ends when it exits (or when it is cut off for printing too much): no polling. A
+    // process it left behind may hold the output open: that is a probe not answering too.
+    let outputs = stdout
+        .recv_timeout(left())
+        .and_then(|out| Ok((out, stderr.recv_timeout(left())?)));
+    let mut failed = if flooded.load(Ordering::Relaxed) {
+        Some(format!("it printed more than {PROBE_MAX_OUTPUT} bytes"))
+    } else {
+        None
+    };
+    let mut status = None;
+    while failed.is_none() && status.is_none() {
+        status = child.try_wait()?;
+        if outputs.is_err() || (status.is_none() && left().is_zero()) {
+            failed = Some(format!("it did not answer within {} s", timeout.as_secs()));
+        } else if status.is_none() {
+            // Its output closed: it is exiting.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    match (failed, status, outputs) {
+        (None, Some(status), Ok((stdout, stderr))) => Ok(Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })),
+        (failed, _, _) => {
+            // Not reaped yet, so the pid is still the child's.
+            let _ = child.kill();
+            let _ = child.wait();
+            Ok(Err(failed.unwrap_or_default()))
+        }
+    }
 }
 
 fn probe(candidate: &Path) -> Result<PythonInfo> {
@@ -497,6 +595,38 @@ fn probe(candidate: &Path) -> Result<PythonInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by exploratory testing: a script named as the interpreter that hung, or printed without
+    /// end, held blast (and the index every other command waits on) for good.
+    #[test]
+    fn a_probe_that_hangs_floods_or_reads_stdin_is_stopped() {
+        let run = |script: &str| {
+            let started = Instant::now();
+            let outcome = bounded_output(
+                Command::new("sh").args(["-c", script]),
+                Duration::from_secs(1),
+            )
+            .unwrap();
+            // What failed, not a megabyte of what it printed.
+            let outcome = outcome.map(|output| (output.status.success(), output.stdout.len()));
+            (outcome, started.elapsed())
+        };
+        let (outcome, took) = run("sleep 30");
+        assert_eq!(outcome.unwrap_err(), "it did not answer within 1 s");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        let (outcome, took) = run("yes");
+        assert_eq!(
+            outcome.unwrap_err(),
+            format!("it printed more than {PROBE_MAX_OUTPUT} bytes")
+        );
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        let (outcome, took) = run("sleep 30 & echo started");
+        assert_eq!(outcome.unwrap_err(), "it did not answer within 1 s");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        // Standard input is empty, not the terminal's.
+        let (outcome, _) = run("cat; echo '{}'");
+        assert_eq!(outcome, Ok((true, 3)));
+    }
 
     fn context(cwd: &Path, global_files: Vec<PathBuf>) -> ShimContext {
         ShimContext {
