@@ -1752,3 +1752,42 @@ fn an_install_does_not_overwrite_what_was_changed_by_hand_while_it_ran() {
     assert!(!data.exists());
     assert!(env.join(SITE).join("unrelated.txt").exists());
 }
+
+/// An environment on a Python whose own pip is older than 22.3 (Python 3.7 ships 22.0), which cannot
+/// install into another environment (`--python`): named with the fix, and uv serves where it is on
+/// PATH (found by exploratory testing: pip's "no such option: --python" was all a user saw).
+#[test]
+fn a_base_pip_too_old_for_another_environment_is_named_and_uv_serves() {
+    let b = Blast::new();
+    let env = b.work.join("older");
+    let e = env.to_str().unwrap();
+    if !b
+        .run(&["create", "--path", e, "--python", "3.7"])
+        .status
+        .success()
+    {
+        eprintln!("skipped: blast finds no Python 3.7 here");
+        return;
+    }
+    let before = read_tree(&env);
+    let mut args = install_args(&env, &["blastdep"]);
+    args.extend(["--installer".to_owned(), "pip".to_owned()]);
+    let err = b.fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("from 22.3 on")
+            && err.contains("create the environment with `--seed`")
+            && err.contains("-m pip install -U pip"),
+        "{err}"
+    );
+    assert_same_tree(&before, &read_tree(&env));
+    if uv_on_path().is_none() {
+        return;
+    }
+    let report = b.install_fixtures(&env, &["blastdep"]);
+    assert!(
+        report["installer"].as_str().unwrap().starts_with("uv at "),
+        "{report}"
+    );
+    let (ok, out) = env_python(&env, "import blastdep; print('ok')");
+    assert!(ok, "{out}");
+}

@@ -280,7 +280,7 @@ pub enum Error {
     NoInstaller {
         env: String,
         detail: String,
-        fix: &'static str,
+        fix: String,
     },
     #[error("{installer} failed ({status}): environment `{env}` is unchanged{hint}")]
     InstallerFailed {

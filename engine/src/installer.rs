@@ -1,12 +1,13 @@
 //! The installer: which program changes an environment's packages and with what command line.
 //!
 //! In order of preference: the environment's own pip, the base interpreter's pip pointed at the
-//! environment with `--python`, or uv from `PATH` (`--installer` picks one). The command line is the
+//! environment with `--python` (pip 22.3 or later), or uv from `PATH` (`--installer` picks one). The command line is the
 //! same whether it runs in the sandbox or on a staging copy (`--no-sandbox`): only the interpreter path
 //! differs.
 
 use std::path::{Component, Path, PathBuf};
 
+use pep508_rs::pep440_rs::Version;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -323,9 +324,14 @@ pub fn choose(
     let env_pip = tree
         .entries
         .contains_key(&format!("{}/pip/__init__.py", python.purelib));
-    let base_pip = Path::new(&python.stdlib)
-        .join("site-packages/pip/__init__.py")
-        .is_file();
+    let base_site = Path::new(&python.stdlib).join("site-packages");
+    let base_pip = base_site.join("pip/__init__.py").is_file();
+    // pip installs into another environment (`--python`) from 22.3 on; Python 3.7's own pip is 22.0.
+    let base_pip_too_old = base_pip
+        .then(|| pip_version_in(&base_site))
+        .flatten()
+        .filter(|version| *version < Version::new([22, 3]));
+    let base_pip = base_pip && base_pip_too_old.is_none();
     let uv = find_on_path("uv");
     let pip = if env_pip {
         Some(Installer {
@@ -353,17 +359,30 @@ pub fn choose(
         lead: vec!["pip".into()],
         needs_python: true,
     });
-    let none = |detail: &str, fix| Error::NoInstaller {
+    let none = |detail: &str, fix: &str| Error::NoInstaller {
         env: root.display().to_string(),
         detail: detail.to_owned(),
-        fix,
+        fix: fix.to_owned(),
     };
+    let old_pip = base_pip_too_old.map(|version| {
+        format!(
+            "the pip of {} is {version}, and pip installs into another environment (`--python`) from \
+             22.3 on",
+            python.executable
+        )
+    });
+    let upgrade = format!(
+        "create the environment with `--seed` (pip in it), upgrade that pip (`{} -m pip install -U \
+         pip`), or put uv on PATH",
+        python.executable
+    );
     match preference {
-        Some(InstallerKind::Pip) => pip.ok_or_else(|| {
-            none(
+        Some(InstallerKind::Pip) => pip.ok_or_else(|| match &old_pip {
+            Some(old) => none(old, &upgrade),
+            None => none(
                 "neither the environment nor its base interpreter has pip",
                 "create the environment with `--seed`, or pass `--installer uv` with uv on PATH",
-            )
+            ),
         }),
         Some(InstallerKind::Uv) => uv.ok_or_else(|| {
             none(
@@ -371,13 +390,27 @@ pub fn choose(
                 "put uv on PATH, or leave out `--installer uv` to use pip",
             )
         }),
-        None => pip.or(uv).ok_or_else(|| {
-            none(
+        None => pip.or(uv).ok_or_else(|| match &old_pip {
+            Some(old) => none(&format!("{old}, and `uv` is not on PATH"), &upgrade),
+            None => none(
                 "the environment and its base interpreter have no pip, and `uv` is not on PATH",
                 "create the environment with `--seed` for pip, or put uv on PATH",
-            )
+            ),
         }),
     }
+}
+
+/// The version of the pip installed in `site_packages`, from its `pip-VERSION.dist-info`.
+fn pip_version_in(site_packages: &Path) -> Option<Version> {
+    std::fs::read_dir(site_packages)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .find_map(|name| {
+            name.strip_prefix("pip-")?
+                .strip_suffix(".dist-info")?
+                .parse()
+                .ok()
+        })
 }
 
 impl Installer {
