@@ -251,21 +251,29 @@ pub fn credentials_for(registry: &str) -> Result<Option<Credentials>> {
             )));
         }
     }
+    // A Docker config that cannot be read is named once the registry asks for credentials
+    // ([`credentials_hint`]): a registry that needs none works without them.
+    Ok(docker_login(registry).unwrap_or(None))
+}
+
+/// The credentials `docker login` left for `registry`, if any; what stops reading them, if something
+/// does.
+fn docker_login(registry: &str) -> Result<Option<Credentials>, String> {
     let Some(config) = docker_config() else {
         return Ok(None);
     };
-    let text = match std::fs::read_to_string(&config) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).at("reading Docker's credentials", &config),
-    };
-    docker_credentials(&text, registry).map_err(|why| {
-        Error::Invalid(format!(
+    let unreadable = |why: String| {
+        format!(
             "`{}` cannot be read for the credentials of {registry}: {why}; fix it, or set \
              BLAST_REGISTRY_USERNAME and BLAST_REGISTRY_PASSWORD",
             config.display()
-        ))
-    })
+        )
+    };
+    match std::fs::read_to_string(&config) {
+        Ok(text) => docker_credentials(&text, registry).map_err(unreadable),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(unreadable(e.to_string())),
+    }
 }
 
 /// Docker's configuration file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
@@ -282,6 +290,9 @@ fn docker_config() -> Option<PathBuf> {
 /// configuration keeps them in a credential helper (`credHelpers`, `credsStore`), which blast does not
 /// read, where `docker login` would change nothing.
 fn credentials_hint(registry: &str) -> String {
+    if let Err(unreadable) = docker_login(registry) {
+        return unreadable;
+    }
     let helper = docker_config()
         .and_then(|path| std::fs::read_to_string(path).ok())
         .and_then(|text| credential_helper(&text, registry));
