@@ -331,6 +331,23 @@ fn assembling_the_sandbox_writes_nothing_through_a_symlink() {
     assert_eq!(fs::read(&interpreter).unwrap(), bytes);
 }
 
+/// The command is everything from its first word on, as `uv run` takes it, `--` or not (found by
+/// exploratory testing: `blast run -e web python -c …` was refused as an unexpected argument); the
+/// options after it are the command's, blast's own names included. `blast pip` alike.
+#[test]
+fn the_command_is_everything_from_its_first_word() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let code = "import sys; print(sys.argv[1:], sys.prefix)";
+    let out = b.run(&["run", "-e", e, "python", "-c", code, "--json", "-e", "x"]);
+    assert_succeeded(&out);
+    assert_eq!(stdout(&out).trim(), format!("['--json', '-e', 'x'] {e}"));
+    let out = b.run(&["pip", "-e", e, "list", "--format", "json"]);
+    assert_succeeded(&out);
+    assert!(stdout(&out).trim().starts_with('['), "{}", stdout(&out));
+}
+
 #[test]
 fn bad_input_is_refused_with_what_to_do() {
     let b = Blast::new();

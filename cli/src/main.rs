@@ -411,8 +411,13 @@ enum Command {
         env: EnvArg,
         #[command(flatten)]
         how: InstallerArgs,
-        /// The pip command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "ARGS")]
+        /// The pip command and its arguments (after `--` when the first is an option).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "ARGS"
+        )]
         args: Vec<String>,
     },
     /// Run a command from the environment in the sandbox: the environment and the filesystem
@@ -442,8 +447,14 @@ enum Command {
         /// A path the command may write to (repeatable).
         #[arg(long, value_name = "PATH")]
         allow_write: Vec<PathBuf>,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        /// The command and its arguments: everything from its first word on is the command's
+        /// (`blast run -e web python -c 'import rich'`; `--` before it works too).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "CMD"
+        )]
         command: Vec<String>,
     },
     /// Open a shell in the environment whose every change becomes a snapshot: `(blast)` in the
