@@ -1597,8 +1597,8 @@ fn local_projects_install_editable_however_they_are_named() {
         stderr.contains("Read-only file system")
             && stderr.contains(&format!(
                 "the sandbox showed `{p}`, which `{}` names, to the installer read-only (a project a \
-                 requirements file names is writable only below the working directory, unless that \
-                 holds your home or blast's store): run blast from a directory that holds both",
+                 requirements file names is writable only below the working directory): run blast \
+                 from a directory that holds both",
                 editable.display()
             )),
         "{stderr}"
@@ -1618,6 +1618,41 @@ fn local_projects_install_editable_however_they_are_named() {
              file names is shown below its own directory or the working directory)",
             app.join("requirements.txt").display()
         )) && stderr.contains(&format!("`blast install -- -e {p}`")),
+        "{stderr}"
+    );
+    assert_same_tree(&before, &read_tree(&env4));
+    // A requirements file in a directory of its own naming a project beside it, from the root that
+    // holds both: the message names the rule that applies (found by exploratory testing: it said to
+    // run blast from a directory holding both, which it was).
+    let mono = b.work.join("mono");
+    fs::create_dir_all(mono.join("requirements")).unwrap();
+    fs::create_dir_all(mono.join("libs")).unwrap();
+    copy_project("blastlocal", &mono.join("libs/proj"));
+    fs::write(mono.join("requirements/dev.txt"), "-e ./libs/proj\n").unwrap();
+    let out = install_from(&env4, "pip", &mono.join("requirements/dev.txt"), &mono);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the sandbox showed `{}`, which `{}` names, to the installer read-only (a project a \
+             requirements file names is writable only below the working directory and, there, \
+             below the file's own directory or the project the file belongs to)",
+            mono.join("libs/proj").display(),
+            mono.join("requirements/dev.txt").display()
+        )),
+        "{stderr}"
+    );
+    assert_same_tree(&before, &read_tree(&env4));
+    // From a directory that holds the store: it does not count, and the message says so.
+    let out = install_from(&env4, "pip", &editable, b.tmp.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "writable only below the working directory, and the working directory, `{}`, holds \
+             your home or blast's store, so it does not count)",
+            b.tmp.path().display()
+        )),
         "{stderr}"
     );
     assert_same_tree(&before, &read_tree(&env4));

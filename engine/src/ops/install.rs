@@ -606,23 +606,51 @@ impl Run<'_> {
     /// read-only): the installer fails on them with a message that cannot say why.
     fn withheld_hint(&self) -> Option<String> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let named = named_paths(
-            self.request,
-            &cwd,
-            Protected::of(self.store).trusted(&cwd).as_deref(),
-        );
+        let trusted = Protected::of(self.store).trusted(&cwd);
+        let named = named_paths(self.request, &cwd, trusted.as_deref());
         let withheld = named.withheld();
         let first = withheld.first()?;
-        let (shown, how) = match first.read_only {
-            true => (
+        let untrusted = || {
+            format!(
+                "the working directory, `{}`, holds your home or blast's store, so it does not count",
+                cwd.display()
+            )
+        };
+        let (shown, how) = match (first.read_only, &trusted) {
+            (true, Some(trusted)) if first.path.starts_with(trusted) => (
                 "showed",
                 "to the installer read-only (a project a requirements file names is writable only \
-                 below the working directory, unless that holds your home or blast's store)",
+                 below the working directory and, there, below the file's own directory or the \
+                 project the file belongs to)"
+                    .to_owned(),
             ),
-            false => (
+            (true, Some(_)) => (
+                "showed",
+                "to the installer read-only (a project a requirements file names is writable only \
+                 below the working directory)"
+                    .to_owned(),
+            ),
+            (true, None) => (
+                "showed",
+                format!(
+                    "to the installer read-only (a project a requirements file names is writable \
+                     only below the working directory, and {})",
+                    untrusted()
+                ),
+            ),
+            (false, Some(_)) => (
                 "did not show",
                 "to the installer (what a requirements file names is shown below its own directory \
-                 or the working directory)",
+                 or the working directory)"
+                    .to_owned(),
+            ),
+            (false, None) => (
+                "did not show",
+                format!(
+                    "to the installer (what a requirements file names is shown below its own \
+                     directory or the working directory, and {})",
+                    untrusted()
+                ),
             ),
         };
         let more = match withheld.len() {
