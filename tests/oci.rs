@@ -979,3 +979,67 @@ fn an_unreasonable_registry_timeout_is_refused_with_its_bounds() {
         );
     }
 }
+
+/// A layer that compresses past pull's ratio check (300 MB of zeros) pushes with a note of the
+/// `BLAST_IMAGE_MAX_BYTES` that pulls it, and pulls with it (found by exploratory testing: `export`
+/// said so, `push` did not, and a teammate's pull failed without naming a value).
+#[test]
+fn a_push_past_the_ratio_check_names_the_limit_that_pulls_it() {
+    if !tools_present() {
+        return;
+    }
+    let registry = Registry::start();
+    let sender = Blast::new();
+    let env = sender.create_path_env("zeros");
+    let zeros = fs::File::create(env.join("zeros.bin")).unwrap();
+    zeros.set_len(300 << 20).unwrap();
+    sender.ok(&["snapshot", "-e", env.to_str().unwrap()]);
+    let reference = registry.reference("zeros:v1");
+    let out = sender
+        .command(&[
+            "push",
+            "-e",
+            env.to_str().unwrap(),
+            &reference,
+            "--insecure",
+        ])
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let note = String::from_utf8_lossy(&out.stderr).into_owned();
+    let needed: u64 = note
+        .split("BLAST_IMAGE_MAX_BYTES=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no limit named: {note}"));
+    assert!(needed > 300 << 20, "{note}");
+
+    let receiver = Blast::new();
+    let dest = receiver.work.join("pulled");
+    let pull = |limit: Option<u64>| {
+        let mut command = receiver.command(&[
+            "pull",
+            &reference,
+            "--path",
+            dest.to_str().unwrap(),
+            "--insecure",
+        ]);
+        if let Some(limit) = limit {
+            command.env("BLAST_IMAGE_MAX_BYTES", limit.to_string());
+        }
+        command.output().unwrap()
+    };
+    let refused = pull(None);
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("times its compressed size"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_succeeded(&pull(Some(needed)));
+    assert_eq!(
+        fs::metadata(dest.join("zeros.bin")).unwrap().len(),
+        300 << 20
+    );
+}

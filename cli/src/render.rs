@@ -306,6 +306,13 @@ impl Output {
         );
         println!("  manifest {}", r.manifest_digest);
         println!("  needs {}", printable(&r.python));
+        if let Some(bytes) = r.pull_needs_max_bytes {
+            eprintln!(
+                "note: a layer of it decompresses to so many bytes per byte of it that `blast pull` takes \
+                 it for a decompression bomb unless BLAST_IMAGE_MAX_BYTES={bytes} (or more) is set where it \
+                 is pulled"
+            );
+        }
     }
 
     pub fn pulled(&self, r: &PullReport) {

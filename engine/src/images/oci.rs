@@ -298,14 +298,14 @@ fn parse_manifest(
 }
 
 /// Writes the blob of `layer` to `path`: the layer entry, then every object it names, with the `.blast`
-/// writer's headers and compression. Returns its descriptor.
+/// writer's headers and compression. Returns its descriptor and the size of its archive, decompressed.
 fn write_layer_blob(
     store: &Store,
     id: &LayerId,
     layer: &Layer,
     path: &Path,
     progress: &dyn Progress,
-) -> Result<Descriptor> {
+) -> Result<(Descriptor, u64)> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -313,7 +313,9 @@ fn write_layer_blob(
         .open(path)
         .at("creating blob", path)?;
     let mut archive = write::start_archive(Sha256Writer::new(BufWriter::new(file)), path)?;
-    write::append(&mut archive, &EntryName::Layer(*id), &layer.encode(), path)?;
+    let encoded = layer.encode();
+    write::append(&mut archive, &EntryName::Layer(*id), &encoded, path)?;
+    let mut archive_bytes = write::entry_bytes(encoded.len() as u64) + write::END_OF_ARCHIVE;
     let sizes = file_objects(std::iter::once(layer));
     // In the order the layer's files first name them, so a package's files compress together.
     for (id, executable) in super::first_use([layer]) {
@@ -324,15 +326,17 @@ fn write_layer_blob(
         };
         let name = EntryName::Object(id, executable);
         write::append_object(store, &mut archive, &name, &object, progress, path)?;
+        archive_bytes += write::entry_bytes(object.size);
     }
     let mut hashed = write::finish_archive(archive, path)?;
     hashed.flush().at("writing blob", path)?;
-    Ok(Descriptor {
+    let descriptor = Descriptor {
         media_type: LAYER_MEDIA_TYPE.to_owned(),
         digest: hashed.digest(),
         size: hashed.count,
         annotations: BTreeMap::from([(LAYER_ANNOTATION.to_owned(), id.to_hex())]),
-    })
+    };
+    Ok((descriptor, archive_bytes))
 }
 
 /// What a push did.
@@ -348,6 +352,9 @@ pub struct Pushed {
     pub bytes_uploaded: u64,
     pub blobs_skipped: usize,
     pub bytes_skipped: u64,
+    /// The `BLAST_IMAGE_MAX_BYTES` a pull needs, when a layer blob decompresses to so many bytes per
+    /// byte of it that a pull takes it for a decompression bomb.
+    pub pull_needs_max_bytes: Option<u64>,
 }
 
 /// Pushes snapshot `id` to the client's repository and tag.
@@ -364,12 +371,19 @@ pub fn push_image(
     let object_bytes = file_objects(layers.values()).values().sum();
     progress.begin("packing", Some(object_bytes));
     let mut blobs = BTreeMap::new();
+    let (mut bombs, mut all_archives, mut all_blobs) = (false, 0u64, 0u64);
     for (n, (layer_id, layer)) in layers.iter().enumerate() {
         let path = scratch.dir().join(format!("blob-{n}"));
-        let descriptor = write_layer_blob(store, layer_id, layer, &path, progress)?;
+        let (descriptor, archive_bytes) =
+            write_layer_blob(store, layer_id, layer, &path, progress)?;
+        bombs |= Limits::default().ratio_exceeded(archive_bytes, descriptor.size);
+        all_archives = all_archives.saturating_add(archive_bytes);
+        all_blobs = all_blobs.saturating_add(descriptor.size);
         blobs.insert(*layer_id, (descriptor, path));
     }
     progress.end();
+    // The variable replaces the ratio check, and bounds each blob's archive and all blobs together.
+    let pull_needs_max_bytes = bombs.then_some(all_archives.max(all_blobs));
     let config = config_bytes(id, &snapshot)?;
     let config_path = scratch.dir().join("config");
     fs::write(&config_path, &config).at("writing", &config_path)?;
@@ -414,6 +428,7 @@ pub fn push_image(
         .map_err(|e| Error::Invalid(format!("could not encode the image manifest: {e}")))?;
     client.put_manifest(&bytes, MANIFEST_MEDIA_TYPE)?;
     Ok(Pushed {
+        pull_needs_max_bytes,
         snapshot,
         manifest_digest: sha256_digest(&bytes),
         layers: blobs.len(),

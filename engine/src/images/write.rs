@@ -298,10 +298,10 @@ pub(super) fn start_archive<W: Write>(
 }
 
 /// The two zero blocks that end an archive.
-const END_OF_ARCHIVE: u64 = 1024;
+pub(super) const END_OF_ARCHIVE: u64 = 1024;
 
 /// What an entry of `size` bytes takes in an archive: its header block, its data in whole blocks.
-fn entry_bytes(size: u64) -> u64 {
+pub(super) fn entry_bytes(size: u64) -> u64 {
     512 + size.div_ceil(512) * 512
 }
 

@@ -48,6 +48,9 @@ pub struct PushReport {
     pub seconds: f64,
     /// Paths of the environment that differ from the pushed HEAD: changes not captured, left out.
     pub uncaptured: usize,
+    /// The `BLAST_IMAGE_MAX_BYTES` a `blast pull` of it needs, when a layer compresses so well that a
+    /// pull would take it for a decompression bomb.
+    pub pull_needs_max_bytes: Option<u64>,
 }
 
 /// Pushes a snapshot (default: the environment's HEAD) to a registry.
@@ -78,6 +81,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
         bytes_skipped: pushed.bytes_skipped,
         seconds: started.elapsed().as_secs_f64(),
         uncaptured,
+        pull_needs_max_bytes: pushed.pull_needs_max_bytes,
     })
 }
 
