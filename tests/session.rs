@@ -605,6 +605,40 @@ fn move_and_remove_refuse_and_kill_waits_while_a_session_starts() {
     );
     b.ok(&["move", "-e", e, m]);
     b.assert_verify_clean(&[&moved]);
+
+    // Held by a stopped process (a `blast start` suspended with Ctrl-Z), the wait would be for good:
+    // `kill` names the process instead (found by exploratory testing: it waited without end).
+    let lock_path = b.home.join("locks").join(format!("{id}.session.lock"));
+    let mut holder = Command::new("flock")
+        .arg(&lock_path)
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    let pid = holder.id().to_string();
+    while !fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|line| line.split_whitespace().any(|field| field == pid))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let err = b.fails(&["kill", m]);
+    assert!(
+        err.contains(&format!(
+            "the session is starting or ending in process {pid}, which is stopped"
+        )) && err.contains(&format!("kill -CONT {pid}")),
+        "{err}"
+    );
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let _ = holder.wait();
+    b.assert_verify_clean(&[&moved]);
 }
 
 /// Whether a process runs `sleep SECONDS`.

@@ -20,6 +20,35 @@ pub enum LockMode {
     Exclusive,
 }
 
+/// The processes holding a lock on the file at `path`, as `/proc/locks` lists them (none where it
+/// cannot be read): who keeps another command waiting.
+pub fn holders(path: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Vec::new();
+    };
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; a process waiting for it has `->` after the
+    // number.
+    let file = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev()),
+        meta.ino()
+    );
+    locks
+        .lines()
+        .filter(|line| !line.contains("->"))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let at = fields.iter().position(|field| *field == file)?;
+            fields.get(at.checked_sub(1)?)?.parse().ok()
+        })
+        .collect()
+}
+
 /// A held lock; released when dropped (closing the file releases the flock).
 #[derive(Debug)]
 pub struct LockGuard {

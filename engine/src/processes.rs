@@ -31,6 +31,20 @@ pub struct EnvProcess {
     pub memory_bytes: u64,
 }
 
+/// Whether the process `pid` is stopped (Ctrl-Z in its terminal, or SIGSTOP).
+pub fn is_stopped(pid: u32) -> bool {
+    let mut system = System::new();
+    let pid = Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing(),
+    );
+    system
+        .process(pid)
+        .is_some_and(|p| p.status() == sysinfo::ProcessStatus::Stop)
+}
+
 /// The processes running from the environment at `env_root`, by pid. Reads only what the match needs
 /// (executable, arguments, working directory) for every process; CPU and memory are read for the
 /// matching ones only, twice [`MINIMUM_CPU_UPDATE_INTERVAL`] apart (CPU use is a difference), so an

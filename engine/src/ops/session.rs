@@ -654,16 +654,31 @@ fn kill_one(home: &Path, id: &str, own_socket: Option<&Path>) -> Result<Option<K
 }
 
 /// The session of `env_id` once it is neither starting nor ending, waiting (and saying so after a
-/// second) meanwhile: a session that is getting ready may be capturing what changed before it.
+/// second) meanwhile: a session that is getting ready may be capturing what changed before it. A
+/// stopped process holding it (a `blast start` suspended with Ctrl-Z) would keep it so for good: that
+/// is an error naming the process.
 fn find_settled(home: &Path, env_id: &str) -> Result<Found> {
     let started = std::time::Instant::now();
     let mut told = false;
     loop {
         match session::find(home, env_id)? {
             Found::Busy => {
-                if !told && started.elapsed() >= std::time::Duration::from_secs(1) {
-                    eprintln!("blast: waiting for the session, which is starting or ending…");
-                    told = true;
+                if started.elapsed() >= std::time::Duration::from_secs(1) {
+                    let lock = session::lock_path(home, env_id);
+                    if let Some(pid) = crate::lock::holders(&lock)
+                        .into_iter()
+                        .find(|pid| crate::processes::is_stopped(*pid))
+                    {
+                        return Err(Error::Invalid(format!(
+                            "the session is starting or ending in process {pid}, which is stopped \
+                             (Ctrl-Z in its terminal?): resume it (`fg` there, or `kill -CONT {pid}`), \
+                             then run this again"
+                        )));
+                    }
+                    if !told {
+                        eprintln!("blast: waiting for the session, which is starting or ending…");
+                        told = true;
+                    }
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
