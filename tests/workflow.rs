@@ -811,15 +811,16 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     pip_install(&project, &["blastdep"]);
     b.ok(&["snapshot", "-e", p]);
     b.ok(&["create", "web", "--python", python()]);
-    let copy_of = |copy: &Path| {
+    let copy_store = |from: &Path, to: &Path| {
         let copied = Command::new("cp")
             .arg("-a")
-            .arg(&b.home)
-            .arg(copy)
+            .arg(from)
+            .arg(to)
             .status()
             .unwrap();
         assert!(copied.success());
     };
+    let copy_of = |copy: &Path| copy_store(&b.home, copy);
     // The store seen at another path (a bind mount) is not a copy of itself.
     let bound = b.work.join("bound");
     fs::create_dir(&bound).unwrap();
@@ -881,6 +882,24 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     assert!(activate.contains(web_here.to_str().unwrap()), "{activate}");
     assert_succeeded(&in_copy(&copy, &["verify", "-e", "web"]));
     assert_eq!(read_tree(&b.home.join("envs/web")), web_tree);
+    // A copy of the copy: `web` is the first copy's now, the project still the original's (found by
+    // the review: an old mark named the original for both).
+    let copy_of_copy = b.work.join("copy-of-copy");
+    copy_store(&copy, &copy_of_copy);
+    let out = in_copy(&copy_of_copy, &["status", "-e", "web"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!("is a copy of the store at `{}`", copy.display())),
+        "{stderr}"
+    );
+    let out = in_copy(&copy_of_copy, &["status", "-e", p]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!("in the store at `{}`", b.home.display())),
+        "{stderr}"
+    );
     // What the copy makes is its own.
     let made_here = b.work.join("made-in-copy");
     let m = made_here.to_str().unwrap();
@@ -907,7 +926,19 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     copy_of(&second);
     assert_succeeded(&in_copy(&second, &["list"]));
     assert!(!in_copy(&second, &["status", "-e", p]).status.success());
+    // And its copy: the project is the second copy's now (found by the review: the mark naming the
+    // deleted original stayed, and the third store rolled back the second's environment).
     fs::remove_dir_all(&b.home).unwrap();
+    let third = b.work.join("third");
+    copy_store(&second, &third);
+    let out = in_copy(&third, &["rollback", "-e", p, "@~1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!("in the store at `{}`", second.display())),
+        "{stderr}"
+    );
+    assert_eq!(read_tree(&project), project_tree);
     assert_succeeded(&in_copy(&second, &["rollback", "-e", p, "@~1"]));
     assert!(
         !project

@@ -399,6 +399,7 @@ fn note_where_opened(home: &Path, index: &Index) -> Result<()> {
     }
     let mut batch = Batch::default();
     batch.put_store_home(here);
+    let mut marked = false;
     if let Some(recorded) = recorded {
         let other = Path::new(&recorded);
         if same_directory(other, home) {
@@ -408,14 +409,29 @@ fn note_where_opened(home: &Path, index: &Index) -> Result<()> {
             && other_store_with(other, &id, home)
         {
             for env in index.envs()? {
-                // A mark of a copy's copy stays with the store that keeps the directory.
-                if !Path::new(&env.path).starts_with(home) && index.kept_by(&env.id)?.is_none() {
+                let path = Path::new(&env.path);
+                if path.starts_with(home) {
+                    continue;
+                }
+                // In a copy's copy, a mark naming a store that is still there keeps the directories
+                // it kept, but not one in the store copied from now (its `envs/NAME`).
+                let kept = index.kept_by(&env.id)?.filter(|mark| {
+                    !path.starts_with(other) && other_store_with(Path::new(mark), &id, home)
+                });
+                if kept.is_none() {
                     batch.put_kept_by(&env.id, &recorded);
+                    marked = true;
                 }
             }
         }
     }
-    index.write(batch)
+    if marked {
+        return index.write(batch);
+    }
+    // Only where the store was opened from, which the next command writes again: a full disk must not
+    // stop every command (`blast clean --dry-run` among them) after the store moved.
+    let _ = index.write_unsynced(batch);
+    Ok(())
 }
 
 fn same_directory(a: &Path, b: &Path) -> bool {
