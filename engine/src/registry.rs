@@ -735,7 +735,8 @@ impl Client {
                 status: response.status().as_u16(),
                 response,
             };
-            if answer.status != 401 || answered_challenge {
+            // Another host's challenge is not answered: its realm would get the credentials.
+            if answer.status != 401 || answered_challenge || !self.on_registry(url) {
                 return Ok(answer);
             }
             answered_challenge = true;
@@ -1249,6 +1250,25 @@ mod tests {
             "{stored:?}"
         );
         assert_eq!(stored[0].1, None, "{stored:?}");
+        // Nor through its challenge, whose realm it chooses (found by the review).
+        let (asking, asked) = fake_registry(|request, _, port| match request {
+            r if r.starts_with("GET /token") => {
+                ("200 OK".into(), "Content-Type: application/json\r\n".into())
+            }
+            _ => (
+                "401 Unauthorized".into(),
+                format!("WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\"\r\n"),
+            ),
+        });
+        STORAGE.store(asking, std::sync::atomic::Ordering::Relaxed);
+        let err = client(port, me())
+            .upload_blob("sha256:00", &blob, 5, &crate::images::NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HTTP 401"), "{err}");
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert_eq!(asked[0].1, None, "{asked:?}");
         // The same origin spelled with its default port is the registry.
         let https = Client::build(
             &Reference::parse("oci://Registry.example/team/app").unwrap(),
