@@ -234,6 +234,7 @@ fn capture_turns_what_the_command_changed_into_a_snapshot() {
             "python",
             "-c",
             &write,
+            "https://alice:s3cret@pypi.example/simple",
         ])
         .output()
         .unwrap();
@@ -253,6 +254,12 @@ fn capture_turns_what_the_command_changed_into_a_snapshot() {
     let last = &log[0];
     assert_eq!(last["operation"], "run");
     assert_eq!(last["snapshot"].as_str().unwrap(), id);
+    // The command line is the history's message, without a URL's password (found by the review).
+    let message = last["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("https://alice:****@pypi.example/simple"),
+        "{message}"
+    );
     assert_eq!(fs::read_to_string(&module).unwrap(), "X = 1\n");
     b.assert_verify_clean(&[&env]);
     // And it is undoable like any snapshot.

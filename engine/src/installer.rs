@@ -268,7 +268,7 @@ impl Request {
 
 /// `word` with the password (or token) of each URL in it shown as `****`, as pip shows URLs: history
 /// is read by others (`blast log` pasted into a bug report, `export --history`).
-fn without_secrets(word: &str) -> String {
+pub(crate) fn without_secrets(word: &str) -> String {
     let mut out = String::new();
     let mut rest = word;
     while let Some(scheme_end) = rest.find("://") {

@@ -330,7 +330,7 @@ fn capture_run(
             new_tree: &new_tree,
             staging,
             operation: "run",
-            message: command.join(" "),
+            message: crate::installer::without_secrets(&command.join(" ")),
             allow_conflicts: true,
             latch: None,
         },

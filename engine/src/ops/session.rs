@@ -443,6 +443,8 @@ fn capture(
     message: &str,
     changed: Option<Instant>,
 ) -> Result<Option<CaptureNote>> {
+    // The command line typed, for the history: a URL's password in it is not kept.
+    let message = &crate::installer::without_secrets(message);
     let store = Store::open(home)?;
     let env = store.open_env(env_root.to_str())?;
     let before = store.tree_of(&store.snapshot(&env.head()?)?)?;
