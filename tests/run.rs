@@ -353,6 +353,11 @@ fn the_command_is_everything_from_its_first_word() {
     let out = b.run(&["pip", "-e", e, "list", "--format", "json"]);
     assert_succeeded(&out);
     assert!(stdout(&out).trim().starts_with('['), "{}", stdout(&out));
+    // An option of blast's mistyped before the command is a usage error, not the command (the
+    // review's catch: it ran as `--no-netwrok`, with `-e ENV` its arguments).
+    let out = b.run(&["run", "--no-netwrok", "-e", e, "python", "-c", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("'--no-network'"), "{}", stderr(&out));
 }
 
 #[test]

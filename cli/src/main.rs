@@ -414,7 +414,6 @@ enum Command {
         /// The pip command and its arguments (after `--` when the first is an option).
         #[arg(
             trailing_var_arg = true,
-            allow_hyphen_values = true,
             required = true,
             value_name = "ARGS"
         )]
@@ -451,7 +450,6 @@ enum Command {
         /// (`blast run -e web python -c 'import rich'`; `--` before it works too).
         #[arg(
             trailing_var_arg = true,
-            allow_hyphen_values = true,
             required = true,
             value_name = "CMD"
         )]
