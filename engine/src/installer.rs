@@ -374,7 +374,7 @@ pub fn choose(
     let upgrade = format!(
         "create the environment with `--seed` (pip in it), upgrade that pip (`{} -m pip install -U \
          pip`), or put uv on PATH",
-        python.executable
+        crate::shell::word(&python.executable)
     );
     match preference {
         Some(InstallerKind::Pip) => pip.ok_or_else(|| match &old_pip {
@@ -400,17 +400,19 @@ pub fn choose(
     }
 }
 
-/// The version of the pip installed in `site_packages`, from its `pip-VERSION.dist-info`.
+/// The version of the pip installed in `site_packages`, from its `pip-VERSION.dist-info` (the newest,
+/// where an upgrade left an old one behind).
 fn pip_version_in(site_packages: &Path) -> Option<Version> {
     std::fs::read_dir(site_packages)
         .ok()?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .find_map(|name| {
+        .filter_map(|name| {
             name.strip_prefix("pip-")?
                 .strip_suffix(".dist-info")?
                 .parse()
                 .ok()
         })
+        .max()
 }
 
 impl Installer {

@@ -325,7 +325,6 @@ pub(super) fn describe_tag(tag: &PythonTag) -> String {
     )
 }
 
-/// Writes `bytes` beside `path` and renames it into place: never half a file.
 /// Refuses an output in the store (directly or through a symlink: it would replace an object, a layer
 /// or the store's own files) or the base image itself (a thin image written over its base).
 fn check_output(store: &Store, opts: &ExportOptions) -> Result<()> {
@@ -351,6 +350,7 @@ fn check_output(store: &Store, opts: &ExportOptions) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` beside `path` and renames it into place: never half a file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let path = &crate::fsutil::output_file(path)?;
     let name = path
