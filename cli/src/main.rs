@@ -412,11 +412,7 @@ enum Command {
         #[command(flatten)]
         how: InstallerArgs,
         /// The pip command and its arguments (after `--` when the first is an option).
-        #[arg(
-            trailing_var_arg = true,
-            required = true,
-            value_name = "ARGS"
-        )]
+        #[arg(trailing_var_arg = true, required = true, value_name = "ARGS")]
         args: Vec<String>,
     },
     /// Run a command from the environment in the sandbox: the environment and the filesystem
@@ -448,11 +444,7 @@ enum Command {
         allow_write: Vec<PathBuf>,
         /// The command and its arguments: everything from its first word on is the command's
         /// (`blast run -e web python -c 'import rich'`; `--` before it works too).
-        #[arg(
-            trailing_var_arg = true,
-            required = true,
-            value_name = "CMD"
-        )]
+        #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
     /// Open a shell in the environment whose every change becomes a snapshot: `(blast)` in the

@@ -482,11 +482,21 @@ fn bounded_output(
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: only prctl between fork and exec, which is async-signal-safe.
+        .stderr(Stdio::piped())
+        // A group of its own, killed whole: what it started would keep the pipes open.
+        .process_group(0);
+    let blast = nix::unistd::getpid();
+    // SAFETY: prctl and getppid are async-signal-safe, and all that runs between fork and exec.
     unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        command.pre_exec(move || {
+            // Killed with blast (the group of its own takes it out of the terminal's Ctrl-C).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // blast died before the line above took effect.
+            if libc::getppid() != blast.as_raw() {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
             Ok(())
         });
     }
@@ -520,36 +530,43 @@ fn bounded_output(
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
     let deadline = Instant::now() + timeout;
-    let left = || deadline.saturating_duration_since(Instant::now());
-    // Its output ends when it exits (or when it is cut off for printing too much): no polling. A
-    // process it left behind may hold the output open: that is a probe not answering too.
-    let outputs = stdout
-        .recv_timeout(left())
-        .and_then(|out| Ok((out, stderr.recv_timeout(left())?)));
-    let mut failed = if flooded.load(Ordering::Relaxed) {
-        Some(format!("it printed more than {PROBE_MAX_OUTPUT} bytes"))
-    } else {
-        None
-    };
+    // Its output ends when it exits, or when it is cut off for printing too much (on either stream):
+    // waited for in slices, to see the other stream flood meanwhile. A process it left behind may hold
+    // the output open: that is a probe not answering too.
+    let slice = Duration::from_millis(50);
+    let mut outputs = (None, None);
+    let mut failed = None;
     let mut status = None;
     while failed.is_none() && status.is_none() {
-        status = child.try_wait()?;
-        if outputs.is_err() || (status.is_none() && left().is_zero()) {
+        let now = Instant::now();
+        if flooded.load(Ordering::Relaxed) {
+            failed = Some(format!("it printed more than {PROBE_MAX_OUTPUT} bytes"));
+        } else if now >= deadline {
             failed = Some(format!("it did not answer within {} s", timeout.as_secs()));
-        } else if status.is_none() {
+        } else if outputs.0.is_none() {
+            outputs.0 = stdout.recv_timeout(slice.min(deadline - now)).ok();
+        } else if outputs.1.is_none() {
+            outputs.1 = stderr.recv_timeout(slice.min(deadline - now)).ok();
+        } else {
             // Its output closed: it is exiting.
-            std::thread::sleep(Duration::from_millis(1));
+            status = child.try_wait()?;
+            if status.is_none() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
     match (failed, status, outputs) {
-        (None, Some(status), Ok((stdout, stderr))) => Ok(Ok(Output {
+        (None, Some(status), (Some(stdout), Some(stderr))) => Ok(Ok(Output {
             status,
             stdout,
             stderr,
         })),
         (failed, _, _) => {
-            // Not reaped yet, so the pid is still the child's.
-            let _ = child.kill();
+            // The group: the child is not reaped yet, so its pid, the group's id, is still its own.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = child.wait();
             Ok(Err(failed.unwrap_or_default()))
         }
@@ -615,6 +632,12 @@ mod tests {
         assert_eq!(outcome.unwrap_err(), "it did not answer within 1 s");
         assert!(took < Duration::from_secs(10), "{took:?}");
         let (outcome, took) = run("yes");
+        assert_eq!(
+            outcome.unwrap_err(),
+            format!("it printed more than {PROBE_MAX_OUTPUT} bytes")
+        );
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        let (outcome, took) = run("yes >&2");
         assert_eq!(
             outcome.unwrap_err(),
             format!("it printed more than {PROBE_MAX_OUTPUT} bytes")
