@@ -949,11 +949,27 @@ fn an_option_that_writes_outside_the_environment_is_refused_in_the_sandbox() {
             && stderr.contains(&format!(
                 "`PIP_TARGET={}` writes outside the environment",
                 target.display()
-            )),
+            ))
+            && stderr.contains("unset PIP_TARGET for blast"),
         "{stderr}"
     );
     assert!(!target.exists());
     assert_eq!(b.log(e).len(), history);
+    // Only the command's own options count (the review's catch: `PIP_WHEEL_DIR`, a CI habit, refused
+    // every install, and `PIP_TARGET` a `pip list`).
+    let out = b
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("PIP_WHEEL_DIR", &target)
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let out = b
+        .command(&["pip", "-e", e, "list"])
+        .env("PIP_TARGET", &target)
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    assert!(!target.exists());
 }
 
 /// Runs blast in a user namespace where no further user namespace may be created.

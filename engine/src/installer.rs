@@ -132,6 +132,20 @@ pub fn pip_command(args: &[String]) -> Option<usize> {
 /// pip's commands that have a `--local` option of their own (which `--loc` abbreviates there).
 const HAVE_LOCAL: &[&str] = &["freeze", "inspect", "list"];
 
+/// The long options of [`WRITES_TO`] that pip's `command` has, which pip also reads from `PIP_<OPTION>`.
+fn options_from_environment(command: &str) -> Vec<&'static str> {
+    let mut options = vec!["--log", "--log-file", "--local-log"];
+    let source = ["--src", "--source", "--source-dir", "--source-directory"];
+    match command {
+        "install" => options.extend(["--target", "--prefix", "--root", "--report"]),
+        "download" => options.extend(["--dest", "--destination-dir", "--destination-directory"]),
+        "wheel" => options.push("--wheel-dir"),
+        _ => return options,
+    }
+    options.extend(source);
+    options
+}
+
 /// The option of [`WRITES_TO`] that `word` names, in full or abbreviated, given pip's `command`.
 fn writing_option(word: &str, command: Option<&str>) -> Option<&'static str> {
     if command.is_some_and(|c| HAVE_LOCAL.contains(&c)) && "--local".starts_with(word) {
@@ -193,13 +207,14 @@ impl Request {
             };
             given.push((option.to_owned(), full, value.to_owned()));
         }
-        // pip reads each long option from the environment too (`PIP_TARGET=DIR`), which the installer
-        // inherits. (A pip configuration file may set one as well: that is not looked at.)
-        for (full, _) in WRITES_TO.iter().filter(|(full, _)| full.starts_with("--")) {
+        // pip reads each long option of the command from the environment too (`PIP_TARGET=DIR`),
+        // which the installer inherits, unless `--isolated`. (A pip configuration file may set one as
+        // well: that is not looked at.)
+        let isolated = args.iter().any(|a| a == "--isolated");
+        let from_environment = command.filter(|_| !isolated).map(options_from_environment);
+        for full in from_environment.unwrap_or_default() {
             let var = format!("PIP_{}", full[2..].replace('-', "_").to_ascii_uppercase());
-            if let Some(value) = std::env::var(&var).ok().filter(|v| !v.is_empty())
-                && writing_option(full, command).is_some()
-            {
+            if let Some(value) = std::env::var(&var).ok().filter(|v| !v.is_empty()) {
                 given.push((format!("{var}="), full, value));
             }
         }

@@ -90,10 +90,15 @@ pub fn install(
         let env_root = PathBuf::from(store.find_env(selector)?.path);
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         if let Some(option) = request.writes_outside(&env_root, &cwd) {
+            // Set in the environment, it may be a habit of the user's shell rather than meant here.
+            let unset = match option.split_once('=') {
+                Some((var, _)) if var.starts_with("PIP_") => format!("unset {var} for blast, "),
+                _ => String::new(),
+            };
             return Err(Error::Invalid(format!(
                 "`{option}` writes outside the environment, and the sandbox keeps all but the environment \
-                 read-only (and `/tmp` private to the installer): run the installer yourself for that, or \
-                 pass --no-sandbox"
+                 read-only (and `/tmp` private to the installer): {unset}run the installer yourself for \
+                 that, or pass --no-sandbox"
             )));
         }
         refuse_hidden_paths(store, &request, &cwd)?;
