@@ -800,9 +800,10 @@ fn a_named_environment_of_a_moved_store_says_the_store_moved() {
 /// A copy of a store (`cp -a` of `$BLAST_HOME`, a backup) records the same environments' directories
 /// as the store it was copied from: a command in the copy refuses to change a directory the other keeps
 /// (found by exploratory testing: a rollback in a backup rolled back the original's environment, behind
-/// its store's back), takes its own named environments with `blast move`, forgets the other's with
-/// `blast remove`, and works on what it makes itself; once the original store is gone, the directories
-/// are the copy's.
+/// its store's back) or to finish what a killed command left in it, reads its history, takes its own
+/// named environments with `blast move`, forgets the other's with `blast remove`, and works on what it
+/// makes itself; once the original store is gone, the directories are the copy's, unless a new store
+/// was made there.
 #[test]
 fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     let b = Blast::new();
@@ -811,6 +812,14 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     pip_install(&project, &["blastdep"]);
     b.ok(&["snapshot", "-e", p]);
     b.ok(&["create", "web", "--python", python()]);
+    // A rollback killed halfway, which the original store finishes, not a copy.
+    let halfway = b.home.join("envs/halfway");
+    b.ok(&["create", "halfway", "--python", python()]);
+    pip_install(&halfway, &["blastdemo"]);
+    b.ok(&["snapshot", "-e", "halfway"]);
+    b.ok(&["rollback", "-e", "halfway", "@~1"]);
+    b.crash(&["rollback", "-e", "halfway", "@~1"], "apply-half");
+    let halfway_tree = read_tree(&halfway);
     let copy_store = |from: &Path, to: &Path| {
         let copied = Command::new("cp")
             .arg("-a")
@@ -840,6 +849,13 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     let in_copy =
         |copy: &Path, args: &[&str]| b.command(args).env("BLAST_HOME", copy).output().unwrap();
     let project_tree = read_tree(&project);
+    let kept_by = |store: &Path, copy: &Path| {
+        format!(
+            "`{p}` is the directory of `{p}` that the store at `{}` keeps (this store, `{}`, is a copy",
+            store.display(),
+            copy.display()
+        )
+    };
     for args in [
         &["rollback", "-e", p, "--force", "@~1"][..],
         &["status", "-e", p],
@@ -849,11 +865,7 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success()
-                && stderr.contains(&format!(
-                    "`{p}` is the directory of `{p}` in the store at `{}`, of which this store (`{}`) is a copy",
-                    b.home.display(),
-                    copy.display()
-                ))
+                && stderr.contains(&kept_by(&b.home, &copy))
                 && stderr.contains(&format!("`blast remove {p}`")),
             "{args:?}: {stderr}"
         );
@@ -863,13 +875,27 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
             "{args:?} changed the original's environment"
         );
     }
+    // Its history is read as the copy has it, and a whole-store verify leaves it to the original.
+    assert_succeeded(&in_copy(&copy, &["log", "-e", p]));
+    let image = b.work.join("from-copy.blast");
+    assert_succeeded(&in_copy(
+        &copy,
+        &["export", "-e", p, "-o", image.to_str().unwrap()],
+    ));
+    let out = in_copy(&copy, &["verify"]);
+    assert_succeeded(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("`{p}` not compared")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // A named environment: the copy's own directory, whose files name the original's.
     let web_here = copy.join("envs/web");
     let out = in_copy(&copy, &["status", "-e", "web"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
-            && stderr.contains(&format!("is a copy of the store at `{}`", b.home.display()))
+            && stderr.contains(&format!("which the store at `{}` keeps", b.home.display()))
             && stderr.contains(&format!("`blast move -e web {}`", web_here.display())),
         "{stderr}"
     );
@@ -882,6 +908,26 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     assert!(activate.contains(web_here.to_str().unwrap()), "{activate}");
     assert_succeeded(&in_copy(&copy, &["verify", "-e", "web"]));
     assert_eq!(read_tree(&b.home.join("envs/web")), web_tree);
+    // The killed rollback is not finished in the original's directory by the copy (found by
+    // exploratory testing: `status`, or the `move` the copy advised, wrote into it); taken, the copy's
+    // own directory gets it finished there.
+    let halfway_here = copy.join("envs/halfway");
+    let h = halfway_here.to_str().unwrap();
+    assert!(
+        !in_copy(&copy, &["status", "-e", "halfway"])
+            .status
+            .success()
+    );
+    assert!(
+        !in_copy(&copy, &["move", "-e", "halfway", h])
+            .status
+            .success()
+    );
+    assert_succeeded(&in_copy(&copy, &["move", "-e", "halfway", h, "--force"]));
+    assert_eq!(read_tree(&halfway), halfway_tree);
+    assert_succeeded(&in_copy(&copy, &["status", "-e", "halfway"]));
+    assert_succeeded(&in_copy(&copy, &["verify", "-e", "halfway"]));
+    assert_eq!(read_tree(&halfway), halfway_tree);
     // A copy of the copy: `web` is the first copy's now, the project still the original's (found by
     // the review: an old mark named the original for both).
     let copy_of_copy = b.work.join("copy-of-copy");
@@ -890,14 +936,13 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
-            && stderr.contains(&format!("is a copy of the store at `{}`", copy.display())),
+            && stderr.contains(&format!("which the store at `{}` keeps", copy.display())),
         "{stderr}"
     );
     let out = in_copy(&copy_of_copy, &["status", "-e", p]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success()
-            && stderr.contains(&format!("in the store at `{}`", b.home.display())),
+        !out.status.success() && stderr.contains(&kept_by(&b.home, &copy_of_copy)),
         "{stderr}"
     );
     // What the copy makes is its own.
@@ -919,23 +964,22 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     assert_eq!(read_tree(&project), project_tree);
     let listed = in_copy(&copy, &["list", "--json"]);
     assert!(!String::from_utf8_lossy(&listed.stdout).contains(p));
-    b.assert_verify_clean(&[&project, &b.home.join("envs/web")]);
+    b.ok(&["status", "-e", "halfway"]);
+    b.assert_verify_clean(&[&project, &b.home.join("envs/web"), &halfway]);
     // A copy whose original is gone (copied, then the original deleted) has the directories for its
-    // own.
+    // own; its copy marks them as kept by it (found by exploratory testing: both copies owned them).
     let second = b.work.join("second");
     copy_of(&second);
     assert_succeeded(&in_copy(&second, &["list"]));
     assert!(!in_copy(&second, &["status", "-e", p]).status.success());
-    // And its copy: the project is the second copy's now (found by the review: the mark naming the
-    // deleted original stayed, and the third store rolled back the second's environment).
-    fs::remove_dir_all(&b.home).unwrap();
     let third = b.work.join("third");
     copy_store(&second, &third);
+    assert_succeeded(&in_copy(&third, &["list"]));
+    fs::remove_dir_all(&b.home).unwrap();
     let out = in_copy(&third, &["rollback", "-e", p, "@~1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success()
-            && stderr.contains(&format!("in the store at `{}`", second.display())),
+        !out.status.success() && stderr.contains(&kept_by(&second, &third)),
         "{stderr}"
     );
     assert_eq!(read_tree(&project), project_tree);
@@ -945,6 +989,19 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
             .join("lib/python3.11/site-packages/blastdep")
             .exists()
     );
+    // A new store made where the original was keeps its own `web` (found by exploratory testing: the
+    // copy took it for its own and rolled it back).
+    b.ok(&["create", "web", "--python", python()]);
+    let new_web = b.home.join("envs/web");
+    let new_web_tree = read_tree(&new_web);
+    let out = in_copy(&second, &["rollback", "-e", "web", "--force", "HEAD"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!("which the store at `{}` keeps", b.home.display())),
+        "{stderr}"
+    );
+    assert_eq!(read_tree(&new_web), new_web_tree);
 }
 
 /// The index records the environments, their histories and tags: a store whose index is missing, is

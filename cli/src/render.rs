@@ -1171,7 +1171,7 @@ impl Output {
         let r = &removal.record;
         if self.json(&Removed {
             removed: r.label(),
-            path: &r.path,
+            path: &removal.path,
             kept_by: removal.kept_by.as_deref(),
         }) {
             return;
@@ -1180,7 +1180,7 @@ impl Output {
             println!(
                 "forgot `{}` in this store; its directory `{}` stays, with the store at `{}`",
                 r.label(),
-                printable(&r.path),
+                printable(&removal.path),
                 original.display()
             );
             return;
@@ -1188,11 +1188,11 @@ impl Output {
         match &r.name {
             Some(name) => println!(
                 "removed `{name}` ({}); its snapshots go with the next `blast clean`",
-                printable(&r.path)
+                printable(&removal.path)
             ),
             None => println!(
                 "removed `{}`; its snapshots go with the next `blast clean`",
-                printable(&r.path)
+                printable(&removal.path)
             ),
         }
     }
@@ -1212,7 +1212,13 @@ impl Output {
             println!("  MISSING {}", printable(m));
         }
         for e in &r.envs {
-            if let Some(err) = &e.error {
+            if let Some(store) = &e.kept_by {
+                println!(
+                    "  `{}` not compared: the store at `{}` keeps its directory (this store is a copy)",
+                    e.env,
+                    printable(store)
+                );
+            } else if let Some(err) = &e.error {
                 println!("  `{}`: could not check:", e.env);
                 for line in err.lines() {
                     println!("    {}", printable(line));

@@ -131,7 +131,7 @@ pub enum Error {
         here: PathBuf,
     },
     #[error(
-        "this store is a copy of the store at `{}` (the same store id), where `{env}` was made at `{}`; its files here, at `{}`, name that path: `blast move -e {cmd} {here_word}` writes them for this store (`blast remove {cmd}` removes it from this store only)",
+        "`{env}` was made at `{1}`, which the store at `{0}` keeps (this store is a copy of that one, or of a store that was there); its copy here, at `{2}`, has files that name that path: `blast move -e {cmd} {here_word}` writes them for this store (`blast remove {cmd}` removes it from this store only)",
         original.display(),
         recorded.display(),
         here.display(),
@@ -145,7 +145,7 @@ pub enum Error {
         original: PathBuf,
     },
     #[error(
-        "`{}` is the directory of `{env}` in the store at `{}`, of which this store (`{}`) is a copy (the same store id): a command here would change it behind that store's back. Work on it there (BLAST_HOME={}), or `blast remove {cmd}` here forgets it in this store and leaves the directory as it is",
+        "`{}` is the directory of `{env}` that the store at `{}` keeps (this store, `{}`, is a copy of that one, or of a store that was there): a command here that changes it, or finishes what a command left unfinished in it, would do so behind that store's back. Work on it there (BLAST_HOME={}); this store's history of it is read by `blast log`, `tag`, `export` and `sync --from`, and `blast remove {cmd}` forgets it in this store, leaving the directory as it is",
         path.display(),
         original.display(),
         here.display(),

@@ -112,7 +112,8 @@ const METRIC: &str = "metric/";
 const STORE_ID: &str = "store-id";
 /// Where the store was last opened from: a store found elsewhere was moved, or copied.
 const STORE_HOME: &str = "store-home";
-/// In a copy of a store, per environment whose directory the original store keeps: the original's path.
+/// In a copy of a store, per environment whose directory another store keeps: the stores it was
+/// copied through, oldest first.
 const KEPT_BY: &str = "kept-by/";
 
 pub struct Index {
@@ -369,9 +370,9 @@ impl Index {
         self.get(STORE_HOME)
     }
 
-    /// The store that keeps the environment's directory, when this store is a copy of it.
-    pub fn kept_by(&self, env_id: &str) -> Result<Option<String>> {
-        self.get(&format!("{KEPT_BY}{env_id}"))
+    /// The stores that may keep the environment's directory, oldest first, when this store is a copy.
+    pub fn kept_by(&self, env_id: &str) -> Result<Vec<String>> {
+        Ok(self.get(&format!("{KEPT_BY}{env_id}"))?.unwrap_or_default())
     }
 
     pub fn seed_layer(&self, key: &str) -> Result<Option<store_format::LayerId>> {
@@ -606,8 +607,8 @@ impl Batch {
         self.put(STORE_HOME, &home);
     }
 
-    pub fn put_kept_by(&mut self, env_id: &str, store: &str) {
-        self.put(&format!("{KEPT_BY}{env_id}"), &store);
+    pub fn put_kept_by(&mut self, env_id: &str, stores: &[String]) {
+        self.put(&format!("{KEPT_BY}{env_id}"), &stores);
     }
 
     pub fn put_seed_layer(&mut self, key: &str, layer: &store_format::LayerId) {

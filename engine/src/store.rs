@@ -196,6 +196,17 @@ impl Store {
         self.open_env_forced(selector, false)
     }
 
+    /// As `open_env`, for a command that reads only what the store keeps of the environment (its
+    /// history, tags and snapshots): in a copy of a store, an environment the other store keeps (see
+    /// [`Store::original_keeps`]) is read as this store has it, with nothing finished in its directory.
+    pub fn open_env_to_read(&self, selector: Option<&str>) -> Result<Env> {
+        let found = self.find_env(selector)?;
+        if self.moved_dir(&found).is_none() && self.original_keeps(&found).is_some() {
+            return self.lock_env_as_found(&found.id);
+        }
+        self.lock_env(&found.id, false)
+    }
+
     /// As `open_env`; with `force`, an interrupted move is finished even over changes of the user's.
     pub fn open_env_forced(&self, selector: Option<&str>, force: bool) -> Result<Env> {
         let found = self.find_env(selector)?;
@@ -251,33 +262,36 @@ impl Store {
         to: Option<&Path>,
     ) -> Result<Env> {
         let mut env = self.lock_env_as_found(env_id)?;
-        if self.moved_dir(&env.record).is_none()
-            && let Some(original) = self.original_keeps(&env.record)
-        {
-            return Err(Error::OriginalStoreKeeps {
-                env: env.label().to_owned(),
-                path: PathBuf::from(&env.record.path),
-                original,
-                here: self.home.clone(),
-            });
+        if let Some(original) = self.original_keeps(&env.record) {
+            // What a killed command left unfinished is the other store's to finish, in its directory:
+            // nothing is finished here. This store's copy of a directory the other keeps in itself is
+            // taken by `blast move` (its files name the other's path), and what it left unfinished is
+            // finished there by the next command.
+            let recorded = PathBuf::from(&env.record.path);
+            return match self.moved_dir(&env.record) {
+                Some(here) if to == Some(here.as_path()) => Ok(env),
+                Some(here) => Err(Error::StoreCopied {
+                    env: env.label().to_owned(),
+                    recorded,
+                    here,
+                    original,
+                }),
+                None => Err(Error::OriginalStoreKeeps {
+                    env: env.label().to_owned(),
+                    path: recorded,
+                    original,
+                    here: self.home.clone(),
+                }),
+            };
         }
         crate::dir_move::finish_interrupted(self, &mut env)?;
         if let (Some(name), Some(here)) = (&env.record.name, self.moved_dir(&env.record))
             && to != Some(here.as_path())
         {
-            let recorded = PathBuf::from(&env.record.path);
-            return Err(match self.original_keeps(&env.record) {
-                Some(original) => Error::StoreCopied {
-                    env: name.clone(),
-                    recorded,
-                    here,
-                    original,
-                },
-                None => Error::StoreMoved {
-                    env: name.clone(),
-                    recorded,
-                    here,
-                },
+            return Err(Error::StoreMoved {
+                env: name.clone(),
+                recorded: PathBuf::from(&env.record.path),
+                here,
             });
         }
         crate::transition::finish_interrupted(self, &mut env, force)?;
@@ -286,29 +300,42 @@ impl Store {
 
     /// Where a named environment's directory is when its store was moved: a named environment lives in
     /// its store, so recorded elsewhere, gone there and found here, it belongs to this store as it was
-    /// before a move (its files name the old place).
-    /// The same holds in a copy of a store, whose named environments' recorded directories are the
-    /// original store's.
+    /// before a move (its files name the old place). In a copy of a store, a directory the other store
+    /// keeps in itself (`envs/NAME`) has its copy at the same place in this one.
     pub(crate) fn moved_dir(&self, record: &EnvRecord) -> Option<PathBuf> {
-        let here = self.named_env_path(record.name.as_deref()?);
         let recorded = Path::new(&record.path);
-        (recorded != here
-            && here.is_dir()
-            && (!recorded.exists() || self.original_keeps(record).is_some()))
-        .then_some(here)
+        let here = match self.original_keeps(record) {
+            Some(original) => self.home.join(recorded.strip_prefix(original).ok()?),
+            None if recorded.exists() => return None,
+            None => self.named_env_path(record.name.as_deref()?),
+        };
+        (recorded != here && here.is_dir()).then_some(here)
     }
 
-    /// The store that keeps the environment's directory, when this store is a copy of it (see
-    /// [`note_where_opened`]) and the directory is not in this store: a command here would change it
-    /// behind that store's back. Once that store is gone, the directory is this store's.
+    /// The store that keeps the environment's directory when the directory is not in this store and
+    /// another store has it: a command here would change it behind that store's back. That store is
+    /// one this store is a copy of (see [`note_where_opened`]), the oldest of those still there, or a
+    /// store the directory lies in (a new store made where the original was). Once none is, the
+    /// directory is this store's.
     pub(crate) fn original_keeps(&self, record: &EnvRecord) -> Option<PathBuf> {
-        if Path::new(&record.path).starts_with(&self.home) {
+        let path = Path::new(&record.path);
+        if path.starts_with(&self.home) || !path.exists() {
             return None;
         }
-        let original = PathBuf::from(self.index.kept_by(&record.id).ok()??);
         let id = self.index.store_id().ok()??;
-        (other_store_with(&original, &id, &self.home) && Path::new(&record.path).exists())
-            .then_some(original)
+        let copied_from = self
+            .index
+            .kept_by(&record.id)
+            .ok()?
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|store| other_store_with(store, &id, &self.home));
+        copied_from.or_else(|| {
+            path.ancestors()
+                .skip(1)
+                .find(|dir| dir.join(STORE_ID).is_file() && !same_directory(dir, &self.home))
+                .map(Path::to_owned)
+        })
     }
 
     /// Locks the environment as it is, leaving a move that a killed command began unfinished (for its
@@ -413,13 +440,16 @@ fn note_where_opened(home: &Path, index: &Index) -> Result<()> {
                 if path.starts_with(home) {
                     continue;
                 }
-                // In a copy's copy, a mark naming a store that is still there keeps the directories
-                // it kept, but not one in the store copied from now (its `envs/NAME`).
-                let kept = index.kept_by(&env.id)?.filter(|mark| {
-                    !path.starts_with(other) && other_store_with(Path::new(mark), &id, home)
-                });
-                if kept.is_none() {
-                    batch.put_kept_by(&env.id, &recorded);
+                // Oldest first: in a copy's copy the first store copied from keeps the directory
+                // while it is there, then the next one. A directory in the store copied from (its
+                // `envs/NAME`) is that store's alone.
+                let mut stores = match path.starts_with(other) {
+                    true => Vec::new(),
+                    false => index.kept_by(&env.id)?,
+                };
+                if !stores.contains(&recorded) {
+                    stores.push(recorded.clone());
+                    batch.put_kept_by(&env.id, &stores);
                     marked = true;
                 }
             }

@@ -158,18 +158,21 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<Removal> {
     // A move a killed command began is not finished: it would only write what goes anyway. A move of
     // the directory is, as it tells where the directory is.
     let mut env = store.lock_env_as_found(&found.id)?;
-    if store.moved_dir(&env.record).is_none()
-        && let Some(original) = store.original_keeps(&env.record)
-    {
+    // In a copy of a store, what the other store keeps is left as it is, unfinished moves too.
+    let kept = store.original_keeps(&env.record);
+    if kept.is_none() {
+        crate::dir_move::finish_interrupted(store, &mut env)?;
+    }
+    // A named environment of a moved store (or a copy) has its directory here, not where it was made.
+    let moved = store.moved_dir(&env.record);
+    if let (Some(original), None) = (&kept, &moved) {
         forget(store, &env.record)?;
         return Ok(Removal {
             record: env.record.clone(),
-            kept_by: Some(original),
+            path: env.record.path.clone(),
+            kept_by: Some(original.clone()),
         });
     }
-    crate::dir_move::finish_interrupted(store, &mut env)?;
-    // A named environment of a moved store has its directory here, not where it was made.
-    let moved = store.moved_dir(&env.record);
     let root = moved.as_deref().unwrap_or(env.root());
     // Taken while the environment goes: a `blast run` starting meanwhile waits, then finds it gone.
     let runs = crate::lock::try_acquire(
@@ -251,6 +254,7 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<Removal> {
     }
     Ok(Removal {
         record: env.record.clone(),
+        path: root.display().to_string(),
         kept_by: None,
     })
 }
@@ -258,6 +262,8 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<Removal> {
 /// What `remove` did.
 pub struct Removal {
     pub record: EnvRecord,
+    /// The directory removed (or left, with `kept_by`): where a moved or copied store has it.
+    pub path: String,
     /// The store that keeps the directory, which stays: this store is a copy of it.
     pub kept_by: Option<PathBuf>,
 }

@@ -109,7 +109,11 @@ impl Selected {
     /// environment's HEAD: changes not captured yet, which an export or a push leaves out.
     pub(super) fn uncaptured(&self, store: &Store) -> usize {
         match &self.env {
-            Some(env) if env.head().ok() == Some(self.head) => {
+            // In a copy of a store, the directory another store keeps is not this store's HEAD.
+            Some(env)
+                if env.head().ok() == Some(self.head)
+                    && store.original_keeps(&env.record).is_none() =>
+            {
                 super::inspect::uncaptured_paths(store, env, &self.head)
             }
             _ => 0,
@@ -132,7 +136,7 @@ impl Selected {
 pub(super) fn select(store: &Store, env: Option<&str>, snapshot: Option<&str>) -> Result<Selected> {
     let env = match (env, snapshot) {
         (None, Some(_)) => None,
-        (selector, _) => Some(store.open_env(selector)?),
+        (selector, _) => Some(store.open_env_to_read(selector)?),
     };
     let history = match &env {
         Some(env) => store.index().history(&env.record.id)?,

@@ -56,7 +56,7 @@ pub fn sync(store: &Store, from_sel: &str, to_sel: &str, force: bool) -> Result<
     // Opened (and released) first: a move the source was in the middle of is finished before its
     // HEAD is read, and the two environment locks are never held together.
     let (source, head) = {
-        let env = store.open_env(Some(from_sel))?;
+        let env = store.open_env_to_read(Some(from_sel))?;
         (env.record.clone(), env.head()?)
     };
     let message = Some(format!("from {}", source.label()));

@@ -48,7 +48,7 @@ pub struct TagChange {
 
 /// The environment's tags, by name.
 pub fn tags(store: &Store, selector: Option<&str>) -> Result<TagsReport> {
-    let env = store.open_env(selector)?;
+    let env = store.open_env_to_read(selector)?;
     let history = store.index().history(&env.record.id)?;
     let mut tags = Vec::new();
     for (tag, snapshot) in store.index().tags(&env.record.id)? {

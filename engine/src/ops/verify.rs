@@ -38,6 +38,8 @@ pub struct EnvVerdict {
     /// `added`/`removed`/`modified` paths where the directory differs from HEAD.
     pub drifted: Vec<super::FileChange>,
     pub error: Option<String>,
+    /// In a copy of a store: the store that keeps the directory, which is not compared.
+    pub kept_by: Option<String>,
 }
 
 impl VerifyReport {
@@ -104,6 +106,20 @@ pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
         })
         .collect();
     for record in envs {
+        // In a copy of a store, a directory another store keeps is that store's to check (and this
+        // store's copy of one, until `blast move` takes it, names the other's path).
+        if selector.is_none()
+            && let Some(original) = store.original_keeps(&record)
+        {
+            report.envs.push(EnvVerdict {
+                env: record.label().to_owned(),
+                head: record.head,
+                drifted: Vec::new(),
+                error: None,
+                kept_by: Some(original.display().to_string()),
+            });
+            continue;
+        }
         // One environment that cannot be opened (a move it cannot finish) stops no other check.
         let verdict = match store.lock_env(&record.id, false) {
             Ok(env) => check_env(store, &env.record, env.placeholders()),
@@ -112,6 +128,7 @@ pub fn verify(store: &Store, selector: Option<&str>) -> Result<VerifyReport> {
                 head: record.head,
                 drifted: Vec::new(),
                 error: Some(e.to_string()),
+                kept_by: None,
             },
             Err(e) => return Err(e),
         };
@@ -285,6 +302,7 @@ fn check_env(
         head: env.head,
         drifted: Vec::new(),
         error: None,
+        kept_by: None,
     };
     let result = (|| -> Result<Vec<super::FileChange>> {
         let head = env
