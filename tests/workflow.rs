@@ -1246,7 +1246,11 @@ fn bad_input_gets_clear_errors() {
         );
     }
     let err = b.fails(&["rollback", "-e", env_s, "@~7"]);
-    assert!(err.contains("no snapshot matching `@~7`"), "{err}");
+    assert_eq!(b.log(env_s).len(), 1);
+    assert!(
+        err.contains("no snapshot matching `@~7` (its history holds 1 entry, `@~0`)"),
+        "{err}"
+    );
 
     // Two snapshot files sharing a prefix make that prefix ambiguous.
     for last in ["1", "2"] {

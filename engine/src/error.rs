@@ -176,7 +176,7 @@ pub enum Error {
     SnapshotNotFound {
         env: String,
         query: String,
-        hint: &'static str,
+        hint: String,
     },
     #[error("`{query}` matches several snapshots ({}): give more digits", candidates.join(", "))]
     AmbiguousSnapshot {

@@ -85,10 +85,17 @@ pub(crate) fn resolve_snapshot(
     let not_found = || Error::SnapshotNotFound {
         env: env_label.to_owned(),
         query: query.to_owned(),
-        hint: match hex_digits && (query.len() < 4 || query.chars().any(|c| c.is_ascii_uppercase()))
-        {
-            true => " (an id prefix is at least 4 lowercase hex digits)",
-            false => "",
+        hint: if hex_digits && (query.len() < 4 || query.chars().any(|c| c.is_ascii_uppercase())) {
+            " (an id prefix is at least 4 lowercase hex digits)".to_owned()
+        } else if query.starts_with("@~") {
+            // `blast clean --keep N` may have trimmed what it reached before.
+            match history.len() {
+                0 => " (its history is empty)".to_owned(),
+                1 => " (its history holds 1 entry, `@~0`)".to_owned(),
+                n => format!(" (its history holds {n} entries, `@~0` to `@~{}`)", n - 1),
+            }
+        } else {
+            String::new()
         },
     };
     if let Some(n) = query.strip_prefix("@~") {
