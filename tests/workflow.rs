@@ -2281,9 +2281,26 @@ fn a_moved_environment_is_named_where_it_went() {
     assert!(
         err.contains("though a virtual environment is there")
             && err.contains(&format!("the directory of `{}` is gone", env.display()))
-            && err.contains("moved by hand"),
+            && err.contains("moved by hand")
+            && err.contains(&format!(
+                "`blast move -e ENV {} --force`, naming it, when its files changed since",
+                moved.join(".venv").display()
+            )),
         "{err}"
     );
+    // The advice holds once its files changed (found by exploratory testing: the plain `blast move`
+    // it gave alone was refused then).
+    fs::write(moved.join(".venv/notes.txt"), "mine\n").unwrap();
+    let m = moved.join(".venv");
+    assert!(!b.run(&["move", m.to_str().unwrap()]).status.success());
+    b.ok(&[
+        "move",
+        "-e",
+        env.to_str().unwrap(),
+        m.to_str().unwrap(),
+        "--force",
+    ]);
+    b.ok(&["status", "-e", m.to_str().unwrap()]);
     // A directory holding no virtual environment is only unknown.
     let err = b.fails(&["status", "-e", b.work.to_str().unwrap()]);
     assert!(err.contains("no blast environment `"), "{err}");

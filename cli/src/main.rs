@@ -180,7 +180,8 @@ enum Command {
         #[arg(short, long)]
         message: Option<String>,
     },
-    /// Move the environment to an earlier snapshot: an id or prefix, a tag, or @~N (default @~1).
+    /// Move the environment to another snapshot of its history: an id or prefix, a tag, or @~N (N
+    /// history entries back; default @~1, the previous one).
     Rollback {
         #[command(flatten)]
         env: EnvArg,

@@ -56,7 +56,8 @@ pub enum Error {
     #[error(
         "no blast environment at `{path}`, though a virtual environment is there, and the {} of \
          {gone} {}: an environment moved by hand stays recorded where blast made it; `blast move \
-         {cmd}` takes it here (or move it back)",
+         {cmd}` takes it here (`blast move -e ENV {cmd} --force`, naming it, when its files changed \
+         since; or move it back)",
         if *several { "directories" } else { "directory" },
         if *several { "are gone" } else { "is gone" },
         cmd = crate::shell::word(.path)
