@@ -1842,3 +1842,43 @@ fn a_base_pip_too_old_for_another_environment_is_named_and_uv_serves() {
     let (ok, out) = env_python(&env, "import blastdep; print('ok')");
     assert!(ok, "{out}");
 }
+
+/// Debian's own Python keeps pip in `/usr/lib/python3/dist-packages` and the wheel `ensurepip` seeds
+/// with in `/usr/share/python-wheels`: both are found (found by a walkthrough of the README on Debian's
+/// Python: "no pip", and `--seed` failed).
+#[test]
+fn debians_python_installs_and_seeds_with_its_own_pip() {
+    let system = Path::new("/usr/bin/python3");
+    if !(system.exists() && Path::new("/usr/lib/python3/dist-packages/pip/__init__.py").is_file()) {
+        eprintln!("skipped: no Debian python3 with python3-pip here");
+        return;
+    }
+    let b = Blast::new();
+    let env = b.work.join("debian");
+    let e = env.to_str().unwrap();
+    b.ok(&["create", "--path", e, "--python", "/usr/bin/python3"]);
+    let report = b.install_fixtures(&env, &["blastdep"]);
+    assert!(
+        report["installer"]
+            .as_str()
+            .unwrap()
+            .starts_with("the pip of /usr/bin/python3"),
+        "{report}"
+    );
+    let (ok, out) = env_python(&env, "import blastdep; print('ok')");
+    assert!(ok, "{out}");
+    if Path::new("/usr/share/python-wheels").is_dir() {
+        let seeded = b.work.join("seeded");
+        let s = seeded.to_str().unwrap();
+        b.ok(&[
+            "create",
+            "--path",
+            s,
+            "--python",
+            "/usr/bin/python3",
+            "--seed",
+        ]);
+        let (ok, out) = env_python(&seeded, "import pip; print(pip.__file__)");
+        assert!(ok && out.contains(s), "{out}");
+    }
+}

@@ -339,14 +339,22 @@ pub fn choose(
     let env_pip = tree
         .entries
         .contains_key(&format!("{}/pip/__init__.py", python.purelib));
-    let base_site = Path::new(&python.stdlib).join("site-packages");
-    let base_pip = base_site.join("pip/__init__.py").is_file();
+    // The base interpreter's own site-packages, or Debian's and Ubuntu's `dist-packages` for theirs
+    // (`/usr/lib/python3.11` → `/usr/lib/python3/dist-packages`).
+    let stdlib = Path::new(&python.stdlib);
+    let base_site = [
+        Some(stdlib.join("site-packages")),
+        stdlib.parent().map(|lib| lib.join("python3/dist-packages")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|site| site.join("pip/__init__.py").is_file());
     // pip installs into another environment (`--python`) from 22.3 on; Python 3.7's own pip is 22.0.
-    let base_pip_too_old = base_pip
-        .then(|| pip_version_in(&base_site))
-        .flatten()
+    let base_pip_too_old = base_site
+        .as_deref()
+        .and_then(pip_version_in)
         .filter(|version| *version < Version::new([22, 3]));
-    let base_pip = base_pip && base_pip_too_old.is_none();
+    let base_pip = base_site.is_some() && base_pip_too_old.is_none();
     let uv = find_on_path("uv");
     let pip = if env_pip {
         Some(Installer {

@@ -108,25 +108,32 @@ pub fn base_layer(staging: &Staging<'_>, python: &PythonInfo) -> Result<Layer> {
     Ok(Layer { changes: b.changes })
 }
 
-/// The wheel of pip that the interpreter bundles for `ensurepip`.
+/// The wheel of pip that the interpreter bundles for `ensurepip`: in its standard library, or where
+/// Debian and Ubuntu keep it for theirs (`python3-pip-whl`).
 pub fn bundled_pip_wheel(python: &PythonInfo) -> Result<PathBuf> {
-    let dir = Path::new(&python.stdlib).join("ensurepip").join("_bundled");
-    let entries = std::fs::read_dir(&dir).map_err(|e| Error::BadPython {
-        path: PathBuf::from(&python.executable),
-        detail: format!("it has no bundled pip to seed with ({}: {e}); create without --seed and install pip yourself", dir.display()),
-    })?;
-    entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("pip-") && n.ends_with(".whl"))
-        })
+    let dirs = [
+        Path::new(&python.stdlib).join("ensurepip").join("_bundled"),
+        PathBuf::from("/usr/share/python-wheels"),
+    ];
+    let pip_wheel = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("pip-") && n.ends_with(".whl"))
+            })
+    };
+    dirs.iter()
+        .find_map(|dir| pip_wheel(dir))
         .ok_or_else(|| Error::BadPython {
             path: PathBuf::from(&python.executable),
             detail: format!(
-                "`{}` holds no pip wheel; create without --seed",
-                dir.display()
+                "it has no bundled pip to seed with (no pip wheel in `{}` or `{}`); create without \
+                 --seed and install pip yourself",
+                dirs[0].display(),
+                dirs[1].display()
             ),
         })
 }
