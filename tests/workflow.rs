@@ -807,10 +807,14 @@ fn a_named_environment_of_a_moved_store_says_the_store_moved() {
 #[test]
 fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     let b = Blast::new();
+    // A file named like a store's id above an environment makes no store of it (the review's catch:
+    // every command on the environment was refused as another store's).
+    fs::write(b.work.join("store-id"), "0123456789abcdef0123\n").unwrap();
     let project = b.create_path_env("venv");
     let p = project.to_str().unwrap();
     pip_install(&project, &["blastdep"]);
     b.ok(&["snapshot", "-e", p]);
+    b.ok(&["status", "-e", p]);
     b.ok(&["create", "web", "--python", python()]);
     // A rollback killed halfway, which the original store finishes, not a copy.
     let halfway = b.home.join("envs/halfway");
@@ -908,20 +912,33 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     assert!(activate.contains(web_here.to_str().unwrap()), "{activate}");
     assert_succeeded(&in_copy(&copy, &["verify", "-e", "web"]));
     assert_eq!(read_tree(&b.home.join("envs/web")), web_tree);
+    // Taken, it is the copy's wherever it moves next (the review's catch: the old mark followed it).
+    let web_elsewhere = b.work.join("web-elsewhere");
+    assert_succeeded(&in_copy(
+        &copy,
+        &["move", "-e", "web", web_elsewhere.to_str().unwrap()],
+    ));
+    assert_succeeded(&in_copy(&copy, &["status", "-e", "web"]));
+    assert_succeeded(&in_copy(
+        &copy,
+        &["move", "-e", "web", web_here.to_str().unwrap()],
+    ));
     // The killed rollback is not finished in the original's directory by the copy (found by
     // exploratory testing: `status`, or the `move` the copy advised, wrote into it); taken, the copy's
     // own directory gets it finished there.
     let halfway_here = copy.join("envs/halfway");
     let h = halfway_here.to_str().unwrap();
+    let out = in_copy(&copy, &["status", "-e", "halfway"]);
     assert!(
-        !in_copy(&copy, &["status", "-e", "halfway"])
-            .status
-            .success()
+        String::from_utf8_lossy(&out.stderr).contains(&format!("`blast move -e halfway {h}`")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let out = in_copy(&copy, &["move", "-e", "halfway", h]);
     assert!(
-        !in_copy(&copy, &["move", "-e", "halfway", h])
-            .status
-            .success()
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert_succeeded(&in_copy(&copy, &["move", "-e", "halfway", h, "--force"]));
     assert_eq!(read_tree(&halfway), halfway_tree);
@@ -1002,6 +1019,46 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
         "{stderr}"
     );
     assert_eq!(read_tree(&new_web), new_web_tree);
+}
+
+/// A store deleted and brought back from a copy it had been copied to (and that copy opened once) is
+/// itself again: its environments are its own, and the copy's are its (the review's catch: the copy
+/// was taken for the original and every command refused).
+#[test]
+fn a_store_restored_from_its_copy_is_itself_again() {
+    let b = Blast::new();
+    let project = b.create_path_env("venv");
+    let p = project.to_str().unwrap();
+    pip_install(&project, &["blastdep"]);
+    b.ok(&["snapshot", "-e", p]);
+    let backup = b.work.join("backup");
+    let cp = |from: &Path, to: &Path| {
+        assert!(
+            Command::new("cp")
+                .arg("-a")
+                .arg(from)
+                .arg(to)
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    cp(&b.home, &backup);
+    let in_backup = |args: &[&str]| b.command(args).env("BLAST_HOME", &backup).output().unwrap();
+    assert_succeeded(&in_backup(&["list"]));
+    fs::remove_dir_all(&b.home).unwrap();
+    cp(&backup, &b.home);
+    b.ok(&["rollback", "-e", p, "@~1"]);
+    b.ok(&["rollback", "-e", p, "@~1"]);
+    b.assert_verify_clean(&[&project]);
+    let out = in_backup(&["status", "-e", p]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr)
+                .contains(&format!("that the store at `{}` keeps", b.home.display())),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The index records the environments, their histories and tags: a store whose index is missing, is

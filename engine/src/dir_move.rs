@@ -331,6 +331,8 @@ fn finish(store: &Store, env: &mut Env, relocation: &Relocation) -> Result<usize
     let mut batch = Batch::default();
     batch.delete_relocation(&env.record.id, relocation, false);
     batch.put_env(&env.record);
+    // Moved by this store, the directory is this store's, wherever a copy of a store had it.
+    batch.delete_kept_by(&env.record.id);
     store.index().write(batch)?;
     Ok(stats.written)
 }

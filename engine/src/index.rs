@@ -544,7 +544,7 @@ impl Batch {
         self.0.delete(format!("{LEGACY_STAT_CACHE}{}", env.id));
         self.0.delete(format!("{JOURNAL}{}", env.id));
         self.0.delete(format!("{RELOCATION}{}", env.id));
-        self.0.delete(format!("{KEPT_BY}{}", env.id));
+        self.delete_kept_by(&env.id);
     }
 
     pub fn put_history(&mut self, env_id: &str, entry: &HistoryEntry) {
@@ -609,6 +609,10 @@ impl Batch {
 
     pub fn put_kept_by(&mut self, env_id: &str, stores: &[String]) {
         self.put(&format!("{KEPT_BY}{env_id}"), &stores);
+    }
+
+    pub fn delete_kept_by(&mut self, env_id: &str) {
+        self.0.delete(format!("{KEPT_BY}{env_id}"));
     }
 
     pub fn put_seed_layer(&mut self, key: &str, layer: &store_format::LayerId) {

@@ -20,8 +20,8 @@ pub enum LockMode {
     Exclusive,
 }
 
-/// The processes holding a lock on the file at `path`, as `/proc/locks` lists them (none where it
-/// cannot be read): who keeps another command waiting.
+/// The processes holding an exclusive lock on the file at `path`, as `/proc/locks` lists them (none
+/// where it cannot be read): who keeps another command waiting.
 pub fn holders(path: &Path) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(path) else {
@@ -38,13 +38,23 @@ pub fn holders(path: &Path) -> Vec<u32> {
         nix::sys::stat::minor(meta.dev()),
         meta.ino()
     );
+    // Where `st_dev` is not the device `/proc/locks` names (btrfs subvolumes, some overlays), the
+    // inode alone, with the holder's open files to confirm it.
+    let inode = format!(":{}", meta.ino());
+    let holds_open = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+        })
+    };
     locks
         .lines()
-        .filter(|line| !line.contains("->"))
+        .filter(|line| !line.contains("->") && line.contains(" WRITE "))
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let at = fields.iter().position(|field| *field == file)?;
-            fields.get(at.checked_sub(1)?)?.parse().ok()
+            let at = fields.iter().position(|field| field.ends_with(&inode))?;
+            let pid: u32 = fields.get(at.checked_sub(1)?)?.parse().ok()?;
+            (fields[at] == file || holds_open(pid)).then_some(pid)
         })
         .collect()
 }

@@ -300,42 +300,52 @@ impl Store {
 
     /// Where a named environment's directory is when its store was moved: a named environment lives in
     /// its store, so recorded elsewhere, gone there and found here, it belongs to this store as it was
-    /// before a move (its files name the old place). In a copy of a store, a directory the other store
-    /// keeps in itself (`envs/NAME`) has its copy at the same place in this one.
+    /// before a move (its files name the old place). In a copy of a store, a named environment's
+    /// directory the other store keeps in itself (its `envs/NAME`) has its copy in this one's.
     pub(crate) fn moved_dir(&self, record: &EnvRecord) -> Option<PathBuf> {
         let recorded = Path::new(&record.path);
-        let here = match self.original_keeps(record) {
-            Some(original) => self.home.join(recorded.strip_prefix(original).ok()?),
-            None if recorded.exists() => return None,
-            None => self.named_env_path(record.name.as_deref()?),
+        let name = record.name.as_deref()?;
+        let here = self.named_env_path(name);
+        let moved = match self.original_keeps(record) {
+            Some(original) => recorded == original.join("envs").join(name),
+            None => !recorded.exists(),
         };
-        (recorded != here && here.is_dir()).then_some(here)
+        (moved && recorded != here && here.is_dir()).then_some(here)
     }
 
-    /// The store that keeps the environment's directory when the directory is not in this store and
-    /// another store has it: a command here would change it behind that store's back. That store is
-    /// one this store is a copy of (see [`note_where_opened`]), the oldest of those still there, or a
-    /// store the directory lies in (a new store made where the original was). Once none is, the
-    /// directory is this store's.
+    /// The store that keeps the environment's directory, when this store is a copy (see
+    /// [`note_where_opened`]) and the directory, outside this store, is another's: the oldest of the
+    /// stores this one was copied through that still holds this store's id, else one of them that a
+    /// new store was made at and the directory lies in. A command here would change it behind that
+    /// store's back. Once none is there, the directory is this store's.
     pub(crate) fn original_keeps(&self, record: &EnvRecord) -> Option<PathBuf> {
         let path = Path::new(&record.path);
-        if path.starts_with(&self.home) || !path.exists() {
+        if path.starts_with(&self.home) {
             return None;
         }
-        let id = self.index.store_id().ok()??;
-        let copied_from = self
+        let stores: Vec<PathBuf> = self
             .index
             .kept_by(&record.id)
             .ok()?
             .into_iter()
             .map(PathBuf::from)
+            .collect();
+        if stores.is_empty() || !path.exists() {
+            return None;
+        }
+        let id = self.index.store_id().ok()??;
+        let copied_from = stores
+            .iter()
             .find(|store| other_store_with(store, &id, &self.home));
-        copied_from.or_else(|| {
-            path.ancestors()
-                .skip(1)
-                .find(|dir| dir.join(STORE_ID).is_file() && !same_directory(dir, &self.home))
-                .map(Path::to_owned)
-        })
+        copied_from
+            .or_else(|| {
+                stores.iter().find(|store| {
+                    path.starts_with(store)
+                        && store_id_at(store).is_some()
+                        && !same_directory(store, &self.home)
+                })
+            })
+            .cloned()
     }
 
     /// Locks the environment as it is, leaving a move that a killed command began unfinished (for its
@@ -442,16 +452,25 @@ fn note_where_opened(home: &Path, index: &Index) -> Result<()> {
                 }
                 // Oldest first: in a copy's copy the first store copied from keeps the directory
                 // while it is there, then the next one. A directory in the store copied from (its
-                // `envs/NAME`) is that store's alone.
+                // `envs/NAME`) is that store's alone. A store that finds itself in the list is one
+                // of those, back where it was (restored from its copy): what it was copied from
+                // before keeps the directory, or nothing does.
                 let mut stores = match path.starts_with(other) {
                     true => Vec::new(),
                     false => index.kept_by(&env.id)?,
                 };
-                if !stores.contains(&recorded) {
+                if let Some(back) = stores.iter().position(|store| store.as_str() == here) {
+                    stores.truncate(back);
+                } else if !stores.contains(&recorded) {
                     stores.push(recorded.clone());
-                    batch.put_kept_by(&env.id, &stores);
-                    marked = true;
+                } else {
+                    continue;
                 }
+                match stores.is_empty() {
+                    true => batch.delete_kept_by(&env.id),
+                    false => batch.put_kept_by(&env.id, &stores),
+                }
+                marked = true;
             }
         }
     }
@@ -472,11 +491,12 @@ fn same_directory(a: &Path, b: &Path) -> bool {
 
 /// Whether `other` is a store with the id `id` and not the directory `home` is.
 fn other_store_with(other: &Path, id: &str, home: &Path) -> bool {
-    fs::read(other.join(STORE_ID))
-        .ok()
-        .and_then(|bytes| store_id_in(&bytes))
-        .is_some_and(|other_id| other_id == id)
-        && !same_directory(other, home)
+    store_id_at(other).is_some_and(|other_id| other_id == id) && !same_directory(other, home)
+}
+
+/// The id of the store at `dir`, if a store is there.
+fn store_id_at(dir: &Path) -> Option<String> {
+    store_id_in(&fs::read(dir.join(STORE_ID)).ok()?)
 }
 
 /// The id a `store-id` file holds: 20 lowercase hex digits (then a newline, as blast writes it).

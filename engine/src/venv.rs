@@ -108,34 +108,38 @@ pub fn base_layer(staging: &Staging<'_>, python: &PythonInfo) -> Result<Layer> {
     Ok(Layer { changes: b.changes })
 }
 
-/// The wheel of pip that the interpreter bundles for `ensurepip`: in its standard library, or where
-/// Debian and Ubuntu keep it for theirs (`python3-pip-whl`).
+/// The wheel of pip that the interpreter bundles for `ensurepip`: in its standard library, or, for
+/// Debian's and Ubuntu's own Python (`/usr/lib/python3.X`), where they keep it (`python3-pip-whl`).
+/// The newest, where there are several.
 pub fn bundled_pip_wheel(python: &PythonInfo) -> Result<PathBuf> {
-    let dirs = [
-        Path::new(&python.stdlib).join("ensurepip").join("_bundled"),
-        PathBuf::from("/usr/share/python-wheels"),
-    ];
+    let mut dirs = vec![Path::new(&python.stdlib).join("ensurepip").join("_bundled")];
+    if python.stdlib.starts_with("/usr/lib/python3") {
+        dirs.push(PathBuf::from("/usr/share/python-wheels"));
+    }
     let pip_wheel = |dir: &Path| {
         std::fs::read_dir(dir)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("pip-") && n.ends_with(".whl"))
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?;
+                let (version, _) = name.strip_prefix("pip-")?.split_once('-')?;
+                let version: pep508_rs::pep440_rs::Version = version.parse().ok()?;
+                name.ends_with(".whl").then_some((version, path))
             })
+            .max()
+            .map(|(_, path)| path)
     };
-    dirs.iter()
-        .find_map(|dir| pip_wheel(dir))
-        .ok_or_else(|| Error::BadPython {
+    dirs.iter().find_map(|dir| pip_wheel(dir)).ok_or_else(|| {
+        let looked: Vec<String> = dirs.iter().map(|d| format!("`{}`", d.display())).collect();
+        Error::BadPython {
             path: PathBuf::from(&python.executable),
             detail: format!(
-                "it has no bundled pip to seed with (no pip wheel in `{}` or `{}`); create without \
-                 --seed and install pip yourself",
-                dirs[0].display(),
-                dirs[1].display()
+                "it has no bundled pip to seed with (no pip wheel in {}); create without --seed and \
+                 install pip yourself",
+                looked.join(" or ")
             ),
-        })
+        }
+    })
 }
 
 /// Unpacks a pure-Python wheel into site-packages as a layer (on top of `base_layer`): its files, console
