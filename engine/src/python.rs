@@ -486,19 +486,10 @@ fn bounded_output(
         // A group of its own, killed whole: what it started would keep the pipes open.
         .process_group(0);
     let blast = nix::unistd::getpid();
-    // SAFETY: prctl and getppid are async-signal-safe, and all that runs between fork and exec.
+    // SAFETY: `die_with` makes only async-signal-safe calls, and it is all that runs between fork and
+    // exec. Killed with blast (the group of its own takes it out of the terminal's Ctrl-C).
     unsafe {
-        command.pre_exec(move || {
-            // Killed with blast (the group of its own takes it out of the terminal's Ctrl-C).
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // blast died before the line above took effect.
-            if libc::getppid() != blast.as_raw() {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
+        command.pre_exec(move || crate::sandbox::die_with(blast));
     }
     let mut child = command.spawn()?;
     let flooded = Arc::new(AtomicBool::new(false));

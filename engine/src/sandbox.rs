@@ -630,13 +630,7 @@ pub fn run_unconfined(
     unsafe {
         command.pre_exec(move || {
             // The installer dies with blast, as the sandbox's helper does.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // blast died before the line above took effect.
-            if libc::getppid() != blast.as_raw() {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
+            die_with(blast)?;
             // A session of its own, as in the sandbox: no terminal, so a prompt (git asking for a
             // password) fails at once rather than stopping it in the background, and signals reach
             // it through blast only, once (see [`interrupts`]).
@@ -1481,6 +1475,21 @@ fn report_failure(part: FailedPart, step: &str, detail: impl std::fmt::Display) 
     let report = format!("{}\0{step}\0{detail}", part.name());
     let _ = std::io::Write::write_all(&mut status, report.as_bytes());
     std::process::exit(SETUP_FAILED)
+}
+
+/// For a child between fork and exec: it dies with `parent` (blast), and does not start when blast
+/// died before that took effect. Only async-signal-safe calls (`prctl`, `getppid`).
+pub(crate) fn die_with(parent: nix::unistd::Pid) -> std::io::Result<()> {
+    // SAFETY: prctl and getppid touch no memory of the process.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != parent.as_raw() {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
