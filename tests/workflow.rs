@@ -797,6 +797,17 @@ fn a_named_environment_of_a_moved_store_says_the_store_moved() {
     assert!(!b.home.exists());
 }
 
+/// `cp -a FROM TO`: a store copied whole, as a user backs one up.
+fn copy_store(from: &Path, to: &Path) {
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+}
+
 /// A copy of a store (`cp -a` of `$BLAST_HOME`, a backup) records the same environments' directories
 /// as the store it was copied from: a command in the copy refuses to change a directory the other keeps
 /// (found by exploratory testing: a rollback in a backup rolled back the original's environment, behind
@@ -824,15 +835,6 @@ fn a_copy_of_a_store_leaves_the_originals_directories_alone() {
     b.ok(&["rollback", "-e", "halfway", "@~1"]);
     b.crash(&["rollback", "-e", "halfway", "@~1"], "apply-half");
     let halfway_tree = read_tree(&halfway);
-    let copy_store = |from: &Path, to: &Path| {
-        let copied = Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(to)
-            .status()
-            .unwrap();
-        assert!(copied.success());
-    };
     let copy_of = |copy: &Path| copy_store(&b.home, copy);
     // The store seen at another path (a bind mount) is not a copy of itself.
     let bound = b.work.join("bound");
@@ -1032,22 +1034,11 @@ fn a_store_restored_from_its_copy_is_itself_again() {
     pip_install(&project, &["blastdep"]);
     b.ok(&["snapshot", "-e", p]);
     let backup = b.work.join("backup");
-    let cp = |from: &Path, to: &Path| {
-        assert!(
-            Command::new("cp")
-                .arg("-a")
-                .arg(from)
-                .arg(to)
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    cp(&b.home, &backup);
+    copy_store(&b.home, &backup);
     let in_backup = |args: &[&str]| b.command(args).env("BLAST_HOME", &backup).output().unwrap();
     assert_succeeded(&in_backup(&["list"]));
     fs::remove_dir_all(&b.home).unwrap();
-    cp(&backup, &b.home);
+    copy_store(&backup, &b.home);
     b.ok(&["rollback", "-e", p, "@~1"]);
     b.ok(&["rollback", "-e", p, "@~1"]);
     b.assert_verify_clean(&[&project]);
