@@ -332,3 +332,73 @@ fn a_continuation_line_is_not_a_header_of_the_package_list() {
     let text = fs::read_to_string(&requirements).unwrap();
     assert!(text.lines().any(|l| l == "realpkg==1.0"), "{text}");
 }
+
+/// A distribution installed again at the same version with other files (a project's own package rebuilt
+/// without a version bump, an editable install over a regular one) was "no package changes" in the
+/// install's report, `blast log`, `diff`, `rollback` and `snapshot`: it is `~NAME VERSION` in each.
+#[test]
+fn a_reinstall_at_the_same_version_is_named_wherever_package_changes_are() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let project = b.work.join("proj");
+    copy_project("blastlocal", &project);
+    let p = project.to_str().unwrap();
+    let change = |change: &str, name: &str, version: &str| json!({"change": change, "name": name, "version": version});
+    let reinstalled = change("reinstalled", "blastlocal", "0.1.0");
+
+    // `--json` before the installer's arguments.
+    let install = |args: &[&str]| -> Value {
+        let mut all = vec!["--json", "install", "-e", e, "--offline", "--"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&b.ok(&all)).expect("install --json")
+    };
+    let regular = install(&[p]);
+    assert_eq!(
+        regular["packages"],
+        json!([change("added", "blastlocal", "0.1.0")])
+    );
+    let editable = install(&["-e", p]);
+    assert_eq!(editable["packages"], json!([reinstalled]), "{editable}");
+    // An install beside it leaves it out: its `*.dist-info` did not change.
+    let beside = b.install_fixtures(&env, &["blastdep"]);
+    assert_eq!(
+        beside["packages"],
+        json!([change("added", "blastdep", "1.0.0")])
+    );
+
+    let log = b.log(e);
+    let shown: Vec<&Value> = log.iter().map(|entry| &entry["packages"]).collect();
+    assert_eq!(shown[0], &beside["packages"]);
+    assert_eq!(shown[1], &json!([reinstalled]));
+    assert_eq!(shown[2], &regular["packages"]);
+    let text = b.ok(&["log", "-e", e]);
+    assert!(text.contains("\n    ~blastlocal 0.1.0\n"), "{text}");
+    let diff = b.json(&["diff", "-e", e, "@~2", "@~1"]);
+    assert_eq!(diff["packages"], json!([reinstalled]), "{diff}");
+
+    let back = b.json(&["rollback", "-e", e, "@~2"]);
+    assert_eq!(
+        back["packages"],
+        json!([reinstalled, change("removed", "blastdep", "1.0.0")]),
+        "{back}"
+    );
+    let (ok, _) = env_python(&env, "import blastlocal");
+    assert!(ok, "the regular install imports after the rollback");
+
+    // Rebuilt by hand with other source: the directory against HEAD, then its capture.
+    fs::write(
+        project.join("blastlocal/__init__.py"),
+        "VERSION = 'rebuilt'\n",
+    )
+    .unwrap();
+    pip_install(&env, &["--force-reinstall", "--no-deps", p]);
+    let uncaptured = b.json(&["diff", "-e", e]);
+    assert_eq!(uncaptured["packages"], json!([reinstalled]), "{uncaptured}");
+    assert_eq!(
+        b.json(&["packages", "-e", e])["uncaptured"],
+        json!([reinstalled])
+    );
+    let captured = b.json(&["snapshot", "-e", e]);
+    assert_eq!(captured["packages"], json!([reinstalled]), "{captured}");
+}

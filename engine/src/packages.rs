@@ -1,5 +1,6 @@
 //! The package view: which distributions a tree holds, read from `*.dist-info`, and how two package
-//! sets differ ("+rich 13.7.1", "-idna 3.6", "urllib3 2.1.0→2.2.1").
+//! sets differ ("+rich 13.7.1", "-idna 3.6", "urllib3 2.1.0→2.2.1", "~demo 1.0": the same version with
+//! other files).
 //!
 //! Two readings of the same files: [`packages_of`] takes only `Name` and `Version`, exactly as SPEC §7
 //! fixes it for a snapshot's package list (part of its hashed encoding); [`distributions_of`] parses
@@ -7,7 +8,7 @@
 //! for `blast packages` and the conflict check, and reads the `*.egg-info` of distributions installed
 //! before wheels too (`PKG-INFO`, `requires.txt`), as Python and pip do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use configparser::ini::{Ini, IniDefault};
@@ -15,10 +16,10 @@ use mailparse::MailHeaderMap;
 use pep508_rs::pep440_rs::Version;
 use pep508_rs::{ExtraName, PackageName, Requirement};
 use serde::{Deserialize, Serialize};
-use store_format::{Node, Package};
+use store_format::{Layer, Node, Package};
 
 use crate::error::Result;
-use crate::tree::Tree;
+use crate::tree::{Tree, drops_content_below};
 
 /// PEP 503: lowercase, runs of `-`, `_` and `.` become one `-`.
 pub fn normalize_name(name: &str) -> String {
@@ -536,6 +537,11 @@ pub enum PackageChange {
         from: String,
         to: String,
     },
+    /// The same version, other files.
+    Reinstalled {
+        name: String,
+        version: String,
+    },
 }
 
 impl std::fmt::Display for PackageChange {
@@ -544,12 +550,40 @@ impl std::fmt::Display for PackageChange {
             PackageChange::Added { name, version } => write!(f, "+{name} {version}"),
             PackageChange::Removed { name, version } => write!(f, "-{name} {version}"),
             PackageChange::Changed { name, from, to } => write!(f, "{name} {from}→{to}"),
+            PackageChange::Reinstalled { name, version } => write!(f, "~{name} {version}"),
         }
     }
 }
 
-/// Changes from `old` to `new`, by name.
-pub fn package_changes(old: &[Package], new: &[Package]) -> Vec<PackageChange> {
+/// The trees two package sets were read from, whole or only where they can differ
+/// ([`crate::tree::Region`]): with them, a distribution installed again at the same version with other
+/// files (a rebuilt wheel of a project whose version did not change, `pip install -e .` over a regular
+/// install, a wheel from another source) is told from one left alone.
+#[derive(Clone, Copy)]
+pub struct InstalledFrom<'t> {
+    pub before: &'t Tree,
+    pub after: &'t Tree,
+    pub purelib: &'t str,
+}
+
+/// Changes from `old` to `new`, by name; with `trees`, same-version distributions whose `*.dist-info`
+/// files differ are `Reinstalled`.
+pub fn package_changes(
+    old: &[Package],
+    new: &[Package],
+    trees: Option<InstalledFrom<'_>>,
+) -> Vec<PackageChange> {
+    let files = trees.map(|t| {
+        (
+            dist_info_files(t.before, t.purelib),
+            dist_info_files(t.after, t.purelib),
+        )
+    });
+    let reinstalled = |name: &str| {
+        files
+            .as_ref()
+            .is_some_and(|(before, after)| before.get(name) != after.get(name))
+    };
     let old: BTreeMap<&str, &str> = old
         .iter()
         .map(|p| (p.name.as_str(), p.version.as_str()))
@@ -570,6 +604,10 @@ pub fn package_changes(old: &[Package], new: &[Package]) -> Vec<PackageChange> {
                 from: (*before).to_owned(),
                 to: (*version).to_owned(),
             }),
+            Some(_) if reinstalled(name) => out.push(PackageChange::Reinstalled {
+                name: (*name).to_owned(),
+                version: (*version).to_owned(),
+            }),
             Some(_) => {}
         }
     }
@@ -582,6 +620,53 @@ pub fn package_changes(old: &[Package], new: &[Package]) -> Vec<PackageChange> {
         }
     }
     out
+}
+
+/// The entries below each `*.dist-info` directory in `purelib`, by the name its directory gives.
+fn dist_info_files<'t>(
+    tree: &'t Tree,
+    purelib: &str,
+) -> BTreeMap<String, Vec<(&'t String, &'t Node)>> {
+    let prefix = format!("{purelib}/");
+    let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for (path, node) in tree.descendants(purelib) {
+        let inside = path
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('/'));
+        if let Some(name) = inside.and_then(|(dir, _)| dist_info_name(dir)) {
+            out.entry(name).or_default().push((path, node));
+        }
+    }
+    out
+}
+
+/// The PEP 503 name of the distribution a directory name in `purelib` is the `*.dist-info` of
+/// (`blast_demo-1.0.dist-info` → `blast-demo`: the escaped name, then `-` and the version).
+pub fn dist_info_name(dir: &str) -> Option<String> {
+    let stem = dir.strip_suffix(".dist-info")?;
+    Some(normalize_name(
+        stem.split_once('-').map_or(stem, |(name, _)| name),
+    ))
+}
+
+/// The distributions whose `*.dist-info` entries `layer` changes; `None` when it removes or replaces
+/// `purelib` or a directory above it, which changes them all.
+pub fn dist_infos_changed_by(layer: &Layer, purelib: &str) -> Option<BTreeSet<String>> {
+    let prefix = format!("{purelib}/");
+    let mut names = BTreeSet::new();
+    for (path, change) in &layer.changes {
+        let above = path == purelib || purelib.starts_with(&format!("{path}/"));
+        if above && drops_content_below(change) {
+            return None;
+        }
+        let dir = path
+            .strip_prefix(&prefix)
+            .map(|rest| rest.split('/').next());
+        if let Some(name) = dir.flatten().and_then(dist_info_name) {
+            names.insert(name);
+        }
+    }
+    Some(names)
 }
 
 /// Why a `Requires-Dist` is refused before pep508_rs parses it, if it is. METADATA is untrusted and
@@ -610,6 +695,8 @@ fn refused_before_parsing(requirement: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use store_format::Change;
+
     use super::*;
 
     /// Regression for the crashes the `dist_info_parse` fuzz target found in pep508_rs: a package or
@@ -880,8 +967,87 @@ Requires-Dist: in the body, not a header
             name: n.into(),
             version: v.into(),
         };
-        let changes = package_changes(&[p("a", "1"), p("b", "1")], &[p("a", "2"), p("c", "1")]);
+        let changes = package_changes(
+            &[p("a", "1"), p("b", "1")],
+            &[p("a", "2"), p("c", "1")],
+            None,
+        );
         let shown: Vec<String> = changes.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["a 1→2", "+c 1", "-b 1"]);
+    }
+
+    /// A rebuilt wheel of the same version (`pip install .` twice in a project whose version did not
+    /// change) read as "no package changes" in `blast log`.
+    #[test]
+    fn a_same_version_distribution_with_other_files_is_reinstalled() {
+        let file = |content: &str| Node::File {
+            object: store_format::ObjectId::from(blake3::hash(content.as_bytes())),
+            size: content.len() as u64,
+            executable: false,
+            relocatable: false,
+        };
+        let tree = |record: &str| Tree {
+            entries: [
+                ("site", Node::Dir),
+                ("site/blast_demo-1.0.dist-info", Node::Dir),
+                ("site/blast_demo-1.0.dist-info/RECORD", file(record)),
+                ("site/blast_demo/__init__.py", file(record)),
+                ("site/other-2.dist-info", Node::Dir),
+                ("site/other-2.dist-info/RECORD", file("same")),
+            ]
+            .into_iter()
+            .map(|(path, node)| (path.to_owned(), node))
+            .collect(),
+        };
+        let (before, after) = (tree("built once"), tree("built again"));
+        let listed = [
+            Package {
+                name: "blast-demo".into(),
+                version: "1.0".into(),
+            },
+            Package {
+                name: "other".into(),
+                version: "2".into(),
+            },
+        ];
+        let trees = |before, after| {
+            Some(InstalledFrom {
+                before,
+                after,
+                purelib: "site",
+            })
+        };
+        let changes = package_changes(&listed, &listed, trees(&before, &after));
+        let shown: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["~blast-demo 1.0"]);
+        assert!(package_changes(&listed, &listed, trees(&before, &before)).is_empty());
+        assert!(package_changes(&listed, &listed, None).is_empty());
+    }
+
+    #[test]
+    fn a_layer_names_the_distributions_whose_dist_info_it_changes() {
+        let layer = |changes: &[(&str, Change)]| Layer {
+            changes: changes
+                .iter()
+                .map(|(path, change)| ((*path).to_owned(), change.clone()))
+                .collect(),
+        };
+        let changed = dist_infos_changed_by(
+            &layer(&[
+                ("lib/site/Blast.Demo-1.0.dist-info/RECORD", Change::Opaque),
+                ("lib/site/old-1.dist-info", Change::Whiteout),
+                ("lib/site/blast_demo/__init__.py", Change::Whiteout),
+                ("lib", Change::Put(Node::Dir)),
+            ]),
+            "lib/site",
+        );
+        assert_eq!(
+            changed,
+            Some(BTreeSet::from(["blast-demo".to_owned(), "old".to_owned()]))
+        );
+        assert_eq!(
+            dist_infos_changed_by(&layer(&[("lib", Change::Opaque)]), "lib/site"),
+            None
+        );
     }
 }

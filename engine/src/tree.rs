@@ -481,7 +481,7 @@ impl Region {
 
 /// Whether a change at a directory's path drops what the layers below had under it: a whiteout, an
 /// opaque directory, or a non-directory put in its place.
-fn drops_content_below(change: &Change) -> bool {
+pub(crate) fn drops_content_below(change: &Change) -> bool {
     match change {
         Change::Whiteout | Change::Opaque => true,
         Change::Put(node) => *node != Node::Dir,
@@ -499,6 +499,11 @@ pub(crate) fn child_path(dir: &str, name: &str) -> String {
     path.push('/');
     path.push_str(name);
     path
+}
+
+/// How many bottom layers two snapshots share.
+pub(crate) fn shared_layers(a: &[LayerId], b: &[LayerId]) -> usize {
+    a.iter().zip(b).take_while(|(a, b)| a == b).count()
 }
 
 /// The directories above `path`, nearest first.

@@ -1,18 +1,20 @@
 //! The read-only views: `blast log`, `blast diff`, `blast status`, `blast list`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
-use store_format::{Node, Package, SnapshotId};
+use store_format::{LayerId, Node, Package, Snapshot, SnapshotId};
 
 use crate::capture;
 use crate::error::{IoContext, Result};
 use crate::index::EnvRecord;
-use crate::packages::{PackageChange, package_changes, packages_of};
+use crate::packages::{
+    InstalledFrom, PackageChange, dist_infos_changed_by, package_changes, packages_of,
+};
 use crate::processes::{EnvProcess, running_from};
 use crate::store::{Env, Store};
 use crate::transition::load_stat_cache;
-use crate::tree::{PathChange, Tree};
+use crate::tree::{PathChange, Region, Tree, shared_layers};
 
 #[derive(Debug, Serialize)]
 pub struct LogEntry {
@@ -37,24 +39,15 @@ pub fn log(store: &Store, selector: Option<&str>) -> Result<Vec<LogEntry>> {
     for (tag, id) in store.index().tags(&env.record.id)? {
         tags.entry(id).or_default().push(tag);
     }
-    let mut packages: HashMap<SnapshotId, Option<Vec<Package>>> = HashMap::new();
-    let mut packages_of_id = |id: SnapshotId| {
-        packages
-            .entry(id)
-            .or_insert_with(|| store.snapshot(&id).ok().map(|s| s.packages))
-            .clone()
+    let mut entry_changes = EntryChanges {
+        store,
+        purelib: &env.record.python.purelib,
+        snapshots: HashMap::new(),
+        dist_infos: HashMap::new(),
     };
     let mut out = Vec::with_capacity(history.len());
     for entry in history.iter().rev() {
-        let new = packages_of_id(entry.to);
-        let old = match entry.from {
-            Some(from) => packages_of_id(from),
-            None => Some(Vec::new()),
-        };
-        let changes = match (old, new) {
-            (Some(old), Some(new)) => Some(package_changes(&old, &new)),
-            _ => None,
-        };
+        let changes = entry_changes.between(entry.from, entry.to);
         out.push(LogEntry {
             seq: entry.seq,
             time: rfc3339(entry.time_ms),
@@ -68,6 +61,71 @@ pub fn log(store: &Store, selector: Option<&str>) -> Result<Vec<LogEntry>> {
         });
     }
     Ok(out)
+}
+
+/// The package changes of history entries, each snapshot and layer read once. A distribution at the
+/// same version on both sides is compared file by file (`Reinstalled`) only where a layer between the
+/// two changes its `*.dist-info`: the region of two snapshots reads their shared layers, too much for
+/// every entry of a long history.
+struct EntryChanges<'s> {
+    store: &'s Store,
+    purelib: &'s str,
+    snapshots: HashMap<SnapshotId, Option<Snapshot>>,
+    /// `None`: the layer changes every distribution's (it replaces `purelib`).
+    dist_infos: HashMap<LayerId, Option<BTreeSet<String>>>,
+}
+
+impl EntryChanges<'_> {
+    /// `None` when a snapshot is no longer in the store.
+    fn between(&mut self, from: Option<SnapshotId>, to: SnapshotId) -> Option<Vec<PackageChange>> {
+        let new = self.snapshot(to)?;
+        let Some(from) = from else {
+            return Some(package_changes(&[], &new.packages, None));
+        };
+        let old = self.snapshot(from)?;
+        let shared = shared_layers(&old.layers, &new.layers);
+        let (before, after) = (&old.layers[shared..], &new.layers[shared..]);
+        let kept: BTreeSet<&str> = old
+            .packages
+            .iter()
+            .filter(|p| new.packages.contains(p))
+            .map(|p| p.name.as_str())
+            .collect();
+        let compare = !kept.is_empty()
+            && before.iter().chain(after).any(|layer| {
+                self.dist_infos_changed_by(layer)
+                    .is_none_or(|names| names.iter().any(|n| kept.contains(n.as_str())))
+            });
+        let region = compare
+            .then(|| Region::between(self.store.objects(), &new.layers[..shared], before, after))
+            .and_then(Result::ok);
+        let trees = region.as_ref().map(|region| InstalledFrom {
+            before: &region.before,
+            after: &region.after,
+            purelib: self.purelib,
+        });
+        Some(package_changes(&old.packages, &new.packages, trees))
+    }
+
+    fn snapshot(&mut self, id: SnapshotId) -> Option<Snapshot> {
+        let store = self.store;
+        self.snapshots
+            .entry(id)
+            .or_insert_with(|| store.snapshot(&id).ok())
+            .clone()
+    }
+
+    /// A layer that cannot be read changes nothing here: the region would not be read either.
+    fn dist_infos_changed_by(&mut self, id: &LayerId) -> Option<&BTreeSet<String>> {
+        let (store, purelib) = (self.store, self.purelib);
+        self.dist_infos
+            .entry(*id)
+            .or_insert_with(|| match store.objects().layer(id) {
+                Ok(layer) => dist_infos_changed_by(&layer, purelib),
+                Err(_) => Some(BTreeSet::new()),
+            })
+            .as_ref()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -111,7 +169,15 @@ pub fn diff(
         env: env.label().to_owned(),
         from: Some(from),
         to,
-        packages: package_changes(&old_packages, &new_packages),
+        packages: package_changes(
+            &old_packages,
+            &new_packages,
+            Some(InstalledFrom {
+                before: &old_tree,
+                after: &new_tree,
+                purelib: &env.record.python.purelib,
+            }),
+        ),
         files: files.then(|| file_changes(&old_tree, &new_tree)),
     })
 }
@@ -156,8 +222,16 @@ pub(crate) fn uncaptured_packages(
     if scan.holds(head) {
         return Vec::new();
     }
+    let head_tree = store
+        .snapshot(head)
+        .and_then(|snapshot| store.tree_of(&snapshot));
+    let trees = head_tree.as_ref().ok().map(|head_tree| InstalledFrom {
+        before: head_tree,
+        after: scan.tree(),
+        purelib: &env.record.python.purelib,
+    });
     directory_packages(env, scan.tree())
-        .map(|packages| package_changes(head_packages, &packages))
+        .map(|packages| package_changes(head_packages, &packages, trees))
         .unwrap_or_default()
 }
 

@@ -27,7 +27,9 @@ use crate::markers::marker_environment;
 use crate::materialize::{LinkMode, Materializer};
 use crate::metrics::{self, MetricKind};
 use crate::objects::Staging;
-use crate::packages::{PackageChange, distributions_of, package_changes, packages_of};
+use crate::packages::{
+    InstalledFrom, PackageChange, distributions_of, package_changes, packages_of,
+};
 use crate::sandbox::{self, Outcome, Spec};
 use crate::store::{Env, Store};
 use crate::transition::{Difference, Move, link_mode, load_stat_cache, move_head};
@@ -330,7 +332,15 @@ pub(crate) fn commit_changes(
             paths: meanwhile,
         });
     }
-    let package_changes = package_changes(&head.packages, &packages);
+    let package_changes = package_changes(
+        &head.packages,
+        &packages,
+        Some(InstalledFrom {
+            before: &head_tree,
+            after: new_tree,
+            purelib: &env.record.python.purelib,
+        }),
+    );
     if let Some(conflicts) = &conflicts
         && !allow_conflicts
     {

@@ -2,17 +2,17 @@
 //! touching only the paths that differ. Uncaptured changes make both refuse unless forced.
 
 use serde::Serialize;
-use store_format::{LayerId, Snapshot, SnapshotId};
+use store_format::{Snapshot, SnapshotId};
 
 use crate::capture::{Scan, StatCache};
 use crate::error::{Error, Result};
 use crate::index::{Batch, EnvRecord};
 use crate::lock::DirClaim;
 use crate::objects::unique_name;
-use crate::packages::{PackageChange, package_changes};
+use crate::packages::{InstalledFrom, PackageChange, package_changes};
 use crate::store::{Env, Store};
 use crate::transition::{Difference, Move, load_stat_cache, move_head, scan_or_empty};
-use crate::tree::{Region, Tree};
+use crate::tree::{Region, Tree, shared_layers};
 
 #[derive(Debug, Serialize)]
 pub struct MoveReport {
@@ -140,6 +140,19 @@ fn move_env(
         target,
         trees,
     } = plan;
+    let (before, after) = match &trees {
+        Trees::Whole { head, target } => (head, target),
+        Trees::Region(region) => (&region.before, &region.after),
+    };
+    let packages = package_changes(
+        head.as_ref().map_or(&[][..], |head| &head.packages[..]),
+        &target.packages,
+        Some(InstalledFrom {
+            before,
+            after,
+            purelib: &env.record.python.purelib,
+        }),
+    );
     let (difference, cache) = match (from.zip(head.as_ref()), scan) {
         (Some((from, head)), Some(scan)) => {
             let whole = || whole_trees(store, Some(head), &target);
@@ -156,10 +169,6 @@ fn move_env(
             };
             (difference, StatCache::default())
         }
-    };
-    let packages = match &head {
-        Some(head) => package_changes(&head.packages, &target.packages),
-        None => package_changes(&[], &target.packages),
     };
     let mut report = MoveReport {
         env: env.label().to_owned(),
@@ -273,11 +282,6 @@ fn whole_trees(store: &Store, head: Option<&Snapshot>, target: &Snapshot) -> Res
         head_tree,
         below.with_layers(objects, &target.layers[shared..])?,
     ))
-}
-
-/// How many bottom layers two snapshots share.
-fn shared_layers(a: &[LayerId], b: &[LayerId]) -> usize {
-    a.iter().zip(b).take_while(|(a, b)| a == b).count()
 }
 
 /// The path of an entry no snapshot can hold, or that blast may not read.

@@ -7,7 +7,7 @@ use crate::capture;
 use crate::crash;
 use crate::error::{Error, Result};
 use crate::index::{Batch, Journal};
-use crate::packages::{PackageChange, package_changes, packages_of};
+use crate::packages::{InstalledFrom, PackageChange, package_changes, packages_of};
 use crate::store::{Env, Store};
 use crate::transition::{append_history, load_stat_cache, save_stat_cache};
 
@@ -161,7 +161,15 @@ pub(crate) fn capture_into_snapshot(
             _ => Ok(Vec::new()),
         },
     )?;
-    report.packages = package_changes(&head.packages, &packages);
+    report.packages = package_changes(
+        &head.packages,
+        &packages,
+        Some(InstalledFrom {
+            before: &head_tree,
+            after: scan.tree(),
+            purelib: &env.record.python.purelib,
+        }),
+    );
     let id = super::stage_snapshot_on(&staging, &head, &layer, packages)?;
     staging.commit()?;
     crash::point("capture-staged");
