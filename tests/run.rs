@@ -1124,3 +1124,167 @@ fn an_index_recovery_is_not_passed_to_the_command() {
     assert_succeeded(&out);
     assert_eq!(stdout(&out), "[unset]\n");
 }
+
+/// A name under the private `/tmp` is bound from where it leads (found by exploratory testing: a
+/// symlink `/tmp/h` → the home let `blast run cat /tmp/h/.config/…` read what the sandbox hides at the
+/// home's own path, and a directory named there showed the agent's socket). What such a name shows of
+/// a secret is hidden at the name too, a name that leads into one shows nothing, and no socket is
+/// shown.
+#[test]
+fn a_name_under_tmp_that_leads_to_the_home_shows_none_of_its_secrets() {
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let home = b.work.join("home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    fs::write(home.join(".ssh/id_rsa"), "PRIVATE KEY").unwrap();
+    fs::create_dir_all(home.join(".config")).unwrap();
+    fs::write(home.join(".config/token"), "TOKEN").unwrap();
+    fs::write(home.join("notes.txt"), "NOTES").unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("blast-run-names-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let link = tmp.path().join("h");
+    std::os::unix::fs::symlink(&home, &link).unwrap();
+    let agent_dir = tmp.path().join("agent");
+    fs::create_dir(&agent_dir).unwrap();
+    let agent = agent_dir.join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&agent).unwrap();
+    let into_secret = link.join(".ssh/id_rsa");
+    // A socket is connected to, anything else read.
+    let script = "import os, socket, sys\n\
+        def show(name):\n    \
+            if name.endswith('.sock'):\n        \
+                socket.socket(socket.AF_UNIX).connect(name)\n        \
+                return 'connected'\n    \
+            return sorted(os.listdir(name)) if os.path.isdir(name) else open(name).read()\n\
+        for name in sys.argv[1:]:\n    \
+            try:\n        \
+                shown = show(name)\n    \
+            except OSError as e:\n        \
+                shown = 'errno %d' % e.errno\n    \
+            print('%s: %s' % (name, shown))\n";
+    let names: Vec<String> = [
+        link.clone(),
+        link.join("notes.txt"),
+        link.join(".config/token"),
+        into_secret.clone(),
+        agent_dir,
+        agent.clone(),
+    ]
+    .iter()
+    .map(|p| p.to_str().unwrap().to_owned())
+    .collect();
+    let mut args = vec!["run", "-e", env.to_str().unwrap(), "--", "python", "-c"];
+    args.push(script);
+    args.extend(names.iter().map(String::as_str));
+    let out = b
+        .command(&args)
+        .env("HOME", &home)
+        .env("SSH_AUTH_SOCK", &agent)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = |name: &Path| {
+        let start = format!("{}: ", name.display());
+        text.lines()
+            .find_map(|l| l.strip_prefix(&start))
+            .unwrap_or_else(|| panic!("no line for {}: {text}", name.display()))
+            .to_owned()
+    };
+    // The name works: what is not secret is there.
+    assert_eq!(line(&link.join("notes.txt")), "NOTES", "{text}");
+    assert!(line(&link).contains("notes.txt"), "{text}");
+    // The secret directories are there, empty.
+    assert_eq!(line(&link.join(".config/token")), "errno 2", "{text}");
+    assert_eq!(line(&into_secret), "errno 2", "{text}");
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains("TOKEN"),
+        "{text}"
+    );
+    // The agent's socket, in a directory named there, takes no connection.
+    assert!(line(&agent).starts_with("errno"), "{text}");
+}
+
+/// An environment's files may be the store's objects themselves (hardlinks), so a command may not
+/// write them (found by exploratory testing: `--allow-write PROJECT` let `chmod u+w` and a write
+/// through `PROJECT/.venv` change the store's object and every environment sharing it, and an
+/// environment's own directory was accepted as writable). One inside a writable path stays read-only;
+/// one named, or a path inside it, is refused with the way to change it.
+#[test]
+fn environments_stay_read_only_under_a_writable_path() {
+    let b = Blast::outside_tmp();
+    let project = b.work.join("proj");
+    let venv = project.join(".venv");
+    b.ok(&[
+        "create",
+        "--path",
+        venv.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    b.install_fixtures(&venv, &["blastdemo==1.0.0"]);
+    let runner = b.create_path_env("runner");
+    let module = venv.join("lib/python3.11/site-packages/blastdemo/__init__.py");
+    let before = fs::read(&module).unwrap();
+    let script = format!(
+        "import os\n\
+         for path in [{module:?}, {new:?}]:\n    \
+             try:\n        \
+                 os.chmod(path, 0o644) if os.path.exists(path) else None\n        \
+                 open(path, 'a').write('# changed')\n        \
+                 print(path + ': ok')\n    \
+             except OSError as e:\n        \
+                 print(path + ': ' + str(e.errno))\n",
+        module = module.to_str().unwrap(),
+        new = project.join("notes.txt").to_str().unwrap(),
+    );
+    let out = run(
+        &b,
+        &runner,
+        &["--allow-write", project.to_str().unwrap()],
+        &["python", "-c", &script],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{}: {}", module.display(), libc::EROFS)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}/notes.txt: ok", project.display())),
+        "{text}"
+    );
+    assert_eq!(fs::read(&module).unwrap(), before);
+    for inside in [venv.clone(), venv.join("lib"), b.home.join("envs")] {
+        let err = b.fails(&[
+            "run",
+            "-e",
+            runner.to_str().unwrap(),
+            "--allow-write",
+            inside.to_str().unwrap(),
+            "--",
+            "true",
+        ]);
+        assert!(
+            err.contains(&format!("--allow-write `{}`", inside.display())),
+            "{err}"
+        );
+    }
+    let err = b.fails(&[
+        "run",
+        "-e",
+        runner.to_str().unwrap(),
+        "--allow-write",
+        venv.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert!(
+        err.contains(&format!("environment `{}`", venv.display()))
+            && err.contains("blast run --capture"),
+        "{err}"
+    );
+    b.assert_verify_clean(&[&venv, &runner]);
+}

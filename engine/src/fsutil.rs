@@ -221,6 +221,11 @@ pub fn resolve_path(path: &Path) -> Result<PathBuf> {
     Ok(resolved)
 }
 
+/// `path` with symlinks resolved, or as it is where it cannot be.
+pub(crate) fn real(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
 /// The first executable file named `name` in `dirs`.
 pub(crate) fn find_executable(
     name: &str,

@@ -170,6 +170,9 @@ impl Secrets {
                 .flat_map(|h| SECRETS.iter().map(move |s| h.join(s)))
                 .chain(SYSTEM_SOCKETS.iter().map(PathBuf::from))
                 .chain(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
+                // The agent's socket, which a directory named under `/tmp` may hold.
+                .chain(std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))
+                .filter(|path| path.is_absolute())
                 .collect(),
             revealed: home
                 .iter()
@@ -804,18 +807,30 @@ fn assemble_root(spec: &Spec) {
             );
         }
     }
-    // Elsewhere the read-only root shows them already.
-    for path in spec.visible.iter().filter(|p| under_private_dirs(p)) {
-        bind_as_named(root, path);
-    }
-    // Secrets are covered by tmpfs mounts that stay writable until what is brought back below them
-    // (and writable paths the user named there) has its mount point; then they turn read-only.
-    let covers: Vec<MountPoint> = spec.hidden.iter().filter_map(|p| hide(root, p)).collect();
     let secrets: Vec<PathBuf> = spec
         .hidden
         .iter()
         .filter_map(|p| fs::canonicalize(p).ok())
         .collect();
+    // Secrets are covered by tmpfs mounts that stay writable until what is brought back below them
+    // (and writable paths the user named there) has its mount point; then they turn read-only.
+    let mut covers: Vec<MountPoint> = Vec::new();
+    // Elsewhere the read-only root shows them already. A name under the private `/tmp` is bound from
+    // where it leads (`/tmp/link` → the home), so what it shows of a secret is covered at the name
+    // too, and a name that leads into one shows nothing.
+    for path in spec.visible.iter().filter(|p| under_private_dirs(p)) {
+        let Ok(real) = fs::canonicalize(path) else {
+            continue;
+        };
+        if secrets.iter().any(|secret| real.starts_with(secret)) || !bind_as_named(root, path) {
+            continue;
+        }
+        for secret in secrets.iter().filter(|secret| secret.starts_with(&real)) {
+            let named = secret.strip_prefix(&real).map(|below| path.join(below));
+            covers.extend(named.ok().and_then(|named| cover(root, secret, &named)));
+        }
+    }
+    covers.extend(spec.hidden.iter().filter_map(|p| hide(root, p)));
     for path in &spec.writable {
         let _ = fs::create_dir_all(path);
         let real = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
@@ -1075,16 +1090,23 @@ fn bind_into(root: &Path, path: &Path, read_only: bool) {
     }
 }
 
-/// Binds `path` read-only at the place its name leads to inside the new root. The installer gets the
-/// name as the user wrote it (`/tmp/x/cli/../wheels`, `/tmp/link/wheels`), so every directory on the
-/// way is made in the private `/tmp` as a plain directory, and the bind goes where the name ends.
-fn bind_as_named(root: &Path, path: &Path) {
-    let Ok(meta) = path.metadata() else {
-        return;
+/// Binds `path` read-only at the place its name leads to inside the new root; true when it did. The
+/// installer gets the name as the user wrote it (`/tmp/x/cli/../wheels`, `/tmp/link/wheels`), so every
+/// directory on the way is made in the private `/tmp` as a plain directory, and the bind goes where the
+/// name ends. Only a directory or a regular file: never a socket (an agent's, a display's), through
+/// which the program could act outside.
+fn bind_as_named(root: &Path, path: &Path) -> bool {
+    let make = match path.metadata() {
+        Ok(meta) if meta.is_dir() => Make::Dir,
+        Ok(meta) if meta.is_file() => Make::File,
+        _ => return false,
     };
-    let make = if meta.is_dir() { Make::Dir } else { Make::File };
-    if let Some(target) = mount_point(root, path, make) {
-        bind(path, &target, true);
+    match mount_point(root, path, make) {
+        Some(target) => {
+            bind(path, &target, true);
+            true
+        }
+        None => false,
     }
 }
 
@@ -1113,7 +1135,12 @@ fn bind(source: &Path, target: &MountPoint, read_only: bool) {
 /// Returns the cover of a directory, still writable (see [`assemble_root`]).
 fn hide(root: &Path, path: &Path) -> Option<MountPoint> {
     let real = fs::canonicalize(path).ok()?;
-    let (Ok(meta), Some(target)) = (real.metadata(), mount_point(root, &real, Make::Nothing))
+    cover(root, &real, &real)
+}
+
+/// Covers the secret at `real` where `named` leads inside the new root (see [`hide`]).
+fn cover(root: &Path, real: &Path, named: &Path) -> Option<MountPoint> {
+    let (Ok(meta), Some(target)) = (real.metadata(), mount_point(root, named, Make::Nothing))
     else {
         return None;
     };

@@ -21,6 +21,7 @@ use crate::capture::{self, CacheLinks, PYCACHE, Sink, StatCache};
 use crate::conflicts::{ConflictReport, conflicts_introduced};
 use crate::crash;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::real;
 use crate::index::Batch;
 use crate::installer::{self, Installer, InstallerKind, Request};
 use crate::markers::marker_environment;
@@ -820,11 +821,6 @@ impl Protected {
     }
 }
 
-/// `path` with symlinks resolved, or as it is where it cannot be.
-fn real(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
-}
-
 /// Paths the request names (requirement files, wheels, `--find-links` directories, local projects):
 /// they stay visible in the sandbox even under its private `/tmp`. Returns (read-only paths, local
 /// project directories, which a build may write into, as setuptools writes `*.egg-info` there). A
@@ -1095,7 +1091,7 @@ impl Named {
     fn project(&mut self, path: &Path) {
         if path.is_dir() {
             // Where it really is: the checks against the home and the store compare real paths.
-            let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            let real = real(path);
             if !self.projects.contains(&real) {
                 self.projects.push(real);
             }

@@ -11,7 +11,7 @@ use store_format::SnapshotId;
 use super::install::{Changes, carry_over_bytecode, commit_changes};
 use crate::capture;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::find_executable;
+use crate::fsutil::{find_executable, real};
 use crate::index::EnvRecord;
 use crate::packages::PackageChange;
 use crate::sandbox::{self, Limits, Outcome, Spec};
@@ -75,6 +75,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
         ));
     };
     let store_home = store.home();
+    let env_dirs = env_dirs(store)?;
     let allow_write = options
         .allow_write
         .iter()
@@ -85,7 +86,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
                     path.display()
                 ))
             })?;
-            refuse_writable(&real, store_home).map_err(|why| {
+            refuse_writable(&real, store_home, &env_dirs).map_err(|why| {
                 Error::Invalid(format!("--allow-write `{}`: {why}", path.display()))
             })?;
             Ok(real)
@@ -153,9 +154,25 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
     Ok(report)
 }
 
-/// Why the command may not be given `path` (real) to write: the store's own files (but environments
-/// kept in it), which hold what the sandbox is made of, and `/tmp`, which it has already.
-fn refuse_writable(path: &Path, store_home: &Path) -> std::result::Result<(), String> {
+/// The store's environments: label and real directory.
+fn env_dirs(store: &Store) -> Result<Vec<(String, PathBuf)>> {
+    Ok(store
+        .index()
+        .envs()?
+        .into_iter()
+        .map(|env| (env.label().to_owned(), real(Path::new(&env.path))))
+        .collect())
+}
+
+/// Why the command may not be given `path` (real) to write: the store, which holds what the sandbox
+/// is made of; an environment's directory, whose files may be the store's objects themselves
+/// (hardlinks: a write would change every environment that has the file, and the store's copy); and
+/// `/tmp`, which it has already.
+fn refuse_writable(
+    path: &Path,
+    store_home: &Path,
+    env_dirs: &[(String, PathBuf)],
+) -> std::result::Result<(), String> {
     if path == Path::new("/tmp") {
         return Err("the command has a private `/tmp` of its own, writable already".into());
     }
@@ -165,10 +182,16 @@ fn refuse_writable(path: &Path, store_home: &Path) -> std::result::Result<(), St
             store_home.display()
         ));
     }
-    if path.starts_with(store_home) && !path.starts_with(store_home.join("envs")) {
+    if path.starts_with(store_home) {
         return Err(format!(
             "it is inside blast's store `{}`, which a command may not write",
             store_home.display()
+        ));
+    }
+    if let Some((label, _)) = env_dirs.iter().find(|(_, dir)| path.starts_with(dir)) {
+        return Err(format!(
+            "it is in the directory of environment `{label}`, whose files may be the store's own \
+             objects: `blast run --capture` lets the command change the environment, as a snapshot"
         ));
     }
     Ok(())
@@ -187,6 +210,13 @@ fn run_opened(
     let env_root = PathBuf::from(&record.path);
     // An environment that tracks its imports has its processes record them in the store
     // (`imports.rs`): that directory stays writable for them.
+    // Environments inside a writable path stay read-only (the one captured is the overlay's).
+    let rebound_read_only: Vec<PathBuf> = env_dirs(store)?
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .filter(|dir| allow_write.iter().any(|w| dir.starts_with(w)))
+        .filter(|dir| !(options.capture && dir == &real(&env_root)))
+        .collect();
     let mut allow_write = allow_write;
     let records = crate::imports::records_dir(store, &record.id);
     if records.is_dir() {
@@ -237,7 +267,7 @@ fn run_opened(
         visible,
         hidden: Vec::new(),
         revealed: Vec::new(),
-        rebound_read_only: Vec::new(),
+        rebound_read_only,
         network: options.network,
         limits: options.limits,
         stdout_to_stderr: options.output_to_stderr,
