@@ -168,6 +168,47 @@ fn imports_names_what_was_never_imported_and_what_no_package_provides() {
     assert_eq!(report["records"], 3, "{report}");
     assert_eq!(names(&report["never_imported"]), ["pip"], "{report}");
 
+    // Every process of the environment may write the records directory: what is not a record there is
+    // named and left out (found by exploratory testing: a FIFO hung the report, a symlink's target was
+    // read into it, and bytes that are not UTF-8 failed it).
+    let records = std::path::PathBuf::from(enabled["records"].as_str().unwrap());
+    let secret = b.work.join("secret.txt");
+    fs::write(&secret, "AKIA_SECRET module\n").unwrap();
+    let planted = [
+        records.join("90-link.txt"),
+        records.join("91-fifo.txt"),
+        records.join("92-dir.txt"),
+        records.join("93-bytes.txt"),
+    ];
+    std::os::unix::fs::symlink(&secret, &planted[0]).unwrap();
+    let fifo = std::ffi::CString::new(planted[1].to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    fs::create_dir(&planted[2]).unwrap();
+    fs::write(&planted[3], b"\xff\xfe module\n").unwrap();
+    let report = b.json(&["imports", "-e", e]);
+    assert_eq!(report["records"], 4, "{report}");
+    assert_eq!(report["not_provided"], json!(["strayed"]), "{report}");
+    let problems = report["problems"].to_string();
+    for (path, says) in [
+        (&planted[0], "symbolic link"),
+        (&planted[1], "not a regular file"),
+        (&planted[2], "not a regular file"),
+        (&planted[3], "is not `<name> module|local|failed`"),
+    ] {
+        let named = format!("`{}`: it", path.display());
+        assert!(
+            problems.contains(&named)
+                || problems.contains(&format!("`{}`: the line", path.display())),
+            "{path:?}: {problems}"
+        );
+        assert!(problems.contains(says), "{says}: {problems}");
+    }
+    assert!(!problems.contains("AKIA"), "{problems}");
+    for path in &planted {
+        let _ = fs::remove_file(path).or_else(|_| fs::remove_dir(path));
+    }
+
     // The hook's files (and the bytecode Python compiled of it) are not content.
     nothing_changed(&b, e);
     b.assert_verify_clean(&[&env]);

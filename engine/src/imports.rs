@@ -377,7 +377,13 @@ fn read_records(
         if path.extension().is_none_or(|e| e != "txt") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).at("reading", &path)?;
+        let text = match record_text(&path) {
+            Ok(text) => text,
+            Err(why) => {
+                problems.push(format!("`{}`: {why}; it is left out", path.display()));
+                continue;
+            }
+        };
         records += 1;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let parsed = line.split_once(' ').and_then(|(name, kind)| {
@@ -401,6 +407,44 @@ fn read_records(
         }
     }
     Ok((records, kinds))
+}
+
+/// The most a record may hold: a process that imports 20,000 modules writes less than 1 MiB.
+const RECORD_MAX_BYTES: u64 = 4 << 20;
+
+/// A record's text. Every process of the environment may write the records directory (`blast run`
+/// makes it writable), so only a regular file is read (opened without following a symlink, and without
+/// waiting on a FIFO), of at most [`RECORD_MAX_BYTES`]; bytes that are not UTF-8 make lines that do not
+/// read as records.
+fn record_text(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "it is a symbolic link, not a record".to_owned(),
+            _ => format!("it cannot be read ({e})"),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("it cannot be read ({e})"))?;
+    if !meta.is_file() {
+        return Err("it is not a regular file, not a record".into());
+    }
+    if meta.len() > RECORD_MAX_BYTES {
+        return Err(format!(
+            "it holds {} bytes, more than a record ({} MiB at most)",
+            meta.len(),
+            RECORD_MAX_BYTES >> 20
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(RECORD_MAX_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("it cannot be read ({e})"))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn is_identifier(name: &str) -> bool {
