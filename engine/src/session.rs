@@ -227,6 +227,16 @@ pub fn remove(dir: &Path) -> Result<()> {
     }
 }
 
+/// How often a command waiting for a session's answer looks whether its watcher is stopped.
+const WATCHER_CHECK: Duration = Duration::from_secs(1);
+
+/// The watcher of the session whose socket is `socket`, when it is stopped.
+fn stopped_watcher(socket: &Path) -> Option<u32> {
+    let bytes = std::fs::read(record_path(socket.parent()?)).ok()?;
+    let record: SessionRecord = serde_json::from_slice(&bytes).ok()?;
+    crate::processes::is_stopped(record.pid).then_some(record.pid)
+}
+
 /// An open request to a session: the answer is read, then the connection stays open until dropped
 /// (the session ends the shell of a `kill` only once its client has let go).
 pub struct Conversation {
@@ -248,21 +258,48 @@ impl Conversation {
             },
         };
         let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+        let stopped = |pid: u32| {
+            Error::Invalid(format!(
+                "the session's watcher (blast pid {pid}) is stopped, and cannot answer: `kill -CONT \
+                 {pid}` resumes it; then run this again"
+            ))
+        };
+        // Before the request, which it would act on once resumed.
+        if let Some(pid) = stopped_watcher(socket) {
+            return Err(stopped(pid));
+        }
         let timeout = match request {
             Request::Kill => ANSWER_TIMEOUT + INSTALLER_WAIT,
             _ => ANSWER_TIMEOUT,
         };
+        // In slices: a watcher that is stopped (`kill -STOP`, a debugger) still has connections
+        // accepted for it, and would keep the asker waiting for the whole timeout.
         stream
-            .set_read_timeout(Some(timeout))
+            .set_read_timeout(Some(WATCHER_CHECK))
             .map_err(unreachable)?;
         let mut line = serde_json::to_string(request)
             .map_err(|e| Error::Invalid(format!("internal: encoding a session request: {e}")))?;
         line.push('\n');
         stream.write_all(line.as_bytes()).map_err(unreachable)?;
         let mut answer = String::new();
-        BufReader::new(&stream)
-            .read_line(&mut answer)
-            .map_err(unreachable)?;
+        let mut reader = BufReader::new(&stream);
+        let asked = std::time::Instant::now();
+        loop {
+            match reader.read_line(&mut answer) {
+                Ok(_) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) && asked.elapsed() < timeout =>
+                {
+                    if let Some(pid) = stopped_watcher(socket) {
+                        return Err(stopped(pid));
+                    }
+                }
+                Err(e) => return Err(unreachable(e)),
+            }
+        }
         if answer.is_empty() {
             return Err(Error::SessionGone(socket.to_owned()));
         }
