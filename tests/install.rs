@@ -1026,6 +1026,18 @@ fn without_user_namespaces_install_and_doctor_refuse_naming_the_fix() {
         !report.contains("FAIL") && !report.contains("cgroup"),
         "{report}"
     );
+    // A store whose path holds a quote (found by exploratory testing: doctor's probe put the path in a
+    // shell script, and failed the sandbox that installs used fine).
+    let quoted = b
+        .command(&["doctor"])
+        .env("BLAST_HOME", b.work.join("it's \"home\""))
+        .output()
+        .unwrap();
+    assert!(
+        quoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quoted.stdout)
+    );
 
     // The explicit way on.
     let out = without_user_namespaces(&b, &install_args(&env, &["--no-sandbox", "blastdep"]));

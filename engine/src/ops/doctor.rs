@@ -93,7 +93,13 @@ fn sandbox_check(store: &Store) -> Result<Check> {
     let probe = lower.join("written-in-the-sandbox");
     let spec = Spec {
         program: "/bin/sh".into(),
-        args: vec!["-c".into(), format!("echo > '{}'", probe.display())],
+        // The path as an argument, not in the script: the store's path may hold any character.
+        args: vec![
+            "-c".into(),
+            "echo > \"$1\"".into(),
+            "sh".into(),
+            probe.display().to_string(),
+        ],
         set_env: Vec::new(),
         remove_env: Vec::new(),
         cwd: "/".into(),
