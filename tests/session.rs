@@ -11,6 +11,7 @@ mod support;
 
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -485,8 +486,14 @@ struct Headless {
 
 impl Headless {
     fn start(b: &Blast, env: &Path) -> Headless {
-        let child = b
-            .command(&["start", env.to_str().unwrap(), "--shell", "bash"])
+        Headless::start_with(b, env, |_| {})
+    }
+
+    /// As `start`, with the command adjusted first (its environment variables).
+    fn start_with(b: &Blast, env: &Path, adjust: impl FnOnce(&mut Command)) -> Headless {
+        let mut command = b.command(&["start", env.to_str().unwrap(), "--shell", "bash"]);
+        adjust(&mut command);
+        let child = command
             .env("HOME", b.work.join("home"))
             .env_remove("BLAST_SESSION")
             .stdin(Stdio::piped())
@@ -1204,4 +1211,139 @@ fn a_deactivated_session_says_so_at_each_prompt() {
     );
     assert_eq!(stderr.matches(&warning).count(), 2, "{stderr}");
     assert_nothing_left(&b);
+}
+
+/// In a session of an environment without pip, `pip` is another interpreter's (found by exploratory
+/// testing: a `pip install` typed in the session installed into the base interpreter, uncaptured,
+/// under a banner saying every change is captured). The session says so as it starts, and that `pip`
+/// refuses to install (`PIP_REQUIRE_VIRTUALENV`); the environment's own pip, once it has one, installs.
+#[test]
+fn a_pip_that_is_not_the_environments_refuses_to_install_in_a_session() {
+    let (b, env) = store_with_env();
+    let e = env.to_str().unwrap();
+    let bin = b.work.join("base-bin");
+    fs::create_dir(&bin).unwrap();
+    let base_pip = bin.join("pip");
+    fs::write(
+        &base_pip,
+        format!("#!/bin/sh\nexec {} -m pip \"$@\"\n", python()),
+    )
+    .unwrap();
+    fs::set_permissions(&base_pip, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let install = format!(
+        "pip install -q --disable-pip-version-check --no-index -f {} blastdep; echo \"pip rc=$?\"\n",
+        wheels().display()
+    );
+    let mut session = Headless::start_with(&b, &env, |command| {
+        command.env("PATH", &path);
+    });
+    let mut stdin = session.child.stdin.take().unwrap();
+    stdin.write_all(install.as_bytes()).unwrap();
+    drop(stdin);
+    let (status, stdout, stderr) = session.finish_with_output();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "has no pip of its own: `pip` here is `{}`, which refuses to install",
+            base_pip.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stdout.contains("pip rc=3"), "{stdout} {stderr}");
+    assert!(
+        stderr.contains("Could not find an activated virtualenv"),
+        "{stderr}"
+    );
+    assert_eq!(b.log(e).len(), 1, "nothing to capture");
+
+    // With a pip of its own, no note, and its pip installs, captured.
+    let seeded = b.work.join("seeded");
+    b.ok(&[
+        "create",
+        "--path",
+        seeded.to_str().unwrap(),
+        "--python",
+        python(),
+        "--seed",
+    ]);
+    let mut session = Headless::start_with(&b, &seeded, |command| {
+        command.env("PATH", &path);
+    });
+    let mut stdin = session.child.stdin.take().unwrap();
+    stdin.write_all(install.as_bytes()).unwrap();
+    drop(stdin);
+    let (status, stdout, stderr) = session.finish_with_output();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("no pip of its own"), "{stderr}");
+    assert!(stdout.contains("pip rc=0"), "{stdout} {stderr}");
+    let log = b.log(seeded.to_str().unwrap());
+    assert_eq!(log[0]["packages"][0]["name"], "blastdep", "{log:?}");
+}
+
+/// A stopped watcher still has connections accepted for it (found by exploratory testing: `blast kill`
+/// waited 249 s, and `blast status` 122 s, in silence, for a watcher stopped with SIGSTOP). They say
+/// so within seconds, naming the way on; resumed, the session ends as any other.
+#[test]
+fn a_stopped_watcher_is_named_instead_of_waited_for() {
+    let (b, env) = store_with_env();
+    let e = env.to_str().unwrap();
+    let session = Headless::start(&b, &env);
+    let watcher = session_of(&b, &env)["record"]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: signals to the watcher this test started.
+    assert_eq!(unsafe { libc::kill(watcher, libc::SIGSTOP) }, 0);
+    let asked = Instant::now();
+    let status = b.json(&["status", "-e", e]);
+    let out = b.run(&["kill", e]);
+    let waited = asked.elapsed();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(watcher, libc::SIGCONT) }, 0);
+    assert_eq!(status["session"], Value::Null, "{status}");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("watcher (blast pid {watcher}) is stopped"))
+            && err.contains(&format!("kill -CONT {watcher}")),
+        "{err}"
+    );
+    assert!(waited < Duration::from_secs(30), "{waited:?}");
+    let killed = b.ok(&["kill", e]);
+    assert!(killed.contains("ended the session"), "{killed}");
+    session.finish();
+    assert_nothing_left(&b);
+}
+
+/// Found by exploratory testing: with the project's `./.venv` recorded but deleted, `blast start` with
+/// installer options said to leave them out as `./.venv` "exists"; it says the directory is gone, as
+/// `blast start` without them does.
+#[test]
+fn start_with_options_on_a_deleted_project_env_says_it_is_gone() {
+    let b = Blast::new();
+    let project = b.work.join("project");
+    fs::create_dir_all(&project).unwrap();
+    let env = project.join(".venv");
+    b.ok(&[
+        "create",
+        "--path",
+        env.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    fs::remove_dir_all(&env).unwrap();
+    for args in [
+        &["start", "--no-index"][..],
+        &["start", "--python", python()],
+    ] {
+        let out = b.command(args).current_dir(&project).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("is gone") && err.contains("--force HEAD"),
+            "{args:?}: {err}"
+        );
+    }
 }

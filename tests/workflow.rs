@@ -1383,6 +1383,23 @@ fn bad_input_gets_clear_errors() {
         "{err}"
     );
     assert!(!odd.exists());
+    // Nor `:`, which would split the environment's `bin` on PATH (found by exploratory testing: `pip`
+    // in a session then was the base interpreter's, and installed there, uncaptured). Nor where an
+    // environment is moved.
+    let colon = b.work.join("a:b");
+    let err = b.fails(&[
+        "create",
+        "--path",
+        colon.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    assert!(err.contains("it holds `:`"), "{err}");
+    assert!(!colon.exists());
+    let env = b.create_path_env("plain");
+    let err = b.fails(&["move", "-e", env.to_str().unwrap(), colon.to_str().unwrap()]);
+    assert!(err.contains("it holds `:`"), "{err}");
+    assert!(!colon.exists() && env.join("pyvenv.cfg").is_file());
 }
 
 #[test]

@@ -557,6 +557,15 @@ impl Output {
                 tracking.records
             );
         }
+        if let Some(pip) = &s.foreign_pip {
+            eprintln!(
+                "blast: note: `{}` has no pip of its own: `pip` here is `{}`, which refuses to install \
+                 (PIP_REQUIRE_VIRTUALENV is set in this shell); `blast install NAME` installs into the \
+                 environment, `blast install pip` gives it its own pip",
+                printable(&s.env),
+                printable(&pip.display().to_string())
+            );
+        }
         eprintln!(
             "blast: session of `{}` in {}: every change is captured; `exit` or `blast kill` ends it",
             s.env, s.shell

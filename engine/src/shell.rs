@@ -101,7 +101,10 @@ pub fn command(setup: &ShellSetup<'_>) -> Result<Command> {
         // The user's configuration may set BLAST_ENV (a default environment): the hook's own.
         .env(SESSION_ENV_VAR, setup.env_root)
         // blast puts its own marker in the prompt.
-        .env("VIRTUAL_ENV_DISABLE_PROMPT", "1");
+        .env("VIRTUAL_ENV_DISABLE_PROMPT", "1")
+        // A `pip` that is not the environment's (it has none) refuses to install into its own
+        // interpreter, uncaptured.
+        .env("PIP_REQUIRE_VIRTUALENV", "1");
     match setup.kind {
         ShellKind::Bash => {
             let rc = setup.session_dir.join("bashrc");

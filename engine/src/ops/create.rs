@@ -356,6 +356,14 @@ pub(crate) fn env_path_allowed(store: &Store, path: &Path, moved_there: bool) ->
                 .join(" ")
         ));
     }
+    if path_str.contains(':') {
+        return refuse(
+            "it holds `:`, which separates the directories of PATH: activation puts the \
+             environment's `bin` there, where it would be two directories that do not exist, and \
+             `pip` and `python` would be the base interpreter's (`python -m venv` refuses it too)"
+                .into(),
+        );
+    }
     let home = resolve_path(store.home())?;
     if home.starts_with(path) {
         return refuse(format!("it holds blast's store `{}`", home.display()));

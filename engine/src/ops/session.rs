@@ -77,6 +77,21 @@ pub struct SessionStarting {
     pub captured_first: Option<SnapshotId>,
     /// Files that capture found written in place through their link to a store object.
     pub written_through: Vec<super::WrittenThrough>,
+    /// The `pip` the shell finds when the environment has none of its own (see [`foreign_pip`]).
+    pub foreign_pip: Option<PathBuf>,
+}
+
+/// The `pip` a session's shell finds when the environment has none of its own: another interpreter's,
+/// which would install there, uncaptured. The shell has `PIP_REQUIRE_VIRTUALENV=1`, so that one
+/// refuses to install; the session says so as it starts.
+fn foreign_pip(env_root: &Path) -> Option<PathBuf> {
+    let bin = env_root.join("bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = crate::fsutil::find_executable(
+        "pip",
+        std::iter::once(bin.clone()).chain(std::env::split_paths(&path)),
+    )?;
+    (!found.starts_with(&bin)).then_some(found)
 }
 
 /// What the session did, once its shell is gone.
@@ -227,6 +242,7 @@ pub fn start(
         tracking,
         captured_first,
         written_through,
+        foreign_pip: foreign_pip(&env_root),
     });
     let session_record = SessionRecord {
         env_id: record.id.clone(),
@@ -268,6 +284,14 @@ pub fn start(
 /// Refuses what `start` takes only for the `./.venv` it makes, where the environment exists: left
 /// unsaid, it would be ignored.
 fn only_for_a_new_env(options: &StartOptions, env: &EnvRecord) -> Result<()> {
+    // What is wrong first: the environment is recorded, its directory is not there.
+    let new_only = options.python.is_some() || !options.installer_args.is_empty();
+    if new_only && !Path::new(&env.path).exists() {
+        return Err(Error::EnvDirMissing {
+            env: env.label().to_owned(),
+            path: PathBuf::from(&env.path),
+        });
+    }
     if options.python.is_some() {
         return Err(Error::Invalid(format!(
             "--python picks the interpreter of a new ./.venv, and `{}` exists (on {}): leave it out",
