@@ -633,6 +633,16 @@ impl Error {
         }
     }
 
+    /// True when the filesystem is full: a write failed for want of space, or the index could not
+    /// be opened for writing (RocksDB says so in its message only).
+    pub fn is_disk_full(&self) -> bool {
+        match self.underlying() {
+            Error::DiskFull { .. } => true,
+            Error::Index { detail, .. } => detail.contains("No space left on device"),
+            _ => false,
+        }
+    }
+
     /// True for an I/O error saying the path exists already.
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)

@@ -40,10 +40,39 @@ pub struct CleanReport {
 }
 
 pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
-    let store = Store::open_exclusive(home, !opts.dry_run)?;
+    let store = match Store::open_exclusive(home, !opts.dry_run) {
+        // On a full disk the index cannot be opened for writing (RocksDB writes as it opens): what
+        // no history entry, HEAD or tag needs is swept with it read-only first, which frees space
+        // for the clean asked for. Found by exploratory testing: the advice of every full-disk
+        // error, `blast clean`, failed there too.
+        Err(full) if !opts.dry_run && full.is_disk_full() => {
+            let first = {
+                let store = Store::open_exclusive(home, false)?;
+                refuse_after_recovery(store.home())?;
+                collect(&store, CleanOptions::default(), true)?
+            };
+            if first.bytes_freed == 0 {
+                return Err(full);
+            }
+            let mut report = clean(home, opts)?;
+            report.snapshots_removed += first.snapshots_removed;
+            report.layers_removed += first.layers_removed;
+            report.objects_removed += first.objects_removed;
+            report.bytes_freed += first.bytes_freed;
+            report.staging_reclaimed += first.staging_reclaimed;
+            return Ok(report);
+        }
+        opened => opened?,
+    };
     if !opts.dry_run {
         refuse_after_recovery(store.home())?;
     }
+    collect(&store, opts, false)
+}
+
+/// The clean of `store`, opened exclusively; with `index_read_only`, no history entry is dropped,
+/// whatever `opts` keeps.
+fn collect(store: &Store, opts: CleanOptions, index_read_only: bool) -> Result<CleanReport> {
     let mut report = CleanReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -62,7 +91,7 @@ pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
         let history = store.index().history(&env.id)?;
         for (i, entry) in history.iter().enumerate() {
             let age_rank = history.len() - 1 - i;
-            if age_rank == 0 || retained(entry, age_rank, opts, now_ms) {
+            if age_rank == 0 || index_read_only || retained(entry, age_rank, opts, now_ms) {
                 roots
                     .entry(entry.to)
                     .or_insert_with(|| format!("in the history of `{label}`"));
@@ -123,7 +152,7 @@ pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
     // The seed cache points at layers; a swept one is rebuilt on next use.
 
     // 3. Sweep, after the history that pointed at the dropped snapshots is gone.
-    if !opts.dry_run {
+    if !opts.dry_run && !index_read_only {
         store.index().write(drop)?;
     }
     let mut sweep = Sweep {
@@ -198,12 +227,82 @@ impl Sweep {
     fn remove(&mut self, path: &Path) -> Result<()> {
         let meta = path.symlink_metadata().at("inspecting", path)?;
         if meta.nlink() <= 1 {
-            self.bytes += meta.blocks() * 512;
+            let blocks = meta.blocks() * 512;
+            self.bytes += blocks.saturating_sub(shared_bytes(path, blocks));
         }
         if !self.dry_run {
             fs::remove_file(path).at("removing", path)?;
         }
         Ok(())
+    }
+}
+
+/// How many of the bytes of `path` (`blocks` on disk) lie in extents another file shares: a reflinked
+/// clone's, which removing `path` does not free. Asked of the filesystem (`FS_IOC_FIEMAP`); 0 where it
+/// shares no extents or cannot say.
+fn shared_bytes(path: &Path, blocks: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    /// `struct fiemap_extent` of `linux/fiemap.h`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    /// `struct fiemap`, with room for `EXTENTS` extents a call.
+    #[repr(C)]
+    struct Map {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; EXTENTS],
+    }
+    const EXTENTS: usize = 64;
+    // _IOWR('f', 11, struct fiemap): the header is 32 bytes.
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const EXTENT_LAST: u32 = 0x1;
+    const EXTENT_SHARED: u32 = 0x2000;
+    if blocks == 0 {
+        return 0;
+    }
+    let Ok(file) = fs::File::open(path) else {
+        return 0;
+    };
+    let (mut start, mut shared) = (0u64, 0u64);
+    loop {
+        let mut map = Map {
+            start,
+            length: u64::MAX - start,
+            flags: 0,
+            mapped_extents: 0,
+            extent_count: EXTENTS as u32,
+            reserved: 0,
+            extents: [Extent::default(); EXTENTS],
+        };
+        // SAFETY: FS_IOC_FIEMAP fills at most `extent_count` extents of the map it is given.
+        if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map) } != 0 {
+            return shared;
+        }
+        let mapped = &map.extents[..(map.mapped_extents as usize).min(EXTENTS)];
+        for extent in mapped {
+            if extent.flags & EXTENT_SHARED != 0 {
+                shared = shared.saturating_add(extent.length);
+            }
+            if extent.flags & EXTENT_LAST != 0 {
+                return shared;
+            }
+        }
+        match mapped.last() {
+            Some(last) => start = last.logical.saturating_add(last.length),
+            None => return shared,
+        }
     }
 }
 
