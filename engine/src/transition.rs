@@ -56,7 +56,17 @@ impl Difference {
 }
 
 /// Journals, applies and records `mv`.
-pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
+pub fn move_head(store: &Store, env: &mut Env, mut mv: Move) -> Result<ApplyStats> {
+    if let Difference::Trees { target, .. } = &mut mv.difference
+        && target.is_none()
+    {
+        *target = Some(store.tree_of(&store.snapshot(&mv.to)?)?);
+    }
+    let written = match &mv.difference {
+        Difference::Trees { target, .. } => target.as_ref().map(|t| &t.entries),
+        Difference::Region(region) => Some(&region.after.entries),
+    };
+    refuse_long_paths(env.root(), written.into_iter().flat_map(|e| e.keys()))?;
     // A move that makes the environment, or into a directory it makes, is undone instead, should it
     // fail (see `complete`).
     let checked = match env.record.head.is_some() && env.root().is_dir() {
@@ -82,6 +92,38 @@ pub fn move_head(store: &Store, env: &mut Env, mv: Move) -> Result<ApplyStats> {
     store.index().write(batch)?;
     crash::point("journal-written");
     complete(store, env, journal, mv.difference, mv.cache, false)
+}
+
+/// The most bytes a path may have on Linux (`PATH_MAX` less its NUL).
+const PATH_MAX: usize = libc::PATH_MAX as usize - 1;
+
+/// Refuses to put a path longer than Linux can name at `root` (found by exploratory testing: a
+/// snapshot whose deepest file fit at its own path was synced to a longer one; written through
+/// directory handles it was there, but no capture, `verify`, rollback or program could open it by
+/// its path, and the environment was stuck).
+pub(crate) fn refuse_long_paths<'p>(
+    root: &Path,
+    paths: impl IntoIterator<Item = &'p String>,
+) -> Result<()> {
+    let at_root = root.as_os_str().len() + 1;
+    let Some(longest) = paths
+        .into_iter()
+        .max_by_key(|path| path.len())
+        .filter(|path| at_root + path.len() > PATH_MAX)
+    else {
+        return Ok(());
+    };
+    let shown = match longest.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &longest[..cut]),
+        None => longest.clone(),
+    };
+    Err(Error::Invalid(format!(
+        "at `{}`, `{shown}` would be a path of {} bytes, more than the {PATH_MAX} Linux can open a \
+         file by: pick a shorter path for the environment (at most {} bytes)",
+        root.display(),
+        at_root + longest.len(),
+        PATH_MAX.saturating_sub(longest.len() + 1)
+    )))
 }
 
 /// A file the move writes whose object the store lacks (lost, or removed by hand), found before the

@@ -96,6 +96,7 @@ pub fn relocate(
     let used = if kept_elsewhere { &to } else { &from };
     let _runs = check_unused(store, &env, used, force)?;
     let head = store.tree_of(&store.snapshot(&env.head()?)?)?;
+    crate::transition::refuse_long_paths(&to, head.entries.keys())?;
     // A new path stays claimed until the directory is there (and, made for a move that fails, goes).
     let (way, _claim) = match (old_there, new_there) {
         (true, true) => return Err(Error::EnvExists(to)),
