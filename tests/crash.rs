@@ -807,3 +807,60 @@ fn a_run_finishes_an_interrupted_move_before_it_runs() {
     let status = b.json(&["status", "-e", to.to_str().unwrap()]);
     assert_eq!(status["path"], to.to_str().unwrap(), "{status}");
 }
+
+/// A move a killed command left that cannot be finished now (its directory read-only here) keeps the
+/// commands that change the environment off it, but not those that read what the store has (found by
+/// exploratory testing: `blast log` failed with the move's error). Once it can, the next command
+/// finishes it. Skips where the test cannot bind-mount (it needs root).
+#[test]
+fn an_unfinishable_move_still_lets_the_history_be_read() {
+    let u = upgraded_env();
+    let b = &u.b;
+    let e = u.env.to_str().unwrap();
+    let history = b.log(e).len();
+    b.crash(&["rollback", "-e", e, "v1"], "apply-removed");
+    let site = u.env.join("lib/python3.11/site-packages");
+    let bound = Command::new("mount")
+        .args(["--bind"])
+        .arg(&site)
+        .arg(&site)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !bound {
+        eprintln!("skipping: cannot bind-mount here");
+        return;
+    }
+    /// The read-only bind, undone however the test ends.
+    struct Bound(PathBuf);
+    impl Drop for Bound {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let bind = Bound(site.clone());
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro,bind"])
+        .arg(&site)
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+
+    let err = b.fails(&["status", "-e", e]);
+    assert!(
+        err.contains("midway through an interrupted rollback"),
+        "{err}"
+    );
+    let (out, err) = b.ok_with_stderr(&["log", "-e", e]);
+    assert!(
+        err.contains("blast: warning:") && err.contains("reading what the store records"),
+        "{err}"
+    );
+    assert!(out.contains(&u.v2.as_str()[..12]), "{out}");
+    assert_eq!(b.log(e).len(), history);
+
+    drop(bind);
+    let status = finish_with_status(b, &u.env, "rollback");
+    assert_eq!(status["head"], u.v1.as_str());
+    assert_same_tree(&u.v1_tree, &exec_bits_only(&read_tree(&u.env)));
+    b.assert_verify_clean(&[&u.env]);
+}

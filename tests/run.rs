@@ -458,6 +458,13 @@ fn bad_input_is_refused_with_what_to_do() {
     let out = b.run(&["run", "-e", e, "--memory", "lots", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is not a size"), "{}", stderr(&out));
+    let out = b.run(&["run", "-e", e, "--memory", "99999999T", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("more bytes than 64 bits count"),
+        "{}",
+        stderr(&out)
+    );
     let out = b.run(&["run", "-e", e, "--memory", "0", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -546,6 +546,11 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
             "`{text}` is {} bytes, too little for any Python: write the unit (512M, 2G)",
             size.as_u64()
         )),
+        // The parser saturates where the size does not fit in 64 bits.
+        Ok(size) if size.as_u64() == u64::MAX => Err(format!(
+            "`{text}` is more bytes than 64 bits count: give a size this machine could have, or leave \
+             the limit out"
+        )),
         Ok(size) if size.as_u64() > 0 => Ok(size.as_u64()),
         Ok(_) => Err(format!(
             "`{text}` leaves no memory at all: give a size above 0 (512M, 2G), or leave the limit out"

@@ -825,10 +825,11 @@ impl Output {
             t.add_row([
                 e.name.clone().unwrap_or_else(|| "-".into()),
                 e.path.clone(),
-                match (&e.head, e.interrupted) {
-                    (_, true) => "(interrupted)".into(),
-                    (Some(head), false) => short(head),
-                    (None, false) => "-".into(),
+                match (&e.head, e.interrupted, e.gone) {
+                    (_, true, _) => "(interrupted)".into(),
+                    (_, false, true) => "(gone)".into(),
+                    (Some(head), false, false) => short(head),
+                    (None, false, false) => "-".into(),
                 },
                 e.python.clone(),
                 e.packages.to_string(),
@@ -843,6 +844,12 @@ impl Output {
             println!(
                 "(interrupted): a move was stopped half-way; the next command on the environment finishes it \
                  (`blast status -e PATH`), or `blast remove PATH` removes the environment"
+            );
+        }
+        if envs.iter().any(|e| e.gone && !e.interrupted) {
+            println!(
+                "(gone): the directory is not there; `blast status -e PATH` says how to make it again, \
+                 take it where it was moved, or forget the environment"
             );
         }
     }

@@ -101,8 +101,10 @@ const SYNC_EACH_MAX: usize = 32;
 /// What applying a tree to a directory did.
 #[derive(Debug, Default)]
 pub struct ApplyStats {
-    /// Paths removed, what a removed directory held included.
+    /// Files and symlinks removed, those a removed directory held included (directories are not
+    /// counted, as they are not in `written`).
     pub removed: usize,
+    /// Files and symlinks written.
     pub written: usize,
     pub linked: usize,
     /// The target tree's digest when the cache came stamped, whose digest is then `current`'s (a
@@ -219,10 +221,14 @@ impl Materializer<'_> {
             purge_stale_bytecode(&abs);
             cache.forget(path);
             removed_from.push(parent_of(path));
-            stats.removed += 1;
             if *old == Node::Dir {
                 removed_dirs.push(path);
-                stats.removed += current.descendants(path).count();
+                stats.removed += current
+                    .descendants(path)
+                    .filter(|(_, node)| **node != Node::Dir)
+                    .count();
+            } else {
+                stats.removed += 1;
             }
         }
         crash::point("apply-removed");

@@ -199,12 +199,24 @@ impl Store {
     /// As `open_env`, for a command that reads only what the store keeps of the environment (its
     /// history, tags and snapshots): in a copy of a store, an environment the other store keeps (see
     /// [`Store::original_keeps`]) is read as this store has it, with nothing finished in its directory.
+    /// A move that a killed command left and that cannot be finished now (a file it cannot write) does
+    /// not keep them from what the store has: they read it, saying so (found by exploratory testing:
+    /// `blast log` failed with the move's error).
     pub fn open_env_to_read(&self, selector: Option<&str>) -> Result<Env> {
         let found = self.find_env(selector)?;
         if self.moved_dir(&found).is_none() && self.original_keeps(&found).is_some() {
             return self.lock_env_as_found(&found.id);
         }
-        self.lock_env(&found.id, false)
+        match self.lock_env(&found.id, false) {
+            Err(unfinished @ Error::InterruptedUnfinished { .. }) => {
+                eprintln!(
+                    "blast: warning: {unfinished}\nblast: reading what the store records of `{}`",
+                    found.label()
+                );
+                self.lock_env_as_found(&found.id)
+            }
+            opened => opened,
+        }
     }
 
     /// As `open_env`; with `force`, an interrupted move is finished even over changes of the user's.

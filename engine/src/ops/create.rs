@@ -174,6 +174,23 @@ pub fn remove(store: &Store, selector: &str, force: bool) -> Result<Removal> {
         });
     }
     let root = moved.as_deref().unwrap_or(env.root());
+    // Found by exploratory testing: the check below took the link for a file where the directory was,
+    // and `--force` deleted the link only, leaving the directory it led to.
+    if let Ok(target) = std::fs::read_link(root) {
+        let cmd = crate::shell::word(env.label());
+        let real = std::fs::canonicalize(root).unwrap_or_else(|_| target.clone());
+        return Err(Error::Invalid(format!(
+            "`{}`, the directory of `{}`, is a symlink to `{}`: blast removes directories, not links \
+             to them; remove the link (`rm {}`), then `blast move -e {cmd} {}` takes the directory \
+             where it is (and `blast remove {cmd}` removes it), or `blast remove {cmd}` forgets the \
+             environment",
+            root.display(),
+            env.label(),
+            target.display(),
+            crate::shell::word(&root.display().to_string()),
+            crate::shell::word(&real.display().to_string()),
+        )));
+    }
     // Taken while the environment goes: a `blast run` starting meanwhile waits, then finds it gone.
     let runs = crate::lock::try_acquire(
         &store.run_lock_path(&env.record.id),

@@ -410,6 +410,8 @@ pub struct EnvSummary {
     pub last_time: Option<String>,
     /// A command was killed while moving this environment; the next one that opens it finishes the move.
     pub interrupted: bool,
+    /// Its directory is not there (removed or moved by hand).
+    pub gone: bool,
 }
 
 pub fn list(store: &Store) -> Result<Vec<EnvSummary>> {
@@ -434,6 +436,11 @@ pub fn list(store: &Store) -> Result<Vec<EnvSummary>> {
             last_operation: last.as_ref().map(|e| e.operation.clone()),
             last_time: last.map(|e| rfc3339(e.time_ms)),
             interrupted: store.index().journal(&env.id)?.is_some(),
+            gone: store
+                .moved_dir(&env)
+                .unwrap_or_else(|| std::path::PathBuf::from(&env.path))
+                .symlink_metadata()
+                .is_err(),
         });
     }
     Ok(out)
