@@ -1134,9 +1134,10 @@ fn an_index_recovery_is_not_passed_to_the_command() {
 
 /// A name under the private `/tmp` is bound from where it leads (found by exploratory testing: a
 /// symlink `/tmp/h` → the home let `blast run cat /tmp/h/.config/…` read what the sandbox hides at the
-/// home's own path, and a directory named there showed the agent's socket). What such a name shows of
-/// a secret is hidden at the name too, a name that leads into one shows nothing, and no socket is
-/// shown.
+/// home's own path, and a directory named there showed the agent's socket; then in review, `..` after
+/// such a link bound the home where the covers were not, and `/tmp/x/..` bound the real `/tmp`). What
+/// such a name shows of a secret is hidden at the name too, a name that leads into one shows nothing,
+/// a name whose text is `/tmp` itself binds nothing, and the agent's socket takes no connection.
 #[test]
 fn a_name_under_tmp_that_leads_to_the_home_shows_none_of_its_secrets() {
     let b = Blast::outside_tmp();
@@ -1158,14 +1159,25 @@ fn a_name_under_tmp_that_leads_to_the_home_shows_none_of_its_secrets() {
     let agent = agent_dir.join("agent.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&agent).unwrap();
     let into_secret = link.join(".ssh/id_rsa");
-    // A socket is connected to, anything else read.
+    // `d/up/..` leads to the home (`up` is its `proj`), and is bound at `d`.
+    fs::create_dir(home.join("proj")).unwrap();
+    let d = tmp.path().join("d");
+    fs::create_dir(&d).unwrap();
+    std::os::unix::fs::symlink(home.join("proj"), d.join("up")).unwrap();
+    let stepped_back = d.join("up/..");
+    let through_d = d.join(".ssh/id_rsa");
+    // `/tmp`'s own entries stay the real `/tmp`'s.
+    let marker = Path::new("/tmp").join(format!("blast-run-marker-{}", std::process::id()));
+    fs::write(&marker, "HOST TMP").unwrap();
+    let whole_tmp = tmp.path().join("..");
+    // A socket (`AGENT`, after the arguments) is connected to, anything else read.
     let script = "import os, socket, sys\n\
         def show(name):\n    \
             if name.endswith('.sock'):\n        \
                 socket.socket(socket.AF_UNIX).connect(name)\n        \
                 return 'connected'\n    \
             return sorted(os.listdir(name)) if os.path.isdir(name) else open(name).read()\n\
-        for name in sys.argv[1:]:\n    \
+        for name in sys.argv[1:] + [os.environ['AGENT']]:\n    \
             try:\n        \
                 shown = show(name)\n    \
             except OSError as e:\n        \
@@ -1177,7 +1189,9 @@ fn a_name_under_tmp_that_leads_to_the_home_shows_none_of_its_secrets() {
         link.join(".config/token"),
         into_secret.clone(),
         agent_dir,
-        agent.clone(),
+        stepped_back,
+        through_d.clone(),
+        whole_tmp.clone(),
     ]
     .iter()
     .map(|p| p.to_str().unwrap().to_owned())
@@ -1189,6 +1203,8 @@ fn a_name_under_tmp_that_leads_to_the_home_shows_none_of_its_secrets() {
         .command(&args)
         .env("HOME", &home)
         .env("SSH_AUTH_SOCK", &agent)
+        // The socket by a name that is no argument, so that the sandbox is made.
+        .env("AGENT", &agent)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1210,8 +1226,25 @@ fn a_name_under_tmp_that_leads_to_the_home_shows_none_of_its_secrets() {
         !text.contains("PRIVATE KEY") && !text.contains("TOKEN"),
         "{text}"
     );
-    // The agent's socket, in a directory named there, takes no connection.
+    // The agent's socket, in a directory named there, takes no connection; named, it is refused.
     assert!(line(&agent).starts_with("errno"), "{text}");
+    let err = b.fails(&[
+        "run",
+        "-e",
+        env.to_str().unwrap(),
+        "--",
+        "python",
+        "-c",
+        "pass",
+        agent.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("is a socket, which the sandbox does not show"),
+        "{err}"
+    );
+    assert_eq!(line(&through_d), "errno 2", "{text}");
+    let _ = fs::remove_file(&marker);
+    assert!(!line(&whole_tmp).contains("blast-run-marker"), "{text}");
 }
 
 /// An environment's files may be the store's objects themselves (hardlinks), so a command may not

@@ -221,6 +221,23 @@ pub fn resolve_path(path: &Path) -> Result<PathBuf> {
     Ok(resolved)
 }
 
+/// `path` with `.` and `..` worked out from its text (as `os.makedirs` walks it, and as a path is
+/// walked where every directory on the way is a plain one), not from where symlinks lead.
+pub(crate) fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
+}
+
 /// `path` with symlinks resolved, or as it is where it cannot be.
 pub(crate) fn real(path: &Path) -> PathBuf {
     fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())

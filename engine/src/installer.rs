@@ -5,7 +5,7 @@
 //! same whether it runs in the sandbox or on a staging copy (`--no-sandbox`): only the interpreter path
 //! differs.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use pep508_rs::pep440_rs::Version;
 use serde::Serialize;
@@ -157,21 +157,6 @@ fn writing_option(word: &str, command: Option<&str>) -> Option<&'static str> {
         .map(|(option, _)| *option)
 }
 
-/// `path` with `.` and `..` worked out from its text, as the installer's `os.makedirs` walks it.
-fn lexically_normal(path: &Path) -> PathBuf {
-    let mut normal = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                normal.pop();
-            }
-            other => normal.push(other),
-        }
-    }
-    normal
-}
-
 impl Request {
     /// The first option of the installer's arguments that writes outside `env_root`, as typed with its
     /// value (a relative one is from `cwd`, `..` and symlinks followed). `--report -` writes to
@@ -229,7 +214,7 @@ impl Request {
                     | "--wheel-dir"
             );
             let to_stdout = full == "--report" && value == "-";
-            let target = lexically_normal(&cwd.join(value));
+            let target = crate::fsutil::lexically_normal(&cwd.join(value));
             let target = crate::fsutil::resolve_path(&target).unwrap_or(target);
             if !(to_stdout || target.starts_with(&env_root)) {
                 let space = if option.ends_with('=') { "" } else { " " };
@@ -569,9 +554,21 @@ impl Installer {
     /// Where the installer keeps its cache (bound read-write into the sandbox).
     pub fn caches(&self) -> Vec<PathBuf> {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        let cache_home = var("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")));
+        // Without `HOME` (cron, `env -i`), the home the password database names, as the installer
+        // outside would find it (found by exploratory testing: inside, uv looked in the home of the
+        // id the sandbox maps root to, read-only, and failed).
+        let cache_home = var("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| {
+            var("HOME")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    nix::unistd::User::from_uid(nix::unistd::getuid())
+                        .ok()
+                        .flatten()
+                        .map(|user| user.dir)
+                        .filter(|dir| dir.is_absolute() && dir != Path::new("/"))
+                })
+                .map(|home| home.join(".cache"))
+        });
         let (own, default) = match self.kind {
             InstallerKind::Pip => ("PIP_CACHE_DIR", "pip"),
             InstallerKind::Uv => (UV_CACHE_DIR, "uv"),

@@ -170,8 +170,13 @@ impl Secrets {
                 .flat_map(|h| SECRETS.iter().map(move |s| h.join(s)))
                 .chain(SYSTEM_SOCKETS.iter().map(PathBuf::from))
                 .chain(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
-                // The agent's socket, which a directory named under `/tmp` may hold.
+                // The agent's socket, which a directory named under `/tmp` may hold; the display's
+                // and tmux's sockets there (tmux runs commands outside) are not shown when named.
                 .chain(std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))
+                .chain([
+                    PathBuf::from("/tmp/.X11-unix"),
+                    PathBuf::from(format!("/tmp/tmux-{}", nix::unistd::getuid())),
+                ])
                 .filter(|path| path.is_absolute())
                 .collect(),
             revealed: home
@@ -816,17 +821,26 @@ fn assemble_root(spec: &Spec) {
     // (and writable paths the user named there) has its mount point; then they turn read-only.
     let mut covers: Vec<MountPoint> = Vec::new();
     // Elsewhere the read-only root shows them already. A name under the private `/tmp` is bound from
-    // where it leads (`/tmp/link` → the home), so what it shows of a secret is covered at the name
-    // too, and a name that leads into one shows nothing.
-    for path in spec.visible.iter().filter(|p| under_private_dirs(p)) {
+    // where it leads (`/tmp/link` → the home) at the place its text names (every directory on the way
+    // made a plain one, so `..` steps back by the text), and what it shows of a secret is covered
+    // there too; a name that leads into one shows nothing. Found in review: `/tmp/x/link/..` bound
+    // the home where the covers, looked up through `link`, were not placed, and `/tmp/x/..` bound the
+    // whole real `/tmp`.
+    for path in &spec.visible {
+        let at = crate::fsutil::lexically_normal(path);
+        if !under_private_dirs(&at) {
+            continue;
+        }
         let Ok(real) = fs::canonicalize(path) else {
             continue;
         };
-        if secrets.iter().any(|secret| real.starts_with(secret)) || !bind_as_named(root, path) {
+        if secrets.iter().any(|secret| real.starts_with(secret))
+            || !bind_as_named(root, &real, path)
+        {
             continue;
         }
         for secret in secrets.iter().filter(|secret| secret.starts_with(&real)) {
-            let named = secret.strip_prefix(&real).map(|below| path.join(below));
+            let named = secret.strip_prefix(&real).map(|below| at.join(below));
             covers.extend(named.ok().and_then(|named| cover(root, secret, &named)));
         }
     }
@@ -1090,20 +1104,21 @@ fn bind_into(root: &Path, path: &Path, read_only: bool) {
     }
 }
 
-/// Binds `path` read-only at the place its name leads to inside the new root; true when it did. The
-/// installer gets the name as the user wrote it (`/tmp/x/cli/../wheels`, `/tmp/link/wheels`), so every
-/// directory on the way is made in the private `/tmp` as a plain directory, and the bind goes where the
-/// name ends. Only a directory or a regular file: never a socket (an agent's, a display's), through
-/// which the program could act outside.
-fn bind_as_named(root: &Path, path: &Path) -> bool {
-    let make = match path.metadata() {
-        Ok(meta) if meta.is_dir() => Make::Dir,
-        Ok(meta) if meta.is_file() => Make::File,
+/// Binds `real` (where `path` leads) read-only at the place `path` names inside the new root; true
+/// when it did. The installer gets the name as the user wrote it (`/tmp/x/cli/../wheels`,
+/// `/tmp/link/wheels`), so every directory on the way is made in the private `/tmp` as a plain
+/// directory, and the bind goes where the name ends. A directory, a regular file or a FIFO: never a
+/// socket (an agent's, a display's), through which the program could act outside.
+fn bind_as_named(root: &Path, real: &Path, path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let make = match real.metadata().map(|meta| meta.file_type()) {
+        Ok(kind) if kind.is_dir() => Make::Dir,
+        Ok(kind) if kind.is_file() || kind.is_fifo() => Make::File,
         _ => return false,
     };
     match mount_point(root, path, make) {
         Some(target) => {
-            bind(path, &target, true);
+            bind(real, &target, true);
             true
         }
         None => false,

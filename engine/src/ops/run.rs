@@ -182,16 +182,17 @@ fn refuse_writable(
             store_home.display()
         ));
     }
-    if path.starts_with(store_home) {
-        return Err(format!(
-            "it is inside blast's store `{}`, which a command may not write",
-            store_home.display()
-        ));
-    }
+    // A named environment's directory lies in the store: what to do about it first.
     if let Some((label, _)) = env_dirs.iter().find(|(_, dir)| path.starts_with(dir)) {
         return Err(format!(
             "it is in the directory of environment `{label}`, whose files may be the store's own \
              objects: `blast run --capture` lets the command change the environment, as a snapshot"
+        ));
+    }
+    if path.starts_with(store_home) {
+        return Err(format!(
+            "it is inside blast's store `{}`, which a command may not write",
+            store_home.display()
         ));
     }
     Ok(())
@@ -244,6 +245,18 @@ fn run_opened(
         .filter(|p| p.exists())
         .chain([cwd.clone(), program.clone()])
         .collect();
+    // Said rather than left out without a word, which the command would report as missing.
+    if let Some(socket) = visible.iter().find(|path| {
+        use std::os::unix::fs::FileTypeExt;
+        let private = ["/tmp", "/dev/shm"].iter().any(|dir| path.starts_with(dir));
+        private && path.metadata().is_ok_and(|m| m.file_type().is_socket())
+    }) {
+        return Err(Error::Invalid(format!(
+            "`{}` is a socket, which the sandbox does not show in its private `/tmp`: through it, the \
+             command could act outside the sandbox",
+            socket.display()
+        )));
+    }
     if overlay.is_none() {
         visible.push(env_root.clone());
     }
