@@ -542,7 +542,7 @@ fn a_rollback_that_fails_midway_is_undone_and_names_the_file() {
     b.crash(&["rollback", "-e", e, "v1"], "journal-written");
     let pinned = Immutable::make(&record).unwrap();
     for command in [
-        &["log", "-e", e][..],
+        &["status", "-e", e][..],
         &["run", "-e", e, "--", "python", "-c", "pass"],
     ] {
         let err = b.fails(command);
@@ -852,7 +852,8 @@ fn an_unfinishable_move_still_lets_the_history_be_read() {
     );
     let (out, err) = b.ok_with_stderr(&["log", "-e", e]);
     assert!(
-        err.contains("blast: warning:") && err.contains("reading what the store records"),
+        err.contains("blast: warning:")
+            && err.contains("midway through an interrupted move that this does not finish"),
         "{err}"
     );
     assert!(out.contains(&u.v2.as_str()[..12]), "{out}");

@@ -31,12 +31,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// `$BLAST_HOME`, else `$XDG_DATA_HOME/blast`, else `~/.local/share/blast`.
+    /// `$BLAST_HOME`, else `$XDG_DATA_HOME/blast`, else `~/.local/share/blast`. A relative
+    /// `XDG_DATA_HOME` is ignored, as the XDG base directory specification says (the store would move
+    /// with the working directory).
     pub fn default_home() -> Result<PathBuf> {
         if let Some(home) = std::env::var_os("BLAST_HOME").filter(|v| !v.is_empty()) {
             return Ok(PathBuf::from(home));
         }
-        if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| Path::new(v).is_absolute())
+        {
             return Ok(PathBuf::from(data).join("blast"));
         }
         match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
@@ -67,8 +70,21 @@ impl Store {
     }
 
     fn open_with(home: &Path, mode: LockMode, writable: bool) -> Result<Store> {
+        // The store's path goes into the sandbox's spec, the installer's arguments and the index
+        // (found by exploratory testing: a store at a path that is not UTF-8 was made, and then
+        // installs failed with an internal error).
+        let utf8 = |path: &Path| match path.to_str() {
+            Some(_) => Ok(()),
+            None => Err(Error::Invalid(format!(
+                "the store's path `{}` (BLAST_HOME) is not UTF-8, which blast cannot pass on to \
+                 installers and the sandbox: point BLAST_HOME at a path that is",
+                path.display()
+            ))),
+        };
+        utf8(home)?;
         fs::create_dir_all(home).at("creating store", home)?;
         let home = fs::canonicalize(home).at("resolving store path", home)?;
+        utf8(&home)?;
         let lock = lock::acquire(
             &home.join("store.lock"),
             mode,
@@ -199,18 +215,29 @@ impl Store {
     /// As `open_env`, for a command that reads only what the store keeps of the environment (its
     /// history, tags and snapshots): in a copy of a store, an environment the other store keeps (see
     /// [`Store::original_keeps`]) is read as this store has it, with nothing finished in its directory.
-    /// A move that a killed command left and that cannot be finished now (a file it cannot write) does
-    /// not keep them from what the store has: they read it, saying so (found by exploratory testing:
-    /// `blast log` failed with the move's error).
     pub fn open_env_to_read(&self, selector: Option<&str>) -> Result<Env> {
         let found = self.find_env(selector)?;
         if self.moved_dir(&found).is_none() && self.original_keeps(&found).is_some() {
             return self.lock_env_as_found(&found.id);
         }
-        match self.lock_env(&found.id, false) {
-            Err(unfinished @ Error::InterruptedUnfinished { .. }) => {
+        self.lock_env(&found.id, false)
+    }
+
+    /// As `open_env_to_read`, for `blast log`, which only shows what the store records: a move a killed
+    /// command left that cannot be finished now (a file it may not write, changes made since) does not
+    /// keep it from that, and it says so (found by exploratory testing: the history could not be read
+    /// while the move was stuck).
+    pub fn open_env_to_show(&self, selector: Option<&str>) -> Result<Env> {
+        match self.open_env_to_read(selector) {
+            Err(
+                stuck
+                @ (Error::InterruptedUnfinished { .. } | Error::InterruptedWithChanges { .. }),
+            ) => {
+                let found = self.find_env(selector)?;
                 eprintln!(
-                    "blast: warning: {unfinished}\nblast: reading what the store records of `{}`",
+                    "blast: warning: {}\nblast: `{}` is midway through an interrupted move that this \
+                     does not finish; its history as the store records it:",
+                    stuck.underlying(),
                     found.label()
                 );
                 self.lock_env_as_found(&found.id)

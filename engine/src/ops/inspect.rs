@@ -33,7 +33,7 @@ pub struct LogEntry {
 
 /// History, newest first.
 pub fn log(store: &Store, selector: Option<&str>) -> Result<Vec<LogEntry>> {
-    let env = store.open_env_to_read(selector)?;
+    let env = store.open_env_to_show(selector)?;
     let history = store.index().history(&env.record.id)?;
     let mut tags: HashMap<SnapshotId, Vec<String>> = HashMap::new();
     for (tag, id) in store.index().tags(&env.record.id)? {
