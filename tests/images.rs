@@ -1933,6 +1933,15 @@ fn export_writes_only_to_a_file_and_refuses_what_a_rename_would_replace() {
     assert_eq!(fs::read(&object).unwrap(), object_bytes);
     assert_eq!(fs::read(&store_id).unwrap(), id_bytes);
     assert!(!b.home.join("new.blast").exists());
+    // Nor into an environment's directory (found by exploratory testing: `-o .venv/pyvenv.cfg`).
+    let cfg = restored.join("pyvenv.cfg");
+    let cfg_bytes = fs::read(&cfg).unwrap();
+    let err = export(&cfg, "requirements");
+    assert!(
+        err.contains("is inside the directory of environment") && err.contains("elsewhere"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&cfg).unwrap(), cfg_bytes);
     let base_bytes = fs::read(&real).unwrap();
     let err = b.fails(&[
         "export",

@@ -714,6 +714,19 @@ fn no_sandbox_install_is_one_transaction_too() {
     b.fails(&strs(&args));
     assert_same_tree(&before, &read_tree(&env));
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+    // Without the sandbox nothing keeps the network off (found by exploratory testing: `--offline
+    // --no-sandbox` installed from PyPI): refused, as a usage error.
+    let out = b.run(&strs(&install_args(
+        &env,
+        &["--no-sandbox", "--offline", "blastdep"],
+    )));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be used with '--offline'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&before, &read_tree(&env));
 }
 
 /// A build script that appends to a file of the environment it runs from and then fails, under
@@ -1485,6 +1498,21 @@ fn uv_installs_and_uninstalls_in_the_sandbox_too() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("network was disabled"), "{stderr}");
     assert_eq!(b.staging_leftovers(), Vec::<PathBuf>::new());
+
+    // Without `HOME` (cron, `env -i`), uv's cache is where it would be outside: in the home the
+    // password database names (found by exploratory testing: uv failed on the read-only home of the
+    // id the sandbox runs it as).
+    let out = b
+        .command(&strs(&install_args(
+            &env,
+            &["--installer", "uv", "blastbase==1.0.0"],
+        )))
+        .env_remove("HOME")
+        .env_remove("UV_CACHE_DIR")
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
 }
 
 /// Found by exploratory testing: an editable install (`-e DIR` after `--`, through `blast pip`, or in a

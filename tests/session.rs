@@ -914,6 +914,20 @@ fn kill_is_idempotent_and_cleans_a_crashed_session() {
     assert_nothing_left(&b);
     let out = b.ok(&["kill", "--all"]);
     assert!(out.contains("no session is running"), "{out}");
+    // A `BLAST_SESSION` that names no session of this store (left from another store's, made up) is
+    // said to be so, not taken for an environment named after its directory (found by exploratory
+    // testing: "no session of `nonexistent` is running").
+    let out = b
+        .command(&["kill"])
+        .env("BLAST_SESSION", "/tmp/nonexistent/control.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("which is no session socket of the store"),
+        "{err}"
+    );
     // Removing the environment takes its session lock with it.
     b.ok(&["remove", e]);
     let locks: Vec<_> = fs::read_dir(b.home.join("locks"))

@@ -51,10 +51,13 @@ struct InstallerArgs {
     /// The installer (default: the environment's pip, else its base interpreter's, else uv).
     #[arg(long, value_parser = ["pip", "uv"])]
     installer: Option<String>,
-    /// No network in the sandbox: only local wheels and the installer's cache.
-    #[arg(long)]
+    /// No network in the sandbox: only local wheels and the installer's cache. Not with
+    /// --no-sandbox, which cannot keep the network off (there, --no-index with -f DIR installs from
+    /// local files only).
+    #[arg(long, conflicts_with = "no_sandbox")]
     offline: bool,
-    /// Commit even when the install breaks a requirement of an installed package.
+    /// Commit even when the install leaves a requirement unmet: of a package installed before, or of
+    /// one it installs (with --no-deps, say).
     #[arg(long)]
     allow_conflicts: bool,
     /// Run the installer unconfined on a staging copy of the environment (still one transaction).
@@ -77,12 +80,16 @@ impl InstallerArgs {
 /// Index options, passed to the installer as they are.
 #[derive(Args)]
 struct IndexArgs {
+    /// The package index (default: PyPI, or what the installer's configuration says).
     #[arg(long, value_name = "URL")]
     index_url: Option<String>,
+    /// Another index, looked in as well.
     #[arg(long, value_name = "URL")]
     extra_index_url: Vec<String>,
+    /// A directory of wheels and sdists, or a page of links to them, looked in as well.
     #[arg(short = 'f', long, value_name = "URL|DIR")]
     find_links: Vec<String>,
+    /// No index: only what --find-links names.
     #[arg(long)]
     no_index: bool,
     /// Upgrade the named packages.
@@ -91,7 +98,7 @@ struct IndexArgs {
     /// Allow pre-releases.
     #[arg(long)]
     pre: bool,
-    /// Do not install dependencies.
+    /// Do not install dependencies (a requirement left unmet then needs --allow-conflicts).
     #[arg(long)]
     no_deps: bool,
 }
@@ -185,6 +192,7 @@ enum Command {
     Rollback {
         #[command(flatten)]
         env: EnvArg,
+        /// The snapshot to move to: an id or unique prefix, a tag, or @~N (default @~1).
         target: Option<String>,
         /// Discard changes in the directory that are not captured.
         #[arg(long)]
@@ -192,8 +200,10 @@ enum Command {
     },
     /// Make one environment hold another's snapshot, at its own path (created if it does not exist).
     Sync {
+        /// The environment whose HEAD is copied (a name or a path).
         #[arg(long, value_name = "ENV")]
         from: String,
+        /// The environment that takes it: a name or a path; a new one is made where none is.
         #[arg(long, value_name = "ENV")]
         to: String,
         /// Discard changes in the target's directory that are not captured.
@@ -226,7 +236,9 @@ enum Command {
     Diff {
         #[command(flatten)]
         env: EnvArg,
+        /// The snapshot compared from: an id or prefix, a tag, @~N (default HEAD).
         a: Option<String>,
+        /// The snapshot compared to (default: the directory as it is now).
         b: Option<String>,
         /// List changed paths too.
         #[arg(long)]
@@ -280,6 +292,7 @@ enum Command {
     },
     /// Delete an environment's directory and its history (snapshots stay until `blast clean`).
     Remove {
+        /// The environment to remove (or -e).
         #[arg(
             value_name = "NAME|PATH",
             required_unless_present = "env_flag",
@@ -316,11 +329,13 @@ enum Command {
         /// Include the environment's earlier snapshots.
         #[arg(long)]
         history: bool,
+        /// What to write: a `.blast` image, a pinned requirements.txt, or a PEP 751 pylock.toml.
         #[arg(long, default_value = "blast", value_parser = ["blast", "requirements", "pylock"])]
         format: String,
     },
     /// Verify an image and add its snapshots to the store (with --name, as a new environment).
     Import {
+        /// The `.blast` file.
         image: PathBuf,
         /// Also create a named environment at the image's snapshot.
         #[arg(long)]
@@ -328,6 +343,7 @@ enum Command {
     },
     /// Import an image and materialize it as a new environment, in one command.
     Restore {
+        /// The `.blast` file.
         image: PathBuf,
         /// Directory of the new environment.
         #[arg(long, required_unless_present = "name", conflicts_with = "name")]
@@ -401,6 +417,7 @@ enum Command {
     Uninstall {
         #[command(flatten)]
         env: EnvArg,
+        /// The distributions to uninstall, by name.
         #[arg(required = true)]
         names: Vec<String>,
         #[command(flatten)]
@@ -555,10 +572,59 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
         Ok(_) => Err(format!(
             "`{text}` leaves no memory at all: give a size above 0 (512M, 2G), or leave the limit out"
         )),
+        // Digits the parser could not hold are too many, not a typo.
+        Err(_)
+            if text
+                .trim_end_matches(char::is_alphabetic)
+                .chars()
+                .all(|c| c.is_ascii_digit())
+                && text.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
+            Err(format!(
+                "`{text}` is more bytes than 64 bits count: give a size this machine could have, or \
+                 leave the limit out"
+            ))
+        }
         Err(_) => Err(format!(
             "`{text}` is not a size: write bytes or a number with K, M or G (512M, 2G)"
         )),
     }
+}
+
+/// Whether the words hold blast's own `--json`: before `--`, and, for `run` and `pip`, before the
+/// command they are given (its first word that is neither an option of theirs nor an option's value),
+/// whose own `--json` it is not (found by exploratory testing: `blast run … pip list --json` with a
+/// usage error of blast's printed the error as JSON).
+fn asks_for_json(args: &[std::ffi::OsString]) -> bool {
+    let top = Cli::command();
+    let mut sub: Option<&clap::Command> = None;
+    let mut words = args.iter().skip(1).filter_map(|word| word.to_str());
+    while let Some(word) = words.next() {
+        match word {
+            "--" => return false,
+            "--json" => return true,
+            option if option.starts_with('-') => {
+                let takes_value = |cmd: &clap::Command| {
+                    cmd.get_arguments().any(|arg| {
+                        let named = match option.strip_prefix("--") {
+                            Some(long) => arg.get_long() == Some(long),
+                            None => option.chars().nth(1) == arg.get_short() && option.len() == 2,
+                        };
+                        named && arg.get_action().takes_values()
+                    })
+                };
+                if !option.contains('=') && sub.is_some_and(takes_value) {
+                    words.next();
+                }
+            }
+            _ => match sub {
+                None => sub = top.find_subcommand(word),
+                Some(cmd) if matches!(cmd.get_name(), "run" | "pip") => return false,
+                Some(_) => {}
+            },
+        }
+    }
+    false
 }
 
 /// Output that cannot be written (a full disk behind `> FILE`, a terminal gone) ends blast with a line
@@ -595,8 +661,8 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
-            // A usage error: with --json among the words, a script reads it on stdout as any other.
-            if e.use_stderr() && args.iter().any(|a| a == "--json") {
+            // A usage error: with blast's own --json, a script reads it on stdout as any other.
+            if e.use_stderr() && asks_for_json(&args) {
                 render::usage_error(&e.to_string(), e.exit_code());
             }
             e.exit()

@@ -558,13 +558,22 @@ impl Output {
             );
         }
         if let Some(pip) = &s.foreign_pip {
-            eprintln!(
-                "blast: note: `{}` has no pip of its own: `pip` here is `{}`, which refuses to install \
-                 (PIP_REQUIRE_VIRTUALENV is set in this shell); `blast install NAME` installs into the \
-                 environment, `blast install pip` gives it its own pip",
-                printable(&s.env),
-                printable(&pip.display().to_string())
-            );
+            let shown = printable(&pip.path.display().to_string()).into_owned();
+            match &pip.other_env {
+                None => eprintln!(
+                    "blast: note: `{}` has no pip of its own: `pip` here is `{shown}`, which refuses to \
+                     install (PIP_REQUIRE_VIRTUALENV is set in this shell); `blast install NAME` installs \
+                     into the environment, `blast install pip` gives it its own pip",
+                    printable(&s.env)
+                ),
+                Some(other) => eprintln!(
+                    "blast: warning: `{}` has no pip of its own: `pip` here is `{shown}`, which installs \
+                     into `{}`, uncaptured; `blast install NAME` installs into this environment, `blast \
+                     install pip` gives it its own pip",
+                    printable(&s.env),
+                    printable(&other.display().to_string())
+                ),
+            }
         }
         eprintln!(
             "blast: session of `{}` in {}: every change is captured; `exit` or `blast kill` ends it",
@@ -1147,9 +1156,10 @@ impl Output {
         uncaptured_packages(&r.uncaptured, "checked");
         if r.is_clean() {
             println!(
-                "no broken requirements in `{}` ({} distributions in snapshot {})",
+                "no broken requirements in `{}` ({} distribution{} in snapshot {})",
                 r.env,
                 r.distributions,
+                if r.distributions == 1 { "" } else { "s" },
                 short(&r.snapshot)
             );
             return;

@@ -40,7 +40,7 @@ pub struct CleanReport {
 }
 
 pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
-    let store = match Store::open_exclusive(home, !opts.dry_run) {
+    let (store, first) = match Store::open_exclusive(home, !opts.dry_run) {
         // On a full disk the index cannot be opened for writing (RocksDB writes as it opens): what
         // no history entry, HEAD or tag needs is swept with it read-only first, which frees space
         // for the clean asked for. Found by exploratory testing: the advice of every full-disk
@@ -51,23 +51,28 @@ pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
                 refuse_after_recovery(store.home())?;
                 collect(&store, CleanOptions::default(), true)?
             };
-            if first.bytes_freed == 0 {
-                return Err(full);
-            }
-            let mut report = clean(home, opts)?;
-            report.snapshots_removed += first.snapshots_removed;
-            report.layers_removed += first.layers_removed;
-            report.objects_removed += first.objects_removed;
-            report.bytes_freed += first.bytes_freed;
-            report.staging_reclaimed += first.staging_reclaimed;
-            return Ok(report);
+            // Tried whatever the pass counted: opening the store reclaimed dead staging areas too.
+            let store =
+                Store::open_exclusive(home, true).map_err(|again| match again.is_disk_full() {
+                    true => full,
+                    false => again,
+                })?;
+            (store, Some(first))
         }
-        opened => opened?,
+        opened => (opened?, None),
     };
     if !opts.dry_run {
         refuse_after_recovery(store.home())?;
     }
-    collect(&store, opts, false)
+    let mut report = collect(&store, opts, false)?;
+    if let Some(first) = first {
+        report.snapshots_removed += first.snapshots_removed;
+        report.layers_removed += first.layers_removed;
+        report.objects_removed += first.objects_removed;
+        report.bytes_freed += first.bytes_freed;
+        report.staging_reclaimed += first.staging_reclaimed;
+    }
+    Ok(report)
 }
 
 /// The clean of `store`, opened exclusively; with `index_read_only`, no history entry is dropped,

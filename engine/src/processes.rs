@@ -31,7 +31,7 @@ pub struct EnvProcess {
     pub memory_bytes: u64,
 }
 
-/// Whether the process `pid` is stopped (Ctrl-Z in its terminal, or SIGSTOP).
+/// Whether the process `pid` is stopped (Ctrl-Z in its terminal, SIGSTOP, or at a debugger's breakpoint).
 pub fn is_stopped(pid: u32) -> bool {
     let mut system = System::new();
     let pid = Pid::from_u32(pid);
@@ -40,9 +40,12 @@ pub fn is_stopped(pid: u32) -> bool {
         true,
         ProcessRefreshKind::nothing(),
     );
-    system
-        .process(pid)
-        .is_some_and(|p| p.status() == sysinfo::ProcessStatus::Stop)
+    system.process(pid).is_some_and(|p| {
+        matches!(
+            p.status(),
+            sysinfo::ProcessStatus::Stop | sysinfo::ProcessStatus::Tracing
+        )
+    })
 }
 
 /// The processes running from the environment at `env_root`, by pid. Reads only what the match needs

@@ -445,14 +445,22 @@ pub(crate) fn run_probe<T: DeserializeOwned>(interpreter: &Path, code: &str) -> 
             .lines()
             .find(|line| !line.trim().is_empty())
             .is_some_and(|line| stderr.contains(line.trim()));
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or_default();
+        // A traceback ends with what went wrong; other complaints start with it (pyenv's for a shim
+        // of a version it has not selected, Python 2's about `-I`: found by exploratory testing,
+        // whose last lines were a tip's tail and "Try `python -h'…").
+        let mut lines = stderr.lines().filter(|l| !l.trim().is_empty());
+        let telling = match stderr.contains("Traceback (most recent call last)") {
+            true => lines.next_back(),
+            false => lines.next(),
+        };
         let said = match echoed {
             true => "it does not run Python code given with `-I -c`".to_owned(),
-            false => last.trim().chars().take(300).collect(),
+            false => telling
+                .unwrap_or_default()
+                .trim()
+                .chars()
+                .take(300)
+                .collect(),
         };
         return Err(bad(match said.is_empty() {
             true => format!("it exited with {}", output.status),

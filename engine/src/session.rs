@@ -281,11 +281,12 @@ impl Conversation {
             .map_err(|e| Error::Invalid(format!("internal: encoding a session request: {e}")))?;
         line.push('\n');
         stream.write_all(line.as_bytes()).map_err(unreachable)?;
-        let mut answer = String::new();
+        // Bytes, decoded once whole: a slice ending inside a character keeps its first bytes.
+        let mut answer = Vec::new();
         let mut reader = BufReader::new(&stream);
         let asked = std::time::Instant::now();
         loop {
-            match reader.read_line(&mut answer) {
+            match reader.read_until(b'\n', &mut answer) {
                 Ok(_) => break,
                 Err(e)
                     if matches!(
@@ -303,7 +304,7 @@ impl Conversation {
         if answer.is_empty() {
             return Err(Error::SessionGone(socket.to_owned()));
         }
-        let answer = serde_json::from_str(&answer).map_err(|e| {
+        let answer = serde_json::from_slice(&answer).map_err(|e| {
             Error::Invalid(format!(
                 "the session at `{}` answered something unreadable ({e}): `blast kill` of its \
                  environment ends it",

@@ -87,9 +87,27 @@ pub struct ShellSetup<'a> {
     pub blast: &'a Path,
 }
 
+/// The `PATH` of a session's shell: the caller's, without the `bin` of another virtual environment
+/// active where `blast start` runs (found in review: the session's activation cannot take it off, and
+/// its `pip` installed there, uncaptured).
+pub(crate) fn session_path(env_root: &Path) -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let other = std::env::var_os("VIRTUAL_ENV")
+        .map(PathBuf::from)
+        .filter(|other| other.as_path() != env_root)
+        .map(|other| other.join("bin"));
+    let Some(other) = other else {
+        return path;
+    };
+    std::env::join_paths(std::env::split_paths(&path).filter(|dir| *dir != other)).unwrap_or(path)
+}
+
 /// Writes the shell's startup files and returns the command that starts it.
 pub fn command(setup: &ShellSetup<'_>) -> Result<Command> {
     let mut command = Command::new(setup.program);
+    command
+        .env("PATH", session_path(setup.env_root))
+        .env_remove("VIRTUAL_ENV");
     let env_root = setup.env_root.to_string_lossy();
     let blast = quote(&setup.blast.to_string_lossy());
     let activate = quote(&format!("{env_root}/bin/activate"));

@@ -45,6 +45,19 @@ pub enum Difference {
 }
 
 impl Difference {
+    /// The trees from and to which the directory moves (regions of them for a `Region`); `None` while
+    /// the target is still to be flattened.
+    fn trees(&self) -> Option<(&Tree, &Tree)> {
+        match self {
+            Difference::Trees {
+                current,
+                target: Some(target),
+            } => Some((current, target)),
+            Difference::Trees { target: None, .. } => None,
+            Difference::Region(region) => Some((&region.before, &region.after)),
+        }
+    }
+
     /// True when the directory already holds the target (not known, so false, while the target's
     /// tree is still to be flattened).
     pub fn changes_nothing(&self) -> bool {
@@ -62,16 +75,18 @@ pub fn move_head(store: &Store, env: &mut Env, mut mv: Move) -> Result<ApplyStat
     {
         *target = Some(store.tree_of(&store.snapshot(&mv.to)?)?);
     }
-    let written = match &mv.difference {
-        Difference::Trees { target, .. } => target.as_ref().map(|t| &t.entries),
-        Difference::Region(region) => Some(&region.after.entries),
-    };
-    refuse_long_paths(env.root(), written.into_iter().flat_map(|e| e.keys()))?;
+    let trees = mv.difference.trees();
+    refuse_long_paths(
+        env.root(),
+        trees
+            .into_iter()
+            .flat_map(|(_, after)| after.entries.keys()),
+    )?;
     // A move that makes the environment, or into a directory it makes, is undone instead, should it
     // fail (see `complete`).
-    let checked = match env.record.head.is_some() && env.root().is_dir() {
-        true => missing_object(store, &mv.difference)?,
-        false => None,
+    let checked = match (trees, env.record.head.is_some() && env.root().is_dir()) {
+        (Some((before, after)), true) => missing_object(store, before, after)?,
+        _ => None,
     };
     if let Some((path, object)) = checked {
         return Err(Error::ObjectMissing {
@@ -129,16 +144,11 @@ pub(crate) fn refuse_long_paths<'p>(
 /// A file the move writes whose object the store lacks (lost, or removed by hand), found before the
 /// journal binds the environment to a move that could not finish. Looked up through a handle on the
 /// objects directory: a path from the root costs a dentry look-up per component, per file.
-fn missing_object(store: &Store, difference: &Difference) -> Result<Option<(String, ObjectId)>> {
-    let (before, after) = match difference {
-        Difference::Trees {
-            current,
-            target: Some(target),
-        } => (current, target),
-        // The target's objects were just stored by the same command (create, import).
-        Difference::Trees { target: None, .. } => return Ok(None),
-        Difference::Region(region) => (&region.before, &region.after),
-    };
+fn missing_object(
+    store: &Store,
+    before: &Tree,
+    after: &Tree,
+) -> Result<Option<(String, ObjectId)>> {
     let dir = store.objects().objects_dir();
     let objects = dir_handle(AT_FDCWD, dir, false).at("opening the object store", dir)?;
     let stored = |id: &ObjectId, executable: bool| {

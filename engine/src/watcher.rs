@@ -499,8 +499,10 @@ fn signal_shell(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// pip by the names it runs under: each of its runs is short, whatever its command.
-const PIP_NAMES: &[&[u8]] = &[b"pip", b"pip3", b"__pip-runner__.py"];
+/// pip by the names it runs under: each of its runs is short, whatever its command. `ensurepip` runs
+/// pip as `python -c …`, which names no program: its own run is waited for (found by exploratory
+/// testing: `python -m ensurepip` in a session was captured halfway, in three snapshots).
+const PIP_NAMES: &[&[u8]] = &[b"pip", b"pip3", b"__pip-runner__.py", b"ensurepip"];
 
 /// The commands with which other installers change packages; others (`uv run`, `poetry shell`) may
 /// run as long as the session, and a capture must not wait for them.
@@ -673,6 +675,7 @@ mod tests {
             "python3 --check-hash-based-pycs always -m pip install rich"
         ));
         assert!(runs_installer("/usr/bin/pypy3 -m pip install rich"));
+        assert!(runs_installer("/env/bin/python -m ensurepip --upgrade"));
         assert!(runs_installer(
             "/usr/bin/python3 /opt/conda/bin/conda install numpy"
         ));

@@ -341,6 +341,21 @@ fn check_output(store: &Store, opts: &ExportOptions) -> Result<()> {
             store.home().display()
         )));
     }
+    // An environment's files are its snapshots' (found by exploratory testing: `-o .venv/pyvenv.cfg`
+    // replaced the file the environment runs by).
+    if let Some(env) = store
+        .index()
+        .envs()?
+        .into_iter()
+        .find(|env| target.starts_with(crate::fsutil::real(Path::new(&env.path))))
+    {
+        return Err(Error::Invalid(format!(
+            "`{}` is inside the directory of environment `{}`, whose files are its snapshots': \
+             write the export elsewhere",
+            target.display(),
+            env.label()
+        )));
+    }
     let identity = |path: &Path| fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     if let Some(base) = &opts.base
         && identity(&target).is_some()

@@ -149,9 +149,12 @@ pub(crate) fn check_runs_on(
     }
     Err(Error::PythonMismatch {
         env: env.label().to_owned(),
+        // Any release of its minor version will do (the ABI and platform must match too).
         needed: format!(
-            "{} {}",
-            snapshot.python.implementation, snapshot.python.version
+            "{} {} (made with {})",
+            snapshot.python.implementation,
+            snapshot.python.minor_version(),
+            snapshot.python.version
         ),
         found: env.record.python.describe(),
         fix,

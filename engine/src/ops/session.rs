@@ -78,20 +78,38 @@ pub struct SessionStarting {
     /// Files that capture found written in place through their link to a store object.
     pub written_through: Vec<super::WrittenThrough>,
     /// The `pip` the shell finds when the environment has none of its own (see [`foreign_pip`]).
-    pub foreign_pip: Option<PathBuf>,
+    pub foreign_pip: Option<ForeignPip>,
 }
 
-/// The `pip` a session's shell finds when the environment has none of its own: another interpreter's,
-/// which would install there, uncaptured. The shell has `PIP_REQUIRE_VIRTUALENV=1`, so that one
-/// refuses to install; the session says so as it starts.
-fn foreign_pip(env_root: &Path) -> Option<PathBuf> {
+/// A `pip` a session's shell finds that is not the environment's: another interpreter's, which would
+/// install there, uncaptured. The shell has `PIP_REQUIRE_VIRTUALENV=1`, so an interpreter's own refuses
+/// to install; another virtual environment's does not. The session names it as it starts.
+#[derive(Debug, Serialize)]
+pub struct ForeignPip {
+    pub path: PathBuf,
+    /// The virtual environment it is in (its `bin`'s parent holds a `pyvenv.cfg`).
+    pub other_env: Option<PathBuf>,
+}
+
+fn foreign_pip(env_root: &Path) -> Option<ForeignPip> {
     let bin = env_root.join("bin");
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = crate::shell::session_path(env_root);
     let found = crate::fsutil::find_executable(
         "pip",
         std::iter::once(bin.clone()).chain(std::env::split_paths(&path)),
     )?;
-    (!found.starts_with(&bin)).then_some(found)
+    if found.starts_with(&bin) {
+        return None;
+    }
+    let other_env = found
+        .parent()
+        .and_then(Path::parent)
+        .filter(|dir| dir.join("pyvenv.cfg").is_file())
+        .map(Path::to_owned);
+    Some(ForeignPip {
+        path: found,
+        other_env,
+    })
 }
 
 /// What the session did, once its shell is gone.
@@ -578,19 +596,31 @@ pub fn kill(home: &Path, selector: Option<&str>, all: bool) -> Result<KillReport
     let (ids, label) = if all {
         (session::env_ids(&home)?, None)
     } else if let (None, Some(socket)) = (selector, &own_socket) {
+        // A session of this store, or a variable left from another store's, or a made-up one.
         let id = socket
             .parent()
             .and_then(|d| d.file_name())
             .and_then(|n| n.to_str())
             .map(str::to_owned)
+            .filter(|id| {
+                *socket == session::socket_path(&session::dir(&home, id))
+                    || std::fs::canonicalize(socket.parent().unwrap_or(socket))
+                        .is_ok_and(|dir| dir == session::dir(&home, id))
+            })
             .ok_or_else(|| {
                 Error::Invalid(format!(
-                    "${} is set to `{}`, which is not a session socket: unset it or name the environment",
+                    "${} is set to `{}`, which is no session socket of the store at `{}`: unset it, \
+                     or name the environment",
                     session::SOCKET_VAR,
-                    socket.display()
+                    socket.display(),
+                    home.display()
                 ))
             })?;
-        (vec![id.clone()], Some(id))
+        let label = Store::open(&home)
+            .ok()
+            .and_then(|store| store.index().env(&id).ok().flatten())
+            .map_or_else(|| id.clone(), |record| record.label().to_owned());
+        (vec![id], Some(label))
     } else {
         let store = Store::open(&home)?;
         let record = store.find_env(selector)?;
