@@ -415,6 +415,11 @@ fn bad_input_is_refused_with_what_to_do() {
         (b.home.as_path(), "holds blast's store"),
         (index.as_path(), "inside blast's store"),
         (Path::new("/tmp"), "private `/tmp`"),
+        (Path::new("/dev/shm"), "private `/dev/shm`"),
+        (
+            Path::new("/dev/null"),
+            "neither a directory nor a regular file",
+        ),
     ] {
         let err = b.fails(&[
             "run",
@@ -1170,6 +1175,11 @@ fn a_name_under_tmp_that_leads_to_the_home_shows_none_of_its_secrets() {
     let marker = Path::new("/tmp").join(format!("blast-run-marker-{}", std::process::id()));
     fs::write(&marker, "HOST TMP").unwrap();
     let whole_tmp = tmp.path().join("..");
+    // Nor by a link to it, or to the kernel's views (found in review).
+    let to_tmp = tmp.path().join("to-tmp");
+    std::os::unix::fs::symlink("/tmp", &to_tmp).unwrap();
+    let to_proc = tmp.path().join("to-proc");
+    std::os::unix::fs::symlink("/proc", &to_proc).unwrap();
     // A socket (`AGENT`, after the arguments) is connected to, anything else read.
     let script = "import os, socket, sys\n\
         def show(name):\n    \
@@ -1192,6 +1202,8 @@ fn a_name_under_tmp_that_leads_to_the_home_shows_none_of_its_secrets() {
         stepped_back,
         through_d.clone(),
         whole_tmp.clone(),
+        to_tmp.clone(),
+        to_proc.clone(),
     ]
     .iter()
     .map(|p| p.to_str().unwrap().to_owned())
@@ -1245,6 +1257,8 @@ fn a_name_under_tmp_that_leads_to_the_home_shows_none_of_its_secrets() {
     assert_eq!(line(&through_d), "errno 2", "{text}");
     let _ = fs::remove_file(&marker);
     assert!(!line(&whole_tmp).contains("blast-run-marker"), "{text}");
+    assert_eq!(line(&to_tmp), "errno 2", "{text}");
+    assert_eq!(line(&to_proc), "errno 2", "{text}");
 }
 
 /// An environment's files may be the store's objects themselves (hardlinks), so a command may not

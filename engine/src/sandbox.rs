@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::Signal;
@@ -817,38 +818,63 @@ fn assemble_root(spec: &Spec) {
         .iter()
         .filter_map(|p| fs::canonicalize(p).ok())
         .collect();
-    // Secrets are covered by tmpfs mounts that stay writable until what is brought back below them
-    // (and writable paths the user named there) has its mount point; then they turn read-only.
-    let mut covers: Vec<MountPoint> = Vec::new();
+    // Secrets are covered first, by tmpfs mounts that stay writable until what is brought back below
+    // them (and writable paths the user named there) has its mount point; then they turn read-only.
+    // First: a name bound below recursively takes along the covers there are (found in review: a name
+    // that led into this new root, bound before the covers, showed every secret).
+    let mut covers: Vec<MountPoint> = spec.hidden.iter().filter_map(|p| hide(root, p)).collect();
     // Elsewhere the read-only root shows them already. A name under the private `/tmp` is bound from
     // where it leads (`/tmp/link` → the home) at the place its text names (every directory on the way
     // made a plain one, so `..` steps back by the text), and what it shows of a secret is covered
-    // there too; a name that leads into one shows nothing. Found in review: `/tmp/x/link/..` bound
-    // the home where the covers, looked up through `link`, were not placed, and `/tmp/x/..` bound the
-    // whole real `/tmp`.
-    for path in &spec.visible {
-        let at = crate::fsutil::lexically_normal(path);
-        if !under_private_dirs(&at) {
-            continue;
-        }
-        let Ok(real) = fs::canonicalize(path) else {
+    // there too; a name that leads into one shows nothing, nor one that leads to what the private
+    // directories replace, to the kernel's views or into this root. Found in review: `/tmp/x/link/..`
+    // bound the home where the covers, looked up through `link`, were not placed, and `/tmp/x/..`
+    // and a link to `/tmp` bound the whole real `/tmp`.
+    // Shallowest first: a name bound inside another's bind is not hidden by it afterwards (found in
+    // review: a working directory under `/tmp`, bound after the arguments, hid those below it).
+    let mut visible: Vec<(PathBuf, &PathBuf)> = spec
+        .visible
+        .iter()
+        .map(|path| (crate::fsutil::lexically_normal(path), path))
+        .filter(|(at, _)| under_private_dirs(at))
+        .collect();
+    visible.sort_by_key(|(at, _)| at.components().count());
+    for (at, path) in visible {
+        let Some(pinned) = Pinned::open(path, true) else {
             continue;
         };
-        if secrets.iter().any(|secret| real.starts_with(secret))
-            || !bind_as_named(root, &real, path)
-        {
+        let real = &pinned.real;
+        let unshown = secrets.iter().any(|secret| real.starts_with(secret))
+            || real.starts_with(root)
+            || ["/", "/dev", "/tmp", "/dev/shm"]
+                .iter()
+                .any(|dir| real == Path::new(dir))
+            || real.starts_with("/proc")
+            || real.starts_with("/sys");
+        if unshown || !bind_as_named(root, &pinned, path) {
             continue;
         }
-        for secret in secrets.iter().filter(|secret| secret.starts_with(&real)) {
-            let named = secret.strip_prefix(&real).map(|below| at.join(below));
+        for secret in secrets.iter().filter(|secret| secret.starts_with(real)) {
+            let named = secret.strip_prefix(real).map(|below| at.join(below));
             covers.extend(named.ok().and_then(|named| cover(root, secret, &named)));
         }
     }
-    covers.extend(spec.hidden.iter().filter_map(|p| hide(root, p)));
     for path in &spec.writable {
         let _ = fs::create_dir_all(path);
-        let real = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-        if let Some(secret) = secrets.iter().find(|s| s.starts_with(&real)) {
+        // The path as checked (a real one), through no symlink now: one swapped in meanwhile would
+        // make another directory writable than the one checked (found in review, by a sandboxed
+        // command flipping a link between its own directory and an environment's).
+        let Some(pinned) = Pinned::open(path, false) else {
+            fail(
+                "making a path writable in the sandbox",
+                format!(
+                    "`{}` is gone, or leads through a symlink now: it changed while the sandbox \
+                     was set up; run the command again",
+                    path.display()
+                ),
+            );
+        };
+        if let Some(secret) = secrets.iter().find(|s| s.starts_with(&pinned.real)) {
             fail(
                 "making a path writable in the sandbox",
                 format!(
@@ -858,13 +884,12 @@ fn assemble_root(spec: &Spec) {
                 ),
             );
         }
-        bind_into(root, path, false);
+        bind_into(root, &pinned, false);
     }
-    for path in &spec.rebound_read_only {
-        bind_into(root, path, true);
-    }
-    for path in &spec.revealed {
-        bind_into(root, path, true);
+    for path in spec.rebound_read_only.iter().chain(&spec.revealed) {
+        if let Some(pinned) = Pinned::open(path, true) {
+            bind_into(root, &pinned, true);
+        }
     }
     for cover in &covers {
         // Only the cover: a writable path bound below it stays writable.
@@ -1089,36 +1114,67 @@ fn mount_point(root: &Path, path: &Path, make: Make) -> Option<MountPoint> {
 
 /// Binds `path` at the same place in the new root; the mount point is made when the private `/tmp`
 /// hides it. Paths that do not exist are skipped: they could not be used anyway.
-fn bind_into(root: &Path, path: &Path, read_only: bool) {
-    // Where a symlinked path really is: mounts follow symlinks, absolute ones against the host's root.
-    let (Ok(path), Ok(meta)) = (fs::canonicalize(path), path.metadata()) else {
-        return;
-    };
-    let make = if meta.is_dir() { Make::Dir } else { Make::File };
-    match mount_point(root, &path, make) {
-        Some(target) => bind(&path, &target, read_only),
+fn bind_into(root: &Path, pinned: &Pinned, read_only: bool) {
+    match mount_point(root, &pinned.real, pinned.make) {
+        Some(target) => bind(&pinned.magic_path(), &target, read_only),
         None => fail(
             "binding a path into the sandbox",
-            format!("no place for `{}` in the new root", path.display()),
+            format!("no place for `{}` in the new root", pinned.real.display()),
         ),
     }
 }
 
-/// Binds `real` (where `path` leads) read-only at the place `path` names inside the new root; true
-/// when it did. The installer gets the name as the user wrote it (`/tmp/x/cli/../wheels`,
-/// `/tmp/link/wheels`), so every directory on the way is made in the private `/tmp` as a plain
-/// directory, and the bind goes where the name ends. A directory, a regular file or a FIFO: never a
-/// socket (an agent's, a display's), through which the program could act outside.
-fn bind_as_named(root: &Path, real: &Path, path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    let make = match real.metadata().map(|meta| meta.file_type()) {
-        Ok(kind) if kind.is_dir() => Make::Dir,
-        Ok(kind) if kind.is_file() || kind.is_fifo() => Make::File,
-        _ => return false,
-    };
-    match mount_point(root, path, make) {
+/// A path opened once (`O_PATH`): what it led to then is what is checked and bound, from the
+/// descriptor, whatever its name leads to by the time of the mount.
+struct Pinned {
+    fd: OwnedFd,
+    /// Where it is, from the descriptor.
+    real: PathBuf,
+    make: Make,
+}
+
+impl Pinned {
+    /// Opens `path`, following symlinks, or through none (`RESOLVE_NO_SYMLINKS`). `None` where it is
+    /// not there, or is neither a directory, a regular file nor a FIFO (a socket, a device).
+    fn open(path: &Path, follow: bool) -> Option<Pinned> {
+        use std::os::unix::fs::FileTypeExt;
+        let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+        let fd = match follow {
+            true => nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).ok()?,
+            false => nix::fcntl::openat2(
+                nix::fcntl::AT_FDCWD,
+                path,
+                nix::fcntl::OpenHow::new()
+                    .flags(flags)
+                    .resolve(nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS),
+            )
+            .ok()?,
+        };
+        let magic = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let real = fs::read_link(&magic).ok()?;
+        let make = match fs::metadata(&magic).ok()?.file_type() {
+            kind if kind.is_dir() => Make::Dir,
+            kind if kind.is_file() || kind.is_fifo() => Make::File,
+            _ => return None,
+        };
+        Some(Pinned { fd, real, make })
+    }
+
+    /// The descriptor's path in `/proc`: a bind from there binds what was opened.
+    fn magic_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+}
+
+/// Binds what `pinned` is read-only at the place `path` names inside the new root; true when it did.
+/// The installer gets the name as the user wrote it (`/tmp/x/cli/../wheels`, `/tmp/link/wheels`), so
+/// every directory on the way is made in the private `/tmp` as a plain directory, and the bind goes
+/// where the name ends. Never a socket (see [`Pinned::open`]), through which the program could act
+/// outside.
+fn bind_as_named(root: &Path, pinned: &Pinned, path: &Path) -> bool {
+    match mount_point(root, path, pinned.make) {
         Some(target) => {
-            bind(real, &target, true);
+            bind(&pinned.magic_path(), &target, true);
             true
         }
         None => false,

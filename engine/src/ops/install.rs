@@ -466,10 +466,18 @@ impl Run<'_> {
             })?,
             InstallerKind::Pip => CacheLinks::default(),
         };
-        let mut writable = match cache_links.first_cache() {
+        // Made here, and named by their real paths: the sandbox binds a writable path only through
+        // no symlink (see `sandbox::assemble_root`).
+        let mut writable: Vec<PathBuf> = match cache_links.first_cache() {
             Some(cache) => vec![cache.to_owned()],
             None => self.installer.caches(),
-        };
+        }
+        .into_iter()
+        .map(|cache| {
+            let _ = std::fs::create_dir_all(&cache);
+            real(&cache)
+        })
+        .collect();
         // A build may write into a local project, but never into what holds the home or the store,
         // nor into another environment inside the project.
         let projects: Vec<PathBuf> = projects

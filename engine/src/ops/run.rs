@@ -173,8 +173,18 @@ fn refuse_writable(
     store_home: &Path,
     env_dirs: &[(String, PathBuf)],
 ) -> std::result::Result<(), String> {
-    if path == Path::new("/tmp") {
-        return Err("the command has a private `/tmp` of its own, writable already".into());
+    if path == Path::new("/tmp") || path == Path::new("/dev/shm") {
+        return Err(format!(
+            "the command has a private `{}` of its own, writable already",
+            path.display()
+        ));
+    }
+    if !(path.is_dir() || path.is_file()) {
+        return Err(
+            "it is neither a directory nor a regular file (a socket, a device: through one, the \
+             command could act outside the sandbox)"
+                .into(),
+        );
     }
     if store_home.starts_with(path) {
         return Err(format!(
