@@ -2087,3 +2087,34 @@ fn an_interrupted_export_leaves_no_partial_file_and_says_so() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A restore whose `--python` does not match the image says to pass another, not to pass `--python`
+/// (found by exploratory testing), and makes nothing.
+#[test]
+fn restore_with_a_python_that_does_not_match_names_what_to_change() {
+    let b = Blast::new();
+    let (src, _) = demo_env(&b, "src", false);
+    let image = b.work.join("demo.blast");
+    b.ok(&[
+        "export",
+        "-e",
+        src.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let target = b.work.join("restored");
+    let err = b.fails(&[
+        "restore",
+        image.to_str().unwrap(),
+        "--path",
+        target.to_str().unwrap(),
+        "--python",
+        "/bin/sh",
+    ]);
+    assert!(
+        err.contains("no interpreter here matches")
+            && err.contains("pass `--python` an interpreter of that version"),
+        "{err}"
+    );
+    assert!(!target.exists());
+}

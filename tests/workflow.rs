@@ -2283,6 +2283,8 @@ fn completion_scripts_parse_in_their_shells() {
         ] {
             assert!(script.contains(command), "{shell}: no `{command}`");
         }
+        // Nor the hidden prompt hook of sessions (found by exploratory testing).
+        assert!(!script.contains("__session-hook"), "{shell}");
         let mut check = Command::new(shell)
             .arg("-n")
             .stdin(std::process::Stdio::piped())

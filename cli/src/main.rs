@@ -598,9 +598,10 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
 fn asks_for_json(args: &[std::ffi::OsString]) -> bool {
     let top = Cli::command();
     let mut sub: Option<&clap::Command> = None;
-    let mut words = args.iter().skip(1).filter_map(|word| word.to_str());
+    // Every word counts, one that is not UTF-8 too, or the words after it would shift.
+    let mut words = args.iter().skip(1).map(|word| word.to_string_lossy());
     while let Some(word) = words.next() {
-        match word {
+        match word.as_ref() {
             "--" => return false,
             "--json" => return true,
             option if option.starts_with('-') => {
@@ -618,7 +619,7 @@ fn asks_for_json(args: &[std::ffi::OsString]) -> bool {
                 }
             }
             _ => match sub {
-                None => sub = top.find_subcommand(word),
+                None => sub = top.find_subcommand(word.as_ref()),
                 Some(cmd) if matches!(cmd.get_name(), "run" | "pip") => return false,
                 Some(_) => {}
             },
@@ -1017,8 +1018,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Completions { shell } => {
             // Made in memory, then printed: clap_complete panics itself where stdout cannot be
             // written, and `print!`'s failure is told as any other output's.
+            // Without the hidden commands (the session's prompt hook), which clap_complete offers.
+            let full = Cli::command();
+            let mut shown = clap::Command::new("blast")
+                .version(env!("CARGO_PKG_VERSION"))
+                .args(full.get_arguments().cloned())
+                .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "blast", &mut script);
+            clap_complete::generate(shell, &mut shown, "blast", &mut script);
             print!("{}", String::from_utf8_lossy(&script));
         }
         Command::Clean {

@@ -273,10 +273,14 @@ pub enum Error {
         problem: Box<ImageProblem>,
     },
     #[error(
-        "the image needs {needed}, and no interpreter here matches:\n{}\ninstall that Python or pass `--python PATH`",
+        "the image needs {needed}, and no interpreter here matches:\n{}\n{fix}",
         list_paths(tried)
     )]
-    NoMatchingPython { needed: String, tried: Vec<String> },
+    NoMatchingPython {
+        needed: String,
+        tried: Vec<String>,
+        fix: &'static str,
+    },
     #[error("no installer for environment `{env}`: {detail}; {fix}")]
     NoInstaller {
         env: String,

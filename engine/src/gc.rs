@@ -54,7 +54,16 @@ pub fn clean(home: &Path, opts: CleanOptions) -> Result<CleanReport> {
             // Tried whatever the pass counted: opening the store reclaimed dead staging areas too.
             let store =
                 Store::open_exclusive(home, true).map_err(|again| match again.is_disk_full() {
-                    true => full,
+                    // What the first pass removed is said (found in review: it was not).
+                    true => Error::Invalid(format!(
+                        "{full}\n(a first pass with the index read-only removed {} objects, {} \
+                         layers and {} snapshots nothing needs, {} bytes, and that is not room \
+                         enough yet)",
+                        first.objects_removed,
+                        first.layers_removed,
+                        first.snapshots_removed,
+                        first.bytes_freed
+                    )),
                     false => again,
                 })?;
             (store, Some(first))

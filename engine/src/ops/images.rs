@@ -680,5 +680,10 @@ pub(super) fn matching_python(
     Err(Error::NoMatchingPython {
         needed: describe_tag(needed),
         tried,
+        // Found by exploratory testing: a `--python` given was told to pass `--python`.
+        fix: match request {
+            Some(_) => "pass `--python` an interpreter of that version (or install one)",
+            None => "install that Python or pass `--python PATH`",
+        },
     })
 }

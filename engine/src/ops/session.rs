@@ -101,7 +101,10 @@ fn foreign_pip(env_root: &Path) -> Option<ForeignPip> {
     if found.starts_with(&bin) {
         return None;
     }
-    let other_env = found
+    // Where a link to it leads (found in review: a link to another environment's pip was taken for
+    // an interpreter's own).
+    let real = crate::fsutil::real(&found);
+    let other_env = real
         .parent()
         .and_then(Path::parent)
         .filter(|dir| dir.join("pyvenv.cfg").is_file())
