@@ -437,6 +437,8 @@ impl Refusal {
         } else if step.starts_with("placing the environment") {
             "the environment's recorded path now leads through a symlink or a file: move the environment back, or recreate it where it is (`blast sync`)"
                 .into()
+        } else if step.starts_with("a path changed") {
+            "something renamed or replaced a path the sandbox binds while it was set up: run the command again, and see what else writes there".into()
         } else if step.starts_with("making a path writable") {
             "a directory that may be written holds one the sandbox hides (a secret, the session's sockets): name a directory below it".into()
         } else if step.starts_with("binding a path") {
@@ -830,15 +832,17 @@ fn assemble_root(spec: &Spec) {
     // directories replace, to the kernel's views or into this root. Found in review: `/tmp/x/link/..`
     // bound the home where the covers, looked up through `link`, were not placed, and `/tmp/x/..`
     // and a link to `/tmp` bound the whole real `/tmp`.
-    // Shallowest first: a name bound inside another's bind is not hidden by it afterwards (found in
-    // review: a working directory under `/tmp`, bound after the arguments, hid those below it).
+    // Deepest first, so that every place is found through the private `/tmp`'s plain directories,
+    // never through a bind of a directory that others may rename entries in (found in review: bound
+    // shallowest first, names swapped in a working directory under `/tmp` mid-setup left the home
+    // bound uncovered and writable). A name below another's is then shown as that one shows it.
     let mut visible: Vec<(PathBuf, &PathBuf)> = spec
         .visible
         .iter()
         .map(|path| (crate::fsutil::lexically_normal(path), path))
         .filter(|(at, _)| under_private_dirs(at))
         .collect();
-    visible.sort_by_key(|(at, _)| at.components().count());
+    visible.sort_by_key(|(at, _)| std::cmp::Reverse(at.components().count()));
     for (at, path) in visible {
         let Some(pinned) = Pinned::open(path, true) else {
             continue;
@@ -855,8 +859,23 @@ fn assemble_root(spec: &Spec) {
             continue;
         }
         for secret in secrets.iter().filter(|secret| secret.starts_with(real)) {
-            let named = secret.strip_prefix(real).map(|below| at.join(below));
-            covers.extend(named.ok().and_then(|named| cover(root, secret, &named)));
+            let Ok(below) = secret.strip_prefix(real) else {
+                continue;
+            };
+            let named = at.join(below);
+            match cover(root, secret, &named) {
+                Covered::Dir(cover) => covers.push(cover),
+                Covered::Other => {}
+                // It is there, and no cover could be put over it: nothing runs.
+                Covered::NoPlace => fail(
+                    "a path changed while the sandbox was set up",
+                    format!(
+                        "`{}`, which shows `{}`, changed before it could be hidden",
+                        named.display(),
+                        secret.display()
+                    ),
+                ),
+            }
         }
     }
     for path in &spec.writable {
@@ -866,10 +885,9 @@ fn assemble_root(spec: &Spec) {
         // command flipping a link between its own directory and an environment's).
         let Some(pinned) = Pinned::open(path, false) else {
             fail(
-                "making a path writable in the sandbox",
+                "a path changed while the sandbox was set up",
                 format!(
-                    "`{}` is gone, or leads through a symlink now: it changed while the sandbox \
-                     was set up; run the command again",
+                    "`{}`, to be writable, is gone or leads through a symlink now",
                     path.display()
                 ),
             );
@@ -886,8 +904,15 @@ fn assemble_root(spec: &Spec) {
         }
         bind_into(root, &pinned, false);
     }
-    for path in spec.rebound_read_only.iter().chain(&spec.revealed) {
+    for path in &spec.rebound_read_only {
         if let Some(pinned) = Pinned::open(path, true) {
+            bind_into(root, &pinned, true);
+        }
+    }
+    // Brought back below a cover only as they are, through no symlink: one would uncover where it
+    // leads (found in review: `~/.config/pip` → `~/.ssh`).
+    for path in &spec.revealed {
+        if let Some(pinned) = Pinned::open(path, false) {
             bind_into(root, &pinned, true);
         }
     }
@@ -1206,14 +1231,29 @@ fn bind(source: &Path, target: &MountPoint, read_only: bool) {
 /// Returns the cover of a directory, still writable (see [`assemble_root`]).
 fn hide(root: &Path, path: &Path) -> Option<MountPoint> {
     let real = fs::canonicalize(path).ok()?;
-    cover(root, &real, &real)
+    match cover(root, &real, &real) {
+        Covered::Dir(cover) => Some(cover),
+        Covered::Other | Covered::NoPlace => None,
+    }
+}
+
+/// What [`cover`] did.
+enum Covered {
+    /// A directory, under a cover still writable (see [`assemble_root`]).
+    Dir(MountPoint),
+    /// Anything else, under `/dev/null`; or nothing, the secret being gone.
+    Other,
+    /// Nothing: the secret is there, and `named` leads to no place in the new root.
+    NoPlace,
 }
 
 /// Covers the secret at `real` where `named` leads inside the new root (see [`hide`]).
-fn cover(root: &Path, real: &Path, named: &Path) -> Option<MountPoint> {
-    let (Ok(meta), Some(target)) = (real.metadata(), mount_point(root, named, Make::Nothing))
-    else {
-        return None;
+fn cover(root: &Path, real: &Path, named: &Path) -> Covered {
+    let Ok(meta) = real.metadata() else {
+        return Covered::Other;
+    };
+    let Some(target) = mount_point(root, named, Make::Nothing) else {
+        return Covered::NoPlace;
     };
     let none: Option<&str> = None;
     if meta.is_dir() {
@@ -1227,7 +1267,7 @@ fn cover(root: &Path, real: &Path, named: &Path) -> Option<MountPoint> {
                 Some("mode=0700,size=4k"),
             ),
         );
-        Some(target)
+        Covered::Dir(target)
     } else {
         check(
             "hiding a secret file",
@@ -1239,7 +1279,7 @@ fn cover(root: &Path, real: &Path, named: &Path) -> Option<MountPoint> {
                 none,
             ),
         );
-        None
+        Covered::Other
     }
 }
 

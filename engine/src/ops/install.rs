@@ -473,11 +473,31 @@ impl Run<'_> {
             None => self.installer.caches(),
         }
         .into_iter()
-        .map(|cache| {
-            let _ = std::fs::create_dir_all(&cache);
-            real(&cache)
-        })
+        .map(|cache| crate::fsutil::resolve_path(&cache).unwrap_or(cache))
         .collect();
+        // The installer writes its cache: never the store's files or an environment's (found in
+        // review: `PIP_CACHE_DIR=$BLAST_HOME/objects` let a build change a stored object). Checked
+        // before it is made.
+        let env_dirs: Vec<PathBuf> = self
+            .store
+            .index()
+            .envs()?
+            .iter()
+            .map(|env| real(Path::new(&env.path)))
+            .collect();
+        if let Some(cache) = writable.iter().find(|cache| {
+            protected.holds(cache)
+                || cache.starts_with(&protected.store)
+                || env_dirs.iter().any(|dir| cache.starts_with(dir))
+        }) {
+            return Err(Error::Invalid(format!(
+                "the installer's cache `{}` lies in blast's store or an environment's directory, or \
+                 holds the home or the store, and the installer writes it: set the cache elsewhere \
+                 (PIP_CACHE_DIR, UV_CACHE_DIR or XDG_CACHE_HOME)",
+                cache.display()
+            )));
+        }
+        writable.retain(|cache| std::fs::create_dir_all(cache).is_ok());
         // A build may write into a local project, but never into what holds the home or the store,
         // nor into another environment inside the project.
         let projects: Vec<PathBuf> = projects

@@ -258,7 +258,8 @@ fn run_opened(
     // Said rather than left out without a word, which the command would report as missing.
     if let Some(socket) = visible.iter().find(|path| {
         use std::os::unix::fs::FileTypeExt;
-        let private = ["/tmp", "/dev/shm"].iter().any(|dir| path.starts_with(dir));
+        let at = crate::fsutil::lexically_normal(path);
+        let private = ["/tmp", "/dev/shm"].iter().any(|dir| at.starts_with(dir));
         private && path.metadata().is_ok_and(|m| m.file_type().is_socket())
     }) {
         return Err(Error::Invalid(format!(
