@@ -46,6 +46,17 @@ impl XfsMount {
     }
 }
 
+impl XfsMount {
+    /// The mount for a test, or `None` after saying why the test skips.
+    fn or_skip(b: &Blast) -> Option<XfsMount> {
+        XfsMount::new(b.tmp.path())
+            .map_err(|why| {
+                eprintln!("skipping: cannot mount a reflink-capable XFS image here ({why})")
+            })
+            .ok()
+    }
+}
+
 impl Drop for XfsMount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.mount).status();
@@ -65,12 +76,8 @@ fn has_shared_extents(path: &Path) -> bool {
 #[test]
 fn materializes_by_reflink_on_xfs() {
     let b = Blast::new();
-    let xfs = match XfsMount::new(b.tmp.path()) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("skipping: cannot mount a reflink-capable XFS image here ({why})");
-            return;
-        }
+    let Some(xfs) = XfsMount::or_skip(&b) else {
+        return;
     };
     let home = xfs.mount.join("home");
     let run = |args: &[&str]| {
@@ -139,12 +146,8 @@ fn materializes_by_reflink_on_xfs() {
 #[test]
 fn clean_counts_no_bytes_a_reflink_still_shares() {
     let b = Blast::new();
-    let xfs = match XfsMount::new(b.tmp.path()) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("skipping: cannot mount a reflink-capable XFS image here ({why})");
-            return;
-        }
+    let Some(xfs) = XfsMount::or_skip(&b) else {
+        return;
     };
     let home = xfs.mount.join("home");
     let run = |args: &[&str]| -> String {

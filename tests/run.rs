@@ -1325,20 +1325,13 @@ fn environments_stay_read_only_under_a_writable_path() {
             err.contains(&format!("--allow-write `{}`", inside.display())),
             "{err}"
         );
+        if inside.starts_with(&venv) {
+            assert!(
+                err.contains(&format!("environment `{}`", venv.display()))
+                    && err.contains("blast run --capture"),
+                "{err}"
+            );
+        }
     }
-    let err = b.fails(&[
-        "run",
-        "-e",
-        runner.to_str().unwrap(),
-        "--allow-write",
-        venv.to_str().unwrap(),
-        "--",
-        "true",
-    ]);
-    assert!(
-        err.contains(&format!("environment `{}`", venv.display()))
-            && err.contains("blast run --capture"),
-        "{err}"
-    );
     b.assert_verify_clean(&[&venv, &runner]);
 }
