@@ -108,8 +108,9 @@ pub struct Spec {
     /// An empty directory the new root is assembled on.
     pub root: PathBuf,
     pub overlay: Option<Overlay>,
-    /// Bound read-write (created when missing): the installer's caches. One that holds a hidden
-    /// path fails the setup: its bind would uncover it.
+    /// Bound read-write: the installer's caches, projects, `--allow-write` paths. Real paths that
+    /// exist, made and checked by the caller; one that holds a hidden path, or that leads through a
+    /// symlink by the time it is bound, fails the setup.
     pub writable: Vec<PathBuf>,
     /// Bound read-only again over what `writable` makes writable: other environments inside a
     /// project, whose files may be hardlinks of the store's objects.
@@ -879,8 +880,7 @@ fn assemble_root(spec: &Spec) {
         }
     }
     for path in &spec.writable {
-        let _ = fs::create_dir_all(path);
-        // The path as checked (a real one), through no symlink now: one swapped in meanwhile would
+        // Made, and checked, by the caller. The path as checked (a real one), through no symlink now: one swapped in meanwhile would
         // make another directory writable than the one checked (found in review, by a sandboxed
         // command flipping a link between its own directory and an environment's).
         let Some(pinned) = Pinned::open(path, false) else {
