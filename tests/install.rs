@@ -363,6 +363,40 @@ fn pips_own_configuration_is_read_under_the_hidden_config_directory() {
     assert!(text.contains(".config/token False"), "{text}");
 }
 
+/// pip's configuration directory is brought back, not what a link there leads to: a `~/.config/pip`
+/// that is a link to `~/.ssh` shows nothing, through either name (found in review: binding it
+/// uncovered the key; now both the order of the covers and the bind through no symlink stop it).
+#[test]
+fn a_pip_configuration_that_links_into_a_secret_uncovers_nothing() {
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let home = b.work.join("user-home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    fs::write(home.join(".ssh/id_rsa"), "PRIVATE KEY").unwrap();
+    fs::create_dir_all(home.join(".config")).unwrap();
+    std::os::unix::fs::symlink("../.ssh", home.join(".config/pip")).unwrap();
+    let look = "import os\nfor p in ('.config/pip/id_rsa', '.ssh/id_rsa'):\n    \
+                try:\n        print(p, open(os.path.expanduser('~/' + p)).read())\n    \
+                except OSError as e:\n        print(p, 'errno', e.errno)";
+    let out = b
+        .command(&[
+            "run",
+            "-e",
+            env.to_str().unwrap(),
+            "--",
+            "python",
+            "-c",
+            look,
+        ])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert_eq!(text.matches("errno").count(), 2, "{text}");
+}
+
 #[test]
 fn hostile_build_script_is_refused_everything() {
     let b = Blast::outside_tmp();

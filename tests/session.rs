@@ -1297,6 +1297,32 @@ fn a_pip_that_is_not_the_environments_refuses_to_install_in_a_session() {
     assert!(stdout.contains("pip rc=0"), "{stdout} {stderr}");
     let log = b.log(seeded.to_str().unwrap());
     assert_eq!(log[0]["packages"][0]["name"], "blastdep", "{log:?}");
+
+    // A link on PATH to another environment's pip is that environment's pip (found in review: the
+    // link's own directory was looked at, and the warning said it refuses to install).
+    let links = b.work.join("link-bin");
+    fs::create_dir(&links).unwrap();
+    std::os::unix::fs::symlink(seeded.join("bin/pip"), links.join("pip")).unwrap();
+    let path = format!(
+        "{}:{}",
+        links.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut session = Headless::start_with(&b, &env, |command| {
+        command.env("PATH", &path);
+    });
+    drop(session.child.stdin.take());
+    let (status, _, stderr) = session.finish_with_output();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "`pip` here is `{}`, which installs into `{}`, uncaptured",
+            links.join("pip").display(),
+            seeded.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(b.log(e).len(), 1, "nothing to capture");
 }
 
 /// A stopped watcher still has connections accepted for it (found by exploratory testing: `blast kill`

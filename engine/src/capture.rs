@@ -834,18 +834,37 @@ pub fn scan(
         // Patched in place, not rebuilt: a walk that finds anything new usually finds a few files
         // and directories among thousands (rebuilding took ~3 ms on the big environment).
         let stamp = cache.stamp();
+        // Whether a file or directory the cache knows was not found. Usually every one was (a few
+        // changed among thousands), and the sets of what was found need not be built (~2 ms). Counted
+        // by key: two found paths of one key would hide an entry left behind, which is harmless, as an
+        // entry recognises only a file with its inode, size and times.
+        let found_cached = items()
+            .filter(|i| {
+                i.stat.is_some() && (!i.hashed || cache.index.contains_key(&path_key(&i.path)))
+            })
+            .count();
+        let files_gone = found_cached != cache.len();
+        let dirs_gone = listings
+            .iter()
+            .filter(|l| cache.listing(&l.path).is_some())
+            .count()
+            != cache.dirs.len();
         for item in items().filter(|i| i.hashed) {
             if let Some(stat) = item.stat {
                 cache.record(&item.path, stat, &item.node, now_ns);
             }
         }
-        let seen_files: FxHashSet<u64> = items()
-            .filter(|i| i.stat.is_some())
-            .map(|i| path_key(&i.path))
-            .collect();
-        let seen_dirs: FxHashSet<u64> = listings.iter().map(|l| path_key(&l.path)).collect();
-        cache.index.retain(|key, _| seen_files.contains(key));
-        cache.dirs.retain(|key, _| seen_dirs.contains(key));
+        if files_gone {
+            let seen: FxHashSet<u64> = items()
+                .filter(|i| i.stat.is_some())
+                .map(|i| path_key(&i.path))
+                .collect();
+            cache.index.retain(|key, _| seen.contains(key));
+        }
+        if dirs_gone {
+            let seen: FxHashSet<u64> = listings.iter().map(|l| path_key(&l.path)).collect();
+            cache.dirs.retain(|key, _| seen.contains(key));
+        }
         // A directory some of whose files were read gets its listing's digest from what was found,
         // so the next walk that recognises them all need not hash its entries.
         let mut sums: FxHashMap<Box<str>, TreeDigest> = listings
@@ -854,10 +873,16 @@ pub fn scan(
             .map(|l| (l.path.clone(), TreeDigest::default()))
             .collect();
         if !sums.is_empty() {
-            for item in items() {
-                let parent = item.path.rsplit_once('/').map_or("", |(parent, _)| parent);
+            // Each group is one directory's entries, or one file hashed on its own.
+            for group in found.iter() {
+                let Some(first) = group.first() else {
+                    continue;
+                };
+                let parent = first.path.rsplit_once('/').map_or("", |(parent, _)| parent);
                 if let Some(sum) = sums.get_mut(parent) {
-                    sum.add(&item.path, &item.node);
+                    for item in group {
+                        sum.add(&item.path, &item.node);
+                    }
                 }
             }
             for listing in &mut listings {
@@ -920,6 +945,7 @@ struct Item {
 /// in whatever order the tasks end.
 struct Walk<'a> {
     ctx: ScanCtx<'a>,
+    /// What each task found: one directory's entries, or one file it hashed.
     found: Mutex<Vec<Vec<Item>>>,
     digest: Mutex<TreeDigest>,
     /// Every directory's listing, for the cache.
@@ -1704,7 +1730,19 @@ mod scan_tests {
         std::thread::sleep(std::time::Duration::from_millis(120));
         let rewritten = scan(&root, stamped_cache.clone(), &ph, None).unwrap();
         assert!(rewritten.cache_changed && rewritten.hashed == 1);
-        assert_eq!(rewritten.into_cache().stamp(), stamped_cache.stamp());
+        let rewritten = rewritten.into_cache();
+        assert_eq!(rewritten.stamp(), stamped_cache.stamp());
+        assert_eq!(rewritten.len(), 3);
+
+        // A file removed and another added in one walk: as many files found as the cache knows, and
+        // the removed one's entry still goes.
+        fs::remove_file(root.join("lib/keep/a.py")).unwrap();
+        fs::write(root.join("lib/keep/other.py"), "other").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        let swapped = scan(&root, rewritten, &ph, None).unwrap().into_cache();
+        assert!(swapped.get("lib/keep/a.py").is_none());
+        assert!(swapped.get("lib/keep/other.py").is_some());
+        assert_eq!(swapped.len(), 3);
     }
 }
 
