@@ -222,6 +222,57 @@ fn rollback_refuses_uncaptured_changes_unless_forced() {
     assert_same_tree(&fresh, &read_tree(&env));
 }
 
+/// A directory removed by hand is named as gone by `rollback`, `sync --to` and `verify`, with what
+/// brings it back, as `status` names it (found by exploratory testing: rollback and sync listed every
+/// path as an uncaptured change and advised `blast snapshot`, and verify printed the OS error alone);
+/// and `diff` says that paths differ when no package does.
+#[test]
+fn a_directory_removed_by_hand_is_named_as_gone_and_a_diff_counts_paths() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let other = b.create_path_env("other");
+    pip_install(&env, &["blastdep"]);
+    b.ok(&["snapshot", "-e", e]);
+    let history = b.log(e);
+
+    fs::write(env.join("lib/python3.11/site-packages/mine.py"), "x = 1\n").unwrap();
+    let diff = b.json(&["diff", "-e", e]);
+    assert_eq!(diff["packages"], serde_json::json!([]), "{diff}");
+    assert_eq!(diff["paths_changed"], 1, "{diff}");
+    let text = b.ok(&["diff", "-e", e]);
+    assert!(
+        text.contains("no package changes") && text.contains("1 path differs (`--files` lists it)"),
+        "{text}"
+    );
+    fs::remove_file(env.join("lib/python3.11/site-packages/mine.py")).unwrap();
+    assert!(b.ok(&["diff", "-e", e]).contains("no paths differ"));
+
+    fs::remove_dir_all(&env).unwrap();
+    let gone = format!(
+        "the directory of `{e}` is gone: `blast rollback -e {e} --force HEAD` makes it again"
+    );
+    for args in [
+        vec!["rollback", "-e", e],
+        vec!["sync", "--from", other.to_str().unwrap(), "--to", e],
+    ] {
+        let err = b.fails(&args);
+        assert!(err.contains(&gone), "{args:?}: {err}");
+        assert!(!err.contains("snapshot"), "{args:?}: {err}");
+        assert!(!env.exists(), "{args:?} made nothing");
+    }
+    // verify reports on stdout, each environment it could not check among the others.
+    let out = b.run(&["verify", "-e", e]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains(&gone), "{report}");
+    assert!(!report.contains("os error"), "{report}");
+    assert_eq!(b.log(e), history, "the history as it was");
+
+    b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
+    b.assert_verify_clean(&[&env]);
+}
+
 /// A rollback counts every file it removed, not only the directories at the top of what went (found
 /// by exploratory testing: a rollback that deleted 1,450 files said "5 removed"), and counts them as it
 /// counts what it writes, without the directories (a rollback there and back said "30000 paths

@@ -425,7 +425,7 @@ impl Output {
             println!("  the earlier layers held nothing the environment no longer has");
         } else {
             println!(
-                "  no longer carried: {} file{} ({}) that later layers removed or replaced; `blast clean` frees them once no history entry, tag or other environment names the old snapshots (`blast clean --keep 1`)",
+                "  no longer carried: {} file{} ({}) that later layers removed or replaced; `blast clean` frees them once no history entry, tag or other environment names the old snapshots (`blast clean --keep 1` keeps only the newest entry of every environment's history)",
                 r.dropped_files,
                 if r.dropped_files == 1 { "" } else { "s" },
                 ByteSize(r.dropped_bytes)
@@ -815,8 +815,16 @@ impl Output {
         let b = r.to.as_ref().map_or_else(|| "directory".to_owned(), short);
         println!("`{}`: {a} → {b}", r.env);
         println!("  {}", package_line(&r.packages));
-        if let Some(files) = &r.files {
-            print_file_changes(files);
+        match &r.files {
+            Some(files) => print_file_changes(files),
+            None if r.paths_changed > 0 => println!(
+                "  {} path{} differ{} (`--files` lists {})",
+                r.paths_changed,
+                if r.paths_changed == 1 { "" } else { "s" },
+                if r.paths_changed == 1 { "s" } else { "" },
+                if r.paths_changed == 1 { "it" } else { "them" }
+            ),
+            None => println!("  no paths differ"),
         }
     }
 

@@ -142,6 +142,9 @@ pub struct DiffReport {
     pub from: Option<SnapshotId>,
     pub to: Option<SnapshotId>,
     pub packages: Vec<PackageChange>,
+    /// How many paths differ, with or without `files` (found by exploratory testing: a file added by
+    /// hand read as "no package changes", as if nothing differed).
+    pub paths_changed: usize,
     /// Only with `files`.
     pub files: Option<Vec<FileChange>>,
 }
@@ -165,10 +168,12 @@ pub fn diff(
         Some(id) => snapshot_view(store, &id)?,
         None => directory_view(store, &env)?,
     };
+    let changes = file_changes(&old_tree, &new_tree);
     Ok(DiffReport {
         env: env.label().to_owned(),
         from: Some(from),
         to,
+        paths_changed: changes.len(),
         packages: package_changes(
             &old_packages,
             &new_packages,
@@ -178,7 +183,7 @@ pub fn diff(
                 purelib: &env.record.python.purelib,
             }),
         ),
-        files: files.then(|| file_changes(&old_tree, &new_tree)),
+        files: files.then_some(changes),
     })
 }
 

@@ -110,6 +110,11 @@ fn move_env(
     force: bool,
 ) -> Result<MoveReport> {
     let from = env.record.head;
+    // A directory gone is not a change to discard (found by exploratory testing: every path was named
+    // as uncaptured, and `blast snapshot` was advised): said as `status` says it; `--force` makes it.
+    if from.is_some() && !force {
+        env.directory()?;
+    }
     // The walk of the directory is most of a move's time and needs only the directory and its stat
     // cache: it starts first, and the target is found and read meanwhile.
     let (scan, plan) = std::thread::scope(|scope| {
