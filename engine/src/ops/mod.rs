@@ -185,8 +185,11 @@ pub(crate) fn validate_tag(tag: &str) -> Result<()> {
             "it would read as a file (`.`, `..`, a hidden name, an image `*.blast`)",
         ));
     }
-    if tag.starts_with('@') || tag == "HEAD" {
-        return Err(bad("it names a snapshot already (`HEAD`, `@~N`)"));
+    // `head` too (found by exploratory testing: `rollback head` took such a tag for HEAD's word).
+    if tag.starts_with('@') || tag.eq_ignore_ascii_case("HEAD") {
+        return Err(bad(
+            "it names a snapshot already (`HEAD`, in any case, and `@~N`)",
+        ));
     }
     if tag.len() >= 4 && tag.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(bad("it would read as a snapshot id"));
