@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -346,21 +346,25 @@ fn pips_own_configuration_is_read_under_the_hidden_config_directory() {
     assert_eq!(package_changes(&report), ["+blastbase 1.0.0"]);
     // The same sandbox, for a command: pip's configuration readable, the rest of ~/.config not.
     let look = "import os\nfor p in ('.config/pip/pip.conf', '.config/token'):\n    print(p, os.path.exists(os.path.expanduser('~/' + p)))";
-    let out = b
-        .command(&[
-            "run",
-            "-e",
-            env.to_str().unwrap(),
-            "--",
-            "python",
-            "-c",
-            look,
-        ])
-        .env("HOME", &home)
-        .output()
-        .unwrap();
+    let out = python_in_sandbox(&b, &env, &home, look);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(".config/token False"), "{text}");
+}
+
+/// `python -c CODE` run by `blast run` in `env`, with `home` as HOME.
+fn python_in_sandbox(b: &Blast, env: &Path, home: &Path, code: &str) -> Output {
+    b.command(&[
+        "run",
+        "-e",
+        env.to_str().unwrap(),
+        "--",
+        "python",
+        "-c",
+        code,
+    ])
+    .env("HOME", home)
+    .output()
+    .unwrap()
 }
 
 /// pip's configuration directory is brought back, not what a link there leads to: a `~/.config/pip`
@@ -378,19 +382,7 @@ fn a_pip_configuration_that_links_into_a_secret_uncovers_nothing() {
     let look = "import os\nfor p in ('.config/pip/id_rsa', '.ssh/id_rsa'):\n    \
                 try:\n        print(p, open(os.path.expanduser('~/' + p)).read())\n    \
                 except OSError as e:\n        print(p, 'errno', e.errno)";
-    let out = b
-        .command(&[
-            "run",
-            "-e",
-            env.to_str().unwrap(),
-            "--",
-            "python",
-            "-c",
-            look,
-        ])
-        .env("HOME", &home)
-        .output()
-        .unwrap();
+    let out = python_in_sandbox(&b, &env, &home, look);
     assert_succeeded(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("PRIVATE KEY"), "{text}");
