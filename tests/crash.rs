@@ -639,6 +639,9 @@ fn move_killed_at(point: &str, by_hand: bool) {
         fs::rename(&env, &to).unwrap();
     }
     b.crash(&["move", "-e", e, t], point);
+    // Listed as interrupted, whichever path it is at now (found by exploratory testing: as gone).
+    let listed = b.json(&["list"]);
+    assert_eq!(listed[0]["interrupted"], true, "{point}: {listed}");
     let (stdout, stderr) = b.ok_with_stderr(&["status", "-e", t, "--json"]);
     let status: Value = serde_json::from_str(&stdout).unwrap();
     let moved = by_hand || point != "relocation-written";

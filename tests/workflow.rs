@@ -1491,7 +1491,7 @@ fn bad_input_gets_clear_errors() {
     ]);
     assert!(
         err.contains(
-            "ev\\u{1b}[31mil\\nx` cannot hold a new environment: it holds a control character"
+            "ev\\u{1b}[31mil\\nx` cannot hold an environment: it holds a control character"
         ),
         "{err}"
     );

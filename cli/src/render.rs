@@ -746,7 +746,9 @@ impl Output {
                 return;
             }
             Some(Way::Renamed) => "renamed",
-            Some(Way::Copied) => "made there from HEAD (another filesystem)",
+            Some(Way::Copied) => {
+                "made there from HEAD (another filesystem, or the old directory gone)"
+            }
             Some(Way::Adopted) => "taken where it was moved",
         };
         // An environment without a name goes by its path.

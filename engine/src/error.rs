@@ -169,7 +169,7 @@ pub enum Error {
         cmd = crate::shell::word(.env)
     )]
     PathTaken { path: PathBuf, env: String },
-    #[error("`{}` cannot hold a new environment: {why}; pick another path", escape_controls(&path.display().to_string()))]
+    #[error("`{}` cannot hold an environment: {why}; pick another path", escape_controls(&path.display().to_string()))]
     EnvPathRefused { path: PathBuf, why: String },
     #[error(
         "environment `{env}` has no snapshot matching `{query}`{hint}: `blast log -e {cmd}` lists them", cmd = crate::shell::word(.env)

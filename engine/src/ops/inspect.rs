@@ -440,7 +440,10 @@ pub fn list(store: &Store) -> Result<Vec<EnvSummary>> {
             packages,
             last_operation: last.as_ref().map(|e| e.operation.clone()),
             last_time: last.map(|e| rfc3339(e.time_ms)),
-            interrupted: store.index().journal(&env.id)?.is_some(),
+            // A HEAD move or a move of the directory (found by exploratory testing: an environment
+            // killed mid-`blast move` read as gone, not interrupted).
+            interrupted: store.index().journal(&env.id)?.is_some()
+                || store.index().relocation(&env.id)?.is_some(),
             gone: store
                 .moved_dir(&env)
                 .unwrap_or_else(|| std::path::PathBuf::from(&env.path))
