@@ -40,6 +40,18 @@ impl EnvRecord {
     pub fn label(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.path)
     }
+
+    /// Its directory; fails, saying what to do, when the directory is gone (removed or moved by hand).
+    pub fn directory(&self) -> Result<&Path> {
+        let root = Path::new(&self.path);
+        match root.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::EnvDirMissing {
+                env: self.label().to_owned(),
+                path: root.to_owned(),
+            }),
+            _ => Ok(root),
+        }
+    }
 }
 
 /// One move of an environment's HEAD.

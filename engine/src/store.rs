@@ -596,14 +596,7 @@ impl Env {
 
     /// Fails, saying what to do, when the directory is gone (removed by hand); what reads it needs it.
     pub fn directory(&self) -> Result<&Path> {
-        let root = self.root();
-        match root.symlink_metadata() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::EnvDirMissing {
-                env: self.label().to_owned(),
-                path: root.to_owned(),
-            }),
-            _ => Ok(root),
-        }
+        self.record.directory()
     }
 
     pub fn head(&self) -> Result<SnapshotId> {

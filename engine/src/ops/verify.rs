@@ -309,15 +309,8 @@ fn check_env(
             .head
             .ok_or_else(|| crate::Error::Invalid("no snapshot yet".into()))?;
         let head_tree = store.tree_of(&store.snapshot(&head)?)?;
-        let root = Path::new(&env.path);
-        // Said as every other command says it (found by exploratory testing: the OS error alone).
-        if !root.exists() && root.symlink_metadata().is_err() {
-            return Err(crate::Error::EnvDirMissing {
-                env: env.label().to_owned(),
-                path: root.to_owned(),
-            });
-        }
-        let scan = capture::scan(root, StatCache::default(), &placeholders, None)?;
+        // Gone, said as every other command says it (found by exploratory testing: the OS error alone).
+        let scan = capture::scan(env.directory()?, StatCache::default(), &placeholders, None)?;
         let drifted = super::inspect::file_changes(&head_tree, scan.tree());
         // Files whose bytes changed without their stat (written in place through a link to a damaged
         // object) are known by content alone: the cache this scan built records them as they are, so
