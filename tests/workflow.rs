@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -1925,6 +1925,68 @@ fn the_stat_cache_never_hides_a_change_and_a_broken_one_costs_only_rehashing() {
 
     b.ok(&["remove", env_s]);
     assert!(!caches[0].exists(), "the cache goes with its environment");
+}
+
+/// An apply does not wait for the disk: its stat cache names the boot whose page cache holds what it
+/// wrote, and after a reboot (a power cut may have torn those files with their stat intact) the cache
+/// is not trusted: the next scan reads every file.
+#[test]
+fn after_a_reboot_an_environment_blast_wrote_without_a_sync_is_read_whole_once() {
+    let b = Blast::new();
+    let src = b.create_path_env("src");
+    pip_install(&src, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", src.to_str().unwrap()]);
+    let caches = || -> BTreeSet<PathBuf> {
+        fs::read_dir(b.home.join("stat-caches"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let src_cache = caches();
+    let env = b.work.join("synced");
+    let env_s = env.to_str().unwrap();
+    b.ok(&["sync", "--from", src.to_str().unwrap(), "--to", env_s]);
+    // The files the apply wrote within the racy window are read once more, then the cache knows all.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    b.ok(&["snapshot", "-e", env_s]);
+    let unchanged = b.json(&["snapshot", "-e", env_s]);
+    assert_eq!(unchanged["files_hashed"], 0, "{unchanged}");
+
+    // SPEC §11: version, the stamp (flag, snapshot, digest), then the mark: a flag and the boot's id.
+    let cache_path = match &caches().difference(&src_cache).collect::<Vec<_>>()[..] {
+        [path] => (*path).clone(),
+        other => panic!("one new cache, the synced environment's: {other:?}"),
+    };
+    let mut cache = fs::read(&cache_path).unwrap();
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let boot: Vec<u8> = boot
+        .trim()
+        .replace('-', "")
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+        .collect();
+    assert_eq!((cache[0], cache[1]), (7, 1), "a stamped cache of version 7");
+    assert_eq!(cache[66], 1, "marked as written without a sync");
+    assert_eq!(cache[67..83], boot[..], "in this boot");
+
+    // The same cache as written in a boot before this one.
+    cache[67] ^= 0xff;
+    let body = cache.len() - 4;
+    let checksum = crc32fast::hash(&cache[..body]);
+    cache[body..].copy_from_slice(&checksum.to_le_bytes());
+    fs::write(&cache_path, &cache).unwrap();
+    let files = read_tree(&env)
+        .values()
+        .filter(|entry| matches!(entry, DiskEntry::File { .. }))
+        .count();
+    let after_reboot = b.json(&["snapshot", "-e", env_s]);
+    assert!(after_reboot["snapshot"].is_null(), "{after_reboot}");
+    assert_eq!(after_reboot["files_hashed"], files, "{after_reboot}");
+    // Read back in this boot, the files are as the disk has them: the new cache is not marked.
+    assert_eq!(fs::read(&cache_path).unwrap()[66], 0);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(b.json(&["snapshot", "-e", env_s])["files_hashed"], 0);
 }
 
 /// Found by exploratory testing: `remove` deleted whatever was at the environment's path, the user's

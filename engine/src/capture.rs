@@ -159,6 +159,10 @@ pub struct StatCache {
     /// Hash of a directory's path → what it held when last read.
     dirs: FxHashMap<u64, Listing>,
     stamp: Option<Stamp>,
+    /// The boot (`fsutil::boot_id`) in which blast wrote files of the directory without waiting for
+    /// them to reach the disk: in a later boot, after a power cut maybe, what the cache says of them
+    /// may no longer be true, and the cache is not used (see [`StatCache::load`]).
+    unsynced_in: Option<[u8; 16]>,
 }
 
 /// A directory's entries as a read found them, and the directory's stat then. Adding, removing or
@@ -248,7 +252,10 @@ impl Entry {
     }
 }
 
-const STAT_CACHE_VERSION: u8 = 6;
+const STAT_CACHE_VERSION: u8 = 7;
+/// The version before the mark of files not synced, written by a blast that synced every apply: read
+/// as unmarked.
+const STAT_CACHE_VERSION_SYNCED: u8 = 6;
 /// The version before listings carried digests: read as if none had one.
 const STAT_CACHE_VERSION_UNDIGESTED: u8 = 5;
 
@@ -261,6 +268,7 @@ fn path_key(path: &str) -> u64 {
 impl PartialEq for StatCache {
     fn eq(&self, other: &Self) -> bool {
         self.stamp == other.stamp
+            && self.unsynced_in == other.unsynced_in
             && self.len() == other.len()
             && self
                 .files()
@@ -289,6 +297,17 @@ impl StatCache {
     /// Records that the directory holds `snapshot`, whose tree has digest `tree`.
     pub fn stamp_with(&mut self, snapshot: SnapshotId, tree: TreeDigest) {
         self.stamp = Some(Stamp { snapshot, tree });
+    }
+
+    /// Records that files of the directory were written in the running boot `boot` and not synced.
+    pub fn mark_unsynced(&mut self, boot: [u8; 16]) {
+        self.unsynced_in = Some(boot);
+    }
+
+    /// Keeps the mark of `older`, a cache of the same directory this one replaces: files written
+    /// without a sync stay so when a later scan reads them back (from the page cache).
+    pub fn keep_unsynced_mark_of(&mut self, older: &StatCache) {
+        self.unsynced_in = self.unsynced_in.or(older.unsynced_in);
     }
 
     fn path_of(&self, entry: &Entry) -> &str {
@@ -424,7 +443,9 @@ impl StatCache {
         self.index.retain(|_, entry| !below(entry.path_in(paths)));
     }
 
-    /// The cache of an environment: missing or unreadable reads as empty (every file is then hashed).
+    /// The cache of an environment: missing or unreadable reads as empty (every file is then hashed),
+    /// and so does one marked as describing files written without a sync in another boot than the
+    /// running one: a power cut may have lost or torn them while their stat stayed as recorded.
     /// The file is mapped rather than read: copying 3 MB into fresh memory took ~1.5 ms of every
     /// rollback and snapshot of the big environment, before the walk can start.
     pub fn load(path: &Path) -> StatCache {
@@ -433,9 +454,13 @@ impl StatCache {
         };
         // SAFETY: blast never writes a cache file in place (a new cache is written beside it and
         // renamed in, SPEC §11), so the mapped bytes do not change while they are decoded.
-        match unsafe { memmap2::Mmap::map(&file) } {
+        let cache = match unsafe { memmap2::Mmap::map(&file) } {
             Ok(map) => StatCache::decode(&map),
             Err(_) => StatCache::default(),
+        };
+        match cache.unsynced_in {
+            Some(boot) if Some(boot) != crate::fsutil::boot_id() => StatCache::default(),
+            _ => cache,
         }
     }
 
@@ -468,7 +493,7 @@ impl StatCache {
         written.at("writing stat cache", path)
     }
 
-    /// A compact binary form: version, stamp, then per file: path, stat, object, stored size, link
+    /// A compact binary form: version, stamp, the mark of a boot's unsynced writes, then per file: path, stat, object, stored size, link
     /// count, flag; then per directory: path, stat, entries; last, a CRC-32 of all that.
     pub fn encode(&self) -> Vec<u8> {
         // Sized once: growing a buffer this large copies it, into memory touched for the first time.
@@ -477,7 +502,7 @@ impl StatCache {
             .values()
             .map(|listing| 85 + listing.path.len() + listing.entries.len())
             .sum();
-        let mut out = Vec::with_capacity(78 + self.paths.len() + self.len() * 89 + listings);
+        let mut out = Vec::with_capacity(95 + self.paths.len() + self.len() * 89 + listings);
         out.push(STAT_CACHE_VERSION);
         match &self.stamp {
             Some(stamp) => {
@@ -486,6 +511,13 @@ impl StatCache {
                 for lane in stamp.tree.0 {
                     out.extend_from_slice(&lane.to_le_bytes());
                 }
+            }
+            None => out.push(0),
+        }
+        match &self.unsynced_in {
+            Some(boot) => {
+                out.push(1);
+                out.extend_from_slice(boot);
             }
             None => out.push(0),
         }
@@ -541,7 +573,13 @@ impl StatCache {
         }
         let mut r = Bytes(bytes);
         let version = r.take(1)?[0];
-        if version != STAT_CACHE_VERSION && version != STAT_CACHE_VERSION_UNDIGESTED {
+        if ![
+            STAT_CACHE_VERSION,
+            STAT_CACHE_VERSION_SYNCED,
+            STAT_CACHE_VERSION_UNDIGESTED,
+        ]
+        .contains(&version)
+        {
             return None;
         }
         let stamp = match r.take(1)?[0] {
@@ -553,6 +591,14 @@ impl StatCache {
             }
             _ => return None,
         };
+        let unsynced_in = match version {
+            STAT_CACHE_VERSION => match r.take(1)?[0] {
+                0 => None,
+                1 => Some(r.take(16)?.try_into().ok()?),
+                _ => return None,
+            },
+            _ => None,
+        };
         let files = r.u32()? as usize;
         // A file's record is at least 85 bytes beyond its path.
         let mut cache = StatCache {
@@ -563,6 +609,7 @@ impl StatCache {
             ),
             dirs: FxHashMap::default(),
             stamp,
+            unsynced_in,
         };
         for _ in 0..files {
             let path = r.str()?;
@@ -585,8 +632,8 @@ impl StatCache {
         for _ in 0..dirs {
             let (path, stat, entries) = (r.str()?, r.stat()?, r.str()?);
             let digest = match version {
-                STAT_CACHE_VERSION => r.digest()?,
-                _ => None,
+                STAT_CACHE_VERSION_UNDIGESTED => None,
+                _ => r.digest()?,
             };
             let listing = Listing {
                 path: path.into(),
@@ -1413,6 +1460,22 @@ mod tests {
             ),
             None
         );
+        // A mark of unsynced writes goes along.
+        let mut marked = cache.clone();
+        marked.mark_unsynced([7; 16]);
+        assert_eq!(StatCache::decode(&marked.encode()), marked);
+        assert_ne!(marked, cache);
+        // The formats before it (no stamp here: the mark's flag is the third byte) read unmarked.
+        let without_mark = |encoded: &mut Vec<u8>, version: u8| {
+            assert_eq!(encoded[1..3], [0, 0], "neither stamped nor marked");
+            encoded.remove(2);
+            encoded[0] = version;
+            encoded.truncate(encoded.len() - 4);
+            encoded.extend_from_slice(&crc32fast::hash(encoded).to_le_bytes());
+        };
+        let mut synced = cache.encode();
+        without_mark(&mut synced, STAT_CACHE_VERSION_SYNCED);
+        assert_eq!(StatCache::decode(&synced), cache);
         // The format before listings carried digests reads with none.
         let mut undigested = cache.clone();
         for listing in undigested.dirs.values_mut() {
@@ -1420,8 +1483,8 @@ mod tests {
         }
         let mut old = undigested.encode();
         old.truncate(old.len() - 5);
-        old[0] = STAT_CACHE_VERSION_UNDIGESTED;
-        old.extend_from_slice(&crc32fast::hash(&old).to_le_bytes());
+        old.extend_from_slice(&[0; 4]);
+        without_mark(&mut old, STAT_CACHE_VERSION_UNDIGESTED);
         assert_eq!(StatCache::decode(&old), undigested);
         assert!(StatCache::decode(b"\x09garbage").is_empty());
         let mut truncated = cache.encode();
@@ -1429,7 +1492,7 @@ mod tests {
         assert!(StatCache::decode(&truncated).is_empty());
         // A torn write: the file's object id zeroed, every length and count still intact.
         let mut torn = cache.encode();
-        let object_at = 1 + 1 + 4 + 4 + "a/b.py".len() + 44;
+        let object_at = 1 + 1 + 1 + 4 + 4 + "a/b.py".len() + 44;
         assert_eq!(
             &torn[object_at..object_at + 32],
             ObjectId::of(b"abc").as_bytes()
@@ -1564,6 +1627,40 @@ mod scan_tests {
         };
         std::thread::sleep(std::time::Duration::from_millis(120));
         (dir, root, ph)
+    }
+
+    #[test]
+    fn a_cache_marked_unsynced_in_another_boot_is_not_trusted() {
+        let (dir, root, ph) = env_with(&[("lib/a.py", "a = 1\n"), ("lib/b.py", "b = 2\n")]);
+        let path = dir.path().join("cache");
+        let first = scan(&root, StatCache::default(), &ph, None).unwrap();
+        assert_eq!(first.hashed, 2);
+        let tree = first.tree().clone();
+        let mut cache = first.into_cache();
+        let this_boot = crate::fsutil::boot_id().unwrap();
+        cache.mark_unsynced(this_boot);
+        cache.save(&path).unwrap();
+        let same_boot = scan(&root, StatCache::load(&path), &ph, None).unwrap();
+        assert_eq!(
+            same_boot.hashed, 0,
+            "the writes are in this boot's page cache"
+        );
+        assert_eq!(
+            same_boot.into_cache().unsynced_in,
+            Some(this_boot),
+            "a scan keeps the mark"
+        );
+        let mut other_boot = this_boot;
+        other_boot[0] ^= 0xff;
+        cache.mark_unsynced(other_boot);
+        cache.save(&path).unwrap();
+        assert!(StatCache::load(&path).is_empty());
+        let after_reboot = scan(&root, StatCache::load(&path), &ph, None).unwrap();
+        assert_eq!(after_reboot.hashed, 2, "every file is read again");
+        assert_eq!(after_reboot.tree(), &tree);
+        let mut unmarked = StatCache::default();
+        unmarked.keep_unsynced_mark_of(&cache);
+        assert_eq!(unmarked.unsynced_in, Some(other_boot));
     }
 
     #[test]

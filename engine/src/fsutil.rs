@@ -1,10 +1,11 @@
 //! Small filesystem helpers: removals that tolerate what a crash or a concurrent process may leave
-//! behind, path resolution, directory handles.
+//! behind, path resolution, directory handles, the boot that writes not yet on disk belong to.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -290,4 +291,46 @@ pub fn dir_handle(at: impl AsFd, path: &Path, nofollow: bool) -> std::io::Result
         Mode::empty(),
     )
     .map_err(std::io::Error::from)
+}
+
+/// The identity of the running boot of the kernel (`/proc/sys/kernel/random/boot_id`, a UUID): a write
+/// not synced in one boot is in the page cache while that boot lasts, and may be lost when it ends in
+/// a power cut. `None` where it cannot be read, and writes must then be synced.
+pub fn boot_id() -> Option<[u8; 16]> {
+    static BOOT: OnceLock<Option<[u8; 16]>> = OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let text = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        parse_boot_id(&text)
+    })
+}
+
+fn parse_boot_id(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text.trim().bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (byte, pair) in id.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_boot_id_reads_as_its_sixteen_bytes() {
+        let id = parse_boot_id("3f2a9c1e-0b4d-4e5f-8a6b-7c8d9e0f1a2b\n").unwrap();
+        assert_eq!(id[0], 0x3f);
+        assert_eq!(id[15], 0x2b);
+        assert_eq!(parse_boot_id("3f2a9c1e-0b4d"), None, "too short");
+        assert_eq!(
+            parse_boot_id("zz2a9c1e-0b4d-4e5f-8a6b-7c8d9e0f1a2b"),
+            None,
+            "not hex"
+        );
+        assert!(boot_id().is_some(), "Linux names its boot");
+    }
 }

@@ -95,9 +95,6 @@ fn map_all<T: Sync, R: Send>(
     }
 }
 
-/// At most this many paths changed by an apply are synced one by one; more, by one `syncfs`.
-const SYNC_EACH_MAX: usize = 32;
-
 /// What applying a tree to a directory did.
 #[derive(Debug, Default)]
 pub struct ApplyStats {
@@ -110,68 +107,6 @@ pub struct ApplyStats {
     /// The target tree's digest when the cache came stamped, whose digest is then `current`'s (a
     /// scan drops a stamp its directory does not match): it follows from that one and the changes.
     pub target_digest: Option<TreeDigest>,
-    pub to_sync: ToSync,
-}
-
-/// What must reach the disk for the directory to hold the target after a power cut.
-#[derive(Debug, Default)]
-pub enum ToSync {
-    /// Each directory whose entries changed and each file whose bytes were written: a rollback of one
-    /// package syncs a handful of paths, where a `syncfs` would also write out whatever else is
-    /// dirty on the filesystem (the stat cache just written, the index's files, other programs').
-    Paths(Vec<PathBuf>),
-    /// Many paths, or a directory the move made (whose own entry, and maybe its parents', are in
-    /// directories the apply does not track): the whole filesystem, at once.
-    #[default]
-    Filesystem,
-}
-
-impl ToSync {
-    /// Paths relative to `root`: `dirs` whose entries changed and `files` whose bytes were written.
-    /// Stops reading them once they are too many (a whole environment's, when one is materialized).
-    fn of<'p>(
-        root: &Path,
-        dirs: impl IntoIterator<Item = &'p str>,
-        files: impl IntoIterator<Item = &'p str>,
-    ) -> ToSync {
-        let mut files_and_dirs = files
-            .into_iter()
-            .take(SYNC_EACH_MAX + 1)
-            .collect::<Vec<_>>();
-        let mut seen: FxHashSet<&str> = FxHashSet::default();
-        for dir in dirs {
-            if files_and_dirs.len() > SYNC_EACH_MAX {
-                break;
-            }
-            if seen.insert(dir) {
-                files_and_dirs.push(dir);
-            }
-        }
-        if files_and_dirs.len() > SYNC_EACH_MAX {
-            return ToSync::Filesystem;
-        }
-        ToSync::Paths(
-            files_and_dirs
-                .into_iter()
-                .map(|rel| under(root, rel))
-                .collect(),
-        )
-    }
-
-    /// Makes the changes durable; `root` names the filesystem for a `syncfs`, which also stands in
-    /// for a path that cannot be opened (a directory made unreadable, say).
-    pub fn sync(&self, root: &Path) -> Result<()> {
-        let synced_each = match self {
-            ToSync::Filesystem => false,
-            ToSync::Paths(paths) => paths
-                .iter()
-                .all(|path| fs::File::open(path).is_ok_and(|file| file.sync_all().is_ok())),
-        };
-        if synced_each {
-            return Ok(());
-        }
-        crate::objects::syncfs(root)
-    }
 }
 
 pub struct Materializer<'a> {
@@ -197,8 +132,6 @@ impl Materializer<'_> {
             ..ApplyStats::default()
         };
         open_changed_dirs(root, &changes);
-        // Directories whose entries this apply changes by a removal.
-        let mut removed_from: Vec<&str> = Vec::new();
 
         // 1. Removals and kind changes, top-most first; a removed directory takes its subtree along.
         let mut removed_dirs: Vec<&str> = Vec::new();
@@ -220,7 +153,6 @@ impl Materializer<'_> {
             crate::fsutil::remove_tree(&abs)?;
             purge_stale_bytecode(&abs);
             cache.forget(path);
-            removed_from.push(parent_of(path));
             if *old == Node::Dir {
                 removed_dirs.push(path);
                 stats.removed += current
@@ -288,17 +220,6 @@ impl Materializer<'_> {
                 None => cache.forget(path),
             }
         }
-        let written_into = writes
-            .iter()
-            .map(|(path, ..)| *path)
-            .chain(fresh.file_paths());
-        let changed_dirs = removed_from
-            .into_iter()
-            .chain(fresh.dir_paths().chain(written_into).map(parent_of));
-        let bytes_written = written.iter().filter_map(|&(path, stat, _, linked)| {
-            (stat.is_some() && !(linked && self.mode == LinkMode::Hardlink)).then_some(path)
-        });
-        stats.to_sync = ToSync::of(root, changed_dirs, bytes_written);
         stats.written = writes.len() + fresh.file_count();
         stats.linked = written.iter().filter(|&&(.., linked)| linked).count();
         cache.forget_below(&removed_dirs);
@@ -709,58 +630,6 @@ mod tests {
             executable: false,
             relocatable: false,
         }
-    }
-
-    #[test]
-    fn a_few_changes_sync_their_directories_and_written_files_many_the_filesystem() {
-        let fixture = Fixture::new();
-        let big = vec![b'x'; 1000];
-        let (large, tiny) = (fixture.put(&big, false), fixture.put(b"tiny", false));
-        let (root, materializer) = (&fixture.root, fixture.materializer());
-        let mut tree = Tree::default();
-        for (path, node) in [
-            ("lib", Node::Dir),
-            ("lib/old", Node::Dir),
-            ("lib/old/a.py", file(large, big.len())),
-            ("lib/kept.py", file(large, big.len())),
-        ] {
-            tree.entries.insert(path.into(), node);
-        }
-        let mut cache = StatCache::default();
-        materializer
-            .apply(root, &Tree::default(), &tree, &mut cache)
-            .unwrap();
-
-        let mut next = tree.clone();
-        next.entries.remove("lib/old/a.py");
-        next.entries.remove("lib/old");
-        next.entries.insert("lib/new".into(), Node::Dir);
-        next.entries
-            .insert("lib/new/linked.py".into(), file(large, big.len()));
-        next.entries.insert("lib/new/tiny.py".into(), file(tiny, 4));
-        let stats = materializer.apply(root, &tree, &next, &mut cache).unwrap();
-        let ToSync::Paths(mut paths) = stats.to_sync else {
-            panic!("a few changes are synced path by path");
-        };
-        paths.sort();
-        // The directories whose entries changed and the file whose bytes were written; not the
-        // hardlinked file, whose bytes are the store's.
-        assert_eq!(
-            paths,
-            [
-                root.join("lib"),
-                root.join("lib/new"),
-                root.join("lib/new/tiny.py"),
-            ]
-        );
-
-        let mut many = next.clone();
-        for i in 0..=SYNC_EACH_MAX {
-            many.entries
-                .insert(format!("lib/new/{i}.py"), file(tiny, 4));
-        }
-        let stats = materializer.apply(root, &next, &many, &mut cache).unwrap();
-        assert!(matches!(stats.to_sync, ToSync::Filesystem));
     }
 
     fn tree_of(entries: &[(&str, Node)]) -> Tree {

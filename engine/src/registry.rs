@@ -1119,18 +1119,23 @@ mod tests {
                 let mut reader = io::BufReader::new(stream.try_clone().unwrap());
                 let mut line = String::new();
                 let _ = reader.read_line(&mut line);
-                let mut auth = None;
+                let (mut auth, mut body_len) = (None, 0);
                 loop {
                     let mut header = String::new();
                     if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
                         break;
                     }
-                    if let Some((name, value)) = header.split_once(':')
-                        && name.eq_ignore_ascii_case("authorization")
-                    {
-                        auth = Some(value.trim().to_owned());
+                    if let Some((name, value)) = header.split_once(':') {
+                        if name.eq_ignore_ascii_case("authorization") {
+                            auth = Some(value.trim().to_owned());
+                        } else if name.eq_ignore_ascii_case("content-length") {
+                            body_len = value.trim().parse().unwrap_or(0);
+                        }
                     }
                 }
+                // Read whole: a socket closed with bytes unread sends a reset, which the client may
+                // meet before the answer (a flaky "connection reset by peer").
+                let _ = io::copy(&mut (&mut reader).take(body_len), &mut io::sink());
                 let request = line.trim().to_owned();
                 let (status, headers) = answer(&request, auth.as_deref(), port);
                 log.lock().unwrap().push((request, auth));

@@ -69,16 +69,6 @@ impl<'t> FreshDirs<'t> {
         true
     }
 
-    pub(super) fn dir_paths(&self) -> impl Iterator<Item = &'t str> + '_ {
-        self.dirs.iter().map(|dir| dir.path)
-    }
-
-    pub(super) fn file_paths(&self) -> impl Iterator<Item = &'t str> + '_ {
-        self.dirs
-            .iter()
-            .flat_map(|dir| dir.files.iter().map(|(path, _)| *path))
-    }
-
     pub(super) fn file_count(&self) -> usize {
         self.files
     }

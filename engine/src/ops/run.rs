@@ -110,13 +110,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
             .ok_or_else(|| Error::EnvNotFound(found.label().to_owned()))?;
     }
     // Without it, the program would be found on PATH and run on whatever Python is there.
-    let root = Path::new(&found.path);
-    if !root.exists() {
-        return Err(Error::EnvDirMissing {
-            env: found.label().to_owned(),
-            path: PathBuf::from(&found.path),
-        });
-    }
+    let root = found.directory()?;
     if !root.join("pyvenv.cfg").is_file() {
         return Err(Error::Invalid(format!(
             "`{}` holds no virtual environment (no pyvenv.cfg): its files were removed or replaced; \

@@ -307,11 +307,8 @@ pub fn start(
 fn only_for_a_new_env(options: &StartOptions, env: &EnvRecord) -> Result<()> {
     // What is wrong first: the environment is recorded, its directory is not there.
     let new_only = options.python.is_some() || !options.installer_args.is_empty();
-    if new_only && !Path::new(&env.path).exists() {
-        return Err(Error::EnvDirMissing {
-            env: env.label().to_owned(),
-            path: PathBuf::from(&env.path),
-        });
+    if new_only {
+        env.directory()?;
     }
     if options.python.is_some() {
         return Err(Error::Invalid(format!(
