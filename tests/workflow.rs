@@ -766,7 +766,7 @@ fn a_forced_rollback_discards_what_no_snapshot_could_hold() {
     fs::write(&odd, "latin-1").unwrap();
 
     // Every one is named, not the first the walk meets (found by exploratory testing).
-    for command in ["rollback", "status"] {
+    for command in ["rollback", "snapshot"] {
         let err = b.fails(&[command, "-e", e]);
         assert!(
             err.contains("/pipe` is a named pipe")
@@ -775,11 +775,48 @@ fn a_forced_rollback_discards_what_no_snapshot_could_hold() {
             "{command}: {err}"
         );
     }
+    // `status` shows the rest, and lists them apart.
+    let status = b.json(&["status", "-e", e]);
+    assert_eq!(status["uncaptured"], serde_json::json!([]), "{status}");
+    let mut uncapturable: Vec<(String, String)> = status["uncapturable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["path"].to_string(), u["kind"].to_string()))
+        .collect();
+    uncapturable.sort();
+    assert_eq!(
+        uncapturable,
+        [
+            (
+                r#""caf\\xe9.txt""#.into(),
+                r#""name that is not UTF-8""#.into()
+            ),
+            (r#""lib/server.sock""#.into(), r#""socket""#.into()),
+            (r#""pipe""#.into(), r#""named pipe""#.into()),
+        ]
+    );
+    let text = b.ok(&["status", "-e", e]);
+    assert!(
+        text.contains("3 paths no snapshot can hold") && text.contains("! pipe (named pipe)"),
+        "{text}"
+    );
     assert!(pipe.exists() && socket.exists() && odd.exists());
-    b.ok(&["rollback", "-e", e, "--force", "@~1"]);
+    // As status says, a forced rollback to HEAD discards them and keeps HEAD's files.
+    b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
     for gone in [&pipe, &socket, &odd] {
         assert!(gone.symlink_metadata().is_err(), "{}", gone.display());
     }
+    assert_eq!(fs::read_to_string(env.join("notes.txt")).unwrap(), "kept");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap()
+            .success()
+    );
+    b.ok(&["rollback", "-e", e, "--force", "@~1"]);
+    assert!(pipe.symlink_metadata().is_err());
     assert!(!env.join("notes.txt").exists());
     b.ok(&["rollback", "-e", e, "@~1"]);
     assert_eq!(fs::read_to_string(env.join("notes.txt")).unwrap(), "kept");
@@ -2145,8 +2182,29 @@ fn a_new_environment_is_refused_inside_another_or_inside_the_store() {
     assert!(!inner.exists() && !in_store.exists());
     b.assert_verify_clean(&[&env]);
     assert_eq!(b.json(&["list"]).as_array().unwrap().len(), 1);
-    // Named environments live in the store's `envs/`, and the path of one gone by hand stays its own.
+    // Named environments live in the store's `envs/`, each at `envs/NAME`, and the path of one gone by
+    // hand stays its own. Found by exploratory testing: a path environment could be moved or created at
+    // `envs/OTHER`, where `blast create OTHER` then said "pick another path" for a name.
     b.ok(&["create", "named", "--python", python()]);
+    let others = b.home.join("envs/other");
+    let at_others = others.to_str().unwrap();
+    let err = b.fails(&["create", "--path", at_others, "--python", python()]);
+    assert!(
+        err.contains("where each named environment NAME has `envs/NAME`"),
+        "{err}"
+    );
+    let err = b.fails(&["move", "-e", env.to_str().unwrap(), at_others]);
+    assert!(
+        err.contains("where each named environment NAME has `envs/NAME`"),
+        "{err}"
+    );
+    let err = b.fails(&["move", "-e", "named", at_others]);
+    assert!(
+        err.contains("where each named environment NAME has `envs/NAME`"),
+        "{err}"
+    );
+    assert!(!others.exists() && env.is_dir());
+    b.ok(&["create", "other", "--python", python()]);
     fs::remove_dir_all(&env).unwrap();
     let err = b.fails(&[
         "create",
@@ -2546,6 +2604,53 @@ fn a_moved_environment_is_named_where_it_went() {
     // A directory holding no virtual environment is only unknown.
     let err = b.fails(&["status", "-e", b.work.to_str().unwrap()]);
     assert!(err.contains("no blast environment `"), "{err}");
+}
+
+/// An environment moved by hand, and a new venv made at its old path since: `blast move` takes the moved
+/// directory, which holds HEAD, and leaves the new one as it is (found by exploratory testing: the move
+/// was refused as "already exists", and so was every other way but moving the new venv away by hand).
+#[test]
+fn a_move_takes_the_moved_directory_past_a_new_one_at_the_old_path() {
+    let b = Blast::new();
+    let (env, before, history) = project_with_a_script(&b);
+    let e = env.to_str().unwrap();
+    let moved = b.work.join("moved");
+    fs::rename(&env, &moved).unwrap();
+    let made = Command::new(python())
+        .args(["-m", "venv", "--without-pip", e])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let new_venv = read_tree(&env);
+
+    // A directory at the target that is not HEAD is still refused, and nothing moves.
+    let other = b.work.join("other");
+    fs::create_dir_all(other.join("lib")).unwrap();
+    let err = b.fails(&["move", "-e", e, other.to_str().unwrap()]);
+    assert!(err.contains("already exists"), "{err}");
+
+    let out = b.ok(&["move", "-e", e, moved.to_str().unwrap()]);
+    assert!(
+        out.contains("taken where it was moved") && out.contains("is left as it is"),
+        "{out}"
+    );
+    assert_eq!(
+        read_tree(&env),
+        new_venv,
+        "the new venv is not blast's to touch"
+    );
+    assert_same_tree(
+        &relocated(&before, &env, &moved),
+        &exec_bits_only(&read_tree(&moved)),
+    );
+    let m = moved.to_str().unwrap();
+    assert_eq!(b.log(m).len(), history);
+    let status = b.json(&["status", "-e", m]);
+    assert!(
+        status["uncaptured"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    b.assert_verify_clean(&[&moved]);
 }
 
 /// A project with an environment at `project/.venv` holding blastdemo (a console script), captured; its

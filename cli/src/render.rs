@@ -762,6 +762,14 @@ impl Output {
             r.rewritten,
             if r.rewritten == 1 { "file" } else { "files" }
         );
+        if r.left_at_from {
+            println!(
+                "  `{}` is left as it is, no longer the environment's directory (`rm -r {}` if \
+                 nothing there is needed)",
+                printable(&r.from),
+                shell_word(&r.from)
+            );
+        }
         if !r.uncaptured.is_empty() {
             println!(
                 "  {} {} from HEAD, kept as {}: `blast status` names them",
@@ -913,6 +921,16 @@ impl Output {
                     r.uncaptured.len() - STATUS_FILES,
                     printable(&r.path)
                 );
+            }
+        }
+        if !r.uncapturable.is_empty() {
+            println!(
+                "  {} no snapshot can hold (`blast snapshot` refuses them, \
+                 `blast rollback --force HEAD` discards them):",
+                count(r.uncapturable.len(), "path")
+            );
+            for entry in &r.uncapturable {
+                println!("    ! {} ({})", printable(&entry.path), entry.kind);
             }
         }
         if let Some(session) = &r.session {

@@ -813,13 +813,38 @@ pub struct Sink<'a> {
 }
 
 /// Reads `root` into a tree. Files the cache recognises are not opened; others are hashed (with their
-/// paths abstracted) and, when `sink` is given, stored as objects.
+/// paths abstracted) and, when `sink` is given, stored as objects. What no snapshot can hold (a named
+/// pipe, a socket, a device, a name that is not UTF-8) fails the scan, naming each.
 pub fn scan(
     root: &Path,
     cache: StatCache,
     placeholders: &Placeholders,
     sink: Option<Sink<'_>>,
 ) -> Result<Scan> {
+    let (scan, mut unstorable) = scan_all(root, cache, placeholders, sink)?;
+    match unstorable.len() {
+        0 => Ok(scan),
+        1 => Err(unstorable.remove(0)),
+        _ => Err(Error::Unstorable(unstorable)),
+    }
+}
+
+/// As [`scan`], storing nothing, for a report of the directory: what no snapshot can hold is left out
+/// of the tree and returned beside it ([`Error::UnsupportedFileType`], [`Error::NonUtf8Path`]).
+pub fn scan_leaving_out_unstorable(
+    root: &Path,
+    cache: StatCache,
+    placeholders: &Placeholders,
+) -> Result<(Scan, Vec<Error>)> {
+    scan_all(root, cache, placeholders, None)
+}
+
+fn scan_all(
+    root: &Path,
+    cache: StatCache,
+    placeholders: &Placeholders,
+    sink: Option<Sink<'_>>,
+) -> Result<(Scan, Vec<Error>)> {
     let now_ns = now_ns();
     let walk = Walk {
         ctx: ScanCtx {
@@ -841,14 +866,7 @@ pub fn scan(
         return Err(error);
     }
     let mut unstorable = into_inner(walk.unstorable);
-    match unstorable.len() {
-        0 => {}
-        1 => return Err(unstorable.remove(0)),
-        _ => {
-            unstorable.sort_by_key(ToString::to_string);
-            return Err(Error::Unstorable(unstorable));
-        }
-    }
+    unstorable.sort_by_key(ToString::to_string);
     let digest = into_inner(walk.digest);
     let found = into_inner(walk.found);
     let mut listings = into_inner(walk.listings);
@@ -947,7 +965,7 @@ pub fn scan(
     if cache.stamp().is_some_and(|s| s.tree != digest) {
         cache.stamp = None;
     }
-    Ok(Scan {
+    let scan = Scan {
         found: RefCell::new(found),
         tree: OnceCell::new(),
         digest,
@@ -956,7 +974,8 @@ pub fn scan(
         hashed,
         in_place,
         dev: root_meta.dev(),
-    })
+    };
+    Ok((scan, unstorable))
 }
 
 fn into_inner<T>(mutex: Mutex<T>) -> T {

@@ -46,7 +46,7 @@ pub fn create(store: &Store, opts: &CreateOptions) -> Result<CreateReport> {
         (None, Some(name)) => store.named_env_path(name),
         (None, None) => resolve_path(std::path::Path::new(".venv"))?,
     };
-    let (path_str, _claim) = claim_env_path(store, &path)?;
+    let (path_str, _claim) = claim_env_path(store, &path, opts.name.as_deref())?;
     let python = python::find(store.index(), opts.python.as_deref())?;
     let snapshot_id = first_snapshot(store, &python, opts.seed)?;
 
@@ -313,28 +313,38 @@ pub(crate) fn free_env_name(store: &Store, name: &str) -> Result<()> {
 /// console script, where the path holds a space) cannot hold as it is.
 const SHELL_QUOTING: &str = "'\"`$\\";
 
-/// Refuses `path` (resolved) for a new environment unless no environment has it, nothing but an empty
-/// directory is there, and blast can keep it whole there: not inside the store, whose cleanup removes
-/// what it does not know (its `envs/` excepted), nor inside another environment or around one, whose
-/// captures and rollbacks would take the other's files for their own. Returns it as the index keeps it.
-pub(crate) fn free_env_path(store: &Store, path: &Path) -> Result<String> {
-    env_path_allowed(store, path, false)
+/// Refuses `path` (resolved) for a new environment (named `name`, if it has a name) unless no
+/// environment has it, nothing but an empty directory is there, and blast can keep it whole there: not
+/// inside the store, whose cleanup removes what it does not know (its `envs/NAME` excepted, for the
+/// environment named NAME), nor inside another environment or around one, whose captures and rollbacks
+/// would take the other's files for their own. Returns it as the index keeps it.
+pub(crate) fn free_env_path(store: &Store, path: &Path, name: Option<&str>) -> Result<String> {
+    env_path_allowed(store, path, name, false)
 }
 
 /// As [`free_env_path`], and claims the path for the new environment until the claim is dropped: another
 /// store's blast cannot make an environment there meanwhile (see [`crate::lock::claim_dir`]).
-pub(crate) fn claim_env_path(store: &Store, path: &Path) -> Result<(String, DirClaim)> {
+pub(crate) fn claim_env_path(
+    store: &Store,
+    path: &Path,
+    name: Option<&str>,
+) -> Result<(String, DirClaim)> {
     // Refused before anything is made there.
-    free_env_path(store, path)?;
+    free_env_path(store, path, name)?;
     let claim = crate::lock::claim_dir(path, |wait| store.index().released(wait)?)?;
     crash::point("path-claimed");
     // Again, under the claim: an environment may have been made there while this one waited.
-    Ok((free_env_path(store, path)?, claim))
+    Ok((free_env_path(store, path, name)?, claim))
 }
 
 /// As [`free_env_path`]; with `moved_there`, the directory may hold what is there (an environment
 /// moved there by hand, which `blast move` takes).
-pub(crate) fn env_path_allowed(store: &Store, path: &Path, moved_there: bool) -> Result<String> {
+pub(crate) fn env_path_allowed(
+    store: &Store,
+    path: &Path,
+    name: Option<&str>,
+    moved_there: bool,
+) -> Result<String> {
     let path_str = path
         .to_str()
         .ok_or_else(|| Error::NonUtf8Path(path.to_owned()))?
@@ -385,7 +395,17 @@ pub(crate) fn env_path_allowed(store: &Store, path: &Path, moved_there: bool) ->
     if home.starts_with(path) {
         return refuse(format!("it holds blast's store `{}`", home.display()));
     }
-    if path.starts_with(&home) && !path.starts_with(home.join("envs")) {
+    let envs = home.join("envs");
+    let own = name.map(|name| envs.join(name));
+    if path.starts_with(&envs) && own.as_deref() != Some(path) {
+        // Where `blast create NAME` would put a named environment, or inside one.
+        return refuse(format!(
+            "it is in `{}`, where each named environment NAME has `envs/NAME`: give this one a \
+             path outside blast's store",
+            envs.display()
+        ));
+    }
+    if path.starts_with(&home) && !path.starts_with(&envs) {
         return refuse(format!("it is inside blast's store `{}`", home.display()));
     }
     for other in store.index().envs()? {

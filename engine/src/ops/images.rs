@@ -545,14 +545,14 @@ pub(super) struct FreeTarget {
 /// Refuses `target` unless a new environment may go there: a valid name not in use, or a path no
 /// environment has that is absent or an empty directory.
 pub(super) fn check_target(store: &Store, target: &RestoreTarget) -> Result<()> {
-    let (_, path) = target_path(store, target)?;
-    super::create::free_env_path(store, &path).map(drop)
+    let (name, path) = target_path(store, target)?;
+    super::create::free_env_path(store, &path, name.as_deref()).map(drop)
 }
 
 /// As [`check_target`], and claims the target until the returned value is dropped.
 pub(super) fn free_target(store: &Store, target: &RestoreTarget) -> Result<FreeTarget> {
     let (name, path) = target_path(store, target)?;
-    let (path_str, claim) = super::create::claim_env_path(store, &path)?;
+    let (path_str, claim) = super::create::claim_env_path(store, &path, name.as_deref())?;
     Ok(FreeTarget {
         name,
         path_str,

@@ -1,12 +1,13 @@
 //! The read-only views: `blast log`, `blast diff`, `blast status`, `blast list`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
 
 use serde::Serialize;
 use store_format::{LayerId, Node, Package, Snapshot, SnapshotId};
 
 use crate::capture;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::index::EnvRecord;
 use crate::packages::{
     InstalledFrom, PackageChange, dist_infos_changed_by, package_changes, packages_of,
@@ -281,6 +282,8 @@ pub struct StatusReport {
     pub tags: Vec<String>,
     /// Paths that differ from HEAD in the directory.
     pub uncaptured: Vec<FileChange>,
+    /// What the directory holds that no snapshot can (left out of `uncaptured`).
+    pub uncapturable: Vec<Uncapturable>,
     pub packages: Vec<Package>,
     pub env_bytes: u64,
     pub env_files: usize,
@@ -291,6 +294,37 @@ pub struct StatusReport {
     pub session: Option<crate::session::SessionStatus>,
     /// Processes running from the environment's directory, by pid.
     pub processes: Vec<EnvProcess>,
+}
+
+/// An entry of an environment's directory that no snapshot can hold, which `blast snapshot` refuses
+/// and `blast rollback --force` discards.
+#[derive(Debug, Serialize)]
+pub struct Uncapturable {
+    /// Relative to the environment's directory; a name that is not UTF-8 with its bytes escaped.
+    pub path: String,
+    /// `named pipe`, `socket`, `character device`…, or `name that is not UTF-8`.
+    pub kind: &'static str,
+}
+
+impl Uncapturable {
+    /// From what a scan of `root` left out; any other error is passed on.
+    fn of(root: &Path, error: Error) -> Result<Uncapturable> {
+        let (path, kind) = match error {
+            Error::UnsupportedFileType { path, kind } => (path, kind),
+            Error::NonUtf8Path(path) => (path, "name that is not UTF-8"),
+            other => return Err(other),
+        };
+        let relative = path.strip_prefix(root).unwrap_or(&path);
+        let path = match relative.to_str() {
+            Some(path) => path.to_owned(),
+            None => relative
+                .as_os_str()
+                .as_encoded_bytes()
+                .escape_ascii()
+                .to_string(),
+        };
+        Ok(Uncapturable { path, kind })
+    }
 }
 
 pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
@@ -304,7 +338,13 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
     let head = env.head()?;
     let (head_tree, packages) = snapshot_view(store, &head)?;
     let cache = load_stat_cache(store, &env.record.id);
-    let scan = capture::scan(env.directory()?, cache, &env.placeholders(), None)?;
+    let root = env.directory()?;
+    let (scan, unstorable) =
+        capture::scan_leaving_out_unstorable(root, cache, &env.placeholders())?;
+    let uncapturable = unstorable
+        .into_iter()
+        .map(|error| Uncapturable::of(root, error))
+        .collect::<Result<_>>()?;
     // A directory the stat cache knows as HEAD has nothing uncaptured.
     let uncaptured = if scan.holds(&head) {
         Vec::new()
@@ -326,6 +366,7 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
         head: Some(head),
         tags,
         uncaptured,
+        uncapturable,
         packages,
         env_bytes: head_tree.file_bytes(),
         env_files: head_tree.file_count(),

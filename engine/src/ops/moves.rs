@@ -85,7 +85,7 @@ fn new_env_for(store: &Store, selector: &str, source: &EnvRecord) -> Result<(Env
         super::create::free_env_name(store, selector)?;
         (Some(selector.to_owned()), store.named_env_path(selector))
     };
-    let (path, claim) = super::create::claim_env_path(store, &path)?;
+    let (path, claim) = super::create::claim_env_path(store, &path, name.as_deref())?;
     let record = EnvRecord {
         id: unique_name(),
         name,

@@ -25,6 +25,9 @@ pub struct RelocateReport {
     pub rewritten: usize,
     /// Paths where the directory differs from HEAD, kept as they were (a forced move).
     pub uncaptured: Vec<String>,
+    /// The old path's directory, left as it is: another directory is there now (a new venv made at
+    /// the path of the environment moved by hand), and the environment was taken at `to`.
+    pub left_at_from: bool,
 }
 
 /// Moves the environment `selector` names to `to`; without `selector`, the environment whose directory
@@ -81,6 +84,7 @@ pub fn relocate(
         way: None,
         rewritten: 0,
         uncaptured: Vec::new(),
+        left_at_from: false,
     };
     if std::fs::canonicalize(&from).is_ok_and(|real| real == to) {
         return Ok(report);
@@ -91,7 +95,9 @@ pub fn relocate(
     let old_there = from.is_dir() && !kept_elsewhere;
     // A file, or a symlink, at `to` is something there too, and no environment moved there.
     let new_there = super::create::is_nonempty(&to);
-    let to_str = super::create::env_path_allowed(store, &to, new_there && !old_there)?;
+    let name = env.record.name.clone();
+    let name = name.as_deref();
+    let to_str = super::create::env_path_allowed(store, &to, name, new_there)?;
     // Held to the end: a `blast run` starting meanwhile waits, then finds the environment moved.
     let used = if kept_elsewhere { &to } else { &from };
     let _runs = check_unused(store, &env, used, force)?;
@@ -99,6 +105,16 @@ pub fn relocate(
     crate::transition::refuse_long_paths(&to, head.entries.keys())?;
     // A new path stays claimed until the directory is there (and, made for a move that fails, goes).
     let (way, _claim) = match (old_there, new_there) {
+        // The environment moved by hand, and another directory made at its old path since (found by
+        // exploratory testing: every way out was refused but moving that directory away by hand).
+        // Only what holds HEAD exactly is taken for the environment.
+        (true, true)
+            if to.is_dir()
+                && differences(store, &env, &to, &env.record.path, &head)?.is_empty() =>
+        {
+            report.left_at_from = true;
+            (Way::Adopted, None)
+        }
         (true, true) => return Err(Error::EnvExists(to)),
         (false, true) if !to.is_dir() => return Err(Error::EnvExists(to)),
         (true, false) => {
@@ -109,7 +125,7 @@ pub fn relocate(
                     paths: std::mem::take(&mut report.uncaptured),
                 });
             }
-            let (_, claim) = super::create::claim_env_path(store, &to)?;
+            let (_, claim) = super::create::claim_env_path(store, &to, name)?;
             match same_filesystem(&from, &to) {
                 true => (Way::Renamed, Some(claim)),
                 false => (Way::Copied, Some(claim)),
@@ -129,7 +145,7 @@ pub fn relocate(
         // Nothing at either path: HEAD is made at the new one.
         (false, false) => (
             Way::Copied,
-            Some(super::create::claim_env_path(store, &to)?.1),
+            Some(super::create::claim_env_path(store, &to, name)?.1),
         ),
     };
     report.rewritten = dir_move::relocate(store, &mut env, to_str, way, &report.uncaptured)?;
