@@ -10,7 +10,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -707,7 +707,34 @@ fn history_images_bring_earlier_snapshots_that_rollback_reaches() {
     let dest = receiver.work.join("copy");
     let d = dest.to_str().unwrap();
     receiver.ok(&["restore", image.to_str().unwrap(), "--path", d]);
-    assert_eq!(receiver.log(d).len(), 3);
+    let log = receiver.log(d);
+    assert_eq!(log.len(), 3);
+    // HEAD's entry comes from the snapshot before it, as at the sender (found by exploratory testing:
+    // it came from nothing, and `log` showed every package of HEAD as added).
+    assert_eq!(log[0]["from"], log[1]["snapshot"], "{log:?}");
+    let text = receiver.ok(&["log", "-e", d]);
+    assert!(text.contains("blastdemo 1.0.0→2.0.0"), "{text}");
+
+    // A damaged snapshot is named as such, not as cleaned away (found by exploratory testing).
+    let earlier = log[1]["snapshot"].as_str().unwrap();
+    let file = receiver.home.join("snapshots").join(earlier);
+    let (bytes, mode) = (
+        fs::read(&file).unwrap(),
+        fs::metadata(&file).unwrap().permissions(),
+    );
+    let mut damaged = bytes.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&file, &damaged).unwrap();
+    let text = receiver.ok(&["log", "-e", d]);
+    assert!(
+        text.contains("(cannot be read: ") && !text.contains("cleaned away"),
+        "{text}"
+    );
+    assert!(receiver.log(d)[0]["unreadable"].is_string());
+    fs::write(&file, &bytes).unwrap();
+    fs::set_permissions(&file, mode).unwrap();
     receiver.ok(&["rollback", "-e", d]);
     let (ok, out) = env_python(&dest, "import blastdemo; print(blastdemo.VERSION)");
     assert!(ok && out.trim() == "1.0.0", "{out}");
@@ -1851,6 +1878,24 @@ fn export_writes_only_to_a_file_and_refuses_what_a_rename_would_replace() {
     );
     assert!(!b.work.join("nowhere").exists());
     assert!(!b.work.join("missing").exists());
+    // A process's open file: the rename would replace the file behind it (found by exploratory
+    // testing: `export -o /dev/stdout >> build.log` replaced the log with the image).
+    let log = b.work.join("build.log");
+    fs::write(&log, "important\n").unwrap();
+    for out in ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"] {
+        let appended = fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let run = b
+            .command(&["export", "-e", e, "-o", out])
+            .stdout(appended)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains("a process's open file"),
+            "{out}: {err}"
+        );
+        assert_eq!(fs::read_to_string(&log).unwrap(), "important\n", "{out}");
+    }
     let leftovers: Vec<_> = fs::read_dir(&b.work)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -801,6 +801,19 @@ fn a_forced_rollback_discards_what_no_snapshot_could_hold() {
         text.contains("3 paths no snapshot can hold") && text.contains("! pipe (named pipe)"),
         "{text}"
     );
+    // `verify` names them beside the files that drifted (found by exploratory testing: a named pipe
+    // stopped the check and hid the rest).
+    fs::write(env.join("notes.txt"), "changed").unwrap();
+    let out = b.run(&["verify", "-e", e]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success()
+            && text.contains("M notes.txt")
+            && text.contains("! pipe (named pipe)")
+            && text.contains("! lib/server.sock (socket)")
+            && text.contains("holds what no snapshot can"),
+        "{text}"
+    );
     assert!(pipe.exists() && socket.exists() && odd.exists());
     // As status says, a forced rollback to HEAD discards them and keeps HEAD's files.
     b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
@@ -1385,6 +1398,24 @@ fn bad_input_gets_clear_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!odd_home.exists());
+    // A misspelt link mode is named before anything changes (found by exploratory testing: it was
+    // ignored, and the probed mode used).
+    let before = read_tree(&env);
+    fs::write(env.join("new.txt"), "x").unwrap();
+    let out = b
+        .command(&["snapshot", "-e", env_s])
+        .env("BLAST_LINK_MODE", "hardlinks")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1)
+            && err.contains("BLAST_LINK_MODE is `hardlinks`, not a link mode"),
+        "{err}"
+    );
+    assert_eq!(b.log(env_s).len(), 1, "nothing captured");
+    fs::remove_file(env.join("new.txt")).unwrap();
+    assert_eq!(read_tree(&env), before);
     assert!(b.ok(&["tag", "-e", env_s]).contains(&format!(
         "has no tags: `blast tag -e {env_s} NAME` tags HEAD"
     )));

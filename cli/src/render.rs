@@ -12,7 +12,7 @@ use engine::ops::{
     FileChange, ImportReport, InstallReport, KillReport, LogEntry, MoveReport, PackagesReport,
     PullReport, PushReport, RelocateReport, Removal, RestoreReport, RunReport, SessionEnded,
     SessionStarting, Setup, SnapshotReport, SquashReport, StatsReport, StatusReport, TagChange,
-    TagsReport, VerifyReport, WrittenThrough,
+    TagsReport, Uncapturable, VerifyReport, WrittenThrough,
 };
 use engine::packages::PackageChange;
 use engine::sandbox::Limits;
@@ -230,10 +230,10 @@ impl Output {
         );
         if let Some(base) = &r.base {
             println!(
-                "  thin image over {}: {} layers and {} objects the base has are left out",
+                "  thin image over {}: {} and {} the base has are left out",
                 short(base),
-                r.layers_omitted,
-                r.objects_omitted
+                count(r.layers_omitted, "layer"),
+                count(r.objects_omitted, "object")
             );
         }
         println!("  needs {}", printable(&r.python));
@@ -807,9 +807,10 @@ impl Output {
             };
             let what = printable(&what);
             println!("{}{head}{tags}  {}  {what}", short(&e.snapshot), e.time);
-            match &e.packages {
-                Some(changes) => println!("    {}", package_line(changes)),
-                None => println!("    (the snapshot before it was cleaned away)"),
+            match (&e.packages, &e.unreadable) {
+                (Some(changes), _) => println!("    {}", package_line(changes)),
+                (None, Some(why)) => println!("    (cannot be read: {})", printable(why)),
+                (None, None) => println!("    (the snapshot before it was cleaned away)"),
             }
         }
     }
@@ -929,9 +930,7 @@ impl Output {
                  `blast rollback --force HEAD` discards them):",
                 count(r.uncapturable.len(), "path")
             );
-            for entry in &r.uncapturable {
-                println!("    ! {} ({})", printable(&entry.path), entry.kind);
-            }
+            print_uncapturable(&r.uncapturable);
         }
         if let Some(session) = &r.session {
             let uptime_s = session.uptime_seconds;
@@ -1277,11 +1276,12 @@ impl Output {
                 for line in err.lines() {
                     println!("    {}", printable(line));
                 }
-            } else if e.drifted.is_empty() {
+            } else if e.drifted.is_empty() && e.uncapturable.is_empty() {
                 println!("  `{}` matches its HEAD", e.env);
             } else {
                 println!("  `{}` DRIFTED from its HEAD:", e.env);
                 print_file_changes(&e.drifted);
+                print_uncapturable(&e.uncapturable);
             }
         }
         if r.is_clean() {
@@ -1325,6 +1325,14 @@ impl Output {
             println!(
                 "  `{}` could not be checked: what stopped it (above) comes first",
                 e.env
+            );
+        }
+        for e in r.envs.iter().filter(|e| !e.uncapturable.is_empty()) {
+            println!(
+                "  `{}` holds what no snapshot can (marked `!`): remove it, or `blast rollback -e {} \
+                 --force HEAD` discards it with the other changes",
+                e.env,
+                shell_word(&e.env)
             );
         }
         for e in r.envs.iter().filter(|e| !e.drifted.is_empty()) {
@@ -1457,6 +1465,13 @@ fn print_file_changes(files: &[FileChange]) {
             _ => 'M',
         };
         println!("    {mark} {}", printable(&f.path));
+    }
+}
+
+/// What no snapshot can hold, a line each, marked `!`.
+fn print_uncapturable(entries: &[Uncapturable]) {
+    for entry in entries {
+        println!("    ! {} ({})", printable(&entry.path), entry.kind);
     }
 }
 

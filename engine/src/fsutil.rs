@@ -52,6 +52,14 @@ pub fn output_file(out: &Path) -> Result<PathBuf> {
         return Ok(out.to_owned());
     }
     if file_type.is_symlink() {
+        // `/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N` lead to whatever a process has open (found by
+        // exploratory testing: `export -o /dev/stdout >> build.log` replaced the log with the image).
+        if leads_through_proc(out) {
+            return refuse(
+                "a process's open file (`/dev/stdout`, `/proc/…/fd/N`), which the rename would \
+                 replace, whatever it is",
+            );
+        }
         return match fs::canonicalize(out) {
             Ok(real) if real.is_file() => Ok(real),
             Ok(_) => refuse("a symlink to something other than a file"),
@@ -68,6 +76,24 @@ pub fn output_file(out: &Path) -> Result<PathBuf> {
     } else {
         "a device"
     })
+}
+
+/// Whether a hop of the symlinks from `link` lies in `/proc`, whose links are processes' open files.
+fn leads_through_proc(link: &Path) -> bool {
+    let mut hop = link.to_owned();
+    // Linux follows at most 40 links.
+    for _ in 0..40 {
+        let dir = hop.parent().unwrap_or(Path::new("/"));
+        let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+        if dir.starts_with("/proc") {
+            return true;
+        }
+        match fs::read_link(&hop) {
+            Ok(target) => hop = dir.join(target),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Gives `file`, written to replace the file `out` by a rename, the permissions of the file there (which

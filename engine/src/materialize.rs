@@ -54,6 +54,22 @@ impl LinkMode {
     }
 }
 
+/// The mode `BLAST_LINK_MODE` forces; unset or empty, none. Found by exploratory testing: a misspelt
+/// mode was ignored, and the probed one used.
+pub fn forced_link_mode() -> Result<Option<LinkMode>> {
+    let Some(forced) = std::env::var_os("BLAST_LINK_MODE").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match forced.to_str().and_then(LinkMode::parse) {
+        Some(mode) => Ok(Some(mode)),
+        None => Err(Error::Invalid(format!(
+            "BLAST_LINK_MODE is `{}`, not a link mode: set it to reflink, hardlink or copy, or \
+             unset it to let blast probe the filesystem",
+            forced.to_string_lossy().escape_debug()
+        ))),
+    }
+}
+
 /// Tries reflink, then hardlink, from a file in the store to `target_dir`; the first that works wins.
 pub fn probe_link_mode(store_dir: &Path, target_dir: &Path) -> Result<LinkMode> {
     let probe = store_dir.join(format!("{TMP_PREFIX}probe-{}", std::process::id()));

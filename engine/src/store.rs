@@ -82,6 +82,8 @@ impl Store {
             ))),
         };
         utf8(home)?;
+        // Settings from the environment are checked before anything is written.
+        crate::materialize::forced_link_mode()?;
         fs::create_dir_all(home).at("creating store", home)?;
         let home = fs::canonicalize(home).at("resolving store path", home)?;
         utf8(&home)?;

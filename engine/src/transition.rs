@@ -532,19 +532,19 @@ pub fn append_history(
     env_id: &str,
     journal: &Journal,
 ) -> Result<()> {
-    let seq = store
-        .index()
-        .history(env_id)?
-        .last()
-        .map_or(0, |e| e.seq + 1);
+    let history = store.index().history(env_id)?;
+    let last = history.last();
     batch.put_history(
         env_id,
         &HistoryEntry {
-            seq,
+            seq: last.map_or(0, |e| e.seq + 1),
             time_ms: jiff::Timestamp::now().as_millisecond(),
             operation: journal.operation.clone(),
             message: journal.message.clone(),
-            from: journal.from,
+            // A move that makes the environment comes from nothing, but for a restore of an image's
+            // history, whose HEAD comes after the earlier snapshots written before it (found by
+            // exploratory testing: `log` showed HEAD's packages as all added).
+            from: journal.from.or(last.map(|e| e.to)),
             to: journal.to,
         },
     );
@@ -564,10 +564,8 @@ pub fn save_stat_cache(store: &Store, env_id: &str, cache: &StatCache) {
 /// The link mode for materializing from this store into `root`: `BLAST_LINK_MODE` when set, else what
 /// a probe found for this pair of filesystems (probed once, then remembered in the index).
 pub fn link_mode(store: &Store, root: &Path) -> Result<LinkMode> {
-    if let Ok(forced) = std::env::var("BLAST_LINK_MODE")
-        && let Some(mode) = LinkMode::parse(&forced)
-    {
-        return Ok(mode);
+    if let Some(forced) = crate::materialize::forced_link_mode()? {
+        return Ok(forced);
     }
     std::fs::create_dir_all(root).at("creating environment directory", root)?;
     let store_dev = store

@@ -27,8 +27,11 @@ pub struct LogEntry {
     pub snapshot: SnapshotId,
     pub from: Option<SnapshotId>,
     pub tags: Vec<String>,
-    /// Package changes from `from`; `None` when `from` is no longer in the store.
+    /// Package changes from `from`; `None` when `from` is no longer in the store, or a snapshot of
+    /// the two cannot be read (`unreadable`).
     pub packages: Option<Vec<PackageChange>>,
+    /// Why a snapshot of the entry that the store holds cannot be read (damaged: `blast verify`).
+    pub unreadable: Option<String>,
     pub head: bool,
 }
 
@@ -48,7 +51,10 @@ pub fn log(store: &Store, selector: Option<&str>) -> Result<Vec<LogEntry>> {
     };
     let mut out = Vec::with_capacity(history.len());
     for entry in history.iter().rev() {
-        let changes = entry_changes.between(entry.from, entry.to);
+        let (changes, unreadable) = match entry_changes.between(entry.from, entry.to) {
+            Ok(changes) => (changes, None),
+            Err(error) => (None, Some(error.to_string())),
+        };
         out.push(LogEntry {
             seq: entry.seq,
             time: rfc3339(entry.time_ms),
@@ -58,6 +64,7 @@ pub fn log(store: &Store, selector: Option<&str>) -> Result<Vec<LogEntry>> {
             from: entry.from,
             tags: tags.get(&entry.to).cloned().unwrap_or_default(),
             packages: changes,
+            unreadable,
             head: out.is_empty(),
         });
     }
@@ -71,19 +78,28 @@ pub fn log(store: &Store, selector: Option<&str>) -> Result<Vec<LogEntry>> {
 struct EntryChanges<'s> {
     store: &'s Store,
     purelib: &'s str,
+    /// `None`: cleaned away.
     snapshots: HashMap<SnapshotId, Option<Snapshot>>,
     /// `None`: the layer changes every distribution's (it replaces `purelib`).
     dist_infos: HashMap<LayerId, Option<BTreeSet<String>>>,
 }
 
 impl EntryChanges<'_> {
-    /// `None` when a snapshot is no longer in the store.
-    fn between(&mut self, from: Option<SnapshotId>, to: SnapshotId) -> Option<Vec<PackageChange>> {
-        let new = self.snapshot(to)?;
-        let Some(from) = from else {
-            return Some(package_changes(&[], &new.packages, None));
+    /// `None` when a snapshot is no longer in the store; an error when one there cannot be read.
+    fn between(
+        &mut self,
+        from: Option<SnapshotId>,
+        to: SnapshotId,
+    ) -> Result<Option<Vec<PackageChange>>> {
+        let Some(new) = self.snapshot(to)? else {
+            return Ok(None);
         };
-        let old = self.snapshot(from)?;
+        let Some(from) = from else {
+            return Ok(Some(package_changes(&[], &new.packages, None)));
+        };
+        let Some(old) = self.snapshot(from)? else {
+            return Ok(None);
+        };
         let shared = shared_layers(&old.layers, &new.layers);
         let (before, after) = (&old.layers[shared..], &new.layers[shared..]);
         let kept: BTreeSet<&str> = old
@@ -105,15 +121,21 @@ impl EntryChanges<'_> {
             after: &region.after,
             purelib: self.purelib,
         });
-        Some(package_changes(&old.packages, &new.packages, trees))
+        Ok(Some(package_changes(&old.packages, &new.packages, trees)))
     }
 
-    fn snapshot(&mut self, id: SnapshotId) -> Option<Snapshot> {
-        let store = self.store;
-        self.snapshots
-            .entry(id)
-            .or_insert_with(|| store.snapshot(&id).ok())
-            .clone()
+    /// `None` when the store no longer has it (cleaned away).
+    fn snapshot(&mut self, id: SnapshotId) -> Result<Option<Snapshot>> {
+        if let Some(known) = self.snapshots.get(&id) {
+            return Ok(known.clone());
+        }
+        let read = match self.store.snapshot(&id) {
+            Ok(snapshot) => Some(snapshot),
+            Err(Error::MissingSnapshot(_)) => None,
+            Err(e) => return Err(e),
+        };
+        self.snapshots.insert(id, read.clone());
+        Ok(read)
     }
 
     /// A layer that cannot be read changes nothing here: the region would not be read either.
@@ -308,7 +330,7 @@ pub struct Uncapturable {
 
 impl Uncapturable {
     /// From what a scan of `root` left out; any other error is passed on.
-    fn of(root: &Path, error: Error) -> Result<Uncapturable> {
+    pub(crate) fn of(root: &Path, error: Error) -> Result<Uncapturable> {
         let (path, kind) = match error {
             Error::UnsupportedFileType { path, kind } => (path, kind),
             Error::NonUtf8Path(path) => (path, "name that is not UTF-8"),

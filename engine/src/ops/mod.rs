@@ -29,7 +29,8 @@ pub use images::{
 };
 pub use imports::{imports, track_imports};
 pub use inspect::{
-    DiffReport, EnvSummary, FileChange, LogEntry, StatusReport, diff, list, log, status,
+    DiffReport, EnvSummary, FileChange, LogEntry, StatusReport, Uncapturable, diff, list, log,
+    status,
 };
 pub use install::{InstallOptions, InstallReport, install};
 pub use moves::{MoveReport, rollback, sync};
