@@ -2055,6 +2055,12 @@ fn after_a_reboot_an_environment_blast_wrote_without_a_sync_is_read_whole_once()
     assert_eq!(fs::read(&cache_path).unwrap()[66], 0);
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(b.json(&["snapshot", "-e", env_s])["files_hashed"], 0);
+
+    // A `status` keeps what it read too, or every `status` after a reboot would read every file.
+    fs::write(&cache_path, &cache).unwrap();
+    b.ok(&["status", "-e", env_s]);
+    assert_eq!(fs::read(&cache_path).unwrap()[66], 0);
+    assert_eq!(b.json(&["snapshot", "-e", env_s])["files_hashed"], 0);
 }
 
 /// Found by exploratory testing: `remove` deleted whatever was at the environment's path, the user's

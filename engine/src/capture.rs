@@ -493,8 +493,9 @@ impl StatCache {
         written.at("writing stat cache", path)
     }
 
-    /// A compact binary form: version, stamp, the mark of a boot's unsynced writes, then per file: path, stat, object, stored size, link
-    /// count, flag; then per directory: path, stat, entries; last, a CRC-32 of all that.
+    /// A compact binary form: version, stamp, the mark of a boot's unsynced writes, then per file:
+    /// path, stat, object, stored size, link count, flag; then per directory: path, stat, entries;
+    /// last, a CRC-32 of all that.
     pub fn encode(&self) -> Vec<u8> {
         // Sized once: growing a buffer this large copies it, into memory touched for the first time.
         let listings: usize = self

@@ -14,7 +14,7 @@ use crate::packages::{
 };
 use crate::processes::{EnvProcess, running_from};
 use crate::store::{Env, Store};
-use crate::transition::load_stat_cache;
+use crate::transition::{load_stat_cache, save_stat_cache};
 use crate::tree::{PathChange, Region, Tree, shared_layers};
 
 #[derive(Debug, Serialize)]
@@ -363,7 +363,7 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
     let root = env.directory()?;
     let (scan, unstorable) =
         capture::scan_leaving_out_unstorable(root, cache, &env.placeholders())?;
-    let uncapturable = unstorable
+    let uncapturable: Vec<Uncapturable> = unstorable
         .into_iter()
         .map(|error| Uncapturable::of(root, error))
         .collect::<Result<_>>()?;
@@ -373,6 +373,16 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
     } else {
         file_changes(&head_tree, scan.tree())
     };
+    // What the scan read is kept, as a capture keeps it: the first scan after a reboot reads every file
+    // (a cache marked with writes of the boot before is not trusted, SPEC §14), and so would every
+    // `status` after it.
+    if scan.cache_changed && uncapturable.is_empty() {
+        let cache = match uncaptured.is_empty() {
+            true => scan.into_cache_of(head),
+            false => scan.into_cache(),
+        };
+        save_stat_cache(store, &env.record.id, &cache);
+    }
     let tags = store
         .index()
         .tags(&env.record.id)?
