@@ -3047,6 +3047,89 @@ fn a_path_too_long_for_a_new_root_is_refused_before_anything_is_written() {
 /// place): `remove` took the link for a file where the directory was, asking for a snapshot that
 /// changed nothing, and `--force` deleted the link only (found by exploratory testing). It is refused,
 /// with or without `--force`, naming the ways on, and the way it names works.
+/// Found by exploratory testing: an environment whose directory was replaced by a link to another
+/// environment's was read and written through it: `status` showed the other's files, the capture before
+/// an install made them its snapshot, and a rollback removed them from the other environment.
+#[test]
+fn a_directory_replaced_by_a_link_or_a_file_is_refused_and_nothing_goes_through_it() {
+    let b = Blast::new();
+    let victim = b.create_path_env("victim");
+    let v = victim.to_str().unwrap();
+    fs::write(victim.join("notes.txt"), "the other's").unwrap();
+    b.ok(&["snapshot", "-e", v]);
+    let victim_tree = read_tree(&victim);
+    // Named: by path, `-e` would follow the link and name the other environment, which is its own.
+    b.ok(&["create", "replaced", "--python", python()]);
+    let env = b.home.join("envs/replaced");
+    let e = "replaced";
+    fs::write(env.join("mine.txt"), "mine").unwrap();
+    b.ok(&["snapshot", "-e", e]);
+    let real = b.work.join("replaced.real");
+    fs::rename(&env, &real).unwrap();
+    std::os::unix::fs::symlink(&victim, &env).unwrap();
+    for args in [
+        &["status", "-e", e][..],
+        &["snapshot", "-e", e],
+        &["rollback", "-e", e],
+        &["rollback", "-e", e, "--force", "HEAD"],
+        &["diff", "-e", e],
+        &["verify", "-e", e],
+        &["install", "-e", e, "blastdemo", "--", "--no-index"],
+    ] {
+        let out = b.run(args);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.status.success()
+                && said.contains(&format!("is a symlink to `{}` now", victim.display()))
+                && said.contains(&format!("`blast move -e {e} {}`", victim.display())),
+            "{args:?}: {said}"
+        );
+    }
+    assert_eq!(
+        read_tree(&victim),
+        victim_tree,
+        "nothing went through the link"
+    );
+    // The history is the store's: shown, with the warning.
+    let (log, warning) = b.ok_with_stderr(&["log", "-e", e]);
+    assert!(
+        log.contains("snapshot") && warning.contains("is a symlink to"),
+        "{warning}"
+    );
+
+    // A file where the directory was is named as such.
+    fs::remove_file(&env).unwrap();
+    fs::write(&env, "a file").unwrap();
+    let err = b.fails(&["status", "-e", e]);
+    assert!(err.contains("is a file now"), "{err}");
+    // An emptied directory is no snapshot of the environment's (found by exploratory testing: the
+    // capture before an install made it HEAD, and the installer then failed on it).
+    fs::remove_file(&env).unwrap();
+    fs::create_dir(&env).unwrap();
+    let history = b.log(e).len();
+    for args in [
+        &["snapshot", "-e", e][..],
+        &["install", "-e", e, "blastdemo", "--", "--no-index"],
+    ] {
+        let err = b.fails(args);
+        assert!(
+            err.contains("holds no virtual environment (no pyvenv.cfg)")
+                && err.contains("rollback -e replaced --force HEAD"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(b.log(e).len(), history, "nothing captured");
+    // Made again from HEAD.
+    b.ok(&["rollback", "-e", e, "--force", "HEAD"]);
+    assert_eq!(fs::read_to_string(env.join("mine.txt")).unwrap(), "mine");
+    assert_eq!(read_tree(&victim), victim_tree);
+    b.assert_verify_clean(&[&env, &victim]);
+}
+
 #[test]
 fn remove_refuses_an_environment_whose_directory_is_a_symlink() {
     let b = Blast::new();

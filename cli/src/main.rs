@@ -691,6 +691,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// An install is latched (see `sandbox::Latch`) from the start of the command to its report: a signal
+/// that comes after its commit does not end blast before the report says what was done (found by
+/// exploratory testing: Ctrl-C as uv finished ended blast silently, the change committed).
+fn say_if_signalled_after_commit(latch: &sandbox::Latch) {
+    if let Some(signal) = latch.received() {
+        eprintln!(
+            "blast: signal {signal} came once the change above was committed: it stands (`blast \
+             rollback` undoes it)"
+        );
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     // Found when a command needs the store (`completions` does not).
     let home = Store::default_home;
@@ -905,28 +917,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 requirements,
                 args,
             };
+            let latch = sandbox::Latch::set();
             out.installed(&ops::install(
                 &open_for_writing()?,
                 env.env.as_deref(),
                 request,
                 &how.options(),
-            )?)
+            )?);
+            say_if_signalled_after_commit(&latch);
         }
-        Command::Uninstall { env, names, how } => out.installed(&ops::install(
-            &open_for_writing()?,
-            env.env.as_deref(),
-            Request::Uninstall { names },
-            &how.options(),
-        )?),
-        Command::Pip { env, how, args } => out.pip_ran(&ops::install(
-            &open_for_writing()?,
-            env.env.as_deref(),
-            Request::Pip { args },
-            &InstallOptions {
-                installer_stdout: !cli.json,
-                ..how.options()
-            },
-        )?),
+        Command::Uninstall { env, names, how } => {
+            let latch = sandbox::Latch::set();
+            out.installed(&ops::install(
+                &open_for_writing()?,
+                env.env.as_deref(),
+                Request::Uninstall { names },
+                &how.options(),
+            )?);
+            say_if_signalled_after_commit(&latch);
+        }
+        Command::Pip { env, how, args } => {
+            let latch = sandbox::Latch::set();
+            out.pip_ran(&ops::install(
+                &open_for_writing()?,
+                env.env.as_deref(),
+                Request::Pip { args },
+                &InstallOptions {
+                    installer_stdout: !cli.json,
+                    ..how.options()
+                },
+            )?);
+            say_if_signalled_after_commit(&latch);
+        }
         Command::Run {
             env,
             no_network,

@@ -120,6 +120,27 @@ pub enum Error {
     )]
     EnvDirMissing { env: String, path: PathBuf },
     #[error(
+        "`{}`, the directory of `{env}`, is {what} now: blast works on the directory itself, never through what replaced it (a link may lead into another environment); move it away, then `blast rollback -e {cmd} --force HEAD` makes the environment again there{take}, or `blast remove {cmd}` forgets the environment",
+        path.display(),
+        cmd = crate::shell::word(.env),
+        take = match target {
+            Some(target) => format!(
+                ", `blast move -e {} {}` takes the directory the link leads to",
+                crate::shell::word(.env),
+                crate::shell::word(&target.display().to_string())
+            ),
+            None => String::new(),
+        }
+    )]
+    EnvDirReplaced {
+        env: String,
+        path: PathBuf,
+        /// `a symlink to `…``, `a file`…
+        what: String,
+        /// Where a symlink there leads, resolved.
+        target: Option<PathBuf>,
+    },
+    #[error(
         "`{env}` was made at `{}`, which is gone, and its directory is now at `{}`: the store was moved, and an environment's files name the path it was made at; `blast move -e {cmd} {here_word}` writes them for the new one (or move the store back, and BLAST_HOME with it; `blast remove {cmd}` removes the environment, directory and history)",
         recorded.display(),
         here.display(),

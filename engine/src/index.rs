@@ -49,8 +49,64 @@ impl EnvRecord {
                 env: self.label().to_owned(),
                 path: root.to_owned(),
             }),
-            _ => Ok(root),
+            _ => {
+                self.refuse_replaced_directory()?;
+                Ok(root)
+            }
         }
+    }
+
+    /// The directory, refused unless it holds a virtual environment (its `pyvenv.cfg`): one emptied or
+    /// replaced by hand is not captured as the environment's next snapshot, nor run from.
+    pub fn virtual_environment(&self) -> Result<&Path> {
+        let root = self.directory()?;
+        if root.join("pyvenv.cfg").is_file() {
+            return Ok(root);
+        }
+        let cmd = crate::shell::word(self.label());
+        Err(Error::Invalid(format!(
+            "`{}` holds no virtual environment (no pyvenv.cfg): its files were removed or replaced; \
+             `blast status -e {cmd}` shows what is there, `blast rollback -e {cmd} --force HEAD` makes \
+             it again",
+            root.display(),
+        )))
+    }
+
+    /// Refuses a directory replaced by a symlink or anything else but a directory (found by exploratory
+    /// testing: a rollback of an environment whose directory had become a link to another's wrote
+    /// through it, into the other). A directory gone is not refused here, nor a link that leads
+    /// nowhere (the directory moved on by hand, which `blast move` takes where it went).
+    pub fn refuse_replaced_directory(&self) -> Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        let root = Path::new(&self.path);
+        let Ok(meta) = root.symlink_metadata() else {
+            return Ok(());
+        };
+        let kind = meta.file_type();
+        let (what, target) = if kind.is_dir() || (kind.is_symlink() && !root.exists()) {
+            return Ok(());
+        } else if kind.is_symlink() {
+            let to = std::fs::read_link(root).unwrap_or_default();
+            let what = format!("a symlink to `{}`", to.display());
+            (
+                what,
+                std::fs::canonicalize(root).ok().filter(|t| t.is_dir()),
+            )
+        } else if kind.is_file() {
+            ("a file".to_owned(), None)
+        } else if kind.is_fifo() {
+            ("a named pipe".to_owned(), None)
+        } else if kind.is_socket() {
+            ("a socket".to_owned(), None)
+        } else {
+            ("a device".to_owned(), None)
+        };
+        Err(Error::EnvDirReplaced {
+            env: self.label().to_owned(),
+            path: root.to_owned(),
+            what,
+            target,
+        })
     }
 }
 

@@ -231,6 +231,13 @@ impl Store {
     /// while the move was stuck).
     pub fn open_env_to_show(&self, selector: Option<&str>) -> Result<Env> {
         match self.open_env_to_read(selector) {
+            Err(replaced @ Error::EnvDirReplaced { .. }) => {
+                let found = self.find_env(selector)?;
+                eprintln!(
+                    "blast: warning: {replaced}\nblast: its history as the store records it:"
+                );
+                self.lock_env_as_found(&found.id)
+            }
             Err(
                 stuck
                 @ (Error::InterruptedUnfinished { .. } | Error::InterruptedWithChanges { .. }),
@@ -326,6 +333,8 @@ impl Store {
             };
         }
         crate::dir_move::finish_interrupted(self, &mut env)?;
+        // Before anything is finished in the directory, which a link would lead elsewhere.
+        env.record.refuse_replaced_directory()?;
         if let (Some(name), Some(here)) = (&env.record.name, self.moved_dir(&env.record))
             && to != Some(here.as_path())
         {

@@ -150,10 +150,10 @@ fn install_at_head(
         staging: &staging,
         installer_time: Cell::default(),
     };
-    // Until here a signal ends blast at once, which loses nothing: nothing is staged yet. From here
-    // on, while the installer runs, it goes to the installer; before and after, it is noted: the
-    // installer gets it at its start, and the install stops before it commits, or finishes the move
-    // it began.
+    // Until here a signal ends blast at once, which loses nothing: nothing is staged yet (unless the
+    // command's latch, held until its report is printed, notes it: then as below). From here on, while
+    // the installer runs, it goes to the installer; before and after, it is noted: the installer gets
+    // it at its start, and the install stops before it commits, or finishes the move it began.
     let latch = sandbox::Latch::set();
     crash::point("installer-starting");
     let (new_tree, upper) = if options.no_sandbox {

@@ -62,21 +62,6 @@ pub fn relocate(
     };
     let mut env = store.lock_env_moving_to(&found.id, false, Some(&to))?;
     let from = env.root().to_owned();
-    // A link that leads nowhere any more is a directory gone (moved by hand, away from its link).
-    if let Ok(target) = std::fs::read_link(&from)
-        && from.is_dir()
-    {
-        return Err(Error::Invalid(format!(
-            "`{}`, the directory of `{}`, is a symlink to `{}`: blast moves directories, not links to \
-             them; move the link itself by hand, or remove it (`rm {}`) and `blast move -e {} DIR` \
-             takes the directory where it is, or wherever you move it",
-            from.display(),
-            env.label(),
-            target.display(),
-            crate::shell::word(&from.display().to_string()),
-            crate::shell::word(env.label())
-        )));
-    }
     let mut report = RelocateReport {
         env: env.label().to_owned(),
         from: env.record.path.clone(),

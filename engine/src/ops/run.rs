@@ -110,17 +110,7 @@ pub fn run(store: &Store, selector: Option<&str>, options: &RunOptions) -> Resul
             .ok_or_else(|| Error::EnvNotFound(found.label().to_owned()))?;
     }
     // Without it, the program would be found on PATH and run on whatever Python is there.
-    let root = found.directory()?;
-    if !root.join("pyvenv.cfg").is_file() {
-        return Err(Error::Invalid(format!(
-            "`{}` holds no virtual environment (no pyvenv.cfg): its files were removed or replaced; \
-             `blast status -e {}` shows what is there, `blast rollback -e {} --force HEAD` makes it \
-             again",
-            found.path,
-            found.label(),
-            found.label()
-        )));
-    }
+    found.virtual_environment()?;
     let program = program_path(Path::new(&found.path), command, found.label())?;
     // A plain run reads the environment without its lock: a long-running command must not hold up
     // installs. A capturing one changes it, so it holds the lock as an install does.

@@ -103,13 +103,16 @@ pub(crate) fn capture_into_snapshot(
     tag: Option<String>,
 ) -> Result<SnapshotReport> {
     let head_id = env.head()?;
+    // Found by exploratory testing: an environment emptied by hand became its own next snapshot (the
+    // capture before an install), and the installer then failed on it.
+    let root = env.record.virtual_environment()?;
     let cache = load_stat_cache(store, &env.record.id);
     let staging = store.objects().begin()?;
     let sink = capture::Sink {
         staging: &staging,
         head: Some(head_id),
     };
-    let scan = capture::scan(env.directory()?, cache, &env.placeholders(), Some(sink))?;
+    let scan = capture::scan(root, cache, &env.placeholders(), Some(sink))?;
     let mut report = SnapshotReport {
         env: env.label().to_owned(),
         snapshot: None,

@@ -35,7 +35,7 @@
 //! full-screen program redraws; SIGUSR1 and SIGUSR2 to the program alone, as `kill PID` sends them (a
 //! server's "reopen your logs" or "reload").
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
@@ -408,23 +408,31 @@ impl Forwarding {
     }
 }
 
-/// The first ending signal since the [`Latch`] was set.
+/// The first ending signal since the outermost [`Latch`] was set, and when it came (monotonic ms).
 static LATCHED: AtomicI32 = AtomicI32::new(0);
+static LATCHED_MS: AtomicI64 = AtomicI64::new(0);
+/// How many latches are set: one set inside another (an install's, inside the command's that prints its
+/// report) keeps what the outer one noted.
+static LATCHES: AtomicUsize = AtomicUsize::new(0);
 
 /// Around a program blast runs and the commit of what it did (an install): an ending signal that comes
 /// while no program runs is noted, not obeyed, so blast can stop where stopping changes nothing (before
 /// HEAD moves), or finish a move it began, instead of dying with its work half done. While a program
 /// runs, [`Forwarding`] takes the signals (one noted before goes to the program at its start), and
 /// gives them back to the latch after. A second noted one ends blast as it would have (a move killed
-/// midway is finished by the next command). An inherited SIG_IGN stays. The dispositions before are
-/// put back when dropped.
+/// midway is finished by the next command), but for a copy of the first within [`DUPLICATE_MS`]
+/// (`timeout` signals blast, then its whole group). An inherited SIG_IGN stays. The dispositions before
+/// are put back when dropped.
 pub struct Latch {
     previous: Vec<(Signal, SigAction)>,
 }
 
 impl Latch {
     pub fn set() -> Latch {
-        LATCHED.store(0, Ordering::SeqCst);
+        if LATCHES.fetch_add(1, Ordering::SeqCst) == 0 {
+            LATCHED.store(0, Ordering::SeqCst);
+            LATCHED_MS.store(0, Ordering::SeqCst);
+        }
         Latch {
             previous: install(&PASSED_ON, note),
         }
@@ -442,21 +450,30 @@ impl Drop for Latch {
             // SAFETY: puts back the disposition that was there before.
             let _ = unsafe { sigaction(*signal, previous) };
         }
-        LATCHED.store(0, Ordering::SeqCst);
+        if LATCHES.fetch_sub(1, Ordering::SeqCst) == 1 {
+            LATCHED.store(0, Ordering::SeqCst);
+        }
     }
 }
 
 extern "C" fn note(sig: libc::c_int) {
-    if LATCHED
-        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
-        .is_err()
-    {
+    keeping_errno(|| {
+        let now = now_ms();
+        // The time first: a copy handled on another thread meanwhile finds it.
+        let _ = LATCHED_MS.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        let first = match LATCHED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return,
+            Err(first) => first,
+        };
+        if first == sig && now - LATCHED_MS.load(Ordering::SeqCst) < DUPLICATE_MS {
+            return;
+        }
         // SAFETY: signal and raise are async-signal-safe.
         unsafe {
             libc::signal(sig, libc::SIG_DFL);
             libc::raise(sig);
         }
-    }
+    });
 }
 
 /// The signals held on this thread while blast starts its child ([`Forwarding::hold_for_spawn`]).
