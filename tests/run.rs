@@ -267,6 +267,51 @@ fn capture_turns_what_the_command_changed_into_a_snapshot() {
     assert!(!module.exists());
 }
 
+/// A captured run that breaks a requirement is committed (a run is not an install, refused for it), and
+/// says so (found by exploratory testing: it went unsaid, in text and JSON).
+#[test]
+fn a_captured_run_that_breaks_a_requirement_says_so() {
+    let b = Blast::new();
+    let env = b.work.join("seeded");
+    let e = env.to_str().unwrap();
+    b.ok(&["create", "--path", e, "--python", python(), "--seed"]);
+    b.install_fixtures(&env, &["blastconflict"]);
+    let wheels = wheels();
+    let downgrade = |base: &str| {
+        vec![
+            "python".to_owned(),
+            "-m".into(),
+            "pip".into(),
+            "install".into(),
+            "--no-index".into(),
+            "--find-links".into(),
+            wheels.to_str().unwrap().into(),
+            format!("blastbase=={base}"),
+        ]
+    };
+    let command = downgrade("1.0.0");
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let out = run(&b, &env, &["--capture"], &command);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the captured changes broke requirements")
+            && stderr(&out).contains("blastconflict"),
+        "{}",
+        stderr(&out)
+    );
+    b.ok(&["rollback", "-e", e]);
+    let out = run(&b, &env, &["--capture", "--json"], &command);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["conflicts"].is_object(), "{report}");
+    // One that breaks nothing reports none.
+    let command = downgrade("2.0.0");
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let out = run(&b, &env, &["--capture", "--json"], &command);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["conflicts"].is_null(), "{report}");
+    assert!(!report["snapshot"].is_null(), "{report}");
+}
+
 /// Changes found in the directory before a captured run are kept first as their own snapshot, and the
 /// run says so; a command that is not there is refused before that capture.
 #[test]

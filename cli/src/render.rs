@@ -694,6 +694,12 @@ impl Output {
                 package_line(&r.packages)
             );
         }
+        if let Some(conflicts) = &r.conflicts {
+            eprintln!("blast run: warning: the captured changes broke requirements:");
+            for line in conflicts.to_string().lines() {
+                eprintln!("  {}", printable(line));
+            }
+        }
         self.json(r);
     }
 
@@ -1335,10 +1341,16 @@ impl Output {
                 shell_word(&e.env)
             );
         }
+        // A rollback writes HEAD's objects: one that is damaged must be mended first (found by
+        // exploratory testing: the rollback advised failed on it).
+        let first = match r.corrupt.iter().any(object) {
+            true => " (once the corrupt object is mended, as above: HEAD may need it)",
+            false => "",
+        };
         for e in r.envs.iter().filter(|e| !e.drifted.is_empty()) {
             println!(
                 "  `{}`: `blast snapshot -e {}` keeps these changes as a new snapshot; \
-                 `blast rollback -e {} --force HEAD` discards them",
+                 `blast rollback -e {} --force HEAD` discards them{first}",
                 e.env,
                 shell_word(&e.env),
                 shell_word(&e.env)

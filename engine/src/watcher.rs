@@ -346,10 +346,19 @@ impl Session<'_, '_> {
                     false => Vec::new(),
                 };
                 if self.dirty && !running.is_empty() {
-                    // A job stopped with Ctrl-Z, or one in the background: say why nothing comes.
+                    // A job stopped with Ctrl-Z, or one in the background or another terminal: say why
+                    // nothing comes (found by exploratory testing: `fg` was advised for another
+                    // terminal's install, which was not stopped).
+                    let stopped = running
+                        .iter()
+                        .any(|&pid| u32::try_from(pid).is_ok_and(crate::processes::is_stopped));
+                    let why = match stopped {
+                        true => "stopped: `fg` resumes it",
+                        false => "in the background or in another terminal",
+                    };
                     self.failures.push(format!(
-                        "an installer (pid {}) is still running on the environment (stopped? `fg` \
-                         resumes it): what changed is captured once it ends",
+                        "an installer (pid {}) is still running on the environment ({why}): what \
+                         changed is captured once it ends",
                         pid_list(&running)
                     ));
                 }

@@ -89,6 +89,7 @@ pub fn install(
     request: Request,
     options: &InstallOptions,
 ) -> Result<InstallReport> {
+    request.check_requirements_files()?;
     if !options.no_sandbox {
         let env_root = PathBuf::from(store.find_env(selector)?.path);
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));

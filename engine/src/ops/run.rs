@@ -51,6 +51,9 @@ pub struct RunReport {
     /// object.
     pub written_through: Vec<super::WrittenThrough>,
     pub packages: Vec<PackageChange>,
+    /// With `--capture`: requirements its changes broke, which the capture reports but does not refuse
+    /// (found by exploratory testing: they went unsaid).
+    pub conflicts: Option<crate::conflicts::ConflictReport>,
     #[serde(skip)]
     pub outcome: Outcome,
 }
@@ -320,6 +323,7 @@ fn run_opened(
         captured_first: None,
         written_through: Vec::new(),
         packages: Vec::new(),
+        conflicts: None,
         outcome,
     };
     if let (Some(env), Some(overlay)) = (env.as_mut(), &spec.overlay) {
@@ -376,6 +380,7 @@ fn capture_run(
     carry_over_bytecode(upper, env.root(), "");
     report.snapshot = Some(committed.snapshot);
     report.packages = committed.packages;
+    report.conflicts = committed.conflicts;
     Ok(())
 }
 
