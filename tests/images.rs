@@ -683,6 +683,49 @@ fn an_image_listing_packages_as_blast_read_them_before_imports() {
     assert!(err.contains("lists the packages realpkg 5.0"), "{err}");
 }
 
+/// An image is read from a pipe (`-` is standard input) as from its file, its size counted as read
+/// (found by exploratory testing: it was reported as 0 B, and `-` was taken for a file's name).
+#[test]
+fn an_image_is_imported_and_restored_from_a_pipe() {
+    let sender = Blast::new();
+    let (env, _) = demo_env(&sender, "piped", false);
+    let image = sender.work.join("piped.blast");
+    sender.ok(&[
+        "export",
+        "-e",
+        env.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let size = fs::metadata(&image).unwrap().len();
+    let receiver = Blast::new();
+    let piped = |args: &[&str]| {
+        let mut cat = Command::new("cat")
+            .arg(&image)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = receiver
+            .command(args)
+            .stdin(cat.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(cat.wait().unwrap().success());
+        out
+    };
+    let out = piped(&["import", "-", "--json"]);
+    assert_succeeded(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["image_bytes"], size, "{report}");
+    assert_eq!(report["image"], "/dev/stdin", "{report}");
+    let restored = receiver.work.join("restored");
+    let out = piped(&["restore", "-", "--path", restored.to_str().unwrap()]);
+    assert_succeeded(&out);
+    let (ok, version) = env_python(&restored, "import blastdemo; print(blastdemo.VERSION)");
+    assert!(ok, "{version}");
+    receiver.assert_verify_clean(&[&restored]);
+}
+
 #[test]
 fn history_images_bring_earlier_snapshots_that_rollback_reaches() {
     let sender = Blast::new();

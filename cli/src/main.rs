@@ -335,7 +335,7 @@ enum Command {
     },
     /// Verify an image and add its snapshots to the store (with --name, as a new environment).
     Import {
-        /// The `.blast` file.
+        /// The `.blast` file; `-` reads it from standard input.
         image: PathBuf,
         /// Also create a named environment at the image's snapshot.
         #[arg(long)]
@@ -343,7 +343,7 @@ enum Command {
     },
     /// Import an image and materialize it as a new environment, in one command.
     Restore {
-        /// The `.blast` file.
+        /// The `.blast` file; `-` reads it from standard input.
         image: PathBuf,
         /// Directory of the new environment.
         #[arg(long, required_unless_present = "name", conflicts_with = "name")]
@@ -703,6 +703,14 @@ fn say_if_signalled_after_commit(latch: &sandbox::Latch) {
     }
 }
 
+/// The image file named: `-` is standard input, as for most tools that read a stream.
+fn image_file(named: PathBuf) -> PathBuf {
+    match named.as_os_str() == "-" {
+        true => PathBuf::from("/dev/stdin"),
+        false => named,
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     // Found when a command needs the store (`completions` does not).
     let home = Store::default_home;
@@ -835,14 +843,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.exported(&ops::export(&open()?, &options, &out.progress())?)
         }
         Command::Import { image, name: None } => {
-            out.imported(&ops::import(&open()?, &image, &out.progress())?)
+            out.imported(&ops::import(&open()?, &image_file(image), &out.progress())?)
         }
         Command::Import {
             image,
             name: Some(name),
         } => out.restored(&ops::restore(
             &open_for_writing()?,
-            &image,
+            &image_file(image),
             &RestoreTarget::Name(name),
             None,
             "import",
@@ -861,7 +869,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             out.restored(&ops::restore(
                 &open_for_writing()?,
-                &image,
+                &image_file(image),
                 &target,
                 python.as_deref(),
                 "restore",

@@ -63,8 +63,11 @@ pub fn import_image(
     check_head: &mut dyn FnMut(&Snapshot) -> Result<()>,
 ) -> Result<ImportOutcome> {
     let staging = store.objects().begin()?;
-    let image_bytes = std::fs::metadata(path).at("opening image", path)?.len();
-    let (manifest, layers, snapshots, new_objects) = {
+    // A pipe (`blast import /dev/stdin`) has no size to show progress against; what was read is
+    // counted instead (found by exploratory testing: such an image was reported as 0 B).
+    let meta = std::fs::metadata(path).at("opening image", path)?;
+    let size = meta.is_file().then_some(meta.len());
+    let (manifest, layers, snapshots, new_objects, image_bytes) = {
         let mut importer = Importer::new(
             store,
             path,
@@ -74,7 +77,7 @@ pub fn import_image(
             Some(&staging),
             check_head,
         );
-        progress.begin("verifying", Some(image_bytes));
+        progress.begin("verifying", size);
         let read = importer.run(progress);
         progress.end();
         read?;
@@ -83,6 +86,7 @@ pub fn import_image(
             std::mem::take(&mut importer.layers),
             std::mem::take(&mut importer.snapshots),
             importer.new_objects,
+            importer.meter.compressed.get(),
         )
     };
     let mut new_layers = 0;
