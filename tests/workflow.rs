@@ -3043,10 +3043,6 @@ fn a_path_too_long_for_a_new_root_is_refused_before_anything_is_written() {
     b.assert_verify_clean(&[&env]);
 }
 
-/// An environment whose directory was replaced by a symlink to it (moved by hand, a link left in its
-/// place): `remove` took the link for a file where the directory was, asking for a snapshot that
-/// changed nothing, and `--force` deleted the link only (found by exploratory testing). It is refused,
-/// with or without `--force`, naming the ways on, and the way it names works.
 /// Found by exploratory testing: an environment whose directory was replaced by a link to another
 /// environment's was read and written through it: `status` showed the other's files, the capture before
 /// an install made them its snapshot, and a rollback removed them from the other environment.
@@ -3130,6 +3126,10 @@ fn a_directory_replaced_by_a_link_or_a_file_is_refused_and_nothing_goes_through_
     b.assert_verify_clean(&[&env, &victim]);
 }
 
+/// An environment whose directory was replaced by a symlink to it (moved by hand, a link left in its
+/// place): `remove` took the link for a file where the directory was, asking for a snapshot that
+/// changed nothing, and `--force` deleted the link only (found by exploratory testing). It is refused,
+/// with or without `--force`, naming the ways on, and the way it names works.
 #[test]
 fn remove_refuses_an_environment_whose_directory_is_a_symlink() {
     let b = Blast::new();

@@ -691,16 +691,31 @@ fn main() -> ExitCode {
     }
 }
 
-/// An install is latched (see `sandbox::Latch`) from the start of the command to its report: a signal
-/// that comes after its commit does not end blast before the report says what was done (found by
-/// exploratory testing: Ctrl-C as uv finished ended blast silently, the change committed).
-fn say_if_signalled_after_commit(latch: &sandbox::Latch) {
+/// Runs an install, uninstall or pip command and `render`s its report, latched (see `sandbox::Latch`)
+/// from the start to the report: a signal that comes after the commit does not end blast before the
+/// report says what was done (found by exploratory testing: Ctrl-C as uv finished ended blast
+/// silently, the change committed).
+fn install_reported(
+    open: impl FnOnce() -> Result<Store>,
+    selector: Option<String>,
+    request: Request,
+    options: &InstallOptions,
+    render: impl FnOnce(&ops::InstallReport),
+) -> Result<()> {
+    let latch = sandbox::Latch::set();
+    render(&ops::install(
+        &open()?,
+        selector.as_deref(),
+        request,
+        options,
+    )?);
     if let Some(signal) = latch.received() {
         eprintln!(
             "blast: signal {signal} came once the change above was committed: it stands (`blast \
              rollback` undoes it)"
         );
     }
+    Ok(())
 }
 
 /// The image file named: `-` is standard input, as for most tools that read a stream.
@@ -925,37 +940,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 requirements,
                 args,
             };
-            let latch = sandbox::Latch::set();
-            out.installed(&ops::install(
-                &open_for_writing()?,
-                env.env.as_deref(),
-                request,
-                &how.options(),
-            )?);
-            say_if_signalled_after_commit(&latch);
+            install_reported(open_for_writing, env.env, request, &how.options(), |r| {
+                out.installed(r)
+            })?;
         }
-        Command::Uninstall { env, names, how } => {
-            let latch = sandbox::Latch::set();
-            out.installed(&ops::install(
-                &open_for_writing()?,
-                env.env.as_deref(),
-                Request::Uninstall { names },
-                &how.options(),
-            )?);
-            say_if_signalled_after_commit(&latch);
-        }
+        Command::Uninstall { env, names, how } => install_reported(
+            open_for_writing,
+            env.env,
+            Request::Uninstall { names },
+            &how.options(),
+            |r| out.installed(r),
+        )?,
         Command::Pip { env, how, args } => {
-            let latch = sandbox::Latch::set();
-            out.pip_ran(&ops::install(
-                &open_for_writing()?,
-                env.env.as_deref(),
+            let options = InstallOptions {
+                installer_stdout: !cli.json,
+                ..how.options()
+            };
+            install_reported(
+                open_for_writing,
+                env.env,
                 Request::Pip { args },
-                &InstallOptions {
-                    installer_stdout: !cli.json,
-                    ..how.options()
-                },
-            )?);
-            say_if_signalled_after_commit(&latch);
+                &options,
+                |r| out.pip_ran(r),
+            )?;
         }
         Command::Run {
             env,
