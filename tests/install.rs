@@ -1285,6 +1285,49 @@ fn ctrl_c_after_the_installer_ended_stops_before_the_move_or_lets_it_finish() {
     b.assert_verify_clean(&[&env]);
 }
 
+/// Ctrl-C while an install waits for another blast process to let go of the environment ends the wait
+/// at once (found by the review: the install's latch noted it, and the wait went on until the other
+/// process ended).
+#[test]
+fn ctrl_c_while_an_install_waits_for_the_environment_ends_the_wait() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let history = b.log(e).len();
+    // A captured run holds the environment's lock while its command runs.
+    let mut holder = b
+        .command(&["run", "-e", e, "--capture", "--", "sleep", "8"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let started = Instant::now();
+    let waiting = b
+        .command(&strs(&install_args(&env, &["blastdep"])))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill of a child of this test.
+    assert_eq!(unsafe { libc::kill(waiting.id() as i32, libc::SIGINT) }, 0);
+    let out = waiting.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("waiting for another blast process")
+            && stderr.contains("interrupted while waiting for another blast process to release"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the wait went on"
+    );
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(b.log(e).len(), history);
+}
+
 /// Without the installer asked for, the error says what to do about that one.
 #[test]
 fn a_missing_installer_is_named_with_its_own_fix() {

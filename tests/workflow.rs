@@ -3078,10 +3078,12 @@ fn a_directory_replaced_by_a_link_or_a_file_is_refused_and_nothing_goes_through_
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        // Another environment's directory is not offered as this one's to take.
         assert!(
             !out.status.success()
                 && said.contains(&format!("is a symlink to `{}` now", victim.display()))
-                && said.contains(&format!("`blast move -e {e} {}`", victim.display())),
+                && said.contains(&format!("remove the link (`rm {}`)", env.display()))
+                && !said.contains("blast move"),
             "{args:?}: {said}"
         );
     }
@@ -3124,6 +3126,18 @@ fn a_directory_replaced_by_a_link_or_a_file_is_refused_and_nothing_goes_through_
     assert_eq!(fs::read_to_string(env.join("mine.txt")).unwrap(), "mine");
     assert_eq!(read_tree(&victim), victim_tree);
     b.assert_verify_clean(&[&env, &victim]);
+
+    // A link to a directory of no environment's (the old one, moved by hand): the way the message
+    // names, the link removed, takes it there.
+    fs::remove_dir_all(&env).unwrap();
+    std::os::unix::fs::symlink(&real, &env).unwrap();
+    let err = b.fails(&["status", "-e", e]);
+    let take = format!("`blast move -e {e} {}`", real.display());
+    assert!(err.contains(&take), "{err}");
+    fs::remove_file(&env).unwrap();
+    b.ok(&["move", "-e", e, real.to_str().unwrap()]);
+    assert_eq!(b.json(&["status", "-e", e])["path"], real.to_str().unwrap());
+    b.assert_verify_clean(&[&real, &victim]);
 }
 
 /// An environment whose directory was replaced by a symlink to it (moved by hand, a link left in its

@@ -677,6 +677,7 @@ fn main() -> ExitCode {
             // Ctrl-C), 127 for one not found, 126 for one found but not executable.
             let code = match e.underlying() {
                 engine::Error::Interrupted { signal, .. }
+                | engine::Error::InterruptedWaiting { signal, .. }
                 | engine::Error::InterruptedWrite { signal, .. } => {
                     u8::try_from(128 + signal).unwrap_or(1)
                 }

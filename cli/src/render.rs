@@ -770,8 +770,8 @@ impl Output {
         );
         if r.left_at_from {
             println!(
-                "  `{}` is left as it is, no longer the environment's directory (`rm -r {}` if \
-                 nothing there is needed)",
+                "  `{}` is left as it is, no longer the environment's directory, and nothing in it \
+                 captured (`rm -r {}` if nothing there is needed)",
                 printable(&r.from),
                 shell_word(&r.from)
             );
@@ -932,9 +932,11 @@ impl Output {
         }
         if !r.uncapturable.is_empty() {
             println!(
-                "  {} no snapshot can hold (`blast snapshot` refuses them, \
-                 `blast rollback --force HEAD` discards them):",
-                count(r.uncapturable.len(), "path")
+                "  {} no snapshot can hold (`blast snapshot` refuses them; remove them, or \
+                 `blast rollback -e {} --force HEAD` discards them with every other uncaptured \
+                 change):",
+                count(r.uncapturable.len(), "path"),
+                shell_word(&r.env)
             );
             print_uncapturable(&r.uncapturable);
         }

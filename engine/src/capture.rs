@@ -304,12 +304,6 @@ impl StatCache {
         self.unsynced_in = Some(boot);
     }
 
-    /// Keeps the mark of `older`, a cache of the same directory this one replaces: files written
-    /// without a sync stay so when a later scan reads them back (from the page cache).
-    pub fn keep_unsynced_mark_of(&mut self, older: &StatCache) {
-        self.unsynced_in = self.unsynced_in.or(older.unsynced_in);
-    }
-
     fn path_of(&self, entry: &Entry) -> &str {
         entry.path_in(&self.paths)
     }
@@ -1678,9 +1672,6 @@ mod scan_tests {
         let after_reboot = scan(&root, StatCache::load(&path), &ph, None).unwrap();
         assert_eq!(after_reboot.hashed, 2, "every file is read again");
         assert_eq!(after_reboot.tree(), &tree);
-        let mut unmarked = StatCache::default();
-        unmarked.keep_unsynced_mark_of(&cache);
-        assert_eq!(unmarked.unsynced_in, Some(other_boot));
     }
 
     #[test]

@@ -120,9 +120,13 @@ pub enum Error {
     )]
     EnvDirMissing { env: String, path: PathBuf },
     #[error(
-        "`{}`, the directory of `{env}`, is {what} now: blast works on the directory itself, never through what replaced it (a link may lead into another environment); move it away, then `blast rollback -e {cmd} --force HEAD` makes the environment again there{take}, or `blast remove {cmd}` forgets the environment",
+        "`{}`, the directory of `{env}`, is {what} now: blast works on the directory itself, never through what replaced it (a link may lead into another environment); {first}, then `blast rollback -e {cmd} --force HEAD` makes the environment again there{take}, or `blast remove {cmd}` forgets the environment",
         path.display(),
         cmd = crate::shell::word(.env),
+        first = match link {
+            true => format!("remove the link (`rm {}`)", crate::shell::word(&path.display().to_string())),
+            false => "move it away".to_owned(),
+        },
         take = match target {
             Some(target) => format!(
                 ", `blast move -e {} {}` takes the directory the link leads to",
@@ -137,7 +141,9 @@ pub enum Error {
         path: PathBuf,
         /// `a symlink to `…``, `a file`…
         what: String,
-        /// Where a symlink there leads, resolved.
+        /// Whether a symlink is there.
+        link: bool,
+        /// Where a symlink there leads, resolved, unless that is another environment's directory.
         target: Option<PathBuf>,
     },
     #[error(
@@ -413,6 +419,14 @@ pub enum Error {
     #[error("interrupted: `{}` was not written", path.display())]
     InterruptedWrite {
         path: PathBuf,
+        /// The signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT).
+        signal: i32,
+    },
+    #[error(
+        "interrupted while waiting for another blast process to release {what}: nothing was changed"
+    )]
+    InterruptedWaiting {
+        what: String,
         /// The signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT).
         signal: i32,
     },

@@ -105,6 +105,7 @@ impl EnvRecord {
             env: self.label().to_owned(),
             path: root.to_owned(),
             what,
+            link: kind.is_symlink(),
             target,
         })
     }

@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// How long a process waits silently before it tells the user what it is waiting for.
 const QUIET_WAIT: Duration = Duration::from_secs(1);
@@ -91,6 +91,14 @@ fn wait_for(file: &File, mode: LockMode, path: &Path, what: &str) -> Result<()> 
         if !told && started.elapsed() >= QUIET_WAIT {
             eprintln!("blast: waiting for another blast process to release {what}…");
             told = true;
+        }
+        // A signal a latch noted (an install's) ends the wait: nothing is done under a lock not held
+        // yet (found by the review: Ctrl-C went unanswered until the other process let go).
+        if let Some(signal) = crate::sandbox::Latch::noted() {
+            return Err(Error::InterruptedWaiting {
+                what: what.to_owned(),
+                signal,
+            });
         }
         std::thread::sleep(POLL);
     }

@@ -222,7 +222,15 @@ impl Store {
         if self.moved_dir(&found).is_none() && self.original_keeps(&found).is_some() {
             return self.lock_env_as_found(&found.id);
         }
-        self.lock_env(&found.id, false)
+        match self.lock_env(&found.id, false) {
+            // What the store keeps is read all the same (exporting HEAD, or syncing it elsewhere, is
+            // a way out), saying why the directory is left alone.
+            Err(replaced @ Error::EnvDirReplaced { .. }) => {
+                eprintln!("blast: warning: {replaced}");
+                self.lock_env_as_found(&found.id)
+            }
+            opened => opened,
+        }
     }
 
     /// As `open_env_to_read`, for `blast log`, which only shows what the store records: a move a killed
@@ -231,13 +239,6 @@ impl Store {
     /// while the move was stuck).
     pub fn open_env_to_show(&self, selector: Option<&str>) -> Result<Env> {
         match self.open_env_to_read(selector) {
-            Err(replaced @ Error::EnvDirReplaced { .. }) => {
-                let found = self.find_env(selector)?;
-                eprintln!(
-                    "blast: warning: {replaced}\nblast: its history as the store records it:"
-                );
-                self.lock_env_as_found(&found.id)
-            }
             Err(
                 stuck
                 @ (Error::InterruptedUnfinished { .. } | Error::InterruptedWithChanges { .. }),
@@ -333,8 +334,29 @@ impl Store {
             };
         }
         crate::dir_move::finish_interrupted(self, &mut env)?;
-        // Before anything is finished in the directory, which a link would lead elsewhere.
-        env.record.refuse_replaced_directory()?;
+        // Before anything is finished in the directory, which a link would lead elsewhere. A link into
+        // another environment's directory is not this one's to take there.
+        if let Err(Error::EnvDirReplaced {
+            env: label,
+            path,
+            what,
+            link,
+            target,
+        }) = env.record.refuse_replaced_directory()
+        {
+            let target = target.filter(|target| {
+                target
+                    .to_str()
+                    .is_none_or(|t| self.index.env_by_path(t).ok().flatten().is_none())
+            });
+            return Err(Error::EnvDirReplaced {
+                env: label,
+                path,
+                what,
+                link,
+                target,
+            });
+        }
         if let (Some(name), Some(here)) = (&env.record.name, self.moved_dir(&env.record))
             && to != Some(here.as_path())
         {

@@ -485,18 +485,19 @@ fn complete(
     cache.stamp_with(journal.to, target_digest);
     // The directory's new content is not waited for (a `syncfs` took 30–40 ms of a materialization
     // of the big environment): the stat cache names the boot whose page cache holds it, so that after
-    // a power cut no scan trusts the cache for files that may be lost or torn (SPEC §14). Where the
-    // boot cannot be named, the content is on disk before the journal that could redo it goes. The
-    // trees are freed beside the cache's write.
+    // a power cut no scan trusts the cache for files that may be lost or torn (SPEC §14). Where that
+    // mark is not on disk (no boot to name, or the cache not written: a full disk), the content is on
+    // disk before the journal that could redo it goes: an older, unmarked cache would otherwise be
+    // brought up to date from the page cache by a later scan. The trees are freed beside the write.
     let boot = crate::fsutil::boot_id();
     if let Some(boot) = boot {
         cache.mark_unsynced(boot);
     }
-    std::thread::scope(|scope| {
+    let saved = std::thread::scope(|scope| {
         scope.spawn(move || drop((current, target)));
-        save_stat_cache(store, &env.record.id, &cache);
+        cache.save(&store.stat_cache_path(&env.record.id))
     });
-    if boot.is_none() {
+    if boot.is_none() || saved.is_err() {
         crate::objects::syncfs(&root)?;
     }
     crash::point("applied");

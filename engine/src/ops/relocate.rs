@@ -83,20 +83,27 @@ pub fn relocate(
     let name = env.record.name.clone();
     let name = name.as_deref();
     let to_str = super::create::env_path_allowed(store, &to, name, new_there)?;
-    // Held to the end: a `blast run` starting meanwhile waits, then finds the environment moved.
-    let used = if kept_elsewhere { &to } else { &from };
-    let _runs = check_unused(store, &env, used, force)?;
     let head = store.tree_of(&store.snapshot(&env.head()?)?)?;
+    // The environment moved by hand, and another directory made at its old path since (found by
+    // exploratory testing: every way out was refused but moving that directory away by hand): taken
+    // at `to` when that holds HEAD exactly. What the old path holds stays there, untouched (the
+    // report says so); its inode cannot tell which is the environment's, as a `status` of the old
+    // path records the new directory's in the stat cache.
+    let moved_past_new = old_there
+        && new_there
+        && to.is_dir()
+        && differences(store, &env, &to, &env.record.path, &head).is_ok_and(|d| d.is_empty());
+    // Held to the end: a `blast run` starting meanwhile waits, then finds the environment moved.
+    let used = if kept_elsewhere || moved_past_new {
+        &to
+    } else {
+        &from
+    };
+    let _runs = check_unused(store, &env, used, force)?;
     crate::transition::refuse_long_paths(&to, head.entries.keys())?;
     // A new path stays claimed until the directory is there (and, made for a move that fails, goes).
     let (way, _claim) = match (old_there, new_there) {
-        // The environment moved by hand, and another directory made at its old path since (found by
-        // exploratory testing: every way out was refused but moving that directory away by hand).
-        // Only what holds HEAD exactly is taken for the environment.
-        (true, true)
-            if to.is_dir()
-                && differences(store, &env, &to, &env.record.path, &head)?.is_empty() =>
-        {
+        (true, true) if moved_past_new => {
             report.left_at_from = true;
             (Way::Adopted, None)
         }

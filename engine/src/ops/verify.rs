@@ -16,7 +16,7 @@ use crate::error::{IoContext, Result};
 use crate::index::EnvRecord;
 use crate::objects::ObjectStore;
 use crate::store::Store;
-use crate::transition::{load_stat_cache, save_stat_cache};
+use crate::transition::save_stat_cache;
 
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
@@ -330,8 +330,12 @@ fn check_env(
         // object) are known by content alone: the cache this scan built records them as they are, so
         // that `status` and `rollback --force HEAD` see them too, not only the next `verify`.
         if !drifted.is_empty() {
+            // Marked as written in this boot: what it read may be an unsynced apply's, in the page
+            // cache, and the cache that could have said so may be the one that was unreadable.
             let mut cache = scan.into_cache();
-            cache.keep_unsynced_mark_of(&load_stat_cache(store, &env.id));
+            if let Some(boot) = crate::fsutil::boot_id() {
+                cache.mark_unsynced(boot);
+            }
             save_stat_cache(store, &env.id, &cache);
         }
         Ok((drifted, uncapturable))

@@ -440,7 +440,14 @@ impl Latch {
 
     /// The first ending signal that came while no program ran, if any.
     pub fn received(&self) -> Option<i32> {
-        Some(LATCHED.load(Ordering::SeqCst)).filter(|&sig| sig != 0)
+        Self::noted()
+    }
+
+    /// As [`Latch::received`], for code that holds no latch itself: what a latch set around it noted
+    /// (a wait for a lock gives up on it), or nothing when none is set.
+    pub fn noted() -> Option<i32> {
+        Some(LATCHED.load(Ordering::SeqCst))
+            .filter(|&sig| sig != 0 && LATCHES.load(Ordering::SeqCst) > 0)
     }
 }
 
