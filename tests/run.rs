@@ -267,6 +267,36 @@ fn capture_turns_what_the_command_changed_into_a_snapshot() {
     assert!(!module.exists());
 }
 
+/// A captured run whose environment changed meanwhile commits nothing, and says how the command ended
+/// (found by exploratory testing: a long job's exit status went unsaid).
+#[test]
+fn a_capture_refused_for_a_change_made_meanwhile_says_how_the_command_ended() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let history = b.log(e).len();
+    let script = format!("echo cap > {e}/cap.txt; sleep 2; exit 4");
+    let running = b
+        .command(&["run", "-e", e, "--capture", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    fs::write(env.join("outside.txt"), "out").unwrap();
+    let out = running.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("changed while the command ran")
+            && stderr(&out).contains("outside.txt")
+            && stderr(&out).contains("the command itself ended with exit status 4"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(b.log(e).len(), history);
+    assert!(!env.join("cap.txt").exists());
+}
+
 /// A captured run that breaks a requirement is committed (a run is not an install, refused for it), and
 /// says so (found by exploratory testing: it went unsaid, in text and JSON).
 #[test]

@@ -405,6 +405,13 @@ pub enum Error {
         .0.display()
     )]
     SessionGone(PathBuf),
+    /// `blast run --capture` whose command ran, and whose changes could not be kept.
+    #[error("{source}\n(the command itself ended with {ended}; what it wrote was not kept)")]
+    RunNotCaptured {
+        /// `exit status 4`, `signal 9`, or the limit that stopped it.
+        ended: String,
+        source: Box<Error>,
+    },
     /// A move of HEAD whose directory holds its target, and whose record failed: the journal stands.
     #[error(
         "{source}\n(the {operation} of `{env}` is done in its directory, which holds {snapshot}; only \
@@ -666,6 +673,7 @@ impl Error {
             | Error::MoveUndone { source, .. }
             | Error::MoveStuck { source, .. }
             | Error::MoveUnrecorded { source, .. }
+            | Error::RunNotCaptured { source, .. }
             | Error::ProjectEnvRemoved { source, .. }
             | Error::InterruptedUnfinished { source, .. } => source.underlying(),
             error => error,

@@ -327,13 +327,25 @@ fn run_opened(
         outcome,
     };
     if let (Some(env), Some(overlay)) = (env.as_mut(), &spec.overlay) {
+        // The command's own ending is said with the failure (found by exploratory testing: a capture
+        // refused for a change made meanwhile left no word of how a long job had ended).
+        let ended = match (&report.exit_code, &report.signal, &report.stopped_by) {
+            (Some(code), ..) => format!("exit status {code}"),
+            (_, Some(signal), _) => format!("signal {signal}"),
+            (.., Some(limit)) => format!("a limit: {limit}"),
+            _ => "an unknown status".to_owned(),
+        };
         capture_run(
             store,
             env,
             &overlay.upper(&ran),
             &options.command,
             &mut report,
-        )?;
+        )
+        .map_err(|source| Error::RunNotCaptured {
+            ended,
+            source: Box::new(source),
+        })?;
     }
     Ok(report)
 }
