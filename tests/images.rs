@@ -1866,6 +1866,21 @@ fn an_image_past_the_ratio_check_imports_with_the_limit_its_export_names() {
     };
     let short_by_one = (needed.parse::<u64>().unwrap() - 1).to_string();
     assert!(!import(&short_by_one).status.success());
+    // Empty is unset: the ratio check stands (found by exploratory testing: it was an error). A value
+    // that is no number is named with what to set.
+    let empty = import("");
+    assert!(
+        !empty.status.success()
+            && String::from_utf8_lossy(&empty.stderr).contains("times its compressed size"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+    let words = String::from_utf8_lossy(&import("lots").stderr).into_owned();
+    assert!(
+        words.contains("`lots` is not a number of bytes: set it to"),
+        "{words}"
+    );
+    assert_eq!(store_state(&receiver), before);
     assert_succeeded(&import(&needed));
 }
 

@@ -229,13 +229,17 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The defaults, with `BLAST_IMAGE_MAX_BYTES` when it is set (and then no ratio check).
+    /// The defaults, with `BLAST_IMAGE_MAX_BYTES` when it is set (and then no ratio check); empty, it
+    /// is unset, as for `BLAST_LINK_MODE` (found by exploratory testing: it was an error).
     pub fn from_env() -> Result<Limits> {
         let mut limits = Limits::default();
-        if let Ok(value) = std::env::var("BLAST_IMAGE_MAX_BYTES") {
+        if let Ok(value) = std::env::var("BLAST_IMAGE_MAX_BYTES")
+            && !value.trim().is_empty()
+        {
             limits.max_bytes = value.trim().parse().map_err(|_| {
                 Error::Invalid(format!(
-                    "BLAST_IMAGE_MAX_BYTES=`{value}` is not a number of bytes"
+                    "BLAST_IMAGE_MAX_BYTES=`{value}` is not a number of bytes: set it to the most an \
+                     image may decompress to (`BLAST_IMAGE_MAX_BYTES=100000000000`), or unset it"
                 ))
             })?;
             limits.ratio_floor = u64::MAX;
