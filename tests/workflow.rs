@@ -2216,6 +2216,42 @@ fn a_new_environment_is_refused_inside_another_or_inside_the_store() {
         python(),
     ]);
     assert!(err.contains("inside blast's store"), "{err}");
+    // A file on the way is named, for `restore --path` as for `create`.
+    let file = b.tmp.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    let under_file = file.join("sub/venv");
+    let image = b.tmp.path().join("venv.blast");
+    b.ok(&[
+        "export",
+        "-e",
+        env.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    for args in [
+        vec![
+            "create",
+            "--path",
+            under_file.to_str().unwrap(),
+            "--python",
+            python(),
+        ],
+        vec![
+            "restore",
+            image.to_str().unwrap(),
+            "--path",
+            under_file.to_str().unwrap(),
+        ],
+    ] {
+        let err = b.fails(&args);
+        assert!(
+            err.contains(&format!(
+                "`{}` on its way is not a directory",
+                file.display()
+            )),
+            "{err}"
+        );
+    }
     assert!(!inner.exists() && !in_store.exists());
     b.assert_verify_clean(&[&env]);
     assert_eq!(b.json(&["list"]).as_array().unwrap().len(), 1);

@@ -364,6 +364,19 @@ pub(crate) fn env_path_allowed(
             why,
         })
     };
+    // The directories on the way are made as needed; one that is a file would fail there with a
+    // bare "Not a directory".
+    if let Some(blocker) = path
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.symlink_metadata().is_ok())
+        .filter(|dir| !dir.is_dir())
+    {
+        return refuse(format!(
+            "`{}` on its way is not a directory",
+            blocker.display()
+        ));
+    }
     // The path is written into activate scripts and shebangs, and shown in every report.
     if path_str.chars().any(char::is_control) {
         return refuse(
