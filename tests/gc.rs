@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
 use support::*;
@@ -617,6 +618,54 @@ fn clean_names_what_keeps_an_unreadable_snapshot_and_removes_nothing() {
     }
     b.ok(&["remove", e, "--force"]);
     b.ok(&["clean"]);
+}
+
+/// A clean that cannot remove a file stops there and says what it had done: the history entries it
+/// dropped are gone, and the next clean removes what it left once the file can go. (Before, it said
+/// only which file failed.) An immutable layer file (`chattr +i`) stands for a file the filesystem
+/// refuses to remove.
+#[test]
+fn a_clean_stopped_midway_says_what_it_had_done_and_the_next_one_finishes() {
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", e]);
+    pip_install(&env, &["blastdemo==2.0.0"]);
+    b.ok(&["snapshot", "-e", e]);
+    b.ok(&["rollback", "-e", e, "@~2"]);
+    let layers = b.store_files("layers");
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .args(&layers)
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !chattr("+i") {
+        eprintln!("skipping: `chattr +i` does not work here (needs root and a filesystem with it)");
+        return;
+    }
+    let err = b.fails(&["clean", "--keep", "1"]);
+    assert!(chattr("-i"), "chattr -i");
+    assert!(
+        err.contains("the clean stopped there, having dropped 3 history entries")
+            && err.contains("once the file above can be removed"),
+        "{err}"
+    );
+    assert_eq!(b.log(e).len(), 1, "the dropped history is gone");
+    assert_eq!(snapshot_files(&b).len(), 1, "only HEAD's snapshot stays");
+    let report = b.json(&["clean"]);
+    let [
+        history_dropped,
+        snapshots_removed,
+        layers_removed,
+        objects_removed,
+        _,
+    ] = counts(&report);
+    assert_eq!([history_dropped, snapshots_removed], [0, 0], "{report}");
+    assert!(layers_removed >= 1 && objects_removed >= 1, "{report}");
+    b.assert_verify_clean(&[&env]);
 }
 
 /// `blast squash` moves the tags of the old HEAD to the squashed snapshot (the same files), names the

@@ -360,6 +360,18 @@ pub enum Error {
         kept_by: String,
         source: Box<Error>,
     },
+    /// The sweep of `blast clean` failed midway, after the history it dropped was gone.
+    #[error(
+        "{source}\n(the clean stopped there, having dropped {history_dropped} history entries and removed \
+         {files_removed} snapshot, layer and object files, {bytes_freed} bytes: what it left is removed by \
+         `blast clean` once the file above can be removed)"
+    )]
+    CleanStopped {
+        history_dropped: usize,
+        files_removed: usize,
+        bytes_freed: u64,
+        source: Box<Error>,
+    },
     /// `blast start` made a project's `./.venv`, and removed it again as its dependencies failed to
     /// install.
     #[error(
@@ -675,7 +687,8 @@ impl Error {
             | Error::MoveUnrecorded { source, .. }
             | Error::RunNotCaptured { source, .. }
             | Error::ProjectEnvRemoved { source, .. }
-            | Error::InterruptedUnfinished { source, .. } => source.underlying(),
+            | Error::InterruptedUnfinished { source, .. }
+            | Error::CleanStopped { source, .. } => source.underlying(),
             error => error,
         }
     }

@@ -173,6 +173,44 @@ fn collect(store: &Store, opts: CleanOptions, index_read_only: bool) -> Result<C
         dry_run: opts.dry_run,
         bytes: 0,
     };
+    // Whatever stops the sweep midway (a file that cannot be removed) is said with what it had done:
+    // the history it dropped is gone, and a later clean removes what this one left.
+    sweep_unneeded(
+        store,
+        &roots,
+        &live_layers,
+        &live_objects,
+        &mut sweep,
+        &mut report,
+    )
+    .map_err(|source| match opts.dry_run {
+        true => source,
+        false => Error::CleanStopped {
+            history_dropped: report.history_dropped,
+            files_removed: report.snapshots_removed
+                + report.layers_removed
+                + report.objects_removed,
+            bytes_freed: sweep.bytes,
+            source: Box::new(source),
+        },
+    })?;
+    report.bytes_freed = sweep.bytes;
+    if !opts.dry_run {
+        report.staging_reclaimed = objects.reclaim_staging()?;
+    }
+    Ok(report)
+}
+
+/// Removes (or with a dry run, counts) the snapshots, layers and objects no root needs.
+fn sweep_unneeded(
+    store: &Store,
+    roots: &HashMap<SnapshotId, String>,
+    live_layers: &HashSet<LayerId>,
+    live_objects: &HashSet<(ObjectId, bool)>,
+    sweep: &mut Sweep,
+    report: &mut CleanReport,
+) -> Result<()> {
+    let objects = store.objects();
     for (path, name) in list(objects.snapshots_dir())? {
         if name
             .parse()
@@ -211,11 +249,7 @@ fn collect(store: &Store, opts: CleanOptions, index_read_only: bool) -> Result<C
             }
         }
     }
-    report.bytes_freed = sweep.bytes;
-    if !opts.dry_run {
-        report.staging_reclaimed = objects.reclaim_staging()?;
-    }
-    Ok(report)
+    Ok(())
 }
 
 fn retained(entry: &HistoryEntry, age_rank: usize, opts: CleanOptions, now_ms: i64) -> bool {
