@@ -889,6 +889,7 @@ impl Output {
     }
 
     pub fn status(&self, r: &StatusReport) {
+        written_through(&r.written_through);
         if self.json(r) {
             return;
         }

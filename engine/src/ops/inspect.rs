@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use store_format::{LayerId, Node, Package, Snapshot, SnapshotId};
 
+use super::snapshot::WrittenThrough;
 use crate::capture;
 use crate::error::{Error, IoContext, Result};
 use crate::index::EnvRecord;
@@ -306,6 +307,8 @@ pub struct StatusReport {
     pub uncaptured: Vec<FileChange>,
     /// What the directory holds that no snapshot can (left out of `uncaptured`).
     pub uncapturable: Vec<Uncapturable>,
+    /// Uncaptured files written in place through their link to a store object, which is damaged with them.
+    pub written_through: Vec<WrittenThrough>,
     pub packages: Vec<Package>,
     pub env_bytes: u64,
     pub env_files: usize,
@@ -373,10 +376,17 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
     } else {
         file_changes(&head_tree, scan.tree())
     };
+    let written_through: Vec<WrittenThrough> = scan
+        .written_through(store.objects())
+        .into_iter()
+        .map(|(path, object)| WrittenThrough { path, object })
+        .collect();
     // What the scan read is kept, as a capture keeps it: the first scan after a reboot reads every file
     // (a cache marked with writes of the boot before is not trusted, SPEC §14), and so would every
-    // `status` after it.
-    if scan.cache_changed && uncapturable.is_empty() {
+    // `status` after it. Not when a file was written in place through its link to an object: kept, the
+    // cache would know the file's new bytes, and the capture's warning of the damaged object would not
+    // come (found by exploratory testing).
+    if scan.cache_changed && uncapturable.is_empty() && written_through.is_empty() {
         let cache = match uncaptured.is_empty() {
             true => scan.into_cache_of(head),
             false => scan.into_cache(),
@@ -399,6 +409,7 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
         tags,
         uncaptured,
         uncapturable,
+        written_through,
         packages,
         env_bytes: head_tree.file_bytes(),
         env_files: head_tree.file_count(),
