@@ -213,6 +213,53 @@ fn upgrade_layer_removes_the_old_files_and_uninstall_and_rollback_work() {
     b.assert_verify_clean(&[&env]);
 }
 
+/// A team's project directory: its group handed down by the setgid bit to every directory made in it,
+/// the store's and the environment's. The sandbox maps the caller's own group only, and the overlay
+/// failed on both (found by exploratory testing as an ordinary user): the mount on the store's
+/// directories (`EACCES`), then the installer's first write into a directory of the environment
+/// (`EOVERFLOW`). Installs, upgrades and uninstalls now work there, and the directory verifies.
+#[test]
+fn installs_work_where_a_setgid_directory_hands_down_another_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const TEAM_GID: u32 = 4242;
+    let b = Blast::new();
+    let team = b.tmp.path().join("team");
+    fs::create_dir(&team).unwrap();
+    if std::os::unix::fs::chown(&team, None, Some(TEAM_GID)).is_err() {
+        eprintln!("skipping: giving a directory another group needs root");
+        return;
+    }
+    fs::set_permissions(&team, fs::Permissions::from_mode(0o2775)).unwrap();
+    let b = Blast {
+        home: team.join("store"),
+        ..b
+    };
+    let env = team.join("project/.venv");
+    b.ok(&[
+        "create",
+        "--path",
+        env.to_str().unwrap(),
+        "--python",
+        python(),
+    ]);
+    let site = env.join(SITE);
+    assert_eq!(
+        fs::metadata(&site).unwrap().gid(),
+        TEAM_GID,
+        "not handed down"
+    );
+    install(&b, &env, &["blastdemo==1.0.0"]);
+    assert_eq!(demo_says(&env), "blastdemo 1.0.0 says hello from blastdep");
+    let report = install(&b, &env, &["blastdemo==2.0.0"]);
+    assert_eq!(package_changes(&report), ["blastdemo 1.0.0→2.0.0"]);
+    assert!(!site.join("blastdemo/data.txt").exists());
+    let report = b.json(&["uninstall", "-e", env.to_str().unwrap(), "blastdemo"]);
+    assert_eq!(package_changes(&report), ["-blastdemo 2.0.0"]);
+    assert!(!site.join("blastdemo").exists());
+    b.assert_verify_clean(&[&env]);
+    assert_eq!(fs::read_dir(b.home.join("staging")).unwrap().count(), 0);
+}
+
 #[test]
 fn pip_command_runs_as_one_transaction() {
     let b = Blast::new();

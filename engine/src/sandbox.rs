@@ -26,6 +26,7 @@ use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -331,14 +332,45 @@ pub struct Overlay {
 impl Overlay {
     /// An overlay of `target` into `dir`, which is made with its `upper` and `work` directories (on the
     /// disk, whether or not they end up in memory).
+    ///
+    /// The sandbox maps the caller's user and group only, and the overlay gives what it copies up its
+    /// owner and group, so a directory of the environment in another group (a team's directory, whose
+    /// setgid bit hands its group down) cannot be copied up: the installer's first write there failed
+    /// with `EOVERFLOW`. Such directories of the caller's are made in the upper directory beforehand,
+    /// in the caller's group; the overlay then has nothing to copy up. They hold no change (a
+    /// directory's owner and mode are not part of a tree, SPEC §9), and need the disk: the overlay is
+    /// not kept in memory then.
     pub fn make(target: &Path, dir: &Path, in_memory: bool) -> Result<Overlay> {
-        for path in [dir.to_owned(), dir.join(UPPER), dir.join(WORK)] {
+        fs::create_dir(dir).at("creating sandbox directory", dir)?;
+        take_own_group(dir)?;
+        for path in [dir.join(UPPER), dir.join(WORK)] {
             fs::create_dir(&path).at("creating sandbox directory", &path)?;
+        }
+        let in_other_groups = dirs_in_other_groups(target);
+        for path in &in_other_groups {
+            // With the directories on the way, as the overlay would copy them up.
+            for on_the_way in path
+                .ancestors()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .skip(1)
+            {
+                let made = dir.join(UPPER).join(on_the_way);
+                if made.symlink_metadata().is_ok() {
+                    continue;
+                }
+                let lower = target.join(on_the_way);
+                let mode = fs::metadata(&lower).at("inspecting", &lower)?.mode() & 0o1777;
+                fs::create_dir(&made).at("creating sandbox directory", &made)?;
+                fs::set_permissions(&made, fs::Permissions::from_mode(mode))
+                    .at("setting the mode of", &made)?;
+            }
         }
         Ok(Overlay {
             target: target.to_owned(),
             dir: dir.to_owned(),
-            in_memory,
+            in_memory: in_memory && in_other_groups.is_empty(),
         })
     }
 
@@ -349,6 +381,62 @@ impl Overlay {
             None => self.dir.join(UPPER),
         }
     }
+}
+
+/// Gives `dir` the caller's group, without a setgid bit its parent handed down: the overlay's work
+/// directory and what it writes must belong to ids the sandbox maps (a store in a team's setgid
+/// directory made the mount fail with `EACCES`).
+fn take_own_group(dir: &Path) -> Result<()> {
+    let meta = fs::metadata(dir).at("inspecting sandbox directory", dir)?;
+    let gid = getgid().as_raw();
+    if meta.gid() != gid {
+        std::os::unix::fs::chown(dir, None, Some(gid)).at("giving your group to", dir)?;
+    }
+    if meta.mode() & libc::S_ISGID != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode() & 0o1777))
+            .at("setting the mode of", dir)?;
+    }
+    Ok(())
+}
+
+/// The directories below `root` (relative paths, parents first) that belong to the caller in another
+/// group than the caller's own: see [`Overlay::make`]. Directories of other users are left to the
+/// overlay (pip's error names them), and so is what cannot be read.
+fn dirs_in_other_groups(root: &Path) -> Vec<PathBuf> {
+    use rayon::prelude::*;
+    fn walk(root: &Path, rel: &Path, ids: (u32, u32), found: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(root.join(rel)) else {
+            return;
+        };
+        let subdirs: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| rel.join(entry.file_name()))
+            .collect();
+        let nested: Vec<Vec<PathBuf>> = subdirs
+            .into_par_iter()
+            .map(|sub| {
+                let mut below = Vec::new();
+                if let Ok(meta) = root.join(&sub).symlink_metadata()
+                    && meta.uid() == ids.0
+                    && meta.gid() != ids.1
+                {
+                    below.push(sub.clone());
+                }
+                walk(root, &sub, ids, &mut below);
+                below
+            })
+            .collect();
+        found.extend(nested.into_iter().flatten());
+    }
+    let mut found = Vec::new();
+    walk(
+        root,
+        Path::new(""),
+        (getuid().as_raw(), getgid().as_raw()),
+        &mut found,
+    );
+    found
 }
 
 /// The message that carries the descriptor of an in-memory overlay (see [`receive_status`]).
