@@ -503,6 +503,82 @@ fn hostile_build_script_is_refused_everything() {
     b.assert_verify_clean(&[&env]);
 }
 
+/// A build backend of the project itself (PEP 517 `backend-path`, no requirements, so it builds offline)
+/// whose wheel holds what the build saw of the variables the test sets.
+const LEAK_BACKEND: &str = r#"
+import base64, hashlib, json, os, zipfile
+
+NAMES = ["BLAST_REGISTRY_PASSWORD", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "MY_PROJECT_TOKEN",
+         "PIP_TEST_TOKEN", "HARMLESS_SETTING"]
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    files = {
+        "envleak/__init__.py": b"",
+        "envleak/seen.json": json.dumps({n: os.environ.get(n) for n in NAMES}).encode(),
+        "envleak-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: envleak\nVersion: 1.0\n",
+        "envleak-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = ""
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{name},sha256={digest},{len(data)}\n"
+    record += "envleak-1.0.dist-info/RECORD,,\n"
+    files["envleak-1.0.dist-info/RECORD"] = record.encode()
+    name = "envleak-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
+        for path, data in files.items():
+            wheel.writestr(path, data)
+    return name
+"#;
+
+/// The installer runs whatever build code an sdist brings, with the network on: variables that hold
+/// credentials by their names are kept from it (found by exploratory testing: a build read
+/// `BLAST_REGISTRY_PASSWORD` and `AWS_SECRET_ACCESS_KEY`), but for the installers' own settings and
+/// those a requirements file names as `${NAME}`, which pip expands there.
+#[test]
+fn credentials_in_variables_are_kept_from_the_build_unless_a_requirements_file_names_them() {
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let project = b.work.join("leakproj");
+    fs::create_dir_all(&project).unwrap();
+    fs::write(
+        project.join("pyproject.toml"),
+        "[build-system]\nrequires = []\nbuild-backend = \"leak_backend\"\nbackend-path = [\".\"]\n",
+    )
+    .unwrap();
+    fs::write(project.join("leak_backend.py"), LEAK_BACKEND).unwrap();
+    fs::write(
+        b.work.join("requirements.txt"),
+        "--extra-index-url https://user:${MY_PROJECT_TOKEN}@example.invalid/simple\n./leakproj\n",
+    )
+    .unwrap();
+    let args = install_args(&env, &["-r", "requirements.txt", "--offline", "--json"]);
+    let out = b
+        .command(&strs(&args))
+        .env("BLAST_REGISTRY_PASSWORD", "registry-secret")
+        .env("AWS_SECRET_ACCESS_KEY", "aws-secret")
+        .env("GITHUB_TOKEN", "github-secret")
+        .env("MY_PROJECT_TOKEN", "named-in-requirements")
+        .env("PIP_TEST_TOKEN", "pip-setting")
+        .env("HARMLESS_SETTING", "plain")
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let seen: Value =
+        serde_json::from_slice(&fs::read(env.join(SITE).join("envleak/seen.json")).unwrap())
+            .unwrap();
+    for kept_from_it in [
+        "BLAST_REGISTRY_PASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+        "GITHUB_TOKEN",
+    ] {
+        assert!(seen[kept_from_it].is_null(), "{kept_from_it}: {seen}");
+    }
+    assert_eq!(seen["MY_PROJECT_TOKEN"], "named-in-requirements", "{seen}");
+    assert_eq!(seen["PIP_TEST_TOKEN"], "pip-setting", "{seen}");
+    assert_eq!(seen["HARMLESS_SETTING"], "plain", "{seen}");
+}
+
 /// A unique mark in the environment of one blast command, to find the processes it started.
 fn marked_command(b: &Blast, args: &[String], mark: &str, slow_seconds: u32) -> Child {
     b.command(&strs(args))

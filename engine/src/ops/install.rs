@@ -11,6 +11,7 @@
 //! error the user sees, not a duration to watch).
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -459,7 +460,10 @@ impl Run<'_> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let protected = Protected::of(self.store);
         let Named {
-            visible, projects, ..
+            visible,
+            projects,
+            variables,
+            ..
         } = named_paths(self.request, &cwd, protected.trusted(&cwd).as_deref());
         let mut cache_links = match self.installer.kind {
             InstallerKind::Uv => CacheLinks::open(&self.installer.caches(), |cache| {
@@ -532,7 +536,7 @@ impl Run<'_> {
                 )
                 .chain(self.options.offline.then(|| self.installer.offline_env()))
                 .collect(),
-            remove_env: vec!["SSH_AUTH_SOCK".into()],
+            remove_env: credential_variables(&variables),
             cwd: cwd.clone(),
             root,
             overlay: Some(overlay.clone()),
@@ -643,7 +647,29 @@ impl Run<'_> {
                  (`blast check` explains why)"
                     .into()
             }
+            _ if !self.options.no_sandbox => self.credentials_hint(),
             _ => String::new(),
+        }
+    }
+
+    /// The credentials the sandbox kept from the installer (see [`credential_variables`]): a private
+    /// index or a build may have needed one.
+    fn credentials_hint(&self) -> String {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let trusted = Protected::of(self.store).trusted(&cwd);
+        let named = named_paths(self.request, &cwd, trusted.as_deref());
+        let kept: Vec<String> = credential_variables(&named.variables)
+            .into_iter()
+            .filter(|name| name != "SSH_AUTH_SOCK")
+            .collect();
+        match kept.is_empty() {
+            true => String::new(),
+            false => format!(
+                "; the sandbox kept {} from the installer, as credentials: to hand one to it, name it \
+                 as `${{NAME}}` in a requirements file (pip and uv expand it there), set it as the \
+                 installer's own setting (`PIP_…`, `UV_…`), or pass --no-sandbox",
+                kept.join(", ")
+            ),
         }
     }
 
@@ -771,6 +797,35 @@ impl Run<'_> {
 
 /// The installer asks nothing: it has no terminal (see [`sandbox`]), and git, which pip runs for a
 /// `git+` requirement, says so rather than failing to open one.
+/// Variables that hold credentials, by their names: kept from the installer, which runs whatever
+/// build code an sdist brings, with the network on (found by exploratory testing: a build read
+/// `BLAST_REGISTRY_PASSWORD` and `AWS_SECRET_ACCESS_KEY` as it would `~/.aws`, which the sandbox hides).
+/// The installers' own settings (`PIP_*`, `UV_*`: an index URL with its token) stay, and so do the
+/// variables a requirements file names as `${NAME}`, which pip and uv expand.
+fn credential_variables(named: &BTreeSet<String>) -> Vec<String> {
+    const WORDS: &[&str] = &[
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "CREDENTIAL",
+        "API_KEY",
+        "APIKEY",
+        "ACCESS_KEY",
+        "PRIVATE_KEY",
+    ];
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            let upper = name.to_ascii_uppercase();
+            let installers = upper.starts_with("PIP_") || upper.starts_with("UV_");
+            upper == "SSH_AUTH_SOCK"
+                || upper.starts_with("BLAST_REGISTRY_")
+                || (!installers && !named.contains(name) && WORDS.iter().any(|w| upper.contains(w)))
+        })
+        .collect()
+}
+
 fn installer_env() -> Vec<(String, String)> {
     vec![
         ("SOURCE_DATE_EPOCH".into(), SOURCE_DATE_EPOCH.into()),
@@ -901,6 +956,8 @@ struct Named {
     projects: Vec<PathBuf>,
     /// Requirements files read, against include cycles.
     read: Vec<PathBuf>,
+    /// Variables the requirements files name as `${NAME}`, which the installers expand.
+    variables: BTreeSet<String>,
     /// Below it, a project a requirements file names is writable (see [`named_paths`]).
     trusted: Option<PathBuf>,
     /// While a requirements file the user named is read: its directory (real path), below which, or
@@ -923,6 +980,22 @@ struct Withheld {
     file: PathBuf,
     /// Shown, but read-only (a project the build may not write into).
     read_only: bool,
+}
+
+/// The names of `${NAME}` in a requirements file, as pip and uv expand them (`NAME` of capitals,
+/// digits and `_`).
+fn expanded_variables(text: &str) -> Vec<String> {
+    text.split("${")
+        .skip(1)
+        .filter_map(|rest| {
+            let (name, _) = rest.split_once('}')?;
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            valid.then(|| name.to_owned())
+        })
+        .collect()
 }
 
 /// Options whose value names requirements (read for the paths they name in turn).
@@ -994,6 +1067,7 @@ impl Named {
         let Ok(text) = std::fs::read_to_string(file) else {
             return;
         };
+        self.variables.extend(expanded_variables(&text));
         let dir = file.parent().unwrap_or(cwd).to_owned();
         for line in text.replace("\\\n", " ").lines() {
             let line = match line.find(" #") {
