@@ -304,9 +304,16 @@ impl Materializer<'_> {
                 done => return done,
             }
         }
-        let tmp = tmp_beside(abs);
-        crate::fsutil::remove_tree(&tmp)?;
-        let linked = self.create_at(&tmp, node)?;
+        // A name of its own, never one the directory holds: a captured file may be called anything
+        // (found by exploratory testing: `.blast-tmp.NAME` was removed as a leftover, and it made a
+        // name of 245 bytes or more too long to replace).
+        let (tmp, linked) = loop {
+            let tmp = tmp_beside(abs);
+            match self.create_at(&tmp, node) {
+                Err(e) if e.is_already_exists() => continue,
+                created => break (tmp, created?),
+            }
+        };
         if let Err(e) = fs::rename(&tmp, abs) {
             // Left, it would read as a change of the user's (an immutable file refuses the rename).
             let _ = crate::fsutil::remove_tree(&tmp);
@@ -494,12 +501,11 @@ pub fn is_temporary(path: &str) -> bool {
         .is_some_and(|name| name.starts_with(TMP_PREFIX))
 }
 
+/// A temporary name beside `path`, new to this process: short, whatever the length of `path`'s name.
 fn tmp_beside(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    path.with_file_name(format!("{TMP_PREFIX}{name}"))
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!("{TMP_PREFIX}{}-{n}", std::process::id()))
 }
 
 /// `rel` below `root`: `root` itself for the empty path, where `join` would add a trailing slash.
