@@ -892,7 +892,9 @@ impl Client {
         }
     }
 
-    /// The upload session's next URL, from `Location` (absolute, or a path on this registry).
+    /// The upload session's next URL: its `Location`, resolved against `url`, the request's (RFC
+    /// 3986). Found by exploratory testing: a relative one was taken as a path on the registry, where
+    /// the session may live on a storage host an earlier `Location` led to.
     fn location(&self, method: &'static str, url: &str, answer: &Answer) -> Result<String> {
         let location = answer.header("Location").ok_or_else(|| {
             self.error(
@@ -902,15 +904,17 @@ impl Client {
                 None,
             )
         })?;
-        Ok(
-            if location.starts_with("http://") || location.starts_with("https://") {
-                location
-            } else if location.starts_with('/') {
-                format!("{}{location}", self.base)
-            } else {
-                format!("{}/{location}", self.base)
-            },
-        )
+        url::Url::parse(url)
+            .and_then(|base| base.join(&location))
+            .map(String::from)
+            .map_err(|e| {
+                self.error(
+                    method,
+                    url,
+                    format!("answered with a Location that is no URL (`{location}`: {e})"),
+                    None,
+                )
+            })
     }
 
     /// Streams blob `digest` into `out`, reading at most `limit` bytes (one more than the manifest
@@ -1212,6 +1216,61 @@ mod tests {
                 "HEAD /v2/team/app/blobs/sha256:01 HTTP/1.1".into(),
                 Some("Bearer T0K".into())
             )
+        );
+    }
+
+    /// A relative `Location` is resolved against the URL that answered with it: a chunked upload that
+    /// an absolute one led to a storage host stays there (found by exploratory testing: the second
+    /// chunk went to the registry, which knows no such session), and one without a leading `/` is
+    /// relative to the request's directory.
+    #[test]
+    fn a_relative_location_is_resolved_against_the_url_that_answered() {
+        static STORAGE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let (storage, stored) = fake_registry(|request, _, _| match request {
+            r if r.starts_with("PATCH /upload/1 ") => {
+                ("202 Accepted".into(), "Location: /upload/2\r\n".into())
+            }
+            r if r.starts_with("PATCH") => ("202 Accepted".into(), "Location: 3\r\n".into()),
+            _ => ("201 Created".into(), String::new()),
+        });
+        STORAGE.store(storage, std::sync::atomic::Ordering::Relaxed);
+        let (port, seen) = fake_registry(|request, _, _| match request {
+            r if r.starts_with("POST") => {
+                let storage = STORAGE.load(std::sync::atomic::Ordering::Relaxed);
+                (
+                    "202 Accepted".into(),
+                    format!("Location: http://127.0.0.1:{storage}/upload/1\r\n"),
+                )
+            }
+            _ => ("404 Not Found".into(), String::new()),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, b"layer").unwrap();
+        let reference = Reference::parse(&format!("oci://127.0.0.1:{port}/team/app")).unwrap();
+        Client::build(&reference, true, None, 2, DEFAULT_TIMEOUT)
+            .upload_blob("sha256:00", &blob, 5, &crate::images::NoProgress)
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.len(),
+            1,
+            "only the POST goes to the registry: {seen:?}"
+        );
+        let stored: Vec<String> = stored.lock().unwrap().iter().map(|r| r.0.clone()).collect();
+        let lines: Vec<&str> = stored
+            .iter()
+            .map(|r| r.split(" HTTP").next().unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "PATCH /upload/1",
+                "PATCH /upload/2",
+                "PATCH /upload/3",
+                "PUT /upload/3?digest=sha256%3A00"
+            ],
+            "{stored:?}"
         );
     }
 
