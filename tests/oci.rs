@@ -409,6 +409,16 @@ fn a_store_with_the_lower_layers_downloads_only_the_missing_blob() {
     assert_eq!(twice["layers_downloaded"], 0, "{twice}");
     assert_eq!(twice["bytes_downloaded"], 0, "{twice}");
 
+    // A damaged layer is what `verify` says a pull brings back: it is downloaded again and replaces
+    // the damaged file (found by exploratory testing: the pull failed on it).
+    for layer in b2.store_files("layers") {
+        flip_a_byte(&layer);
+    }
+    assert!(!b2.command(&["verify"]).output().unwrap().status.success());
+    let mended = pull(&b2, &reference, &b2.work.join("pulled-mended"));
+    assert_eq!(mended["layers_downloaded"], 2, "{mended}");
+    b2.assert_verify_clean(&[&dest]);
+
     // A push of HEAD while the directory holds a change no snapshot has says it is left out.
     fs::write(src.join("notes.txt"), "by hand").unwrap();
     let (_, stderr) = b1.ok_with_stderr(&[

@@ -632,3 +632,14 @@ pub fn relocated(
         })
         .collect()
 }
+
+/// Changes one byte in the middle of `file` (a store file, read-only), keeping its length.
+pub fn flip_a_byte(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = fs::read(file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::set_permissions(file, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(file, bytes).unwrap();
+    fs::set_permissions(file, fs::Permissions::from_mode(0o444)).unwrap();
+}

@@ -618,10 +618,10 @@ pub fn pull_layers(
 
 /// A layer the store holds with every object it names (of the recorded size): no need to download it.
 fn layer_in_store(store: &Store, id: &LayerId) -> Result<Option<Layer>> {
-    if !store.objects().layer_path(id).exists() {
+    // One that cannot be read whole (damaged) is downloaded again, and replaces it.
+    let Ok(layer) = store.objects().layer(id) else {
         return Ok(None);
-    }
-    let layer = store.objects().layer(id)?;
+    };
     let complete =
         file_objects(std::iter::once(&layer))
             .iter()
