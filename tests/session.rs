@@ -730,6 +730,61 @@ fn kill_hangs_up_only_the_session_when_there_is_no_terminal() {
     );
 }
 
+/// A store whose path is too long for a socket's address (108 bytes) still holds sessions: they
+/// listen and are talked to through a handle of the session's directory (found by exploratory testing:
+/// `blast start` failed "path must be shorter than SUN_LEN" for a store path over ~63 bytes).
+#[test]
+fn a_session_runs_in_a_store_whose_path_is_too_long_for_a_socket_address() {
+    let b = Blast::new();
+    let b = Blast {
+        home: b.tmp.path().join("s".repeat(100)).join("store"),
+        ..b
+    };
+    fs::create_dir_all(b.work.join("home")).unwrap();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let mut start = Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(["start", e, "--shell", "bash"])
+        .current_dir(&b.work)
+        .env("BLAST_HOME", &b.home)
+        .env("HOME", b.work.join("home"))
+        .env_remove("BLAST_ENV")
+        .env_remove("BLAST_SESSION")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while session_of(&b, &env).is_null() {
+        if let Ok(Some(status)) = start.try_wait() {
+            let mut stderr = String::new();
+            start
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            panic!("the session ended ({status}): {stderr}");
+        }
+        assert!(started.elapsed() < PATIENCE, "the session did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(env.join("notes.txt"), "during the session").unwrap();
+    b.ok(&["kill", e]);
+    let status = start.wait().unwrap();
+    let mut stderr = String::new();
+    start
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!stderr.contains("error"), "{status}: {stderr}");
+    assert_all_captured(&b, e);
+    assert_nothing_left(&b);
+}
+
 #[test]
 fn watcher_captures_an_outside_install_within_a_second_as_one_snapshot() {
     let (b, env) = store_with_env();

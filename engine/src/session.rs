@@ -123,6 +123,36 @@ pub fn socket_path(dir: &Path) -> PathBuf {
     dir.join("control.sock")
 }
 
+/// Connects to the session socket at `socket`, however long its path (see [`by_short_path`]).
+pub fn connect(socket: &Path) -> std::io::Result<UnixStream> {
+    by_short_path(socket, |path| UnixStream::connect(path))
+}
+
+/// Listens on a new session socket at `socket`, however long its path (see [`by_short_path`]).
+pub fn listen(socket: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    by_short_path(socket, |path| std::os::unix::net::UnixListener::bind(path))
+}
+
+/// Calls `use_path` with `socket`, or, when that is too long for a socket's address (108 bytes with
+/// the NUL: a store whose path is longer than ~60 bytes), with `/proc/self/fd/N/NAME` through a handle
+/// of its directory (found by exploratory testing: `blast start` failed "path must be shorter than
+/// SUN_LEN"). Every process that talks to a session is blast, so each does the same.
+fn by_short_path<T>(
+    socket: &Path,
+    use_path: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::fd::AsRawFd;
+    const MAX_ADDRESS: usize = 107;
+    let (Some(dir), Some(name)) = (socket.parent(), socket.file_name()) else {
+        return use_path(socket);
+    };
+    if socket.as_os_str().len() <= MAX_ADDRESS {
+        return use_path(socket);
+    }
+    let handle = std::fs::File::open(dir)?;
+    use_path(&Path::new(&format!("/proc/self/fd/{}", handle.as_raw_fd())).join(name))
+}
+
 pub fn record_path(dir: &Path) -> PathBuf {
     dir.join("session.json")
 }
@@ -156,7 +186,7 @@ pub fn find(home: &Path, env_id: &str) -> Result<Found> {
         Err(e) => return Err(e).at("reading", &record_path(&dir)),
     };
     match record {
-        Some(record) if UnixStream::connect(socket_path(&dir)).is_ok() => Ok(Found::Live(record)),
+        Some(record) if connect(&socket_path(&dir)).is_ok() => Ok(Found::Live(record)),
         // A session starting (its directory made, its socket not yet listening) or ending holds its
         // lock: what it has there is its own.
         _ if !unowned(home, env_id)? => Ok(Found::Busy),
@@ -257,7 +287,7 @@ impl Conversation {
                 source: e,
             },
         };
-        let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+        let mut stream = connect(socket).map_err(unreachable)?;
         let stopped = |pid: u32| {
             Error::Invalid(format!(
                 "the session's watcher (blast pid {pid}) is stopped, and cannot answer: `kill -CONT \

@@ -135,7 +135,7 @@ pub fn start(
     // A session's variable inherited by something that outlived it (a terminal multiplexer, an IDE)
     // does not count.
     let live_socket = std::env::var_os(session::SOCKET_VAR)
-        .filter(|s| !s.is_empty() && std::os::unix::net::UnixStream::connect(s).is_ok());
+        .filter(|s| !s.is_empty() && session::connect(Path::new(s)).is_ok());
     if let Some(socket) = live_socket {
         return Err(Error::Invalid(format!(
             "this shell is already a blast session (its socket is `{}`): leave it (`exit` or `blast kill`) to start another",
@@ -220,7 +220,7 @@ pub fn start(
     std::fs::create_dir_all(&dir).at("creating", &dir)?;
     let socket = session::socket_path(&dir);
     crate::fsutil::remove_file_if_exists(&socket)?;
-    let listener = std::os::unix::net::UnixListener::bind(&socket).at("listening on", &socket)?;
+    let listener = session::listen(&socket).at("listening on", &socket)?;
     let blast = std::env::current_exe().at("finding", Path::new("/proc/self/exe"))?;
     let env_root = PathBuf::from(&record.path);
     let mut command = shell::command(&ShellSetup {
