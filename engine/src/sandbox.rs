@@ -401,26 +401,37 @@ fn take_own_group(dir: &Path) -> Result<()> {
 
 /// The directories below `root` (relative paths, parents first) that belong to the caller in another
 /// group than the caller's own: see [`Overlay::make`]. Directories of other users are left to the
-/// overlay (pip's error names them), and so is what cannot be read.
+/// overlay (pip's error names them), and so is what cannot be read. Looked for only where `root`
+/// itself is in another group or hands its group down (setgid): the directories blast and the
+/// installers make take the caller's group otherwise, and the walk costs ~15 ms in a big environment.
 fn dirs_in_other_groups(root: &Path) -> Vec<PathBuf> {
     use rayon::prelude::*;
+    let ids = (getuid().as_raw(), getgid().as_raw());
+    let team = fs::metadata(root)
+        .is_ok_and(|meta| meta.gid() != ids.1 || meta.mode() & libc::S_ISGID != 0);
+    if !team {
+        return Vec::new();
+    }
     fn walk(root: &Path, rel: &Path, ids: (u32, u32), found: &mut Vec<PathBuf>) {
         let Ok(entries) = fs::read_dir(root.join(rel)) else {
             return;
         };
-        let subdirs: Vec<PathBuf> = entries
+        // Each stat relative to the listed directory's handle (`fstatat`), not by a path ten deep.
+        let subdirs: Vec<(PathBuf, bool)> = entries
             .flatten()
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|entry| rel.join(entry.file_name()))
+            .map(|entry| {
+                let other_group = entry
+                    .metadata()
+                    .is_ok_and(|meta| meta.uid() == ids.0 && meta.gid() != ids.1);
+                (rel.join(entry.file_name()), other_group)
+            })
             .collect();
         let nested: Vec<Vec<PathBuf>> = subdirs
             .into_par_iter()
-            .map(|sub| {
+            .map(|(sub, other_group)| {
                 let mut below = Vec::new();
-                if let Ok(meta) = root.join(&sub).symlink_metadata()
-                    && meta.uid() == ids.0
-                    && meta.gid() != ids.1
-                {
+                if other_group {
                     below.push(sub.clone());
                 }
                 walk(root, &sub, ids, &mut below);
@@ -430,12 +441,7 @@ fn dirs_in_other_groups(root: &Path) -> Vec<PathBuf> {
         found.extend(nested.into_iter().flatten());
     }
     let mut found = Vec::new();
-    walk(
-        root,
-        Path::new(""),
-        (getuid().as_raw(), getgid().as_raw()),
-        &mut found,
-    );
+    walk(root, Path::new(""), ids, &mut found);
     found
 }
 
