@@ -225,6 +225,7 @@ fn a_pushed_snapshot_pulls_into_a_fresh_store_and_skopeo_reads_the_image() {
         "the config and two layers: {first}"
     );
     assert_eq!(first["blobs_skipped"], 0, "{first}");
+    assert_eq!(first["layers_packed"], 2, "{first}");
 
     // Pulled into a fresh store, at another path with another name.
     let b2 = Blast::new();
@@ -340,12 +341,30 @@ fn a_pushed_snapshot_pulls_into_a_fresh_store_and_skopeo_reads_the_image() {
     assert_eq!(again["blobs_skipped"], 3, "{again}");
     assert_eq!(again["bytes_uploaded"], 0, "{again}");
     assert_eq!(again["manifest_digest"], first["manifest_digest"]);
+    // Nor is any layer packed again to learn its digest (found by exploratory testing: every push
+    // packed every layer first).
+    assert_eq!(again["layers_packed"], 0, "{again}");
+    // A repository that lacks the blobs gets them packed again, the same bytes as remembered.
+    let elsewhere = push(&b1, &src, &registry.reference("team/other:v1"));
+    assert_eq!(elsewhere["blobs_uploaded"], 3, "{elsewhere}");
+    assert_eq!(elsewhere["layers_packed"], 2, "{elsewhere}");
+    assert_eq!(elsewhere["manifest_digest"], first["manifest_digest"]);
     let latest = push(&b1, &src, &registry.reference("team/demo"));
     assert_eq!(
         latest["reference"],
         registry.reference("team/demo:latest").as_str()
     );
     assert_eq!(latest["blobs_uploaded"], 0, "{latest}");
+    // The remembered descriptors go with their layers.
+    let remembered = || {
+        fs::read_dir(b1.home.join("blob-descriptors"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(remembered(), 2);
+    b1.ok(&["remove", src.to_str().unwrap()]);
+    b1.ok(&["clean"]);
+    assert_eq!(remembered(), 0);
 }
 
 #[test]

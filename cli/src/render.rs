@@ -297,12 +297,13 @@ impl Output {
             count(r.layers, "layer")
         );
         println!(
-            "  uploaded {} blob{} ({}), the registry had {} ({})",
+            "  uploaded {} blob{} ({}), the registry had {} ({}); {} packed",
             r.blobs_uploaded,
             if r.blobs_uploaded == 1 { "" } else { "s" },
             ByteSize(r.bytes_uploaded),
             r.blobs_skipped,
-            ByteSize(r.bytes_skipped)
+            ByteSize(r.bytes_skipped),
+            count(r.layers_packed, "layer")
         );
         println!("  manifest {}", r.manifest_digest);
         println!("  needs {}", printable(&r.python));

@@ -195,10 +195,33 @@ fn collect(store: &Store, opts: CleanOptions, index_read_only: bool) -> Result<C
         },
     })?;
     report.bytes_freed = sweep.bytes;
+    if !opts.dry_run && !index_read_only {
+        forget_blob_descriptors(store, &live_layers)?;
+    }
     if !opts.dry_run {
         report.staging_reclaimed = objects.reclaim_staging()?;
     }
     Ok(report)
+}
+
+/// Removes the remembered blob descriptors (SPEC §21) of layers that are gone, and of other image
+/// versions: a cache, not counted.
+fn forget_blob_descriptors(store: &Store, live_layers: &HashSet<LayerId>) -> Result<()> {
+    let dir = store.home().join(crate::images::oci::BLOB_DESCRIPTORS);
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let current = format!(".v{}", crate::images::IMAGE_VERSION);
+    for (path, name) in list(&dir)? {
+        let live = name
+            .strip_suffix(&current)
+            .and_then(|hex| hex.parse::<LayerId>().ok())
+            .is_some_and(|id| live_layers.contains(&id));
+        if !live {
+            fs::remove_file(&path).at("removing", &path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes (or with a dry run, counts) the snapshots, layers and objects no root needs.

@@ -339,6 +339,66 @@ fn write_layer_blob(
     Ok((descriptor, archive_bytes))
 }
 
+/// The descriptors of the blobs earlier pushes packed, by layer (`blob-descriptors/` in the store,
+/// SPEC §21): a layer's blob is the same bytes from any store, so its digest, size and archive size
+/// are known without packing it again. A cache: what cannot be read is packed again.
+struct BlobDescriptors<'a>(&'a Store);
+
+impl<'a> BlobDescriptors<'a> {
+    fn of(store: &'a Store) -> Self {
+        BlobDescriptors(store)
+    }
+
+    fn path(&self, id: &LayerId) -> std::path::PathBuf {
+        self.0.home().join(BLOB_DESCRIPTORS).join(format!(
+            "{}.v{}",
+            id.to_hex(),
+            super::IMAGE_VERSION
+        ))
+    }
+
+    /// The blob's descriptor and its archive's size, decompressed.
+    fn get(&self, id: &LayerId) -> Option<(Descriptor, u64)> {
+        let text = fs::read_to_string(self.path(id)).ok()?;
+        let mut words = text.split_whitespace();
+        let (digest, size, archive) = (words.next()?, words.next()?, words.next()?);
+        let valid = digest
+            .strip_prefix("sha256:")
+            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        valid.then_some(())?;
+        Some((
+            Descriptor {
+                media_type: LAYER_MEDIA_TYPE.to_owned(),
+                digest: digest.to_owned(),
+                size: size.parse().ok()?,
+                annotations: BTreeMap::from([(LAYER_ANNOTATION.to_owned(), id.to_hex())]),
+            },
+            archive.parse().ok()?,
+        ))
+    }
+
+    /// Best effort: a descriptor not remembered only costs packing again.
+    fn remember(&self, id: &LayerId, descriptor: &Descriptor, archive_bytes: u64) {
+        let path = self.path(id);
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let text = format!(
+            "{} {} {archive_bytes}\n",
+            descriptor.digest, descriptor.size
+        );
+        let written = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::write(&tmp, text))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// The directory of [`BlobDescriptors`] in the store.
+pub const BLOB_DESCRIPTORS: &str = "blob-descriptors";
+
 /// What a push did.
 #[derive(Debug, Clone)]
 pub struct Pushed {
@@ -347,6 +407,9 @@ pub struct Pushed {
     pub manifest_digest: String,
     /// Distinct layers of the snapshot, each one blob.
     pub layers: usize,
+    /// Layers packed into their blobs: those no earlier push of this store packed, or that the
+    /// registry lacked.
+    pub layers_packed: usize,
     /// Blobs (the config and the layers) sent, and those the registry had.
     pub blobs_uploaded: usize,
     pub bytes_uploaded: u64,
@@ -368,18 +431,40 @@ pub fn push_image(
     let snapshot = write::exportable(store, id, &mut layers)?;
     // A scratch area for the blobs: never committed, removed when dropped (or by the next command).
     let scratch = store.objects().begin()?;
-    let object_bytes = file_objects(layers.values()).values().sum();
+    // A layer an earlier push packed has its blob's descriptor remembered: it is packed again only
+    // should the registry lack it (found by exploratory testing: a push that uploaded nothing packed
+    // every layer first, 2.9 s for 16 MiB).
+    let known: BTreeMap<LayerId, (Descriptor, u64)> = layers
+        .keys()
+        .filter_map(|id| Some((*id, BlobDescriptors::of(store).get(id)?)))
+        .collect();
+    let object_bytes = file_objects(
+        layers
+            .iter()
+            .filter(|(id, _)| !known.contains_key(id))
+            .map(|(_, l)| l),
+    )
+    .values()
+    .sum();
     progress.begin("packing", Some(object_bytes));
     let mut blobs = BTreeMap::new();
     let (mut bombs, mut all_archives, mut all_blobs) = (false, 0u64, 0u64);
+    let mut layers_packed = 0;
     for (n, (layer_id, layer)) in layers.iter().enumerate() {
         let path = scratch.dir().join(format!("blob-{n}"));
-        let (descriptor, archive_bytes) =
-            write_layer_blob(store, layer_id, layer, &path, progress)?;
+        let ((descriptor, archive_bytes), packed) = match known.get(layer_id) {
+            Some(known) => (known.clone(), false),
+            None => {
+                layers_packed += 1;
+                let packed = write_layer_blob(store, layer_id, layer, &path, progress)?;
+                BlobDescriptors::of(store).remember(layer_id, &packed.0, packed.1);
+                (packed, true)
+            }
+        };
         bombs |= Limits::default().ratio_exceeded(archive_bytes, descriptor.size);
         all_archives = all_archives.saturating_add(archive_bytes);
         all_blobs = all_blobs.saturating_add(descriptor.size);
-        blobs.insert(*layer_id, (descriptor, path));
+        blobs.insert(*layer_id, (descriptor, path, packed));
     }
     progress.end();
     // The variable replaces the ratio check, and bounds each blob's archive and all blobs together.
@@ -395,21 +480,40 @@ pub fn push_image(
     };
     let mut uploads = Vec::new();
     let (mut blobs_skipped, mut bytes_skipped) = (0, 0);
-    for (descriptor, path) in
-        std::iter::once((&config, &config_path)).chain(blobs.values().map(|(d, p)| (d, p)))
-    {
+    if client.has_blob(&config.digest)? {
+        blobs_skipped += 1;
+        bytes_skipped += config.size;
+    } else {
+        uploads.push((config.clone(), config_path));
+    }
+    for (layer_id, (descriptor, path, packed)) in &mut blobs {
         if client.has_blob(&descriptor.digest)? {
             blobs_skipped += 1;
             bytes_skipped += descriptor.size;
-        } else {
-            uploads.push((descriptor, path));
+            continue;
         }
+        if !*packed {
+            layers_packed += 1;
+            let (again, _) =
+                write_layer_blob(store, layer_id, &layers[layer_id], path, &NoProgress)?;
+            // The remembered descriptor is only a cache: the blob packed now is what goes up.
+            if again != *descriptor {
+                return Err(Error::Invalid(format!(
+                    "layer {} packed to blob {}, where an earlier push remembered {}: remove `{}` and push again",
+                    layer_id.short(),
+                    again.digest,
+                    descriptor.digest,
+                    BlobDescriptors::of(store).path(layer_id).display()
+                )));
+            }
+        }
+        uploads.push((descriptor.clone(), path.clone()));
     }
     let bytes_uploaded = uploads.iter().map(|(d, _)| d.size).sum();
     let blobs_uploaded = uploads.len();
     progress.begin("uploading", Some(bytes_uploaded));
     for (descriptor, path) in uploads {
-        client.upload_blob(&descriptor.digest, path, descriptor.size, progress)?;
+        client.upload_blob(&descriptor.digest, &path, descriptor.size, progress)?;
     }
     progress.end();
     let manifest = ImageManifest {
@@ -432,6 +536,7 @@ pub fn push_image(
         snapshot,
         manifest_digest: sha256_digest(&bytes),
         layers: blobs.len(),
+        layers_packed,
         blobs_uploaded,
         bytes_uploaded,
         blobs_skipped,

@@ -40,6 +40,8 @@ pub struct PushReport {
     pub packages: usize,
     /// Distinct layers, one blob each.
     pub layers: usize,
+    /// Layers packed into their blobs (the others' descriptors were known from an earlier push).
+    pub layers_packed: usize,
     /// Blobs (the config and the layers) sent, and those the registry had already.
     pub blobs_uploaded: usize,
     pub bytes_uploaded: u64,
@@ -75,6 +77,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
         python: describe_tag(&pushed.snapshot.python),
         packages: pushed.snapshot.packages.len(),
         layers: pushed.layers,
+        layers_packed: pushed.layers_packed,
         blobs_uploaded: pushed.blobs_uploaded,
         bytes_uploaded: pushed.bytes_uploaded,
         blobs_skipped: pushed.blobs_skipped,
