@@ -745,6 +745,40 @@ fn a_file_written_through_its_link_to_the_store_is_named_at_the_capture() {
     assert!(!stderr.contains("written in place"), "{stderr}");
 }
 
+/// A store another user owns is refused by every command, before anything is written there (found
+/// by exploratory testing: one command run as root on a user's store left files the user's commands
+/// then failed on).
+#[test]
+fn a_store_another_user_owns_is_refused_and_left_as_it_was() {
+    use std::os::unix::fs::MetadataExt;
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    fs::write(env.join("notes.txt"), "uncaptured").unwrap();
+    const OTHER: u32 = 65534;
+    if std::os::unix::fs::chown(&b.home, Some(OTHER), None).is_err() {
+        eprintln!("skipping: giving the store another owner needs root");
+        return;
+    }
+    let before = read_tree(&b.home);
+    for args in [
+        vec!["list"],
+        vec!["snapshot", "-e", env.to_str().unwrap()],
+        vec!["create", "other", "--python", python()],
+    ] {
+        let err = b.fails(&args);
+        assert!(
+            err.contains("belongs to `nobody` (uid 65534)") || err.contains("belongs to uid 65534"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("point BLAST_HOME at a store of your own"),
+            "{err}"
+        );
+    }
+    assert_same_tree(&before, &read_tree(&b.home));
+    assert_eq!(fs::metadata(&b.home).unwrap().uid(), OTHER);
+}
+
 /// A rollback replaces a file through a temporary name of its own: a captured file whose name is the
 /// one the temporary name used to be (`.blast-tmp.NAME`) stays, and a file whose name is 250 bytes long
 /// is replaced (found by exploratory testing: the first was removed as a leftover, the second made every

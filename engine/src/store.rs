@@ -87,6 +87,7 @@ impl Store {
         fs::create_dir_all(home).at("creating store", home)?;
         let home = fs::canonicalize(home).at("resolving store path", home)?;
         utf8(&home)?;
+        refuse_another_users(&home)?;
         let lock = lock::acquire(
             &home.join("store.lock"),
             mode,
@@ -580,6 +581,36 @@ fn store_id_in(bytes: &[u8]) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     .then(|| id.to_owned())
+}
+
+/// Refuses a store another user owns: what blast would write there (objects, layers, the index, a
+/// stat cache) would be this user's, which the owner's commands then cannot replace or remove (found
+/// by exploratory testing: one `sudo blast snapshot` on a user's store made that user's installs and
+/// `clean` fail with "Permission denied"; run as another user, every command failed on the lock file).
+fn refuse_another_users(home: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = fs::metadata(home).at("inspecting store", home)?.uid();
+    let me = nix::unistd::geteuid().as_raw();
+    if owner == me {
+        return Ok(());
+    }
+    let name = |uid: u32| {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(
+                || format!("uid {uid}"),
+                |user| format!("`{}` (uid {uid})", user.name),
+            )
+    };
+    Err(Error::Invalid(format!(
+        "the store `{}` belongs to {}, and blast runs as {}: what it wrote there would be yours, and \
+         the owner's commands could not change it; run blast as its owner, or point BLAST_HOME at a \
+         store of your own",
+        home.display(),
+        name(owner),
+        name(me)
+    )))
 }
 
 fn check_format(home: &Path) -> Result<()> {
