@@ -876,6 +876,15 @@ fn a_forced_rollback_discards_what_no_snapshot_could_hold() {
     // `verify` names them beside the files that drifted (found by exploratory testing: a named pipe
     // stopped the check and hid the rest).
     fs::write(env.join("notes.txt"), "changed").unwrap();
+    // So does a diff against the directory (found by exploratory testing: it failed on them).
+    let diff = b.json(&["diff", "-e", e, "--files"]);
+    assert_eq!(diff["paths_changed"], 1, "{diff}");
+    assert_eq!(diff["uncapturable"].as_array().unwrap().len(), 3, "{diff}");
+    let text = b.ok(&["diff", "-e", e]);
+    assert!(
+        text.contains("3 paths no snapshot can hold, left out") && text.contains("! pipe"),
+        "{text}"
+    );
     let out = b.run(&["verify", "-e", e]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -844,6 +844,13 @@ impl Output {
             ),
             None => println!("  no paths differ"),
         }
+        if !r.uncapturable.is_empty() {
+            println!(
+                "  {} no snapshot can hold, left out (`blast status` says what to do):",
+                count(r.uncapturable.len(), "path")
+            );
+            print_uncapturable(&r.uncapturable);
+        }
     }
 
     pub fn list(&self, envs: &[EnvSummary]) {
