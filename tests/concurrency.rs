@@ -417,6 +417,60 @@ fn wait_until_stopped(pid: u32) {
     panic!("process {pid} did not stop");
 }
 
+/// A file another program writes while a rollback writes it is named as that, not as damage in the
+/// store (found by exploratory testing: "object … is damaged in the store", while `verify` found
+/// every object whole). The rollback is stopped halfway through its writes, every file is written
+/// over, and it goes on.
+#[test]
+fn a_file_written_during_a_rollback_is_not_called_store_damage() {
+    use std::process::Stdio;
+
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    let names: Vec<String> = (0..60).map(|i| format!("f{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(env.join(name), "a".repeat(20 + i)).unwrap();
+    }
+    b.ok(&["snapshot", "-e", e]);
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(env.join(name), "b".repeat(100 + i)).unwrap();
+    }
+    b.ok(&["snapshot", "-e", e]);
+    let rollback = b
+        .command(&["rollback", "-e", e, "@~1"])
+        .env("BLAST_TEST_STOP_AT", "apply-half")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(rollback.id());
+    for name in &names {
+        std::fs::write(env.join(name), "written meanwhile").unwrap();
+    }
+    // Going back to HEAD after the failure is an apply too, which stops at the same point: each stop
+    // is continued until the command ends.
+    let mut rollback = rollback;
+    let status = loop {
+        // SAFETY: signals a child of this process that has not been waited for.
+        unsafe { libc::kill(rollback.id() as i32, libc::SIGCONT) };
+        if let Some(status) = rollback.try_wait().unwrap() {
+            break status;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut rollback.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("changed while blast wrote it") && !stderr.contains("damaged in the store"),
+        "{stderr}"
+    );
+    let verify = b.command(&["verify", "--json"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(report["corrupt"], serde_json::json!([]), "{report}");
+}
+
 /// Two stores share no lock, but a new environment's directory is claimed: a create at a path another
 /// store's create is making waits for it (saying so), then finds the first's files there and refuses,
 /// and the first's environment is whole. A claim whose holder was killed is free, and a create that

@@ -269,6 +269,21 @@ impl Materializer<'_> {
             else {
                 continue;
             };
+            let object_intact = || {
+                self.store
+                    .existing_object_path(object, *executable)
+                    .and_then(|path| path.symlink_metadata().ok())
+                    .is_some_and(|meta| meta.len() == *size)
+            };
+            if !relocatable && found.size != *size && !*linked && object_intact() {
+                // A file of its own (copied, reflinked, tiny) that another program wrote to after blast
+                // did (found by exploratory testing: it was called damage in the store).
+                return Err(Error::Invalid(format!(
+                    "`{path}` changed while blast wrote it ({} bytes, where it wrote {size}): \
+                     something else writes in the environment; run the command again once it is done",
+                    found.size
+                )));
+            }
             if !relocatable && found.size != *size {
                 return Err(Error::Invalid(format!(
                     "object {} for `{path}` is damaged in the store: {} bytes, where its layers \
