@@ -602,7 +602,7 @@ fn a_restore_where_no_directory_can_be_made_leaves_nothing_and_links_stay_links(
     let dangling = b.work.join("dangling");
     std::os::unix::fs::symlink(b.work.join("nowhere"), &dangling).unwrap();
     for (target, says) in [
-        (file.join("x"), "Not a directory"),
+        (file.join("x"), "on its way is not a directory"),
         (dangling.clone(), "already exists"),
     ] {
         let err = b.fails(&["restore", image, "--path", target.to_str().unwrap()]);

@@ -745,6 +745,91 @@ fn a_file_written_through_its_link_to_the_store_is_named_at_the_capture() {
     assert!(!stderr.contains("written in place"), "{stderr}");
 }
 
+/// What blast may not read (a file or directory of mode 000) is named as what no snapshot can hold:
+/// `status`, `diff` and `verify` list it beside the rest (a file of HEAD's is not "removed"),
+/// `snapshot` and `rollback` refuse it saying what to do, and `rollback --force HEAD` discards it and
+/// puts HEAD's file back (found by exploratory testing as an ordinary user: `status` failed outright).
+/// Run without the capabilities that let root read anything (`setpriv`).
+#[test]
+fn what_blast_may_not_read_is_named_and_a_forced_rollback_mends_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Blast::new();
+    let env = b.create_path_env("venv");
+    let e = env.to_str().unwrap();
+    pip_install(&env, &["blastdemo==1.0.0"]);
+    b.ok(&["snapshot", "-e", e]);
+    let head_tree = read_tree(&env);
+    let module = "lib/python3.11/site-packages/blastdemo/__init__.py";
+    fs::set_permissions(env.join(module), fs::Permissions::from_mode(0o000)).unwrap();
+    let dir = env.join("private");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("f"), "x").unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o000)).unwrap();
+    let unprivileged = |args: &[&str]| {
+        let mut cmd = b.command(args);
+        let program = cmd.get_program().to_owned();
+        let mut wrapped = Command::new("setpriv");
+        wrapped
+            .args([
+                "--bounding-set=-dac_override,-dac_read_search",
+                "--inh-caps=-dac_override,-dac_read_search",
+            ])
+            .arg(program)
+            .args(cmd.get_args())
+            .current_dir(&b.work)
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        cmd = wrapped;
+        cmd.output().unwrap()
+    };
+    let probe = unprivileged(&["status", "-e", e, "--json"]);
+    if !probe.status.success() && String::from_utf8_lossy(&probe.stderr).contains("setpriv") {
+        eprintln!("skipping: setpriv cannot drop root's capabilities here");
+        return;
+    }
+    assert_succeeded(&probe);
+    let status: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+    assert_eq!(status["uncaptured"], serde_json::json!([]), "{status}");
+    let mut unread: Vec<String> = status["uncapturable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            format!(
+                "{} {}",
+                u["path"].as_str().unwrap(),
+                u["kind"].as_str().unwrap()
+            )
+        })
+        .collect();
+    unread.sort();
+    assert_eq!(
+        unread,
+        [
+            format!("{module} unreadable: permission denied"),
+            "private unreadable: permission denied".to_owned()
+        ]
+    );
+    let diff = unprivileged(&["diff", "-e", e, "--json"]);
+    assert_succeeded(&diff);
+    for args in [&["snapshot", "-e", e][..], &["rollback", "-e", e, "HEAD"]] {
+        let out = unprivileged(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && stderr.contains("blast may not read")
+                && stderr.contains("chmod u+rwX"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_succeeded(&unprivileged(&["rollback", "-e", e, "--force", "HEAD"]));
+    assert!(!dir.exists());
+    // The module is HEAD's again (linked from the store, its mode the object's).
+    assert_same_tree(
+        &exec_bits_only(&head_tree),
+        &exec_bits_only(&read_tree(&env)),
+    );
+}
+
 /// A store another user owns is refused by every command, before anything is written there (found
 /// by exploratory testing: one command run as root on a user's store left files the user's commands
 /// then failed on).

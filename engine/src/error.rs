@@ -217,7 +217,14 @@ pub enum Error {
     NonUtf8Path(PathBuf),
     #[error("`{}` is a {kind}, which an environment cannot hold: remove it", path.display())]
     UnsupportedFileType { path: PathBuf, kind: &'static str },
-    /// Several of [`Error::UnsupportedFileType`] and [`Error::NonUtf8Path`], one a line.
+    /// A file or directory of an environment that blast may not read: what it holds is not known.
+    #[error(
+        "blast may not read `{}` (permission denied), so it cannot tell what it holds: `chmod u+rwX` it, or remove it",
+        path.display()
+    )]
+    Unreadable { path: PathBuf },
+    /// Several of [`Error::UnsupportedFileType`], [`Error::NonUtf8Path`] and [`Error::Unreadable`], one
+    /// a line.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Unstorable(Vec<Error>),
     #[error(

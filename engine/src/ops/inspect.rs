@@ -197,7 +197,7 @@ pub fn diff(
         }
         None => directory_view(store, &env)?,
     };
-    let changes = file_changes(&old_tree, &new_tree);
+    let changes = file_changes_but_unread(&old_tree, &new_tree, &uncapturable);
     Ok(DiffReport {
         env: env.label().to_owned(),
         from: Some(from),
@@ -295,6 +295,30 @@ pub(crate) fn uncaptured_paths(store: &Store, env: &Env, head: &SnapshotId) -> u
         .unwrap_or(0)
 }
 
+/// [`file_changes`] from `old` to a scan that left `uncapturable` out: what it could not read is not
+/// "removed" (nor what lies below a directory it could not read).
+pub(crate) fn file_changes_but_unread(
+    old: &Tree,
+    new: &Tree,
+    uncapturable: &[Uncapturable],
+) -> Vec<FileChange> {
+    let unread: Vec<&str> = uncapturable
+        .iter()
+        .filter(|u| u.kind == UNREADABLE)
+        .map(|u| u.path.as_str())
+        .collect();
+    let mut changes = file_changes(old, new);
+    changes.retain(|change| {
+        !unread.iter().any(|dir| {
+            change
+                .path
+                .strip_prefix(dir)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    });
+    changes
+}
+
 pub(crate) fn file_changes(old: &Tree, new: &Tree) -> Vec<FileChange> {
     old.changes_to(new)
         .into_iter()
@@ -346,12 +370,16 @@ pub struct Uncapturable {
     pub kind: &'static str,
 }
 
+/// The kind of an [`Uncapturable`] entry blast may not read.
+pub const UNREADABLE: &str = "unreadable: permission denied";
+
 impl Uncapturable {
     /// From what a scan of `root` left out; any other error is passed on.
     pub(crate) fn of(root: &Path, error: Error) -> Result<Uncapturable> {
         let (path, kind) = match error {
             Error::UnsupportedFileType { path, kind } => (path, kind),
             Error::NonUtf8Path(path) => (path, "name that is not UTF-8"),
+            Error::Unreadable { path } => (path, UNREADABLE),
             other => return Err(other),
         };
         let relative = path.strip_prefix(root).unwrap_or(&path);
@@ -389,7 +417,7 @@ pub fn status(store: &Store, selector: Option<&str>) -> Result<StatusReport> {
     let uncaptured = if scan.holds(&head) {
         Vec::new()
     } else {
-        file_changes(&head_tree, scan.tree())
+        file_changes_but_unread(&head_tree, scan.tree(), &uncapturable)
     };
     let written_through: Vec<WrittenThrough> = scan
         .written_through(store.objects())

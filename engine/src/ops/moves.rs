@@ -297,7 +297,9 @@ fn whole_trees(store: &Store, head: Option<&Snapshot>, target: &Snapshot) -> Res
 /// The path of an entry no snapshot can hold, or that blast may not read.
 fn unstorable_path(error: &Error) -> Option<std::path::PathBuf> {
     match error {
-        Error::UnsupportedFileType { path, .. } | Error::NonUtf8Path(path) => Some(path.clone()),
+        Error::UnsupportedFileType { path, .. }
+        | Error::NonUtf8Path(path)
+        | Error::Unreadable { path } => Some(path.clone()),
         Error::Io { path, source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
             Some(path.clone())
         }

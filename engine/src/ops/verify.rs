@@ -321,11 +321,12 @@ fn check_env(
         // pipe stopped the check, hiding the files that drifted).
         let (scan, unstorable) =
             capture::scan_leaving_out_unstorable(root, StatCache::default(), &placeholders)?;
-        let uncapturable = unstorable
+        let uncapturable: Vec<super::Uncapturable> = unstorable
             .into_iter()
             .map(|error| super::Uncapturable::of(root, error))
             .collect::<Result<_>>()?;
-        let drifted = super::inspect::file_changes(&head_tree, scan.tree());
+        let drifted =
+            super::inspect::file_changes_but_unread(&head_tree, scan.tree(), &uncapturable);
         // Files whose bytes changed without their stat (written in place through a link to a damaged
         // object) are known by content alone: the cache this scan built records them as they are, so
         // that `status` and `rollback --force HEAD` see them too, not only the next `verify`.
