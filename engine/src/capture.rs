@@ -83,11 +83,13 @@ impl FileStat {
         }
     }
 
-    /// A file with several links (in blast, a hardlink of a store object shared with other
-    /// environments) does not own its ctime: linking or unlinking the inode anywhere moves it. (A
+    /// A read-only file with several links (as blast links a store object into environments) does not
+    /// own its ctime: linking or unlinking the inode anywhere moves it. A writable one (the user's own
+    /// hardlinks) does: a write in place with its mtime set back is seen by its ctime (found by
+    /// exploratory testing: such an edit went unseen, and a rollback discarded it unasked). (A
     /// directory's links are its subdirectories' `..`.)
     fn shares_inode(&self) -> bool {
-        self.nlink > 1 && !self.is_dir()
+        self.nlink > 1 && !self.is_dir() && self.mode & 0o222 == 0
     }
 
     fn is_dir(&self) -> bool {
