@@ -363,6 +363,12 @@ fn clean_and_operations_wait_for_each_other_and_say_so() {
         said.contains("waiting for another blast process to release the store"),
         "clean did not wait: {said}"
     );
+    // It names who holds the store (found by exploratory testing: a clean behind a long `blast run`
+    // looked hung).
+    assert!(
+        said.contains(&format!("held by pid {} (`", std::process::id())),
+        "{said}"
+    );
     assert_eq!(
         store_files(),
         before,

@@ -23,6 +23,21 @@ pub enum LockMode {
 /// The processes holding an exclusive lock on the file at `path`, as `/proc/locks` lists them (none
 /// where it cannot be read): who keeps another command waiting.
 pub fn holders(path: &Path) -> Vec<u32> {
+    holders_of(path, true)
+}
+
+/// The processes holding a lock of either kind on the file at `path`, but this one.
+fn all_holders(path: &Path) -> Vec<u32> {
+    let me = std::process::id();
+    let mut pids = holders_of(path, false);
+    pids.retain(|&pid| pid != me);
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// The holders of exclusive locks only (`exclusive`), or of any, on the file at `path`.
+fn holders_of(path: &Path, exclusive: bool) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(path) else {
         return Vec::new();
@@ -49,7 +64,7 @@ pub fn holders(path: &Path) -> Vec<u32> {
     };
     locks
         .lines()
-        .filter(|line| !line.contains("->") && line.contains(" WRITE "))
+        .filter(|line| !line.contains("->") && (!exclusive || line.contains(" WRITE ")))
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let at = fields.iter().position(|field| field.ends_with(&inode))?;
@@ -89,7 +104,10 @@ fn wait_for(file: &File, mode: LockMode, path: &Path, what: &str) -> Result<()> 
             return Ok(());
         }
         if !told && started.elapsed() >= QUIET_WAIT {
-            eprintln!("blast: waiting for another blast process to release {what}…");
+            eprintln!(
+                "blast: waiting for another blast process to release {what}{}…",
+                named_holders(path, mode)
+            );
             told = true;
         }
         // A signal a latch noted (an install's) ends the wait: nothing is done under a lock not held
@@ -101,6 +119,42 @@ fn wait_for(file: &File, mode: LockMode, path: &Path, what: &str) -> Result<()> 
             });
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// For a wait on an exclusive lock (the sweep of `blast clean`, which every other command holds off
+/// while it runs, however many): which processes hold it, so that the user knows what to wait for or
+/// end (found by exploratory testing: a `clean` behind a long `blast run` looked hung).
+fn named_holders(path: &Path, mode: LockMode) -> String {
+    if mode != LockMode::Exclusive {
+        return String::new();
+    }
+    let pids = all_holders(path);
+    let shown: Vec<String> = pids
+        .iter()
+        .take(3)
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let words: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .filter(|word| !word.is_empty())
+                .map(|word| String::from_utf8_lossy(word).into_owned())
+                .collect();
+            let mut line = words.join(" ");
+            if line.chars().count() > 80 {
+                line = format!("{}…", line.chars().take(79).collect::<String>());
+            }
+            format!("pid {pid} (`{}`)", line.escape_debug())
+        })
+        .collect();
+    match pids.len() {
+        0 => String::new(),
+        n if n > shown.len() => format!(
+            ", held by {} and {} more",
+            shown.join(", "),
+            n - shown.len()
+        ),
+        _ => format!(", held by {}", shown.join(", ")),
     }
 }
 
