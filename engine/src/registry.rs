@@ -325,17 +325,37 @@ fn docker_credentials(text: &str, registry: &str) -> Result<Option<Credentials>,
         return Ok(None);
     };
     let host_of = |key: &str| {
-        let key = key
-            .strip_prefix("https://")
-            .or_else(|| key.strip_prefix("http://"))
-            .unwrap_or(key);
+        let lower = key.to_ascii_lowercase();
+        let key = match (lower.starts_with("https://"), lower.starts_with("http://")) {
+            (true, _) => &key["https://".len()..],
+            (_, true) => &key["http://".len()..],
+            _ => key,
+        };
         key.split('/').next().unwrap_or_default().to_owned()
     };
     let Some((key, entry)) = auths.iter().find(|(key, _)| host_of(key) == registry) else {
         return Ok(None);
     };
-    let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) else {
-        return Ok(None);
+    let field = |name: &str| {
+        entry
+            .get(name)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    // Found by exploratory testing: these were read as a malformed `auth`, or not at all.
+    let Some(auth) = field("auth") else {
+        return match (field("username"), field("password"), field("identitytoken")) {
+            (Some(username), Some(password), _) => Ok(Some(Credentials {
+                username: username.to_owned(),
+                password: password.to_owned(),
+                origin: format!("Docker's config (auths.{key})"),
+            })),
+            (.., Some(_)) => Err(format!(
+                "`auths.{key}` holds an identity token (an OAuth refresh token), which blast does not \
+                 use"
+            )),
+            _ => Ok(None),
+        };
     };
     let decoded = BASE64
         .decode(auth.trim())
@@ -614,6 +634,13 @@ impl Client {
             }
             ureq::Error::Timeout(timeout) if *timeout != ureq::Timeout::Connect => {
                 stalled_hint(answer_time)
+            }
+            // It answered, but with redirects that lead nowhere (found by exploratory testing: the
+            // hint asked whether it was running).
+            ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => {
+                "the registry answered with redirects that lead nowhere: its configuration (or a proxy's \
+                 before it) is at fault; tell whoever runs it"
+                    .into()
             }
             _ if self.insecure => "is the registry running, and is this its address?".into(),
             _ => "is the registry reachable? if it serves plain http (a local registry), pass --insecure"
@@ -973,13 +1000,21 @@ impl Client {
             .with_config()
             .limit(MAX_MANIFEST_BYTES)
             .read_to_vec()
-            .map_err(|e| {
-                self.error(
+            .map_err(|e| match e {
+                // A manifest that stalls is said as a blob that stalls is (found by exploratory
+                // testing: "timeout: per read" alone).
+                ureq::Error::Timeout(_) | ureq::Error::BodyStalled => self.error(
+                    "GET",
+                    &url,
+                    format!("stalled sending the manifest: {e}"),
+                    Some(&stalled_hint(self.timeout)),
+                ),
+                e => self.error(
                     "GET",
                     &url,
                     format!("broke off or sent too much: {e}"),
                     None,
-                )
+                ),
             })?;
         // The registry's own digest of the manifest, where it sends one: bytes that are not what it
         // stored (damaged on its disk, changed on the way) fail here, not as a blob they describe.
@@ -1539,6 +1574,20 @@ mod tests {
         assert_eq!(other.username, "no");
         assert_eq!(docker_credentials(&config, "elsewhere").unwrap(), None);
         assert!(docker_credentials(r#"{"auths":{"x":{"auth":"%%%"}}}"#, "x").is_err());
+        // Found by exploratory testing: a scheme in capitals, `username` and `password` fields, and an
+        // identity token were read as no login or a malformed `auth`.
+        let fields = docker_credentials(
+            r#"{"auths":{"HTTPS://x":{"auth":"","username":"u","password":"p"}}}"#,
+            "x",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (fields.username.as_str(), fields.password.as_str()),
+            ("u", "p")
+        );
+        let token = docker_credentials(r#"{"auths":{"x":{"auth":"","identitytoken":"t"}}}"#, "x");
+        assert!(token.unwrap_err().contains("identity token"));
         assert!(
             !format!("{found:?}").contains("cret"),
             "Debug hides the password"

@@ -172,9 +172,21 @@ pub fn check_documents(
     manifest: &[u8],
     config: &[u8],
 ) -> Result<(Vec<LayerId>, SnapshotId), String> {
-    let (_, layers) = parse_manifest(manifest, None)?;
+    let (manifest, layers) = parse_manifest(manifest, None)?;
     let (id, _) = parse_config(config)?;
+    snapshot_annotation_agrees(&manifest, &id)?;
     Ok((layers, id))
+}
+
+/// The manifest's snapshot annotation, where it has one, names the snapshot its config describes
+/// (found by exploratory testing: a manifest that named another was pulled without a word).
+fn snapshot_annotation_agrees(manifest: &ImageManifest, id: &SnapshotId) -> Result<(), String> {
+    match manifest.annotations.get(SNAPSHOT_ANNOTATION) {
+        Some(named) if *named != id.to_hex() => Err(format!(
+            "its `{SNAPSHOT_ANNOTATION}` annotation names `{named}`, but its config describes snapshot {id}"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The snapshot a config blob describes: its encoding is rebuilt from the fields, must decode (so it is
@@ -290,7 +302,9 @@ fn parse_manifest(
             })
             .and_then(|hex| hex.parse().ok())
             .ok_or_else(|| {
-                format!("its layer {i} lacks a `{LAYER_ANNOTATION}` annotation of 64 hex digits")
+                format!(
+                    "its layer {i} lacks a `{LAYER_ANNOTATION}` annotation of 64 lowercase hex digits"
+                )
             })?;
         layers.push(id);
     }
@@ -613,6 +627,7 @@ pub fn pull_head(client: &Client) -> Result<ImageHead> {
             id.short()
         ))));
     }
+    snapshot_annotation_agrees(&manifest, &id).map_err(|why| whole(ImageProblem::Artifact(why)))?;
     Ok(ImageHead {
         id,
         snapshot,
@@ -961,6 +976,42 @@ mod tests {
                 .unwrap_err()
                 .contains("upgrade blast")
         );
+    }
+
+    /// Found by exploratory testing: a manifest whose snapshot annotation named another snapshot than
+    /// its config describes was pulled without a word.
+    #[test]
+    fn the_manifests_snapshot_annotation_must_name_the_configs_snapshot() {
+        let s = snapshot();
+        let config = config_bytes(&s.id(), &s).unwrap();
+        let descriptor = |media_type: &str, layer: Option<&LayerId>| Descriptor {
+            media_type: media_type.into(),
+            digest: sha256_digest(b"x"),
+            size: 1,
+            annotations: layer
+                .map(|id| BTreeMap::from([(LAYER_ANNOTATION.to_owned(), id.to_hex())]))
+                .unwrap_or_default(),
+        };
+        let manifest = |named: &str| ImageManifest {
+            schema_version: 2,
+            media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+            artifact_type: Some(ARTIFACT_TYPE.into()),
+            config: descriptor(CONFIG_MEDIA_TYPE, None),
+            layers: s
+                .layers
+                .iter()
+                .map(|id| descriptor(LAYER_MEDIA_TYPE, Some(id)))
+                .collect(),
+            annotations: BTreeMap::from([(SNAPSHOT_ANNOTATION.to_owned(), named.to_owned())]),
+        };
+        let bytes = |named: &str| serde_json::to_vec(&manifest(named)).unwrap();
+        assert_eq!(
+            check_documents(&bytes(&s.id().to_hex()), &config).unwrap(),
+            (s.layers.clone(), s.id())
+        );
+        let other = "f".repeat(64);
+        let err = check_documents(&bytes(&other), &config).unwrap_err();
+        assert!(err.contains(&format!("names `{other}`")), "{err}");
     }
 
     #[test]

@@ -123,8 +123,9 @@ pub(super) fn exportable(
     }
     if let Some((path, target, why)) = super::escaping_symlink(&tree) {
         return Err(Error::Invalid(format!(
-            "cannot export snapshot {}: symlink `{path}` -> `{target}` {why}; \
-             no import would accept it (replace it with a link inside the environment, or a copy)",
+            "snapshot {} cannot travel (export or push): symlink `{path}` -> `{target}` {why}; \
+             no import or pull would accept it (replace it with a link inside the environment, or a \
+             copy)",
             id.short()
         )));
     }
@@ -194,8 +195,8 @@ pub fn write_image(
             .create_new(true)
             .mode(0o644)
             .open(&tmp)
-            .at("creating image", &tmp)?;
-        crate::fsutil::keep_permissions_of(out, &file).at("creating image", &tmp)?;
+            .at("creating image", out)?;
+        crate::fsutil::keep_permissions_of(out, &file).at("creating image", out)?;
         let mut archive = start_archive(BufWriter::new(file), &tmp)?;
         let manifest_bytes = serde_json::to_vec(&manifest)
             .map_err(|e| Error::Invalid(format!("could not encode the image manifest: {e}")))?;
