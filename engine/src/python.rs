@@ -182,13 +182,21 @@ fn find_at(index: &Index, candidate: &Path) -> Result<PythonInfo> {
 fn locate(request: &str) -> Result<(Vec<PathBuf>, Option<&str>)> {
     if request.contains('/') {
         let path = PathBuf::from(request);
-        return if path.exists() {
-            Ok((vec![std::path::absolute(&path).unwrap_or(path)], None))
-        } else {
-            Err(Error::PythonNotFound {
+        return match std::fs::metadata(&path) {
+            Ok(_) => Ok((vec![std::path::absolute(&path).unwrap_or(path)], None)),
+            // Found by exploratory testing: a path blast may not reach was said not to exist.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(Error::PythonNotFound {
+                    request: request.to_owned(),
+                    detail: format!(
+                        "`{request}` cannot be reached: a directory on its way is not open to you"
+                    ),
+                })
+            }
+            Err(_) => Err(Error::PythonNotFound {
                 request: request.to_owned(),
                 detail: format!("`{request}` does not exist"),
-            })
+            }),
         };
     }
     let is_version = |v: &str| {

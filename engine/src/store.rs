@@ -42,8 +42,19 @@ impl Store {
         {
             return Ok(PathBuf::from(data).join("blast"));
         }
-        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => Ok(PathBuf::from(home).join(".local/share/blast")),
+        // Without HOME (a service, `env -i`), the home the password database names, as the sandbox
+        // finds it (found by exploratory testing: blast refused to run).
+        let home = std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|user| user.dir)
+            });
+        match home {
+            Some(home) => Ok(home.join(".local/share/blast")),
             None => Err(Error::Invalid(
                 "cannot place the store: set BLAST_HOME (or HOME)".into(),
             )),

@@ -395,10 +395,12 @@ pub fn unsaved_paths(store: &Store, env: &Env, root: &Path) -> Result<Vec<String
 
 /// Reads the directory; a directory that is gone reads as empty (the apply recreates it).
 pub fn scan_or_empty(env: &Env, cache: StatCache) -> Result<capture::Scan> {
-    if env.root().exists() {
-        capture::scan(env.root(), cache, &env.placeholders(), None)
-    } else {
-        Ok(capture::Scan::empty())
+    match env.root().symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(capture::Scan::empty()),
+        // One that cannot be reached (a directory on the way closed to the user) is not empty (found
+        // by exploratory testing: every file of HEAD read as removed, and `sync --force` failed midway).
+        Err(e) => Err(e).at("reaching the environment's directory", env.root()),
+        Ok(_) => capture::scan(env.root(), cache, &env.placeholders(), None),
     }
 }
 

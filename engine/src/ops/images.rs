@@ -387,7 +387,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             f.write_all(bytes)?;
             f.sync_all()
         })
-        .at("writing", &tmp)
+        .at("writing", path)
         .and_then(|()| fs::rename(&tmp, path).at("moving into place", path));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -571,11 +571,12 @@ pub fn list(store: &Store) -> Result<Vec<EnvSummary>> {
             // killed mid-`blast move` read as gone, not interrupted).
             interrupted: store.index().journal(&env.id)?.is_some()
                 || store.index().relocation(&env.id)?.is_some(),
+            // Not one that cannot be reached (a directory on the way closed to the user).
             gone: store
                 .moved_dir(&env)
                 .unwrap_or_else(|| std::path::PathBuf::from(&env.path))
                 .symlink_metadata()
-                .is_err(),
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound),
         });
     }
     Ok(out)
