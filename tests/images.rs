@@ -47,9 +47,6 @@ fn demo_image(b: &Blast) -> PathBuf {
     image
 }
 
-/// An export of an environment's HEAD says when its directory holds changes no snapshot has, which
-/// the export leaves out (found by exploratory testing: a `pip install` by hand, then an export, gave
-/// a teammate the environment without it, and said nothing).
 /// A damaged layer or snapshot file is what `verify` says an import brings back: the image's bytes
 /// replace it (found by exploratory testing: the import kept the damaged file, "0 new").
 #[test]
@@ -83,6 +80,9 @@ fn an_import_mends_damaged_layers_and_snapshots() {
     b.assert_verify_clean(&[&env]);
 }
 
+/// An export of an environment's HEAD says when its directory holds changes no snapshot has, which
+/// the export leaves out (found by exploratory testing: a `pip install` by hand, then an export, gave
+/// a teammate the environment without it, and said nothing).
 #[test]
 fn an_export_of_head_names_the_changes_it_leaves_out() {
     let b = Blast::new();

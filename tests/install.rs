@@ -396,6 +396,29 @@ fn pips_own_configuration_is_read_under_the_hidden_config_directory() {
     let out = python_in_sandbox(&b, &env, &home, look);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(".config/token False"), "{text}");
+    // So is pip's directory in an `XDG_CONFIG_HOME`, which is hidden as a whole otherwise.
+    let xdg = b.work.join("xdg-config");
+    fs::create_dir_all(xdg.join("pip")).unwrap();
+    fs::rename(home.join(".config/pip/pip.conf"), xdg.join("pip/pip.conf")).unwrap();
+    let wheel = "blastbase-2.0.0-py3-none-any.whl";
+    fs::copy(wheels().join(wheel), links.join(wheel)).unwrap();
+    let out = b
+        .command(&[
+            "install",
+            "-e",
+            env.to_str().unwrap(),
+            "--json",
+            "blastbase==2.0",
+        ])
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", &xdg)
+        .env_remove("PIP_CONFIG_FILE")
+        .env_remove("PIP_FIND_LINKS")
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(package_changes(&report), ["blastbase 1.0.0→2.0.0"]);
 }
 
 /// `python -c CODE` run by `blast run` in `env`, with `home` as HOME.
@@ -412,6 +435,56 @@ fn python_in_sandbox(b: &Blast, env: &Path, home: &Path, code: &str) -> Output {
     .env("HOME", home)
     .output()
     .unwrap()
+}
+
+/// Credentials that variables place outside the home are hidden as the home's are: `DOCKER_CONFIG`
+/// (where blast itself reads registry logins), `KUBECONFIG`, `XDG_CONFIG_HOME` (found in review: a
+/// build could read them there). A directory is covered by an empty one, a file by `/dev/null`.
+#[test]
+fn credentials_that_variables_place_outside_the_home_are_hidden() {
+    let b = Blast::outside_tmp();
+    let env = b.create_path_env("venv");
+    let home = b.work.join("user-home");
+    fs::create_dir_all(&home).unwrap();
+    let docker = b.work.join("ci/docker");
+    let kube = b.work.join("ci/kube.yaml");
+    let xdg = b.work.join("ci/config");
+    fs::create_dir_all(&docker).unwrap();
+    fs::write(docker.join("config.json"), "DOCKER-SECRET").unwrap();
+    fs::write(&kube, "KUBE-SECRET").unwrap();
+    fs::create_dir_all(xdg.join("gh")).unwrap();
+    fs::write(xdg.join("gh/hosts.yml"), "GH-SECRET").unwrap();
+    let look = format!(
+        "import os\nfor p in {:?}:\n    \
+         try:\n        print(p, open(p).read())\n    \
+         except OSError as e:\n        print(p, 'errno', e.errno)",
+        [
+            docker.join("config.json"),
+            kube.clone(),
+            xdg.join("gh/hosts.yml"),
+        ]
+        .map(|p| p.to_str().unwrap().to_owned())
+    );
+    let out = b
+        .command(&[
+            "run",
+            "-e",
+            env.to_str().unwrap(),
+            "--",
+            "python",
+            "-c",
+            &look,
+        ])
+        .env("HOME", &home)
+        .env("DOCKER_CONFIG", &docker)
+        .env("KUBECONFIG", &kube)
+        .env("XDG_CONFIG_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("SECRET"), "{text}");
+    assert_eq!(text.matches("errno").count(), 2, "{text}");
 }
 
 /// pip's configuration directory is brought back, not what a link there leads to: a `~/.config/pip`
@@ -549,7 +622,10 @@ fn credentials_in_variables_are_kept_from_the_build_unless_a_requirements_file_n
     fs::write(project.join("leak_backend.py"), LEAK_BACKEND).unwrap();
     fs::write(
         b.work.join("requirements.txt"),
-        "--extra-index-url https://user:${MY_PROJECT_TOKEN}@example.invalid/simple\n./leakproj\n",
+        // A `${NAME}` in a comment expands to nothing in pip, and hands nothing over (found in review).
+        "# the token: ${GITHUB_TOKEN}\n\
+         --extra-index-url https://user:${MY_PROJECT_TOKEN}@example.invalid/simple # ${AWS_SECRET_ACCESS_KEY}\n\
+         ./leakproj\n",
     )
     .unwrap();
     let args = install_args(&env, &["-r", "requirements.txt", "--offline", "--json"]);

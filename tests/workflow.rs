@@ -810,6 +810,11 @@ fn what_blast_may_not_read_is_named_and_a_forced_rollback_mends_it() {
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("f"), "x").unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o000)).unwrap();
+    // Listed, but not searchable (found in review: it failed the scan).
+    let listed_only = env.join("listed-only");
+    fs::create_dir(&listed_only).unwrap();
+    fs::write(listed_only.join("f"), "x").unwrap();
+    fs::set_permissions(&listed_only, fs::Permissions::from_mode(0o444)).unwrap();
     let unprivileged = |args: &[&str]| {
         let mut cmd = b.command(args);
         let program = cmd.get_program().to_owned();
@@ -851,6 +856,7 @@ fn what_blast_may_not_read_is_named_and_a_forced_rollback_mends_it() {
         unread,
         [
             format!("{module} unreadable: permission denied"),
+            "listed-only unreadable: permission denied".to_owned(),
             "private unreadable: permission denied".to_owned()
         ]
     );
@@ -867,7 +873,7 @@ fn what_blast_may_not_read_is_named_and_a_forced_rollback_mends_it() {
         );
     }
     assert_succeeded(&unprivileged(&["rollback", "-e", e, "--force", "HEAD"]));
-    assert!(!dir.exists());
+    assert!(!dir.exists() && !listed_only.exists());
     // The module is HEAD's again (linked from the store, its mode the object's).
     assert_same_tree(
         &exec_bits_only(&head_tree),

@@ -1048,7 +1048,8 @@ impl<'a> Walk<'a> {
     {
         if lock(&self.error).is_none() {
             match self.entries(&abs, &rel, &stat) {
-                Err(error) if is_unreadable(&error, &abs) => {
+                // The root's own is an error: the environment cannot be read at all.
+                Err(error) if is_unreadable(&error, &abs) && !rel.is_empty() => {
                     lock(&self.unstorable).push(Error::Unreadable { path: abs })
                 }
                 read => self.keep(read.and_then(|read| self.visit(scope, &abs, rel, stat, read))),
@@ -1229,6 +1230,11 @@ fn read_entries(abs: &Path, root: bool) -> Result<DirRead> {
         };
         let meta = match entry.metadata() {
             Ok(meta) => meta,
+            // A directory that lists but cannot be searched (mode r--) is unreadable as a whole (found
+            // in review: it failed the scan).
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(e).at("reading directory", abs);
+            }
             Err(e) => return Err(e).at("inspecting", &entry.path()),
         };
         let ft = meta.file_type();

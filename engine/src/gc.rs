@@ -196,7 +196,7 @@ fn collect(store: &Store, opts: CleanOptions, index_read_only: bool) -> Result<C
     })?;
     report.bytes_freed = sweep.bytes;
     if !opts.dry_run && !index_read_only {
-        forget_blob_descriptors(store, &live_layers)?;
+        forget_blob_descriptors(store, &live_layers);
     }
     if !opts.dry_run {
         report.staging_reclaimed = objects.reclaim_staging()?;
@@ -205,23 +205,22 @@ fn collect(store: &Store, opts: CleanOptions, index_read_only: bool) -> Result<C
 }
 
 /// Removes the remembered blob descriptors (SPEC §21) of layers that are gone, and of other image
-/// versions: a cache, not counted.
-fn forget_blob_descriptors(store: &Store, live_layers: &HashSet<LayerId>) -> Result<()> {
+/// versions: a cache, not counted, whose removal failing fails nothing.
+fn forget_blob_descriptors(store: &Store, live_layers: &HashSet<LayerId>) {
     let dir = store.home().join(crate::images::oci::BLOB_DESCRIPTORS);
-    if !dir.is_dir() {
-        return Ok(());
-    }
+    let Ok(entries) = list(&dir) else {
+        return;
+    };
     let current = format!(".v{}", crate::images::IMAGE_VERSION);
-    for (path, name) in list(&dir)? {
+    for (path, name) in entries {
         let live = name
             .strip_suffix(&current)
             .and_then(|hex| hex.parse::<LayerId>().ok())
             .is_some_and(|id| live_layers.contains(&id));
         if !live {
-            fs::remove_file(&path).at("removing", &path)?;
+            let _ = fs::remove_file(&path);
         }
     }
-    Ok(())
 }
 
 /// Removes (or with a dry run, counts) the snapshots, layers and objects no root needs.
@@ -297,13 +296,18 @@ struct Sweep {
 impl Sweep {
     fn remove(&mut self, path: &Path) -> Result<()> {
         let meta = path.symlink_metadata().at("inspecting", path)?;
-        if meta.nlink() <= 1 {
-            let blocks = meta.blocks() * 512;
-            self.bytes += blocks.saturating_sub(shared_bytes(path, blocks));
-        }
+        let freed = match meta.nlink() <= 1 {
+            true => {
+                let blocks = meta.blocks() * 512;
+                blocks.saturating_sub(shared_bytes(path, blocks))
+            }
+            false => 0,
+        };
         if !self.dry_run {
             fs::remove_file(path).at("removing", path)?;
         }
+        // Counted once removed: a clean stopped by this file says what it really freed.
+        self.bytes += freed;
         Ok(())
     }
 }

@@ -275,7 +275,8 @@ impl Materializer<'_> {
                     .and_then(|path| path.symlink_metadata().ok())
                     .is_some_and(|meta| meta.len() == *size)
             };
-            if !relocatable && found.size != *size && !*linked && object_intact() {
+            let own_inode = !(*linked && self.mode == LinkMode::Hardlink);
+            if !relocatable && found.size != *size && own_inode && object_intact() {
                 // A file of its own (copied, reflinked, tiny) that another program wrote to after blast
                 // did (found by exploratory testing: it was called damage in the store).
                 return Err(Error::Invalid(format!(
@@ -509,11 +510,20 @@ fn umask_narrows(mode: u32) -> bool {
     mode & umask != 0
 }
 
-/// True for the temporary names the materializer uses (a crash may leave one behind).
+/// True for the temporary names the materializer uses (a crash may leave one behind):
+/// `.blast-tmp.<pid>-<n>` and the link probe's `.blast-tmp.probe-<pid>`, not a user's `.blast-tmp.notes`
+/// (found in review: recovery would have taken it for a leftover).
 pub fn is_temporary(path: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     path.rsplit('/')
         .next()
-        .is_some_and(|name| name.starts_with(TMP_PREFIX))
+        .and_then(|name| name.strip_prefix(TMP_PREFIX))
+        .is_some_and(|rest| match rest.strip_prefix("probe-") {
+            Some(pid) => digits(pid),
+            None => rest
+                .split_once('-')
+                .is_some_and(|(pid, n)| digits(pid) && digits(n)),
+        })
 }
 
 /// A temporary name beside `path`, new to this process: short, whatever the length of `path`'s name.
@@ -745,6 +755,28 @@ mod tests {
         );
         let target = tree_of(&entries);
         (target, tool)
+    }
+
+    /// Only the materializer's own names count as leftovers: recovery removes what they explain.
+    #[test]
+    fn temporary_names_are_the_materializers_own() {
+        for name in [
+            ".blast-tmp.123-0",
+            "lib/.blast-tmp.9-42",
+            ".blast-tmp.probe-77",
+        ] {
+            assert!(is_temporary(name), "{name}");
+        }
+        for name in [
+            ".blast-tmp.notes",
+            ".blast-tmp.f",
+            ".blast-tmp.1-",
+            ".blast-tmp.probe-",
+            "dir.blast-tmp.1-2",
+            ".blast-tmp.1-2/inside",
+        ] {
+            assert!(!is_temporary(name), "{name}");
+        }
     }
 
     #[test]

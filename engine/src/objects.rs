@@ -417,8 +417,12 @@ impl Staging<'_> {
     /// says brings a damaged one back (found by exploratory testing: the pull failed on the damaged
     /// layer, and the import kept it).
     fn stage_metadata(&self, target: PathBuf, bytes: &[u8]) -> Result<()> {
+        // One that cannot be read (its mode changed by hand) is damaged too (found in review).
         let damaged = !self.pending().contains_key(&target)
-            && fs::read(&target).is_ok_and(|held| held != bytes);
+            && match fs::read(&target) {
+                Ok(held) => held != bytes,
+                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            };
         match damaged {
             true => self.stage_anew(target, bytes, 0o444),
             false => self.stage(target, bytes, 0o444),

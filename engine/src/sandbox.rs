@@ -92,6 +92,17 @@ const SYSTEM_SOCKETS: &[&str] = &[
     "/run/containerd",
 ];
 
+/// Variables that name a file or directory of credentials (besides `KUBECONFIG`, a list, and
+/// `XDG_CONFIG_HOME`, whose installers' directories are brought back): hidden as the home's are.
+const SECRET_VARIABLES: &[&str] = &[
+    "DOCKER_CONFIG",
+    "REGISTRY_AUTH_FILE",
+    "NETRC",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "CLOUDSDK_CONFIG",
+    "GNUPGHOME",
+];
+
 /// What is brought back under a hidden system directory: name resolution, for network access.
 const SYSTEM_REVEALED: &[&str] = &["/run/systemd/resolve"];
 
@@ -167,10 +178,27 @@ impl Secrets {
             )
             .collect();
         home.dedup();
+        // Where variables place credentials outside the home: a CI job's `DOCKER_CONFIG` holds the
+        // registry login blast itself reads (found in review: a build could read it there).
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let named_secrets: Vec<PathBuf> = SECRET_VARIABLES
+            .iter()
+            .filter_map(|name| var(name))
+            .map(PathBuf::from)
+            .chain(
+                var("KUBECONFIG")
+                    .iter()
+                    .flat_map(std::env::split_paths)
+                    .collect::<Vec<_>>(),
+            )
+            .collect();
+        let xdg_config = var("XDG_CONFIG_HOME").map(PathBuf::from);
         Secrets {
             hidden: home
                 .iter()
                 .flat_map(|h| SECRETS.iter().map(move |s| h.join(s)))
+                .chain(named_secrets)
+                .chain(xdg_config.clone())
                 .chain(SYSTEM_SOCKETS.iter().map(PathBuf::from))
                 .chain(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
                 // The agent's socket, which a directory named under `/tmp` may hold; the display's
@@ -185,6 +213,12 @@ impl Secrets {
             revealed: home
                 .iter()
                 .flat_map(|h| keep.iter().map(move |s| h.join(s)))
+                // The installers' own configuration where `XDG_CONFIG_HOME` puts it.
+                .chain(xdg_config.iter().flat_map(|xdg| {
+                    keep.iter()
+                        .filter_map(|s| s.strip_prefix(".config/"))
+                        .map(move |s| xdg.join(s))
+                }))
                 .chain(SYSTEM_REVEALED.iter().map(PathBuf::from))
                 .collect(),
         }
@@ -347,25 +381,27 @@ impl Overlay {
             fs::create_dir(&path).at("creating sandbox directory", &path)?;
         }
         let in_other_groups = dirs_in_other_groups(target);
-        for path in &in_other_groups {
-            // With the directories on the way, as the overlay would copy them up.
-            for on_the_way in path
-                .ancestors()
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .skip(1)
-            {
-                let made = dir.join(UPPER).join(on_the_way);
-                if made.symlink_metadata().is_ok() {
-                    continue;
-                }
-                let lower = target.join(on_the_way);
-                let mode = fs::metadata(&lower).at("inspecting", &lower)?.mode() & 0o1777;
-                fs::create_dir(&made).at("creating sandbox directory", &made)?;
-                fs::set_permissions(&made, fs::Permissions::from_mode(mode))
-                    .at("setting the mode of", &made)?;
+        // Each with the directories on the way, as the overlay would copy them up; all made first (the
+        // caller's, writable), then given the lower's modes, deepest first, so that a directory
+        // without write permission still gets its subdirectories (found in review).
+        let mut made: Vec<(PathBuf, u32)> = Vec::new();
+        for on_the_way in in_other_groups.iter().flat_map(|path| {
+            let mut way: Vec<&Path> = path.ancestors().collect();
+            way.reverse();
+            way.into_iter().skip(1)
+        }) {
+            let upper = dir.join(UPPER).join(on_the_way);
+            if upper.symlink_metadata().is_ok() {
+                continue;
             }
+            let lower = target.join(on_the_way);
+            let mode = fs::metadata(&lower).at("inspecting", &lower)?.mode() & 0o1777;
+            fs::create_dir(&upper).at("creating sandbox directory", &upper)?;
+            made.push((upper, mode));
+        }
+        for (upper, mode) in made.iter().rev() {
+            fs::set_permissions(upper, fs::Permissions::from_mode(*mode))
+                .at("setting the mode of", upper)?;
         }
         Ok(Overlay {
             target: target.to_owned(),

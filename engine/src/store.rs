@@ -52,6 +52,8 @@ impl Store {
                     .ok()
                     .flatten()
                     .map(|user| user.dir)
+                    // A service account's `/nonexistent` is no home (found in review).
+                    .filter(|dir| dir.is_dir() && dir != Path::new("/"))
             });
         match home {
             Some(home) => Ok(home.join(".local/share/blast")),

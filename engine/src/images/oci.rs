@@ -508,17 +508,13 @@ pub fn push_image(
         }
         if !*packed {
             layers_packed += 1;
-            let (again, _) =
+            let (again, archive_bytes) =
                 write_layer_blob(store, layer_id, &layers[layer_id], path, &NoProgress)?;
-            // The remembered descriptor is only a cache: the blob packed now is what goes up.
+            // The remembered descriptor is only a cache: the blob packed now is what goes up (another
+            // zstd may pack other bytes), and is remembered instead.
             if again != *descriptor {
-                return Err(Error::Invalid(format!(
-                    "layer {} packed to blob {}, where an earlier push remembered {}: remove `{}` and push again",
-                    layer_id.short(),
-                    again.digest,
-                    descriptor.digest,
-                    BlobDescriptors::of(store).path(layer_id).display()
-                )));
+                BlobDescriptors::of(store).remember(layer_id, &again, archive_bytes);
+                *descriptor = again;
             }
         }
         uploads.push((descriptor.clone(), path.clone()));

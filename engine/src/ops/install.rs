@@ -658,9 +658,12 @@ impl Run<'_> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let trusted = Protected::of(self.store).trusted(&cwd);
         let named = named_paths(self.request, &cwd, trusted.as_deref());
+        // Those it may be handed; blast's own registry login never is.
         let kept: Vec<String> = credential_variables(&named.variables)
             .into_iter()
-            .filter(|name| name != "SSH_AUTH_SOCK")
+            .filter(|name| {
+                name != "SSH_AUTH_SOCK" && !name.to_ascii_uppercase().starts_with("BLAST_REGISTRY_")
+            })
             .collect();
         match kept.is_empty() {
             true => String::new(),
@@ -795,8 +798,6 @@ impl Run<'_> {
     }
 }
 
-/// The installer asks nothing: it has no terminal (see [`sandbox`]), and git, which pip runs for a
-/// `git+` requirement, says so rather than failing to open one.
 /// Variables that hold credentials, by their names: kept from the installer, which runs whatever
 /// build code an sdist brings, with the network on (found by exploratory testing: a build read
 /// `BLAST_REGISTRY_PASSWORD` and `AWS_SECRET_ACCESS_KEY` as it would `~/.aws`, which the sandbox hides).
@@ -826,6 +827,8 @@ fn credential_variables(named: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
+/// The installer asks nothing: it has no terminal (see [`sandbox`]), and git, which pip runs for a
+/// `git+` requirement, says so rather than failing to open one.
 fn installer_env() -> Vec<(String, String)> {
     vec![
         ("SOURCE_DATE_EPOCH".into(), SOURCE_DATE_EPOCH.into()),
@@ -983,9 +986,24 @@ struct Withheld {
 }
 
 /// The names of `${NAME}` in a requirements file, as pip and uv expand them (`NAME` of capitals,
-/// digits and `_`).
+/// digits and `_`), after comments are dropped as pip drops them (a `#` at a line's start or after
+/// blanks): a `${NAME}` in a comment expands to nothing and hands nothing over (found in review).
 fn expanded_variables(text: &str) -> Vec<String> {
-    text.split("${")
+    let uncommented: String = text
+        .lines()
+        .map(|line| {
+            let comment = line
+                .char_indices()
+                .find(|&(i, c)| {
+                    c == '#' && (i == 0 || line[..i].ends_with(|b: char| b.is_whitespace()))
+                })
+                .map_or(line.len(), |(i, _)| i);
+            &line[..comment]
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    uncommented
+        .split("${")
         .skip(1)
         .filter_map(|rest| {
             let (name, _) = rest.split_once('}')?;
