@@ -614,6 +614,12 @@ pub fn run(spec: &Spec) -> Result<std::result::Result<Ran, Refusal>> {
         .arg(std::process::id().to_string())
         .arg(encoded)
         .env_remove(crate::index::RECOVERY_VAR);
+    // The helper and the init it forks keep their environment, which the program must not find in
+    // `/proc/1/environ` should init ever lose the capabilities that keep it out today (found in
+    // review): what the program may not have, they do not have either.
+    for name in &spec.remove_env {
+        command.env_remove(name);
+    }
     // SAFETY: dup2 is async-signal-safe, and it is all that runs between fork and exec.
     unsafe {
         command.pre_exec(move || {
