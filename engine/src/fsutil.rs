@@ -319,6 +319,16 @@ pub fn dir_handle(at: impl AsFd, path: &Path, nofollow: bool) -> std::io::Result
     .map_err(std::io::Error::from)
 }
 
+/// The user's home as the password database names it (`getpwuid`), for when `HOME` is unset or empty
+/// (cron, `env -i`, a service); not `/`.
+pub fn password_db_home() -> Option<PathBuf> {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|user| user.dir)
+        .filter(|dir| dir.is_absolute() && dir != Path::new("/"))
+}
+
 /// The identity of the running boot of the kernel (`/proc/sys/kernel/random/boot_id`, a UUID): a write
 /// not synced in one boot is in the page cache while that boot lasts, and may be lost when it ends in
 /// a power cut. `None` where it cannot be read, and writes must then be synced.

@@ -588,13 +588,7 @@ impl Installer {
         let cache_home = var("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| {
             var("HOME")
                 .map(PathBuf::from)
-                .or_else(|| {
-                    nix::unistd::User::from_uid(nix::unistd::getuid())
-                        .ok()
-                        .flatten()
-                        .map(|user| user.dir)
-                        .filter(|dir| dir.is_absolute() && dir != Path::new("/"))
-                })
+                .or_else(crate::fsutil::password_db_home)
                 .map(|home| home.join(".cache"))
         });
         let (own, default) = match self.kind {

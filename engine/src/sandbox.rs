@@ -169,13 +169,7 @@ impl Secrets {
             .filter(|h| !h.is_empty())
             .map(PathBuf::from)
             .into_iter()
-            .chain(
-                nix::unistd::User::from_uid(nix::unistd::getuid())
-                    .ok()
-                    .flatten()
-                    .map(|user| user.dir)
-                    .filter(|dir| dir.is_absolute() && dir != Path::new("/")),
-            )
+            .chain(crate::fsutil::password_db_home())
             .collect();
         home.dedup();
         // Where variables place credentials outside the home: a CI job's `DOCKER_CONFIG` holds the

@@ -47,14 +47,8 @@ impl Store {
         let home = std::env::var_os("HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .or_else(|| {
-                nix::unistd::User::from_uid(nix::unistd::getuid())
-                    .ok()
-                    .flatten()
-                    .map(|user| user.dir)
-                    // A service account's `/nonexistent` is no home (found in review).
-                    .filter(|dir| dir.is_dir() && dir != Path::new("/"))
-            });
+            // A service account's `/nonexistent` is no home (found in review).
+            .or_else(|| crate::fsutil::password_db_home().filter(|dir| dir.is_dir()));
         match home {
             Some(home) => Ok(home.join(".local/share/blast")),
             None => Err(Error::Invalid(
